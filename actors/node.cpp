@@ -1,0 +1,199 @@
+#include "actors/node.hpp"
+
+#include "broker/connection.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/log.hpp"
+#include "runtime/run_store.hpp"
+#include "runtime/wire.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <random>
+#include <unistd.h>
+
+namespace keel::actors {
+
+namespace {
+
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("actors");
+  return l;
+}
+
+std::string host_name() {
+  char buffer[256] = {0};
+  ::gethostname(buffer, sizeof buffer - 1);
+  std::string out;
+  for (char c : std::string(buffer)) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+    out += ok ? c : '-';
+  }
+  if (out.empty()) out = "node";
+  return out.substr(0, 40);
+}
+
+std::string random_suffix() {
+  static constexpr char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::random_device device;
+  std::string out;
+  for (int i = 0; i < 4; ++i) out += alphabet[device() % 36];
+  return out;
+}
+
+// What the node says of itself; shared by the heartbeat actor and the ping responder.
+struct announcer {
+  std::shared_ptr<broker::connection> nats;
+  broker::subjects subjects;
+  wire::heartbeat beat;
+
+  std::string encode(const char* state) const {
+    wire::heartbeat now = beat;
+    now.state = state;
+    now.time_ms = wall_ms();
+    return wire::encode(now);
+  }
+  void publish(const char* state) const {
+    if (auto r = nats->publish(subjects.heartbeat(), encode(state)); !r)
+      logger()->warn("heartbeat not sent: {}", r.error().message);
+  }
+};
+
+caf::behavior heartbeat_actor(caf::event_based_actor* self, std::shared_ptr<const announcer> a) {
+  self->send(self, tick_atom::value);
+  return {
+    [=](tick_atom) {
+      a->publish("up");
+      self->delayed_send(self, std::chrono::milliseconds(a->beat.interval_ms), tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+struct node::impl {
+  config::node_config config;
+  std::string id;
+  std::unique_ptr<store::run_store> store;
+  std::unique_ptr<caf::actor_system_config> actor_config;
+  std::unique_ptr<caf::actor_system> system;
+  std::shared_ptr<broker::connection> nats;
+  std::shared_ptr<announcer> announce;
+  caf::actor heartbeat;
+  std::unique_ptr<broker::subscription> ping_subscription;
+  bool stopped = false;
+};
+
+std::string derive_node_id(const config::node_config& config, const std::string& stored) {
+  if (!config.node_name.empty()) return config.node_name;
+  if (!stored.empty()) return stored;
+  if (config.has_role(config::role::orchestrator)) return host_name() + "-" + random_suffix();
+  return host_name() + "-" + std::to_string(::getpid());
+}
+
+node::node(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+
+node::~node() { stop(); }
+
+const std::string& node::id() const { return impl_->id; }
+
+result<std::unique_ptr<node>> node::start(const config::node_config& config) {
+  auto state = std::make_unique<impl>();
+  state->config = config;
+  std::string stored_id;
+  if (config.has_role(config::role::orchestrator)) {
+    std::error_code ec;
+    std::filesystem::create_directories(config.data_dir, ec);
+    if (ec)
+      return make_error(errc::io, "cannot create data directory " + config.data_dir + ": " +
+                                    ec.message());
+    auto opened = store::run_store::open({config.data_dir + "/runs", config.fsync});
+    if (!opened) return opened.error();
+    state->store = std::move(*opened);
+    auto meta = state->store->get_meta("node_id");
+    if (!meta) return meta.error();
+    if (*meta) stored_id = **meta;
+  }
+  state->id = derive_node_id(config, stored_id);
+  if (state->store && stored_id != state->id) {
+    if (!stored_id.empty())
+      logger()->warn("node id changes from {} to {}: runs created as {} stay with that id",
+                     stored_id, state->id, stored_id);
+    if (auto r = state->store->put_meta("node_id", state->id); !r) return r.error();
+  }
+
+  broker::connection_options nats_options;
+  nats_options.servers = config.nats_servers;
+  nats_options.name = "keel-node " + state->id;
+  nats_options.connect_timeout_ms = config.connect_timeout_ms;
+  nats_options.reconnect_wait_ms = config.reconnect_wait_ms;
+  nats_options.reconnect_attempts_max = config.reconnect_attempts_max;
+  auto connected = broker::connection::connect(nats_options);
+  if (!connected) return connected.error();
+  state->nats = std::move(*connected);
+
+  state->actor_config = std::make_unique<caf::actor_system_config>();
+  state->actor_config->set("scheduler.max-threads",
+                           std::max<std::size_t>(2, std::thread::hardware_concurrency()));
+  state->system = std::make_unique<caf::actor_system>(*state->actor_config);
+
+  auto a = std::make_shared<announcer>();
+  a->nats = state->nats;
+  a->subjects = broker::subjects{config.prefix, config.ns};
+  a->beat.node_id = state->id;
+  for (auto r : config.roles) a->beat.roles.emplace_back(config::to_string(r));
+  if (config.has_role(config::role::worker)) {
+    for (const auto& agent : config.agents) {
+      a->beat.agents.push_back(agent.id);
+      if (std::find(a->beat.queues.begin(), a->beat.queues.end(), agent.queue) == a->beat.queues.end())
+        a->beat.queues.push_back(agent.queue);
+    }
+  }
+  a->beat.started_ms = wall_ms();
+  a->beat.pid = ::getpid();
+  a->beat.host = host_name();
+  a->beat.version = "0.1.0";
+  a->beat.interval_ms = config.heartbeat_interval_ms;
+  state->announce = a;
+
+  // Every node answers a ping with its heartbeat, so `keel nodes` need not wait for the next one.
+  auto pinged = state->nats->subscribe(
+    a->subjects.nodes_ping(), "", [a](broker::message&& m) {
+      if (m.reply.empty()) return;
+      if (auto r = a->nats->publish(m.reply, a->encode("up")); !r)
+        logger()->warn("ping not answered: {}", r.error().message);
+    });
+  if (!pinged) return pinged.error();
+  state->ping_subscription = std::move(*pinged);
+
+  state->heartbeat = state->system->spawn(heartbeat_actor, std::shared_ptr<const announcer>(a));
+  logger()->info("node {} started: roles [{}], NATS {}", state->id,
+                 fmt::join(a->beat.roles, ", "), state->nats->connected_url());
+  return std::unique_ptr<node>(new node(std::move(state)));
+}
+
+void node::stop() {
+  if (!impl_ || impl_->stopped) return;
+  impl_->stopped = true;
+  auto& s = *impl_;
+  auto budget_ms = s.config.shutdown_timeout_ms;
+  auto started = steady_ms();
+  logger()->info("node {} stopping", s.id);
+  if (s.heartbeat) caf::anon_send_exit(s.heartbeat, caf::exit_reason::user_shutdown);
+  s.announce->publish("stopping");
+  s.ping_subscription.reset();
+  // Drain: what was delivered is handled and what was published is flushed.
+  if (auto r = s.nats->drain(std::max<std::int64_t>(100, budget_ms / 2)); !r)
+    logger()->warn("NATS drain: {}", r.error().message);
+  s.system.reset();  // waits for every actor to finish
+  if (s.store) {
+    if (auto r = s.store->flush(); !r) logger()->error("store flush: {}", r.error().message);
+    s.store.reset();
+  }
+  logger()->info("node {} stopped in {} ms", s.id, steady_ms() - started);
+}
+
+} // namespace keel::actors

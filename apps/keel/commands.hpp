@@ -1,0 +1,25 @@
+// The `keel` subcommands. Each registers its options on the CLI11 app and runs when chosen.
+#pragma once
+
+#include "apps/keel/context.hpp"
+
+namespace CLI { class App; }
+
+namespace keel::cli {
+
+// Flags every client command shares: --nats, --prefix, --namespace.
+struct client_flags {
+  std::string nats_url;
+  std::string prefix;
+  std::string ns;
+  std::int64_t timeout_ms = 5000;
+  // Resolves flags, KEEL_NATS_URL and the context file into one context.
+  result<context> resolve() const;
+};
+
+void add_client_flags(CLI::App& command, client_flags& flags);
+
+void add_dev_command(CLI::App& app, int& exit_code);
+void add_nodes_command(CLI::App& app, int& exit_code);
+
+} // namespace keel::cli

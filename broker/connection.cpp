@@ -1,0 +1,257 @@
+#include "broker/connection.hpp"
+
+#include "runtime/log.hpp"
+
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <mutex>
+
+namespace keel::broker {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("broker");
+  return l;
+}
+
+error nats_error(natsStatus s, const std::string& what) {
+  errc code = errc::unavailable;
+  if (s == NATS_TIMEOUT) code = errc::timeout;
+  else if (s == NATS_INVALID_ARG || s == NATS_INVALID_SUBJECT) code = errc::invalid_argument;
+  else if (s == NATS_MAX_PAYLOAD) code = errc::too_large;
+  return make_error(code, what + ": " + natsStatus_GetText(s));
+}
+
+// nats.c keeps library-wide state; open it once per process.
+void open_library() {
+  static std::once_flag once;
+  std::call_once(once, [] { nats_Open(-1); });
+}
+
+} // namespace
+
+struct connection::impl {
+  natsConnection* nc = nullptr;
+  natsOptions* options = nullptr;
+  std::string servers_text;
+  std::mutex closed_mutex;
+  std::condition_variable closed_signal;
+  bool closed = false;
+
+  ~impl() {
+    if (nc) {
+      natsConnection_Close(nc);
+      natsConnection_Destroy(nc);
+    }
+    if (options) natsOptions_Destroy(options);
+  }
+};
+
+// The handler lives until nats.c says the subscription is complete (no callback is running and
+// none will run), so that unsubscribing while a message is being handled is safe.
+struct subscription::impl {
+  natsSubscription* sub = nullptr;
+  handler* on_message = nullptr;
+  std::string subject;
+  ~impl() {
+    if (sub) natsSubscription_Destroy(sub);
+  }
+};
+
+namespace {
+
+void on_disconnected(natsConnection*, void* closure) {
+  auto* state = static_cast<connection::impl*>(closure);
+  logger()->warn("disconnected from NATS ({})", state->servers_text);
+}
+
+void on_reconnected(natsConnection* nc, void*) {
+  char url[256] = {0};
+  natsConnection_GetConnectedUrl(nc, url, sizeof url);
+  logger()->info("reconnected to NATS at {}", url);
+}
+
+void on_closed(natsConnection*, void* closure) {
+  auto* state = static_cast<connection::impl*>(closure);
+  std::lock_guard lock{state->closed_mutex};
+  state->closed = true;
+  state->closed_signal.notify_all();
+}
+
+void on_error(natsConnection*, natsSubscription* sub, natsStatus err, void*) {
+  if (err == NATS_SLOW_CONSUMER) {
+    logger()->error("slow consumer on '{}': messages were dropped", natsSubscription_GetSubject(sub));
+  } else {
+    logger()->error("NATS error: {}", natsStatus_GetText(err));
+  }
+}
+
+void on_complete(void* closure) { delete static_cast<handler*>(closure); }
+
+void deliver(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+  auto* on_message = static_cast<handler*>(closure);
+  message m;
+  m.subject = natsMsg_GetSubject(raw);
+  if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
+  m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
+  natsMsg_Destroy(raw);
+  try {
+    (*on_message)(std::move(m));
+  } catch (const std::exception& e) {
+    // A handler must not take the delivery thread down with it.
+    logger()->error("a message handler threw: {}", e.what());
+  }
+}
+
+} // namespace
+
+connection::connection(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+connection::~connection() = default;
+
+result<std::shared_ptr<connection>> connection::connect(const connection_options& options) {
+  if (options.servers.empty()) return make_error(errc::invalid_argument, "no NATS server given");
+  open_library();
+  auto state = std::make_unique<impl>();
+  for (std::size_t i = 0; i < options.servers.size(); ++i)
+    state->servers_text += (i ? ", " : "") + options.servers[i];
+  if (auto s = natsOptions_Create(&state->options); s != NATS_OK)
+    return nats_error(s, "creating NATS options");
+  std::vector<const char*> urls;
+  for (const auto& s : options.servers) urls.push_back(s.c_str());
+  natsOptions* o = state->options;
+  natsStatus s = natsOptions_SetServers(o, urls.data(), static_cast<int>(urls.size()));
+  if (s == NATS_OK && !options.name.empty()) s = natsOptions_SetName(o, options.name.c_str());
+  if (s == NATS_OK) s = natsOptions_SetTimeout(o, options.connect_timeout_ms);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, options.reconnect_wait_ms);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, static_cast<int>(options.reconnect_attempts_max));
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(o, options.send_asap);
+  if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(o, static_cast<int>(options.pending_messages_max));
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, state.get());
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, state.get());
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, state.get());
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, state.get());
+  // Messages published while reconnecting are buffered (8 MiB) instead of failing at once.
+  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(o, 8 << 20);
+  if (s != NATS_OK) return nats_error(s, "setting NATS options");
+  s = natsConnection_Connect(&state->nc, o);
+  if (s != NATS_OK) {
+    state->nc = nullptr;
+    return make_error(errc::unavailable, "cannot connect to NATS at " + state->servers_text +
+                                           ": " + natsStatus_GetText(s) +
+                                           " (is nats-server running?)");
+  }
+  return std::shared_ptr<connection>(new connection(std::move(state)));
+}
+
+result<void> connection::publish(std::string_view subject, std::string_view data) {
+  return publish(subject, {}, data);
+}
+
+result<void> connection::publish(std::string_view subject, std::string_view reply,
+                                 std::string_view data) {
+  std::string subject_text(subject), reply_text(reply);
+  natsStatus s =
+    reply.empty()
+      ? natsConnection_Publish(impl_->nc, subject_text.c_str(), data.data(), static_cast<int>(data.size()))
+      : natsConnection_PublishRequest(impl_->nc, subject_text.c_str(), reply_text.c_str(),
+                                      data.data(), static_cast<int>(data.size()));
+  if (s != NATS_OK) return nats_error(s, "publishing on " + subject_text);
+  return success();
+}
+
+result<message> connection::request(std::string_view subject, std::string_view data,
+                                    std::int64_t timeout_ms) {
+  std::string subject_text(subject);
+  natsMsg* reply = nullptr;
+  natsStatus s = natsConnection_Request(&reply, impl_->nc, subject_text.c_str(), data.data(),
+                                        static_cast<int>(data.size()), timeout_ms);
+  if (s == NATS_NO_RESPONDERS)
+    return make_error(errc::unavailable, "nobody serves " + subject_text);
+  if (s == NATS_TIMEOUT)
+    return make_error(errc::timeout, "no reply on " + subject_text + " within " +
+                                       std::to_string(timeout_ms) + " ms");
+  if (s != NATS_OK) return nats_error(s, "request on " + subject_text);
+  message m;
+  m.subject = natsMsg_GetSubject(reply);
+  m.data.assign(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  return m;
+}
+
+result<std::unique_ptr<subscription>> connection::subscribe(std::string_view subject,
+                                                            std::string_view queue,
+                                                            handler on_message) {
+  auto state = std::make_unique<subscription::impl>();
+  state->subject = subject;
+  state->on_message = new handler(std::move(on_message));
+  std::string queue_text(queue);
+  natsStatus s =
+    queue.empty()
+      ? natsConnection_Subscribe(&state->sub, impl_->nc, state->subject.c_str(), deliver,
+                                 state->on_message)
+      : natsConnection_QueueSubscribe(&state->sub, impl_->nc, state->subject.c_str(),
+                                      queue_text.c_str(), deliver, state->on_message);
+  if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(state->sub, on_complete, state->on_message);
+  if (s != NATS_OK) {
+    if (state->sub) natsSubscription_Destroy(state->sub);
+    delete state->on_message;
+    state->sub = nullptr;
+    return nats_error(s, "subscribing to " + state->subject);
+  }
+  // Bound what may wait in memory for a slow handler; past it the server drops and we log.
+  natsSubscription_SetPendingLimits(state->sub, 65536, 256 << 20);
+  return std::make_unique<subscription>(std::move(state));
+}
+
+result<void> connection::flush(std::int64_t timeout_ms) {
+  natsStatus s = natsConnection_FlushTimeout(impl_->nc, timeout_ms);
+  if (s != NATS_OK) return nats_error(s, "flushing");
+  return success();
+}
+
+result<void> connection::drain(std::int64_t timeout_ms) {
+  natsStatus s = natsConnection_DrainTimeout(impl_->nc, timeout_ms);
+  if (s != NATS_OK && s != NATS_CONNECTION_CLOSED) return nats_error(s, "draining");
+  std::unique_lock lock{impl_->closed_mutex};
+  bool closed = impl_->closed_signal.wait_for(lock, std::chrono::milliseconds(timeout_ms + 100),
+                                              [&] { return impl_->closed; });
+  if (!closed) return make_error(errc::timeout, "the connection did not drain in time");
+  return success();
+}
+
+std::string connection::new_inbox() const {
+  natsInbox* inbox = nullptr;
+  natsInbox_Create(&inbox);
+  std::string out(inbox);
+  natsInbox_Destroy(inbox);
+  return out;
+}
+
+bool connection::connected() const {
+  return natsConnection_Status(impl_->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+std::string connection::connected_url() const {
+  char url[256] = {0};
+  natsConnection_GetConnectedUrl(impl_->nc, url, sizeof url);
+  return url;
+}
+
+subscription::subscription(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+
+subscription::~subscription() {
+  if (impl_ && impl_->sub) natsSubscription_Unsubscribe(impl_->sub);
+}
+
+result<void> subscription::unsubscribe() {
+  natsStatus s = natsSubscription_Unsubscribe(impl_->sub);
+  if (s != NATS_OK && s != NATS_INVALID_SUBSCRIPTION && s != NATS_CONNECTION_CLOSED)
+    return nats_error(s, "unsubscribing from " + impl_->subject);
+  return success();
+}
+
+} // namespace keel::broker

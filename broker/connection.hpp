@@ -1,0 +1,105 @@
+// One NATS connection: connect to a list of servers with reconnect, publish, request with a
+// timeout, plain and queue subscriptions, and drain on shutdown. Plain C++; nats.c stays inside.
+#pragma once
+
+#include "runtime/result.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keel::broker {
+
+struct connection_options {
+  std::vector<std::string> servers;
+  std::string name;                   // shown by the server's monitoring
+  std::int64_t connect_timeout_ms = 2000;
+  std::int64_t reconnect_wait_ms = 250;
+  std::int64_t reconnect_attempts_max = -1;  // -1: forever
+  bool send_asap = true;              // flush every publish at once (replies come 5x sooner)
+  std::int64_t pending_messages_max = 65536;  // per subscription, before the server drops ours
+};
+
+struct message {
+  std::string subject;
+  std::string reply;  // empty when no reply is expected
+  std::string data;
+};
+
+using handler = std::function<void(message&&)>;
+
+class subscription;
+
+class connection {
+public:
+  // Fails with errc::unavailable, naming the servers, when none can be reached.
+  static result<std::shared_ptr<connection>> connect(const connection_options& options);
+  ~connection();
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  result<void> publish(std::string_view subject, std::string_view data);
+  result<void> publish(std::string_view subject, std::string_view reply, std::string_view data);
+  // errc::timeout when nobody answers in time; errc::unavailable when nobody listens at all.
+  result<message> request(std::string_view subject, std::string_view data,
+                          std::int64_t timeout_ms);
+
+  // `queue` empty: every subscriber gets each message; otherwise one member of the queue does.
+  // The handler runs on a delivery thread of the connection, one message at a time.
+  result<std::unique_ptr<subscription>> subscribe(std::string_view subject, std::string_view queue,
+                                                  handler on_message);
+
+  result<void> flush(std::int64_t timeout_ms);
+  // Stops taking messages, lets handlers finish what was delivered, flushes, closes.
+  result<void> drain(std::int64_t timeout_ms);
+
+  std::string new_inbox() const;
+  bool connected() const;
+  std::string connected_url() const;
+
+  struct impl;
+
+private:
+  explicit connection(std::unique_ptr<impl> state);
+  std::unique_ptr<impl> impl_;
+};
+
+class subscription {
+public:
+  ~subscription();  // unsubscribes
+  subscription(const subscription&) = delete;
+  subscription& operator=(const subscription&) = delete;
+  result<void> unsubscribe();
+
+  struct impl;
+  explicit subscription(std::unique_ptr<impl> state);
+
+private:
+  std::unique_ptr<impl> impl_;
+};
+
+// Subjects under `<prefix>.<namespace>`, as docs/PROTOCOL.md lists them.
+struct subjects {
+  std::string prefix = "keel";
+  std::string ns = "default";
+
+  std::string base() const { return prefix + "." + ns; }
+  std::string invoke() const { return base() + ".invoke"; }
+  std::string run_resume(std::string_view run) const { return base() + ".runs." + std::string(run) + ".resume"; }
+  std::string run_cancel(std::string_view run) const { return base() + ".runs." + std::string(run) + ".cancel"; }
+  std::string run_events(std::string_view run) const { return base() + ".runs." + std::string(run) + ".events"; }
+  std::string run_query(std::string_view run) const { return base() + ".runs." + std::string(run) + ".get"; }
+  std::string runs_events_all() const { return base() + ".runs.*.events"; }
+  std::string runs_list() const { return base() + ".runs.list"; }
+  std::string tasks(std::string_view queue) const { return base() + ".tasks." + std::string(queue); }
+  std::string node_results(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".results"; }
+  std::string node_control(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".control"; }
+  std::string heartbeat() const { return base() + ".nodes.heartbeat"; }
+  std::string nodes_ping() const { return base() + ".nodes.ping"; }
+};
+
+} // namespace keel::broker

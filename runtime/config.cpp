@@ -1,0 +1,421 @@
+#include "runtime/config.hpp"
+
+#include "runtime/ids.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+namespace keel::config {
+
+namespace {
+
+// An entry applies one TOML value to the config (or the agent being read); it returns an empty
+// string when the value is accepted, otherwise what was expected.
+using apply_fn = std::function<std::string(node_config&, agent_config*, const toml::node&)>;
+
+struct entry {
+  key_info info;
+  apply_fn apply;
+};
+
+std::string type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date or time";
+  }
+}
+
+template <class Field>
+using field_ref = std::function<Field&(node_config&, agent_config*)>;
+
+using string_check = std::function<std::string(const std::string&)>;
+
+entry string_key(std::string path, std::string def, std::string help, field_ref<std::string> field,
+                 string_check check = {}) {
+  return {{std::move(path), "string", "\"" + def + "\"", std::move(help)},
+          [field, check](node_config& c, agent_config* a, const toml::node& n) -> std::string {
+            auto v = n.value<std::string>();
+            if (!n.is_string() || !v) return "a string, got " + type_name(n);
+            if (check) {
+              if (auto problem = check(*v); !problem.empty()) return problem;
+            }
+            field(c, a) = *v;
+            return {};
+          }};
+}
+
+entry integer_key(std::string path, std::int64_t def, std::int64_t min, std::int64_t max,
+                  std::string help, field_ref<std::int64_t> field) {
+  return {{std::move(path), "integer", std::to_string(def), std::move(help)},
+          [field, min, max](node_config& c, agent_config* a, const toml::node& n) -> std::string {
+            if (!n.is_integer()) return "an integer, got " + type_name(n);
+            auto v = *n.value<std::int64_t>();
+            if (v < min || v > max)
+              return "an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                     ", got " + std::to_string(v);
+            field(c, a) = v;
+            return {};
+          }};
+}
+
+entry boolean_key(std::string path, bool def, std::string help, field_ref<bool> field) {
+  return {{std::move(path), "boolean", def ? "true" : "false", std::move(help)},
+          [field](node_config& c, agent_config* a, const toml::node& n) -> std::string {
+            if (!n.is_boolean()) return "true or false, got " + type_name(n);
+            field(c, a) = *n.value<bool>();
+            return {};
+          }};
+}
+
+entry string_array_key(std::string path, std::vector<std::string> def, std::string help,
+                       field_ref<std::vector<std::string>> field, string_check check = {}) {
+  std::string def_text = "[";
+  for (std::size_t i = 0; i < def.size(); ++i)
+    def_text += (i ? ", \"" : "\"") + def[i] + "\"";
+  def_text += "]";
+  return {{std::move(path), "array of strings", def_text, std::move(help)},
+          [field, check](node_config& c, agent_config* a, const toml::node& n) -> std::string {
+            const auto* array = n.as_array();
+            if (!array) return "an array of strings, got " + type_name(n);
+            std::vector<std::string> out;
+            for (const auto& element : *array) {
+              auto v = element.value<std::string>();
+              if (!element.is_string() || !v)
+                return "an array of strings, got an element that is " + type_name(element);
+              if (check) {
+                if (auto problem = check(*v); !problem.empty()) return problem;
+              }
+              out.push_back(*v);
+            }
+            field(c, a) = std::move(out);
+            return {};
+          }};
+}
+
+std::string one_of(const std::string& value, std::initializer_list<const char*> allowed) {
+  for (const char* a : allowed)
+    if (value == a) return {};
+  std::string text = "one of";
+  for (const char* a : allowed) text += std::string(" \"") + a + "\"";
+  return text + ", got \"" + value + "\"";
+}
+
+std::string name_check(const std::string& value) {
+  if (is_valid_name(value)) return {};
+  return "a name of 1 to 64 characters from [A-Za-z0-9_-], got \"" + value + "\"";
+}
+
+std::string optional_name_check(const std::string& value) {
+  return value.empty() ? std::string{} : name_check(value);
+}
+
+std::string nats_url_check(const std::string& value) {
+  if (value.rfind("nats://", 0) == 0 || value.rfind("tls://", 0) == 0) return {};
+  return "a server URL starting with nats:// or tls://, got \"" + value + "\"";
+}
+
+role role_from_name(const std::string& name) {
+  if (name == "orchestrator") return role::orchestrator;
+  if (name == "worker") return role::worker;
+  return role::gateway;
+}
+
+entry roles_key() {
+  return {{"node.roles", "array of strings", "[\"orchestrator\", \"worker\", \"gateway\"]",
+           "Any of orchestrator, worker, gateway; at least one."},
+          [](node_config& c, agent_config*, const toml::node& n) -> std::string {
+            const auto* array = n.as_array();
+            if (!array) return "an array of roles, got " + type_name(n);
+            std::vector<role> out;
+            for (const auto& element : *array) {
+              auto v = element.value<std::string>();
+              if (!element.is_string() || !v) return "an array of role names";
+              if (auto problem = one_of(*v, {"orchestrator", "worker", "gateway"});
+                  !problem.empty())
+                return problem;
+              role r = role_from_name(*v);
+              if (std::find(out.begin(), out.end(), r) == out.end()) out.push_back(r);
+            }
+            if (out.empty()) return "at least one role";
+            c.roles = std::move(out);
+            return {};
+          }};
+}
+
+constexpr std::int64_t hour_ms = 3'600'000;
+
+const std::vector<entry>& entries() {
+  static const std::vector<entry> all = [] {
+    std::vector<entry> e;
+    // [node]
+    e.push_back(string_key(
+      "node.name", "", "This node's id: [A-Za-z0-9_-]. Empty: derived from the host name.",
+      [](node_config& c, agent_config*) -> std::string& { return c.node_name; },
+      optional_name_check));
+    e.push_back(roles_key());
+    e.push_back(string_key(
+      "node.data_dir", "./.keel/data", "Where an orchestrator keeps its RocksDB database.",
+      [](node_config& c, agent_config*) -> std::string& { return c.data_dir; }));
+    // [nats]
+    e.push_back(string_array_key(
+      "nats.servers", {"nats://127.0.0.1:4222"}, "NATS server URLs; the node reconnects among them.",
+      [](node_config& c, agent_config*) -> std::vector<std::string>& { return c.nats_servers; },
+      nats_url_check));
+    e.push_back(string_key(
+      "nats.prefix", "keel", "First token of every subject.",
+      [](node_config& c, agent_config*) -> std::string& { return c.prefix; }, name_check));
+    e.push_back(string_key(
+      "nats.namespace", "default", "Second token of every subject; separates tenants.",
+      [](node_config& c, agent_config*) -> std::string& { return c.ns; }, name_check));
+    e.push_back(integer_key(
+      "nats.connect_timeout_ms", 2000, 10, 60'000, "How long one connection attempt may take.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.connect_timeout_ms; }));
+    e.push_back(integer_key(
+      "nats.reconnect_wait_ms", 250, 10, 60'000, "Pause between reconnection attempts.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.reconnect_wait_ms; }));
+    e.push_back(integer_key(
+      "nats.reconnect_attempts_max", -1, -1, 1'000'000,
+      "Reconnection attempts before giving up; -1: never give up.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.reconnect_attempts_max; }));
+    e.push_back(integer_key(
+      "nats.request_timeout_ms", 5000, 10, hour_ms, "How long a request waits for its reply.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.request_timeout_ms; }));
+    // [durability]
+    e.push_back(boolean_key(
+      "durability.fsync", true,
+      "Sync every state change to disk before it is acknowledged. Off: faster, and a machine "
+      "crash (not a process crash) may lose the last acknowledged changes.",
+      [](node_config& c, agent_config*) -> bool& { return c.fsync; }));
+    // [limits]
+    e.push_back(integer_key(
+      "limits.message_bytes_max", 1 << 20, 1024, 64 << 20,
+      "Largest message the node accepts or sends.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.message_bytes_max; }));
+    e.push_back(integer_key(
+      "limits.heartbeat_interval_ms", 1000, 50, 60'000, "How often the node announces itself.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.heartbeat_interval_ms; }));
+    e.push_back(integer_key(
+      "limits.shutdown_timeout_ms", 5000, 100, 120'000,
+      "How long a stopping node may take to drain and flush before it exits anyway.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.shutdown_timeout_ms; }));
+    // [log]
+    e.push_back(string_key(
+      "log.level", "info", "One of trace, debug, info, warn, error, off.",
+      [](node_config& c, agent_config*) -> std::string& { return c.log_level; },
+      [](const std::string& v) {
+        return one_of(v, {"trace", "debug", "info", "warn", "error", "off"});
+      }));
+    e.push_back(string_key(
+      "log.file", "", "Write the log to this file; empty: standard error.",
+      [](node_config& c, agent_config*) -> std::string& { return c.log_file; }));
+    // [gateway]
+    e.push_back(string_key(
+      "gateway.listen", "127.0.0.1:8080", "Address of the HTTP API and dashboard (host:port).",
+      [](node_config& c, agent_config*) -> std::string& { return c.gateway_listen; }));
+    // [agents.<id>]
+    e.push_back(string_key(
+      "agents.*.provider", "scripted", "Model provider: scripted, anthropic or openai.",
+      [](node_config&, agent_config* a) -> std::string& { return a->provider; },
+      [](const std::string& v) { return one_of(v, {"scripted", "anthropic", "openai"}); }));
+    e.push_back(string_key(
+      "agents.*.model", "", "The provider's model name.",
+      [](node_config&, agent_config* a) -> std::string& { return a->model; }));
+    e.push_back(string_key(
+      "agents.*.system_prompt", "", "The system prompt.",
+      [](node_config&, agent_config* a) -> std::string& { return a->system_prompt; }));
+    e.push_back(string_key(
+      "agents.*.script", "", "Scripted provider: the file of turns, relative to this config.",
+      [](node_config&, agent_config* a) -> std::string& { return a->script; }));
+    e.push_back(string_array_key(
+      "agents.*.tools", {"exec", "read", "write", "edit", "glob", "grep"},
+      "The tools the agent may call.",
+      [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->tools; },
+      [](const std::string& v) {
+        return one_of(v, {"exec", "read", "write", "edit", "glob", "grep"});
+      }));
+    e.push_back(integer_key(
+      "agents.*.max_steps", 30, 1, 10'000, "Stop after this many model steps.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->max_steps; }));
+    e.push_back(integer_key(
+      "agents.*.max_tokens", 0, 0, 1'000'000'000,
+      "Stop when the run has used this many tokens; 0: no limit.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->max_tokens; }));
+    e.push_back(string_key(
+      "agents.*.queue", "", "Worker queue serving this agent; empty: the agent's id.",
+      [](node_config&, agent_config* a) -> std::string& { return a->queue; },
+      optional_name_check));
+    return e;
+  }();
+  return all;
+}
+
+const entry* find_entry(std::string_view path) {
+  for (const auto& e : entries())
+    if (e.info.path == path) return &e;
+  return nullptr;
+}
+
+struct loader {
+  const std::string& source;
+  node_config& config;
+
+  error fail(const toml::node& node, const std::string& key, const std::string& text) const {
+    std::ostringstream out;
+    out << source;
+    if (node.source().begin.line) out << ":" << node.source().begin.line;
+    out << ": " << key << ": " << text;
+    return make_error(errc::config, out.str());
+  }
+
+  // Applies one value; `pattern` is the schema path (agents' ids replaced by '*').
+  result<void> apply(const std::string& key, const std::string& pattern, agent_config* agent,
+                     const toml::node& value) {
+    const entry* e = find_entry(pattern);
+    if (!e) return fail(value, key, "unknown key (configs/reference.toml lists every key)");
+    std::string problem = e->apply(config, agent, value);
+    if (!problem.empty()) return fail(value, key, "expected " + problem);
+    return success();
+  }
+
+  result<void> walk(const toml::table& table, const std::string& prefix,
+                    const std::string& pattern_prefix, agent_config* agent) {
+    for (const auto& [raw_key, value] : table) {
+      std::string key = prefix + std::string(raw_key.str());
+      std::string pattern = pattern_prefix + std::string(raw_key.str());
+      if (key == "agents") {
+        if (!value.is_table()) return fail(value, key, "expected a table of agents");
+        if (auto r = walk_agents(*value.as_table()); !r) return r;
+      } else if (value.is_table()) {
+        if (auto r = walk(*value.as_table(), key + ".", pattern + ".", agent); !r) return r;
+      } else if (auto r = apply(key, pattern, agent, value); !r) {
+        return r;
+      }
+    }
+    return success();
+  }
+
+  result<void> walk_agents(const toml::table& agents) {
+    for (const auto& [raw_id, value] : agents) {
+      std::string id(raw_id.str());
+      std::string key = "agents." + id;
+      if (!is_valid_name(id))
+        return fail(value, key, "an agent id is 1 to 64 characters from [A-Za-z0-9_-]");
+      if (!value.is_table()) return fail(value, key, "expected a table of agent settings");
+      agent_config* agent = nullptr;
+      for (auto& existing : config.agents)
+        if (existing.id == id) agent = &existing;
+      if (!agent) {
+        agent = &config.agents.emplace_back();
+        agent->id = id;
+        if (auto r = apply_defaults("agents.*.", agent); !r) return r;
+      }
+      if (auto r = walk(*value.as_table(), key + ".", "agents.*.", agent); !r) return r;
+    }
+    return success();
+  }
+
+  result<void> apply_defaults(std::string_view pattern_prefix, agent_config* agent) {
+    for (const auto& e : entries()) {
+      bool agent_key = e.info.path.rfind("agents.*.", 0) == 0;
+      if (agent_key != (pattern_prefix == "agents.*.")) continue;
+      auto parsed = toml::parse("value = " + e.info.default_toml);
+      std::string problem = e.apply(config, agent, *parsed.get("value"));
+      assert(problem.empty() && "a schema default must satisfy its own check");
+    }
+    return success();
+  }
+
+  result<void> finish() {
+    auto whole_file_error = [&](const std::string& key, const std::string& text) {
+      return make_error(errc::config, source + ": " + key + ": " + text);
+    };
+    if (config.roles.empty()) return whole_file_error("node.roles", "expected at least one role");
+    if (config.nats_servers.empty())
+      return whole_file_error("nats.servers", "expected at least one server URL");
+    for (auto& agent : config.agents)
+      if (agent.queue.empty()) agent.queue = agent.id;
+    if (config.has_role(role::orchestrator) && config.data_dir.empty())
+      return whole_file_error("node.data_dir", "an orchestrator needs a data directory");
+    return success();
+  }
+};
+
+} // namespace
+
+std::string_view to_string(role r) {
+  switch (r) {
+    case role::orchestrator: return "orchestrator";
+    case role::worker: return "worker";
+    case role::gateway: return "gateway";
+  }
+  return "unknown";
+}
+
+bool node_config::has_role(role r) const {
+  return std::find(roles.begin(), roles.end(), r) != roles.end();
+}
+
+const agent_config* node_config::find_agent(std::string_view id) const {
+  for (const auto& a : agents)
+    if (a.id == id) return &a;
+  return nullptr;
+}
+
+const std::vector<key_info>& schema() {
+  static const std::vector<key_info> infos = [] {
+    std::vector<key_info> out;
+    for (const auto& e : entries()) out.push_back(e.info);
+    return out;
+  }();
+  return infos;
+}
+
+namespace {
+result<toml::table> parse_toml(std::string_view text, const std::string& source_name) {
+  try {
+    return toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream out;
+    out << source_name << ":" << e.source().begin.line << ": not valid TOML: " << e.description();
+    return make_error(errc::config, out.str());
+  }
+}
+} // namespace
+
+result<node_config> load_string(std::string_view text, const std::string& source_name,
+                                const std::vector<std::string>& overrides) {
+  node_config config;
+  config.source = source_name;
+  loader l{source_name, config};
+  if (auto r = l.apply_defaults("", nullptr); !r) return r.error();
+  auto table = parse_toml(text, source_name);
+  if (!table) return table.error();
+  if (auto r = l.walk(*table, "", "", nullptr); !r) return r.error();
+  for (const auto& line : overrides) {
+    auto override_table = parse_toml(line, "--set '" + line + "'");
+    if (!override_table) return override_table.error();
+    loader o{"--set '" + line + "'", config};
+    if (auto r = o.walk(*override_table, "", "", nullptr); !r) return r.error();
+  }
+  if (auto r = l.finish(); !r) return r.error();
+  return config;
+}
+
+result<node_config> load_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(errc::config, path + ": cannot read the file");
+  std::ostringstream content;
+  content << in.rdbuf();
+  return load_string(content.str(), path, overrides);
+}
+
+} // namespace keel::config

@@ -1,0 +1,79 @@
+// Node configuration: one TOML file names the node's roles, its NATS servers, where it keeps its
+// data, its limits and the agents it knows. Every key is checked when the file is loaded; the
+// schema below is the single source of each key's type and default.
+#pragma once
+
+#include "runtime/result.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keel::config {
+
+enum class role { orchestrator, worker, gateway };
+std::string_view to_string(role r);
+
+struct agent_config {
+  std::string id;
+  std::string provider;       // "scripted" (built in), "anthropic", "openai"
+  std::string model;
+  std::string system_prompt;
+  std::string script;         // scripted provider: the file of turns
+  std::vector<std::string> tools;
+  std::int64_t max_steps = 0;
+  std::int64_t max_tokens = 0;  // 0: no limit
+  std::string queue;            // the worker queue that serves this agent; defaults to its id
+};
+
+struct node_config {
+  std::string source;  // the file this was read from, for messages
+
+  std::string node_name;  // empty: derived at start (see docs/OPERATIONS.md)
+  std::vector<role> roles;
+  std::string data_dir;
+
+  std::vector<std::string> nats_servers;
+  std::string prefix;
+  std::string ns;
+  std::int64_t connect_timeout_ms = 0;
+  std::int64_t reconnect_wait_ms = 0;
+  std::int64_t reconnect_attempts_max = 0;
+  std::int64_t request_timeout_ms = 0;
+
+  bool fsync = true;
+
+  std::int64_t message_bytes_max = 0;
+  std::int64_t heartbeat_interval_ms = 0;
+  std::int64_t shutdown_timeout_ms = 0;
+
+  std::string log_level;
+  std::string log_file;
+
+  std::string gateway_listen;
+
+  std::vector<agent_config> agents;
+
+  bool has_role(role r) const;
+  const agent_config* find_agent(std::string_view id) const;
+};
+
+// What the schema says of one key, for the reference file, its test and the docs.
+struct key_info {
+  std::string path;          // e.g. "nats.servers", or "agents.*.model" for every agent
+  std::string type;          // "string", "integer", "boolean", "array of strings"
+  std::string default_toml;  // the default as a TOML value
+  std::string help;
+};
+const std::vector<key_info>& schema();
+
+// Loads and validates; an error is one line naming the file, the key and what was expected.
+// `overrides` are TOML lines (`key = value`, dotted keys allowed) applied after the file, as
+// `keel-node --set` gives them; their errors name "--set".
+result<node_config> load_file(const std::string& path,
+                              const std::vector<std::string>& overrides = {});
+result<node_config> load_string(std::string_view text, const std::string& source_name,
+                                const std::vector<std::string>& overrides = {});
+
+} // namespace keel::config

@@ -1,0 +1,40 @@
+// Distinct id types, so a run id is never passed where a node id belongs. A run id names the node
+// that owns it: `<16 sortable chars>-<node id>`.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace keel {
+
+struct node_id {
+  std::string value;
+  auto operator<=>(const node_id&) const = default;
+};
+
+struct run_id {
+  std::string value;
+  auto operator<=>(const run_id&) const = default;
+  // The owner's node id, or empty when the id is not of keel's form.
+  std::string_view owner() const;
+};
+
+// Names one attempt of one step of one run: a repeated task keeps run and step, so a tool can
+// tell a repeat; the attempt number says how many times it was sent.
+struct task_id {
+  std::string run;
+  std::uint64_t step = 0;
+  std::uint32_t attempt = 0;
+  auto operator<=>(const task_id&) const = default;
+  std::string to_string() const;
+};
+
+// A new run id owned by `owner`: time-ordered, unique within the process and across restarts.
+run_id make_run_id(const node_id& owner);
+
+// Whether `token` can stand as one NATS subject token and a file name: [A-Za-z0-9_-], 1..64.
+bool is_valid_name(std::string_view token);
+
+} // namespace keel

@@ -1,0 +1,335 @@
+#include "runtime/run_store.hpp"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+#include <map>
+
+namespace keel::store {
+
+namespace {
+
+// Key layout (every id is [A-Za-z0-9_-], so '/' separates without ambiguity):
+//   h/<run>                 header: status, agent, created (small; read to update indexes)
+//   r/<run>                 snapshot: the whole run_record
+//   j/<run>/<seq:8 BE>      journal entry
+//   e/<run>/<seq:8 BE>      event
+//   s/<status>/<run>        index by status
+//   a/<agent>/<created:8 BE>/<run>   index by agent, in creation order
+//   t/<created:8 BE>/<run>  index by time
+//   k/<agent>/<key>         idempotency key -> run
+//   m/<key>                 node metadata
+constexpr std::array<std::string_view, 6> status_names = {
+  "pending", "running", "suspended", "completed", "failed", "cancelled"};
+
+std::string big_endian(std::uint64_t n) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, n >>= 8) out[i] = static_cast<char>(n & 0xff);
+  return out;
+}
+
+std::string header_key(const std::string& run) { return "h/" + run; }
+std::string snapshot_key(const std::string& run) { return "r/" + run; }
+std::string journal_key(const std::string& run, std::uint64_t seq) {
+  return "j/" + run + "/" + big_endian(seq);
+}
+std::string event_key(const std::string& run, std::uint64_t seq) {
+  return "e/" + run + "/" + big_endian(seq);
+}
+std::string status_key(run_status s, const std::string& run) {
+  return "s/" + std::string(to_string(s)) + "/" + run;
+}
+std::string agent_key(const std::string& agent, std::int64_t created, const std::string& run) {
+  return "a/" + agent + "/" + big_endian(static_cast<std::uint64_t>(created)) + "/" + run;
+}
+std::string time_key(std::int64_t created, const std::string& run) {
+  return "t/" + big_endian(static_cast<std::uint64_t>(created)) + "/" + run;
+}
+std::string idempotency_key(const std::string& agent, const std::string& key) {
+  return "k/" + agent + "/" + key;
+}
+
+error io_error(const rocksdb::Status& s, const char* what) {
+  return make_error(errc::io, std::string(what) + ": " + s.ToString());
+}
+
+wire::value record_to_value(const run_record& r) {
+  return wire::value{{"run_id", r.run_id},
+                     {"agent", r.agent},
+                     {"session_id", r.session_id},
+                     {"idempotency_key", r.idempotency_key},
+                     {"status", to_string(r.status)},
+                     {"created_ms", r.created_ms},
+                     {"updated_ms", r.updated_ms},
+                     {"last_event_seq", r.last_event_seq},
+                     {"last_journal_seq", r.last_journal_seq},
+                     {"state", r.state}};
+}
+
+result<run_record> record_from_value(const wire::value& v) {
+  try {
+    run_record r;
+    r.run_id = v.at("run_id").get<std::string>();
+    r.agent = v.at("agent").get<std::string>();
+    r.session_id = v.at("session_id").get<std::string>();
+    r.idempotency_key = v.at("idempotency_key").get<std::string>();
+    if (!from_string(v.at("status").get<std::string>(), r.status))
+      return make_error(errc::malformed, "stored run has an unknown status");
+    r.created_ms = v.at("created_ms").get<std::int64_t>();
+    r.updated_ms = v.at("updated_ms").get<std::int64_t>();
+    r.last_event_seq = v.at("last_event_seq").get<std::uint64_t>();
+    r.last_journal_seq = v.at("last_journal_seq").get<std::uint64_t>();
+    r.state = v.at("state");
+    return r;
+  } catch (const std::exception& e) {
+    return make_error(errc::malformed, std::string("stored run record is damaged: ") + e.what());
+  }
+}
+
+// Values on disk use the wire encoding, without its size limit (a run may grow large).
+wire::limits disk_limits() {
+  wire::limits l;
+  l.message_bytes_max = std::size_t{1} << 31;
+  l.container_elements_max = std::size_t{1} << 24;
+  return l;
+}
+
+struct header {
+  run_status status;
+  std::string agent;
+  std::int64_t created_ms;
+};
+
+} // namespace
+
+std::string_view to_string(run_status s) { return status_names[static_cast<std::size_t>(s)]; }
+
+bool from_string(std::string_view name, run_status& s) {
+  for (std::size_t i = 0; i < status_names.size(); ++i) {
+    if (status_names[i] == name) {
+      s = static_cast<run_status>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool is_terminal(run_status s) {
+  return s == run_status::completed || s == run_status::failed || s == run_status::cancelled;
+}
+
+run_store::run_store(std::unique_ptr<rocksdb::DB> db, bool fsync)
+  : db_(std::move(db)), fsync_(fsync) {}
+
+run_store::~run_store() {
+  if (db_) {
+    db_->FlushWAL(true);
+    db_->Close();
+  }
+}
+
+result<std::unique_ptr<run_store>> run_store::open(const store_options& options) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.keep_log_file_num = 4;
+  db_options.max_manifest_file_size = 64 << 20;
+  // Writers that arrive together share one WAL write and one sync.
+  db_options.enable_pipelined_write = true;
+  rocksdb::DB* raw = nullptr;
+  auto status = rocksdb::DB::Open(db_options, options.path, &raw);
+  if (!status.ok()) {
+    return make_error(errc::io, "cannot open the run store at " + options.path + ": " +
+                                  status.ToString());
+  }
+  return std::unique_ptr<run_store>(
+    new run_store(std::unique_ptr<rocksdb::DB>(raw), options.fsync));
+}
+
+result<void> run_store::apply(const run_transition& transition) {
+  return apply(std::vector<run_transition>{transition});
+}
+
+result<void> run_store::apply(const std::vector<run_transition>& transitions) {
+  rocksdb::WriteBatch batch;
+  // Within one batch, a later transition of the same run sees the header an earlier one wrote.
+  std::map<std::string, header> pending_headers;
+  for (const auto& t : transitions) {
+    const run_record& r = t.record;
+    assert(!r.run_id.empty());
+    std::optional<header> previous;
+    if (auto it = pending_headers.find(r.run_id); it != pending_headers.end()) {
+      previous = it->second;
+    } else {
+      std::string bytes;
+      auto s = db_->Get(rocksdb::ReadOptions(), header_key(r.run_id), &bytes);
+      if (s.ok()) {
+        auto v = wire::unpack(bytes, disk_limits());
+        if (!v) return v.error();
+        header h;
+        if (!from_string((*v)["status"].get<std::string>(), h.status))
+          return make_error(errc::malformed, "stored header has an unknown status");
+        h.agent = (*v)["agent"].get<std::string>();
+        h.created_ms = (*v)["created_ms"].get<std::int64_t>();
+        previous = h;
+      } else if (!s.IsNotFound()) {
+        return io_error(s, "reading a run header");
+      }
+    }
+    if (!previous) {
+      batch.Put(agent_key(r.agent, r.created_ms, r.run_id), "");
+      batch.Put(time_key(r.created_ms, r.run_id), "");
+      if (!r.idempotency_key.empty())
+        batch.Put(idempotency_key(r.agent, r.idempotency_key), r.run_id);
+      batch.Put(status_key(r.status, r.run_id), "");
+    } else if (previous->status != r.status) {
+      batch.Delete(status_key(previous->status, r.run_id));
+      batch.Put(status_key(r.status, r.run_id), "");
+    }
+    header now{r.status, r.agent, r.created_ms};
+    pending_headers[r.run_id] = now;
+    batch.Put(header_key(r.run_id),
+              wire::pack(wire::value{{"status", to_string(r.status)},
+                                     {"agent", r.agent},
+                                     {"created_ms", r.created_ms}}));
+    batch.Put(snapshot_key(r.run_id), wire::pack(record_to_value(r)));
+    for (const auto& entry : t.journal) {
+      batch.Put(journal_key(r.run_id, entry.seq),
+                wire::pack(wire::value{{"seq", entry.seq},
+                                       {"kind", entry.kind},
+                                       {"time_ms", entry.time_ms},
+                                       {"data", entry.data}}));
+    }
+    if (t.journal_truncate_through > 0)
+      batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1));
+    for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));
+  }
+  rocksdb::WriteOptions write_options;
+  write_options.sync = fsync_;
+  auto s = db_->Write(write_options, &batch);
+  if (!s.ok()) return io_error(s, "writing a run transition");
+  return success();
+}
+
+result<std::optional<run_record>> run_store::get(const std::string& run_id) const {
+  std::string bytes;
+  auto s = db_->Get(rocksdb::ReadOptions(), snapshot_key(run_id), &bytes);
+  if (s.IsNotFound()) return std::optional<run_record>{};
+  if (!s.ok()) return io_error(s, "reading a run");
+  auto v = wire::unpack(bytes, disk_limits());
+  if (!v) return v.error();
+  auto r = record_from_value(*v);
+  if (!r) return r.error();
+  return std::optional<run_record>(std::move(*r));
+}
+
+result<std::vector<journal_entry>> run_store::journal(const std::string& run_id,
+                                                      std::uint64_t from_seq) const {
+  std::vector<journal_entry> out;
+  std::string prefix = "j/" + run_id + "/";
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(journal_key(run_id, from_seq)); it->Valid() && it->key().starts_with(prefix);
+       it->Next()) {
+    auto v = wire::unpack(it->value().ToStringView(), disk_limits());
+    if (!v) return v.error();
+    journal_entry e;
+    e.seq = (*v)["seq"].get<std::uint64_t>();
+    e.kind = (*v)["kind"].get<std::string>();
+    e.time_ms = (*v)["time_ms"].get<std::int64_t>();
+    e.data = (*v)["data"];
+    out.push_back(std::move(e));
+  }
+  if (!it->status().ok()) return io_error(it->status(), "reading a journal");
+  return out;
+}
+
+result<std::vector<wire::event>> run_store::events(const std::string& run_id,
+                                                   std::uint64_t from_seq,
+                                                   std::size_t limit) const {
+  std::vector<wire::event> out;
+  std::string prefix = "e/" + run_id + "/";
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(event_key(run_id, from_seq));
+       it->Valid() && it->key().starts_with(prefix) && out.size() < limit; it->Next()) {
+    auto e = wire::decode<wire::event>(it->value().ToStringView(), disk_limits());
+    if (!e) return e.error();
+    out.push_back(std::move(*e));
+  }
+  if (!it->status().ok()) return io_error(it->status(), "reading events");
+  return out;
+}
+
+result<std::vector<std::string>> run_store::scan_ids(const std::string& prefix,
+                                                     std::size_t limit, bool reverse) const {
+  std::vector<std::string> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  auto take = [&] {
+    auto key = it->key().ToStringView();
+    out.emplace_back(key.substr(key.rfind('/') + 1));
+  };
+  if (!reverse) {
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix) && out.size() < limit;
+         it->Next())
+      take();
+  } else {
+    std::string end = prefix;
+    end.back() = static_cast<char>(end.back() + 1);  // prefixes end in '/', so this is '0'
+    for (it->SeekForPrev(end); it->Valid() && out.size() < limit; it->Prev()) {
+      if (!it->key().starts_with(prefix)) {
+        if (it->key().compare(prefix) < 0) break;
+        continue;
+      }
+      take();
+    }
+  }
+  if (!it->status().ok()) return io_error(it->status(), "scanning an index");
+  return out;
+}
+
+result<std::vector<std::string>> run_store::list_by_status(run_status s,
+                                                           std::size_t limit) const {
+  return scan_ids("s/" + std::string(to_string(s)) + "/", limit, false);
+}
+
+result<std::vector<std::string>> run_store::list_by_agent(const std::string& agent,
+                                                          std::size_t limit) const {
+  return scan_ids("a/" + agent + "/", limit, false);
+}
+
+result<std::vector<std::string>> run_store::list_recent(std::size_t limit) const {
+  return scan_ids("t/", limit, true);
+}
+
+result<std::optional<std::string>> run_store::find_by_idempotency_key(
+  const std::string& agent, const std::string& key) const {
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), idempotency_key(agent, key), &value);
+  if (s.IsNotFound()) return std::optional<std::string>{};
+  if (!s.ok()) return io_error(s, "reading an idempotency key");
+  return std::optional<std::string>(value);
+}
+
+result<std::optional<std::string>> run_store::get_meta(const std::string& key) const {
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), "m/" + key, &value);
+  if (s.IsNotFound()) return std::optional<std::string>{};
+  if (!s.ok()) return io_error(s, "reading node metadata");
+  return std::optional<std::string>(value);
+}
+
+result<void> run_store::put_meta(const std::string& key, const std::string& value) {
+  rocksdb::WriteOptions write_options;
+  write_options.sync = true;
+  auto s = db_->Put(write_options, "m/" + key, value);
+  if (!s.ok()) return io_error(s, "writing node metadata");
+  return success();
+}
+
+result<void> run_store::flush() {
+  auto s = db_->FlushWAL(true);
+  if (!s.ok()) return io_error(s, "syncing the write-ahead log");
+  return success();
+}
+
+} // namespace keel::store

@@ -1,0 +1,97 @@
+// The run store: one RocksDB database per orchestrator holding each run's snapshot, journal and
+// events, and indexes by status, agent, time and idempotency key. Every transition of a run is
+// one atomic write batch; with fsync on, a transition is on disk when apply() returns.
+#pragma once
+
+#include "runtime/result.hpp"
+#include "runtime/wire.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rocksdb { class DB; }
+
+namespace keel::store {
+
+enum class run_status { pending, running, suspended, completed, failed, cancelled };
+std::string_view to_string(run_status s);
+bool from_string(std::string_view name, run_status& s);
+bool is_terminal(run_status s);
+
+struct run_record {
+  std::string run_id;
+  std::string agent;
+  std::string session_id;
+  std::string idempotency_key;
+  run_status status = run_status::pending;
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+  std::uint64_t last_event_seq = 0;
+  std::uint64_t last_journal_seq = 0;
+  wire::value state;  // what the run actor needs beyond the fields above
+};
+
+struct journal_entry {
+  std::uint64_t seq = 0;
+  std::string kind;
+  std::int64_t time_ms = 0;
+  wire::value data;
+};
+
+// One change of one run: its new record, and the journal entries and events it adds.
+struct run_transition {
+  run_record record;
+  std::vector<journal_entry> journal;
+  std::vector<wire::event> events;
+  std::uint64_t journal_truncate_through = 0;  // drop entries up to this seq (0: none)
+};
+
+struct store_options {
+  std::string path;
+  bool fsync = true;
+};
+
+class run_store {
+public:
+  static result<std::unique_ptr<run_store>> open(const store_options& options);
+  ~run_store();
+  run_store(const run_store&) = delete;
+  run_store& operator=(const run_store&) = delete;
+
+  // Writes every transition in one atomic batch with one sync: the group commit of many runs.
+  result<void> apply(const std::vector<run_transition>& transitions);
+  result<void> apply(const run_transition& transition);
+
+  result<std::optional<run_record>> get(const std::string& run_id) const;
+  result<std::vector<journal_entry>> journal(const std::string& run_id,
+                                             std::uint64_t from_seq = 1) const;
+  result<std::vector<wire::event>> events(const std::string& run_id, std::uint64_t from_seq = 1,
+                                          std::size_t limit = SIZE_MAX) const;
+
+  // Run ids, oldest first (by status, agent) or newest first (recent).
+  result<std::vector<std::string>> list_by_status(run_status s, std::size_t limit = SIZE_MAX) const;
+  result<std::vector<std::string>> list_by_agent(const std::string& agent,
+                                                 std::size_t limit = SIZE_MAX) const;
+  result<std::vector<std::string>> list_recent(std::size_t limit) const;
+  result<std::optional<std::string>> find_by_idempotency_key(const std::string& agent,
+                                                              const std::string& key) const;
+
+  result<std::optional<std::string>> get_meta(const std::string& key) const;
+  result<void> put_meta(const std::string& key, const std::string& value);
+
+  // Makes every write so far durable (used at shutdown when fsync is off).
+  result<void> flush();
+
+private:
+  explicit run_store(std::unique_ptr<rocksdb::DB> db, bool fsync);
+  result<std::vector<std::string>> scan_ids(const std::string& prefix, std::size_t limit,
+                                            bool reverse) const;
+
+  std::unique_ptr<rocksdb::DB> db_;
+  bool fsync_;
+};
+
+} // namespace keel::store

@@ -1,0 +1,500 @@
+#include "runtime/wire.hpp"
+
+#include <msgpack.hpp>
+
+namespace keel::wire {
+
+namespace {
+
+void pack_value(msgpack::packer<msgpack::sbuffer>& out, const value& v) {
+  switch (v.type()) {
+    case value::value_t::null:
+    case value::value_t::discarded: out.pack_nil(); break;
+    case value::value_t::boolean: v.get<bool>() ? out.pack_true() : out.pack_false(); break;
+    case value::value_t::number_integer: out.pack(v.get<std::int64_t>()); break;
+    case value::value_t::number_unsigned: out.pack(v.get<std::uint64_t>()); break;
+    case value::value_t::number_float: out.pack(v.get<double>()); break;
+    case value::value_t::string: {
+      const auto& s = v.get_ref<const std::string&>();
+      out.pack_str(static_cast<std::uint32_t>(s.size()));
+      out.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+      break;
+    }
+    case value::value_t::binary: {
+      const auto& b = v.get_binary();
+      out.pack_bin(static_cast<std::uint32_t>(b.size()));
+      out.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<std::uint32_t>(b.size()));
+      break;
+    }
+    case value::value_t::array:
+      out.pack_array(static_cast<std::uint32_t>(v.size()));
+      for (const auto& element : v) pack_value(out, element);
+      break;
+    case value::value_t::object:
+      // nlohmann keeps object keys sorted, so equal values always give equal bytes.
+      out.pack_map(static_cast<std::uint32_t>(v.size()));
+      for (const auto& [key, element] : v.items()) {
+        out.pack_str(static_cast<std::uint32_t>(key.size()));
+        out.pack_str_body(key.data(), static_cast<std::uint32_t>(key.size()));
+        pack_value(out, element);
+      }
+      break;
+  }
+}
+
+result<value> to_json(const msgpack::object& o) {
+  switch (o.type) {
+    case msgpack::type::NIL: return value(nullptr);
+    case msgpack::type::BOOLEAN: return value(o.via.boolean);
+    case msgpack::type::POSITIVE_INTEGER: return value(o.via.u64);
+    case msgpack::type::NEGATIVE_INTEGER: return value(o.via.i64);
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: return value(o.via.f64);
+    case msgpack::type::STR: return value(std::string(o.via.str.ptr, o.via.str.size));
+    case msgpack::type::BIN: {
+      const auto* begin = reinterpret_cast<const std::uint8_t*>(o.via.bin.ptr);
+      return value::binary(std::vector<std::uint8_t>(begin, begin + o.via.bin.size));
+    }
+    case msgpack::type::ARRAY: {
+      value out = value::array();
+      for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+        auto element = to_json(o.via.array.ptr[i]);
+        if (!element) return element;
+        out.push_back(std::move(*element));
+      }
+      return out;
+    }
+    case msgpack::type::MAP: {
+      value out = value::object();
+      for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+        const auto& kv = o.via.map.ptr[i];
+        if (kv.key.type != msgpack::type::STR)
+          return make_error(errc::malformed, "a map key is not a string");
+        auto element = to_json(kv.val);
+        if (!element) return element;
+        out[std::string(kv.key.via.str.ptr, kv.key.via.str.size)] = std::move(*element);
+      }
+      return out;
+    }
+    case msgpack::type::EXT: return make_error(errc::malformed, "extension types are not used");
+  }
+  return make_error(errc::malformed, "unknown MessagePack type");
+}
+
+// Field access with the checks every message needs; each failure names the field.
+class reader {
+public:
+  explicit reader(const value& map) : map_(map) {}
+
+  const value* find(const char* key) const {
+    auto it = map_.find(key);
+    return it == map_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  error missing(const char* key) const {
+    return make_error(errc::malformed, std::string("missing field '") + key + "'");
+  }
+  error wrong(const char* key, const char* expected) const {
+    return make_error(errc::malformed,
+                      std::string("field '") + key + "' must be " + expected);
+  }
+
+  result<std::string> str(const char* key, bool required) const {
+    const value* v = find(key);
+    if (!v) return required ? result<std::string>(missing(key)) : std::string{};
+    if (!v->is_string()) return wrong(key, "a string");
+    return v->get<std::string>();
+  }
+  result<std::string> nonempty(const char* key) const {
+    auto s = str(key, true);
+    if (s && s->empty()) return wrong(key, "a non-empty string");
+    return s;
+  }
+  result<bool> boolean(const char* key, bool required, bool fallback = false) const {
+    const value* v = find(key);
+    if (!v) return required ? result<bool>(missing(key)) : fallback;
+    if (!v->is_boolean()) return wrong(key, "a boolean");
+    return v->get<bool>();
+  }
+  result<std::int64_t> integer(const char* key, bool required) const {
+    const value* v = find(key);
+    if (!v) return required ? result<std::int64_t>(missing(key)) : std::int64_t{0};
+    if (!v->is_number_integer()) return wrong(key, "an integer");
+    if (v->is_number_unsigned() && v->get<std::uint64_t>() > INT64_MAX)
+      return wrong(key, "an integer below 2^63");
+    return v->get<std::int64_t>();
+  }
+  result<std::uint64_t> unsigned_integer(const char* key, bool required) const {
+    const value* v = find(key);
+    if (!v) return required ? result<std::uint64_t>(missing(key)) : std::uint64_t{0};
+    if (!v->is_number_unsigned()) return wrong(key, "a non-negative integer");
+    return v->get<std::uint64_t>();
+  }
+  result<std::vector<std::string>> strings(const char* key) const {
+    const value* v = find(key);
+    std::vector<std::string> out;
+    if (!v) return out;
+    if (!v->is_array()) return wrong(key, "an array of strings");
+    for (const auto& element : *v) {
+      if (!element.is_string()) return wrong(key, "an array of strings");
+      out.push_back(element.get<std::string>());
+    }
+    return out;
+  }
+  value any(const char* key) const {
+    auto it = map_.find(key);
+    return it == map_.end() ? value(nullptr) : *it;
+  }
+
+private:
+  const value& map_;
+};
+
+// Unwraps a result into `target`, or returns its error from the enclosing function.
+#define KEEL_TRY(target, expression)            \
+  do {                                          \
+    auto keel_try_result = (expression);        \
+    if (!keel_try_result) return keel_try_result.error(); \
+    target = std::move(*keel_try_result);       \
+  } while (false)
+
+value envelope(const char* type) {
+  return value{{"v", protocol_version}, {"type", type}};
+}
+
+// Decodes and checks `v` and `type`; an error message decodes to its error.
+result<value> open_envelope(std::string_view bytes, const limits& bounds, const char* type) {
+  auto decoded = unpack(bytes, bounds);
+  if (!decoded) return decoded;
+  value& map = *decoded;
+  if (!map.is_object()) return make_error(errc::malformed, "a message must be a map");
+  reader r(map);
+  std::int64_t version = 0;
+  KEEL_TRY(version, r.integer("v", true));
+  if (version != protocol_version)
+    return make_error(errc::unsupported_version,
+                      "protocol version " + std::to_string(version) + " is not supported (this "
+                      "node speaks version " + std::to_string(protocol_version) + ")");
+  std::string actual;
+  KEEL_TRY(actual, r.nonempty("type"));
+  if (actual == "error" && std::string_view(type) != "error") {
+    const value* body = r.find("error");
+    if (!body || !body->is_object()) return r.wrong("error", "a map with code and message");
+    reader e(*body);
+    std::string code_name, message;
+    KEEL_TRY(code_name, e.str("code", true));
+    KEEL_TRY(message, e.str("message", false));
+    errc code = errc::internal;
+    if (!from_string(code_name, code)) code = errc::internal;
+    return make_error(code, message);
+  }
+  if (actual != type)
+    return make_error(errc::malformed, "expected a message of type '" + std::string(type) +
+                                         "', got '" + actual + "'");
+  return decoded;
+}
+
+result<task_kind> kind_from(const std::string& s) {
+  if (s == "llm") return task_kind::llm;
+  if (s == "tool") return task_kind::tool;
+  return make_error(errc::malformed, "field 'kind' must be \"llm\" or \"tool\"");
+}
+
+} // namespace
+
+std::string pack(const value& v) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> out(buffer);
+  pack_value(out, v);
+  return std::string(buffer.data(), buffer.size());
+}
+
+result<value> unpack(std::string_view bytes, const limits& bounds) {
+  if (bytes.size() > bounds.message_bytes_max)
+    return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
+                                         " bytes is over the limit of " +
+                                         std::to_string(bounds.message_bytes_max));
+  if (bytes.empty()) return make_error(errc::malformed, "empty message");
+  try {
+    std::size_t offset = 0;
+    auto n = bounds.container_elements_max;
+    msgpack::unpack_limit limit(n, n, bounds.message_bytes_max, bounds.message_bytes_max, 0,
+                                bounds.depth_max);
+    msgpack::object_handle handle =
+      msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
+    if (offset != bytes.size())
+      return make_error(errc::malformed, std::to_string(bytes.size() - offset) +
+                                           " bytes after the end of the message");
+    return to_json(handle.get());
+  } catch (const msgpack::insufficient_bytes&) {
+    return make_error(errc::malformed, "truncated message");
+  } catch (const msgpack::depth_size_overflow&) {
+    return make_error(errc::too_large, "message nests deeper than " +
+                                         std::to_string(bounds.depth_max) + " levels");
+  } catch (const msgpack::size_overflow& e) {
+    return make_error(errc::too_large, std::string("message exceeds a size limit: ") + e.what());
+  } catch (const std::exception& e) {
+    return make_error(errc::malformed, std::string("not MessagePack: ") + e.what());
+  }
+}
+
+std::string_view to_string(task_kind k) { return k == task_kind::llm ? "llm" : "tool"; }
+
+// ---- encoders -------------------------------------------------------------------------------
+
+std::string encode(const invoke_request& m) {
+  value v = envelope("invoke");
+  v["agent"] = m.agent;
+  v["input"] = m.input;
+  if (!m.idempotency_key.empty()) v["idempotency_key"] = m.idempotency_key;
+  if (!m.session_id.empty()) v["session_id"] = m.session_id;
+  return pack(v);
+}
+
+std::string encode(const invoke_reply& m) {
+  value v = envelope("invoke_reply");
+  v["run_id"] = m.run_id;
+  v["created"] = m.created;
+  return pack(v);
+}
+
+std::string encode(const resume_request& m) {
+  value v = envelope("resume");
+  if (!m.run_id.empty()) v["run_id"] = m.run_id;
+  v["step_key"] = m.step_key;
+  value data{{"approved", m.approved}};
+  if (!m.feedback.empty()) data["feedback"] = m.feedback;
+  if (m.always_allow) data["always_allow"] = true;
+  v["data"] = std::move(data);
+  return pack(v);
+}
+
+std::string encode(const resume_reply& m) {
+  value v = envelope("resume_reply");
+  v["run_id"] = m.run_id;
+  v["step_key"] = m.step_key;
+  v["duplicate"] = m.duplicate;
+  return pack(v);
+}
+
+value to_value(const event& m) {
+  value v = envelope("event");
+  v["run_id"] = m.run_id;
+  v["seq"] = m.seq;
+  v["event_type"] = m.event_type;
+  v["time_ms"] = m.time_ms;
+  v["data"] = m.data;
+  return v;
+}
+
+std::string encode(const event& m) { return pack(to_value(m)); }
+
+std::string encode(const task& m) {
+  value v = envelope("task");
+  v["run_id"] = m.run_id;
+  v["step"] = m.step;
+  v["attempt"] = m.attempt;
+  v["kind"] = to_string(m.kind);
+  v["agent"] = m.agent;
+  v["reply_to"] = m.reply_to;
+  v["lease_ms"] = m.lease_ms;
+  v["payload"] = m.payload;
+  return pack(v);
+}
+
+std::string encode(const task_result& m) {
+  value v = envelope("task_result");
+  v["run_id"] = m.run_id;
+  v["step"] = m.step;
+  v["attempt"] = m.attempt;
+  v["worker"] = m.worker;
+  v["ok"] = m.ok;
+  v["payload"] = m.payload;
+  if (m.failure)
+    v["error"] = value{{"code", to_string(m.failure->code)}, {"message", m.failure->message}};
+  return pack(v);
+}
+
+std::string encode(const heartbeat& m) {
+  value v = envelope("heartbeat");
+  v["node_id"] = m.node_id;
+  v["roles"] = m.roles;
+  v["agents"] = m.agents;
+  v["queues"] = m.queues;
+  v["state"] = m.state;
+  v["started_ms"] = m.started_ms;
+  v["time_ms"] = m.time_ms;
+  v["pid"] = m.pid;
+  v["host"] = m.host;
+  v["version"] = m.version;
+  v["interval_ms"] = m.interval_ms;
+  return pack(v);
+}
+
+std::string encode_error(const keel::error& e) {
+  value v = envelope("error");
+  v["error"] = value{{"code", to_string(e.code)}, {"message", e.message}};
+  return pack(v);
+}
+
+// ---- decoders -------------------------------------------------------------------------------
+
+result<std::string> peek_type(std::string_view bytes, const limits& bounds) {
+  auto decoded = unpack(bytes, bounds);
+  if (!decoded) return decoded.error();
+  if (!decoded->is_object()) return make_error(errc::malformed, "a message must be a map");
+  reader r(*decoded);
+  std::int64_t version = 0;
+  KEEL_TRY(version, r.integer("v", true));
+  if (version != protocol_version)
+    return make_error(errc::unsupported_version,
+                      "protocol version " + std::to_string(version) + " is not supported");
+  return r.nonempty("type");
+}
+
+template <>
+result<invoke_request> decode<invoke_request>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "invoke");
+  if (!map) return map.error();
+  reader r(*map);
+  invoke_request m;
+  KEEL_TRY(m.agent, r.nonempty("agent"));
+  m.input = r.any("input");
+  KEEL_TRY(m.idempotency_key, r.str("idempotency_key", false));
+  KEEL_TRY(m.session_id, r.str("session_id", false));
+  return m;
+}
+
+template <>
+result<invoke_reply> decode<invoke_reply>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "invoke_reply");
+  if (!map) return map.error();
+  reader r(*map);
+  invoke_reply m;
+  KEEL_TRY(m.run_id, r.nonempty("run_id"));
+  KEEL_TRY(m.created, r.boolean("created", false, true));
+  return m;
+}
+
+template <>
+result<resume_request> decode<resume_request>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "resume");
+  if (!map) return map.error();
+  reader r(*map);
+  resume_request m;
+  KEEL_TRY(m.run_id, r.str("run_id", false));
+  KEEL_TRY(m.step_key, r.nonempty("step_key"));
+  const value* data = r.find("data");
+  if (!data) return r.missing("data");
+  if (!data->is_object()) return r.wrong("data", "a map with 'approved'");
+  reader d(*data);
+  KEEL_TRY(m.approved, d.boolean("approved", true));
+  KEEL_TRY(m.feedback, d.str("feedback", false));
+  KEEL_TRY(m.always_allow, d.boolean("always_allow", false));
+  return m;
+}
+
+template <>
+result<resume_reply> decode<resume_reply>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "resume_reply");
+  if (!map) return map.error();
+  reader r(*map);
+  resume_reply m;
+  KEEL_TRY(m.run_id, r.nonempty("run_id"));
+  KEEL_TRY(m.step_key, r.nonempty("step_key"));
+  KEEL_TRY(m.duplicate, r.boolean("duplicate", false));
+  return m;
+}
+
+result<event> event_from_value(const value& map) {
+  if (!map.is_object()) return make_error(errc::malformed, "an event must be a map");
+  reader r(map);
+  event m;
+  KEEL_TRY(m.run_id, r.nonempty("run_id"));
+  KEEL_TRY(m.seq, r.unsigned_integer("seq", true));
+  KEEL_TRY(m.event_type, r.nonempty("event_type"));
+  KEEL_TRY(m.time_ms, r.integer("time_ms", false));
+  m.data = r.any("data");
+  return m;
+}
+
+template <>
+result<event> decode<event>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "event");
+  if (!map) return map.error();
+  return event_from_value(*map);
+}
+
+template <>
+result<task> decode<task>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "task");
+  if (!map) return map.error();
+  reader r(*map);
+  task m;
+  std::uint64_t attempt = 0;
+  std::string kind;
+  KEEL_TRY(m.run_id, r.nonempty("run_id"));
+  KEEL_TRY(m.step, r.unsigned_integer("step", true));
+  KEEL_TRY(attempt, r.unsigned_integer("attempt", true));
+  if (attempt == 0 || attempt > UINT32_MAX) return r.wrong("attempt", "from 1 to 2^32-1");
+  m.attempt = static_cast<std::uint32_t>(attempt);
+  KEEL_TRY(kind, r.nonempty("kind"));
+  KEEL_TRY(m.kind, kind_from(kind));
+  KEEL_TRY(m.agent, r.nonempty("agent"));
+  KEEL_TRY(m.reply_to, r.nonempty("reply_to"));
+  KEEL_TRY(m.lease_ms, r.integer("lease_ms", false));
+  m.payload = r.any("payload");
+  return m;
+}
+
+template <>
+result<task_result> decode<task_result>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "task_result");
+  if (!map) return map.error();
+  reader r(*map);
+  task_result m;
+  std::uint64_t attempt = 0;
+  KEEL_TRY(m.run_id, r.nonempty("run_id"));
+  KEEL_TRY(m.step, r.unsigned_integer("step", true));
+  KEEL_TRY(attempt, r.unsigned_integer("attempt", true));
+  if (attempt == 0 || attempt > UINT32_MAX) return r.wrong("attempt", "from 1 to 2^32-1");
+  m.attempt = static_cast<std::uint32_t>(attempt);
+  KEEL_TRY(m.worker, r.str("worker", false));
+  KEEL_TRY(m.ok, r.boolean("ok", true));
+  m.payload = r.any("payload");
+  if (const value* e = r.find("error")) {
+    if (!e->is_object()) return r.wrong("error", "a map with code and message");
+    reader er(*e);
+    std::string code_name, message;
+    KEEL_TRY(code_name, er.str("code", true));
+    KEEL_TRY(message, er.str("message", false));
+    errc code = errc::internal;
+    if (!from_string(code_name, code)) code = errc::internal;
+    m.failure = make_error(code, message);
+  }
+  if (!m.ok && !m.failure) return r.missing("error");
+  return m;
+}
+
+template <>
+result<heartbeat> decode<heartbeat>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "heartbeat");
+  if (!map) return map.error();
+  reader r(*map);
+  heartbeat m;
+  KEEL_TRY(m.node_id, r.nonempty("node_id"));
+  KEEL_TRY(m.roles, r.strings("roles"));
+  KEEL_TRY(m.agents, r.strings("agents"));
+  KEEL_TRY(m.queues, r.strings("queues"));
+  KEEL_TRY(m.state, r.str("state", false));
+  if (m.state.empty()) m.state = "up";
+  KEEL_TRY(m.started_ms, r.integer("started_ms", false));
+  KEEL_TRY(m.time_ms, r.integer("time_ms", false));
+  KEEL_TRY(m.pid, r.integer("pid", false));
+  KEEL_TRY(m.host, r.str("host", false));
+  KEEL_TRY(m.version, r.str("version", false));
+  KEEL_TRY(m.interval_ms, r.integer("interval_ms", false));
+  return m;
+}
+
+} // namespace keel::wire

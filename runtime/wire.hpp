@@ -1,0 +1,127 @@
+// The wire protocol: every message is a MessagePack map with string keys, carrying `v` (protocol
+// version) and `type`. docs/PROTOCOL.md describes each message; tests hold golden bytes.
+// Decoding is strict about what a message needs and ignores fields it does not know.
+#pragma once
+
+#include "runtime/result.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keel::wire {
+
+// Any MessagePack value: maps, arrays, strings, numbers, booleans, nil, binary.
+using value = nlohmann::json;
+
+inline constexpr std::int64_t protocol_version = 1;
+
+struct limits {
+  std::size_t message_bytes_max = 1 << 20;
+  std::size_t depth_max = 64;
+  std::size_t container_elements_max = 100'000;
+};
+
+// Raw codec for any value. `unpack` rejects trailing bytes, non-string map keys and extensions.
+std::string pack(const value& v);
+result<value> unpack(std::string_view bytes, const limits& bounds = {});
+
+struct invoke_request {
+  std::string agent;
+  value input;
+  std::string idempotency_key;  // empty: none
+  std::string session_id;       // empty: none
+};
+
+struct invoke_reply {
+  std::string run_id;
+  bool created = true;  // false when an idempotency key named an existing run
+};
+
+struct resume_request {
+  std::string run_id;  // optional in the body: the subject names the run
+  std::string step_key;
+  bool approved = false;
+  std::string feedback;
+  bool always_allow = false;  // remember this approval for the rest of the run
+};
+
+struct resume_reply {
+  std::string run_id;
+  std::string step_key;
+  bool duplicate = false;  // true when this answer had been recorded before
+};
+
+struct event {
+  std::string run_id;
+  std::uint64_t seq = 0;  // per run, from 1, without gaps
+  std::string event_type;
+  std::int64_t time_ms = 0;
+  value data;
+};
+
+enum class task_kind { llm, tool };
+
+struct task {
+  std::string run_id;
+  std::uint64_t step = 0;
+  std::uint32_t attempt = 1;
+  task_kind kind = task_kind::llm;
+  std::string agent;
+  std::string reply_to;  // subject the result goes to
+  std::int64_t lease_ms = 0;
+  value payload;
+};
+
+struct task_result {
+  std::string run_id;
+  std::uint64_t step = 0;
+  std::uint32_t attempt = 1;
+  std::string worker;
+  bool ok = true;
+  value payload;
+  std::optional<keel::error> failure;  // when !ok
+};
+
+struct heartbeat {
+  std::string node_id;
+  std::vector<std::string> roles;
+  std::vector<std::string> agents;
+  std::vector<std::string> queues;
+  std::string state = "up";  // "up" or "stopping"
+  std::int64_t started_ms = 0;
+  std::int64_t time_ms = 0;
+  std::int64_t pid = 0;
+  std::string host;
+  std::string version;
+  std::int64_t interval_ms = 0;  // the next heartbeat is due within this
+};
+
+std::string encode(const invoke_request& m);
+std::string encode(const invoke_reply& m);
+std::string encode(const resume_request& m);
+std::string encode(const resume_reply& m);
+std::string encode(const event& m);
+std::string encode(const task& m);
+std::string encode(const task_result& m);
+std::string encode(const heartbeat& m);
+std::string encode_error(const keel::error& e);
+
+// A reply of type "error" decodes to the error it carries, whatever T was expected.
+template <class T>
+result<T> decode(std::string_view bytes, const limits& bounds = {});
+
+// The `type` of a message, after checking `v`; for dispatch before a typed decode.
+result<std::string> peek_type(std::string_view bytes, const limits& bounds = {});
+
+// Conversions used by the run store and events, which keep the same encoding on disk.
+value to_value(const event& m);
+result<event> event_from_value(const value& v);
+
+std::string_view to_string(task_kind k);
+
+} // namespace keel::wire
