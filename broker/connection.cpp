@@ -40,10 +40,17 @@ struct connection::impl {
   std::mutex closed_mutex;
   std::condition_variable closed_signal;
   bool closed = false;
+  std::atomic<bool> closing{false};
 
+  // nats.c calls back from its own threads, and the closed callback comes last: wait for it, so
+  // that no callback runs on freed state.
   ~impl() {
     if (nc) {
+      closing = true;
       natsConnection_Close(nc);
+      std::unique_lock lock{closed_mutex};
+      closed_signal.wait_for(lock, std::chrono::seconds(5), [this] { return closed; });
+      lock.unlock();
       natsConnection_Destroy(nc);
     }
     if (options) natsOptions_Destroy(options);
@@ -65,7 +72,7 @@ namespace {
 
 void on_disconnected(natsConnection*, void* closure) {
   auto* state = static_cast<connection::impl*>(closure);
-  logger()->warn("disconnected from NATS ({})", state->servers_text);
+  if (!state->closing) logger()->warn("disconnected from NATS ({})", state->servers_text);
 }
 
 void on_reconnected(natsConnection* nc, void*) {
@@ -214,6 +221,7 @@ result<void> connection::flush(std::int64_t timeout_ms) {
 }
 
 result<void> connection::drain(std::int64_t timeout_ms) {
+  impl_->closing = true;
   natsStatus s = natsConnection_DrainTimeout(impl_->nc, timeout_ms);
   if (s != NATS_OK && s != NATS_CONNECTION_CLOSED) return nats_error(s, "draining");
   std::unique_lock lock{impl_->closed_mutex};

@@ -1,0 +1,156 @@
+#include "broker/connection.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <atomic>
+#include <mutex>
+#include <set>
+
+using namespace keel;
+using keel::testing::nats_server;
+
+namespace {
+
+std::shared_ptr<broker::connection> connect(const std::string& url) {
+  broker::connection_options o;
+  o.servers = {url};
+  o.reconnect_wait_ms = 50;
+  auto c = broker::connection::connect(o);
+  REQUIRE(c.ok());
+  return *c;
+}
+
+} // namespace
+
+TEST_CASE("broker: a published message reaches every plain subscriber", "[broker][integration]") {
+  nats_server server;
+  auto a = connect(server.url());
+  auto b = connect(server.url());
+  std::atomic<int> got_a{0}, got_b{0};
+  std::string payload;
+  std::mutex mutex;
+  auto sa = a->subscribe("t.x", "", [&](broker::message&& m) {
+    std::lock_guard lock{mutex};
+    payload = m.data;
+    ++got_a;
+  });
+  auto sb = b->subscribe("t.*", "", [&](broker::message&&) { ++got_b; });
+  REQUIRE(sa.ok());
+  REQUIRE(sb.ok());
+  REQUIRE(a->flush(1000).ok());
+  REQUIRE(b->flush(1000).ok());
+  REQUIRE(b->publish("t.x", std::string("he\0llo", 6)).ok());
+  REQUIRE_EVENTUALLY(2000, got_a == 1 && got_b == 1);
+  std::lock_guard lock{mutex};
+  CHECK(payload == std::string("he\0llo", 6));
+}
+
+TEST_CASE("broker: a queue group delivers each message to exactly one member",
+          "[broker][integration]") {
+  nats_server server;
+  auto publisher = connect(server.url());
+  std::vector<std::shared_ptr<broker::connection>> members;
+  std::vector<std::unique_ptr<broker::subscription>> subs;
+  std::atomic<int> total{0};
+  std::vector<std::atomic<int>> per_member(3);
+  for (int i = 0; i < 3; ++i) {
+    members.push_back(connect(server.url()));
+    auto s = members.back()->subscribe("work", "workers", [&, i](broker::message&&) {
+      ++per_member[i];
+      ++total;
+    });
+    REQUIRE(s.ok());
+    subs.push_back(std::move(*s));
+    REQUIRE(members.back()->flush(1000).ok());
+  }
+  for (int i = 0; i < 300; ++i) REQUIRE(publisher->publish("work", "x").ok());
+  REQUIRE_EVENTUALLY(5000, total == 300);
+  CHECK(per_member[0] + per_member[1] + per_member[2] == 300);
+  // Every member took some share; the server picks members at random.
+  for (auto& n : per_member) CHECK(n > 0);
+}
+
+TEST_CASE("broker: a request gets its reply, or a timeout, or a no-responders error",
+          "[broker][integration]") {
+  nats_server server;
+  auto responder = connect(server.url());
+  auto client = connect(server.url());
+  auto sub = responder->subscribe("echo", "", [&](broker::message&& m) {
+    REQUIRE(responder->publish(m.reply, "re:" + m.data).ok());
+  });
+  auto silent = responder->subscribe("silent", "", [](broker::message&&) {});
+  REQUIRE(sub.ok());
+  REQUIRE(silent.ok());
+  REQUIRE(responder->flush(1000).ok());
+  auto reply = client->request("echo", "ping", 2000);
+  REQUIRE(reply.ok());
+  CHECK(reply->data == "re:ping");
+  auto timed_out = client->request("silent", "x", 100);
+  REQUIRE_FALSE(timed_out.ok());
+  CHECK(timed_out.error().code == errc::timeout);
+  auto nobody = client->request("nobody.here", "x", 2000);
+  REQUIRE_FALSE(nobody.ok());
+  CHECK(nobody.error().code == errc::unavailable);
+  CHECK(nobody.error().message == "nobody serves nobody.here");
+}
+
+TEST_CASE("broker: connecting to an absent server is a clear error", "[broker][integration]") {
+  auto port = free_loopback_port();
+  REQUIRE(port.ok());
+  broker::connection_options o;
+  o.servers = {"nats://127.0.0.1:" + std::to_string(*port)};
+  o.connect_timeout_ms = 200;
+  auto c = broker::connection::connect(o);
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.error().code == errc::unavailable);
+  CHECK(c.error().message.find("cannot connect to NATS at nats://127.0.0.1:") == 0);
+  CHECK(c.error().message.find("is nats-server running?") != std::string::npos);
+}
+
+TEST_CASE("broker: a connection lists several servers and uses one that is up",
+          "[broker][integration]") {
+  nats_server server;
+  auto dead_port = free_loopback_port();
+  REQUIRE(dead_port.ok());
+  broker::connection_options o;
+  o.servers = {"nats://127.0.0.1:" + std::to_string(*dead_port), server.url()};
+  auto c = broker::connection::connect(o);
+  REQUIRE(c.ok());
+  CHECK((*c)->connected_url() == server.url());
+}
+
+TEST_CASE("broker: subscriptions come back after nats-server is killed and restarted",
+          "[broker][integration]") {
+  nats_server server;
+  auto sub_side = connect(server.url());
+  auto pub_side = connect(server.url());
+  std::atomic<int> got{0};
+  auto sub = sub_side->subscribe("after.restart", "", [&](broker::message&&) { ++got; });
+  REQUIRE(sub.ok());
+  REQUIRE(sub_side->flush(1000).ok());
+  server.kill();
+  REQUIRE_EVENTUALLY(5000, !sub_side->connected());
+  server.restart();
+  REQUIRE_EVENTUALLY(10000, sub_side->connected() && pub_side->connected());
+  // The subscription was replayed on reconnect: a new message reaches it.
+  REQUIRE_EVENTUALLY(5000, (pub_side->publish("after.restart", "x").ok(), got > 0));
+}
+
+TEST_CASE("broker: drain lets a running handler finish before the connection closes",
+          "[broker][integration]") {
+  nats_server server;
+  auto c = connect(server.url());
+  auto publisher = connect(server.url());
+  std::atomic<int> finished{0};
+  auto sub = c->subscribe("slow", "", [&](broker::message&&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ++finished;
+  });
+  REQUIRE(sub.ok());
+  REQUIRE(c->flush(1000).ok());
+  for (int i = 0; i < 3; ++i) REQUIRE(publisher->publish("slow", "x").ok());
+  REQUIRE(publisher->flush(1000).ok());
+  REQUIRE_EVENTUALLY(2000, finished >= 1);
+  REQUIRE(c->drain(5000).ok());
+  CHECK(finished == 3);
+  CHECK_FALSE(c->connected());
+}

@@ -1,0 +1,111 @@
+#include "tests/support/test_support.hpp"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace keel::testing {
+
+temp_dir::temp_dir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "keel-test-XXXXXX").string();
+  char* made = ::mkdtemp(pattern.data());
+  REQUIRE(made != nullptr);
+  path_ = made;
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+nats_server::nats_server() { start(); }
+
+nats_server::~nats_server() { process_.stop(0); }
+
+bool nats_server::launch(std::int64_t wait_ms) {
+  child_options options;
+  std::string server = std::filesystem::exists("/usr/sbin/nats-server") ? "/usr/sbin/nats-server"
+                                                                        : "nats-server";
+  options.argv = {server, "-a", "127.0.0.1", "-p", std::to_string(port_), "-js", "-sd",
+                  store_.path()};
+  options.stdout_path = store_.file("nats.log");
+  options.stderr_path = store_.file("nats.log");
+  auto started = child_process::start(options);
+  REQUIRE(started.ok());
+  process_ = std::move(*started);
+  auto deadline = steady_ms() + wait_ms;
+  while (steady_ms() < deadline && process_.running() && !port_accepts(port_))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (process_.running() && port_accepts(port_)) return true;
+  process_.stop(0);
+  return false;
+}
+
+void nats_server::start() {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto port = free_loopback_port();
+    REQUIRE(port.ok());
+    port_ = *port;
+    if (launch(10'000)) return;
+  }
+  FAIL("nats-server did not start: " << read_file(store_.file("nats.log")));
+}
+
+void nats_server::kill() { process_.stop(0); }
+
+void nats_server::restart() {
+  process_.stop(0);
+  // Same port, so clients reconnect to the URL they know; the port may linger for a moment.
+  auto deadline = steady_ms() + 10'000;
+  while (steady_ms() < deadline)
+    if (launch(3000)) return;
+  FAIL("nats-server did not restart on port " << port_);
+}
+
+namespace {
+std::vector<std::string> with_env(const std::vector<std::string>& argv,
+                                  const std::vector<std::string>& env) {
+  if (env.empty()) return argv;
+  std::vector<std::string> out{"/usr/bin/env"};
+  out.insert(out.end(), env.begin(), env.end());
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+} // namespace
+
+command_output run_command(const std::vector<std::string>& argv, std::int64_t timeout_ms,
+                           const std::vector<std::string>& env) {
+  temp_dir dir;
+  auto child = start_command(argv, dir, "command", env);
+  command_output out;
+  auto status = child.wait(timeout_ms);
+  out.exit_code = status ? *status : child.stop(0);
+  out.out = read_file(dir.file("command.out"));
+  out.err = read_file(dir.file("command.err"));
+  return out;
+}
+
+child_process start_command(const std::vector<std::string>& argv, const temp_dir& dir,
+                            const std::string& name, const std::vector<std::string>& env) {
+  child_options options;
+  options.argv = with_env(argv, env);
+  options.stdout_path = dir.file(name + ".out");
+  options.stderr_path = dir.file(name + ".err");
+  auto child = child_process::start(options);
+  REQUIRE(child.ok());
+  return std::move(*child);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+void write_file(const std::string& path, const std::string& content) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
+}
+
+} // namespace keel::testing

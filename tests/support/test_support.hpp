@@ -1,0 +1,75 @@
+// Test support shared by every test binary: temporary directories, a real nats-server on a free
+// loopback port (killed by its pid), and REQUIRE_EVENTUALLY instead of sleeps.
+#pragma once
+
+#include "runtime/child_process.hpp"
+#include "runtime/clock.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+
+namespace keel::testing {
+
+// A fresh directory under /tmp, removed with everything in it when the test ends.
+class temp_dir {
+public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+  std::string path_;
+};
+
+// nats-server (Debian's /usr/sbin/nats-server) on 127.0.0.1 and a free port, JetStream on.
+class nats_server {
+public:
+  nats_server();  // starts and waits until it accepts connections
+  ~nats_server();
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+  pid_t pid() const { return process_.pid(); }
+  void kill();     // SIGKILL, as a crash would
+  void restart();  // again on the same port and store
+
+private:
+  void start();
+  bool launch(std::int64_t wait_ms);
+  temp_dir store_;
+  int port_ = 0;
+  child_process process_;
+};
+
+std::string read_file(const std::string& path);
+
+struct command_output {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs a command to its end (SIGKILL after `timeout_ms`), with `env` entries ("K=V") added.
+command_output run_command(const std::vector<std::string>& argv, std::int64_t timeout_ms = 30'000,
+                           const std::vector<std::string>& env = {});
+// Starts a command in the background with its output going to files in `dir`.
+child_process start_command(const std::vector<std::string>& argv, const temp_dir& dir,
+                            const std::string& name, const std::vector<std::string>& env = {});
+void write_file(const std::string& path, const std::string& content);
+
+} // namespace keel::testing
+
+// Polls `predicate` until it holds or `timeout_ms` passes; fails naming what was awaited.
+#define REQUIRE_EVENTUALLY(timeout_ms, predicate)                                         \
+  do {                                                                                     \
+    auto keel_deadline = ::keel::steady_ms() + (timeout_ms);                               \
+    bool keel_held = false;                                                                \
+    while (!(keel_held = static_cast<bool>(predicate)) && ::keel::steady_ms() < keel_deadline) \
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));                           \
+    INFO("awaited for " << (timeout_ms) << " ms: " #predicate);                            \
+    REQUIRE(keel_held);                                                                    \
+  } while (false)

@@ -1,0 +1,171 @@
+#include "runtime/config.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <toml++/toml.h>
+
+#include <set>
+
+using namespace keel;
+using keel::testing::temp_dir;
+using keel::testing::write_file;
+
+namespace {
+
+// Every leaf key of a TOML table, with agent ids replaced by '*' as the schema writes them.
+void collect_keys(const toml::table& table, const std::string& prefix,
+                  std::map<std::string, const toml::node*>& out) {
+  for (const auto& [key, value] : table) {
+    std::string path = prefix + std::string(key.str());
+    if (prefix == "agents.") path = "agents.*";
+    if (value.is_table()) collect_keys(*value.as_table(), path + ".", out);
+    else out[path] = &value;
+  }
+}
+
+bool same_value(const toml::node& a, const toml::node& b) {
+  if (a.type() != b.type()) return false;
+  if (const auto* x = a.as_array()) {
+    const auto* y = b.as_array();
+    if (x->size() != y->size()) return false;
+    for (std::size_t i = 0; i < x->size(); ++i)
+      if (!same_value(*x->get(i), *y->get(i))) return false;
+    return true;
+  }
+  if (a.is_string()) return a.value<std::string>() == b.value<std::string>();
+  if (a.is_integer()) return a.value<std::int64_t>() == b.value<std::int64_t>();
+  if (a.is_boolean()) return a.value<bool>() == b.value<bool>();
+  return false;
+}
+
+std::string error_of(std::string_view text) {
+  auto loaded = config::load_string(text, "node.toml");
+  REQUIRE_FALSE(loaded.ok());
+  CHECK(loaded.error().code == errc::config);
+  return loaded.error().message;
+}
+
+} // namespace
+
+TEST_CASE("config: an empty file gives every default", "[runtime][config]") {
+  auto c = config::load_string("", "empty.toml");
+  REQUIRE(c.ok());
+  CHECK(c->roles.size() == 3);
+  CHECK(c->has_role(config::role::orchestrator));
+  CHECK(c->nats_servers == std::vector<std::string>{"nats://127.0.0.1:4222"});
+  CHECK(c->prefix == "keel");
+  CHECK(c->ns == "default");
+  CHECK(c->fsync);
+  CHECK(c->message_bytes_max == 1 << 20);
+  CHECK(c->agents.empty());
+}
+
+TEST_CASE("config: reference.toml lists every key of the schema with its default",
+          "[runtime][config]") {
+  auto table = toml::parse_file(KEEL_SOURCE_DIR "/configs/reference.toml");
+  std::map<std::string, const toml::node*> keys;
+  collect_keys(table, "", keys);
+  std::set<std::string> schema_paths;
+  for (const auto& info : config::schema()) {
+    schema_paths.insert(info.path);
+    INFO("schema key " << info.path);
+    REQUIRE(keys.count(info.path) == 1);
+    // The value in the file equals the schema default, compared as parsed TOML.
+    auto expected = toml::parse("value = " + info.default_toml);
+    CHECK(same_value(*expected.get("value"), *keys[info.path]));
+  }
+  for (const auto& [path, node] : keys) {
+    INFO("reference.toml key " << path);
+    CHECK(schema_paths.count(path) == 1);
+  }
+  // And the file loads as a valid config.
+  CHECK(config::load_file(KEEL_SOURCE_DIR "/configs/reference.toml").ok());
+}
+
+TEST_CASE("config: the example configs load", "[runtime][config]") {
+  for (auto name : {"dev.toml", "orchestrator.toml", "worker.toml"}) {
+    INFO(name);
+    auto c = config::load_file(std::string(KEEL_SOURCE_DIR "/configs/") + name);
+    INFO((c ? std::string() : c.error().message));
+    CHECK(c.ok());
+  }
+}
+
+TEST_CASE("config: an unknown key is an error naming the file, the line and the key",
+          "[runtime][config]") {
+  auto message = error_of("[nats]\nprefix = \"a\"\nservr = [\"nats://x:1\"]\n");
+  CHECK(message == "node.toml:3: nats.servr: unknown key (configs/reference.toml lists every key)");
+  CHECK(error_of("colour = 1\n").find("node.toml:1: colour: unknown key") == 0);
+}
+
+TEST_CASE("config: a value of the wrong type says what was expected", "[runtime][config]") {
+  CHECK(error_of("[nats]\nservers = \"nats://x:1\"\n") ==
+        "node.toml:2: nats.servers: expected an array of strings, got a string");
+  CHECK(error_of("[durability]\nfsync = \"yes\"\n") ==
+        "node.toml:2: durability.fsync: expected true or false, got a string");
+  CHECK(error_of("[limits]\nheartbeat_interval_ms = 1.5\n") ==
+        "node.toml:2: limits.heartbeat_interval_ms: expected an integer, got a float");
+  CHECK(error_of("nats = 3\n").find("nats: unknown key") != std::string::npos);
+}
+
+TEST_CASE("config: values out of range or not among the choices are errors", "[runtime][config]") {
+  CHECK(error_of("[limits]\nheartbeat_interval_ms = 1\n") ==
+        "node.toml:2: limits.heartbeat_interval_ms: expected an integer from 50 to 60000, got 1");
+  CHECK(error_of("[node]\nroles = [\"boss\"]\n") ==
+        "node.toml:2: node.roles: expected one of \"orchestrator\" \"worker\" \"gateway\", got \"boss\"");
+  CHECK(error_of("[node]\nroles = []\n") == "node.toml:2: node.roles: expected at least one role");
+  CHECK(error_of("[nats]\nservers = [\"http://x\"]\n").find("starting with nats://") !=
+        std::string::npos);
+  CHECK(error_of("[nats]\nservers = []\n") == "node.toml: nats.servers: expected at least one server URL");
+  CHECK(error_of("[nats]\nprefix = \"a.b\"\n").find("nats.prefix: expected a name") !=
+        std::string::npos);
+  CHECK(error_of("[log]\nlevel = \"loud\"\n").find("log.level: expected one of") != std::string::npos);
+}
+
+TEST_CASE("config: agents get the defaults of every key they leave out", "[runtime][config]") {
+  auto c = config::load_string(
+    "[agents.coder]\nmodel = \"m\"\n[agents.ops]\nmax_steps = 5\nqueue = \"shared\"\n", "x.toml");
+  REQUIRE(c.ok());
+  REQUIRE(c->agents.size() == 2);
+  const auto* coder = c->find_agent("coder");
+  REQUIRE(coder);
+  CHECK(coder->provider == "scripted");
+  CHECK(coder->max_steps == 30);
+  CHECK(coder->queue == "coder");
+  CHECK(coder->tools.size() == 6);
+  CHECK(c->find_agent("ops")->queue == "shared");
+  CHECK(c->find_agent("nobody") == nullptr);
+}
+
+TEST_CASE("config: a bad agent key or tool is an error naming the agent", "[runtime][config]") {
+  CHECK(error_of("[agents.coder]\ntools = [\"exec\", \"teleport\"]\n")
+          .find("agents.coder.tools: expected one of") != std::string::npos);
+  CHECK(error_of("[agents.coder]\nprovider = \"oracle\"\n").find("agents.coder.provider") !=
+        std::string::npos);
+  CHECK(error_of("[agents.coder]\nmodle = \"x\"\n") ==
+        "node.toml:2: agents.coder.modle: unknown key (configs/reference.toml lists every key)");
+  CHECK(error_of("[agents.\"bad id\"]\nmodel = \"x\"\n").find("agent id") != std::string::npos);
+}
+
+TEST_CASE("config: --set overrides apply after the file and are checked the same way",
+          "[runtime][config]") {
+  auto c = config::load_string("[nats]\nprefix = \"a\"\n", "x.toml",
+                               {"nats.prefix = \"b\"", "node.roles = [\"worker\"]"});
+  REQUIRE(c.ok());
+  CHECK(c->prefix == "b");
+  CHECK(c->roles == std::vector<config::role>{config::role::worker});
+  auto bad = config::load_string("", "x.toml", {"nats.prefx = \"b\""});
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message.find("--set 'nats.prefx = \"b\"'") == 0);
+}
+
+TEST_CASE("config: invalid TOML and a missing file are clear errors", "[runtime][config]") {
+  CHECK(error_of("[nats\n").find("node.toml:1: not valid TOML") == 0);
+  temp_dir dir;
+  auto missing = config::load_file(dir.file("none.toml"));
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message == dir.file("none.toml") + ": cannot read the file");
+  write_file(dir.file("ok.toml"), "[node]\nname = \"n1\"\n");
+  auto ok = config::load_file(dir.file("ok.toml"));
+  REQUIRE(ok.ok());
+  CHECK(ok->node_name == "n1");
+}

@@ -1,0 +1,39 @@
+#include "runtime/ids.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <set>
+
+using namespace keel;
+
+TEST_CASE("ids: a run id names its owner node", "[runtime][ids]") {
+  auto id = make_run_id(node_id{"orch-1"});
+  CHECK(id.owner() == "orch-1");
+  CHECK(id.value.size() == 16 + 1 + 6);
+  CHECK(is_valid_name(id.value));
+  CHECK(run_id{"not-a-keel-id"}.owner().empty());
+}
+
+TEST_CASE("ids: run ids are unique and sort by creation", "[runtime][ids]") {
+  std::set<std::string> seen;
+  std::string previous;
+  for (int i = 0; i < 10000; ++i) {
+    auto id = make_run_id(node_id{"n"}).value;
+    CHECK(seen.insert(id).second);
+    CHECK(id.substr(0, 10) >= previous.substr(0, std::min<std::size_t>(10, previous.size())));
+    previous = id;
+  }
+}
+
+TEST_CASE("ids: names are restricted to subject-safe characters", "[runtime][ids]") {
+  CHECK(is_valid_name("coder_2-x"));
+  CHECK_FALSE(is_valid_name(""));
+  CHECK_FALSE(is_valid_name("a.b"));
+  CHECK_FALSE(is_valid_name("a b"));
+  CHECK_FALSE(is_valid_name("a*"));
+  CHECK_FALSE(is_valid_name(std::string(65, 'a')));
+}
+
+TEST_CASE("ids: a task id says run, step and attempt", "[runtime][ids]") {
+  CHECK(task_id{"r1", 3, 2}.to_string() == "r1/3/2");
+}

@@ -1,0 +1,209 @@
+#include "runtime/run_store.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace keel;
+using namespace keel::store;
+using keel::testing::temp_dir;
+
+namespace {
+
+std::unique_ptr<run_store> open_store(const std::string& path, bool fsync = true) {
+  auto s = run_store::open({path, fsync});
+  REQUIRE(s.ok());
+  return std::move(*s);
+}
+
+run_transition created(const std::string& id, const std::string& agent, std::int64_t at_ms) {
+  run_transition t;
+  t.record.run_id = id;
+  t.record.agent = agent;
+  t.record.status = run_status::pending;
+  t.record.created_ms = at_ms;
+  t.record.updated_ms = at_ms;
+  t.record.state = wire::value{{"step", 0}};
+  return t;
+}
+
+// Advances `t` to `status`, adding one journal entry and one event.
+void advance(run_transition& t, run_status status, const std::string& what) {
+  t.record.status = status;
+  t.record.last_journal_seq += 1;
+  t.record.last_event_seq += 1;
+  t.journal = {{t.record.last_journal_seq, what, 1, wire::value{{"what", what}}}};
+  t.events = {{t.record.run_id, t.record.last_event_seq, what, 1, wire::value{{"what", what}}}};
+}
+
+} // namespace
+
+TEST_CASE("run store: a run reads back as it was written", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("r1", "coder", 1000);
+  t.record.session_id = "s1";
+  t.record.state = wire::value{{"messages", {"a", "b"}}};
+  REQUIRE(store->apply(t).ok());
+  auto got = store->get("r1");
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  const run_record& r = **got;
+  CHECK(r.agent == "coder");
+  CHECK(r.session_id == "s1");
+  CHECK(r.status == run_status::pending);
+  CHECK(r.state == t.record.state);
+  auto none = store->get("nope");
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+}
+
+TEST_CASE("run store: a reopened store returns the journal and events it was given",
+          "[runtime][store]") {
+  temp_dir dir;
+  {
+    auto store = open_store(dir.path());
+    auto t = created("r1", "coder", 1000);
+    REQUIRE(store->apply(t).ok());
+    for (int i = 0; i < 5; ++i) {
+      advance(t, run_status::running, "step-" + std::to_string(i));
+      REQUIRE(store->apply(t).ok());
+    }
+  }
+  auto store = open_store(dir.path());
+  auto journal = store->journal("r1");
+  REQUIRE(journal.ok());
+  REQUIRE(journal->size() == 5);
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK((*journal)[i].seq == i + 1);
+    CHECK((*journal)[i].kind == "step-" + std::to_string(i));
+  }
+  auto events = store->events("r1", 3);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == 3);
+  CHECK((*events)[0].seq == 3);
+  CHECK((*events)[2].event_type == "step-4");
+  CHECK(store->events("r1", 1, 2)->size() == 2);
+  CHECK(store->events("other")->empty());
+}
+
+TEST_CASE("run store: runs are listed by status, agent and time as their status changes",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto a = created("ra", "coder", 1000);
+  auto b = created("rb", "coder", 2000);
+  auto c = created("rc", "ops", 3000);
+  REQUIRE(store->apply({a, b, c}).ok());
+  CHECK(*store->list_by_status(run_status::pending) == std::vector<std::string>{"ra", "rb", "rc"});
+  advance(b, run_status::suspended, "suspend");
+  advance(c, run_status::completed, "done");
+  REQUIRE(store->apply({b, c}).ok());
+  CHECK(*store->list_by_status(run_status::pending) == std::vector<std::string>{"ra"});
+  CHECK(*store->list_by_status(run_status::suspended) == std::vector<std::string>{"rb"});
+  CHECK(*store->list_by_status(run_status::completed) == std::vector<std::string>{"rc"});
+  CHECK(store->list_by_status(run_status::failed)->empty());
+  CHECK(*store->list_by_agent("coder") == std::vector<std::string>{"ra", "rb"});
+  CHECK(*store->list_recent(2) == std::vector<std::string>{"rc", "rb"});
+  CHECK(*store->list_recent(10) == std::vector<std::string>{"rc", "rb", "ra"});
+}
+
+TEST_CASE("run store: two transitions of one run in one batch keep the indexes right",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("r1", "coder", 1000);
+  auto first = t;
+  advance(t, run_status::running, "started");
+  auto second = t;
+  advance(t, run_status::suspended, "suspend");
+  REQUIRE(store->apply({first, second, t}).ok());
+  CHECK(store->list_by_status(run_status::pending)->empty());
+  CHECK(store->list_by_status(run_status::running)->empty());
+  CHECK(*store->list_by_status(run_status::suspended) == std::vector<std::string>{"r1"});
+  CHECK(store->journal("r1")->size() == 2);
+}
+
+TEST_CASE("run store: idempotency keys find the run they created", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("r1", "coder", 1000);
+  t.record.idempotency_key = "order-17";
+  REQUIRE(store->apply(t).ok());
+  CHECK(**store->find_by_idempotency_key("coder", "order-17") == "r1");
+  CHECK_FALSE(store->find_by_idempotency_key("ops", "order-17")->has_value());
+  CHECK_FALSE(store->find_by_idempotency_key("coder", "order-18")->has_value());
+}
+
+TEST_CASE("run store: the journal can be cut below a snapshot", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("r1", "coder", 1000);
+  for (int i = 0; i < 6; ++i) {
+    advance(t, run_status::running, "s" + std::to_string(i));
+    REQUIRE(store->apply(t).ok());
+  }
+  t.journal.clear();
+  t.events.clear();
+  t.journal_truncate_through = 4;
+  REQUIRE(store->apply(t).ok());
+  auto journal = store->journal("r1");
+  REQUIRE(journal->size() == 2);
+  CHECK((*journal)[0].seq == 5);
+  CHECK(store->events("r1")->size() == 6);  // events are history and stay
+}
+
+TEST_CASE("run store: synced transitions survive a SIGKILL of the writer", "[runtime][store]") {
+  temp_dir dir;
+  constexpr int runs = 50;
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The writer: acknowledged (synced) transitions, then death without any cleanup.
+    auto opened = run_store::open({dir.path(), true});
+    if (!opened) ::_exit(3);
+    for (int i = 0; i < runs; ++i) {
+      auto t = created("r" + std::to_string(i), "coder", 1000 + i);
+      advance(t, run_status::suspended, "suspend");
+      if (!(*opened)->apply(t)) ::_exit(4);
+    }
+    ::kill(::getpid(), SIGKILL);
+    ::_exit(5);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(WTERMSIG(status) == SIGKILL);
+  auto store = open_store(dir.path());
+  auto suspended = store->list_by_status(run_status::suspended);
+  REQUIRE(suspended.ok());
+  CHECK(suspended->size() == runs);
+  for (int i = 0; i < runs; ++i) {
+    auto r = store->get("r" + std::to_string(i));
+    REQUIRE(r.ok());
+    REQUIRE(r->has_value());
+    CHECK((*r)->status == run_status::suspended);
+    CHECK(store->events("r" + std::to_string(i))->size() == 1);
+  }
+}
+
+TEST_CASE("run store: metadata persists across reopen", "[runtime][store]") {
+  temp_dir dir;
+  {
+    auto store = open_store(dir.path(), false);
+    REQUIRE(store->put_meta("node_id", "orch-7").ok());
+  }
+  auto store = open_store(dir.path(), false);
+  CHECK(**store->get_meta("node_id") == "orch-7");
+  CHECK_FALSE(store->get_meta("other")->has_value());
+}
+
+TEST_CASE("run store: a path that cannot hold a database is a clear error", "[runtime][store]") {
+  temp_dir dir;
+  keel::testing::write_file(dir.file("file"), "not a directory");
+  auto s = run_store::open({dir.file("file") + "/db", true});
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().code == errc::io);
+  CHECK(s.error().message.find("cannot open the run store at") == 0);
+}

@@ -1,0 +1,273 @@
+#include "runtime/wire.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <random>
+
+using namespace keel;
+using wire::value;
+
+namespace {
+
+std::string hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string unhex(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < text.size(); i += 2)
+    out += static_cast<char>(std::stoi(std::string(text.substr(i, 2)), nullptr, 16));
+  return out;
+}
+
+// Re-encodes a map after `edit`: the way to build a malformed message from a good one.
+template <class Edit>
+std::string edited(const std::string& bytes, Edit edit) {
+  auto v = wire::unpack(bytes);
+  REQUIRE(v.ok());
+  edit(*v);
+  return wire::pack(*v);
+}
+
+} // namespace
+
+TEST_CASE("wire: golden bytes of invoke, resume, invoke_reply and error stay the same",
+          "[runtime][wire]") {
+  wire::invoke_request invoke{"coder", value{{"task", "hi"}}, "", ""};
+  CHECK(hex(wire::encode(invoke)) ==
+        "84a56167656e74a5636f646572a5696e70757481a47461736ba26869a474797065a6696e766f6b65a17601");
+  wire::resume_request resume;
+  resume.step_key = "s1";
+  resume.approved = true;
+  CHECK(hex(wire::encode(resume)) ==
+        "84a46461746181a8617070726f766564c3a8737465705f6b6579a27331a474797065a6726573756d65a17601");
+  CHECK(hex(wire::encode(wire::invoke_reply{"r1", true})) ==
+        "84a763726561746564c3a672756e5f6964a27231a474797065ac696e766f6b655f7265706c79a17601");
+  CHECK(hex(wire::encode_error(make_error(errc::not_found, "no run"))) ==
+        "83a56572726f7282a4636f6465a96e6f745f666f756e64a76d657373616765a66e6f2072756ea474797065a5"
+        "6572726f72a17601");
+}
+
+// Floats are always sent as float64; 0.1 has no exact float32 form, so both encoders agree.
+TEST_CASE("wire: msgpack-c and an independent encoder agree byte for byte", "[runtime][wire]") {
+  value v = {{"s", std::string(300, 'x')}, {"i", -129}, {"u", 70000}, {"f", 0.1},
+             {"a", {1, "two", nullptr, false}}, {"m", {{"k", value::object()}}},
+             {"b", value::binary({1, 2, 3})}, {"big", 5'000'000'000LL}};
+  auto ours = wire::pack(v);
+  auto theirs = value::to_msgpack(v);
+  CHECK(hex(ours) == hex(std::string(theirs.begin(), theirs.end())));
+  auto back = wire::unpack(ours);
+  REQUIRE(back.ok());
+  CHECK(*back == v);
+}
+
+TEST_CASE("wire: every message survives a round trip", "[runtime][wire]") {
+  SECTION("invoke") {
+    wire::invoke_request m{"coder", value{{"input", "make hello.js"}, {"n", 3}}, "key-1", "sess"};
+    auto back = wire::decode<wire::invoke_request>(wire::encode(m));
+    REQUIRE(back.ok());
+    CHECK(back->agent == "coder");
+    CHECK(back->input == m.input);
+    CHECK(back->idempotency_key == "key-1");
+    CHECK(back->session_id == "sess");
+  }
+  SECTION("invoke_reply") {
+    auto back = wire::decode<wire::invoke_reply>(wire::encode(wire::invoke_reply{"r9", false}));
+    REQUIRE(back.ok());
+    CHECK(back->run_id == "r9");
+    CHECK_FALSE(back->created);
+  }
+  SECTION("resume") {
+    wire::resume_request m{"r1", "step-4", false, "use python instead", true};
+    auto back = wire::decode<wire::resume_request>(wire::encode(m));
+    REQUIRE(back.ok());
+    CHECK(back->run_id == "r1");
+    CHECK(back->step_key == "step-4");
+    CHECK_FALSE(back->approved);
+    CHECK(back->feedback == "use python instead");
+    CHECK(back->always_allow);
+  }
+  SECTION("resume_reply") {
+    auto back = wire::decode<wire::resume_reply>(wire::encode(wire::resume_reply{"r1", "s", true}));
+    REQUIRE(back.ok());
+    CHECK(back->duplicate);
+  }
+  SECTION("event") {
+    wire::event m{"r1", 42, "suspend", 1700000000000, value{{"step_key", "s3"}}};
+    auto back = wire::decode<wire::event>(wire::encode(m));
+    REQUIRE(back.ok());
+    CHECK(back->seq == 42);
+    CHECK(back->event_type == "suspend");
+    CHECK(back->time_ms == 1700000000000);
+    CHECK(back->data == m.data);
+  }
+  SECTION("task") {
+    wire::task m{"r1", 7, 2, wire::task_kind::tool, "coder", "keel.default.nodes.n.results",
+                 30000, value{{"tool", "exec"}, {"arguments", {{"command", "ls"}}}}};
+    auto back = wire::decode<wire::task>(wire::encode(m));
+    REQUIRE(back.ok());
+    CHECK(back->step == 7);
+    CHECK(back->attempt == 2);
+    CHECK(back->kind == wire::task_kind::tool);
+    CHECK(back->reply_to == m.reply_to);
+    CHECK(back->lease_ms == 30000);
+    CHECK(back->payload == m.payload);
+  }
+  SECTION("task_result, success and failure") {
+    wire::task_result ok{"r1", 7, 1, "w1", true, value{{"stdout", "hi\n"}}, std::nullopt};
+    auto back = wire::decode<wire::task_result>(wire::encode(ok));
+    REQUIRE(back.ok());
+    CHECK(back->ok);
+    CHECK(back->payload == ok.payload);
+    CHECK_FALSE(back->failure);
+    wire::task_result failed{"r1", 7, 1, "w1", false, nullptr,
+                             make_error(errc::timeout, "model did not answer")};
+    auto back_failed = wire::decode<wire::task_result>(wire::encode(failed));
+    REQUIRE(back_failed.ok());
+    REQUIRE(back_failed->failure);
+    CHECK(back_failed->failure->code == errc::timeout);
+    CHECK(back_failed->failure->message == "model did not answer");
+  }
+  SECTION("heartbeat") {
+    wire::heartbeat m;
+    m.node_id = "n1";
+    m.roles = {"worker"};
+    m.agents = {"coder"};
+    m.queues = {"coder"};
+    m.state = "stopping";
+    m.pid = 77;
+    auto back = wire::decode<wire::heartbeat>(wire::encode(m));
+    REQUIRE(back.ok());
+    CHECK(back->node_id == "n1");
+    CHECK(back->roles == m.roles);
+    CHECK(back->agents == m.agents);
+    CHECK(back->state == "stopping");
+    CHECK(back->pid == 77);
+  }
+}
+
+TEST_CASE("wire: an error reply decodes to its error whatever message was expected",
+          "[runtime][wire]") {
+  auto bytes = wire::encode_error(make_error(errc::conflict, "step s2 is not waiting"));
+  auto r = wire::decode<wire::resume_reply>(bytes);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == errc::conflict);
+  CHECK(r.error().message == "step s2 is not waiting");
+  CHECK(*wire::peek_type(bytes) == "error");
+}
+
+TEST_CASE("wire: unknown fields are ignored", "[runtime][wire]") {
+  auto bytes = edited(wire::encode(wire::invoke_request{"coder", "x", "", ""}),
+                      [](value& v) { v["from_the_future"] = {1, 2, 3}; });
+  auto r = wire::decode<wire::invoke_request>(bytes);
+  REQUIRE(r.ok());
+  CHECK(r->agent == "coder");
+}
+
+TEST_CASE("wire: malformed messages are rejected with an error that says why", "[runtime][wire]") {
+  auto good = wire::encode(wire::invoke_request{"coder", value{{"task", "hi"}}, "", ""});
+
+  SECTION("truncated at every length") {
+    for (std::size_t n = 0; n < good.size(); ++n) {
+      auto r = wire::decode<wire::invoke_request>(std::string_view(good).substr(0, n));
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().code == errc::malformed);
+    }
+    CHECK(wire::decode<wire::invoke_request>(good.substr(0, 10)).error().message == "truncated message");
+  }
+  SECTION("trailing bytes") {
+    auto r = wire::decode<wire::invoke_request>(good + "x");
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().message == "1 bytes after the end of the message");
+  }
+  SECTION("missing fields") {
+    auto r = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v.erase("agent"); }));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().message == "missing field 'agent'");
+    auto no_version = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v.erase("v"); }));
+    CHECK(no_version.error().message == "missing field 'v'");
+    auto no_type = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v.erase("type"); }));
+    CHECK(no_type.error().message == "missing field 'type'");
+    wire::resume_request resume{"r", "s", true, "", false};
+    auto no_approved = wire::decode<wire::resume_request>(
+      edited(wire::encode(resume), [](value& v) { v["data"].erase("approved"); }));
+    CHECK(no_approved.error().message == "missing field 'approved'");
+  }
+  SECTION("wrong types") {
+    auto r = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v["agent"] = 5; }));
+    CHECK(r.error().message == "field 'agent' must be a string");
+    auto empty = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v["agent"] = ""; }));
+    CHECK(empty.error().message == "field 'agent' must be a non-empty string");
+    auto version = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v["v"] = "1"; }));
+    CHECK(version.error().message == "field 'v' must be an integer");
+    wire::resume_request resume{"r", "s", true, "", false};
+    auto approved = wire::decode<wire::resume_request>(
+      edited(wire::encode(resume), [](value& v) { v["data"]["approved"] = "yes"; }));
+    CHECK(approved.error().message == "field 'approved' must be a boolean");
+    auto data = wire::decode<wire::resume_request>(
+      edited(wire::encode(resume), [](value& v) { v["data"] = "approve"; }));
+    CHECK(data.error().message == "field 'data' must be a map with 'approved'");
+    auto not_a_map = wire::decode<wire::invoke_request>(wire::pack(value{1, 2}));
+    CHECK(not_a_map.error().message == "a message must be a map");
+  }
+  SECTION("another message type or protocol version") {
+    auto r = wire::decode<wire::resume_request>(good);
+    CHECK(r.error().message == "expected a message of type 'resume', got 'invoke'");
+    auto v2 = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v["v"] = 2; }));
+    CHECK(v2.error().code == errc::unsupported_version);
+  }
+  SECTION("oversized") {
+    wire::limits small;
+    small.message_bytes_max = 64;
+    auto big = wire::encode(wire::invoke_request{"coder", std::string(100, 'x'), "", ""});
+    auto r = wire::decode<wire::invoke_request>(big, small);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == errc::too_large);
+    CHECK(r.error().message.find("over the limit of 64") != std::string::npos);
+  }
+  SECTION("a claimed length far beyond the bytes present") {
+    // A map header claiming 2^32-1 entries, then nothing.
+    auto r = wire::decode<wire::invoke_request>(unhex("dfffffffff"));
+    REQUIRE_FALSE(r.ok());
+  }
+  SECTION("nesting deeper than the limit") {
+    std::string deep(100, '\x91');  // 100 nested one-element arrays
+    deep += '\x01';
+    auto r = wire::unpack(deep);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == errc::too_large);
+  }
+  SECTION("a map with a non-string key") {
+    auto r = wire::unpack(unhex("810102"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().message == "a map key is not a string");
+  }
+}
+
+TEST_CASE("wire: random bytes never crash the decoder", "[runtime][wire]") {
+  std::mt19937_64 random(20261126);
+  auto good = wire::encode(wire::task{"r1", 7, 2, wire::task_kind::tool, "coder", "x", 1,
+                                      value{{"a", {1, 2, 3}}}});
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string bytes;
+    if (i % 2 == 0) {
+      bytes.resize(random() % 64);
+      for (auto& c : bytes) c = static_cast<char>(random());
+    } else {
+      bytes = good;  // a good message with a few bytes flipped
+      for (int flips = 0; flips < 3; ++flips) bytes[random() % bytes.size()] = static_cast<char>(random());
+    }
+    auto r = wire::decode<wire::task>(bytes);
+    if (r.ok()) ++accepted;
+    else CHECK_FALSE(r.error().message.empty());
+  }
+  // Some flipped messages are still valid tasks (a flipped letter inside a string); most are not.
+  CHECK(accepted < 20000 / 2);
+}
