@@ -1,5 +1,7 @@
 #include "actors/node.hpp"
 
+#include "actors/orchestrator.hpp"
+#include "actors/worker.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
@@ -84,6 +86,8 @@ struct node::impl {
   std::shared_ptr<announcer> announce;
   caf::actor heartbeat;
   std::unique_ptr<broker::subscription> ping_subscription;
+  std::unique_ptr<orchestrator> orchestrator_role;
+  std::unique_ptr<worker> worker_role;
   bool stopped = false;
 };
 
@@ -169,6 +173,16 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   if (!pinged) return pinged.error();
   state->ping_subscription = std::move(*pinged);
 
+  if (config.has_role(config::role::worker)) {
+    auto w = worker::start(*state->system, state->config, state->id, state->nats);
+    if (!w) return w.error();
+    state->worker_role = std::move(*w);
+  }
+  if (config.has_role(config::role::orchestrator)) {
+    auto o = orchestrator::start(*state->system, state->config, state->id, state->nats, *state->store);
+    if (!o) return o.error();
+    state->orchestrator_role = std::move(*o);
+  }
   state->heartbeat = state->system->spawn(heartbeat_actor, std::shared_ptr<const announcer>(a));
   logger()->info("node {} started: roles [{}], NATS {}", state->id,
                  fmt::join(a->beat.roles, ", "), state->nats->connected_url());
@@ -185,10 +199,17 @@ void node::stop() {
   if (s.heartbeat) caf::anon_send_exit(s.heartbeat, caf::exit_reason::user_shutdown);
   s.announce->publish("stopping");
   s.ping_subscription.reset();
-  // Drain: what was delivered is handled and what was published is flushed.
+  // No new work: stop taking invokes, answers and tasks; let the actors finish what they hold.
+  if (s.worker_role) s.worker_role->stop();
+  if (s.orchestrator_role) s.orchestrator_role->stop();
+  s.system->await_all_actors_done();
+  // Every transition queued is written, and its events and tasks published, before NATS goes.
+  if (s.orchestrator_role) s.orchestrator_role->flush();
   if (auto r = s.nats->drain(std::max<std::int64_t>(100, budget_ms / 2)); !r)
     logger()->warn("NATS drain: {}", r.error().message);
-  s.system.reset();  // waits for every actor to finish
+  s.orchestrator_role.reset();
+  s.worker_role.reset();
+  s.system.reset();
   if (s.store) {
     if (auto r = s.store->flush(); !r) logger()->error("store flush: {}", r.error().message);
     s.store.reset();

@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -207,6 +208,26 @@ const std::vector<entry>& entries() {
       "limits.shutdown_timeout_ms", 5000, 100, 120'000,
       "How long a stopping node may take to drain and flush before it exits anyway.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.shutdown_timeout_ms; }));
+    e.push_back(integer_key(
+      "limits.llm_lease_ms", 120'000, 100, hour_ms,
+      "A model step with no result within this is sent again (attempt + 1).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.llm_lease_ms; }));
+    e.push_back(integer_key(
+      "limits.tool_lease_extra_ms", 30'000, 100, hour_ms,
+      "A tool step is sent again when no result comes within its exec timeout plus this.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.tool_lease_extra_ms; }));
+    e.push_back(integer_key(
+      "limits.task_attempts_max", 5, 1, 100,
+      "Attempts of one step (failures and expired leases) before the run fails.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.task_attempts_max; }));
+    e.push_back(integer_key(
+      "limits.worker_tasks_max", 64, 1, 4096,
+      "Tasks a worker runs at once; more wait in its queue.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_tasks_max; }));
+    e.push_back(integer_key(
+      "limits.store_batch_max", 512, 1, 100'000,
+      "Transitions of concurrent runs written (and synced) together in one batch.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.store_batch_max; }));
     // [log]
     e.push_back(string_key(
       "log.level", "info", "One of trace, debug, info, warn, error, off.",
@@ -253,6 +274,49 @@ const std::vector<entry>& entries() {
       "agents.*.queue", "", "Worker queue serving this agent; empty: the agent's id.",
       [](node_config&, agent_config* a) -> std::string& { return a->queue; },
       optional_name_check));
+    e.push_back(string_key(
+      "agents.*.script_log", "", "Scripted provider: append every call to this file.",
+      [](node_config&, agent_config* a) -> std::string& { return a->script_log; }));
+    // [agents.<id>.sandbox]
+    e.push_back(string_key(
+      "agents.*.sandbox.env", "local", "Where tools run: local (on the host, path-restricted).",
+      [](node_config&, agent_config* a) -> std::string& { return a->sandbox_env; },
+      [](const std::string& v) { return one_of(v, {"local"}); }));
+    e.push_back(string_key(
+      "agents.*.sandbox.workspace", "./workspaces",
+      "The workspace root, relative to this config.",
+      [](node_config&, agent_config* a) -> std::string& { return a->workspace; }));
+    e.push_back(string_key(
+      "agents.*.sandbox.scope", "run",
+      "run: a directory per run; session: per session id; agent: the root itself, shared.",
+      [](node_config&, agent_config* a) -> std::string& { return a->workspace_scope; },
+      [](const std::string& v) { return one_of(v, {"run", "session", "agent"}); }));
+    e.push_back(string_key(
+      "agents.*.sandbox.exec_security", "approval-always",
+      "approval-always, allowlist (matching commands run, others ask) or allow-always.",
+      [](node_config&, agent_config* a) -> std::string& { return a->exec_security; },
+      [](const std::string& v) {
+        return one_of(v, {"approval-always", "allowlist", "allow-always"});
+      }));
+    e.push_back(string_array_key(
+      "agents.*.sandbox.allowlist", {}, "Command patterns with '*' that run without asking.",
+      [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->allowlist; }));
+    e.push_back(boolean_key(
+      "agents.*.sandbox.file_approval", true, "Writes and edits ask a person first.",
+      [](node_config&, agent_config* a) -> bool& { return a->file_approval; }));
+    e.push_back(string_key(
+      "agents.*.sandbox.path_restriction", "approve",
+      "A path outside the workspace: approve (ask a person) or deny (refuse).",
+      [](node_config&, agent_config* a) -> std::string& { return a->path_restriction; },
+      [](const std::string& v) { return one_of(v, {"approve", "deny"}); }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.exec_timeout_ms", 300'000, 10, 24 * hour_ms,
+      "Longest a command may run; then its process group is killed (exit code 137).",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->exec_timeout_ms; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.output_chars_max", 100'000, 100, 100'000'000,
+      "Output kept per stream: the first 20% and the last 80%, with a marker between.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->output_chars_max; }));
     return e;
   }();
   return all;
@@ -334,6 +398,16 @@ struct loader {
     return success();
   }
 
+  // Paths in a config file are relative to the file's folder; in a string, to the current one.
+  std::string relative_to_source(const std::string& path) const {
+    if (path.empty()) return path;
+    std::filesystem::path p(path);
+    if (p.is_absolute()) return p.lexically_normal().string();
+    std::filesystem::path base = std::filesystem::path(source).parent_path();
+    if (!std::filesystem::exists(source)) base = std::filesystem::current_path();
+    return std::filesystem::absolute(base / p).lexically_normal().string();
+  }
+
   result<void> finish() {
     auto whole_file_error = [&](const std::string& key, const std::string& text) {
       return make_error(errc::config, source + ": " + key + ": " + text);
@@ -341,8 +415,12 @@ struct loader {
     if (config.roles.empty()) return whole_file_error("node.roles", "expected at least one role");
     if (config.nats_servers.empty())
       return whole_file_error("nats.servers", "expected at least one server URL");
-    for (auto& agent : config.agents)
+    for (auto& agent : config.agents) {
       if (agent.queue.empty()) agent.queue = agent.id;
+      agent.workspace = relative_to_source(agent.workspace);
+      agent.script = relative_to_source(agent.script);
+      agent.script_log = relative_to_source(agent.script_log);
+    }
     if (config.has_role(role::orchestrator) && config.data_dir.empty())
       return whole_file_error("node.data_dir", "an orchestrator needs a data directory");
     return success();

@@ -25,6 +25,18 @@ struct agent_config {
   std::int64_t max_steps = 0;
   std::int64_t max_tokens = 0;  // 0: no limit
   std::string queue;            // the worker queue that serves this agent; defaults to its id
+  std::string script_log;       // scripted provider: append every call here (empty: none)
+
+  // [agents.<id>.sandbox]
+  std::string sandbox_env;            // "local"
+  std::string workspace;              // absolute once loaded
+  std::string workspace_scope;        // "run", "session" or "agent"
+  std::string exec_security;          // "approval-always", "allowlist", "allow-always"
+  std::vector<std::string> allowlist;
+  bool file_approval = true;
+  std::string path_restriction;       // "approve" or "deny"
+  std::int64_t exec_timeout_ms = 0;
+  std::int64_t output_chars_max = 0;
 };
 
 struct node_config {
@@ -47,6 +59,11 @@ struct node_config {
   std::int64_t message_bytes_max = 0;
   std::int64_t heartbeat_interval_ms = 0;
   std::int64_t shutdown_timeout_ms = 0;
+  std::int64_t llm_lease_ms = 0;
+  std::int64_t tool_lease_extra_ms = 0;
+  std::int64_t task_attempts_max = 0;
+  std::int64_t worker_tasks_max = 0;
+  std::int64_t store_batch_max = 0;
 
   std::string log_level;
   std::string log_file;

@@ -1,0 +1,28 @@
+// The atoms and message types the actors of one node exchange. These never leave the process
+// (NATS carries what goes between nodes), so the wire types are allowed in messages unserialised.
+#pragma once
+
+#include "runtime/wire.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+namespace keel::actors {
+
+using invoke_atom = caf::atom_constant<caf::atom("invoke")>;
+using resume_atom = caf::atom_constant<caf::atom("resume")>;
+using result_atom = caf::atom_constant<caf::atom("result")>;
+using lease_atom = caf::atom_constant<caf::atom("lease")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using send_atom = caf::atom_constant<caf::atom("send")>;
+using task_atom = caf::atom_constant<caf::atom("task")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using recover_atom = caf::atom_constant<caf::atom("recover")>;
+
+} // namespace keel::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::invoke_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::resume_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task)

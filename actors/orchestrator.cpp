@@ -1,0 +1,492 @@
+#include "actors/orchestrator.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/run_machine.hpp"
+#include "actors/store_writer.hpp"
+#include "broker/connection.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/log.hpp"
+#include "runtime/run_store.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unordered_map>
+
+namespace keel::actors {
+
+using wire::value;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("actors");
+  return l;
+}
+
+// What every actor of the orchestrator shares; lives as long as the orchestrator.
+struct shared_state {
+  const config::node_config& config;
+  std::string node_id;
+  broker::subjects subjects;
+  std::shared_ptr<broker::connection> nats;
+  store::run_store& store;
+  std::unique_ptr<store_writer> writer;
+  wire::limits limits;
+  std::atomic<std::size_t> in_memory{0};
+
+  run_context context_for(const config::agent_config& agent) const {
+    run_context c;
+    c.results_subject = subjects.node_results(node_id);
+    c.tasks_subject = subjects.tasks(agent.queue);
+    c.llm_lease_ms = config.llm_lease_ms;
+    c.tool_lease_ms = agent.exec_timeout_ms + config.tool_lease_extra_ms;
+    c.attempts_max = static_cast<std::uint32_t>(config.task_attempts_max);
+    return c;
+  }
+
+  void publish(const std::string& subject, const std::string& bytes) const {
+    if (subject.empty()) return;
+    if (auto r = nats->publish(subject, bytes); !r)
+      logger()->warn("publish on {} failed: {}", subject, r.error().message);
+  }
+  void reply_error(const std::string& reply, errc code, const std::string& message) const {
+    publish(reply, wire::encode_error(make_error(code, message)));
+  }
+};
+
+// The run as clients see it (keel show, keel runs).
+value summary(const store::run_record& r) {
+  const value& s = r.state;
+  value out{{"run_id", r.run_id},         {"agent", r.agent},
+            {"status", store::to_string(r.status)}, {"session_id", r.session_id},
+            {"created_ms", r.created_ms}, {"updated_ms", r.updated_ms},
+            {"last_event_seq", r.last_event_seq},
+            {"steps", s.value("steps", 0)}, {"usage", s.value("usage", value::object())},
+            {"input", s.value("input", value())}};
+  if (s.contains("output")) out["output"] = s["output"];
+  if (s.contains("stop_reason")) out["stop_reason"] = s["stop_reason"];
+  if (s.contains("error")) out["error"] = s["error"];
+  if (s.contains("suspended") && !s["suspended"].is_null())
+    out["waiting"] = value{{"step_key", s["suspended"]["step_key"]}, {"form", s["suspended"]["form"]}};
+  return out;
+}
+
+enum class reply_kind { none, invoke, resume, cancel };
+
+struct run_actor_state {
+  std::optional<run_machine> machine;
+  std::string tasks_subject;
+  static inline const char* name = "keel.run";
+};
+
+using run_actor_type = caf::stateful_actor<run_actor_state>;
+
+// Writes the transition, then (on the writer's thread, in order) publishes events, replies,
+// sends tasks and arms the lease; a run with nothing left to do asks to leave memory.
+void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, effects e,
+             const std::string& reply_to, reply_kind kind) {
+  const run_machine& machine = *self->state.machine;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  std::string reply_bytes;
+  if (kind == reply_kind::invoke) reply_bytes = wire::encode(wire::invoke_reply{machine.run_id(), true});
+  if (kind == reply_kind::resume && e.resume_reply) reply_bytes = wire::encode(*e.resume_reply);
+  if (kind == reply_kind::cancel)
+    reply_bytes = wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
+                                   {"run", summary(machine.record())}});
+  if (!e.changed) {
+    if (reply_to.empty()) return;
+    shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
+      shared->publish(reply_to, reply_bytes);
+    });
+    return;
+  }
+  std::string events_subject = shared->subjects.run_events(machine.run_id());
+  std::vector<std::string> events;
+  for (const auto& ev : e.transition.events) events.push_back(wire::encode(ev));
+  std::vector<wire::task> tasks = std::move(e.tasks);
+  auto seq = e.transition.record.last_event_seq;
+  shared->writer->submit(
+    std::move(e.transition),
+    [shared, me, events_subject, events = std::move(events), tasks = std::move(tasks),
+     delay = e.task_delay_ms, lease_timer = e.lease_timer, leave = e.leave_memory, seq, reply_to,
+     reply_bytes, tasks_subject = self->state.tasks_subject](const result<void>& written) {
+      if (!written) {
+        shared->reply_error(reply_to, errc::io, "the run store could not write: " + written.error().message);
+        // Memory is now ahead of disk: drop the actor so the run reloads from what is written.
+        caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
+        return;
+      }
+      for (const auto& bytes : events) shared->publish(events_subject, bytes);
+      shared->publish(reply_to, reply_bytes);
+      for (const auto& t : tasks) {
+        if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
+        else shared->publish(tasks_subject, wire::encode(t));
+      }
+      if (lease_timer)
+        caf::delayed_anon_send(me, std::chrono::milliseconds(lease_timer->after_ms),
+                               lease_atom::value, lease_timer->step, lease_timer->attempt);
+      if (leave) caf::anon_send(me, idle_atom::value, seq);
+    });
+}
+
+caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shared,
+                        store::run_record record, const config::agent_config* agent, bool start_now,
+                        std::string invoke_reply) {
+  self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
+  self->state.tasks_subject = shared->subjects.tasks(agent->queue);
+  shared->in_memory += 1;
+  self->attach_functor([shared] { shared->in_memory -= 1; });
+  if (start_now)
+    perform(self, shared, self->state.machine->start(), invoke_reply,
+            invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
+  return {
+    [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
+      auto e = self->state.machine->on_resume(request);
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      else perform(self, shared, std::move(*e), reply, reply_kind::resume);
+      return true;
+    },
+    [=](result_atom, const wire::task_result& result) {
+      perform(self, shared, self->state.machine->on_task_result(result), {}, reply_kind::none);
+      return true;
+    },
+    [=](cancel_atom, const std::string& reason, const std::string& reply) {
+      auto e = self->state.machine->cancel(reason);
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
+      return true;
+    },
+    [=](lease_atom, std::uint64_t step, std::uint32_t attempt) {
+      perform(self, shared, self->state.machine->on_lease_expired(step, attempt), {}, reply_kind::none);
+    },
+    [=](send_atom, const wire::task& t) {
+      shared->publish(self->state.tasks_subject, wire::encode(t));
+    },
+    [=](idle_atom, std::uint64_t seq) {
+      // Leave memory only if nothing happened since the write that made the run idle.
+      const auto& r = self->state.machine->record();
+      bool idle = r.status == store::run_status::suspended || store::is_terminal(r.status);
+      if (idle && r.last_event_seq == seq) self->quit();
+    },
+  };
+}
+
+struct orchestrator_state {
+  std::unordered_map<std::string, caf::actor> runs;
+  std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
+  std::unordered_map<std::string, std::string> key_of_run;
+  static inline const char* name = "keel.orchestrator";
+};
+
+using orchestrator_type = caf::stateful_actor<orchestrator_state>;
+
+caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared_state> shared) {
+  // Run actors are linked: when the orchestrator stops, so do they. A run actor's own exit
+  // (leaving memory, or a failure) must not stop the orchestrator.
+  // Only run actors are linked to it, so an exit from an actor is a run's; a stop request
+  // (anon_send_exit) has no source.
+  self->set_exit_handler([=](caf::exit_msg& exit) {
+    if (!exit.source) self->quit(exit.reason);
+  });
+  self->set_down_handler([=](caf::down_msg& down) {
+    for (auto it = self->state.runs.begin(); it != self->state.runs.end(); ++it) {
+      if (it->second.address() == down.source) {
+        if (auto k = self->state.key_of_run.find(it->first); k != self->state.key_of_run.end()) {
+          self->state.idempotency.erase(k->second);
+          self->state.key_of_run.erase(k);
+        }
+        self->state.runs.erase(it);
+        return;
+      }
+    }
+  });
+  auto spawn_run = [=](store::run_record record, const config::agent_config* agent, bool start_now,
+                       const std::string& invoke_reply) {
+    std::string id = record.run_id;
+    auto actor = self->spawn<caf::linked>(run_actor, shared, std::move(record), agent, start_now, invoke_reply);
+    self->monitor(actor);
+    self->state.runs[id] = actor;
+    return actor;
+  };
+  // The run's actor, from memory or from disk; none (after replying an error) if there is no run.
+  auto find_run = [=](const std::string& run_id, const std::string& reply) -> std::optional<caf::actor> {
+    if (auto it = self->state.runs.find(run_id); it != self->state.runs.end()) return it->second;
+    auto loaded = shared->store.get(run_id);
+    if (!loaded) {
+      shared->reply_error(reply, loaded.error().code, loaded.error().message);
+      return std::nullopt;
+    }
+    if (!*loaded) {
+      shared->reply_error(reply, errc::not_found, "no run " + run_id + " on node " + shared->node_id);
+      return std::nullopt;
+    }
+    const auto* agent = shared->config.find_agent((*loaded)->agent);
+    if (!agent) {
+      shared->reply_error(reply, errc::not_found, "run " + run_id + " belongs to agent '" +
+                                                    (*loaded)->agent + "', which this node no longer has");
+      return std::nullopt;
+    }
+    return spawn_run(std::move(**loaded), agent, false, {});
+  };
+  // Forwards as a request: if the actor left memory before it read the message, the request
+  // fails and the run is loaded from disk and asked again (once).
+  auto forward_resume = std::make_shared<std::function<void(wire::resume_request, std::string, int)>>();
+  *forward_resume = [=](wire::resume_request request, std::string reply, int tries) {
+    auto actor = find_run(request.run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, resume_atom::value, request, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        self->state.runs.erase(request.run_id);
+        if (tries < 2) (*forward_resume)(request, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + request.run_id + " could not be loaded");
+      });
+  };
+  auto forward_cancel = std::make_shared<std::function<void(std::string, std::string, std::string, int)>>();
+  *forward_cancel = [=](std::string run_id, std::string reason, std::string reply, int tries) {
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, cancel_atom::value, reason, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        self->state.runs.erase(run_id);
+        if (tries < 2) (*forward_cancel)(run_id, reason, reply, tries + 1);
+      });
+  };
+  return {
+    [=](invoke_atom, const wire::invoke_request& invoke, const std::string& reply) {
+      const auto* agent = shared->config.find_agent(invoke.agent);
+      if (!agent) {
+        std::string known;
+        for (const auto& a : shared->config.agents) known += (known.empty() ? "" : ", ") + a.id;
+        shared->reply_error(reply, errc::not_found, "unknown agent '" + invoke.agent +
+                                                      "'; this node has: " + (known.empty() ? "none" : known));
+        return;
+      }
+      std::string key;
+      if (!invoke.idempotency_key.empty()) {
+        key = invoke.agent + "/" + invoke.idempotency_key;
+        std::optional<std::string> existing;
+        if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
+          existing = it->second;
+        else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
+                 stored && *stored)
+          existing = **stored;
+        if (existing) {
+          auto bytes = wire::encode(wire::invoke_reply{*existing, false});
+          shared->writer->after_pending([shared, reply, bytes](const result<void>&) { shared->publish(reply, bytes); });
+          return;
+        }
+      }
+      auto id = make_run_id(node_id{shared->node_id}).value;
+      if (!key.empty()) {
+        self->state.idempotency[key] = id;
+        self->state.key_of_run[id] = key;
+      }
+      logger()->info("run {} created for agent {}", id, invoke.agent);
+      spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, reply);
+    },
+    [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
+      (*forward_resume)(request, reply, 0);
+    },
+    [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& reply) {
+      (*forward_cancel)(run_id, reason, reply, 0);
+    },
+    [=](result_atom, const wire::task_result& result) {
+      // A result for a run not in memory is late (the run moved on, or finished): drop it.
+      if (auto it = self->state.runs.find(result.run_id); it != self->state.runs.end())
+        self->request(it->second, caf::infinite, result_atom::value, result).then([](bool) {}, [](caf::error&) {});
+    },
+    [=](recover_atom) {
+      std::size_t recovered = 0;
+      for (auto status : {store::run_status::pending, store::run_status::running}) {
+        auto ids = shared->store.list_by_status(status);
+        if (!ids) {
+          logger()->error("recovery: cannot list {} runs: {}", store::to_string(status), ids.error().message);
+          continue;
+        }
+        for (const auto& id : *ids) {
+          auto record = shared->store.get(id);
+          if (!record || !*record) continue;
+          const auto* agent = shared->config.find_agent((*record)->agent);
+          if (!agent) {
+            logger()->error("run {}: agent {} is not configured; the run waits on disk", id, (*record)->agent);
+            continue;
+          }
+          spawn_run(std::move(**record), agent, true, {});
+          ++recovered;
+        }
+      }
+      if (recovered) logger()->info("recovered {} unfinished runs", recovered);
+    },
+  };
+}
+
+// The run id in `<prefix>.<ns>.runs.<run>.<verb>`.
+std::string run_of_subject(const std::string& subject, const broker::subjects& subjects) {
+  auto start = subjects.base().size() + std::string_view(".runs.").size();
+  if (subject.size() <= start) return {};
+  auto end = subject.find('.', start);
+  return subject.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+} // namespace
+
+struct orchestrator::impl {
+  std::shared_ptr<shared_state> shared;
+  caf::actor actor;
+  std::vector<std::unique_ptr<broker::subscription>> subscriptions;
+  bool stopped = false;
+};
+
+orchestrator::orchestrator(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+orchestrator::~orchestrator() { stop(); }
+
+std::size_t orchestrator::runs_in_memory() const { return impl_->shared->in_memory; }
+
+result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& system,
+                                                          const config::node_config& config,
+                                                          const std::string& node_id,
+                                                          std::shared_ptr<broker::connection> nats,
+                                                          store::run_store& store) {
+  auto shared = std::shared_ptr<shared_state>(new shared_state{
+    config, node_id, broker::subjects{config.prefix, config.ns}, std::move(nats), store,
+    std::make_unique<store_writer>(store, static_cast<std::size_t>(config.store_batch_max)), {}, {}});
+  shared->limits.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
+  auto state = std::make_unique<impl>();
+  state->shared = shared;
+  state->actor = system.spawn(orchestrator_actor, shared);
+  caf::anon_send(state->actor, recover_atom::value);
+
+  auto actor = state->actor;
+  const auto& subjects = shared->subjects;
+  auto owned = [shared](const std::string& run, const std::string& reply) {
+    auto owner = run_id{run}.owner();
+    if (owner.empty()) {
+      shared->reply_error(reply, errc::not_found, "'" + run + "' is not a keel run id");
+      return false;
+    }
+    return owner == shared->node_id;  // another node's run: its owner answers
+  };
+  auto subscribe = [&](const std::string& subject, const std::string& queue, broker::handler h) -> result<void> {
+    auto s = shared->nats->subscribe(subject, queue, std::move(h));
+    if (!s) return s.error();
+    state->subscriptions.push_back(std::move(*s));
+    return success();
+  };
+
+  auto r = subscribe(subjects.invoke(), "orchestrators", [shared, actor](broker::message&& m) {
+    if (m.reply.empty()) return;  // nobody to tell the run id: do not create an orphan run
+    auto invoke = wire::decode<wire::invoke_request>(m.data, shared->limits);
+    if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
+    caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.resume", "", [shared, actor, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (!owned(run, m.reply)) return;
+    auto request = wire::decode<wire::resume_request>(m.data, shared->limits);
+    if (!request) return shared->reply_error(m.reply, request.error().code, request.error().message);
+    if (!request->run_id.empty() && request->run_id != run)
+      return shared->reply_error(m.reply, errc::invalid_argument,
+                                 "the body names run " + request->run_id + " but the subject names " + run);
+    request->run_id = run;
+    caf::anon_send(actor, resume_atom::value, std::move(*request), m.reply);
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.cancel", "", [shared, actor, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (!owned(run, m.reply)) return;
+    auto body = wire::unpack(m.data, shared->limits);
+    std::string reason = "cancelled on request";
+    if (body && body->is_object() && body->contains("reason") && (*body)["reason"].is_string())
+      reason = (*body)["reason"].get<std::string>();
+    caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
+  });
+  if (r) r = subscribe(subjects.node_results(node_id), "", [shared, actor](broker::message&& m) {
+    auto result = wire::decode<wire::task_result>(m.data, shared->limits);
+    if (!result) {
+      logger()->warn("a task result was dropped: {}", result.error().message);
+      return;
+    }
+    caf::anon_send(actor, result_atom::value, std::move(*result));
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (!owned(run, m.reply)) return;
+    auto record = shared->store.get(run);
+    if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
+    if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
+    shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
+                                              {"run", summary(**record)}}));
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.history", "", [shared, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (!owned(run, m.reply)) return;
+    std::uint64_t from = 1;
+    std::size_t limit = 500;
+    if (auto body = wire::unpack(m.data, shared->limits); body && body->is_object()) {
+      if (body->contains("from_seq") && (*body)["from_seq"].is_number_unsigned())
+        from = std::max<std::uint64_t>(1, (*body)["from_seq"].get<std::uint64_t>());
+      if (body->contains("limit") && (*body)["limit"].is_number_unsigned())
+        limit = std::clamp<std::size_t>((*body)["limit"].get<std::size_t>(), 1, 1000);
+    }
+    auto record = shared->store.get(run);
+    if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
+    if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
+    auto events = shared->store.events(run, from, limit + 1);
+    if (!events) return shared->reply_error(m.reply, events.error().code, events.error().message);
+    bool more = events->size() > limit;
+    if (more) events->pop_back();
+    value list = value::array();
+    for (const auto& e : *events) list.push_back(wire::to_value(e));
+    shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "history"},
+                                              {"run_id", run}, {"events", list}, {"more", more},
+                                              {"status", store::to_string((*record)->status)}}));
+  });
+  if (r) r = subscribe(subjects.runs_list(), "", [shared](broker::message&& m) {
+    if (m.reply.empty()) return;
+    std::size_t limit = 50;
+    std::optional<store::run_status> status;
+    std::string agent;
+    if (auto body = wire::unpack(m.data, shared->limits); body && body->is_object()) {
+      if (body->contains("limit") && (*body)["limit"].is_number_unsigned())
+        limit = std::clamp<std::size_t>((*body)["limit"].get<std::size_t>(), 1, 1000);
+      if (body->contains("status") && (*body)["status"].is_string()) {
+        store::run_status s;
+        if (!store::from_string((*body)["status"].get<std::string>(), s))
+          return shared->reply_error(m.reply, errc::invalid_argument,
+                                     "unknown status '" + (*body)["status"].get<std::string>() +
+                                       "'; one of pending, running, suspended, completed, failed, cancelled");
+        status = s;
+      }
+      if (body->contains("agent") && (*body)["agent"].is_string()) agent = (*body)["agent"].get<std::string>();
+    }
+    auto ids = status ? shared->store.list_by_status(*status)
+               : !agent.empty() ? shared->store.list_by_agent(agent)
+                                : shared->store.list_recent(limit);
+    if (!ids) return shared->reply_error(m.reply, ids.error().code, ids.error().message);
+    value runs = value::array();
+    // Newest first, as a person reads a list of runs.
+    for (auto it = ids->rbegin(); it != ids->rend() && runs.size() < limit; ++it) {
+      auto record = shared->store.get(*it);
+      if (!record || !*record) continue;
+      if (!agent.empty() && (*record)->agent != agent) continue;
+      runs.push_back(summary(**record));
+    }
+    if (!status && agent.empty()) std::reverse(runs.begin(), runs.end());
+    shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "run_list"},
+                                              {"node_id", shared->node_id}, {"runs", runs}}));
+  });
+  if (!r) return r.error();
+  return std::unique_ptr<orchestrator>(new orchestrator(std::move(state)));
+}
+
+void orchestrator::stop() {
+  if (!impl_ || impl_->stopped) return;
+  impl_->stopped = true;
+  impl_->subscriptions.clear();
+  caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
+}
+
+void orchestrator::flush() { impl_->shared->writer->stop(); }
+
+} // namespace keel::actors

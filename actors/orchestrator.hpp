@@ -1,0 +1,38 @@
+// The orchestrator role: takes invokes (queue group), owns the runs it created, routes results
+// and answers to their run actors, recovers unfinished runs at start, and serves run state and
+// event history to clients. One run actor per run in memory; a suspended run is bytes on disk.
+#pragma once
+
+#include "runtime/config.hpp"
+#include "runtime/result.hpp"
+
+#include <memory>
+
+namespace caf { class actor_system; }
+namespace keel::broker { class connection; }
+namespace keel::store { class run_store; }
+
+namespace keel::actors {
+
+class orchestrator {
+public:
+  static result<std::unique_ptr<orchestrator>> start(caf::actor_system& system,
+                                                     const config::node_config& config,
+                                                     const std::string& node_id,
+                                                     std::shared_ptr<broker::connection> nats,
+                                                     store::run_store& store);
+  ~orchestrator();
+  // Stops taking requests, lets the actors finish, and writes what is queued.
+  void stop();
+  // After the actors are gone: writes what is queued and runs its continuations.
+  void flush();
+  std::size_t runs_in_memory() const;
+
+  struct impl;
+
+private:
+  explicit orchestrator(std::unique_ptr<impl> state);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace keel::actors

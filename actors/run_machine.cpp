@@ -1,0 +1,401 @@
+#include "actors/run_machine.hpp"
+
+#include "llm/conversation.hpp"
+#include "runtime/clock.hpp"
+#include "sandbox/tools.hpp"
+
+#include <algorithm>
+
+namespace keel::actors {
+
+using wire::value;
+using store::run_status;
+
+namespace {
+
+// Fields of record.state (see docs/PROTOCOL.md, "run state"):
+//   input, messages[], steps, usage{}, task_seq, pending{step, attempt, kind, approved},
+//   calls[], call_index, suspended{step_key, call_index, form}, answers{key: {...}},
+//   allow_patterns[], output, stop_reason, error
+std::string preview(const std::string& text, std::size_t max_chars) {
+  if (text.size() <= max_chars) return text;
+  return text.substr(0, max_chars) + "...";
+}
+
+std::int64_t backoff_ms(std::uint32_t attempt) {
+  return std::min<std::int64_t>(100LL << std::min<std::uint32_t>(attempt, 8), 10'000);
+}
+
+} // namespace
+
+run_machine::run_machine(store::run_record record, const config::agent_config& agent,
+                         run_context context)
+  : record_(std::move(record)), agent_(agent), context_(std::move(context)) {}
+
+store::run_record run_machine::create(const std::string& run_id, const wire::invoke_request& invoke,
+                                      std::int64_t now_ms) {
+  store::run_record r;
+  r.run_id = run_id;
+  r.agent = invoke.agent;
+  r.session_id = invoke.session_id;
+  r.idempotency_key = invoke.idempotency_key;
+  r.status = run_status::pending;
+  r.created_ms = now_ms;
+  r.updated_ms = now_ms;
+  std::string text = invoke.input.is_string() ? invoke.input.get<std::string>()
+                     : invoke.input.is_object() && invoke.input.contains("input") &&
+                         invoke.input["input"].is_string()
+                       ? invoke.input["input"].get<std::string>()
+                       : invoke.input.dump();
+  llm::message first{"user", text, {}, {}, {}, false};
+  r.state = value{{"input", invoke.input},
+                  {"messages", value::array({llm::to_value(first)})},
+                  {"steps", 0},
+                  {"usage", llm::to_value(llm::usage{})},
+                  {"task_seq", 0},
+                  {"pending", nullptr},
+                  {"calls", value::array()},
+                  {"call_index", 0},
+                  {"suspended", nullptr},
+                  {"answers", value::object()},
+                  {"allow_patterns", value::array()}};
+  return r;
+}
+
+effects run_machine::begin() {
+  effects e;
+  e.changed = true;
+  e.transition.record.run_id = record_.run_id;
+  return e;
+}
+
+void run_machine::emit(effects& e, const std::string& type, wire::value data) {
+  record_.last_event_seq += 1;
+  e.transition.events.push_back(
+    wire::event{record_.run_id, record_.last_event_seq, type, wall_ms(), std::move(data)});
+}
+
+void run_machine::journal(effects& e, const std::string& kind, wire::value data) {
+  record_.last_journal_seq += 1;
+  e.transition.journal.push_back({record_.last_journal_seq, kind, wall_ms(), std::move(data)});
+}
+
+void run_machine::finish(effects& e) {
+  record_.updated_ms = wall_ms();
+  e.transition.record = record_;
+  e.leave_memory = record_.status == run_status::suspended || store::is_terminal(record_.status);
+}
+
+wire::task run_machine::make_task(wire::task_kind kind, wire::value payload) const {
+  const value& pending = record_.state["pending"];
+  wire::task t;
+  t.run_id = record_.run_id;
+  t.step = pending["step"].get<std::uint64_t>();
+  t.attempt = pending["attempt"].get<std::uint32_t>();
+  t.kind = kind;
+  t.agent = record_.agent;
+  t.reply_to = context_.results_subject;
+  t.lease_ms = kind == wire::task_kind::llm ? context_.llm_lease_ms : context_.tool_lease_ms;
+  t.payload = std::move(payload);
+  return t;
+}
+
+effects run_machine::start() {
+  effects e = begin();
+  value& state = record_.state;
+  if (record_.status == run_status::pending) {
+    record_.status = run_status::running;
+    emit(e, "run_started", value{{"agent", record_.agent}, {"input", state["input"]},
+                                 {"session_id", record_.session_id}});
+    advance(e);
+  } else if (record_.status == run_status::running && !state["pending"].is_null()) {
+    redispatch(e, "recovered after a restart");
+  } else if (record_.status == run_status::running) {
+    advance(e);
+  } else {
+    e.changed = false;  // suspended or finished: nothing is due
+  }
+  finish(e);
+  return e;
+}
+
+void run_machine::advance(effects& e) {
+  value& state = record_.state;
+  auto& calls = state["calls"];
+  auto index = state["call_index"].get<std::size_t>();
+  if (index < calls.size()) {
+    const value& call = calls[index];
+    auto name = call["name"].get<std::string>();
+    if (std::find(agent_.tools.begin(), agent_.tools.end(), name) == agent_.tools.end()) {
+      add_tool_message(e, call, value{{"error", "tool '" + name + "' is not available to this agent"}}, true);
+      state["call_index"] = index + 1;
+      advance(e);
+      return;
+    }
+    dispatch_tool(e, false);
+    return;
+  }
+  auto steps = state["steps"].get<std::int64_t>();
+  auto used = llm::usage_from_value(state["usage"]);
+  if (steps >= agent_.max_steps) {
+    complete(e, state.value("last_text", std::string{}), "max_steps");
+    return;
+  }
+  if (agent_.max_tokens > 0 && used.total() >= agent_.max_tokens) {
+    complete(e, state.value("last_text", std::string{}), "max_tokens");
+    return;
+  }
+  dispatch_llm(e);
+}
+
+void run_machine::dispatch_llm(effects& e) {
+  value& state = record_.state;
+  auto step = state["task_seq"].get<std::uint64_t>() + 1;
+  state["task_seq"] = step;
+  state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "llm"}};
+  value tools = value::array();
+  for (const auto& name : agent_.tools) tools.push_back(name);
+  value payload{{"system_prompt", agent_.system_prompt}, {"model", agent_.model},
+                {"messages", state["messages"]}, {"tools", tools}};
+  emit(e, "llm_step_started", value{{"step", state["steps"].get<std::int64_t>() + 1}, {"task_step", step}});
+  e.tasks.push_back(make_task(wire::task_kind::llm, std::move(payload)));
+  e.lease_timer = lease{step, 1, context_.llm_lease_ms};
+}
+
+void run_machine::dispatch_tool(effects& e, bool approved) {
+  value& state = record_.state;
+  auto step = state["task_seq"].get<std::uint64_t>() + 1;
+  state["task_seq"] = step;
+  state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "tool"}, {"approved", approved}};
+  const value& call = state["calls"][state["call_index"].get<std::size_t>()];
+  value payload{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},
+                {"approved", approved}, {"allow_patterns", state["allow_patterns"]},
+                {"session_id", record_.session_id}};
+  emit(e, "tool_call_started", value{{"call_id", call["id"]}, {"tool", call["name"]},
+                                     {"arguments", call["arguments"]}, {"approved", approved},
+                                     {"task_step", step}});
+  e.tasks.push_back(make_task(wire::task_kind::tool, std::move(payload)));
+  e.lease_timer = lease{step, 1, context_.tool_lease_ms};
+}
+
+// The pending step again, same step number, next attempt.
+void run_machine::redispatch(effects& e, const std::string& reason) {
+  value& state = record_.state;
+  value& pending = state["pending"];
+  auto attempt = pending["attempt"].get<std::uint32_t>() + 1;
+  if (attempt > context_.attempts_max) {
+    fail(e, "step " + std::to_string(pending["step"].get<std::uint64_t>()) + " failed after " +
+              std::to_string(context_.attempts_max) + " attempts (last: " + reason + ")");
+    return;
+  }
+  pending["attempt"] = attempt;
+  auto step = pending["step"].get<std::uint64_t>();
+  bool llm_step = pending["kind"] == "llm";
+  emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason}});
+  if (llm_step) {
+    value tools = value::array();
+    for (const auto& name : agent_.tools) tools.push_back(name);
+    e.tasks.push_back(make_task(wire::task_kind::llm,
+                                value{{"system_prompt", agent_.system_prompt}, {"model", agent_.model},
+                                      {"messages", state["messages"]}, {"tools", tools}}));
+  } else {
+    const value& call = state["calls"][state["call_index"].get<std::size_t>()];
+    e.tasks.push_back(make_task(wire::task_kind::tool,
+                                value{{"tool", call["name"]}, {"arguments", call["arguments"]},
+                                      {"call_id", call["id"]}, {"approved", pending["approved"]},
+                                      {"allow_patterns", state["allow_patterns"]},
+                                      {"session_id", record_.session_id}}));
+  }
+  e.lease_timer = lease{step, attempt, llm_step ? context_.llm_lease_ms : context_.tool_lease_ms};
+}
+
+effects run_machine::on_task_result(const wire::task_result& result) {
+  value& state = record_.state;
+  const value& pending = state["pending"];
+  if (record_.status != run_status::running || pending.is_null() ||
+      pending["step"].get<std::uint64_t>() != result.step) {
+    return effects{};  // late or repeated: that step's result was recorded already
+  }
+  effects e = begin();
+  if (!result.ok) {
+    std::string message = result.failure ? result.failure->message : "task failed";
+    journal(e, "task_failed", value{{"step", result.step}, {"attempt", result.attempt},
+                                    {"worker", result.worker}, {"error", message}});
+    auto attempt = pending["attempt"].get<std::uint32_t>();
+    redispatch(e, message);
+    e.task_delay_ms = backoff_ms(attempt);
+    if (e.lease_timer) e.lease_timer->after_ms += e.task_delay_ms;
+    finish(e);
+    return e;
+  }
+  bool llm_step = pending["kind"] == "llm";
+  bool approved = pending.value("approved", false);
+  state["pending"] = nullptr;
+  if (llm_step) {
+    auto completion = llm::completion_from_value(result.payload);
+    if (!completion) {
+      journal(e, "task_failed", value{{"step", result.step}, {"error", completion.error().message}});
+      fail(e, "the model's answer could not be read: " + completion.error().message);
+      finish(e);
+      return e;
+    }
+    journal(e, "llm_result", value{{"step", result.step}, {"attempt", result.attempt},
+                                   {"worker", result.worker}, {"completion", result.payload}});
+    llm::message assistant{"assistant", completion->text, completion->tool_calls, {}, {}, false};
+    state["messages"].push_back(llm::to_value(assistant));
+    state["steps"] = state["steps"].get<std::int64_t>() + 1;
+    auto used = llm::usage_from_value(state["usage"]);
+    used.input_tokens += completion->used.input_tokens;
+    used.output_tokens += completion->used.output_tokens;
+    used.cache_read_tokens += completion->used.cache_read_tokens;
+    used.cache_write_tokens += completion->used.cache_write_tokens;
+    state["usage"] = llm::to_value(used);
+    state["last_text"] = completion->text;
+    value calls = value::array();
+    for (const auto& c : completion->tool_calls)
+      calls.push_back(value{{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
+    state["calls"] = calls;
+    state["call_index"] = 0;
+    emit(e, "llm_step_completed",
+         value{{"step", state["steps"]}, {"text", completion->text}, {"tool_calls", calls},
+               {"usage", llm::to_value(completion->used)}, {"run_usage", state["usage"]},
+               {"stop_reason", completion->stop_reason}});
+    if (completion->tool_calls.empty()) complete(e, completion->text, "end_turn");
+    else advance(e);
+    finish(e);
+    return e;
+  }
+  // A tool step: done, refused, or it needs a person's approval first.
+  auto index = state["call_index"].get<std::size_t>();
+  const value call = state["calls"][index];
+  auto status = result.payload.value("status", std::string("done"));
+  journal(e, "tool_result", value{{"step", result.step}, {"attempt", result.attempt},
+                                  {"worker", result.worker}, {"call_id", call["id"]},
+                                  {"outcome", result.payload}});
+  if (status == "needs_approval" && !approved) {
+    std::string step_key = "approve-" + std::to_string(result.step);
+    record_.status = run_status::suspended;
+    state["suspended"] = value{{"step_key", step_key}, {"call_index", index},
+                               {"form", result.payload["form"]}};
+    emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call["id"]}, {"tool", call["name"]},
+                             {"form", result.payload["form"]}});
+    finish(e);
+    return e;
+  }
+  value tool_result = result.payload.contains("result") ? result.payload["result"] : value::object();
+  bool is_error = result.payload.value("is_error", false) || status != "done";
+  if (status == "needs_approval") {  // approved, yet the tool asked again: never loop
+    tool_result = value{{"error", "the tool asked for approval again after it was approved"}};
+    is_error = true;
+  }
+  add_tool_message(e, call, tool_result, is_error);
+  state["call_index"] = index + 1;
+  advance(e);
+  finish(e);
+  return e;
+}
+
+void run_machine::add_tool_message(effects& e, const wire::value& call, const wire::value& result,
+                                   bool is_error) {
+  auto name = call["name"].get<std::string>();
+  llm::message m{"tool", llm::tool_result_text(name, result, is_error), {},
+                 call["id"].get<std::string>(), name, is_error};
+  record_.state["messages"].push_back(llm::to_value(m));
+  emit(e, "tool_call_completed",
+       value{{"call_id", call["id"]}, {"tool", name}, {"is_error", is_error},
+             {"result", result}, {"text_preview", preview(m.text, 2000)}});
+}
+
+result<effects> run_machine::on_resume(const wire::resume_request& request) {
+  value& state = record_.state;
+  const value& answers = state["answers"];
+  if (answers.contains(request.step_key)) {
+    const value& earlier = answers[request.step_key];
+    if (earlier["approved"].get<bool>() != request.approved)
+      return make_error(errc::conflict, "step " + request.step_key + " was already " +
+                                          (earlier["approved"].get<bool>() ? "approved" : "rejected"));
+    effects e;  // the same answer again: same reply, nothing written
+    e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, true};
+    return e;
+  }
+  if (record_.status != run_status::suspended)
+    return make_error(errc::conflict, "run " + record_.run_id + " is " +
+                                        std::string(store::to_string(record_.status)) +
+                                        "; no step " + request.step_key + " is waiting");
+  const value& suspended = state["suspended"];
+  auto waiting = suspended["step_key"].get<std::string>();
+  if (waiting != request.step_key)
+    return make_error(errc::conflict, "run " + record_.run_id + " waits on step " + waiting +
+                                        ", not " + request.step_key);
+  effects e = begin();
+  auto index = suspended["call_index"].get<std::size_t>();
+  const value call = state["calls"][index];
+  state["answers"][request.step_key] =
+    value{{"approved", request.approved}, {"feedback", request.feedback}};
+  journal(e, "answer", value{{"step_key", request.step_key}, {"approved", request.approved},
+                             {"feedback", request.feedback}, {"always_allow", request.always_allow}});
+  emit(e, "resumed", value{{"step_key", request.step_key}, {"approved", request.approved},
+                           {"feedback", request.feedback}});
+  record_.status = run_status::running;
+  state["suspended"] = nullptr;
+  if (request.approved) {
+    if (request.always_allow && call["name"] == "exec" && call["arguments"].contains("command"))
+      state["allow_patterns"].push_back(call["arguments"]["command"]);
+    dispatch_tool(e, true);
+  } else {
+    std::string message = "The person rejected this " + call["name"].get<std::string>() + " call.";
+    if (!request.feedback.empty()) message += " Their feedback: " + request.feedback;
+    add_tool_message(e, call, value{{"rejected", true}, {"message", message}}, true);
+    state["call_index"] = index + 1;
+    advance(e);
+  }
+  e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, false};
+  finish(e);
+  return e;
+}
+
+effects run_machine::on_lease_expired(std::uint64_t step, std::uint32_t attempt) {
+  const value& pending = record_.state["pending"];
+  if (record_.status != run_status::running || pending.is_null() ||
+      pending["step"].get<std::uint64_t>() != step || pending["attempt"].get<std::uint32_t>() != attempt)
+    return effects{};
+  effects e = begin();
+  redispatch(e, "no result within the lease");
+  finish(e);
+  return e;
+}
+
+result<effects> run_machine::cancel(const std::string& reason) {
+  if (store::is_terminal(record_.status))
+    return make_error(errc::conflict, "run " + record_.run_id + " has already " +
+                                        std::string(store::to_string(record_.status)));
+  effects e = begin();
+  record_.status = run_status::cancelled;
+  record_.state["pending"] = nullptr;
+  record_.state["suspended"] = nullptr;
+  emit(e, "run_cancelled", value{{"reason", reason}});
+  finish(e);
+  return e;
+}
+
+void run_machine::complete(effects& e, const std::string& output, const std::string& stop_reason) {
+  value& state = record_.state;
+  record_.status = run_status::completed;
+  state["pending"] = nullptr;
+  state["output"] = output;
+  state["stop_reason"] = stop_reason;
+  emit(e, "run_completed", value{{"output", output}, {"stop_reason", stop_reason},
+                                 {"steps", state["steps"]}, {"usage", state["usage"]}});
+}
+
+void run_machine::fail(effects& e, const std::string& message) {
+  record_.status = run_status::failed;
+  record_.state["pending"] = nullptr;
+  record_.state["error"] = message;
+  e.lease_timer.reset();
+  e.tasks.clear();
+  emit(e, "run_failed", value{{"error", message}, {"steps", record_.state["steps"]},
+                              {"usage", record_.state["usage"]}});
+}
+
+} // namespace keel::actors

@@ -1,0 +1,81 @@
+// The agent loop of one run as a state machine: every input (start, a task result, a person's
+// answer, an expired lease, a cancel) gives one transition to write to disk and the effects to
+// carry out once it is written (tasks to send, events to publish, a reply). Plain C++: the run
+// actor wraps it, and tests drive it directly.
+#pragma once
+
+#include "runtime/config.hpp"
+#include "runtime/run_store.hpp"
+#include "runtime/wire.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace keel::actors {
+
+struct run_context {
+  std::string results_subject;     // where workers send task results (this node's)
+  std::string tasks_subject;       // the agent's worker queue
+  std::int64_t llm_lease_ms = 120'000;
+  std::int64_t tool_lease_ms = 330'000;
+  std::uint32_t attempts_max = 5;
+};
+
+struct lease {
+  std::uint64_t step = 0;
+  std::uint32_t attempt = 0;
+  std::int64_t after_ms = 0;
+};
+
+struct effects {
+  bool changed = false;                 // false: nothing to write or do (a stale input)
+  store::run_transition transition;     // written before anything below happens
+  std::vector<wire::task> tasks;        // sent once written
+  std::int64_t task_delay_ms = 0;       // wait this long before sending (retry backoff)
+  std::optional<lease> lease_timer;     // arm a lease for the task sent
+  std::optional<wire::resume_reply> resume_reply;
+  bool leave_memory = false;            // suspended or finished: the actor may go
+};
+
+class run_machine {
+public:
+  run_machine(store::run_record record, const config::agent_config& agent, run_context context);
+
+  // A new run, as written before the invoke is answered; start() then sends its first step.
+  static store::run_record create(const std::string& run_id, const wire::invoke_request& invoke,
+                                  std::int64_t now_ms);
+
+  // For a new run or one recovered after a crash: sends whatever is due (a step in flight when
+  // the node died is sent again, same step, next attempt).
+  effects start();
+  effects on_task_result(const wire::task_result& result);
+  // A resume for a step that is not waiting is an error, unless it repeats an answer already
+  // recorded: then the reply is the same and nothing changes.
+  result<effects> on_resume(const wire::resume_request& request);
+  effects on_lease_expired(std::uint64_t step, std::uint32_t attempt);
+  result<effects> cancel(const std::string& reason);
+
+  const store::run_record& record() const { return record_; }
+  const std::string& run_id() const { return record_.run_id; }
+
+private:
+  effects begin();                 // a fresh effects with the current record
+  void emit(effects& e, const std::string& type, wire::value data);
+  void journal(effects& e, const std::string& kind, wire::value data);
+  void finish(effects& e);         // copies the record into the transition
+  void advance(effects& e);        // the next call, the next model step, or the end
+  void dispatch_llm(effects& e);
+  void dispatch_tool(effects& e, bool approved);
+  void redispatch(effects& e, const std::string& reason);
+  void complete(effects& e, const std::string& output, const std::string& stop_reason);
+  void fail(effects& e, const std::string& message);
+  void add_tool_message(effects& e, const wire::value& call, const wire::value& result, bool is_error);
+  wire::task make_task(wire::task_kind kind, wire::value payload) const;
+
+  store::run_record record_;
+  const config::agent_config& agent_;
+  run_context context_;
+};
+
+} // namespace keel::actors

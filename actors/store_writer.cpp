@@ -1,0 +1,68 @@
+#include "actors/store_writer.hpp"
+
+#include "runtime/log.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace keel::actors {
+
+store_writer::store_writer(store::run_store& store, std::size_t batch_max)
+  : store_(store), batch_max_(batch_max), thread_([this] { loop(); }) {}
+
+store_writer::~store_writer() { stop(); }
+
+void store_writer::submit(store::run_transition transition, continuation then) {
+  {
+    std::lock_guard lock{mutex_};
+    assert(!stopping_ && "a transition after the writer stopped would be lost");
+    queue_.push_back({std::move(transition), std::move(then)});
+  }
+  wake_.notify_one();
+}
+
+void store_writer::after_pending(continuation then) {
+  {
+    std::lock_guard lock{mutex_};
+    queue_.push_back({std::nullopt, std::move(then)});
+  }
+  wake_.notify_one();
+}
+
+void store_writer::stop() {
+  {
+    std::lock_guard lock{mutex_};
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void store_writer::loop() {
+  std::vector<item> batch;
+  std::vector<store::run_transition> transitions;
+  while (true) {
+    {
+      std::unique_lock lock{mutex_};
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) return;
+      while (!queue_.empty() && batch.size() < batch_max_) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    transitions.clear();
+    for (auto& i : batch)
+      if (i.transition) transitions.push_back(std::move(*i.transition));
+    auto written = transitions.empty() ? result<void>{} : store_.apply(transitions);
+    if (!written)
+      log::get("actors")->error("run store write failed, {} transitions not written: {}",
+                                transitions.size(), written.error().message);
+    batches_ += 1;
+    transitions_ += batch.size();
+    for (auto& i : batch) i.then(written);
+    batch.clear();
+  }
+}
+
+} // namespace keel::actors

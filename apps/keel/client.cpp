@@ -1,0 +1,194 @@
+#include "apps/keel/client.hpp"
+
+#include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
+
+#include <thread>
+
+namespace keel::cli {
+
+using wire::value;
+
+result<client> client::connect(const context& c, const std::string& name, std::int64_t timeout_ms) {
+  broker::connection_options options;
+  options.servers = {c.nats_url};
+  options.name = name;
+  options.reconnect_attempts_max = 10;
+  options.connect_timeout_ms = std::min<std::int64_t>(timeout_ms, 2000);
+  auto nats = broker::connection::connect(options);
+  if (!nats)
+    return make_error(nats.error().code, nats.error().message + "; start keel with `keel dev`, or "
+                                                                "point at a cluster with --nats");
+  client out;
+  out.nats_ = std::move(*nats);
+  out.subjects_ = broker::subjects{c.prefix, c.ns};
+  out.timeout_ms_ = timeout_ms;
+  return out;
+}
+
+result<broker::message> client::request(const std::string& subject, const std::string& bytes,
+                                        const std::string& run) {
+  auto reply = nats_->request(subject, bytes, timeout_ms_);
+  if (!reply && !run.empty() &&
+      (reply.error().code == errc::unavailable || reply.error().code == errc::timeout)) {
+    auto owner = run_id{run}.owner();
+    if (owner.empty()) return make_error(errc::not_found, "'" + run + "' is not a keel run id");
+    return make_error(reply.error().code, "no answer from node " + std::string(owner) +
+                                            ", which owns run " + run + " (is it running?)");
+  }
+  if (!reply && reply.error().code == errc::unavailable && subject == subjects_.invoke())
+    return make_error(errc::unavailable, "no orchestrator is listening on " + subject +
+                                           " (is `keel dev` or a keel-node running?)");
+  return reply;
+}
+
+result<wire::invoke_reply> client::invoke(const wire::invoke_request& r) {
+  auto reply = request(subjects_.invoke(), wire::encode(r), {});
+  if (!reply) return reply.error();
+  return wire::decode<wire::invoke_reply>(reply->data);
+}
+
+result<wire::resume_reply> client::resume(const wire::resume_request& r) {
+  auto reply = request(subjects_.run_resume(r.run_id), wire::encode(r), r.run_id);
+  if (!reply) return reply.error();
+  return wire::decode<wire::resume_reply>(reply->data);
+}
+
+namespace {
+// Replies that are plain maps of a given type (run, history, run_list).
+result<value> open_reply(const std::string& bytes, const char* type) {
+  auto v = wire::unpack(bytes);
+  if (!v) return v.error();
+  if (!v->is_object()) return make_error(errc::malformed, "a reply must be a map");
+  auto actual = v->value("type", std::string{});
+  if (actual == "error") {
+    errc code = errc::internal;
+    from_string((*v)["error"].value("code", std::string{}), code);
+    return make_error(code, (*v)["error"].value("message", std::string{}));
+  }
+  if (actual != type) return make_error(errc::malformed, "expected a '" + std::string(type) + "' reply, got '" + actual + "'");
+  return v;
+}
+} // namespace
+
+result<value> client::cancel(const std::string& run, const std::string& reason) {
+  auto reply = request(subjects_.run_cancel(run),
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", "cancel"}, {"reason", reason}}), run);
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "run");
+  if (!v) return v.error();
+  return (*v)["run"];
+}
+
+result<value> client::show(const std::string& run) {
+  auto reply = request(subjects_.run_query(run),
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), run);
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "run");
+  if (!v) return v.error();
+  return (*v)["run"];
+}
+
+result<value> client::history(const std::string& run, std::uint64_t from_seq, std::size_t limit) {
+  auto reply = request(subjects_.base() + ".runs." + run + ".history",
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", "get_history"},
+                                        {"from_seq", from_seq}, {"limit", limit}}), run);
+  if (!reply) return reply.error();
+  return open_reply(reply->data, "history");
+}
+
+result<std::vector<value>> client::runs(const value& filter) {
+  std::mutex mutex;
+  std::vector<value> out;
+  std::optional<keel::error> failure;
+  std::string inbox = nats_->new_inbox();
+  auto sub = nats_->subscribe(inbox, "", [&](broker::message&& m) {
+    auto v = open_reply(m.data, "run_list");
+    std::lock_guard lock{mutex};
+    if (!v) failure = v.error();
+    else for (const auto& r : (*v)["runs"]) out.push_back(r);
+  });
+  if (!sub) return sub.error();
+  value body = filter;
+  body["v"] = wire::protocol_version;
+  body["type"] = "list_runs";
+  if (auto p = nats_->publish(subjects_.runs_list(), inbox, wire::pack(body)); !p) return p.error();
+  // Every orchestrator answers; collect for a moment.
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::min<std::int64_t>(timeout_ms_, 500)));
+  std::lock_guard lock{mutex};
+  if (failure) return *failure;
+  std::sort(out.begin(), out.end(), [](const value& a, const value& b) {
+    return a.value("created_ms", 0LL) > b.value("created_ms", 0LL);
+  });
+  return out;
+}
+
+bool is_final_event(const std::string& t) {
+  return t == "run_completed" || t == "run_failed" || t == "run_cancelled";
+}
+
+result<std::unique_ptr<event_stream>> event_stream::open(client& c, const std::string& run,
+                                                         std::uint64_t from_seq) {
+  auto s = std::unique_ptr<event_stream>(new event_stream(c, run, from_seq));
+  auto* self = s.get();
+  auto sub = c.nats().subscribe(c.subjects().run_events(run), "", [self](broker::message&& m) {
+    auto e = wire::decode<wire::event>(m.data);
+    if (!e) return;
+    std::lock_guard lock{self->mutex_};
+    self->live_[e->seq] = std::move(*e);
+    self->arrived_.notify_all();
+  });
+  if (!sub) return sub.error();
+  s->subscription_ = std::move(*sub);
+  if (auto r = c.nats().flush(c.timeout_ms()); !r) return r.error();
+  if (auto r = s->fill_from_history(); !r) return r.error();
+  return s;
+}
+
+result<void> event_stream::fill_from_history() {
+  std::uint64_t from = next_seq_;
+  while (true) {
+    auto page = client_.history(run_id_, from, 500);
+    if (!page) return page.error();
+    const auto& events = (*page)["events"];
+    for (const auto& v : events) {
+      auto e = wire::event_from_value(v);
+      if (e && e->seq >= next_seq_) {
+        from = std::max(from, e->seq + 1);
+        buffered_.emplace(e->seq, std::move(*e));
+      }
+    }
+    if (!(*page)["more"].get<bool>() || events.empty()) break;
+  }
+  caught_up_ = true;
+  return success();
+}
+
+result<std::optional<wire::event>> event_stream::next(std::int64_t timeout_ms) {
+  auto deadline = steady_ms() + timeout_ms;
+  while (true) {
+    {
+      std::unique_lock lock{mutex_};
+      for (auto it = live_.begin(); it != live_.end();) {
+        if (it->first >= next_seq_) buffered_.emplace(it->first, std::move(it->second));
+        it = live_.erase(it);
+      }
+    }
+    if (auto it = buffered_.find(next_seq_); it != buffered_.end()) {
+      auto e = std::move(it->second);
+      buffered_.erase(it);
+      ++next_seq_;
+      return std::optional<wire::event>(std::move(e));
+    }
+    if (!buffered_.empty() && buffered_.begin()->first > next_seq_) {
+      // A gap: what is missing was published before we subscribed, or lost; read it back.
+      if (auto r = fill_from_history(); !r) return r.error();
+      if (buffered_.count(next_seq_)) continue;
+    }
+    std::unique_lock lock{mutex_};
+    if (steady_ms() >= deadline) return std::optional<wire::event>{};
+    arrived_.wait_for(lock, std::chrono::milliseconds(std::min<std::int64_t>(200, deadline - steady_ms())));
+  }
+}
+
+} // namespace keel::cli

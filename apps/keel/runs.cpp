@@ -1,0 +1,305 @@
+// The run commands: invoke, run (interactive, with approval prompts), resume/approve/reject,
+// cancel, events, runs, show.
+#include "apps/keel/client.hpp"
+#include "apps/keel/commands.hpp"
+#include "apps/keel/render.hpp"
+#include "runtime/clock.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <iomanip>
+#include <iostream>
+#include <unistd.h>
+
+namespace keel::cli {
+
+using wire::value;
+
+namespace {
+
+// Exit codes: 0 done, 1 failed (or error), 3 the run waits for an answer nobody gave here.
+int fail(const std::string& command, const keel::error& e) {
+  std::cerr << "keel " << command << ": " << e.message << "\n";
+  return 1;
+}
+
+result<client> open_client(const client_flags& flags, const std::string& name) {
+  auto c = flags.resolve();
+  if (!c) return c.error();
+  return client::connect(*c, "keel " + name, flags.timeout_ms);
+}
+
+value parse_input(const std::string& text) {
+  // A task is text; JSON given on purpose (starting with { or [) is passed as it is.
+  if (!text.empty() && (text[0] == '{' || text[0] == '[')) {
+    auto parsed = value::parse(text, nullptr, false);
+    if (!parsed.is_discarded()) return parsed;
+  }
+  return text;
+}
+
+struct invoke_options {
+  std::string agent;
+  std::string input;
+  std::string idempotency_key;
+  std::string session_id;
+};
+
+result<wire::invoke_reply> do_invoke(client& c, const invoke_options& o) {
+  return c.invoke(wire::invoke_request{o.agent, parse_input(o.input), o.idempotency_key, o.session_id});
+}
+
+// Asks at a suspension; returns false when no answer can be had (no input left).
+bool ask(const value& data, bool yes, wire::resume_request& answer) {
+  std::cout << render_approval(data) << std::flush;
+  if (yes) {
+    std::cout << "y (--yes)\n";
+    answer.approved = true;
+    return true;
+  }
+  std::string line;
+  while (true) {
+    if (!std::getline(std::cin, line)) {
+      std::cout << "\n";
+      return false;
+    }
+    if (line == "y" || line == "Y" || line == "yes") {
+      answer.approved = true;
+      return true;
+    }
+    if (line == "n" || line == "N" || line == "no") {
+      answer.approved = false;
+      std::cout << "  Feedback for the agent (optional): " << std::flush;
+      if (std::getline(std::cin, line)) answer.feedback = line;
+      return true;
+    }
+    std::cout << "  Please answer y or n: " << std::flush;
+  }
+}
+
+// Prints a run's events to its end, asking at each suspension (when `interactive`).
+int follow(client& c, const std::string& run_id, bool interactive, bool yes, bool json,
+           std::int64_t idle_timeout_ms) {
+  auto stream = event_stream::open(c, run_id);
+  if (!stream) return fail("events", stream.error());
+  auto idle_since = steady_ms();
+  while (true) {
+    auto next = (*stream)->next(500);
+    if (!next) return fail("events", next.error());
+    if (!*next) {
+      if (idle_timeout_ms > 0 && steady_ms() - idle_since > idle_timeout_ms) return 0;
+      continue;
+    }
+    idle_since = steady_ms();
+    const wire::event& e = **next;
+    if (json) std::cout << wire::to_value(e).dump() << "\n" << std::flush;
+    else std::cout << render_event(e) << std::flush;
+    if (e.event_type == "suspend" && interactive) {
+      wire::resume_request answer;
+      answer.run_id = run_id;
+      answer.step_key = e.data.value("step_key", std::string{});
+      if (!ask(e.data, yes, answer)) {
+        std::cout << "No answer on standard input. The run waits; answer it later with\n"
+                  << "  keel approve " << run_id << " " << answer.step_key << "\n"
+                  << "  keel reject " << run_id << " " << answer.step_key << " --feedback \"...\"\n";
+        return 3;
+      }
+      auto replied = c.resume(answer);
+      if (!replied) return fail("run", replied.error());
+    }
+    if (is_final_event(e.event_type)) return e.event_type == "run_completed" ? 0 : 1;
+  }
+}
+
+void add_invoke(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto o = std::make_shared<invoke_options>();
+  auto* cmd = app.add_subcommand("invoke", "Start a run and print its id");
+  cmd->add_option("agent", o->agent, "Agent id")->required();
+  cmd->add_option("input", o->input, "The task (text, or JSON)")->required();
+  cmd->add_option("--idempotency-key", o->idempotency_key, "Repeat-safe key: the same key gives the same run");
+  cmd->add_option("--session", o->session_id, "Session id (runs of a session share a workspace)");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "invoke");
+    if (!c) return void(exit_code = fail("invoke", c.error()));
+    auto reply = do_invoke(*c, *o);
+    if (!reply) return void(exit_code = fail("invoke", reply.error()));
+    std::cout << reply->run_id << "\n";
+  });
+}
+
+void add_run(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto o = std::make_shared<invoke_options>();
+  auto yes = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("run", "Start a run, follow it, and answer its approval prompts");
+  cmd->add_option("agent", o->agent, "Agent id")->required();
+  cmd->add_option("input", o->input, "The task (text, or JSON)")->required();
+  cmd->add_flag("-y,--yes", *yes, "Approve every request (for scripts)");
+  cmd->add_option("--idempotency-key", o->idempotency_key, "Repeat-safe key");
+  cmd->add_option("--session", o->session_id, "Session id");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "run");
+    if (!c) return void(exit_code = fail("run", c.error()));
+    auto reply = do_invoke(*c, *o);
+    if (!reply) return void(exit_code = fail("run", reply.error()));
+    exit_code = follow(*c, reply->run_id, true, *yes, false, 0);
+  });
+}
+
+void add_resume(CLI::App& app, int& exit_code) {
+  for (const char* name : {"resume", "approve", "reject"}) {
+    auto flags = std::make_shared<client_flags>();
+    auto r = std::make_shared<wire::resume_request>();
+    auto approve = std::make_shared<bool>(false);
+    auto reject = std::make_shared<bool>(false);
+    std::string verb = name;
+    auto* cmd = app.add_subcommand(name, verb == "resume" ? "Answer a waiting step"
+                                         : verb == "approve" ? "Approve a waiting step"
+                                                             : "Reject a waiting step");
+    cmd->add_option("run", r->run_id, "Run id")->required();
+    cmd->add_option("step", r->step_key, "Step key (from the suspend event)")->required();
+    if (verb == "resume") {
+      auto* a = cmd->add_flag("--approve", *approve, "Approve");
+      auto* b = cmd->add_flag("--reject", *reject, "Reject");
+      a->excludes(b);
+    }
+    cmd->add_option("--feedback", r->feedback, "Told to the model with a rejection");
+    cmd->add_flag("--always", r->always_allow, "Allow this command for the rest of the run");
+    add_client_flags(*cmd, *flags);
+    cmd->callback([=, &exit_code] {
+      if (verb == "resume" && !*approve && !*reject) {
+        std::cerr << "keel resume: say --approve or --reject\n";
+        exit_code = 2;
+        return;
+      }
+      r->approved = verb == "approve" || (verb == "resume" && *approve);
+      auto c = open_client(*flags, verb);
+      if (!c) return void(exit_code = fail(verb, c.error()));
+      auto reply = c->resume(*r);
+      if (!reply) return void(exit_code = fail(verb, reply.error()));
+      std::cout << (r->approved ? "Approved" : "Rejected") << " step " << reply->step_key << " of run "
+                << reply->run_id << (reply->duplicate ? " (it had been answered already)" : "") << "\n";
+    });
+  }
+}
+
+void add_cancel(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto run = std::make_shared<std::string>();
+  auto reason = std::make_shared<std::string>("cancelled from the command line");
+  auto* cmd = app.add_subcommand("cancel", "Cancel a run");
+  cmd->add_option("run", *run, "Run id")->required();
+  cmd->add_option("--reason", *reason, "Why");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "cancel");
+    if (!c) return void(exit_code = fail("cancel", c.error()));
+    auto r = c->cancel(*run, *reason);
+    if (!r) return void(exit_code = fail("cancel", r.error()));
+    std::cout << "Run " << *run << " is " << r->value("status", std::string{}) << "\n";
+  });
+}
+
+void add_events(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto run = std::make_shared<std::string>();
+  auto follow_flag = std::make_shared<bool>(false);
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("events", "Print a run's events: its history, then (--follow) live");
+  cmd->add_option("run", *run, "Run id")->required();
+  cmd->add_flag("-f,--follow", *follow_flag, "Keep printing until the run ends");
+  cmd->add_flag("--json", *json, "One JSON event per line");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "events");
+    if (!c) return void(exit_code = fail("events", c.error()));
+    if (*follow_flag) {
+      int code = follow(*c, *run, false, false, *json, 0);
+      exit_code = code == 1 ? 0 : code;  // a failed run was still followed to its end
+      return;
+    }
+    auto stream = event_stream::open(*c, *run);
+    if (!stream) return void(exit_code = fail("events", stream.error()));
+    while (true) {
+      auto next = (*stream)->next(0);
+      if (!next) return void(exit_code = fail("events", next.error()));
+      if (!*next) break;
+      if (*json) std::cout << wire::to_value(**next).dump() << "\n";
+      else std::cout << render_event(**next);
+    }
+  });
+}
+
+void add_runs(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto status = std::make_shared<std::string>();
+  auto agent = std::make_shared<std::string>();
+  auto limit = std::make_shared<std::int64_t>(20);
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("runs", "List runs, newest first");
+  cmd->add_option("--status", *status, "pending, running, suspended, completed, failed or cancelled");
+  cmd->add_option("--agent", *agent, "Only this agent's runs");
+  cmd->add_option("--limit", *limit, "How many (per orchestrator)");
+  cmd->add_flag("--json", *json, "Print JSON");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "runs");
+    if (!c) return void(exit_code = fail("runs", c.error()));
+    value filter{{"limit", std::max<std::int64_t>(1, *limit)}};
+    if (!status->empty()) filter["status"] = *status;
+    if (!agent->empty()) filter["agent"] = *agent;
+    auto list = c->runs(filter);
+    if (!list) return void(exit_code = fail("runs", list.error()));
+    if (*json) {
+      std::cout << value(*list).dump(2) << "\n";
+      return;
+    }
+    if (list->empty()) {
+      std::cout << "No runs.\n";
+      return;
+    }
+    std::cout << std::left << std::setw(32) << "RUN" << std::setw(16) << "AGENT" << std::setw(11)
+              << "STATUS" << std::setw(7) << "STEPS" << "WAITING\n";
+    for (const auto& r : *list) {
+      std::string waiting = r.contains("waiting") ? r["waiting"].value("step_key", std::string{}) : "-";
+      std::cout << std::left << std::setw(32) << r.value("run_id", std::string{}) << std::setw(16)
+                << r.value("agent", std::string{}) << std::setw(11) << r.value("status", std::string{})
+                << std::setw(7) << r.value("steps", 0) << waiting << "\n";
+    }
+  });
+}
+
+void add_show(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto run = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("show", "Show a run: status, steps, tokens, output, what it waits for");
+  cmd->add_option("run", *run, "Run id")->required();
+  cmd->add_flag("--json", *json, "Print JSON");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "show");
+    if (!c) return void(exit_code = fail("show", c.error()));
+    auto r = c->show(*run);
+    if (!r) return void(exit_code = fail("show", r.error()));
+    if (*json) std::cout << r->dump(2) << "\n";
+    else std::cout << render_summary(*r);
+  });
+}
+
+} // namespace
+
+void add_run_commands(CLI::App& app, int& exit_code) {
+  add_invoke(app, exit_code);
+  add_run(app, exit_code);
+  add_resume(app, exit_code);
+  add_cancel(app, exit_code);
+  add_events(app, exit_code);
+  add_runs(app, exit_code);
+  add_show(app, exit_code);
+}
+
+} // namespace keel::cli

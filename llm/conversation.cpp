@@ -1,0 +1,138 @@
+#include "llm/conversation.hpp"
+
+namespace keel::llm {
+
+using wire::value;
+
+wire::value to_value(const message& m) {
+  value v{{"role", m.role}, {"text", m.text}};
+  if (!m.tool_calls.empty()) {
+    value calls = value::array();
+    for (const auto& c : m.tool_calls)
+      calls.push_back({{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
+    v["tool_calls"] = std::move(calls);
+  }
+  if (m.role == "tool") {
+    v["tool_call_id"] = m.tool_call_id;
+    v["tool_name"] = m.tool_name;
+    v["is_error"] = m.is_error;
+  }
+  return v;
+}
+
+namespace {
+result<std::vector<tool_call>> calls_from_value(const value& v) {
+  std::vector<tool_call> out;
+  if (v.is_null()) return out;
+  if (!v.is_array()) return make_error(errc::malformed, "tool_calls must be an array");
+  for (const auto& c : v) {
+    if (!c.is_object() || !c.contains("name") || !c["name"].is_string())
+      return make_error(errc::malformed, "a tool call needs a name");
+    tool_call call;
+    call.id = c.value("id", std::string{});
+    call.name = c["name"].get<std::string>();
+    call.arguments = c.contains("arguments") ? c["arguments"] : value::object();
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+} // namespace
+
+result<message> message_from_value(const wire::value& v) {
+  if (!v.is_object() || !v.contains("role") || !v["role"].is_string())
+    return make_error(errc::malformed, "a message needs a role");
+  message m;
+  m.role = v["role"].get<std::string>();
+  if (v.contains("text") && v["text"].is_string()) m.text = v["text"].get<std::string>();
+  auto calls = calls_from_value(v.contains("tool_calls") ? v["tool_calls"] : value());
+  if (!calls) return calls.error();
+  m.tool_calls = std::move(*calls);
+  m.tool_call_id = v.value("tool_call_id", std::string{});
+  m.tool_name = v.value("tool_name", std::string{});
+  m.is_error = v.value("is_error", false);
+  return m;
+}
+
+wire::value to_value(const std::vector<message>& messages) {
+  value out = value::array();
+  for (const auto& m : messages) out.push_back(to_value(m));
+  return out;
+}
+
+result<std::vector<message>> messages_from_value(const wire::value& v) {
+  if (!v.is_array()) return make_error(errc::malformed, "messages must be an array");
+  std::vector<message> out;
+  for (const auto& element : v) {
+    auto m = message_from_value(element);
+    if (!m) return m.error();
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+wire::value to_value(const usage& u) {
+  return value{{"input_tokens", u.input_tokens}, {"output_tokens", u.output_tokens},
+               {"cache_read_tokens", u.cache_read_tokens}, {"cache_write_tokens", u.cache_write_tokens}};
+}
+
+usage usage_from_value(const wire::value& v) {
+  usage u;
+  if (!v.is_object()) return u;
+  u.input_tokens = v.value("input_tokens", std::int64_t{0});
+  u.output_tokens = v.value("output_tokens", std::int64_t{0});
+  u.cache_read_tokens = v.value("cache_read_tokens", std::int64_t{0});
+  u.cache_write_tokens = v.value("cache_write_tokens", std::int64_t{0});
+  return u;
+}
+
+wire::value to_value(const completion& c) {
+  message m{"assistant", c.text, c.tool_calls, {}, {}, false};
+  value v = to_value(m);
+  v["usage"] = to_value(c.used);
+  v["stop_reason"] = c.stop_reason;
+  return v;
+}
+
+result<completion> completion_from_value(const wire::value& v) {
+  auto m = message_from_value(v);
+  if (!m) return m.error();
+  completion c;
+  c.text = m->text;
+  c.tool_calls = std::move(m->tool_calls);
+  c.used = usage_from_value(v.contains("usage") ? v["usage"] : value());
+  c.stop_reason = v.value("stop_reason", std::string{});
+  return c;
+}
+
+std::string tool_result_text(const std::string& tool, const wire::value& result, bool is_error) {
+  if (result.is_object() && result.contains("rejected"))
+    return result.value("message", std::string("The person rejected this call."));
+  if (result.is_object() && result.contains("error") && result["error"].is_string())
+    return "Error: " + result["error"].get<std::string>();
+  if (tool == "exec" && result.is_object()) {
+    std::string out = "exit code " + std::to_string(result.value("exit_code", 0));
+    if (result.value("timed_out", false)) out += " (timed out; the command was killed)";
+    out += "\nstdout:\n" + result.value("stdout", std::string{});
+    out += "\nstderr:\n" + result.value("stderr", std::string{});
+    return out;
+  }
+  if (tool == "read" && result.is_object()) return result.value("content", std::string{});
+  if (tool == "grep" && result.is_object()) {
+    auto matches = result.value("matches", std::string{});
+    return matches.empty() ? std::string("No matches.") : matches;
+  }
+  if (tool == "glob" && result.is_object()) {
+    std::string out;
+    for (const auto& f : result.value("files", value::array())) out += f.get<std::string>() + "\n";
+    return out.empty() ? std::string("No files matched.") : out;
+  }
+  if (tool == "write" && result.is_object())
+    return "Wrote " + std::to_string(result.value("bytes", 0)) + " bytes to " +
+           result.value("path", std::string{});
+  if (tool == "edit" && result.is_object())
+    return "Edited " + result.value("path", std::string{}) + ":\n" + result.value("diff", std::string{});
+  (void)is_error;
+  return result.dump();
+}
+
+} // namespace keel::llm

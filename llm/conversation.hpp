@@ -1,0 +1,65 @@
+// What a model sees and says: the conversation, tool calls, usage, and the request and answer of
+// one model step. Stored in runs as wire values; providers translate to their own formats.
+#pragma once
+
+#include "runtime/result.hpp"
+#include "runtime/wire.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keel::llm {
+
+struct tool_call {
+  std::string id;
+  std::string name;
+  wire::value arguments;
+};
+
+struct message {
+  std::string role;  // "user", "assistant" or "tool"
+  std::string text;
+  std::vector<tool_call> tool_calls;  // assistant
+  std::string tool_call_id;           // tool
+  std::string tool_name;              // tool
+  bool is_error = false;              // tool
+};
+
+struct usage {
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  std::int64_t cache_read_tokens = 0;
+  std::int64_t cache_write_tokens = 0;
+  std::int64_t total() const { return input_tokens + output_tokens; }
+};
+
+struct completion {
+  std::string text;
+  std::vector<tool_call> tool_calls;
+  usage used;
+  std::string stop_reason;  // "end_turn", "tool_use", "max_tokens", ...
+};
+
+struct completion_request {
+  std::string model;
+  std::string system_prompt;
+  std::vector<message> messages;
+  std::vector<wire::value> tools;  // sandbox::tool_definition values
+  std::int64_t max_tokens = 4096;
+  std::string task_id;             // run/step/attempt, so a provider can tell a repeat
+};
+
+wire::value to_value(const message& m);
+result<message> message_from_value(const wire::value& v);
+wire::value to_value(const std::vector<message>& messages);
+result<std::vector<message>> messages_from_value(const wire::value& v);
+wire::value to_value(const completion& c);
+result<completion> completion_from_value(const wire::value& v);
+wire::value to_value(const usage& u);
+usage usage_from_value(const wire::value& v);
+
+// The text a model reads as a tool's result.
+std::string tool_result_text(const std::string& tool, const wire::value& result, bool is_error);
+
+} // namespace keel::llm

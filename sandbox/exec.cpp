@@ -1,0 +1,122 @@
+#include "sandbox/exec.hpp"
+
+#include "runtime/clock.hpp"
+#include "sandbox/text.hpp"
+
+#include <boost/process/child.hpp>
+#include <boost/process/env.hpp>
+#include <boost/process/environment.hpp>
+#include <boost/process/extend.hpp>
+#include <boost/process/io.hpp>
+#include <boost/process/pipe.hpp>
+#include <boost/process/start_dir.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+namespace keel::sandbox {
+
+namespace bp = boost::process;
+
+namespace {
+
+// Reads whatever is ready on the open pipes for up to `wait_ms`; closes a pipe at its end.
+void pump(int fds[2], head_tail_buffer* buffers[2], int wait_ms) {
+  pollfd polled[2];
+  int count = 0;
+  int which[2];
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i] < 0) continue;
+    polled[count] = {fds[i], POLLIN, 0};
+    which[count++] = i;
+  }
+  if (count == 0) return;
+  if (::poll(polled, static_cast<nfds_t>(count), wait_ms) <= 0) return;
+  char chunk[65536];
+  for (int k = 0; k < count; ++k) {
+    if (!(polled[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    int i = which[k];
+    auto n = ::read(fds[i], chunk, sizeof chunk);
+    if (n > 0) buffers[i]->append(std::string_view(chunk, static_cast<std::size_t>(n)));
+    else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+      ::close(fds[i]);
+      fds[i] = -1;
+    }
+  }
+}
+
+} // namespace
+
+result<exec_result> run_command(const exec_request& request) {
+  auto started = steady_ms();
+  bp::pipe out_pipe, err_pipe;
+  bp::environment env = boost::this_process::environment();
+  for (const auto& [k, v] : request.env) env[k] = v;
+  std::vector<std::string> args = request.wrapper;
+  args.insert(args.end(), {"/bin/sh", "-c", request.command});
+  std::error_code spawn_error;
+  // The child leads its own process group, so a timeout (or the end of the shell) can kill
+  // everything it started; it dies with this process too.
+  bp::child child(args, bp::start_dir = request.cwd, env, bp::std_in < bp::null,
+                  bp::std_out > out_pipe, bp::std_err > err_pipe, spawn_error,
+                  bp::extend::on_exec_setup = [](auto&) {
+                    ::setpgid(0, 0);
+                    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+                  });
+  if (spawn_error)
+    return make_error(errc::io, "cannot run the command: " + spawn_error.message());
+  pid_t group = child.id();
+  ::setpgid(group, group);
+
+  // Our copies of the write ends must go, or the pipes never reach their end.
+  for (auto* p : {&out_pipe, &err_pipe}) {
+    if (p->native_sink() >= 0) ::close(p->native_sink());
+    p->assign_sink(-1);
+  }
+  int fds[2] = {::dup(out_pipe.native_source()), ::dup(err_pipe.native_source())};
+  out_pipe.close();
+  err_pipe.close();
+  head_tail_buffer out(request.output_chars_max), err(request.output_chars_max);
+  head_tail_buffer* buffers[2] = {&out, &err};
+
+  exec_result r;
+  auto deadline = started + request.timeout_ms;
+  while (child.running()) {
+    if (steady_ms() >= deadline) {
+      r.timed_out = true;
+      break;
+    }
+    pump(fds, buffers, 20);
+    if (fds[0] < 0 && fds[1] < 0) {
+      // Both pipes closed but the shell lives on (it closed them itself): wait for it, bounded.
+      while (child.running() && steady_ms() < deadline)
+        ::usleep(5000);
+    }
+  }
+  // Whatever is left in the group (a background child, or everything on timeout) is killed,
+  // so that nobody holds the pipes open; then what was written is read to the end.
+  ::kill(-group, SIGKILL);
+  std::error_code wait_error;
+  if (r.timed_out) child.terminate(wait_error);
+  child.wait(wait_error);
+  auto drain_deadline = steady_ms() + 1000;
+  while ((fds[0] >= 0 || fds[1] >= 0) && steady_ms() < drain_deadline) pump(fds, buffers, 20);
+  for (int fd : fds)
+    if (fd >= 0) ::close(fd);
+
+  r.exit_code = r.timed_out ? 137 : child.exit_code();
+  if (!r.timed_out && child.native_exit_code() != 0 && WIFSIGNALED(child.native_exit_code()))
+    r.exit_code = 128 + WTERMSIG(child.native_exit_code());
+  r.stdout_text = sanitize_utf8(strip_ansi(out.text()));
+  r.stderr_text = sanitize_utf8(strip_ansi(err.text()));
+  r.stdout_cut = out.cut();
+  r.stderr_cut = err.cut();
+  r.duration_ms = steady_ms() - started;
+  return r;
+}
+
+} // namespace keel::sandbox

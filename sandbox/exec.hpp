@@ -1,0 +1,35 @@
+// Runs one shell command in its own process group, with a timeout that kills the whole group,
+// bounded output, and no way for a background child to hold the call open.
+#pragma once
+
+#include "runtime/result.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keel::sandbox {
+
+struct exec_request {
+  std::string command;
+  std::string cwd;
+  std::vector<std::pair<std::string, std::string>> env;  // added to the inherited environment
+  std::int64_t timeout_ms = 300'000;
+  std::size_t output_chars_max = 100'000;
+  // Prepended to the shell (e.g. a bubblewrap command line); empty: run on the host.
+  std::vector<std::string> wrapper;
+};
+
+struct exec_result {
+  int exit_code = 0;  // 137 after a timeout
+  bool timed_out = false;
+  std::string stdout_text;  // ANSI stripped, valid UTF-8, head and tail kept
+  std::string stderr_text;
+  std::size_t stdout_cut = 0;  // bytes left out
+  std::size_t stderr_cut = 0;
+  std::int64_t duration_ms = 0;
+};
+
+result<exec_result> run_command(const exec_request& request);
+
+} // namespace keel::sandbox

@@ -1,0 +1,29 @@
+// What an agent's sandbox allows: where its workspace is, which calls run at once, which ask a
+// person first, and the bounds on time and output. Filled from [agents.<id>.sandbox].
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keel::sandbox {
+
+enum class exec_security { approval_always, allowlist, allow_always };
+enum class outside_access { approve, deny };  // a path outside the workspace asks, or is refused
+
+struct policy {
+  exec_security exec = exec_security::approval_always;
+  std::vector<std::string> allowlist;   // command patterns with '*', for exec_security::allowlist
+  bool file_approval = true;            // writes and edits ask first
+  outside_access outside = outside_access::approve;
+  std::int64_t exec_timeout_ms = 300'000;
+  std::size_t output_chars_max = 100'000;
+  std::size_t read_bytes_max = 10 << 20;
+  std::size_t read_lines_default = 2000;
+  std::size_t line_chars_max = 2000;
+  std::size_t glob_results_max = 1000;
+  std::size_t grep_results_default = 100;
+  std::size_t preview_chars_max = 4000;  // of content shown in an approval form
+};
+
+} // namespace keel::sandbox
