@@ -19,6 +19,7 @@ using send_atom = caf::atom_constant<caf::atom("send")>;
 using task_atom = caf::atom_constant<caf::atom("task")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
+using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
 
 } // namespace keel::actors
 
@@ -26,3 +27,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::invoke_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::resume_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task_accepted)

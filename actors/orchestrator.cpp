@@ -40,6 +40,7 @@ struct shared_state {
     run_context c;
     c.results_subject = subjects.node_results(node_id);
     c.tasks_subject = subjects.tasks(agent.queue);
+    c.accept_timeout_ms = config.task_accept_timeout_ms;
     c.llm_lease_ms = config.llm_lease_ms;
     c.tool_lease_ms = agent.exec_timeout_ms + config.tool_lease_extra_ms;
     c.attempts_max = static_cast<std::uint32_t>(config.task_attempts_max);
@@ -96,6 +97,9 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
     reply_bytes = wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
                                    {"run", summary(machine.record())}});
   if (!e.changed) {
+    if (e.lease_timer)
+      caf::delayed_anon_send(me, std::chrono::milliseconds(e.lease_timer->after_ms), lease_atom::value,
+                             e.lease_timer->step, e.lease_timer->attempt, e.lease_timer->accepted);
     if (reply_to.empty()) return;
     shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
       shared->publish(reply_to, reply_bytes);
@@ -126,7 +130,8 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       }
       if (lease_timer)
         caf::delayed_anon_send(me, std::chrono::milliseconds(lease_timer->after_ms),
-                               lease_atom::value, lease_timer->step, lease_timer->attempt);
+                               lease_atom::value, lease_timer->step, lease_timer->attempt,
+                               lease_timer->accepted);
       if (leave) caf::anon_send(me, idle_atom::value, seq);
     });
 }
@@ -158,8 +163,13 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
       return true;
     },
-    [=](lease_atom, std::uint64_t step, std::uint32_t attempt) {
-      perform(self, shared, self->state.machine->on_lease_expired(step, attempt), {}, reply_kind::none);
+    [=](lease_atom, std::uint64_t step, std::uint32_t attempt, bool accepted) {
+      perform(self, shared, self->state.machine->on_lease_expired(lease{step, attempt, 0, accepted}),
+              {}, reply_kind::none);
+    },
+    [=](accepted_atom, const wire::task_accepted& accepted) {
+      perform(self, shared, self->state.machine->on_task_accepted(accepted), {}, reply_kind::none);
+      return true;
     },
     [=](send_atom, const wire::task& t) {
       shared->publish(self->state.tasks_subject, wire::encode(t));
@@ -185,10 +195,10 @@ using orchestrator_type = caf::stateful_actor<orchestrator_state>;
 caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared_state> shared) {
   // Run actors are linked: when the orchestrator stops, so do they. A run actor's own exit
   // (leaving memory, or a failure) must not stop the orchestrator.
-  // Only run actors are linked to it, so an exit from an actor is a run's; a stop request
-  // (anon_send_exit) has no source.
+  // Only run actors are linked to it, so an exit from another actor is a run's; a stop request
+  // (anon_send_exit) names the orchestrator itself as its source.
   self->set_exit_handler([=](caf::exit_msg& exit) {
-    if (!exit.source) self->quit(exit.reason);
+    if (exit.source == self->address()) self->quit(exit.reason);
   });
   self->set_down_handler([=](caf::down_msg& down) {
     for (auto it = self->state.runs.begin(); it != self->state.runs.end(); ++it) {
@@ -297,6 +307,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       if (auto it = self->state.runs.find(result.run_id); it != self->state.runs.end())
         self->request(it->second, caf::infinite, result_atom::value, result).then([](bool) {}, [](caf::error&) {});
     },
+    [=](accepted_atom, const wire::task_accepted& accepted) {
+      if (auto it = self->state.runs.find(accepted.run_id); it != self->state.runs.end())
+        self->request(it->second, caf::infinite, accepted_atom::value, accepted).then([](bool) {}, [](caf::error&) {});
+    },
     [=](recover_atom) {
       std::size_t recovered = 0;
       for (auto status : {store::run_status::pending, store::run_status::running}) {
@@ -402,6 +416,11 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
   });
   if (r) r = subscribe(subjects.node_results(node_id), "", [shared, actor](broker::message&& m) {
+    if (auto type = wire::peek_type(m.data, shared->limits); type && *type == "task_accepted") {
+      auto accepted = wire::decode<wire::task_accepted>(m.data, shared->limits);
+      if (accepted) caf::anon_send(actor, accepted_atom::value, std::move(*accepted));
+      return;
+    }
     auto result = wire::decode<wire::task_result>(m.data, shared->limits);
     if (!result) {
       logger()->warn("a task result was dropped: {}", result.error().message);

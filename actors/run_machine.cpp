@@ -159,7 +159,7 @@ void run_machine::dispatch_llm(effects& e) {
                 {"messages", state["messages"]}, {"tools", tools}};
   emit(e, "llm_step_started", value{{"step", state["steps"].get<std::int64_t>() + 1}, {"task_step", step}});
   e.tasks.push_back(make_task(wire::task_kind::llm, std::move(payload)));
-  e.lease_timer = lease{step, 1, context_.llm_lease_ms};
+  e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
 void run_machine::dispatch_tool(effects& e, bool approved) {
@@ -175,7 +175,7 @@ void run_machine::dispatch_tool(effects& e, bool approved) {
                                      {"arguments", call["arguments"]}, {"approved", approved},
                                      {"task_step", step}});
   e.tasks.push_back(make_task(wire::task_kind::tool, std::move(payload)));
-  e.lease_timer = lease{step, 1, context_.tool_lease_ms};
+  e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
 // The pending step again, same step number, next attempt.
@@ -206,7 +206,7 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
                                       {"allow_patterns", state["allow_patterns"]},
                                       {"session_id", record_.session_id}}));
   }
-  e.lease_timer = lease{step, attempt, llm_step ? context_.llm_lease_ms : context_.tool_lease_ms};
+  e.lease_timer = lease{step, attempt, context_.accept_timeout_ms, false};
 }
 
 effects run_machine::on_task_result(const wire::task_result& result) {
@@ -354,13 +354,31 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
   return e;
 }
 
-effects run_machine::on_lease_expired(std::uint64_t step, std::uint32_t attempt) {
+effects run_machine::on_task_accepted(const wire::task_accepted& accepted) {
   const value& pending = record_.state["pending"];
   if (record_.status != run_status::running || pending.is_null() ||
-      pending["step"].get<std::uint64_t>() != step || pending["attempt"].get<std::uint32_t>() != attempt)
+      pending["step"].get<std::uint64_t>() != accepted.step ||
+      pending["attempt"].get<std::uint32_t>() != accepted.attempt ||
+      accepted_ == std::make_pair(accepted.step, accepted.attempt))
+    return effects{};  // not the task in flight, or said twice
+  accepted_ = std::make_pair(accepted.step, accepted.attempt);
+  effects e;
+  bool llm_step = pending["kind"] == "llm";
+  e.lease_timer = lease{accepted.step, accepted.attempt,
+                        llm_step ? context_.llm_lease_ms : context_.tool_lease_ms, true};
+  return e;
+}
+
+effects run_machine::on_lease_expired(const lease& expired) {
+  const value& pending = record_.state["pending"];
+  if (record_.status != run_status::running || pending.is_null() ||
+      pending["step"].get<std::uint64_t>() != expired.step ||
+      pending["attempt"].get<std::uint32_t>() != expired.attempt)
     return effects{};
+  bool taken = accepted_ && *accepted_ == std::make_pair(expired.step, expired.attempt);
+  if (!expired.accepted && taken) return effects{};  // a worker has it; its lease runs now
   effects e = begin();
-  redispatch(e, "no result within the lease");
+  redispatch(e, taken ? "no result within the lease" : "no worker took the task in time");
   finish(e);
   return e;
 }

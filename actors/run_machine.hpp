@@ -17,15 +17,19 @@ namespace keel::actors {
 struct run_context {
   std::string results_subject;     // where workers send task results (this node's)
   std::string tasks_subject;       // the agent's worker queue
+  std::int64_t accept_timeout_ms = 2000;
   std::int64_t llm_lease_ms = 120'000;
   std::int64_t tool_lease_ms = 330'000;
   std::uint32_t attempts_max = 5;
 };
 
+// A timer on the task in flight: first until a worker says it took the task, then until its
+// result is due.
 struct lease {
   std::uint64_t step = 0;
   std::uint32_t attempt = 0;
   std::int64_t after_ms = 0;
+  bool accepted = false;  // false: the accept timeout; true: the task's lease
 };
 
 struct effects {
@@ -53,7 +57,9 @@ public:
   // A resume for a step that is not waiting is an error, unless it repeats an answer already
   // recorded: then the reply is the same and nothing changes.
   result<effects> on_resume(const wire::resume_request& request);
-  effects on_lease_expired(std::uint64_t step, std::uint32_t attempt);
+  // A worker took the task: nothing is written; the lease timer becomes the task's lease.
+  effects on_task_accepted(const wire::task_accepted& accepted);
+  effects on_lease_expired(const lease& expired);
   result<effects> cancel(const std::string& reason);
 
   const store::run_record& record() const { return record_; }
@@ -74,6 +80,9 @@ private:
   wire::task make_task(wire::task_kind kind, wire::value payload) const;
 
   store::run_record record_;
+  // Which attempt of the step in flight a worker took; memory only: after a restart the step is
+  // sent again anyway.
+  std::optional<std::pair<std::uint64_t, std::uint32_t>> accepted_;
   const config::agent_config& agent_;
   run_context context_;
 };

@@ -203,6 +203,11 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
         logger()->warn("a task was dropped: {}", t.error().message);
         return;
       }
+      // Say at once that this worker has the task, so the orchestrator waits for its result
+      // rather than sending it again.
+      wire::task_accepted accepted{t->run_id, t->step, t->attempt, shared->node_id};
+      if (auto sent = shared->nats->publish(t->reply_to, wire::encode(accepted)); !sent)
+        logger()->warn("run {}: task {} not acknowledged: {}", t->run_id, t->step, sent.error().message);
       caf::anon_send(actor, task_atom::value, std::move(*t));
     });
     if (!sub) return sub.error();

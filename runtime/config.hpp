@@ -59,6 +59,7 @@ struct node_config {
   std::int64_t message_bytes_max = 0;
   std::int64_t heartbeat_interval_ms = 0;
   std::int64_t shutdown_timeout_ms = 0;
+  std::int64_t task_accept_timeout_ms = 0;
   std::int64_t llm_lease_ms = 0;
   std::int64_t tool_lease_extra_ms = 0;
   std::int64_t task_attempts_max = 0;

@@ -315,6 +315,15 @@ std::string encode(const task_result& m) {
   return pack(v);
 }
 
+std::string encode(const task_accepted& m) {
+  value v = envelope("task_accepted");
+  v["run_id"] = m.run_id;
+  v["step"] = m.step;
+  v["attempt"] = m.attempt;
+  v["worker"] = m.worker;
+  return pack(v);
+}
+
 std::string encode(const heartbeat& m) {
   value v = envelope("heartbeat");
   v["node_id"] = m.node_id;
@@ -473,6 +482,22 @@ result<task_result> decode<task_result>(std::string_view bytes, const limits& bo
     m.failure = make_error(code, message);
   }
   if (!m.ok && !m.failure) return r.missing("error");
+  return m;
+}
+
+template <>
+result<task_accepted> decode<task_accepted>(std::string_view bytes, const limits& bounds) {
+  auto map = open_envelope(bytes, bounds, "task_accepted");
+  if (!map) return map.error();
+  reader r(*map);
+  task_accepted m;
+  std::uint64_t attempt = 0;
+  KEEL_TRY(m.run_id, r.nonempty("run_id"));
+  KEEL_TRY(m.step, r.unsigned_integer("step", true));
+  KEEL_TRY(attempt, r.unsigned_integer("attempt", true));
+  if (attempt == 0 || attempt > UINT32_MAX) return r.wrong("attempt", "from 1 to 2^32-1");
+  m.attempt = static_cast<std::uint32_t>(attempt);
+  KEEL_TRY(m.worker, r.str("worker", false));
   return m;
 }
 

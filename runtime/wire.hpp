@@ -87,6 +87,15 @@ struct task_result {
   std::optional<keel::error> failure;  // when !ok
 };
 
+// A worker took a task: the orchestrator then waits the task's lease instead of the short
+// accept timeout, after which a task nobody took is sent again.
+struct task_accepted {
+  std::string run_id;
+  std::uint64_t step = 0;
+  std::uint32_t attempt = 1;
+  std::string worker;
+};
+
 struct heartbeat {
   std::string node_id;
   std::vector<std::string> roles;
@@ -108,6 +117,7 @@ std::string encode(const resume_reply& m);
 std::string encode(const event& m);
 std::string encode(const task& m);
 std::string encode(const task_result& m);
+std::string encode(const task_accepted& m);
 std::string encode(const heartbeat& m);
 std::string encode_error(const keel::error& e);
 

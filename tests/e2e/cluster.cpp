@@ -1,0 +1,117 @@
+#include "tests/e2e/cluster.hpp"
+
+#include <csignal>
+
+namespace keel::testing {
+
+namespace {
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+} // namespace
+
+cluster::cluster(const std::string& agents,
+                 const std::vector<std::pair<std::string, std::string>>& files) {
+  for (const auto& [name, content] : files) write_file(dir_.file(name), content);
+  config_path_ = dir_.file("node.toml");
+  write_file(config_path_, "[node]\nname = \"n1\"\nroles = [\"orchestrator\", \"worker\"]\n"
+                           "data_dir = \"" + dir_.file("data") + "\"\n"
+                           "[nats]\nservers = [\"" + nats_.url() + "\"]\n"
+                           "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n"
+                           "task_attempts_max = 5\n\n" +
+                             replace_all(agents, "{dir}", dir_.path()));
+  start_node();
+}
+
+cluster::~cluster() { node_.stop(2000); }
+
+void cluster::start_node() {
+  ++starts_;
+  // Logs of every start go to the same files, so a failing test shows the whole story.
+  child_options options;
+  options.argv = {KEEL_NODE_BINARY, "--config", config_path_};
+  options.stdout_path = dir_.file("node.out");
+  options.stderr_path = dir_.file("node.err");
+  auto started = child_process::start(options);
+  REQUIRE(started.ok());
+  node_ = std::move(*started);
+  // Ready when it answers a ping.
+  INFO(read_file(dir_.file("node.err")));
+  REQUIRE_EVENTUALLY(15000, keel({"nodes", "--wait-ms", "200"}).out.find("n1") != std::string::npos);
+}
+
+void cluster::kill_node() {
+  node_.signal(SIGKILL);
+  REQUIRE(node_.wait(5000).ok());
+}
+
+void cluster::stop_node() {
+  node_.signal(SIGTERM);
+  auto status = node_.wait(10000);
+  REQUIRE(status.ok());
+  CHECK(*status == 0);
+}
+
+command_output cluster::keel(std::vector<std::string> args, std::int64_t timeout_ms) {
+  args.insert(args.begin(), KEEL_BINARY);
+  args.insert(args.end(), {"--nats", nats_.url()});
+  return run_command(args, timeout_ms, {"KEEL_HOME=" + dir_.file("home")});
+}
+
+std::string cluster::invoke(const std::string& agent, const std::string& input) {
+  auto r = keel({"invoke", agent, input});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.out.size() > 1);
+  return r.out.substr(0, r.out.size() - 1);
+}
+
+nlohmann::json cluster::show(const std::string& run_id) {
+  auto r = keel({"show", run_id, "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return nlohmann::json::parse(r.out);
+}
+
+std::string cluster::status(const std::string& run_id) {
+  auto r = keel({"show", run_id, "--json"});
+  if (r.exit_code != 0) return "unreachable";
+  return nlohmann::json::parse(r.out).value("status", std::string{});
+}
+
+std::vector<nlohmann::json> cluster::events(const std::string& run_id) {
+  auto r = keel({"events", run_id, "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::vector<nlohmann::json> out;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+bool cluster::has_event(const std::string& run_id, const std::string& type) {
+  auto r = keel({"events", run_id, "--json"});
+  return r.exit_code == 0 && r.out.find("\"event_type\":\"" + type + "\"") != std::string::npos;
+}
+
+std::string cluster::await_suspend(const std::string& run_id, std::int64_t timeout_ms) {
+  await_status(run_id, "suspended", timeout_ms);
+  auto run = show(run_id);
+  REQUIRE(run.contains("waiting"));
+  return run["waiting"]["step_key"].get<std::string>();
+}
+
+void cluster::await_status(const std::string& run_id, const std::string& wanted, std::int64_t timeout_ms) {
+  std::string last;
+  auto deadline = steady_ms() + timeout_ms;
+  while (steady_ms() < deadline && (last = status(run_id)) != wanted)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  INFO("run " << run_id << " is " << last << ", awaited " << wanted << "\nnode log:\n" << node_log()
+               << "\nevents:\n" << keel({"events", run_id}).out);
+  REQUIRE(last == wanted);
+}
+
+} // namespace keel::testing

@@ -1,0 +1,259 @@
+// Agent runs end to end: built keel-node and keel binaries and a real nats-server only.
+#include "tests/e2e/cluster.hpp"
+
+#include "broker/connection.hpp"
+#include "runtime/wire.hpp"
+
+#include <map>
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+// The guide's task on a scripted model: write a file, run a command, report what came out.
+const char* coder_agent = R"(
+[agents.coder]
+script = "{dir}/coder.json"
+script_log = "{dir}/calls.log"
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+)";
+
+const std::pair<std::string, std::string> coder_script = {"coder.json", R"({"turns": [
+    {"text": "Writing hello.txt.", "tool_calls": [{"name": "write", "arguments": {"path": "hello.txt", "content": "Hello, world!\n"}}]},
+    {"text": "Running it.", "tool_calls": [{"name": "exec", "arguments": {"command": "cat hello.txt"}}]},
+    {"text": "Done. Result: {{last_tool_result}}"}
+  ]})"};
+
+std::map<std::string, int> count_calls(const std::string& log) {
+  std::map<std::string, int> turns;  // "turn N" -> calls
+  std::istringstream in(log);
+  for (std::string task, turn; in >> task >> turn;) turns["turn " + turn] += 1;
+  return turns;
+}
+
+} // namespace
+
+TEST_CASE("runs: approve and reject over NATS; the model sees the rejection feedback",
+          "[e2e][integration]") {
+  cluster c(coder_agent, {coder_script});
+  auto run = c.invoke("coder", "Create hello.txt and show it.");
+
+  auto write_step = c.await_suspend(run);
+  auto waiting = c.show(run)["waiting"]["form"];
+  CHECK(waiting["tool"] == "write");
+  CHECK(waiting["context"]["content"] == "Hello, world!\n");
+  CHECK(waiting["context"]["path"].get<std::string>().find("/ws/runs/" + run + "/hello.txt") != std::string::npos);
+  auto approved = c.keel({"approve", run, write_step});
+  INFO(approved.err);
+  CHECK(approved.exit_code == 0);
+
+  auto exec_step = c.await_suspend(run);
+  CHECK(exec_step != write_step);
+  auto form = c.show(run)["waiting"]["form"];
+  CHECK(form["tool"] == "exec");
+  CHECK(form["context"]["command"] == "cat hello.txt");
+  auto rejected = c.keel({"reject", run, exec_step, "--feedback", "show it with head instead"});
+  CHECK(rejected.exit_code == 0);
+
+  c.await_status(run, "completed");
+  auto summary = c.show(run);
+  CHECK(summary["output"].get<std::string>().find("Their feedback: show it with head instead") != std::string::npos);
+  CHECK(summary["steps"] == 3);
+  CHECK(read_file(c.dir().file("ws/runs/" + run + "/hello.txt")) == "Hello, world!\n");
+  auto calls = count_calls(read_file(c.dir().file("calls.log")));
+  CHECK(calls == std::map<std::string, int>{{"turn 1", 1}, {"turn 2", 1}, {"turn 3", 1}});
+}
+
+TEST_CASE("runs: keel run answers prompts from standard input and --yes approves all",
+          "[e2e][integration]") {
+  cluster c(coder_agent, {coder_script});
+  auto with_yes = c.keel({"run", "coder", "Create hello.txt", "--yes"});
+  INFO(with_yes.out << with_yes.err);
+  CHECK(with_yes.exit_code == 0);
+  CHECK(with_yes.out.find("WRITE APPROVAL REQUIRED") != std::string::npos);
+  CHECK(with_yes.out.find("COMMAND APPROVAL REQUIRED") != std::string::npos);
+  CHECK(with_yes.out.find("Command:   cat hello.txt") != std::string::npos);
+  CHECK(with_yes.out.find("Run completed") != std::string::npos);
+  CHECK(with_yes.out.find("Hello, world!") != std::string::npos);
+
+  // No answer on standard input: the run waits and the command says how to answer it later.
+  auto unanswered = c.keel({"run", "coder", "Create hello.txt"});
+  CHECK(unanswered.exit_code == 3);
+  CHECK(unanswered.out.find("keel approve ") != std::string::npos);
+}
+
+TEST_CASE("runs: a client that comes after the end reads the whole history in order",
+          "[e2e][integration]") {
+  cluster c(coder_agent, {coder_script});
+  auto done = c.keel({"run", "coder", "go", "--yes"});
+  REQUIRE(done.exit_code == 0);
+  auto runs = c.keel({"runs", "--json"});
+  auto list = json::parse(runs.out);
+  REQUIRE(list.size() == 1);
+  std::string run = list[0]["run_id"];
+  auto events = c.events(run);
+  REQUIRE(events.size() == list[0]["last_event_seq"].get<std::size_t>());
+  for (std::size_t i = 0; i < events.size(); ++i) CHECK(events[i]["seq"] == i + 1);
+  CHECK(events.front()["event_type"] == "run_started");
+  CHECK(events.back()["event_type"] == "run_completed");
+  std::vector<std::string> types;
+  for (const auto& e : events) types.push_back(e["event_type"]);
+  CHECK(std::count(types.begin(), types.end(), "suspend") == 2);
+  CHECK(std::count(types.begin(), types.end(), "resumed") == 2);
+  CHECK(std::count(types.begin(), types.end(), "llm_step_completed") == 3);
+  // And `keel events --follow` on a finished run prints it all and ends.
+  auto followed = c.keel({"events", run, "--follow"}, 10000);
+  CHECK(followed.exit_code == 0);
+  CHECK(followed.out.find("Run completed") != std::string::npos);
+}
+
+TEST_CASE("runs: bad resumes get clear errors and a repeated answer changes nothing",
+          "[e2e][integration]") {
+  cluster c(coder_agent, {coder_script});
+  auto run = c.invoke("coder", "go");
+  auto step = c.await_suspend(run);
+
+  auto not_waiting = c.keel({"approve", run, "approve-99"});
+  CHECK(not_waiting.exit_code == 1);
+  CHECK(not_waiting.err == "keel approve: run " + run + " waits on step " + step + ", not approve-99\n");
+  auto unknown = c.keel({"approve", "0000000000000000-n1", step});
+  CHECK(unknown.err == "keel approve: no run 0000000000000000-n1 on node n1\n");
+  auto not_an_id = c.keel({"approve", "nonsense", step});
+  CHECK(not_an_id.err == "keel approve: 'nonsense' is not a keel run id\n");
+  auto other_node = c.keel({"approve", "0000000000000000-elsewhere", step, "--timeout-ms", "300"});
+  CHECK(other_node.err.find("no answer from node elsewhere") != std::string::npos);
+
+  CHECK(c.keel({"approve", run, step}).exit_code == 0);
+  auto again = c.keel({"approve", run, step});
+  CHECK(again.exit_code == 0);
+  CHECK(again.out.find("had been answered already") != std::string::npos);
+  auto contrary = c.keel({"reject", run, step});
+  CHECK(contrary.exit_code == 1);
+  CHECK(contrary.err.find("was already approved") != std::string::npos);
+
+  // Malformed bytes on the resume subject get an error reply, and the node carries on.
+  broker::connection_options o;
+  o.servers = {c.nats().url()};
+  auto raw = broker::connection::connect(o);
+  REQUIRE(raw.ok());
+  auto reply = (*raw)->request("keel.default.runs." + run + ".resume", "\x93garbage", 2000);
+  REQUIRE(reply.ok());
+  auto decoded = wire::decode<wire::resume_reply>(reply->data);
+  REQUIRE_FALSE(decoded.ok());
+  CHECK(decoded.error().code == errc::malformed);
+  auto no_data = (*raw)->request("keel.default.runs." + run + ".resume",
+                                 wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", "x"}}), 2000);
+  REQUIRE(no_data.ok());
+  CHECK(wire::decode<wire::resume_reply>(no_data->data).error().message == "missing field 'data'");
+  auto bad_invoke = (*raw)->request("keel.default.invoke", wire::pack(wire::value{{"v", 1}, {"type", "invoke"}}), 2000);
+  REQUIRE(bad_invoke.ok());
+  CHECK(wire::decode<wire::invoke_reply>(bad_invoke->data).error().message == "missing field 'agent'");
+  auto no_agent = c.keel({"invoke", "nobody", "x"});
+  CHECK(no_agent.err == "keel invoke: unknown agent 'nobody'; this node has: coder\n");
+
+  c.await_suspend(run);
+  CHECK(c.keel({"cancel", run}).exit_code == 0);
+  CHECK(c.status(run) == "cancelled");
+  CHECK(c.keel({"cancel", run}).err.find("has already cancelled") != std::string::npos);
+}
+
+TEST_CASE("runs: an invoke with an idempotency key repeated gives the same run", "[e2e][integration]") {
+  cluster c(coder_agent, {coder_script});
+  auto first = c.keel({"invoke", "coder", "go", "--idempotency-key", "order-7"});
+  auto second = c.keel({"invoke", "coder", "go", "--idempotency-key", "order-7"});
+  REQUIRE(first.exit_code == 0);
+  CHECK(first.out == second.out);
+  auto other = c.keel({"invoke", "coder", "go", "--idempotency-key", "order-8"});
+  CHECK(other.out != first.out);
+}
+
+// The crash test: SIGKILL the node at each point, start it again, and every run completes;
+// the scripted model's call log shows that no model step whose result was recorded ran again.
+TEST_CASE("runs: SIGKILL at any point loses nothing and repeats no recorded model step",
+          "[e2e][integration]") {
+  cluster c(R"(
+[agents.auto]
+script = "{dir}/auto.json"
+script_log = "{dir}/auto-calls.log"
+[agents.auto.sandbox]
+workspace = "{dir}/ws"
+scope = "agent"
+exec_security = "allow-always"
+file_approval = false
+
+[agents.asker]
+script = "{dir}/asker.json"
+script_log = "{dir}/asker-calls.log"
+[agents.asker.sandbox]
+workspace = "{dir}/ws"
+scope = "agent"
+)", {{"auto.json", R"({"turns": [
+    {"delay_ms": 1500, "text": "one", "tool_calls": [{"name": "exec", "arguments": {"command": "echo one >> marks.txt"}}]},
+    {"delay_ms": 1500, "text": "two", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 2; echo two >> marks.txt"}}]},
+    {"text": "finished"}
+  ]})"}, {"asker.json", R"({"turns": [
+    {"text": "asking", "tool_calls": [{"name": "exec", "arguments": {"command": "echo asked >> asked.txt"}}]},
+    {"text": "answered"}
+  ]})"}});
+  auto await_event = [&](const std::string& run, const std::string& type, std::size_t count) {
+    REQUIRE_EVENTUALLY(20000, [&] {
+      auto events = c.events(run);
+      return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const json& e) {
+               return e["event_type"] == type;
+             })) >= count;
+    }());
+  };
+
+  auto run = c.invoke("auto", "count");
+  auto asker = c.invoke("asker", "ask");
+
+  // 1. A model step in flight.
+  await_event(run, "llm_step_started", 1);
+  c.kill_node();
+  c.start_node();
+  // 2. Right after a tool result is recorded (the next model step is in flight).
+  await_event(run, "tool_call_completed", 1);
+  c.kill_node();
+  c.start_node();
+  // 3. A tool step in flight.
+  await_event(run, "tool_call_started", 2);
+  c.kill_node();
+  c.start_node();
+  // 4. While suspended.
+  auto step = c.await_suspend(asker);
+  c.kill_node();
+  c.start_node();
+  CHECK(c.status(asker) == "suspended");
+  CHECK(c.keel({"approve", asker, step}).exit_code == 0);
+
+  c.await_status(run, "completed");
+  c.await_status(asker, "completed");
+  CHECK(c.show(run)["output"] == "finished");
+  CHECK(c.show(asker)["output"] == "answered");
+
+  // Turns 1 and 2 of `auto` were in flight when the node died, so each ran twice; turn 3 once.
+  CHECK(count_calls(read_file(c.dir().file("auto-calls.log"))) ==
+        std::map<std::string, int>{{"turn 1", 2}, {"turn 2", 2}, {"turn 3", 1}});
+  // `asker` was killed only while suspended: nothing ran twice.
+  CHECK(count_calls(read_file(c.dir().file("asker-calls.log"))) ==
+        std::map<std::string, int>{{"turn 1", 1}, {"turn 2", 1}});
+  // The recorded tool result was not run again; the one in flight ran again.
+  // (A step in flight runs at least once: "two" may appear twice, "one" was recorded once.)
+  auto marks = read_file(c.dir().file("ws/marks.txt"));
+  INFO(marks);
+  CHECK(marks.rfind("one\n", 0) == 0);
+  CHECK(marks.find("one", 1) == std::string::npos);
+  CHECK(marks.find("two\n") != std::string::npos);
+  CHECK(read_file(c.dir().file("ws/asked.txt")) == "asked\n");
+  // Every event is there once, in order, across four crashes.
+  auto events = c.events(run);
+  for (std::size_t i = 0; i < events.size(); ++i) CHECK(events[i]["seq"] == i + 1);
+  // One retry per kill that caught a step in flight: the first three always do, the fourth may.
+  auto retries = std::count_if(events.begin(), events.end(),
+                               [](const json& e) { return e["event_type"] == "task_retried"; });
+  CHECK(retries >= 3);
+  CHECK(retries <= 4);
+}
