@@ -12,10 +12,12 @@ namespace {
 std::string node_config(const nats_server& server, const temp_dir& dir, const std::string& name,
                         const std::string& roles = R"(["orchestrator", "worker"])") {
   std::string path = dir.file(name + ".toml");
+  write_file(dir.file("script.json"), R"({"turns": [{"text": "hi"}]})");
   write_file(path, "[node]\nname = \"" + name + "\"\nroles = " + roles + "\ndata_dir = \"" +
                      dir.file(name + "-data") + "\"\n[nats]\nservers = [\"" + server.url() +
                      "\"]\n[limits]\nheartbeat_interval_ms = 100\nshutdown_timeout_ms = 3000\n"
-                     "[agents.coder]\nmodel = \"m\"\n");
+                     "[agents.coder]\nmodel = \"m\"\nscript = \"" + dir.file("script.json") +
+                     "\"\n[agents.coder.sandbox]\nworkspace = \"" + dir.file("ws") + "\"\n");
   return path;
 }
 
