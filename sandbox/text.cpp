@@ -145,34 +145,33 @@ std::string edit_diff(const std::string& path, const std::string& before, std::s
 }
 
 bool glob_match(std::string_view pattern, std::string_view text, bool slash_is_special) {
-  // Iterative matcher with backtracking to the last star (linear in practice).
-  std::size_t p = 0, t = 0, star_p = std::string_view::npos, star_t = 0;
-  bool star_crosses_slash = false;
-  while (t < text.size()) {
-    if (p < pattern.size() && pattern[p] == '*') {
-      bool double_star = p + 1 < pattern.size() && pattern[p + 1] == '*';
-      star_crosses_slash = double_star || !slash_is_special;
-      p += double_star ? 2 : 1;
-      // "**/" also matches nothing at all: "a/**/b" matches "a/b".
-      if (double_star && p < pattern.size() && pattern[p] == '/') {
-        if (glob_match(pattern.substr(p + 1), text.substr(t), slash_is_special)) return true;
-      }
-      star_p = p;
-      star_t = t;
-    } else if (p < pattern.size() && (pattern[p] == '?' ? (!slash_is_special || text[t] != '/')
-                                                         : pattern[p] == text[t])) {
-      ++p;
-      ++t;
-    } else if (star_p != std::string_view::npos &&
-               (star_crosses_slash || text[star_t] != '/')) {
-      p = star_p;
-      t = ++star_t;
-    } else {
+  // Recursive on stars: patterns come from config and tool arguments and are short.
+  while (!pattern.empty()) {
+    if (pattern.substr(0, 2) == "**") {
+      pattern.remove_prefix(2);
+      // "a/**/b" also matches "a/b".
+      if (!pattern.empty() && pattern[0] == '/' &&
+          glob_match(pattern.substr(1), text, slash_is_special))
+        return true;
+      for (std::size_t k = 0; k <= text.size(); ++k)
+        if (glob_match(pattern, text.substr(k), slash_is_special)) return true;
       return false;
     }
+    if (pattern[0] == '*') {
+      pattern.remove_prefix(1);
+      for (std::size_t k = 0; k <= text.size(); ++k) {
+        if (glob_match(pattern, text.substr(k), slash_is_special)) return true;
+        if (k < text.size() && slash_is_special && text[k] == '/') return false;
+      }
+      return false;
+    }
+    if (text.empty()) return false;
+    bool same = pattern[0] == '?' ? !(slash_is_special && text[0] == '/') : pattern[0] == text[0];
+    if (!same) return false;
+    pattern.remove_prefix(1);
+    text.remove_prefix(1);
   }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
+  return text.empty();
 }
 
 } // namespace keel::sandbox

@@ -36,7 +36,7 @@ std::map<std::string, int> count_calls(const std::string& log) {
 
 } // namespace
 
-TEST_CASE("runs: approve and reject over NATS; the model sees the rejection feedback",
+TEST_CASE("runs: approve and reject over NATS, and the model sees the rejection feedback",
           "[e2e][integration]") {
   cluster c(coder_agent, {coder_script});
   auto run = c.invoke("coder", "Create hello.txt and show it.");

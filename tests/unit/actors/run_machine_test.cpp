@@ -1,0 +1,226 @@
+#include "actors/run_machine.hpp"
+#include "llm/conversation.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace keel;
+using namespace keel::actors;
+using store::run_status;
+using wire::value;
+
+namespace {
+
+config::agent_config agent_with(std::int64_t max_steps = 30) {
+  config::agent_config a;
+  a.id = "coder";
+  a.tools = {"exec", "write"};
+  a.max_steps = max_steps;
+  a.queue = "coder";
+  return a;
+}
+
+struct harness {
+  config::agent_config agent;
+  run_machine machine;
+  std::uint64_t events_seen = 0;
+
+  explicit harness(config::agent_config a = agent_with())
+    : agent(std::move(a)),
+      machine(run_machine::create("r1", wire::invoke_request{"coder", "make it", "", ""}, 1), agent,
+              run_context{"results", "tasks", 1000, 60000, 60000, 3}) {}
+
+  // Checks that every effects' events continue the run's sequence without gaps.
+  effects check(effects e) {
+    for (const auto& ev : e.transition.events) CHECK(ev.seq == ++events_seen);
+    return e;
+  }
+  effects answer(const wire::task& t, value payload) {
+    return check(machine.on_task_result(wire::task_result{"r1", t.step, t.attempt, "w", true, std::move(payload), {}}));
+  }
+  static value llm_answer(const std::string& text, value calls = value::array()) {
+    return value{{"role", "assistant"}, {"text", text}, {"tool_calls", calls},
+                 {"usage", {{"input_tokens", 10}, {"output_tokens", 5}}}, {"stop_reason", "x"}};
+  }
+};
+
+std::vector<std::string> types(const effects& e) {
+  std::vector<std::string> out;
+  for (const auto& ev : e.transition.events) out.push_back(ev.event_type);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  CHECK(types(started) == std::vector<std::string>{"run_started", "llm_step_started"});
+  REQUIRE(started.tasks.size() == 1);
+  CHECK(started.tasks[0].kind == wire::task_kind::llm);
+  CHECK(started.tasks[0].reply_to == "results");
+  CHECK(started.lease_timer->after_ms == 1000);  // the accept timeout first
+  CHECK(started.transition.record.status == run_status::running);
+
+  auto call = value::array({{{"id", "c1"}, {"name", "write"}, {"arguments", {{"path", "a"}, {"content", "b"}}}}});
+  auto asked = h.answer(started.tasks[0], harness::llm_answer("writing", call));
+  CHECK(types(asked) == std::vector<std::string>{"llm_step_completed", "tool_call_started"});
+  REQUIRE(asked.tasks.size() == 1);
+  CHECK(asked.tasks[0].payload["approved"] == false);
+  CHECK(asked.transition.journal.size() == 1);
+  CHECK(asked.transition.journal[0].kind == "llm_result");
+
+  auto form = value{{"tool", "write"}, {"context", {{"path", "/w/a"}}}};
+  auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", form}});
+  CHECK(types(suspended) == std::vector<std::string>{"suspend"});
+  CHECK(suspended.leave_memory);
+  CHECK(suspended.transition.record.status == run_status::suspended);
+  auto step_key = suspended.transition.events[0].data["step_key"].get<std::string>();
+  CHECK(suspended.transition.events[0].data["form"] == form);
+
+  auto resumed = h.machine.on_resume(wire::resume_request{"r1", step_key, true, "", false});
+  REQUIRE(resumed.ok());
+  h.check(*resumed);
+  CHECK(types(*resumed) == std::vector<std::string>{"resumed", "tool_call_started"});
+  CHECK(resumed->resume_reply->duplicate == false);
+  CHECK(resumed->tasks[0].payload["approved"] == true);
+
+  auto ran = h.answer(resumed->tasks[0], value{{"status", "done"}, {"result", {{"path", "a"}, {"bytes", 1}}}});
+  CHECK(types(ran) == std::vector<std::string>{"tool_call_completed", "llm_step_started"});
+  auto finished = h.answer(ran.tasks[0], harness::llm_answer("all done"));
+  CHECK(types(finished) == std::vector<std::string>{"llm_step_completed", "run_completed"});
+  CHECK(finished.leave_memory);
+  const auto& record = finished.transition.record;
+  CHECK(record.status == run_status::completed);
+  CHECK(record.state["output"] == "all done");
+  CHECK(record.state["usage"]["input_tokens"] == 20);
+  CHECK(record.state["messages"].size() == 4);  // user, assistant, tool, final assistant
+}
+
+TEST_CASE("run machine: a rejection goes back to the model with the feedback", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "rm -rf /"}}}}});
+  auto asked = h.answer(started.tasks[0], harness::llm_answer("", call));
+  auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
+  auto key = suspended.transition.events[0].data["step_key"].get<std::string>();
+  auto rejected = h.machine.on_resume(wire::resume_request{"r1", key, false, "never do that", false});
+  REQUIRE(rejected.ok());
+  h.check(*rejected);
+  CHECK(types(*rejected) == std::vector<std::string>{"resumed", "tool_call_completed", "llm_step_started"});
+  const auto& messages = rejected->tasks[0].payload["messages"];
+  auto last = messages.back();
+  CHECK(last["role"] == "tool");
+  CHECK(last["is_error"] == true);
+  CHECK(last["text"] == "The person rejected this exec call. Their feedback: never do that");
+}
+
+TEST_CASE("run machine: resumes that do not fit are errors and a repeat changes nothing", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto early = h.machine.on_resume(wire::resume_request{"r1", "approve-9", true, "", false});
+  REQUIRE_FALSE(early.ok());
+  CHECK(early.error().code == errc::conflict);
+  CHECK(early.error().message == "run r1 is running; no step approve-9 is waiting");
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto asked = h.answer(started.tasks[0], harness::llm_answer("", call));
+  auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
+  auto key = suspended.transition.events[0].data["step_key"].get<std::string>();
+  auto wrong = h.machine.on_resume(wire::resume_request{"r1", "approve-1", true, "", false});
+  CHECK(wrong.error().message == "run r1 waits on step " + key + ", not approve-1");
+  REQUIRE(h.machine.on_resume(wire::resume_request{"r1", key, true, "", true}).ok());
+  h.events_seen = h.machine.record().last_event_seq;
+  auto again = h.machine.on_resume(wire::resume_request{"r1", key, true, "", false});
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->changed);
+  CHECK(again->resume_reply->duplicate);
+  auto contrary = h.machine.on_resume(wire::resume_request{"r1", key, false, "", false});
+  CHECK(contrary.error().message == "step " + key + " was already approved");
+  // "always allow" remembered the command for the rest of the run.
+  CHECK(h.machine.record().state["allow_patterns"] == value{"ls"});
+}
+
+TEST_CASE("run machine: late and repeated results are ignored", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto done = h.answer(started.tasks[0], harness::llm_answer("done"));
+  CHECK(done.transition.record.status == run_status::completed);
+  auto repeat = h.machine.on_task_result(wire::task_result{"r1", started.tasks[0].step, 2, "w", true,
+                                                           harness::llm_answer("other"), {}});
+  CHECK_FALSE(repeat.changed);
+  CHECK(h.machine.record().state["output"] == "done");
+}
+
+TEST_CASE("run machine: failures are retried with backoff, then fail the run", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto task = started.tasks[0];
+  for (std::uint32_t attempt = 1; attempt <= 3; ++attempt) {
+    auto e = h.check(h.machine.on_task_result(
+      wire::task_result{"r1", task.step, attempt, "w", false, nullptr, make_error(errc::unavailable, "overloaded")}));
+    if (attempt < 3) {
+      REQUIRE(e.tasks.size() == 1);
+      CHECK(e.tasks[0].step == task.step);
+      CHECK(e.tasks[0].attempt == attempt + 1);
+      CHECK(e.task_delay_ms > 0);
+    } else {
+      CHECK(e.tasks.empty());
+      CHECK(e.transition.record.status == run_status::failed);
+      CHECK(e.transition.record.state["error"].get<std::string>().find("after 3 attempts (last: overloaded)") !=
+            std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("run machine: an untaken task is sent again but a taken one waits for its lease", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto task = started.tasks[0];
+  auto resent = h.check(h.machine.on_lease_expired(lease{task.step, 1, 0, false}));
+  REQUIRE(resent.tasks.size() == 1);
+  CHECK(resent.tasks[0].attempt == 2);
+  CHECK(resent.transition.events[0].data["reason"] == "no worker took the task in time");
+  auto taken = h.machine.on_task_accepted(wire::task_accepted{"r1", task.step, 2, "w"});
+  CHECK_FALSE(taken.changed);
+  REQUIRE(taken.lease_timer);
+  CHECK(taken.lease_timer->accepted);
+  CHECK(taken.lease_timer->after_ms == 60000);
+  CHECK_FALSE(h.machine.on_lease_expired(lease{task.step, 2, 0, false}).changed);  // taken: wait
+  auto expired = h.check(h.machine.on_lease_expired(lease{task.step, 2, 0, true}));
+  CHECK(expired.tasks[0].attempt == 3);
+  CHECK_FALSE(h.machine.on_lease_expired(lease{task.step, 1, 0, false}).changed);  // stale timer
+}
+
+TEST_CASE("run machine: stop conditions and unavailable tools", "[actors]") {
+  harness h(agent_with(1));
+  auto started = h.check(h.machine.start());
+  auto call = value::array({{{"id", "c1"}, {"name", "grep"}, {"arguments", value::object()}}});
+  auto e = h.answer(started.tasks[0], harness::llm_answer("searching", call));
+  // grep is not among this agent's tools: the model is told, and max_steps = 1 ends the run.
+  CHECK(types(e) == std::vector<std::string>{"llm_step_completed", "tool_call_completed", "run_completed"});
+  CHECK(e.transition.events[1].data["result"]["error"] == "tool 'grep' is not available to this agent");
+  CHECK(e.transition.record.state["stop_reason"] == "max_steps");
+}
+
+TEST_CASE("run machine: a recovered run sends its step in flight again, same step", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto record = started.transition.record;
+  auto agent = agent_with();
+  run_machine recovered(record, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  auto e = recovered.start();
+  REQUIRE(e.tasks.size() == 1);
+  CHECK(e.tasks[0].step == started.tasks[0].step);
+  CHECK(e.tasks[0].attempt == 2);
+  CHECK(e.transition.events[0].event_type == "task_retried");
+  CHECK(e.transition.events[0].seq == record.last_event_seq + 1);
+}
+
+TEST_CASE("run machine: cancel ends a run once", "[actors]") {
+  harness h;
+  h.check(h.machine.start());
+  auto c = h.machine.cancel("no longer needed");
+  REQUIRE(c.ok());
+  CHECK(c->transition.record.status == run_status::cancelled);
+  CHECK(c->leave_memory);
+  CHECK(h.machine.cancel("again").error().message == "run r1 has already cancelled");
+}
