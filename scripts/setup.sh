@@ -12,6 +12,9 @@ packages=(
   libcurl4-openssl-dev libcpp-httplib-dev catch2 bubblewrap
 )
 
+# The guide's demo program is JavaScript: bring node only when none is on PATH.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
