@@ -12,6 +12,8 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <malloc.h>
+#include <functional>
 #include <random>
 #include <unistd.h>
 
@@ -52,10 +54,13 @@ struct announcer {
   broker::subjects subjects;
   wire::heartbeat beat;
 
+  std::function<std::int64_t()> runs_in_memory = [] { return 0; };
+
   std::string encode(const char* state) const {
     wire::heartbeat now = beat;
     now.state = state;
     now.time_ms = wall_ms();
+    now.runs_in_memory = runs_in_memory();
     return wire::encode(now);
   }
   void publish(const char* state) const {
@@ -68,6 +73,9 @@ caf::behavior heartbeat_actor(caf::event_based_actor* self, std::shared_ptr<cons
   self->send(self, tick_atom::value);
   return {
     [=](tick_atom) {
+      // glibc keeps freed memory in its arenas; hand it back, so that what a node holds is
+      // what it uses (a burst of runs that then suspend should cost disk, not memory).
+      ::malloc_trim(0);
       a->publish("up");
       self->delayed_send(self, std::chrono::milliseconds(a->beat.interval_ms), tick_atom::value);
     },
@@ -114,7 +122,9 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     if (ec)
       return make_error(errc::io, "cannot create data directory " + config.data_dir + ": " +
                                     ec.message());
-    auto opened = store::run_store::open({config.data_dir + "/runs", config.fsync});
+    auto opened = store::run_store::open({config.data_dir + "/runs", config.fsync,
+                                          static_cast<std::size_t>(config.memtable_bytes),
+                                          static_cast<std::size_t>(config.block_cache_bytes)});
     if (!opened) return opened.error();
     state->store = std::move(*opened);
     auto meta = state->store->get_meta("node_id");
@@ -142,6 +152,9 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   state->actor_config = std::make_unique<caf::actor_system_config>();
   state->actor_config->set("scheduler.max-threads",
                            std::max<std::size_t>(2, std::thread::hardware_concurrency()));
+  // Sharing: idle workers wait on a condition variable. The default (stealing) polls and then
+  // sleeps up to 10 ms, so a message arriving on a quiet node from a NATS thread waited for it.
+  state->actor_config->set("scheduler.policy", caf::atom("sharing"));
   state->system = std::make_unique<caf::actor_system>(*state->actor_config);
 
   auto a = std::make_shared<announcer>();
@@ -182,6 +195,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     auto o = orchestrator::start(*state->system, state->config, state->id, state->nats, *state->store);
     if (!o) return o.error();
     state->orchestrator_role = std::move(*o);
+    auto* role = state->orchestrator_role.get();
+    a->runs_in_memory = [role] { return static_cast<std::int64_t>(role->runs_in_memory()); };
   }
   state->heartbeat = state->system->spawn(heartbeat_actor, std::shared_ptr<const announcer>(a));
   logger()->info("node {} started: roles [{}], NATS {}", state->id,

@@ -12,6 +12,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <map>
 #include <unordered_map>
 
 namespace keel::actors {
@@ -35,6 +36,7 @@ struct shared_state {
   std::unique_ptr<store_writer> writer;
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
+  caf::actor orchestrator;  // keeps the leases of the runs
 
   run_context context_for(const config::agent_config& agent) const {
     run_context c;
@@ -98,8 +100,8 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
                                    {"run", summary(machine.record())}});
   if (!e.changed) {
     if (e.lease_timer)
-      caf::delayed_anon_send(me, std::chrono::milliseconds(e.lease_timer->after_ms), lease_atom::value,
-                             e.lease_timer->step, e.lease_timer->attempt, e.lease_timer->accepted);
+      caf::anon_send(shared->orchestrator, arm_atom::value, machine.run_id(), e.lease_timer->step,
+                     e.lease_timer->attempt, e.lease_timer->accepted, e.lease_timer->after_ms);
     if (reply_to.empty()) return;
     shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
       shared->publish(reply_to, reply_bytes);
@@ -113,7 +115,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
   auto seq = e.transition.record.last_event_seq;
   shared->writer->submit(
     std::move(e.transition),
-    [shared, me, events_subject, events = std::move(events), tasks = std::move(tasks),
+    [shared, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
      delay = e.task_delay_ms, lease_timer = e.lease_timer, leave = e.leave_memory, seq, reply_to,
      reply_bytes, tasks_subject = self->state.tasks_subject](const result<void>& written) {
       if (!written) {
@@ -129,9 +131,9 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
         else shared->publish(tasks_subject, wire::encode(t));
       }
       if (lease_timer)
-        caf::delayed_anon_send(me, std::chrono::milliseconds(lease_timer->after_ms),
-                               lease_atom::value, lease_timer->step, lease_timer->attempt,
-                               lease_timer->accepted);
+        caf::anon_send(shared->orchestrator, arm_atom::value, run_id, lease_timer->step,
+                       lease_timer->attempt, lease_timer->accepted,
+                       lease_timer->after_ms + delay);
       if (leave) caf::anon_send(me, idle_atom::value, seq);
     });
 }
@@ -183,7 +185,21 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
   };
 }
 
+// One lease per run in memory (a run has at most one task in flight): armed again with each
+// task, dropped when the run leaves memory. Timers live here, not in the run actors, so that a
+// pending timer never keeps a run that left memory alive.
+struct lease_entry {
+  std::string run_id;
+  std::uint64_t step;
+  std::uint32_t attempt;
+  bool accepted;
+};
+
 struct orchestrator_state {
+  std::map<std::pair<std::int64_t, std::uint64_t>, lease_entry> leases;  // (deadline, n)
+  std::unordered_map<std::string, std::pair<std::int64_t, std::uint64_t>> lease_of_run;
+  std::uint64_t lease_counter = 0;
+  std::int64_t tick_at_ms = INT64_MAX;  // when the next tick is due (INT64_MAX: none)
   std::unordered_map<std::string, caf::actor> runs;
   std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
   std::unordered_map<std::string, std::string> key_of_run;
@@ -200,9 +216,24 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   self->set_exit_handler([=](caf::exit_msg& exit) {
     if (exit.source == self->address()) self->quit(exit.reason);
   });
+  auto drop_lease = [=](const std::string& run_id) {
+    if (auto it = self->state.lease_of_run.find(run_id); it != self->state.lease_of_run.end()) {
+      self->state.leases.erase(it->second);
+      self->state.lease_of_run.erase(it);
+    }
+  };
+  auto schedule_tick = [=] {
+    if (self->state.leases.empty()) return;
+    auto next = self->state.leases.begin()->first.first;
+    if (next >= self->state.tick_at_ms) return;  // a tick comes soon enough
+    self->state.tick_at_ms = next;
+    self->delayed_send(self, std::chrono::milliseconds(std::max<std::int64_t>(0, next - steady_ms())),
+                       tick_atom::value);
+  };
   self->set_down_handler([=](caf::down_msg& down) {
     for (auto it = self->state.runs.begin(); it != self->state.runs.end(); ++it) {
       if (it->second.address() == down.source) {
+        drop_lease(it->first);
         if (auto k = self->state.key_of_run.find(it->first); k != self->state.key_of_run.end()) {
           self->state.idempotency.erase(k->second);
           self->state.key_of_run.erase(k);
@@ -311,6 +342,27 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       if (auto it = self->state.runs.find(accepted.run_id); it != self->state.runs.end())
         self->request(it->second, caf::infinite, accepted_atom::value, accepted).then([](bool) {}, [](caf::error&) {});
     },
+    [=](arm_atom, const std::string& run_id, std::uint64_t step, std::uint32_t attempt, bool accepted,
+        std::int64_t after_ms) {
+      if (!self->state.runs.count(run_id)) return;
+      drop_lease(run_id);
+      auto key = std::make_pair(steady_ms() + after_ms, ++self->state.lease_counter);
+      self->state.leases.emplace(key, lease_entry{run_id, step, attempt, accepted});
+      self->state.lease_of_run[run_id] = key;
+      schedule_tick();
+    },
+    [=](tick_atom) {
+      auto now = steady_ms();
+      if (now >= self->state.tick_at_ms) self->state.tick_at_ms = INT64_MAX;
+      while (!self->state.leases.empty() && self->state.leases.begin()->first.first <= now) {
+        auto entry = std::move(self->state.leases.begin()->second);
+        self->state.leases.erase(self->state.leases.begin());
+        self->state.lease_of_run.erase(entry.run_id);
+        if (auto it = self->state.runs.find(entry.run_id); it != self->state.runs.end())
+          self->send(it->second, lease_atom::value, entry.step, entry.attempt, entry.accepted);
+      }
+      schedule_tick();
+    },
     [=](recover_atom) {
       std::size_t recovered = 0;
       for (auto status : {store::run_status::pending, store::run_status::running}) {
@@ -370,6 +422,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   auto state = std::make_unique<impl>();
   state->shared = shared;
   state->actor = system.spawn(orchestrator_actor, shared);
+  shared->orchestrator = state->actor;
   caf::anon_send(state->actor, recover_atom::value);
 
   auto actor = state->actor;
@@ -506,6 +559,10 @@ void orchestrator::stop() {
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }
 
-void orchestrator::flush() { impl_->shared->writer->stop(); }
+void orchestrator::flush() {
+  impl_->shared->writer->stop();
+  // No continuation runs any more: break the cycle between the shared state and the actor.
+  impl_->shared->orchestrator = caf::actor{};
+}
 
 } // namespace keel::actors

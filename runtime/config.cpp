@@ -196,6 +196,14 @@ const std::vector<entry>& entries() {
       "Sync every state change to disk before it is acknowledged. Off: faster, and a machine "
       "crash (not a process crash) may lose the last acknowledged changes.",
       [](node_config& c, agent_config*) -> bool& { return c.fsync; }));
+    e.push_back(integer_key(
+      "durability.memtable_bytes", 16 << 20, 1 << 20, 1 << 30,
+      "Size of one RocksDB memtable (at most two are held in memory).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.memtable_bytes; }));
+    e.push_back(integer_key(
+      "durability.block_cache_bytes", 16 << 20, 1 << 20, std::int64_t{16} << 30,
+      "RocksDB block cache for reads (recovery, history, resumes).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.block_cache_bytes; }));
     // [limits]
     e.push_back(integer_key(
       "limits.message_bytes_max", 1 << 20, 1024, 64 << 20,

@@ -55,6 +55,8 @@ struct node_config {
   std::int64_t request_timeout_ms = 0;
 
   bool fsync = true;
+  std::int64_t memtable_bytes = 0;
+  std::int64_t block_cache_bytes = 0;
 
   std::int64_t message_bytes_max = 0;
   std::int64_t heartbeat_interval_ms = 0;

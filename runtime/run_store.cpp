@@ -1,6 +1,8 @@
 #include "runtime/run_store.hpp"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/table.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
@@ -137,6 +139,12 @@ result<std::unique_ptr<run_store>> run_store::open(const store_options& options)
   db_options.max_manifest_file_size = 64 << 20;
   // Writers that arrive together share one WAL write and one sync.
   db_options.enable_pipelined_write = true;
+  // Memory is bounded: suspended runs are meant to cost disk, not resident memory.
+  db_options.write_buffer_size = options.memtable_bytes;
+  db_options.max_write_buffer_number = 2;
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
   rocksdb::DB* raw = nullptr;
   auto status = rocksdb::DB::Open(db_options, options.path, &raw);
   if (!status.ok()) {

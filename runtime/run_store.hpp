@@ -52,6 +52,8 @@ struct run_transition {
 struct store_options {
   std::string path;
   bool fsync = true;
+  std::size_t memtable_bytes = 16 << 20;     // per memtable; at most two are held
+  std::size_t block_cache_bytes = 16 << 20;  // for reads (recovery, history, resumes)
 };
 
 class run_store {

@@ -337,6 +337,7 @@ std::string encode(const heartbeat& m) {
   v["host"] = m.host;
   v["version"] = m.version;
   v["interval_ms"] = m.interval_ms;
+  v["runs_in_memory"] = m.runs_in_memory;
   return pack(v);
 }
 
@@ -519,6 +520,7 @@ result<heartbeat> decode<heartbeat>(std::string_view bytes, const limits& bounds
   KEEL_TRY(m.host, r.str("host", false));
   KEEL_TRY(m.version, r.str("version", false));
   KEEL_TRY(m.interval_ms, r.integer("interval_ms", false));
+  KEEL_TRY(m.runs_in_memory, r.integer("runs_in_memory", false));
   return m;
 }
 

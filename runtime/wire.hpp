@@ -108,6 +108,7 @@ struct heartbeat {
   std::string host;
   std::string version;
   std::int64_t interval_ms = 0;  // the next heartbeat is due within this
+  std::int64_t runs_in_memory = 0;  // orchestrators: run actors alive (suspended runs are not)
 };
 
 std::string encode(const invoke_request& m);

@@ -1,0 +1,263 @@
+// keel's benchmark: in one run on one machine, the floor (one NATS round trip plus one synced
+// RocksDB write), then a real keel-node: per-step latency at low load, steps per second with
+// many concurrent runs (fsync on), and the resident memory that suspended runs add.
+// Prints a JSON line per figure; bench/run.sh turns them into docs/BENCHMARKS.md.
+#include "broker/connection.hpp"
+#include "runtime/child_process.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/run_store.hpp"
+#include "runtime/wire.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <numeric>
+#include <thread>
+
+using namespace keel;
+using wire::value;
+namespace fs = std::filesystem;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double now_us() {
+  using namespace std::chrono;
+  return static_cast<double>(duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count());
+}
+
+void report(const std::string& name, double figure, const std::string& unit) {
+  std::cout << value{{"name", name}, {"value", figure}, {"unit", unit}}.dump() << std::endl;
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::cerr << "keel_bench: " << what << "\n";
+  std::exit(1);
+}
+
+template <class T>
+T must(result<T> r, const std::string& what) {
+  if (!r) die(what + ": " + r.error().message);
+  return std::move(*r);
+}
+
+std::shared_ptr<broker::connection> connect(const std::string& url) {
+  broker::connection_options o;
+  o.servers = {url};
+  return must(broker::connection::connect(o), "connect");
+}
+
+// The floor: what one durable step cannot avoid.
+std::pair<double, double> measure_floor(const std::string& url, const std::string& dir) {
+  auto responder = connect(url);
+  auto requester = connect(url);
+  auto sub = must(responder->subscribe("bench.echo", "", [&](broker::message&& m) {
+    (void)responder->publish(m.reply, m.data);
+  }), "subscribe");
+  (void)responder->flush(1000);
+  std::string payload(512, 'x');
+  std::vector<double> rtt;
+  for (int i = 0; i < 3000; ++i) {
+    auto t0 = now_us();
+    must(requester->request("bench.echo", payload, 2000), "request");
+    if (i >= 200) rtt.push_back(now_us() - t0);
+  }
+  auto store = must(store::run_store::open({dir + "/floor", true}), "open store");
+  std::vector<double> writes;
+  for (int i = 0; i < 1000; ++i) {
+    store::run_transition t;
+    t.record.run_id = "floor-" + std::to_string(i % 50);
+    t.record.agent = "bench";
+    t.record.state = value{{"blob", std::string(1024, 'y')}};
+    t.events.push_back(wire::event{t.record.run_id, static_cast<std::uint64_t>(i + 1), "x", 0, value{{"k", 1}}});
+    auto t0 = now_us();
+    must(store->apply(t).ok() ? result<int>(0) : result<int>(make_error(errc::io, "write")), "write");
+    if (i >= 100) writes.push_back(now_us() - t0);
+  }
+  return {median(rtt), median(writes)};
+}
+
+// Collects run_completed and suspend events from every run.
+struct watcher {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::map<std::string, double> completed_at;  // run -> time (us)
+  std::size_t suspended = 0;
+  std::unique_ptr<broker::subscription> sub;
+
+  explicit watcher(broker::connection& nats) {
+    sub = must(nats.subscribe("keel.default.runs.*.events", "", [this](broker::message&& m) {
+      auto e = wire::decode<wire::event>(m.data);
+      if (!e) return;
+      std::lock_guard lock{mutex};
+      if (e->event_type == "run_completed" || e->event_type == "run_failed") completed_at[e->run_id] = now_us();
+      if (e->event_type == "suspend") ++suspended;
+      changed.notify_all();
+    }), "subscribe events");
+  }
+  template <class Predicate>
+  bool wait(Predicate p, std::int64_t timeout_ms) {
+    std::unique_lock lock{mutex};
+    return changed.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return p(*this); });
+  }
+};
+
+// Sends `count` invokes with at most `window` unanswered; returns the run ids and start times.
+std::vector<std::pair<std::string, double>> invoke_many(broker::connection& nats, const std::string& agent,
+                                                        std::size_t count, std::size_t window) {
+  std::mutex mutex;
+  std::condition_variable answered;
+  std::vector<std::pair<std::string, double>> runs;
+  std::size_t in_flight = 0;
+  std::string inbox = nats.new_inbox();
+  auto sub = must(nats.subscribe(inbox, "", [&](broker::message&& m) {
+    auto r = wire::decode<wire::invoke_reply>(m.data);
+    std::lock_guard lock{mutex};
+    if (r) runs.emplace_back(r->run_id, 0);
+    --in_flight;
+    answered.notify_all();
+  }), "subscribe inbox");
+  auto bytes = wire::encode(wire::invoke_request{agent, "go", "", ""});
+  for (std::size_t i = 0; i < count; ++i) {
+    std::unique_lock lock{mutex};
+    if (!answered.wait_for(lock, std::chrono::seconds(60), [&] { return in_flight < window; }))
+      die("invokes are not answered");
+    ++in_flight;
+    lock.unlock();
+    must(nats.publish("keel.default.invoke", inbox, bytes).ok() ? result<int>(0) : result<int>(make_error(errc::io, "publish")), "invoke");
+  }
+  std::unique_lock lock{mutex};
+  answered.wait_for(lock, std::chrono::seconds(120), [&] { return in_flight == 0; });
+  return runs;
+}
+
+std::int64_t rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return -1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"keel benchmark"};
+  std::string node_binary = "build/apps/keel-node";
+  std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 20;
+  app.add_option("--node", node_binary, "keel-node binary");
+  app.add_option("--turns", turns, "Model turns per run (each calls one trivial tool)");
+  app.add_option("--concurrent-runs", concurrent_runs, "Runs at once for throughput");
+  app.add_option("--suspended-runs", suspended_runs, "Runs left suspended for the memory figure");
+  app.add_option("--latency-runs", latency_runs, "Runs, one at a time, for per-step latency");
+  CLI11_PARSE(app, argc, argv);
+
+  char pattern[] = "/tmp/keel-bench-XXXXXX";
+  std::string dir = ::mkdtemp(pattern);
+  auto port = must(free_loopback_port(), "port");
+  std::string url = "nats://127.0.0.1:" + std::to_string(port);
+  auto nats_server = must(child_process::start({{"/usr/sbin/nats-server", "-a", "127.0.0.1", "-p",
+                                                 std::to_string(port)}, dir + "/nats.log", dir + "/nats.log"}),
+                          "nats-server");
+  while (!port_accepts(port)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+
+  auto [rtt_us, write_us] = measure_floor(url, dir);
+  report("floor.nats_round_trip_us", rtt_us, "us");
+  report("floor.synced_write_us", write_us, "us");
+  report("floor.step_us", rtt_us + write_us, "us");
+
+  // The agents: `steps` calls the trivial tool (read of a small file) once per turn.
+  std::ofstream(dir + "/ws/tiny.txt").flush();
+  fs::create_directories(dir + "/ws");
+  std::ofstream(dir + "/ws/tiny.txt") << "tiny\n";
+  value turns_json = value::array();
+  for (std::size_t i = 0; i < turns; ++i)
+    turns_json.push_back({{"text", ""}, {"tool_calls", {{{"name", "read"}, {"arguments", {{"path", "tiny.txt"}}}}}}});
+  turns_json.push_back({{"text", "done"}});
+  std::ofstream(dir + "/steps.json") << value{{"turns", turns_json}}.dump();
+  std::ofstream(dir + "/suspend.json")
+    << R"({"turns": [{"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "true"}}]}]})";
+  std::ofstream(dir + "/node.toml")
+    << "[node]\nname = \"bench\"\nroles = [\"orchestrator\", \"worker\"]\ndata_dir = \"" << dir << "/data\"\n"
+    << "[nats]\nservers = [\"" << url << "\"]\n[durability]\nfsync = true\n[log]\nlevel = \"warn\"\n"
+    << "[limits]\nworker_tasks_max = 64\n"
+    << "[agents.steps]\nscript = \"" << dir << "/steps.json\"\nmax_steps = 1000\n"
+    << "[agents.steps.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n"
+    << "[agents.suspend]\nscript = \"" << dir << "/suspend.json\"\n"
+    << "[agents.suspend.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n";
+  auto node = must(child_process::start({{node_binary, "--config", dir + "/node.toml"}, dir + "/node.log", dir + "/node.log"}),
+                   "keel-node");
+  auto nats = connect(url);
+  watcher events(*nats);
+  // Ready when it answers an invoke.
+  for (int i = 0; i < 200; ++i) {
+    auto r = nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "warm", "", ""}), 1000);
+    if (r) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::size_t tasks_per_run = 2 * turns + 1;
+
+  // Per-step latency: one run at a time.
+  std::vector<double> per_step;
+  for (std::size_t i = 0; i < latency_runs; ++i) {
+    auto t0 = now_us();
+    auto reply = must(nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "go", "", ""}), 5000), "invoke");
+    auto run = must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
+    if (!events.wait([&](watcher& w) { return w.completed_at.count(run) > 0; }, 60'000)) die("a run did not finish");
+    double elapsed = 0;
+    {
+      std::lock_guard lock{events.mutex};
+      elapsed = events.completed_at[run] - t0;
+    }
+    per_step.push_back(elapsed / static_cast<double>(tasks_per_run));
+  }
+  double step_us = median(per_step);
+  report("latency.step_us", step_us, "us");
+  report("latency.step_over_floor", step_us / (rtt_us + write_us), "x");
+
+  // Throughput: many runs at once.
+  std::size_t done_before = 0;
+  {
+    std::lock_guard lock{events.mutex};
+    done_before = events.completed_at.size();
+  }
+  auto t0 = now_us();
+  auto runs = invoke_many(*nats, "steps", concurrent_runs, 1000);
+  if (!events.wait([&](watcher& w) { return w.completed_at.size() >= done_before + runs.size(); }, 600'000))
+    die("runs did not finish");
+  double seconds = (now_us() - t0) / 1e6;
+  report("throughput.steps_per_second", static_cast<double>(runs.size() * tasks_per_run) / seconds, "steps/s");
+  report("throughput.runs_per_second", static_cast<double>(runs.size()) / seconds, "runs/s");
+
+  // Memory: runs that wait for a person cost only disk.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto rss_before = rss_kb(node.pid());
+  auto s0 = now_us();
+  auto waiting = invoke_many(*nats, "suspend", suspended_runs, 2000);
+  if (!events.wait([&](watcher& w) { return w.suspended >= waiting.size(); }, 1'800'000)) die("runs did not suspend");
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  auto rss_after = rss_kb(node.pid());
+  auto ping = must(nats->request("keel.default.nodes.ping", wire::pack(value{{"v", 1}, {"type", "ping"}}), 2000), "ping");
+  auto beat = must(wire::decode<wire::heartbeat>(ping.data), "heartbeat");
+  report("memory.runs_in_memory", static_cast<double>(beat.runs_in_memory), "runs");
+  report("memory.suspended_runs", static_cast<double>(waiting.size()), "runs");
+  report("memory.suspend_seconds", (now_us() - s0) / 1e6, "s");
+  report("memory.rss_before_mb", static_cast<double>(rss_before) / 1024.0, "MB");
+  report("memory.rss_after_mb", static_cast<double>(rss_after) / 1024.0, "MB");
+  report("memory.rss_added_mb", static_cast<double>(rss_after - rss_before) / 1024.0, "MB");
+
+  node.stop(5000);
+  nats_server.stop(2000);
+  fs::remove_all(dir);
+  return 0;
+}
