@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include <map>
+#include <mutex>
 #include <unordered_map>
 
 namespace keel::actors {
@@ -37,6 +38,24 @@ struct shared_state {
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
   caf::actor orchestrator;  // keeps the leases of the runs
+
+  // Run actors in memory: written by the orchestrator actor, read by NATS threads so that
+  // results and acknowledgements go straight to their run.
+  std::mutex registry_mutex;
+  std::unordered_map<std::string, caf::actor> registry;
+  void registered(const std::string& run_id, const caf::actor& a) {
+    std::lock_guard lock{registry_mutex};
+    registry[run_id] = a;
+  }
+  void unregistered(const std::string& run_id) {
+    std::lock_guard lock{registry_mutex};
+    registry.erase(run_id);
+  }
+  caf::actor find(const std::string& run_id) {
+    std::lock_guard lock{registry_mutex};
+    auto it = registry.find(run_id);
+    return it == registry.end() ? caf::actor{} : it->second;
+  }
 
   run_context context_for(const config::agent_config& agent) const {
     run_context c;
@@ -124,12 +143,13 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
         caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
         return;
       }
-      for (const auto& bytes : events) shared->publish(events_subject, bytes);
-      shared->publish(reply_to, reply_bytes);
+      // The next task first: it is on the run's critical path; events and replies are not.
       for (const auto& t : tasks) {
         if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
         else shared->publish(tasks_subject, wire::encode(t));
       }
+      shared->publish(reply_to, reply_bytes);
+      for (const auto& bytes : events) shared->publish(events_subject, bytes);
       if (lease_timer)
         caf::anon_send(shared->orchestrator, arm_atom::value, run_id, lease_timer->step,
                        lease_timer->attempt, lease_timer->accepted,
@@ -238,6 +258,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           self->state.idempotency.erase(k->second);
           self->state.key_of_run.erase(k);
         }
+        shared->unregistered(it->first);
         self->state.runs.erase(it);
         return;
       }
@@ -249,6 +270,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     auto actor = self->spawn<caf::linked>(run_actor, shared, std::move(record), agent, start_now, invoke_reply);
     self->monitor(actor);
     self->state.runs[id] = actor;
+    shared->registered(id, actor);
     return actor;
   };
   // The run's actor, from memory or from disk; none (after replying an error) if there is no run.
@@ -280,6 +302,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     self->request(*actor, caf::infinite, resume_atom::value, request, reply)
       .then([](bool) {}, [=](caf::error&) {
         self->state.runs.erase(request.run_id);
+        shared->unregistered(request.run_id);
         if (tries < 2) (*forward_resume)(request, reply, tries + 1);
         else shared->reply_error(reply, errc::unavailable, "run " + request.run_id + " could not be loaded");
       });
@@ -291,6 +314,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     self->request(*actor, caf::infinite, cancel_atom::value, reason, reply)
       .then([](bool) {}, [=](caf::error&) {
         self->state.runs.erase(run_id);
+        shared->unregistered(run_id);
         if (tries < 2) (*forward_cancel)(run_id, reason, reply, tries + 1);
       });
   };
@@ -332,15 +356,6 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     },
     [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& reply) {
       (*forward_cancel)(run_id, reason, reply, 0);
-    },
-    [=](result_atom, const wire::task_result& result) {
-      // A result for a run not in memory is late (the run moved on, or finished): drop it.
-      if (auto it = self->state.runs.find(result.run_id); it != self->state.runs.end())
-        self->request(it->second, caf::infinite, result_atom::value, result).then([](bool) {}, [](caf::error&) {});
-    },
-    [=](accepted_atom, const wire::task_accepted& accepted) {
-      if (auto it = self->state.runs.find(accepted.run_id); it != self->state.runs.end())
-        self->request(it->second, caf::infinite, accepted_atom::value, accepted).then([](bool) {}, [](caf::error&) {});
     },
     [=](arm_atom, const std::string& run_id, std::uint64_t step, std::uint32_t attempt, bool accepted,
         std::int64_t after_ms) {
@@ -468,10 +483,13 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       reason = (*body)["reason"].get<std::string>();
     caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
   });
-  if (r) r = subscribe(subjects.node_results(node_id), "", [shared, actor](broker::message&& m) {
+  if (r) r = subscribe(subjects.node_results(node_id), "", [shared](broker::message&& m) {
+    // Straight to the run's actor; a run not in memory has no task in flight, so what comes for
+    // it is late and is dropped.
     if (auto type = wire::peek_type(m.data, shared->limits); type && *type == "task_accepted") {
       auto accepted = wire::decode<wire::task_accepted>(m.data, shared->limits);
-      if (accepted) caf::anon_send(actor, accepted_atom::value, std::move(*accepted));
+      if (!accepted) return;
+      if (auto run = shared->find(accepted->run_id)) caf::anon_send(run, accepted_atom::value, std::move(*accepted));
       return;
     }
     auto result = wire::decode<wire::task_result>(m.data, shared->limits);
@@ -479,7 +497,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       logger()->warn("a task result was dropped: {}", result.error().message);
       return;
     }
-    caf::anon_send(actor, result_atom::value, std::move(*result));
+    if (auto run = shared->find(result->run_id)) caf::anon_send(run, result_atom::value, std::move(*result));
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

@@ -82,7 +82,18 @@ void run_machine::journal(effects& e, const std::string& kind, wire::value data)
 
 void run_machine::finish(effects& e) {
   record_.updated_ms = wall_ms();
-  e.transition.record = record_;
+  // The state can be large (the whole conversation): pack it once, and copy only the header.
+  e.transition.snapshot = store::pack_record(record_);
+  auto& header = e.transition.record;
+  header.run_id = record_.run_id;
+  header.agent = record_.agent;
+  header.session_id = record_.session_id;
+  header.idempotency_key = record_.idempotency_key;
+  header.status = record_.status;
+  header.created_ms = record_.created_ms;
+  header.updated_ms = record_.updated_ms;
+  header.last_event_seq = record_.last_event_seq;
+  header.last_journal_seq = record_.last_journal_seq;
   e.leave_memory = record_.status == run_status::suspended || store::is_terminal(record_.status);
 }
 

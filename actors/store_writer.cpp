@@ -12,12 +12,22 @@ store_writer::store_writer(store::run_store& store, std::size_t batch_max)
 store_writer::~store_writer() { stop(); }
 
 void store_writer::submit(store::run_transition transition, continuation then) {
+  std::vector<item> own;
   {
     std::lock_guard lock{mutex_};
     assert(!stopping_ && "a transition after the writer stopped would be lost");
-    queue_.push_back({std::move(transition), std::move(then)});
+    if (writing_ || !queue_.empty()) {
+      queue_.push_back({std::move(transition), std::move(then)});
+      wake_.notify_one();
+      return;
+    }
+    writing_ = true;  // nothing ahead of it: write it here, in order
+    own.push_back({std::move(transition), std::move(then)});
   }
-  wake_.notify_one();
+  write(own);
+  std::lock_guard lock{mutex_};
+  writing_ = false;
+  if (!queue_.empty()) wake_.notify_one();
 }
 
 void store_writer::after_pending(continuation then) {
@@ -38,30 +48,36 @@ void store_writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void store_writer::write(std::vector<item>& batch) {
+  std::vector<store::run_transition> transitions;
+  for (auto& i : batch)
+    if (i.transition) transitions.push_back(std::move(*i.transition));
+  auto written = transitions.empty() ? result<void>{} : store_.apply(transitions);
+  if (!written)
+    log::get("actors")->error("run store write failed, {} transitions not written: {}",
+                              transitions.size(), written.error().message);
+  batches_ += 1;
+  transitions_ += batch.size();
+  for (auto& i : batch) i.then(written);
+  batch.clear();
+}
+
 void store_writer::loop() {
   std::vector<item> batch;
-  std::vector<store::run_transition> transitions;
   while (true) {
     {
       std::unique_lock lock{mutex_};
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      wake_.wait(lock, [this] { return (stopping_ || !queue_.empty()) && !writing_; });
       if (queue_.empty() && stopping_) return;
+      writing_ = true;
       while (!queue_.empty() && batch.size() < batch_max_) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
     }
-    transitions.clear();
-    for (auto& i : batch)
-      if (i.transition) transitions.push_back(std::move(*i.transition));
-    auto written = transitions.empty() ? result<void>{} : store_.apply(transitions);
-    if (!written)
-      log::get("actors")->error("run store write failed, {} transitions not written: {}",
-                                transitions.size(), written.error().message);
-    batches_ += 1;
-    transitions_ += batch.size();
-    for (auto& i : batch) i.then(written);
-    batch.clear();
+    write(batch);
+    std::lock_guard lock{mutex_};
+    writing_ = false;
   }
 }
 

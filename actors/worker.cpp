@@ -10,7 +10,12 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
 #include <deque>
+#include <optional>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -126,35 +131,79 @@ void execute(worker_shared& shared, const wire::task& t) {
     logger()->warn("run {}: result of task {} not sent: {}", t.run_id, t.step, sent.error().message);
 }
 
-struct worker_state {
-  std::deque<wire::task> waiting;
-  std::size_t running = 0;
-  static inline const char* name = "keel.worker";
+// Threads for tasks, created as needed up to a bound and kept: a tool may run for minutes, so
+// tasks cannot share the actor system's threads, and a thread per task costs its creation.
+class task_pool {
+public:
+  explicit task_pool(std::size_t threads_max) : state_(std::make_shared<state>()) {
+    state_->threads_max = std::max<std::size_t>(1, threads_max);
+  }
+  void submit(std::function<void()> job) {
+    std::lock_guard lock{state_->mutex};
+    state_->jobs.push_back(std::move(job));
+    if (state_->idle == 0 && state_->threads < state_->threads_max) {
+      ++state_->threads;
+      std::thread([s = state_] { loop(*s); }).detach();  // never joined: a stop must not wait
+    } else {
+      state_->wake.notify_one();
+    }
+  }
+  void stop() {
+    std::lock_guard lock{state_->mutex};
+    state_->stopping = true;
+    state_->jobs.clear();
+    state_->wake.notify_all();
+  }
+
+private:
+  struct state {
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::deque<std::function<void()>> jobs;
+    std::size_t threads = 0, idle = 0, threads_max = 1;
+    bool stopping = false;
+  };
+  static void loop(state& s) {
+    std::unique_lock lock{s.mutex};
+    while (true) {
+      ++s.idle;
+      s.wake.wait(lock, [&] { return s.stopping || !s.jobs.empty(); });
+      --s.idle;
+      if (s.stopping) break;
+      auto job = std::move(s.jobs.front());
+      s.jobs.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+    --s.threads;
+  }
+  std::shared_ptr<state> state_;
 };
 
-// Admits tasks up to worker_tasks_max at once; each runs on its own thread (a tool may run for
-// minutes), and the actor hears when it is done.
-caf::behavior worker_actor(caf::stateful_actor<worker_state>* self, std::shared_ptr<worker_shared> shared) {
-  auto launch = [=](wire::task t) {
-    self->state.running += 1;
-    caf::actor me = caf::actor_cast<caf::actor>(self);
-    std::thread([shared, me, t = std::move(t)] {
-      execute(*shared, t);
-      caf::anon_send(me, done_atom::value);
-    }).detach();
-  };
+// Tasks in progress, by task id, with the acknowledgement each would send.
+struct running_tasks {
+  std::mutex mutex;
+  std::unordered_map<std::string, wire::task_accepted> tasks;
+};
+
+// A task still running after this is acknowledged; one done sooner needs no acknowledgement,
+// since its result says it all.
+constexpr std::chrono::milliseconds accept_after{100};
+
+// Sends the acknowledgements that come due; the tasks themselves never pass through it.
+caf::behavior acknowledger(caf::event_based_actor*, std::shared_ptr<worker_shared> shared,
+                           std::shared_ptr<running_tasks> running) {
   return {
-    [=](task_atom, wire::task& t) {
-      if (self->state.running < static_cast<std::size_t>(shared->config.worker_tasks_max)) launch(std::move(t));
-      else self->state.waiting.push_back(std::move(t));
-    },
-    [=](done_atom) {
-      self->state.running -= 1;
-      if (!self->state.waiting.empty()) {
-        auto next = std::move(self->state.waiting.front());
-        self->state.waiting.pop_front();
-        launch(std::move(next));
+    [=](accepted_atom, const std::string& id, const std::string& reply_to) {
+      std::optional<wire::task_accepted> due;
+      {
+        std::lock_guard lock{running->mutex};
+        if (auto it = running->tasks.find(id); it != running->tasks.end()) due = it->second;
       }
+      if (!due) return;
+      if (auto sent = shared->nats->publish(reply_to, wire::encode(*due)); !sent)
+        logger()->warn("task {} not acknowledged: {}", id, sent.error().message);
     },
   };
 }
@@ -163,6 +212,8 @@ caf::behavior worker_actor(caf::stateful_actor<worker_state>* self, std::shared_
 
 struct worker::impl {
   std::shared_ptr<worker_shared> shared;
+  std::shared_ptr<task_pool> pool;
+  std::shared_ptr<running_tasks> running;
   caf::actor actor;
   std::vector<std::unique_ptr<broker::subscription>> subscriptions;
   bool stopped = false;
@@ -190,25 +241,34 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
   }
   auto state = std::make_unique<impl>();
   state->shared = shared;
-  state->actor = system.spawn(worker_actor, shared);
+  state->pool = std::make_shared<task_pool>(static_cast<std::size_t>(config.worker_tasks_max));
+  state->running = std::make_shared<running_tasks>();
+  state->actor = system.spawn(acknowledger, shared, state->running);
   std::vector<std::string> queues;
   for (const auto& agent : config.agents)
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
   for (const auto& queue : queues) {
     auto actor = state->actor;
+    auto pool = state->pool;
+    auto running = state->running;
     auto sub = shared->nats->subscribe(shared->subjects.tasks(queue), "workers",
-                                       [shared, actor](broker::message&& m) {
+                                       [shared, actor, pool, running](broker::message&& m) {
       auto t = wire::decode<wire::task>(m.data, shared->limits);
       if (!t) {
         logger()->warn("a task was dropped: {}", t.error().message);
         return;
       }
-      // Say at once that this worker has the task, so the orchestrator waits for its result
-      // rather than sending it again.
-      wire::task_accepted accepted{t->run_id, t->step, t->attempt, shared->node_id};
-      if (auto sent = shared->nats->publish(t->reply_to, wire::encode(accepted)); !sent)
-        logger()->warn("run {}: task {} not acknowledged: {}", t->run_id, t->step, sent.error().message);
-      caf::anon_send(actor, task_atom::value, std::move(*t));
+      auto id = keel::task_id{t->run_id, t->step, t->attempt}.to_string();
+      {
+        std::lock_guard lock{running->mutex};
+        running->tasks.emplace(id, wire::task_accepted{t->run_id, t->step, t->attempt, shared->node_id});
+      }
+      caf::delayed_anon_send(actor, accept_after, accepted_atom::value, id, t->reply_to);
+      pool->submit([shared, running, id, t = std::move(*t)] {
+        execute(*shared, t);
+        std::lock_guard lock{running->mutex};
+        running->tasks.erase(id);
+      });
     });
     if (!sub) return sub.error();
     state->subscriptions.push_back(std::move(*sub));
@@ -220,6 +280,7 @@ void worker::stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
   impl_->subscriptions.clear();
+  impl_->pool->stop();
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }
 

@@ -217,7 +217,7 @@ const std::vector<entry>& entries() {
       "How long a stopping node may take to drain and flush before it exits anyway.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.shutdown_timeout_ms; }));
     e.push_back(integer_key(
-      "limits.task_accept_timeout_ms", 2000, 50, hour_ms,
+      "limits.task_accept_timeout_ms", 2000, 500, hour_ms,
       "A task no worker says it took within this is sent again (attempt + 1).",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.task_accept_timeout_ms; }));
     e.push_back(integer_key(

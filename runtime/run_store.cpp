@@ -57,18 +57,6 @@ error io_error(const rocksdb::Status& s, const char* what) {
   return make_error(errc::io, std::string(what) + ": " + s.ToString());
 }
 
-wire::value record_to_value(const run_record& r) {
-  return wire::value{{"run_id", r.run_id},
-                     {"agent", r.agent},
-                     {"session_id", r.session_id},
-                     {"idempotency_key", r.idempotency_key},
-                     {"status", to_string(r.status)},
-                     {"created_ms", r.created_ms},
-                     {"updated_ms", r.updated_ms},
-                     {"last_event_seq", r.last_event_seq},
-                     {"last_journal_seq", r.last_journal_seq},
-                     {"state", r.state}};
-}
 
 result<run_record> record_from_value(const wire::value& v) {
   try {
@@ -105,6 +93,17 @@ struct header {
 };
 
 } // namespace
+
+std::string pack_record(const run_record& r) {
+  wire::value fields[] = {r.run_id,     r.agent,      r.session_id,     r.idempotency_key,
+                          to_string(r.status), r.created_ms, r.updated_ms, r.last_event_seq,
+                          r.last_journal_seq};
+  return wire::pack_fields({{"run_id", &fields[0]}, {"agent", &fields[1]},
+                            {"session_id", &fields[2]}, {"idempotency_key", &fields[3]},
+                            {"status", &fields[4]}, {"created_ms", &fields[5]},
+                            {"updated_ms", &fields[6]}, {"last_event_seq", &fields[7]},
+                            {"last_journal_seq", &fields[8]}, {"state", &r.state}});
+}
 
 std::string_view to_string(run_status s) { return status_names[static_cast<std::size_t>(s)]; }
 
@@ -201,7 +200,7 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
               wire::pack(wire::value{{"status", to_string(r.status)},
                                      {"agent", r.agent},
                                      {"created_ms", r.created_ms}}));
-    batch.Put(snapshot_key(r.run_id), wire::pack(record_to_value(r)));
+    batch.Put(snapshot_key(r.run_id), t.snapshot.empty() ? pack_record(r) : t.snapshot);
     for (const auto& entry : t.journal) {
       batch.Put(journal_key(r.run_id, entry.seq),
                 wire::pack(wire::value{{"seq", entry.seq},

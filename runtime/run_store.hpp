@@ -41,13 +41,18 @@ struct journal_entry {
   wire::value data;
 };
 
-// One change of one run: its new record, and the journal entries and events it adds.
+// One change of one run: its new record, and the journal entries and events it adds. The
+// record's state may be left empty when `snapshot` holds the whole record already packed.
 struct run_transition {
   run_record record;
+  std::string snapshot;  // pack_record(record), when the caller packed it
   std::vector<journal_entry> journal;
   std::vector<wire::event> events;
   std::uint64_t journal_truncate_through = 0;  // drop entries up to this seq (0: none)
 };
+
+// The record as stored, packed without copying its state.
+std::string pack_record(const run_record& r);
 
 struct store_options {
   std::string path;

@@ -2,6 +2,8 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
+
 namespace keel::wire {
 
 namespace {
@@ -209,6 +211,19 @@ std::string pack(const value& v) {
   return std::string(buffer.data(), buffer.size());
 }
 
+std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields) {
+  std::sort(fields.begin(), fields.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> out(buffer);
+  out.pack_map(static_cast<std::uint32_t>(fields.size()));
+  for (const auto& [key, field] : fields) {
+    out.pack_str(static_cast<std::uint32_t>(key.size()));
+    out.pack_str_body(key.data(), static_cast<std::uint32_t>(key.size()));
+    pack_value(out, *field);
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
 result<value> unpack(std::string_view bytes, const limits& bounds) {
   if (bytes.size() > bounds.message_bytes_max)
     return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
@@ -290,16 +305,12 @@ value to_value(const event& m) {
 std::string encode(const event& m) { return pack(to_value(m)); }
 
 std::string encode(const task& m) {
-  value v = envelope("task");
-  v["run_id"] = m.run_id;
-  v["step"] = m.step;
-  v["attempt"] = m.attempt;
-  v["kind"] = to_string(m.kind);
-  v["agent"] = m.agent;
-  v["reply_to"] = m.reply_to;
-  v["lease_ms"] = m.lease_ms;
-  v["payload"] = m.payload;
-  return pack(v);
+  value fields[] = {protocol_version, "task", m.run_id, m.step, m.attempt,
+                    to_string(m.kind), m.agent, m.reply_to, m.lease_ms};
+  return pack_fields({{"v", &fields[0]}, {"type", &fields[1]}, {"run_id", &fields[2]},
+                      {"step", &fields[3]}, {"attempt", &fields[4]}, {"kind", &fields[5]},
+                      {"agent", &fields[6]}, {"reply_to", &fields[7]}, {"lease_ms", &fields[8]},
+                      {"payload", &m.payload}});
 }
 
 std::string encode(const task_result& m) {

@@ -28,6 +28,9 @@ struct limits {
 
 // Raw codec for any value. `unpack` rejects trailing bytes, non-string map keys and extensions.
 std::string pack(const value& v);
+// Packs a map of the given fields without copying their values (keys are sorted here, as
+// `pack` sorts them), for large values such as a run's state or a task's payload.
+std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields);
 result<value> unpack(std::string_view bytes, const limits& bounds = {});
 
 struct invoke_request {

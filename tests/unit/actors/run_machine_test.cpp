@@ -89,8 +89,9 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
   auto finished = h.answer(ran.tasks[0], harness::llm_answer("all done"));
   CHECK(types(finished) == std::vector<std::string>{"llm_step_completed", "run_completed"});
   CHECK(finished.leave_memory);
-  const auto& record = finished.transition.record;
-  CHECK(record.status == run_status::completed);
+  CHECK(finished.transition.record.status == run_status::completed);
+  CHECK_FALSE(finished.transition.snapshot.empty());
+  const auto& record = h.machine.record();
   CHECK(record.state["output"] == "all done");
   CHECK(record.state["usage"]["input_tokens"] == 20);
   CHECK(record.state["messages"].size() == 4);  // user, assistant, tool, final assistant
@@ -165,7 +166,7 @@ TEST_CASE("run machine: failures are retried with backoff, then fail the run", "
     } else {
       CHECK(e.tasks.empty());
       CHECK(e.transition.record.status == run_status::failed);
-      CHECK(e.transition.record.state["error"].get<std::string>().find("after 3 attempts (last: overloaded)") !=
+      CHECK(h.machine.record().state["error"].get<std::string>().find("after 3 attempts (last: overloaded)") !=
             std::string::npos);
     }
   }
@@ -198,13 +199,13 @@ TEST_CASE("run machine: stop conditions and unavailable tools", "[actors]") {
   // grep is not among this agent's tools: the model is told, and max_steps = 1 ends the run.
   CHECK(types(e) == std::vector<std::string>{"llm_step_completed", "tool_call_completed", "run_completed"});
   CHECK(e.transition.events[1].data["result"]["error"] == "tool 'grep' is not available to this agent");
-  CHECK(e.transition.record.state["stop_reason"] == "max_steps");
+  CHECK(h.machine.record().state["stop_reason"] == "max_steps");
 }
 
 TEST_CASE("run machine: a recovered run sends its step in flight again, same step", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
-  auto record = started.transition.record;
+  auto record = h.machine.record();  // what the transition wrote
   auto agent = agent_with();
   run_machine recovered(record, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
   auto e = recovered.start();
