@@ -230,7 +230,7 @@ tool_outcome read_tool(const workspace& ws, const policy& p, const tool_request&
     ++number;
     if (number < offset || shown >= limit) continue;
     if (line.size() > p.line_chars_max) line = line.substr(0, p.line_chars_max) + " [line cut]";
-    char prefix[16];
+    char prefix[32];
     std::snprintf(prefix, sizeof prefix, "%6lld\t", static_cast<long long>(number));
     numbered += prefix + sanitize_utf8(line) + "\n";
     ++shown;
