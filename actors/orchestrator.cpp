@@ -29,6 +29,13 @@ std::shared_ptr<spdlog::logger> logger() {
 
 // What every actor of the orchestrator shares; lives as long as the orchestrator.
 struct shared_state {
+  shared_state(const config::node_config& c, std::string id, std::shared_ptr<broker::connection> n,
+               store::run_store& s)
+    : config(c), node_id(std::move(id)), subjects{c.prefix, c.ns}, nats(std::move(n)), store(s),
+      writer(std::make_unique<store_writer>(s, static_cast<std::size_t>(c.store_batch_max))) {
+    limits.message_bytes_max = static_cast<std::size_t>(c.message_bytes_max);
+  }
+
   const config::node_config& config;
   std::string node_id;
   broker::subjects subjects;
@@ -430,10 +437,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                           const std::string& node_id,
                                                           std::shared_ptr<broker::connection> nats,
                                                           store::run_store& store) {
-  auto shared = std::shared_ptr<shared_state>(new shared_state{
-    config, node_id, broker::subjects{config.prefix, config.ns}, std::move(nats), store,
-    std::make_unique<store_writer>(store, static_cast<std::size_t>(config.store_batch_max)), {}, {}});
-  shared->limits.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
+  auto shared = std::make_shared<shared_state>(config, node_id, std::move(nats), store);
   auto state = std::make_unique<impl>();
   state->shared = shared;
   state->actor = system.spawn(orchestrator_actor, shared);
