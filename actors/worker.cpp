@@ -40,20 +40,6 @@ struct worker_shared {
   wire::limits limits;
 };
 
-sandbox::policy policy_of(const config::agent_config& agent) {
-  sandbox::policy p;
-  p.exec = agent.exec_security == "allow-always" ? sandbox::exec_security::allow_always
-           : agent.exec_security == "allowlist"  ? sandbox::exec_security::allowlist
-                                                 : sandbox::exec_security::approval_always;
-  p.allowlist = agent.allowlist;
-  p.file_approval = agent.file_approval;
-  p.outside = agent.path_restriction == "deny" ? sandbox::outside_access::deny
-                                               : sandbox::outside_access::approve;
-  p.exec_timeout_ms = agent.exec_timeout_ms;
-  p.output_chars_max = static_cast<std::size_t>(agent.output_chars_max);
-  return p;
-}
-
 // The workspace of a run: the root itself (scope agent), one per session, or one per run.
 std::string workspace_of(const config::agent_config& agent, const wire::task& t,
                          const std::string& session_id) {
@@ -93,7 +79,7 @@ result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
     for (const auto& pattern : p["allow_patterns"])
       if (pattern.is_string()) request.allow_patterns.push_back(pattern.get<std::string>());
   request.task_id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
-  auto outcome = sandbox::run_tool(*ws, policy_of(agent), request);
+  auto outcome = sandbox::run_tool(*ws, sandbox::policy_from_config(agent), request);
   const char* status = outcome.kind == sandbox::outcome_kind::done ? "done"
                        : outcome.kind == sandbox::outcome_kind::needs_approval ? "needs_approval"
                                                                               : "refused";
@@ -233,6 +219,9 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
     auto provider = llm::make_provider(agent);
     if (!provider) return provider.error();
     shared->providers[agent.id] = std::move(*provider);
+    if (agent.sandbox_env == "bwrap")
+      if (auto available = sandbox::bwrap_available(); !available)
+        return make_error(errc::config, "agents." + agent.id + ".sandbox.env: " + available.error().message);
     std::error_code ec;
     std::filesystem::create_directories(agent.workspace, ec);
     if (ec)

@@ -291,9 +291,29 @@ const std::vector<entry>& entries() {
       [](node_config&, agent_config* a) -> std::string& { return a->script_log; }));
     // [agents.<id>.sandbox]
     e.push_back(string_key(
-      "agents.*.sandbox.env", "local", "Where tools run: local (on the host, path-restricted).",
+      "agents.*.sandbox.env", "local",
+      "Where commands run: local (on the host) or bwrap (bubblewrap: read-only system, only the "
+      "workspace writable, no network, own pid namespace).",
       [](node_config&, agent_config* a) -> std::string& { return a->sandbox_env; },
-      [](const std::string& v) { return one_of(v, {"local"}); }));
+      [](const std::string& v) { return one_of(v, {"local", "bwrap"}); }));
+    e.push_back(boolean_key(
+      "agents.*.sandbox.network", false, "bwrap: let commands use the host's network.",
+      [](node_config&, agent_config* a) -> bool& { return a->network; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.cpu_seconds_max", 300, 1, 86'400, "CPU time a command may use.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->cpu_seconds_max; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.memory_bytes_max", 8LL << 30, 16 << 20, 1LL << 40,
+      "Address space a command's processes may map each.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->memory_bytes_max; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.processes_max", 512, 1, 1'000'000,
+      "Processes a command may have at once (a pids cgroup when one is writable).",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->processes_max; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.file_bytes_max", 1LL << 30, 1024, 1LL << 40,
+      "Largest file a command may write.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->file_bytes_max; }));
     e.push_back(string_key(
       "agents.*.sandbox.workspace", "./workspaces",
       "The workspace root, relative to this config.",

@@ -28,7 +28,12 @@ struct agent_config {
   std::string script_log;       // scripted provider: append every call here (empty: none)
 
   // [agents.<id>.sandbox]
-  std::string sandbox_env;            // "local"
+  std::string sandbox_env;            // "local" or "bwrap"
+  bool network = false;               // bwrap: share the host's network
+  std::int64_t cpu_seconds_max = 0;
+  std::int64_t memory_bytes_max = 0;
+  std::int64_t processes_max = 0;
+  std::int64_t file_bytes_max = 0;
   std::string workspace;              // absolute once loaded
   std::string workspace_scope;        // "run", "session" or "agent"
   std::string exec_security;          // "approval-always", "allowlist", "allow-always"

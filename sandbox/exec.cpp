@@ -9,6 +9,7 @@
 #include <boost/process/extend.hpp>
 #include <boost/process/io.hpp>
 #include <boost/process/pipe.hpp>
+#include <boost/process/search_path.hpp>
 #include <boost/process/start_dir.hpp>
 
 #include <cerrno>
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace keel::sandbox {
@@ -58,14 +60,44 @@ result<exec_result> run_command(const exec_request& request) {
   for (const auto& [k, v] : request.env) env[k] = v;
   std::vector<std::string> args = request.wrapper;
   args.insert(args.end(), {"/bin/sh", "-c", request.command});
+  if (args[0].find('/') == std::string::npos) {  // Boost.Process does not search PATH itself
+    auto found = bp::search_path(args[0]);
+    if (found.empty()) return make_error(errc::not_found, args[0] + " is not installed (not on PATH)");
+    args[0] = found.string();
+  }
   std::error_code spawn_error;
+  auto cgroup = pids_cgroup::make(request.limits.processes_max);
+  const char* procs_file = cgroup.active() ? cgroup.procs_file().c_str() : nullptr;
+  const resource_limits limits = request.limits;
   // The child leads its own process group, so a timeout (or the end of the shell) can kill
-  // everything it started; it dies with this process too.
+  // everything it started; it dies with this process too. Between fork and exec it takes its
+  // limits (inherited by everything it starts) and joins its pids cgroup.
   bp::child child(args, bp::start_dir = request.cwd, env, bp::std_in < bp::null,
                   bp::std_out > out_pipe, bp::std_err > err_pipe, spawn_error,
-                  bp::extend::on_exec_setup = [](auto&) {
+                  bp::extend::on_exec_setup = [procs_file, limits](auto&) {
                     ::setpgid(0, 0);
                     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+                    auto set = [](int resource, std::int64_t value) {
+                      if (value <= 0) return;
+                      rlimit l{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
+                      ::setrlimit(resource, &l);
+                    };
+                    // CPU: SIGXCPU at the limit (it says why), SIGKILL a second later.
+                    if (limits.cpu_seconds_max > 0) {
+                      rlimit cpu{static_cast<rlim_t>(limits.cpu_seconds_max),
+                                 static_cast<rlim_t>(limits.cpu_seconds_max + 1)};
+                      ::setrlimit(RLIMIT_CPU, &cpu);
+                    }
+                    set(RLIMIT_AS, limits.memory_bytes_max);
+                    set(RLIMIT_FSIZE, limits.file_bytes_max);
+                    set(RLIMIT_NPROC, limits.processes_max);
+                    if (procs_file) {
+                      int fd = ::open(procs_file, O_WRONLY | O_CLOEXEC);
+                      if (fd >= 0) {
+                        [[maybe_unused]] auto n = ::write(fd, "0", 1);
+                        ::close(fd);
+                      }
+                    }
                   });
   if (spawn_error)
     return make_error(errc::io, "cannot run the command: " + spawn_error.message());
@@ -100,6 +132,7 @@ result<exec_result> run_command(const exec_request& request) {
   // Whatever is left in the group (a background child, or everything on timeout) is killed,
   // so that nobody holds the pipes open; then what was written is read to the end.
   ::kill(-group, SIGKILL);
+  cgroup.kill_all();  // whatever left the group (a new session) but not the cgroup
   std::error_code wait_error;
   if (r.timed_out) child.terminate(wait_error);
   child.wait(wait_error);
@@ -116,6 +149,7 @@ result<exec_result> run_command(const exec_request& request) {
   r.stdout_cut = out.cut();
   r.stderr_cut = err.cut();
   r.duration_ms = steady_ms() - started;
+  r.processes_limited_by = cgroup.active() ? "cgroup" : "rlimit";
   return r;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "runtime/result.hpp"
+#include "sandbox/environment.hpp"
 
 #include <cstdint>
 #include <string>
@@ -18,6 +19,7 @@ struct exec_request {
   std::size_t output_chars_max = 100'000;
   // Prepended to the shell (e.g. a bubblewrap command line); empty: run on the host.
   std::vector<std::string> wrapper;
+  resource_limits limits;
 };
 
 struct exec_result {
@@ -28,6 +30,7 @@ struct exec_result {
   std::size_t stdout_cut = 0;  // bytes left out
   std::size_t stderr_cut = 0;
   std::int64_t duration_ms = 0;
+  std::string processes_limited_by;  // "cgroup" or "rlimit" (not enforced for root)
 };
 
 result<exec_result> run_command(const exec_request& request);

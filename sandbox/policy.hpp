@@ -2,6 +2,9 @@
 // person first, and the bounds on time and output. Filled from [agents.<id>.sandbox].
 #pragma once
 
+#include "runtime/config.hpp"
+#include "sandbox/environment.hpp"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,6 +15,7 @@ enum class exec_security { approval_always, allowlist, allow_always };
 enum class outside_access { approve, deny };  // a path outside the workspace asks, or is refused
 
 struct policy {
+  environment env;
   exec_security exec = exec_security::approval_always;
   std::vector<std::string> allowlist;   // command patterns with '*', for exec_security::allowlist
   bool file_approval = true;            // writes and edits ask first
@@ -25,5 +29,8 @@ struct policy {
   std::size_t grep_results_default = 100;
   std::size_t preview_chars_max = 4000;  // of content shown in an approval form
 };
+
+// The policy an agent's [agents.<id>.sandbox] config describes; workers and `keel tool` use it.
+policy policy_from_config(const config::agent_config& agent);
 
 } // namespace keel::sandbox

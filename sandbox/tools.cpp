@@ -192,6 +192,14 @@ tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request&
   exec_request request;
   request.command = command;
   request.cwd = cwd.real;
+  request.limits = p.env.limits;
+  if (p.env.kind == environment_kind::bwrap) {
+    if (auto available = bwrap_available(); !available) return failed("exec: " + available.error().message);
+    if (!cwd.inside)
+      return refused("exec: under bwrap a command runs inside its workspace; " + cwd_given +
+                     " is outside it");
+    request.wrapper = bwrap_prefix(p.env, ws.root(), cwd.real);
+  }
   request.timeout_ms = timeout_ms;
   request.output_chars_max = p.output_chars_max;
   for (const auto& [k, v] : env) request.env.emplace_back(k, v);
