@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   keel::cli::add_dev_command(app, exit_code);
   keel::cli::add_nodes_command(app, exit_code);
   keel::cli::add_run_commands(app, exit_code);
+  keel::cli::add_tool_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -257,3 +257,27 @@ scope = "agent"
                                [](const json& e) { return e["event_type"] == "task_retried"; });
   CHECK(retries >= 3);
 }
+
+TEST_CASE("runs: runs of one session share a workspace, other runs do not", "[e2e][integration]") {
+  cluster c(R"(
+[agents.shared]
+script = "{dir}/shared.json"
+[agents.shared.sandbox]
+workspace = "{dir}/ws"
+scope = "session"
+exec_security = "allow-always"
+)", {{"shared.json", R"({"turns": [
+    {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "cat notes.txt 2>/dev/null; echo seen >> notes.txt"}}]},
+    {"text": "{{last_tool_result}}"}]})"}});
+  auto first = c.keel({"invoke", "shared", "one", "--session", "s1"});
+  auto first_id = first.out.substr(0, first.out.size() - 1);
+  c.await_status(first_id, "completed");
+  auto second = c.keel({"invoke", "shared", "two", "--session", "s1"});
+  auto second_id = second.out.substr(0, second.out.size() - 1);
+  c.await_status(second_id, "completed");
+  CHECK(c.show(second_id)["output"].get<std::string>().find("stdout:\nseen\n") != std::string::npos);
+  auto alone = c.invoke("shared", "three");
+  c.await_status(alone, "completed");
+  CHECK(c.show(alone)["output"].get<std::string>().find("stdout:\n\n") != std::string::npos);
+  CHECK(read_file(c.dir().file("ws/sessions/s1/notes.txt")) == "seen\nseen\n");
+}
