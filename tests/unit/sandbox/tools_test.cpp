@@ -242,6 +242,32 @@ TEST_CASE("sandbox paths: escapes by .., absolute paths and symlinks count as ou
   for (const auto& file : g.result["files"]) CHECK(file.get<std::string>().find("secret") == std::string::npos);
 }
 
+TEST_CASE("sandbox paths: a symlink that stays inside works like its target", "[sandbox]") {
+  fixture f;
+  write_file(f.in_ws("real/data.txt"), "inside\n");
+  std::filesystem::create_symlink(f.in_ws("real/data.txt"), f.in_ws("alias.txt"));
+  std::filesystem::create_directory_symlink("real", f.in_ws("dir-alias"));
+  CHECK(f.call("read", {{"path", "alias.txt"}}).result["content"] == "     1\tinside\n");
+  CHECK(f.call("read", {{"path", "dir-alias/data.txt"}}).result["path"] == "real/data.txt");
+  auto w = f.call("write", {{"path", "dir-alias/new.txt"}, {"content", "n"}});
+  CHECK_FALSE(w.is_error);
+  CHECK(read_file(f.in_ws("real/new.txt")) == "n");
+}
+
+TEST_CASE("sandbox paths: grep and glob aimed outside by cwd ask or are refused", "[sandbox]") {
+  fixture f;
+  write_file(f.dir.file("outside.txt"), "needle\n");
+  auto g = f.call("grep", {{"pattern", "needle"}, {"cwd", ".."}});
+  REQUIRE(g.kind == outcome_kind::needs_approval);
+  CHECK(g.form["context"]["path"] == f.dir.path());
+  f.p.outside = outside_access::deny;
+  CHECK(f.call("grep", {{"pattern", "needle"}, {"cwd", f.dir.path()}}).kind == outcome_kind::refused);
+  CHECK(f.call("glob", {{"pattern", "*"}, {"cwd", "../"}}).kind == outcome_kind::refused);
+  // A search inside never reports what lies outside.
+  auto inside = f.call("grep", {{"pattern", "needle"}});
+  CHECK(inside.result["count"] == 0);
+}
+
 TEST_CASE("sandbox: unknown tools and bad arguments are errors the model can read", "[sandbox]") {
   fixture f;
   CHECK(error_of(f.call("teleport", value::object())).find("unknown tool 'teleport'") == 0);
