@@ -59,6 +59,8 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
                   {"suspended", nullptr},
                   {"answers", value::object()},
                   {"allow_patterns", value::array()}};
+  if (!invoke.provider.empty()) r.state["provider"] = invoke.provider;
+  if (!invoke.model.empty()) r.state["model"] = invoke.model;
   return r;
 }
 
@@ -166,7 +168,9 @@ void run_machine::dispatch_llm(effects& e) {
   state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "llm"}};
   value tools = value::array();
   for (const auto& name : agent_.tools) tools.push_back(name);
-  value payload{{"system_prompt", agent_.system_prompt}, {"model", agent_.model},
+  value payload{{"system_prompt", agent_.system_prompt},
+                {"provider", state.value("provider", agent_.provider)},
+                {"model", state.value("model", agent_.model)},
                 {"messages", state["messages"]}, {"tools", tools}};
   emit(e, "llm_step_started", value{{"step", state["steps"].get<std::int64_t>() + 1}, {"task_step", step}});
   e.tasks.push_back(make_task(wire::task_kind::llm, std::move(payload)));
@@ -207,7 +211,9 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
     value tools = value::array();
     for (const auto& name : agent_.tools) tools.push_back(name);
     e.tasks.push_back(make_task(wire::task_kind::llm,
-                                value{{"system_prompt", agent_.system_prompt}, {"model", agent_.model},
+                                value{{"system_prompt", agent_.system_prompt},
+                                      {"provider", state.value("provider", agent_.provider)},
+                                      {"model", state.value("model", agent_.model)},
                                       {"messages", state["messages"]}, {"tools", tools}}));
   } else {
     const value& call = state["calls"][state["call_index"].get<std::size_t>()];

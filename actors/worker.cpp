@@ -32,12 +32,28 @@ std::shared_ptr<spdlog::logger> logger() {
 }
 
 struct worker_shared {
-  const config::node_config& config;
+  const config::node_config* config_ptr = nullptr;
+  const config::node_config& config() const { return *config_ptr; }
   std::string node_id;
   broker::subjects subjects;
   std::shared_ptr<broker::connection> nats;
-  std::map<std::string, std::unique_ptr<llm::provider>> providers;
+  std::map<std::string, std::unique_ptr<llm::provider>> providers;  // the agents' own, made at start
   wire::limits limits;
+  // Providers a run asked for instead (keel run --provider), made on first use.
+  std::mutex overrides_mutex;
+  std::map<std::string, std::unique_ptr<llm::provider>> overrides;
+
+  result<llm::provider*> provider_for(const config::agent_config& agent, const std::string& kind) {
+    if (kind.empty() || kind == agent.provider) return providers.at(agent.id).get();
+    std::lock_guard lock{overrides_mutex};
+    auto key = agent.id + "/" + kind;
+    if (auto it = overrides.find(key); it != overrides.end()) return it->second.get();
+    config::agent_config other = agent;
+    other.provider = kind;
+    auto made = llm::make_provider(other);
+    if (!made) return made.error();
+    return (overrides[key] = std::move(*made)).get();
+  }
 };
 
 // The workspace of a run: the root itself (scope agent), one per session, or one per run.
@@ -60,7 +76,15 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   request.messages = std::move(*messages);
   for (const auto& name : agent.tools) request.tools.push_back(sandbox::tool_definition(name));
   request.task_id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
-  auto completion = shared.providers.at(agent.id)->complete(request);
+  // Text as it streams in, for whoever watches the run (not stored: the answer is).
+  std::string deltas = shared.subjects.base() + ".runs." + t.run_id + ".deltas";
+  request.on_text_delta = [&shared, &t, deltas](const std::string& text) {
+    (void)shared.nats->publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
+                                                       {"run_id", t.run_id}, {"step", t.step}, {"text", text}}));
+  };
+  auto chosen = shared.provider_for(agent, p.value("provider", std::string{}));
+  if (!chosen) return chosen.error();
+  auto completion = (*chosen)->complete(request);
   if (!completion) return completion.error();
   return llm::to_value(*completion);
 }
@@ -96,7 +120,7 @@ void execute(worker_shared& shared, const wire::task& t) {
   r.step = t.step;
   r.attempt = t.attempt;
   r.worker = shared.node_id;
-  const auto* agent = shared.config.find_agent(t.agent);
+  const auto* agent = shared.config().find_agent(t.agent);
   result<value> outcome = make_error(errc::not_found, "worker " + shared.node_id +
                                                          " does not serve agent '" + t.agent + "'");
   if (agent) {
@@ -212,8 +236,11 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
                                               const config::node_config& config,
                                               const std::string& node_id,
                                               std::shared_ptr<broker::connection> nats) {
-  auto shared = std::make_shared<worker_shared>(
-    worker_shared{config, node_id, broker::subjects{config.prefix, config.ns}, std::move(nats), {}, {}});
+  auto shared = std::make_shared<worker_shared>();
+  shared->config_ptr = &config;
+  shared->node_id = node_id;
+  shared->subjects = broker::subjects{config.prefix, config.ns};
+  shared->nats = std::move(nats);
   shared->limits.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
   for (const auto& agent : config.agents) {
     auto provider = llm::make_provider(agent);

@@ -6,6 +6,7 @@
 #include "runtime/wire.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,8 @@ struct completion_request {
   std::vector<wire::value> tools;  // sandbox::tool_definition values
   std::int64_t max_tokens = 4096;
   std::string task_id;             // run/step/attempt, so a provider can tell a repeat
+  // Streaming providers call this with each piece of text as it arrives.
+  std::function<void(const std::string&)> on_text_delta;
 };
 
 wire::value to_value(const message& m);

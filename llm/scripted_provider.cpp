@@ -1,5 +1,7 @@
 #include "llm/scripted_provider.hpp"
 
+#include "llm/network_provider.hpp"
+
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -150,8 +152,13 @@ result<std::unique_ptr<provider>> make_provider(const config::agent_config& agen
     if (!p) return make_error(p.error().code, "agents." + agent.id + ".script: " + p.error().message);
     return std::unique_ptr<provider>(std::move(*p));
   }
-  return make_error(errc::config, "agent " + agent.id + ": provider '" + agent.provider +
-                                    "' is not available in this build yet");
+  if (agent.provider == "anthropic" || agent.provider == "openai") {
+    auto settings = settings_for(agent, agent.provider);
+    if (!settings) return settings.error();
+    if (agent.provider == "anthropic") return std::unique_ptr<provider>(new anthropic_provider(*settings));
+    return std::unique_ptr<provider>(new openai_provider(*settings));
+  }
+  return make_error(errc::config, "agents." + agent.id + ".provider: unknown provider '" + agent.provider + "'");
 }
 
 } // namespace keel::llm

@@ -68,6 +68,25 @@ entry integer_key(std::string path, std::int64_t def, std::int64_t min, std::int
           }};
 }
 
+entry float_key(std::string path, double def, double min, double max, std::string help,
+                field_ref<double> field) {
+  std::ostringstream def_text;
+  def_text << def;
+  if (def_text.str().find('.') == std::string::npos) def_text << ".0";
+  return {{std::move(path), "float", def_text.str(), std::move(help)},
+          [field, min, max](node_config& c, agent_config* a, const toml::node& n) -> std::string {
+            if (!n.is_floating_point() && !n.is_integer()) return "a number, got " + type_name(n);
+            double v = n.is_integer() ? static_cast<double>(*n.value<std::int64_t>()) : *n.value<double>();
+            if (v < min || v > max) {
+              std::ostringstream range;
+              range << "a number from " << min << " to " << max;
+              return range.str();
+            }
+            field(c, a) = v;
+            return {};
+          }};
+}
+
 entry boolean_key(std::string path, bool def, std::string help, field_ref<bool> field) {
   return {{std::move(path), "boolean", def ? "true" : "false", std::move(help)},
           [field](node_config& c, agent_config* a, const toml::node& n) -> std::string {
@@ -289,6 +308,35 @@ const std::vector<entry>& entries() {
     e.push_back(string_key(
       "agents.*.script_log", "", "Scripted provider: append every call to this file.",
       [](node_config&, agent_config* a) -> std::string& { return a->script_log; }));
+    e.push_back(string_key(
+      "agents.*.base_url", "",
+      "anthropic/openai: the service's URL; empty: ANTHROPIC_BASE_URL or OPENAI_BASE_URL, else the "
+      "service itself. Point openai at any compatible server (Ollama, vLLM, llama.cpp).",
+      [](node_config&, agent_config* a) -> std::string& { return a->base_url; }));
+    e.push_back(string_key(
+      "agents.*.api_key_file", "",
+      "A file holding the API key; empty: ANTHROPIC_API_KEY or OPENAI_API_KEY.",
+      [](node_config&, agent_config* a) -> std::string& { return a->api_key_file; }));
+    e.push_back(integer_key(
+      "agents.*.max_output_tokens", 4096, 1, 1'000'000, "Most tokens one model answer may have.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->max_output_tokens; }));
+    e.push_back(float_key(
+      "agents.*.temperature", -1.0, -1.0, 2.0, "Sampling temperature; -1: the service's default.",
+      [](node_config&, agent_config* a) -> double& { return a->temperature; }));
+    e.push_back(boolean_key(
+      "agents.*.stream", true, "Stream answers (text is published as it comes).",
+      [](node_config&, agent_config* a) -> bool& { return a->stream; }));
+    e.push_back(integer_key(
+      "agents.*.retries_max", 4, 0, 100,
+      "Retries of a model call on 429, 5xx, overload and network errors.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->retries_max; }));
+    e.push_back(integer_key(
+      "agents.*.retry_base_ms", 500, 1, 60'000,
+      "First retry delay; it doubles each time (with jitter), unless the service says retry-after.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->retry_base_ms; }));
+    e.push_back(integer_key(
+      "agents.*.request_timeout_ms", 600'000, 100, hour_ms, "Longest one model call may take.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->request_timeout_ms; }));
     // [agents.<id>.sandbox]
     e.push_back(string_key(
       "agents.*.sandbox.env", "local",
@@ -449,6 +497,7 @@ struct loader {
       return whole_file_error("nats.servers", "expected at least one server URL");
     for (auto& agent : config.agents) {
       if (agent.queue.empty()) agent.queue = agent.id;
+      agent.api_key_file = relative_to_source(agent.api_key_file);
       agent.workspace = relative_to_source(agent.workspace);
       agent.script = relative_to_source(agent.script);
       agent.script_log = relative_to_source(agent.script_log);

@@ -27,6 +27,16 @@ struct agent_config {
   std::string queue;            // the worker queue that serves this agent; defaults to its id
   std::string script_log;       // scripted provider: append every call here (empty: none)
 
+  // Network providers (anthropic, openai)
+  std::string base_url;         // empty: ANTHROPIC_BASE_URL / OPENAI_BASE_URL, else the service
+  std::string api_key_file;     // empty: ANTHROPIC_API_KEY / OPENAI_API_KEY
+  std::int64_t max_output_tokens = 0;
+  double temperature = -1;
+  bool stream = true;
+  std::int64_t retries_max = 0;
+  std::int64_t retry_base_ms = 0;
+  std::int64_t request_timeout_ms = 0;
+
   // [agents.<id>.sandbox]
   std::string sandbox_env;            // "local" or "bwrap"
   bool network = false;               // bwrap: share the host's network

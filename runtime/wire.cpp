@@ -263,6 +263,8 @@ std::string encode(const invoke_request& m) {
   v["input"] = m.input;
   if (!m.idempotency_key.empty()) v["idempotency_key"] = m.idempotency_key;
   if (!m.session_id.empty()) v["session_id"] = m.session_id;
+  if (!m.provider.empty()) v["provider"] = m.provider;
+  if (!m.model.empty()) v["model"] = m.model;
   return pack(v);
 }
 
@@ -383,6 +385,10 @@ result<invoke_request> decode<invoke_request>(std::string_view bytes, const limi
   m.input = r.any("input");
   KEEL_TRY(m.idempotency_key, r.str("idempotency_key", false));
   KEEL_TRY(m.session_id, r.str("session_id", false));
+  KEEL_TRY(m.provider, r.str("provider", false));
+  KEEL_TRY(m.model, r.str("model", false));
+  if (!m.provider.empty() && m.provider != "scripted" && m.provider != "anthropic" && m.provider != "openai")
+    return r.wrong("provider", "one of scripted, anthropic, openai");
   return m;
 }
 

@@ -34,10 +34,17 @@ std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> f
 result<value> unpack(std::string_view bytes, const limits& bounds = {});
 
 struct invoke_request {
+  invoke_request(std::string agent_id = {}, value input_value = {}, std::string key = {},
+                 std::string session = {}, std::string provider_kind = {}, std::string model_name = {})
+    : agent(std::move(agent_id)), input(std::move(input_value)), idempotency_key(std::move(key)),
+      session_id(std::move(session)), provider(std::move(provider_kind)), model(std::move(model_name)) {}
+
   std::string agent;
   value input;
   std::string idempotency_key;  // empty: none
   std::string session_id;       // empty: none
+  std::string provider;         // empty: the agent's; else run this run on another provider
+  std::string model;            // empty: the agent's
 };
 
 struct invoke_reply {

@@ -43,10 +43,21 @@ struct invoke_options {
   std::string input;
   std::string idempotency_key;
   std::string session_id;
+  std::string provider;
+  std::string model;
 };
 
+void add_invoke_options(CLI::App& cmd, invoke_options& o) {
+  cmd.add_option("--idempotency-key", o.idempotency_key, "Repeat-safe key: the same key gives the same run");
+  cmd.add_option("--session", o.session_id, "Session id (runs of a session share a workspace)");
+  cmd.add_option("--provider", o.provider, "Run on another provider for this run")
+    ->check(CLI::IsMember({"scripted", "anthropic", "openai"}));
+  cmd.add_option("--model", o.model, "Run on another model for this run");
+}
+
 result<wire::invoke_reply> do_invoke(client& c, const invoke_options& o) {
-  return c.invoke(wire::invoke_request{o.agent, parse_input(o.input), o.idempotency_key, o.session_id});
+  return c.invoke(wire::invoke_request{o.agent, parse_input(o.input), o.idempotency_key, o.session_id,
+                                       o.provider, o.model});
 }
 
 // Asks at a suspension; returns false when no answer can be had (no input left).
@@ -117,8 +128,7 @@ void add_invoke(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("invoke", "Start a run and print its id");
   cmd->add_option("agent", o->agent, "Agent id")->required();
   cmd->add_option("input", o->input, "The task (text, or JSON)")->required();
-  cmd->add_option("--idempotency-key", o->idempotency_key, "Repeat-safe key: the same key gives the same run");
-  cmd->add_option("--session", o->session_id, "Session id (runs of a session share a workspace)");
+  add_invoke_options(*cmd, *o);
   add_client_flags(*cmd, *flags);
   cmd->callback([=, &exit_code] {
     auto c = open_client(*flags, "invoke");
@@ -137,8 +147,7 @@ void add_run(CLI::App& app, int& exit_code) {
   cmd->add_option("agent", o->agent, "Agent id")->required();
   cmd->add_option("input", o->input, "The task (text, or JSON)")->required();
   cmd->add_flag("-y,--yes", *yes, "Approve every request (for scripts)");
-  cmd->add_option("--idempotency-key", o->idempotency_key, "Repeat-safe key");
-  cmd->add_option("--session", o->session_id, "Session id");
+  add_invoke_options(*cmd, *o);
   add_client_flags(*cmd, *flags);
   cmd->callback([=, &exit_code] {
     auto c = open_client(*flags, "run");

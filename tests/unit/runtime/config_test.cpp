@@ -34,6 +34,7 @@ bool same_value(const toml::node& a, const toml::node& b) {
   if (a.is_string()) return a.value<std::string>() == b.value<std::string>();
   if (a.is_integer()) return a.value<std::int64_t>() == b.value<std::int64_t>();
   if (a.is_boolean()) return a.value<bool>() == b.value<bool>();
+  if (a.is_floating_point()) return a.value<double>() == b.value<double>();
   return false;
 }
 
