@@ -238,6 +238,16 @@ effects run_machine::on_task_result(const wire::task_result& result) {
     std::string message = result.failure ? result.failure->message : "task failed";
     journal(e, "task_failed", value{{"step", result.step}, {"attempt", result.attempt},
                                     {"worker", result.worker}, {"error", message}});
+    // What another attempt cannot change (a bad request, a missing key, a refused call) ends
+    // the run now, with the reason; the rest (overload, network, a worker gone) is tried again.
+    errc code = result.failure ? result.failure->code : errc::internal;
+    bool transient = code == errc::unavailable || code == errc::timeout || code == errc::io ||
+                     code == errc::internal || code == errc::cancelled || code == errc::not_found;
+    if (!transient) {
+      fail(e, message);
+      finish(e);
+      return e;
+    }
     auto attempt = pending["attempt"].get<std::uint32_t>();
     redispatch(e, message);
     e.task_delay_ms = backoff_ms(attempt);

@@ -43,13 +43,15 @@ struct worker_shared {
   std::mutex overrides_mutex;
   std::map<std::string, std::unique_ptr<llm::provider>> overrides;
 
-  result<llm::provider*> provider_for(const config::agent_config& agent, const std::string& kind) {
+  result<llm::provider*> provider_for(const config::agent_config& agent, const std::string& kind,
+                                      const std::string& model) {
     if (kind.empty() || kind == agent.provider) return providers.at(agent.id).get();
     std::lock_guard lock{overrides_mutex};
     auto key = agent.id + "/" + kind;
     if (auto it = overrides.find(key); it != overrides.end()) return it->second.get();
     config::agent_config other = agent;
     other.provider = kind;
+    if (!model.empty()) other.model = model;  // each request names its model anyway
     auto made = llm::make_provider(other);
     if (!made) return made.error();
     return (overrides[key] = std::move(*made)).get();
@@ -82,7 +84,7 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
     (void)shared.nats->publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
                                                        {"run_id", t.run_id}, {"step", t.step}, {"text", text}}));
   };
-  auto chosen = shared.provider_for(agent, p.value("provider", std::string{}));
+  auto chosen = shared.provider_for(agent, p.value("provider", std::string{}), request.model);
   if (!chosen) return chosen.error();
   auto completion = (*chosen)->complete(request);
   if (!completion) return completion.error();

@@ -225,3 +225,14 @@ TEST_CASE("run machine: cancel ends a run once", "[actors]") {
   CHECK(c->leave_memory);
   CHECK(h.machine.cancel("again").error().message == "run r1 has already cancelled");
 }
+
+TEST_CASE("run machine: a failure another attempt cannot change ends the run at once", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto e = h.check(h.machine.on_task_result(wire::task_result{
+    "r1", started.tasks[0].step, 1, "w", false, nullptr,
+    make_error(errc::invalid_argument, "anthropic answered HTTP 400: invalid_request_error: bad")}));
+  CHECK(e.tasks.empty());
+  CHECK(e.transition.record.status == run_status::failed);
+  CHECK(h.machine.record().state["error"] == "anthropic answered HTTP 400: invalid_request_error: bad");
+}

@@ -1,0 +1,95 @@
+// The guide's coding agent on "Anthropic": a keel-node whose agent uses the anthropic provider,
+// pointed at a local server (in this test) that speaks the Messages API.
+#include "tests/e2e/cluster.hpp"
+#include "tests/support/fake_service.hpp"
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+// Answers like Claude would for the guide's task: write hello.js, run it, report the output.
+fake_reply claude(const fake_request& r) {
+  if (r.headers.count("x-api-key") == 0 || r.headers.at("x-api-key") != "sk-ant-test-key")
+    return fake_reply{401, json{{"type", "error"}, {"error", {{"type", "authentication_error"}, {"message", "invalid x-api-key"}}}}.dump()};
+  auto assistant_turns = std::count_if(r.body["messages"].begin(), r.body["messages"].end(),
+                                       [](const json& m) { return m["role"] == "assistant"; });
+  auto message = [](json content, const char* stop) {
+    return json{{"id", "msg_1"}, {"type", "message"}, {"role", "assistant"}, {"model", "claude-sonnet-4-5"},
+                {"content", content}, {"stop_reason", stop}, {"usage", {{"input_tokens", 100}, {"output_tokens", 20}}}};
+  };
+  if (assistant_turns == 0)
+    return fake_reply{200, message({{{"type", "text"}, {"text", "Creating hello.sh."}},
+                                    {{"type", "tool_use"}, {"id", "toolu_1"}, {"name", "write"},
+                                     {"input", {{"path", "hello.sh"}, {"content", "echo 'Hello, world!'\n"}}}}}, "tool_use").dump()};
+  if (assistant_turns == 1)
+    return fake_reply{200, message({{{"type", "tool_use"}, {"id", "toolu_2"}, {"name", "exec"},
+                                     {"input", {{"command", "sh hello.sh"}}}}}, "tool_use").dump()};
+  // The last user message holds the tool result: report it.
+  std::string result = r.body["messages"].back()["content"][0]["content"];
+  return fake_reply{200, message({{{"type", "text"}, {"text", "Output:\n" + result}}}, "end_turn").dump()};
+}
+
+} // namespace
+
+TEST_CASE("providers: the guide's agent on the anthropic provider runs end to end with approvals",
+          "[e2e][integration]") {
+  fake_service anthropic(claude);
+  cluster c(R"(
+[agents.coder]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+base_url = ")" + anthropic.url() + R"("
+api_key_file = "{dir}/anthropic.key"
+stream = false
+system_prompt = "You are a coding agent."
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+)", {{"anthropic.key", "sk-ant-test-key\n"}});
+  auto run = c.keel({"run", "coder", "Create hello.sh and run it.", "--yes"}, 60'000);
+  INFO(run.out << run.err << c.node_log());
+  CHECK(run.exit_code == 0);
+  CHECK(run.out.find("WRITE APPROVAL REQUIRED") != std::string::npos);
+  CHECK(run.out.find("Command:   sh hello.sh") != std::string::npos);
+  CHECK(run.out.find("Hello, world!") != std::string::npos);
+  auto list = json::parse(c.keel({"runs", "--json"}).out);
+  std::string id = list[0]["run_id"];
+  auto summary = c.show(id);
+  CHECK(summary["usage"]["input_tokens"] == 300);
+  CHECK(summary["usage"]["output_tokens"] == 60);
+  // The key went to the service and nowhere else: not into events, not into the run.
+  CHECK(anthropic.requests().size() == 3);
+  auto events = c.keel({"events", id, "--json"}).out;
+  CHECK(events.find("sk-ant-test-key") == std::string::npos);
+  CHECK(summary.dump().find("sk-ant-test-key") == std::string::npos);
+  CHECK(c.node_log().find("sk-ant-test-key") == std::string::npos);
+}
+
+TEST_CASE("providers: keel run --provider and --model switch one run to another provider",
+          "[e2e][integration]") {
+  int calls = 0;
+  fake_service openai([&](const fake_request& r) {
+    ++calls;
+    CHECK(r.body["model"] == "local-llama");
+    return fake_reply{200, json{{"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", "from the local server"}}},
+                                              {"finish_reason", "stop"}}}},
+                                {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 3}}}}.dump()};
+  });
+  cluster c(R"(
+[agents.coder]
+script = "{dir}/s.json"
+base_url = ")" + openai.url() + R"("
+stream = false
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+)", {{"s.json", R"({"turns": [{"text": "from the script"}]})"}});
+  auto scripted = c.keel({"run", "coder", "hi"});
+  CHECK(scripted.out.find("from the script") != std::string::npos);
+  auto switched = c.keel({"run", "coder", "hi", "--provider", "openai", "--model", "local-llama"});
+  INFO(switched.out << switched.err << c.node_log());
+  CHECK(switched.out.find("from the local server") != std::string::npos);
+  CHECK(calls == 1);
+  auto bad = c.keel({"invoke", "coder", "hi", "--provider", "oracle"});
+  CHECK(bad.exit_code != 0);
+}
