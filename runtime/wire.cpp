@@ -147,6 +147,34 @@ public:
     auto it = map_.find(key);
     return it == map_.end() ? value(nullptr) : *it;
   }
+  // The task id every task message carries: run_id, step, attempt (from 1).
+  result<void> task_id(std::string& run_id, std::uint64_t& step, std::uint32_t& attempt) const {
+    auto run = nonempty("run_id");
+    if (!run) return run.error();
+    auto s = unsigned_integer("step", true);
+    if (!s) return s.error();
+    auto a = unsigned_integer("attempt", true);
+    if (!a) return a.error();
+    if (*a == 0 || *a > UINT32_MAX) return wrong("attempt", "from 1 to 2^32-1");
+    run_id = std::move(*run);
+    step = *s;
+    attempt = static_cast<std::uint32_t>(*a);
+    return success();
+  }
+  // An `error` map: {code, message}; an unknown code reads as internal.
+  result<void> error_map(const char* key, keel::error& out) const {
+    const value* e = find(key);
+    if (!e || !e->is_object()) return wrong(key, "a map with code and message");
+    reader er(*e);
+    auto code_name = er.str("code", true);
+    if (!code_name) return code_name.error();
+    auto message = er.str("message", false);
+    if (!message) return message.error();
+    errc code = errc::internal;
+    if (!from_string(*code_name, code)) code = errc::internal;
+    out = make_error(code, *message);
+    return success();
+  }
 
 private:
   const value& map_;
@@ -180,15 +208,9 @@ result<value> open_envelope(std::string_view bytes, const limits& bounds, const 
   std::string actual;
   KEEL_TRY(actual, r.nonempty("type"));
   if (actual == "error" && std::string_view(type) != "error") {
-    const value* body = r.find("error");
-    if (!body || !body->is_object()) return r.wrong("error", "a map with code and message");
-    reader e(*body);
-    std::string code_name, message;
-    KEEL_TRY(code_name, e.str("code", true));
-    KEEL_TRY(message, e.str("message", false));
-    errc code = errc::internal;
-    if (!from_string(code_name, code)) code = errc::internal;
-    return make_error(code, message);
+    keel::error carried;
+    if (auto read = r.error_map("error", carried); !read) return read.error();
+    return carried;
   }
   if (actual != type)
     return make_error(errc::malformed, "expected a message of type '" + std::string(type) +
@@ -458,13 +480,8 @@ result<task> decode<task>(std::string_view bytes, const limits& bounds) {
   if (!map) return map.error();
   reader r(*map);
   task m;
-  std::uint64_t attempt = 0;
   std::string kind;
-  KEEL_TRY(m.run_id, r.nonempty("run_id"));
-  KEEL_TRY(m.step, r.unsigned_integer("step", true));
-  KEEL_TRY(attempt, r.unsigned_integer("attempt", true));
-  if (attempt == 0 || attempt > UINT32_MAX) return r.wrong("attempt", "from 1 to 2^32-1");
-  m.attempt = static_cast<std::uint32_t>(attempt);
+  if (auto id = r.task_id(m.run_id, m.step, m.attempt); !id) return id.error();
   KEEL_TRY(kind, r.nonempty("kind"));
   KEEL_TRY(m.kind, kind_from(kind));
   KEEL_TRY(m.agent, r.nonempty("agent"));
@@ -480,24 +497,14 @@ result<task_result> decode<task_result>(std::string_view bytes, const limits& bo
   if (!map) return map.error();
   reader r(*map);
   task_result m;
-  std::uint64_t attempt = 0;
-  KEEL_TRY(m.run_id, r.nonempty("run_id"));
-  KEEL_TRY(m.step, r.unsigned_integer("step", true));
-  KEEL_TRY(attempt, r.unsigned_integer("attempt", true));
-  if (attempt == 0 || attempt > UINT32_MAX) return r.wrong("attempt", "from 1 to 2^32-1");
-  m.attempt = static_cast<std::uint32_t>(attempt);
+  if (auto id = r.task_id(m.run_id, m.step, m.attempt); !id) return id.error();
   KEEL_TRY(m.worker, r.str("worker", false));
   KEEL_TRY(m.ok, r.boolean("ok", true));
   m.payload = r.any("payload");
-  if (const value* e = r.find("error")) {
-    if (!e->is_object()) return r.wrong("error", "a map with code and message");
-    reader er(*e);
-    std::string code_name, message;
-    KEEL_TRY(code_name, er.str("code", true));
-    KEEL_TRY(message, er.str("message", false));
-    errc code = errc::internal;
-    if (!from_string(code_name, code)) code = errc::internal;
-    m.failure = make_error(code, message);
+  if (r.find("error")) {
+    keel::error failure;
+    if (auto read = r.error_map("error", failure); !read) return read.error();
+    m.failure = failure;
   }
   if (!m.ok && !m.failure) return r.missing("error");
   return m;
@@ -509,12 +516,7 @@ result<task_accepted> decode<task_accepted>(std::string_view bytes, const limits
   if (!map) return map.error();
   reader r(*map);
   task_accepted m;
-  std::uint64_t attempt = 0;
-  KEEL_TRY(m.run_id, r.nonempty("run_id"));
-  KEEL_TRY(m.step, r.unsigned_integer("step", true));
-  KEEL_TRY(attempt, r.unsigned_integer("attempt", true));
-  if (attempt == 0 || attempt > UINT32_MAX) return r.wrong("attempt", "from 1 to 2^32-1");
-  m.attempt = static_cast<std::uint32_t>(attempt);
+  if (auto id = r.task_id(m.run_id, m.step, m.attempt); !id) return id.error();
   KEEL_TRY(m.worker, r.str("worker", false));
   return m;
 }
