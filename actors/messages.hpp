@@ -20,7 +20,6 @@ using task_atom = caf::atom_constant<caf::atom("task")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
 using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
-using arm_atom = caf::atom_constant<caf::atom("arm")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 } // namespace keel::actors

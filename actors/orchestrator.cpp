@@ -44,7 +44,6 @@ struct shared_state {
   std::unique_ptr<store_writer> writer;
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
-  caf::actor orchestrator;  // keeps the leases of the runs
 
   // Run actors in memory: written by the orchestrator actor, read by NATS threads so that
   // results and acknowledgements go straight to their run.
@@ -57,11 +56,43 @@ struct shared_state {
   void unregistered(const std::string& run_id) {
     std::lock_guard lock{registry_mutex};
     registry.erase(run_id);
+    leases.erase(run_id);
   }
   caf::actor find(const std::string& run_id) {
     std::lock_guard lock{registry_mutex};
     auto it = registry.find(run_id);
     return it == registry.end() ? caf::actor{} : it->second;
+  }
+
+  // One lease per run in memory (a run has at most one task in flight): set again with each
+  // task, dropped when the run leaves memory, swept by the orchestrator every 50 ms. Written
+  // from the writer's thread directly: no message and no timer per step.
+  struct lease_entry {
+    std::int64_t deadline_ms;
+    std::uint64_t step;
+    std::uint32_t attempt;
+    bool accepted;
+  };
+  std::unordered_map<std::string, lease_entry> leases;  // guarded by registry_mutex
+
+  void arm(const std::string& run_id, const lease& l) {
+    std::lock_guard lock{registry_mutex};
+    if (!registry.count(run_id)) return;
+    leases[run_id] = lease_entry{steady_ms() + l.after_ms, l.step, l.attempt, l.accepted};
+  }
+  // The expired leases, with their run actors; each is removed as it is taken.
+  std::vector<std::pair<caf::actor, lease_entry>> take_expired(std::int64_t now) {
+    std::vector<std::pair<caf::actor, lease_entry>> out;
+    std::lock_guard lock{registry_mutex};
+    for (auto it = leases.begin(); it != leases.end();) {
+      if (it->second.deadline_ms > now) {
+        ++it;
+        continue;
+      }
+      if (auto r = registry.find(it->first); r != registry.end()) out.emplace_back(r->second, it->second);
+      it = leases.erase(it);
+    }
+    return out;
   }
 
   run_context context_for(const config::agent_config& agent) const {
@@ -125,9 +156,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
     reply_bytes = wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
                                    {"run", summary(machine.record())}});
   if (!e.changed) {
-    if (e.lease_timer)
-      caf::anon_send(shared->orchestrator, arm_atom::value, machine.run_id(), e.lease_timer->step,
-                     e.lease_timer->attempt, e.lease_timer->accepted, e.lease_timer->after_ms);
+    if (e.lease_timer) shared->arm(machine.run_id(), *e.lease_timer);
     if (reply_to.empty()) return;
     shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
       shared->publish(reply_to, reply_bytes);
@@ -157,10 +186,11 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       }
       shared->publish(reply_to, reply_bytes);
       for (const auto& bytes : events) shared->publish(events_subject, bytes);
-      if (lease_timer)
-        caf::anon_send(shared->orchestrator, arm_atom::value, run_id, lease_timer->step,
-                       lease_timer->attempt, lease_timer->accepted,
-                       lease_timer->after_ms + delay);
+      if (lease_timer) {
+        auto l = *lease_timer;
+        l.after_ms += delay;
+        shared->arm(run_id, l);
+      }
       if (leave) caf::anon_send(me, idle_atom::value, seq);
     });
 }
@@ -212,21 +242,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
   };
 }
 
-// One lease per run in memory (a run has at most one task in flight): armed again with each
-// task, dropped when the run leaves memory. Timers live here, not in the run actors, so that a
-// pending timer never keeps a run that left memory alive.
-struct lease_entry {
-  std::string run_id;
-  std::uint64_t step;
-  std::uint32_t attempt;
-  bool accepted;
-};
-
 struct orchestrator_state {
-  std::map<std::pair<std::int64_t, std::uint64_t>, lease_entry> leases;  // (deadline, n)
-  std::unordered_map<std::string, std::pair<std::int64_t, std::uint64_t>> lease_of_run;
-  std::uint64_t lease_counter = 0;
-  std::int64_t tick_at_ms = INT64_MAX;  // when the next tick is due (INT64_MAX: none)
   std::unordered_map<std::string, caf::actor> runs;
   std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
   std::unordered_map<std::string, std::string> key_of_run;
@@ -243,24 +259,11 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   self->set_exit_handler([=](caf::exit_msg& exit) {
     if (exit.source == self->address()) self->quit(exit.reason);
   });
-  auto drop_lease = [=](const std::string& run_id) {
-    if (auto it = self->state.lease_of_run.find(run_id); it != self->state.lease_of_run.end()) {
-      self->state.leases.erase(it->second);
-      self->state.lease_of_run.erase(it);
-    }
-  };
-  auto schedule_tick = [=] {
-    if (self->state.leases.empty()) return;
-    auto next = self->state.leases.begin()->first.first;
-    if (next >= self->state.tick_at_ms) return;  // a tick comes soon enough
-    self->state.tick_at_ms = next;
-    self->delayed_send(self, std::chrono::milliseconds(std::max<std::int64_t>(0, next - steady_ms())),
-                       tick_atom::value);
-  };
+  constexpr std::chrono::milliseconds lease_sweep_every{50};
+  self->send(self, tick_atom::value);
   self->set_down_handler([=](caf::down_msg& down) {
     for (auto it = self->state.runs.begin(); it != self->state.runs.end(); ++it) {
       if (it->second.address() == down.source) {
-        drop_lease(it->first);
         if (auto k = self->state.key_of_run.find(it->first); k != self->state.key_of_run.end()) {
           self->state.idempotency.erase(k->second);
           self->state.key_of_run.erase(k);
@@ -364,26 +367,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& reply) {
       (*forward_cancel)(run_id, reason, reply, 0);
     },
-    [=](arm_atom, const std::string& run_id, std::uint64_t step, std::uint32_t attempt, bool accepted,
-        std::int64_t after_ms) {
-      if (!self->state.runs.count(run_id)) return;
-      drop_lease(run_id);
-      auto key = std::make_pair(steady_ms() + after_ms, ++self->state.lease_counter);
-      self->state.leases.emplace(key, lease_entry{run_id, step, attempt, accepted});
-      self->state.lease_of_run[run_id] = key;
-      schedule_tick();
-    },
     [=](tick_atom) {
-      auto now = steady_ms();
-      if (now >= self->state.tick_at_ms) self->state.tick_at_ms = INT64_MAX;
-      while (!self->state.leases.empty() && self->state.leases.begin()->first.first <= now) {
-        auto entry = std::move(self->state.leases.begin()->second);
-        self->state.leases.erase(self->state.leases.begin());
-        self->state.lease_of_run.erase(entry.run_id);
-        if (auto it = self->state.runs.find(entry.run_id); it != self->state.runs.end())
-          self->send(it->second, lease_atom::value, entry.step, entry.attempt, entry.accepted);
-      }
-      schedule_tick();
+      for (auto& [actor, l] : shared->take_expired(steady_ms()))
+        self->send(actor, lease_atom::value, l.step, l.attempt, l.accepted);
+      self->delayed_send(self, lease_sweep_every, tick_atom::value);
     },
     [=](recover_atom) {
       std::size_t recovered = 0;
@@ -441,7 +428,6 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   auto state = std::make_unique<impl>();
   state->shared = shared;
   state->actor = system.spawn(orchestrator_actor, shared);
-  shared->orchestrator = state->actor;
   caf::anon_send(state->actor, recover_atom::value);
 
   auto actor = state->actor;
@@ -581,10 +567,6 @@ void orchestrator::stop() {
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }
 
-void orchestrator::flush() {
-  impl_->shared->writer->stop();
-  // No continuation runs any more: break the cycle between the shared state and the actor.
-  impl_->shared->orchestrator = caf::actor{};
-}
+void orchestrator::flush() { impl_->shared->writer->stop(); }
 
 } // namespace keel::actors

@@ -3,6 +3,7 @@
 #include "actors/messages.hpp"
 #include "broker/connection.hpp"
 #include "llm/provider.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "sandbox/tools.hpp"
@@ -195,27 +196,42 @@ private:
 
 // Tasks in progress, by task id, with the acknowledgement each would send.
 struct running_tasks {
+  struct entry {
+    wire::task_accepted accepted;
+    std::string reply_to;
+    std::int64_t started_ms = 0;
+    bool acknowledged = false;
+  };
   std::mutex mutex;
-  std::unordered_map<std::string, wire::task_accepted> tasks;
+  std::unordered_map<std::string, entry> tasks;
 };
 
 // A task still running after this is acknowledged; one done sooner needs no acknowledgement,
 // since its result says it all.
-constexpr std::chrono::milliseconds accept_after{100};
+constexpr std::int64_t accept_after_ms = 100;
+constexpr std::chrono::milliseconds sweep_every{50};
 
-// Sends the acknowledgements that come due; the tasks themselves never pass through it.
-caf::behavior acknowledger(caf::event_based_actor*, std::shared_ptr<worker_shared> shared,
+// Every 50 ms, acknowledges the tasks running for 100 ms or more. One timer for all tasks: a
+// timer per task woke the clock thread twice per step.
+caf::behavior acknowledger(caf::event_based_actor* self, std::shared_ptr<worker_shared> shared,
                            std::shared_ptr<running_tasks> running) {
+  self->send(self, tick_atom::value);
   return {
-    [=](accepted_atom, const std::string& id, const std::string& reply_to) {
-      std::optional<wire::task_accepted> due;
+    [=](tick_atom) {
+      std::vector<std::pair<std::string, wire::task_accepted>> due;
+      auto now = steady_ms();
       {
         std::lock_guard lock{running->mutex};
-        if (auto it = running->tasks.find(id); it != running->tasks.end()) due = it->second;
+        for (auto& [id, e] : running->tasks) {
+          if (e.acknowledged || now - e.started_ms < accept_after_ms) continue;
+          e.acknowledged = true;
+          due.emplace_back(e.reply_to, e.accepted);
+        }
       }
-      if (!due) return;
-      if (auto sent = shared->nats->publish(reply_to, wire::encode(*due)); !sent)
-        logger()->warn("task {} not acknowledged: {}", id, sent.error().message);
+      for (const auto& [reply_to, accepted] : due)
+        if (auto sent = shared->nats->publish(reply_to, wire::encode(accepted)); !sent)
+          logger()->warn("run {}: task {} not acknowledged: {}", accepted.run_id, accepted.step, sent.error().message);
+      self->delayed_send(self, sweep_every, tick_atom::value);
     },
   };
 }
@@ -266,11 +282,10 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
   for (const auto& agent : config.agents)
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
   for (const auto& queue : queues) {
-    auto actor = state->actor;
     auto pool = state->pool;
     auto running = state->running;
     auto sub = shared->nats->subscribe(shared->subjects.tasks(queue), "workers",
-                                       [shared, actor, pool, running](broker::message&& m) {
+                                       [shared, pool, running](broker::message&& m) {
       auto t = wire::decode<wire::task>(m.data, shared->limits);
       if (!t) {
         logger()->warn("a task was dropped: {}", t.error().message);
@@ -279,9 +294,9 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
       auto id = keel::task_id{t->run_id, t->step, t->attempt}.to_string();
       {
         std::lock_guard lock{running->mutex};
-        running->tasks.emplace(id, wire::task_accepted{t->run_id, t->step, t->attempt, shared->node_id});
+        running->tasks.emplace(id, running_tasks::entry{{t->run_id, t->step, t->attempt, shared->node_id},
+                                                        t->reply_to, steady_ms(), false});
       }
-      caf::delayed_anon_send(actor, accept_after, accepted_atom::value, id, t->reply_to);
       pool->submit([shared, running, id, t = std::move(*t)] {
         execute(*shared, t);
         std::lock_guard lock{running->mutex};
