@@ -117,7 +117,11 @@ std::string render_summary(const value& r) {
       << "Status:  " << str(r, "status") << "\n"
       << "Steps:   " << str(r, "steps") << "\n"
       << "Tokens:  " << usage.value("input_tokens", 0) << " in, " << usage.value("output_tokens", 0)
-      << " out\n"
+      << " out";
+  if (usage.value("cache_read_tokens", 0) > 0 || usage.value("cache_write_tokens", 0) > 0)
+    out << " (cache: " << usage.value("cache_read_tokens", 0) << " read, "
+        << usage.value("cache_write_tokens", 0) << " written)";
+  out << "\n"
       << "Events:  " << str(r, "last_event_seq") << "\n";
   if (!str(r, "session_id").empty()) out << "Session: " << str(r, "session_id") << "\n";
   if (r.contains("waiting"))
