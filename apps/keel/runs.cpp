@@ -8,6 +8,9 @@
 #include <CLI/CLI.hpp>
 
 #include <iomanip>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <iostream>
 #include <unistd.h>
 
@@ -89,10 +92,38 @@ bool ask(const value& data, bool yes, wire::resume_request& answer) {
 }
 
 // Prints a run's events to its end, asking at each suspension (when `interactive`).
+// Streamed model text (runs.<run>.deltas), printed as it arrives; a step whose text was
+// streamed is not printed again when its recorded answer comes.
+class live_text {
+public:
+  live_text(client& c, const std::string& run_id) {
+    auto sub = c.nats().subscribe(c.subjects().base() + ".runs." + run_id + ".deltas", "",
+                                  [this](broker::message&& m) {
+      auto v = wire::unpack(m.data);
+      if (!v || !v->is_object() || v->value("type", std::string{}) != "llm_delta") return;
+      std::lock_guard lock{mutex};
+      auto step = v->value("step", std::uint64_t{0});
+      if (streamed.insert(step).second) std::cout << "  model> ";
+      std::cout << v->value("text", std::string{}) << std::flush;
+      open_line = true;
+    });
+    if (sub) subscription = std::move(*sub);
+  }
+  std::mutex mutex;  // held while anything prints
+  std::set<std::uint64_t> streamed;  // task steps whose text was printed live
+  bool open_line = false;
+
+private:
+  std::unique_ptr<broker::subscription> subscription;
+};
+
 int follow(client& c, const std::string& run_id, bool interactive, bool yes, bool json,
            std::int64_t idle_timeout_ms) {
   auto stream = event_stream::open(c, run_id);
   if (!stream) return fail("events", stream.error());
+  std::optional<live_text> live;
+  if (!json) live.emplace(c, run_id);
+  std::uint64_t model_task_step = 0;
   auto idle_since = steady_ms();
   while (true) {
     auto next = (*stream)->next(500);
@@ -103,8 +134,18 @@ int follow(client& c, const std::string& run_id, bool interactive, bool yes, boo
     }
     idle_since = steady_ms();
     const wire::event& e = **next;
-    if (json) std::cout << wire::to_value(e).dump() << "\n" << std::flush;
-    else std::cout << render_event(e) << std::flush;
+    if (json) {
+      std::cout << wire::to_value(e).dump() << "\n" << std::flush;
+    } else {
+      std::lock_guard lock{live->mutex};
+      if (live->open_line) {
+        std::cout << "\n";
+        live->open_line = false;
+      }
+      if (e.event_type == "llm_step_started") model_task_step = e.data.value("task_step", std::uint64_t{0});
+      bool already_shown = e.event_type == "llm_step_completed" && live->streamed.count(model_task_step);
+      if (!already_shown) std::cout << render_event(e) << std::flush;
+    }
     if (e.event_type == "suspend" && interactive) {
       wire::resume_request answer;
       answer.run_id = run_id;

@@ -3,6 +3,11 @@
 #include "tests/e2e/cluster.hpp"
 #include "tests/support/fake_service.hpp"
 
+#include "broker/connection.hpp"
+#include "runtime/wire.hpp"
+
+#include <mutex>
+
 using namespace keel;
 using namespace keel::testing;
 using nlohmann::json;
@@ -92,4 +97,51 @@ workspace = "{dir}/ws"
   CHECK(calls == 1);
   auto bad = c.keel({"invoke", "coder", "hi", "--provider", "oracle"});
   CHECK(bad.exit_code != 0);
+}
+
+TEST_CASE("providers: keel run shows streamed text as it comes, once", "[e2e][integration]") {
+  fake_service anthropic([](const fake_request& r) {
+    CHECK(r.body["stream"] == true);
+    return fake_reply{200, "", {
+      sse("message_start", {{"type", "message_start"}, {"message", {{"id", "m"}, {"usage", {{"input_tokens", 10}, {"output_tokens", 1}}}}}}),
+      sse("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
+      sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "Hello "}}}}),
+      sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "from the "}}}}),
+      sse("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "stream."}}}}),
+      sse("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}),
+      sse("message_delta", {{"type", "message_delta"}, {"delta", {{"stop_reason", "end_turn"}}}, {"usage", {{"output_tokens", 7}}}}),
+      sse("message_stop", {{"type", "message_stop"}})}};
+  });
+  cluster c(R"(
+[agents.coder]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+base_url = ")" + anthropic.url() + R"("
+api_key_file = "{dir}/anthropic.key"
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+)", {{"anthropic.key", "sk-ant-test-key\n"}});
+  // The worker publishes each piece as it arrives, on the run's deltas subject.
+  broker::connection_options o;
+  o.servers = {c.nats().url()};
+  auto watcher = broker::connection::connect(o);
+  REQUIRE(watcher.ok());
+  std::mutex mutex;
+  std::vector<std::string> pieces;
+  auto sub = (*watcher)->subscribe("keel.default.runs.*.deltas", "", [&](broker::message&& m) {
+    auto v = wire::unpack(m.data);
+    std::lock_guard lock{mutex};
+    if (v && v->value("type", std::string{}) == "llm_delta") pieces.push_back(v->value("text", std::string{}));
+  });
+  REQUIRE(sub.ok());
+  REQUIRE((*watcher)->flush(1000).ok());
+  auto run = c.keel({"run", "coder", "Say hello."}, 60'000);
+  INFO(run.out << run.err);
+  CHECK(run.exit_code == 0);
+  REQUIRE_EVENTUALLY(5000, [&] { std::lock_guard lock{mutex}; return pieces.size() == 3; }());
+  CHECK(pieces == std::vector<std::string>{"Hello ", "from the ", "stream."});
+  auto first = run.out.find("Hello from the stream.");
+  REQUIRE(first != std::string::npos);
+  CHECK(run.out.find("Hello from the stream.", first + 1) == std::string::npos);  // printed once
+  CHECK(run.out.find("Run completed") != std::string::npos);
 }
