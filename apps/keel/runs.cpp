@@ -10,7 +10,7 @@
 #include <iomanip>
 #include <mutex>
 #include <optional>
-#include <set>
+#include <map>
 #include <iostream>
 #include <unistd.h>
 
@@ -92,8 +92,9 @@ bool ask(const value& data, bool yes, wire::resume_request& answer) {
 }
 
 // Prints a run's events to its end, asking at each suspension (when `interactive`).
-// Streamed model text (runs.<run>.deltas), printed as it arrives; a step whose text was
-// streamed is not printed again when its recorded answer comes.
+// Streamed model text (runs.<run>.deltas), printed as it arrives. When the recorded answer
+// comes, it is printed only if the stream did not show all of it (the command may have
+// subscribed after the stream began).
 class live_text {
 public:
   live_text(client& c, const std::string& run_id) {
@@ -103,14 +104,16 @@ public:
       if (!v || !v->is_object() || v->value("type", std::string{}) != "llm_delta") return;
       std::lock_guard lock{mutex};
       auto step = v->value("step", std::uint64_t{0});
-      if (streamed.insert(step).second) std::cout << "  model> ";
-      std::cout << v->value("text", std::string{}) << std::flush;
+      auto text = v->value("text", std::string{});
+      if (!streamed.count(step)) std::cout << "  model> ";
+      streamed[step] += text;
+      std::cout << text << std::flush;
       open_line = true;
     });
     if (sub) subscription = std::move(*sub);
   }
   std::mutex mutex;  // held while anything prints
-  std::set<std::uint64_t> streamed;  // task steps whose text was printed live
+  std::map<std::uint64_t, std::string> streamed;  // by task step: the text printed live
   bool open_line = false;
 
 private:
@@ -143,7 +146,9 @@ int follow(client& c, const std::string& run_id, bool interactive, bool yes, boo
         live->open_line = false;
       }
       if (e.event_type == "llm_step_started") model_task_step = e.data.value("task_step", std::uint64_t{0});
-      bool already_shown = e.event_type == "llm_step_completed" && live->streamed.count(model_task_step);
+      auto shown = live->streamed.find(model_task_step);
+      bool already_shown = e.event_type == "llm_step_completed" && shown != live->streamed.end() &&
+                           shown->second == e.data.value("text", std::string{});
       if (!already_shown) std::cout << render_event(e) << std::flush;
     }
     if (e.event_type == "suspend" && interactive) {
