@@ -92,40 +92,57 @@ bool ask(const value& data, bool yes, wire::resume_request& answer) {
 }
 
 // Prints a run's events to its end, asking at each suspension (when `interactive`).
-// Streamed model text (runs.<run>.deltas), printed as it arrives. When the recorded answer
-// comes, it is printed only if the stream did not show all of it (the command may have
-// subscribed after the stream began).
+// Streamed model text (runs.<run>.deltas), printed as it arrives. `keel run` listens before it
+// invokes, so no piece is missed; pieces that come before the run id is known wait for it.
+// When the recorded answer comes, it is printed only if the stream did not show all of it.
 class live_text {
 public:
-  live_text(client& c, const std::string& run_id) {
-    auto sub = c.nats().subscribe(c.subjects().base() + ".runs." + run_id + ".deltas", "",
-                                  [this](broker::message&& m) {
+  explicit live_text(client& c) {
+    auto sub = c.nats().subscribe(c.subjects().base() + ".runs.*.deltas", "", [this](broker::message&& m) {
       auto v = wire::unpack(m.data);
       if (!v || !v->is_object() || v->value("type", std::string{}) != "llm_delta") return;
       std::lock_guard lock{mutex};
-      auto step = v->value("step", std::uint64_t{0});
-      auto text = v->value("text", std::string{});
-      if (!streamed.count(step)) std::cout << "  model> ";
-      streamed[step] += text;
-      std::cout << text << std::flush;
-      open_line = true;
+      auto run = v->value("run_id", std::string{});
+      auto piece = std::make_pair(v->value("step", std::uint64_t{0}), v->value("text", std::string{}));
+      if (run_id_.empty()) {
+        if (early_.size() < 10'000) early_.emplace_back(run, piece);
+      } else if (run == run_id_) {
+        print(piece);
+      }
     });
-    if (sub) subscription = std::move(*sub);
+    if (sub) subscription_ = std::move(*sub);
   }
+  void follow(const std::string& run_id) {
+    std::lock_guard lock{mutex};
+    run_id_ = run_id;
+    for (const auto& [run, piece] : early_)
+      if (run == run_id) print(piece);
+    early_.clear();
+  }
+
   std::mutex mutex;  // held while anything prints
   std::map<std::uint64_t, std::string> streamed;  // by task step: the text printed live
   bool open_line = false;
 
 private:
-  std::unique_ptr<broker::subscription> subscription;
+  void print(const std::pair<std::uint64_t, std::string>& piece) {
+    if (!streamed.count(piece.first)) std::cout << "  model> ";
+    streamed[piece.first] += piece.second;
+    std::cout << piece.second << std::flush;
+    open_line = true;
+  }
+  std::string run_id_;
+  std::vector<std::pair<std::string, std::pair<std::uint64_t, std::string>>> early_;
+  std::unique_ptr<broker::subscription> subscription_;
 };
 
 int follow(client& c, const std::string& run_id, bool interactive, bool yes, bool json,
-           std::int64_t idle_timeout_ms) {
+           std::int64_t idle_timeout_ms, live_text* live) {
   auto stream = event_stream::open(c, run_id);
   if (!stream) return fail("events", stream.error());
-  std::optional<live_text> live;
-  if (!json) live.emplace(c, run_id);
+  std::optional<live_text> own;
+  if (!live && !json) live = &own.emplace(c);
+  if (live) live->follow(run_id);
   std::uint64_t model_task_step = 0;
   auto idle_since = steady_ms();
   while (true) {
@@ -137,7 +154,7 @@ int follow(client& c, const std::string& run_id, bool interactive, bool yes, boo
     }
     idle_since = steady_ms();
     const wire::event& e = **next;
-    if (json) {
+    if (json || !live) {
       std::cout << wire::to_value(e).dump() << "\n" << std::flush;
     } else {
       std::lock_guard lock{live->mutex};
@@ -198,9 +215,10 @@ void add_run(CLI::App& app, int& exit_code) {
   cmd->callback([=, &exit_code] {
     auto c = open_client(*flags, "run");
     if (!c) return void(exit_code = fail("run", c.error()));
+    live_text live(*c);  // listening before the run starts: no streamed piece is missed
     auto reply = do_invoke(*c, *o);
     if (!reply) return void(exit_code = fail("run", reply.error()));
-    exit_code = follow(*c, reply->run_id, true, *yes, false, 0);
+    exit_code = follow(*c, reply->run_id, true, *yes, false, 0, &live);
   });
 }
 
@@ -272,7 +290,7 @@ void add_events(CLI::App& app, int& exit_code) {
     auto c = open_client(*flags, "events");
     if (!c) return void(exit_code = fail("events", c.error()));
     if (*follow_flag) {
-      int code = follow(*c, *run, false, false, *json, 0);
+      int code = follow(*c, *run, false, false, *json, 0, nullptr);
       exit_code = code == 1 ? 0 : code;  // a failed run was still followed to its end
       return;
     }
