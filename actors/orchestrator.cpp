@@ -45,8 +45,8 @@ struct shared_state {
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
 
-  // Run actors in memory: written by the orchestrator actor, read by NATS threads so that
-  // results and acknowledgements go straight to their run.
+  // Run actors in memory, the one registry of them: written by the orchestrator actor, read by
+  // NATS threads so that results and acknowledgements go straight to their run.
   std::mutex registry_mutex;
   std::unordered_map<std::string, caf::actor> registry;
   void registered(const std::string& run_id, const caf::actor& a) {
@@ -57,6 +57,18 @@ struct shared_state {
     std::lock_guard lock{registry_mutex};
     registry.erase(run_id);
     leases.erase(run_id);
+  }
+  // Unregisters the run this actor served; returns its id, or empty when it served none now.
+  std::string unregistered(const caf::actor_addr& actor) {
+    std::lock_guard lock{registry_mutex};
+    for (auto it = registry.begin(); it != registry.end(); ++it) {
+      if (it->second.address() != actor) continue;
+      std::string run_id = it->first;
+      registry.erase(it);
+      leases.erase(run_id);
+      return run_id;
+    }
+    return {};
   }
   caf::actor find(const std::string& run_id) {
     std::lock_guard lock{registry_mutex};
@@ -243,7 +255,6 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
 }
 
 struct orchestrator_state {
-  std::unordered_map<std::string, caf::actor> runs;
   std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
   std::unordered_map<std::string, std::string> key_of_run;
   static inline const char* name = "keel.orchestrator";
@@ -253,8 +264,7 @@ using orchestrator_type = caf::stateful_actor<orchestrator_state>;
 
 caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared_state> shared) {
   // Run actors are linked: when the orchestrator stops, so do they. A run actor's own exit
-  // (leaving memory, or a failure) must not stop the orchestrator.
-  // Only run actors are linked to it, so an exit from another actor is a run's; a stop request
+  // (leaving memory, or a failure) must not stop the orchestrator; a stop request
   // (anon_send_exit) names the orchestrator itself as its source.
   self->set_exit_handler([=](caf::exit_msg& exit) {
     if (exit.source == self->address()) self->quit(exit.reason);
@@ -262,16 +272,11 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   constexpr std::chrono::milliseconds lease_sweep_every{50};
   self->send(self, tick_atom::value);
   self->set_down_handler([=](caf::down_msg& down) {
-    for (auto it = self->state.runs.begin(); it != self->state.runs.end(); ++it) {
-      if (it->second.address() == down.source) {
-        if (auto k = self->state.key_of_run.find(it->first); k != self->state.key_of_run.end()) {
-          self->state.idempotency.erase(k->second);
-          self->state.key_of_run.erase(k);
-        }
-        shared->unregistered(it->first);
-        self->state.runs.erase(it);
-        return;
-      }
+    auto run_id = shared->unregistered(down.source);
+    if (run_id.empty()) return;  // replaced already by an actor loaded again
+    if (auto k = self->state.key_of_run.find(run_id); k != self->state.key_of_run.end()) {
+      self->state.idempotency.erase(k->second);
+      self->state.key_of_run.erase(k);
     }
   });
   auto spawn_run = [=](store::run_record record, const config::agent_config* agent, bool start_now,
@@ -279,13 +284,12 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     std::string id = record.run_id;
     auto actor = self->spawn<caf::linked>(run_actor, shared, std::move(record), agent, start_now, invoke_reply);
     self->monitor(actor);
-    self->state.runs[id] = actor;
     shared->registered(id, actor);
     return actor;
   };
   // The run's actor, from memory or from disk; none (after replying an error) if there is no run.
   auto find_run = [=](const std::string& run_id, const std::string& reply) -> std::optional<caf::actor> {
-    if (auto it = self->state.runs.find(run_id); it != self->state.runs.end()) return it->second;
+    if (auto actor = shared->find(run_id)) return actor;
     auto loaded = shared->store.get(run_id);
     if (!loaded) {
       shared->reply_error(reply, loaded.error().code, loaded.error().message);
@@ -311,7 +315,6 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     if (!actor) return;
     self->request(*actor, caf::infinite, resume_atom::value, request, reply)
       .then([](bool) {}, [=](caf::error&) {
-        self->state.runs.erase(request.run_id);
         shared->unregistered(request.run_id);
         if (tries < 2) (*forward_resume)(request, reply, tries + 1);
         else shared->reply_error(reply, errc::unavailable, "run " + request.run_id + " could not be loaded");
@@ -323,7 +326,6 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     if (!actor) return;
     self->request(*actor, caf::infinite, cancel_atom::value, reason, reply)
       .then([](bool) {}, [=](caf::error&) {
-        self->state.runs.erase(run_id);
         shared->unregistered(run_id);
         if (tries < 2) (*forward_cancel)(run_id, reason, reply, tries + 1);
       });

@@ -99,17 +99,33 @@ void run_machine::finish(effects& e) {
   e.leave_memory = record_.status == run_status::suspended || store::is_terminal(record_.status);
 }
 
-wire::task run_machine::make_task(wire::task_kind kind, wire::value payload) const {
-  const value& pending = record_.state["pending"];
+// The task for the step in flight, from what `pending` records: a step sent again is built
+// exactly as it was the first time (same conversation, same call, same approval).
+wire::task run_machine::pending_task() const {
+  const value& state = record_.state;
+  const value& pending = state["pending"];
+  bool llm_step = pending["kind"] == "llm";
   wire::task t;
   t.run_id = record_.run_id;
   t.step = pending["step"].get<std::uint64_t>();
   t.attempt = pending["attempt"].get<std::uint32_t>();
-  t.kind = kind;
+  t.kind = llm_step ? wire::task_kind::llm : wire::task_kind::tool;
   t.agent = record_.agent;
   t.reply_to = context_.results_subject;
-  t.lease_ms = kind == wire::task_kind::llm ? context_.llm_lease_ms : context_.tool_lease_ms;
-  t.payload = std::move(payload);
+  t.lease_ms = llm_step ? context_.llm_lease_ms : context_.tool_lease_ms;
+  if (llm_step) {
+    value tools = value::array();
+    for (const auto& name : agent_.tools) tools.push_back(name);
+    t.payload = value{{"system_prompt", agent_.system_prompt},
+                      {"provider", state.value("provider", agent_.provider)},
+                      {"model", state.value("model", agent_.model)},
+                      {"messages", state["messages"]}, {"tools", tools}};
+  } else {
+    const value& call = state["calls"][state["call_index"].get<std::size_t>()];
+    t.payload = value{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},
+                      {"approved", pending["approved"]}, {"allow_patterns", state["allow_patterns"]},
+                      {"session_id", record_.session_id}};
+  }
   return t;
 }
 
@@ -166,14 +182,8 @@ void run_machine::dispatch_llm(effects& e) {
   auto step = state["task_seq"].get<std::uint64_t>() + 1;
   state["task_seq"] = step;
   state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "llm"}};
-  value tools = value::array();
-  for (const auto& name : agent_.tools) tools.push_back(name);
-  value payload{{"system_prompt", agent_.system_prompt},
-                {"provider", state.value("provider", agent_.provider)},
-                {"model", state.value("model", agent_.model)},
-                {"messages", state["messages"]}, {"tools", tools}};
   emit(e, "llm_step_started", value{{"step", state["steps"].get<std::int64_t>() + 1}, {"task_step", step}});
-  e.tasks.push_back(make_task(wire::task_kind::llm, std::move(payload)));
+  e.tasks.push_back(pending_task());
   e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
@@ -183,13 +193,10 @@ void run_machine::dispatch_tool(effects& e, bool approved) {
   state["task_seq"] = step;
   state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "tool"}, {"approved", approved}};
   const value& call = state["calls"][state["call_index"].get<std::size_t>()];
-  value payload{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},
-                {"approved", approved}, {"allow_patterns", state["allow_patterns"]},
-                {"session_id", record_.session_id}};
   emit(e, "tool_call_started", value{{"call_id", call["id"]}, {"tool", call["name"]},
                                      {"arguments", call["arguments"]}, {"approved", approved},
                                      {"task_step", step}});
-  e.tasks.push_back(make_task(wire::task_kind::tool, std::move(payload)));
+  e.tasks.push_back(pending_task());
   e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
@@ -205,24 +212,8 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
   }
   pending["attempt"] = attempt;
   auto step = pending["step"].get<std::uint64_t>();
-  bool llm_step = pending["kind"] == "llm";
   emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason}});
-  if (llm_step) {
-    value tools = value::array();
-    for (const auto& name : agent_.tools) tools.push_back(name);
-    e.tasks.push_back(make_task(wire::task_kind::llm,
-                                value{{"system_prompt", agent_.system_prompt},
-                                      {"provider", state.value("provider", agent_.provider)},
-                                      {"model", state.value("model", agent_.model)},
-                                      {"messages", state["messages"]}, {"tools", tools}}));
-  } else {
-    const value& call = state["calls"][state["call_index"].get<std::size_t>()];
-    e.tasks.push_back(make_task(wire::task_kind::tool,
-                                value{{"tool", call["name"]}, {"arguments", call["arguments"]},
-                                      {"call_id", call["id"]}, {"approved", pending["approved"]},
-                                      {"allow_patterns", state["allow_patterns"]},
-                                      {"session_id", record_.session_id}}));
-  }
+  e.tasks.push_back(pending_task());
   e.lease_timer = lease{step, attempt, context_.accept_timeout_ms, false};
 }
 

@@ -77,7 +77,7 @@ private:
   void complete(effects& e, const std::string& output, const std::string& stop_reason);
   void fail(effects& e, const std::string& message);
   void add_tool_message(effects& e, const wire::value& call, const wire::value& result, bool is_error);
-  wire::task make_task(wire::task_kind kind, wire::value payload) const;
+  wire::task pending_task() const;
 
   store::run_record record_;
   // Which attempt of the step in flight a worker took; memory only: after a restart the step is

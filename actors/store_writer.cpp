@@ -56,8 +56,6 @@ void store_writer::write(std::vector<item>& batch) {
   if (!written)
     log::get("actors")->error("run store write failed, {} transitions not written: {}",
                               transitions.size(), written.error().message);
-  batches_ += 1;
-  transitions_ += batch.size();
   for (auto& i : batch) i.then(written);
   batch.clear();
 }

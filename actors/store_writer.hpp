@@ -31,9 +31,6 @@ public:
   void after_pending(continuation then);
   void stop();
 
-  std::uint64_t batches() const { return batches_; }
-  std::uint64_t transitions() const { return transitions_; }
-
 private:
   struct item {
     std::optional<store::run_transition> transition;
@@ -49,8 +46,6 @@ private:
   std::deque<item> queue_;
   bool stopping_ = false;
   bool writing_ = false;  // a batch (the writer's or a caller's) is being written
-  std::atomic<std::uint64_t> batches_{0};
-  std::atomic<std::uint64_t> transitions_{0};
   std::thread thread_;
 };
 

@@ -179,6 +179,7 @@ TEST_CASE("run machine: an untaken task is sent again but a taken one waits for 
   auto resent = h.check(h.machine.on_lease_expired(lease{task.step, 1, 0, false}));
   REQUIRE(resent.tasks.size() == 1);
   CHECK(resent.tasks[0].attempt == 2);
+  CHECK(resent.tasks[0].payload == task.payload);
   CHECK(resent.transition.events[0].data["reason"] == "no worker took the task in time");
   auto taken = h.machine.on_task_accepted(wire::task_accepted{"r1", task.step, 2, "w"});
   CHECK_FALSE(taken.changed);
@@ -212,6 +213,7 @@ TEST_CASE("run machine: a recovered run sends its step in flight again, same ste
   REQUIRE(e.tasks.size() == 1);
   CHECK(e.tasks[0].step == started.tasks[0].step);
   CHECK(e.tasks[0].attempt == 2);
+  CHECK(e.tasks[0].payload == started.tasks[0].payload);  // the same conversation again
   CHECK(e.transition.events[0].event_type == "task_retried");
   CHECK(e.transition.events[0].seq == record.last_event_seq + 1);
 }
