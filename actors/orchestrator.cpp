@@ -191,13 +191,14 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
         caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
         return;
       }
-      // The next task first: it is on the run's critical path; events and replies are not.
+      // Events before the task they announce: a watcher sees "step started" before the text
+      // the step streams (on one server, the order of publishing is the order of delivery).
+      for (const auto& bytes : events) shared->publish(events_subject, bytes);
       for (const auto& t : tasks) {
         if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
         else shared->publish(tasks_subject, wire::encode(t));
       }
       shared->publish(reply_to, reply_bytes);
-      for (const auto& bytes : events) shared->publish(events_subject, bytes);
       if (lease_timer) {
         auto l = *lease_timer;
         l.after_ms += delay;

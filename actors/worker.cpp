@@ -11,6 +11,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <optional>
@@ -39,6 +40,7 @@ struct worker_shared {
   broker::subjects subjects;
   std::shared_ptr<broker::connection> nats;
   std::map<std::string, std::unique_ptr<llm::provider>> providers;  // the agents' own, made at start
+  std::map<std::string, std::shared_ptr<const std::vector<value>>> tool_lists;  // the agents' tool schemas
   wire::limits limits;
   // Providers a run asked for instead (keel run --provider), made on first use.
   std::mutex overrides_mutex;
@@ -77,7 +79,7 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   auto messages = llm::messages_from_value(p.contains("messages") ? p["messages"] : value());
   if (!messages) return messages.error();
   request.messages = std::move(*messages);
-  for (const auto& name : agent.tools) request.tools.push_back(sandbox::tool_definition(name));
+  request.tools = shared.tool_lists.at(agent.id);
   request.task_id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
   // Text as it streams in, for whoever watches the run (not stored: the answer is).
   std::string deltas = shared.subjects.base() + ".runs." + t.run_id + ".deltas";
@@ -144,54 +146,95 @@ void execute(worker_shared& shared, const wire::task& t) {
     logger()->warn("run {}: result of task {} not sent: {}", t.run_id, t.step, sent.error().message);
 }
 
-// Threads for tasks, created as needed up to a bound and kept: a tool may run for minutes, so
-// tasks cannot share the actor system's threads, and a thread per task costs its creation.
-class task_pool {
+// How many task threads a worker may have, across its queues.
+struct thread_budget {
+  std::mutex mutex;
+  std::size_t threads = 0;
+  std::size_t threads_max = 1;
+  bool take() {
+    std::lock_guard lock{mutex};
+    if (threads >= threads_max) return false;
+    ++threads;
+    return true;
+  }
+  void give_back() {
+    std::lock_guard lock{mutex};
+    --threads;
+  }
+};
+
+// Tasks of one queue, run on the threads that receive them (leader and followers): one thread,
+// the leader, waits on the queue's subscription; when it takes a task it hands the lead to a
+// parked thread (or starts one, within the budget) and runs the task itself. A task so goes
+// from the connection's reader to the thread that runs it with no hand-off in between, and the
+// next task never waits behind a long one while a thread is free. Threads are kept once made,
+// and never joined: a stop must not wait for a running tool.
+class task_intake : public std::enable_shared_from_this<task_intake> {
 public:
-  explicit task_pool(std::size_t threads_max) : state_(std::make_shared<state>()) {
-    state_->threads_max = std::max<std::size_t>(1, threads_max);
-  }
-  void submit(std::function<void()> job) {
-    std::lock_guard lock{state_->mutex};
-    state_->jobs.push_back(std::move(job));
-    if (state_->idle == 0 && state_->threads < state_->threads_max) {
-      ++state_->threads;
-      std::thread([s = state_] { loop(*s); }).detach();  // never joined: a stop must not wait
-    } else {
-      state_->wake.notify_one();
-    }
-  }
+  using runner = std::function<void(broker::message&&)>;
+  task_intake(std::shared_ptr<broker::pull_subscription> sub, std::shared_ptr<thread_budget> budget,
+              runner run)
+    : sub_(std::move(sub)), budget_(std::move(budget)), run_(std::move(run)) {}
+
+  // Starts the first thread; false when the budget has none left.
+  bool start() { return add_thread(); }
   void stop() {
-    std::lock_guard lock{state_->mutex};
-    state_->stopping = true;
-    state_->jobs.clear();
-    state_->wake.notify_all();
+    {
+      std::lock_guard lock{mutex_};
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    (void)sub_->unsubscribe();  // wakes the leader
   }
 
 private:
-  struct state {
-    std::mutex mutex;
-    std::condition_variable wake;
-    std::deque<std::function<void()>> jobs;
-    std::size_t threads = 0, idle = 0, threads_max = 1;
-    bool stopping = false;
-  };
-  static void loop(state& s) {
-    std::unique_lock lock{s.mutex};
-    while (true) {
-      ++s.idle;
-      s.wake.wait(lock, [&] { return s.stopping || !s.jobs.empty(); });
-      --s.idle;
-      if (s.stopping) break;
-      auto job = std::move(s.jobs.front());
-      s.jobs.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
-    }
-    --s.threads;
+  bool add_thread() {
+    if (!budget_->take()) return false;
+    std::thread([self = shared_from_this()] { self->loop(); }).detach();
+    return true;
   }
-  std::shared_ptr<state> state_;
+  void loop() {
+    while (true) {
+      {
+        std::unique_lock lock{mutex_};
+        ++parked_;
+        changed_.wait(lock, [this] { return stopping_ || !leader_; });
+        --parked_;
+        if (stopping_) break;
+        leader_ = true;
+      }
+      std::optional<broker::message> task;
+      bool closed = false;
+      while (!task && !closed) {
+        auto next = sub_->next(1000);
+        if (!next) closed = true;  // unsubscribed or the connection closed
+        else if (*next) task = std::move(**next);
+        else if (std::lock_guard lock{mutex_}; stopping_) closed = true;
+      }
+      bool start_another = false;
+      {
+        std::lock_guard lock{mutex_};
+        leader_ = false;
+        if (closed) stopping_ = true;
+        else start_another = parked_ == 0;
+      }
+      if (closed) changed_.notify_all();
+      else if (start_another) add_thread();  // none free: a busy thread leads when it is done
+      else changed_.notify_one();
+      if (!task) break;
+      run_(std::move(*task));
+    }
+    budget_->give_back();
+  }
+
+  std::shared_ptr<broker::pull_subscription> sub_;
+  std::shared_ptr<thread_budget> budget_;
+  runner run_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool stopping_ = false;
+  bool leader_ = false;     // a thread waits on the subscription
+  std::size_t parked_ = 0;  // threads waiting to lead
 };
 
 // Tasks in progress, by task id, with the acknowledgement each would send.
@@ -240,10 +283,9 @@ caf::behavior acknowledger(caf::event_based_actor* self, std::shared_ptr<worker_
 
 struct worker::impl {
   std::shared_ptr<worker_shared> shared;
-  std::shared_ptr<task_pool> pool;
+  std::vector<std::shared_ptr<task_intake>> intakes;
   std::shared_ptr<running_tasks> running;
   caf::actor actor;
-  std::vector<std::unique_ptr<broker::subscription>> subscriptions;
   bool stopped = false;
 };
 
@@ -264,6 +306,9 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
     auto provider = llm::make_provider(agent);
     if (!provider) return provider.error();
     shared->providers[agent.id] = std::move(*provider);
+    std::vector<value> definitions;
+    for (const auto& name : agent.tools) definitions.push_back(sandbox::tool_definition(name));
+    shared->tool_lists[agent.id] = std::make_shared<const std::vector<value>>(std::move(definitions));
     if (agent.sandbox_env == "bwrap")
       if (auto available = sandbox::bwrap_available(); !available)
         return make_error(errc::config, "agents." + agent.id + ".sandbox.env: " + available.error().message);
@@ -275,17 +320,18 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
   }
   auto state = std::make_unique<impl>();
   state->shared = shared;
-  state->pool = std::make_shared<task_pool>(static_cast<std::size_t>(config.worker_tasks_max));
+  auto budget = std::make_shared<thread_budget>();
+  budget->threads_max = std::max<std::size_t>(1, static_cast<std::size_t>(config.worker_tasks_max));
   state->running = std::make_shared<running_tasks>();
   state->actor = system.spawn(acknowledger, shared, state->running);
   std::vector<std::string> queues;
   for (const auto& agent : config.agents)
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
   for (const auto& queue : queues) {
-    auto pool = state->pool;
     auto running = state->running;
-    auto sub = shared->nats->subscribe(shared->subjects.tasks(queue), "workers",
-                                       [shared, pool, running](broker::message&& m) {
+    auto sub = shared->nats->subscribe_pull(shared->subjects.tasks(queue), "workers");
+    if (!sub) return sub.error();
+    auto intake = std::make_shared<task_intake>(std::move(*sub), budget, [shared, running](broker::message&& m) {
       auto t = wire::decode<wire::task>(m.data, shared->limits);
       if (!t) {
         logger()->warn("a task was dropped: {}", t.error().message);
@@ -297,14 +343,15 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
         running->tasks.emplace(id, running_tasks::entry{{t->run_id, t->step, t->attempt, shared->node_id},
                                                         t->reply_to, steady_ms(), false});
       }
-      pool->submit([shared, running, id, t = std::move(*t)] {
-        execute(*shared, t);
-        std::lock_guard lock{running->mutex};
-        running->tasks.erase(id);
-      });
+      execute(*shared, *t);
+      std::lock_guard lock{running->mutex};
+      running->tasks.erase(id);
     });
-    if (!sub) return sub.error();
-    state->subscriptions.push_back(std::move(*sub));
+    if (!intake->start())
+      return make_error(errc::config, "limits.worker_tasks_max (" + std::to_string(budget->threads_max) +
+                                        ") is below the number of worker queues (" +
+                                        std::to_string(queues.size()) + ")");
+    state->intakes.push_back(std::move(intake));
   }
   return std::unique_ptr<worker>(new worker(std::move(state)));
 }
@@ -312,8 +359,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
 void worker::stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
-  impl_->subscriptions.clear();
-  impl_->pool->stop();
+  for (auto& intake : impl_->intakes) intake->stop();
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }
 

@@ -214,6 +214,63 @@ result<std::unique_ptr<subscription>> connection::subscribe(std::string_view sub
   return std::make_unique<subscription>(std::move(state));
 }
 
+struct pull_subscription::impl {
+  natsSubscription* sub = nullptr;
+  std::string subject;
+  ~impl() {
+    if (sub) natsSubscription_Destroy(sub);
+  }
+};
+
+result<std::shared_ptr<pull_subscription>> connection::subscribe_pull(std::string_view subject,
+                                                                      std::string_view queue) {
+  auto state = std::make_unique<pull_subscription::impl>();
+  state->subject = subject;
+  std::string queue_text(queue);
+  natsStatus s = queue.empty()
+                   ? natsConnection_SubscribeSync(&state->sub, impl_->nc, state->subject.c_str())
+                   : natsConnection_QueueSubscribeSync(&state->sub, impl_->nc, state->subject.c_str(),
+                                                       queue_text.c_str());
+  if (s != NATS_OK) {
+    state->sub = nullptr;
+    return nats_error(s, "subscribing to " + state->subject);
+  }
+  natsSubscription_SetPendingLimits(state->sub, 65536, 256 << 20);
+  return std::make_shared<pull_subscription>(std::move(state));
+}
+
+pull_subscription::pull_subscription(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+
+pull_subscription::~pull_subscription() {
+  if (impl_ && impl_->sub) natsSubscription_Unsubscribe(impl_->sub);
+}
+
+result<std::optional<message>> pull_subscription::next(std::int64_t timeout_ms) {
+  natsMsg* raw = nullptr;
+  natsStatus s = natsSubscription_NextMsg(&raw, impl_->sub, std::max<std::int64_t>(1, timeout_ms));
+  if (s == NATS_TIMEOUT) return std::optional<message>{};
+  if (s == NATS_SLOW_CONSUMER) {
+    logger()->error("slow consumer on '{}': messages were dropped", impl_->subject);
+    return std::optional<message>{};
+  }
+  if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED)
+    return make_error(errc::cancelled, "the subscription to " + impl_->subject + " is closed");
+  if (s != NATS_OK) return nats_error(s, "reading from " + impl_->subject);
+  message m;
+  m.subject = natsMsg_GetSubject(raw);
+  if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
+  m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
+  natsMsg_Destroy(raw);
+  return std::optional<message>(std::move(m));
+}
+
+result<void> pull_subscription::unsubscribe() {
+  natsStatus s = natsSubscription_Unsubscribe(impl_->sub);
+  if (s != NATS_OK && s != NATS_INVALID_SUBSCRIPTION && s != NATS_CONNECTION_CLOSED)
+    return nats_error(s, "unsubscribing from " + impl_->subject);
+  return success();
+}
+
 result<void> connection::flush(std::int64_t timeout_ms) {
   natsStatus s = natsConnection_FlushTimeout(impl_->nc, timeout_ms);
   if (s != NATS_OK) return nats_error(s, "flushing");

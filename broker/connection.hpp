@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,7 @@ struct message {
 using handler = std::function<void(message&&)>;
 
 class subscription;
+class pull_subscription;
 
 class connection {
 public:
@@ -52,6 +54,12 @@ public:
   // The handler runs on a delivery thread of the connection, one message at a time.
   result<std::unique_ptr<subscription>> subscribe(std::string_view subject, std::string_view queue,
                                                   handler on_message);
+
+  // A subscription that the caller's own threads read with next(): a message goes to one thread
+  // waiting for it, which handles it with no hand-off to another thread. Shared, so that threads
+  // that outlive their owner keep it alive.
+  result<std::shared_ptr<pull_subscription>> subscribe_pull(std::string_view subject,
+                                                            std::string_view queue);
 
   result<void> flush(std::int64_t timeout_ms);
   // Stops taking messages, lets handlers finish what was delivered, flushes, closes.
@@ -77,6 +85,25 @@ public:
 
   struct impl;
   explicit subscription(std::unique_ptr<impl> state);
+
+private:
+  std::unique_ptr<impl> impl_;
+};
+
+class pull_subscription {
+public:
+  ~pull_subscription();
+  pull_subscription(const pull_subscription&) = delete;
+  pull_subscription& operator=(const pull_subscription&) = delete;
+
+  // The next message, waiting up to timeout_ms (an empty optional then). Any number of threads
+  // may wait at once. errc::cancelled once unsubscribed or the connection is closed.
+  result<std::optional<message>> next(std::int64_t timeout_ms);
+  // Wakes every waiting thread with errc::cancelled; messages not yet taken are dropped.
+  result<void> unsubscribe();
+
+  struct impl;
+  explicit pull_subscription(std::unique_ptr<impl> state);
 
 private:
   std::unique_ptr<impl> impl_;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,7 +47,8 @@ struct completion_request {
   std::string model;
   std::string system_prompt;
   std::vector<message> messages;
-  std::vector<wire::value> tools;  // sandbox::tool_definition values
+  // sandbox::tool_definition values, made once per agent and shared by its requests.
+  std::shared_ptr<const std::vector<wire::value>> tools;
   std::int64_t max_tokens = 4096;
   std::string task_id;             // run/step/attempt, so a provider can tell a repeat
   // Streaming providers call this with each piece of text as it arrives.

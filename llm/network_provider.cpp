@@ -160,9 +160,9 @@ std::string anthropic_provider::request_body(const completion_request& r) const 
              {"messages", messages}};
   if (!r.system_prompt.empty())
     body["system"] = value::array({{{"type", "text"}, {"text", r.system_prompt}, {"cache_control", ephemeral}}});
-  if (!r.tools.empty()) {
+  if (r.tools && !r.tools->empty()) {
     value tools = value::array();
-    for (const auto& t : r.tools)
+    for (const auto& t : *r.tools)
       tools.push_back({{"name", t["name"]}, {"description", t["description"]}, {"input_schema", t["input_schema"]}});
     tools.back()["cache_control"] = ephemeral;
     body["tools"] = tools;
@@ -297,9 +297,9 @@ std::string openai_provider::request_body(const completion_request& r) const {
   }
   value body{{"model", r.model.empty() ? settings_.model : r.model}, {"messages", messages},
              {"max_tokens", r.max_tokens > 0 ? r.max_tokens : settings_.max_output_tokens}};
-  if (!r.tools.empty()) {
+  if (r.tools && !r.tools->empty()) {
     value tools = value::array();
-    for (const auto& t : r.tools)
+    for (const auto& t : *r.tools)
       tools.push_back({{"type", "function"},
                        {"function", {{"name", t["name"]}, {"description", t["description"]},
                                      {"parameters", t["input_schema"]}}}});

@@ -384,17 +384,43 @@ std::string encode_error(const keel::error& e) {
 
 // ---- decoders -------------------------------------------------------------------------------
 
+// Reads only the top-level "v" and "type", from msgpack's own objects: no JSON value is built, so
+// a large message costs little more than its parse.
 result<std::string> peek_type(std::string_view bytes, const limits& bounds) {
-  auto decoded = unpack(bytes, bounds);
-  if (!decoded) return decoded.error();
-  if (!decoded->is_object()) return make_error(errc::malformed, "a message must be a map");
-  reader r(*decoded);
-  std::int64_t version = 0;
-  KEEL_TRY(version, r.integer("v", true));
-  if (version != protocol_version)
-    return make_error(errc::unsupported_version,
-                      "protocol version " + std::to_string(version) + " is not supported");
-  return r.nonempty("type");
+  if (bytes.size() > bounds.message_bytes_max)
+    return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
+                                         " bytes is over the limit of " +
+                                         std::to_string(bounds.message_bytes_max));
+  if (bytes.empty()) return make_error(errc::malformed, "empty message");
+  msgpack::object_handle handle;
+  try {
+    std::size_t offset = 0;
+    auto n = bounds.container_elements_max;
+    msgpack::unpack_limit limit(n, n, bounds.message_bytes_max, bounds.message_bytes_max, 0,
+                                bounds.depth_max);
+    handle = msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
+  } catch (const std::exception& e) {
+    return unpack(bytes, bounds).error();  // the same error a full decode gives
+  }
+  const msgpack::object& map = handle.get();
+  if (map.type != msgpack::type::MAP) return make_error(errc::malformed, "a message must be a map");
+  const msgpack::object* version = nullptr;
+  const msgpack::object* type = nullptr;
+  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) continue;
+    std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+    if (key == "v") version = &kv.val;
+    else if (key == "type") type = &kv.val;
+  }
+  if (!version) return make_error(errc::malformed, "missing field 'v'");
+  if (version->type != msgpack::type::POSITIVE_INTEGER || version->via.u64 != static_cast<std::uint64_t>(protocol_version))
+    return make_error(errc::unsupported_version, "protocol version is not supported (this node speaks version " +
+                                                   std::to_string(protocol_version) + ")");
+  if (!type) return make_error(errc::malformed, "missing field 'type'");
+  if (type->type != msgpack::type::STR || type->via.str.size == 0)
+    return make_error(errc::malformed, "field 'type' must be a non-empty string");
+  return std::string(type->via.str.ptr, type->via.str.size);
 }
 
 template <>

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <map>
+#include <set>
 #include <iostream>
 #include <unistd.h>
 
@@ -93,7 +94,8 @@ bool ask(const value& data, bool yes, wire::resume_request& answer) {
 
 // Prints a run's events to its end, asking at each suspension (when `interactive`).
 // Streamed model text (runs.<run>.deltas), printed as it arrives. `keel run` listens before it
-// invokes, so no piece is missed; pieces that come before the run id is known wait for it.
+// invokes, so no piece is missed; pieces that come before the run id is known, or before their
+// step's llm_step_started event is shown, wait for it: text then always follows what led to it.
 // When the recorded answer comes, it is printed only if the stream did not show all of it.
 class live_text {
 public:
@@ -107,7 +109,7 @@ public:
       if (run_id_.empty()) {
         if (early_.size() < 10'000) early_.emplace_back(run, piece);
       } else if (run == run_id_) {
-        print(piece);
+        take(piece);
       }
     });
     if (sub) subscription_ = std::move(*sub);
@@ -116,8 +118,16 @@ public:
     std::lock_guard lock{mutex};
     run_id_ = run_id;
     for (const auto& [run, piece] : early_)
-      if (run == run_id) print(piece);
+      if (run == run_id) take(piece);
     early_.clear();
+  }
+  // The step's llm_step_started event was shown: its text may follow. Call with `mutex` held.
+  void started(std::uint64_t step) {
+    started_.insert(step);
+    if (auto held = held_.find(step); held != held_.end()) {
+      print({step, held->second});
+      held_.erase(held);
+    }
   }
 
   std::mutex mutex;  // held while anything prints
@@ -125,6 +135,10 @@ public:
   bool open_line = false;
 
 private:
+  void take(const std::pair<std::uint64_t, std::string>& piece) {
+    if (started_.count(piece.first)) print(piece);
+    else held_[piece.first] += piece.second;
+  }
   void print(const std::pair<std::uint64_t, std::string>& piece) {
     if (!streamed.count(piece.first)) std::cout << "  model> ";
     streamed[piece.first] += piece.second;
@@ -133,6 +147,8 @@ private:
   }
   std::string run_id_;
   std::vector<std::pair<std::string, std::pair<std::uint64_t, std::string>>> early_;
+  std::set<std::uint64_t> started_;               // steps whose start was shown
+  std::map<std::uint64_t, std::string> held_;     // text of steps not shown as started yet
   std::unique_ptr<broker::subscription> subscription_;
 };
 
@@ -158,15 +174,19 @@ int follow(client& c, const std::string& run_id, bool interactive, bool yes, boo
       std::cout << wire::to_value(e).dump() << "\n" << std::flush;
     } else {
       std::lock_guard lock{live->mutex};
-      if (live->open_line) {
-        std::cout << "\n";
-        live->open_line = false;
-      }
       if (e.event_type == "llm_step_started") model_task_step = e.data.value("task_step", std::uint64_t{0});
       auto shown = live->streamed.find(model_task_step);
       bool already_shown = e.event_type == "llm_step_completed" && shown != live->streamed.end() &&
                            shown->second == e.data.value("text", std::string{});
-      if (!already_shown) std::cout << render_event(e) << std::flush;
+      auto text = already_shown ? std::string{} : render_event(e);
+      // An event that prints nothing (a step started) must not break a line of streamed text:
+      // with the worker on another NATS server, it may come after the first pieces.
+      if (live->open_line && (!text.empty() || e.event_type == "llm_step_completed")) {
+        std::cout << "\n";
+        live->open_line = false;
+      }
+      std::cout << text << std::flush;
+      if (e.event_type == "llm_step_started") live->started(model_task_step);
     }
     if (e.event_type == "suspend" && interactive) {
       wire::resume_request answer;

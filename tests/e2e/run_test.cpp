@@ -281,3 +281,25 @@ exec_security = "allow-always"
   CHECK(c.show(alone)["output"].get<std::string>().find("stdout:\n\n") != std::string::npos);
   CHECK(read_file(c.dir().file("ws/sessions/s1/notes.txt")) == "seen\nseen\n");
 }
+
+// Tasks that arrive together run together: each of these commands ends only once all four have
+// started, so the runs complete only if one worker runs the four tool calls at the same time.
+TEST_CASE("runs: a worker runs tasks that arrive together at the same time", "[e2e][integration]") {
+  cluster c(R"(
+[agents.together]
+script = "{dir}/together.json"
+[agents.together.sandbox]
+workspace = "{dir}/ws"
+scope = "agent"
+exec_security = "allow-always"
+exec_timeout_ms = 30000
+)", {{"together.json", R"({"turns": [
+    {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "mktemp started.XXXXXX >/dev/null; while [ $(ls started.* | wc -l) -lt 4 ]; do sleep 0.02; done; echo all four"}}]},
+    {"text": "{{last_tool_result}}"}]})"}});
+  std::vector<std::string> runs;
+  for (int i = 0; i < 4; ++i) runs.push_back(c.invoke("together", "go"));
+  for (const auto& run : runs) {
+    c.await_status(run, "completed", 25'000);
+    CHECK(c.show(run)["output"].get<std::string>().find("all four") != std::string::npos);
+  }
+}

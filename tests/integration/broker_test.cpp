@@ -4,6 +4,7 @@
 #include <atomic>
 #include <mutex>
 #include <set>
+#include <thread>
 
 using namespace keel;
 using keel::testing::nats_server;
@@ -153,4 +154,56 @@ TEST_CASE("broker: drain lets a running handler finish before the connection clo
   REQUIRE(c->drain(5000).ok());
   CHECK(finished == 3);
   CHECK_FALSE(c->connected());
+}
+
+// Several threads may wait on one pull subscription; each message reaches exactly one of them.
+// (nats.c wakes one waiter when messages arrive, not one per message: spreading work over
+// threads is the caller's job, as the worker's leader/followers intake does.)
+TEST_CASE("broker: a pull subscription gives each message to exactly one of the threads waiting on it",
+          "[broker][integration]") {
+  nats_server server;
+  auto worker = connect(server.url());
+  auto client = connect(server.url());
+  auto sub = worker->subscribe_pull("t.pull", "workers");
+  REQUIRE(sub.ok());
+  REQUIRE(worker->flush(1000).ok());
+
+  // Nothing yet: an empty answer after the timeout, not an error.
+  auto none = (*sub)->next(20);
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+
+  constexpr int messages = 400;
+  std::mutex mutex;
+  std::multiset<std::string> seen;
+  std::atomic<int> stopped{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, s = *sub] {
+      while (true) {
+        auto next = s->next(5000);
+        if (!next) {
+          CHECK(next.error().code == errc::cancelled);  // what unsubscribe gives a waiting thread
+          ++stopped;
+          return;
+        }
+        if (!*next) continue;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));  // a task takes a while
+        std::lock_guard lock{mutex};
+        seen.insert((*next)->data);
+      }
+    });
+  }
+  for (int i = 0; i < messages; ++i) REQUIRE(client->publish("t.pull", std::to_string(i)).ok());
+  REQUIRE_EVENTUALLY(10000, ([&] {
+    std::lock_guard lock{mutex};
+    return seen.size() == messages;
+  }()));
+  {
+    std::lock_guard lock{mutex};
+    for (int i = 0; i < messages; ++i) CHECK(seen.count(std::to_string(i)) == 1);  // each once
+  }
+  REQUIRE((*sub)->unsubscribe().ok());
+  for (auto& t : threads) t.join();
+  CHECK(stopped == 4);
 }

@@ -32,7 +32,7 @@ completion_request conversation() {
   completion_request r;
   r.system_prompt = "You are a coding agent.";
   r.messages = {{"user", "List the files.", {}, {}, {}, false}};
-  r.tools = {sandbox::tool_definition("exec")};
+  r.tools = std::make_shared<const std::vector<wire::value>>(std::vector<wire::value>{sandbox::tool_definition("exec")});
   return r;
 }
 

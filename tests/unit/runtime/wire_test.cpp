@@ -162,6 +162,27 @@ TEST_CASE("wire: an error reply decodes to its error whatever message was expect
   CHECK(*wire::peek_type(bytes) == "error");
 }
 
+TEST_CASE("wire: peek_type reads the type without decoding the body, and says what is wrong",
+          "[runtime][wire]") {
+  auto good = wire::encode(wire::task_accepted{"r1-node", 3, 1, "w"});
+  CHECK(*wire::peek_type(good) == "task_accepted");
+  auto big = wire::task_result{};
+  big.run_id = "r1-node";
+  big.payload = value{{"text", std::string(100'000, 'x')}};
+  CHECK(*wire::peek_type(wire::encode(big)) == "task_result");
+  auto code_of = [](const std::string& bytes) { return wire::peek_type(bytes).error().code; };
+  CHECK(code_of("") == errc::malformed);
+  CHECK(code_of(good.substr(0, good.size() / 2)) == errc::malformed);  // truncated
+  CHECK(code_of(wire::pack(value::array({1, 2}))) == errc::malformed);  // not a map
+  CHECK(code_of(edited(good, [](value& v) { v.erase("type"); })) == errc::malformed);
+  CHECK(code_of(edited(good, [](value& v) { v["type"] = 7; })) == errc::malformed);
+  CHECK(code_of(edited(good, [](value& v) { v.erase("v"); })) == errc::malformed);
+  CHECK(code_of(edited(good, [](value& v) { v["v"] = 99; })) == errc::unsupported_version);
+  wire::limits small;
+  small.message_bytes_max = 16;
+  CHECK(wire::peek_type(good, small).error().code == errc::too_large);
+}
+
 TEST_CASE("wire: unknown fields are ignored", "[runtime][wire]") {
   auto bytes = edited(wire::encode(wire::invoke_request{"coder", "x", "", ""}),
                       [](value& v) { v["from_the_future"] = {1, 2, 3}; });
