@@ -495,7 +495,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
-    auto record = shared->store.get(run);
+    auto record = shared->store.get(run, false);
     if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
     if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
     shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
@@ -512,7 +512,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       if (body->contains("limit") && (*body)["limit"].is_number_unsigned())
         limit = std::clamp<std::size_t>((*body)["limit"].get<std::size_t>(), 1, 1000);
     }
-    auto record = shared->store.get(run);
+    auto record = shared->store.get(run, false);
     if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
     if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
     auto events = shared->store.events(run, from, limit + 1);
@@ -550,7 +550,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     value runs = value::array();
     // Newest first, as a person reads a list of runs.
     for (auto it = ids->rbegin(); it != ids->rend() && runs.size() < limit; ++it) {
-      auto record = shared->store.get(*it);
+      auto record = shared->store.get(*it, false);
       if (!record || !*record) continue;
       if (!agent.empty() && (*record)->agent != agent) continue;
       runs.push_back(summary(**record));

@@ -84,8 +84,17 @@ void run_machine::journal(effects& e, const std::string& kind, wire::value data)
 
 void run_machine::finish(effects& e) {
   record_.updated_ms = wall_ms();
-  // The state can be large (the whole conversation): pack it once, and copy only the header.
-  e.transition.snapshot = store::pack_record(record_);
+  // The conversation is written message by message, each once; the rest of the state (small)
+  // is packed whole, and only the header is copied.
+  // Nothing of an unchanged step is written, so nothing counts as written.
+  if (e.changed) {
+    const value& messages = record_.state["messages"];
+    e.transition.messages_from = record_.messages_on_disk;
+    for (std::size_t i = record_.messages_on_disk; i < messages.size(); ++i)
+      e.transition.messages.push_back(wire::pack(messages[i]));
+    record_.messages_on_disk = messages.size();
+    e.transition.snapshot = store::pack_record(record_);
+  }
   auto& header = e.transition.record;
   header.run_id = record_.run_id;
   header.agent = record_.agent;

@@ -37,6 +37,9 @@ std::string snapshot_key(const std::string& run) { return "r/" + run; }
 std::string journal_key(const std::string& run, std::uint64_t seq) {
   return "j/" + run + "/" + big_endian(seq);
 }
+std::string message_key(const std::string& run, std::uint64_t index) {
+  return "c/" + run + "/" + big_endian(index);
+}
 std::string event_key(const std::string& run, std::uint64_t seq) {
   return "e/" + run + "/" + big_endian(seq);
 }
@@ -95,6 +98,16 @@ struct header {
 } // namespace
 
 std::string pack_record(const run_record& r) {
+  // The state without its conversation: a shallow map of the other fields, by reference.
+  std::vector<std::pair<std::string_view, const wire::value*>> state_fields;
+  wire::value messages_count = std::size_t{0};
+  if (r.state.is_object()) {
+    for (auto it = r.state.begin(); it != r.state.end(); ++it) {
+      if (it.key() == "messages") messages_count = it.value().is_array() ? it.value().size() : 0;
+      else state_fields.emplace_back(it.key(), &it.value());
+    }
+  }
+  state_fields.emplace_back("messages_count", &messages_count);
   wire::value fields[] = {r.run_id,     r.agent,      r.session_id,     r.idempotency_key,
                           to_string(r.status), r.created_ms, r.updated_ms, r.last_event_seq,
                           r.last_journal_seq};
@@ -102,7 +115,8 @@ std::string pack_record(const run_record& r) {
                             {"session_id", &fields[2]}, {"idempotency_key", &fields[3]},
                             {"status", &fields[4]}, {"created_ms", &fields[5]},
                             {"updated_ms", &fields[6]}, {"last_event_seq", &fields[7]},
-                            {"last_journal_seq", &fields[8]}, {"state", &r.state}});
+                            {"last_journal_seq", &fields[8]}},
+                           {{"state", wire::pack_fields(state_fields)}});
 }
 
 std::string_view to_string(run_status s) { return status_names[static_cast<std::size_t>(s)]; }
@@ -201,6 +215,15 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
                                      {"agent", r.agent},
                                      {"created_ms", r.created_ms}}));
     batch.Put(snapshot_key(r.run_id), t.snapshot.empty() ? pack_record(r) : t.snapshot);
+    if (!t.messages.empty()) {
+      for (std::size_t i = 0; i < t.messages.size(); ++i)
+        batch.Put(message_key(r.run_id, t.messages_from + i), t.messages[i]);
+    } else if (t.snapshot.empty() && r.state.is_object() && r.state.contains("messages") &&
+               r.state["messages"].is_array()) {
+      const auto& messages = r.state["messages"];
+      for (std::size_t i = t.messages_from; i < messages.size(); ++i)
+        batch.Put(message_key(r.run_id, i), wire::pack(messages[i]));
+    }
     for (const auto& entry : t.journal) {
       batch.Put(journal_key(r.run_id, entry.seq),
                 wire::pack(wire::value{{"seq", entry.seq},
@@ -219,7 +242,7 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
   return success();
 }
 
-result<std::optional<run_record>> run_store::get(const std::string& run_id) const {
+result<std::optional<run_record>> run_store::get(const std::string& run_id, bool with_conversation) const {
   std::string bytes;
   auto s = db_->Get(rocksdb::ReadOptions(), snapshot_key(run_id), &bytes);
   if (s.IsNotFound()) return std::optional<run_record>{};
@@ -228,6 +251,30 @@ result<std::optional<run_record>> run_store::get(const std::string& run_id) cons
   if (!v) return v.error();
   auto r = record_from_value(*v);
   if (!r) return r.error();
+  wire::value& state = r->state;
+  // A snapshot written before the conversation was stored apart holds it whole: then nothing
+  // of it is on disk on its own, and the next transition writes it all.
+  if (!state.is_object() || !state.contains("messages_count")) return std::optional<run_record>(std::move(*r));
+  if (!state["messages_count"].is_number_unsigned())
+    return make_error(errc::malformed, "run " + run_id + ": stored messages_count is not a count");
+  auto count = state["messages_count"].get<std::uint64_t>();
+  state.erase("messages_count");
+  if (!with_conversation) return std::optional<run_record>(std::move(*r));
+  wire::value messages = wire::value::array();
+  std::string prefix = "c/" + run_id + "/";
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(message_key(run_id, 0)); it->Valid() && it->key().starts_with(prefix) && messages.size() < count;
+       it->Next()) {
+    auto m = wire::unpack(it->value().ToStringView(), disk_limits());
+    if (!m) return make_error(m.error().code, "run " + run_id + ": a stored message is damaged: " + m.error().message);
+    messages.push_back(std::move(*m));
+  }
+  if (!it->status().ok()) return io_error(it->status(), "reading a run's conversation");
+  if (messages.size() != count)
+    return make_error(errc::malformed, "run " + run_id + ": the conversation has " + std::to_string(messages.size()) +
+                                         " of its " + std::to_string(count) + " messages on disk");
+  state["messages"] = std::move(messages);
+  r->messages_on_disk = count;
   return std::optional<run_record>(std::move(*r));
 }
 

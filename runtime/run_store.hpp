@@ -1,6 +1,10 @@
 // The run store: one RocksDB database per orchestrator holding each run's snapshot, journal and
 // events, and indexes by status, agent, time and idempotency key. Every transition of a run is
 // one atomic write batch; with fsync on, a transition is on disk when apply() returns.
+//
+// The conversation (state["messages"]) is the part of a run that grows without bound, so it is
+// not in the snapshot: each message is written once, under its own key, by the transition that
+// added it, and get() puts them back. A step so writes what it changed, not the whole run.
 #pragma once
 
 #include "runtime/result.hpp"
@@ -32,6 +36,9 @@ struct run_record {
   std::uint64_t last_event_seq = 0;
   std::uint64_t last_journal_seq = 0;
   wire::value state;  // what the run actor needs beyond the fields above
+  // How many of state["messages"] are on disk (set by get(); not stored): a transition writes
+  // the messages after these.
+  std::size_t messages_on_disk = 0;
 };
 
 struct journal_entry {
@@ -49,9 +56,14 @@ struct run_transition {
   std::vector<journal_entry> journal;
   std::vector<wire::event> events;
   std::uint64_t journal_truncate_through = 0;  // drop entries up to this seq (0: none)
+  // Messages of the conversation new since the last transition: packed messages numbered from
+  // messages_from. Empty with an unpacked snapshot: apply() takes them from record.state.
+  std::uint64_t messages_from = 0;
+  std::vector<std::string> messages;
 };
 
-// The record as stored, packed without copying its state.
+// The record as stored: packed without copying its state, and without its conversation, which
+// is stored message by message (see above); the snapshot says how many messages there are.
 std::string pack_record(const run_record& r);
 
 struct store_options {
@@ -72,7 +84,9 @@ public:
   result<void> apply(const std::vector<run_transition>& transitions);
   result<void> apply(const run_transition& transition);
 
-  result<std::optional<run_record>> get(const std::string& run_id) const;
+  // The run with its whole conversation, or (with_conversation false, for listing) without
+  // state["messages"].
+  result<std::optional<run_record>> get(const std::string& run_id, bool with_conversation = true) const;
   result<std::vector<journal_entry>> journal(const std::string& run_id,
                                              std::uint64_t from_seq = 1) const;
   result<std::vector<wire::event>> events(const std::string& run_id, std::uint64_t from_seq = 1,

@@ -234,14 +234,29 @@ std::string pack(const value& v) {
 }
 
 std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields) {
-  std::sort(fields.begin(), fields.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return pack_fields(std::move(fields), {});
+}
+
+std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields,
+                        const std::vector<std::pair<std::string_view, std::string>>& packed) {
+  struct field {
+    std::string_view key;
+    const value* v;
+    const std::string* bytes;
+  };
+  std::vector<field> all;
+  all.reserve(fields.size() + packed.size());
+  for (const auto& [key, v] : fields) all.push_back({key, v, nullptr});
+  for (const auto& [key, bytes] : packed) all.push_back({key, nullptr, &bytes});
+  std::sort(all.begin(), all.end(), [](const field& a, const field& b) { return a.key < b.key; });
   msgpack::sbuffer buffer;
   msgpack::packer<msgpack::sbuffer> out(buffer);
-  out.pack_map(static_cast<std::uint32_t>(fields.size()));
-  for (const auto& [key, field] : fields) {
-    out.pack_str(static_cast<std::uint32_t>(key.size()));
-    out.pack_str_body(key.data(), static_cast<std::uint32_t>(key.size()));
-    pack_value(out, *field);
+  out.pack_map(static_cast<std::uint32_t>(all.size()));
+  for (const auto& f : all) {
+    out.pack_str(static_cast<std::uint32_t>(f.key.size()));
+    out.pack_str_body(f.key.data(), static_cast<std::uint32_t>(f.key.size()));
+    if (f.v) pack_value(out, *f.v);
+    else buffer.write(f.bytes->data(), f.bytes->size());
   }
   return std::string(buffer.data(), buffer.size());
 }

@@ -31,6 +31,9 @@ std::string pack(const value& v);
 // Packs a map of the given fields without copying their values (keys are sorted here, as
 // `pack` sorts them), for large values such as a run's state or a task's payload.
 std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields);
+// The same, with some fields given already packed (each one MessagePack value), copied as bytes.
+std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields,
+                        const std::vector<std::pair<std::string_view, std::string>>& packed);
 result<value> unpack(std::string_view bytes, const limits& bounds = {});
 
 struct invoke_request {

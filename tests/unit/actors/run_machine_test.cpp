@@ -238,3 +238,32 @@ TEST_CASE("run machine: a failure another attempt cannot change ends the run at 
   CHECK(e.transition.record.status == run_status::failed);
   CHECK(h.machine.record().state["error"] == "anthropic answered HTTP 400: invalid_request_error: bad");
 }
+
+TEST_CASE("run machine: each transition carries only the messages it added", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  CHECK(started.transition.messages_from == 0);
+  CHECK(started.transition.messages.size() == 1);  // the person's task
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto asked = h.answer(started.tasks[0], harness::llm_answer("listing", call));
+  CHECK(asked.transition.messages_from == 1);
+  REQUIRE(asked.transition.messages.size() == 1);  // the model's answer
+  CHECK(*wire::unpack(asked.transition.messages[0]) == h.machine.record().state["messages"][1]);
+  // A suspension adds no message; its snapshot does not hold the conversation.
+  auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
+  CHECK(suspended.transition.messages.empty());
+  CHECK(wire::unpack(suspended.transition.snapshot)->at("state").contains("messages_count"));
+  CHECK_FALSE(wire::unpack(suspended.transition.snapshot)->at("state").contains("messages"));
+  // A run loaded from disk (all its messages there) goes on from there; a start that changes
+  // nothing writes nothing and counts nothing as written.
+  auto record = h.machine.record();
+  auto agent = agent_with();
+  run_machine loaded(record, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  auto nothing = loaded.start();
+  CHECK_FALSE(nothing.changed);
+  auto step_key = suspended.transition.events[0].data["step_key"].get<std::string>();
+  auto rejected = loaded.on_resume(wire::resume_request{"r1", step_key, false, "no", false});
+  REQUIRE(rejected.ok());
+  CHECK(rejected->transition.messages_from == 2);
+  CHECK(rejected->transition.messages.size() == 1);  // the rejection, as the tool's result
+}

@@ -207,3 +207,65 @@ TEST_CASE("run store: a path that cannot hold a database is a clear error", "[ru
   CHECK(s.error().code == errc::io);
   CHECK(s.error().message.find("cannot open the run store at") == 0);
 }
+
+TEST_CASE("run store: the conversation is written a message at a time and read back whole",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto message = [](int i) { return wire::value{{"role", "user"}, {"text", std::string(1000, 'a' + i % 26)}}; };
+  {
+    auto store = open_store(dir.file("db"));
+    auto t = created("r1", "coder", 1);
+    t.record.state["messages"] = wire::value::array({message(0), message(1)});
+    REQUIRE(store->apply(t).ok());  // from the record's state: messages 0 and 1
+    // Later transitions carry only their new messages, packed, as the run machine sends them.
+    for (int i = 2; i < 40; ++i) {
+      run_transition next;
+      next.record = t.record;
+      next.record.state = wire::value{{"step", i}};  // what the snapshot holds besides messages
+      next.record.state["messages"] = wire::value::array();
+      for (int k = 0; k <= i; ++k) next.record.state["messages"].push_back(message(k));
+      next.snapshot = pack_record(next.record);
+      next.messages_from = static_cast<std::uint64_t>(i);
+      next.messages = {wire::pack(message(i))};
+      REQUIRE(store->apply(next).ok());
+      // The snapshot does not grow with the conversation: it holds the count, not the messages.
+      CHECK(next.snapshot.size() < 200);
+    }
+  }
+  auto store = open_store(dir.file("db"));  // read back after a reopen
+  auto r = store->get("r1");
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  const auto& messages = (**r).state["messages"];
+  REQUIRE(messages.size() == 40);
+  for (int i = 0; i < 40; ++i) CHECK(messages[static_cast<std::size_t>(i)] == message(i));
+  CHECK((**r).messages_on_disk == 40);
+  CHECK((**r).state["step"] == 39);
+  CHECK_FALSE((**r).state.contains("messages_count"));
+  // Listing needs no conversation.
+  auto light = store->get("r1", false);
+  REQUIRE(light.ok());
+  CHECK_FALSE((**light).state.contains("messages"));
+  CHECK((**light).state["step"] == 39);
+}
+
+TEST_CASE("run store: a snapshot that counts more messages than are stored is an error, not a short conversation",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.file("db"));
+  auto t = created("r1", "coder", 1);
+  t.record.state["messages"] = wire::value::array({wire::value{{"text", "one"}}});
+  REQUIRE(store->apply(t).ok());
+  run_transition next;
+  next.record = t.record;
+  next.record.state["messages"].push_back(wire::value{{"text", "two"}});
+  next.snapshot = pack_record(next.record);  // counts two...
+  next.messages_from = 1;
+  next.messages = {};                        // ...but the second is not written
+  next.record.state = wire::value{{"step", 0}};  // so apply() has nothing to take them from
+  REQUIRE(store->apply(next).ok());
+  auto r = store->get("r1");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == errc::malformed);
+  CHECK(r.error().message.find("1 of its 2 messages") != std::string::npos);
+}
