@@ -104,13 +104,15 @@ void deliver(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
   m.subject = natsMsg_GetSubject(raw);
   if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
   m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
-  natsMsg_Destroy(raw);
   try {
     (*on_message)(std::move(m));
   } catch (const std::exception& e) {
     // A handler must not take the delivery thread down with it.
     logger()->error("a message handler threw: {}", e.what());
   }
+  // After the handler: nats.c frees messages on its own thread, which this wakes; the handler's
+  // work (often handing the message on) should not wait behind that.
+  natsMsg_Destroy(raw);
 }
 
 } // namespace
@@ -222,6 +224,21 @@ struct pull_subscription::impl {
   }
 };
 
+namespace {
+// The message a thread took last, freed when it next asks for one: nats.c frees messages on its
+// own thread, which this wakes, and a task should not wait behind that.
+struct taken_message {
+  natsMsg* raw = nullptr;
+  void free() {
+    if (raw) natsMsg_Destroy(raw);
+    raw = nullptr;
+  }
+  ~taken_message() { free(); }  // at the thread's end
+};
+thread_local taken_message taken_last;
+void free_taken() { taken_last.free(); }
+} // namespace
+
 result<std::shared_ptr<pull_subscription>> connection::subscribe_pull(std::string_view subject,
                                                                       std::string_view queue) {
   auto state = std::make_unique<pull_subscription::impl>();
@@ -246,6 +263,7 @@ pull_subscription::~pull_subscription() {
 }
 
 result<std::optional<message>> pull_subscription::next(std::int64_t timeout_ms) {
+  free_taken();
   natsMsg* raw = nullptr;
   natsStatus s = natsSubscription_NextMsg(&raw, impl_->sub, std::max<std::int64_t>(1, timeout_ms));
   if (s == NATS_TIMEOUT) return std::optional<message>{};
@@ -260,7 +278,7 @@ result<std::optional<message>> pull_subscription::next(std::int64_t timeout_ms) 
   m.subject = natsMsg_GetSubject(raw);
   if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
   m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
-  natsMsg_Destroy(raw);
+  taken_last.raw = raw;
   return std::optional<message>(std::move(m));
 }
 
