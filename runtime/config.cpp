@@ -253,7 +253,7 @@ const std::vector<entry>& entries() {
       [](node_config& c, agent_config*) -> std::int64_t& { return c.task_attempts_max; }));
     e.push_back(integer_key(
       "limits.worker_tasks_max", 64, 1, 4096,
-      "Tasks a worker runs at once; more wait in its queue.",
+      "Tasks a worker runs at once, across its queues (at least one per queue); more wait in NATS.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_tasks_max; }));
     e.push_back(integer_key(
       "limits.store_batch_max", 512, 1, 100'000,
@@ -504,6 +504,15 @@ struct loader {
     }
     if (config.has_role(role::orchestrator) && config.data_dir.empty())
       return whole_file_error("node.data_dir", "an orchestrator needs a data directory");
+    // A worker keeps one thread waiting on each of its queues.
+    std::vector<std::string> queues;
+    for (const auto& agent : config.agents)
+      if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
+    if (config.has_role(role::worker) && static_cast<std::size_t>(config.worker_tasks_max) < queues.size())
+      return whole_file_error("limits.worker_tasks_max",
+                              "expected at least the number of worker queues (" + std::to_string(queues.size()) +
+                                "), since each queue needs a thread waiting on it; got " +
+                                std::to_string(config.worker_tasks_max));
     return success();
   }
 };

@@ -147,6 +147,19 @@ TEST_CASE("config: a bad agent key or tool is an error naming the agent", "[runt
   CHECK(error_of("[agents.\"bad id\"]\nmodel = \"x\"\n").find("agent id") != std::string::npos);
 }
 
+TEST_CASE("config: a worker needs a task thread for each of its queues", "[runtime][config]") {
+  const char* two_queues = "[limits]\nworker_tasks_max = 1\n[agents.a]\n[agents.b]\n";
+  CHECK(error_of(two_queues) ==
+        "node.toml: limits.worker_tasks_max: expected at least the number of worker queues (2), since each "
+        "queue needs a thread waiting on it; got 1");
+  // Agents that share a queue need one thread; a node that is no worker needs none.
+  CHECK(config::load_string("[limits]\nworker_tasks_max = 1\n[agents.a]\nqueue = \"q\"\n[agents.b]\nqueue = \"q\"\n",
+                            "node.toml").ok());
+  const char* not_a_worker =
+    "[node]\nroles = [\"orchestrator\"]\ndata_dir = \"d\"\n[limits]\nworker_tasks_max = 1\n[agents.a]\n[agents.b]\n";
+  CHECK(config::load_string(not_a_worker, "node.toml").ok());
+}
+
 TEST_CASE("config: --set overrides apply after the file and are checked the same way",
           "[runtime][config]") {
   auto c = config::load_string("[nats]\nprefix = \"a\"\n", "x.toml",
