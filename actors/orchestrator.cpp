@@ -8,6 +8,7 @@
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run_store.hpp"
+#include "runtime/step_trace.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -180,6 +181,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
   for (const auto& ev : e.transition.events) events.push_back(wire::encode(ev));
   std::vector<wire::task> tasks = std::move(e.tasks);
   auto seq = e.transition.record.last_event_seq;
+  step_trace::mark(step_trace::transition_built);
   shared->writer->submit(
     std::move(e.transition),
     [shared, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
@@ -193,11 +195,13 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       }
       // Events before the task they announce: a watcher sees "step started" before the text
       // the step streams (on one server, the order of publishing is the order of delivery).
+      step_trace::mark(step_trace::publishing);
       for (const auto& bytes : events) shared->publish(events_subject, bytes);
       for (const auto& t : tasks) {
         if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
         else shared->publish(tasks_subject, wire::encode(t));
       }
+      step_trace::mark(step_trace::task_published);
       shared->publish(reply_to, reply_bytes);
       if (lease_timer) {
         auto l = *lease_timer;
@@ -226,6 +230,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       return true;
     },
     [=](result_atom, const wire::task_result& result) {
+      step_trace::mark(step_trace::result_in_actor);
       perform(self, shared, self->state.machine->on_task_result(result), {}, reply_kind::none);
       return true;
     },
@@ -477,6 +482,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
   });
   if (r) r = subscribe(subjects.node_results(node_id), "", [shared](broker::message&& m) {
+    step_trace::mark(step_trace::result_received);
     // Straight to the run's actor; a run not in memory has no task in flight, so what comes for
     // it is late and is dropped.
     if (auto type = wire::peek_type(m.data, shared->limits); type && *type == "task_accepted") {
@@ -490,6 +496,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       logger()->warn("a task result was dropped: {}", result.error().message);
       return;
     }
+    step_trace::mark(step_trace::result_decoded);
     if (auto run = shared->find(result->run_id)) caf::anon_send(run, result_atom::value, std::move(*result));
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {

@@ -7,6 +7,7 @@
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "sandbox/tools.hpp"
+#include "runtime/step_trace.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -142,6 +143,7 @@ void execute(worker_shared& shared, const wire::task& t) {
     r.failure = outcome.error();
     logger()->warn("run {}: task {} failed: {}", t.run_id, t.step, outcome.error().message);
   }
+  step_trace::mark(step_trace::task_executed);
   if (auto sent = shared.nats->publish(t.reply_to, wire::encode(r)); !sent)
     logger()->warn("run {}: result of task {} not sent: {}", t.run_id, t.step, sent.error().message);
 }
@@ -332,6 +334,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
     auto sub = shared->nats->subscribe_pull(shared->subjects.tasks(queue), "workers");
     if (!sub) return sub.error();
     auto intake = std::make_shared<task_intake>(std::move(*sub), budget, [shared, running](broker::message&& m) {
+      step_trace::mark(step_trace::task_received);
       auto t = wire::decode<wire::task>(m.data, shared->limits);
       if (!t) {
         logger()->warn("a task was dropped: {}", t.error().message);
@@ -343,7 +346,9 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
         running->tasks.emplace(id, running_tasks::entry{{t->run_id, t->step, t->attempt, shared->node_id},
                                                         t->reply_to, steady_ms(), false});
       }
+      step_trace::mark(step_trace::task_decoded);
       execute(*shared, *t);
+      step_trace::mark(step_trace::result_published);
       std::lock_guard lock{running->mutex};
       running->tasks.erase(id);
     });

@@ -4,6 +4,7 @@
 #include "actors/node.hpp"
 #include "runtime/config.hpp"
 #include "runtime/log.hpp"
+#include "runtime/step_trace.hpp"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   }
   int received = 0;
   sigwait(&stop_signals, &received);
+  keel::step_trace::write_file();
   logger->info("received {}, stopping", received == SIGTERM ? "SIGTERM" : "SIGINT");
 
   // A stop that overruns its bound must not leave the node half-alive.

@@ -61,9 +61,10 @@ after: {figures['memory.rss_after_mb']:.1f} MB. What remains is mostly RocksDB's
 
 ## Where the time goes
 
-Measured on 2026-11-27 with timestamps at each hand-over inside the node (a temporary build,
-medians over 2,000 steps at low load; the machine was in a quiet phase, the floor's write was
-about 230 µs and its round trip about 200 µs):
+Measured on 2026-11-27 with `bench/step_trace.sh`, which builds the node with timestamps at
+each hand-over of a step (`-DKEEL_STEP_TRACE=ON`, runtime/step_trace.hpp) and prints the
+medians between them (here over 2,000 steps at low load, in a quiet phase of the machine: the
+floor's write was about 230 µs and its round trip about 200 µs):
 
 | part of one step | µs |
 | --- | --- |

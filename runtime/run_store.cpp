@@ -1,4 +1,5 @@
 #include "runtime/run_store.hpp"
+#include "runtime/step_trace.hpp"
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
@@ -173,6 +174,7 @@ result<void> run_store::apply(const run_transition& transition) {
 }
 
 result<void> run_store::apply(const std::vector<run_transition>& transitions) {
+  step_trace::mark(step_trace::batch_building);
   rocksdb::WriteBatch batch;
   // Within one batch, a later transition of the same run sees the header an earlier one wrote.
   std::map<std::string, header> pending_headers;
@@ -237,7 +239,9 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
   }
   rocksdb::WriteOptions write_options;
   write_options.sync = fsync_;
+  step_trace::mark(step_trace::write_started);
   auto s = db_->Write(write_options, &batch);
+  step_trace::mark(step_trace::write_done);
   if (!s.ok()) return io_error(s, "writing a run transition");
   return success();
 }
