@@ -148,6 +148,38 @@ value summary(const store::run_record& r) {
 
 enum class reply_kind { none, invoke, resume, cancel };
 
+// The next task of a step whose result is written on its own first: it goes out once the result
+// is on disk and the task is ready, by whichever of the two comes second (the writer's thread or
+// the run's actor).
+struct task_gate {
+  std::mutex mutex;
+  bool written = false;
+  bool failed = false;
+  std::function<void()> send;  // publishes the task and arms its lease
+
+  void on_written(bool ok) {
+    std::function<void()> go;
+    {
+      std::lock_guard lock{mutex};
+      written = true;
+      failed = !ok;
+      if (ok) go = std::move(send);
+    }
+    if (go) go();
+  }
+  void on_ready(std::function<void()> f) {
+    {
+      std::lock_guard lock{mutex};
+      if (!written) {
+        send = std::move(f);
+        return;
+      }
+      if (failed) return;
+    }
+    f();
+  }
+};
+
 struct run_actor_state {
   std::optional<run_machine> machine;
   std::string tasks_subject;
@@ -157,9 +189,11 @@ struct run_actor_state {
 using run_actor_type = caf::stateful_actor<run_actor_state>;
 
 // Writes the transition, then (on the writer's thread, in order) publishes events, replies,
-// sends tasks and arms the lease; a run with nothing left to do asks to leave memory.
+// sends tasks and arms the lease; a run with nothing left to do asks to leave memory. With a
+// gate (the step's result already being written on its own), the task goes out as soon as that
+// write is done, without waiting for this one.
 void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, effects e,
-             const std::string& reply_to, reply_kind kind) {
+             const std::string& reply_to, reply_kind kind, const std::shared_ptr<task_gate>& gate = nullptr) {
   const run_machine& machine = *self->state.machine;
   caf::actor me = caf::actor_cast<caf::actor>(self);
   std::string reply_bytes;
@@ -182,6 +216,19 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
   std::vector<wire::task> tasks = std::move(e.tasks);
   auto seq = e.transition.record.last_event_seq;
   step_trace::mark(step_trace::transition_built);
+  if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
+    std::vector<std::string> encoded;
+    for (const auto& t : tasks) encoded.push_back(wire::encode(t));
+    gate->on_ready([shared, encoded = std::move(encoded), tasks_subject = self->state.tasks_subject,
+                    run_id = machine.run_id(), lease_timer = e.lease_timer] {
+      step_trace::mark(step_trace::publishing);
+      for (const auto& bytes : encoded) shared->publish(tasks_subject, bytes);
+      step_trace::mark(step_trace::task_published);
+      if (lease_timer) shared->arm(run_id, *lease_timer);
+    });
+    tasks.clear();
+    e.lease_timer.reset();
+  }
   shared->writer->submit(
     std::move(e.transition),
     [shared, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
@@ -214,12 +261,26 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
 
 caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shared,
                         store::run_record record, const config::agent_config* agent, bool start_now,
-                        std::string invoke_reply) {
+                        bool from_disk, std::string invoke_reply) {
   self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
   self->state.tasks_subject = shared->subjects.tasks(agent->queue);
   shared->in_memory += 1;
   self->attach_functor([shared] { shared->in_memory -= 1; });
-  if (start_now)
+  // A result recorded whose consequences were not written (a crash between the two writes of a
+  // step) is applied now, and what was due then goes out.
+  bool recovered = false;
+  if (from_disk) {
+    auto& machine = *self->state.machine;
+    auto tail = shared->store.journal(machine.run_id(), machine.record().last_journal_seq + 1);
+    if (!tail) {
+      logger()->error("run {}: cannot read its journal: {}", machine.run_id(), tail.error().message);
+    } else if (!tail->empty()) {
+      auto e = machine.recover(*tail);
+      recovered = e.changed;
+      if (recovered) perform(self, shared, std::move(e), {}, reply_kind::none);
+    }
+  }
+  if (start_now && !recovered)
     perform(self, shared, self->state.machine->start(), invoke_reply,
             invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
   return {
@@ -231,7 +292,22 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
     },
     [=](result_atom, const wire::task_result& result) {
       step_trace::mark(step_trace::result_in_actor);
-      perform(self, shared, self->state.machine->on_task_result(result), {}, reply_kind::none);
+      // The result alone is written first, on the writer's thread; what follows from it is
+      // worked out meanwhile, and the next task goes as soon as the result is on disk.
+      auto& machine = *self->state.machine;
+      if (!machine.expects(result)) return true;  // late or repeated
+      store::run_transition recorded;
+      recorded.journal_only = true;
+      recorded.record.run_id = machine.run_id();
+      recorded.journal.push_back(machine.record_result(result));
+      auto gate = std::make_shared<task_gate>();
+      caf::actor me = caf::actor_cast<caf::actor>(self);
+      shared->writer->submit_async(std::move(recorded), [gate, me](const keel::result<void>& written) {
+        gate->on_written(written.ok());
+        // Memory is ahead of disk: drop the actor so the run reloads from what is written.
+        if (!written) caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
+      });
+      perform(self, shared, machine.on_task_result(result, true), {}, reply_kind::none, gate);
       return true;
     },
     [=](cancel_atom, const std::string& reason, const std::string& reply) {
@@ -286,9 +362,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     }
   });
   auto spawn_run = [=](store::run_record record, const config::agent_config* agent, bool start_now,
-                       const std::string& invoke_reply) {
+                       bool from_disk, const std::string& invoke_reply) {
     std::string id = record.run_id;
-    auto actor = self->spawn<caf::linked>(run_actor, shared, std::move(record), agent, start_now, invoke_reply);
+    auto actor = self->spawn<caf::linked>(run_actor, shared, std::move(record), agent, start_now, from_disk,
+                                          invoke_reply);
     self->monitor(actor);
     shared->registered(id, actor);
     return actor;
@@ -311,7 +388,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
                                                     (*loaded)->agent + "', which this node no longer has");
       return std::nullopt;
     }
-    return spawn_run(std::move(**loaded), agent, false, {});
+    return spawn_run(std::move(**loaded), agent, false, true, {});
   };
   // Forwards as a request: if the actor left memory before it read the message, the request
   // fails and the run is loaded from disk and asked again (once).
@@ -367,7 +444,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         self->state.key_of_run[id] = key;
       }
       logger()->info("run {} created for agent {}", id, invoke.agent);
-      spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, reply);
+      spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, false, reply);
     },
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       (*forward_resume)(request, reply, 0);
@@ -396,7 +473,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
             logger()->error("run {}: agent {} is not configured; the run waits on disk", id, (*record)->agent);
             continue;
           }
-          spawn_run(std::move(**record), agent, true, {});
+          spawn_run(std::move(**record), agent, true, true, {});
           ++recovered;
         }
       }

@@ -226,18 +226,70 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
   e.lease_timer = lease{step, attempt, context_.accept_timeout_ms, false};
 }
 
+bool run_machine::expects(const wire::task_result& result) const {
+  const value& pending = record_.state["pending"];
+  return record_.status == run_status::running && !pending.is_null() &&
+         pending["step"].get<std::uint64_t>() == result.step;
+}
+
+namespace {
+// A result as the journal keeps it: the message itself, so that it can be replayed as it came.
+value result_entry_data(const wire::task_result& result) {
+  auto bytes = wire::encode(result);
+  return value{{"step", result.step}, {"attempt", result.attempt}, {"ok", result.ok},
+               {"message", value::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()))}};
+}
+} // namespace
+
+store::journal_entry run_machine::record_result(const wire::task_result& result) {
+  record_.last_journal_seq += 1;
+  return {record_.last_journal_seq, "result", wall_ms(), result_entry_data(result)};
+}
+
+effects run_machine::recover(const std::vector<store::journal_entry>& tail) {
+  effects all;
+  for (const auto& entry : tail) {
+    if (entry.seq <= record_.last_journal_seq || entry.kind != "result") continue;
+    const value& data = entry.data;
+    if (!data.is_object() || !data.contains("message") || !data["message"].is_binary()) continue;
+    const auto& bin = data["message"].get_binary();
+    auto result = wire::decode<wire::task_result>(std::string(bin.begin(), bin.end()), store::disk_limits());
+    record_.last_journal_seq = entry.seq;
+    if (!result || !expects(*result)) continue;
+    effects e = on_task_result(*result, true);
+    if (!all.changed) {
+      all = std::move(e);
+      continue;
+    }
+    // More than one (not expected: a second result needs the first's consequences written):
+    // one transition with everything, in order.
+    for (auto& ev : e.transition.events) all.transition.events.push_back(std::move(ev));
+    for (auto& m : e.transition.messages) all.transition.messages.push_back(std::move(m));
+    all.transition.record = std::move(e.transition.record);
+    all.transition.snapshot = std::move(e.transition.snapshot);
+    all.tasks = std::move(e.tasks);
+    all.task_delay_ms = e.task_delay_ms;
+    all.lease_timer = e.lease_timer;
+    all.leave_memory = e.leave_memory;
+  }
+  return all;
+}
+
 effects run_machine::on_task_result(const wire::task_result& result) {
+  return on_task_result(result, false);
+}
+
+effects run_machine::on_task_result(const wire::task_result& result, bool recorded) {
   value& state = record_.state;
   const value& pending = state["pending"];
-  if (record_.status != run_status::running || pending.is_null() ||
-      pending["step"].get<std::uint64_t>() != result.step) {
-    return effects{};  // late or repeated: that step's result was recorded already
-  }
+  if (!expects(result)) return effects{};  // late or repeated: that step's result was recorded already
   effects e = begin();
+  if (!recorded) {
+    record_.last_journal_seq += 1;
+    e.transition.journal.push_back({record_.last_journal_seq, "result", wall_ms(), result_entry_data(result)});
+  }
   if (!result.ok) {
     std::string message = result.failure ? result.failure->message : "task failed";
-    journal(e, "task_failed", value{{"step", result.step}, {"attempt", result.attempt},
-                                    {"worker", result.worker}, {"error", message}});
     // What another attempt cannot change (a bad request, a missing key, a refused call) ends
     // the run now, with the reason; the rest (overload, network, a worker gone) is tried again.
     errc code = result.failure ? result.failure->code : errc::internal;
@@ -261,13 +313,10 @@ effects run_machine::on_task_result(const wire::task_result& result) {
   if (llm_step) {
     auto completion = llm::completion_from_value(result.payload);
     if (!completion) {
-      journal(e, "task_failed", value{{"step", result.step}, {"error", completion.error().message}});
       fail(e, "the model's answer could not be read: " + completion.error().message);
       finish(e);
       return e;
     }
-    journal(e, "llm_result", value{{"step", result.step}, {"attempt", result.attempt},
-                                   {"worker", result.worker}, {"completion", result.payload}});
     llm::message assistant{"assistant", completion->text, completion->tool_calls, {}, {}, false};
     state["messages"].push_back(llm::to_value(assistant));
     state["steps"] = state["steps"].get<std::int64_t>() + 1;
@@ -296,9 +345,6 @@ effects run_machine::on_task_result(const wire::task_result& result) {
   auto index = state["call_index"].get<std::size_t>();
   const value call = state["calls"][index];
   auto status = result.payload.value("status", std::string("done"));
-  journal(e, "tool_result", value{{"step", result.step}, {"attempt", result.attempt},
-                                  {"worker", result.worker}, {"call_id", call["id"]},
-                                  {"outcome", result.payload}});
   if (status == "needs_approval" && !approved) {
     std::string step_key = "approve-" + std::to_string(result.step);
     record_.status = run_status::suspended;

@@ -54,6 +54,18 @@ public:
   // the node died is sent again, same step, next attempt).
   effects start();
   effects on_task_result(const wire::task_result& result);
+
+  // The fast path for a result, in two writes: record_result() gives the journal entry that
+  // records the result alone, written first; on_task_result(result, true) then works out what
+  // follows while that write is in flight, and the next task may go once the entry is on disk.
+  // After a crash between the two writes, recover() replays the recorded result.
+  bool expects(const wire::task_result& result) const;  // false: late or repeated
+  store::journal_entry record_result(const wire::task_result& result);
+  effects on_task_result(const wire::task_result& result, bool recorded);
+  // Journal entries past the snapshot (results recorded whose consequences were not written):
+  // applies them; the effects write those consequences and send what is due. Unchanged effects
+  // when there are none.
+  effects recover(const std::vector<store::journal_entry>& tail);
   // A resume for a step that is not waiting is an error, unless it repeats an answer already
   // recorded: then the reply is the same and nothing changes.
   result<effects> on_resume(const wire::resume_request& request);

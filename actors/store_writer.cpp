@@ -30,6 +30,15 @@ void store_writer::submit(store::run_transition transition, continuation then) {
   if (!queue_.empty()) wake_.notify_one();
 }
 
+void store_writer::submit_async(store::run_transition transition, continuation then) {
+  {
+    std::lock_guard lock{mutex_};
+    assert(!stopping_ && "a transition after the writer stopped would be lost");
+    queue_.push_back({std::move(transition), std::move(then)});
+  }
+  wake_.notify_one();
+}
+
 void store_writer::after_pending(continuation then) {
   {
     std::lock_guard lock{mutex_};

@@ -27,6 +27,8 @@ public:
   store_writer& operator=(const store_writer&) = delete;
 
   void submit(store::run_transition transition, continuation then);
+  // Always on the writer's thread, so that the caller can go on while it is written.
+  void submit_async(store::run_transition transition, continuation then);
   // Runs `then` once everything submitted before it is written (for a reply that writes nothing).
   void after_pending(continuation then);
   void stop();

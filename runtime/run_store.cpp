@@ -82,13 +82,6 @@ result<run_record> record_from_value(const wire::value& v) {
   }
 }
 
-// Values on disk use the wire encoding, without its size limit (a run may grow large).
-wire::limits disk_limits() {
-  wire::limits l;
-  l.message_bytes_max = std::size_t{1} << 31;
-  l.container_elements_max = std::size_t{1} << 24;
-  return l;
-}
 
 struct header {
   run_status status;
@@ -97,6 +90,13 @@ struct header {
 };
 
 } // namespace
+
+wire::limits disk_limits() {
+  wire::limits l;
+  l.message_bytes_max = std::size_t{1} << 31;
+  l.container_elements_max = std::size_t{1} << 24;
+  return l;
+}
 
 std::string pack_record(const run_record& r) {
   // The state without its conversation: a shallow map of the other fields, by reference.
@@ -176,11 +176,21 @@ result<void> run_store::apply(const run_transition& transition) {
 result<void> run_store::apply(const std::vector<run_transition>& transitions) {
   step_trace::mark(step_trace::batch_building);
   rocksdb::WriteBatch batch;
+  auto put_journal = [&batch](const run_transition& t) {
+    for (const auto& entry : t.journal)
+      batch.Put(journal_key(t.record.run_id, entry.seq),
+                wire::pack(wire::value{{"seq", entry.seq}, {"kind", entry.kind},
+                                       {"time_ms", entry.time_ms}, {"data", entry.data}}));
+  };
   // Within one batch, a later transition of the same run sees the header an earlier one wrote.
   std::map<std::string, header> pending_headers;
   for (const auto& t : transitions) {
     const run_record& r = t.record;
     assert(!r.run_id.empty());
+    if (t.journal_only) {
+      put_journal(t);
+      continue;
+    }
     std::optional<header> previous;
     if (auto it = pending_headers.find(r.run_id); it != pending_headers.end()) {
       previous = it->second;
@@ -226,13 +236,7 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
       for (std::size_t i = t.messages_from; i < messages.size(); ++i)
         batch.Put(message_key(r.run_id, i), wire::pack(messages[i]));
     }
-    for (const auto& entry : t.journal) {
-      batch.Put(journal_key(r.run_id, entry.seq),
-                wire::pack(wire::value{{"seq", entry.seq},
-                                       {"kind", entry.kind},
-                                       {"time_ms", entry.time_ms},
-                                       {"data", entry.data}}));
-    }
+    put_journal(t);
     if (t.journal_truncate_through > 0)
       batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1));
     for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));

@@ -60,7 +60,13 @@ struct run_transition {
   // messages_from. Empty with an unpacked snapshot: apply() takes them from record.state.
   std::uint64_t messages_from = 0;
   std::vector<std::string> messages;
+  // Only the journal entries (a result recorded ahead of what follows from it): no header,
+  // snapshot, index, message or event is written. record.run_id names the run.
+  bool journal_only = false;
 };
+
+// Values on disk use the wire encoding, without its size limit (a run may grow large).
+wire::limits disk_limits();
 
 // The record as stored: packed without copying its state, and without its conversation, which
 // is stored message by message (see above); the snapshot says how many messages there are.

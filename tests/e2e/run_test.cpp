@@ -2,6 +2,7 @@
 #include "tests/e2e/cluster.hpp"
 
 #include "broker/connection.hpp"
+#include "runtime/run_store.hpp"
 #include "runtime/wire.hpp"
 
 #include <map>
@@ -302,4 +303,69 @@ exec_timeout_ms = 30000
     c.await_status(run, "completed", 25'000);
     CHECK(c.show(run)["output"].get<std::string>().find("all four") != std::string::npos);
   }
+}
+
+// A step is written twice: its result alone (after which the next task may go), then what follows
+// from it. A crash between the two leaves the result on disk and nothing else; the restarted node
+// must replay that result, not ask the model again. The test makes that state itself: it stops
+// the node with a model step in flight and writes the step's result into the journal alone.
+TEST_CASE("runs: a result on disk whose consequences were not written is replayed, not asked again",
+          "[e2e][integration]") {
+  cluster c(R"(
+[agents.auto]
+script = "{dir}/auto.json"
+script_log = "{dir}/auto-calls.log"
+[agents.auto.sandbox]
+workspace = "{dir}/ws"
+scope = "agent"
+exec_security = "allow-always"
+)", {{"auto.json", R"({"turns": [
+    {"delay_ms": 3000, "text": "from the model", "tool_calls": [{"name": "exec", "arguments": {"command": "echo model >> marks.txt"}}]},
+    {"text": "finished"}
+  ]})"}});
+  auto run = c.invoke("auto", "go");
+  REQUIRE_EVENTUALLY(20000, c.has_event(run, "llm_step_started"));
+  c.stop_node();  // the model step is in flight
+
+  {
+    auto store = store::run_store::open({c.dir().file("data/runs"), true});
+    REQUIRE(store.ok());
+    auto record = (*store)->get(run);
+    REQUIRE(record.ok());
+    REQUIRE(record->has_value());
+    const auto& pending = (**record).state["pending"];
+    REQUIRE(pending["kind"] == "llm");
+    wire::task_result result;
+    result.run_id = run;
+    result.step = pending["step"].get<std::uint64_t>();
+    result.attempt = pending["attempt"].get<std::uint32_t>();
+    result.worker = "before-the-crash";
+    result.payload = json{{"role", "assistant"}, {"text", "recorded"},
+                          {"tool_calls", json::array({{{"id", "c1"}, {"name", "exec"},
+                                                        {"arguments", {{"command", "echo recorded >> marks.txt"}}}}})},
+                          {"usage", {{"input_tokens", 5}, {"output_tokens", 5}}}, {"stop_reason", "tool_use"}};
+    auto bytes = wire::encode(result);
+    store::run_transition alone;
+    alone.journal_only = true;
+    alone.record.run_id = run;
+    alone.journal.push_back({(**record).last_journal_seq + 1, "result", 1,
+                             json{{"step", result.step}, {"attempt", result.attempt}, {"ok", true},
+                                  {"message", json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()))}}});
+    REQUIRE((*store)->apply(alone).ok());
+  }
+
+  c.start_node();
+  c.await_status(run, "completed");
+  CHECK(c.show(run)["output"] == "finished");
+  // The model was asked turn 1 once (before the stop) and turn 2 once: the recorded answer was
+  // used, and its tool call ran.
+  CHECK(count_calls(read_file(c.dir().file("auto-calls.log"))) ==
+        std::map<std::string, int>{{"turn 1", 1}, {"turn 2", 1}});
+  CHECK(read_file(c.dir().file("ws/marks.txt")) == "recorded\n");
+  auto events = c.events(run);
+  for (std::size_t i = 0; i < events.size(); ++i) CHECK(events[i]["seq"] == i + 1);
+  auto completed = std::find_if(events.begin(), events.end(),
+                                [](const json& e) { return e["event_type"] == "llm_step_completed"; });
+  REQUIRE(completed != events.end());
+  CHECK((*completed)["data"]["text"] == "recorded");
 }

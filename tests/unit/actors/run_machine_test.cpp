@@ -67,7 +67,7 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
   REQUIRE(asked.tasks.size() == 1);
   CHECK(asked.tasks[0].payload["approved"] == false);
   CHECK(asked.transition.journal.size() == 1);
-  CHECK(asked.transition.journal[0].kind == "llm_result");
+  CHECK(asked.transition.journal[0].kind == "result");  // the result itself, as it came
 
   auto form = value{{"tool", "write"}, {"context", {{"path", "/w/a"}}}};
   auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", form}});
@@ -266,4 +266,45 @@ TEST_CASE("run machine: each transition carries only the messages it added", "[a
   REQUIRE(rejected.ok());
   CHECK(rejected->transition.messages_from == 2);
   CHECK(rejected->transition.messages.size() == 1);  // the rejection, as the tool's result
+}
+
+TEST_CASE("run machine: a result recorded on its own is replayed after a crash before its consequences",
+          "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto on_disk = h.machine.record();  // the last full transition written
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  wire::task_result result{"r1", started.tasks[0].step, 1, "w", true, harness::llm_answer("listing", call), {}};
+  REQUIRE(h.machine.expects(result));
+  auto entry = h.machine.record_result(result);  // the first write of the step
+  CHECK(entry.kind == "result");
+  CHECK(entry.seq == on_disk.last_journal_seq + 1);
+  auto live = h.machine.on_task_result(result, true);  // computed while it is written
+  CHECK(live.transition.journal.empty());              // recorded already
+  REQUIRE(live.tasks.size() == 1);
+
+  // The node dies before the second write: what is on disk is the record before the result and
+  // the journal entry. Replaying gives the same state, the same events and the same next task.
+  auto agent = agent_with();
+  run_machine again(on_disk, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  auto replayed = again.recover({entry});
+  REQUIRE(replayed.changed);
+  CHECK(again.record().state == h.machine.record().state);
+  CHECK(again.record().last_journal_seq == entry.seq);
+  REQUIRE(replayed.transition.events.size() == live.transition.events.size());
+  for (std::size_t i = 0; i < live.transition.events.size(); ++i) {
+    CHECK(replayed.transition.events[i].seq == live.transition.events[i].seq);
+    CHECK(replayed.transition.events[i].event_type == live.transition.events[i].event_type);
+  }
+  REQUIRE(replayed.tasks.size() == 1);
+  CHECK(replayed.tasks[0].step == live.tasks[0].step);
+  CHECK(replayed.tasks[0].payload == live.tasks[0].payload);
+  CHECK(replayed.transition.messages == live.transition.messages);
+
+  // Entries the snapshot has already applied are not applied again; a repeat result is not
+  // expected and records nothing.
+  auto nothing = again.recover({entry});
+  CHECK_FALSE(nothing.changed);
+  CHECK_FALSE(again.expects(result));
+  CHECK_FALSE(h.machine.on_task_result(result).changed);
 }
