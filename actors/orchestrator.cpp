@@ -290,16 +290,17 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       else perform(self, shared, std::move(*e), reply, reply_kind::resume);
       return true;
     },
-    [=](result_atom, const wire::task_result& result) {
+    [=](result_atom, std::uint64_t step, const std::string& message) {
       step_trace::mark(step_trace::result_in_actor);
-      // The result alone is written first, on the writer's thread; what follows from it is
-      // worked out meanwhile, and the next task goes as soon as the result is on disk.
+      // The result alone is written first, as it came, on the writer's thread; it is decoded and
+      // what follows from it worked out meanwhile, and the next task goes as soon as the result
+      // is on disk.
       auto& machine = *self->state.machine;
-      if (!machine.expects(result)) return true;  // late or repeated
+      if (!machine.expects(step)) return true;  // late or repeated
       store::run_transition recorded;
       recorded.journal_only = true;
       recorded.record.run_id = machine.run_id();
-      recorded.journal.push_back(machine.record_result(result));
+      recorded.journal.push_back(machine.record_result(step, message));
       auto gate = std::make_shared<task_gate>();
       caf::actor me = caf::actor_cast<caf::actor>(self);
       shared->writer->submit_async(std::move(recorded), [gate, me](const keel::result<void>& written) {
@@ -307,7 +308,15 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
         // Memory is ahead of disk: drop the actor so the run reloads from what is written.
         if (!written) caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
       });
-      perform(self, shared, machine.on_task_result(result, true), {}, reply_kind::none, gate);
+      auto result = wire::decode<wire::task_result>(message, shared->limits);
+      if (!result || result->run_id != machine.run_id() || result->step != step) {
+        // Recorded, but unreadable: a replay skips it too. The step stays in flight, and its
+        // lease sends it again.
+        logger()->warn("run {}: the result of step {} could not be read: {}", machine.run_id(), step,
+                       result ? std::string("it names another run or step") : result.error().message);
+        return true;
+      }
+      perform(self, shared, machine.on_task_result(*result, true), {}, reply_kind::none, gate);
       return true;
     },
     [=](cancel_atom, const std::string& reason, const std::string& reply) {
@@ -561,20 +570,25 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   if (r) r = subscribe(subjects.node_results(node_id), "", [shared](broker::message&& m) {
     step_trace::mark(step_trace::result_received);
     // Straight to the run's actor; a run not in memory has no task in flight, so what comes for
-    // it is late and is dropped.
-    if (auto type = wire::peek_type(m.data, shared->limits); type && *type == "task_accepted") {
+    // it is late and is dropped. A result goes as it came: the actor records it before it
+    // decodes it.
+    auto ref = wire::peek_task_ref(m.data, shared->limits);
+    if (!ref) {
+      logger()->warn("a message on the results subject was dropped: {}", ref.error().message);
+      return;
+    }
+    if (ref->type == "task_accepted") {
       auto accepted = wire::decode<wire::task_accepted>(m.data, shared->limits);
       if (!accepted) return;
       if (auto run = shared->find(accepted->run_id)) caf::anon_send(run, accepted_atom::value, std::move(*accepted));
       return;
     }
-    auto result = wire::decode<wire::task_result>(m.data, shared->limits);
-    if (!result) {
-      logger()->warn("a task result was dropped: {}", result.error().message);
+    if (ref->type != "task_result") {
+      logger()->warn("a message of type '{}' on the results subject was dropped", ref->type);
       return;
     }
     step_trace::mark(step_trace::result_decoded);
-    if (auto run = shared->find(result->run_id)) caf::anon_send(run, result_atom::value, std::move(*result));
+    if (auto run = shared->find(ref->run_id)) caf::anon_send(run, result_atom::value, ref->step, std::move(m.data));
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

@@ -226,24 +226,28 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
   e.lease_timer = lease{step, attempt, context_.accept_timeout_ms, false};
 }
 
-bool run_machine::expects(const wire::task_result& result) const {
+bool run_machine::expects(std::uint64_t step) const {
   const value& pending = record_.state["pending"];
   return record_.status == run_status::running && !pending.is_null() &&
-         pending["step"].get<std::uint64_t>() == result.step;
+         pending["step"].get<std::uint64_t>() == step;
 }
+
+bool run_machine::expects(const wire::task_result& result) const { return expects(result.step); }
 
 namespace {
 // A result as the journal keeps it: the message itself, so that it can be replayed as it came.
-value result_entry_data(const wire::task_result& result) {
-  auto bytes = wire::encode(result);
-  return value{{"step", result.step}, {"attempt", result.attempt}, {"ok", result.ok},
-               {"message", value::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()))}};
+value result_entry_data(std::uint64_t step, std::string_view message) {
+  return value{{"step", step}, {"message", value::binary(std::vector<std::uint8_t>(message.begin(), message.end()))}};
 }
 } // namespace
 
-store::journal_entry run_machine::record_result(const wire::task_result& result) {
+store::journal_entry run_machine::record_result(std::uint64_t step, std::string_view message) {
   record_.last_journal_seq += 1;
-  return {record_.last_journal_seq, "result", wall_ms(), result_entry_data(result)};
+  return {record_.last_journal_seq, "result", wall_ms(), result_entry_data(step, message)};
+}
+
+store::journal_entry run_machine::record_result(const wire::task_result& result) {
+  return record_result(result.step, wire::encode(result));
 }
 
 effects run_machine::recover(const std::vector<store::journal_entry>& tail) {
@@ -286,7 +290,8 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   effects e = begin();
   if (!recorded) {
     record_.last_journal_seq += 1;
-    e.transition.journal.push_back({record_.last_journal_seq, "result", wall_ms(), result_entry_data(result)});
+    e.transition.journal.push_back({record_.last_journal_seq, "result", wall_ms(),
+                                    result_entry_data(result.step, wire::encode(result))});
   }
   if (!result.ok) {
     std::string message = result.failure ? result.failure->message : "task failed";

@@ -60,7 +60,10 @@ public:
   // follows while that write is in flight, and the next task may go once the entry is on disk.
   // After a crash between the two writes, recover() replays the recorded result.
   bool expects(const wire::task_result& result) const;  // false: late or repeated
+  bool expects(std::uint64_t step) const;
   store::journal_entry record_result(const wire::task_result& result);
+  // The same from the result's message as it came (what the journal keeps), not decoded yet.
+  store::journal_entry record_result(std::uint64_t step, std::string_view message);
   effects on_task_result(const wire::task_result& result, bool recorded);
   // Journal entries past the snapshot (results recorded whose consequences were not written):
   // applies them; the effects write those consequences and send what is due. Unchanged effects

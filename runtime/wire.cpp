@@ -399,9 +399,10 @@ std::string encode_error(const keel::error& e) {
 
 // ---- decoders -------------------------------------------------------------------------------
 
-// Reads only the top-level "v" and "type", from msgpack's own objects: no JSON value is built, so
-// a large message costs little more than its parse.
-result<std::string> peek_type(std::string_view bytes, const limits& bounds) {
+namespace {
+// The top-level "v", "type", "run_id" and "step" of a message, from msgpack's own objects: no JSON
+// value is built, so a large message costs little more than its parse.
+result<task_ref> peek_fields(std::string_view bytes, const limits& bounds, bool want_task) {
   if (bytes.size() > bounds.message_bytes_max)
     return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
                                          " bytes is over the limit of " +
@@ -421,12 +422,16 @@ result<std::string> peek_type(std::string_view bytes, const limits& bounds) {
   if (map.type != msgpack::type::MAP) return make_error(errc::malformed, "a message must be a map");
   const msgpack::object* version = nullptr;
   const msgpack::object* type = nullptr;
+  const msgpack::object* run_id = nullptr;
+  const msgpack::object* step = nullptr;
   for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
     const auto& kv = map.via.map.ptr[i];
     if (kv.key.type != msgpack::type::STR) continue;
     std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
     if (key == "v") version = &kv.val;
     else if (key == "type") type = &kv.val;
+    else if (key == "run_id") run_id = &kv.val;
+    else if (key == "step") step = &kv.val;
   }
   if (!version) return make_error(errc::malformed, "missing field 'v'");
   if (version->type != msgpack::type::POSITIVE_INTEGER || version->via.u64 != static_cast<std::uint64_t>(protocol_version))
@@ -435,7 +440,29 @@ result<std::string> peek_type(std::string_view bytes, const limits& bounds) {
   if (!type) return make_error(errc::malformed, "missing field 'type'");
   if (type->type != msgpack::type::STR || type->via.str.size == 0)
     return make_error(errc::malformed, "field 'type' must be a non-empty string");
-  return std::string(type->via.str.ptr, type->via.str.size);
+  task_ref ref;
+  ref.type.assign(type->via.str.ptr, type->via.str.size);
+  if (!want_task) return ref;
+  if (!run_id) return make_error(errc::malformed, "missing field 'run_id'");
+  if (run_id->type != msgpack::type::STR || run_id->via.str.size == 0)
+    return make_error(errc::malformed, "field 'run_id' must be a non-empty string");
+  if (!step) return make_error(errc::malformed, "missing field 'step'");
+  if (step->type != msgpack::type::POSITIVE_INTEGER)
+    return make_error(errc::malformed, "field 'step' must be a non-negative integer");
+  ref.run_id.assign(run_id->via.str.ptr, run_id->via.str.size);
+  ref.step = step->via.u64;
+  return ref;
+}
+} // namespace
+
+result<std::string> peek_type(std::string_view bytes, const limits& bounds) {
+  auto ref = peek_fields(bytes, bounds, false);
+  if (!ref) return ref.error();
+  return std::move(ref->type);
+}
+
+result<task_ref> peek_task_ref(std::string_view bytes, const limits& bounds) {
+  return peek_fields(bytes, bounds, true);
 }
 
 template <>

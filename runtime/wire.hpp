@@ -141,6 +141,14 @@ result<T> decode(std::string_view bytes, const limits& bounds = {});
 
 // The `type` of a message, after checking `v`; for dispatch before a typed decode.
 result<std::string> peek_type(std::string_view bytes, const limits& bounds = {});
+// The type and the task a task_result or task_accepted is about, read the same way: enough to
+// route it before (or without) decoding its body.
+struct task_ref {
+  std::string type;
+  std::string run_id;
+  std::uint64_t step = 0;
+};
+result<task_ref> peek_task_ref(std::string_view bytes, const limits& bounds = {});
 
 // Conversions used by the run store and events, which keep the same encoding on disk.
 value to_value(const event& m);

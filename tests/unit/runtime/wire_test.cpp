@@ -183,6 +183,26 @@ TEST_CASE("wire: peek_type reads the type without decoding the body, and says wh
   CHECK(wire::peek_type(good, small).error().code == errc::too_large);
 }
 
+TEST_CASE("wire: peek_task_ref reads the run and step a result is about, and says what is wrong",
+          "[runtime][wire]") {
+  wire::task_result r;
+  r.run_id = "r1-node";
+  r.step = 7;
+  r.payload = value{{"text", std::string(10'000, 'x')}};
+  auto good = wire::encode(r);
+  auto ref = wire::peek_task_ref(good);
+  REQUIRE(ref.ok());
+  CHECK(ref->type == "task_result");
+  CHECK(ref->run_id == "r1-node");
+  CHECK(ref->step == 7);
+  CHECK(wire::peek_task_ref(wire::encode(wire::task_accepted{"r2-node", 3, 1, "w"}))->step == 3);
+  auto message_of = [](const std::string& bytes) { return wire::peek_task_ref(bytes).error().message; };
+  CHECK(message_of(edited(good, [](value& v) { v.erase("run_id"); })) == "missing field 'run_id'");
+  CHECK(message_of(edited(good, [](value& v) { v["run_id"] = ""; })) == "field 'run_id' must be a non-empty string");
+  CHECK(message_of(edited(good, [](value& v) { v["step"] = -1; })) == "field 'step' must be a non-negative integer");
+  CHECK(message_of(edited(good, [](value& v) { v.erase("step"); })) == "missing field 'step'");
+}
+
 TEST_CASE("wire: unknown fields are ignored", "[runtime][wire]") {
   auto bytes = edited(wire::encode(wire::invoke_request{"coder", "x", "", ""}),
                       [](value& v) { v["from_the_future"] = {1, 2, 3}; });
