@@ -63,8 +63,9 @@ after: {figures['memory.rss_after_mb']:.1f} MB. What remains is mostly RocksDB's
 
 Measured on 2026-11-27 with `bench/step_trace.sh`, which builds the node with timestamps at
 each hand-over of a step (`-DKEEL_STEP_TRACE=ON`, runtime/step_trace.hpp) and prints the
-medians between them (here over 2,000 steps at low load, in a quiet phase of the machine: the
-floor's write was about 230 µs and its round trip about 200 µs):
+medians between them. This is the step as it was before its result got a write of its own (see
+below), over 2,000 steps at low load in a quiet phase of the machine (the floor's write about
+230 µs, its round trip about 200 µs):
 
 | part of one step | µs |
 | --- | --- |
@@ -81,27 +82,34 @@ floor's write was about 230 µs and its round trip about 200 µs):
 | result encoded and published | 32 |
 
 The two NATS legs together match the floor's round trip, but the synced write inside a step
-costs 50 to 70 µs more than back to back, and about 300 µs of the step is CPU work on the
+costs 50 to 70 µs more than back to back, and about 300 µs of the step was CPU work on the
 critical path: decoding and encoding on both sides, the run machine, the step itself. On this
 2-core machine that work runs 2 to 3 times slower inside the node than in a hot loop (the same
 calls measured alone: the run machine 22 to 29 µs, a model task's decode 25 µs), because each
 step runs on cold caches after nats-server and the client had the cores.
 
-What was done: the worker runs a task on the thread that receives it (a leader/followers
-intake, no hand-off to a pool), tool schemas are built once per agent (a scripted model turn
-went from 127 to 48 µs), a result's type is read without decoding it twice, the conversation is
-stored message by message instead of inside every snapshot, and NATS messages are freed after
-their handler. What is left, in order of size: overlap the run machine and encoding with the
-fsync (record the result first, compute the next step while the write is in flight: about
-100 µs), and decode tasks and results without building JSON values (about 50 µs).
+What was done, in order: the worker runs a task on the thread that receives it (a
+leader/followers intake, no hand-off to a pool); tool schemas are built once per agent (a
+scripted model turn went from 127 to 48 µs); the conversation is stored message by message
+instead of inside every snapshot; NATS messages are freed after their handler. Then the largest
+change: a step's result is written alone first, as the worker sent it (the delivery thread reads
+only its run and step), and the next task goes as soon as that write is on disk; the run machine,
+the snapshot and the events are worked out while the fsync is in flight and written second. In
+the same conditions the low-load step went from 850 to 950 µs to about 780 µs, and throughput
+from about 5,700 to 6,300 to 7,100 steps a second (the actor no longer blocks on the write).
+
+What is left on the step's path: the hand-over to the run's actor and to the writer's thread,
+the fsync, the two NATS legs, and the worker's decode, step and encode. Next in size: let the
+delivery thread hand the result to the writer and the actor at once (about 30 µs), and decode
+tasks and encode results without building JSON values (about 50 µs).
 
 An experiment that says where the limit is: with jemalloc preloaded (`LD_PRELOAD`, not part of
 keel's stack), the run machine and the codecs take about 30% less time in a hot loop, and a
-node's throughput rose from about 5,700 to about 7,700 steps a second in the same run, but the
-low-load step did not move beyond the noise (1.86x to 2.08x either way). At low load a step is
-bound by its hand-overs between threads and processes and by the fsync, each of which wakes a
-thread on a cold core; shaving CPU work off the path gains little until the path itself is
-shorter, which is what overlapping the machine with the fsync would do.
+node's throughput rose from about 5,700 to about 7,700 steps a second in the same run (before
+the two writes), but the low-load step did not move beyond the noise (1.86x to 2.08x either
+way). At low load a step is bound by its hand-overs between threads and processes and by the
+fsync, each of which wakes a thread on a cold core; shaving CPU work gains little unless it
+leaves the path.
 
 Throughput comes from group commit: transitions of concurrent runs share one synced write.
 
