@@ -82,24 +82,25 @@ floor_figures measure_floor(const std::string& url, const std::string& dir) {
     if (i >= 200) rtt.push_back(now_us() - t0);
   }
   auto store = must(store::run_store::open({dir + "/floor", true}), "open store");
-  std::vector<double> writes;
-  for (int i = 0; i < 1000; ++i) {
+  // A 1 KB run transition with one event, as the floor writes it.
+  auto transition = [](const std::string& run, int i) {
     store::run_transition t;
-    t.record.run_id = "floor-" + std::to_string(i % 50);
+    t.record.run_id = run;
     t.record.agent = "bench";
     t.record.state = value{{"blob", std::string(1024, 'y')}};
-    t.events.push_back(wire::event{t.record.run_id, static_cast<std::uint64_t>(i + 1), "x", 0, value{{"k", 1}}});
+    t.events.push_back(wire::event{run, static_cast<std::uint64_t>(i + 1), "x", 0, value{{"k", 1}}});
+    return t;
+  };
+  std::vector<double> writes;
+  for (int i = 0; i < 1000; ++i) {
+    auto t = transition("floor-" + std::to_string(i % 50), i);
     auto t0 = now_us();
-    must(store->apply(t).ok() ? result<int>(0) : result<int>(make_error(errc::io, "write")), "write");
+    if (!store->apply(t)) die("write");
     if (i >= 100) writes.push_back(now_us() - t0);
   }
   std::vector<double> loop;
   for (int i = 0; i < 1000; ++i) {
-    store::run_transition t;
-    t.record.run_id = "loop-" + std::to_string(i % 50);
-    t.record.agent = "bench";
-    t.record.state = value{{"blob", std::string(1024, 'y')}};
-    t.events.push_back(wire::event{t.record.run_id, static_cast<std::uint64_t>(i + 1), "x", 0, value{{"k", 1}}});
+    auto t = transition("loop-" + std::to_string(i % 50), i);
     auto t0 = now_us();
     must(requester->request("bench.echo", payload, 2000), "request");
     if (!store->apply(t)) die("write");
