@@ -14,7 +14,6 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <optional>
 #include <functional>
 #include <mutex>
