@@ -269,3 +269,29 @@ TEST_CASE("run store: a snapshot that counts more messages than are stored is an
   CHECK(r.error().code == errc::malformed);
   CHECK(r.error().message.find("1 of its 2 messages") != std::string::npos);
 }
+
+TEST_CASE("run store: a journal-only transition writes its entries and nothing else", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.file("db"));
+  auto t = created("r1", "coder", 1);
+  advance(t, run_status::running, "started");
+  REQUIRE(store->apply(t).ok());
+  run_transition alone;
+  alone.journal_only = true;
+  alone.record.run_id = "r1";
+  alone.record.status = run_status::completed;  // ignored: only the journal is written
+  alone.journal.push_back({2, "result", 5, wire::value{{"step", 1}}});
+  alone.events.push_back({"r1", 2, "ignored", 5, wire::value::object()});
+  REQUIRE(store->apply(alone).ok());
+  auto r = store->get("r1");
+  REQUIRE(r.ok());
+  CHECK((**r).status == run_status::running);
+  CHECK((**r).last_journal_seq == 1);  // the snapshot does not know the entry yet: a replay will
+  auto journal = store->journal("r1", 2);
+  REQUIRE(journal.ok());
+  REQUIRE(journal->size() == 1);
+  CHECK((*journal)[0].kind == "result");
+  CHECK(store->events("r1")->size() == 1);
+  CHECK(store->list_by_status(run_status::running)->size() == 1);
+  CHECK(store->list_by_status(run_status::completed)->empty());
+}
