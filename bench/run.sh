@@ -98,8 +98,10 @@ the snapshot and the events are worked out while the fsync is in flight and writ
 the same conditions the low-load step went from 850 to 950 µs to about 780 µs, and throughput
 from about 5,700 to 6,300 to 7,100 steps a second (the actor no longer blocks on the write).
 
-What is left on the step's path: the hand-over to the run's actor and to the writer's thread,
-the fsync, the two NATS legs, and the worker's decode, step and encode. Next in size: let the
+What is left on the step's path: the hand-over to the run's actor (about 30 µs) and from it to
+the writer's thread (about 40 µs, the writer waking up), the fsync, the two NATS legs, and the
+worker's decode, step and encode. `bench/step_trace.sh` now prints these as a timeline of
+consecutive points, since the two writes and the actor's work overlap. Next in size: let the
 delivery thread hand the result to the writer and the actor at once (about 30 µs), and decode
 tasks and encode results without building JSON values (about 50 µs).
 
