@@ -77,9 +77,13 @@ void run_machine::emit(effects& e, const std::string& type, wire::value data) {
     wire::event{record_.run_id, record_.last_event_seq, type, wall_ms(), std::move(data)});
 }
 
-void run_machine::journal(effects& e, const std::string& kind, wire::value data) {
+store::journal_entry run_machine::next_entry(const std::string& kind, wire::value data) {
   record_.last_journal_seq += 1;
-  e.transition.journal.push_back({record_.last_journal_seq, kind, wall_ms(), std::move(data)});
+  return {record_.last_journal_seq, kind, wall_ms(), std::move(data)};
+}
+
+void run_machine::journal(effects& e, const std::string& kind, wire::value data) {
+  e.transition.journal.push_back(next_entry(kind, std::move(data)));
 }
 
 void run_machine::finish(effects& e) {
@@ -242,8 +246,7 @@ value result_entry_data(std::uint64_t step, std::string_view message) {
 } // namespace
 
 store::journal_entry run_machine::record_result(std::uint64_t step, std::string_view message) {
-  record_.last_journal_seq += 1;
-  return {record_.last_journal_seq, "result", wall_ms(), result_entry_data(step, message)};
+  return next_entry("result", result_entry_data(step, message));
 }
 
 store::journal_entry run_machine::record_result(const wire::task_result& result) {
@@ -288,11 +291,7 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   const value& pending = state["pending"];
   if (!expects(result)) return effects{};  // late or repeated: that step's result was recorded already
   effects e = begin();
-  if (!recorded) {
-    record_.last_journal_seq += 1;
-    e.transition.journal.push_back({record_.last_journal_seq, "result", wall_ms(),
-                                    result_entry_data(result.step, wire::encode(result))});
-  }
+  if (!recorded) e.transition.journal.push_back(record_result(result));
   if (!result.ok) {
     std::string message = result.failure ? result.failure->message : "task failed";
     // What another attempt cannot change (a bad request, a missing key, a refused call) ends

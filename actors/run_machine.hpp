@@ -83,6 +83,7 @@ public:
 private:
   effects begin();                 // a fresh effects with the current record
   void emit(effects& e, const std::string& type, wire::value data);
+  store::journal_entry next_entry(const std::string& kind, wire::value data);  // the next seq
   void journal(effects& e, const std::string& kind, wire::value data);
   void finish(effects& e);         // copies the record into the transition
   void advance(effects& e);        // the next call, the next model step, or the end

@@ -41,6 +41,12 @@ struct connection::impl {
   std::condition_variable closed_signal;
   bool closed = false;
   std::atomic<bool> closing{false};
+  int pending_messages_max = 65536;  // per subscription (connection_options)
+
+  // Bounds what may wait in memory for a slow reader; past it the server drops and we log.
+  void bound_pending(natsSubscription* sub) const {
+    natsSubscription_SetPendingLimits(sub, pending_messages_max, 256 << 20);
+  }
 
   // nats.c calls back from its own threads, and the closed callback comes last: wait for it, so
   // that no callback runs on freed state.
@@ -98,14 +104,26 @@ void on_error(natsConnection*, natsSubscription* sub, natsStatus err, void*) {
 
 void on_complete(void* closure) { delete static_cast<handler*>(closure); }
 
-void deliver(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
-  auto* on_message = static_cast<handler*>(closure);
+// A copy of what a nats.c message carries; the caller still frees `raw`.
+message copy_of(natsMsg* raw) {
   message m;
   m.subject = natsMsg_GetSubject(raw);
   if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
   m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
+  return m;
+}
+
+result<void> unsubscribe_from(natsSubscription* sub, const std::string& subject) {
+  natsStatus s = natsSubscription_Unsubscribe(sub);
+  if (s != NATS_OK && s != NATS_INVALID_SUBSCRIPTION && s != NATS_CONNECTION_CLOSED)
+    return nats_error(s, "unsubscribing from " + subject);
+  return success();
+}
+
+void deliver(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+  auto* on_message = static_cast<handler*>(closure);
   try {
-    (*on_message)(std::move(m));
+    (*on_message)(copy_of(raw));
   } catch (const std::exception& e) {
     // A handler must not take the delivery thread down with it.
     logger()->error("a message handler threw: {}", e.what());
@@ -139,6 +157,7 @@ result<std::shared_ptr<connection>> connection::connect(const connection_options
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
   if (s == NATS_OK) s = natsOptions_SetSendAsap(o, options.send_asap);
   if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(o, static_cast<int>(options.pending_messages_max));
+  state->pending_messages_max = static_cast<int>(options.pending_messages_max);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, state.get());
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, state.get());
   if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, state.get());
@@ -184,9 +203,7 @@ result<message> connection::request(std::string_view subject, std::string_view d
     return make_error(errc::timeout, "no reply on " + subject_text + " within " +
                                        std::to_string(timeout_ms) + " ms");
   if (s != NATS_OK) return nats_error(s, "request on " + subject_text);
-  message m;
-  m.subject = natsMsg_GetSubject(reply);
-  m.data.assign(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  message m = copy_of(reply);
   natsMsg_Destroy(reply);
   return m;
 }
@@ -211,8 +228,7 @@ result<std::unique_ptr<subscription>> connection::subscribe(std::string_view sub
     state->sub = nullptr;
     return nats_error(s, "subscribing to " + state->subject);
   }
-  // Bound what may wait in memory for a slow handler; past it the server drops and we log.
-  natsSubscription_SetPendingLimits(state->sub, 65536, 256 << 20);
+  impl_->bound_pending(state->sub);
   return std::make_unique<subscription>(std::move(state));
 }
 
@@ -252,7 +268,7 @@ result<std::shared_ptr<pull_subscription>> connection::subscribe_pull(std::strin
     state->sub = nullptr;
     return nats_error(s, "subscribing to " + state->subject);
   }
-  natsSubscription_SetPendingLimits(state->sub, 65536, 256 << 20);
+  impl_->bound_pending(state->sub);
   return std::make_shared<pull_subscription>(std::move(state));
 }
 
@@ -274,20 +290,11 @@ result<std::optional<message>> pull_subscription::next(std::int64_t timeout_ms) 
   if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED)
     return make_error(errc::cancelled, "the subscription to " + impl_->subject + " is closed");
   if (s != NATS_OK) return nats_error(s, "reading from " + impl_->subject);
-  message m;
-  m.subject = natsMsg_GetSubject(raw);
-  if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
-  m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
   taken_last.raw = raw;
-  return std::optional<message>(std::move(m));
+  return std::optional<message>(copy_of(raw));
 }
 
-result<void> pull_subscription::unsubscribe() {
-  natsStatus s = natsSubscription_Unsubscribe(impl_->sub);
-  if (s != NATS_OK && s != NATS_INVALID_SUBSCRIPTION && s != NATS_CONNECTION_CLOSED)
-    return nats_error(s, "unsubscribing from " + impl_->subject);
-  return success();
-}
+result<void> pull_subscription::unsubscribe() { return unsubscribe_from(impl_->sub, impl_->subject); }
 
 result<void> connection::flush(std::int64_t timeout_ms) {
   natsStatus s = natsConnection_FlushTimeout(impl_->nc, timeout_ms);
@@ -330,11 +337,6 @@ subscription::~subscription() {
   if (impl_ && impl_->sub) natsSubscription_Unsubscribe(impl_->sub);
 }
 
-result<void> subscription::unsubscribe() {
-  natsStatus s = natsSubscription_Unsubscribe(impl_->sub);
-  if (s != NATS_OK && s != NATS_INVALID_SUBSCRIPTION && s != NATS_CONNECTION_CLOSED)
-    return nats_error(s, "unsubscribing from " + impl_->subject);
-  return success();
-}
+result<void> subscription::unsubscribe() { return unsubscribe_from(impl_->sub, impl_->subject); }
 
 } // namespace keel::broker

@@ -308,3 +308,38 @@ TEST_CASE("run machine: a result recorded on its own is replayed after a crash b
   CHECK_FALSE(again.expects(result));
   CHECK_FALSE(h.machine.on_task_result(result).changed);
 }
+
+TEST_CASE("run machine: two recorded results past the snapshot replay as one transition, in order",
+          "[actors]") {
+  // Not expected (a result's consequences are written before the next result is recorded), but
+  // a replay must not lose either if it happens.
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto on_disk = h.machine.record();
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  wire::task_result first{"r1", started.tasks[0].step, 1, "w", true, harness::llm_answer("listing", call), {}};
+  auto first_entry = h.machine.record_result(first);
+  auto asked = h.machine.on_task_result(first, true);
+  REQUIRE(asked.tasks.size() == 1);
+  wire::task_result second{"r1", asked.tasks[0].step, 1, "w", true,
+                           value{{"status", "needs_approval"}, {"form", value::object()}}, {}};
+  auto second_entry = h.machine.record_result(second);
+  auto suspended = h.machine.on_task_result(second, true);
+
+  auto agent = agent_with();
+  run_machine again(on_disk, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  auto replayed = again.recover({first_entry, second_entry});
+  REQUIRE(replayed.changed);
+  CHECK(again.record().state == h.machine.record().state);
+  CHECK(again.record().status == run_status::suspended);
+  CHECK(again.record().last_journal_seq == second_entry.seq);
+  std::vector<std::string> expected = types(asked);
+  for (const auto& t : types(suspended)) expected.push_back(t);
+  CHECK(types(replayed) == expected);
+  for (std::size_t i = 1; i < replayed.transition.events.size(); ++i)
+    CHECK(replayed.transition.events[i].seq == replayed.transition.events[i - 1].seq + 1);
+  CHECK(replayed.transition.messages_from == on_disk.messages_on_disk);
+  CHECK(replayed.transition.messages.size() == asked.transition.messages.size() + suspended.transition.messages.size());
+  CHECK(replayed.tasks.empty());  // the run waits for a person
+  CHECK(replayed.leave_memory);
+}
