@@ -3,6 +3,7 @@
 #include "actors/messages.hpp"
 #include "actors/run_machine.hpp"
 #include "actors/store_writer.hpp"
+#include "actors/task_gate.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
@@ -45,6 +46,9 @@ struct shared_state {
   std::unique_ptr<store_writer> writer;
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
+  // The order of arrival of task results on this node (see store::received_result): the count
+  // of node starts in the high bits, so that orders never repeat across restarts.
+  std::atomic<std::uint64_t> next_received{1};
 
   // Run actors in memory, the one registry of them: written by the orchestrator actor, read by
   // NATS threads so that results and acknowledgements go straight to their run.
@@ -148,41 +152,10 @@ value summary(const store::run_record& r) {
 
 enum class reply_kind { none, invoke, resume, cancel };
 
-// The next task of a step whose result is written on its own first: it goes out once the result
-// is on disk and the task is ready, by whichever of the two comes second (the writer's thread or
-// the run's actor).
-struct task_gate {
-  std::mutex mutex;
-  bool written = false;
-  bool failed = false;
-  std::function<void()> send;  // publishes the task and arms its lease
-
-  void on_written(bool ok) {
-    std::function<void()> go;
-    {
-      std::lock_guard lock{mutex};
-      written = true;
-      failed = !ok;
-      if (ok) go = std::move(send);
-    }
-    if (go) go();
-  }
-  void on_ready(std::function<void()> f) {
-    {
-      std::lock_guard lock{mutex};
-      if (!written) {
-        send = std::move(f);
-        return;
-      }
-      if (failed) return;
-    }
-    f();
-  }
-};
-
 struct run_actor_state {
   std::optional<run_machine> machine;
   std::string tasks_subject;
+  std::uint64_t received_through = 0;  // results received up to this order were read from disk
   static inline const char* name = "keel.run";
 };
 
@@ -203,6 +176,12 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
     reply_bytes = wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
                                    {"run", summary(machine.record())}});
   if (!e.changed) {
+    if (!e.transition.received_done.empty()) {  // results the run did not apply: only removed
+      e.transition.entries_only = true;
+      e.transition.sync = false;  // if it is lost, a replay drops them again
+      e.transition.record.run_id = machine.run_id();
+      shared->writer->submit_async(std::move(e.transition), [](const result<void>&) {});
+    }
     if (e.lease_timer) shared->arm(machine.run_id(), *e.lease_timer);
     if (reply_to.empty()) return;
     shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
@@ -266,18 +245,21 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
   self->state.tasks_subject = shared->subjects.tasks(agent->queue);
   shared->in_memory += 1;
   self->attach_functor([shared] { shared->in_memory -= 1; });
-  // A result recorded whose consequences were not written (a crash between the two writes of a
-  // step) is applied now, and what was due then goes out.
+  // Results recorded whose consequences were not written (a crash between the two writes of a
+  // step) are applied now, and what was due then goes out.
   bool recovered = false;
   if (from_disk) {
     auto& machine = *self->state.machine;
     auto tail = shared->store.journal(machine.run_id(), machine.record().last_journal_seq + 1);
-    if (!tail) {
-      logger()->error("run {}: cannot read its journal: {}", machine.run_id(), tail.error().message);
-    } else if (!tail->empty()) {
-      auto e = machine.recover(*tail);
+    auto received = shared->store.received(machine.run_id());
+    if (!tail || !received) {
+      logger()->error("run {}: cannot read its journal: {}", machine.run_id(),
+                      (!tail ? tail.error() : received.error()).message);
+    } else if (!tail->empty() || !received->empty()) {
+      for (const auto& r : *received) self->state.received_through = std::max(self->state.received_through, r.order);
+      auto e = machine.recover(*tail, *received);
       recovered = e.changed;
-      if (recovered) perform(self, shared, std::move(e), {}, reply_kind::none);
+      perform(self, shared, std::move(e), {}, reply_kind::none);
     }
   }
   if (start_now && !recovered)
@@ -290,33 +272,21 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       else perform(self, shared, std::move(*e), reply, reply_kind::resume);
       return true;
     },
-    [=](result_atom, std::uint64_t step, const std::string& message) {
+    [=](result_atom, std::uint64_t order, const std::string& message, const std::shared_ptr<task_gate>& gate) {
       step_trace::mark(step_trace::result_in_actor);
-      // The result alone is written first, as it came, on the writer's thread; it is decoded and
-      // what follows from it worked out meanwhile, and the next task goes as soon as the result
-      // is on disk.
+      // The result is being written as it came (see the results subscription); what follows
+      // from it is worked out meanwhile, and the next task goes as soon as it is on disk.
+      if (order <= self->state.received_through) return true;  // applied from disk already
       auto& machine = *self->state.machine;
-      if (!machine.expects(step)) return true;  // late or repeated
-      store::run_transition recorded;
-      recorded.journal_only = true;
-      recorded.record.run_id = machine.run_id();
-      recorded.journal.push_back(machine.record_result(step, message));
-      auto gate = std::make_shared<task_gate>();
-      caf::actor me = caf::actor_cast<caf::actor>(self);
-      shared->writer->submit_async(std::move(recorded), [gate, me](const keel::result<void>& written) {
-        gate->on_written(written.ok());
-        // Memory is ahead of disk: drop the actor so the run reloads from what is written.
-        if (!written) caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
-      });
-      auto result = wire::decode<wire::task_result>(message, shared->limits);
-      if (!result || result->run_id != machine.run_id() || result->step != step) {
-        // Recorded, but unreadable: a replay skips it too. The step stays in flight, and its
-        // lease sends it again.
-        logger()->warn("run {}: the result of step {} could not be read: {}", machine.run_id(), step,
-                       result ? std::string("it names another run or step") : result.error().message);
-        return true;
+      auto applied = machine.apply_received({order, message});
+      if (!applied) {
+        // Unreadable: dropped, as a replay would. The step stays in flight and its lease sends
+        // it again.
+        logger()->warn("run {}: a task result was dropped: {}", machine.run_id(), applied.error().message);
+        applied = effects{};
       }
-      perform(self, shared, machine.on_task_result(*result, true), {}, reply_kind::none, gate);
+      if (!applied->changed) applied->transition.received_done = {order};  // late or repeated
+      perform(self, shared, std::move(*applied), {}, reply_kind::none, gate);
       return true;
     },
     [=](cancel_atom, const std::string& reason, const std::string& reply) {
@@ -499,6 +469,40 @@ std::string run_of_subject(const std::string& subject, const broker::subjects& s
   return subject.substr(start, end == std::string::npos ? std::string::npos : end - start);
 }
 
+// Before anything runs: the first order of arrival for this start, and the results received for
+// runs that no longer wait for one (a crash came before their run dropped them) removed. The
+// runs still in flight apply or drop theirs when they are recovered.
+result<std::uint64_t> first_received_order(store::run_store& store) {
+  auto starts = store.get_meta("starts");
+  if (!starts) return starts.error();
+  std::uint64_t count = 0;
+  if (*starts) {
+    auto v = wire::unpack(**starts, store::disk_limits());
+    if (!v || !v->is_number_unsigned()) return make_error(errc::malformed, "node metadata 'starts' is damaged");
+    count = v->get<std::uint64_t>();
+  }
+  count += 1;
+  if (auto w = store.put_meta("starts", wire::pack(value(count))); !w) return w.error();
+  auto runs = store.runs_with_received();
+  if (!runs) return runs.error();
+  for (const auto& run : *runs) {
+    auto record = store.get(run, false);
+    if (!record) return record.error();
+    if (*record && ((*record)->status == store::run_status::running || (*record)->status == store::run_status::pending))
+      continue;
+    auto received = store.received(run);
+    if (!received) return received.error();
+    store::run_transition drop;
+    drop.entries_only = true;
+    drop.record.run_id = run;
+    for (const auto& r : *received) drop.received_done.push_back(r.order);
+    if (auto w = store.apply(drop); !w) return w.error();
+    logger()->info("run {}: {} task results received after it stopped waiting were dropped", run,
+                   drop.received_done.size());
+  }
+  return count << 40;
+}
+
 } // namespace
 
 struct orchestrator::impl {
@@ -519,6 +523,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                           std::shared_ptr<broker::connection> nats,
                                                           store::run_store& store) {
   auto shared = std::make_shared<shared_state>(config, node_id, std::move(nats), store);
+  auto first = first_received_order(store);
+  if (!first) return first.error();
+  shared->next_received = *first;
   auto state = std::make_unique<impl>();
   state->shared = shared;
   state->actor = system.spawn(orchestrator_actor, shared);
@@ -588,7 +595,24 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       return;
     }
     step_trace::mark(step_trace::result_decoded);
-    if (auto run = shared->find(ref->run_id)) caf::anon_send(run, result_atom::value, ref->step, std::move(m.data));
+    auto run = shared->find(ref->run_id);
+    if (!run) return;
+    // Written before anything is acted on, here, as it came; the run's actor gets it at once and
+    // works out the next task while the write is in flight.
+    store::run_transition received;
+    received.entries_only = true;
+    received.record.run_id = ref->run_id;
+    auto order = shared->next_received.fetch_add(1);
+    received.received.push_back({order, m.data});
+    auto gate = std::make_shared<task_gate>();
+    shared->writer->submit(
+      std::move(received),
+      [gate, run](const result<void>& written) {
+        gate->on_written(written.ok());
+        // The run's actor may be ahead of disk: drop it, so that the run reloads from disk.
+        if (!written) caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
+      },
+      [&] { caf::anon_send(run, result_atom::value, order, std::move(m.data), gate); });
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

@@ -253,7 +253,47 @@ store::journal_entry run_machine::record_result(const wire::task_result& result)
   return record_result(result.step, wire::encode(result));
 }
 
-effects run_machine::recover(const std::vector<store::journal_entry>& tail) {
+result<effects> run_machine::apply_received(const store::received_result& received) {
+  auto result = wire::decode<wire::task_result>(received.message, store::disk_limits());
+  if (!result) return result.error();
+  if (result->run_id != record_.run_id)
+    return make_error(errc::invalid_argument, "it names run " + result->run_id);
+  if (!expects(*result)) return effects{};
+  auto entry = record_result(result->step, received.message);
+  effects e = on_task_result(*result, true);
+  e.transition.journal.insert(e.transition.journal.begin(), std::move(entry));
+  e.transition.received_done.push_back(received.order);
+  e.transition.sync = false;  // the received result, synced already, is enough to write it again
+  return e;
+}
+
+namespace {
+// Effects of inputs applied one after another, as one transition with everything, in order.
+void merge(effects& all, effects&& e) {
+  if (!all.changed) {
+    auto done = std::move(all.transition.received_done);
+    all = std::move(e);
+    all.transition.received_done.insert(all.transition.received_done.begin(), done.begin(), done.end());
+    return;
+  }
+  auto append = [](auto& to, auto& from) {
+    for (auto& x : from) to.push_back(std::move(x));
+  };
+  append(all.transition.journal, e.transition.journal);
+  append(all.transition.events, e.transition.events);
+  append(all.transition.messages, e.transition.messages);
+  append(all.transition.received_done, e.transition.received_done);
+  all.transition.record = std::move(e.transition.record);
+  all.transition.snapshot = std::move(e.transition.snapshot);
+  all.tasks = std::move(e.tasks);
+  all.task_delay_ms = e.task_delay_ms;
+  all.lease_timer = e.lease_timer;
+  all.leave_memory = e.leave_memory;
+}
+} // namespace
+
+effects run_machine::recover(const std::vector<store::journal_entry>& tail,
+                             const std::vector<store::received_result>& received) {
   effects all;
   for (const auto& entry : tail) {
     if (entry.seq <= record_.last_journal_seq || entry.kind != "result") continue;
@@ -263,22 +303,18 @@ effects run_machine::recover(const std::vector<store::journal_entry>& tail) {
     auto result = wire::decode<wire::task_result>(std::string(bin.begin(), bin.end()), store::disk_limits());
     record_.last_journal_seq = entry.seq;
     if (!result || !expects(*result)) continue;
-    effects e = on_task_result(*result, true);
-    if (!all.changed) {
-      all = std::move(e);
+    merge(all, on_task_result(*result, true));
+  }
+  for (const auto& r : received) {
+    auto e = apply_received(r);
+    if (e && e->changed) {
+      merge(all, std::move(*e));
       continue;
     }
-    // More than one (not expected: a second result needs the first's consequences written):
-    // one transition with everything, in order.
-    for (auto& ev : e.transition.events) all.transition.events.push_back(std::move(ev));
-    for (auto& m : e.transition.messages) all.transition.messages.push_back(std::move(m));
-    all.transition.record = std::move(e.transition.record);
-    all.transition.snapshot = std::move(e.transition.snapshot);
-    all.tasks = std::move(e.tasks);
-    all.task_delay_ms = e.task_delay_ms;
-    all.lease_timer = e.lease_timer;
-    all.leave_memory = e.leave_memory;
+    all.transition.received_done.push_back(r.order);  // late, repeated or unreadable: dropped
   }
+  // Everything here follows from what is on disk already.
+  all.transition.sync = false;
   return all;
 }
 

@@ -55,20 +55,26 @@ public:
   effects start();
   effects on_task_result(const wire::task_result& result);
 
-  // The fast path for a result, in two writes: record_result() gives the journal entry that
-  // records the result alone, written first; on_task_result(result, true) then works out what
-  // follows while that write is in flight, and the next task may go once the entry is on disk.
-  // After a crash between the two writes, recover() replays the recorded result.
+  // The fast path for a result, in two writes: the result as it came is written first (a
+  // received_result, by whoever took it off NATS), and the next task may go once it is on disk;
+  // apply_received() works out what follows meanwhile: the journal entry that keeps the result,
+  // the rest of the step, and the removal of the received record, for the second write.
+  // Effects unchanged: the result is late or repeated; an error: it cannot be read. Either way
+  // the caller removes the record. After a crash between the two writes, recover() does the same
+  // with the records on disk, in their order.
   bool expects(const wire::task_result& result) const;  // false: late or repeated
   bool expects(std::uint64_t step) const;
+  result<effects> apply_received(const store::received_result& received);
+  // The journal entry that keeps a result: the message itself, so that it replays as it came.
   store::journal_entry record_result(const wire::task_result& result);
-  // The same from the result's message as it came (what the journal keeps), not decoded yet.
   store::journal_entry record_result(std::uint64_t step, std::string_view message);
   effects on_task_result(const wire::task_result& result, bool recorded);
-  // Journal entries past the snapshot (results recorded whose consequences were not written):
-  // applies them; the effects write those consequences and send what is due. Unchanged effects
-  // when there are none.
-  effects recover(const std::vector<store::journal_entry>& tail);
+  // Results recorded whose consequences were not written: journal entries past the snapshot (as
+  // earlier versions wrote them) and received records. Applies them in order; the effects write
+  // those consequences, remove every received record, and send what is due. Unchanged effects
+  // (with records to remove, maybe) when nothing applies.
+  effects recover(const std::vector<store::journal_entry>& tail,
+                  const std::vector<store::received_result>& received = {});
   // A resume for a step that is not waiting is an error, unless it repeats an answer already
   // recorded: then the reply is the same and nothing changes.
   result<effects> on_resume(const wire::resume_request& request);

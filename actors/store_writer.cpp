@@ -11,19 +11,23 @@ store_writer::store_writer(store::run_store& store, std::size_t batch_max)
 
 store_writer::~store_writer() { stop(); }
 
-void store_writer::submit(store::run_transition transition, continuation then) {
+void store_writer::submit(store::run_transition transition, continuation then,
+                          const std::function<void()>& announce) {
   std::vector<item> own;
   {
-    std::lock_guard lock{mutex_};
+    std::unique_lock lock{mutex_};
     assert(!stopping_ && "a transition after the writer stopped would be lost");
     if (writing_ || !queue_.empty()) {
       queue_.push_back({std::move(transition), std::move(then)});
+      lock.unlock();
+      if (announce) announce();
       wake_.notify_one();
       return;
     }
     writing_ = true;  // nothing ahead of it: write it here, in order
     own.push_back({std::move(transition), std::move(then)});
   }
+  if (announce) announce();
   write(own);
   std::lock_guard lock{mutex_};
   writing_ = false;

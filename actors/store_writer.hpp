@@ -26,7 +26,10 @@ public:
   store_writer(const store_writer&) = delete;
   store_writer& operator=(const store_writer&) = delete;
 
-  void submit(store::run_transition transition, continuation then);
+  // `announce`, when given, runs as soon as the transition has its place in the write order
+  // (before the caller writes it itself; the writer's thread may have it already): whatever is
+  // submitted once announce has run is written after it.
+  void submit(store::run_transition transition, continuation then, const std::function<void()>& announce = {});
   // Always on the writer's thread, so that the caller can go on while it is written.
   void submit_async(store::run_transition transition, continuation then);
   // Runs `then` once everything submitted before it is written (for a reply that writes nothing).

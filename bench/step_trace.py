@@ -4,11 +4,12 @@ import sys
 
 NAMES = {
     11: "result received", 12: "result decoded", 13: "result in the run's actor",
-    14: "transition built", 15: "write batch building", 21: "write started", 22: "write done",
+    14: "transition built", 15: "write batch building", 23: "result write started",
+    24: "result write done", 21: "write started", 22: "write done",
     16: "publishing events and task", 17: "task published", 1: "task received (worker)",
     3: "task decoded", 4: "task executed", 5: "result published",
 }
-ORDER = [11, 12, 13, 14, 15, 21, 22, 16, 17, 1, 3, 4, 5]
+ORDER = [11, 12, 13, 14, 15, 23, 24, 21, 22, 16, 17, 1, 3, 4, 5]
 
 marks = [tuple(map(int, line.split())) for line in open(sys.argv[1])]
 gaps = collections.defaultdict(list)
@@ -23,9 +24,17 @@ def median(values):
 # result is written on its own while the run's actor works out what follows, the two writes'
 # points interleave with the actor's: read the pairs as a timeline, not as a sum.
 steps = max(1, sum(1 for p, _ in marks if p == 11))
-print(f"{'from':<30} {'to':<30} {'count':>6} {'median us':>10}")
+print(f"{'from':<30} {'to':<30} {'count':>6} {'median us':>10} {'mean us':>8}")
 for (a, b), v in sorted(gaps.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 99,
                                                       ORDER.index(kv[0][1]) if kv[0][1] in ORDER else 99)):
     if len(v) < steps * 0.1:
         continue
-    print(f"{NAMES.get(a, a):<30} {NAMES.get(b, b):<30} {len(v):>6} {median(v):>10.1f}")
+    print(f"{NAMES.get(a, a):<30} {NAMES.get(b, b):<30} {len(v):>6} {median(v):>10.1f} {sum(v) / len(v):>8.1f}")
+
+# The step as a whole: from one result's arrival to the next one's (runs one at a time, so
+# gaps above 5 ms are between runs, not steps).
+received = [t for p, t in marks if p == 11]
+cycle = [(b - a) / 1000 for a, b in zip(received, received[1:]) if (b - a) < 5_000_000]
+if cycle:
+    print(f"\none step (result to next result): median {median(cycle):.1f} us, mean {sum(cycle) / len(cycle):.1f} us, "
+          f"{len(cycle)} steps")

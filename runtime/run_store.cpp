@@ -7,6 +7,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <array>
 #include <map>
 
@@ -18,6 +19,7 @@ namespace {
 //   h/<run>                 header: status, agent, created (small; read to update indexes)
 //   r/<run>                 snapshot: the whole run_record
 //   j/<run>/<seq:8 BE>      journal entry
+//   x/<run>/<order:8 BE>    task result received, not yet applied (the message as it came)
 //   e/<run>/<seq:8 BE>      event
 //   s/<status>/<run>        index by status
 //   a/<agent>/<created:8 BE>/<run>   index by agent, in creation order
@@ -37,6 +39,9 @@ std::string header_key(const std::string& run) { return "h/" + run; }
 std::string snapshot_key(const std::string& run) { return "r/" + run; }
 std::string journal_key(const std::string& run, std::uint64_t seq) {
   return "j/" + run + "/" + big_endian(seq);
+}
+std::string received_key(const std::string& run, std::uint64_t order) {
+  return "x/" + run + "/" + big_endian(order);
 }
 std::string message_key(const std::string& run, std::uint64_t index) {
   return "c/" + run + "/" + big_endian(index);
@@ -187,7 +192,9 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
   for (const auto& t : transitions) {
     const run_record& r = t.record;
     assert(!r.run_id.empty());
-    if (t.journal_only) {
+    for (const auto& x : t.received) batch.Put(received_key(r.run_id, x.order), x.message);
+    for (auto order : t.received_done) batch.Delete(received_key(r.run_id, order));
+    if (t.entries_only) {
       put_journal(t);
       continue;
     }
@@ -242,11 +249,16 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
     for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));
   }
   rocksdb::WriteOptions write_options;
-  write_options.sync = fsync_;
-  step_trace::mark(step_trace::write_started);
+  write_options.sync = fsync_ && std::any_of(transitions.begin(), transitions.end(),
+                                             [](const run_transition& t) { return t.sync; });
+  // A write of received results alone (the first of a step's two) is told apart in a trace.
+  bool first = std::all_of(transitions.begin(), transitions.end(),
+                           [](const run_transition& t) { return t.entries_only && !t.received.empty(); });
+  step_trace::mark(first ? step_trace::received_write_started : step_trace::write_started);
   auto s = db_->Write(write_options, &batch);
-  step_trace::mark(step_trace::write_done);
+  step_trace::mark(first ? step_trace::received_write_done : step_trace::write_done);
   if (!s.ok()) return io_error(s, "writing a run transition");
+  if (write_options.sync) synced_writes_ += 1;
   return success();
 }
 
@@ -303,6 +315,34 @@ result<std::vector<journal_entry>> run_store::journal(const std::string& run_id,
     out.push_back(std::move(e));
   }
   if (!it->status().ok()) return io_error(it->status(), "reading a journal");
+  return out;
+}
+
+result<std::vector<received_result>> run_store::received(const std::string& run_id) const {
+  std::vector<received_result> out;
+  std::string prefix = "x/" + run_id + "/";
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    auto key = it->key().ToStringView();
+    if (key.size() != prefix.size() + 8)
+      return make_error(errc::malformed, "run " + run_id + ": a received result has a damaged key");
+    std::uint64_t order = 0;
+    for (auto c : key.substr(prefix.size())) order = order << 8 | static_cast<unsigned char>(c);
+    out.push_back({order, it->value().ToString()});
+  }
+  if (!it->status().ok()) return io_error(it->status(), "reading received results");
+  return out;
+}
+
+result<std::vector<std::string>> run_store::runs_with_received() const {
+  std::vector<std::string> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("x/"); it->Valid() && it->key().starts_with("x/"); it->Next()) {
+    auto key = it->key().ToStringView().substr(2);
+    auto run = key.substr(0, key.find('/'));
+    if (out.empty() || out.back() != run) out.emplace_back(run);
+  }
+  if (!it->status().ok()) return io_error(it->status(), "scanning received results");
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include "runtime/result.hpp"
 #include "runtime/wire.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -48,6 +49,14 @@ struct journal_entry {
   wire::value data;
 };
 
+// A task result as it came off NATS, written before its run has seen it (so that the next task
+// may go as soon as it is on disk) and removed by the transition that applies it. `order` is the
+// order of arrival on this node: the run applies its results in that order, and so does a replay.
+struct received_result {
+  std::uint64_t order = 0;
+  std::string message;
+};
+
 // One change of one run: its new record, and the journal entries and events it adds. The
 // record's state may be left empty when `snapshot` holds the whole record already packed.
 struct run_transition {
@@ -60,9 +69,18 @@ struct run_transition {
   // messages_from. Empty with an unpacked snapshot: apply() takes them from record.state.
   std::uint64_t messages_from = 0;
   std::vector<std::string> messages;
-  // Only the journal entries (a result recorded ahead of what follows from it): no header,
-  // snapshot, index, message or event is written. record.run_id names the run.
-  bool journal_only = false;
+  // Results received for the run (written), and those now applied or dropped (removed).
+  std::vector<received_result> received;
+  std::vector<std::uint64_t> received_done;
+  // Only the journal entries and the received results above: no header, snapshot, index,
+  // message or event is written. record.run_id names the run.
+  bool entries_only = false;
+  // False when everything in it follows from what a synced write holds already (a received
+  // result and the state before it): then it is written without waiting for a sync. It survives
+  // the process being killed (it is in the operating system's hands); after a power loss, the
+  // next start replays the received result and writes it again. The next synced write makes it
+  // durable too (one log, written in order).
+  bool sync = true;
 };
 
 // Values on disk use the wire encoding, without its size limit (a run may grow large).
@@ -86,7 +104,8 @@ public:
   run_store(const run_store&) = delete;
   run_store& operator=(const run_store&) = delete;
 
-  // Writes every transition in one atomic batch with one sync: the group commit of many runs.
+  // Writes every transition in one atomic batch with one sync (none when no transition needs
+  // one, or fsync is off): the group commit of many runs.
   result<void> apply(const std::vector<run_transition>& transitions);
   result<void> apply(const run_transition& transition);
 
@@ -95,6 +114,10 @@ public:
   result<std::optional<run_record>> get(const std::string& run_id, bool with_conversation = true) const;
   result<std::vector<journal_entry>> journal(const std::string& run_id,
                                              std::uint64_t from_seq = 1) const;
+  // The results received for a run and not yet applied, in order of arrival.
+  result<std::vector<received_result>> received(const std::string& run_id) const;
+  // The runs that have such results (at most a few: they live until their run applies them).
+  result<std::vector<std::string>> runs_with_received() const;
   result<std::vector<wire::event>> events(const std::string& run_id, std::uint64_t from_seq = 1,
                                           std::size_t limit = SIZE_MAX) const;
 
@@ -112,6 +135,9 @@ public:
   // Makes every write so far durable (used at shutdown when fsync is off).
   result<void> flush();
 
+  // How many writes waited for a sync since the store was opened.
+  std::uint64_t synced_writes() const { return synced_writes_; }
+
 private:
   explicit run_store(std::unique_ptr<rocksdb::DB> db, bool fsync);
   result<std::vector<std::string>> scan_ids(const std::string& prefix, std::size_t limit,
@@ -119,6 +145,7 @@ private:
 
   std::unique_ptr<rocksdb::DB> db_;
   bool fsync_;
+  std::atomic<std::uint64_t> synced_writes_{0};
 };
 
 } // namespace keel::store

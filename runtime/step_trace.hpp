@@ -20,7 +20,9 @@ enum point : int {
   result_in_actor = 13,   // the run's actor has it
   transition_built = 14,  // the run machine's transition and the events are ready
   batch_building = 15,    // the store builds the write batch
-  write_started = 21,     // RocksDB write (with fsync) begins
+  received_write_started = 23,  // the step's result written alone (with fsync) begins
+  received_write_done = 24,     // ...and returns
+  write_started = 21,     // RocksDB write (with fsync) begins: what follows from a result
   write_done = 22,        // ...and returns
   publishing = 16,        // events, then the task, go out
   task_published = 17,

@@ -323,6 +323,8 @@ exec_security = "allow-always"
     {"delay_ms": 3000, "text": "from the model", "tool_calls": [{"name": "exec", "arguments": {"command": "echo model >> marks.txt"}}]},
     {"text": "finished"}
   ]})"}});
+  bool as_received = GENERATE(true, false);
+  CAPTURE(as_received);
   auto run = c.invoke("auto", "go");
   REQUIRE_EVENTUALLY(20000, c.has_event(run, "llm_step_started"));
   c.stop_node();  // the model step is in flight
@@ -346,11 +348,19 @@ exec_security = "allow-always"
                           {"usage", {{"input_tokens", 5}, {"output_tokens", 5}}}, {"stop_reason", "tool_use"}};
     auto bytes = wire::encode(result);
     store::run_transition alone;
-    alone.journal_only = true;
+    alone.entries_only = true;
     alone.record.run_id = run;
-    alone.journal.push_back({(**record).last_journal_seq + 1, "result", 1,
-                             json{{"step", result.step}, {"attempt", result.attempt}, {"ok", true},
-                                  {"message", json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()))}}});
+    if (as_received) {
+      // As this version writes it: the message as it came off NATS, before the run saw it; and
+      // a repeat of it, arrived later, which must not be applied twice.
+      alone.received.push_back({(1ULL << 40) + 5, bytes});
+      alone.received.push_back({(1ULL << 40) + 6, bytes});
+    } else {
+      // As earlier versions wrote it: a journal entry past the snapshot.
+      alone.journal.push_back({(**record).last_journal_seq + 1, "result", 1,
+                               json{{"step", result.step}, {"attempt", result.attempt}, {"ok", true},
+                                    {"message", json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()))}}});
+    }
     REQUIRE((*store)->apply(alone).ok());
   }
 
@@ -368,4 +378,9 @@ exec_security = "allow-always"
                                 [](const json& e) { return e["event_type"] == "llm_step_completed"; });
   REQUIRE(completed != events.end());
   CHECK((*completed)["data"]["text"] == "recorded");
+  // Nothing received is left behind.
+  c.stop_node();
+  auto store = store::run_store::open({c.dir().file("data/runs"), true});
+  REQUIRE(store.ok());
+  CHECK((*store)->received(run)->empty());
 }

@@ -79,6 +79,8 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
 
   auto resumed = h.machine.on_resume(wire::resume_request{"r1", step_key, true, "", false});
   REQUIRE(resumed.ok());
+  CHECK(resumed->transition.sync);  // its reply says the answer is on disk
+  REQUIRE(resumed.ok());
   h.check(*resumed);
   CHECK(types(*resumed) == std::vector<std::string>{"resumed", "tool_call_started"});
   CHECK(resumed->resume_reply->duplicate == false);
@@ -342,4 +344,90 @@ TEST_CASE("run machine: two recorded results past the snapshot replay as one tra
   CHECK(replayed.transition.messages.size() == asked.transition.messages.size() + suspended.transition.messages.size());
   CHECK(replayed.tasks.empty());  // the run waits for a person
   CHECK(replayed.leave_memory);
+}
+
+TEST_CASE("run machine: a received result is applied with its journal entry and removes its record",
+          "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto on_disk = h.machine.record();
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  wire::task_result result{"r1", started.tasks[0].step, 1, "w", true, harness::llm_answer("listing", call), {}};
+  auto message = wire::encode(result);
+
+  auto applied = h.machine.apply_received({41, message});
+  REQUIRE(applied.ok());
+  REQUIRE(applied->changed);
+  // The result is journaled first, as it came, so that a replay reads what the worker sent.
+  REQUIRE_FALSE(applied->transition.journal.empty());
+  const auto& entry = applied->transition.journal[0];
+  CHECK(entry.kind == "result");
+  CHECK(entry.seq == on_disk.last_journal_seq + 1);
+  const auto& bin = entry.data["message"].get_binary();
+  CHECK(std::string(bin.begin(), bin.end()) == message);
+  CHECK(applied->transition.received_done == std::vector<std::uint64_t>{41});
+  // It follows from the received result, which is synced already: it need not wait for a sync.
+  CHECK_FALSE(applied->transition.sync);
+  CHECK(started.transition.sync);  // what no synced write holds yet waits for one
+  CHECK(types(*applied) == std::vector<std::string>{"llm_step_completed", "tool_call_started"});
+  REQUIRE(applied->tasks.size() == 1);
+  CHECK(applied->transition.record.last_journal_seq == entry.seq);
+
+  // The same result again (a worker's repeat): not applied, nothing changes.
+  auto again = h.machine.apply_received({42, message});
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->changed);
+  // Bad input: not a result, or another run's.
+  auto garbage = h.machine.apply_received({43, "not msgpack"});
+  REQUIRE_FALSE(garbage.ok());
+  CHECK(garbage.error().code == errc::malformed);
+  wire::task_result other = result;
+  other.run_id = "r2";
+  auto foreign = h.machine.apply_received({44, wire::encode(other)});
+  REQUIRE_FALSE(foreign.ok());
+  CHECK(foreign.error().message.find("r2") != std::string::npos);
+}
+
+TEST_CASE("run machine: received records replay in order of arrival after a crash, first readable wins",
+          "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto on_disk = h.machine.record();
+  auto step = started.tasks[0].step;
+  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  wire::task_result stale{"r1", step - 1, 1, "w", true, harness::llm_answer("old"), {}};
+  wire::task_result first{"r1", step, 1, "w", true, harness::llm_answer("first", call), {}};
+  wire::task_result second{"r1", step, 2, "w", true, harness::llm_answer("second"), {}};
+  // What the node did before it died: it applied the first readable result for the step and
+  // sent the next task once that result was on disk; the consequences were not written.
+  std::vector<store::received_result> on_arrival{{10, wire::encode(stale)},
+                                                 {11, "damaged"},
+                                                 {12, wire::encode(first)},
+                                                 {13, wire::encode(second)}};
+  REQUIRE_FALSE(h.machine.apply_received(on_arrival[0])->changed);
+  REQUIRE_FALSE(h.machine.apply_received(on_arrival[1]).ok());
+  auto live = h.machine.apply_received(on_arrival[2]);
+  REQUIRE(live.ok());
+  REQUIRE(live->tasks.size() == 1);
+  REQUIRE_FALSE(h.machine.apply_received(on_arrival[3])->changed);
+
+  auto agent = agent_with();
+  run_machine replay(on_disk, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  auto replayed = replay.recover({}, on_arrival);
+  REQUIRE(replayed.changed);
+  CHECK(replay.record().state == h.machine.record().state);
+  CHECK(replay.record().last_journal_seq == h.machine.record().last_journal_seq);
+  CHECK(types(replayed) == types(*live));
+  REQUIRE(replayed.tasks.size() == 1);
+  CHECK(replayed.tasks[0].payload == live->tasks[0].payload);
+  CHECK(replayed.transition.journal.size() == live->transition.journal.size());
+  // Every record goes, applied or not.
+  CHECK(replayed.transition.received_done == std::vector<std::uint64_t>{10, 11, 12, 13});
+  CHECK_FALSE(replayed.transition.sync);
+
+  // Records that apply to nothing are removed all the same, with nothing else written.
+  run_machine later(replay.record(), agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  auto nothing = later.recover({}, {{14, wire::encode(second)}});
+  CHECK_FALSE(nothing.changed);
+  CHECK(nothing.transition.received_done == std::vector<std::uint64_t>{14});
 }

@@ -270,14 +270,14 @@ TEST_CASE("run store: a snapshot that counts more messages than are stored is an
   CHECK(r.error().message.find("1 of its 2 messages") != std::string::npos);
 }
 
-TEST_CASE("run store: a journal-only transition writes its entries and nothing else", "[runtime][store]") {
+TEST_CASE("run store: an entries-only transition writes its entries and nothing else", "[runtime][store]") {
   temp_dir dir;
   auto store = open_store(dir.file("db"));
   auto t = created("r1", "coder", 1);
   advance(t, run_status::running, "started");
   REQUIRE(store->apply(t).ok());
   run_transition alone;
-  alone.journal_only = true;
+  alone.entries_only = true;
   alone.record.run_id = "r1";
   alone.record.status = run_status::completed;  // ignored: only the journal is written
   alone.journal.push_back({2, "result", 5, wire::value{{"step", 1}}});
@@ -294,4 +294,85 @@ TEST_CASE("run store: a journal-only transition writes its entries and nothing e
   CHECK(store->events("r1")->size() == 1);
   CHECK(store->list_by_status(run_status::running)->size() == 1);
   CHECK(store->list_by_status(run_status::completed)->empty());
+}
+
+TEST_CASE("run store: received results are kept per run in order of arrival until removed", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.file("db"));
+  auto t = created("r1", "coder", 1);
+  REQUIRE(store->apply(t).ok());
+  CHECK(store->received("r1")->empty());
+  CHECK(store->runs_with_received()->empty());
+
+  // Orders compare as numbers, not as text (256 after 255, 2^40 after both).
+  auto arrive = [&](const std::string& run, std::uint64_t order, const std::string& message) {
+    run_transition x;
+    x.entries_only = true;
+    x.record.run_id = run;
+    x.received.push_back({order, message});
+    REQUIRE(store->apply(x).ok());
+  };
+  arrive("r1", 256, "second");
+  arrive("r1", 255, "first");
+  arrive("r1", (1ULL << 40) + 1, "third");
+  arrive("r10", 7, "other run");  // a run whose id starts with the other's
+  auto r1 = store->received("r1");
+  REQUIRE(r1.ok());
+  REQUIRE(r1->size() == 3);
+  CHECK((*r1)[0].order == 255);
+  CHECK((*r1)[0].message == "first");
+  CHECK((*r1)[1].message == "second");
+  CHECK((*r1)[2].order == (1ULL << 40) + 1);
+  CHECK(*store->runs_with_received() == std::vector<std::string>{"r1", "r10"});
+  // Nothing else of the run changed.
+  CHECK((**store->get("r1")).last_journal_seq == t.record.last_journal_seq);
+
+  // A full transition removes what it applied, in the same atomic write as the rest.
+  run_transition next = t;
+  advance(next, run_status::running, "applied");
+  next.received_done = {255, 256};
+  REQUIRE(store->apply(next).ok());
+  r1 = store->received("r1");
+  REQUIRE(r1->size() == 1);
+  CHECK((*r1)[0].message == "third");
+  CHECK((**store->get("r1")).status == run_status::running);
+
+  run_transition drop;
+  drop.entries_only = true;
+  drop.record.run_id = "r1";
+  drop.received_done = {(1ULL << 40) + 1, 999};  // removing what is not there is no error
+  REQUIRE(store->apply(drop).ok());
+  CHECK(store->received("r1")->empty());
+  CHECK(*store->runs_with_received() == std::vector<std::string>{"r10"});
+}
+
+TEST_CASE("run store: a batch waits for a sync unless none of its transitions needs one", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.file("db"));
+  auto t = created("r1", "coder", 1);
+  REQUIRE(store->apply(t).ok());
+  CHECK(store->synced_writes() == 1);
+
+  run_transition follows = t;  // what follows from a received result: written, not synced
+  advance(follows, run_status::running, "applied");
+  follows.sync = false;
+  REQUIRE(store->apply(follows).ok());
+  CHECK(store->synced_writes() == 1);
+  CHECK((**store->get("r1")).status == run_status::running);  // written all the same
+
+  // One transition that needs a sync makes the whole batch wait for it.
+  run_transition received;
+  received.entries_only = true;
+  received.record.run_id = "r1";
+  received.received.push_back({1, "result"});
+  run_transition next = follows;
+  advance(next, run_status::running, "more");
+  next.sync = false;
+  REQUIRE(store->apply(std::vector<run_transition>{next, received}).ok());
+  CHECK(store->synced_writes() == 2);
+
+  // With fsync off, nothing waits.
+  auto unsynced = open_store(dir.file("db2"), false);
+  REQUIRE(unsynced->apply(created("r2", "coder", 1)).ok());
+  CHECK(unsynced->synced_writes() == 0);
 }
