@@ -91,6 +91,9 @@ struct node::impl {
   std::unique_ptr<caf::actor_system_config> actor_config;
   std::unique_ptr<caf::actor_system> system;
   std::shared_ptr<broker::connection> nats;
+  // The worker's own connection when the node is an orchestrator too: tasks and results then
+  // do not share a socket, a reader thread and its locks with the orchestrator's traffic.
+  std::shared_ptr<broker::connection> worker_nats;
   std::shared_ptr<announcer> announce;
   caf::actor heartbeat;
   std::unique_ptr<broker::subscription> ping_subscription;
@@ -187,7 +190,14 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   state->ping_subscription = std::move(*pinged);
 
   if (config.has_role(config::role::worker)) {
-    auto w = worker::start(*state->system, state->config, state->id, state->nats);
+    state->worker_nats = state->nats;
+    if (config.has_role(config::role::orchestrator)) {
+      nats_options.name += " worker";
+      auto own = broker::connection::connect(nats_options);
+      if (!own) return own.error();
+      state->worker_nats = std::move(*own);
+    }
+    auto w = worker::start(*state->system, state->config, state->id, state->worker_nats);
     if (!w) return w.error();
     state->worker_role = std::move(*w);
   }
@@ -220,6 +230,9 @@ void node::stop() {
   s.system->await_all_actors_done();
   // Every transition queued is written, and its events and tasks published, before NATS goes.
   if (s.orchestrator_role) s.orchestrator_role->flush();
+  if (s.worker_nats && s.worker_nats != s.nats)
+    if (auto r = s.worker_nats->drain(std::max<std::int64_t>(100, budget_ms / 4)); !r)
+      logger()->warn("NATS drain (worker): {}", r.error().message);
   if (auto r = s.nats->drain(std::max<std::int64_t>(100, budget_ms / 2)); !r)
     logger()->warn("NATS drain: {}", r.error().message);
   s.orchestrator_role.reset();
