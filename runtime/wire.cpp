@@ -218,6 +218,13 @@ result<value> open_envelope(std::string_view bytes, const limits& bounds, const 
   return decoded;
 }
 
+// Moves a field out of a decoded map that is not needed afterwards (a payload can be a whole
+// conversation: copying it cost as much as decoding it).
+value take(value& map, const char* key) {
+  auto it = map.find(key);
+  return it == map.end() ? value(nullptr) : std::move(*it);
+}
+
 result<task_kind> kind_from(const std::string& s) {
   if (s == "llm") return task_kind::llm;
   if (s == "tool") return task_kind::tool;
@@ -472,7 +479,7 @@ result<invoke_request> decode<invoke_request>(std::string_view bytes, const limi
   reader r(*map);
   invoke_request m;
   KEEL_TRY(m.agent, r.nonempty("agent"));
-  m.input = r.any("input");
+  m.input = take(*map, "input");
   KEEL_TRY(m.idempotency_key, r.str("idempotency_key", false));
   KEEL_TRY(m.session_id, r.str("session_id", false));
   KEEL_TRY(m.provider, r.str("provider", false));
@@ -555,7 +562,7 @@ result<task> decode<task>(std::string_view bytes, const limits& bounds) {
   KEEL_TRY(m.agent, r.nonempty("agent"));
   KEEL_TRY(m.reply_to, r.nonempty("reply_to"));
   KEEL_TRY(m.lease_ms, r.integer("lease_ms", false));
-  m.payload = r.any("payload");
+  m.payload = take(*map, "payload");
   return m;
 }
 
@@ -568,7 +575,7 @@ result<task_result> decode<task_result>(std::string_view bytes, const limits& bo
   if (auto id = r.task_id(m.run_id, m.step, m.attempt); !id) return id.error();
   KEEL_TRY(m.worker, r.str("worker", false));
   KEEL_TRY(m.ok, r.boolean("ok", true));
-  m.payload = r.any("payload");
+  m.payload = take(*map, "payload");
   if (r.find("error")) {
     keel::error failure;
     if (auto read = r.error_map("error", failure); !read) return read.error();
