@@ -312,3 +312,25 @@ TEST_CASE("wire: random bytes never crash the decoder", "[runtime][wire]") {
   // Some flipped messages are still valid tasks (a flipped letter inside a string); most are not.
   CHECK(accepted < 20000 / 2);
 }
+
+TEST_CASE("wire: messages packed field by field are byte for byte the map they stand for", "[runtime][wire]") {
+  // Events, tasks and results are packed without building a map (their payload can be large);
+  // what goes on the wire must be exactly what packing the map gives: keys sorted, all present.
+  value payload{{"role", "assistant"}, {"text", "hello"}, {"tool_calls", value::array({{{"id", "c1"}}})}};
+  wire::event ev{"r1", 7, "llm_step_completed", 1234, payload};
+  CHECK(wire::encode(ev) == wire::pack(value{{"v", wire::protocol_version}, {"type", "event"}, {"run_id", "r1"},
+                                             {"seq", 7}, {"event_type", "llm_step_completed"},
+                                             {"time_ms", 1234}, {"data", payload}}));
+  wire::task_result ok{"r1", 3, 2, "w1", true, payload, {}};
+  CHECK(wire::encode(ok) == wire::pack(value{{"v", wire::protocol_version}, {"type", "task_result"},
+                                             {"run_id", "r1"}, {"step", 3}, {"attempt", 2}, {"worker", "w1"},
+                                             {"ok", true}, {"payload", payload}}));
+  wire::task_result failed{"r1", 3, 2, "w1", false, nullptr, make_error(errc::timeout, "too slow")};
+  CHECK(wire::encode(failed) == wire::pack(value{{"v", wire::protocol_version}, {"type", "task_result"},
+                                                 {"run_id", "r1"}, {"step", 3}, {"attempt", 2}, {"worker", "w1"},
+                                                 {"ok", false}, {"payload", nullptr},
+                                                 {"error", {{"code", "timeout"}, {"message", "too slow"}}}}));
+  auto back = wire::decode<wire::task_result>(wire::encode(failed));
+  REQUIRE(back.ok());
+  CHECK(back->failure->code == errc::timeout);
+}
