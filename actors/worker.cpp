@@ -70,13 +70,15 @@ std::string workspace_of(const config::agent_config& agent, const wire::task& t,
   return agent.workspace + "/runs/" + t.run_id;
 }
 
-result<value> run_llm(worker_shared& shared, const config::agent_config& agent, const wire::task& t) {
-  const value& p = t.payload;
+result<value> run_llm(worker_shared& shared, const config::agent_config& agent, wire::task& t) {
+  value& p = t.payload;
   if (!p.is_object()) return make_error(errc::malformed, "an llm task's payload must be a map");
   llm::completion_request request;
   request.model = p.value("model", agent.model);
   request.system_prompt = p.value("system_prompt", agent.system_prompt);
-  auto messages = llm::messages_from_value(p.contains("messages") ? p["messages"] : value());
+  auto given = p.find("messages");
+  // Moved out of the task, not copied: it is the whole conversation.
+  auto messages = given == p.end() ? llm::messages_from_value(value()) : llm::messages_from_value(std::move(*given));
   if (!messages) return messages.error();
   request.messages = std::move(*messages);
   request.tools = shared.tool_lists.at(agent.id);
@@ -119,7 +121,7 @@ result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
   return out;
 }
 
-void execute(worker_shared& shared, const wire::task& t) {
+void execute(worker_shared& shared, wire::task& t) {
   wire::task_result r;
   r.run_id = t.run_id;
   r.step = t.step;

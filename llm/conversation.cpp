@@ -1,5 +1,7 @@
 #include "llm/conversation.hpp"
 
+#include <type_traits>
+
 namespace keel::llm {
 
 using wire::value;
@@ -21,52 +23,74 @@ wire::value to_value(const message& m) {
 }
 
 namespace {
-result<std::vector<tool_call>> calls_from_value(const value& v) {
+// The string at `key`, or empty; moved out when the caller gave the value up.
+template <class V>
+std::string string_at(V&& v, const char* key) {
+  auto it = v.find(key);
+  if (it == v.end() || !it->is_string()) return {};
+  if constexpr (std::is_const_v<std::remove_reference_t<V>>) return it->template get<std::string>();
+  else return std::move(it->template get_ref<std::string&>());
+}
+
+template <class V>
+result<std::vector<tool_call>> calls_from(V&& v) {
   std::vector<tool_call> out;
   if (v.is_null()) return out;
   if (!v.is_array()) return make_error(errc::malformed, "tool_calls must be an array");
-  for (const auto& c : v) {
+  for (auto&& c : v) {
     if (!c.is_object() || !c.contains("name") || !c["name"].is_string())
       return make_error(errc::malformed, "a tool call needs a name");
     tool_call call;
-    call.id = c.value("id", std::string{});
-    call.name = c["name"].get<std::string>();
-    call.arguments = c.contains("arguments") ? c["arguments"] : value::object();
+    call.id = string_at(c, "id");
+    call.name = string_at(c, "name");
+    auto a = c.find("arguments");
+    if (a == c.end()) call.arguments = value::object();
+    else if constexpr (std::is_const_v<std::remove_reference_t<decltype(c)>>) call.arguments = *a;
+    else call.arguments = std::move(*a);
     out.push_back(std::move(call));
+  }
+  return out;
+}
+
+template <class V>
+result<message> message_from(V&& v) {
+  if (!v.is_object() || !v.contains("role") || !v["role"].is_string())
+    return make_error(errc::malformed, "a message needs a role");
+  message m;
+  m.role = string_at(v, "role");
+  m.text = string_at(v, "text");
+  if (auto calls = v.find("tool_calls"); calls != v.end()) {
+    auto read = calls_from(*calls);
+    if (!read) return read.error();
+    m.tool_calls = std::move(*read);
+  }
+  m.tool_call_id = string_at(v, "tool_call_id");
+  m.tool_name = string_at(v, "tool_name");
+  m.is_error = v.value("is_error", false);
+  return m;
+}
+
+template <class V>
+result<std::vector<message>> messages_from(V&& v) {
+  if (!v.is_array()) return make_error(errc::malformed, "messages must be an array");
+  std::vector<message> out;
+  out.reserve(v.size());
+  for (auto&& element : v) {
+    auto m = message_from(element);
+    if (!m) return m.error();
+    out.push_back(std::move(*m));
   }
   return out;
 }
 } // namespace
 
-result<message> message_from_value(const wire::value& v) {
-  if (!v.is_object() || !v.contains("role") || !v["role"].is_string())
-    return make_error(errc::malformed, "a message needs a role");
-  message m;
-  m.role = v["role"].get<std::string>();
-  if (v.contains("text") && v["text"].is_string()) m.text = v["text"].get<std::string>();
-  auto calls = calls_from_value(v.contains("tool_calls") ? v["tool_calls"] : value());
-  if (!calls) return calls.error();
-  m.tool_calls = std::move(*calls);
-  m.tool_call_id = v.value("tool_call_id", std::string{});
-  m.tool_name = v.value("tool_name", std::string{});
-  m.is_error = v.value("is_error", false);
-  return m;
-}
+result<message> message_from_value(const wire::value& v) { return message_from(v); }
+result<std::vector<message>> messages_from_value(const wire::value& v) { return messages_from(v); }
+result<std::vector<message>> messages_from_value(wire::value&& v) { return messages_from(v); }
 
 wire::value to_value(const std::vector<message>& messages) {
   value out = value::array();
   for (const auto& m : messages) out.push_back(to_value(m));
-  return out;
-}
-
-result<std::vector<message>> messages_from_value(const wire::value& v) {
-  if (!v.is_array()) return make_error(errc::malformed, "messages must be an array");
-  std::vector<message> out;
-  for (const auto& element : v) {
-    auto m = message_from_value(element);
-    if (!m) return m.error();
-    out.push_back(std::move(*m));
-  }
   return out;
 }
 

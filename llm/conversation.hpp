@@ -59,6 +59,8 @@ wire::value to_value(const message& m);
 result<message> message_from_value(const wire::value& v);
 wire::value to_value(const std::vector<message>& messages);
 result<std::vector<message>> messages_from_value(const wire::value& v);
+// The same from a value the caller gives up: its strings and arguments are moved, not copied.
+result<std::vector<message>> messages_from_value(wire::value&& v);
 wire::value to_value(const completion& c);
 result<completion> completion_from_value(const wire::value& v);
 wire::value to_value(const usage& u);

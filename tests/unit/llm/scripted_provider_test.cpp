@@ -69,3 +69,24 @@ TEST_CASE("conversation: messages and completions round trip through values", "[
   CHECK(tool_result_text("read", {{"error", "no such file"}}, true) == "Error: no such file");
   CHECK_FALSE(message_from_value(wire::value{{"text", "no role"}}).ok());
 }
+
+TEST_CASE("conversation: messages read from a value given up are the same as from a copy", "[llm]") {
+  wire::value conversation = wire::value::array(
+    {{{"role", "user"}, {"text", "make it"}},
+     {{"role", "assistant"}, {"text", "writing"},
+      {"tool_calls", wire::value::array({{{"id", "c1"}, {"name", "write"}, {"arguments", {{"path", "a"}}}}})}},
+     {{"role", "tool"}, {"text", "ok"}, {"tool_call_id", "c1"}, {"tool_name", "write"}, {"is_error", true}}});
+  auto copied = llm::messages_from_value(conversation);
+  REQUIRE(copied.ok());
+  wire::value given = conversation;
+  auto moved = llm::messages_from_value(std::move(given));
+  REQUIRE(moved.ok());
+  REQUIRE(moved->size() == 3);
+  CHECK(llm::to_value(*moved) == llm::to_value(*copied));
+  CHECK(llm::to_value(*moved) == conversation);
+  CHECK((*moved)[1].tool_calls[0].arguments == wire::value{{"path", "a"}});
+  CHECK((*moved)[2].is_error);
+  // Bad input is refused the same way.
+  CHECK_FALSE(llm::messages_from_value(wire::value{{"role", "user"}}).ok());
+  CHECK_FALSE(llm::messages_from_value(wire::value::array({{{"text", "no role"}}})).ok());
+}
