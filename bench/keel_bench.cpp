@@ -66,48 +66,63 @@ struct floor_figures {
 
 // The floor: what one durable step cannot avoid. Measured three ways: each part back to back
 // (the best case of each), and the two in turn, which is the order a step has them in; a
-// synced write that follows other work costs more than one that follows another write.
-floor_figures measure_floor(const std::string& url, const std::string& dir) {
-  auto responder = connect(url);
-  auto requester = connect(url);
-  auto sub = must(responder->subscribe("bench.echo", "", [&](broker::message&& m) {
-    (void)responder->publish(m.reply, m.data);
-  }), "subscribe");
-  (void)responder->flush(1000);
-  std::string payload(512, 'x');
-  std::vector<double> rtt;
-  for (int i = 0; i < 3000; ++i) {
-    auto t0 = now_us();
-    must(requester->request("bench.echo", payload, 2000), "request");
-    if (i >= 200) rtt.push_back(now_us() - t0);
+// synced write that follows other work costs more than one that follows another write. The
+// meter stays open so that the floor can be measured again between runs of the node: this
+// machine's speed drifts from one minute to the next, and a ratio should compare measurements
+// taken together.
+class floor_meter {
+public:
+  floor_meter(const std::string& url, const std::string& dir)
+    : responder_(connect(url)), requester_(connect(url)),
+      store_(must(store::run_store::open({dir + "/floor", true}), "open store")) {
+    sub_ = must(responder_->subscribe("bench.echo", "", [this](broker::message&& m) {
+      (void)responder_->publish(m.reply, m.data);
+    }), "subscribe");
+    (void)responder_->flush(1000);
   }
-  auto store = must(store::run_store::open({dir + "/floor", true}), "open store");
+
+  floor_figures measure(int round_trips, int writes_count) {
+    std::vector<double> rtt;
+    for (int i = 0; i < round_trips + 100; ++i) {
+      auto t0 = now_us();
+      must(requester_->request("bench.echo", payload_, 2000), "request");
+      if (i >= 100) rtt.push_back(now_us() - t0);
+    }
+    std::vector<double> writes;
+    for (int i = 0; i < writes_count + 50; ++i) {
+      auto t = transition("floor-" + std::to_string(i % 50));
+      auto t0 = now_us();
+      if (!store_->apply(t)) die("write");
+      if (i >= 50) writes.push_back(now_us() - t0);
+    }
+    std::vector<double> loop;
+    for (int i = 0; i < writes_count + 50; ++i) {
+      auto t = transition("loop-" + std::to_string(i % 50));
+      auto t0 = now_us();
+      must(requester_->request("bench.echo", payload_, 2000), "request");
+      if (!store_->apply(t)) die("write");
+      if (i >= 50) loop.push_back(now_us() - t0);
+    }
+    return {median(rtt), median(writes), median(loop)};
+  }
+
+private:
   // A 1 KB run transition with one event, as the floor writes it.
-  auto transition = [](const std::string& run, int i) {
+  store::run_transition transition(const std::string& run) {
     store::run_transition t;
     t.record.run_id = run;
     t.record.agent = "bench";
     t.record.state = value{{"blob", std::string(1024, 'y')}};
-    t.events.push_back(wire::event{run, static_cast<std::uint64_t>(i + 1), "x", 0, value{{"k", 1}}});
+    t.events.push_back(wire::event{run, ++seq_, "x", 0, value{{"k", 1}}});
     return t;
-  };
-  std::vector<double> writes;
-  for (int i = 0; i < 1000; ++i) {
-    auto t = transition("floor-" + std::to_string(i % 50), i);
-    auto t0 = now_us();
-    if (!store->apply(t)) die("write");
-    if (i >= 100) writes.push_back(now_us() - t0);
   }
-  std::vector<double> loop;
-  for (int i = 0; i < 1000; ++i) {
-    auto t = transition("loop-" + std::to_string(i % 50), i);
-    auto t0 = now_us();
-    must(requester->request("bench.echo", payload, 2000), "request");
-    if (!store->apply(t)) die("write");
-    if (i >= 100) loop.push_back(now_us() - t0);
-  }
-  return {median(rtt), median(writes), median(loop)};
-}
+
+  std::shared_ptr<broker::connection> responder_, requester_;
+  std::unique_ptr<store::run_store> store_;
+  std::unique_ptr<broker::subscription> sub_;
+  std::string payload_ = std::string(512, 'x');
+  std::uint64_t seq_ = 0;
+};
 
 // Collects run_completed and suspend events from every run.
 struct watcher {
@@ -180,12 +195,13 @@ std::int64_t rss_kb(pid_t pid) {
 int main(int argc, char** argv) {
   CLI::App app{"keel benchmark"};
   std::string node_binary = "build/apps/keel-node";
-  std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 20;
+  std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 30, rounds = 6;
   app.add_option("--node", node_binary, "keel-node binary");
   app.add_option("--turns", turns, "Model turns per run (each calls one trivial tool)");
   app.add_option("--concurrent-runs", concurrent_runs, "Runs at once for throughput");
   app.add_option("--suspended-runs", suspended_runs, "Runs left suspended for the memory figure");
   app.add_option("--latency-runs", latency_runs, "Runs, one at a time, for per-step latency");
+  app.add_option("--rounds", rounds, "Rounds of the latency runs, each with the floor measured again");
   CLI11_PARSE(app, argc, argv);
 
   char pattern[] = "/tmp/keel-bench-XXXXXX";
@@ -197,15 +213,9 @@ int main(int argc, char** argv) {
                           "nats-server");
   while (!port_accepts(port)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 
-  auto floor = measure_floor(url, dir);
-  double rtt_us = floor.round_trip_us, write_us = floor.write_us;
-  report("floor.nats_round_trip_us", rtt_us, "us");
-  report("floor.synced_write_us", write_us, "us");
-  report("floor.step_us", rtt_us + write_us, "us");
-  report("floor.loop_step_us", floor.loop_us, "us");
+  floor_meter meter(url, dir);
 
   // The agents: `steps` calls the trivial tool (read of a small file) once per turn.
-  std::ofstream(dir + "/ws/tiny.txt").flush();
   fs::create_directories(dir + "/ws");
   std::ofstream(dir + "/ws/tiny.txt") << "tiny\n";
   value turns_json = value::array();
@@ -235,24 +245,44 @@ int main(int argc, char** argv) {
   }
   std::size_t tasks_per_run = 2 * turns + 1;
 
-  // Per-step latency: one run at a time.
-  std::vector<double> per_step;
-  for (std::size_t i = 0; i < latency_runs; ++i) {
-    auto t0 = now_us();
-    auto reply = must(nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "go", "", ""}), 5000), "invoke");
-    auto run = must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
-    if (!events.wait([&](watcher& w) { return w.completed_at.count(run) > 0; }, 60'000)) die("a run did not finish");
-    double elapsed = 0;
-    {
-      std::lock_guard lock{events.mutex};
-      elapsed = events.completed_at[run] - t0;
+  // Per-step latency: one run at a time, in rounds; each round measures the floor again just
+  // before its runs, and its ratio compares the two.
+  std::vector<double> per_step, over_floor, over_loop, rtts, writes, floors, loops;
+  rounds = std::max<std::size_t>(1, std::min(rounds, latency_runs));
+  for (std::size_t round = 0; round < rounds; ++round) {
+    auto floor = meter.measure(round == 0 ? 2000 : 600, round == 0 ? 600 : 200);
+    rtts.push_back(floor.round_trip_us);
+    writes.push_back(floor.write_us);
+    floors.push_back(floor.round_trip_us + floor.write_us);
+    loops.push_back(floor.loop_us);
+    std::vector<double> round_steps;
+    std::size_t runs_this_round = latency_runs / rounds + (round < latency_runs % rounds ? 1 : 0);
+    for (std::size_t i = 0; i < runs_this_round; ++i) {
+      auto t0 = now_us();
+      auto reply = must(nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "go", "", ""}), 5000), "invoke");
+      auto run = must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
+      if (!events.wait([&](watcher& w) { return w.completed_at.count(run) > 0; }, 60'000)) die("a run did not finish");
+      double elapsed = 0;
+      {
+        std::lock_guard lock{events.mutex};
+        elapsed = events.completed_at[run] - t0;
+      }
+      round_steps.push_back(elapsed / static_cast<double>(tasks_per_run));
+      per_step.push_back(round_steps.back());
     }
-    per_step.push_back(elapsed / static_cast<double>(tasks_per_run));
+    over_floor.push_back(median(round_steps) / floors.back());
+    over_loop.push_back(median(round_steps) / loops.back());
   }
-  double step_us = median(per_step);
-  report("latency.step_us", step_us, "us");
-  report("latency.step_over_floor", step_us / (rtt_us + write_us), "x");
-  report("latency.step_over_loop_floor", step_us / floor.loop_us, "x");
+  report("floor.nats_round_trip_us", median(rtts), "us");
+  report("floor.synced_write_us", median(writes), "us");
+  report("floor.step_us", median(floors), "us");
+  report("floor.loop_step_us", median(loops), "us");
+  report("latency.step_us", median(per_step), "us");
+  report("latency.rounds", static_cast<double>(rounds), "rounds");
+  report("latency.step_over_floor", median(over_floor), "x");
+  report("latency.step_over_loop_floor", median(over_loop), "x");
+  report("latency.step_over_floor_min", *std::min_element(over_floor.begin(), over_floor.end()), "x");
+  report("latency.step_over_floor_max", *std::max_element(over_floor.begin(), over_floor.end()), "x");
 
   // Throughput: many runs at once.
   std::size_t done_before = 0;

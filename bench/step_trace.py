@@ -38,3 +38,33 @@ cycle = [(b - a) / 1000 for a, b in zip(received, received[1:]) if (b - a) < 5_0
 if cycle:
     print(f"\none step (result to next result): median {median(cycle):.1f} us, mean {sum(cycle) / len(cycle):.1f} us, "
           f"{len(cycle)} steps")
+
+# The same as a timeline: for the steps in the middle half by length, the median time at which
+# each point is first reached after the result arrives. Steps at run boundaries (a new run's first
+# transition, built without a result) are left out.
+cycles, current = [], []
+for p, t in marks:
+    if p == 11 and current:
+        cycles.append(current)
+        current = []
+    current.append((p, t))
+whole = []
+for c, nxt in zip(cycles, cycles[1:]):
+    if sum(1 for p, _ in c if p == 14) > sum(1 for p, _ in c if p == 13):
+        continue
+    whole.append(((nxt[0][1] - c[0][1]) / 1000, c))
+if whole:
+    lengths = sorted(d for d, _ in whole)
+    low, high = lengths[len(lengths) // 4], lengths[3 * len(lengths) // 4]
+    reached = collections.defaultdict(list)
+    for d, c in whole:
+        if not low <= d <= high:
+            continue
+        first = {}
+        for p, t in c:
+            first.setdefault(p, (t - c[0][1]) / 1000)
+        for p, v in first.items():
+            reached[p].append(v)
+    print(f"\nsteps within a run: {len(whole)}, median {median(lengths):.1f} us; timeline of the middle half:")
+    for p in sorted(reached, key=lambda p: median(reached[p])):
+        print(f"  {median(reached[p]):>7.1f} us  {NAMES.get(p, p)}")
