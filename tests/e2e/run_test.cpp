@@ -384,3 +384,62 @@ exec_security = "allow-always"
   REQUIRE(store.ok());
   CHECK((*store)->received(run)->empty());
 }
+
+// The live view: a subscriber gets every event once, in order, as the history has them, and a
+// long step's start while the step runs.
+TEST_CASE("runs: a live subscriber gets every event in order, and a long step's events before it ends",
+          "[e2e][integration]") {
+  cluster c(R"(
+[agents.auto]
+script = "{dir}/auto.json"
+[agents.auto.sandbox]
+workspace = "{dir}/ws"
+scope = "agent"
+exec_security = "allow-always"
+)", {{"auto.json", R"({"turns": [
+    {"text": "quick", "tool_calls": [{"name": "exec", "arguments": {"command": "true"}}]},
+    {"text": "slow", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 3"}}]},
+    {"text": "finished"}
+  ]})"}});
+  broker::connection_options o;
+  o.servers = {c.nats().url()};
+  auto watcher = broker::connection::connect(o);
+  REQUIRE(watcher.ok());
+  std::mutex mutex;
+  std::vector<wire::event> live;
+  int undecodable = 0;
+  auto sub = (*watcher)->subscribe("keel.default.runs.*.events", "", [&](broker::message&& m) {
+    auto e = wire::decode<wire::event>(m.data);
+    std::lock_guard lock{mutex};
+    if (e) live.push_back(std::move(*e));
+    else ++undecodable;  // counted here, checked on the test's thread
+  });
+  REQUIRE(sub.ok());
+  REQUIRE((*watcher)->flush(2000).ok());
+  auto live_has = [&](const std::string& type, const std::string& command) {
+    std::lock_guard lock{mutex};
+    return std::any_of(live.begin(), live.end(), [&](const wire::event& e) {
+      return e.event_type == type && (command.empty() || e.data["arguments"].value("command", "") == command);
+    });
+  };
+
+  auto run = c.invoke("auto", "go");
+  // The slow command's start is seen live while the command still runs (it takes 3 s).
+  REQUIRE_EVENTUALLY(2500, live_has("tool_call_started", "sleep 3"));
+  auto history = c.events(run);
+  auto slow_started = std::find_if(history.begin(), history.end(), [](const json& e) {
+    return e["event_type"] == "tool_call_started" && e["data"]["arguments"]["command"] == "sleep 3";
+  });
+  REQUIRE(slow_started != history.end());
+  CHECK(std::none_of(slow_started, history.end(), [](const json& e) { return e["event_type"] == "tool_call_completed"; }));
+  c.await_status(run, "completed");
+  REQUIRE_EVENTUALLY(2000, live_has("run_completed", ""));
+  history = c.events(run);
+  std::lock_guard lock{mutex};
+  CHECK(undecodable == 0);
+  REQUIRE(live.size() == history.size());
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    CHECK(live[i].seq == i + 1);
+    CHECK(live[i].event_type == history[i]["event_type"].get<std::string>());
+  }
+}
