@@ -108,11 +108,13 @@ Measured and not adopted: writing the second write on the result's thread right 
 task (no wake-up of the writer's thread) made steps slower (700 to 735 µs, 4 of 4 pairs): its CPU
 work then competes with the task's way to the worker on two cores. Publishing a transition's
 events as one message did not move the step or throughput. A lower priority for the writer's
-thread did not either. What does weigh on the step is publishing events while the task is on its
-way: with the node publishing only each run's final event, steps took 666 µs instead of 715
-(medians of 4 alternating runs); publishing the events to a subject nobody follows (so that
-the benchmark's watcher, which stands for a live view, is not woken) gave 700. On two cores,
-every thread and process woken during a step takes from it.
+thread did not either. What does weigh on the step is publishing events: with the node
+publishing only each run's final event, steps took 666 µs instead of 715 (medians of 4
+alternating runs); publishing the events to a subject nobody follows (so that the benchmark's
+watcher, which stands for a live view, is not woken) gave 700. But holding a step's events until
+its task's result came back (to publish them while that result's write is in flight) did not
+help (2 of 4 pairs slower, 2 the same): at low load one run's step is one unbroken chain of
+work, and on two cores whatever runs beside it, whenever it runs, takes from it.
 
 An experiment from session 2 that says where the limit is: with jemalloc preloaded (not part of
 keel's stack), CPU work drops about 30% and throughput rises, but the low-load step does not
