@@ -116,4 +116,12 @@ void cluster::await_status(const std::string& run_id, const std::string& wanted,
   REQUIRE(last == wanted);
 }
 
+std::shared_ptr<broker::connection> cluster::connect_client() {
+  broker::connection_options o;
+  o.servers = {nats_.url()};
+  auto connected = broker::connection::connect(o);
+  REQUIRE(connected.ok());
+  return std::move(*connected);
+}
+
 } // namespace keel::testing

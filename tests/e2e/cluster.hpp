@@ -2,6 +2,7 @@
 // binary with a config written for the test, and the keel command line to talk to it.
 #pragma once
 
+#include "broker/connection.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <nlohmann/json.hpp>
@@ -32,6 +33,8 @@ public:
 
   const temp_dir& dir() const { return dir_; }
   nats_server& nats() { return nats_; }
+  // A NATS connection of the test's own, as any client would have (fails the test if none).
+  std::shared_ptr<broker::connection> connect_client();
   std::string node_log() const { return read_file(dir_.file("node.err")); }
 
 private:

@@ -122,19 +122,16 @@ api_key_file = "{dir}/anthropic.key"
 workspace = "{dir}/ws"
 )", {{"anthropic.key", "sk-ant-test-key\n"}});
   // The worker publishes each piece as it arrives, on the run's deltas subject.
-  broker::connection_options o;
-  o.servers = {c.nats().url()};
-  auto watcher = broker::connection::connect(o);
-  REQUIRE(watcher.ok());
+  auto watcher = c.connect_client();
   std::mutex mutex;
   std::vector<std::string> pieces;
-  auto sub = (*watcher)->subscribe("keel.default.runs.*.deltas", "", [&](broker::message&& m) {
+  auto sub = watcher->subscribe("keel.default.runs.*.deltas", "", [&](broker::message&& m) {
     auto v = wire::unpack(m.data);
     std::lock_guard lock{mutex};
     if (v && v->value("type", std::string{}) == "llm_delta") pieces.push_back(v->value("text", std::string{}));
   });
   REQUIRE(sub.ok());
-  REQUIRE((*watcher)->flush(1000).ok());
+  REQUIRE(watcher->flush(1000).ok());
   auto run = c.keel({"run", "coder", "Say hello."}, 60'000);
   INFO(run.out << run.err);
   CHECK(run.exit_code == 0);

@@ -136,20 +136,17 @@ TEST_CASE("runs: bad resumes get clear errors and a repeated answer changes noth
   CHECK(contrary.err.find("was already approved") != std::string::npos);
 
   // Malformed bytes on the resume subject get an error reply, and the node carries on.
-  broker::connection_options o;
-  o.servers = {c.nats().url()};
-  auto raw = broker::connection::connect(o);
-  REQUIRE(raw.ok());
-  auto reply = (*raw)->request("keel.default.runs." + run + ".resume", "\x93garbage", 2000);
+  auto raw = c.connect_client();
+  auto reply = raw->request("keel.default.runs." + run + ".resume", "\x93garbage", 2000);
   REQUIRE(reply.ok());
   auto decoded = wire::decode<wire::resume_reply>(reply->data);
   REQUIRE_FALSE(decoded.ok());
   CHECK(decoded.error().code == errc::malformed);
-  auto no_data = (*raw)->request("keel.default.runs." + run + ".resume",
+  auto no_data = raw->request("keel.default.runs." + run + ".resume",
                                  wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", "x"}}), 2000);
   REQUIRE(no_data.ok());
   CHECK(wire::decode<wire::resume_reply>(no_data->data).error().message == "missing field 'data'");
-  auto bad_invoke = (*raw)->request("keel.default.invoke", wire::pack(wire::value{{"v", 1}, {"type", "invoke"}}), 2000);
+  auto bad_invoke = raw->request("keel.default.invoke", wire::pack(wire::value{{"v", 1}, {"type", "invoke"}}), 2000);
   REQUIRE(bad_invoke.ok());
   CHECK(wire::decode<wire::invoke_reply>(bad_invoke->data).error().message == "missing field 'agent'");
   auto no_agent = c.keel({"invoke", "nobody", "x"});
@@ -401,21 +398,18 @@ exec_security = "allow-always"
     {"text": "slow", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 3"}}]},
     {"text": "finished"}
   ]})"}});
-  broker::connection_options o;
-  o.servers = {c.nats().url()};
-  auto watcher = broker::connection::connect(o);
-  REQUIRE(watcher.ok());
+  auto watcher = c.connect_client();
   std::mutex mutex;
   std::vector<wire::event> live;
   int undecodable = 0;
-  auto sub = (*watcher)->subscribe("keel.default.runs.*.events", "", [&](broker::message&& m) {
+  auto sub = watcher->subscribe("keel.default.runs.*.events", "", [&](broker::message&& m) {
     auto e = wire::decode<wire::event>(m.data);
     std::lock_guard lock{mutex};
     if (e) live.push_back(std::move(*e));
     else ++undecodable;  // counted here, checked on the test's thread
   });
   REQUIRE(sub.ok());
-  REQUIRE((*watcher)->flush(2000).ok());
+  REQUIRE(watcher->flush(2000).ok());
   auto live_has = [&](const std::string& type, const std::string& command) {
     std::lock_guard lock{mutex};
     return std::any_of(live.begin(), live.end(), [&](const wire::event& e) {
