@@ -95,7 +95,7 @@ void run_machine::finish(effects& e) {
     const value& messages = record_.state["messages"];
     e.transition.messages_from = record_.messages_on_disk;
     for (std::size_t i = record_.messages_on_disk; i < messages.size(); ++i)
-      e.transition.messages.push_back(wire::pack(messages[i]));
+      e.transition.messages.push_back(packed_message(i));
     record_.messages_on_disk = messages.size();
     e.transition.snapshot = store::pack_record(record_);
   }
@@ -114,7 +114,13 @@ void run_machine::finish(effects& e) {
 
 // The task for the step in flight, from what `pending` records: a step sent again is built
 // exactly as it was the first time (same conversation, same call, same approval).
-wire::task run_machine::pending_task() const {
+const std::string& run_machine::packed_message(std::size_t index) {
+  const value& messages = record_.state["messages"];
+  while (packed_messages_.size() <= index) packed_messages_.push_back(wire::pack(messages[packed_messages_.size()]));
+  return packed_messages_[index];
+}
+
+wire::task run_machine::pending_task() {
   const value& state = record_.state;
   const value& pending = state["pending"];
   bool llm_step = pending["kind"] == "llm";
@@ -132,7 +138,11 @@ wire::task run_machine::pending_task() const {
     t.payload = value{{"system_prompt", agent_.system_prompt},
                       {"provider", state.value("provider", agent_.provider)},
                       {"model", state.value("model", agent_.model)},
-                      {"messages", state["messages"]}, {"tools", tools}};
+                      {"tools", tools}};
+    // The conversation goes packed, each message packed once for the life of the actor.
+    auto count = state["messages"].size();
+    if (count > 0) packed_message(count - 1);
+    t.payload_messages = wire::pack_list(packed_messages_);
   } else {
     const value& call = state["calls"][state["call_index"].get<std::size_t>()];
     t.payload = value{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},

@@ -99,9 +99,14 @@ private:
   void complete(effects& e, const std::string& output, const std::string& stop_reason);
   void fail(effects& e, const std::string& message);
   void add_tool_message(effects& e, const wire::value& call, const wire::value& result, bool is_error);
-  wire::task pending_task() const;
+  wire::task pending_task();
+
+  // state["messages"] packed, one entry per message, filled as they are needed: a message is
+  // never changed once added, so each is packed once (for the store and for every LLM task).
+  const std::string& packed_message(std::size_t index);
 
   store::run_record record_;
+  std::vector<std::string> packed_messages_;
   // Which attempt of the step in flight a worker took; memory only: after a restart the step is
   // sent again anyway.
   std::optional<std::pair<std::uint64_t, std::uint32_t>> accepted_;

@@ -268,6 +268,14 @@ std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> f
   return std::string(buffer.data(), buffer.size());
 }
 
+std::string pack_list(const std::vector<std::string>& packed) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> out(buffer);
+  out.pack_array(static_cast<std::uint32_t>(packed.size()));
+  for (const auto& bytes : packed) buffer.write(bytes.data(), bytes.size());
+  return std::string(buffer.data(), buffer.size());
+}
+
 result<value> unpack(std::string_view bytes, const limits& bounds) {
   if (bytes.size() > bounds.message_bytes_max)
     return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
@@ -359,10 +367,19 @@ std::string encode(const event& m) {
 std::string encode(const task& m) {
   value fields[] = {protocol_version, "task", m.run_id, m.step, m.attempt,
                     to_string(m.kind), m.agent, m.reply_to, m.lease_ms};
-  return pack_fields({{"v", &fields[0]}, {"type", &fields[1]}, {"run_id", &fields[2]},
-                      {"step", &fields[3]}, {"attempt", &fields[4]}, {"kind", &fields[5]},
-                      {"agent", &fields[6]}, {"reply_to", &fields[7]}, {"lease_ms", &fields[8]},
-                      {"payload", &m.payload}});
+  std::vector<std::pair<std::string_view, const value*>> top = {
+    {"v", &fields[0]},     {"type", &fields[1]},  {"run_id", &fields[2]},   {"step", &fields[3]},
+    {"attempt", &fields[4]}, {"kind", &fields[5]}, {"agent", &fields[6]}, {"reply_to", &fields[7]},
+    {"lease_ms", &fields[8]}};
+  if (m.payload_messages.empty()) {
+    top.emplace_back("payload", &m.payload);
+    return pack_fields(std::move(top));
+  }
+  std::vector<std::pair<std::string_view, const value*>> payload;
+  if (m.payload.is_object())
+    for (auto it = m.payload.begin(); it != m.payload.end(); ++it)
+      if (it.key() != "messages") payload.emplace_back(it.key(), &it.value());
+  return pack_fields(std::move(top), {{"payload", pack_fields(std::move(payload), {{"messages", m.payload_messages}})}});
 }
 
 std::string encode(const task_result& m) {

@@ -34,6 +34,8 @@ std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> f
 // The same, with some fields given already packed (each one MessagePack value), copied as bytes.
 std::string pack_fields(std::vector<std::pair<std::string_view, const value*>> fields,
                         const std::vector<std::pair<std::string_view, std::string>>& packed);
+// A list of values given already packed (each one MessagePack value), copied as bytes.
+std::string pack_list(const std::vector<std::string>& packed);
 result<value> unpack(std::string_view bytes, const limits& bounds = {});
 
 struct invoke_request {
@@ -88,6 +90,10 @@ struct task {
   std::string reply_to;  // subject the result goes to
   std::int64_t lease_ms = 0;
   value payload;
+  // An LLM task's conversation, packed already (pack_list): encode() puts it in the payload as
+  // "messages", so the orchestrator need not copy and pack the whole conversation each step.
+  // Decoding puts it in the payload like any field.
+  std::string payload_messages;
 };
 
 struct task_result {

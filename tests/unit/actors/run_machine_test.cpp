@@ -110,7 +110,11 @@ TEST_CASE("run machine: a rejection goes back to the model with the feedback", "
   REQUIRE(rejected.ok());
   h.check(*rejected);
   CHECK(types(*rejected) == std::vector<std::string>{"resumed", "tool_call_completed", "llm_step_started"});
-  const auto& messages = rejected->tasks[0].payload["messages"];
+  // The task as a worker gets it: the conversation travels packed.
+  auto sent = wire::decode<wire::task>(wire::encode(rejected->tasks[0]));
+  REQUIRE(sent.ok());
+  const auto& messages = sent->payload["messages"];
+  CHECK(messages == h.machine.record().state["messages"]);
   auto last = messages.back();
   CHECK(last["role"] == "tool");
   CHECK(last["is_error"] == true);

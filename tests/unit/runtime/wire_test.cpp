@@ -109,7 +109,7 @@ TEST_CASE("wire: every message survives a round trip", "[runtime][wire]") {
   }
   SECTION("task") {
     wire::task m{"r1", 7, 2, wire::task_kind::tool, "coder", "keel.default.nodes.n.results",
-                 30000, value{{"tool", "exec"}, {"arguments", {{"command", "ls"}}}}};
+                 30000, value{{"tool", "exec"}, {"arguments", {{"command", "ls"}}}}, {}};
     auto back = wire::decode<wire::task>(wire::encode(m));
     REQUIRE(back.ok());
     CHECK(back->step == 7);
@@ -294,7 +294,7 @@ TEST_CASE("wire: malformed messages are rejected with an error that says why", "
 TEST_CASE("wire: random bytes never crash the decoder", "[runtime][wire]") {
   std::mt19937_64 random(20261126);
   auto good = wire::encode(wire::task{"r1", 7, 2, wire::task_kind::tool, "coder", "x", 1,
-                                      value{{"a", {1, 2, 3}}}});
+                                      value{{"a", {1, 2, 3}}}, {}});
   int accepted = 0;
   for (int i = 0; i < 20000; ++i) {
     std::string bytes;
@@ -333,4 +333,22 @@ TEST_CASE("wire: messages packed field by field are byte for byte the map they s
   auto back = wire::decode<wire::task_result>(wire::encode(failed));
   REQUIRE(back.ok());
   CHECK(back->failure->code == errc::timeout);
+}
+
+TEST_CASE("wire: a task whose conversation comes packed is the same message as one whose payload holds it",
+          "[runtime][wire]") {
+  value messages = value::array({{{"role", "user"}, {"text", "make it"}},
+                                 {{"role", "assistant"}, {"text", "ok"}, {"tool_calls", value::array()}}});
+  value small{{"model", "m"}, {"system_prompt", "be brief"}, {"tools", value::array({"read"})}};
+  value whole = small;
+  whole["messages"] = messages;
+  wire::task plain{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, whole, {}};
+  wire::task packed{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, small,
+                    wire::pack_list({wire::pack(messages[0]), wire::pack(messages[1])})};
+  CHECK(wire::encode(packed) == wire::encode(plain));
+  auto back = wire::decode<wire::task>(wire::encode(packed));
+  REQUIRE(back.ok());
+  CHECK(back->payload == whole);
+  CHECK(back->payload_messages.empty());  // decoded, the conversation is in the payload
+  CHECK(wire::pack_list({}) == wire::pack(value::array()));
 }
