@@ -19,9 +19,10 @@ void store_writer::submit(store::run_transition transition, continuation then,
     assert(!stopping_ && "a transition after the writer stopped would be lost");
     if (writing_ || !queue_.empty()) {
       queue_.push_back({std::move(transition), std::move(then)});
+      bool wake = !writing_;  // whoever is writing takes it up after, without a wake-up
       lock.unlock();
       if (announce) announce();
-      wake_.notify_one();
+      if (wake) wake_.notify_one();
       return;
     }
     writing_ = true;  // nothing ahead of it: write it here, in order
@@ -35,20 +36,22 @@ void store_writer::submit(store::run_transition transition, continuation then,
 }
 
 void store_writer::submit_async(store::run_transition transition, continuation then) {
+  enqueue({std::move(transition), std::move(then)});
+}
+
+void store_writer::after_pending(continuation then) { enqueue({std::nullopt, std::move(then)}); }
+
+void store_writer::enqueue(item i) {
+  bool wake = false;
   {
     std::lock_guard lock{mutex_};
     assert(!stopping_ && "a transition after the writer stopped would be lost");
-    queue_.push_back({std::move(transition), std::move(then)});
+    queue_.push_back(std::move(i));
+    // While a write is under way (a caller's or the writer's), the writer's thread finds this
+    // when it is done: waking it now would only put it back to sleep.
+    wake = !writing_;
   }
-  wake_.notify_one();
-}
-
-void store_writer::after_pending(continuation then) {
-  {
-    std::lock_guard lock{mutex_};
-    queue_.push_back({std::nullopt, std::move(then)});
-  }
-  wake_.notify_one();
+  if (wake) wake_.notify_one();
 }
 
 void store_writer::stop() {

@@ -43,6 +43,7 @@ private:
   };
   void loop();
   void write(std::vector<item>& batch);
+  void enqueue(item i);
 
   store::run_store& store_;
   std::size_t batch_max_;
