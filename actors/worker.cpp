@@ -76,9 +76,12 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   llm::completion_request request;
   request.model = p.value("model", agent.model);
   request.system_prompt = p.value("system_prompt", agent.system_prompt);
+  // The whole conversation: read straight from the packed bytes the task brought (no JSON), or
+  // moved out of the payload when it came as JSON.
   auto given = p.find("messages");
-  // Moved out of the task, not copied: it is the whole conversation.
-  auto messages = given == p.end() ? llm::messages_from_value(value()) : llm::messages_from_value(std::move(*given));
+  auto messages = !t.payload_messages.empty() ? llm::messages_from_packed(t.payload_messages, shared.limits)
+                  : given == p.end()          ? llm::messages_from_value(value())
+                                              : llm::messages_from_value(std::move(*given));
   if (!messages) return messages.error();
   request.messages = std::move(*messages);
   request.tools = shared.tool_lists.at(agent.id);
@@ -336,7 +339,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
     if (!sub) return sub.error();
     auto intake = std::make_shared<task_intake>(std::move(*sub), budget, [shared, running](broker::message&& m) {
       step_trace::mark(step_trace::task_received);
-      auto t = wire::decode<wire::task>(m.data, shared->limits);
+      auto t = wire::decode_task_keeping_conversation(m.data, shared->limits);
       if (!t) {
         logger()->warn("a task was dropped: {}", t.error().message);
         return;

@@ -1,5 +1,7 @@
 #include "llm/conversation.hpp"
 
+#include "runtime/wire_msgpack.hpp"
+
 #include <type_traits>
 
 namespace keel::llm {
@@ -83,6 +85,82 @@ result<std::vector<message>> messages_from(V&& v) {
   return out;
 }
 } // namespace
+
+namespace {
+std::string_view key_of(const msgpack::object_kv& kv) {
+  return kv.key.type == msgpack::type::STR ? std::string_view(kv.key.via.str.ptr, kv.key.via.str.size)
+                                           : std::string_view();
+}
+std::string string_of(const msgpack::object& o) {
+  return o.type == msgpack::type::STR ? std::string(o.via.str.ptr, o.via.str.size) : std::string();
+}
+
+// As message_from() reads a message, from MessagePack's objects.
+result<message> message_from_packed(const msgpack::object& o) {
+  if (o.type != msgpack::type::MAP) return make_error(errc::malformed, "a message needs a role");
+  message m;
+  bool has_role = false;
+  for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    auto key = key_of(kv);
+    if (key == "role" && kv.val.type == msgpack::type::STR) {
+      m.role = string_of(kv.val);
+      has_role = true;
+    } else if (key == "text") {
+      m.text = string_of(kv.val);
+    } else if (key == "tool_call_id") {
+      m.tool_call_id = string_of(kv.val);
+    } else if (key == "tool_name") {
+      m.tool_name = string_of(kv.val);
+    } else if (key == "is_error" && kv.val.type == msgpack::type::BOOLEAN) {
+      m.is_error = kv.val.via.boolean;
+    } else if (key == "tool_calls" && kv.val.type != msgpack::type::NIL) {
+      if (kv.val.type != msgpack::type::ARRAY) return make_error(errc::malformed, "tool_calls must be an array");
+      for (std::uint32_t c = 0; c < kv.val.via.array.size; ++c) {
+        const auto& call_object = kv.val.via.array.ptr[c];
+        tool_call call;
+        bool has_name = false;
+        call.arguments = value::object();
+        if (call_object.type == msgpack::type::MAP) {
+          for (std::uint32_t f = 0; f < call_object.via.map.size; ++f) {
+            const auto& field = call_object.via.map.ptr[f];
+            auto name = key_of(field);
+            if (name == "id") call.id = string_of(field.val);
+            if (name == "name" && field.val.type == msgpack::type::STR) {
+              call.name = string_of(field.val);
+              has_name = true;
+            }
+            if (name == "arguments") {
+              auto arguments = wire::to_value(field.val);
+              if (!arguments) return arguments.error();
+              call.arguments = std::move(*arguments);
+            }
+          }
+        }
+        if (!has_name) return make_error(errc::malformed, "a tool call needs a name");
+        m.tool_calls.push_back(std::move(call));
+      }
+    }
+  }
+  if (!has_role) return make_error(errc::malformed, "a message needs a role");
+  return m;
+}
+} // namespace
+
+result<std::vector<message>> messages_from_packed(std::string_view packed, const wire::limits& bounds) {
+  auto handle = wire::unpack_object(packed, bounds);
+  if (!handle) return handle.error();
+  const msgpack::object& list = handle->get();
+  if (list.type != msgpack::type::ARRAY) return make_error(errc::malformed, "messages must be an array");
+  std::vector<message> out;
+  out.reserve(list.via.array.size);
+  for (std::uint32_t i = 0; i < list.via.array.size; ++i) {
+    auto m = message_from_packed(list.via.array.ptr[i]);
+    if (!m) return m.error();
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
 
 result<message> message_from_value(const wire::value& v) { return message_from(v); }
 result<std::vector<message>> messages_from_value(const wire::value& v) { return messages_from(v); }

@@ -61,6 +61,9 @@ wire::value to_value(const std::vector<message>& messages);
 result<std::vector<message>> messages_from_value(const wire::value& v);
 // The same from a value the caller gives up: its strings and arguments are moved, not copied.
 result<std::vector<message>> messages_from_value(wire::value&& v);
+// The same read straight from the packed list a task carries (wire::task::payload_messages),
+// without building JSON for it.
+result<std::vector<message>> messages_from_packed(std::string_view packed, const wire::limits& bounds = {});
 wire::value to_value(const completion& c);
 result<completion> completion_from_value(const wire::value& v);
 wire::value to_value(const usage& u);

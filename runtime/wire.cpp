@@ -1,4 +1,5 @@
 #include "runtime/wire.hpp"
+#include "runtime/wire_msgpack.hpp"
 
 #include <msgpack.hpp>
 
@@ -44,7 +45,8 @@ void pack_value(msgpack::packer<msgpack::sbuffer>& out, const value& v) {
   }
 }
 
-result<value> to_json(const msgpack::object& o) {
+// `skip`: a map value left out of the result (with its key), for a part decoded otherwise.
+result<value> to_json(const msgpack::object& o, const msgpack::object* skip = nullptr) {
   switch (o.type) {
     case msgpack::type::NIL: return value(nullptr);
     case msgpack::type::BOOLEAN: return value(o.via.boolean);
@@ -60,7 +62,7 @@ result<value> to_json(const msgpack::object& o) {
     case msgpack::type::ARRAY: {
       value out = value::array();
       for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
-        auto element = to_json(o.via.array.ptr[i]);
+        auto element = to_json(o.via.array.ptr[i], skip);
         if (!element) return element;
         out.push_back(std::move(*element));
       }
@@ -72,7 +74,8 @@ result<value> to_json(const msgpack::object& o) {
         const auto& kv = o.via.map.ptr[i];
         if (kv.key.type != msgpack::type::STR)
           return make_error(errc::malformed, "a map key is not a string");
-        auto element = to_json(kv.val);
+        if (&kv.val == skip) continue;
+        auto element = to_json(kv.val, skip);
         if (!element) return element;
         out[std::string(kv.key.via.str.ptr, kv.key.via.str.size)] = std::move(*element);
       }
@@ -193,8 +196,7 @@ value envelope(const char* type) {
 }
 
 // Decodes and checks `v` and `type`; an error message decodes to its error.
-result<value> open_envelope(std::string_view bytes, const limits& bounds, const char* type) {
-  auto decoded = unpack(bytes, bounds);
+result<value> check_envelope(result<value> decoded, const char* type) {
   if (!decoded) return decoded;
   value& map = *decoded;
   if (!map.is_object()) return make_error(errc::malformed, "a message must be a map");
@@ -216,6 +218,10 @@ result<value> open_envelope(std::string_view bytes, const limits& bounds, const 
     return make_error(errc::malformed, "expected a message of type '" + std::string(type) +
                                          "', got '" + actual + "'");
   return decoded;
+}
+
+result<value> open_envelope(std::string_view bytes, const limits& bounds, const char* type) {
+  return check_envelope(unpack(bytes, bounds), type);
 }
 
 // Moves a field out of a decoded map that is not needed afterwards (a payload can be a whole
@@ -276,7 +282,7 @@ std::string pack_list(const std::vector<std::string>& packed) {
   return std::string(buffer.data(), buffer.size());
 }
 
-result<value> unpack(std::string_view bytes, const limits& bounds) {
+result<msgpack::object_handle> unpack_object(std::string_view bytes, const limits& bounds) {
   if (bytes.size() > bounds.message_bytes_max)
     return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
                                          " bytes is over the limit of " +
@@ -292,7 +298,7 @@ result<value> unpack(std::string_view bytes, const limits& bounds) {
     if (offset != bytes.size())
       return make_error(errc::malformed, std::to_string(bytes.size() - offset) +
                                            " bytes after the end of the message");
-    return to_json(handle.get());
+    return handle;
   } catch (const msgpack::insufficient_bytes&) {
     return make_error(errc::malformed, "truncated message");
   } catch (const msgpack::depth_size_overflow&) {
@@ -303,6 +309,14 @@ result<value> unpack(std::string_view bytes, const limits& bounds) {
   } catch (const std::exception& e) {
     return make_error(errc::malformed, std::string("not MessagePack: ") + e.what());
   }
+}
+
+result<value> to_value(const msgpack::object& o) { return to_json(o); }
+
+result<value> unpack(std::string_view bytes, const limits& bounds) {
+  auto handle = unpack_object(bytes, bounds);
+  if (!handle) return handle.error();
+  return to_json(handle->get());
 }
 
 std::string_view to_string(task_kind k) { return k == task_kind::llm ? "llm" : "tool"; }
@@ -571,9 +585,8 @@ result<event> decode<event>(std::string_view bytes, const limits& bounds) {
   return event_from_value(*map);
 }
 
-template <>
-result<task> decode<task>(std::string_view bytes, const limits& bounds) {
-  auto map = open_envelope(bytes, bounds, "task");
+namespace {
+result<task> task_from(result<value> map) {
   if (!map) return map.error();
   reader r(*map);
   task m;
@@ -586,6 +599,35 @@ result<task> decode<task>(std::string_view bytes, const limits& bounds) {
   KEEL_TRY(m.lease_ms, r.integer("lease_ms", false));
   m.payload = take(*map, "payload");
   return m;
+}
+} // namespace
+
+template <>
+result<task> decode<task>(std::string_view bytes, const limits& bounds) {
+  return task_from(open_envelope(bytes, bounds, "task"));
+}
+
+result<task> decode_task_keeping_conversation(std::string_view bytes, const limits& bounds) {
+  auto handle = unpack_object(bytes, bounds);
+  if (!handle) return handle.error();
+  const msgpack::object& root = handle->get();
+  const msgpack::object* messages = nullptr;
+  auto find = [](const msgpack::object& map, std::string_view key) -> const msgpack::object* {
+    if (map.type != msgpack::type::MAP) return nullptr;
+    for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+      const auto& kv = map.via.map.ptr[i];
+      if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key)
+        return &kv.val;
+    }
+    return nullptr;
+  };
+  if (const auto* payload = find(root, "payload")) messages = find(*payload, "messages");
+  auto t = task_from(check_envelope(to_json(root, messages), "task"));
+  if (!t || !messages) return t;
+  msgpack::sbuffer packed;
+  msgpack::pack(packed, *messages);
+  t->payload_messages.assign(packed.data(), packed.size());
+  return t;
 }
 
 template <>

@@ -144,6 +144,9 @@ std::string encode_error(const keel::error& e);
 // A reply of type "error" decodes to the error it carries, whatever T was expected.
 template <class T>
 result<T> decode(std::string_view bytes, const limits& bounds = {});
+// A task as decode<task> gives it, except that its payload's "messages" (an LLM task's
+// conversation) stays packed, in payload_messages: for a reader that does not want it as JSON.
+result<task> decode_task_keeping_conversation(std::string_view bytes, const limits& bounds = {});
 
 // The `type` of a message, after checking `v`; for dispatch before a typed decode.
 result<std::string> peek_type(std::string_view bytes, const limits& bounds = {});

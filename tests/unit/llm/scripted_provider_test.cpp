@@ -90,3 +90,30 @@ TEST_CASE("conversation: messages read from a value given up are the same as fro
   CHECK_FALSE(llm::messages_from_value(wire::value{{"role", "user"}}).ok());
   CHECK_FALSE(llm::messages_from_value(wire::value::array({{{"text", "no role"}}})).ok());
 }
+
+TEST_CASE("conversation: messages read from packed bytes are the same as from JSON", "[llm]") {
+  wire::value conversation = wire::value::array(
+    {{{"role", "user"}, {"text", "make it"}},
+     {{"role", "assistant"}, {"text", "writing"},
+      {"tool_calls", wire::value::array({{{"id", "c1"}, {"name", "write"}, {"arguments", {{"path", "a"}, {"n", 2}}}}})}},
+     {{"role", "tool"}, {"text", "ok"}, {"tool_call_id", "c1"}, {"tool_name", "write"}, {"is_error", true}}});
+  auto from_json = llm::messages_from_value(conversation);
+  auto from_packed = llm::messages_from_packed(wire::pack(conversation));
+  REQUIRE(from_json.ok());
+  REQUIRE(from_packed.ok());
+  CHECK(llm::to_value(*from_packed) == llm::to_value(*from_json));
+  CHECK((*from_packed)[1].tool_calls[0].arguments == wire::value{{"path", "a"}, {"n", 2}});
+  // Bad input is refused as the JSON reading refuses it.
+  auto refused = [](const wire::value& v) {
+    auto a = llm::messages_from_value(v);
+    auto b = llm::messages_from_packed(wire::pack(v));
+    REQUIRE_FALSE(a.ok());
+    REQUIRE_FALSE(b.ok());
+    CHECK(a.error().message == b.error().message);
+  };
+  refused(wire::value{{"role", "user"}});                                     // not a list
+  refused(wire::value::array({{{"text", "no role"}}}));                      // no role
+  refused(wire::value::array({{{"role", "assistant"}, {"tool_calls", 3}}}));  // calls not a list
+  refused(wire::value::array({{{"role", "assistant"}, {"tool_calls", wire::value::array({{{"id", "x"}}})}}}));
+  CHECK_FALSE(llm::messages_from_packed("\xc1").ok());  // not MessagePack
+}

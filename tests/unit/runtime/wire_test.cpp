@@ -352,3 +352,32 @@ TEST_CASE("wire: a task whose conversation comes packed is the same message as o
   CHECK(back->payload_messages.empty());  // decoded, the conversation is in the payload
   CHECK(wire::pack_list({}) == wire::pack(value::array()));
 }
+
+TEST_CASE("wire: a task decoded keeping its conversation packed is otherwise the task decode gives", "[runtime][wire]") {
+  value messages = value::array({{{"role", "user"}, {"text", "make it"}},
+                                 {{"role", "assistant"}, {"text", "ok"}, {"tool_calls", value::array()}}});
+  value whole{{"model", "m"}, {"messages", messages}, {"tools", value::array({"read"})}};
+  wire::task sent{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, whole, {}};
+  auto bytes = wire::encode(sent);
+  auto plain = wire::decode<wire::task>(bytes);
+  auto kept = wire::decode_task_keeping_conversation(bytes);
+  REQUIRE(plain.ok());
+  REQUIRE(kept.ok());
+  CHECK(kept->run_id == "r1");
+  CHECK(kept->step == 3);
+  CHECK(kept->reply_to == "results");
+  CHECK(kept->payload == value{{"model", "m"}, {"tools", value::array({"read"})}});
+  CHECK(kept->payload_messages == wire::pack(messages));
+  CHECK(plain->payload == whole);
+  // A tool task has no conversation: both decodes agree.
+  wire::task tool{"r1", 4, 1, wire::task_kind::tool, "coder", "results", 1000, value{{"tool", "read"}}, {}};
+  auto kept_tool = wire::decode_task_keeping_conversation(wire::encode(tool));
+  REQUIRE(kept_tool.ok());
+  CHECK(kept_tool->payload == tool.payload);
+  CHECK(kept_tool->payload_messages.empty());
+  // Bad input gets the same errors.
+  CHECK(wire::decode_task_keeping_conversation("\x93garbage").error().code == errc::malformed);
+  auto no_kind = edited(bytes, [](value& v) { v.erase("kind"); });
+  CHECK(wire::decode_task_keeping_conversation(no_kind).error().message ==
+        wire::decode<wire::task>(no_kind).error().message);
+}
