@@ -87,7 +87,7 @@ took 687 µs (median, run boundaries left out):
 | 511 / 562 / 580 | decoded / run (a scripted model turn or a `read`) / its result published |
 | 687 | the next result arrives |
 
-Beyond the floor, a step pays: about 50 µs of CPU on the worker (decode, the step, encode), a
+Beyond the floor, a step pays: about 100 µs on the worker (decode, the step, encode, publish), a
 synced write that costs 60 to 90 µs more than the floor's back-to-back writes (the in-turn floor
 shows most of that: a synced write after idle time costs more here than one after another
 write), and about 20 µs on the orchestrator before the write starts. The run's actor works out
@@ -102,8 +102,9 @@ the actor in the same breath; the second write, which follows entirely from the 
 no longer waits for a sync of its own; the worker has its own NATS connection; payloads are moved
 and packed without copies, and an LLM task's conversation is packed once per message instead of
 copied and packed whole each step, and the worker reads it from those bytes without building
-JSON (with 40-turn runs: throughput from about 5,400 to 7,700 steps a second); the writer's thread is no longer woken while a write is under way (it could only go
-back to sleep). In alternating runs the step went from about 770 to 850 µs to about 650 to 740 µs,
+JSON (with 40-turn runs: throughput from about 5,400 to 7,700 steps a second); the writer's
+thread is no longer woken while a write is under way (it could only go back to sleep). In
+alternating runs the step went from about 770 to 850 µs to about 650 to 740 µs,
 and throughput from about 6,300 to 7,100 to about 6,500 to 8,300 steps a second (fewer syncs).
 
 Measured and not adopted: writing the second write on the result's thread right after the
