@@ -576,9 +576,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   });
   if (r) r = subscribe(subjects.node_results(node_id), "", [shared](broker::message&& m) {
     step_trace::mark(step_trace::result_received);
-    // Straight to the run's actor; a run not in memory has no task in flight, so what comes for
-    // it is late and is dropped. A result goes as it came: the actor records it before it
-    // decodes it.
+    // Only the type, run and step are read here (no JSON built); a run not in memory has no task
+    // in flight, so what comes for it is late and is dropped.
     auto ref = wire::peek_task_ref(m.data, shared->limits);
     if (!ref) {
       logger()->warn("a message on the results subject was dropped: {}", ref.error().message);

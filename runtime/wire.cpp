@@ -443,39 +443,28 @@ std::string encode_error(const keel::error& e) {
 // ---- decoders -------------------------------------------------------------------------------
 
 namespace {
+// The value of `key` in a MessagePack map, or none.
+const msgpack::object* field(const msgpack::object& map, std::string_view key) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key)
+      return &kv.val;
+  }
+  return nullptr;
+}
+
 // The top-level "v", "type", "run_id" and "step" of a message, from msgpack's own objects: no JSON
 // value is built, so a large message costs little more than its parse.
 result<task_ref> peek_fields(std::string_view bytes, const limits& bounds, bool want_task) {
-  if (bytes.size() > bounds.message_bytes_max)
-    return make_error(errc::too_large, "message of " + std::to_string(bytes.size()) +
-                                         " bytes is over the limit of " +
-                                         std::to_string(bounds.message_bytes_max));
-  if (bytes.empty()) return make_error(errc::malformed, "empty message");
-  msgpack::object_handle handle;
-  try {
-    std::size_t offset = 0;
-    auto n = bounds.container_elements_max;
-    msgpack::unpack_limit limit(n, n, bounds.message_bytes_max, bounds.message_bytes_max, 0,
-                                bounds.depth_max);
-    handle = msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
-  } catch (const std::exception& e) {
-    return unpack(bytes, bounds).error();  // the same error a full decode gives
-  }
-  const msgpack::object& map = handle.get();
+  auto handle = unpack_object(bytes, bounds);
+  if (!handle) return handle.error();
+  const msgpack::object& map = handle->get();
   if (map.type != msgpack::type::MAP) return make_error(errc::malformed, "a message must be a map");
-  const msgpack::object* version = nullptr;
-  const msgpack::object* type = nullptr;
-  const msgpack::object* run_id = nullptr;
-  const msgpack::object* step = nullptr;
-  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
-    const auto& kv = map.via.map.ptr[i];
-    if (kv.key.type != msgpack::type::STR) continue;
-    std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
-    if (key == "v") version = &kv.val;
-    else if (key == "type") type = &kv.val;
-    else if (key == "run_id") run_id = &kv.val;
-    else if (key == "step") step = &kv.val;
-  }
+  const msgpack::object* version = field(map, "v");
+  const msgpack::object* type = field(map, "type");
+  const msgpack::object* run_id = field(map, "run_id");
+  const msgpack::object* step = field(map, "step");
   if (!version) return make_error(errc::malformed, "missing field 'v'");
   if (version->type != msgpack::type::POSITIVE_INTEGER || version->via.u64 != static_cast<std::uint64_t>(protocol_version))
     return make_error(errc::unsupported_version, "protocol version is not supported (this node speaks version " +
@@ -612,16 +601,7 @@ result<task> decode_task_keeping_conversation(std::string_view bytes, const limi
   if (!handle) return handle.error();
   const msgpack::object& root = handle->get();
   const msgpack::object* messages = nullptr;
-  auto find = [](const msgpack::object& map, std::string_view key) -> const msgpack::object* {
-    if (map.type != msgpack::type::MAP) return nullptr;
-    for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
-      const auto& kv = map.via.map.ptr[i];
-      if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key)
-        return &kv.val;
-    }
-    return nullptr;
-  };
-  if (const auto* payload = find(root, "payload")) messages = find(*payload, "messages");
+  if (const auto* payload = field(root, "payload")) messages = field(*payload, "messages");
   auto t = task_from(check_envelope(to_json(root, messages), "task"));
   if (!t || !messages) return t;
   msgpack::sbuffer packed;

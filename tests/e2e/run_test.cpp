@@ -28,6 +28,21 @@ const std::pair<std::string, std::string> coder_script = {"coder.json", R"({"tur
     {"text": "Done. Result: {{last_tool_result}}"}
   ]})"};
 
+// An agent on the scripted model (script {dir}/<name>.json, calls logged to
+// {dir}/<name>-calls.log) whose commands run without asking, in {dir}/ws; `extra` adds keys to
+// its sandbox table.
+std::string unattended_agent(const std::string& name, const std::string& scope = "agent",
+                             const std::string& extra = "") {
+  std::string toml = "\n[agents." + name + "]\n";
+  toml += "script = \"{dir}/" + name + ".json\"\n";
+  toml += "script_log = \"{dir}/" + name + "-calls.log\"\n";
+  toml += "[agents." + name + ".sandbox]\n";
+  toml += "workspace = \"{dir}/ws\"\n";
+  toml += "scope = \"" + scope + "\"\n";
+  toml += "exec_security = \"allow-always\"\n";
+  return toml + extra;
+}
+
 std::map<std::string, int> count_calls(const std::string& log) {
   std::map<std::string, int> turns;  // "turn N" -> calls
   std::istringstream in(log);
@@ -172,16 +187,7 @@ TEST_CASE("runs: an invoke with an idempotency key repeated gives the same run",
 // the scripted model's call log shows that no model step whose result was recorded ran again.
 TEST_CASE("runs: SIGKILL at any point loses nothing and repeats no recorded model step",
           "[e2e][integration]") {
-  cluster c(R"(
-[agents.auto]
-script = "{dir}/auto.json"
-script_log = "{dir}/auto-calls.log"
-[agents.auto.sandbox]
-workspace = "{dir}/ws"
-scope = "agent"
-exec_security = "allow-always"
-file_approval = false
-
+  cluster c(unattended_agent("auto", "agent", "file_approval = false\n") + R"(
 [agents.asker]
 script = "{dir}/asker.json"
 script_log = "{dir}/asker-calls.log"
@@ -257,14 +263,7 @@ scope = "agent"
 }
 
 TEST_CASE("runs: runs of one session share a workspace, other runs do not", "[e2e][integration]") {
-  cluster c(R"(
-[agents.shared]
-script = "{dir}/shared.json"
-[agents.shared.sandbox]
-workspace = "{dir}/ws"
-scope = "session"
-exec_security = "allow-always"
-)", {{"shared.json", R"({"turns": [
+  cluster c(unattended_agent("shared", "session"), {{"shared.json", R"({"turns": [
     {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "cat notes.txt 2>/dev/null; echo seen >> notes.txt"}}]},
     {"text": "{{last_tool_result}}"}]})"}});
   auto first = c.keel({"invoke", "shared", "one", "--session", "s1"});
@@ -283,15 +282,7 @@ exec_security = "allow-always"
 // Tasks that arrive together run together: each of these commands ends only once all four have
 // started, so the runs complete only if one worker runs the four tool calls at the same time.
 TEST_CASE("runs: a worker runs tasks that arrive together at the same time", "[e2e][integration]") {
-  cluster c(R"(
-[agents.together]
-script = "{dir}/together.json"
-[agents.together.sandbox]
-workspace = "{dir}/ws"
-scope = "agent"
-exec_security = "allow-always"
-exec_timeout_ms = 30000
-)", {{"together.json", R"({"turns": [
+  cluster c(unattended_agent("together", "agent", "exec_timeout_ms = 30000\n"), {{"together.json", R"({"turns": [
     {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "mktemp started.XXXXXX >/dev/null; while [ $(ls started.* | wc -l) -lt 4 ]; do sleep 0.02; done; echo all four"}}]},
     {"text": "{{last_tool_result}}"}]})"}});
   std::vector<std::string> runs;
@@ -308,15 +299,7 @@ exec_timeout_ms = 30000
 // the node with a model step in flight and writes the step's result into the journal alone.
 TEST_CASE("runs: a result on disk whose consequences were not written is replayed, not asked again",
           "[e2e][integration]") {
-  cluster c(R"(
-[agents.auto]
-script = "{dir}/auto.json"
-script_log = "{dir}/auto-calls.log"
-[agents.auto.sandbox]
-workspace = "{dir}/ws"
-scope = "agent"
-exec_security = "allow-always"
-)", {{"auto.json", R"({"turns": [
+  cluster c(unattended_agent("auto"), {{"auto.json", R"({"turns": [
     {"delay_ms": 3000, "text": "from the model", "tool_calls": [{"name": "exec", "arguments": {"command": "echo model >> marks.txt"}}]},
     {"text": "finished"}
   ]})"}});
@@ -386,14 +369,7 @@ exec_security = "allow-always"
 // long step's start while the step runs.
 TEST_CASE("runs: a live subscriber gets every event in order, and a long step's events before it ends",
           "[e2e][integration]") {
-  cluster c(R"(
-[agents.auto]
-script = "{dir}/auto.json"
-[agents.auto.sandbox]
-workspace = "{dir}/ws"
-scope = "agent"
-exec_security = "allow-always"
-)", {{"auto.json", R"({"turns": [
+  cluster c(unattended_agent("auto"), {{"auto.json", R"({"turns": [
     {"text": "quick", "tool_calls": [{"name": "exec", "arguments": {"command": "true"}}]},
     {"text": "slow", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 3"}}]},
     {"text": "finished"}

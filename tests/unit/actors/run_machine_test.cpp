@@ -19,6 +19,9 @@ config::agent_config agent_with(std::int64_t max_steps = 30) {
   return a;
 }
 
+// What every machine of these tests runs with.
+run_context test_context() { return run_context{"results", "tasks", 1000, 60000, 60000, 3}; }
+
 struct harness {
   config::agent_config agent;
   run_machine machine;
@@ -27,7 +30,7 @@ struct harness {
   explicit harness(config::agent_config a = agent_with())
     : agent(std::move(a)),
       machine(run_machine::create("r1", wire::invoke_request{"coder", "make it", "", ""}, 1), agent,
-              run_context{"results", "tasks", 1000, 60000, 60000, 3}) {}
+              test_context()) {}
 
   // Checks that every effects' events continue the run's sequence without gaps.
   effects check(effects e) {
@@ -36,6 +39,10 @@ struct harness {
   }
   effects answer(const wire::task& t, value payload) {
     return check(machine.on_task_result(wire::task_result{"r1", t.step, t.attempt, "w", true, std::move(payload), {}}));
+  }
+  // The tool calls of a model answer that runs one command.
+  static value exec_call(const std::string& command) {
+    return value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", command}}}}});
   }
   static value llm_answer(const std::string& text, value calls = value::array()) {
     return value{{"role", "assistant"}, {"text", text}, {"tool_calls", calls},
@@ -102,7 +109,7 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
 TEST_CASE("run machine: a rejection goes back to the model with the feedback", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "rm -rf /"}}}}});
+  auto call = harness::exec_call("rm -rf /");
   auto asked = h.answer(started.tasks[0], harness::llm_answer("", call));
   auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
   auto key = suspended.transition.events[0].data["step_key"].get<std::string>();
@@ -128,7 +135,7 @@ TEST_CASE("run machine: resumes that do not fit are errors and a repeat changes 
   REQUIRE_FALSE(early.ok());
   CHECK(early.error().code == errc::conflict);
   CHECK(early.error().message == "run r1 is running; no step approve-9 is waiting");
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto call = harness::exec_call("ls");
   auto asked = h.answer(started.tasks[0], harness::llm_answer("", call));
   auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
   auto key = suspended.transition.events[0].data["step_key"].get<std::string>();
@@ -214,7 +221,7 @@ TEST_CASE("run machine: a recovered run sends its step in flight again, same ste
   auto started = h.check(h.machine.start());
   auto record = h.machine.record();  // what the transition wrote
   auto agent = agent_with();
-  run_machine recovered(record, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  run_machine recovered(record, agent, test_context());
   auto e = recovered.start();
   REQUIRE(e.tasks.size() == 1);
   CHECK(e.tasks[0].step == started.tasks[0].step);
@@ -250,7 +257,7 @@ TEST_CASE("run machine: each transition carries only the messages it added", "[a
   auto started = h.check(h.machine.start());
   CHECK(started.transition.messages_from == 0);
   CHECK(started.transition.messages.size() == 1);  // the person's task
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto call = harness::exec_call("ls");
   auto asked = h.answer(started.tasks[0], harness::llm_answer("listing", call));
   CHECK(asked.transition.messages_from == 1);
   REQUIRE(asked.transition.messages.size() == 1);  // the model's answer
@@ -264,7 +271,7 @@ TEST_CASE("run machine: each transition carries only the messages it added", "[a
   // nothing writes nothing and counts nothing as written.
   auto record = h.machine.record();
   auto agent = agent_with();
-  run_machine loaded(record, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  run_machine loaded(record, agent, test_context());
   auto nothing = loaded.start();
   CHECK_FALSE(nothing.changed);
   auto step_key = suspended.transition.events[0].data["step_key"].get<std::string>();
@@ -279,7 +286,7 @@ TEST_CASE("run machine: a result recorded on its own is replayed after a crash b
   harness h;
   auto started = h.check(h.machine.start());
   auto on_disk = h.machine.record();  // the last full transition written
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto call = harness::exec_call("ls");
   wire::task_result result{"r1", started.tasks[0].step, 1, "w", true, harness::llm_answer("listing", call), {}};
   REQUIRE(h.machine.expects(result));
   auto entry = h.machine.record_result(result);  // the first write of the step
@@ -292,7 +299,7 @@ TEST_CASE("run machine: a result recorded on its own is replayed after a crash b
   // The node dies before the second write: what is on disk is the record before the result and
   // the journal entry. Replaying gives the same state, the same events and the same next task.
   auto agent = agent_with();
-  run_machine again(on_disk, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  run_machine again(on_disk, agent, test_context());
   auto replayed = again.recover({entry});
   REQUIRE(replayed.changed);
   CHECK(again.record().state == h.machine.record().state);
@@ -322,7 +329,7 @@ TEST_CASE("run machine: two recorded results past the snapshot replay as one tra
   harness h;
   auto started = h.check(h.machine.start());
   auto on_disk = h.machine.record();
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto call = harness::exec_call("ls");
   wire::task_result first{"r1", started.tasks[0].step, 1, "w", true, harness::llm_answer("listing", call), {}};
   auto first_entry = h.machine.record_result(first);
   auto asked = h.machine.on_task_result(first, true);
@@ -333,7 +340,7 @@ TEST_CASE("run machine: two recorded results past the snapshot replay as one tra
   auto suspended = h.machine.on_task_result(second, true);
 
   auto agent = agent_with();
-  run_machine again(on_disk, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  run_machine again(on_disk, agent, test_context());
   auto replayed = again.recover({first_entry, second_entry});
   REQUIRE(replayed.changed);
   CHECK(again.record().state == h.machine.record().state);
@@ -355,7 +362,7 @@ TEST_CASE("run machine: a received result is applied with its journal entry and 
   harness h;
   auto started = h.check(h.machine.start());
   auto on_disk = h.machine.record();
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto call = harness::exec_call("ls");
   wire::task_result result{"r1", started.tasks[0].step, 1, "w", true, harness::llm_answer("listing", call), {}};
   auto message = wire::encode(result);
 
@@ -398,7 +405,7 @@ TEST_CASE("run machine: received records replay in order of arrival after a cras
   auto started = h.check(h.machine.start());
   auto on_disk = h.machine.record();
   auto step = started.tasks[0].step;
-  auto call = value::array({{{"id", "c1"}, {"name", "exec"}, {"arguments", {{"command", "ls"}}}}});
+  auto call = harness::exec_call("ls");
   wire::task_result stale{"r1", step - 1, 1, "w", true, harness::llm_answer("old"), {}};
   wire::task_result first{"r1", step, 1, "w", true, harness::llm_answer("first", call), {}};
   wire::task_result second{"r1", step, 2, "w", true, harness::llm_answer("second"), {}};
@@ -416,7 +423,7 @@ TEST_CASE("run machine: received records replay in order of arrival after a cras
   REQUIRE_FALSE(h.machine.apply_received(on_arrival[3])->changed);
 
   auto agent = agent_with();
-  run_machine replay(on_disk, agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  run_machine replay(on_disk, agent, test_context());
   auto replayed = replay.recover({}, on_arrival);
   REQUIRE(replayed.changed);
   CHECK(replay.record().state == h.machine.record().state);
@@ -430,7 +437,7 @@ TEST_CASE("run machine: received records replay in order of arrival after a cras
   CHECK_FALSE(replayed.transition.sync);
 
   // Records that apply to nothing are removed all the same, with nothing else written.
-  run_machine later(replay.record(), agent, run_context{"results", "tasks", 1000, 60000, 60000, 3});
+  run_machine later(replay.record(), agent, test_context());
   auto nothing = later.recover({}, {{14, wire::encode(second)}});
   CHECK_FALSE(nothing.changed);
   CHECK(nothing.transition.received_done == std::vector<std::uint64_t>{14});

@@ -201,6 +201,9 @@ TEST_CASE("wire: peek_task_ref reads the run and step a result is about, and say
   CHECK(message_of(edited(good, [](value& v) { v["run_id"] = ""; })) == "field 'run_id' must be a non-empty string");
   CHECK(message_of(edited(good, [](value& v) { v["step"] = -1; })) == "field 'step' must be a non-negative integer");
   CHECK(message_of(edited(good, [](value& v) { v.erase("step"); })) == "missing field 'step'");
+  // The same checks as a full decode: trailing bytes and truncation are refused too.
+  CHECK(message_of(good + "\xc0") == "1 bytes after the end of the message");
+  CHECK(message_of(good.substr(0, good.size() - 1)) == "truncated message");
 }
 
 TEST_CASE("wire: unknown fields are ignored", "[runtime][wire]") {
