@@ -19,6 +19,7 @@ using send_atom = caf::atom_constant<caf::atom("send")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
 using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using wait_atom = caf::atom_constant<caf::atom("wait")>;
 
 } // namespace keel::actors
 

@@ -152,10 +152,22 @@ value summary(const store::run_record& r) {
 
 enum class reply_kind { none, invoke, resume, cancel };
 
+// Clients waiting for a run to stop running (a wait request) are answered once it is suspended or
+// has ended, after the write that says so. They are memory only: after a restart a client asks
+// again (its request times out first).
+constexpr std::size_t waiters_max = 256;
+
+std::string run_reply(const store::run_record& r) {
+  return wire::pack(value{{"v", wire::protocol_version}, {"type", "run"}, {"run", summary(r)}});
+}
+
+bool running(store::run_status s) { return s == store::run_status::pending || s == store::run_status::running; }
+
 struct run_actor_state {
   std::optional<run_machine> machine;
   std::string tasks_subject;
   std::uint64_t received_through = 0;  // results received up to this order were read from disk
+  std::vector<std::string> waiters;    // reply subjects of wait requests
   static inline const char* name = "keel.run";
 };
 
@@ -172,9 +184,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
   std::string reply_bytes;
   if (kind == reply_kind::invoke) reply_bytes = wire::encode(wire::invoke_reply{machine.run_id(), true});
   if (kind == reply_kind::resume && e.resume_reply) reply_bytes = wire::encode(*e.resume_reply);
-  if (kind == reply_kind::cancel)
-    reply_bytes = wire::pack(value{{"v", wire::protocol_version}, {"type", "run"},
-                                   {"run", summary(machine.record())}});
+  if (kind == reply_kind::cancel) reply_bytes = run_reply(machine.record());
   if (!e.changed) {
     if (!e.transition.received_done.empty()) {  // results the run did not apply: only removed
       e.transition.entries_only = true;
@@ -188,6 +198,14 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       shared->publish(reply_to, reply_bytes);
     });
     return;
+  }
+  // The run stops running with this transition: whoever waits for that hears it once it is written.
+  std::vector<std::string> waiters;
+  std::string waiters_bytes;
+  if (e.leave_memory && !self->state.waiters.empty()) {
+    waiters = std::move(self->state.waiters);
+    self->state.waiters.clear();
+    waiters_bytes = run_reply(machine.record());
   }
   std::string events_subject = shared->subjects.run_events(machine.run_id());
   std::vector<std::string> events;
@@ -212,9 +230,12 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
     std::move(e.transition),
     [shared, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
      delay = e.task_delay_ms, lease_timer = e.lease_timer, leave = e.leave_memory, seq, reply_to,
-     reply_bytes, tasks_subject = self->state.tasks_subject](const result<void>& written) {
+     reply_bytes, tasks_subject = self->state.tasks_subject, waiters = std::move(waiters),
+     waiters_bytes = std::move(waiters_bytes)](const result<void>& written) {
       if (!written) {
         shared->reply_error(reply_to, errc::io, "the run store could not write: " + written.error().message);
+        for (const auto& w : waiters)
+          shared->reply_error(w, errc::io, "the run store could not write: " + written.error().message);
         // Memory is now ahead of disk: drop the actor so the run reloads from what is written.
         caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
         return;
@@ -229,6 +250,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       }
       step_trace::mark(step_trace::task_published);
       shared->publish(reply_to, reply_bytes);
+      for (const auto& w : waiters) shared->publish(w, waiters_bytes);
       if (lease_timer) {
         auto l = *lease_timer;
         l.after_ms += delay;
@@ -293,6 +315,22 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       auto e = self->state.machine->cancel(reason);
       if (!e) shared->reply_error(reply, e.error().code, e.error().message);
       else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
+      return true;
+    },
+    [=](wait_atom, const std::string& reply) {
+      const auto& r = self->state.machine->record();
+      if (running(r.status)) {
+        if (self->state.waiters.size() >= waiters_max)
+          shared->reply_error(reply, errc::unavailable, "run " + r.run_id + " has " + std::to_string(waiters_max) +
+                                                          " waiting already; ask again later");
+        else
+          self->state.waiters.push_back(reply);
+        return true;
+      }
+      // Stopped already; answered after what is being written, which may be what stopped it.
+      shared->writer->after_pending([shared, reply, bytes = run_reply(r)](const result<void>&) {
+        shared->publish(reply, bytes);
+      });
       return true;
     },
     [=](lease_atom, std::uint64_t step, std::uint32_t attempt, bool accepted) {
@@ -392,7 +430,27 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         if (tries < 2) (*forward_cancel)(run_id, reason, reply, tries + 1);
       });
   };
+  // A wait: a run in memory is asked; one on disk that is not running is answered from disk; one on
+  // disk that should be running is loaded (as a resume would) and asked.
+  auto forward_wait = std::make_shared<std::function<void(std::string, std::string, int)>>();
+  *forward_wait = [=](std::string run_id, std::string reply, int tries) {
+    if (!shared->find(run_id)) {
+      auto stored = shared->store.get(run_id, false);
+      if (!stored) return shared->reply_error(reply, stored.error().code, stored.error().message);
+      if (!*stored) return shared->reply_error(reply, errc::not_found, "no run " + run_id + " on node " + shared->node_id);
+      if (!running((*stored)->status)) return shared->publish(reply, run_reply(**stored));
+    }
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, wait_atom::value, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(run_id);
+        if (tries < 2) (*forward_wait)(run_id, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
+      });
+  };
   return {
+    [=](wait_atom, const std::string& run_id, const std::string& reply) { (*forward_wait)(run_id, reply, 0); },
     [=](invoke_atom, const wire::invoke_request& invoke, const std::string& reply) {
       const auto* agent = shared->config.find_agent(invoke.agent);
       if (!agent) {
@@ -612,6 +670,11 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
         if (!written) caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
       },
       [&] { caf::anon_send(run, result_atom::value, order, std::move(m.data), gate); });
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.wait", "", [actor, owned, shared](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (m.reply.empty() || !owned(run, m.reply)) return;  // a wait with nowhere to answer is nothing
+    caf::anon_send(actor, wait_atom::value, run, m.reply);
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

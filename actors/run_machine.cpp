@@ -68,6 +68,7 @@ effects run_machine::begin() {
   effects e;
   e.changed = true;
   e.transition.record.run_id = record_.run_id;
+  e.transition.stored_status = stored_status_;
   return e;
 }
 
@@ -98,6 +99,7 @@ void run_machine::finish(effects& e) {
       e.transition.messages.push_back(packed_message(i));
     record_.messages_on_disk = messages.size();
     e.transition.snapshot = store::pack_record(record_);
+    stored_status_ = record_.status;
   }
   auto& header = e.transition.record;
   header.run_id = record_.run_id;

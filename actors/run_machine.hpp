@@ -107,6 +107,9 @@ private:
 
   store::run_record record_;
   std::vector<std::string> packed_messages_;
+  // The status the store has once this machine's first transition is written (transitions are
+  // written in order, and a failed one ends the machine): later ones need not read it.
+  std::optional<store::run_status> stored_status_;
   // Which attempt of the step in flight a worker took; memory only: after a restart the step is
   // sent again anyway.
   std::optional<std::pair<std::uint64_t, std::uint32_t>> accepted_;

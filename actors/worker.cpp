@@ -13,8 +13,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <optional>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
@@ -169,12 +167,12 @@ struct thread_budget {
   }
 };
 
-// Tasks of one queue, run on the threads that receive them (leader and followers): one thread,
-// the leader, waits on the queue's subscription; when it takes a task it hands the lead to a
-// parked thread (or starts one, within the budget) and runs the task itself. A task so goes
-// from the connection's reader to the thread that runs it with no hand-off in between, and the
-// next task never waits behind a long one while a thread is free. Threads are kept once made,
-// and never joined: a stop must not wait for a running tool.
+// Tasks of one queue, run on the threads that receive them: every idle thread of the queue waits
+// on its subscription (the NATS client lets several wait at once and wakes one per message), so a
+// task goes from the connection's reader to the thread that runs it with nothing in between, and
+// no other thread is woken on its way. A thread that takes a task while no other waits starts one
+// more (within the budget), so the next task never waits behind a long one while a thread could
+// take it. Threads are kept once made, and never joined: a stop must not wait for a running tool.
 class task_intake : public std::enable_shared_from_this<task_intake> {
 public:
   using runner = std::function<void(broker::message&&)>;
@@ -185,12 +183,8 @@ public:
   // Starts the first thread; false when the budget has none left.
   bool start() { return add_thread(); }
   void stop() {
-    {
-      std::lock_guard lock{mutex_};
-      stopping_ = true;
-    }
-    changed_.notify_all();
-    (void)sub_->unsubscribe();  // wakes the leader
+    stopping_ = true;
+    (void)sub_->unsubscribe();  // wakes every waiting thread
   }
 
 private:
@@ -200,35 +194,14 @@ private:
     return true;
   }
   void loop() {
-    while (true) {
-      {
-        std::unique_lock lock{mutex_};
-        ++parked_;
-        changed_.wait(lock, [this] { return stopping_ || !leader_; });
-        --parked_;
-        if (stopping_) break;
-        leader_ = true;
-      }
-      std::optional<broker::message> task;
-      bool closed = false;
-      while (!task && !closed) {
-        auto next = sub_->next(1000);
-        if (!next) closed = true;  // unsubscribed or the connection closed
-        else if (*next) task = std::move(**next);
-        else if (std::lock_guard lock{mutex_}; stopping_) closed = true;
-      }
-      bool start_another = false;
-      {
-        std::lock_guard lock{mutex_};
-        leader_ = false;
-        if (closed) stopping_ = true;
-        else start_another = parked_ == 0;
-      }
-      if (closed) changed_.notify_all();
-      else if (start_another) add_thread();  // none free: a busy thread leads when it is done
-      else changed_.notify_one();
-      if (!task) break;
-      run_(std::move(*task));
+    while (!stopping_) {
+      waiting_.fetch_add(1);
+      auto next = sub_->next(1000);
+      bool alone = waiting_.fetch_sub(1) == 1;
+      if (!next) break;  // unsubscribed or the connection closed
+      if (!*next) continue;
+      if (alone && !stopping_) add_thread();  // none left waiting: one more, if the budget allows
+      run_(std::move(**next));
     }
     budget_->give_back();
   }
@@ -236,11 +209,8 @@ private:
   std::shared_ptr<broker::pull_subscription> sub_;
   std::shared_ptr<thread_budget> budget_;
   runner run_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  bool stopping_ = false;
-  bool leader_ = false;     // a thread waits on the subscription
-  std::size_t parked_ = 0;  // threads waiting to lead
+  std::atomic<bool> stopping_ = false;
+  std::atomic<std::size_t> waiting_ = 0;  // threads waiting on the subscription
 };
 
 // Tasks in progress, by task id, with the acknowledgement each would send.

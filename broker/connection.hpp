@@ -120,6 +120,7 @@ struct subjects {
   std::string run_cancel(std::string_view run) const { return base() + ".runs." + std::string(run) + ".cancel"; }
   std::string run_events(std::string_view run) const { return base() + ".runs." + std::string(run) + ".events"; }
   std::string run_query(std::string_view run) const { return base() + ".runs." + std::string(run) + ".get"; }
+  std::string run_wait(std::string_view run) const { return base() + ".runs." + std::string(run) + ".wait"; }
   std::string runs_events_all() const { return base() + ".runs.*.events"; }
   std::string runs_list() const { return base() + ".runs.list"; }
   std::string tasks(std::string_view queue) const { return base() + ".tasks." + std::string(queue); }

@@ -156,8 +156,9 @@ result<std::unique_ptr<run_store>> run_store::open(const store_options& options)
   db_options.create_if_missing = true;
   db_options.keep_log_file_num = 4;
   db_options.max_manifest_file_size = 64 << 20;
-  // Writers that arrive together share one WAL write and one sync.
-  db_options.enable_pipelined_write = true;
+  // Writers that arrive together share one WAL write and one sync (RocksDB's write groups). Writes
+  // come here one at a time (actors/store_writer), so the pipelined mode would only add a stage.
+  db_options.enable_pipelined_write = false;
   // Memory is bounded: suspended runs are meant to cost disk, not resident memory.
   db_options.write_buffer_size = options.memtable_bytes;
   db_options.max_write_buffer_number = 2;
@@ -201,6 +202,8 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
     std::optional<header> previous;
     if (auto it = pending_headers.find(r.run_id); it != pending_headers.end()) {
       previous = it->second;
+    } else if (t.stored_status) {
+      previous = header{*t.stored_status, r.agent, r.created_ms};
     } else {
       std::string bytes;
       auto s = db_->Get(rocksdb::ReadOptions(), header_key(r.run_id), &bytes);
@@ -229,10 +232,11 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
     }
     header now{r.status, r.agent, r.created_ms};
     pending_headers[r.run_id] = now;
-    batch.Put(header_key(r.run_id),
-              wire::pack(wire::value{{"status", to_string(r.status)},
-                                     {"agent", r.agent},
-                                     {"created_ms", r.created_ms}}));
+    if (!previous || previous->status != r.status)  // agent and creation time never change
+      batch.Put(header_key(r.run_id),
+                wire::pack(wire::value{{"status", to_string(r.status)},
+                                       {"agent", r.agent},
+                                       {"created_ms", r.created_ms}}));
     batch.Put(snapshot_key(r.run_id), t.snapshot.empty() ? pack_record(r) : t.snapshot);
     if (!t.messages.empty()) {
       for (std::size_t i = 0; i < t.messages.size(); ++i)

@@ -81,6 +81,10 @@ struct run_transition {
   // next start replays the received result and writes it again. The next synced write makes it
   // durable too (one log, written in order).
   bool sync = true;
+  // The run's status as the store has it before this transition, when the caller knows it (a
+  // run's actor does after its first write): the header is then neither read first nor written
+  // again unless the status changes. Unset: the store reads it.
+  std::optional<run_status> stored_status;
 };
 
 // Values on disk use the wire encoding, without its size limit (a run may grow large).

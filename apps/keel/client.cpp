@@ -89,6 +89,18 @@ result<value> client::show(const std::string& run) {
   return (*v)["run"];
 }
 
+result<value> client::wait(const std::string& run) {
+  auto reply = request(subjects_.run_wait(run), wire::pack(value{{"v", wire::protocol_version}, {"type", "wait"}}), run);
+  if (!reply && reply.error().code == errc::timeout)
+    return make_error(errc::timeout, "no answer in " + std::to_string(timeout_ms_) + " ms: run " + run +
+                                       " is still running, or node " + std::string(run_id{run}.owner()) +
+                                       ", which owns it, is not");
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "run");
+  if (!v) return v.error();
+  return (*v)["run"];
+}
+
 result<value> client::history(const std::string& run, std::uint64_t from_seq, std::size_t limit) {
   auto reply = request(subjects_.base() + ".runs." + run + ".history",
                        wire::pack(value{{"v", wire::protocol_version}, {"type", "get_history"},

@@ -21,6 +21,8 @@ public:
   result<wire::resume_reply> resume(const wire::resume_request& request);
   result<wire::value> cancel(const std::string& run_id, const std::string& reason);
   result<wire::value> show(const std::string& run_id);  // the run's summary
+  // The run's summary once it is not running (suspended or ended), or a timeout error.
+  result<wire::value> wait(const std::string& run_id);
   // Summaries from every orchestrator that answers within the timeout, newest first.
   result<std::vector<wire::value>> runs(const wire::value& filter);
   result<wire::value> history(const std::string& run_id, std::uint64_t from_seq, std::size_t limit);

@@ -296,6 +296,33 @@ void add_cancel(CLI::App& app, int& exit_code) {
   });
 }
 
+void add_wait(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  flags->timeout_ms = 600'000;
+  auto run = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("wait", "Wait until a run is suspended or has ended, then show it; the exit "
+                                         "code says how it stands (0 completed, 1 failed or cancelled, "
+                                         "3 waiting for approval, 4 still running at the timeout)");
+  cmd->add_option("run", *run, "Run id")->required();
+  cmd->add_flag("--json", *json, "Print JSON");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "wait");
+    if (!c) return void(exit_code = fail("wait", c.error()));
+    auto r = c->wait(*run);
+    if (!r && r.error().code == errc::timeout) {
+      fail("wait", r.error());
+      return void(exit_code = 4);
+    }
+    if (!r) return void(exit_code = fail("wait", r.error()));
+    if (*json) std::cout << r->dump(2) << "\n";
+    else std::cout << render_summary(*r);
+    auto status = r->value("status", std::string{});
+    exit_code = status == "completed" ? 0 : status == "suspended" ? 3 : 1;
+  });
+}
+
 void add_events(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<client_flags>();
   auto run = std::make_shared<std::string>();
@@ -390,6 +417,7 @@ void add_run_commands(CLI::App& app, int& exit_code) {
   add_run(app, exit_code);
   add_resume(app, exit_code);
   add_cancel(app, exit_code);
+  add_wait(app, exit_code);
   add_events(app, exit_code);
   add_runs(app, exit_code);
   add_show(app, exit_code);

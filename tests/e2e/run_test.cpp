@@ -6,6 +6,7 @@
 #include "runtime/wire.hpp"
 
 #include <map>
+#include <thread>
 
 using namespace keel;
 using namespace keel::testing;
@@ -412,4 +413,83 @@ TEST_CASE("runs: a live subscriber gets every event in order, and a long step's 
     CHECK(live[i].seq == i + 1);
     CHECK(live[i].event_type == history[i]["event_type"].get<std::string>());
   }
+}
+
+// A wait is answered once the run stops running: at its end, at a suspension, or at once when it
+// stopped already (from memory or from disk); bad waits get clear errors.
+TEST_CASE("runs: wait answers when the run stops running, and every waiter hears it",
+          "[e2e][integration]") {
+  cluster c(unattended_agent("slow") + coder_agent,
+            {coder_script, {"slow.json", R"({"turns": [
+    {"text": "", "delay_ms": 700, "tool_calls": [{"name": "exec", "arguments": {"command": "echo slept"}}]},
+    {"text": "Done: {{last_tool_result}}"}]})"}});
+  auto client = c.connect_client();
+  auto wait_request = wire::pack(wire::value{{"v", 1}, {"type", "wait"}});
+  auto status_of = [](const broker::message& m) {
+    auto v = wire::unpack(m.data);
+    REQUIRE(v.ok());
+    REQUIRE((*v)["type"] == "run");
+    return (*v)["run"]["status"].get<std::string>();
+  };
+
+  // Three waiters on a running run: each is answered once, when it has completed.
+  auto run = c.invoke("slow", "go");
+  std::vector<std::thread> waiters;
+  std::vector<std::string> seen(3);
+  for (int i = 0; i < 3; ++i)
+    waiters.emplace_back([&, i] {
+      auto reply = client->request("keel.default.runs." + run + ".wait", wait_request, 20'000);
+      seen[i] = reply ? status_of(*reply) : "error: " + reply.error().message;
+    });
+  for (auto& w : waiters) w.join();
+  for (const auto& s : seen) CHECK(s == "completed");
+  CHECK(c.status(run) == "completed");
+
+  // The command line prints the run and says in its exit code how it stands.
+  auto done = c.keel({"wait", run});
+  CHECK(done.exit_code == 0);
+  CHECK(done.out.find("Status:  completed") != std::string::npos);
+  CHECK(done.out.find("Done: ") != std::string::npos);
+  CHECK(done.out.find("slept") != std::string::npos);
+
+  // A run that waits for approval: answered with what it waits for, exit code 3.
+  auto asking = c.invoke("coder", "go");
+  auto step = c.await_suspend(asking);
+  auto suspended = c.keel({"wait", asking, "--json"});
+  CHECK(suspended.exit_code == 3);
+  auto shown = json::parse(suspended.out);
+  CHECK(shown["status"] == "suspended");
+  CHECK(shown["waiting"]["step_key"] == step);
+
+  // Still running at the timeout: exit code 4, and the run goes on.
+  auto slow = c.invoke("slow", "go");
+  auto timed_out = c.keel({"wait", slow, "--timeout-ms", "100"});
+  CHECK(timed_out.exit_code == 4);
+  CHECK(timed_out.err == "keel wait: no answer in 100 ms: run " + slow + " is still running, or node n1, which owns it, is not\n");
+  CHECK(c.keel({"wait", slow}).exit_code == 0);
+
+  // A waiter on a run that is cancelled hears that.
+  auto asking_again = c.invoke("coder", "go");
+  c.await_suspend(asking_again);
+  CHECK(c.keel({"cancel", asking_again}).exit_code == 0);
+  auto cancelled = c.keel({"wait", asking_again});
+  CHECK(cancelled.exit_code == 1);
+  CHECK(cancelled.out.find("Status:  cancelled") != std::string::npos);
+
+  // After a restart the runs are on disk only: answered from there.
+  c.stop_node();
+  c.start_node();
+  auto after = c.keel({"wait", run, "--json"});
+  CHECK(after.exit_code == 0);
+  CHECK(json::parse(after.out)["status"] == "completed");
+  CHECK(c.keel({"wait", asking, "--json"}).exit_code == 3);
+
+  // Bad waits: an unknown run, something that is no run id, a run of a node that is not there.
+  auto unknown = c.keel({"wait", "0000000000000000-n1"});
+  CHECK(unknown.exit_code == 1);
+  CHECK(unknown.err == "keel wait: no run 0000000000000000-n1 on node n1\n");
+  CHECK(c.keel({"wait", "nonsense"}).err == "keel wait: 'nonsense' is not a keel run id\n");
+  auto elsewhere = c.keel({"wait", "0000000000000000-elsewhere", "--timeout-ms", "300"});
+  CHECK(elsewhere.exit_code == 4);
+  CHECK(elsewhere.err.find("or node elsewhere, which owns it, is not") != std::string::npos);
 }
