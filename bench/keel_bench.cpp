@@ -236,7 +236,6 @@ int main(int argc, char** argv) {
   auto node = must(child_process::start({{node_binary, "--config", dir + "/node.toml"}, dir + "/node.log", dir + "/node.log"}),
                    "keel-node");
   auto nats = connect(url);
-  watcher events(*nats);
   // Ready when it answers an invoke.
   for (int i = 0; i < 200; ++i) {
     auto r = nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "warm", "", ""}), 1000);
@@ -246,8 +245,18 @@ int main(int argc, char** argv) {
   std::size_t tasks_per_run = 2 * turns + 1;
 
   // Per-step latency: one run at a time, in rounds; each round measures the floor again just
-  // before its runs, and its ratio compares the two.
+  // before its runs, and its ratio compares the two. Each round runs half its runs with the
+  // client waiting for the run's end (one wait request, as the floor's client waits for its
+  // reply), and half with a watcher following every event of every run as well (a live view on
+  // the same two cores).
+  auto wait_request = wire::pack(value{{"v", 1}, {"type", "wait"}});
+  auto invoke_bytes = wire::encode(wire::invoke_request{"steps", "go", "", ""});
+  auto start_run = [&] {
+    auto reply = must(nats->request("keel.default.invoke", invoke_bytes, 5000), "invoke");
+    return must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
+  };
   std::vector<double> per_step, over_floor, over_loop, rtts, writes, floors, loops;
+  std::vector<double> live_per_step, live_over_floor;
   rounds = std::max<std::size_t>(1, std::min(rounds, latency_runs));
   for (std::size_t round = 0; round < rounds; ++round) {
     auto floor = meter.measure(round == 0 ? 2000 : 600, round == 0 ? 600 : 200);
@@ -255,23 +264,33 @@ int main(int argc, char** argv) {
     writes.push_back(floor.write_us);
     floors.push_back(floor.round_trip_us + floor.write_us);
     loops.push_back(floor.loop_us);
-    std::vector<double> round_steps;
+    std::vector<double> round_steps, live_steps;
     std::size_t runs_this_round = latency_runs / rounds + (round < latency_runs % rounds ? 1 : 0);
     for (std::size_t i = 0; i < runs_this_round; ++i) {
       auto t0 = now_us();
-      auto reply = must(nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "go", "", ""}), 5000), "invoke");
-      auto run = must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
-      if (!events.wait([&](watcher& w) { return w.completed_at.count(run) > 0; }, 60'000)) die("a run did not finish");
-      double elapsed = 0;
-      {
-        std::lock_guard lock{events.mutex};
-        elapsed = events.completed_at[run] - t0;
-      }
-      round_steps.push_back(elapsed / static_cast<double>(tasks_per_run));
+      auto run = start_run();
+      auto done = must(nats->request("keel.default.runs." + run + ".wait", wait_request, 60'000), "wait");
+      auto summary = must(wire::unpack(done.data), "wait reply");
+      if (summary.value("type", std::string{}) != "run" || summary["run"].value("status", std::string{}) != "completed")
+        die("a run did not complete: " + summary.dump());
+      round_steps.push_back((now_us() - t0) / static_cast<double>(tasks_per_run));
       per_step.push_back(round_steps.back());
+    }
+    {
+      watcher live(*nats);
+      if (!nats->flush(2000)) die("the watcher's subscription was not confirmed");
+      for (std::size_t i = 0; i < runs_this_round; ++i) {
+        auto t0 = now_us();
+        auto run = start_run();
+        if (!live.wait([&](watcher& w) { return w.completed_at.count(run) > 0; }, 60'000)) die("a run did not finish");
+        std::lock_guard lock{live.mutex};
+        live_steps.push_back((live.completed_at[run] - t0) / static_cast<double>(tasks_per_run));
+        live_per_step.push_back(live_steps.back());
+      }
     }
     over_floor.push_back(median(round_steps) / floors.back());
     over_loop.push_back(median(round_steps) / loops.back());
+    live_over_floor.push_back(median(live_steps) / floors.back());
   }
   report("floor.nats_round_trip_us", median(rtts), "us");
   report("floor.synced_write_us", median(writes), "us");
@@ -283,7 +302,10 @@ int main(int argc, char** argv) {
   report("latency.step_over_loop_floor", median(over_loop), "x");
   report("latency.step_over_floor_min", *std::min_element(over_floor.begin(), over_floor.end()), "x");
   report("latency.step_over_floor_max", *std::max_element(over_floor.begin(), over_floor.end()), "x");
+  report("latency.live_view.step_us", median(live_per_step), "us");
+  report("latency.live_view.step_over_floor", median(live_over_floor), "x");
 
+  watcher events(*nats);
   // Throughput: many runs at once.
   std::size_t done_before = 0;
   {
