@@ -67,6 +67,8 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
   CHECK(started.tasks[0].reply_to == "results");
   CHECK(started.lease_timer->after_ms == 1000);  // the accept timeout first
   CHECK(started.transition.record.status == run_status::running);
+  // The first transition leaves the stored status to the store to read; later ones name it.
+  CHECK_FALSE(started.transition.stored_status.has_value());
 
   auto call = value::array({{{"id", "c1"}, {"name", "write"}, {"arguments", {{"path", "a"}, {"content", "b"}}}}});
   auto asked = h.answer(started.tasks[0], harness::llm_answer("writing", call));
@@ -81,6 +83,8 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
   CHECK(types(suspended) == std::vector<std::string>{"suspend"});
   CHECK(suspended.leave_memory);
   CHECK(suspended.transition.record.status == run_status::suspended);
+  CHECK(asked.transition.stored_status == run_status::running);
+  CHECK(suspended.transition.stored_status == run_status::running);
   auto step_key = suspended.transition.events[0].data["step_key"].get<std::string>();
   CHECK(suspended.transition.events[0].data["form"] == form);
 

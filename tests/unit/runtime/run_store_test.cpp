@@ -125,6 +125,51 @@ TEST_CASE("run store: two transitions of one run in one batch keep the indexes r
   CHECK(store->journal("r1")->size() == 2);
 }
 
+TEST_CASE("run store: a transition that names the stored status keeps the indexes right without reading",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("r1", "coder", 1000);
+  REQUIRE(store->apply(t).ok());
+  // Same status, named: the header stays as it is; the rest of the transition is written.
+  advance(t, run_status::pending, "noted");
+  t.stored_status = run_status::pending;
+  REQUIRE(store->apply(t).ok());
+  CHECK(*store->list_by_status(run_status::pending) == std::vector<std::string>{"r1"});
+  CHECK(store->journal("r1")->size() == 1);
+  // A change, named: the old status index goes, the new one comes, the header follows.
+  advance(t, run_status::running, "started");
+  t.stored_status = run_status::pending;
+  REQUIRE(store->apply(t).ok());
+  CHECK(store->list_by_status(run_status::pending)->empty());
+  CHECK(*store->list_by_status(run_status::running) == std::vector<std::string>{"r1"});
+  // Two of them in one batch, each naming what the one before it left.
+  auto suspended = t;
+  advance(suspended, run_status::suspended, "suspend");
+  suspended.stored_status = run_status::running;
+  auto completed = suspended;
+  advance(completed, run_status::completed, "done");
+  completed.stored_status = run_status::suspended;
+  REQUIRE(store->apply({suspended, completed}).ok());
+  CHECK(store->list_by_status(run_status::running)->empty());
+  CHECK(store->list_by_status(run_status::suspended)->empty());
+  CHECK(*store->list_by_status(run_status::completed) == std::vector<std::string>{"r1"});
+  CHECK(*store->list_by_agent("coder") == std::vector<std::string>{"r1"});
+  // Read back after a reopen: the header written last says completed.
+  store.reset();
+  store = open_store(dir.path());
+  auto got = store->get("r1");
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  CHECK((*got)->status == run_status::completed);
+  auto again = t;
+  again.stored_status.reset();  // not named: read from disk (completed)
+  advance(again, run_status::failed, "late");
+  REQUIRE(store->apply(again).ok());
+  CHECK(store->list_by_status(run_status::completed)->empty());
+  CHECK(*store->list_by_status(run_status::failed) == std::vector<std::string>{"r1"});
+}
+
 TEST_CASE("run store: idempotency keys find the run they created", "[runtime][store]") {
   temp_dir dir;
   auto store = open_store(dir.path());
