@@ -596,7 +596,157 @@ result<task> decode<task>(std::string_view bytes, const limits& bounds) {
   return task_from(open_envelope(bytes, bounds, "task"));
 }
 
+namespace {
+
+// The end of the MessagePack value that starts at `at`, without building anything; nullptr if the
+// bytes end first or hold a byte no value starts with. Containers are counted, not recursed into.
+const unsigned char* skip_value(const unsigned char* at, const unsigned char* end) {
+  auto big_endian = [](const unsigned char* p, int n) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+    return v;
+  };
+  std::uint64_t left = 1;  // values still to skip
+  while (left > 0) {
+    if (at >= end) return nullptr;
+    unsigned char b = *at++;
+    left -= 1;
+    std::uint64_t skip = 0, items = 0;
+    int size_bytes = 0;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+    } else if (b <= 0x8f) {
+      items = 2 * (b & 0x0fu);
+    } else if (b <= 0x9f) {
+      items = b & 0x0fu;
+    } else if (b <= 0xbf) {
+      skip = b & 0x1fu;
+    } else {
+      switch (b) {
+        case 0xc4: case 0xd9: size_bytes = 1; break;                   // bin8, str8
+        case 0xc5: case 0xda: size_bytes = 2; break;                   // bin16, str16
+        case 0xc6: case 0xdb: size_bytes = 4; break;                   // bin32, str32
+        case 0xc7: size_bytes = 1; skip = 1; break;                    // ext8 (+ type)
+        case 0xc8: size_bytes = 2; skip = 1; break;                    // ext16
+        case 0xc9: size_bytes = 4; skip = 1; break;                    // ext32
+        case 0xca: skip = 4; break;
+        case 0xcb: skip = 8; break;
+        case 0xcc: case 0xd0: skip = 1; break;
+        case 0xcd: case 0xd1: skip = 2; break;
+        case 0xce: case 0xd2: skip = 4; break;
+        case 0xcf: case 0xd3: skip = 8; break;
+        case 0xd4: skip = 2; break;
+        case 0xd5: skip = 3; break;
+        case 0xd6: skip = 5; break;
+        case 0xd7: skip = 9; break;
+        case 0xd8: skip = 17; break;
+        case 0xdc: case 0xdd: case 0xde: case 0xdf: {                  // array16/32, map16/32
+          int n = (b == 0xdc || b == 0xde) ? 2 : 4;
+          if (end - at < n) return nullptr;
+          items = big_endian(at, n) * (b >= 0xde ? 2 : 1);
+          at += n;
+          break;
+        }
+        default: return nullptr;  // 0xc1: never used
+      }
+    }
+    if (size_bytes > 0) {
+      if (end - at < size_bytes) return nullptr;
+      skip += big_endian(at, size_bytes);
+      at += size_bytes;
+    }
+    if (skip > static_cast<std::uint64_t>(end - at)) return nullptr;
+    at += skip;
+    // Every value takes at least a byte: more of them than bytes left is a lie.
+    if (items > static_cast<std::uint64_t>(end - at)) return nullptr;
+    left += items;
+  }
+  return at;
+}
+
+// A string key at `at` (advanced past it), or nullopt.
+std::optional<std::string_view> read_key(const unsigned char*& at, const unsigned char* end) {
+  if (at >= end) return std::nullopt;
+  unsigned char b = *at;
+  std::uint64_t n = 0;
+  int header = 1;
+  if (b >= 0xa0 && b <= 0xbf) n = b & 0x1fu;
+  else if (b == 0xd9 && end - at >= 2) { n = at[1]; header = 2; }
+  else if (b == 0xda && end - at >= 3) { n = (std::uint64_t(at[1]) << 8) | at[2]; header = 3; }
+  else return std::nullopt;
+  if (n > static_cast<std::uint64_t>(end - at - header)) return std::nullopt;
+  std::string_view key(reinterpret_cast<const char*>(at + header), n);
+  at += header + n;
+  return key;
+}
+
+// The number of entries of the map at `at` (advanced past its header), or nullopt.
+std::optional<std::uint64_t> read_map_header(const unsigned char*& at, const unsigned char* end) {
+  if (at >= end) return std::nullopt;
+  unsigned char b = *at;
+  if (b >= 0x80 && b <= 0x8f) { ++at; return b & 0x0fu; }
+  if (b == 0xde && end - at >= 3) { std::uint64_t n = (std::uint64_t(at[1]) << 8) | at[2]; at += 3; return n; }
+  if (b == 0xdf && end - at >= 5) {
+    std::uint64_t n = (std::uint64_t(at[1]) << 24) | (std::uint64_t(at[2]) << 16) | (std::uint64_t(at[3]) << 8) | at[4];
+    at += 5;
+    return n;
+  }
+  return std::nullopt;
+}
+
+// Where the value of payload.messages lies in a task's bytes, found by skipping over the rest.
+std::optional<std::pair<std::size_t, std::size_t>> find_messages(std::string_view bytes) {
+  const auto* begin = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto* end = begin + bytes.size();
+  const auto* at = begin;
+  auto fields = read_map_header(at, end);
+  if (!fields) return std::nullopt;
+  for (std::uint64_t i = 0; i < *fields; ++i) {
+    auto key = read_key(at, end);
+    if (!key) return std::nullopt;
+    if (*key != "payload") {
+      if (!(at = skip_value(at, end))) return std::nullopt;
+      continue;
+    }
+    auto entries = read_map_header(at, end);
+    if (!entries) return std::nullopt;
+    for (std::uint64_t k = 0; k < *entries; ++k) {
+      auto name = read_key(at, end);
+      if (!name) return std::nullopt;
+      const auto* value_end = skip_value(at, end);
+      if (!value_end) return std::nullopt;
+      if (*name == "messages")
+        return std::pair<std::size_t, std::size_t>(at - begin, value_end - begin);
+      at = value_end;
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+} // namespace
+
 result<task> decode_task_keeping_conversation(std::string_view bytes, const limits& bounds) {
+  // The conversation, most of an LLM task's bytes, is taken as it came: the rest is decoded
+  // with a nil in its place. Anything the quick look cannot place goes the long way below, which
+  // also gives the precise error.
+  if (bytes.size() <= bounds.message_bytes_max) {
+    if (auto range = find_messages(bytes)) {
+      std::string rest;
+      rest.reserve(bytes.size() - (range->second - range->first) + 1);
+      rest.append(bytes.substr(0, range->first)).push_back('\xc0');
+      rest.append(bytes.substr(range->second));
+      if (auto handle = unpack_object(rest, bounds)) {
+        const msgpack::object& root = handle->get();
+        const msgpack::object* nil = nullptr;
+        if (const auto* payload = field(root, "payload")) nil = field(*payload, "messages");
+        auto t = task_from(check_envelope(to_json(root, nil), "task"));
+        if (t) {
+          t->payload_messages.assign(bytes.substr(range->first, range->second - range->first));
+          return t;
+        }
+      }
+    }
+  }
   auto handle = unpack_object(bytes, bounds);
   if (!handle) return handle.error();
   const msgpack::object& root = handle->get();

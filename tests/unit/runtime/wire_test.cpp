@@ -384,3 +384,48 @@ TEST_CASE("wire: a task decoded keeping its conversation packed is otherwise the
   CHECK(wire::decode_task_keeping_conversation(no_kind).error().message ==
         wire::decode<wire::task>(no_kind).error().message);
 }
+
+TEST_CASE("wire: the conversation is found past values of every MessagePack kind, and cut bytes are errors",
+          "[runtime][wire]") {
+  value many = value::array();
+  for (int i = 0; i < 40; ++i) many.push_back(i * 1000);  // array16, ints of several widths
+  value wide = value::object();
+  for (int i = 0; i < 20; ++i) wide["k" + std::to_string(i)] = -i * 70000;  // map16, negative ints
+  value payload{{"a_small", 5},
+                {"b_negative", -3},
+                {"c_float", 2.5},
+                {"d_big", std::uint64_t{1} << 40},
+                {"e_bin", value::binary(std::vector<std::uint8_t>(300, 7))},
+                {"f_str8", std::string(200, 's')},
+                {"g_str16", std::string(70'000, 't')},
+                {"h_many", many},
+                {"i_wide", wide},
+                {"j_flags", {true, false, nullptr}},
+                {"messages", value::array({{{"role", "user"}, {"text", std::string(40'000, 'u')}}})},
+                {"z_after", {{"nested", {{"deeper", value::array({1, "two", 3.0})}}}}}};
+  wire::limits roomy;
+  roomy.message_bytes_max = 1 << 22;
+  wire::task sent{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, payload, {}};
+  auto bytes = wire::encode(sent);
+  auto kept = wire::decode_task_keeping_conversation(bytes, roomy);
+  REQUIRE(kept.ok());
+  CHECK(kept->payload_messages == wire::pack(payload["messages"]));
+  value rest = payload;
+  rest.erase("messages");
+  CHECK(kept->payload == rest);
+  // Cut short anywhere: the error the full decode gives, never a task.
+  for (std::size_t cut : {std::size_t{1}, std::size_t{10}, bytes.size() / 2, bytes.size() - 1}) {
+    auto shorter = bytes.substr(0, cut);
+    auto got = wire::decode_task_keeping_conversation(shorter, roomy);
+    REQUIRE_FALSE(got.ok());
+    CHECK(got.error().message == wire::decode<wire::task>(shorter, roomy).error().message);
+  }
+  // A byte no MessagePack value starts with, inside the payload: an error, as the full decode says.
+  auto bad = bytes;
+  auto at = bad.find("a_small");
+  REQUIRE(at != std::string::npos);
+  bad[at + 7] = '\xc1';
+  auto got = wire::decode_task_keeping_conversation(bad, roomy);
+  REQUIRE_FALSE(got.ok());
+  CHECK(got.error().message == wire::decode<wire::task>(bad, roomy).error().message);
+}
