@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <sys/stat.h>
+
 using namespace keel;
 using namespace keel::sandbox;
 using keel::testing::read_file;
@@ -119,6 +121,15 @@ TEST_CASE("sandbox read: numbered lines, offset and limit, and binary files are 
   CHECK(error_of(f.call("read", {{"path", "missing.txt"}})) == "read: no such file: " + f.in_ws("missing.txt"));
   CHECK(error_of(f.call("read", {{"path", 5}})) == "read: argument 'path' must be a string");
   CHECK(error_of(f.call("read", value::object())) == "read: missing argument 'path'");
+  // What is not a regular file is refused at once: a directory, and a FIFO (whose open would
+  // otherwise wait for a writer forever).
+  std::filesystem::create_directories(f.in_ws("sub"));
+  CHECK(error_of(f.call("read", {{"path", "sub"}})) == "read: " + f.in_ws("sub") + " is a directory");
+  REQUIRE(::mkfifo(f.in_ws("pipe").c_str(), 0600) == 0);
+  CHECK(error_of(f.call("read", {{"path", "pipe"}})) == "read: " + f.in_ws("pipe") + " is not a regular file");
+  // A file over the size limit is refused with its size.
+  write_file(f.in_ws("big.txt"), std::string((10 << 20) + 1, 'x'));
+  CHECK(error_of(f.call("read", {{"path", "big.txt"}})).find("big.txt has 10485761 bytes, over the limit of 10485760") != std::string::npos);
 }
 
 TEST_CASE("sandbox write: creates parent directories and replaces atomically", "[sandbox]") {
