@@ -195,7 +195,7 @@ std::int64_t rss_kb(pid_t pid) {
 int main(int argc, char** argv) {
   CLI::App app{"keel benchmark"};
   std::string node_binary = "build/apps/keel-node";
-  std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 120, rounds = 6;
+  std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 320, rounds = 8;
   app.add_option("--node", node_binary, "keel-node binary");
   app.add_option("--turns", turns, "Model turns per run (each calls one trivial tool)");
   app.add_option("--concurrent-runs", concurrent_runs, "Runs at once for throughput");

@@ -76,6 +76,14 @@ Resident memory of the node before the suspended runs: {figures['memory.rss_befo
 after: {figures['memory.rss_after_mb']:.1f} MB. What remains is mostly RocksDB's memtables
 (`durability.memtable_bytes`, two at most) and block cache, both bounded by config.
 
+How much the step figure moves from one run to the next on this machine: on the final code of
+session 4, six runs of the latency part (8 rounds of 20 + 20 runs, or 6 of 10 + 10) gave 1.64x,
+1.51x, 1.53x, 1.47x, 1.50x and 1.60x (this document's run); twelve runs of the code just before
+the last change gave 1.38x to 1.63x, median 1.47x. The target is at the edge of the noise, not
+clearly met. Against the floor measured in turn (a round trip, then a synced write, repeated, as
+a step has them) the same runs are 1.25x to 1.31x: on this machine a synced write that follows a
+network wait costs 50 to 140 µs more than one that follows another write.
+
 ## Where the time goes
 
 `bench/step_trace.sh` builds the node with timestamps at each hand-over of a step
