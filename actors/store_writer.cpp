@@ -30,7 +30,17 @@ void store_writer::submit(store::run_transition transition, continuation then,
   }
   if (announce) announce();
   write(own);
-  std::lock_guard lock{mutex_};
+  // One transition queued behind this one (at low load: what the run's actor worked out from the
+  // result just written) is written here too, sparing the writer's thread a wake-up; more go to
+  // the writer's thread, which writes them together.
+  std::unique_lock lock{mutex_};
+  if (queue_.size() == 1 && queue_.front().transition && !stopping_) {
+    own.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+    lock.unlock();
+    write(own);
+    lock.lock();
+  }
   writing_ = false;
   if (!queue_.empty()) wake_.notify_one();
 }

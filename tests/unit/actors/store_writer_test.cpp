@@ -65,3 +65,31 @@ TEST_CASE("store writer: what is submitted once a write is announced is written 
   for (int i = 0; i < runs; ++i) CHECK((*store)->received("r" + std::to_string(i))->empty());
   CHECK(announced_before_written > 0);  // at least the inline writes announce before writing
 }
+
+TEST_CASE("store writer: a caller writing inline writes the one transition queued behind it, more go to the writer's thread",
+          "[actors]") {
+  // At low load the run's actor submits what follows from a result while the result's thread
+  // writes it: that thread writes it too, with no wake-up of the writer's thread. Two or more
+  // queued are left to the writer's thread, which writes them together.
+  testing::temp_dir dir;
+  auto store = store::run_store::open({dir.file("db"), true});
+  REQUIRE(store.ok());
+  store_writer writer(**store, 64);
+  for (int queued : {1, 2}) {
+    auto caller = std::this_thread::get_id();
+    std::vector<std::thread::id> ran_on(static_cast<std::size_t>(queued));
+    std::vector<std::promise<void>> done(static_cast<std::size_t>(queued));
+    std::string run = "q" + std::to_string(queued);
+    writer.submit(received(run, 1), [](const result<void>&) {}, [&] {
+      for (int k = 0; k < queued; ++k)
+        writer.submit_async(removal(run, 1), [&, k](const result<void>& w) {
+          CHECK(w.ok());
+          ran_on[static_cast<std::size_t>(k)] = std::this_thread::get_id();
+          done[static_cast<std::size_t>(k)].set_value();
+        });
+    });
+    for (auto& d : done) REQUIRE(d.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    for (const auto& id : ran_on) CHECK((id == caller) == (queued == 1));
+    CHECK((*store)->received(run)->empty());
+  }
+}
