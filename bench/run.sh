@@ -77,12 +77,13 @@ after: {figures['memory.rss_after_mb']:.1f} MB. What remains is mostly RocksDB's
 (`durability.memtable_bytes`, two at most) and block cache, both bounded by config.
 
 How much the step figure moves from one run to the next on this machine: on the final code of
-session 4, six runs of the latency part (8 rounds of 20 + 20 runs, or 6 of 10 + 10) gave 1.64x,
-1.51x, 1.53x, 1.47x, 1.50x and 1.60x (this document's run); twelve runs of the code just before
-the last change gave 1.38x to 1.63x, median 1.47x. The target is at the edge of the noise, not
-clearly met. Against the floor measured in turn (a round trip, then a synced write, repeated, as
-a step has them) the same runs are 1.25x to 1.31x: on this machine a synced write that follows a
-network wait costs 50 to 140 µs more than one that follows another write.
+session 4, eight more runs of the latency part in the same quarter of an hour as this document's
+gave 1.36x to 1.46x (median 1.42x; counted from the invoke sent, 1.45x to 1.57x; as sessions 1 to
+3 measured, 1.48x to 1.58x, median 1.49x). An hour earlier, in a noisier phase of the machine (the
+floor itself then moved between 410 and 620 µs), code one or two commits older gave 1.38x to
+1.64x. Against the floor measured in turn (a round trip, then a synced write, repeated, as a step
+has them) the step is 1.25x to 1.31x: on this machine a synced write that follows a network wait
+costs 50 to 140 µs more than one that follows another write.
 
 ## Where the time goes
 
@@ -119,7 +120,7 @@ line `haltpoll.guest_halt_poll_ns=0`): every wake-up of a thread on an idle core
 core to be resumed. A step is a chain of such wake-ups (the result's thread, the actor, the
 disk's completion, the server, the worker), so fewer wake-ups per step is what shortens it, more
 than fewer instructions. `perf stat -a -e sched:sched_wakeup` during the latency runs counts them:
-22.7 per step (all processes) at the start of session 4, 20.8 at its end. It also explains why
+22.7 per step (all processes) at the start of session 4, 19.2 at its end. It also explains why
 the runs with a live view were often no slower than the runs without: the watcher's work keeps
 cores awake.
 
@@ -143,8 +144,12 @@ task's bytes by skipping over them instead of parsing and packing it again (11 t
 decode in a loop); the worker's idle threads all wait on the subscription (no hand-over of a
 lead); a run's header is rewritten only when its status changes, without reading it first;
 RocksDB's pipelined writes are off (writes come one at a time); files are read with one open
-and one fstat. Each is too small to show in end-to-end runs on this machine, whose noise (the
-same binary gives 1.4x to 1.8x from one minute to the next) is larger than any of them.
+and one fstat; msgpack objects go in a zone sized to the message. Each of these is too small to
+show in end-to-end runs on this machine, whose noise (the same binary gives 1.4x to 1.8x from one
+minute to the next) is larger than any of them. Last, the result's thread writes the one
+transition the run's actor queued behind the result, instead of waking the writer's thread for
+it (two or more still go to the writer's thread): 1.2 fewer wake-ups per step, and the step was
+lower in 8 of 8 alternating pairs of full latency runs.
 
 Measured and not adopted: writing the second write on the result's thread right after the
 task (no wake-up of the writer's thread) made steps slower (700 to 735 µs, 4 of 4 pairs): its CPU
