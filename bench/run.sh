@@ -152,8 +152,10 @@ it (two or more still go to the writer's thread): 1.2 fewer wake-ups per step, a
 lower in 8 of 8 alternating pairs of full latency runs.
 
 Measured and not adopted: writing the second write on the result's thread right after the
-task (no wake-up of the writer's thread) made steps slower (700 to 735 µs, 4 of 4 pairs): its CPU
-work then competes with the task's way to the worker on two cores. Publishing a transition's
+task, always (no wake-up of the writer's thread), made steps slower in session 3 (700 to 735 µs,
+4 of 4 pairs): its CPU work then competes with the task's way to the worker on two cores. (Session
+4's version, which does so only for a lone queued transition and after the nats.c wake-ups were
+gone, measured faster; see above.) Publishing a transition's
 events as one message did not move the step or throughput. A lower priority for the writer's
 thread did not either. What does weigh on the step is publishing events: with the node
 publishing only each run's final event, steps took 666 µs instead of 715 (medians of 4
