@@ -161,8 +161,6 @@ std::string run_reply(const store::run_record& r) {
   return wire::pack(value{{"v", wire::protocol_version}, {"type", "run"}, {"run", summary(r)}});
 }
 
-bool running(store::run_status s) { return s == store::run_status::pending || s == store::run_status::running; }
-
 struct run_actor_state {
   std::optional<run_machine> machine;
   std::string tasks_subject;
@@ -319,7 +317,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
     },
     [=](wait_atom, const std::string& reply) {
       const auto& r = self->state.machine->record();
-      if (running(r.status)) {
+      if (store::is_active(r.status)) {
         if (self->state.waiters.size() >= waiters_max)
           shared->reply_error(reply, errc::unavailable, "run " + r.run_id + " has " + std::to_string(waiters_max) +
                                                           " waiting already; ask again later");
@@ -347,7 +345,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
     [=](idle_atom, std::uint64_t seq) {
       // Leave memory only if nothing happened since the write that made the run idle.
       const auto& r = self->state.machine->record();
-      bool idle = r.status == store::run_status::suspended || store::is_terminal(r.status);
+      bool idle = !store::is_active(r.status);
       if (idle && r.last_event_seq == seq) self->quit();
     },
   };
@@ -438,7 +436,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       auto stored = shared->store.get(run_id, false);
       if (!stored) return shared->reply_error(reply, stored.error().code, stored.error().message);
       if (!*stored) return shared->reply_error(reply, errc::not_found, "no run " + run_id + " on node " + shared->node_id);
-      if (!running((*stored)->status)) return shared->publish(reply, run_reply(**stored));
+      if (!store::is_active((*stored)->status)) return shared->publish(reply, run_reply(**stored));
     }
     auto actor = find_run(run_id, reply);
     if (!actor) return;
@@ -546,8 +544,7 @@ result<std::uint64_t> first_received_order(store::run_store& store) {
   for (const auto& run : *runs) {
     auto record = store.get(run, false);
     if (!record) return record.error();
-    if (*record && ((*record)->status == store::run_status::running || (*record)->status == store::run_status::pending))
-      continue;
+    if (*record && store::is_active((*record)->status)) continue;
     auto received = store.received(run);
     if (!received) return received.error();
     store::run_transition drop;

@@ -111,7 +111,7 @@ void run_machine::finish(effects& e) {
   header.updated_ms = record_.updated_ms;
   header.last_event_seq = record_.last_event_seq;
   header.last_journal_seq = record_.last_journal_seq;
-  e.leave_memory = record_.status == run_status::suspended || store::is_terminal(record_.status);
+  e.leave_memory = !store::is_active(record_.status);
 }
 
 // The task for the step in flight, from what `pending` records: a step sent again is built

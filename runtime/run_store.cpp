@@ -141,6 +141,8 @@ bool is_terminal(run_status s) {
   return s == run_status::completed || s == run_status::failed || s == run_status::cancelled;
 }
 
+bool is_active(run_status s) { return s == run_status::pending || s == run_status::running; }
+
 run_store::run_store(std::unique_ptr<rocksdb::DB> db, bool fsync)
   : db_(std::move(db)), fsync_(fsync) {}
 

@@ -25,6 +25,8 @@ enum class run_status { pending, running, suspended, completed, failed, cancelle
 std::string_view to_string(run_status s);
 bool from_string(std::string_view name, run_status& s);
 bool is_terminal(run_status s);
+// Pending or running: the run has work in flight (not waiting for a person, not ended).
+bool is_active(run_status s);
 
 struct run_record {
   std::string run_id;

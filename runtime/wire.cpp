@@ -728,6 +728,14 @@ std::optional<std::pair<std::size_t, std::size_t>> find_messages(std::string_vie
 } // namespace
 
 result<task> decode_task_keeping_conversation(std::string_view bytes, const limits& bounds) {
+  // The task from decoded bytes, with its payload's "messages" left out; `messages` says where
+  // that value was.
+  auto without_messages = [](const msgpack::object& root, const msgpack::object*& messages) {
+    messages = nullptr;
+    if (const auto* payload = field(root, "payload")) messages = field(*payload, "messages");
+    return task_from(check_envelope(to_json(root, messages), "task"));
+  };
+  const msgpack::object* messages = nullptr;
   // The conversation, most of an LLM task's bytes, is taken as it came: the rest is decoded
   // with a nil in its place. Anything the quick look cannot place goes the long way below, which
   // also gives the precise error.
@@ -738,11 +746,7 @@ result<task> decode_task_keeping_conversation(std::string_view bytes, const limi
       rest.append(bytes.substr(0, range->first)).push_back('\xc0');
       rest.append(bytes.substr(range->second));
       if (auto handle = unpack_object(rest, bounds)) {
-        const msgpack::object& root = handle->get();
-        const msgpack::object* nil = nullptr;
-        if (const auto* payload = field(root, "payload")) nil = field(*payload, "messages");
-        auto t = task_from(check_envelope(to_json(root, nil), "task"));
-        if (t) {
+        if (auto t = without_messages(handle->get(), messages)) {
           t->payload_messages.assign(bytes.substr(range->first, range->second - range->first));
           return t;
         }
@@ -751,10 +755,7 @@ result<task> decode_task_keeping_conversation(std::string_view bytes, const limi
   }
   auto handle = unpack_object(bytes, bounds);
   if (!handle) return handle.error();
-  const msgpack::object& root = handle->get();
-  const msgpack::object* messages = nullptr;
-  if (const auto* payload = field(root, "payload")) messages = field(*payload, "messages");
-  auto t = task_from(check_envelope(to_json(root, messages), "task"));
+  auto t = without_messages(handle->get(), messages);
   if (!t || !messages) return t;
   msgpack::sbuffer packed;
   msgpack::pack(packed, *messages);

@@ -168,6 +168,15 @@ TEST_CASE("run store: a transition that names the stored status keeps the indexe
   REQUIRE(store->apply(again).ok());
   CHECK(store->list_by_status(run_status::completed)->empty());
   CHECK(*store->list_by_status(run_status::failed) == std::vector<std::string>{"r1"});
+  // A named status is taken at its word, not checked against the disk (that is the read it
+  // saves): named wrongly, the index of the status on disk stays. Only a run's actor, which
+  // knows, names it.
+  auto trusted = again;
+  advance(trusted, run_status::cancelled, "cancel");
+  trusted.stored_status = run_status::suspended;  // on disk: failed
+  REQUIRE(store->apply(trusted).ok());
+  CHECK(*store->list_by_status(run_status::failed) == std::vector<std::string>{"r1"});
+  CHECK(*store->list_by_status(run_status::cancelled) == std::vector<std::string>{"r1"});
 }
 
 TEST_CASE("run store: idempotency keys find the run they created", "[runtime][store]") {
