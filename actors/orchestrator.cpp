@@ -175,6 +175,21 @@ using run_actor_type = caf::stateful_actor<run_actor_state>;
 // sends tasks and arms the lease; a run with nothing left to do asks to leave memory. With a
 // gate (the step's result already being written on its own), the task goes out as soon as that
 // write is done, without waiting for this one.
+// A tool task of a run in a session also carries the approvals remembered for the session.
+void add_session_rules(shared_state& shared, const store::run_record& r, std::vector<wire::task>& tasks) {
+  if (r.session_id.empty()) return;
+  for (auto& t : tasks) {
+    if (t.kind != wire::task_kind::tool) continue;
+    auto rules = shared.store.get_list(session_rules_key(r.agent, r.session_id));
+    if (!rules) {
+      logger()->warn("run {}: the session's remembered approvals could not be read: {}", r.run_id,
+                     rules.error().message);
+      continue;
+    }
+    for (auto& rule : *rules) t.payload["allow_rules"].push_back(std::move(rule));
+  }
+}
+
 void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, effects e,
              const std::string& reply_to, reply_kind kind, const std::shared_ptr<task_gate>& gate = nullptr) {
   const run_machine& machine = *self->state.machine;
@@ -209,6 +224,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
   std::vector<std::string> events;
   for (const auto& ev : e.transition.events) events.push_back(wire::encode(ev));
   std::vector<wire::task> tasks = std::move(e.tasks);
+  add_session_rules(*shared, machine.record(), tasks);
   auto seq = e.transition.record.last_event_seq;
   step_trace::mark(step_trace::transition_built);
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {

@@ -1,5 +1,7 @@
 #include "actors/run_machine.hpp"
 
+#include "sandbox/command_policy.hpp"
+
 #include "llm/conversation.hpp"
 #include "runtime/clock.hpp"
 #include "sandbox/tools.hpp"
@@ -16,7 +18,8 @@ namespace {
 // Fields of record.state (see docs/PROTOCOL.md, "run state"):
 //   input, messages[], steps, usage{}, task_seq, pending{step, attempt, kind, approved},
 //   calls[], call_index, suspended{step_key, call_index, form}, answers{key: {...}},
-//   allow_patterns[], output, stop_reason, error
+//   allow_rules[{kind, command}] (allow_patterns[] in older runs: exact commands), output,
+//   stop_reason, error
 std::string preview(const std::string& text, std::size_t max_chars) {
   if (text.size() <= max_chars) return text;
   return text.substr(0, max_chars) + "...";
@@ -58,7 +61,7 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
                   {"call_index", 0},
                   {"suspended", nullptr},
                   {"answers", value::object()},
-                  {"allow_patterns", value::array()}};
+                  {"allow_rules", value::array()}};
   if (!invoke.provider.empty()) r.state["provider"] = invoke.provider;
   if (!invoke.model.empty()) r.state["model"] = invoke.model;
   return r;
@@ -147,9 +150,13 @@ wire::task run_machine::pending_task() {
     t.payload_messages = wire::pack_list(packed_messages_);
   } else {
     const value& call = state["calls"][state["call_index"].get<std::size_t>()];
+    value rules = state.contains("allow_rules") ? state["allow_rules"] : value::array();
+    if (state.contains("allow_patterns"))
+      for (const auto& command : state["allow_patterns"]) rules.push_back(value{{"kind", "exact"}, {"command", command}});
     t.payload = value{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},
-                      {"approved", pending["approved"]}, {"allow_patterns", state["allow_patterns"]},
+                      {"approved", pending["approved"]}, {"allow_rules", rules},
                       {"session_id", record_.session_id}};
+    if (pending.contains("form")) t.payload["approved_form"] = pending["form"]["context"];
   }
   return t;
 }
@@ -212,11 +219,12 @@ void run_machine::dispatch_llm(effects& e) {
   e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
-void run_machine::dispatch_tool(effects& e, bool approved) {
+void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
   value& state = record_.state;
   auto step = state["task_seq"].get<std::uint64_t>() + 1;
   state["task_seq"] = step;
   state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "tool"}, {"approved", approved}};
+  if (form.is_object()) state["pending"]["form"] = form;
   const value& call = state["calls"][state["call_index"].get<std::size_t>()];
   emit(e, "tool_call_started", value{{"call_id", call["id"]}, {"tool", call["name"]},
                                      {"arguments", call["arguments"]}, {"approved", approved},
@@ -452,21 +460,46 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
   if (waiting != request.step_key)
     return make_error(errc::conflict, "run " + record_.run_id + " waits on step " + waiting +
                                         ", not " + request.step_key);
-  effects e = begin();
   auto index = suspended["call_index"].get<std::size_t>();
   const value call = state["calls"][index];
+  const value form = suspended.value("form", value());
+  // What to remember: the exact command, or (for a simple command) its words as a prefix.
+  std::optional<value> rule;
+  if (request.approved && !request.always.empty()) {
+    if (call["name"] != "exec" || !call["arguments"].contains("command") || !call["arguments"]["command"].is_string())
+      return make_error(errc::invalid_argument, "only an exec call can be remembered with 'always'");
+    auto command = call["arguments"]["command"].get<std::string>();
+    if (request.always == "prefix") {
+      if (!sandbox::is_simple_command(command))
+        return make_error(errc::invalid_argument,
+                          "a prefix can be remembered only for a simple command (plain words, no shell "
+                          "syntax); remember the exact command instead");
+      std::string words;
+      for (const auto& w : sandbox::command_words(command)) words += (words.empty() ? "" : " ") + w;
+      command = words;
+    }
+    if (request.always_scope == "session" && record_.session_id.empty())
+      return make_error(errc::invalid_argument, "run " + record_.run_id + " has no session to remember it for");
+    rule = value{{"kind", request.always}, {"command", command}};
+  }
+  effects e = begin();
   state["answers"][request.step_key] =
     value{{"approved", request.approved}, {"feedback", request.feedback}};
   journal(e, "answer", value{{"step_key", request.step_key}, {"approved", request.approved},
-                             {"feedback", request.feedback}, {"always_allow", request.always_allow}});
+                             {"feedback", request.feedback}, {"always", request.always},
+                             {"always_scope", request.always_scope}});
   emit(e, "resumed", value{{"step_key", request.step_key}, {"approved", request.approved},
                            {"feedback", request.feedback}});
   record_.status = run_status::running;
   state["suspended"] = nullptr;
   if (request.approved) {
-    if (request.always_allow && call["name"] == "exec" && call["arguments"].contains("command"))
-      state["allow_patterns"].push_back(call["arguments"]["command"]);
-    dispatch_tool(e, true);
+    if (rule && request.always_scope == "session") {
+      e.transition.list_appends.emplace_back(session_rules_key(record_.agent, record_.session_id), wire::pack(*rule));
+    } else if (rule) {
+      if (!state.contains("allow_rules")) state["allow_rules"] = value::array();
+      state["allow_rules"].push_back(*rule);
+    }
+    dispatch_tool(e, true, form);  // the call runs as this form showed it, or not at all
   } else {
     std::string message = "The person rejected this " + call["name"].get<std::string>() + " call.";
     if (!request.feedback.empty()) message += " Their feedback: " + request.feedback;
@@ -477,6 +510,10 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
   e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, false};
   finish(e);
   return e;
+}
+
+std::string session_rules_key(const std::string& agent, const std::string& session_id) {
+  return "session_allow/" + agent + "/" + session_id;
 }
 
 effects run_machine::on_task_accepted(const wire::task_accepted& accepted) {

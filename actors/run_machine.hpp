@@ -94,7 +94,7 @@ private:
   void finish(effects& e);         // copies the record into the transition
   void advance(effects& e);        // the next call, the next model step, or the end
   void dispatch_llm(effects& e);
-  void dispatch_tool(effects& e, bool approved);
+  void dispatch_tool(effects& e, bool approved, const wire::value& form = wire::value());
   void redispatch(effects& e, const std::string& reason);
   void complete(effects& e, const std::string& output, const std::string& stop_reason);
   void fail(effects& e, const std::string& message);
@@ -116,5 +116,8 @@ private:
   const config::agent_config& agent_;
   run_context context_;
 };
+
+// Where a session's remembered approvals are kept in the run store (a list of {kind, command}).
+std::string session_rules_key(const std::string& agent, const std::string& session_id);
 
 } // namespace keel::actors

@@ -60,11 +60,17 @@ struct worker_shared {
 };
 
 // The workspace of a run: the root itself (scope agent), one per session, or one per run.
-std::string workspace_of(const config::agent_config& agent, const wire::task& t,
-                         const std::string& session_id) {
+// Names that become directories are checked here too, whoever sent the task.
+result<std::string> workspace_of(const config::agent_config& agent, const wire::task& t,
+                                 const std::string& session_id) {
   if (agent.workspace_scope == "agent") return agent.workspace;
-  if (agent.workspace_scope == "session" && !session_id.empty())
+  if (agent.workspace_scope == "session" && !session_id.empty()) {
+    if (!is_valid_session_id(session_id))
+      return make_error(errc::invalid_argument, "the session id is not a valid name; no workspace is made for it");
     return agent.workspace + "/sessions/" + session_id;
+  }
+  if (!is_valid_session_id(t.run_id))  // the same character set, the same bound
+    return make_error(errc::invalid_argument, "the run id is not a valid name; no workspace is made for it");
   return agent.workspace + "/runs/" + t.run_id;
 }
 
@@ -101,15 +107,20 @@ result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
   const value& p = t.payload;
   if (!p.is_object() || !p.contains("tool") || !p["tool"].is_string())
     return make_error(errc::malformed, "a tool task needs a tool name");
-  auto ws = sandbox::workspace::open(workspace_of(agent, t, p.value("session_id", std::string{})));
+  auto root = workspace_of(agent, t, p.value("session_id", std::string{}));
+  if (!root) return root.error();
+  auto ws = sandbox::workspace::open(*root);
   if (!ws) return ws.error();
   sandbox::tool_request request;
   request.tool = p["tool"].get<std::string>();
   request.arguments = p.contains("arguments") ? p["arguments"] : value::object();
   request.approved = p.value("approved", false);
-  if (p.contains("allow_patterns") && p["allow_patterns"].is_array())
-    for (const auto& pattern : p["allow_patterns"])
-      if (pattern.is_string()) request.allow_patterns.push_back(pattern.get<std::string>());
+  if (p.contains("allow_rules")) request.allow_rules = sandbox::allow_rules_from_value(p["allow_rules"]);
+  if (p.contains("allow_patterns")) {  // exact commands, as runs recorded them before rules had kinds
+    auto exact = sandbox::allow_rules_from_value(p["allow_patterns"]);
+    request.allow_rules.insert(request.allow_rules.end(), exact.begin(), exact.end());
+  }
+  if (p.contains("approved_form") && p["approved_form"].is_object()) request.approved_form = p["approved_form"];
   request.task_id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
   auto outcome = sandbox::run_tool(*ws, sandbox::policy_from_config(agent), request);
   const char* status = outcome.kind == sandbox::outcome_kind::done ? "done"

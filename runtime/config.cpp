@@ -340,19 +340,22 @@ const std::vector<entry>& entries() {
     // [agents.<id>.sandbox]
     e.push_back(string_key(
       "agents.*.sandbox.env", "local",
-      "Where commands run: local (on the host) or bwrap (bubblewrap: read-only system, only the "
-      "workspace writable, no network, own pid namespace).",
+      "Where commands run: local (on the host, writes confined to the workspace by Landlock) or "
+      "bwrap (bubblewrap: unprivileged user namespace, read-only system, only the workspace "
+      "writable, no network, own pid namespace).",
       [](node_config&, agent_config* a) -> std::string& { return a->sandbox_env; },
       [](const std::string& v) { return one_of(v, {"local", "bwrap"}); }));
     e.push_back(boolean_key(
-      "agents.*.sandbox.network", false, "bwrap: let commands use the host's network.",
+      "agents.*.sandbox.network", false,
+      "Let commands use the network (bwrap: the host's; local: TCP, refused by Landlock without it).",
       [](node_config&, agent_config* a) -> bool& { return a->network; }));
     e.push_back(integer_key(
       "agents.*.sandbox.cpu_seconds_max", 300, 1, 86'400, "CPU time a command may use.",
       [](node_config&, agent_config* a) -> std::int64_t& { return a->cpu_seconds_max; }));
     e.push_back(integer_key(
       "agents.*.sandbox.memory_bytes_max", 8LL << 30, 16 << 20, 1LL << 40,
-      "Address space a command's processes may map each.",
+      "Memory of one command, all its processes together (a memory cgroup), and the address "
+      "space each process may map.",
       [](node_config&, agent_config* a) -> std::int64_t& { return a->memory_bytes_max; }));
     e.push_back(integer_key(
       "agents.*.sandbox.processes_max", 512, 1, 1'000'000,
@@ -379,7 +382,8 @@ const std::vector<entry>& entries() {
         return one_of(v, {"approval-always", "allowlist", "allow-always"});
       }));
     e.push_back(string_array_key(
-      "agents.*.sandbox.allowlist", {}, "Command patterns with '*' that run without asking.",
+      "agents.*.sandbox.allowlist", {},
+      "Command patterns with '*' and '?' that run without asking; a command with shell syntax never matches.",
       [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->allowlist; }));
     e.push_back(boolean_key(
       "agents.*.sandbox.file_approval", true, "Writes and edits ask a person first.",
@@ -397,6 +401,22 @@ const std::vector<entry>& entries() {
       "agents.*.sandbox.output_chars_max", 100'000, 100, 100'000'000,
       "Output kept per stream: the first 20% and the last 80%, with a marker between.",
       [](node_config&, agent_config* a) -> std::int64_t& { return a->output_chars_max; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.written_bytes_max", 4LL << 30, 1 << 20, 1LL << 40,
+      "Bytes one command, all its processes together, may write to storage; then it is killed.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->written_bytes_max; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.tool_timeout_ms", 30'000, 10, hour_ms,
+      "Longest a read, write, edit, glob or grep may take; a walk stops there with what it found.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->tool_timeout_ms; }));
+    e.push_back(integer_key(
+      "agents.*.sandbox.walk_entries_max", 100'000, 100, 100'000'000,
+      "Directory entries one glob or grep may look at.",
+      [](node_config&, agent_config* a) -> std::int64_t& { return a->walk_entries_max; }));
+    e.push_back(string_array_key(
+      "agents.*.sandbox.env_pass", {},
+      "Names of the node's environment variables that commands see (nothing else of it is passed).",
+      [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->env_pass; }));
     return e;
   }();
   return all;

@@ -52,6 +52,10 @@ struct agent_config {
   std::string path_restriction;       // "approve" or "deny"
   std::int64_t exec_timeout_ms = 0;
   std::int64_t output_chars_max = 0;
+  std::int64_t written_bytes_max = 0;
+  std::int64_t tool_timeout_ms = 0;
+  std::int64_t walk_entries_max = 0;
+  std::vector<std::string> env_pass;
 };
 
 struct node_config {

@@ -52,4 +52,14 @@ bool is_valid_name(std::string_view token) {
   return true;
 }
 
+bool is_valid_session_id(std::string_view id) {
+  if (id.empty() || id.size() > session_id_chars_max || id[0] == '.') return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 } // namespace keel

@@ -37,4 +37,9 @@ run_id make_run_id(const node_id& owner);
 // Whether `token` can stand as one NATS subject token and a file name: [A-Za-z0-9_-], 1..64.
 bool is_valid_name(std::string_view token);
 
+// Whether `id` can name a session (and its workspace directory): [A-Za-z0-9_.-], 1..128, not
+// starting with '.' (so never "." or "..").
+bool is_valid_session_id(std::string_view id);
+inline constexpr std::size_t session_id_chars_max = 128;
+
 } // namespace keel

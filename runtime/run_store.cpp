@@ -254,6 +254,20 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
       batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1));
     for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));
   }
+  std::map<std::string, wire::value> lists;
+  for (const auto& t : transitions)
+    for (const auto& [key, item_bytes] : t.list_appends) {
+      auto it = lists.find(key);
+      if (it == lists.end()) {
+        auto stored = get_list(key);
+        if (!stored) return stored.error();
+        it = lists.emplace(key, std::move(*stored)).first;
+      }
+      auto item = wire::unpack(item_bytes, disk_limits());
+      if (!item) return item.error();
+      if (std::find(it->second.begin(), it->second.end(), *item) == it->second.end()) it->second.push_back(*item);
+      batch.Put("m/" + key, wire::pack(it->second));
+    }
   rocksdb::WriteOptions write_options;
   write_options.sync = fsync_ && std::any_of(transitions.begin(), transitions.end(),
                                              [](const run_transition& t) { return t.sync; });
@@ -432,6 +446,16 @@ result<void> run_store::put_meta(const std::string& key, const std::string& valu
   auto s = db_->Put(write_options, "m/" + key, value);
   if (!s.ok()) return io_error(s, "writing node metadata");
   return success();
+}
+
+result<wire::value> run_store::get_list(const std::string& key) const {
+  auto bytes = get_meta(key);
+  if (!bytes) return bytes.error();
+  if (!*bytes) return wire::value::array();
+  auto list = wire::unpack(**bytes, disk_limits());
+  if (!list) return list.error();
+  if (!list->is_array()) return make_error(errc::io, "the stored list " + key + " is not a list");
+  return std::move(*list);
 }
 
 result<void> run_store::flush() {

@@ -87,6 +87,9 @@ struct run_transition {
   // run's actor does after its first write): the header is then neither read first nor written
   // again unless the status changes. Unset: the store reads it.
   std::optional<run_status> stored_status;
+  // Items appended to lists kept beside the runs (key, packed item; an item already there is not
+  // added twice): a session's remembered approvals. Read and written within the batch, in order.
+  std::vector<std::pair<std::string, std::string>> list_appends;
 };
 
 // Values on disk use the wire encoding, without its size limit (a run may grow large).
@@ -137,6 +140,8 @@ public:
 
   result<std::optional<std::string>> get_meta(const std::string& key) const;
   result<void> put_meta(const std::string& key, const std::string& value);
+  // A list that transitions append to (see run_transition::list_appends); empty when none.
+  result<wire::value> get_list(const std::string& key) const;
 
   // Makes every write so far durable (used at shutdown when fsync is off).
   result<void> flush();

@@ -1,4 +1,6 @@
 #include "runtime/wire.hpp"
+
+#include "runtime/ids.hpp"
 #include "runtime/wire_msgpack.hpp"
 
 #include <msgpack.hpp>
@@ -350,6 +352,8 @@ std::string encode(const resume_request& m) {
   value data{{"approved", m.approved}};
   if (!m.feedback.empty()) data["feedback"] = m.feedback;
   if (m.always_allow) data["always_allow"] = true;
+  if (!m.always.empty()) data["always"] = m.always;
+  if (!m.always_scope.empty()) data["always_scope"] = m.always_scope;
   v["data"] = std::move(data);
   return pack(v);
 }
@@ -509,6 +513,8 @@ result<invoke_request> decode<invoke_request>(std::string_view bytes, const limi
   m.input = take(*map, "input");
   KEEL_TRY(m.idempotency_key, r.str("idempotency_key", false));
   KEEL_TRY(m.session_id, r.str("session_id", false));
+  if (!m.session_id.empty() && !is_valid_session_id(m.session_id))
+    return r.wrong("session_id", "1 to 128 letters, digits, '_', '-' or '.', not starting with '.'");
   KEEL_TRY(m.provider, r.str("provider", false));
   KEEL_TRY(m.model, r.str("model", false));
   if (!m.provider.empty() && m.provider != "scripted" && m.provider != "anthropic" && m.provider != "openai")
@@ -542,6 +548,13 @@ result<resume_request> decode<resume_request>(std::string_view bytes, const limi
   KEEL_TRY(m.approved, d.boolean("approved", true));
   KEEL_TRY(m.feedback, d.str("feedback", false));
   KEEL_TRY(m.always_allow, d.boolean("always_allow", false));
+  KEEL_TRY(m.always, d.str("always", false));
+  KEEL_TRY(m.always_scope, d.str("always_scope", false));
+  if (m.always.empty() && m.always_allow) m.always = "exact";
+  if (!m.always.empty() && m.always != "exact" && m.always != "prefix")
+    return d.wrong("always", "\"exact\" or \"prefix\"");
+  if (!m.always_scope.empty() && m.always_scope != "run" && m.always_scope != "session")
+    return d.wrong("always_scope", "\"run\" or \"session\"");
   return m;
 }
 

@@ -62,7 +62,11 @@ struct resume_request {
   std::string step_key;
   bool approved = false;
   std::string feedback;
-  bool always_allow = false;  // remember this approval for the rest of the run
+  bool always_allow = false;  // remember this approval for the rest of the run (as always = "exact")
+  // Remember it: "" (no), "exact" (this command byte for byte) or "prefix" (simple commands that
+  // start with the same words); for the "run" or for the whole "session".
+  std::string always;
+  std::string always_scope;  // "" means "run"
 };
 
 struct resume_reply {

@@ -1,7 +1,10 @@
 #include "sandbox/environment.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -12,22 +15,41 @@ namespace keel::sandbox {
 namespace fs = std::filesystem;
 
 std::vector<std::string> bwrap_prefix(const environment& env, const std::string& workspace,
-                                      const std::string& cwd) {
-  std::vector<std::string> args = {"bwrap", "--die-with-parent", "--unshare-all"};
+                                      const std::string& cwd,
+                                      const std::vector<std::pair<std::string, std::string>>& command_env,
+                                      int seccomp_fd) {
+  // A user namespace whose only uid is an unprivileged one, no capabilities, no way to make
+  // further namespaces, a session of its own (no terminal to type into), and death with keel.
+  std::vector<std::string> args = {
+    "bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--unshare-user",
+    "--disable-userns", "--uid", std::to_string(sandbox_uid), "--gid", std::to_string(sandbox_gid),
+    "--cap-drop", "ALL", "--hostname", "keel-sandbox"};
   if (env.network) args.push_back("--share-net");
-  // A read-only system: the programs and libraries, and /etc for names and certificates.
-  for (const char* dir : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"})
+  // A read-only system: programs and libraries, and of /etc only what programs need to start,
+  // resolve names and check certificates (no shadow, no keys, no host configuration).
+  for (const char* dir : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt"})
     args.insert(args.end(), {"--ro-bind-try", dir, dir});
-  args.insert(args.end(), {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                           "--bind", workspace, workspace, "--chdir", cwd,
-                           "--setenv", "HOME", workspace, "--setenv", "TMPDIR", "/tmp",
-                           "--hostname", "keel-sandbox", "--"});
+  for (const char* name : {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl",
+                           "ca-certificates", "ca-certificates.conf", "nsswitch.conf", "hosts",
+                           "host.conf", "resolv.conf", "gai.conf", "protocols", "services",
+                           "localtime", "timezone", "mime.types", "os-release", "debian_version",
+                           "passwd", "group", "nodejs", "python3", "gitconfig", "inputrc"}) {
+    std::string path = std::string("/etc/") + name;
+    args.insert(args.end(), {"--ro-bind-try", path, path});
+  }
+  std::string tmp_size = std::to_string(std::max<std::int64_t>(env.limits.written_bytes_max, 1 << 20));
+  args.insert(args.end(), {"--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/tmp",
+                           "--bind", workspace, workspace, "--chdir", cwd, "--clearenv"});
+  for (const auto& [name, value] : command_env) args.insert(args.end(), {"--setenv", name, value});
+  if (seccomp_fd >= 0) args.insert(args.end(), {"--seccomp", std::to_string(seccomp_fd)});
+  args.push_back("--");
   return args;
 }
 
 result<void> bwrap_available() {
   static const result<void> probed = [] () -> result<void> {
-    int status = std::system("bwrap --die-with-parent --unshare-all --ro-bind / / true >/dev/null 2>&1");
+    int status = std::system("bwrap --die-with-parent --unshare-all --unshare-user --disable-userns "
+                             "--uid 1000 --gid 1000 --cap-drop ALL --ro-bind / / true >/dev/null 2>&1");
     if (status != 0)
       return make_error(errc::unavailable,
                         "bubblewrap (bwrap) cannot run here: install it (apt-get install bubblewrap) "
@@ -38,61 +60,149 @@ result<void> bwrap_available() {
 }
 
 namespace {
-// The pids hierarchy: cgroup v2 (unified, pids enabled for children) or v1's pids controller.
-std::string pids_root() {
+
+struct hierarchy {
+  std::string pids;    // where pids cgroups are made
+  std::string memory;  // where memory cgroups are made (the same directory under cgroup v2)
+  bool v2 = false;
+};
+
+hierarchy find_hierarchy() {
+  hierarchy h;
   std::ifstream controllers("/sys/fs/cgroup/cgroup.subtree_control");
   std::string line;
-  if (controllers && std::getline(controllers, line) && line.find("pids") != std::string::npos)
-    return "/sys/fs/cgroup";
-  if (fs::exists("/sys/fs/cgroup/pids/cgroup.procs")) return "/sys/fs/cgroup/pids";
-  return {};
+  if (controllers && std::getline(controllers, line)) {
+    h.v2 = true;
+    if (line.find("pids") != std::string::npos) h.pids = "/sys/fs/cgroup";
+    if (line.find("memory") != std::string::npos) h.memory = "/sys/fs/cgroup";
+    return h;
+  }
+  if (fs::exists("/sys/fs/cgroup/pids/cgroup.procs")) h.pids = "/sys/fs/cgroup/pids";
+  if (fs::exists("/sys/fs/cgroup/memory/cgroup.procs")) h.memory = "/sys/fs/cgroup/memory";
+  return h;
 }
-std::atomic<std::uint64_t> cgroup_counter{0};
-} // namespace
 
-pids_cgroup pids_cgroup::make(std::int64_t processes_max) {
-  pids_cgroup out;
-  static const std::string root = pids_root();
-  if (root.empty()) return out;
+std::atomic<std::uint64_t> cgroup_counter{0};
+
+bool write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+std::string make_group(const std::string& root) {
   std::error_code ec;
   std::string base = root + "/keel";
   fs::create_directories(base, ec);
+  if (root == "/sys/fs/cgroup") write_file(base + "/cgroup.subtree_control", "+pids +memory");
   std::string dir = base + "/" + std::to_string(::getpid()) + "-" + std::to_string(++cgroup_counter);
-  if (!fs::create_directory(dir, ec)) return out;
-  std::ofstream(dir + "/pids.max") << processes_max;
-  out.directory_ = dir;
-  out.procs_file_ = dir + "/cgroup.procs";
+  if (!fs::create_directory(dir, ec)) return {};
+  return dir;
+}
+
+} // namespace
+
+call_cgroup call_cgroup::make(const resource_limits& limits) {
+  call_cgroup out;
+  static const hierarchy h = find_hierarchy();
+  out.v2_ = h.v2;
+  if (!h.pids.empty()) {
+    std::string dir = make_group(h.pids);
+    if (!dir.empty()) {
+      write_file(dir + "/pids.max", std::to_string(limits.processes_max));
+      out.directories_.push_back(dir);
+      out.procs_files_.push_back(dir + "/cgroup.procs");
+      out.threads_file_ = dir + (h.v2 ? "/cgroup.threads" : "/tasks");
+    }
+  }
+  if (!h.memory.empty() && limits.memory_bytes_max > 0) {
+    std::string dir = h.v2 && !out.directories_.empty() ? out.directories_[0] : make_group(h.memory);
+    if (!dir.empty()) {
+      bool bounded = h.v2 ? write_file(dir + "/memory.max", std::to_string(limits.memory_bytes_max))
+                          : write_file(dir + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes_max));
+      if (h.v2) write_file(dir + "/memory.swap.max", "0");
+      else write_file(dir + "/memory.memsw.limit_in_bytes", std::to_string(limits.memory_bytes_max));
+      out.memory_bounded_ = bounded;
+      out.memory_dir_ = dir;
+      if (!(h.v2 && !out.directories_.empty())) {
+        out.directories_.push_back(dir);
+        out.procs_files_.push_back(dir + "/cgroup.procs");
+      }
+    }
+  }
   return out;
 }
 
-pids_cgroup::pids_cgroup(pids_cgroup&& other) noexcept
-  : directory_(std::move(other.directory_)), procs_file_(std::move(other.procs_file_)) {
-  other.directory_.clear();
-  other.procs_file_.clear();
+call_cgroup::call_cgroup(call_cgroup&& other) noexcept
+  : directories_(std::move(other.directories_)), procs_files_(std::move(other.procs_files_)),
+    threads_file_(std::move(other.threads_file_)), memory_dir_(std::move(other.memory_dir_)),
+    memory_bounded_(other.memory_bounded_), v2_(other.v2_), threads_seen_(std::move(other.threads_seen_)),
+    retired_bytes_(other.retired_bytes_) {
+  other.directories_.clear();
+  other.procs_files_.clear();
 }
 
-void pids_cgroup::kill_all() const {
-  if (directory_.empty()) return;
+void call_cgroup::kill_all() const {
   // Repeat: a process may fork while the list is read; the pids limit bounds how many.
-  for (int round = 0; round < 50; ++round) {
-    std::ifstream procs(procs_file_);
+  for (int round = 0; round < 100; ++round) {
     bool any = false;
-    for (pid_t pid; procs >> pid;) {
-      ::kill(pid, SIGKILL);
-      any = true;
+    for (const auto& file : procs_files_) {
+      std::ifstream procs(file);
+      for (pid_t pid; procs >> pid;) {
+        ::kill(pid, SIGKILL);
+        any = true;
+      }
     }
     if (!any) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 
-pids_cgroup::~pids_cgroup() {
-  if (directory_.empty()) return;
-  kill_all();
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    if (::rmdir(directory_.c_str()) == 0 || errno == ENOENT) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+std::int64_t call_cgroup::poll_written_bytes() {
+  if (threads_file_.empty()) return 0;
+  std::ifstream threads(threads_file_);
+  for (long tid; threads >> tid;) {
+    std::ifstream io("/proc/" + std::to_string(tid) + "/task/" + std::to_string(tid) + "/io");
+    std::string key;
+    std::int64_t value = 0, written = -1;
+    while (io >> key >> value)
+      if (key == "write_bytes:") written = value;
+    if (written < 0) continue;
+    auto it = std::find_if(threads_seen_.begin(), threads_seen_.end(), [&](auto& t) { return t.first == tid; });
+    if (it == threads_seen_.end()) {
+      if (threads_seen_.size() < 65536) threads_seen_.emplace_back(tid, written);
+      else retired_bytes_ += written;
+    } else if (written < it->second) {  // the tid was used again by a new thread
+      retired_bytes_ += it->second;
+      it->second = written;
+    } else {
+      it->second = written;
+    }
   }
+  std::int64_t total = retired_bytes_;
+  for (const auto& t : threads_seen_) total += t.second;
+  return total;
+}
+
+bool call_cgroup::memory_limit_hit() const {
+  if (memory_dir_.empty()) return false;
+  std::ifstream events(memory_dir_ + (v2_ ? "/memory.events" : "/memory.oom_control"));
+  std::string key;
+  std::int64_t value = 0;
+  while (events >> key >> value)
+    if (key == "oom_kill" && value > 0) return true;
+  return false;
+}
+
+call_cgroup::~call_cgroup() {
+  if (directories_.empty()) return;
+  kill_all();
+  for (const auto& dir : directories_)
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
 }
 
 } // namespace keel::sandbox

@@ -1,7 +1,9 @@
-// Where a command runs. `local`: on the host, in the workspace, confined by path restriction
-// (for the file tools) and by limits. `bwrap`: under bubblewrap, with a read-only system, the
-// workspace bound read-write, no network unless configured, its own pid namespace, dying with
-// its parent. Both apply limits on CPU time, memory, processes and file size.
+// Where a command runs. `local`: on the host, in the workspace, with no capabilities, a seccomp
+// filter, and Landlock confining its writes to the workspace and its own temporary directory.
+// `bwrap`: under bubblewrap in a user namespace as an unprivileged uid, with a read-only system,
+// the workspace bound read-write, its own /tmp, no network unless configured, a clean
+// environment, and the same seccomp filter. Both run each call in its own cgroups, which bound
+// the processes and the memory of the whole call, and count the bytes it writes.
 #pragma once
 
 #include "runtime/result.hpp"
@@ -15,44 +17,65 @@ namespace keel::sandbox {
 enum class environment_kind { local, bwrap };
 
 struct resource_limits {
-  std::int64_t cpu_seconds_max = 300;       // RLIMIT_CPU
-  std::int64_t memory_bytes_max = 8LL << 30;  // RLIMIT_AS (address space)
-  std::int64_t processes_max = 512;         // a pids cgroup when one is writable, else RLIMIT_NPROC
-  std::int64_t file_bytes_max = 1LL << 30;  // RLIMIT_FSIZE: largest file a command may write
+  std::int64_t cpu_seconds_max = 300;         // RLIMIT_CPU, per process
+  std::int64_t memory_bytes_max = 8LL << 30;  // the call's memory cgroup; RLIMIT_AS per process too
+  std::int64_t processes_max = 512;           // the call's pids cgroup, else RLIMIT_NPROC
+  std::int64_t file_bytes_max = 1LL << 30;    // RLIMIT_FSIZE: largest file a command may write
+  std::int64_t written_bytes_max = 4LL << 30; // bytes the whole call writes to storage
 };
 
 struct environment {
   environment_kind kind = environment_kind::local;
-  bool network = false;  // bwrap: share the host's network
+  bool network = false;  // bwrap: share the host's network; local: TCP allowed (Landlock)
   resource_limits limits;
+  std::vector<std::string> env_pass;  // names passed from the node's environment to commands
 };
 
-// The bubblewrap command line that runs a command with `workspace` bound read-write and `cwd`
-// as its directory; the shell and command follow it.
+inline constexpr int sandbox_uid = 1000;  // the uid and gid of a command inside bubblewrap
+inline constexpr int sandbox_gid = 1000;
+
+// The bubblewrap command line that runs a command with `workspace` bound read-write, `cwd` as its
+// directory, `command_env` as its whole environment and the seccomp program read from
+// `seccomp_fd`; the shell and command follow it.
 std::vector<std::string> bwrap_prefix(const environment& env, const std::string& workspace,
-                                      const std::string& cwd);
+                                      const std::string& cwd,
+                                      const std::vector<std::pair<std::string, std::string>>& command_env,
+                                      int seccomp_fd);
 
 // Whether bubblewrap can run here (found, and able to make its namespaces).
 result<void> bwrap_available();
 
-// A pids cgroup for one command: made before the command starts, joined by the child before
-// exec, removed after. Empty when no writable pids hierarchy exists.
-class pids_cgroup {
+// One call's cgroups (pids and memory): made before the command starts, joined by the child
+// before exec, removed after. Inactive where no writable hierarchy exists.
+class call_cgroup {
 public:
-  static pids_cgroup make(std::int64_t processes_max);
-  pids_cgroup() = default;
-  pids_cgroup(pids_cgroup&& other) noexcept;
-  pids_cgroup& operator=(pids_cgroup&&) = delete;
-  ~pids_cgroup();
-  bool active() const { return !procs_file_.empty(); }
-  // For the child, between fork and exec: nothing but open, write and close.
-  const std::string& procs_file() const { return procs_file_; }
-  // Kills everything still in it (a fork bomb's survivors).
+  static call_cgroup make(const resource_limits& limits);
+  call_cgroup() = default;
+  call_cgroup(call_cgroup&& other) noexcept;
+  call_cgroup& operator=(call_cgroup&&) = delete;
+  ~call_cgroup();
+
+  bool active() const { return !directories_.empty(); }
+  bool memory_bounded() const { return memory_bounded_; }
+  // For the child, between fork and exec: the files it writes "0" into.
+  const std::vector<std::string>& procs_files() const { return procs_files_; }
+  // Kills everything still in it (a fork bomb's survivors, a daemon that left the group).
   void kill_all() const;
+  // Bytes written to storage by every thread seen in the call so far (polled: a thread that
+  // lives and ends between two polls is not counted). 0 without a pids cgroup.
+  std::int64_t poll_written_bytes();
+  // Whether the memory limit was reached (a process was killed or an allocation refused).
+  bool memory_limit_hit() const;
 
 private:
-  std::string directory_;
-  std::string procs_file_;
+  std::vector<std::string> directories_;
+  std::vector<std::string> procs_files_;
+  std::string threads_file_;
+  std::string memory_dir_;
+  bool memory_bounded_ = false;
+  bool v2_ = false;
+  std::vector<std::pair<long, std::int64_t>> threads_seen_;  // tid, last write_bytes
+  std::int64_t retired_bytes_ = 0;
 };
 
 } // namespace keel::sandbox

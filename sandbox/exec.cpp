@@ -12,7 +12,9 @@
 #include <boost/process/search_path.hpp>
 #include <boost/process/start_dir.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <csignal>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,6 +25,8 @@
 namespace keel::sandbox {
 
 namespace bp = boost::process;
+
+constexpr std::int64_t written_poll_ms = 100;
 
 namespace {
 
@@ -56,7 +60,7 @@ void pump(int fds[2], head_tail_buffer* buffers[2], int wait_ms) {
 result<exec_result> run_command(const exec_request& request) {
   auto started = steady_ms();
   bp::pipe out_pipe, err_pipe;
-  bp::environment env = boost::this_process::environment();
+  bp::environment env;  // only what the request gives: nothing of keel's own environment
   for (const auto& [k, v] : request.env) env[k] = v;
   std::vector<std::string> args = request.wrapper;
   args.insert(args.end(), {"/bin/sh", "-c", request.command});
@@ -66,16 +70,32 @@ result<exec_result> run_command(const exec_request& request) {
     args[0] = found.string();
   }
   std::error_code spawn_error;
-  auto cgroup = pids_cgroup::make(request.limits.processes_max);
-  const char* procs_file = cgroup.active() ? cgroup.procs_file().c_str() : nullptr;
+  auto cgroup = call_cgroup::make(request.limits);
+  std::vector<const char*> procs_files;
+  for (const auto& f : cgroup.procs_files()) procs_files.push_back(f.c_str());
   const resource_limits limits = request.limits;
-  // The child leads its own process group, so a timeout (or the end of the shell) can kill
-  // everything it started; it dies with this process too. Between fork and exec it takes its
-  // limits (inherited by everything it starts) and joins its pids cgroup.
-  bp::child child(args, bp::start_dir = request.cwd, env, bp::std_in < bp::null,
-                  bp::std_out > out_pipe, bp::std_err > err_pipe, spawn_error,
-                  bp::extend::on_exec_setup = [procs_file, limits](auto&) {
-                    ::setpgid(0, 0);
+  const int cwd_fd = request.cwd_fd;
+  const std::vector<int> inherited = request.inherited_fds;
+  const local_confinement* confinement = request.confinement;
+  // The child leads its own session and process group, so a timeout (or the end of the shell)
+  // can kill everything it started and it has no terminal to type into; it dies with this
+  // process too. Between fork and exec it takes its limits, joins its cgroups, changes into the
+  // checked directory by descriptor and, in local mode, takes on its confinement. Nothing here
+  // allocates: this is a fork of a threaded process.
+  bp::child child(args, env, bp::std_in < bp::null, bp::std_out > out_pipe, bp::std_err > err_pipe,
+                  spawn_error,
+                  bp::extend::on_exec_setup = [&procs_files, limits, cwd_fd, &inherited, confinement](auto&) {
+                    auto die = [](const char* what, int error_number) {
+                      const char prefix[] = "keel sandbox: cannot start the command: ";
+                      [[maybe_unused]] auto a = ::write(2, prefix, sizeof prefix - 1);
+                      [[maybe_unused]] auto b = ::write(2, what, std::strlen(what));
+                      const char* reason = std::strerror(error_number);
+                      [[maybe_unused]] auto c = ::write(2, ": ", 2);
+                      [[maybe_unused]] auto d = ::write(2, reason, std::strlen(reason));
+                      [[maybe_unused]] auto e = ::write(2, "\n", 1);
+                      ::_exit(126);
+                    };
+                    ::setsid();
                     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
                     auto set = [](int resource, std::int64_t value) {
                       if (value <= 0) return;
@@ -91,18 +111,23 @@ result<exec_result> run_command(const exec_request& request) {
                     set(RLIMIT_AS, limits.memory_bytes_max);
                     set(RLIMIT_FSIZE, limits.file_bytes_max);
                     set(RLIMIT_NPROC, limits.processes_max);
-                    if (procs_file) {
+                    for (const char* procs_file : procs_files) {
                       int fd = ::open(procs_file, O_WRONLY | O_CLOEXEC);
-                      if (fd >= 0) {
-                        [[maybe_unused]] auto n = ::write(fd, "0", 1);
-                        ::close(fd);
-                      }
+                      if (fd < 0) die("joining its cgroup", errno);
+                      if (::write(fd, "0", 1) != 1) die("joining its cgroup", errno);
+                      ::close(fd);
+                    }
+                    if (cwd_fd >= 0 && ::fchdir(cwd_fd) != 0) die("changing into its directory", errno);
+                    for (int fd : inherited)
+                      if (::fcntl(fd, F_SETFD, 0) != 0) die("keeping a descriptor for bubblewrap", errno);
+                    if (confinement) {
+                      const char* step = "";
+                      if (int failed = confinement->apply_in_child(&step)) die(step, failed);
                     }
                   });
   if (spawn_error)
     return make_error(errc::io, "cannot run the command: " + spawn_error.message());
   pid_t group = child.id();
-  ::setpgid(group, group);
 
   // Our copies of the write ends must go, or the pipes never reach their end.
   for (auto* p : {&out_pipe, &err_pipe}) {
@@ -117,33 +142,46 @@ result<exec_result> run_command(const exec_request& request) {
 
   exec_result r;
   auto deadline = started + request.timeout_ms;
+  auto next_poll = started + written_poll_ms;
+  auto over_written = [&] {
+    if (steady_ms() < next_poll) return false;
+    next_poll = steady_ms() + written_poll_ms;
+    r.written_bytes = cgroup.poll_written_bytes();
+    return limits.written_bytes_max > 0 && r.written_bytes > limits.written_bytes_max;
+  };
   while (child.running()) {
     if (steady_ms() >= deadline) {
       r.timed_out = true;
+      r.killed_by = "timeout";
+      break;
+    }
+    if (over_written()) {
+      r.killed_by = "written_bytes_max";
       break;
     }
     pump(fds, buffers, 20);
     if (fds[0] < 0 && fds[1] < 0) {
       // Both pipes closed but the shell lives on (it closed them itself): wait for it, bounded.
-      while (child.running() && steady_ms() < deadline)
-        ::usleep(5000);
+      while (child.running() && steady_ms() < deadline && !over_written()) ::usleep(5000);
     }
   }
   // Whatever is left in the group (a background child, or everything on timeout) is killed,
   // so that nobody holds the pipes open; then what was written is read to the end.
   ::kill(-group, SIGKILL);
+  r.written_bytes = std::max(r.written_bytes, cgroup.poll_written_bytes());
   cgroup.kill_all();  // whatever left the group (a new session) but not the cgroup
   std::error_code wait_error;
-  if (r.timed_out) child.terminate(wait_error);
+  if (!r.killed_by.empty()) child.terminate(wait_error);
   child.wait(wait_error);
   auto drain_deadline = steady_ms() + 1000;
   while ((fds[0] >= 0 || fds[1] >= 0) && steady_ms() < drain_deadline) pump(fds, buffers, 20);
   for (int fd : fds)
     if (fd >= 0) ::close(fd);
 
-  r.exit_code = r.timed_out ? 137 : child.exit_code();
-  if (!r.timed_out && child.native_exit_code() != 0 && WIFSIGNALED(child.native_exit_code()))
+  r.exit_code = !r.killed_by.empty() ? 137 : child.exit_code();
+  if (r.killed_by.empty() && child.native_exit_code() != 0 && WIFSIGNALED(child.native_exit_code()))
     r.exit_code = 128 + WTERMSIG(child.native_exit_code());
+  if (r.killed_by.empty() && cgroup.memory_limit_hit()) r.killed_by = "memory_bytes_max";
   r.stdout_text = sanitize_utf8(strip_ansi(out.text()));
   r.stderr_text = sanitize_utf8(strip_ansi(err.text()));
   r.stdout_cut = out.cut();

@@ -1,8 +1,10 @@
-// Runs one shell command in its own process group, with a timeout that kills the whole group,
-// bounded output, and no way for a background child to hold the call open.
+// Runs one shell command in its own session and process group, with a timeout that kills the
+// whole group, bounded output, per-call cgroups for processes, memory and bytes written, and no
+// way for a background child to hold the call open.
 #pragma once
 
 #include "runtime/result.hpp"
+#include "sandbox/confinement.hpp"
 #include "sandbox/environment.hpp"
 
 #include <cstdint>
@@ -13,23 +15,28 @@ namespace keel::sandbox {
 
 struct exec_request {
   std::string command;
-  std::string cwd;
-  std::vector<std::pair<std::string, std::string>> env;  // added to the inherited environment
+  int cwd_fd = -1;  // the checked directory: the child changes into it by descriptor
+  // The whole environment of the program started (the shell, or bubblewrap).
+  std::vector<std::pair<std::string, std::string>> env;
   std::int64_t timeout_ms = 300'000;
   std::size_t output_chars_max = 100'000;
   // Prepended to the shell (e.g. a bubblewrap command line); empty: run on the host.
   std::vector<std::string> wrapper;
+  std::vector<int> inherited_fds;  // kept open across exec (bubblewrap reads them)
+  const local_confinement* confinement = nullptr;  // applied in the child, local mode
   resource_limits limits;
 };
 
 struct exec_result {
-  int exit_code = 0;  // 137 after a timeout
+  int exit_code = 0;  // 137 after a timeout or a limit
   bool timed_out = false;
+  std::string killed_by;  // "", "timeout", "written_bytes_max", "memory_bytes_max"
   std::string stdout_text;  // ANSI stripped, valid UTF-8, head and tail kept
   std::string stderr_text;
   std::size_t stdout_cut = 0;  // bytes left out
   std::size_t stderr_cut = 0;
   std::int64_t duration_ms = 0;
+  std::int64_t written_bytes = 0;
   std::string processes_limited_by;  // "cgroup" or "rlimit" (not enforced for root)
 };
 

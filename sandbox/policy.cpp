@@ -7,7 +7,10 @@ policy policy_from_config(const config::agent_config& agent) {
   p.env.kind = agent.sandbox_env == "bwrap" ? environment_kind::bwrap : environment_kind::local;
   p.env.network = agent.network;
   p.env.limits = {agent.cpu_seconds_max, agent.memory_bytes_max, agent.processes_max,
-                  agent.file_bytes_max};
+                  agent.file_bytes_max, agent.written_bytes_max};
+  p.env.env_pass = agent.env_pass;
+  p.tool_timeout_ms = agent.tool_timeout_ms;
+  p.walk_entries_max = static_cast<std::size_t>(agent.walk_entries_max);
   p.exec = agent.exec_security == "allow-always" ? exec_security::allow_always
            : agent.exec_security == "allowlist"  ? exec_security::allowlist
                                                  : exec_security::approval_always;

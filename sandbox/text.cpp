@@ -144,34 +144,43 @@ std::string edit_diff(const std::string& path, const std::string& before, std::s
   return out;
 }
 
-bool glob_match(std::string_view pattern, std::string_view text, bool slash_is_special) {
-  // Recursive on stars: patterns come from config and tool arguments and are short.
-  while (!pattern.empty()) {
-    if (pattern.substr(0, 2) == "**") {
-      pattern.remove_prefix(2);
-      // "a/**/b" also matches "a/b".
-      if (!pattern.empty() && pattern[0] == '/' &&
-          glob_match(pattern.substr(1), text, slash_is_special))
-        return true;
-      for (std::size_t k = 0; k <= text.size(); ++k)
-        if (glob_match(pattern, text.substr(k), slash_is_special)) return true;
-      return false;
+std::string escape_controls(std::string_view raw) {
+  std::string text = sanitize_utf8(raw);
+  std::string out;
+  out.reserve(text.size());
+  static const char digits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
+      auto d = static_cast<unsigned char>(text[++i]);  // a C1 control, U+0080 to U+009F
+      out += "\\u00";
+      out += digits[d >> 4];
+      out += digits[d & 15];
+    } else if (c == 0xe2 && i + 2 < text.size() && static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+               ((static_cast<unsigned char>(text[i + 2]) >= 0xaa && static_cast<unsigned char>(text[i + 2]) <= 0xae) ||
+                static_cast<unsigned char>(text[i + 2]) == 0x8b || static_cast<unsigned char>(text[i + 2]) == 0x8e ||
+                static_cast<unsigned char>(text[i + 2]) == 0x8f)) {
+      // Bidirectional overrides and invisible marks (U+202A..U+202E, U+200B, U+200E, U+200F):
+      // they make text read otherwise than it runs.
+      auto d = static_cast<unsigned char>(text[i + 2]);
+      i += 2;
+      out += "\\u20";
+      unsigned code = 0x2000u + ((0x80u - 0x80u) << 6) + (d - 0x80u);
+      out += digits[(code >> 4) & 15];
+      out += digits[code & 15];
+    } else {
+      out += static_cast<char>(c);
     }
-    if (pattern[0] == '*') {
-      pattern.remove_prefix(1);
-      for (std::size_t k = 0; k <= text.size(); ++k) {
-        if (glob_match(pattern, text.substr(k), slash_is_special)) return true;
-        if (k < text.size() && slash_is_special && text[k] == '/') return false;
-      }
-      return false;
-    }
-    if (text.empty()) return false;
-    bool same = pattern[0] == '?' ? !(slash_is_special && text[0] == '/') : pattern[0] == text[0];
-    if (!same) return false;
-    pattern.remove_prefix(1);
-    text.remove_prefix(1);
   }
-  return text.empty();
+  return out;
 }
 
 } // namespace keel::sandbox

@@ -36,8 +36,8 @@ private:
 std::string edit_diff(const std::string& path, const std::string& before, std::size_t offset,
                       const std::string& old_text, const std::string& new_text);
 
-// Glob matching for command patterns and file names: '*' (any run of characters except '/' when
-// `slash_is_special`), '?' and '**' (any run, '/' included).
-bool glob_match(std::string_view pattern, std::string_view text, bool slash_is_special);
+// Control characters (C0, DEL, C1) shown as escapes (\n, \r, \t, \x1b, \u0085), so that what
+// a person is asked to approve reads as what will run; valid UTF-8 otherwise kept.
+std::string escape_controls(std::string_view text);
 
 } // namespace keel::sandbox

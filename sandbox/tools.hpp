@@ -4,6 +4,7 @@
 #pragma once
 
 #include "runtime/wire.hpp"
+#include "sandbox/command_policy.hpp"
 #include "sandbox/policy.hpp"
 #include "sandbox/workspace.hpp"
 
@@ -15,9 +16,10 @@ namespace keel::sandbox {
 struct tool_request {
   std::string tool;
   wire::value arguments;
-  bool approved = false;                    // a person approved this very call
-  std::vector<std::string> allow_patterns;  // command patterns the run was told to always allow
-  std::string task_id;                      // given to commands as KEEL_TASK_ID
+  bool approved = false;            // a person approved this very call...
+  wire::value approved_form;        // ...as this form showed it (its context); checked again
+  std::vector<allow_rule> allow_rules;  // approvals remembered for the run or the session
+  std::string task_id;              // given to commands as KEEL_TASK_ID
 };
 
 enum class outcome_kind { done, needs_approval, refused };
@@ -37,5 +39,10 @@ tool_outcome run_tool(const workspace& ws, const policy& p, const tool_request& 
 const std::vector<std::string>& tool_names();
 // The JSON schema of a tool's arguments and a description, for model providers.
 wire::value tool_definition(const std::string& name);
+
+// Approvals remembered as a run's state keeps them ([{kind, command}], or plain strings, which
+// are exact commands).
+std::vector<allow_rule> allow_rules_from_value(const wire::value& v);
+wire::value to_value(const allow_rule& rule);
 
 } // namespace keel::sandbox

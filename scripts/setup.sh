@@ -10,6 +10,7 @@ packages=(
   libboost-dev libboost-filesystem-dev
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libcurl4-openssl-dev libcpp-httplib-dev catch2 bubblewrap
+  libre2-dev libseccomp-dev
 )
 
 # The guide's demo program is JavaScript: bring node only when none is on PATH.

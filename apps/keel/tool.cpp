@@ -99,8 +99,17 @@ int run_tool_command(const tool_options& o) {
     std::cerr << "keel tool: " << ws.error().message << "\n";
     return 2;
   }
-  sandbox::tool_request request{o.name, *args, o.approve, {}, "keel-tool"};
+  sandbox::tool_request request;
+  request.tool = o.name;
+  request.arguments = *args;
+  request.task_id = "keel-tool";
   auto outcome = sandbox::run_tool(*ws, *policy, request);
+  if (o.approve && outcome.kind == sandbox::outcome_kind::needs_approval) {
+    // As a person's approval does: the call runs again, held to the form that was shown.
+    request.approved = true;
+    request.approved_form = outcome.form["context"];
+    outcome = sandbox::run_tool(*ws, *policy, request);
+  }
   wire::value out{{"tool", o.name}, {"workspace", ws->root()}};
   switch (outcome.kind) {
     case sandbox::outcome_kind::done:
@@ -144,7 +153,7 @@ void add_tool_command(CLI::App& app, int& exit_code) {
     ->check(CLI::IsMember({"approve", "deny"}));
   cmd->add_flag("--network", o->network, "bwrap: allow the network");
   cmd->add_option("--timeout-ms", o->timeout_ms, "exec: time limit");
-  cmd->add_flag("--approve", o->approve, "Run it as if a person had approved it");
+  cmd->add_flag("--approve", o->approve, "Approve the form it asks with, as a person would, and run it");
   cmd->callback([o, &exit_code] { exit_code = run_tool_command(*o); });
 }
 

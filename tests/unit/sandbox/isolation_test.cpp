@@ -30,7 +30,11 @@ struct sandboxed {
   }
   tool_outcome exec(const std::string& command, std::int64_t timeout_ms = 30'000,
                     const std::string& task_id = "t") {
-    return run_tool(ws, p, tool_request{"exec", {{"command", command}, {"timeout_ms", timeout_ms}}, false, {}, task_id});
+    tool_request request;
+    request.tool = "exec";
+    request.arguments = {{"command", command}, {"timeout_ms", timeout_ms}};
+    request.task_id = task_id;
+    return run_tool(ws, p, request);
   }
 };
 
@@ -165,7 +169,11 @@ TEST_CASE("limits: file size, CPU time and memory", "[sandbox]") {
 
 TEST_CASE("exec under bwrap refuses a directory outside the workspace", "[sandbox][bwrap]") {
   sandboxed s(environment_kind::bwrap);
-  auto o = run_tool(s.ws, s.p, tool_request{"exec", {{"command", "ls"}, {"cwd", "/"}}, true, {}, "t"});
+  tool_request request;
+  request.tool = "exec";
+  request.arguments = {{"command", "ls"}, {"cwd", "/"}};
+  request.approved = true;
+  auto o = run_tool(s.ws, s.p, request);
   CHECK(o.kind == outcome_kind::refused);
   CHECK(o.message.find("runs inside its workspace") != std::string::npos);
 }
