@@ -156,7 +156,11 @@ wire::task run_machine::pending_task() {
     t.payload = value{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},
                       {"approved", pending["approved"]}, {"allow_rules", rules},
                       {"session_id", record_.session_id}};
-    if (pending.contains("form")) t.payload["approved_form"] = pending["form"]["context"];
+    // The form came from a worker: only a map with a map for its context is passed on.
+    if (pending.contains("form") && pending["form"].is_object()) {
+      auto context = pending["form"].find("context");
+      if (context != pending["form"].end() && context->is_object()) t.payload["approved_form"] = *context;
+    }
   }
   return t;
 }
@@ -465,11 +469,12 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
   const value form = suspended.value("form", value());
   // What to remember: the exact command, or (for a simple command) its words as a prefix.
   std::optional<value> rule;
-  if (request.approved && !request.always.empty()) {
+  const std::string always = request.always.empty() && request.always_allow ? "exact" : request.always;
+  if (request.approved && !always.empty()) {
     if (call["name"] != "exec" || !call["arguments"].contains("command") || !call["arguments"]["command"].is_string())
       return make_error(errc::invalid_argument, "only an exec call can be remembered with 'always'");
     auto command = call["arguments"]["command"].get<std::string>();
-    if (request.always == "prefix") {
+    if (always == "prefix") {
       if (!sandbox::is_simple_command(command))
         return make_error(errc::invalid_argument,
                           "a prefix can be remembered only for a simple command (plain words, no shell "
@@ -480,13 +485,13 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
     }
     if (request.always_scope == "session" && record_.session_id.empty())
       return make_error(errc::invalid_argument, "run " + record_.run_id + " has no session to remember it for");
-    rule = value{{"kind", request.always}, {"command", command}};
+    rule = value{{"kind", always}, {"command", command}};
   }
   effects e = begin();
   state["answers"][request.step_key] =
     value{{"approved", request.approved}, {"feedback", request.feedback}};
   journal(e, "answer", value{{"step_key", request.step_key}, {"approved", request.approved},
-                             {"feedback", request.feedback}, {"always", request.always},
+                             {"feedback", request.feedback}, {"always", always},
                              {"always_scope", request.always_scope}});
   emit(e, "resumed", value{{"step_key", request.step_key}, {"approved", request.approved},
                            {"feedback", request.feedback}});

@@ -1,5 +1,7 @@
 #include "apps/keel/render.hpp"
 
+#include "sandbox/text.hpp"
+
 #include <sstream>
 
 namespace keel::cli {
@@ -8,17 +10,37 @@ using wire::value;
 
 namespace {
 
-std::string indent(const std::string& text, const std::string& prefix) {
-  std::istringstream in(text);
-  std::string line, out;
-  while (std::getline(in, line)) out += prefix + line + "\n";
-  return out;
-}
-
-std::string str(const value& v, const char* key) {
+// Everything shown comes from a model, a tool or a client: control characters are shown as
+// escapes, so that a carriage return or a terminal sequence cannot make a prompt read
+// otherwise than what will run.
+std::string raw(const value& v, const char* key) {
   auto it = v.find(key);
   if (it == v.end() || it->is_null()) return {};
   return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+std::string str(const value& v, const char* key) { return sandbox::escape_controls(raw(v, key)); }
+
+// A block of lines (content, a diff), each line escaped on its own.
+std::string indent(const std::string& text, const std::string& prefix) {
+  std::string out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    out += prefix + sandbox::escape_controls(std::string_view(text).substr(start, end - start)) + "\n";
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string env_lines(const value& context) {
+  if (!context.contains("env") || !context["env"].is_object() || context["env"].empty()) return {};
+  std::string out = "    Environment:\n";
+  for (const auto& [name, v] : context["env"].items())
+    out += "      " + sandbox::escape_controls(name) + "=" +
+           sandbox::escape_controls(v.is_string() ? v.get<std::string>() : v.dump()) + "\n";
+  return out;
 }
 
 std::string call_line(const value& call) {
@@ -46,19 +68,24 @@ std::string render_approval(const value& data) {
         << "  The agent wants to use \"" << tool << "\" outside its workspace:\n\n"
         << "    Path:      " << str(context, "path") << "\n"
         << "    Workspace: " << str(context, "workspace") << "\n";
-    if (context.contains("command")) out << "    Command:   " << str(context, "command") << "\n";
+    if (context.contains("command")) out << "    Command:   " << str(context, "command") << "\n" << env_lines(context);
     out << "\n  Approve this access? (y/n): ";
   } else if (tool == "exec") {
     out << "  COMMAND APPROVAL REQUIRED\n" << rule << "\n\n"
         << "  The agent wants to run a command on your machine:\n\n"
         << "    Command:   " << str(context, "command") << "\n"
         << "    Directory: " << str(context, "cwd") << "\n"
-        << "\n  Approve this command? (y/n): ";
+        << env_lines(context)
+        << "    Why asked: " << str(form, "reason") << "\n\n"
+        << "  y: run it once   n: refuse   a: always run this exact command in this run\n";
+    if (context.contains("prefix"))
+      out << "  p: always run simple commands that start with \"" << str(context, "prefix") << "\" in this run\n";
+    out << "\n  Approve this command? (y/n/a" << (context.contains("prefix") ? "/p" : "") << "): ";
   } else if (tool == "edit") {
     out << "  EDIT APPROVAL REQUIRED\n" << rule << "\n\n"
         << "  The agent wants to use the \"edit\" tool:\n\n"
         << "    Path: " << str(context, "path") << "\n"
-        << "    Change:\n" << indent(str(context, "diff"), "      ")
+        << "    Change:\n" << indent(raw(context, "diff"), "      ")
         << "\n  Approve this operation? (y/n): ";
   } else {
     std::string upper;
@@ -67,7 +94,7 @@ std::string render_approval(const value& data) {
         << "  The agent wants to use the \"" << tool << "\" tool:\n\n"
         << "    Path: " << str(context, "path") << "\n";
     if (context.contains("content"))
-      out << "    Content:\n" << indent(str(context, "content"), "      ");
+      out << "    Content:\n" << indent(raw(context, "content"), "      ");
     out << "\n  Approve this operation? (y/n): ";
   }
   return out.str();

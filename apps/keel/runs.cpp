@@ -82,6 +82,19 @@ bool ask(const value& data, bool yes, wire::resume_request& answer) {
       answer.approved = true;
       return true;
     }
+    // Remembering is offered for commands: the exact command, or (for a simple one) its words.
+    const value& context = data["form"].value("context", value::object());
+    bool is_exec = data["form"].value("tool", std::string{}) == "exec";
+    if (is_exec && (line == "a" || line == "always")) {
+      answer.approved = true;
+      answer.always = "exact";
+      return true;
+    }
+    if (is_exec && line == "p" && context.contains("prefix")) {
+      answer.approved = true;
+      answer.always = "prefix";
+      return true;
+    }
     if (line == "n" || line == "N" || line == "no") {
       answer.approved = false;
       std::cout << "  Feedback for the agent (optional): " << std::flush;
@@ -260,7 +273,13 @@ void add_resume(CLI::App& app, int& exit_code) {
       a->excludes(b);
     }
     cmd->add_option("--feedback", r->feedback, "Told to the model with a rejection");
-    cmd->add_flag("--always", r->always_allow, "Allow this command for the rest of the run");
+    cmd->add_flag("--always", r->always_allow, "Remember this exact command for the rest of the run");
+    cmd->add_option("--always-as", r->always,
+                    "Remember it: exact (this command byte for byte) or prefix (simple commands "
+                    "that start with the same words)")
+      ->check(CLI::IsMember({"exact", "prefix"}));
+    cmd->add_option("--always-for", r->always_scope, "Remember it for the run or the whole session")
+      ->check(CLI::IsMember({"run", "session"}));
     add_client_flags(*cmd, *flags);
     cmd->callback([=, &exit_code] {
       if (verb == "resume" && !*approve && !*reject) {
@@ -269,6 +288,8 @@ void add_resume(CLI::App& app, int& exit_code) {
         return;
       }
       r->approved = verb == "approve" || (verb == "resume" && *approve);
+      if (r->always.empty() && r->always_allow) r->always = "exact";
+      if (r->always.empty() && !r->always_scope.empty()) r->always = "exact";
       auto c = open_client(*flags, verb);
       if (!c) return void(exit_code = fail(verb, c.error()));
       auto reply = c->resume(*r);

@@ -154,7 +154,7 @@ TEST_CASE("run machine: resumes that do not fit are errors and a repeat changes 
   auto contrary = h.machine.on_resume(wire::resume_request{"r1", key, false, "", false, "", ""});
   CHECK(contrary.error().message == "step " + key + " was already approved");
   // "always allow" remembered the command for the rest of the run.
-  CHECK(h.machine.record().state["allow_patterns"] == value{"ls"});
+  CHECK(h.machine.record().state["allow_rules"] == value::array({value{{"kind", "exact"}, {"command", "ls"}}}));
 }
 
 TEST_CASE("run machine: late and repeated results are ignored", "[actors]") {
