@@ -137,8 +137,7 @@ call_cgroup call_cgroup::make(const resource_limits& limits) {
 call_cgroup::call_cgroup(call_cgroup&& other) noexcept
   : directories_(std::move(other.directories_)), procs_files_(std::move(other.procs_files_)),
     threads_file_(std::move(other.threads_file_)), memory_dir_(std::move(other.memory_dir_)),
-    memory_bounded_(other.memory_bounded_), v2_(other.v2_), threads_seen_(std::move(other.threads_seen_)),
-    retired_bytes_(other.retired_bytes_) {
+    memory_bounded_(other.memory_bounded_), v2_(other.v2_), peak_written_(other.peak_written_) {
   other.directories_.clear();
   other.procs_files_.clear();
 }
@@ -160,29 +159,20 @@ void call_cgroup::kill_all() const {
 }
 
 std::int64_t call_cgroup::poll_written_bytes() {
-  if (threads_file_.empty()) return 0;
-  std::ifstream threads(threads_file_);
-  for (long tid; threads >> tid;) {
-    std::ifstream io("/proc/" + std::to_string(tid) + "/task/" + std::to_string(tid) + "/io");
+  if (procs_files_.empty()) return 0;
+  // A process's count includes the children it has reaped, so the sum over the live processes
+  // counts every byte once; what an orphan wrote is lost when something outside reaps it.
+  std::ifstream procs(procs_files_.front());
+  std::int64_t total = 0;
+  for (long pid; procs >> pid;) {
+    std::ifstream io("/proc/" + std::to_string(pid) + "/io");
     std::string key;
-    std::int64_t value = 0, written = -1;
+    std::int64_t value = 0;
     while (io >> key >> value)
-      if (key == "write_bytes:") written = value;
-    if (written < 0) continue;
-    auto it = std::find_if(threads_seen_.begin(), threads_seen_.end(), [&](auto& t) { return t.first == tid; });
-    if (it == threads_seen_.end()) {
-      if (threads_seen_.size() < 65536) threads_seen_.emplace_back(tid, written);
-      else retired_bytes_ += written;
-    } else if (written < it->second) {  // the tid was used again by a new thread
-      retired_bytes_ += it->second;
-      it->second = written;
-    } else {
-      it->second = written;
-    }
+      if (key == "write_bytes:") total += value;
   }
-  std::int64_t total = retired_bytes_;
-  for (const auto& t : threads_seen_) total += t.second;
-  return total;
+  peak_written_ = std::max(peak_written_, total);
+  return peak_written_;
 }
 
 bool call_cgroup::memory_limit_hit() const {

@@ -61,8 +61,9 @@ public:
   const std::vector<std::string>& procs_files() const { return procs_files_; }
   // Kills everything still in it (a fork bomb's survivors, a daemon that left the group).
   void kill_all() const;
-  // Bytes written to storage by every thread seen in the call so far (polled: a thread that
-  // lives and ends between two polls is not counted). 0 without a pids cgroup.
+  // Bytes written to storage by the call's processes so far: the largest sum seen over its live
+  // processes, each counting the children it reaped (polled: a process that was orphaned and
+  // ended between two polls is not counted). 0 without a cgroup.
   std::int64_t poll_written_bytes();
   // Whether the memory limit was reached (a process was killed or an allocation refused).
   bool memory_limit_hit() const;
@@ -74,8 +75,7 @@ private:
   std::string memory_dir_;
   bool memory_bounded_ = false;
   bool v2_ = false;
-  std::vector<std::pair<long, std::int64_t>> threads_seen_;  // tid, last write_bytes
-  std::int64_t retired_bytes_ = 0;
+  std::int64_t peak_written_ = 0;
 };
 
 } // namespace keel::sandbox

@@ -96,6 +96,8 @@ result<exec_result> run_command(const exec_request& request) {
                       ::_exit(126);
                     };
                     ::setsid();
+                    // Orphans of the command are reaped by its shell, so their writes count.
+                    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
                     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
                     auto set = [](int resource, std::int64_t value) {
                       if (value <= 0) return;
