@@ -6,6 +6,7 @@
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
+#include "sandbox/confinement.hpp"
 #include "sandbox/tools.hpp"
 #include "runtime/step_trace.hpp"
 
@@ -299,6 +300,11 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
     if (agent.sandbox_env == "bwrap")
       if (auto available = sandbox::bwrap_available(); !available)
         return make_error(errc::config, "agents." + agent.id + ".sandbox.env: " + available.error().message);
+    if (agent.sandbox_env == "local" && sandbox::landlock_abi() < 1)
+      logger()->warn("agent {}: this kernel has no Landlock: local commands can write outside the workspace "
+                     "(use sandbox.env = \"bwrap\", or a kernel with Landlock)", agent.id);
+    if (auto program = sandbox::seccomp_program(); !program)
+      return make_error(errc::config, "agents." + agent.id + ".sandbox: " + program.error().message);
     std::error_code ec;
     std::filesystem::create_directories(agent.workspace, ec);
     if (ec)

@@ -96,6 +96,30 @@ result<void> write_replacing(const location& at, const std::string& content) {
 
 namespace {
 
+// The names in a directory (without "." and ".."), at most `names_max` of them; `more` says
+// whether some were left.
+std::vector<std::string> list_directory(int dir_fd, std::size_t names_max, bool& more) {
+  std::vector<std::string> names;
+  more = false;
+  int listing = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (listing < 0) return names;
+  DIR* d = ::fdopendir(listing);
+  if (!d) {
+    ::close(listing);
+    return names;
+  }
+  while (auto* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    if (names.size() >= names_max) {
+      more = true;
+      break;
+    }
+    names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  return names;
+}
+
 struct walker {
   const walk_limits& limits;
   const std::function<bool(const walk_entry&)>& descend;
@@ -104,24 +128,14 @@ struct walker {
   bool stop = false;
 
   void walk(int dir_fd, const std::string& prefix, std::size_t depth) {
-    int listing = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (listing < 0) return;
-    DIR* d = ::fdopendir(listing);
-    if (!d) {
-      ::close(listing);
-      return;
+    bool more = false;
+    auto left = limits.entries_max > outcome.entries ? limits.entries_max - outcome.entries : 0;
+    std::vector<std::string> names = list_directory(dir_fd, left, more);
+    outcome.entries += names.size();
+    if (more) {
+      outcome.stopped_by = "entries";
+      stop = true;
     }
-    std::vector<std::string> names;
-    while (auto* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-      if (++outcome.entries > limits.entries_max) {
-        outcome.stopped_by = "entries";
-        stop = true;
-        break;
-      }
-      names.emplace_back(e->d_name);
-    }
-    ::closedir(d);
     std::sort(names.begin(), names.end());
     for (const auto& name : names) {
       if (stop) return;
@@ -149,18 +163,18 @@ struct walker {
   }
 };
 
+void remove_names(int dir_fd, const std::vector<std::string>& names, int depth);
+
 void remove_entries(int dir_fd, int depth) {
-  int listing = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (listing < 0) return;
-  DIR* d = ::fdopendir(listing);
-  if (!d) {
-    ::close(listing);
-    return;
+  bool more = true;
+  for (int round = 0; more && round < 1000; ++round) {  // in rounds: a huge directory is not listed whole
+    std::vector<std::string> names = list_directory(dir_fd, 100'000, more);
+    if (names.empty()) return;
+    remove_names(dir_fd, names, depth);
   }
-  std::vector<std::string> names;
-  while (auto* e = ::readdir(d))
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
-  ::closedir(d);
+}
+
+void remove_names(int dir_fd, const std::vector<std::string>& names, int depth) {
   for (const auto& name : names) {
     if (::unlinkat(dir_fd, name.c_str(), 0) == 0) continue;
     if (depth >= 256) continue;
