@@ -113,7 +113,6 @@ call_cgroup call_cgroup::make(const resource_limits& limits) {
       write_file(dir + "/pids.max", std::to_string(limits.processes_max));
       out.directories_.push_back(dir);
       out.procs_files_.push_back(dir + "/cgroup.procs");
-      out.threads_file_ = dir + (h.v2 ? "/cgroup.threads" : "/tasks");
     }
   }
   if (!h.memory.empty() && limits.memory_bytes_max > 0) {
@@ -136,7 +135,7 @@ call_cgroup call_cgroup::make(const resource_limits& limits) {
 
 call_cgroup::call_cgroup(call_cgroup&& other) noexcept
   : directories_(std::move(other.directories_)), procs_files_(std::move(other.procs_files_)),
-    threads_file_(std::move(other.threads_file_)), memory_dir_(std::move(other.memory_dir_)),
+    memory_dir_(std::move(other.memory_dir_)),
     memory_bounded_(other.memory_bounded_), v2_(other.v2_), peak_written_(other.peak_written_) {
   other.directories_.clear();
   other.procs_files_.clear();

@@ -71,7 +71,6 @@ public:
 private:
   std::vector<std::string> directories_;
   std::vector<std::string> procs_files_;
-  std::string threads_file_;
   std::string memory_dir_;
   bool memory_bounded_ = false;
   bool v2_ = false;
