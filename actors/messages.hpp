@@ -12,12 +12,11 @@ namespace keel::actors {
 using invoke_atom = caf::atom_constant<caf::atom("invoke")>;
 using resume_atom = caf::atom_constant<caf::atom("resume")>;
 using result_atom = caf::atom_constant<caf::atom("result")>;
-using lease_atom = caf::atom_constant<caf::atom("lease")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using send_atom = caf::atom_constant<caf::atom("send")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
-using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using wait_atom = caf::atom_constant<caf::atom("wait")>;
 
@@ -27,4 +26,3 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::invoke_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::resume_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task_accepted)

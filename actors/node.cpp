@@ -55,12 +55,14 @@ struct announcer {
   wire::heartbeat beat;
 
   std::function<std::int64_t()> runs_in_memory = [] { return 0; };
+  std::function<std::pair<std::int64_t, std::int64_t>()> slots = [] { return std::pair<std::int64_t, std::int64_t>{0, 0}; };
 
   std::string encode(const char* state) const {
     wire::heartbeat now = beat;
     now.state = state;
     now.time_ms = wall_ms();
     now.runs_in_memory = runs_in_memory();
+    std::tie(now.slots, now.slots_busy) = slots();
     return wire::encode(now);
   }
   void publish(const char* state) const {
@@ -200,6 +202,11 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     auto w = worker::start(*state->system, state->config, state->id, state->worker_nats);
     if (!w) return w.error();
     state->worker_role = std::move(*w);
+    auto* role = state->worker_role.get();
+    a->slots = [role] {
+      return std::pair<std::int64_t, std::int64_t>{static_cast<std::int64_t>(role->slots_count()),
+                                                   static_cast<std::int64_t>(role->slots_busy())};
+    };
   }
   if (config.has_role(config::role::orchestrator)) {
     auto o = orchestrator::start(*state->system, state->config, state->id, state->nats, *state->store);

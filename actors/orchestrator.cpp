@@ -4,6 +4,8 @@
 #include "actors/run_machine.hpp"
 #include "actors/store_writer.hpp"
 #include "actors/task_gate.hpp"
+#include "actors/task_publisher.hpp"
+#include "broker/work_queue.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
@@ -44,6 +46,8 @@ struct shared_state {
   std::shared_ptr<broker::connection> nats;
   store::run_store& store;
   std::unique_ptr<store_writer> writer;
+  std::unique_ptr<broker::jetstream> js;
+  std::unique_ptr<task_publisher> publisher;
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
   // The order of arrival of task results on this node (see store::received_result): the count
@@ -61,7 +65,7 @@ struct shared_state {
   void unregistered(const std::string& run_id) {
     std::lock_guard lock{registry_mutex};
     registry.erase(run_id);
-    leases.erase(run_id);
+    in_flight.erase(run_id);
   }
   // Unregisters the run this actor served; returns its id, or empty when it served none now.
   std::string unregistered(const caf::actor_addr& actor) {
@@ -70,7 +74,7 @@ struct shared_state {
       if (it->second.address() != actor) continue;
       std::string run_id = it->first;
       registry.erase(it);
-      leases.erase(run_id);
+      in_flight.erase(run_id);
       return run_id;
     }
     return {};
@@ -81,45 +85,57 @@ struct shared_state {
     return it == registry.end() ? caf::actor{} : it->second;
   }
 
-  // One lease per run in memory (a run has at most one task in flight): set again with each
-  // task, dropped when the run leaves memory, swept by the orchestrator every 50 ms. Written
-  // from the writer's thread directly: no message and no timer per step.
-  struct lease_entry {
-    std::int64_t deadline_ms;
-    std::uint64_t step;
-    std::uint32_t attempt;
-    bool accepted;
+  // The task each run in memory has in flight (a run has at most one), so that a worker can ask
+  // whether an attempt is still wanted without a message to the run's actor. Set just before the
+  // task is stored in the work queue; marked once its result is received.
+  struct in_flight_task {
+    std::uint64_t step = 0;
+    std::uint32_t attempt = 0;
+    bool result_received = false;
   };
-  std::unordered_map<std::string, lease_entry> leases;  // guarded by registry_mutex
+  std::unordered_map<std::string, in_flight_task> in_flight;  // guarded by registry_mutex
 
-  void arm(const std::string& run_id, const lease& l) {
+  void sent(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
     std::lock_guard lock{registry_mutex};
-    if (!registry.count(run_id)) return;
-    leases[run_id] = lease_entry{steady_ms() + l.after_ms, l.step, l.attempt, l.accepted};
+    if (registry.count(run_id)) in_flight[run_id] = in_flight_task{step, attempt, false};
   }
-  // The expired leases, with their run actors; each is removed as it is taken.
-  std::vector<std::pair<caf::actor, lease_entry>> take_expired(std::int64_t now) {
-    std::vector<std::pair<caf::actor, lease_entry>> out;
+  // Marks the step's result received; false when that step is not in flight (or its result came).
+  bool received(const std::string& run_id, std::uint64_t step) {
     std::lock_guard lock{registry_mutex};
-    for (auto it = leases.begin(); it != leases.end();) {
-      if (it->second.deadline_ms > now) {
-        ++it;
-        continue;
-      }
-      if (auto r = registry.find(it->first); r != registry.end()) out.emplace_back(r->second, it->second);
-      it = leases.erase(it);
-    }
-    return out;
+    auto it = in_flight.find(run_id);
+    if (it == in_flight.end() || it->second.step != step || it->second.result_received) return false;
+    it->second.result_received = true;
+    return true;
+  }
+  // True: wanted; false: not; empty: the run is not in memory (the caller reads the store).
+  std::optional<bool> wanted(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
+    std::lock_guard lock{registry_mutex};
+    if (!registry.count(run_id)) return std::nullopt;
+    auto it = in_flight.find(run_id);
+    return it != in_flight.end() && it->second.step == step && it->second.attempt == attempt &&
+           !it->second.result_received;
+  }
+  bool still_in_flight(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
+    return wanted(run_id, step, attempt).value_or(false);
+  }
+
+  // Stores a task in the work queue (on the publisher's threads).
+  void send_task(const wire::task& t, const std::string& queue) {
+    sent(t.run_id, t.step, t.attempt);
+    auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
+    publisher->submit({subjects.task(queue, t.run_id, t.step), wire::encode(t), id,
+                       [this, run = t.run_id, step = t.step, attempt = t.attempt] {
+                         return still_in_flight(run, step, attempt);
+                       }});
   }
 
   run_context context_for(const config::agent_config& agent) const {
+    (void)agent;
     run_context c;
     c.results_subject = subjects.node_results(node_id);
-    c.tasks_subject = subjects.tasks(agent.queue);
-    c.accept_timeout_ms = config.task_accept_timeout_ms;
-    c.llm_lease_ms = config.llm_lease_ms;
-    c.tool_lease_ms = agent.exec_timeout_ms + config.tool_lease_extra_ms;
-    c.attempts_max = static_cast<std::uint32_t>(config.task_attempts_max);
+    c.step_retry_ms = config.step_retry_ms;
+    c.retry_backoff_max_ms = config.retry_backoff_max_ms;
+    c.inline_bytes_max = static_cast<std::size_t>(config.task_inline_bytes_max);
     return c;
   }
 
@@ -152,6 +168,24 @@ value summary(const store::run_record& r) {
 
 enum class reply_kind { none, invoke, resume, cancel };
 
+// Defaults and bounds of the request fields (docs/PROTOCOL.md lists them).
+constexpr std::size_t history_limit_default = 500;
+constexpr std::size_t history_limit_max = 1000;
+constexpr std::size_t list_limit_default = 50;
+constexpr std::size_t list_limit_max = 1000;
+constexpr std::size_t reason_chars_max = 4096;
+
+// An optional unsigned field: its default when absent, clamped into [low, high]; any other type
+// is an error that names the field.
+result<std::uint64_t> count_field(const value& body, const char* key, std::uint64_t fallback, std::uint64_t low,
+                                  std::uint64_t high) {
+  if (!body.contains(key)) return fallback;
+  const value& v = body[key];
+  if (!v.is_number_unsigned())
+    return make_error(errc::invalid_argument, std::string(key) + " must be an unsigned integer, got " + v.dump());
+  return std::clamp<std::uint64_t>(v.get<std::uint64_t>(), low, high);
+}
+
 // Clients waiting for a run to stop running (a wait request) are answered once it is suspended or
 // has ended, after the write that says so. They are memory only: after a restart a client asks
 // again (its request times out first).
@@ -163,7 +197,7 @@ std::string run_reply(const store::run_record& r) {
 
 struct run_actor_state {
   std::optional<run_machine> machine;
-  std::string tasks_subject;
+  std::string queue;  // the agent's worker queue
   std::uint64_t received_through = 0;  // results received up to this order were read from disk
   std::vector<std::string> waiters;    // reply subjects of wait requests
   static inline const char* name = "keel.run";
@@ -172,7 +206,7 @@ struct run_actor_state {
 using run_actor_type = caf::stateful_actor<run_actor_state>;
 
 // Writes the transition, then (on the writer's thread, in order) publishes events, replies,
-// sends tasks and arms the lease; a run with nothing left to do asks to leave memory. With a
+// stores tasks in the work queue; a run with nothing left to do asks to leave memory. With a
 // gate (the step's result already being written on its own), the task goes out as soon as that
 // write is done, without waiting for this one.
 // A tool task of a run in a session also carries the approvals remembered for the session.
@@ -205,7 +239,6 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       e.transition.record.run_id = machine.run_id();
       shared->writer->submit_async(std::move(e.transition), [](const result<void>&) {});
     }
-    if (e.lease_timer) shared->arm(machine.run_id(), *e.lease_timer);
     if (reply_to.empty()) return;
     shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
       shared->publish(reply_to, reply_bytes);
@@ -230,21 +263,18 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
     std::vector<std::string> encoded;
     for (const auto& t : tasks) encoded.push_back(wire::encode(t));
-    gate->on_ready([shared, encoded = std::move(encoded), tasks_subject = self->state.tasks_subject,
-                    run_id = machine.run_id(), lease_timer = e.lease_timer] {
+    gate->on_ready([shared, tasks = std::move(tasks), queue = self->state.queue] {
       step_trace::mark(step_trace::publishing);
-      for (const auto& bytes : encoded) shared->publish(tasks_subject, bytes);
+      for (const auto& t : tasks) shared->send_task(t, queue);
       step_trace::mark(step_trace::task_published);
-      if (lease_timer) shared->arm(run_id, *lease_timer);
     });
     tasks.clear();
-    e.lease_timer.reset();
   }
   shared->writer->submit(
     std::move(e.transition),
     [shared, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
-     delay = e.task_delay_ms, lease_timer = e.lease_timer, leave = e.leave_memory, seq, reply_to,
-     reply_bytes, tasks_subject = self->state.tasks_subject, waiters = std::move(waiters),
+     delay = e.task_delay_ms, leave = e.leave_memory, seq, reply_to,
+     reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
      waiters_bytes = std::move(waiters_bytes)](const result<void>& written) {
       if (!written) {
         shared->reply_error(reply_to, errc::io, "the run store could not write: " + written.error().message);
@@ -260,16 +290,11 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       for (const auto& bytes : events) shared->publish(events_subject, bytes);
       for (const auto& t : tasks) {
         if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
-        else shared->publish(tasks_subject, wire::encode(t));
+        else shared->send_task(t, queue);
       }
       step_trace::mark(step_trace::task_published);
       shared->publish(reply_to, reply_bytes);
       for (const auto& w : waiters) shared->publish(w, waiters_bytes);
-      if (lease_timer) {
-        auto l = *lease_timer;
-        l.after_ms += delay;
-        shared->arm(run_id, l);
-      }
       if (leave) caf::anon_send(me, idle_atom::value, seq);
     });
 }
@@ -278,7 +303,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
                         store::run_record record, const config::agent_config* agent, bool start_now,
                         bool from_disk, std::string invoke_reply) {
   self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
-  self->state.tasks_subject = shared->subjects.tasks(agent->queue);
+  self->state.queue = agent->queue;
   shared->in_memory += 1;
   self->attach_functor([shared] { shared->in_memory -= 1; });
   // Results recorded whose consequences were not written (a crash between the two writes of a
@@ -298,9 +323,23 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       perform(self, shared, std::move(e), {}, reply_kind::none);
     }
   }
-  if (start_now && !recovered)
-    perform(self, shared, self->state.machine->start(), invoke_reply,
+  if (start_now && !recovered) {
+    // A step in flight when this node stopped: its task may still be in the work queue (queued,
+    // or running on a worker that will hand the result over): then it is not sent again.
+    bool queued = false;
+    const auto& state = self->state.machine->record().state;
+    if (from_disk && state.is_object() && state.contains("pending") && state["pending"].is_object()) {
+      auto step = state["pending"].value("step", std::uint64_t{0});
+      auto subject = shared->subjects.task(agent->queue, self->state.machine->run_id(), step);
+      auto held = shared->js->holds(shared->subjects.tasks_stream(), subject);
+      if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
+                                self->state.machine->run_id(), step, held.error().message);
+      queued = held && *held;
+      if (queued) shared->sent(self->state.machine->run_id(), step, state["pending"].value("attempt", std::uint32_t{1}));
+    }
+    perform(self, shared, self->state.machine->start(queued), invoke_reply,
             invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
+  }
   return {
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       auto e = self->state.machine->on_resume(request);
@@ -347,16 +386,15 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       });
       return true;
     },
-    [=](lease_atom, std::uint64_t step, std::uint32_t attempt, bool accepted) {
-      perform(self, shared, self->state.machine->on_lease_expired(lease{step, attempt, 0, accepted}),
-              {}, reply_kind::none);
-    },
-    [=](accepted_atom, const wire::task_accepted& accepted) {
-      perform(self, shared, self->state.machine->on_task_accepted(accepted), {}, reply_kind::none);
+    [=](retry_atom, const std::string& reply) {
+      auto e = self->state.machine->retry();
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
       return true;
     },
     [=](send_atom, const wire::task& t) {
-      shared->publish(self->state.tasks_subject, wire::encode(t));
+      // A retry whose wait is over: sent unless the step moved on meanwhile.
+      if (self->state.machine->wants(t.step, t.attempt)) shared->send_task(t, self->state.queue);
     },
     [=](idle_atom, std::uint64_t seq) {
       // Leave memory only if nothing happened since the write that made the run idle.
@@ -382,8 +420,6 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   self->set_exit_handler([=](caf::exit_msg& exit) {
     if (exit.source == self->address()) self->quit(exit.reason);
   });
-  constexpr std::chrono::milliseconds lease_sweep_every{50};
-  self->send(self, tick_atom::value);
   self->set_down_handler([=](caf::down_msg& down) {
     auto run_id = shared->unregistered(down.source);
     if (run_id.empty()) return;  // replaced already by an actor loaded again
@@ -442,6 +478,17 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(run_id);
         if (tries < 2) (*forward_cancel)(run_id, reason, reply, tries + 1);
+      });
+  };
+  auto forward_retry = std::make_shared<std::function<void(std::string, std::string, int)>>();
+  *forward_retry = [=](std::string run_id, std::string reply, int tries) {
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, retry_atom::value, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(run_id);
+        if (tries < 2) (*forward_retry)(run_id, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
       });
   };
   // A wait: a run in memory is asked; one on disk that is not running is answered from disk; one on
@@ -503,11 +550,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& reply) {
       (*forward_cancel)(run_id, reason, reply, 0);
     },
-    [=](tick_atom) {
-      for (auto& [actor, l] : shared->take_expired(steady_ms()))
-        self->send(actor, lease_atom::value, l.step, l.attempt, l.accepted);
-      self->delayed_send(self, lease_sweep_every, tick_atom::value);
-    },
+    [=](retry_atom, const std::string& run_id, const std::string& reply) { (*forward_retry)(run_id, reply, 0); },
     [=](recover_atom) {
       std::size_t recovered = 0;
       for (auto status : {store::run_status::pending, store::run_status::running}) {
@@ -594,6 +637,16 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                           std::shared_ptr<broker::connection> nats,
                                                           store::run_store& store) {
   auto shared = std::make_shared<shared_state>(config, node_id, std::move(nats), store);
+  auto js = broker::jetstream::open(shared->nats, config.request_timeout_ms);
+  if (!js) return js.error();
+  shared->js = std::move(*js);
+  broker::work_queue_options queue_options;
+  queue_options.stream = shared->subjects.tasks_stream();
+  queue_options.subjects = {shared->subjects.base() + ".tasks.>"};
+  queue_options.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
+  queue_options.replicas = config.task_replicas;
+  if (auto made = shared->js->ensure_work_queue(queue_options); !made) return made.error();
+  shared->publisher = std::make_unique<task_publisher>(*shared->js, 2);
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;
@@ -639,34 +692,48 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   if (r) r = subscribe(subjects.base() + ".runs.*.cancel", "", [shared, actor, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
-    auto body = wire::unpack(m.data, shared->limits);
+    auto body = wire::open_request(m.data, "cancel", shared->limits);
+    if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
     std::string reason = "cancelled on request";
-    if (body && body->is_object() && body->contains("reason") && (*body)["reason"].is_string())
-      reason = (*body)["reason"].get<std::string>();
+    if (body->contains("reason")) {
+      const value& given = (*body)["reason"];
+      if (!given.is_string() || given.get_ref<const std::string&>().size() > reason_chars_max)
+        return shared->reply_error(m.reply, errc::invalid_argument,
+                                   "reason must be a string of at most " + std::to_string(reason_chars_max) + " bytes");
+      if (!given.get_ref<const std::string&>().empty()) reason = given.get<std::string>();
+    }
     caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
   });
   if (r) r = subscribe(subjects.node_results(node_id), "", [shared](broker::message&& m) {
     step_trace::mark(step_trace::result_received);
-    // Only the type, run and step are read here (no JSON built); a run not in memory has no task
-    // in flight, so what comes for it is late and is dropped.
+    // Only the type, run and step are read here (no JSON built). The worker is answered once the
+    // result is on disk (or known not to be needed): until then it keeps offering it, and keeps
+    // the task, so that neither a restart of this node nor of the broker loses it.
     auto ref = wire::peek_task_ref(m.data, shared->limits);
-    if (!ref) {
-      logger()->warn("a message on the results subject was dropped: {}", ref.error().message);
-      return;
-    }
-    if (ref->type == "task_accepted") {
-      auto accepted = wire::decode<wire::task_accepted>(m.data, shared->limits);
-      if (!accepted) return;
-      if (auto run = shared->find(accepted->run_id)) caf::anon_send(run, accepted_atom::value, std::move(*accepted));
-      return;
-    }
-    if (ref->type != "task_result") {
-      logger()->warn("a message of type '{}' on the results subject was dropped", ref->type);
-      return;
+    if (!ref || ref->type != "task_result") {
+      auto why = !ref ? ref.error().message : "a message of type '" + ref->type + "' is not a task result";
+      logger()->warn("a message on the results subject was dropped: {}", why);
+      return shared->reply_error(m.reply, !ref ? ref.error().code : errc::malformed, why);
     }
     step_trace::mark(step_trace::result_decoded);
+    static const std::string kept = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
+    static const std::string not_needed = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", false}});
     auto run = shared->find(ref->run_id);
-    if (!run) return;
+    if (!run) {
+      // Not in memory: a run being loaded (this node is starting) takes it shortly; any other has
+      // no step in flight, so the result is late.
+      auto stored = shared->store.get(ref->run_id, false);
+      if (!stored) return shared->reply_error(m.reply, errc::unavailable, stored.error().message);
+      if (!*stored) return shared->reply_error(m.reply, errc::not_found, "no run " + ref->run_id);
+      if (store::is_active((*stored)->status))
+        return shared->reply_error(m.reply, errc::unavailable, "run " + ref->run_id + " is being loaded; offer it again");
+      return shared->publish(m.reply, not_needed);
+    }
+    if (!shared->received(ref->run_id, ref->step)) {
+      // Late or repeated: answered after what is being written, which may be its first copy.
+      shared->writer->after_pending([shared, reply = m.reply](const result<void>&) { shared->publish(reply, not_needed); });
+      return;
+    }
     // Written before anything is acted on, here, as it came; the run's actor gets it at once and
     // works out the next task while the write is in flight.
     store::run_transition received;
@@ -677,21 +744,85 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     auto gate = std::make_shared<task_gate>();
     shared->writer->submit(
       std::move(received),
-      [gate, run](const result<void>& written) {
+      [gate, run, shared, reply = m.reply](const result<void>& written) {
         gate->on_written(written.ok());
+        if (written) shared->publish(reply, kept);
+        else shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
         // The run's actor may be ahead of disk: drop it, so that the run reloads from disk.
         if (!written) caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
       },
       [&] { caf::anon_send(run, result_atom::value, order, std::move(m.data), gate); });
   });
+  if (r) r = subscribe(subjects.base() + ".runs.*.task_wanted", "", [shared, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (m.reply.empty() || !owned(run, m.reply)) return;
+    auto body = wire::unpack(m.data, shared->limits);
+    if (!body || !body->is_object() || !body->value("step", value()).is_number_unsigned() ||
+        !body->value("attempt", value()).is_number_unsigned())
+      return shared->reply_error(m.reply, errc::malformed, "a task_wanted request needs step and attempt (unsigned integers)");
+    auto step = (*body)["step"].get<std::uint64_t>();
+    auto attempt = (*body)["attempt"].get<std::uint32_t>();
+    auto answer = [&](bool wanted) {
+      shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"wanted", wanted}}));
+    };
+    if (auto in_memory = shared->wanted(run, step, attempt)) return answer(*in_memory);
+    auto stored = shared->store.get(run, false);
+    if (!stored) return shared->reply_error(m.reply, errc::unavailable, stored.error().message);
+    if (!*stored) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
+    if (!store::is_active((*stored)->status)) return answer(false);
+    // Active but not in memory: it is being loaded; the worker asks again.
+    return shared->reply_error(m.reply, errc::unavailable, "run " + run + " is being loaded");
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.messages", "", [shared, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (m.reply.empty() || !owned(run, m.reply)) return;
+    auto body = wire::unpack(m.data, shared->limits);
+    if (!body || !body->is_object() || !body->value("from", value()).is_number_unsigned() ||
+        !body->value("to", value()).is_number_unsigned())
+      return shared->reply_error(m.reply, errc::malformed, "a messages request needs from and to (unsigned integers)");
+    auto from = (*body)["from"].get<std::uint64_t>(), to = (*body)["to"].get<std::uint64_t>();
+    auto offset = body->value("offset", std::uint64_t{0});
+    if (from >= to) return shared->reply_error(m.reply, errc::invalid_argument, "from must be below to");
+    // Pieces of messages up to three quarters of a NATS message: one message larger than that goes
+    // in several replies, the worker asking from where the last one stopped.
+    auto budget = static_cast<std::size_t>(shared->config.message_bytes_max) * 3 / 4;
+    auto packed = shared->store.messages(run, from, std::min<std::uint64_t>(to, from + 10'000), budget + offset);
+    if (!packed) return shared->reply_error(m.reply, packed.error().code, packed.error().message);
+    if (packed->empty())
+      return shared->reply_error(m.reply, errc::unavailable, "message " + std::to_string(from) + " of run " + run +
+                                                               " is not on disk yet");
+    value items = value::array();
+    std::size_t used = 0;
+    for (std::size_t i = 0; i < packed->size() && used < budget; ++i) {
+      const auto& bytes = (*packed)[i];
+      std::size_t start = i == 0 ? std::min<std::size_t>(offset, bytes.size()) : 0;
+      std::size_t length = std::min(bytes.size() - start, budget - used);
+      items.push_back(value{{"index", from + i}, {"offset", start}, {"total", bytes.size()},
+                            {"bytes", value::binary(std::vector<std::uint8_t>(bytes.begin() + static_cast<std::ptrdiff_t>(start),
+                                                                              bytes.begin() + static_cast<std::ptrdiff_t>(start + length)))}});
+      used += length;
+    }
+    shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "messages"}, {"run_id", run}, {"items", items}}));
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.retry", "", [actor, owned, shared](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (!owned(run, m.reply)) return;
+    if (auto body = wire::open_request(m.data, "retry", shared->limits); !body)
+      return shared->reply_error(m.reply, body.error().code, body.error().message);
+    caf::anon_send(actor, retry_atom::value, run, m.reply);
+  });
   if (r) r = subscribe(subjects.base() + ".runs.*.wait", "", [actor, owned, shared](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (m.reply.empty() || !owned(run, m.reply)) return;  // a wait with nowhere to answer is nothing
+    if (auto body = wire::open_request(m.data, "wait", shared->limits); !body)
+      return shared->reply_error(m.reply, body.error().code, body.error().message);
     caf::anon_send(actor, wait_atom::value, run, m.reply);
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.get", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
+    if (auto body = wire::open_request(m.data, "get_run", shared->limits); !body)
+      return shared->reply_error(m.reply, body.error().code, body.error().message);
     auto record = shared->store.get(run, false);
     if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
     if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
@@ -701,60 +832,84 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   if (r) r = subscribe(subjects.base() + ".runs.*.history", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
-    std::uint64_t from = 1;
-    std::size_t limit = 500;
-    if (auto body = wire::unpack(m.data, shared->limits); body && body->is_object()) {
-      if (body->contains("from_seq") && (*body)["from_seq"].is_number_unsigned())
-        from = std::max<std::uint64_t>(1, (*body)["from_seq"].get<std::uint64_t>());
-      if (body->contains("limit") && (*body)["limit"].is_number_unsigned())
-        limit = std::clamp<std::size_t>((*body)["limit"].get<std::size_t>(), 1, 1000);
-    }
+    auto body = wire::open_request(m.data, "get_history", shared->limits);
+    if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
+    auto from = count_field(*body, "from_seq", 1, 1, UINT64_MAX);
+    auto limit = count_field(*body, "limit", history_limit_default, 1, history_limit_max);
+    if (!from) return shared->reply_error(m.reply, from.error().code, from.error().message);
+    if (!limit) return shared->reply_error(m.reply, limit.error().code, limit.error().message);
     auto record = shared->store.get(run, false);
     if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
     if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
-    auto events = shared->store.events(run, from, limit + 1);
+    auto events = shared->store.events(run, *from, *limit + 1);
     if (!events) return shared->reply_error(m.reply, events.error().code, events.error().message);
-    bool more = events->size() > limit;
+    bool more = events->size() > *limit;
     if (more) events->pop_back();
+    // Within one NATS message: events past half of it wait for the next page ("more").
     value list = value::array();
-    for (const auto& e : *events) list.push_back(wire::to_value(e));
+    std::size_t bytes = 0, budget = static_cast<std::size_t>(shared->config.message_bytes_max) / 2;
+    for (const auto& e : *events) {
+      auto v = wire::to_value(e);
+      auto size = wire::pack(v).size();
+      if (!list.empty() && bytes + size > budget) {
+        more = true;
+        break;
+      }
+      if (size > budget) v = wire::to_value(wire::event{e.run_id, e.seq, e.event_type, e.time_ms,
+                                                        value{{"truncated", true}, {"bytes", size}}});
+      bytes += size;
+      list.push_back(std::move(v));
+    }
     shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "history"},
                                               {"run_id", run}, {"events", list}, {"more", more},
                                               {"status", store::to_string((*record)->status)}}));
   });
   if (r) r = subscribe(subjects.runs_list(), "", [shared](broker::message&& m) {
     if (m.reply.empty()) return;
-    std::size_t limit = 50;
+    auto body = wire::open_request(m.data, "list_runs", shared->limits);
+    if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
+    auto limit_given = count_field(*body, "limit", list_limit_default, 1, list_limit_max);
+    if (!limit_given) return shared->reply_error(m.reply, limit_given.error().code, limit_given.error().message);
+    std::size_t limit = *limit_given;
     std::optional<store::run_status> status;
     std::string agent;
-    if (auto body = wire::unpack(m.data, shared->limits); body && body->is_object()) {
-      if (body->contains("limit") && (*body)["limit"].is_number_unsigned())
-        limit = std::clamp<std::size_t>((*body)["limit"].get<std::size_t>(), 1, 1000);
-      if (body->contains("status") && (*body)["status"].is_string()) {
-        store::run_status s;
-        if (!store::from_string((*body)["status"].get<std::string>(), s))
-          return shared->reply_error(m.reply, errc::invalid_argument,
-                                     "unknown status '" + (*body)["status"].get<std::string>() +
-                                       "'; one of pending, running, suspended, completed, failed, cancelled");
-        status = s;
-      }
-      if (body->contains("agent") && (*body)["agent"].is_string()) agent = (*body)["agent"].get<std::string>();
+    if (body->contains("status")) {
+      store::run_status s;
+      if (!(*body)["status"].is_string() || !store::from_string((*body)["status"].get<std::string>(), s))
+        return shared->reply_error(m.reply, errc::invalid_argument,
+                                   "unknown status " + (*body)["status"].dump() +
+                                     "; one of pending, running, suspended, completed, failed, cancelled");
+      status = s;
+    }
+    if (body->contains("agent")) {
+      if (!(*body)["agent"].is_string() || !is_valid_name((*body)["agent"].get<std::string>()))
+        return shared->reply_error(m.reply, errc::invalid_argument, "agent must be an agent id ([A-Za-z0-9_-], 1 to 64)");
+      agent = (*body)["agent"].get<std::string>();
     }
     auto ids = status ? shared->store.list_by_status(*status)
                : !agent.empty() ? shared->store.list_by_agent(agent)
                                 : shared->store.list_recent(limit);
     if (!ids) return shared->reply_error(m.reply, ids.error().code, ids.error().message);
     value runs = value::array();
-    // Newest first, as a person reads a list of runs.
+    // Newest first, as a person reads a list of runs; within one NATS message.
+    std::size_t bytes = 0, budget = static_cast<std::size_t>(shared->config.message_bytes_max) / 2;
+    bool cut = false;
     for (auto it = ids->rbegin(); it != ids->rend() && runs.size() < limit; ++it) {
       auto record = shared->store.get(*it, false);
       if (!record || !*record) continue;
       if (!agent.empty() && (*record)->agent != agent) continue;
-      runs.push_back(summary(**record));
+      auto one = summary(**record);
+      auto size = wire::pack(one).size();
+      if (bytes + size > budget) {
+        cut = true;
+        break;
+      }
+      bytes += size;
+      runs.push_back(std::move(one));
     }
     if (!status && agent.empty()) std::reverse(runs.begin(), runs.end());
     shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "run_list"},
-                                              {"node_id", shared->node_id}, {"runs", runs}}));
+                                              {"node_id", shared->node_id}, {"runs", runs}, {"cut", cut}}));
   });
   if (!r) return r.error();
   return std::unique_ptr<orchestrator>(new orchestrator(std::move(state)));
@@ -767,6 +922,9 @@ void orchestrator::stop() {
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }
 
-void orchestrator::flush() { impl_->shared->writer->stop(); }
+void orchestrator::flush() {
+  impl_->shared->writer->stop();
+  impl_->shared->publisher->stop();
+}
 
 } // namespace keel::actors

@@ -25,8 +25,9 @@ std::string preview(const std::string& text, std::size_t max_chars) {
   return text.substr(0, max_chars) + "...";
 }
 
-std::int64_t backoff_ms(std::uint32_t attempt) {
-  return std::min<std::int64_t>(100LL << std::min<std::uint32_t>(attempt, 8), 10'000);
+// 1 s, 2 s, 4 s... up to the bound: a service that is down is not asked 100 times a minute.
+std::int64_t backoff_ms(std::uint32_t failures, std::int64_t max_ms) {
+  return std::min<std::int64_t>(1000LL << std::min<std::uint32_t>(failures > 0 ? failures - 1 : 0, 20), max_ms);
 }
 
 } // namespace
@@ -122,6 +123,7 @@ void run_machine::finish(effects& e) {
 const std::string& run_machine::packed_message(std::size_t index) {
   const value& messages = record_.state["messages"];
   while (packed_messages_.size() <= index) packed_messages_.push_back(wire::pack(messages[packed_messages_.size()]));
+  if (packed_messages_[index].empty()) packed_messages_[index] = wire::pack(messages[index]);
   return packed_messages_[index];
 }
 
@@ -136,18 +138,30 @@ wire::task run_machine::pending_task() {
   t.kind = llm_step ? wire::task_kind::llm : wire::task_kind::tool;
   t.agent = record_.agent;
   t.reply_to = context_.results_subject;
-  t.lease_ms = llm_step ? context_.llm_lease_ms : context_.tool_lease_ms;
   if (llm_step) {
     value tools = value::array();
     for (const auto& name : agent_.tools) tools.push_back(name);
+    // The conversation by reference: its length, and the messages new since the last model task
+    // as far as they fit; a worker keeps what it saw and fetches what it lacks from this node.
+    auto count = state["messages"].size();
+    std::size_t from = count, bytes = 0;
+    while (from > messages_sent_ && from > 0) {
+      auto size = packed_message(from - 1).size();
+      if (bytes + size > context_.inline_bytes_max) break;
+      bytes += size;
+      --from;
+    }
+    messages_sent_ = count;
     t.payload = value{{"system_prompt", agent_.system_prompt},
                       {"provider", state.value("provider", agent_.provider)},
                       {"model", state.value("model", agent_.model)},
-                      {"tools", tools}};
-    // The conversation goes packed, each message packed once for the life of the actor.
-    auto count = state["messages"].size();
-    if (count > 0) packed_message(count - 1);
-    t.payload_messages = wire::pack_list(packed_messages_);
+                      {"tools", tools},
+                      {"conversation", value{{"count", count}, {"from", from}}}};
+    std::vector<std::string> fresh;
+    for (std::size_t i = from; i < count; ++i) fresh.push_back(packed_message(i));
+    t.payload_messages = wire::pack_list(fresh);
+    // Only the newest messages are needed again: the older ones are on disk and with workers.
+    for (std::size_t i = 0; i < from && i < packed_messages_.size(); ++i) std::string().swap(packed_messages_[i]);
   } else {
     const value& call = state["calls"][state["call_index"].get<std::size_t>()];
     value rules = state.contains("allow_rules") ? state["allow_rules"] : value::array();
@@ -165,7 +179,7 @@ wire::task run_machine::pending_task() {
   return t;
 }
 
-effects run_machine::start() {
+effects run_machine::start(bool task_queued) {
   effects e = begin();
   value& state = record_.state;
   if (record_.status == run_status::pending) {
@@ -173,8 +187,10 @@ effects run_machine::start() {
     emit(e, "run_started", value{{"agent", record_.agent}, {"input", state["input"]},
                                  {"session_id", record_.session_id}});
     advance(e);
+  } else if (record_.status == run_status::running && !state["pending"].is_null() && task_queued) {
+    e.changed = false;  // the broker holds the task: queued, or running on a worker
   } else if (record_.status == run_status::running && !state["pending"].is_null()) {
-    redispatch(e, "recovered after a restart");
+    resend(e, "recovered after a restart");
   } else if (record_.status == run_status::running) {
     advance(e);
   } else {
@@ -220,7 +236,6 @@ void run_machine::dispatch_llm(effects& e) {
   state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "llm"}};
   emit(e, "llm_step_started", value{{"step", state["steps"].get<std::int64_t>() + 1}, {"task_step", step}});
   e.tasks.push_back(pending_task());
-  e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
 void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
@@ -234,24 +249,49 @@ void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
                                      {"arguments", call["arguments"]}, {"approved", approved},
                                      {"task_step", step}});
   e.tasks.push_back(pending_task());
-  e.lease_timer = lease{step, 1, context_.accept_timeout_ms, false};
 }
 
-// The pending step again, same step number, next attempt.
+// The pending step again, same step number, next attempt, at once.
+void run_machine::resend(effects& e, const std::string& reason) {
+  value& pending = record_.state["pending"];
+  auto attempt = pending["attempt"].get<std::uint32_t>() + 1;
+  pending["attempt"] = attempt;
+  auto step = pending["step"].get<std::uint64_t>();
+  emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason}, {"next_try_in_ms", 0}});
+  e.tasks.push_back(pending_task());
+}
+
+// The pending step again after a failure that may pass: with a growing wait, for as long as
+// limits.step_retry_ms allows since its first failure; then the run fails (and can be retried).
 void run_machine::redispatch(effects& e, const std::string& reason) {
   value& state = record_.state;
   value& pending = state["pending"];
-  auto attempt = pending["attempt"].get<std::uint32_t>() + 1;
-  if (attempt > context_.attempts_max) {
-    fail(e, "step " + std::to_string(pending["step"].get<std::uint64_t>()) + " failed after " +
-              std::to_string(context_.attempts_max) + " attempts (last: " + reason + ")");
+  auto now = wall_ms();
+  if (!pending.contains("failing_since_ms")) pending["failing_since_ms"] = now;
+  auto failures = pending.value("failures", std::uint32_t{0}) + 1;
+  pending["failures"] = failures;
+  auto step = pending["step"].get<std::uint64_t>();
+  auto since = pending["failing_since_ms"].get<std::int64_t>();
+  auto delay = backoff_ms(failures, context_.retry_backoff_max_ms);
+  // The time spent failing: by the clock, or at least the waits asked for so far.
+  auto waited = pending.value("waited_ms", std::int64_t{0});
+  auto spent = std::max(now - since, waited);
+  if (spent + delay > context_.step_retry_ms) {
+    fail(e, "step " + std::to_string(step) + " kept failing for " + std::to_string(spent / 1000) + " s (" +
+              std::to_string(failures) + " tries; last: " + reason + ")");
     return;
   }
+  pending["waited_ms"] = waited + delay;
+  auto attempt = pending["attempt"].get<std::uint32_t>() + 1;
   pending["attempt"] = attempt;
-  auto step = pending["step"].get<std::uint64_t>();
-  emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason}});
+  bool model = pending["kind"] == "llm";
+  std::string waiting = std::string(model ? "waiting on the model" : "waiting to run the tool again") +
+                        ", next try in " + std::to_string((delay + 999) / 1000) + " s";
+  pending["retry"] = value{{"reason", reason}, {"next_try_ms", now + delay}, {"waiting", waiting}};
+  emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason},
+                                {"next_try_in_ms", delay}, {"waiting", waiting}});
   e.tasks.push_back(pending_task());
-  e.lease_timer = lease{step, attempt, context_.accept_timeout_ms, false};
+  e.task_delay_ms = delay;
 }
 
 bool run_machine::expects(std::uint64_t step) const {
@@ -311,7 +351,6 @@ void merge(effects& all, effects&& e) {
   all.transition.snapshot = std::move(e.transition.snapshot);
   all.tasks = std::move(e.tasks);
   all.task_delay_ms = e.task_delay_ms;
-  all.lease_timer = e.lease_timer;
   all.leave_memory = e.leave_memory;
 }
 } // namespace
@@ -364,10 +403,7 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
       finish(e);
       return e;
     }
-    auto attempt = pending["attempt"].get<std::uint32_t>();
     redispatch(e, message);
-    e.task_delay_ms = backoff_ms(attempt);
-    if (e.lease_timer) e.lease_timer->after_ms += e.task_delay_ms;
     finish(e);
     return e;
   }
@@ -521,31 +557,33 @@ std::string session_rules_key(const std::string& agent, const std::string& sessi
   return "session_allow/" + agent + "/" + session_id;
 }
 
-effects run_machine::on_task_accepted(const wire::task_accepted& accepted) {
+bool run_machine::wants(std::uint64_t step, std::uint32_t attempt) const {
   const value& pending = record_.state["pending"];
-  if (record_.status != run_status::running || pending.is_null() ||
-      pending["step"].get<std::uint64_t>() != accepted.step ||
-      pending["attempt"].get<std::uint32_t>() != accepted.attempt ||
-      accepted_ == std::make_pair(accepted.step, accepted.attempt))
-    return effects{};  // not the task in flight, or said twice
-  accepted_ = std::make_pair(accepted.step, accepted.attempt);
-  effects e;
-  bool llm_step = pending["kind"] == "llm";
-  e.lease_timer = lease{accepted.step, accepted.attempt,
-                        llm_step ? context_.llm_lease_ms : context_.tool_lease_ms, true};
-  return e;
+  return record_.status == run_status::running && !pending.is_null() &&
+         pending["step"].get<std::uint64_t>() == step && pending["attempt"].get<std::uint32_t>() == attempt;
 }
 
-effects run_machine::on_lease_expired(const lease& expired) {
-  const value& pending = record_.state["pending"];
-  if (record_.status != run_status::running || pending.is_null() ||
-      pending["step"].get<std::uint64_t>() != expired.step ||
-      pending["attempt"].get<std::uint32_t>() != expired.attempt)
-    return effects{};
-  bool taken = accepted_ && *accepted_ == std::make_pair(expired.step, expired.attempt);
-  if (!expired.accepted && taken) return effects{};  // a worker has it; its lease runs now
+result<effects> run_machine::retry() {
+  if (record_.status != run_status::failed)
+    return make_error(errc::conflict, "run " + record_.run_id + " is " + std::string(store::to_string(record_.status)) +
+                                        "; only a failed run can be retried");
   effects e = begin();
-  redispatch(e, taken ? "no result within the lease" : "no worker took the task in time");
+  value& state = record_.state;
+  record_.status = run_status::running;
+  state.erase("error");
+  value failed = state.value("failed_pending", value());
+  state.erase("failed_pending");
+  emit(e, "run_retried", value{{"task_step", failed.is_object() ? failed.value("step", value()) : value()}});
+  if (failed.is_object()) {
+    failed.erase("failing_since_ms");
+    failed.erase("failures");
+    failed.erase("waited_ms");
+    failed.erase("retry");
+    state["pending"] = failed;
+    resend(e, "retried on request");
+  } else {
+    advance(e);
+  }
   finish(e);
   return e;
 }
@@ -575,10 +613,12 @@ void run_machine::complete(effects& e, const std::string& output, const std::str
 
 void run_machine::fail(effects& e, const std::string& message) {
   record_.status = run_status::failed;
+  // Kept, so that `keel retry` sends the same step again.
+  if (!record_.state["pending"].is_null()) record_.state["failed_pending"] = record_.state["pending"];
   record_.state["pending"] = nullptr;
   record_.state["error"] = message;
-  e.lease_timer.reset();
   e.tasks.clear();
+  e.task_delay_ms = 0;
   emit(e, "run_failed", value{{"error", message}, {"steps", record_.state["steps"]},
                               {"usage", record_.state["usage"]}});
 }

@@ -16,20 +16,9 @@ namespace keel::actors {
 
 struct run_context {
   std::string results_subject;     // where workers send task results (this node's)
-  std::string tasks_subject;       // the agent's worker queue
-  std::int64_t accept_timeout_ms = 2000;
-  std::int64_t llm_lease_ms = 120'000;
-  std::int64_t tool_lease_ms = 330'000;
-  std::uint32_t attempts_max = 5;
-};
-
-// A timer on the task in flight: first until a worker says it took the task, then until its
-// result is due.
-struct lease {
-  std::uint64_t step = 0;
-  std::uint32_t attempt = 0;
-  std::int64_t after_ms = 0;
-  bool accepted = false;  // false: the accept timeout; true: the task's lease
+  std::int64_t step_retry_ms = 3'600'000;   // a step failing for a passing reason is tried this long
+  std::int64_t retry_backoff_max_ms = 60'000;
+  std::size_t inline_bytes_max = 256 << 10;  // new messages carried in a model task, up to this
 };
 
 struct effects {
@@ -37,7 +26,6 @@ struct effects {
   store::run_transition transition;     // written before anything below happens
   std::vector<wire::task> tasks;        // sent once written
   std::int64_t task_delay_ms = 0;       // wait this long before sending (retry backoff)
-  std::optional<lease> lease_timer;     // arm a lease for the task sent
   std::optional<wire::resume_reply> resume_reply;
   bool leave_memory = false;            // suspended or finished: the actor may go
 };
@@ -50,9 +38,10 @@ public:
   static store::run_record create(const std::string& run_id, const wire::invoke_request& invoke,
                                   std::int64_t now_ms);
 
-  // For a new run or one recovered after a crash: sends whatever is due (a step in flight when
-  // the node died is sent again, same step, next attempt).
-  effects start();
+  // For a new run or one recovered after a crash: sends whatever is due. A step in flight when
+  // the node died is sent again (same step, next attempt) unless the broker still holds its task
+  // (`task_queued`): then its result is on its way.
+  effects start(bool task_queued = false);
   effects on_task_result(const wire::task_result& result);
 
   // The fast path for a result, in two writes: the result as it came is written first (a
@@ -78,10 +67,11 @@ public:
   // A resume for a step that is not waiting is an error, unless it repeats an answer already
   // recorded: then the reply is the same and nothing changes.
   result<effects> on_resume(const wire::resume_request& request);
-  // A worker took the task: nothing is written; the lease timer becomes the task's lease.
-  effects on_task_accepted(const wire::task_accepted& accepted);
-  effects on_lease_expired(const lease& expired);
   result<effects> cancel(const std::string& reason);
+  // A failed run goes on from the step that failed (a new attempt of it), or from what was due.
+  result<effects> retry();
+  // The step and attempt in flight, if any: a worker asks before it spends money on a task.
+  bool wants(std::uint64_t step, std::uint32_t attempt) const;
 
   const store::run_record& record() const { return record_; }
   const std::string& run_id() const { return record_.run_id; }
@@ -95,7 +85,8 @@ private:
   void advance(effects& e);        // the next call, the next model step, or the end
   void dispatch_llm(effects& e);
   void dispatch_tool(effects& e, bool approved, const wire::value& form = wire::value());
-  void redispatch(effects& e, const std::string& reason);
+  void redispatch(effects& e, const std::string& reason);  // after a failure: backoff, time-bounded
+  void resend(effects& e, const std::string& reason);      // after a restart: at once
   void complete(effects& e, const std::string& output, const std::string& stop_reason);
   void fail(effects& e, const std::string& message);
   void add_tool_message(effects& e, const wire::value& call, const wire::value& result, bool is_error);
@@ -110,9 +101,9 @@ private:
   // The status the store has once this machine's first transition is written (transitions are
   // written in order, and a failed one ends the machine): later ones need not read it.
   std::optional<store::run_status> stored_status_;
-  // Which attempt of the step in flight a worker took; memory only: after a restart the step is
-  // sent again anyway.
-  std::optional<std::pair<std::uint64_t, std::uint32_t>> accepted_;
+  // How many messages the last model task carried or named: the next one carries only what came
+  // after (memory only; after a restart a worker fetches what it lacks).
+  std::size_t messages_sent_ = 0;
   const config::agent_config& agent_;
   run_context context_;
 };

@@ -1,25 +1,29 @@
 #include "actors/worker.hpp"
 
-#include "actors/messages.hpp"
+#include "actors/conversation_cache.hpp"
+#include "actors/task_dedupe.hpp"
 #include "broker/connection.hpp"
+#include "broker/work_queue.hpp"
 #include "llm/provider.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
+#include "runtime/step_trace.hpp"
 #include "sandbox/confinement.hpp"
 #include "sandbox/tools.hpp"
-#include "runtime/step_trace.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <functional>
-#include <mutex>
-#include <unordered_map>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace keel::actors {
 
@@ -38,12 +42,16 @@ struct worker_shared {
   std::string node_id;
   broker::subjects subjects;
   std::shared_ptr<broker::connection> nats;
+  std::unique_ptr<broker::jetstream> js;
   std::map<std::string, std::unique_ptr<llm::provider>> providers;  // the agents' own, made at start
   std::map<std::string, std::shared_ptr<const std::vector<value>>> tool_lists;  // the agents' tool schemas
   wire::limits limits;
+  std::unique_ptr<conversation_cache> conversations;
+  task_dedupe dedupe;
   // Providers a run asked for instead (keel run --provider), made on first use.
   std::mutex overrides_mutex;
   std::map<std::string, std::unique_ptr<llm::provider>> overrides;
+  std::atomic<bool> stopping{false};
 
   result<llm::provider*> provider_for(const config::agent_config& agent, const std::string& kind,
                                       const std::string& model) {
@@ -75,22 +83,104 @@ result<std::string> workspace_of(const config::agent_config& agent, const wire::
   return agent.workspace + "/runs/" + t.run_id;
 }
 
+// One id per call, the same across attempts and redeliveries: a command can tell a repeat.
+std::string call_id_of(const wire::task& t) { return t.run_id + "/" + std::to_string(t.step); }
+
+// Messages [from, to) of a run, from its owner, in pieces no larger than a NATS message.
+result<std::vector<llm::message>> fetch_messages(worker_shared& shared, const wire::task& t, std::uint64_t from,
+                                                 std::uint64_t to) {
+  std::vector<llm::message> out;
+  std::string partial;  // the message being put together from pieces
+  std::uint64_t index = from, offset = 0;
+  auto deadline = steady_ms() + shared.config().request_timeout_ms * 4;
+  while (index < to) {
+    value request{{"v", wire::protocol_version}, {"type", "messages_request"}, {"from", index},
+                  {"to", to}, {"offset", offset}};
+    auto reply = shared.nats->request(shared.subjects.run_messages(t.run_id), wire::pack(request),
+                                      shared.config().request_timeout_ms);
+    result<value> body = reply ? wire::unpack(reply->data, shared.limits) : result<value>(reply.error());
+    if (body && body->is_object() && body->value("type", std::string{}) == "error") {
+      auto code = errc::internal;
+      if (body->contains("error") && (*body)["error"].is_object())
+        (void)from_string((*body)["error"].value("code", std::string{}), code);
+      body = make_error(code, (*body)["error"].value("message", std::string{"error"}));
+    }
+    if (!body) {
+      // Not written yet (the task can go out before its step's messages reach disk), or the owner is
+      // restarting: asked again shortly, within a bound.
+      bool again = body.error().code == errc::unavailable || body.error().code == errc::timeout;
+      if (!again || steady_ms() > deadline)
+        return make_error(body.error().code, "the conversation of run " + t.run_id + " could not be fetched: " +
+                                               body.error().message);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (!body->contains("items") || !(*body)["items"].is_array() || (*body)["items"].empty())
+      return make_error(errc::malformed, "the owner of run " + t.run_id + " sent no messages for [" +
+                                           std::to_string(index) + ", " + std::to_string(to) + ")");
+    for (const auto& item : (*body)["items"]) {
+      if (!item.is_object() || item.value("index", std::uint64_t{0}) != index ||
+          item.value("offset", std::uint64_t{0}) != offset || !item.contains("bytes") || !item["bytes"].is_binary())
+        return make_error(errc::malformed, "the owner of run " + t.run_id + " sent messages out of order");
+      const auto& bytes = item["bytes"].get_binary();
+      auto total = item.value("total", std::uint64_t{0});
+      partial.append(bytes.begin(), bytes.end());
+      offset += bytes.size();
+      if (partial.size() > total || total > (std::uint64_t{1} << 32))
+        return make_error(errc::malformed, "a message of run " + t.run_id + " came with a wrong size");
+      if (partial.size() < total) continue;
+      auto list = llm::messages_from_packed(wire::pack_list({partial}), wire::limits{total + 64, 64, 100'000});
+      if (!list) return list.error();
+      out.push_back(std::move(list->front()));
+      partial.clear();
+      offset = 0;
+      ++index;
+    }
+  }
+  return out;
+}
+
+// The whole conversation of a model task: what the worker kept of the run, what it lacks from the
+// run's owner, and the new messages the task brought.
+result<std::vector<llm::message>> conversation_of(worker_shared& shared, wire::task& t) {
+  value& p = t.payload;
+  auto inline_messages = !t.payload_messages.empty() ? llm::messages_from_packed(t.payload_messages, shared.limits)
+                                                     : llm::messages_from_value(p.contains("messages") ? std::move(p["messages"]) : value());
+  if (!inline_messages) return inline_messages.error();
+  if (!p.contains("conversation")) return inline_messages;  // the whole conversation came in the task
+  const value& c = p["conversation"];
+  if (!c.is_object() || !c.value("count", value()).is_number_unsigned() || !c.value("from", value()).is_number_unsigned())
+    return make_error(errc::malformed, "a model task's conversation needs count and from");
+  auto count = c["count"].get<std::uint64_t>(), from = c["from"].get<std::uint64_t>();
+  if (from > count || count - from != inline_messages->size())
+    return make_error(errc::malformed, "a model task's conversation does not add up: " + std::to_string(count - from) +
+                                         " new messages said, " + std::to_string(inline_messages->size()) + " sent");
+  std::vector<llm::message> all;
+  all.reserve(count);
+  auto held = shared.conversations->get(t.run_id);
+  std::uint64_t have = held ? std::min<std::uint64_t>(held->size(), from) : 0;
+  if (held) all.assign(held->begin(), held->begin() + static_cast<std::ptrdiff_t>(have));
+  if (have < from) {
+    auto fetched = fetch_messages(shared, t, have, from);
+    if (!fetched) return fetched.error();
+    for (auto& m : *fetched) all.push_back(std::move(m));
+  }
+  for (auto& m : *inline_messages) all.push_back(std::move(m));
+  shared.conversations->put(t.run_id, std::make_shared<const std::vector<llm::message>>(all));
+  return all;
+}
+
 result<value> run_llm(worker_shared& shared, const config::agent_config& agent, wire::task& t) {
   value& p = t.payload;
   if (!p.is_object()) return make_error(errc::malformed, "an llm task's payload must be a map");
   llm::completion_request request;
   request.model = p.value("model", agent.model);
   request.system_prompt = p.value("system_prompt", agent.system_prompt);
-  // The whole conversation: read straight from the packed bytes the task brought (no JSON), or
-  // moved out of the payload when it came as JSON.
-  auto given = p.find("messages");
-  auto messages = !t.payload_messages.empty() ? llm::messages_from_packed(t.payload_messages, shared.limits)
-                  : given == p.end()          ? llm::messages_from_value(value())
-                                              : llm::messages_from_value(std::move(*given));
+  auto messages = conversation_of(shared, t);
   if (!messages) return messages.error();
   request.messages = std::move(*messages);
   request.tools = shared.tool_lists.at(agent.id);
-  request.task_id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
+  request.task_id = call_id_of(t);
   // Text as it streams in, for whoever watches the run (not stored: the answer is).
   std::string deltas = shared.subjects.base() + ".runs." + t.run_id + ".deltas";
   request.on_text_delta = [&shared, &t, deltas](const std::string& text) {
@@ -122,7 +212,7 @@ result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
     request.allow_rules.insert(request.allow_rules.end(), exact.begin(), exact.end());
   }
   if (p.contains("approved_form") && p["approved_form"].is_object()) request.approved_form = p["approved_form"];
-  request.task_id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
+  request.task_id = call_id_of(t);
   auto outcome = sandbox::run_tool(*ws, sandbox::policy_from_config(agent), request);
   const char* status = outcome.kind == sandbox::outcome_kind::done ? "done"
                        : outcome.kind == sandbox::outcome_kind::needs_approval ? "needs_approval"
@@ -134,7 +224,20 @@ result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
   return out;
 }
 
-void execute(worker_shared& shared, wire::task& t) {
+wire::task_result failed(const wire::task& t, const std::string& worker, keel::error e) {
+  wire::task_result r;
+  r.run_id = t.run_id;
+  r.step = t.step;
+  r.attempt = t.attempt;
+  r.worker = worker;
+  r.ok = false;
+  r.failure = std::move(e);
+  return r;
+}
+
+// Runs the task and returns its result, encoded. A result too large for the broker is itself a
+// clear failure, never a message that cannot be sent.
+std::string execute(worker_shared& shared, wire::task& t) {
   wire::task_result r;
   r.run_id = t.run_id;
   r.step = t.step;
@@ -158,130 +261,294 @@ void execute(worker_shared& shared, wire::task& t) {
     logger()->warn("run {}: task {} failed: {}", t.run_id, t.step, outcome.error().message);
   }
   step_trace::mark(step_trace::task_executed);
-  if (auto sent = shared.nats->publish(t.reply_to, wire::encode(r)); !sent)
-    logger()->warn("run {}: result of task {} not sent: {}", t.run_id, t.step, sent.error().message);
+  auto bytes = wire::encode(r);
+  if (bytes.size() > shared.limits.message_bytes_max) {
+    auto what = t.kind == wire::task_kind::llm ? "the model's answer" : "the tool's result";
+    bytes = wire::encode(failed(t, shared.node_id,
+                                make_error(errc::too_large, std::string(what) + " is " + std::to_string(bytes.size()) +
+                                                              " bytes, over limits.message_bytes_max (" +
+                                                              std::to_string(shared.limits.message_bytes_max) + ")")));
+  }
+  return bytes;
 }
 
-// How many task threads a worker may have, across its queues.
-struct thread_budget {
-  std::mutex mutex;
-  std::size_t threads = 0;
-  std::size_t threads_max = 1;
-  bool take() {
-    std::lock_guard lock{mutex};
-    if (threads >= threads_max) return false;
-    ++threads;
-    return true;
+// Asks the run's owner whether this attempt is still wanted: a step already answered, or sent
+// again as a newer attempt, is dropped unrun. Unknown (the owner cannot be reached): not now.
+result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
+  value request{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"step", t.step}, {"attempt", t.attempt}};
+  auto reply = shared.nats->request(shared.subjects.run_task_wanted(t.run_id), wire::pack(request),
+                                    shared.config().request_timeout_ms);
+  if (!reply) return reply.error();
+  auto body = wire::unpack(reply->data, shared.limits);
+  if (!body || !body->is_object()) return make_error(errc::malformed, "the owner's answer could not be read");
+  if (body->value("type", std::string{}) == "error") {
+    // The owner has no such run: nobody wants it.
+    if (body->contains("error") && (*body)["error"].is_object() &&
+        (*body)["error"].value("code", std::string{}) == "not_found")
+      return false;
+    return make_error(errc::unavailable, "the owner could not say");
   }
-  void give_back() {
-    std::lock_guard lock{mutex};
-    --threads;
-  }
-};
+  return body->value("wanted", false);
+}
 
-// Tasks of one queue, run on the threads that receive them: every idle thread of the queue waits
-// on its subscription (the NATS client lets several wait at once and wakes one per message), so a
-// task goes from the connection's reader to the thread that runs it with nothing in between, and
-// no other thread is woken on its way. A thread that takes a task while no other waits starts one
-// more (within the budget), so the next task never waits behind a long one while a thread could
-// take it. Threads are kept once made, and never joined: a stop must not wait for a running tool.
-class task_intake : public std::enable_shared_from_this<task_intake> {
+// Hands a result to the run's owner, which answers once it is on disk; tried again (the owner is
+// restarting, the broker is down) until the deadline.
+result<void> hand_over(worker_shared& shared, const std::string& reply_to, const std::string& bytes,
+                       const wire::task& t) {
+  auto deadline = steady_ms() + shared.config().result_delivery_ms;
+  std::int64_t pause_ms = 100;
+  while (true) {
+    auto reply = shared.nats->request(reply_to, bytes, shared.config().request_timeout_ms);
+    if (reply) {
+      auto body = wire::unpack(reply->data, shared.limits);
+      if (body && body->is_object() && body->value("type", std::string{}) == "result_recorded") return success();
+      std::string why = "an unreadable answer";
+      if (body && body->is_object() && body->contains("error") && (*body)["error"].is_object())
+        why = (*body)["error"].value("message", why);
+      bool again = body && body->is_object() && body->contains("error") && (*body)["error"].is_object() &&
+                   (*body)["error"].value("code", std::string{}) == "unavailable";
+      if (!again) {
+        logger()->warn("run {}: the owner refused the result of task {}: {}", t.run_id, t.step, why);
+        return success();  // it will never take it: nothing to hand over
+      }
+    }
+    if (shared.stopping || steady_ms() + pause_ms > deadline)
+      return make_error(errc::unavailable, "the result of task " + std::to_string(t.step) + " of run " + t.run_id +
+                                             " could not be handed over: " +
+                                             (reply ? std::string("the owner is not ready") : reply.error().message));
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+    pause_ms = std::min<std::int64_t>(pause_ms * 2, 2000);
+  }
+}
+
+// Joinable threads running jobs from one queue.
+class job_pool {
 public:
-  using runner = std::function<void(broker::message&&)>;
-  task_intake(std::shared_ptr<broker::pull_subscription> sub, std::shared_ptr<thread_budget> budget,
-              runner run)
-    : sub_(std::move(sub)), budget_(std::move(budget)), run_(std::move(run)) {}
-
-  // Starts the first thread; false when the budget has none left.
-  bool start() { return add_thread(); }
-  void stop() {
-    stopping_ = true;
-    (void)sub_->unsubscribe();  // wakes every waiting thread
+  explicit job_pool(std::size_t threads) {
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  }
+  void submit(std::function<void()> job) {
+    {
+      std::lock_guard lock{mutex_};
+      jobs_.push_back(std::move(job));
+    }
+    wake_.notify_one();
+  }
+  // Stops taking jobs; joins the threads that finish within the time, leaves the others (each
+  // holds what it needs) to end on their own.
+  void stop(std::int64_t timeout_ms) {
+    {
+      std::lock_guard lock{mutex_};
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    std::unique_lock lock{mutex_};
+    done_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return running_ == 0; });
+    bool all_idle = running_ == 0;
+    lock.unlock();
+    for (auto& t : threads_) {
+      if (all_idle) t.join();
+      else t.detach();
+    }
+    threads_.clear();
+  }
+  ~job_pool() {
+    if (!threads_.empty()) stop(0);
   }
 
 private:
-  bool add_thread() {
-    if (!budget_->take()) return false;
-    std::thread([self = shared_from_this()] { self->loop(); }).detach();
-    return true;
-  }
   void loop() {
-    while (!stopping_) {
-      waiting_.fetch_add(1);
-      auto next = sub_->next(1000);
-      bool alone = waiting_.fetch_sub(1) == 1;
-      if (!next) break;  // unsubscribed or the connection closed
-      if (!*next) continue;
-      if (alone && !stopping_) add_thread();  // none left waiting: one more, if the budget allows
-      run_(std::move(**next));
+    std::unique_lock lock{mutex_};
+    while (true) {
+      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      ++running_;
+      lock.unlock();
+      job();
+      lock.lock();
+      --running_;
+      done_.notify_all();
     }
-    budget_->give_back();
   }
-
-  std::shared_ptr<broker::pull_subscription> sub_;
-  std::shared_ptr<thread_budget> budget_;
-  runner run_;
-  std::atomic<bool> stopping_ = false;
-  std::atomic<std::size_t> waiting_ = 0;  // threads waiting on the subscription
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::deque<std::function<void()>> jobs_;
+  std::size_t running_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
 };
 
-// Tasks in progress, by task id, with the acknowledgement each would send.
-struct running_tasks {
-  struct entry {
-    wire::task_accepted accepted;
-    std::string reply_to;
-    std::int64_t started_ms = 0;
-    bool acknowledged = false;
-  };
+// The worker's slots: a fetch asks the broker for no more tasks than are free.
+class slots {
+public:
+  explicit slots(std::size_t count) : free_(count), count_(count) {}
+  // Takes up to `want` free slots, waiting up to wait_ms for one; 0 when stopping or none came.
+  std::size_t take(std::size_t want, std::int64_t wait_ms) {
+    std::unique_lock lock{mutex_};
+    freed_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return stopping_ || free_ > 0; });
+    if (stopping_ || free_ == 0) return 0;
+    auto n = std::min(want, free_);
+    free_ -= n;
+    return n;
+  }
+  void give_back(std::size_t n) {
+    {
+      std::lock_guard lock{mutex_};
+      free_ += n;
+    }
+    freed_.notify_all();
+  }
+  void stop() {
+    {
+      std::lock_guard lock{mutex_};
+      stopping_ = true;
+    }
+    freed_.notify_all();
+  }
+  std::size_t busy() const {
+    std::lock_guard lock{mutex_};
+    return count_ - free_;
+  }
+  std::size_t count() const { return count_; }
+
+private:
+  mutable std::mutex mutex_;
+  std::condition_variable freed_;
+  std::size_t free_;
+  std::size_t count_;
+  bool stopping_ = false;
+};
+
+// Every task the worker holds, with the delivery to acknowledge; "in progress" is said for each
+// every quarter of the liveness time, so the broker hands none of them to another worker.
+struct held_tasks {
   std::mutex mutex;
-  std::unordered_map<std::string, entry> tasks;
+  std::unordered_map<std::string, std::shared_ptr<broker::delivery>> tasks;  // by task id
 };
 
-// A task still running after this is acknowledged; one done sooner needs no acknowledgement,
-// since its result says it all.
-constexpr std::int64_t accept_after_ms = 100;
-constexpr std::chrono::milliseconds sweep_every{50};
+// What a task's thread needs, kept alive by each job (a job may outlive a worker that stopped).
+struct worker_core : std::enable_shared_from_this<worker_core> {
+  std::shared_ptr<worker_shared> shared;
+  std::shared_ptr<slots> slot_count;
+  std::shared_ptr<held_tasks> held;
+  job_pool* pool = nullptr;  // used by the fetch threads only, which end before it
 
-// Every 50 ms, acknowledges the tasks running for 100 ms or more. One timer for all tasks: a
-// timer per task woke the clock thread twice per step.
-caf::behavior acknowledger(caf::event_based_actor* self, std::shared_ptr<worker_shared> shared,
-                           std::shared_ptr<running_tasks> running) {
-  self->send(self, tick_atom::value);
-  return {
-    [=](tick_atom) {
-      std::vector<std::pair<std::string, wire::task_accepted>> due;
-      auto now = steady_ms();
-      {
-        std::lock_guard lock{running->mutex};
-        for (auto& [id, e] : running->tasks) {
-          if (e.acknowledged || now - e.started_ms < accept_after_ms) continue;
-          e.acknowledged = true;
-          due.emplace_back(e.reply_to, e.accepted);
-        }
-      }
-      for (const auto& [reply_to, accepted] : due)
-        if (auto sent = shared->nats->publish(reply_to, wire::encode(accepted)); !sent)
-          logger()->warn("run {}: task {} not acknowledged: {}", accepted.run_id, accepted.step, sent.error().message);
-      self->delayed_send(self, sweep_every, tick_atom::value);
-    },
-  };
-}
+  void handle(std::shared_ptr<broker::delivery> d);
+  void run_task(std::shared_ptr<broker::delivery> d, wire::task t, std::string id, bool check);
+  void finish(const std::shared_ptr<broker::delivery>& d, const std::string& id);
+};
 
 } // namespace
 
 struct worker::impl {
-  std::shared_ptr<worker_shared> shared;
-  std::vector<std::shared_ptr<task_intake>> intakes;
-  std::shared_ptr<running_tasks> running;
-  caf::actor actor;
+  std::shared_ptr<worker_core> core;
+  std::unique_ptr<job_pool> pool;
+  std::vector<std::thread> threads;  // fetchers and the liveness thread
+  std::mutex stop_mutex;
+  std::condition_variable stop_signal;
   bool stopped = false;
 };
+
+void worker_core::finish(const std::shared_ptr<broker::delivery>& d, const std::string& id) {
+  if (!id.empty()) {
+    std::lock_guard lock{held->mutex};
+    auto it = held->tasks.find(id);
+    // The newest delivery of the task is the one to acknowledge.
+    if (it != held->tasks.end()) {
+      if (auto r = it->second->ack(); !r) logger()->warn("{}", r.error().message);
+      held->tasks.erase(it);
+    }
+  }
+  if (auto r = d->ack(); !r) logger()->warn("{}", r.error().message);
+  slot_count->give_back(1);
+}
+
+void worker_core::handle(std::shared_ptr<broker::delivery> d) {
+  step_trace::mark(step_trace::task_received);
+  auto t = wire::decode_task_keeping_conversation(d->body().data, shared->limits);
+  if (!t) {
+    logger()->warn("a task was dropped: {}", t.error().message);
+    finish(d, {});
+    return;
+  }
+  auto id = keel::task_id{t->run_id, t->step, t->attempt}.to_string();
+  {
+    std::lock_guard lock{held->mutex};
+    if (auto it = held->tasks.find(id); it != held->tasks.end()) {
+      // Handed out again while it runs here (this worker was slow to say so): the same task, kept
+      // running once; the newest delivery is the one acknowledged.
+      it->second = d;
+      slot_count->give_back(1);
+      return;
+    }
+    held->tasks[id] = d;
+  }
+  step_trace::mark(step_trace::task_decoded);
+  bool check = d->times_delivered() > 1 ||
+               wall_ms() - d->stored_ms() > shared->config().worker_check_after_ms;
+  pool->submit([core = shared_from_this(), d, t = std::move(*t), id, check]() mutable {
+    core->run_task(d, std::move(t), id, check);
+  });
+}
+
+void worker_core::run_task(std::shared_ptr<broker::delivery> d, wire::task t, std::string id, bool check) {
+  auto& s = *shared;
+  auto reply_to = t.reply_to;
+  std::string bytes;
+  if (auto done = s.dedupe.find(id)) {
+    bytes = *done;  // finished here before: the same result, not a second run
+  } else if (d->times_delivered() > static_cast<std::uint64_t>(s.config().task_deliveries_max)) {
+    bytes = wire::encode(failed(t, s.node_id,
+                                make_error(errc::exhausted, "the task was handed out " +
+                                                              std::to_string(d->times_delivered()) +
+                                                              " times and no worker finished it")));
+  } else {
+    if (check) {
+      auto wanted = still_wanted(s, t);
+      if (!wanted) {
+        // Its owner cannot say now: handed back, to be tried once it can.
+        logger()->info("run {}: task {} waits: {}", t.run_id, t.step, wanted.error().message);
+        {
+          std::lock_guard lock{held->mutex};
+          held->tasks.erase(id);
+        }
+        (void)d->nak(1000);
+        slot_count->give_back(1);
+        return;
+      }
+      if (!*wanted) {
+        logger()->info("run {}: task {} attempt {} is no longer wanted; dropped unrun", t.run_id, t.step, t.attempt);
+        finish(d, id);
+        return;
+      }
+    }
+    bytes = execute(s, t);
+  }
+  step_trace::mark(step_trace::result_published);
+  auto handed = hand_over(s, reply_to, bytes, t);
+  s.dedupe.put(id, bytes);
+  if (!handed) {
+    // Given back: another delivery (here or elsewhere) will offer the same result again.
+    logger()->warn("run {}: {}", t.run_id, handed.error().message);
+    {
+      std::lock_guard lock{held->mutex};
+      held->tasks.erase(id);
+    }
+    slot_count->give_back(1);
+    return;
+  }
+  finish(d, id);
+}
 
 worker::worker(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 worker::~worker() { stop(); }
 
-result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
-                                              const config::node_config& config,
+std::size_t worker::slots_count() const { return impl_->core->slot_count->count(); }
+std::size_t worker::slots_busy() const { return impl_->core->slot_count->busy(); }
+
+result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::node_config& config,
                                               const std::string& node_id,
                                               std::shared_ptr<broker::connection> nats) {
   auto shared = std::make_shared<worker_shared>();
@@ -290,6 +557,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
   shared->subjects = broker::subjects{config.prefix, config.ns};
   shared->nats = std::move(nats);
   shared->limits.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
+  shared->conversations = std::make_unique<conversation_cache>(static_cast<std::size_t>(config.conversation_cache_bytes));
   for (const auto& agent : config.agents) {
     auto provider = llm::make_provider(agent);
     if (!provider) return provider.error();
@@ -311,52 +579,92 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system& system,
       return make_error(errc::config, "agents." + agent.id + ".sandbox.workspace: cannot create " +
                                         agent.workspace + ": " + ec.message());
   }
+  auto js = broker::jetstream::open(shared->nats, config.request_timeout_ms);
+  if (!js) return js.error();
+  shared->js = std::move(*js);
+  broker::work_queue_options queue_options;
+  queue_options.stream = shared->subjects.tasks_stream();
+  queue_options.subjects = {shared->subjects.base() + ".tasks.>"};
+  queue_options.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
+  queue_options.replicas = config.task_replicas;
+  if (auto made = shared->js->ensure_work_queue(queue_options); !made) return made.error();
+
   auto state = std::make_unique<impl>();
-  state->shared = shared;
-  auto budget = std::make_shared<thread_budget>();
-  budget->threads_max = std::max<std::size_t>(1, static_cast<std::size_t>(config.worker_tasks_max));
-  state->running = std::make_shared<running_tasks>();
-  state->actor = system.spawn(acknowledger, shared, state->running);
+  state->core = std::make_shared<worker_core>();
+  state->core->shared = shared;
+  state->core->slot_count = std::make_shared<slots>(static_cast<std::size_t>(config.worker_slots));
+  state->core->held = std::make_shared<held_tasks>();
+  state->pool = std::make_unique<job_pool>(static_cast<std::size_t>(config.worker_slots));
+  state->core->pool = state->pool.get();
   std::vector<std::string> queues;
   for (const auto& agent : config.agents)
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
+  std::vector<std::unique_ptr<broker::pull_consumer>> consumers;
   for (const auto& queue : queues) {
-    auto running = state->running;
-    auto sub = shared->nats->subscribe_pull(shared->subjects.tasks(queue), "workers");
-    if (!sub) return sub.error();
-    auto intake = std::make_shared<task_intake>(std::move(*sub), budget, [shared, running](broker::message&& m) {
-      step_trace::mark(step_trace::task_received);
-      auto t = wire::decode_task_keeping_conversation(m.data, shared->limits);
-      if (!t) {
-        logger()->warn("a task was dropped: {}", t.error().message);
-        return;
-      }
-      auto id = keel::task_id{t->run_id, t->step, t->attempt}.to_string();
-      {
-        std::lock_guard lock{running->mutex};
-        running->tasks.emplace(id, running_tasks::entry{{t->run_id, t->step, t->attempt, shared->node_id},
-                                                        t->reply_to, steady_ms(), false});
-      }
-      step_trace::mark(step_trace::task_decoded);
-      execute(*shared, *t);
-      step_trace::mark(step_trace::result_published);
-      std::lock_guard lock{running->mutex};
-      running->tasks.erase(id);
-    });
-    if (!intake->start())
-      return make_error(errc::config, "limits.worker_tasks_max (" + std::to_string(budget->threads_max) +
-                                        ") is below the number of worker queues (" +
-                                        std::to_string(queues.size()) + ")");
-    state->intakes.push_back(std::move(intake));
+    broker::consumer_options o;
+    o.stream = queue_options.stream;
+    o.durable = broker::stream_name("workers_" + queue);
+    o.filter_subject = shared->subjects.tasks(queue) + ".>";
+    o.ack_wait_ms = config.worker_liveness_ms;
+    auto consumer = shared->js->subscribe(o);
+    if (!consumer) return consumer.error();
+    consumers.push_back(std::move(*consumer));
   }
+  auto* self = state.get();
+  auto core = state->core;
+  for (auto& consumer : consumers) {
+    state->threads.emplace_back([self, core, consumer = std::shared_ptr<broker::pull_consumer>(std::move(consumer))] {
+      (void)self;
+      while (!core->shared->stopping) {
+        auto want = core->slot_count->take(16, 500);
+        if (want == 0) continue;
+        auto got = consumer->fetch(static_cast<int>(want), 500);
+        if (!got) {
+          core->slot_count->give_back(want);
+          if (got.error().code == errc::cancelled) return;
+          if (!core->shared->stopping) {
+            logger()->warn("{}", got.error().message);
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          }
+          continue;
+        }
+        if (got->size() < want) core->slot_count->give_back(want - got->size());
+        for (auto& d : *got) core->handle(std::shared_ptr<broker::delivery>(std::move(d)));
+      }
+    });
+  }
+  // Liveness: "in progress" for every task held, four times per liveness period.
+  state->threads.emplace_back([self, core] {
+    auto every = std::chrono::milliseconds(std::max<std::int64_t>(50, core->shared->config().worker_liveness_ms / 4));
+    std::unique_lock lock{self->stop_mutex};
+    while (!self->stop_signal.wait_for(lock, every, [self] { return self->stopped; })) {
+      std::vector<std::shared_ptr<broker::delivery>> now;
+      {
+        std::lock_guard held_lock{core->held->mutex};
+        for (auto& [id, d] : core->held->tasks) now.push_back(d);
+      }
+      for (auto& d : now)
+        if (auto r = d->in_progress(); !r) logger()->debug("{}", r.error().message);
+    }
+  });
   return std::unique_ptr<worker>(new worker(std::move(state)));
 }
 
 void worker::stop() {
-  if (!impl_ || impl_->stopped) return;
-  impl_->stopped = true;
-  for (auto& intake : impl_->intakes) intake->stop();
-  caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
+  if (!impl_) return;
+  {
+    std::lock_guard lock{impl_->stop_mutex};
+    if (impl_->stopped) return;
+    impl_->stopped = true;
+  }
+  impl_->core->shared->stopping = true;
+  impl_->stop_signal.notify_all();
+  impl_->core->slot_count->stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+  // Tasks still running are left to finish on their own; their deliveries go unacknowledged,
+  // so the broker hands them to another worker once this one is silent.
+  impl_->pool->stop(impl_->core->shared->config().shutdown_timeout_ms / 2);
 }
 
 } // namespace keel::actors

@@ -1,6 +1,7 @@
-// The worker role: takes tasks from the queues of the agents it serves (NATS queue groups),
-// runs model calls and tool calls with bounded concurrency, and sends each result to the
-// orchestrator that asked. Holds providers and sandboxes, and no durable state.
+// The worker role: takes tasks from the JetStream work queues of the agents it serves, only as
+// many as it has free slots; runs model calls and tool calls; says "in progress" while each runs;
+// hands each result to the run's owner and acknowledges the task once the owner has it on disk.
+// Holds providers, sandboxes and caches, and no durable state.
 #pragma once
 
 #include "runtime/config.hpp"
@@ -22,6 +23,8 @@ public:
                                                std::shared_ptr<broker::connection> nats);
   ~worker();
   void stop();  // takes no more tasks; tasks running finish on their own threads
+  std::size_t slots_count() const;
+  std::size_t slots_busy() const;
 
   struct impl;
 

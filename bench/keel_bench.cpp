@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
   std::ofstream(dir + "/node.toml")
     << "[node]\nname = \"bench\"\nroles = [\"orchestrator\", \"worker\"]\ndata_dir = \"" << dir << "/data\"\n"
     << "[nats]\nservers = [\"" << url << "\"]\n[durability]\nfsync = true\n[log]\nlevel = \"warn\"\n"
-    << "[limits]\nworker_tasks_max = 64\n"
+    << "[worker]\nslots = 64\n"
     << "[agents.steps]\nscript = \"" << dir << "/steps.json\"\nmax_steps = 1000\n"
     << "[agents.steps.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n"
     << "[agents.suspend]\nscript = \"" << dir << "/suspend.json\"\n"

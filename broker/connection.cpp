@@ -1,4 +1,5 @@
 #include "broker/connection.hpp"
+#include "broker/native.hpp"
 
 #include "runtime/log.hpp"
 
@@ -158,6 +159,11 @@ void deliver(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
 } // namespace
 
 connection::connection(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+
+struct native_access {
+  static natsConnection* of(connection& c) { return c.impl_->nc; }
+};
+natsConnection* native_connection(connection& c) { return native_access::of(c); }
 connection::~connection() = default;
 
 result<std::shared_ptr<connection>> connection::connect(const connection_options& options) {

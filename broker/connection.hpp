@@ -72,6 +72,7 @@ public:
   struct impl;
 
 private:
+  friend struct native_access;
   explicit connection(std::unique_ptr<impl> state);
   std::unique_ptr<impl> impl_;
 };
@@ -124,6 +125,15 @@ struct subjects {
   std::string runs_events_all() const { return base() + ".runs.*.events"; }
   std::string runs_list() const { return base() + ".runs.list"; }
   std::string tasks(std::string_view queue) const { return base() + ".tasks." + std::string(queue); }
+  // One subject per task, so that the broker can say whether a step's task is still queued.
+  std::string task(std::string_view queue, std::string_view run, std::uint64_t step) const {
+    return tasks(queue) + "." + std::string(run) + "." + std::to_string(step);
+  }
+  std::string run_task_wanted(std::string_view run) const { return base() + ".runs." + std::string(run) + ".task_wanted"; }
+  std::string run_messages(std::string_view run) const { return base() + ".runs." + std::string(run) + ".messages"; }
+  std::string run_retry(std::string_view run) const { return base() + ".runs." + std::string(run) + ".retry"; }
+  // The JetStream stream holding this prefix and namespace's queued tasks.
+  std::string tasks_stream() const { return "KEEL_TASKS_" + prefix + "_" + ns; }
   std::string node_results(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".results"; }
   std::string node_control(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".control"; }
   std::string heartbeat() const { return base() + ".nodes.heartbeat"; }

@@ -236,25 +236,53 @@ const std::vector<entry>& entries() {
       "How long a stopping node may take to drain and flush before it exits anyway.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.shutdown_timeout_ms; }));
     e.push_back(integer_key(
-      "limits.task_accept_timeout_ms", 2000, 500, hour_ms,
-      "A task no worker says it took within this is sent again (attempt + 1).",
-      [](node_config& c, agent_config*) -> std::int64_t& { return c.task_accept_timeout_ms; }));
+      "limits.step_retry_ms", hour_ms, 100, 7 * 24 * hour_ms,
+      "How long a step that failed for a reason that may pass (a model service down or "
+      "overloaded, a worker error) is tried again, with backoff, before its run fails.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.step_retry_ms; }));
     e.push_back(integer_key(
-      "limits.llm_lease_ms", 120'000, 100, hour_ms,
-      "A model step with no result within this is sent again (attempt + 1).",
-      [](node_config& c, agent_config*) -> std::int64_t& { return c.llm_lease_ms; }));
+      "limits.retry_backoff_max_ms", 60'000, 10, hour_ms,
+      "The longest wait between two tries of a failing step (the wait doubles from 1 s).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.retry_backoff_max_ms; }));
     e.push_back(integer_key(
-      "limits.tool_lease_extra_ms", 30'000, 100, hour_ms,
-      "A tool step is sent again when no result comes within its exec timeout plus this.",
-      [](node_config& c, agent_config*) -> std::int64_t& { return c.tool_lease_extra_ms; }));
+      "limits.task_inline_bytes_max", 256 << 10, 0, 64 << 20,
+      "New messages of a conversation sent inside a model task, up to this; a worker fetches "
+      "older and larger ones from the run's owner (and keeps them for the next step).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.task_inline_bytes_max; }));
     e.push_back(integer_key(
-      "limits.task_attempts_max", 5, 1, 100,
-      "Attempts of one step (failures and expired leases) before the run fails.",
-      [](node_config& c, agent_config*) -> std::int64_t& { return c.task_attempts_max; }));
+      "limits.task_replicas", 1, 1, 5,
+      "Copies the broker keeps of each queued task (JetStream replicas; up to the servers in the cluster).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.task_replicas; }));
+    // [worker]
     e.push_back(integer_key(
-      "limits.worker_tasks_max", 64, 1, 4096,
-      "Tasks a worker runs at once, across its queues (at least one per queue); more wait in NATS.",
-      [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_tasks_max; }));
+      "worker.slots", 64, 1, 4096,
+      "Tasks a worker runs at once, across its queues; the rest wait in the broker, without loss, "
+      "until some worker has a free slot.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_slots; }));
+    e.push_back(integer_key(
+      "worker.liveness_ms", 4000, 500, 600'000,
+      "A worker says a task is still running every quarter of this; a task whose worker is "
+      "silent for this long is handed to another worker.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_liveness_ms; }));
+    e.push_back(integer_key(
+      "worker.task_deliveries_max", 5, 1, 1000,
+      "A task handed out this many times (its workers died or vanished during it) fails its "
+      "step instead of running again.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.task_deliveries_max; }));
+    e.push_back(integer_key(
+      "worker.check_after_ms", 1000, 0, hour_ms,
+      "A task that waited longer than this, or is handed out again, is checked with its run's "
+      "owner before it runs: a step already answered or superseded is dropped unrun.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_check_after_ms; }));
+    e.push_back(integer_key(
+      "worker.result_delivery_ms", 600'000, 1000, 7 * 24 * hour_ms,
+      "How long a worker keeps offering a result to its run's owner (while that owner is down, "
+      "or the broker restarts) before it gives the task back to the queue.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.result_delivery_ms; }));
+    e.push_back(integer_key(
+      "worker.conversation_cache_bytes", 256 << 20, 0, std::int64_t{64} << 30,
+      "Conversations a worker keeps between steps, so that a step brings only its new messages.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.conversation_cache_bytes; }));
     e.push_back(integer_key(
       "limits.store_batch_max", 512, 1, 100'000,
       "Transitions of concurrent runs written (and synced) together in one batch.",
@@ -524,15 +552,6 @@ struct loader {
     }
     if (config.has_role(role::orchestrator) && config.data_dir.empty())
       return whole_file_error("node.data_dir", "an orchestrator needs a data directory");
-    // A worker keeps one thread waiting on each of its queues.
-    std::vector<std::string> queues;
-    for (const auto& agent : config.agents)
-      if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
-    if (config.has_role(role::worker) && static_cast<std::size_t>(config.worker_tasks_max) < queues.size())
-      return whole_file_error("limits.worker_tasks_max",
-                              "expected at least the number of worker queues (" + std::to_string(queues.size()) +
-                                "), since each queue needs a thread waiting on it; got " +
-                                std::to_string(config.worker_tasks_max));
     return success();
   }
 };

@@ -80,11 +80,16 @@ struct node_config {
   std::int64_t message_bytes_max = 0;
   std::int64_t heartbeat_interval_ms = 0;
   std::int64_t shutdown_timeout_ms = 0;
-  std::int64_t task_accept_timeout_ms = 0;
-  std::int64_t llm_lease_ms = 0;
-  std::int64_t tool_lease_extra_ms = 0;
-  std::int64_t task_attempts_max = 0;
-  std::int64_t worker_tasks_max = 0;
+  std::int64_t step_retry_ms = 0;
+  std::int64_t retry_backoff_max_ms = 0;
+  std::int64_t task_inline_bytes_max = 0;
+  std::int64_t task_replicas = 1;
+  std::int64_t worker_slots = 0;
+  std::int64_t worker_liveness_ms = 0;
+  std::int64_t task_deliveries_max = 0;
+  std::int64_t worker_check_after_ms = 0;
+  std::int64_t result_delivery_ms = 0;
+  std::int64_t conversation_cache_bytes = 0;
   std::int64_t store_batch_max = 0;
 
   std::string log_level;

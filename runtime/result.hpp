@@ -25,6 +25,7 @@ enum class errc {
   denied,               // refused by policy (sandbox, path restriction)
   cancelled,            // stopped on request
   internal,             // our own mistake; should never reach a user
+  exhausted,            // tried as often or as long as allowed (a task handed out too often)
 };
 
 std::string_view to_string(errc code);

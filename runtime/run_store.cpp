@@ -318,6 +318,22 @@ result<std::optional<run_record>> run_store::get(const std::string& run_id, bool
   return std::optional<run_record>(std::move(*r));
 }
 
+result<std::vector<std::string>> run_store::messages(const std::string& run_id, std::uint64_t from, std::uint64_t to,
+                                                     std::size_t bytes_max) const {
+  std::vector<std::string> out;
+  std::size_t bytes = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  auto expected = from;
+  for (it->Seek(message_key(run_id, from)); it->Valid() && expected < to && (out.empty() || bytes < bytes_max); it->Next()) {
+    if (it->key().ToStringView() != message_key(run_id, expected)) break;  // past the run, or a gap
+    out.emplace_back(it->value().ToStringView());
+    bytes += out.back().size();
+    ++expected;
+  }
+  if (!it->status().ok()) return io_error(it->status(), "reading a run's conversation");
+  return out;
+}
+
 result<std::vector<journal_entry>> run_store::journal(const std::string& run_id,
                                                       std::uint64_t from_seq) const {
   std::vector<journal_entry> out;

@@ -121,6 +121,10 @@ public:
   // The run with its whole conversation, or (with_conversation false, for listing) without
   // state["messages"].
   result<std::optional<run_record>> get(const std::string& run_id, bool with_conversation = true) const;
+  // Messages [from, to) of a run's conversation as stored (packed), stopping after bytes_max (at
+  // least one is returned when there is one) or at the first not on disk.
+  result<std::vector<std::string>> messages(const std::string& run_id, std::uint64_t from, std::uint64_t to,
+                                            std::size_t bytes_max) const;
   result<std::vector<journal_entry>> journal(const std::string& run_id,
                                              std::uint64_t from_seq = 1) const;
   // The results received for a run and not yet applied, in order of arrival.

@@ -226,6 +226,14 @@ result<value> open_envelope(std::string_view bytes, const limits& bounds, const 
   return check_envelope(unpack(bytes, bounds), type);
 }
 
+} // namespace
+
+result<value> open_request(std::string_view bytes, const char* type, const limits& bounds) {
+  return check_envelope(unpack(bytes, bounds), type);
+}
+
+namespace {
+
 // Moves a field out of a decoded map that is not needed afterwards (a payload can be a whole
 // conversation: copying it cost as much as decoding it).
 value take(value& map, const char* key) {
@@ -305,6 +313,9 @@ result<msgpack::object_handle> unpack_object(std::string_view bytes, const limit
     return msgpack::object_handle(root, std::move(zone));
   } catch (const msgpack::insufficient_bytes&) {
     return make_error(errc::malformed, "truncated message");
+  } catch (const msgpack::ext_size_overflow&) {
+    // Extensions are limited to size 0 so that none is ever built: say what it was.
+    return make_error(errc::malformed, "extension types are not used");
   } catch (const msgpack::depth_size_overflow&) {
     return make_error(errc::too_large, "message nests deeper than " +
                                          std::to_string(bounds.depth_max) + " levels");
@@ -437,6 +448,8 @@ std::string encode(const heartbeat& m) {
   v["version"] = m.version;
   v["interval_ms"] = m.interval_ms;
   v["runs_in_memory"] = m.runs_in_memory;
+  v["slots"] = m.slots;
+  v["slots_busy"] = m.slots_busy;
   return pack(v);
 }
 
@@ -825,6 +838,8 @@ result<heartbeat> decode<heartbeat>(std::string_view bytes, const limits& bounds
   KEEL_TRY(m.version, r.str("version", false));
   KEEL_TRY(m.interval_ms, r.integer("interval_ms", false));
   KEEL_TRY(m.runs_in_memory, r.integer("runs_in_memory", false));
+  KEEL_TRY(m.slots, r.integer("slots", false));
+  KEEL_TRY(m.slots_busy, r.integer("slots_busy", false));
   return m;
 }
 

@@ -132,6 +132,8 @@ struct heartbeat {
   std::string version;
   std::int64_t interval_ms = 0;  // the next heartbeat is due within this
   std::int64_t runs_in_memory = 0;  // orchestrators: run actors alive (suspended runs are not)
+  std::int64_t slots = 0;           // workers: tasks it runs at once
+  std::int64_t slots_busy = 0;      // workers: tasks it holds now
 };
 
 std::string encode(const invoke_request& m);
@@ -151,6 +153,11 @@ result<T> decode(std::string_view bytes, const limits& bounds = {});
 // A task as decode<task> gives it, except that its payload's "messages" (an LLM task's
 // conversation) stays packed, in payload_messages: for a reader that does not want it as JSON.
 result<task> decode_task_keeping_conversation(std::string_view bytes, const limits& bounds = {});
+
+// A request's body as a map, after checking its `v` and that its `type` is the one expected: the
+// error (malformed, unsupported_version, too_large) is the reply to send. Its fields are the
+// caller's to check.
+result<value> open_request(std::string_view bytes, const char* type, const limits& bounds = {});
 
 // The `type` of a message, after checking `v`; for dispatch before a typed decode.
 result<std::string> peek_type(std::string_view bytes, const limits& bounds = {});

@@ -20,9 +20,7 @@ cluster::cluster(const std::string& agents,
                            "data_dir = \"" + dir_.file("data") + "\"\n"
                            "[nats]\nservers = [\"" + nats_.url() + "\"]\n"
                            "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n"
-                           "task_attempts_max = 8\n"
-                           // Generous on a loaded machine: a repeat would count as a model call.
-                           "task_accept_timeout_ms = 5000\n\n" +
+                           "\n" +
                              replace_all(agents, "{dir}", dir_.path()));
   start_node();
 }

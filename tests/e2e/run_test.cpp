@@ -256,11 +256,12 @@ scope = "agent"
   // Every event is there once, in order, across four crashes.
   auto events = c.events(run);
   for (std::size_t i = 0; i < events.size(); ++i) CHECK(events[i]["seq"] == i + 1);
-  // One retry per kill that caught a step in flight: the first three always do, the fourth may,
-  // and a loaded machine may add an accept timeout.
+  // A step in flight stays in the broker's work queue across the crash and is handed out again
+  // there (its worker died); the owner sends it again only if the broker does not hold it (the
+  // node died between writing the step and storing its task): at most once per kill.
   auto retries = std::count_if(events.begin(), events.end(),
                                [](const json& e) { return e["event_type"] == "task_retried"; });
-  CHECK(retries >= 3);
+  CHECK(retries <= 4);
 }
 
 TEST_CASE("runs: runs of one session share a workspace, other runs do not", "[e2e][integration]") {

@@ -20,7 +20,9 @@ config::agent_config agent_with(std::int64_t max_steps = 30) {
 }
 
 // What every machine of these tests runs with.
-run_context test_context() { return run_context{"results", "tasks", 1000, 60000, 60000, 3}; }
+// Steps failing for a passing reason are retried for 10 s of waits (1 s, 2 s, 4 s), new messages
+// up to 1 KiB go inside a model task.
+run_context test_context() { return run_context{"results", 10'000, 4000, 1024}; }
 
 struct harness {
   config::agent_config agent;
@@ -65,7 +67,6 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
   REQUIRE(started.tasks.size() == 1);
   CHECK(started.tasks[0].kind == wire::task_kind::llm);
   CHECK(started.tasks[0].reply_to == "results");
-  CHECK(started.lease_timer->after_ms == 1000);  // the accept timeout first
   CHECK(started.transition.record.status == run_status::running);
   // The first transition leaves the stored status to the store to read; later ones name it.
   CHECK_FALSE(started.transition.stored_status.has_value());
@@ -121,11 +122,13 @@ TEST_CASE("run machine: a rejection goes back to the model with the feedback", "
   REQUIRE(rejected.ok());
   h.check(*rejected);
   CHECK(types(*rejected) == std::vector<std::string>{"resumed", "tool_call_completed", "llm_step_started"});
-  // The task as a worker gets it: the conversation travels packed.
+  // The task as a worker gets it: the conversation by its length, with the messages new since the
+  // last model task (the person's task went with the first one).
   auto sent = wire::decode<wire::task>(wire::encode(rejected->tasks[0]));
   REQUIRE(sent.ok());
   const auto& messages = sent->payload["messages"];
-  CHECK(messages == h.machine.record().state["messages"]);
+  CHECK(sent->payload["conversation"] == value{{"count", 3}, {"from", 1}});
+  CHECK(messages == value::array({h.machine.record().state["messages"][1], h.machine.record().state["messages"][2]}));
   auto last = messages.back();
   CHECK(last["role"] == "tool");
   CHECK(last["is_error"] == true);
@@ -168,45 +171,71 @@ TEST_CASE("run machine: late and repeated results are ignored", "[actors]") {
   CHECK(h.machine.record().state["output"] == "done");
 }
 
-TEST_CASE("run machine: failures are retried with backoff, then fail the run", "[actors]") {
+TEST_CASE("run machine: failures that may pass are retried with growing waits for a bounded time, then fail the run",
+          "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
   auto task = started.tasks[0];
-  for (std::uint32_t attempt = 1; attempt <= 3; ++attempt) {
+  std::vector<std::int64_t> waits;
+  for (std::uint32_t attempt = 1; attempt <= 4; ++attempt) {
     auto e = h.check(h.machine.on_task_result(
       wire::task_result{"r1", task.step, attempt, "w", false, nullptr, make_error(errc::unavailable, "overloaded")}));
-    if (attempt < 3) {
+    if (attempt < 4) {
       REQUIRE(e.tasks.size() == 1);
       CHECK(e.tasks[0].step == task.step);
       CHECK(e.tasks[0].attempt == attempt + 1);
-      CHECK(e.task_delay_ms > 0);
+      waits.push_back(e.task_delay_ms);
+      CHECK(e.transition.events[0].event_type == "task_retried");
+      CHECK(e.transition.events[0].data["waiting"].get<std::string>().find("waiting on the model, next try in") == 0);
+      CHECK(h.machine.record().state["pending"]["retry"]["reason"] == "overloaded");
     } else {
+      // 1 + 2 + 4 s waited; 4 s more would pass the 10 s budget.
       CHECK(e.tasks.empty());
       CHECK(e.transition.record.status == run_status::failed);
-      CHECK(h.machine.record().state["error"].get<std::string>().find("after 3 attempts (last: overloaded)") !=
+      CHECK(h.machine.record().state["error"].get<std::string>().find("kept failing for 7 s (4 tries; last: overloaded)") !=
             std::string::npos);
     }
   }
+  CHECK(waits == std::vector<std::int64_t>{1000, 2000, 4000});
+  // A result of an older attempt of a step that failed is late: nothing changes.
+  CHECK_FALSE(h.machine.on_task_result(wire::task_result{"r1", task.step, 2, "w", true, harness::llm_answer("x"), {}}).changed);
 }
 
-TEST_CASE("run machine: an untaken task is sent again but a taken one waits for its lease", "[actors]") {
+TEST_CASE("run machine: a failed run is retried from the step that failed, and only a failed run", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
-  auto task = started.tasks[0];
-  auto resent = h.check(h.machine.on_lease_expired(lease{task.step, 1, 0, false}));
-  REQUIRE(resent.tasks.size() == 1);
-  CHECK(resent.tasks[0].attempt == 2);
-  CHECK(resent.tasks[0].payload == task.payload);
-  CHECK(resent.transition.events[0].data["reason"] == "no worker took the task in time");
-  auto taken = h.machine.on_task_accepted(wire::task_accepted{"r1", task.step, 2, "w"});
-  CHECK_FALSE(taken.changed);
-  REQUIRE(taken.lease_timer);
-  CHECK(taken.lease_timer->accepted);
-  CHECK(taken.lease_timer->after_ms == 60000);
-  CHECK_FALSE(h.machine.on_lease_expired(lease{task.step, 2, 0, false}).changed);  // taken: wait
-  auto expired = h.check(h.machine.on_lease_expired(lease{task.step, 2, 0, true}));
-  CHECK(expired.tasks[0].attempt == 3);
-  CHECK_FALSE(h.machine.on_lease_expired(lease{task.step, 1, 0, false}).changed);  // stale timer
+  CHECK(h.machine.retry().error().code == errc::conflict);  // running
+  auto e = h.check(h.machine.on_task_result(wire::task_result{
+    "r1", started.tasks[0].step, 1, "w", false, nullptr, make_error(errc::invalid_argument, "bad request")}));
+  CHECK(e.transition.record.status == run_status::failed);
+  auto retried = h.machine.retry();
+  REQUIRE(retried.ok());
+  h.check(*retried);
+  CHECK(retried->transition.record.status == run_status::running);
+  REQUIRE(retried->tasks.size() == 1);
+  CHECK(retried->tasks[0].step == started.tasks[0].step);  // the same step
+  CHECK(retried->tasks[0].attempt == 2);
+  CHECK(retried->task_delay_ms == 0);
+  CHECK(types(*retried) == std::vector<std::string>{"run_retried", "task_retried"});
+  CHECK_FALSE(h.machine.record().state.contains("error"));
+  auto done = h.answer(retried->tasks[0], harness::llm_answer("done"));
+  CHECK(done.transition.record.status == run_status::completed);
+  CHECK(h.machine.retry().error().message == "run r1 is completed; only a failed run can be retried");
+}
+
+TEST_CASE("run machine: a worker is told which attempt is wanted", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto step = started.tasks[0].step;
+  CHECK(h.machine.wants(step, 1));
+  CHECK_FALSE(h.machine.wants(step, 2));
+  CHECK_FALSE(h.machine.wants(step + 1, 1));
+  auto retry = h.check(h.machine.on_task_result(
+    wire::task_result{"r1", step, 1, "w", false, nullptr, make_error(errc::timeout, "slow")}));
+  CHECK_FALSE(h.machine.wants(step, 1));  // superseded by attempt 2
+  CHECK(h.machine.wants(step, 2));
+  h.answer(retry.tasks[0], harness::llm_answer("done"));
+  CHECK_FALSE(h.machine.wants(step, 2));  // answered
 }
 
 TEST_CASE("run machine: stop conditions and unavailable tools", "[actors]") {
@@ -220,11 +249,16 @@ TEST_CASE("run machine: stop conditions and unavailable tools", "[actors]") {
   CHECK(h.machine.record().state["stop_reason"] == "max_steps");
 }
 
-TEST_CASE("run machine: a recovered run sends its step in flight again, same step", "[actors]") {
+TEST_CASE("run machine: a recovered run sends its step in flight again unless the broker still holds it", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
   auto record = h.machine.record();  // what the transition wrote
   auto agent = agent_with();
+  run_machine queued(record, agent, test_context());
+  auto held = queued.start(true);
+  CHECK_FALSE(held.changed);  // queued or running on a worker: its result is on the way
+  CHECK(held.tasks.empty());
+  CHECK(queued.wants(started.tasks[0].step, 1));
   run_machine recovered(record, agent, test_context());
   auto e = recovered.start();
   REQUIRE(e.tasks.size() == 1);
@@ -283,6 +317,30 @@ TEST_CASE("run machine: each transition carries only the messages it added", "[a
   REQUIRE(rejected.ok());
   CHECK(rejected->transition.messages_from == 2);
   CHECK(rejected->transition.messages.size() == 1);  // the rejection, as the tool's result
+}
+
+TEST_CASE("run machine: a model task carries the new messages that fit, and names the rest by count", "[actors]") {
+  harness h(agent_with(100));  // 1 KiB inline
+  auto started = h.check(h.machine.start());
+  CHECK(started.tasks[0].payload["conversation"] == value{{"count", 1}, {"from", 0}});
+  auto task = started.tasks[0];
+  // 40 steps, each reading a 600-byte file: every task carries only its step's new messages, and
+  // a tool result larger than the inline budget is left for the worker to fetch.
+  for (int step = 0; step < 40; ++step) {
+    auto call = value::array({{{"id", "c" + std::to_string(step)}, {"name", "exec"}, {"arguments", {{"command", "cat f"}}}}});
+    auto asked = h.answer(task, harness::llm_answer("reading", call));
+    REQUIRE(asked.tasks.size() == 1);
+    auto output = std::string(step % 10 == 9 ? 5000 : 600, 'x');
+    auto next = h.answer(asked.tasks[0], value{{"status", "done"}, {"result", {{"stdout", output}, {"exit_code", 0}}}});
+    REQUIRE(next.tasks.size() == 1);
+    task = next.tasks[0];
+    auto count = h.machine.record().state["messages"].size();
+    CHECK(task.payload["conversation"]["count"] == count);
+    auto from = task.payload["conversation"]["from"].get<std::size_t>();
+    if (step % 10 == 9) CHECK(from == count);  // 5 KB: over the budget, fetched
+    else CHECK(from == count - 2);             // the model's answer and the tool's result
+    CHECK(wire::encode(task).size() < 2048);   // flat, whatever the conversation's length
+  }
 }
 
 TEST_CASE("run machine: a result recorded on its own is replayed after a crash before its consequences",

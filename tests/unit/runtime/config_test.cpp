@@ -147,17 +147,16 @@ TEST_CASE("config: a bad agent key or tool is an error naming the agent", "[runt
   CHECK(error_of("[agents.\"bad id\"]\nmodel = \"x\"\n").find("agent id") != std::string::npos);
 }
 
-TEST_CASE("config: a worker needs a task thread for each of its queues", "[runtime][config]") {
-  const char* two_queues = "[limits]\nworker_tasks_max = 1\n[agents.a]\n[agents.b]\n";
-  CHECK(error_of(two_queues) ==
-        "node.toml: limits.worker_tasks_max: expected at least the number of worker queues (2), since each "
-        "queue needs a thread waiting on it; got 1");
-  // Agents that share a queue need one thread; a node that is no worker needs none.
-  CHECK(config::load_string("[limits]\nworker_tasks_max = 1\n[agents.a]\nqueue = \"q\"\n[agents.b]\nqueue = \"q\"\n",
-                            "node.toml").ok());
-  const char* not_a_worker =
-    "[node]\nroles = [\"orchestrator\"]\ndata_dir = \"d\"\n[limits]\nworker_tasks_max = 1\n[agents.a]\n[agents.b]\n";
-  CHECK(config::load_string(not_a_worker, "node.toml").ok());
+TEST_CASE("config: worker slots and liveness are bounded, and the old lease keys are refused", "[runtime][config]") {
+  auto c = config::load_string("[worker]\nslots = 3\nliveness_ms = 2000\n", "node.toml");
+  REQUIRE(c.ok());
+  CHECK(c->worker_slots == 3);
+  CHECK(c->worker_liveness_ms == 2000);
+  CHECK(error_of("[worker]\nslots = 0\n").find("node.toml") != std::string::npos);
+  CHECK(error_of("[worker]\nslots = 0\n").find("worker.slots") != std::string::npos);
+  CHECK(error_of("[worker]\nliveness_ms = 10\n").find("worker.liveness_ms") != std::string::npos);
+  // Leases sized for the slowest call are gone: liveness decides; a config that sets one says so.
+  CHECK(error_of("[limits]\nllm_lease_ms = 1000\n").find("limits.llm_lease_ms") != std::string::npos);
 }
 
 TEST_CASE("config: --set overrides apply after the file and are checked the same way",

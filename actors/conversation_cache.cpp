@@ -1,0 +1,45 @@
+#include "actors/conversation_cache.hpp"
+
+namespace keel::actors {
+
+std::size_t conversation_cache::size_of(const llm::message& m) {
+  std::size_t n = 64 + m.text.size() + m.tool_call_id.size() + m.tool_name.size();
+  for (const auto& c : m.tool_calls) n += 64 + c.id.size() + c.name.size() + c.arguments.dump().size();
+  return n;
+}
+
+shared_messages conversation_cache::get(const std::string& run_id) {
+  std::lock_guard lock{mutex_};
+  auto it = entries_.find(run_id);
+  if (it == entries_.end()) return nullptr;
+  ages_.splice(ages_.begin(), ages_, it->second.age);
+  return it->second.messages;
+}
+
+void conversation_cache::put(const std::string& run_id, shared_messages messages) {
+  std::size_t bytes = 0;
+  for (const auto& m : *messages) bytes += size_of(m);
+  std::lock_guard lock{mutex_};
+  if (auto it = entries_.find(run_id); it != entries_.end()) {
+    bytes_ -= it->second.bytes;
+    ages_.erase(it->second.age);
+    entries_.erase(it);
+  }
+  if (bytes > bytes_max_) return;  // larger than the whole cache: fetched again next time
+  while (bytes_ + bytes > bytes_max_ && !ages_.empty()) {
+    auto oldest = entries_.find(ages_.back());
+    bytes_ -= oldest->second.bytes;
+    entries_.erase(oldest);
+    ages_.pop_back();
+  }
+  ages_.push_front(run_id);
+  entries_[run_id] = entry{std::move(messages), bytes, ages_.begin()};
+  bytes_ += bytes;
+}
+
+std::size_t conversation_cache::bytes() const {
+  std::lock_guard lock{mutex_};
+  return bytes_;
+}
+
+} // namespace keel::actors

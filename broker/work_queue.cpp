@@ -1,0 +1,254 @@
+#include "broker/work_queue.hpp"
+
+#include "broker/native.hpp"
+
+namespace keel::broker {
+
+namespace {
+
+constexpr std::int64_t ns_per_ms = 1'000'000;
+
+error js_error(natsStatus s, int code, const std::string& what) {
+  errc kind = errc::unavailable;
+  if (s == NATS_TIMEOUT) kind = errc::timeout;
+  else if (s == NATS_MAX_PAYLOAD) kind = errc::too_large;
+  else if (s == NATS_INVALID_ARG || s == NATS_INVALID_SUBJECT) kind = errc::invalid_argument;
+  std::string text = what + ": " + natsStatus_GetText(s);
+  if (code != 0) text += " (JetStream error " + std::to_string(code) + ")";
+  if (const char* last = nats_GetLastError(nullptr); last && *last) text += ": " + std::string(last);
+  return make_error(kind, text);
+}
+
+} // namespace
+
+std::string stream_name(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  return out;
+}
+
+// ---- delivery
+
+struct delivery::native {
+  natsMsg* msg = nullptr;
+};
+
+delivery::delivery(native* raw) : raw_(raw) {
+  natsMsg* m = raw_->msg;
+  body_.subject = natsMsg_GetSubject(m);
+  if (const char* reply = natsMsg_GetReply(m)) body_.reply = reply;
+  body_.data.assign(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, m) == NATS_OK && meta) {
+    delivered_ = meta->NumDelivered;
+    stored_ms_ = meta->Timestamp / ns_per_ms;
+    sequence_ = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+  }
+}
+
+delivery::~delivery() {
+  natsMsg_Destroy(raw_->msg);
+  delete raw_;
+}
+
+result<void> delivery::ack() {
+  std::lock_guard lock{mutex_};
+  if (acknowledged_) return success();
+  natsStatus s = natsMsg_Ack(raw_->msg, nullptr);
+  if (s != NATS_OK) return js_error(s, 0, "acknowledging " + body_.subject);
+  acknowledged_ = true;
+  return success();
+}
+
+result<void> delivery::in_progress() {
+  std::lock_guard lock{mutex_};
+  if (acknowledged_) return success();
+  natsStatus s = natsMsg_InProgress(raw_->msg, nullptr);
+  if (s != NATS_OK) return js_error(s, 0, "saying " + body_.subject + " is in progress");
+  return success();
+}
+
+result<void> delivery::nak(std::int64_t delay_ms) {
+  std::lock_guard lock{mutex_};
+  if (acknowledged_) return success();
+  natsStatus s = natsMsg_NakWithDelay(raw_->msg, delay_ms, nullptr);
+  if (s != NATS_OK) return js_error(s, 0, "handing back " + body_.subject);
+  acknowledged_ = true;
+  return success();
+}
+
+bool delivery::acknowledged() const {
+  std::lock_guard lock{mutex_};
+  return acknowledged_;
+}
+
+// ---- pull consumer
+
+struct pull_consumer::impl {
+  natsSubscription* sub = nullptr;
+  std::string durable;
+  ~impl() {
+    if (sub) natsSubscription_Destroy(sub);
+  }
+};
+
+pull_consumer::pull_consumer(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+pull_consumer::~pull_consumer() = default;
+
+result<std::vector<std::unique_ptr<delivery>>> pull_consumer::fetch(int batch, std::int64_t timeout_ms) {
+  std::vector<std::unique_ptr<delivery>> out;
+  natsMsgList list{nullptr, 0};
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = natsSubscription_Fetch(&list, impl_->sub, std::max(1, batch), std::max<std::int64_t>(1, timeout_ms), &code);
+  if (s == NATS_TIMEOUT) return out;
+  if (s != NATS_OK) {
+    natsMsgList_Destroy(&list);
+    if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED)
+      return make_error(errc::cancelled, "the consumer " + impl_->durable + " is closed");
+    return js_error(s, code, "fetching from " + impl_->durable);
+  }
+  for (int i = 0; i < list.Count; ++i) {
+    out.push_back(std::make_unique<delivery>(new delivery::native{list.Msgs[i]}));
+    list.Msgs[i] = nullptr;  // owned by the delivery now
+  }
+  natsMsgList_Destroy(&list);
+  return out;
+}
+
+// ---- jetstream
+
+struct jetstream::impl {
+  std::shared_ptr<connection> nats;
+  jsCtx* js = nullptr;
+  ~impl() {
+    if (js) jsCtx_Destroy(js);
+  }
+};
+
+jetstream::jetstream(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+jetstream::~jetstream() = default;
+
+result<std::unique_ptr<jetstream>> jetstream::open(std::shared_ptr<connection> nats, std::int64_t request_timeout_ms) {
+  auto state = std::make_unique<impl>();
+  state->nats = std::move(nats);
+  jsOptions options;
+  jsOptions_Init(&options);
+  options.Wait = request_timeout_ms;
+  natsStatus s = natsConnection_JetStream(&state->js, native_connection(*state->nats), &options);
+  if (s != NATS_OK) return js_error(s, 0, "opening JetStream");
+  return std::unique_ptr<jetstream>(new jetstream(std::move(state)));
+}
+
+result<void> jetstream::ensure_work_queue(const work_queue_options& o) {
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = o.stream.c_str();
+  std::vector<const char*> subjects;
+  for (const auto& s : o.subjects) subjects.push_back(s.c_str());
+  config.Subjects = subjects.data();
+  config.SubjectsLen = static_cast<int>(subjects.size());
+  config.Retention = js_WorkQueuePolicy;
+  config.Storage = js_FileStorage;
+  config.MaxMsgSize = static_cast<std::int32_t>(std::min<std::size_t>(o.message_bytes_max, INT32_MAX));
+  config.Replicas = o.replicas;
+  config.Duplicates = o.duplicate_window_ms * ns_per_ms;
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddStream(&info, impl_->js, &config, nullptr, &code);
+  if (s != NATS_OK && code == JSStreamNameExistErr) {
+    code = static_cast<jsErrCode>(0);
+    s = js_UpdateStream(&info, impl_->js, &config, nullptr, &code);
+  }
+  if (info) jsStreamInfo_Destroy(info);
+  if (s != NATS_OK)
+    return js_error(s, code, "creating the JetStream stream " + o.stream + " (is JetStream enabled on nats-server? start it with -js)");
+  return success();
+}
+
+namespace {
+void fill(jsConsumerConfig& config, const consumer_options& o) {
+  jsConsumerConfig_Init(&config);
+  config.Durable = o.durable.c_str();
+  config.FilterSubject = o.filter_subject.c_str();
+  config.AckPolicy = js_AckExplicit;
+  config.AckWait = o.ack_wait_ms * ns_per_ms;
+  config.MaxDeliver = -1;  // workers decide when a task was handed out too often
+  config.MaxAckPending = o.ack_pending_max;
+  config.DeliverPolicy = js_DeliverAll;
+}
+} // namespace
+
+result<void> jetstream::ensure_consumer(const consumer_options& o) {
+  jsConsumerConfig config;
+  fill(config, o);
+  jsConsumerInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddConsumer(&info, impl_->js, o.stream.c_str(), &config, nullptr, &code);
+  if (s != NATS_OK && (code == JSConsumerNameExistErr || code == JSConsumerExistingActiveErr || code == 10148)) {
+    code = static_cast<jsErrCode>(0);
+    s = js_UpdateConsumer(&info, impl_->js, o.stream.c_str(), &config, nullptr, &code);
+  }
+  if (info) jsConsumerInfo_Destroy(info);
+  if (s != NATS_OK) return js_error(s, code, "creating the consumer " + o.durable + " on " + o.stream);
+  return success();
+}
+
+result<std::unique_ptr<pull_consumer>> jetstream::subscribe(const consumer_options& o) {
+  if (auto made = ensure_consumer(o); !made) return made.error();
+  auto state = std::make_unique<pull_consumer::impl>();
+  state->durable = o.durable;
+  jsSubOptions options;
+  jsSubOptions_Init(&options);
+  options.Stream = o.stream.c_str();
+  options.Consumer = o.durable.c_str();
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_PullSubscribe(&state->sub, impl_->js, o.filter_subject.c_str(), o.durable.c_str(), nullptr,
+                                  &options, &code);
+  if (s != NATS_OK) {
+    state->sub = nullptr;
+    return js_error(s, code, "subscribing to the consumer " + o.durable);
+  }
+  return std::make_unique<pull_consumer>(std::move(state));
+}
+
+result<void> jetstream::publish(std::string_view subject, std::string_view data, std::string_view id) {
+  std::string subject_text(subject), id_text(id);
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  if (!id_text.empty()) options.MsgId = id_text.c_str();
+  jsPubAck* ack = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_Publish(&ack, impl_->js, subject_text.c_str(), data.data(), static_cast<int>(data.size()),
+                            &options, &code);
+  if (ack) jsPubAck_Destroy(ack);
+  if (s != NATS_OK) return js_error(s, code, "storing a message on " + subject_text);
+  return success();
+}
+
+result<bool> jetstream::holds(std::string_view stream, std::string_view subject) {
+  std::string stream_text(stream), subject_text(subject);
+  natsMsg* msg = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&msg, impl_->js, stream_text.c_str(), subject_text.c_str(), nullptr, &code);
+  if (msg) natsMsg_Destroy(msg);
+  if (s == NATS_OK) return true;
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return false;
+  return js_error(s, code, "looking for " + subject_text + " in " + stream_text);
+}
+
+result<std::uint64_t> jetstream::stored_messages(std::string_view stream) {
+  std::string stream_text(stream);
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, impl_->js, stream_text.c_str(), nullptr, &code);
+  if (s != NATS_OK) return js_error(s, code, "reading the state of " + stream_text);
+  std::uint64_t count = info->State.Msgs;
+  jsStreamInfo_Destroy(info);
+  return count;
+}
+
+} // namespace keel::broker
