@@ -355,9 +355,13 @@ TEST_CASE("adversary, unbounded work: grep and glob end within their limits what
   CHECK(walked.result["truncated"] == true);
   CHECK(walked.result["note"].get<std::string>().find("entries") != std::string::npos);
   a.p.walk_entries_max = 100'000;
+  // 32 MB to search cannot be done in 1 ms on any machine: the search stops at its time limit.
+  std::string megabyte(1 << 20, 'x');
+  for (int i = 0; i < 32; ++i) write_file(a.in_ws("big/f" + std::to_string(i)), megabyte);
   a.p.tool_timeout_ms = 1;
-  auto timed = a.call("grep", {{"pattern", "(x+x+)+y"}});
+  auto timed = a.call("grep", {{"pattern", "(x+x+)+y"}, {"path", "big"}});
   CHECK(timed.result["truncated"] == true);
+  CHECK(timed.result.value("note", std::string{}).find("time limit") != std::string::npos);
   // Glob patterns of many stars match in linear time.
   a.p.tool_timeout_ms = 30'000;
   std::string many_stars(2000, '*');
