@@ -20,6 +20,8 @@ namespace {
 //   calls[], call_index, suspended{step_key, call_index, form}, answers{key: {...}},
 //   allow_rules[{kind, command}] (allow_patterns[] in older runs: exact commands), output,
 //   stop_reason, error
+constexpr std::size_t event_result_bytes_max = 16 << 10;
+
 std::string preview(const std::string& text, std::size_t max_chars) {
   if (text.size() <= max_chars) return text;
   return text.substr(0, max_chars) + "...";
@@ -474,9 +476,13 @@ void run_machine::add_tool_message(effects& e, const wire::value& call, const wi
   llm::message m{"tool", llm::tool_result_text(name, result, is_error), {},
                  call["id"].get<std::string>(), name, is_error};
   record_.state["messages"].push_back(llm::to_value(m));
+  // The event carries the result when it is small; a large one (a file read whole, a long log)
+  // is in the conversation already, and the event says how large it was and shows its start.
+  auto size = wire::pack(result).size();
+  value shown = size <= event_result_bytes_max ? result : value{{"truncated", true}, {"bytes", size}};
   emit(e, "tool_call_completed",
        value{{"call_id", call["id"]}, {"tool", name}, {"is_error", is_error},
-             {"result", result}, {"text_preview", preview(m.text, 2000)}});
+             {"result", shown}, {"text_preview", preview(m.text, 2000)}});
 }
 
 result<effects> run_machine::on_resume(const wire::resume_request& request) {

@@ -73,7 +73,8 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
     for (const auto& [id, b] : nodes)
       out.push_back({{"node_id", id}, {"roles", b.roles}, {"agents", b.agents}, {"queues", b.queues},
                      {"host", b.host}, {"pid", b.pid}, {"started_ms", b.started_ms},
-                     {"version", b.version}});
+                     {"version", b.version}, {"slots", b.slots}, {"slots_busy", b.slots_busy},
+                     {"runs_in_memory", b.runs_in_memory}});
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -82,11 +83,12 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
     return 0;
   }
   std::cout << std::left << std::setw(24) << "NODE" << std::setw(30) << "ROLES" << std::setw(24)
-            << "AGENTS" << std::setw(16) << "HOST" << std::setw(9) << "PID" << "UP\n";
+            << "AGENTS" << std::setw(16) << "HOST" << std::setw(9) << "PID" << std::setw(10) << "SLOTS" << "UP\n";
   auto now = wall_ms();
   for (const auto& [id, b] : nodes) {
     std::cout << std::left << std::setw(24) << id << std::setw(30) << join(b.roles) << std::setw(24)
-              << join(b.agents) << std::setw(16) << b.host << std::setw(9) << b.pid
+              << join(b.agents) << std::setw(16) << b.host << std::setw(9) << b.pid << std::setw(10)
+              << (b.slots > 0 ? std::to_string(b.slots_busy) + "/" + std::to_string(b.slots) : "-")
               << duration_text(now - b.started_ms) << "\n";
   }
   return 0;

@@ -13,25 +13,60 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 } // namespace
 
 cluster::cluster(const std::string& agents,
-                 const std::vector<std::pair<std::string, std::string>>& files) {
+                 const std::vector<std::pair<std::string, std::string>>& files, cluster_options options)
+  : options_(std::move(options)) {
   for (const auto& [name, content] : files) write_file(dir_.file(name), content);
+  auto config = [&](const std::string& name, const std::string& roles) {
+    return "[node]\nname = \"" + name + "\"\nroles = [" + roles + "]\n"
+           "data_dir = \"" + dir_.file("data") + "\"\n"
+           "[nats]\nservers = [\"" + nats_.url() + "\"]\n"
+           "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n"
+           "\n" + replace_all(agents, "{dir}", dir_.path());
+  };
   config_path_ = dir_.file("node.toml");
-  write_file(config_path_, "[node]\nname = \"n1\"\nroles = [\"orchestrator\", \"worker\"]\n"
-                           "data_dir = \"" + dir_.file("data") + "\"\n"
-                           "[nats]\nservers = [\"" + nats_.url() + "\"]\n"
-                           "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n"
-                           "\n" +
-                             replace_all(agents, "{dir}", dir_.path()));
+  write_file(config_path_, config("n1", options_.separate_worker ? "\"orchestrator\"" : "\"orchestrator\", \"worker\""));
+  if (options_.separate_worker) {
+    worker_config_path_ = dir_.file("worker.toml");
+    write_file(worker_config_path_, config("w1", "\"worker\""));
+  }
   start_node();
+  if (options_.separate_worker) start_worker();
 }
 
-cluster::~cluster() { node_.stop(2000); }
+cluster::~cluster() {
+  if (options_.separate_worker) {
+    worker_.signal(SIGCONT);
+    worker_.stop(2000);
+  }
+  node_.stop(2000);
+}
+
+void cluster::start_worker() {
+  child_options o;
+  o.argv = {KEEL_NODE_BINARY, "--config", worker_config_path_};
+  for (const auto& set : options_.worker_sets) o.argv.insert(o.argv.end(), {"--set", set});
+  o.stdout_path = dir_.file("worker.out");
+  o.stderr_path = dir_.file("worker.err");
+  auto started = child_process::start(o);
+  REQUIRE(started.ok());
+  worker_ = std::move(*started);
+  INFO(read_file(dir_.file("worker.err")));
+  REQUIRE_EVENTUALLY(15000, keel({"nodes", "--wait-ms", "200"}).out.find("w1") != std::string::npos);
+}
+
+void cluster::kill_worker() {
+  worker_.signal(SIGKILL);
+  REQUIRE(worker_.wait(5000).ok());
+}
+
+void cluster::signal_worker(int signal) { worker_.signal(signal); }
 
 void cluster::start_node() {
   ++starts_;
   // Logs of every start go to the same files, so a failing test shows the whole story.
   child_options options;
   options.argv = {KEEL_NODE_BINARY, "--config", config_path_};
+  for (const auto& set : options_.node_sets) options.argv.insert(options.argv.end(), {"--set", set});
   options.stdout_path = dir_.file("node.out");
   options.stderr_path = dir_.file("node.err");
   auto started = child_process::start(options);
@@ -87,8 +122,13 @@ std::vector<nlohmann::json> cluster::events(const std::string& run_id) {
   REQUIRE(r.exit_code == 0);
   std::vector<nlohmann::json> out;
   std::istringstream in(r.out);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    auto parsed = nlohmann::json::parse(line, nullptr, false);
+    INFO("keel events printed a line that is not JSON: " << line.substr(0, 300));
+    REQUIRE_FALSE(parsed.is_discarded());
+    out.push_back(std::move(parsed));
+  }
   return out;
 }
 

@@ -9,17 +9,29 @@
 
 namespace keel::testing {
 
+struct cluster_options {
+  // The worker role in a process of its own (node "w1"), so that it can be killed or paused alone.
+  bool separate_worker = false;
+  std::vector<std::string> node_sets;    // keel-node --set lines for the node (n1)
+  std::vector<std::string> worker_sets;  // and for the separate worker
+};
+
 class cluster {
 public:
   // `agents` is TOML for [agents.*] tables; "{dir}" in it becomes the test's directory.
   // `files` (name, content) are written into the test's directory before the node starts.
   explicit cluster(const std::string& agents,
-                   const std::vector<std::pair<std::string, std::string>>& files = {});
+                   const std::vector<std::pair<std::string, std::string>>& files = {},
+                   cluster_options options = {});
   ~cluster();
 
   void start_node();
   void kill_node();  // SIGKILL, as a crash would
   void stop_node();  // SIGTERM, and wait
+  void start_worker();
+  void kill_worker();
+  void signal_worker(int signal);  // SIGSTOP, SIGCONT...
+  std::string worker_log() const { return read_file(dir_.file("worker.err")); }
 
   command_output keel(std::vector<std::string> args, std::int64_t timeout_ms = 30'000);
   std::string invoke(const std::string& agent, const std::string& input);
@@ -41,7 +53,10 @@ private:
   temp_dir dir_;
   nats_server nats_;
   std::string config_path_;
+  std::string worker_config_path_;
+  cluster_options options_;
   child_process node_;
+  child_process worker_;
   int starts_ = 0;
 };
 

@@ -1,0 +1,165 @@
+// Runs under load and faults, end to end: each tool call executed once, back-pressure on a worker
+// with few slots, a worker killed or paused during calls, the broker restarted, conversations
+// larger than a NATS message. Built binaries and real nats-servers only; calls are counted where
+// they happen (a file each command appends to, the scripted model's call log).
+#include "tests/e2e/cluster.hpp"
+
+#include <csignal>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+std::string agent(const std::string& name, const std::string& extra_sandbox = "") {
+  return "\n[agents." + name + "]\nscript = \"{dir}/" + name + ".json\"\nscript_log = \"{dir}/" + name +
+         "-calls.log\"\nmax_steps = 1000\n[agents." + name + ".sandbox]\nworkspace = \"{dir}/ws\"\nscope = \"agent\"\n"
+         "exec_security = \"allow-always\"\nfile_approval = false\n" + extra_sandbox;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+// Calls per "run/step" in the scripted model's log (each line: "run/step turn").
+std::map<std::string, int> model_calls(const std::string& log) {
+  std::map<std::string, int> out;
+  for (const auto& line : lines_of(log)) out[line.substr(0, line.find(' '))] += 1;
+  return out;
+}
+
+std::size_t count_events(cluster& c, const std::string& run, const std::string& type) {
+  auto events = c.events(run);
+  return static_cast<std::size_t>(
+    std::count_if(events.begin(), events.end(), [&](const json& e) { return e["event_type"] == type; }));
+}
+
+} // namespace
+
+TEST_CASE("tasks: a burst of runs on a worker with 4 slots runs every call once and loses none",
+          "[e2e][integration]") {
+  // Each call takes 300 ms; 60 calls on 4 slots wait up to 4.5 s in the queue, far past the
+  // 1 s after which a worker asks whether a task is still wanted.
+  cluster c(agent("burst"), {{"burst.json", R"({"turns": [
+      {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 0.3; echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "done"}
+    ]})"}}, cluster_options{false, {"worker.slots = 4"}, {}});
+  constexpr int runs = 60;
+  std::vector<std::string> ids;
+  for (int i = 0; i < runs; ++i) ids.push_back(c.invoke("burst", "go " + std::to_string(i)));
+  // The worker announces its slots, and never holds more.
+  auto nodes = c.keel({"nodes", "--json", "--wait-ms", "300"});
+  INFO(nodes.out);
+  CHECK(nodes.out.find("\"slots\": 4") != std::string::npos);
+  for (const auto& id : ids) c.await_status(id, "completed", 60'000);
+  auto calls = lines_of(read_file(c.dir().file("ws/calls.txt")));
+  CHECK(calls.size() == runs);
+  CHECK(std::set<std::string>(calls.begin(), calls.end()).size() == runs);  // one id per call, each once
+  for (const auto& id : ids) CHECK(count_events(c, id, "task_retried") == 0);
+  // Two model steps per run, each called once.
+  for (const auto& [step, n] : model_calls(read_file(c.dir().file("burst-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+}
+
+TEST_CASE("tasks: a worker killed during a call is replaced and the call runs again; one paused for 10 s fails nothing",
+          "[e2e][integration]") {
+  cluster c(agent("slow") + agent("thinker"),
+            {{"slow.json", R"({"turns": [
+                {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> starts.txt; sleep 3"}}]},
+                {"text": "done"}
+              ]})"},
+             {"thinker.json", R"({"turns": [
+                {"delay_ms": 3000, "text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> thought.txt"}}]},
+                {"delay_ms": 3000, "text": "done"}
+              ]})"}},
+            cluster_options{true, {}, {}});
+  SECTION("killed") {
+    auto run = c.invoke("slow", "go");
+    REQUIRE_EVENTUALLY(20'000, read_file(c.dir().file("ws/starts.txt")).size() > 0);
+    c.kill_worker();
+    c.start_worker();
+    // Noticed by its silence (liveness, 4 s by default) and handed to the new worker.
+    c.await_status(run, "completed", 30'000);
+    auto starts = lines_of(read_file(c.dir().file("ws/starts.txt")));
+    CHECK(starts.size() == 2);  // its worker died during the call: run again, with the same id
+    CHECK(starts.front() == starts.back());
+  }
+  SECTION("paused") {
+    std::vector<std::string> runs;
+    for (int i = 0; i < 5; ++i) runs.push_back(c.invoke("thinker", "go"));
+    REQUIRE_EVENTUALLY(20'000, lines_of(read_file(c.dir().file("thinker-calls.log"))).size() >= 5);
+    c.signal_worker(SIGSTOP);  // a long GC, a VM stall: silent, yet alive
+    std::this_thread::sleep_for(std::chrono::seconds(10));  // the fault itself lasts 10 s
+    c.signal_worker(SIGCONT);
+    for (const auto& run : runs) {
+      c.await_status(run, "completed", 60'000);
+      CHECK(count_events(c, run, "run_failed") == 0);
+    }
+    // The paused worker took back what it held; nothing ran twice.
+    for (const auto& [step, n] : model_calls(read_file(c.dir().file("thinker-calls.log")))) {
+      INFO(step);
+      CHECK(n == 1);
+    }
+    CHECK(lines_of(read_file(c.dir().file("ws/thought.txt"))).size() == 5);
+  }
+}
+
+TEST_CASE("tasks: results of calls that end while the broker restarts are not lost", "[e2e][integration]") {
+  cluster c(agent("steady"), {{"steady.json", R"({"turns": [
+      {"delay_ms": 1500, "text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> ran.txt"}}]},
+      {"delay_ms": 500, "text": "done"}
+    ]})"}});
+  std::vector<std::string> runs;
+  for (int i = 0; i < 5; ++i) runs.push_back(c.invoke("steady", "go"));
+  REQUIRE_EVENTUALLY(20'000, lines_of(read_file(c.dir().file("steady-calls.log"))).size() >= 5);
+  c.nats().kill();  // the model calls end while it is down: their results wait with the workers
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  c.nats().restart();
+  for (const auto& run : runs) c.await_status(run, "completed", 60'000);
+  CHECK(lines_of(read_file(c.dir().file("ws/ran.txt"))).size() == 5);
+}
+
+TEST_CASE("conversations: a run whose conversation grows far past one NATS message completes", "[e2e][integration]") {
+  // 120 steps that each read a 100 KB file: 12 MB of conversation, on a node whose messages are
+  // limited to 128 KB and whose model tasks carry at most 1 KB of new messages: each step's tool
+  // result is fetched by the worker from the run's owner, in two pieces.
+  std::string turns;
+  for (int i = 0; i < 120; ++i)
+    turns += R"({"text": "reading", "tool_calls": [{"name": "read", "arguments": {"path": "big.txt"}}]},)";
+  turns += R"({"text": "read it all"})";
+  cluster c(agent("reader", "output_chars_max = 200000\n"), {{"reader.json", "{\"turns\": [" + turns + "]}"}},
+            cluster_options{false, {"limits.message_bytes_max = 131072", "limits.task_inline_bytes_max = 1024"}, {}});
+  std::string big;
+  while (big.size() < 100'000) big += "line " + std::to_string(big.size()) + " of a large file\n";
+  write_file(c.dir().file("ws/big.txt"), big);
+  auto run = c.invoke("reader", "read it 120 times");
+  c.await_status(run, "completed", 120'000);
+  auto shown = c.show(run);
+  INFO(c.node_log());
+  CHECK(shown["output"] == "read it all");
+  CHECK(shown["steps"] == 121);
+  auto events = c.events(run);
+  auto reads = std::count_if(events.begin(), events.end(), [](const json& e) {
+    return e["event_type"] == "tool_call_completed" && e["data"]["is_error"] == false &&
+           e["data"].value("text_preview", std::string{}).find("line 0 of a large file") != std::string::npos &&
+           e["data"]["result"].value("truncated", false);
+  });
+  CHECK(reads == 120);
+  CHECK(c.node_log().find("Maximum Payload") == std::string::npos);
+  // Every model step called once.
+  for (const auto& [step, n] : model_calls(read_file(c.dir().file("reader-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+}
