@@ -187,6 +187,11 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
     (void)shared.nats->publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
                                                        {"run_id", t.run_id}, {"step", t.step}, {"text", text}}));
   };
+  request.on_stream_restart = [&shared, &t, deltas] {
+    (void)shared.nats->publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
+                                                       {"run_id", t.run_id}, {"step", t.step}, {"text", ""},
+                                                       {"restart", true}}));
+  };
   auto chosen = shared.provider_for(agent, p.value("provider", std::string{}), request.model);
   if (!chosen) return chosen.error();
   auto completion = (*chosen)->complete(request);

@@ -53,6 +53,9 @@ struct completion_request {
   std::string task_id;             // run/step/attempt, so a provider can tell a repeat
   // Streaming providers call this with each piece of text as it arrives.
   std::function<void(const std::string&)> on_text_delta;
+  // ... and this when a stream broke off and is asked again from the start: the text sent so far
+  // for this step is to be forgotten.
+  std::function<void()> on_stream_restart;
 };
 
 wire::value to_value(const message& m);

@@ -99,14 +99,31 @@ bool sse_parser::feed(std::string_view bytes,
 }
 
 result<http_response> post_with_retries(const network_settings& s, const http_request& request,
-                                        const std::function<std::string(const http_response&)>& error_text) {
+                                        const std::function<std::string(const http_response&)>& error_text,
+                                        const std::function<void(std::int64_t)>& before_attempt,
+                                        const std::function<std::optional<keel::error>()>& stream_outcome) {
   auto logger = log::get("llm");
   for (std::int64_t attempt = 0;; ++attempt) {
+    // Each attempt starts from nothing: what a broken stream put together is thrown away.
+    if (before_attempt) before_attempt(attempt);
     auto response = http_post(request);
+    // A stream that broke off (or said it failed) is a failed attempt like any other.
+    if (response && response->status >= 200 && response->status < 300 && stream_outcome)
+      if (auto broken = stream_outcome()) {
+        if (broken->code != errc::unavailable || attempt >= s.retries_max) return *broken;
+        auto wait_ms = backoff_ms(s, attempt);
+        logger->warn("{} stream failed ({}); retry {} of {} in {} ms", s.kind, broken->message, attempt + 1,
+                     s.retries_max, wait_ms);
+        std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+        continue;
+      }
     std::int64_t wait_ms = 0;
     std::string why;
     if (!response) {
       why = response.error().message;
+      // The stream was stopped because of what it said: a malformed stream is not asked again.
+      if (stream_outcome)
+        if (auto broken = stream_outcome(); broken && broken->code != errc::unavailable) return *broken;
       if (attempt >= s.retries_max) return response.error();
     } else if (response->status >= 200 && response->status < 300) {
       return response;
@@ -227,6 +244,20 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
   std::map<int, std::string> partial_json;
   std::optional<keel::error> stream_error;
   sse_parser parser;
+  bool stopped = false;  // message_stop seen: the answer is whole
+  auto fresh = [&](std::int64_t attempt) {
+    c = completion{};
+    partial_json.clear();
+    stream_error.reset();
+    parser = sse_parser{};
+    stopped = false;
+    if (attempt > 0 && r.on_stream_restart) r.on_stream_restart();
+  };
+  auto outcome = [&]() -> std::optional<keel::error> {
+    if (stream_error) return stream_error;
+    if (!stopped) return make_error(errc::unavailable, "the Anthropic stream ended before message_stop");
+    return std::nullopt;
+  };
   h.on_data = [&](std::string_view bytes) {
     return parser.feed(bytes, [&](const std::string&, const std::string& data) {
       auto e = value::parse(data, nullptr, false);
@@ -249,6 +280,8 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
         } else if (d.value("type", "") == "input_json_delta") {
           partial_json[e.value("index", 0)] += d.value("partial_json", std::string{});
         }
+      } else if (type == "message_stop") {
+        stopped = true;
       } else if (type == "message_delta") {
         c.stop_reason = e["delta"].value("stop_reason", c.stop_reason);
         c.used = anthropic_usage(e.value("usage", value()), c.used);
@@ -261,9 +294,8 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
       return true;
     });
   };
-  auto response = post_with_retries(settings_, h, anthropic_error_text);
+  auto response = post_with_retries(settings_, h, anthropic_error_text, fresh, outcome);
   if (!response) return response.error();
-  if (stream_error) return *stream_error;
   std::size_t k = 0;
   for (auto& [index, json] : partial_json) {
     auto input = value::parse(json.empty() ? "{}" : json, nullptr, false);
@@ -375,9 +407,26 @@ result<completion> openai_provider::complete(const completion_request& r) {
   std::map<int, std::pair<std::size_t, std::string>> call_arguments;  // index -> (call, json)
   std::optional<keel::error> stream_error;
   sse_parser parser;
+  bool finished = false;  // [DONE] or a finish_reason seen: the answer is whole
+  auto fresh = [&](std::int64_t attempt) {
+    c = completion{};
+    call_arguments.clear();
+    stream_error.reset();
+    parser = sse_parser{};
+    finished = false;
+    if (attempt > 0 && r.on_stream_restart) r.on_stream_restart();
+  };
+  auto outcome = [&]() -> std::optional<keel::error> {
+    if (stream_error) return stream_error;
+    if (!finished) return make_error(errc::unavailable, "the OpenAI stream ended before its last chunk");
+    return std::nullopt;
+  };
   h.on_data = [&](std::string_view bytes) {
     return parser.feed(bytes, [&](const std::string&, const std::string& data) {
-      if (data == "[DONE]") return true;
+      if (data == "[DONE]") {
+        finished = true;
+        return true;
+      }
       auto e = value::parse(data, nullptr, false);
       if (e.is_discarded() || !e.is_object()) {
         stream_error = make_error(errc::malformed, "a chunk of the OpenAI stream is not JSON");
@@ -406,15 +455,16 @@ result<completion> openai_provider::complete(const completion_request& r) {
           if (call.contains("function"))
             call_arguments[index].second += call["function"].value("arguments", std::string{});
         }
-        if (choice.contains("finish_reason") && choice["finish_reason"].is_string())
+        if (choice.contains("finish_reason") && choice["finish_reason"].is_string()) {
           c.stop_reason = openai_stop(choice["finish_reason"].get<std::string>());
+          finished = true;
+        }
       }
       return true;
     });
   };
-  auto response = post_with_retries(settings_, h, openai_error_text);
+  auto response = post_with_retries(settings_, h, openai_error_text, fresh, outcome);
   if (!response) return response.error();
-  if (stream_error) return *stream_error;
   for (auto& [index, entry] : call_arguments) {
     auto arguments = value::parse(entry.second.empty() ? "{}" : entry.second, nullptr, false);
     if (arguments.is_discarded()) return make_error(errc::malformed, "a tool call's arguments in the stream are not JSON");

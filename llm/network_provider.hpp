@@ -64,8 +64,12 @@ private:
 
 // Runs `attempt` until it succeeds, fails for good, or the retries run out. A response with
 // status 429, 5xx or 529 is retried (after `retry-after` when the service says), as is a
-// network failure; any other 4xx fails at once with the service's message.
+// network failure; any other 4xx fails at once with the service's message. For a stream,
+// `before_attempt` resets what the last attempt put together, and `stream_outcome` says after
+// the body whether the stream was whole (none) or broke off (unavailable: tried again).
 result<http_response> post_with_retries(const network_settings& s, const http_request& request,
-                                        const std::function<std::string(const http_response&)>& error_text);
+                                        const std::function<std::string(const http_response&)>& error_text,
+                                        const std::function<void(std::int64_t)>& before_attempt = {},
+                                        const std::function<std::optional<keel::error>()>& stream_outcome = {});
 
 } // namespace keel::llm

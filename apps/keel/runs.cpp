@@ -119,6 +119,17 @@ public:
       std::lock_guard lock{mutex};
       auto run = v->value("run_id", std::string{});
       auto piece = std::make_pair(v->value("step", std::uint64_t{0}), v->value("text", std::string{}));
+      if (v->value("restart", false)) {
+        // The model's stream broke off and the step is asked again: what was shown is dropped.
+        if (run != run_id_) return;
+        held_.erase(piece.first);
+        if (streamed.count(piece.first)) {
+          std::cout << "\n  (the model's answer broke off; asking again)\n" << std::flush;
+          streamed.erase(piece.first);
+          open_line = false;
+        }
+        return;
+      }
       if (run_id_.empty()) {
         if (early_.size() < 10'000) early_.emplace_back(run, piece);
       } else if (run == run_id_) {

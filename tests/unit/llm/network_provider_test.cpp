@@ -302,3 +302,86 @@ TEST_CASE("providers: keys and base URLs come from the environment as the SDKs r
   agent.api_key_file = dir.file("key");
   CHECK(settings_for(agent, "anthropic")->api_key == "sk-from-file");
 }
+
+TEST_CASE("streaming: a stream that breaks off is asked again from the start, and the answer holds each part once",
+          "[llm]") {
+  SECTION("anthropic") {
+    auto event = [](const char* type, json body) { return sse(type, body); };
+    std::vector<std::string> whole = {
+      event("message_start", {{"type", "message_start"}, {"message", {{"id", "msg_1"}, {"usage", {{"input_tokens", 25}}}}}}),
+      event("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
+      event("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "Let me "}}}}),
+      event("content_block_delta", {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "look."}}}}),
+      event("content_block_start", {{"type", "content_block_start"}, {"index", 1}, {"content_block", {{"type", "tool_use"}, {"id", "toolu_9"}, {"name", "exec"}, {"input", json::object()}}}}),
+      event("content_block_delta", {{"type", "content_block_delta"}, {"index", 1}, {"delta", {{"type", "input_json_delta"}, {"partial_json", "{\"command\": \"ls\"}"}}}}),
+      event("message_delta", {{"type", "message_delta"}, {"delta", {{"stop_reason", "tool_use"}}}, {"usage", {{"output_tokens", 9}}}}),
+      event("message_stop", {{"type", "message_stop"}})};
+    int calls = 0;
+    fake_service service([&](const fake_request&) {
+      // The first two answers break off: after some text, then after a tool call began.
+      ++calls;
+      if (calls == 1) return fake_reply{200, "", {whole.begin(), whole.begin() + 3}};
+      if (calls == 2) return fake_reply{200, "", {whole.begin(), whole.begin() + 6}};
+      return fake_reply{200, "", whole};
+    });
+    anthropic_provider p(settings("anthropic", service, true));
+    auto request = conversation();
+    std::string streamed;
+    int restarts = 0;
+    request.on_text_delta = [&](const std::string& t) { streamed += t; };
+    request.on_stream_restart = [&] {
+      ++restarts;
+      streamed.clear();  // as a viewer does
+    };
+    auto c = p.complete(request);
+    REQUIRE(c.ok());
+    CHECK(calls == 3);
+    CHECK(restarts == 2);
+    CHECK(c->text == "Let me look.");
+    CHECK(streamed == "Let me look.");
+    REQUIRE(c->tool_calls.size() == 1);
+    CHECK(c->tool_calls[0].arguments == json{{"command", "ls"}});
+    CHECK(c->used.output_tokens == 9);
+  }
+  SECTION("openai") {
+    auto chunk = [](json delta, json finish = nullptr) {
+      return "data: " + json{{"id", "chatcmpl-1"}, {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}}.dump() + "\n\n";
+    };
+    std::vector<std::string> whole = {
+      chunk({{"content", "Run"}}), chunk({{"content", "ning."}}),
+      chunk({{"tool_calls", {{{"index", 0}, {"id", "call_1"}, {"function", {{"name", "exec"}, {"arguments", "{\"command\""}}}}}}}),
+      chunk({{"tool_calls", {{{"index", 0}, {"function", {{"arguments", ": \"ls\"}"}}}}}}}),
+      chunk(json::object(), "tool_calls"), "data: [DONE]\n\n"};
+    int calls = 0;
+    fake_service service([&](const fake_request&) {
+      ++calls;
+      if (calls == 1) return fake_reply{200, "", {whole.begin(), whole.begin() + 3}};
+      return fake_reply{200, "", whole};
+    });
+    openai_provider p(settings("openai", service, true));
+    auto request = conversation();
+    std::string streamed;
+    request.on_text_delta = [&](const std::string& t) { streamed += t; };
+    request.on_stream_restart = [&] { streamed.clear(); };
+    auto c = p.complete(request);
+    REQUIRE(c.ok());
+    CHECK(calls == 2);
+    CHECK(c->text == "Running.");
+    CHECK(streamed == "Running.");
+    REQUIRE(c->tool_calls.size() == 1);
+    CHECK(c->tool_calls[0].arguments == json{{"command", "ls"}});
+  }
+  SECTION("a stream that keeps breaking off fails as unavailable once the retries run out") {
+    int calls = 0;
+    fake_service service([&](const fake_request&) {
+      ++calls;
+      return fake_reply{200, "", {sse("message_start", {{"type", "message_start"}, {"message", {{"id", "m"}}}})}};
+    });
+    anthropic_provider p(settings("anthropic", service, true));
+    auto c = p.complete(conversation());
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().code == errc::unavailable);
+    CHECK(c.error().message.find("ended before message_stop") != std::string::npos);
+    CHECK(calls == 3);  // retries_max = 2
+  }
+}
