@@ -163,6 +163,9 @@ value summary(const store::run_record& r) {
   if (s.contains("error")) out["error"] = s["error"];
   if (s.contains("suspended") && !s["suspended"].is_null())
     out["waiting"] = value{{"step_key", s["suspended"]["step_key"]}, {"form", s["suspended"]["form"]}};
+  // A step failing for a passing reason: what it waits on, and when it is tried next.
+  if (s.contains("pending") && s["pending"].is_object() && s["pending"].contains("retry"))
+    out["retrying"] = s["pending"]["retry"];
   return out;
 }
 

@@ -80,6 +80,14 @@ result<value> client::cancel(const std::string& run, const std::string& reason) 
   return (*v)["run"];
 }
 
+result<value> client::retry(const std::string& run) {
+  auto reply = request(subjects_.run_retry(run), wire::pack(value{{"v", wire::protocol_version}, {"type", "retry"}}), run);
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "run");
+  if (!v) return v.error();
+  return (*v)["run"];
+}
+
 result<value> client::show(const std::string& run) {
   auto reply = request(subjects_.run_query(run),
                        wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), run);

@@ -20,6 +20,7 @@ public:
   result<wire::invoke_reply> invoke(const wire::invoke_request& request);
   result<wire::resume_reply> resume(const wire::resume_request& request);
   result<wire::value> cancel(const std::string& run_id, const std::string& reason);
+  result<wire::value> retry(const std::string& run_id);
   result<wire::value> show(const std::string& run_id);  // the run's summary
   // The run's summary once it is not running (suspended or ended), or a timeout error.
   result<wire::value> wait(const std::string& run_id);

@@ -122,16 +122,20 @@ std::string render_event(const wire::event& e) {
   if (t == "suspend") return "  .. waiting for approval of step " + str(d, "step_key") + "\n";
   if (t == "resumed")
     return std::string("  -> ") + (d.value("approved", false) ? "Approved" : "Rejected") + ". Resuming...\n";
-  if (t == "task_retried")
+  if (t == "task_retried") {
+    if (d.contains("waiting") && d["waiting"].is_string())
+      return "  (" + str(d, "waiting") + "; attempt " + str(d, "attempt") + " failed: " + str(d, "reason") + ")\n";
     return "  (step " + str(d, "task_step") + " sent again, attempt " + str(d, "attempt") + ": " +
            str(d, "reason") + ")\n";
+  }
+  if (t == "run_retried") return "  -> Retrying from step " + str(d, "task_step") + "\n";
   if (t == "run_completed") {
     const value& usage = d.contains("usage") ? d["usage"] : value::object();
     return "\nRun completed (" + str(d, "stop_reason") + ", " + str(d, "steps") + " model steps, " +
            std::to_string(usage.value("input_tokens", 0) + usage.value("output_tokens", 0)) +
            " tokens).\n";
   }
-  if (t == "run_failed") return "\nRun failed: " + str(d, "error") + "\n";
+  if (t == "run_failed") return "\nRun failed: " + str(d, "error") + "\n  (keel retry RUN goes on from the step that failed)\n";
   if (t == "run_cancelled") return "\nRun cancelled: " + str(d, "reason") + "\n";
   return "  [" + t + "]\n";
 }

@@ -328,6 +328,21 @@ void add_cancel(CLI::App& app, int& exit_code) {
   });
 }
 
+void add_retry(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto run = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("retry", "Go on with a failed run from the step that failed");
+  cmd->add_option("run", *run, "Run id")->required();
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto c = open_client(*flags, "retry");
+    if (!c) return void(exit_code = fail("retry", c.error()));
+    auto r = c->retry(*run);
+    if (!r) return void(exit_code = fail("retry", r.error()));
+    std::cout << "Run " << *run << " is " << r->value("status", std::string{}) << " again\n";
+  });
+}
+
 void add_wait(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<client_flags>();
   flags->timeout_ms = 600'000;
@@ -449,6 +464,7 @@ void add_run_commands(CLI::App& app, int& exit_code) {
   add_run(app, exit_code);
   add_resume(app, exit_code);
   add_cancel(app, exit_code);
+  add_retry(app, exit_code);
   add_wait(app, exit_code);
   add_events(app, exit_code);
   add_runs(app, exit_code);

@@ -6,6 +6,7 @@
 #include "broker/connection.hpp"
 #include "runtime/wire.hpp"
 
+#include <atomic>
 #include <mutex>
 
 using namespace keel;
@@ -141,4 +142,65 @@ workspace = "{dir}/ws"
   REQUIRE(first != std::string::npos);
   CHECK(run.out.find("Hello from the stream.", first + 1) == std::string::npos);  // printed once
   CHECK(run.out.find("Run completed") != std::string::npos);
+}
+
+TEST_CASE("providers: an outage keeps runs waiting with backoff; a run that failed goes on with keel retry",
+          "[e2e][integration]") {
+  // The service answers 529 (overloaded) while `down` is set, and like Claude otherwise.
+  std::atomic<bool> down{true};
+  std::atomic<int> refused{0};
+  fake_service anthropic([&](const fake_request& r) {
+    if (down) {
+      ++refused;
+      return fake_reply{529, json{{"type", "error"}, {"error", {{"type", "overloaded_error"}, {"message", "Overloaded"}}}}.dump()};
+    }
+    return claude(r);
+  });
+  std::string agent = R"(
+[agents.coder]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+base_url = ")" + anthropic.url() + R"("
+api_key_file = "{dir}/anthropic.key"
+stream = false
+retries_max = 1
+retry_base_ms = 10
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+exec_security = "allow-always"
+file_approval = false
+)";
+  SECTION("waiting") {
+    cluster c(agent, {{"anthropic.key", "sk-ant-test-key\n"}},
+              cluster_options{false, {"limits.retry_backoff_max_ms = 1000"}, {}});
+    auto run = c.invoke("coder", "Create hello.sh and run it.");
+    // Tried again and again, waiting between tries, shown as waiting on the model.
+    REQUIRE_EVENTUALLY(20'000, c.show(run).contains("retrying"));
+    auto shown = c.show(run);
+    CHECK(shown["status"] == "running");
+    CHECK(shown["retrying"]["waiting"].get<std::string>().find("waiting on the model, next try in") == 0);
+    REQUIRE_EVENTUALLY(20'000, refused >= 8);
+    down = false;
+    c.await_status(run, "completed", 30'000);
+    // Each try of the outage was one failed call with its own retry; none was lost or doubled.
+    auto events = c.events(run);
+    auto retries = std::count_if(events.begin(), events.end(), [](const json& e) { return e["event_type"] == "task_retried"; });
+    CHECK(retries >= 4);
+    CHECK(anthropic.requests().size() == static_cast<std::size_t>(refused) + 3);  // + the three turns that worked
+  }
+  SECTION("failed, then retried") {
+    cluster c(agent, {{"anthropic.key", "sk-ant-test-key\n"}},
+              cluster_options{false, {"limits.retry_backoff_max_ms = 200", "limits.step_retry_ms = 1500"}, {}});
+    auto run = c.invoke("coder", "Create hello.sh and run it.");
+    c.await_status(run, "failed", 30'000);
+    CHECK(c.show(run)["error"].get<std::string>().find("kept failing for") != std::string::npos);
+    // Not retried while the run is not failed; retried from its step once it is.
+    down = false;
+    auto retried = c.keel({"retry", run});
+    INFO(retried.err);
+    CHECK(retried.exit_code == 0);
+    c.await_status(run, "completed", 30'000);
+    CHECK(c.keel({"retry", run}).err.find("only a failed run can be retried") != std::string::npos);
+    CHECK(c.show(run)["output"].get<std::string>().find("Hello, world!") != std::string::npos);
+  }
 }
