@@ -6,6 +6,7 @@
 #include "runtime/wire.hpp"
 
 #include <map>
+#include <random>
 #include <thread>
 
 using namespace keel;
@@ -493,4 +494,63 @@ TEST_CASE("runs: wait answers when the run stops running, and every waiter hears
   auto elsewhere = c.keel({"wait", "0000000000000000-elsewhere", "--timeout-ms", "300"});
   CHECK(elsewhere.exit_code == 4);
   CHECK(elsewhere.err.find("or node elsewhere, which owns it, is not") != std::string::npos);
+}
+
+TEST_CASE("runs: every request checks its body; random bytes and wrong fields get errors and change nothing",
+          "[e2e][integration]") {
+  cluster c(coder_agent, {coder_script});
+  auto run = c.invoke("coder", "go");
+  c.await_suspend(run);
+  auto before = c.events(run).size();
+  auto raw = c.connect_client();
+  auto base = "keel.default.runs." + run + ".";
+  auto error_of = [&](const std::string& subject, const std::string& body) -> std::pair<std::string, std::string> {
+    auto reply = raw->request(subject, body, 3000);
+    REQUIRE(reply.ok());
+    auto v = wire::unpack(reply->data);
+    REQUIRE(v.ok());
+    INFO(subject << ": " << v->dump());
+    REQUIRE(v->value("type", std::string{}) == "error");
+    return {(*v)["error"]["code"].get<std::string>(), (*v)["error"]["message"].get<std::string>()};
+  };
+  std::vector<std::string> verbs = {"resume", "cancel", "get", "history", "wait", "retry", "task_wanted", "messages"};
+  // Random bytes of many lengths (a seeded generator: the same bytes every time).
+  std::mt19937 random(12345);
+  for (int i = 0; i < 40; ++i) {
+    std::string bytes(1 + random() % 200, '\0');
+    for (auto& b : bytes) b = static_cast<char>(random());
+    for (const auto& verb : verbs) {
+      auto [code, message] = error_of(base + verb, bytes);
+      CHECK((code == "malformed" || code == "too_large" || code == "unsupported_version"));
+    }
+    auto [code, message] = error_of("keel.default.runs.list", bytes);
+    CHECK((code == "malformed" || code == "too_large" || code == "unsupported_version"));
+  }
+  // An extension type is malformed (not too large), and says so.
+  CHECK(error_of(base + "cancel", std::string("\xd4\x01\x02", 3)) == std::pair<std::string, std::string>{"malformed", "extension types are not used"});
+  // Well-formed maps of the wrong type, version or field types.
+  CHECK(error_of(base + "cancel", wire::pack(wire::value{{"v", 1}, {"type", "get_run"}})).first == "malformed");
+  CHECK(error_of(base + "get", wire::pack(wire::value{{"v", 2}, {"type", "get_run"}})).first == "unsupported_version");
+  CHECK(error_of(base + "cancel", wire::pack(wire::value{{"v", 1}, {"type", "cancel"}, {"reason", 7}})).first == "invalid_argument");
+  CHECK(error_of(base + "history", wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"limit", "all"}})) ==
+        std::pair<std::string, std::string>{"invalid_argument", "limit must be an unsigned integer, got \"all\""});
+  CHECK(error_of(base + "history", wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"from_seq", -1}})).first == "invalid_argument");
+  CHECK(error_of("keel.default.runs.list", wire::pack(wire::value{{"v", 1}, {"type", "list_runs"}, {"status", "sleeping"}})).first == "invalid_argument");
+  CHECK(error_of("keel.default.runs.list", wire::pack(wire::value{{"v", 1}, {"type", "list_runs"}, {"agent", "a.b"}})).first == "invalid_argument");
+  CHECK(error_of(base + "retry", wire::pack(wire::value{{"v", 1}, {"type", "retry"}})) ==
+        std::pair<std::string, std::string>{"conflict", "run " + run + " is suspended; only a failed run can be retried"});
+  CHECK(error_of(base + "task_wanted", wire::pack(wire::value{{"v", 1}, {"type", "task_wanted"}, {"step", "x"}})).first == "malformed");
+  CHECK(error_of(base + "messages", wire::pack(wire::value{{"v", 1}, {"type", "messages_request"}, {"from", 3}, {"to", 1}})).first == "invalid_argument");
+  // Clamped, not refused: a history limit of 0 gives one event, one over the bound gives the bound.
+  auto one = raw->request(base + "history", wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"limit", 0}}), 3000);
+  REQUIRE(one.ok());
+  CHECK(wire::unpack(one->data)->at("events").size() == 1);
+  // Nothing changed: the run still waits on its step, with the same events.
+  CHECK(c.status(run) == "suspended");
+  CHECK(c.events(run).size() == before);
+  // A result for a task nobody sent is not applied.
+  auto results = raw->request("keel.default.nodes.n1.results", "\x81\xa1v\x01", 3000);
+  REQUIRE(results.ok());
+  CHECK(wire::unpack(results->data)->at("type") == "error");
+  CHECK(c.status(run) == "suspended");
 }
