@@ -151,21 +151,31 @@ struct shared_state {
 
 // The run as clients see it (keel show, keel runs).
 value summary(const store::run_record& r) {
-  const value& s = r.state;
   value out{{"run_id", r.run_id},         {"agent", r.agent},
             {"status", store::to_string(r.status)}, {"session_id", r.session_id},
             {"created_ms", r.created_ms}, {"updated_ms", r.updated_ms},
-            {"last_event_seq", r.last_event_seq},
-            {"steps", s.value("steps", 0)}, {"usage", s.value("usage", value::object())},
-            {"input", s.value("input", value())}};
-  if (s.contains("output")) out["output"] = s["output"];
-  if (s.contains("stop_reason")) out["stop_reason"] = s["stop_reason"];
-  if (s.contains("error")) out["error"] = s["error"];
-  if (s.contains("suspended") && !s["suspended"].is_null())
-    out["waiting"] = value{{"step_key", s["suspended"]["step_key"]}, {"form", s["suspended"]["form"]}};
+            {"last_event_seq", r.last_event_seq}};
+  auto state = store::run_state_from_value(r.state);
+  if (!state) {
+    // Damaged on disk: the header is shown, with what is wrong (or what a failed load recorded).
+    out["error"] = r.state.is_object() && r.state.contains("error") && r.state["error"].is_string()
+                     ? r.state["error"].get<std::string>()
+                     : state.error().message;
+    return out;
+  }
+  const auto& s = *state;
+  out["steps"] = s.steps;
+  out["usage"] = value{{"input_tokens", s.usage.input_tokens}, {"output_tokens", s.usage.output_tokens},
+                       {"cache_read_tokens", s.usage.cache_read_tokens}, {"cache_write_tokens", s.usage.cache_write_tokens}};
+  out["input"] = s.input;
+  if (s.output) out["output"] = *s.output;
+  if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
+  if (s.error) out["error"] = *s.error;
+  if (s.suspended) out["waiting"] = value{{"step_key", s.suspended->step_key}, {"form", s.suspended->form}};
   // A step failing for a passing reason: what it waits on, and when it is tried next.
-  if (s.contains("pending") && s["pending"].is_object() && s["pending"].contains("retry"))
-    out["retrying"] = s["pending"]["retry"];
+  if (s.pending && s.pending->retry)
+    out["retrying"] = value{{"reason", s.pending->retry->reason}, {"next_try_ms", s.pending->retry->next_try_ms},
+                            {"waiting", s.pending->retry->waiting}};
   return out;
 }
 
@@ -330,15 +340,14 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
     // A step in flight when this node stopped: its task may still be in the work queue (queued,
     // or running on a worker that will hand the result over): then it is not sent again.
     bool queued = false;
-    const auto& state = self->state.machine->record().state;
-    if (from_disk && state.is_object() && state.contains("pending") && state["pending"].is_object()) {
-      auto step = state["pending"].value("step", std::uint64_t{0});
-      auto subject = shared->subjects.task(agent->queue, self->state.machine->run_id(), step);
+    const auto& pending = self->state.machine->state().pending;
+    if (from_disk && pending && store::is_active(self->state.machine->record().status)) {
+      auto subject = shared->subjects.task(agent->queue, self->state.machine->run_id(), pending->step);
       auto held = shared->js->holds(shared->subjects.tasks_stream(), subject);
       if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
-                                self->state.machine->run_id(), step, held.error().message);
+                                self->state.machine->run_id(), pending->step, held.error().message);
       queued = held && *held;
-      if (queued) shared->sent(self->state.machine->run_id(), step, state["pending"].value("attempt", std::uint32_t{1}));
+      if (queued) shared->sent(self->state.machine->run_id(), pending->step, pending->attempt);
     }
     perform(self, shared, self->state.machine->start(queued), invoke_reply,
             invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
@@ -443,7 +452,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   // The run's actor, from memory or from disk; none (after replying an error) if there is no run.
   auto find_run = [=](const std::string& run_id, const std::string& reply) -> std::optional<caf::actor> {
     if (auto actor = shared->find(run_id)) return actor;
-    auto loaded = shared->store.get(run_id);
+    auto loaded = shared->store.get(run_id, false);
     if (!loaded) {
       shared->reply_error(reply, loaded.error().code, loaded.error().message);
       return std::nullopt;
@@ -563,8 +572,16 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           continue;
         }
         for (const auto& id : *ids) {
-          auto record = shared->store.get(id);
-          if (!record || !*record) continue;
+          auto record = shared->store.get(id, false);
+          if (!record) {
+            // Damaged on disk: the run fails with the reason, and the node goes on with the others.
+            auto reason = "the run's stored record cannot be read: " + record.error().message;
+            logger()->error("run {}: {}", id, reason);
+            if (auto failed = shared->store.fail_unreadable(id, reason); !failed)
+              logger()->error("run {}: cannot mark it failed: {}", id, failed.error().message);
+            continue;
+          }
+          if (!*record) continue;
           const auto* agent = shared->config.find_agent((*record)->agent);
           if (!agent) {
             logger()->error("run {}: agent {} is not configured; the run waits on disk", id, (*record)->agent);

@@ -34,9 +34,39 @@ std::int64_t backoff_ms(std::uint32_t failures, std::int64_t max_ms) {
 
 } // namespace
 
-run_machine::run_machine(store::run_record record, const config::agent_config& agent,
-                         run_context context)
-  : record_(std::move(record)), agent_(agent), context_(std::move(context)) {}
+namespace {
+store::token_usage to_stored(const llm::usage& u) {
+  return {u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens};
+}
+llm::usage to_llm(const store::token_usage& u) {
+  return {u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens};
+}
+value usage_value(const store::token_usage& u) { return llm::to_value(to_llm(u)); }
+value call_value(const store::tool_call& c) { return value{{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}}; }
+} // namespace
+
+run_machine::run_machine(store::run_record record, const config::agent_config& agent, run_context context)
+  : record_(std::move(record)), agent_(agent), context_(std::move(context)) {
+  auto state = store::run_state_from_value(record_.state);
+  if (!state) {
+    damaged_ = state.error();
+    return;
+  }
+  state_ = std::move(*state);
+  // A record that brings its conversation whole (a new run, or one stored before messages were
+  // kept apart): its messages not yet on disk are written by the next transition.
+  if (record_.state.is_object() && record_.state.contains("messages") && record_.state["messages"].is_array()) {
+    const auto& messages = record_.state["messages"];
+    for (std::size_t i = record_.messages_on_disk; i < messages.size(); ++i) packed_[i] = wire::pack(messages[i]);
+    record_.state.erase("messages");
+  }
+}
+
+std::optional<std::string> run_machine::packed(std::size_t index) const {
+  auto it = packed_.find(index);
+  if (it == packed_.end()) return std::nullopt;
+  return it->second;
+}
 
 store::run_record run_machine::create(const std::string& run_id, const wire::invoke_request& invoke,
                                       std::int64_t now_ms) {
@@ -53,20 +83,14 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
                          invoke.input["input"].is_string()
                        ? invoke.input["input"].get<std::string>()
                        : invoke.input.dump();
+  store::run_state state;
+  state.input = invoke.input;
+  state.provider = invoke.provider;
+  state.model = invoke.model;
+  r.state = store::to_value(state);
+  r.state.erase("messages_count");
   llm::message first{"user", text, {}, {}, {}, false};
-  r.state = value{{"input", invoke.input},
-                  {"messages", value::array({llm::to_value(first)})},
-                  {"steps", 0},
-                  {"usage", llm::to_value(llm::usage{})},
-                  {"task_seq", 0},
-                  {"pending", nullptr},
-                  {"calls", value::array()},
-                  {"call_index", 0},
-                  {"suspended", nullptr},
-                  {"answers", value::object()},
-                  {"allow_rules", value::array()}};
-  if (!invoke.provider.empty()) r.state["provider"] = invoke.provider;
-  if (!invoke.model.empty()) r.state["model"] = invoke.model;
+  r.state["messages"] = value::array({llm::to_value(first)});
   return r;
 }
 
@@ -93,17 +117,25 @@ void run_machine::journal(effects& e, const std::string& kind, wire::value data)
   e.transition.journal.push_back(next_entry(kind, std::move(data)));
 }
 
+void run_machine::add_message(const wire::value& message) {
+  packed_[state_.messages_count] = wire::pack(message);
+  state_.messages_count += 1;
+}
+
 void run_machine::finish(effects& e) {
   record_.updated_ms = wall_ms();
   // The conversation is written message by message, each once; the rest of the state (small)
-  // is packed whole, and only the header is copied.
+  // is stored whole, and only the header is copied.
   // Nothing of an unchanged step is written, so nothing counts as written.
   if (e.changed) {
-    const value& messages = record_.state["messages"];
     e.transition.messages_from = record_.messages_on_disk;
-    for (std::size_t i = record_.messages_on_disk; i < messages.size(); ++i)
-      e.transition.messages.push_back(packed_message(i));
-    record_.messages_on_disk = messages.size();
+    for (std::size_t i = record_.messages_on_disk; i < state_.messages_count; ++i) {
+      auto it = packed_.find(i);
+      assert(it != packed_.end());  // every message not on disk was added here
+      e.transition.messages.push_back(it->second);
+    }
+    record_.messages_on_disk = state_.messages_count;
+    if (!damaged_) record_.state = store::to_value(state_);
     e.transition.snapshot = store::pack_record(record_);
     stored_status_ = record_.status;
   }
@@ -122,76 +154,82 @@ void run_machine::finish(effects& e) {
 
 // The task for the step in flight, from what `pending` records: a step sent again is built
 // exactly as it was the first time (same conversation, same call, same approval).
-const std::string& run_machine::packed_message(std::size_t index) {
-  const value& messages = record_.state["messages"];
-  while (packed_messages_.size() <= index) packed_messages_.push_back(wire::pack(messages[packed_messages_.size()]));
-  if (packed_messages_[index].empty()) packed_messages_[index] = wire::pack(messages[index]);
-  return packed_messages_[index];
-}
-
 wire::task run_machine::pending_task() {
-  const value& state = record_.state;
-  const value& pending = state["pending"];
-  bool llm_step = pending["kind"] == "llm";
+  const auto& pending = *state_.pending;
   wire::task t;
   t.run_id = record_.run_id;
-  t.step = pending["step"].get<std::uint64_t>();
-  t.attempt = pending["attempt"].get<std::uint32_t>();
-  t.kind = llm_step ? wire::task_kind::llm : wire::task_kind::tool;
+  t.step = pending.step;
+  t.attempt = pending.attempt;
+  t.kind = pending.model ? wire::task_kind::llm : wire::task_kind::tool;
   t.agent = record_.agent;
   t.reply_to = context_.results_subject;
-  if (llm_step) {
+  if (pending.model) {
     value tools = value::array();
     for (const auto& name : agent_.tools) tools.push_back(name);
     // The conversation by reference: its length, and the messages new since the last model task
     // as far as they fit; a worker keeps what it saw and fetches what it lacks from this node.
-    auto count = state["messages"].size();
+    auto count = state_.messages_count;
     std::size_t from = count, bytes = 0;
     while (from > messages_sent_ && from > 0) {
-      auto size = packed_message(from - 1).size();
-      if (bytes + size > context_.inline_bytes_max) break;
-      bytes += size;
+      auto it = packed_.find(from - 1);
+      if (it == packed_.end() || bytes + it->second.size() > context_.inline_bytes_max) break;
+      bytes += it->second.size();
       --from;
     }
     messages_sent_ = count;
     t.payload = value{{"system_prompt", agent_.system_prompt},
-                      {"provider", state.value("provider", agent_.provider)},
-                      {"model", state.value("model", agent_.model)},
+                      {"provider", state_.provider.empty() ? agent_.provider : state_.provider},
+                      {"model", state_.model.empty() ? agent_.model : state_.model},
                       {"tools", tools},
                       {"conversation", value{{"count", count}, {"from", from}}}};
     std::vector<std::string> fresh;
-    for (std::size_t i = from; i < count; ++i) fresh.push_back(packed_message(i));
+    for (std::size_t i = from; i < count; ++i) fresh.push_back(packed_.at(i));
     t.payload_messages = wire::pack_list(fresh);
-    // Only the newest messages are needed again: the older ones are on disk and with workers.
-    for (std::size_t i = 0; i < from && i < packed_messages_.size(); ++i) std::string().swap(packed_messages_[i]);
+    // What went out and is (or will be, before anything else of this run) on disk is not kept.
+    for (auto it = packed_.begin(); it != packed_.end() && it->first < record_.messages_on_disk;)
+      it = packed_.erase(it);
   } else {
-    const value& call = state["calls"][state["call_index"].get<std::size_t>()];
-    value rules = state.contains("allow_rules") ? state["allow_rules"] : value::array();
-    if (state.contains("allow_patterns"))
-      for (const auto& command : state["allow_patterns"]) rules.push_back(value{{"kind", "exact"}, {"command", command}});
-    t.payload = value{{"tool", call["name"]}, {"arguments", call["arguments"]}, {"call_id", call["id"]},
-                      {"approved", pending["approved"]}, {"allow_rules", rules},
+    const auto& call = state_.calls.at(state_.call_index);
+    value rules = value::array();
+    for (const auto& r : state_.allow_rules) rules.push_back(value{{"kind", r.kind}, {"command", r.command}});
+    t.payload = value{{"tool", call.name}, {"arguments", call.arguments}, {"call_id", call.id},
+                      {"approved", pending.approved}, {"allow_rules", rules},
                       {"session_id", record_.session_id}};
     // The form came from a worker: only a map with a map for its context is passed on.
-    if (pending.contains("form") && pending["form"].is_object()) {
-      auto context = pending["form"].find("context");
-      if (context != pending["form"].end() && context->is_object()) t.payload["approved_form"] = *context;
+    if (pending.form.is_object()) {
+      auto context = pending.form.find("context");
+      if (context != pending.form.end() && context->is_object()) t.payload["approved_form"] = *context;
     }
   }
   return t;
 }
 
-effects run_machine::start(bool task_queued) {
+// A run whose stored state cannot be read fails with the reason; what was stored is kept beside it.
+effects run_machine::fail_damaged() {
   effects e = begin();
-  value& state = record_.state;
+  auto message = damaged_->message;
+  value kept = record_.state;
+  record_.status = run_status::failed;
+  record_.state = value{{"error", message}, {"damaged_state", kept}, {"messages_count", record_.messages_on_disk}};
+  emit(e, "run_failed", value{{"error", message}});
+  finish(e);
+  return e;
+}
+
+effects run_machine::start(bool task_queued) {
+  if (damaged_) {
+    if (!store::is_terminal(record_.status)) return fail_damaged();
+    return effects{};
+  }
+  effects e = begin();
   if (record_.status == run_status::pending) {
     record_.status = run_status::running;
-    emit(e, "run_started", value{{"agent", record_.agent}, {"input", state["input"]},
+    emit(e, "run_started", value{{"agent", record_.agent}, {"input", state_.input},
                                  {"session_id", record_.session_id}});
     advance(e);
-  } else if (record_.status == run_status::running && !state["pending"].is_null() && task_queued) {
+  } else if (record_.status == run_status::running && state_.pending && task_queued) {
     e.changed = false;  // the broker holds the task: queued, or running on a worker
-  } else if (record_.status == run_status::running && !state["pending"].is_null()) {
+  } else if (record_.status == run_status::running && state_.pending) {
     resend(e, "recovered after a restart");
   } else if (record_.status == run_status::running) {
     advance(e);
@@ -203,103 +241,91 @@ effects run_machine::start(bool task_queued) {
 }
 
 void run_machine::advance(effects& e) {
-  value& state = record_.state;
-  auto& calls = state["calls"];
-  auto index = state["call_index"].get<std::size_t>();
-  if (index < calls.size()) {
-    const value& call = calls[index];
-    auto name = call["name"].get<std::string>();
-    if (std::find(agent_.tools.begin(), agent_.tools.end(), name) == agent_.tools.end()) {
-      add_tool_message(e, call, value{{"error", "tool '" + name + "' is not available to this agent"}}, true);
-      state["call_index"] = index + 1;
+  if (state_.call_index < state_.calls.size()) {
+    const auto& call = state_.calls[state_.call_index];
+    if (std::find(agent_.tools.begin(), agent_.tools.end(), call.name) == agent_.tools.end()) {
+      add_tool_message(e, call, value{{"error", "tool '" + call.name + "' is not available to this agent"}}, true);
+      state_.call_index += 1;
       advance(e);
       return;
     }
     dispatch_tool(e, false);
     return;
   }
-  auto steps = state["steps"].get<std::int64_t>();
-  auto used = llm::usage_from_value(state["usage"]);
-  if (steps >= agent_.max_steps) {
-    complete(e, state.value("last_text", std::string{}), "max_steps");
+  if (state_.steps >= agent_.max_steps) {
+    complete(e, state_.last_text, "max_steps");
     return;
   }
-  if (agent_.max_tokens > 0 && used.total() >= agent_.max_tokens) {
-    complete(e, state.value("last_text", std::string{}), "max_tokens");
+  auto used = state_.usage.input_tokens + state_.usage.output_tokens;
+  if (agent_.max_tokens > 0 && used >= agent_.max_tokens) {
+    complete(e, state_.last_text, "max_tokens");
     return;
   }
   dispatch_llm(e);
 }
 
 void run_machine::dispatch_llm(effects& e) {
-  value& state = record_.state;
-  auto step = state["task_seq"].get<std::uint64_t>() + 1;
-  state["task_seq"] = step;
-  state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "llm"}};
-  emit(e, "llm_step_started", value{{"step", state["steps"].get<std::int64_t>() + 1}, {"task_step", step}});
+  auto step = ++state_.task_seq;
+  store::pending_step p;
+  p.step = step;
+  p.model = true;
+  state_.pending = p;
+  emit(e, "llm_step_started", value{{"step", state_.steps + 1}, {"task_step", step}});
   e.tasks.push_back(pending_task());
 }
 
 void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
-  value& state = record_.state;
-  auto step = state["task_seq"].get<std::uint64_t>() + 1;
-  state["task_seq"] = step;
-  state["pending"] = value{{"step", step}, {"attempt", 1}, {"kind", "tool"}, {"approved", approved}};
-  if (form.is_object()) state["pending"]["form"] = form;
-  const value& call = state["calls"][state["call_index"].get<std::size_t>()];
-  emit(e, "tool_call_started", value{{"call_id", call["id"]}, {"tool", call["name"]},
-                                     {"arguments", call["arguments"]}, {"approved", approved},
+  auto step = ++state_.task_seq;
+  store::pending_step p;
+  p.step = step;
+  p.model = false;
+  p.approved = approved;
+  if (form.is_object()) p.form = form;
+  state_.pending = p;
+  const auto& call = state_.calls.at(state_.call_index);
+  emit(e, "tool_call_started", value{{"call_id", call.id}, {"tool", call.name},
+                                     {"arguments", call.arguments}, {"approved", approved},
                                      {"task_step", step}});
   e.tasks.push_back(pending_task());
 }
 
 // The pending step again, same step number, next attempt, at once.
 void run_machine::resend(effects& e, const std::string& reason) {
-  value& pending = record_.state["pending"];
-  auto attempt = pending["attempt"].get<std::uint32_t>() + 1;
-  pending["attempt"] = attempt;
-  auto step = pending["step"].get<std::uint64_t>();
-  emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason}, {"next_try_in_ms", 0}});
+  auto& pending = *state_.pending;
+  pending.attempt += 1;
+  emit(e, "task_retried", value{{"task_step", pending.step}, {"attempt", pending.attempt}, {"reason", reason},
+                                {"next_try_in_ms", 0}});
   e.tasks.push_back(pending_task());
 }
 
 // The pending step again after a failure that may pass: with a growing wait, for as long as
 // limits.step_retry_ms allows since its first failure; then the run fails (and can be retried).
 void run_machine::redispatch(effects& e, const std::string& reason) {
-  value& state = record_.state;
-  value& pending = state["pending"];
+  auto& pending = *state_.pending;
   auto now = wall_ms();
-  if (!pending.contains("failing_since_ms")) pending["failing_since_ms"] = now;
-  auto failures = pending.value("failures", std::uint32_t{0}) + 1;
-  pending["failures"] = failures;
-  auto step = pending["step"].get<std::uint64_t>();
-  auto since = pending["failing_since_ms"].get<std::int64_t>();
-  auto delay = backoff_ms(failures, context_.retry_backoff_max_ms);
+  if (pending.failing_since_ms == 0) pending.failing_since_ms = now;
+  pending.failures += 1;
+  auto delay = backoff_ms(pending.failures, context_.retry_backoff_max_ms);
   // The time spent failing: by the clock, or at least the waits asked for so far.
-  auto waited = pending.value("waited_ms", std::int64_t{0});
-  auto spent = std::max(now - since, waited);
+  auto spent = std::max(now - pending.failing_since_ms, pending.waited_ms);
   if (spent + delay > context_.step_retry_ms) {
-    fail(e, "step " + std::to_string(step) + " kept failing for " + std::to_string(spent / 1000) + " s (" +
-              std::to_string(failures) + " tries; last: " + reason + ")");
+    fail(e, "step " + std::to_string(pending.step) + " kept failing for " + std::to_string(spent / 1000) + " s (" +
+              std::to_string(pending.failures) + " tries; last: " + reason + ")");
     return;
   }
-  pending["waited_ms"] = waited + delay;
-  auto attempt = pending["attempt"].get<std::uint32_t>() + 1;
-  pending["attempt"] = attempt;
-  bool model = pending["kind"] == "llm";
-  std::string waiting = std::string(model ? "waiting on the model" : "waiting to run the tool again") +
+  pending.waited_ms += delay;
+  pending.attempt += 1;
+  std::string waiting = std::string(pending.model ? "waiting on the model" : "waiting to run the tool again") +
                         ", next try in " + std::to_string((delay + 999) / 1000) + " s";
-  pending["retry"] = value{{"reason", reason}, {"next_try_ms", now + delay}, {"waiting", waiting}};
-  emit(e, "task_retried", value{{"task_step", step}, {"attempt", attempt}, {"reason", reason},
+  pending.retry = store::step_retry{reason, now + delay, waiting};
+  emit(e, "task_retried", value{{"task_step", pending.step}, {"attempt", pending.attempt}, {"reason", reason},
                                 {"next_try_in_ms", delay}, {"waiting", waiting}});
   e.tasks.push_back(pending_task());
   e.task_delay_ms = delay;
 }
 
 bool run_machine::expects(std::uint64_t step) const {
-  const value& pending = record_.state["pending"];
-  return record_.status == run_status::running && !pending.is_null() &&
-         pending["step"].get<std::uint64_t>() == step;
+  return !damaged_ && record_.status == run_status::running && state_.pending && state_.pending->step == step;
 }
 
 bool run_machine::expects(const wire::task_result& result) const { return expects(result.step); }
@@ -388,30 +414,26 @@ effects run_machine::on_task_result(const wire::task_result& result) {
 }
 
 effects run_machine::on_task_result(const wire::task_result& result, bool recorded) {
-  value& state = record_.state;
-  const value& pending = state["pending"];
   if (!expects(result)) return effects{};  // late or repeated: that step's result was recorded already
   effects e = begin();
   if (!recorded) e.transition.journal.push_back(record_result(result));
   if (!result.ok) {
     std::string message = result.failure ? result.failure->message : "task failed";
-    // What another attempt cannot change (a bad request, a missing key, a refused call) ends
-    // the run now, with the reason; the rest (overload, network, a worker gone) is tried again.
+    // What another attempt cannot change (a bad request, a missing key, a refused call, a task
+    // handed out too often) ends the run now, with the reason; the rest (overload, network, a
+    // worker gone) is tried again.
     errc code = result.failure ? result.failure->code : errc::internal;
     bool transient = code == errc::unavailable || code == errc::timeout || code == errc::io ||
                      code == errc::internal || code == errc::cancelled || code == errc::not_found;
-    if (!transient) {
-      fail(e, message);
-      finish(e);
-      return e;
-    }
-    redispatch(e, message);
+    if (!transient) fail(e, message);
+    else redispatch(e, message);
     finish(e);
     return e;
   }
-  bool llm_step = pending["kind"] == "llm";
-  bool approved = pending.value("approved", false);
-  state["pending"] = nullptr;
+  bool llm_step = state_.pending->model;
+  bool approved = state_.pending->approved;
+  auto step = state_.pending->step;
+  state_.pending.reset();
   if (llm_step) {
     auto completion = llm::completion_from_value(result.payload);
     if (!completion) {
@@ -420,23 +442,25 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
       return e;
     }
     llm::message assistant{"assistant", completion->text, completion->tool_calls, {}, {}, false};
-    state["messages"].push_back(llm::to_value(assistant));
-    state["steps"] = state["steps"].get<std::int64_t>() + 1;
-    auto used = llm::usage_from_value(state["usage"]);
+    add_message(llm::to_value(assistant));
+    state_.steps += 1;
+    auto used = to_llm(state_.usage);
     used.input_tokens += completion->used.input_tokens;
     used.output_tokens += completion->used.output_tokens;
     used.cache_read_tokens += completion->used.cache_read_tokens;
     used.cache_write_tokens += completion->used.cache_write_tokens;
-    state["usage"] = llm::to_value(used);
-    state["last_text"] = completion->text;
+    state_.usage = to_stored(used);
+    state_.last_text = completion->text;
+    state_.calls.clear();
     value calls = value::array();
-    for (const auto& c : completion->tool_calls)
-      calls.push_back(value{{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
-    state["calls"] = calls;
-    state["call_index"] = 0;
+    for (const auto& c : completion->tool_calls) {
+      state_.calls.push_back({c.id, c.name, c.arguments});
+      calls.push_back(call_value(state_.calls.back()));
+    }
+    state_.call_index = 0;
     emit(e, "llm_step_completed",
-         value{{"step", state["steps"]}, {"text", completion->text}, {"tool_calls", calls},
-               {"usage", llm::to_value(completion->used)}, {"run_usage", state["usage"]},
+         value{{"step", state_.steps}, {"text", completion->text}, {"tool_calls", calls},
+               {"usage", llm::to_value(completion->used)}, {"run_usage", usage_value(state_.usage)},
                {"stop_reason", completion->stop_reason}});
     if (completion->tool_calls.empty()) complete(e, completion->text, "end_turn");
     else advance(e);
@@ -444,78 +468,73 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     return e;
   }
   // A tool step: done, refused, or it needs a person's approval first.
-  auto index = state["call_index"].get<std::size_t>();
-  const value call = state["calls"][index];
-  auto status = result.payload.value("status", std::string("done"));
+  auto index = state_.call_index;
+  const store::tool_call call = state_.calls.at(index);
+  std::string status = "done";
+  if (result.payload.is_object() && result.payload.contains("status") && result.payload["status"].is_string())
+    status = result.payload["status"].get<std::string>();
+  value form = result.payload.is_object() && result.payload.contains("form") ? result.payload["form"] : value();
   if (status == "needs_approval" && !approved) {
-    std::string step_key = "approve-" + std::to_string(result.step);
+    std::string step_key = "approve-" + std::to_string(step);
     record_.status = run_status::suspended;
-    state["suspended"] = value{{"step_key", step_key}, {"call_index", index},
-                               {"form", result.payload["form"]}};
-    emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call["id"]}, {"tool", call["name"]},
-                             {"form", result.payload["form"]}});
+    state_.suspended = store::suspension{step_key, index, form};
+    emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call.id}, {"tool", call.name}, {"form", form}});
     finish(e);
     return e;
   }
-  value tool_result = result.payload.contains("result") ? result.payload["result"] : value::object();
-  bool is_error = result.payload.value("is_error", false) || status != "done";
+  value tool_result = result.payload.is_object() && result.payload.contains("result") ? result.payload["result"] : value::object();
+  bool is_error = (result.payload.is_object() && result.payload.value("is_error", false)) || status != "done";
   if (status == "needs_approval") {  // approved, yet the tool asked again: never loop
     tool_result = value{{"error", "the tool asked for approval again after it was approved"}};
     is_error = true;
   }
   add_tool_message(e, call, tool_result, is_error);
-  state["call_index"] = index + 1;
+  state_.call_index = index + 1;
   advance(e);
   finish(e);
   return e;
 }
 
-void run_machine::add_tool_message(effects& e, const wire::value& call, const wire::value& result,
+void run_machine::add_tool_message(effects& e, const store::tool_call& call, const wire::value& result,
                                    bool is_error) {
-  auto name = call["name"].get<std::string>();
-  llm::message m{"tool", llm::tool_result_text(name, result, is_error), {},
-                 call["id"].get<std::string>(), name, is_error};
-  record_.state["messages"].push_back(llm::to_value(m));
+  llm::message m{"tool", llm::tool_result_text(call.name, result, is_error), {}, call.id, call.name, is_error};
+  add_message(llm::to_value(m));
   // The event carries the result when it is small; a large one (a file read whole, a long log)
   // is in the conversation already, and the event says how large it was and shows its start.
   auto size = wire::pack(result).size();
   value shown = size <= event_result_bytes_max ? result : value{{"truncated", true}, {"bytes", size}};
   emit(e, "tool_call_completed",
-       value{{"call_id", call["id"]}, {"tool", name}, {"is_error", is_error},
+       value{{"call_id", call.id}, {"tool", call.name}, {"is_error", is_error},
              {"result", shown}, {"text_preview", preview(m.text, 2000)}});
 }
 
 result<effects> run_machine::on_resume(const wire::resume_request& request) {
-  value& state = record_.state;
-  const value& answers = state["answers"];
-  if (answers.contains(request.step_key)) {
-    const value& earlier = answers[request.step_key];
-    if (earlier["approved"].get<bool>() != request.approved)
+  if (damaged_) return make_error(errc::conflict, "run " + record_.run_id + " cannot be read: " + damaged_->message);
+  if (auto earlier = state_.answers.find(request.step_key); earlier != state_.answers.end()) {
+    if (earlier->second.approved != request.approved)
       return make_error(errc::conflict, "step " + request.step_key + " was already " +
-                                          (earlier["approved"].get<bool>() ? "approved" : "rejected"));
+                                          (earlier->second.approved ? "approved" : "rejected"));
     effects e;  // the same answer again: same reply, nothing written
     e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, true};
     return e;
   }
-  if (record_.status != run_status::suspended)
+  if (record_.status != run_status::suspended || !state_.suspended)
     return make_error(errc::conflict, "run " + record_.run_id + " is " +
                                         std::string(store::to_string(record_.status)) +
                                         "; no step " + request.step_key + " is waiting");
-  const value& suspended = state["suspended"];
-  auto waiting = suspended["step_key"].get<std::string>();
-  if (waiting != request.step_key)
-    return make_error(errc::conflict, "run " + record_.run_id + " waits on step " + waiting +
+  const auto waiting = *state_.suspended;
+  if (waiting.step_key != request.step_key)
+    return make_error(errc::conflict, "run " + record_.run_id + " waits on step " + waiting.step_key +
                                         ", not " + request.step_key);
-  auto index = suspended["call_index"].get<std::size_t>();
-  const value call = state["calls"][index];
-  const value form = suspended.value("form", value());
+  const store::tool_call call = state_.calls.at(waiting.call_index);
   // What to remember: the exact command, or (for a simple command) its words as a prefix.
-  std::optional<value> rule;
+  std::optional<store::remembered_rule> rule;
   const std::string always = request.always.empty() && request.always_allow ? "exact" : request.always;
   if (request.approved && !always.empty()) {
-    if (call["name"] != "exec" || !call["arguments"].contains("command") || !call["arguments"]["command"].is_string())
+    if (call.name != "exec" || !call.arguments.is_object() || !call.arguments.contains("command") ||
+        !call.arguments["command"].is_string())
       return make_error(errc::invalid_argument, "only an exec call can be remembered with 'always'");
-    auto command = call["arguments"]["command"].get<std::string>();
+    auto command = call.arguments["command"].get<std::string>();
     if (always == "prefix") {
       if (!sandbox::is_simple_command(command))
         return make_error(errc::invalid_argument,
@@ -527,31 +546,30 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
     }
     if (request.always_scope == "session" && record_.session_id.empty())
       return make_error(errc::invalid_argument, "run " + record_.run_id + " has no session to remember it for");
-    rule = value{{"kind", always}, {"command", command}};
+    rule = store::remembered_rule{always, command};
   }
   effects e = begin();
-  state["answers"][request.step_key] =
-    value{{"approved", request.approved}, {"feedback", request.feedback}};
+  state_.answers[request.step_key] = store::answer{request.approved, request.feedback};
   journal(e, "answer", value{{"step_key", request.step_key}, {"approved", request.approved},
                              {"feedback", request.feedback}, {"always", always},
                              {"always_scope", request.always_scope}});
   emit(e, "resumed", value{{"step_key", request.step_key}, {"approved", request.approved},
                            {"feedback", request.feedback}});
   record_.status = run_status::running;
-  state["suspended"] = nullptr;
+  state_.suspended.reset();
   if (request.approved) {
     if (rule && request.always_scope == "session") {
-      e.transition.list_appends.emplace_back(session_rules_key(record_.agent, record_.session_id), wire::pack(*rule));
+      e.transition.list_appends.emplace_back(session_rules_key(record_.agent, record_.session_id),
+                                             wire::pack(value{{"kind", rule->kind}, {"command", rule->command}}));
     } else if (rule) {
-      if (!state.contains("allow_rules")) state["allow_rules"] = value::array();
-      state["allow_rules"].push_back(*rule);
+      state_.allow_rules.push_back(*rule);
     }
-    dispatch_tool(e, true, form);  // the call runs as this form showed it, or not at all
+    dispatch_tool(e, true, waiting.form);  // the call runs as this form showed it, or not at all
   } else {
-    std::string message = "The person rejected this " + call["name"].get<std::string>() + " call.";
+    std::string message = "The person rejected this " + call.name + " call.";
     if (!request.feedback.empty()) message += " Their feedback: " + request.feedback;
     add_tool_message(e, call, value{{"rejected", true}, {"message", message}}, true);
-    state["call_index"] = index + 1;
+    state_.call_index = waiting.call_index + 1;
     advance(e);
   }
   e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, false};
@@ -564,28 +582,30 @@ std::string session_rules_key(const std::string& agent, const std::string& sessi
 }
 
 bool run_machine::wants(std::uint64_t step, std::uint32_t attempt) const {
-  const value& pending = record_.state["pending"];
-  return record_.status == run_status::running && !pending.is_null() &&
-         pending["step"].get<std::uint64_t>() == step && pending["attempt"].get<std::uint32_t>() == attempt;
+  return !damaged_ && record_.status == run_status::running && state_.pending && state_.pending->step == step &&
+         state_.pending->attempt == attempt;
 }
 
 result<effects> run_machine::retry() {
+  if (damaged_) return make_error(errc::conflict, "run " + record_.run_id + " cannot be read: " + damaged_->message);
   if (record_.status != run_status::failed)
     return make_error(errc::conflict, "run " + record_.run_id + " is " + std::string(store::to_string(record_.status)) +
                                         "; only a failed run can be retried");
+  if (record_.state.is_object() && record_.state.contains("damaged_state"))
+    return make_error(errc::conflict, "run " + record_.run_id + " failed because its stored state was damaged; "
+                                      "it cannot go on");
   effects e = begin();
-  value& state = record_.state;
   record_.status = run_status::running;
-  state.erase("error");
-  value failed = state.value("failed_pending", value());
-  state.erase("failed_pending");
-  emit(e, "run_retried", value{{"task_step", failed.is_object() ? failed.value("step", value()) : value()}});
-  if (failed.is_object()) {
-    failed.erase("failing_since_ms");
-    failed.erase("failures");
-    failed.erase("waited_ms");
-    failed.erase("retry");
-    state["pending"] = failed;
+  state_.error.reset();
+  auto failed = std::move(state_.failed_pending);
+  state_.failed_pending.reset();
+  emit(e, "run_retried", value{{"task_step", failed ? value(failed->step) : value()}});
+  if (failed) {
+    failed->failing_since_ms = 0;
+    failed->failures = 0;
+    failed->waited_ms = 0;
+    failed->retry.reset();
+    state_.pending = *failed;
     resend(e, "retried on request");
   } else {
     advance(e);
@@ -598,35 +618,34 @@ result<effects> run_machine::cancel(const std::string& reason) {
   if (store::is_terminal(record_.status))
     return make_error(errc::conflict, "run " + record_.run_id + " has already " +
                                         std::string(store::to_string(record_.status)));
+  if (damaged_) return fail_damaged();
   effects e = begin();
   record_.status = run_status::cancelled;
-  record_.state["pending"] = nullptr;
-  record_.state["suspended"] = nullptr;
+  state_.pending.reset();
+  state_.suspended.reset();
   emit(e, "run_cancelled", value{{"reason", reason}});
   finish(e);
   return e;
 }
 
 void run_machine::complete(effects& e, const std::string& output, const std::string& stop_reason) {
-  value& state = record_.state;
   record_.status = run_status::completed;
-  state["pending"] = nullptr;
-  state["output"] = output;
-  state["stop_reason"] = stop_reason;
+  state_.pending.reset();
+  state_.output = output;
+  state_.stop_reason = stop_reason;
   emit(e, "run_completed", value{{"output", output}, {"stop_reason", stop_reason},
-                                 {"steps", state["steps"]}, {"usage", state["usage"]}});
+                                 {"steps", state_.steps}, {"usage", usage_value(state_.usage)}});
 }
 
 void run_machine::fail(effects& e, const std::string& message) {
   record_.status = run_status::failed;
   // Kept, so that `keel retry` sends the same step again.
-  if (!record_.state["pending"].is_null()) record_.state["failed_pending"] = record_.state["pending"];
-  record_.state["pending"] = nullptr;
-  record_.state["error"] = message;
+  if (state_.pending) state_.failed_pending = state_.pending;
+  state_.pending.reset();
+  state_.error = message;
   e.tasks.clear();
   e.task_delay_ms = 0;
-  emit(e, "run_failed", value{{"error", message}, {"steps", record_.state["steps"]},
-                              {"usage", record_.state["usage"]}});
+  emit(e, "run_failed", value{{"error", message}, {"steps", state_.steps}, {"usage", usage_value(state_.usage)}});
 }
 
 } // namespace keel::actors

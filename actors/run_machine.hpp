@@ -5,9 +5,11 @@
 #pragma once
 
 #include "runtime/config.hpp"
+#include "runtime/run_state.hpp"
 #include "runtime/run_store.hpp"
 #include "runtime/wire.hpp"
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +34,8 @@ struct effects {
 
 class run_machine {
 public:
+  // A record whose state cannot be read (damaged on disk) makes a machine whose start() fails
+  // the run with the reason, keeping what was stored for a person to look at.
   run_machine(store::run_record record, const config::agent_config& agent, run_context context);
 
   // A new run, as written before the invoke is answered; start() then sends its first step.
@@ -73,8 +77,12 @@ public:
   // The step and attempt in flight, if any: a worker asks before it spends money on a task.
   bool wants(std::uint64_t step, std::uint32_t attempt) const;
 
+  // The record as last written (its state is the stored value of state()).
   const store::run_record& record() const { return record_; }
+  const store::run_state& state() const { return state_; }
   const std::string& run_id() const { return record_.run_id; }
+  // The conversation's messages this machine holds packed (the newest; older ones are on disk).
+  std::optional<std::string> packed(std::size_t index) const;
 
 private:
   effects begin();                 // a fresh effects with the current record
@@ -89,15 +97,18 @@ private:
   void resend(effects& e, const std::string& reason);      // after a restart: at once
   void complete(effects& e, const std::string& output, const std::string& stop_reason);
   void fail(effects& e, const std::string& message);
-  void add_tool_message(effects& e, const wire::value& call, const wire::value& result, bool is_error);
+  void add_tool_message(effects& e, const store::tool_call& call, const wire::value& result, bool is_error);
+  void add_message(const wire::value& message);
   wire::task pending_task();
-
-  // state["messages"] packed, one entry per message, filled as they are needed: a message is
-  // never changed once added, so each is packed once (for the store and for every LLM task).
-  const std::string& packed_message(std::size_t index);
+  effects fail_damaged();
 
   store::run_record record_;
-  std::vector<std::string> packed_messages_;
+  store::run_state state_;
+  std::optional<keel::error> damaged_;  // the stored state could not be read
+  // The conversation's messages packed, by index: those added since this machine was made, and
+  // any the record brought whole. A message never changes once added; one that a model task has
+  // carried and the store has written is dropped from memory.
+  std::map<std::size_t, std::string> packed_;
   // The status the store has once this machine's first transition is written (transitions are
   // written in order, and a failed one ends the machine): later ones need not read it.
   std::optional<store::run_status> stored_status_;

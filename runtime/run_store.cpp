@@ -94,6 +94,20 @@ struct header {
   std::int64_t created_ms;
 };
 
+result<header> header_from(std::string_view bytes, const std::string& run_id) {
+  auto v = wire::unpack(bytes, disk_limits());
+  auto damaged = make_error(errc::malformed, "run " + run_id + ": its stored header is damaged");
+  if (!v || !v->is_object()) return damaged;
+  const auto& m = *v;
+  header h;
+  if (!m.contains("status") || !m["status"].is_string() || !from_string(m["status"].get<std::string>(), h.status) ||
+      !m.contains("agent") || !m["agent"].is_string() || !m.contains("created_ms") || !m["created_ms"].is_number_integer())
+    return damaged;
+  h.agent = m["agent"].get<std::string>();
+  h.created_ms = m["created_ms"].get<std::int64_t>();
+  return h;
+}
+
 } // namespace
 
 wire::limits disk_limits() {
@@ -108,9 +122,14 @@ std::string pack_record(const run_record& r) {
   std::vector<std::pair<std::string_view, const wire::value*>> state_fields;
   wire::value messages_count = std::size_t{0};
   if (r.state.is_object()) {
+    // The count from the conversation when the state holds it, or as the state gives it.
     for (auto it = r.state.begin(); it != r.state.end(); ++it) {
       if (it.key() == "messages") messages_count = it.value().is_array() ? it.value().size() : 0;
-      else state_fields.emplace_back(it.key(), &it.value());
+      else if (it.key() == "messages_count") {
+        if (!r.state.contains("messages")) messages_count = it.value();
+      } else {
+        state_fields.emplace_back(it.key(), &it.value());
+      }
     }
   }
   state_fields.emplace_back("messages_count", &messages_count);
@@ -210,14 +229,9 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
       std::string bytes;
       auto s = db_->Get(rocksdb::ReadOptions(), header_key(r.run_id), &bytes);
       if (s.ok()) {
-        auto v = wire::unpack(bytes, disk_limits());
-        if (!v) return v.error();
-        header h;
-        if (!from_string((*v)["status"].get<std::string>(), h.status))
-          return make_error(errc::malformed, "stored header has an unknown status");
-        h.agent = (*v)["agent"].get<std::string>();
-        h.created_ms = (*v)["created_ms"].get<std::int64_t>();
-        previous = h;
+        auto h = header_from(bytes, r.run_id);
+        if (!h) return h.error();
+        previous = *h;
       } else if (!s.IsNotFound()) {
         return io_error(s, "reading a run header");
       }
@@ -298,8 +312,10 @@ result<std::optional<run_record>> run_store::get(const std::string& run_id, bool
   if (!state["messages_count"].is_number_unsigned())
     return make_error(errc::malformed, "run " + run_id + ": stored messages_count is not a count");
   auto count = state["messages_count"].get<std::uint64_t>();
-  state.erase("messages_count");
+  r->messages_on_disk = count;
+  // Without the conversation, the state says how long it is (run_state reads messages_count).
   if (!with_conversation) return std::optional<run_record>(std::move(*r));
+  state.erase("messages_count");
   wire::value messages = wire::value::array();
   std::string prefix = "c/" + run_id + "/";
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
@@ -316,6 +332,27 @@ result<std::optional<run_record>> run_store::get(const std::string& run_id, bool
   state["messages"] = std::move(messages);
   r->messages_on_disk = count;
   return std::optional<run_record>(std::move(*r));
+}
+
+result<void> run_store::fail_unreadable(const std::string& run_id, const std::string& reason) {
+  std::string bytes;
+  auto s = db_->Get(rocksdb::ReadOptions(), header_key(run_id), &bytes);
+  if (!s.ok()) return s.IsNotFound() ? make_error(errc::not_found, "no run " + run_id) : io_error(s, "reading a run header");
+  auto h = header_from(bytes, run_id);
+  if (!h) return h.error();
+  // What was stored stays, apart, for a person to look at.
+  std::string snapshot;
+  if (db_->Get(rocksdb::ReadOptions(), snapshot_key(run_id), &snapshot).ok())
+    if (auto put = db_->Put(rocksdb::WriteOptions(), "z/" + run_id, snapshot); !put.ok()) return io_error(put, "keeping a damaged run");
+  run_transition t;
+  t.record.run_id = run_id;
+  t.record.agent = h->agent;
+  t.record.created_ms = h->created_ms;
+  t.record.updated_ms = h->created_ms;
+  t.record.status = run_status::failed;
+  t.record.state = wire::value{{"error", reason}, {"damaged_state", true}, {"messages_count", 0}};
+  t.stored_status = h->status;
+  return apply(t);
 }
 
 result<std::vector<std::string>> run_store::messages(const std::string& run_id, std::uint64_t from, std::uint64_t to,
@@ -342,12 +379,16 @@ result<std::vector<journal_entry>> run_store::journal(const std::string& run_id,
   for (it->Seek(journal_key(run_id, from_seq)); it->Valid() && it->key().starts_with(prefix);
        it->Next()) {
     auto v = wire::unpack(it->value().ToStringView(), disk_limits());
-    if (!v) return v.error();
+    if (!v) return make_error(v.error().code, "run " + run_id + ": a journal entry is damaged: " + v.error().message);
+    const auto& m = *v;
+    if (!m.is_object() || !m.contains("seq") || !m["seq"].is_number_unsigned() || !m.contains("kind") ||
+        !m["kind"].is_string() || !m.contains("time_ms") || !m["time_ms"].is_number_integer())
+      return make_error(errc::malformed, "run " + run_id + ": a journal entry is damaged");
     journal_entry e;
-    e.seq = (*v)["seq"].get<std::uint64_t>();
-    e.kind = (*v)["kind"].get<std::string>();
-    e.time_ms = (*v)["time_ms"].get<std::int64_t>();
-    e.data = (*v)["data"];
+    e.seq = m["seq"].get<std::uint64_t>();
+    e.kind = m["kind"].get<std::string>();
+    e.time_ms = m["time_ms"].get<std::int64_t>();
+    e.data = m.contains("data") ? m["data"] : wire::value();
     out.push_back(std::move(e));
   }
   if (!it->status().ok()) return io_error(it->status(), "reading a journal");

@@ -118,9 +118,12 @@ public:
   result<void> apply(const std::vector<run_transition>& transitions);
   result<void> apply(const run_transition& transition);
 
-  // The run with its whole conversation, or (with_conversation false, for listing) without
-  // state["messages"].
+  // The run with its whole conversation in state["messages"], or (with_conversation false: a run
+  // actor, a listing) without it, its length in state["messages_count"].
   result<std::optional<run_record>> get(const std::string& run_id, bool with_conversation = true) const;
+  // A run whose record cannot be read becomes failed with the reason (its damaged bytes are kept
+  // apart under "z/<run>"), so that it is not loaded again at every start.
+  result<void> fail_unreadable(const std::string& run_id, const std::string& reason);
   // Messages [from, to) of a run's conversation as stored (packed), stopping after bytes_max (at
   // least one is returned when there is one) or at the first not on disk.
   result<std::vector<std::string>> messages(const std::string& run_id, std::uint64_t from, std::uint64_t to,

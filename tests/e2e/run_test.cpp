@@ -5,6 +5,8 @@
 #include "runtime/run_store.hpp"
 #include "runtime/wire.hpp"
 
+#include <rocksdb/db.h>
+
 #include <map>
 #include <random>
 #include <thread>
@@ -553,4 +555,42 @@ TEST_CASE("runs: every request checks its body; random bytes and wrong fields ge
   REQUIRE(results.ok());
   CHECK(wire::unpack(results->data)->at("type") == "error");
   CHECK(c.status(run) == "suspended");
+}
+
+TEST_CASE("runs: a record damaged on disk fails that run with the reason; the node and the other runs go on",
+          "[e2e][integration]") {
+  cluster c(coder_agent + unattended_agent("thinker"),
+            {coder_script, {"thinker.json", R"({"turns": [{"delay_ms": 60000, "text": "thinking"}]})"}});
+  auto fields_damaged = c.invoke("thinker", "a");
+  auto bytes_damaged = c.invoke("thinker", "b");
+  auto healthy = c.invoke("coder", "c");
+  auto step = c.await_suspend(healthy);
+  REQUIRE_EVENTUALLY(10'000, c.status(fields_damaged) == "running" && c.status(bytes_damaged) == "running");
+  c.stop_node();
+  {
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Options options;
+    REQUIRE(rocksdb::DB::Open(options, c.dir().file("data/runs"), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string bytes;
+    REQUIRE(db->Get(rocksdb::ReadOptions(), "r/" + fields_damaged, &bytes).ok());
+    auto record = wire::unpack(bytes, store::disk_limits());
+    REQUIRE(record.ok());
+    (*record)["state"]["steps"] = "many";  // decodes, but is not what a run's state holds
+    REQUIRE(db->Put(rocksdb::WriteOptions(), "r/" + fields_damaged, wire::pack(*record)).ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), "r/" + bytes_damaged, std::string("\xc1\xc1 not a record", 15)).ok());
+  }
+  c.start_node();
+  c.await_status(fields_damaged, "failed");
+  c.await_status(bytes_damaged, "failed");
+  CHECK(c.show(fields_damaged)["error"].get<std::string>().find("the run's stored state is damaged: state.steps should be an integer") != std::string::npos);
+  CHECK(c.show(bytes_damaged)["error"].get<std::string>().find("the run's stored record cannot be read") != std::string::npos);
+  // A damaged run cannot be retried into running on what is left of it.
+  CHECK(c.keel({"retry", fields_damaged}).exit_code != 0);
+  // The node lives, and the healthy run goes on.
+  CHECK(c.keel({"approve", healthy, step}).exit_code == 0);
+  auto exec_step = c.await_suspend(healthy);
+  CHECK(c.keel({"approve", healthy, exec_step}).exit_code == 0);
+  c.await_status(healthy, "completed");
+  CHECK(c.node_log().find("terminate") == std::string::npos);
 }

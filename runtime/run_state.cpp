@@ -1,0 +1,245 @@
+#include "runtime/run_state.hpp"
+
+namespace keel::store {
+
+using wire::value;
+
+namespace {
+
+// Reads fields of one map, each checked; the first error names the field's path.
+class fields {
+public:
+  fields(const value& map, std::string where) : map_(map), where_(std::move(where)) {}
+
+  bool is_map() const { return map_.is_object(); }
+  bool has(const char* key) const { return map_.is_object() && map_.contains(key) && !map_[key].is_null(); }
+  const value& raw(const char* key) const {
+    static const value null;
+    return has(key) ? map_[key] : null;
+  }
+  std::string path(const char* key) const { return where_ + "." + key; }
+
+  result<std::string> text(const char* key, std::string fallback = {}) const {
+    if (!has(key)) return fallback;
+    if (!map_[key].is_string()) return bad(key, "a string");
+    return map_[key].get<std::string>();
+  }
+  result<std::optional<std::string>> optional_text(const char* key) const {
+    if (!has(key)) return std::optional<std::string>{};
+    if (!map_[key].is_string()) return bad(key, "a string");
+    return std::optional<std::string>(map_[key].get<std::string>());
+  }
+  result<std::uint64_t> count(const char* key, std::uint64_t fallback = 0) const {
+    if (!has(key)) return fallback;
+    const value& v = map_[key];
+    // Decoded MessagePack gives unsigned numbers; a value built in memory may hold signed ones.
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0))
+      return bad(key, "an unsigned integer");
+    return v.get<std::uint64_t>();
+  }
+  result<std::int64_t> integer(const char* key, std::int64_t fallback = 0) const {
+    if (!has(key)) return fallback;
+    if (!map_[key].is_number_integer()) return bad(key, "an integer");
+    return map_[key].get<std::int64_t>();
+  }
+  result<bool> flag(const char* key, bool fallback = false) const {
+    if (!has(key)) return fallback;
+    if (!map_[key].is_boolean()) return bad(key, "true or false");
+    return map_[key].get<bool>();
+  }
+  keel::error bad(const char* key, const char* expected) const {
+    return make_error(errc::malformed, "the run's stored state is damaged: " + path(key) + " should be " + expected +
+                                         ", not " + map_[key].dump().substr(0, 80));
+  }
+
+private:
+  const value& map_;
+  std::string where_;
+};
+
+#define KEEL_READ(target, expr)             \
+  do {                                      \
+    auto read_ = (expr);                    \
+    if (!read_) return read_.error();       \
+    target = std::move(*read_);             \
+  } while (false)
+
+value to_value(const token_usage& u) {
+  return value{{"input_tokens", u.input_tokens}, {"output_tokens", u.output_tokens},
+               {"cache_read_tokens", u.cache_read_tokens}, {"cache_write_tokens", u.cache_write_tokens}};
+}
+
+result<token_usage> usage_from(const value& v, const std::string& where) {
+  token_usage u;
+  if (v.is_null()) return u;
+  fields f(v, where);
+  if (!f.is_map()) return make_error(errc::malformed, "the run's stored state is damaged: " + where + " should be a map");
+  KEEL_READ(u.input_tokens, f.integer("input_tokens"));
+  KEEL_READ(u.output_tokens, f.integer("output_tokens"));
+  KEEL_READ(u.cache_read_tokens, f.integer("cache_read_tokens"));
+  KEEL_READ(u.cache_write_tokens, f.integer("cache_write_tokens"));
+  return u;
+}
+
+keel::error not_a(const std::string& where, const char* what) {
+  return make_error(errc::malformed, "the run's stored state is damaged: " + where + " should be " + what);
+}
+
+} // namespace
+
+value to_value(const pending_step& p) {
+  value out{{"step", p.step}, {"attempt", p.attempt}, {"kind", p.model ? "llm" : "tool"}, {"approved", p.approved}};
+  if (!p.form.is_null()) out["form"] = p.form;
+  if (p.failing_since_ms > 0) {
+    out["failing_since_ms"] = p.failing_since_ms;
+    out["failures"] = p.failures;
+    out["waited_ms"] = p.waited_ms;
+  }
+  if (p.retry) out["retry"] = value{{"reason", p.retry->reason}, {"next_try_ms", p.retry->next_try_ms}, {"waiting", p.retry->waiting}};
+  return out;
+}
+
+result<pending_step> pending_step_from_value(const value& v, const std::string& where) {
+  fields f(v, where);
+  if (!f.is_map()) return not_a(where, "a map");
+  pending_step p;
+  KEEL_READ(p.step, f.count("step"));
+  std::uint64_t attempt = 1;
+  KEEL_READ(attempt, f.count("attempt", 1));
+  if (attempt == 0 || attempt > UINT32_MAX) return f.bad("attempt", "an attempt number");
+  p.attempt = static_cast<std::uint32_t>(attempt);
+  std::string kind;
+  KEEL_READ(kind, f.text("kind", "llm"));
+  if (kind != "llm" && kind != "tool") return f.bad("kind", "llm or tool");
+  p.model = kind == "llm";
+  KEEL_READ(p.approved, f.flag("approved"));
+  p.form = f.raw("form");
+  KEEL_READ(p.failing_since_ms, f.integer("failing_since_ms"));
+  std::uint64_t failures = 0;
+  KEEL_READ(failures, f.count("failures"));
+  p.failures = static_cast<std::uint32_t>(std::min<std::uint64_t>(failures, UINT32_MAX));
+  KEEL_READ(p.waited_ms, f.integer("waited_ms"));
+  if (f.has("retry")) {
+    fields r(f.raw("retry"), f.path("retry"));
+    if (!r.is_map()) return not_a(f.path("retry"), "a map");
+    step_retry retry;
+    KEEL_READ(retry.reason, r.text("reason"));
+    KEEL_READ(retry.next_try_ms, r.integer("next_try_ms"));
+    KEEL_READ(retry.waiting, r.text("waiting"));
+    p.retry = retry;
+  }
+  return p;
+}
+
+value to_value(const run_state& s) {
+  value calls = value::array();
+  for (const auto& c : s.calls) calls.push_back(value{{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
+  value answers = value::object();
+  for (const auto& [key, a] : s.answers) answers[key] = value{{"approved", a.approved}, {"feedback", a.feedback}};
+  value rules = value::array();
+  for (const auto& r : s.allow_rules) rules.push_back(value{{"kind", r.kind}, {"command", r.command}});
+  value out{{"input", s.input},
+            {"messages_count", s.messages_count},
+            {"steps", s.steps},
+            {"usage", to_value(s.usage)},
+            {"task_seq", s.task_seq},
+            {"pending", s.pending ? to_value(*s.pending) : value()},
+            {"calls", calls},
+            {"call_index", s.call_index},
+            {"suspended", s.suspended ? value{{"step_key", s.suspended->step_key},
+                                              {"call_index", s.suspended->call_index},
+                                              {"form", s.suspended->form}}
+                                      : value()},
+            {"answers", answers},
+            {"allow_rules", rules},
+            {"last_text", s.last_text}};
+  if (!s.provider.empty()) out["provider"] = s.provider;
+  if (!s.model.empty()) out["model"] = s.model;
+  if (s.output) out["output"] = *s.output;
+  if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
+  if (s.error) out["error"] = *s.error;
+  if (s.failed_pending) out["failed_pending"] = to_value(*s.failed_pending);
+  return out;
+}
+
+result<run_state> run_state_from_value(const value& v) {
+  fields f(v, "state");
+  if (!f.is_map()) return not_a("state", "a map");
+  run_state s;
+  s.input = f.raw("input");
+  if (f.has("messages")) {
+    if (!f.raw("messages").is_array()) return f.bad("messages", "a list");
+    s.messages_count = f.raw("messages").size();
+  } else {
+    KEEL_READ(s.messages_count, f.count("messages_count"));
+  }
+  KEEL_READ(s.steps, f.integer("steps"));
+  KEEL_READ(s.usage, usage_from(f.raw("usage"), f.path("usage")));
+  KEEL_READ(s.task_seq, f.count("task_seq"));
+  if (f.has("pending")) KEEL_READ(s.pending, pending_step_from_value(f.raw("pending"), f.path("pending")));
+  if (f.has("failed_pending"))
+    KEEL_READ(s.failed_pending, pending_step_from_value(f.raw("failed_pending"), f.path("failed_pending")));
+  if (f.has("calls")) {
+    if (!f.raw("calls").is_array()) return f.bad("calls", "a list");
+    std::size_t i = 0;
+    for (const auto& c : f.raw("calls")) {
+      fields call(c, f.path("calls") + "[" + std::to_string(i++) + "]");
+      if (!call.is_map()) return not_a(call.path("").substr(0, call.path("").size() - 1), "a map");
+      tool_call t;
+      KEEL_READ(t.id, call.text("id"));
+      KEEL_READ(t.name, call.text("name"));
+      t.arguments = call.raw("arguments");
+      s.calls.push_back(std::move(t));
+    }
+  }
+  KEEL_READ(s.call_index, f.count("call_index"));
+  if (s.call_index > s.calls.size()) return f.bad("call_index", "at most the number of calls");
+  if (f.has("suspended")) {
+    fields w(f.raw("suspended"), f.path("suspended"));
+    if (!w.is_map()) return not_a(f.path("suspended"), "a map");
+    suspension susp;
+    KEEL_READ(susp.step_key, w.text("step_key"));
+    KEEL_READ(susp.call_index, w.count("call_index"));
+    if (susp.call_index >= s.calls.size()) return w.bad("call_index", "the index of one of the calls");
+    susp.form = w.raw("form");
+    s.suspended = std::move(susp);
+  }
+  if (f.has("answers")) {
+    if (!f.raw("answers").is_object()) return f.bad("answers", "a map");
+    for (auto it = f.raw("answers").begin(); it != f.raw("answers").end(); ++it) {
+      fields a(it.value(), f.path("answers") + "." + it.key());
+      if (!a.is_map()) return not_a(f.path("answers") + "." + it.key(), "a map");
+      answer given;
+      KEEL_READ(given.approved, a.flag("approved"));
+      KEEL_READ(given.feedback, a.text("feedback"));
+      s.answers[it.key()] = std::move(given);
+    }
+  }
+  for (const char* key : {"allow_rules", "allow_patterns"}) {
+    if (!f.has(key)) continue;
+    if (!f.raw(key).is_array()) return f.bad(key, "a list");
+    for (const auto& r : f.raw(key)) {
+      // allow_patterns (older runs): exact commands as strings.
+      if (r.is_string()) {
+        s.allow_rules.push_back({"exact", r.get<std::string>()});
+        continue;
+      }
+      fields rule(r, f.path(key));
+      if (!rule.is_map()) return not_a(f.path(key), "a list of rules");
+      remembered_rule given;
+      KEEL_READ(given.kind, rule.text("kind", "exact"));
+      KEEL_READ(given.command, rule.text("command"));
+      if (given.kind != "exact" && given.kind != "prefix") return rule.bad("kind", "exact or prefix");
+      s.allow_rules.push_back(std::move(given));
+    }
+  }
+  KEEL_READ(s.provider, f.text("provider"));
+  KEEL_READ(s.model, f.text("model"));
+  KEEL_READ(s.last_text, f.text("last_text"));
+  KEEL_READ(s.output, f.optional_text("output"));
+  KEEL_READ(s.stop_reason, f.optional_text("stop_reason"));
+  KEEL_READ(s.error, f.optional_text("error"));
+  return s;
+}
+
+} // namespace keel::store

@@ -1,0 +1,95 @@
+// A run's state beyond its header: one C++ type, and the one place that converts it to and from
+// the value stored in the run's snapshot. Every read is checked: a damaged record is an error
+// that names the field, never an exception on whoever reads it.
+#pragma once
+
+#include "runtime/result.hpp"
+#include "runtime/wire.hpp"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace keel::store {
+
+struct token_usage {
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  std::int64_t cache_read_tokens = 0;
+  std::int64_t cache_write_tokens = 0;
+};
+
+struct tool_call {
+  std::string id;
+  std::string name;
+  wire::value arguments;  // as the model gave them (any value)
+};
+
+struct step_retry {
+  std::string reason;
+  std::int64_t next_try_ms = 0;  // wall clock
+  std::string waiting;           // "waiting on the model, next try in N s"
+};
+
+// The task in flight: a model step or the tool call at call_index.
+struct pending_step {
+  std::uint64_t step = 0;
+  std::uint32_t attempt = 1;
+  bool model = true;
+  bool approved = false;              // tool steps: a person approved this call
+  wire::value form;                   // tool steps: the form the person approved (null: none)
+  std::int64_t failing_since_ms = 0;  // 0: not failing
+  std::uint32_t failures = 0;
+  std::int64_t waited_ms = 0;         // the waits asked for between tries so far
+  std::optional<step_retry> retry;
+};
+
+struct suspension {
+  std::string step_key;
+  std::uint64_t call_index = 0;
+  wire::value form;  // what the person is shown (from the worker)
+};
+
+struct answer {
+  bool approved = false;
+  std::string feedback;
+};
+
+struct remembered_rule {
+  std::string kind;  // "exact" or "prefix"
+  std::string command;
+};
+
+struct run_state {
+  wire::value input;
+  std::uint64_t messages_count = 0;  // the conversation is stored message by message
+  std::int64_t steps = 0;            // model steps completed
+  token_usage usage;
+  std::uint64_t task_seq = 0;        // the last task step number given out
+  std::optional<pending_step> pending;
+  std::vector<tool_call> calls;      // of the last model answer
+  std::uint64_t call_index = 0;      // the next of them to run
+  std::optional<suspension> suspended;
+  std::map<std::string, answer> answers;  // by step key
+  std::vector<remembered_rule> allow_rules;
+  std::string provider;  // empty: the agent's
+  std::string model;     // empty: the agent's
+  std::string last_text;
+  std::optional<std::string> output;
+  std::optional<std::string> stop_reason;
+  std::optional<std::string> error;
+  std::optional<pending_step> failed_pending;  // the step a failed run failed on, for a retry
+};
+
+// The stored value (without the conversation; "messages_count" says how long it is). A stored
+// state that holds its conversation whole (as older versions wrote it) reads too: its count is
+// taken from it.
+wire::value to_value(const run_state& s);
+result<run_state> run_state_from_value(const wire::value& v);
+
+wire::value to_value(const pending_step& p);
+result<pending_step> pending_step_from_value(const wire::value& v, const std::string& where);
+
+} // namespace keel::store
