@@ -21,6 +21,8 @@ namespace {
 //   allow_rules[{kind, command}] (allow_patterns[] in older runs: exact commands), output,
 //   stop_reason, error
 constexpr std::size_t event_result_bytes_max = 16 << 10;
+constexpr std::size_t state_input_bytes_max = 4 << 10;
+constexpr std::size_t answers_kept_max = 256;
 
 std::string preview(const std::string& text, std::size_t max_chars) {
   if (text.size() <= max_chars) return text;
@@ -84,7 +86,12 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
                        ? invoke.input["input"].get<std::string>()
                        : invoke.input.dump();
   store::run_state state;
-  state.input = invoke.input;
+  // The snapshot is written at every step: a large input is kept whole only where it is written
+  // once (the first message and the run_started event); the state keeps its start.
+  auto input_bytes = wire::pack(invoke.input).size();
+  state.input = input_bytes <= state_input_bytes_max
+                  ? invoke.input
+                  : value{{"preview", text.substr(0, state_input_bytes_max)}, {"bytes", input_bytes}};
   state.provider = invoke.provider;
   state.model = invoke.model;
   r.state = store::to_value(state);
@@ -550,6 +557,15 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
   }
   effects e = begin();
   state_.answers[request.step_key] = store::answer{request.approved, request.feedback};
+  // The answers a repeat is checked against: the latest ones (an answer repeated after hundreds
+  // more were given is refused as not waiting, and changes nothing either way).
+  while (state_.answers.size() > answers_kept_max) {
+    auto oldest = std::min_element(state_.answers.begin(), state_.answers.end(), [](const auto& a, const auto& b) {
+      auto number = [](const std::string& key) { return std::strtoull(key.c_str() + key.find('-') + 1, nullptr, 10); };
+      return number(a.first) < number(b.first);
+    });
+    state_.answers.erase(oldest);
+  }
   journal(e, "answer", value{{"step_key", request.step_key}, {"approved", request.approved},
                              {"feedback", request.feedback}, {"always", always},
                              {"always_scope", request.always_scope}});

@@ -263,9 +263,19 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
       for (std::size_t i = t.messages_from; i < messages.size(); ++i)
         batch.Put(message_key(r.run_id, i), wire::pack(messages[i]));
     }
-    put_journal(t);
+    // The snapshot written here holds what this transition's journal entries say: they are not
+    // kept (the journal holds only what no snapshot reflects yet). Older entries go with it.
     if (t.journal_truncate_through > 0)
       batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1));
+    // A run that completed or was cancelled keeps its header, snapshot and events (its history);
+    // its conversation and journal, needed only to go on, are dropped. A failed run keeps them
+    // for a retry.
+    bool finished_now = (r.status == run_status::completed || r.status == run_status::cancelled) &&
+                        (!previous || previous->status != r.status);
+    if (finished_now) {
+      batch.DeleteRange(message_key(r.run_id, 0), message_key(r.run_id, UINT64_MAX));
+      batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, UINT64_MAX));
+    }
     for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));
   }
   std::map<std::string, wire::value> lists;
@@ -282,6 +292,7 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
       if (std::find(it->second.begin(), it->second.end(), *item) == it->second.end()) it->second.push_back(*item);
       batch.Put("m/" + key, wire::pack(it->second));
     }
+  bytes_written_ += batch.GetDataSize();
   rocksdb::WriteOptions write_options;
   write_options.sync = fsync_ && std::any_of(transitions.begin(), transitions.end(),
                                              [](const run_transition& t) { return t.sync; });
@@ -313,8 +324,10 @@ result<std::optional<run_record>> run_store::get(const std::string& run_id, bool
     return make_error(errc::malformed, "run " + run_id + ": stored messages_count is not a count");
   auto count = state["messages_count"].get<std::uint64_t>();
   r->messages_on_disk = count;
-  // Without the conversation, the state says how long it is (run_state reads messages_count).
-  if (!with_conversation) return std::optional<run_record>(std::move(*r));
+  // Without the conversation, the state says how long it is (run_state reads messages_count). A
+  // run that completed or was cancelled no longer has its conversation (its events are its history).
+  bool compacted = r->status == run_status::completed || r->status == run_status::cancelled;
+  if (!with_conversation || compacted) return std::optional<run_record>(std::move(*r));
   state.erase("messages_count");
   wire::value messages = wire::value::array();
   std::string prefix = "c/" + run_id + "/";
@@ -513,6 +526,13 @@ result<wire::value> run_store::get_list(const std::string& key) const {
   if (!list) return list.error();
   if (!list->is_array()) return make_error(errc::io, "the stored list " + key + " is not a list");
   return std::move(*list);
+}
+
+result<void> run_store::compact() {
+  rocksdb::CompactRangeOptions options;
+  auto s = db_->CompactRange(options, nullptr, nullptr);
+  if (!s.ok()) return io_error(s, "compacting");
+  return success();
 }
 
 result<void> run_store::flush() {

@@ -64,6 +64,8 @@ struct received_result {
 struct run_transition {
   run_record record;
   std::string snapshot;  // pack_record(record), when the caller packed it
+  // Entries of what this transition did. Kept on disk only by entries_only transitions: a full
+  // one writes a snapshot that already reflects them.
   std::vector<journal_entry> journal;
   std::vector<wire::event> events;
   std::uint64_t journal_truncate_through = 0;  // drop entries up to this seq (0: none)
@@ -155,6 +157,11 @@ public:
 
   // How many writes waited for a sync since the store was opened.
   std::uint64_t synced_writes() const { return synced_writes_; }
+  // Bytes handed to the database in write batches since the store was opened (before
+  // compression: what the write-ahead log receives).
+  std::uint64_t bytes_written() const { return bytes_written_; }
+  // Compacts the whole database (benchmarks, and a node asked to reclaim space).
+  result<void> compact();
 
 private:
   explicit run_store(std::unique_ptr<rocksdb::DB> db, bool fsync);
@@ -164,6 +171,7 @@ private:
   std::unique_ptr<rocksdb::DB> db_;
   bool fsync_;
   std::atomic<std::uint64_t> synced_writes_{0};
+  std::atomic<std::uint64_t> bytes_written_{0};
 };
 
 } // namespace keel::store

@@ -37,6 +37,15 @@ void advance(run_transition& t, run_status status, const std::string& what) {
   t.events = {{t.record.run_id, t.record.last_event_seq, what, 1, wire::value{{"what", what}}}};
 }
 
+// A journal entry written on its own (as a result is, before its run applies it).
+run_transition entry_only(const std::string& id, std::uint64_t seq, const std::string& what) {
+  run_transition t;
+  t.entries_only = true;
+  t.record.run_id = id;
+  t.journal = {{seq, what, 1, wire::value{{"what", what}}}};
+  return t;
+}
+
 } // namespace
 
 TEST_CASE("run store: a run reads back as it was written", "[runtime][store]") {
@@ -69,6 +78,8 @@ TEST_CASE("run store: a reopened store returns the journal and events it was giv
     for (int i = 0; i < 5; ++i) {
       advance(t, run_status::running, "step-" + std::to_string(i));
       REQUIRE(store->apply(t).ok());
+      // A full transition's entries are in its snapshot: not kept. Entries on their own are.
+      REQUIRE(store->apply(entry_only("r1", static_cast<std::uint64_t>(i) + 1, "step-" + std::to_string(i))).ok());
     }
   }
   auto store = open_store(dir.path());
@@ -122,7 +133,7 @@ TEST_CASE("run store: two transitions of one run in one batch keep the indexes r
   CHECK(store->list_by_status(run_status::pending)->empty());
   CHECK(store->list_by_status(run_status::running)->empty());
   CHECK(*store->list_by_status(run_status::suspended) == std::vector<std::string>{"r1"});
-  CHECK(store->journal("r1")->size() == 2);
+  CHECK(store->journal("r1")->empty());  // the snapshot holds what the entries said
 }
 
 TEST_CASE("run store: a transition that names the stored status keeps the indexes right without reading",
@@ -136,7 +147,7 @@ TEST_CASE("run store: a transition that names the stored status keeps the indexe
   t.stored_status = run_status::pending;
   REQUIRE(store->apply(t).ok());
   CHECK(*store->list_by_status(run_status::pending) == std::vector<std::string>{"r1"});
-  CHECK(store->journal("r1")->size() == 1);
+  CHECK(store->events("r1")->size() == 1);
   // A change, named: the old status index goes, the new one comes, the header follows.
   advance(t, run_status::running, "started");
   t.stored_status = run_status::pending;
@@ -197,6 +208,7 @@ TEST_CASE("run store: the journal can be cut below a snapshot", "[runtime][store
   for (int i = 0; i < 6; ++i) {
     advance(t, run_status::running, "s" + std::to_string(i));
     REQUIRE(store->apply(t).ok());
+    REQUIRE(store->apply(entry_only("r1", static_cast<std::uint64_t>(i) + 1, "s" + std::to_string(i))).ok());
   }
   t.journal.clear();
   t.events.clear();
@@ -429,4 +441,50 @@ TEST_CASE("run store: a batch waits for a sync unless none of its transitions ne
   auto unsynced = open_store(dir.file("db2"), false);
   REQUIRE(unsynced->apply(created("r2", "coder", 1)).ok());
   CHECK(unsynced->synced_writes() == 0);
+}
+
+TEST_CASE("run store: a run that completes keeps its history and drops what only going on needs; a failed one keeps it",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  for (auto [id, end] : {std::pair<std::string, run_status>{"done", run_status::completed}, {"broken", run_status::failed},
+                         {"stopped", run_status::cancelled}}) {
+    auto t = created(id, "coder", 1000);
+    t.record.state = wire::value{{"messages", {"a", "b", "c"}}};
+    REQUIRE(store->apply(t).ok());
+    REQUIRE(store->apply(entry_only(id, 1, "result")).ok());
+    auto before = store->bytes_written();
+    advance(t, end, "end");
+    REQUIRE(store->apply(t).ok());
+    CHECK(store->bytes_written() > before);
+    auto kept = store->get(id);
+    REQUIRE(kept.ok());
+    REQUIRE(kept->has_value());
+    CHECK((*kept)->status == end);
+    CHECK(store->events(id)->size() == 1);
+    bool goes_on = end == run_status::failed;
+    CHECK(store->messages(id, 0, 3, 1 << 20)->size() == (goes_on ? 3u : 0u));
+    CHECK(store->journal(id)->size() == (goes_on ? 1u : 0u));
+  }
+  CHECK(store->compact().ok());
+}
+
+TEST_CASE("run store: a run read without its conversation says how long it is", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("r1", "coder", 1000);
+  t.record.state = wire::value{{"messages", {"a", "b"}}, {"steps", 2}};
+  REQUIRE(store->apply(t).ok());
+  auto light = store->get("r1", false);
+  REQUIRE(light.ok());
+  CHECK((**light).state["messages_count"] == 2);
+  CHECK_FALSE((**light).state.contains("messages"));
+  CHECK((**light).messages_on_disk == 2);
+  // Written again from that state (as a run's actor does), the count stays.
+  run_transition again;
+  again.record = **light;
+  again.record.state["steps"] = 3;
+  REQUIRE(store->apply(again).ok());
+  CHECK((*store->get("r1", false))->state["messages_count"] == 2);
+  CHECK((*store->get("r1"))->state["messages"].size() == 2);
 }
