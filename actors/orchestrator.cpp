@@ -666,7 +666,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   queue_options.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
   queue_options.replicas = config.task_replicas;
   if (auto made = shared->js->ensure_work_queue(queue_options); !made) return made.error();
-  shared->publisher = std::make_unique<task_publisher>(*shared->js, 2);
+  shared->publisher = std::make_unique<task_publisher>(*shared->js, 4);
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;

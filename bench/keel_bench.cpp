@@ -2,6 +2,7 @@
 // RocksDB write), then a real keel-node: per-step latency at low load, steps per second with
 // many concurrent runs (fsync on), and the resident memory that suspended runs add.
 // Prints a JSON line per figure; bench/run.sh turns them into docs/BENCHMARKS.md.
+#include "bench/bench_support.hpp"
 #include "broker/connection.hpp"
 #include "runtime/child_process.hpp"
 #include "runtime/clock.hpp"
@@ -22,41 +23,11 @@
 #include <thread>
 
 using namespace keel;
+using namespace keel::bench;
 using wire::value;
 namespace fs = std::filesystem;
 
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double now_us() {
-  using namespace std::chrono;
-  return static_cast<double>(duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count());
-}
-
-void report(const std::string& name, double figure, const std::string& unit) {
-  std::cout << value{{"name", name}, {"value", figure}, {"unit", unit}}.dump() << std::endl;
-}
-
-[[noreturn]] void die(const std::string& what) {
-  std::cerr << "keel_bench: " << what << "\n";
-  std::exit(1);
-}
-
-template <class T>
-T must(result<T> r, const std::string& what) {
-  if (!r) die(what + ": " + r.error().message);
-  return std::move(*r);
-}
-
-std::shared_ptr<broker::connection> connect(const std::string& url) {
-  broker::connection_options o;
-  o.servers = {url};
-  return must(broker::connection::connect(o), "connect");
-}
 
 struct floor_figures {
   double round_trip_us = 0;  // median of back-to-back round trips
@@ -124,72 +95,6 @@ private:
   std::uint64_t seq_ = 0;
 };
 
-// Collects run_completed and suspend events from every run.
-struct watcher {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::map<std::string, double> completed_at;  // run -> time (us)
-  std::size_t suspended = 0;
-  std::unique_ptr<broker::subscription> sub;
-
-  explicit watcher(broker::connection& nats) {
-    sub = must(nats.subscribe("keel.default.runs.*.events", "", [this](broker::message&& m) {
-      // Only the events it counts are decoded: the harness should take as little as it can of
-      // the two cores it shares with the node.
-      if (m.data.find("run_completed") == std::string::npos && m.data.find("run_failed") == std::string::npos &&
-          m.data.find("suspend") == std::string::npos)
-        return;
-      auto e = wire::decode<wire::event>(m.data);
-      if (!e) return;
-      std::lock_guard lock{mutex};
-      if (e->event_type == "run_completed" || e->event_type == "run_failed") completed_at[e->run_id] = now_us();
-      if (e->event_type == "suspend") ++suspended;
-      changed.notify_all();
-    }), "subscribe events");
-  }
-  template <class Predicate>
-  bool wait(Predicate p, std::int64_t timeout_ms) {
-    std::unique_lock lock{mutex};
-    return changed.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return p(*this); });
-  }
-};
-
-// Sends `count` invokes with at most `window` unanswered; returns the run ids and start times.
-std::vector<std::pair<std::string, double>> invoke_many(broker::connection& nats, const std::string& agent,
-                                                        std::size_t count, std::size_t window) {
-  std::mutex mutex;
-  std::condition_variable answered;
-  std::vector<std::pair<std::string, double>> runs;
-  std::size_t in_flight = 0;
-  std::string inbox = nats.new_inbox();
-  auto sub = must(nats.subscribe(inbox, "", [&](broker::message&& m) {
-    auto r = wire::decode<wire::invoke_reply>(m.data);
-    std::lock_guard lock{mutex};
-    if (r) runs.emplace_back(r->run_id, 0);
-    --in_flight;
-    answered.notify_all();
-  }), "subscribe inbox");
-  auto bytes = wire::encode(wire::invoke_request{agent, "go", "", ""});
-  for (std::size_t i = 0; i < count; ++i) {
-    std::unique_lock lock{mutex};
-    if (!answered.wait_for(lock, std::chrono::seconds(60), [&] { return in_flight < window; }))
-      die("invokes are not answered");
-    ++in_flight;
-    lock.unlock();
-    must(nats.publish("keel.default.invoke", inbox, bytes).ok() ? result<int>(0) : result<int>(make_error(errc::io, "publish")), "invoke");
-  }
-  std::unique_lock lock{mutex};
-  answered.wait_for(lock, std::chrono::seconds(120), [&] { return in_flight == 0; });
-  return runs;
-}
-
-std::int64_t rss_kb(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
-  return -1;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -209,7 +114,8 @@ int main(int argc, char** argv) {
   auto port = must(free_loopback_port(), "port");
   std::string url = "nats://127.0.0.1:" + std::to_string(port);
   auto nats_server = must(child_process::start({{"/usr/sbin/nats-server", "-a", "127.0.0.1", "-p",
-                                                 std::to_string(port)}, dir + "/nats.log", dir + "/nats.log"}),
+                                                 std::to_string(port), "-js", "-sd", dir + "/jetstream"},
+                                                dir + "/nats.log", dir + "/nats.log"}),
                           "nats-server");
   while (!port_accepts(port)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 

@@ -255,7 +255,7 @@ const std::vector<entry>& entries() {
       [](node_config& c, agent_config*) -> std::int64_t& { return c.task_replicas; }));
     // [worker]
     e.push_back(integer_key(
-      "worker.slots", 64, 1, 4096,
+      "worker.slots", 64, 1, 16384,
       "Tasks a worker runs at once, across its queues; the rest wait in the broker, without loss, "
       "until some worker has a free slot.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_slots; }));
