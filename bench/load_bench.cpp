@@ -206,6 +206,36 @@ void in_flight(const std::string& node_binary, std::size_t runs, std::size_t slo
   report("in_flight.overhead_p99_ms", percentile(overhead_ms, 0.99), "ms");
 }
 
+// A worker killed during a 30-second command, a new one started at once: how long until the
+// command starts again on it (the broker notices the silence after worker.liveness_ms).
+void liveness(const std::string& node_binary) {
+  cluster c;
+  c.dir = fs::temp_directory_path() / ("keel-load-" + std::to_string(::getpid()) + "-f");
+  fs::create_directories(c.dir + "/ws");
+  std::ofstream(c.dir + "/sleeper.json") << R"({"turns": [
+    {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> starts.txt; sleep 30"}}]},
+    {"text": "done"}]})";
+  c.start_nats();
+  auto agents = agent_toml("sleeper", c.dir, "exec_security = \"allow-always\"\ntool_timeout_ms = 60000\n");
+  c.orchestrator = c.start_node(node_binary, "orch", "\"orchestrator\"", "", agents);
+  c.worker = c.start_node(node_binary, "work", "\"worker\"", "", agents);
+  // Ready: the orchestrator takes invokes and the worker has announced itself.
+  for (int i = 0; i < 400 && !c.client->request("keel.default.runs.list", wire::pack(value{{"v", 1}, {"type", "list_runs"}}), 200); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  must(c.client->request("keel.default.invoke", wire::encode(wire::invoke_request{"sleeper", "go", "", ""}), 5000), "invoke");
+  auto starts = [&] { return lines_of(c.dir + "/ws/starts.txt").size(); };
+  for (int i = 0; i < 600 && starts() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (starts() < 1) die("the command did not start");
+  c.worker.signal(SIGKILL);
+  (void)c.worker.wait(5000);
+  auto killed = now_us();
+  c.worker = c.start_node(node_binary, "work2", "\"worker\"", "", agents);
+  for (int i = 0; i < 6000 && starts() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (starts() < 2) die("the command did not start again");
+  report("liveness.restarted_after_s", (now_us() - killed) / 1e6, "s");
+}
+
 std::string file_of(std::size_t bytes) {
   std::string out;
   while (out.size() < bytes) out += "line " + std::to_string(out.size()) + " of the file being read again\n";
@@ -352,7 +382,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "Steps of the long run");
   app.add_option("--file-bytes", file_bytes, "Bytes read at each step of the long run");
   app.add_option("--finished-runs", finished_runs, "Finished runs for the disk figure");
-  app.add_option("--only", only, "One part: approvals, in_flight, long, storage, finished");
+  app.add_option("--only", only, "One part: approvals, in_flight, long, storage, finished, liveness");
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
   if (only.empty() || only == "storage") storage(steps, file_bytes);
@@ -360,5 +390,6 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "approvals") approvals(node_binary, approval_runs, slots);
   if (only.empty() || only == "in_flight") in_flight(node_binary, flight_runs, flight_slots);
   if (only.empty() || only == "long") long_run(node_binary, steps, file_bytes);
+  if (only.empty() || only == "liveness") liveness(node_binary);
   return 0;
 }
