@@ -21,6 +21,8 @@ public:
   // The run's messages held (a prefix of its conversation), or null.
   shared_messages get(const std::string& run_id);
   void put(const std::string& run_id, shared_messages messages);
+  // Forgets a run that will not need a model soon (it waits for a person, or it ended).
+  void erase(const std::string& run_id);
   std::size_t bytes() const;
 
   static std::size_t size_of(const llm::message& m);

@@ -58,26 +58,39 @@ struct shared_state {
   // NATS threads so that results and acknowledgements go straight to their run.
   std::mutex registry_mutex;
   std::unordered_map<std::string, caf::actor> registry;
+  std::unordered_map<caf::actor_id, std::string> run_of_actor;  // the same, by actor: O(1) on its exit
   void registered(const std::string& run_id, const caf::actor& a) {
     std::lock_guard lock{registry_mutex};
+    if (auto old = registry.find(run_id); old != registry.end()) run_of_actor.erase(old->second.id());
     registry[run_id] = a;
+    run_of_actor[a.id()] = run_id;
   }
   void unregistered(const std::string& run_id) {
     std::lock_guard lock{registry_mutex};
-    registry.erase(run_id);
+    if (auto it = registry.find(run_id); it != registry.end()) {
+      run_of_actor.erase(it->second.id());
+      registry.erase(it);
+    }
     in_flight.erase(run_id);
   }
   // Unregisters the run this actor served; returns its id, or empty when it served none now.
   std::string unregistered(const caf::actor_addr& actor) {
     std::lock_guard lock{registry_mutex};
-    for (auto it = registry.begin(); it != registry.end(); ++it) {
-      if (it->second.address() != actor) continue;
-      std::string run_id = it->first;
-      registry.erase(it);
-      in_flight.erase(run_id);
-      return run_id;
-    }
-    return {};
+    auto by_actor = run_of_actor.find(actor.id());
+    if (by_actor == run_of_actor.end()) return {};
+    std::string run_id = std::move(by_actor->second);
+    run_of_actor.erase(by_actor);
+    auto it = registry.find(run_id);
+    if (it == registry.end() || it->second.address() != actor) return {};  // replaced already
+    registry.erase(it);
+    in_flight.erase(run_id);
+    return run_id;
+  }
+  std::vector<caf::actor> all_actors() {
+    std::lock_guard lock{registry_mutex};
+    std::vector<caf::actor> out;
+    for (const auto& [run, actor] : registry) out.push_back(actor);
+    return out;
   }
   caf::actor find(const std::string& run_id) {
     std::lock_guard lock{registry_mutex};
@@ -95,9 +108,11 @@ struct shared_state {
   };
   std::unordered_map<std::string, in_flight_task> in_flight;  // guarded by registry_mutex
 
+  // Set whether or not the run's actor is registered yet (a recovered run marks its queued task
+  // from its actor's start, which may come before); dropped when the run leaves memory.
   void sent(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
     std::lock_guard lock{registry_mutex};
-    if (registry.count(run_id)) in_flight[run_id] = in_flight_task{step, attempt, false};
+    in_flight[run_id] = in_flight_task{step, attempt, false};
   }
   // Marks the step's result received; false when that step is not in flight (or its result came).
   bool received(const std::string& run_id, std::uint64_t step) {
@@ -426,11 +441,14 @@ struct orchestrator_state {
 using orchestrator_type = caf::stateful_actor<orchestrator_state>;
 
 caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared_state> shared) {
-  // Run actors are linked: when the orchestrator stops, so do they. A run actor's own exit
-  // (leaving memory, or a failure) must not stop the orchestrator; a stop request
-  // (anon_send_exit) names the orchestrator itself as its source.
+  // When the orchestrator stops, so do its run actors (it tells each). A run actor's exit
+  // (leaving memory, or a failure) comes as a down message; a stop request (anon_send_exit)
+  // names the orchestrator itself as its source.
   self->set_exit_handler([=](caf::exit_msg& exit) {
-    if (exit.source == self->address()) self->quit(exit.reason);
+    if (exit.source != self->address()) return;
+    // Run actors are not linked (a link costs a scan of every link when one exits): stopped here.
+    for (const auto& actor : shared->all_actors()) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    self->quit(exit.reason);
   });
   self->set_down_handler([=](caf::down_msg& down) {
     auto run_id = shared->unregistered(down.source);
@@ -443,8 +461,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   auto spawn_run = [=](store::run_record record, const config::agent_config* agent, bool start_now,
                        bool from_disk, const std::string& invoke_reply) {
     std::string id = record.run_id;
-    auto actor = self->spawn<caf::linked>(run_actor, shared, std::move(record), agent, start_now, from_disk,
-                                          invoke_reply);
+    auto actor = self->spawn(run_actor, shared, std::move(record), agent, start_now, from_disk, invoke_reply);
     self->monitor(actor);
     shared->registered(id, actor);
     return actor;

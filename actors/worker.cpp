@@ -260,6 +260,13 @@ std::string execute(worker_shared& shared, wire::task& t) {
   }
   if (outcome) {
     r.payload = std::move(*outcome);
+    // A run about to wait for a person, or whose model gave its final answer, will not need its
+    // conversation here soon: it is not kept (memory for the runs that are working).
+    bool waits = t.kind == wire::task_kind::tool && r.payload.is_object() &&
+                 r.payload.value("status", std::string{}) == "needs_approval";
+    bool ends = t.kind == wire::task_kind::llm && r.payload.is_object() &&
+                (!r.payload.contains("tool_calls") || r.payload["tool_calls"].empty());
+    if (waits || ends) shared.conversations->erase(t.run_id);
   } else {
     r.ok = false;
     r.failure = outcome.error();
@@ -511,10 +518,18 @@ void worker_core::run_task(std::shared_ptr<broker::delivery> d, wire::task t, st
                                                               " times and no worker finished it")));
   } else {
     if (check) {
+      // Asked until the owner can say (it may be restarting), holding the task meanwhile: a task
+      // handed back would count as one more delivery.
       auto wanted = still_wanted(s, t);
+      auto deadline = steady_ms() + s.config().result_delivery_ms;
+      for (std::int64_t pause_ms = 100; !wanted && !s.stopping && steady_ms() + pause_ms < deadline;
+           pause_ms = std::min<std::int64_t>(pause_ms * 2, 2000)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+        wanted = still_wanted(s, t);
+      }
       if (!wanted) {
-        // Its owner cannot say now: handed back, to be tried once it can.
-        logger()->info("run {}: task {} waits: {}", t.run_id, t.step, wanted.error().message);
+        logger()->warn("run {}: task {} handed back: its owner cannot say whether it is wanted: {}", t.run_id, t.step,
+                       wanted.error().message);
         {
           std::lock_guard lock{held->mutex};
           held->tasks.erase(id);

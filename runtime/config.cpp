@@ -280,7 +280,7 @@ const std::vector<entry>& entries() {
       "or the broker restarts) before it gives the task back to the queue.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.result_delivery_ms; }));
     e.push_back(integer_key(
-      "worker.conversation_cache_bytes", 256 << 20, 0, std::int64_t{64} << 30,
+      "worker.conversation_cache_bytes", 32 << 20, 0, std::int64_t{64} << 30,
       "Conversations a worker keeps between steps, so that a step brings only its new messages.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.conversation_cache_bytes; }));
     e.push_back(integer_key(
