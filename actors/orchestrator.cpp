@@ -674,15 +674,10 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                           std::shared_ptr<broker::connection> nats,
                                                           store::run_store& store) {
   auto shared = std::make_shared<shared_state>(config, node_id, std::move(nats), store);
-  auto js = broker::jetstream::open(shared->nats, config.request_timeout_ms);
+  auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
+                                    config.task_replicas, config.request_timeout_ms);
   if (!js) return js.error();
   shared->js = std::move(*js);
-  broker::work_queue_options queue_options;
-  queue_options.stream = shared->subjects.tasks_stream();
-  queue_options.subjects = {shared->subjects.base() + ".tasks.>"};
-  queue_options.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
-  queue_options.replicas = config.task_replicas;
-  if (auto made = shared->js->ensure_work_queue(queue_options); !made) return made.error();
   shared->publisher = std::make_unique<task_publisher>(*shared->js, 4);
   auto first = first_received_order(store);
   if (!first) return first.error();

@@ -599,15 +599,10 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
       return make_error(errc::config, "agents." + agent.id + ".sandbox.workspace: cannot create " +
                                         agent.workspace + ": " + ec.message());
   }
-  auto js = broker::jetstream::open(shared->nats, config.request_timeout_ms);
+  auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
+                                    config.task_replicas, config.request_timeout_ms);
   if (!js) return js.error();
   shared->js = std::move(*js);
-  broker::work_queue_options queue_options;
-  queue_options.stream = shared->subjects.tasks_stream();
-  queue_options.subjects = {shared->subjects.base() + ".tasks.>"};
-  queue_options.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
-  queue_options.replicas = config.task_replicas;
-  if (auto made = shared->js->ensure_work_queue(queue_options); !made) return made.error();
 
   auto state = std::make_unique<impl>();
   state->core = std::make_shared<worker_core>();
@@ -622,7 +617,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   std::vector<std::unique_ptr<broker::pull_consumer>> consumers;
   for (const auto& queue : queues) {
     broker::consumer_options o;
-    o.stream = queue_options.stream;
+    o.stream = shared->subjects.tasks_stream();
     o.durable = broker::stream_name("workers_" + queue);
     o.filter_subject = shared->subjects.tasks(queue) + ".>";
     o.ack_wait_ms = config.worker_liveness_ms;

@@ -251,4 +251,18 @@ result<std::uint64_t> jetstream::stored_messages(std::string_view stream) {
   return count;
 }
 
+result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
+                                                   std::size_t message_bytes_max, std::int64_t replicas,
+                                                   std::int64_t request_timeout_ms) {
+  auto js = jetstream::open(std::move(nats), request_timeout_ms);
+  if (!js) return js.error();
+  work_queue_options options;
+  options.stream = names.tasks_stream();
+  options.subjects = {names.base() + ".tasks.>"};
+  options.message_bytes_max = message_bytes_max;
+  options.replicas = replicas;
+  if (auto made = (*js)->ensure_work_queue(options); !made) return made.error();
+  return js;
+}
+
 } // namespace keel::broker

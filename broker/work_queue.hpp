@@ -106,6 +106,13 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+// JetStream on this connection, with the stream of queued tasks (subjects.tasks_stream(), holding
+// <prefix>.<ns>.tasks.>) created or brought to these options: what orchestrators and workers
+// both open at start.
+result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
+                                                   std::size_t message_bytes_max, std::int64_t replicas,
+                                                   std::int64_t request_timeout_ms);
+
 // A stream or consumer name from parts of subjects: what is not [A-Za-z0-9_-] becomes '_'.
 std::string stream_name(std::string_view text);
 
