@@ -4,6 +4,9 @@
 // they happen (a file each command appends to, the scripted model's call log).
 #include "tests/e2e/cluster.hpp"
 
+#include "broker/work_queue.hpp"
+#include "runtime/wire.hpp"
+
 #include <csignal>
 #include <map>
 #include <set>
@@ -162,4 +165,43 @@ TEST_CASE("conversations: a run whose conversation grows far past one NATS messa
     INFO(step);
     CHECK(n == 1);
   }
+}
+
+TEST_CASE("tasks: a copy of a task that comes while it runs, or after it finished, gets the first result and never runs it again",
+          "[e2e][integration]") {
+  cluster c(agent("copied"), {{"copied.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 2; echo $KEEL_TASK_ID >> ran.txt"}}]},
+      {"text": "done"}
+    ]})"}});
+  auto run = c.invoke("copied", "go");
+  // The tool task as the owner sent it: the same run, step and attempt.
+  std::uint64_t step = 0;
+  REQUIRE_EVENTUALLY(20'000, [&] {
+    for (const auto& e : c.events(run))
+      if (e["event_type"] == "tool_call_started") step = e["data"]["task_step"].get<std::uint64_t>();
+    return step > 0;
+  }());
+  wire::task copy;
+  copy.run_id = run;
+  copy.step = step;
+  copy.attempt = 1;
+  copy.kind = wire::task_kind::tool;
+  copy.agent = "copied";
+  copy.reply_to = "keel.default.nodes.n1.results";
+  copy.payload = wire::value{{"tool", "exec"}, {"arguments", {{"command", "sleep 2; echo $KEEL_TASK_ID >> ran.txt"}}},
+                             {"call_id", "x"}, {"approved", false}, {"allow_rules", wire::value::array()}};
+  auto js = broker::jetstream::open(c.connect_client());
+  REQUIRE(js.ok());
+  broker::subjects names;
+  auto subject = names.task("copied", run, step);
+  // While the first runs: a second delivery of the same task (another message id, as a store
+  // repeated after the broker's duplicate window would be).
+  REQUIRE((*js)->publish(subject, wire::encode(copy), "copy-while-running").ok());
+  c.await_status(run, "completed", 30'000);
+  // After it finished: the worker hands over the result it kept.
+  REQUIRE((*js)->publish(subject, wire::encode(copy), "copy-after").ok());
+  REQUIRE_EVENTUALLY(20'000, *(*js)->stored_messages(names.tasks_stream()) == 0);  // taken and acknowledged
+  auto ran = lines_of(read_file(c.dir().file("ws/ran.txt")));
+  CHECK(ran.size() == 1);
+  CHECK(c.show(run)["output"] == "done");
 }
