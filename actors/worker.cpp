@@ -333,30 +333,32 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
   }
 }
 
-// Joinable threads running jobs from one queue.
+// Joinable threads running jobs from one queue. Their shared state outlives the pool: a thread
+// left running at a stop (a long tool call) still has it.
 class job_pool {
 public:
-  explicit job_pool(std::size_t threads) {
-    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  explicit job_pool(std::size_t threads) : state_(std::make_shared<state>()) {
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([s = state_] { loop(*s); });
   }
   void submit(std::function<void()> job) {
     {
-      std::lock_guard lock{mutex_};
-      jobs_.push_back(std::move(job));
+      std::lock_guard lock{state_->mutex};
+      state_->jobs.push_back(std::move(job));
     }
-    wake_.notify_one();
+    state_->wake.notify_one();
   }
   // Stops taking jobs; joins the threads that finish within the time, leaves the others (each
   // holds what it needs) to end on their own.
   void stop(std::int64_t timeout_ms) {
     {
-      std::lock_guard lock{mutex_};
-      stopping_ = true;
+      std::lock_guard lock{state_->mutex};
+      state_->stopping = true;
+      state_->jobs.clear();
     }
-    wake_.notify_all();
-    std::unique_lock lock{mutex_};
-    done_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return running_ == 0; });
-    bool all_idle = running_ == 0;
+    state_->wake.notify_all();
+    std::unique_lock lock{state_->mutex};
+    state_->done.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return state_->running == 0; });
+    bool all_idle = state_->running == 0;
     lock.unlock();
     for (auto& t : threads_) {
       if (all_idle) t.join();
@@ -369,26 +371,29 @@ public:
   }
 
 private:
-  void loop() {
-    std::unique_lock lock{mutex_};
+  struct state {
+    std::mutex mutex;
+    std::condition_variable wake, done;
+    std::deque<std::function<void()>> jobs;
+    std::size_t running = 0;
+    bool stopping = false;
+  };
+  static void loop(state& s) {
+    std::unique_lock lock{s.mutex};
     while (true) {
-      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      ++running_;
+      s.wake.wait(lock, [&] { return s.stopping || !s.jobs.empty(); });
+      if (s.stopping) return;
+      auto job = std::move(s.jobs.front());
+      s.jobs.pop_front();
+      ++s.running;
       lock.unlock();
       job();
       lock.lock();
-      --running_;
-      done_.notify_all();
+      --s.running;
+      s.done.notify_all();
     }
   }
-  std::mutex mutex_;
-  std::condition_variable wake_, done_;
-  std::deque<std::function<void()>> jobs_;
-  std::size_t running_ = 0;
-  bool stopping_ = false;
+  std::shared_ptr<state> state_;
   std::vector<std::thread> threads_;
 };
 
@@ -445,10 +450,15 @@ struct worker_core : std::enable_shared_from_this<worker_core> {
   std::shared_ptr<worker_shared> shared;
   std::shared_ptr<slots> slot_count;
   std::shared_ptr<held_tasks> held;
-  job_pool* pool = nullptr;  // used by the fetch threads only, which end before it
+  job_pool* pool = nullptr;  // the worker's threads; they end before it
 
-  void handle(std::shared_ptr<broker::delivery> d);
+  // Decodes a delivery and runs its task: here (`here`) or on another thread of the pool.
+  void handle(std::shared_ptr<broker::delivery> d, bool here);
   void run_task(std::shared_ptr<broker::delivery> d, wire::task t, std::string id, bool check);
+  // One round of taking tasks from a queue, on a pool thread: the next round is handed to another
+  // thread before the first task taken runs here, so that no hand-over lies between the broker's
+  // delivery and the task.
+  void fetch_round(std::shared_ptr<broker::pull_consumer> consumer);
   void finish(const std::shared_ptr<broker::delivery>& d, const std::string& id);
 };
 
@@ -457,7 +467,7 @@ struct worker_core : std::enable_shared_from_this<worker_core> {
 struct worker::impl {
   std::shared_ptr<worker_core> core;
   std::unique_ptr<job_pool> pool;
-  std::vector<std::thread> threads;  // fetchers and the liveness thread
+  std::vector<std::thread> threads;  // the liveness thread
   std::mutex stop_mutex;
   std::condition_variable stop_signal;
   bool stopped = false;
@@ -477,7 +487,35 @@ void worker_core::finish(const std::shared_ptr<broker::delivery>& d, const std::
   slot_count->give_back(1);
 }
 
-void worker_core::handle(std::shared_ptr<broker::delivery> d) {
+void worker_core::fetch_round(std::shared_ptr<broker::pull_consumer> consumer) {
+  if (shared->stopping) return;
+  auto again = [core = shared_from_this(), consumer] { core->fetch_round(consumer); };
+  auto want = slot_count->take(16, 500);
+  if (want == 0) {
+    if (!shared->stopping) pool->submit(again);
+    return;
+  }
+  auto got = consumer->fetch(static_cast<int>(want), 500);
+  if (!got) {
+    slot_count->give_back(want);
+    if (got.error().code == errc::cancelled || shared->stopping) return;
+    logger()->warn("{}", got.error().message);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    pool->submit(again);
+    return;
+  }
+  if (got->size() < want) slot_count->give_back(want - got->size());
+  if (shared->stopping) {  // taken as the worker stops: handed back at once, for another worker
+    for (auto& d : *got) (void)d->nak(0);
+    slot_count->give_back(got->size());
+    return;
+  }
+  pool->submit(again);
+  for (std::size_t i = 0; i < got->size(); ++i)
+    handle(std::shared_ptr<broker::delivery>(std::move((*got)[i])), i + 1 == got->size());
+}
+
+void worker_core::handle(std::shared_ptr<broker::delivery> d, bool here) {
   step_trace::mark(step_trace::task_received);
   auto t = wire::decode_task_keeping_conversation(d->body().data, shared->limits);
   if (!t) {
@@ -500,6 +538,7 @@ void worker_core::handle(std::shared_ptr<broker::delivery> d) {
   step_trace::mark(step_trace::task_decoded);
   bool check = d->times_delivered() > 1 ||
                wall_ms() - d->stored_ms() > shared->config().worker_check_after_ms;
+  if (here) return run_task(d, std::move(*t), id, check);
   pool->submit([core = shared_from_this(), d, t = std::move(*t), id, check]() mutable {
     core->run_task(d, std::move(t), id, check);
   });
@@ -609,11 +648,13 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   state->core->shared = shared;
   state->core->slot_count = std::make_shared<slots>(static_cast<std::size_t>(config.worker_slots));
   state->core->held = std::make_shared<held_tasks>();
-  state->pool = std::make_unique<job_pool>(static_cast<std::size_t>(config.worker_slots));
-  state->core->pool = state->pool.get();
+  state->core->pool = nullptr;
   std::vector<std::string> queues;
   for (const auto& agent : config.agents)
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
+  // Threads: one per slot, and one per queue for taking tasks.
+  state->pool = std::make_unique<job_pool>(static_cast<std::size_t>(config.worker_slots) + queues.size());
+  state->core->pool = state->pool.get();
   std::vector<std::unique_ptr<broker::pull_consumer>> consumers;
   for (const auto& queue : queues) {
     broker::consumer_options o;
@@ -627,26 +668,11 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   }
   auto* self = state.get();
   auto core = state->core;
+  // One round of fetching per queue circulates on the pool (which has a thread for it beyond the
+  // slots): see fetch_round.
   for (auto& consumer : consumers) {
-    state->threads.emplace_back([self, core, consumer = std::shared_ptr<broker::pull_consumer>(std::move(consumer))] {
-      (void)self;
-      while (!core->shared->stopping) {
-        auto want = core->slot_count->take(16, 500);
-        if (want == 0) continue;
-        auto got = consumer->fetch(static_cast<int>(want), 500);
-        if (!got) {
-          core->slot_count->give_back(want);
-          if (got.error().code == errc::cancelled) return;
-          if (!core->shared->stopping) {
-            logger()->warn("{}", got.error().message);
-            std::this_thread::sleep_for(std::chrono::milliseconds(200));
-          }
-          continue;
-        }
-        if (got->size() < want) core->slot_count->give_back(want - got->size());
-        for (auto& d : *got) core->handle(std::shared_ptr<broker::delivery>(std::move(d)));
-      }
-    });
+    auto shared_consumer = std::shared_ptr<broker::pull_consumer>(std::move(consumer));
+    state->pool->submit([core, shared_consumer] { core->fetch_round(shared_consumer); });
   }
   // Liveness: "in progress" for every task held, four times per liveness period.
   state->threads.emplace_back([self, core] {
