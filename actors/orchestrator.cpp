@@ -134,14 +134,28 @@ struct shared_state {
     return wanted(run_id, step, attempt).value_or(false);
   }
 
-  // Stores a task in the work queue (on the publisher's threads).
+  // Stores a task in the work queue: sent at once without waiting for the broker's
+  // confirmation; one the broker refuses or does not confirm goes to the publisher's threads,
+  // which offer it again for as long as the run still wants it.
   void send_task(const wire::task& t, const std::string& queue) {
     sent(t.run_id, t.step, t.attempt);
     auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
-    publisher->submit({subjects.task(queue, t.run_id, t.step), wire::encode(t), id,
-                       [this, run = t.run_id, step = t.step, attempt = t.attempt] {
-                         return still_in_flight(run, step, attempt);
-                       }});
+    auto subject = subjects.task(queue, t.run_id, t.step);
+    auto bytes = wire::encode(t);
+    if (js->publish_async(subject, bytes, id, config.request_timeout_ms)) return;
+    offer_again({std::move(subject), std::move(bytes), std::move(id), {}});
+  }
+  void offer_again(broker::publish_failure&& f) {
+    // The id is <run>/<step>/<attempt>: whether that attempt is still in flight decides.
+    auto last = f.id.rfind('/');
+    auto middle = last == std::string::npos ? std::string::npos : f.id.rfind('/', last - 1);
+    if (middle == std::string::npos) return;
+    auto run = f.id.substr(0, middle);
+    auto step = std::strtoull(f.id.c_str() + middle + 1, nullptr, 10);
+    auto attempt = static_cast<std::uint32_t>(std::strtoul(f.id.c_str() + last + 1, nullptr, 10));
+    if (!f.why.message.empty()) logger()->warn("task {} not confirmed by the broker ({}); offered again", f.id, f.why.message);
+    publisher->submit({std::move(f.subject), std::move(f.data), std::move(f.id),
+                       [this, run, step, attempt] { return still_in_flight(run, step, attempt); }});
   }
 
   run_context context_for(const config::agent_config& agent) const {
@@ -674,11 +688,15 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                           std::shared_ptr<broker::connection> nats,
                                                           store::run_store& store) {
   auto shared = std::make_shared<shared_state>(config, node_id, std::move(nats), store);
+  std::weak_ptr<shared_state> weak = shared;
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
-                                    config.task_replicas, config.request_timeout_ms);
+                                    config.task_replicas, config.request_timeout_ms,
+                                    [weak](broker::publish_failure&& f) {
+                                      if (auto s = weak.lock(); s && s->publisher) s->offer_again(std::move(f));
+                                    });
   if (!js) return js.error();
   shared->js = std::move(*js);
-  shared->publisher = std::make_unique<task_publisher>(*shared->js, 4);
+  shared->publisher = std::make_unique<task_publisher>(*shared->js, 2);
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;

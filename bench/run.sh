@@ -63,14 +63,16 @@ creation (the invoke answered) to its end, over its 21 steps.
 
 What the work queue costs. Tasks go through a JetStream stream (file storage) and a durable pull
 consumer instead of a plain NATS publish to a queue group: the broker stores each task before it
-hands it to the waiting worker, the worker acknowledges it, and the result's hand-over waits for
-the owner's synced write. `bench/step_trace.sh` (a build with timestamps at each hand-over,
-`runtime/step_trace.hpp`) puts the task's way from the orchestrator to the worker at about 180 µs
-(median) where a plain publish took about 110 µs, and the worker's hand-off of a task to a slot's
-thread at about 50 µs. Against the plain queue group measured on this machine before (1.4x to
-1.5x the floor, about 10,000 steps a second), the step is 0.6 to 0.7 floors slower and throughput
-about 55% lower: the price of tasks that wait without loss, run once on a live worker, and move
-only when their worker is gone. The 1.5x target is not met with the work queue.
+hands it to the waiting worker, the worker acknowledges it, and the result's hand-over is a
+request answered once the owner's write is synced. The orchestrator sends a task without waiting
+for the broker's confirmation (a refusal or a missing confirmation is offered again), and the
+worker runs the last task it took on the thread that took it. `bench/step_trace.sh` (a build with
+timestamps at each hand-over, `runtime/step_trace.hpp`) puts the task's way from the
+orchestrator to the worker at about 180 µs (median) where a plain publish took about 110 µs.
+Against the plain queue group measured on this machine before (1.4x to 1.5x the floor, about
+10,000 steps a second), the step is about half a floor slower and throughput about half: the
+price of tasks that wait without loss, run once on a live worker, and move only when their worker
+is gone. The 1.5x target is not met with the work queue.
 
 ## Under load and at length
 

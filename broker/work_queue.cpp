@@ -124,20 +124,41 @@ result<std::vector<std::unique_ptr<delivery>>> pull_consumer::fetch(int batch, s
 struct jetstream::impl {
   std::shared_ptr<connection> nats;
   jsCtx* js = nullptr;
+  publish_failed on_failed;
   ~impl() {
     if (js) jsCtx_Destroy(js);
   }
 };
 
+namespace {
+void on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure) {
+  auto* state = static_cast<jetstream::impl*>(closure);
+  if (!state->on_failed || !pae || !pae->Msg) return;
+  publish_failure f;
+  f.subject = natsMsg_GetSubject(pae->Msg);
+  f.data.assign(natsMsg_GetData(pae->Msg), static_cast<std::size_t>(natsMsg_GetDataLength(pae->Msg)));
+  const char* id = nullptr;
+  if (natsMsgHeader_Get(pae->Msg, "Nats-Msg-Id", &id) == NATS_OK && id) f.id = id;
+  f.why = js_error(pae->Err, pae->ErrCode, "storing a message on " + f.subject + (pae->ErrText ? std::string(": ") + pae->ErrText : ""));
+  state->on_failed(std::move(f));
+}
+} // namespace
+
 jetstream::jetstream(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 jetstream::~jetstream() = default;
 
-result<std::unique_ptr<jetstream>> jetstream::open(std::shared_ptr<connection> nats, std::int64_t request_timeout_ms) {
+result<std::unique_ptr<jetstream>> jetstream::open(std::shared_ptr<connection> nats, std::int64_t request_timeout_ms,
+                                                   publish_failed on_failed) {
   auto state = std::make_unique<impl>();
   state->nats = std::move(nats);
+  state->on_failed = std::move(on_failed);
   jsOptions options;
   jsOptions_Init(&options);
   options.Wait = request_timeout_ms;
+  options.PublishAsync.MaxPending = 16384;
+  options.PublishAsync.ErrHandler = on_publish_error;
+  options.PublishAsync.ErrHandlerClosure = state.get();
+  options.PublishAsync.StallWait = 50;
   natsStatus s = natsConnection_JetStream(&state->js, native_connection(*state->nats), &options);
   if (s != NATS_OK) return js_error(s, 0, "opening JetStream");
   return std::unique_ptr<jetstream>(new jetstream(std::move(state)));
@@ -229,6 +250,22 @@ result<void> jetstream::publish(std::string_view subject, std::string_view data,
   return success();
 }
 
+result<void> jetstream::publish_async(std::string_view subject, std::string_view data, std::string_view id,
+                                     std::int64_t ack_wait_ms) {
+  std::string subject_text(subject), id_text(id);
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject_text.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
+  if (s != NATS_OK) return js_error(s, 0, "building a message for " + subject_text);
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  if (!id_text.empty()) options.MsgId = id_text.c_str();
+  options.MaxWait = ack_wait_ms;
+  s = js_PublishMsgAsync(impl_->js, &msg, &options);
+  if (msg) natsMsg_Destroy(msg);  // still ours when it was not sent
+  if (s != NATS_OK) return js_error(s, 0, "sending a message for " + subject_text);
+  return success();
+}
+
 result<bool> jetstream::holds(std::string_view stream, std::string_view subject) {
   std::string stream_text(stream), subject_text(subject);
   natsMsg* msg = nullptr;
@@ -253,8 +290,8 @@ result<std::uint64_t> jetstream::stored_messages(std::string_view stream) {
 
 result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
                                                    std::size_t message_bytes_max, std::int64_t replicas,
-                                                   std::int64_t request_timeout_ms) {
-  auto js = jetstream::open(std::move(nats), request_timeout_ms);
+                                                   std::int64_t request_timeout_ms, publish_failed on_failed) {
+  auto js = jetstream::open(std::move(nats), request_timeout_ms, std::move(on_failed));
   if (!js) return js.error();
   work_queue_options options;
   options.stream = names.tasks_stream();

@@ -9,6 +9,7 @@
 #include "runtime/result.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -80,10 +81,22 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+// A message stored without waiting (publish_async) that the broker refused or did not confirm
+// within its wait: what it was, so that it can be offered again.
+struct publish_failure {
+  std::string subject;
+  std::string data;
+  std::string id;
+  keel::error why;
+};
+using publish_failed = std::function<void(publish_failure&&)>;
+
 class jetstream {
 public:
+  // `on_failed` is called, on a thread of nats.c, for each publish_async the broker did not confirm.
   static result<std::unique_ptr<jetstream>> open(std::shared_ptr<connection> nats,
-                                                 std::int64_t request_timeout_ms = 5000);
+                                                 std::int64_t request_timeout_ms = 5000,
+                                                 publish_failed on_failed = {});
   ~jetstream();
   jetstream(const jetstream&) = delete;
   jetstream& operator=(const jetstream&) = delete;
@@ -93,6 +106,11 @@ public:
   result<void> ensure_consumer(const consumer_options& options);
   // Returns once the broker stored the message (or had stored one with this id in the window).
   result<void> publish(std::string_view subject, std::string_view data, std::string_view id);
+  // Sends the message to be stored and returns at once; the broker's confirmation comes later,
+  // and a refusal (or no confirmation within ack_wait_ms) goes to `on_failed`. An error here
+  // (too many unconfirmed, disconnected) means it was not sent.
+  result<void> publish_async(std::string_view subject, std::string_view data, std::string_view id,
+                             std::int64_t ack_wait_ms);
   // Whether a message with exactly this subject is stored: queued, or held by a worker.
   result<bool> holds(std::string_view stream, std::string_view subject);
   // Messages stored and not yet acknowledged.
@@ -111,7 +129,7 @@ private:
 // both open at start.
 result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
                                                    std::size_t message_bytes_max, std::int64_t replicas,
-                                                   std::int64_t request_timeout_ms);
+                                                   std::int64_t request_timeout_ms, publish_failed on_failed = {});
 
 // A stream or consumer name from parts of subjects: what is not [A-Za-z0-9_-] becomes '_'.
 std::string stream_name(std::string_view text);

@@ -1,4 +1,5 @@
 #include "broker/connection.hpp"
+#include "broker/work_queue.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <atomic>
@@ -206,4 +207,82 @@ TEST_CASE("broker: a pull subscription gives each message to exactly one of the 
   REQUIRE((*sub)->unsubscribe().ok());
   for (auto& t : threads) t.join();
   CHECK(stopped == 4);
+}
+
+namespace {
+broker::consumer_options consumer_for(const std::string& stream, std::int64_t ack_wait_ms) {
+  broker::consumer_options o;
+  o.stream = stream;
+  o.durable = "workers_q";
+  o.filter_subject = "t.q.>";
+  o.ack_wait_ms = ack_wait_ms;
+  return o;
+}
+} // namespace
+
+TEST_CASE("work queue: a task waits until asked for, goes to one taker, and comes again only when its taker is silent",
+          "[broker][integration]") {
+  nats_server server;
+  auto js = broker::jetstream::open(connect(server.url()));
+  REQUIRE(js.ok());
+  REQUIRE((*js)->ensure_work_queue({"TASKS", {"t.>"}, 1 << 20, 1, 120'000}).ok());
+  REQUIRE((*js)->ensure_work_queue({"TASKS", {"t.>"}, 1 << 20, 1, 120'000}).ok());  // again: the same stream
+  for (int i = 0; i < 5; ++i) REQUIRE((*js)->publish("t.q.run." + std::to_string(i), "task " + std::to_string(i), "id-" + std::to_string(i)).ok());
+  // The same id again within the window: stored once.
+  REQUIRE((*js)->publish("t.q.run.0", "task 0", "id-0").ok());
+  CHECK(*(*js)->stored_messages("TASKS") == 5);
+  CHECK(*(*js)->holds("TASKS", "t.q.run.3"));
+  CHECK_FALSE(*(*js)->holds("TASKS", "t.q.run.9"));
+  auto worker = (*js)->subscribe(consumer_for("TASKS", 1000));
+  REQUIRE(worker.ok());
+  // Asked for two: two, no more (back-pressure is the taker's).
+  auto two = (*worker)->fetch(2, 2000);
+  REQUIRE(two.ok());
+  REQUIRE(two->size() == 2);
+  CHECK((*two)[0]->times_delivered() == 1);
+  // One is acknowledged; the other is kept alive for three ack waits by "in progress".
+  REQUIRE((*two)[0]->ack().ok());
+  for (int i = 0; i < 6; ++i) {
+    REQUIRE((*two)[1]->in_progress().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the ack wait is the thing under test
+  }
+  // Meanwhile another taker gets only the three never handed out.
+  auto other = (*js)->subscribe(consumer_for("TASKS", 1000));
+  REQUIRE(other.ok());
+  auto rest = (*other)->fetch(10, 1000);
+  REQUIRE(rest.ok());
+  CHECK(rest->size() == 3);
+  for (auto& d : *rest) REQUIRE(d->ack().ok());
+  // Silent now: after the ack wait, the held one comes again, counted.
+  auto again = (*other)->fetch(1, 3000);
+  REQUIRE(again.ok());
+  REQUIRE(again->size() == 1);
+  CHECK(again->front()->body().data == (*two)[1]->body().data);
+  CHECK(again->front()->times_delivered() == 2);
+  REQUIRE(again->front()->ack().ok());
+  CHECK(*(*js)->stored_messages("TASKS") == 0);
+  CHECK_FALSE(*(*js)->holds("TASKS", "t.q.run.1"));
+}
+
+TEST_CASE("work queue: a message the broker does not confirm is reported with its id", "[broker][integration]") {
+  nats_server server;
+  std::mutex mutex;
+  std::vector<broker::publish_failure> failed;
+  auto js = broker::jetstream::open(connect(server.url()), 2000, [&](broker::publish_failure&& f) {
+    std::lock_guard lock{mutex};
+    failed.push_back(std::move(f));
+  });
+  REQUIRE(js.ok());
+  REQUIRE((*js)->ensure_work_queue({"TASKS", {"t.>"}, 1 << 20, 1, 120'000}).ok());
+  REQUIRE((*js)->publish_async("t.q.run.1", "fine", "run/1/1", 2000).ok());
+  // Into a subject no stream holds: refused by the broker, reported.
+  REQUIRE((*js)->publish_async("nowhere.1", "lost", "run/2/1", 500).ok());
+  REQUIRE_EVENTUALLY(5000, [&] {
+    std::lock_guard lock{mutex};
+    return failed.size() == 1;
+  }());
+  CHECK(failed[0].id == "run/2/1");
+  CHECK(failed[0].subject == "nowhere.1");
+  CHECK(failed[0].data == "lost");
+  REQUIRE_EVENTUALLY(5000, *(*js)->stored_messages("TASKS") == 1);
 }
