@@ -70,7 +70,7 @@ worker runs the last task it took on the thread that took it. `bench/step_trace.
 timestamps at each hand-over, `runtime/step_trace.hpp`) puts the task's way from the
 orchestrator to the worker at about 180 µs (median) where a plain publish took about 110 µs.
 Against the plain queue group measured on this machine before (1.4x to 1.5x the floor, about
-10,000 steps a second), the step is about half a floor slower and throughput about half: the
+10,000 steps a second), the step is about two thirds of a floor slower and throughput about half: the
 price of tasks that wait without loss, run once on a live worker, and move only when their worker
 is gone. The 1.5x target is not met with the work queue.
 
