@@ -107,15 +107,15 @@ std::string render_event(const wire::event& e) {
   if (t == "llm_step_started") return "";
   if (t == "llm_step_completed") {
     std::string out;
-    auto text = str(d, "text");
+    auto text = raw(d, "text");  // indent() escapes each line; its line breaks stay line breaks
     if (!text.empty()) out += indent(text, "  model> ");
     return out;
   }
   // An approved call is sent a second time to run; it was shown when first asked for.
   if (t == "tool_call_started") return d.value("approved", false) ? "" : "  -> " + call_line(d) + "\n";
   if (t == "tool_call_completed") {
-    std::string preview = str(d, "text_preview");
-    if (preview.size() > 600) preview = preview.substr(0, 600) + "...";
+    std::string preview = raw(d, "text_preview");
+    if (preview.size() > 600) preview = sandbox::sanitize_utf8(preview.substr(0, 600)) + "...";
     return std::string("  <- ") + str(d, "tool") + (d.value("is_error", false) ? " (error)" : "") +
            "\n" + indent(preview, "     ");
   }
@@ -160,7 +160,7 @@ std::string render_summary(const value& r) {
         << str(r["waiting"]["form"], "tool") << ")\n";
   if (r.contains("stop_reason")) out << "Stopped: " << str(r, "stop_reason") << "\n";
   if (r.contains("error")) out << "Error:   " << str(r, "error") << "\n";
-  if (r.contains("output")) out << "Output:\n" << indent(str(r, "output"), "  ");
+  if (r.contains("output")) out << "Output:\n" << indent(raw(r, "output"), "  ");
   return out.str();
 }
 
