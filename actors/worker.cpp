@@ -10,6 +10,7 @@
 #include "runtime/log.hpp"
 #include "runtime/step_trace.hpp"
 #include "sandbox/confinement.hpp"
+#include "sandbox/environment.hpp"
 #include "sandbox/tools.hpp"
 
 #include <caf/all.hpp>
@@ -638,6 +639,8 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
       return make_error(errc::config, "agents." + agent.id + ".sandbox.workspace: cannot create " +
                                         agent.workspace + ": " + ec.message());
   }
+  if (auto killed = sandbox::sweep_orphaned_calls(); killed > 0)
+    logger()->warn("killed {} processes that calls of a worker that died had left running", killed);
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
                                     config.task_replicas, config.request_timeout_ms);
   if (!js) return js.error();

@@ -103,6 +103,45 @@ std::string make_group(const std::string& root) {
 
 } // namespace
 
+namespace {
+// Whether the process that made a call cgroup is still there (any process of that pid: one that
+// took the pid of a dead worker keeps its leftovers from being swept, which is the safe side).
+bool maker_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(pid, 0) == 0 || errno != ESRCH;
+}
+} // namespace
+
+std::size_t sweep_orphaned_calls() {
+  static const hierarchy h = find_hierarchy();
+  std::size_t killed = 0;
+  for (const auto& root : {h.pids, h.memory}) {
+    if (root.empty()) continue;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(root + "/keel", ec)) {
+      if (!entry.is_directory()) continue;
+      auto name = entry.path().filename().string();
+      auto dash = name.find('-');
+      if (dash == std::string::npos) continue;
+      auto pid = static_cast<pid_t>(std::strtol(name.substr(0, dash).c_str(), nullptr, 10));
+      if (maker_alive(pid)) continue;
+      auto dir = entry.path().string();
+      for (int round = 0; round < 100; ++round) {
+        std::ifstream procs(dir + "/cgroup.procs");
+        bool any = false;
+        for (pid_t p; procs >> p;) {
+          if (::kill(p, SIGKILL) == 0) ++killed;
+          any = true;
+        }
+        if (!any || ::rmdir(dir.c_str()) == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      (void)::rmdir(dir.c_str());
+    }
+  }
+  return killed;
+}
+
 call_cgroup call_cgroup::make(const resource_limits& limits) {
   call_cgroup out;
   static const hierarchy h = find_hierarchy();

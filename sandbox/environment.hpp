@@ -45,6 +45,12 @@ std::vector<std::string> bwrap_prefix(const environment& env, const std::string&
 // Whether bubblewrap can run here (found, and able to make its namespaces).
 result<void> bwrap_available();
 
+// Kills what the calls of workers that died left running (their call cgroups, named after the
+// worker's pid, when no process of that pid lives) and removes those cgroups. Returns how many
+// processes it killed. A worker calls it at start: a command of a dead worker is run again
+// elsewhere, and its leftovers must not go on beside it.
+std::size_t sweep_orphaned_calls();
+
 // One call's cgroups (pids and memory): made before the command starts, joined by the child
 // before exec, removed after. Inactive where no writable hierarchy exists.
 class call_cgroup {

@@ -8,6 +8,7 @@
 #include "runtime/wire.hpp"
 
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <sstream>
@@ -79,7 +80,7 @@ TEST_CASE("tasks: a worker killed during a call is replaced and the call runs ag
           "[e2e][integration]") {
   cluster c(agent("slow") + agent("thinker"),
             {{"slow.json", R"({"turns": [
-                {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> starts.txt; sleep 3"}}]},
+                {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "(sleep 6; echo late >> late.txt) & echo $KEEL_TASK_ID >> starts.txt; sleep 8"}}]},
                 {"text": "done"}
               ]})"},
              {"thinker.json", R"({"turns": [
@@ -97,6 +98,12 @@ TEST_CASE("tasks: a worker killed during a call is replaced and the call runs ag
     auto starts = lines_of(read_file(c.dir().file("ws/starts.txt")));
     CHECK(starts.size() == 2);  // its worker died during the call: run again, with the same id
     CHECK(starts.front() == starts.back());
+    // What the dead worker's call left running in the background was killed when the new worker
+    // started (where calls have cgroups): only the second call's background job wrote.
+    if (std::filesystem::exists("/sys/fs/cgroup/pids/keel") || std::filesystem::exists("/sys/fs/cgroup/keel")) {
+      INFO(c.worker_log());
+      CHECK(lines_of(read_file(c.dir().file("ws/late.txt"))).size() == 1);
+    }
   }
   SECTION("paused") {
     std::vector<std::string> runs;
