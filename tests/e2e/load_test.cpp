@@ -212,3 +212,30 @@ TEST_CASE("tasks: a copy of a task that comes while it runs, or after it finishe
   CHECK(ran.size() == 1);
   CHECK(c.show(run)["output"] == "done");
 }
+
+TEST_CASE("tasks: a burst of runs through three crashes of the node completes; only calls in flight at a crash run twice",
+          "[e2e][integration]") {
+  cluster c(agent("crashy"), {{"crashy.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 0.5; echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "done"}
+    ]})"}}, cluster_options{false, {"worker.slots = 8"}, {}});
+  constexpr int runs = 100;
+  std::vector<std::string> ids;
+  for (int i = 0; i < runs; ++i) ids.push_back(c.invoke("crashy", "go"));
+  for (int crash = 0; crash < 3; ++crash) {
+    auto before = lines_of(read_file(c.dir().file("ws/calls.txt"))).size();
+    REQUIRE_EVENTUALLY(60'000, lines_of(read_file(c.dir().file("ws/calls.txt"))).size() >= before + 10);
+    c.kill_node();
+    c.start_node();
+  }
+  for (const auto& id : ids) c.await_status(id, "completed", 120'000);
+  auto calls = lines_of(read_file(c.dir().file("ws/calls.txt")));
+  std::map<std::string, int> per_call;
+  for (const auto& call : calls) per_call[call] += 1;
+  CHECK(per_call.size() == runs);
+  int repeated = 0;
+  for (const auto& [call, n] : per_call) repeated += n - 1;
+  // At most the calls in flight (8 slots) at each of the three crashes.
+  CHECK(repeated <= 3 * 8);
+  WARN("calls run twice (their worker died during them): " << repeated);
+}
