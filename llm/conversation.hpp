@@ -50,7 +50,7 @@ struct completion_request {
   // sandbox::tool_definition values, made once per agent and shared by its requests.
   std::shared_ptr<const std::vector<wire::value>> tools;
   std::int64_t max_tokens = 4096;
-  std::string task_id;             // run/step/attempt, so a provider can tell a repeat
+  std::string task_id;             // <run>/<step>: one id per model call across attempts
   // Streaming providers call this with each piece of text as it arrives.
   std::function<void(const std::string&)> on_text_delta;
   // ... and this when a stream broke off and is asked again from the start: the text sent so far

@@ -425,15 +425,6 @@ std::string encode(const task_result& m) {
   return pack_fields(std::move(all));
 }
 
-std::string encode(const task_accepted& m) {
-  value v = envelope("task_accepted");
-  v["run_id"] = m.run_id;
-  v["step"] = m.step;
-  v["attempt"] = m.attempt;
-  v["worker"] = m.worker;
-  return pack(v);
-}
-
 std::string encode(const heartbeat& m) {
   value v = envelope("heartbeat");
   v["node_id"] = m.node_id;
@@ -805,17 +796,6 @@ result<task_result> decode<task_result>(std::string_view bytes, const limits& bo
     m.failure = failure;
   }
   if (!m.ok && !m.failure) return r.missing("error");
-  return m;
-}
-
-template <>
-result<task_accepted> decode<task_accepted>(std::string_view bytes, const limits& bounds) {
-  auto map = open_envelope(bytes, bounds, "task_accepted");
-  if (!map) return map.error();
-  reader r(*map);
-  task_accepted m;
-  if (auto id = r.task_id(m.run_id, m.step, m.attempt); !id) return id.error();
-  KEEL_TRY(m.worker, r.str("worker", false));
   return m;
 }
 

@@ -110,15 +110,6 @@ struct task_result {
   std::optional<keel::error> failure;  // when !ok
 };
 
-// A worker took a task: the orchestrator then waits the task's lease instead of the short
-// accept timeout, after which a task nobody took is sent again.
-struct task_accepted {
-  std::string run_id;
-  std::uint64_t step = 0;
-  std::uint32_t attempt = 1;
-  std::string worker;
-};
-
 struct heartbeat {
   std::string node_id;
   std::vector<std::string> roles;
@@ -143,7 +134,6 @@ std::string encode(const resume_reply& m);
 std::string encode(const event& m);
 std::string encode(const task& m);
 std::string encode(const task_result& m);
-std::string encode(const task_accepted& m);
 std::string encode(const heartbeat& m);
 std::string encode_error(const keel::error& e);
 
@@ -161,7 +151,7 @@ result<value> open_request(std::string_view bytes, const char* type, const limit
 
 // The `type` of a message, after checking `v`; for dispatch before a typed decode.
 result<std::string> peek_type(std::string_view bytes, const limits& bounds = {});
-// The type and the task a task_result or task_accepted is about, read the same way: enough to
+// The type and the task a task_result is about, read the same way: enough to
 // route it before (or without) decoding its body.
 struct task_ref {
   std::string type;

@@ -164,8 +164,8 @@ TEST_CASE("wire: an error reply decodes to its error whatever message was expect
 
 TEST_CASE("wire: peek_type reads the type without decoding the body, and says what is wrong",
           "[runtime][wire]") {
-  auto good = wire::encode(wire::task_accepted{"r1-node", 3, 1, "w"});
-  CHECK(*wire::peek_type(good) == "task_accepted");
+  auto good = wire::encode(wire::resume_reply{"r1-node", "s1", false});
+  CHECK(*wire::peek_type(good) == "resume_reply");
   auto big = wire::task_result{};
   big.run_id = "r1-node";
   big.payload = value{{"text", std::string(100'000, 'x')}};
@@ -195,7 +195,6 @@ TEST_CASE("wire: peek_task_ref reads the run and step a result is about, and say
   CHECK(ref->type == "task_result");
   CHECK(ref->run_id == "r1-node");
   CHECK(ref->step == 7);
-  CHECK(wire::peek_task_ref(wire::encode(wire::task_accepted{"r2-node", 3, 1, "w"}))->step == 3);
   auto message_of = [](const std::string& bytes) { return wire::peek_task_ref(bytes).error().message; };
   CHECK(message_of(edited(good, [](value& v) { v.erase("run_id"); })) == "missing field 'run_id'");
   CHECK(message_of(edited(good, [](value& v) { v["run_id"] = ""; })) == "field 'run_id' must be a non-empty string");
