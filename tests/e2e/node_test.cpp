@@ -2,6 +2,8 @@
 // code.
 #include "tests/support/test_support.hpp"
 
+#include <filesystem>
+
 #include <csignal>
 
 using namespace keel;
@@ -55,6 +57,28 @@ TEST_CASE("keel-node: without a reachable NATS server it exits 1 and says so", "
   auto r = run_command({KEEL_NODE_BINARY, "--config", dir.file("n.toml")});
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("cannot connect to NATS at nats://127.0.0.1:") != std::string::npos);
+}
+
+TEST_CASE("keel-node: on a nats-server without JetStream it exits 1 and says how to fix it", "[e2e][integration]") {
+  temp_dir dir;
+  auto port = free_loopback_port();
+  REQUIRE(port.ok());
+  // A plain nats-server: no -js.
+  auto server = start_command({std::filesystem::exists("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : "nats-server",
+                               "-a", "127.0.0.1", "-p", std::to_string(*port)}, dir, "plain-nats");
+  std::string url = "nats://127.0.0.1:" + std::to_string(*port);
+  REQUIRE_EVENTUALLY(10'000, run_command({KEEL_BINARY, "nodes", "--nats", url, "--wait-ms", "10"}).exit_code == 0);
+  for (const char* roles : {"\"worker\"", "\"orchestrator\""}) {
+    INFO(roles);
+    write_file(dir.file("n.toml"), std::string("[node]\nroles = [") + roles + "]\ndata_dir = \"" + dir.file("data") +
+                                     "\"\n[nats]\nservers = [\"" + url + "\"]\nrequest_timeout_ms = 500\n"
+                                     "[agents.a]\nscript = \"" + dir.file("a.json") + "\"\n"
+                                     "[agents.a.sandbox]\nworkspace = \"" + dir.file("ws") + "\"\n");
+    write_file(dir.file("a.json"), R"({"turns": [{"text": "hi"}]})");
+    auto r = run_command({KEEL_NODE_BINARY, "--config", dir.file("n.toml")}, 20'000);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("is JetStream enabled on nats-server? start it with -js") != std::string::npos);
+  }
 }
 
 TEST_CASE("keel-node: a node announces its roles, and leaves the list on SIGTERM", "[e2e][integration]") {
