@@ -1,5 +1,6 @@
 #include "apps/keel/render.hpp"
 
+#include "runtime/clock.hpp"
 #include "sandbox/text.hpp"
 
 #include <sstream>
@@ -158,8 +159,17 @@ std::string render_summary(const value& r) {
   if (r.contains("waiting"))
     out << "Waiting: step " << str(r["waiting"], "step_key") << " ("
         << str(r["waiting"]["form"], "tool") << ")\n";
+  if (r.contains("retrying") && r["retrying"].is_object()) {
+    // When the next try is due, from now (the summary gives a wall-clock time).
+    auto next = r["retrying"].value("next_try_ms", std::int64_t{0});
+    auto in_s = std::max<std::int64_t>(0, (next - wall_ms() + 999) / 1000);
+    bool model = str(r["retrying"], "waiting").rfind("waiting on the model", 0) == 0;
+    out << "Retrying: " << (model ? "waiting on the model" : "waiting to run the tool again") << ", next try in "
+        << in_s << " s (last failure: " << str(r["retrying"], "reason") << ")\n";
+  }
   if (r.contains("stop_reason")) out << "Stopped: " << str(r, "stop_reason") << "\n";
   if (r.contains("error")) out << "Error:   " << str(r, "error") << "\n";
+  if (str(r, "status") == "failed") out << "         (keel retry " << str(r, "run_id") << " goes on from the step that failed)\n";
   if (r.contains("output")) out << "Output:\n" << indent(raw(r, "output"), "  ");
   return out.str();
 }

@@ -179,6 +179,7 @@ file_approval = false
     auto shown = c.show(run);
     CHECK(shown["status"] == "running");
     CHECK(shown["retrying"]["waiting"].get<std::string>().find("waiting on the model, next try in") == 0);
+    CHECK(c.keel({"show", run}).out.find("Retrying: waiting on the model, next try in") != std::string::npos);
     REQUIRE_EVENTUALLY(20'000, refused >= 8);
     down = false;
     c.await_status(run, "completed", 30'000);
@@ -194,6 +195,7 @@ file_approval = false
     auto run = c.invoke("coder", "Create hello.sh and run it.");
     c.await_status(run, "failed", 30'000);
     CHECK(c.show(run)["error"].get<std::string>().find("kept failing for") != std::string::npos);
+    CHECK(c.keel({"show", run}).out.find("keel retry " + run + " goes on from the step that failed") != std::string::npos);
     // Not retried while the run is not failed; retried from its step once it is.
     down = false;
     auto retried = c.keel({"retry", run});
