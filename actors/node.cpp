@@ -2,6 +2,8 @@
 
 #include "actors/orchestrator.hpp"
 #include "actors/worker.hpp"
+#include "gateway/api.hpp"
+#include "gateway/http_server.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
@@ -101,6 +103,8 @@ struct node::impl {
   std::unique_ptr<broker::subscription> ping_subscription;
   std::unique_ptr<orchestrator> orchestrator_role;
   std::unique_ptr<worker> worker_role;
+  std::unique_ptr<gateway::api> gateway_api;
+  std::unique_ptr<gateway::http_server> gateway_role;
   bool stopped = false;
 };
 
@@ -215,6 +219,25 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     auto* role = state->orchestrator_role.get();
     a->runs_in_memory = [role] { return static_cast<std::int64_t>(role->runs_in_memory()); };
   }
+  if (config.has_role(config::role::gateway)) {
+    auto listen = config::split_listen(config.gateway_listen);
+    if (!listen) return listen.error();
+    gateway::api_options options;
+    options.subjects = broker::subjects{config.prefix, config.ns};
+    options.token = config.gateway_token;
+    options.request_timeout_ms = config.request_timeout_ms;
+    state->gateway_api = std::make_unique<gateway::api>(state->nats, options);
+    gateway::server_options server;
+    server.host = listen->first;
+    server.port = listen->second;
+    auto* api = state->gateway_api.get();
+    auto started = gateway::http_server::start(server, [api](gateway::http_request r, gateway::responder respond) {
+      api->handle(std::move(r), respond);
+    });
+    if (!started) return started.error();
+    state->gateway_role = std::move(*started);
+    logger()->info("gateway listening on http://{}:{}", listen->first, state->gateway_role->port());
+  }
   state->heartbeat = state->system->spawn(heartbeat_actor, std::shared_ptr<const announcer>(a));
   logger()->info("node {} started: roles [{}], NATS {}", state->id,
                  fmt::join(a->beat.roles, ", "), state->nats->connected_url());
@@ -231,7 +254,8 @@ void node::stop() {
   if (s.heartbeat) caf::anon_send_exit(s.heartbeat, caf::exit_reason::user_shutdown);
   s.announce->publish("stopping");
   s.ping_subscription.reset();
-  // No new work: stop taking invokes, answers and tasks; let the actors finish what they hold.
+  // No new work: stop taking requests, invokes, answers and tasks; let the actors finish.
+  if (s.gateway_role) s.gateway_role->stop();
   if (s.worker_role) s.worker_role->stop();
   if (s.orchestrator_role) s.orchestrator_role->stop();
   s.system->await_all_actors_done();

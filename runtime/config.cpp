@@ -300,7 +300,15 @@ const std::vector<entry>& entries() {
     // [gateway]
     e.push_back(string_key(
       "gateway.listen", "127.0.0.1:8080", "Address of the HTTP API and dashboard (host:port).",
-      [](node_config& c, agent_config*) -> std::string& { return c.gateway_listen; }));
+      [](node_config& c, agent_config*) -> std::string& { return c.gateway_listen; },
+      [](const std::string& v) -> std::string {
+        if (auto parsed = split_listen(v); !parsed) return parsed.error().message;
+        return {};
+      }));
+    e.push_back(string_key(
+      "gateway.token", "",
+      "Bearer token every API request must carry; required when gateway.listen is not a loopback address.",
+      [](node_config& c, agent_config*) -> std::string& { return c.gateway_token; }));
     // [agents.<id>]
     e.push_back(string_key(
       "agents.*.provider", "scripted", "Model provider: scripted, anthropic or openai.",
@@ -550,6 +558,13 @@ struct loader {
       agent.script = relative_to_source(agent.script);
       agent.script_log = relative_to_source(agent.script_log);
     }
+    if (config.has_role(role::gateway) && config.gateway_token.empty()) {
+      auto listen = split_listen(config.gateway_listen);
+      bool loopback = listen && (listen->first == "127.0.0.1" || listen->first == "::1" || listen->first.rfind("127.", 0) == 0);
+      if (!loopback)
+        return whole_file_error("gateway.token", "a gateway listening on " + config.gateway_listen +
+                                                   " (not a loopback address) needs a token");
+    }
     if (config.has_role(role::orchestrator) && config.data_dir.empty())
       return whole_file_error("node.data_dir", "an orchestrator needs a data directory");
     return success();
@@ -557,6 +572,19 @@ struct loader {
 };
 
 } // namespace
+
+result<std::pair<std::string, std::uint16_t>> split_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
+    return make_error(errc::config, "expected host:port, got '" + listen + "'");
+  auto host = listen.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  auto port_text = listen.substr(colon + 1);
+  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 5 || std::stoul(port_text) > 65535)
+    return make_error(errc::config, "expected a port from 0 to 65535, got '" + port_text + "'");
+  return std::make_pair(host, static_cast<std::uint16_t>(std::stoul(port_text)));
+}
 
 std::string_view to_string(role r) {
   switch (r) {

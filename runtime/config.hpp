@@ -96,6 +96,7 @@ struct node_config {
   std::string log_file;
 
   std::string gateway_listen;
+  std::string gateway_token;
 
   std::vector<agent_config> agents;
 
@@ -111,6 +112,9 @@ struct key_info {
   std::string help;
 };
 const std::vector<key_info>& schema();
+
+// "host:port" (an IPv4 or IPv6 address, or localhost) as host and port.
+result<std::pair<std::string, std::uint16_t>> split_listen(const std::string& listen);
 
 // Loads and validates; an error is one line naming the file, the key and what was expected.
 // `overrides` are TOML lines (`key = value`, dotted keys allowed) applied after the file, as

@@ -127,7 +127,7 @@ void print_banner(const context& c, const wire::heartbeat& beat, const std::stri
   std::cout << rule << "\n"
             << "  keel dev is running\n"
             << "  NATS:       " << c.nats_url << "\n"
-            << "  Dashboard:  " << c.dashboard_url << " (served once the gateway lands)\n"
+            << "  HTTP API:   " << c.dashboard_url << "/api/v1/runs (docs/HTTP.md; the dashboard pages are not served yet)\n"
             << "  Namespace:  " << c.prefix << "." << c.ns << "\n"
             << "  Node:       " << beat.node_id << " (";
   for (std::size_t i = 0; i < beat.roles.size(); ++i) std::cout << (i ? ", " : "") << beat.roles[i];

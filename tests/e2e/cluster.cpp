@@ -24,7 +24,15 @@ cluster::cluster(const std::string& agents,
            "\n" + replace_all(agents, "{dir}", dir_.path());
   };
   config_path_ = dir_.file("node.toml");
-  write_file(config_path_, config("n1", options_.separate_worker ? "\"orchestrator\"" : "\"orchestrator\", \"worker\""));
+  std::string roles = options_.separate_worker ? "\"orchestrator\"" : "\"orchestrator\", \"worker\"";
+  if (options_.gateway) {
+    auto port = free_loopback_port();
+    REQUIRE(port.ok());
+    gateway_port_ = *port;
+    roles += ", \"gateway\"";
+    options_.node_sets.push_back("gateway.listen = \"127.0.0.1:" + std::to_string(gateway_port_) + "\"");
+  }
+  write_file(config_path_, config("n1", roles));
   if (options_.separate_worker) {
     worker_config_path_ = dir_.file("worker.toml");
     write_file(worker_config_path_, config("w1", "\"worker\""));

@@ -14,6 +14,7 @@ struct cluster_options {
   bool separate_worker = false;
   std::vector<std::string> node_sets;    // keel-node --set lines for the node (n1)
   std::vector<std::string> worker_sets;  // and for the separate worker
+  bool gateway = false;                  // n1 serves the HTTP API too, on a free port (gateway_url())
 };
 
 class cluster {
@@ -32,6 +33,7 @@ public:
   void kill_worker();
   void signal_worker(int signal);  // SIGSTOP, SIGCONT...
   std::string worker_log() const { return read_file(dir_.file("worker.err")); }
+  std::string gateway_url() const { return "http://127.0.0.1:" + std::to_string(gateway_port_); }
 
   command_output keel(std::vector<std::string> args, std::int64_t timeout_ms = 30'000);
   std::string invoke(const std::string& agent, const std::string& input);
@@ -57,6 +59,7 @@ private:
   cluster_options options_;
   child_process node_;
   child_process worker_;
+  int gateway_port_ = 0;
   int starts_ = 0;
 };
 

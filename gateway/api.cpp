@@ -1,0 +1,266 @@
+#include "gateway/api.hpp"
+
+#include "runtime/ids.hpp"
+#include "runtime/wire.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+namespace keel::gateway {
+
+using wire::value;
+
+int status_of(errc code) {
+  switch (code) {
+    case errc::malformed:
+    case errc::invalid_argument:
+    case errc::unsupported_version: return 400;
+    case errc::too_large: return 413;
+    case errc::not_found: return 404;
+    case errc::conflict: return 409;
+    case errc::denied: return 403;
+    case errc::unavailable:
+    case errc::timeout: return 503;
+    default: return 500;
+  }
+}
+
+namespace {
+
+// Headers every answer carries: nothing here may be framed, sniffed or loaded from elsewhere.
+void secure(http_response& r) {
+  r.headers.emplace_back("X-Frame-Options", "DENY");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
+  r.headers.emplace_back("Cache-Control", "no-store");
+}
+
+http_response json(int status, const value& body) {
+  http_response r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, value::error_handler_t::replace);
+  secure(r);
+  return r;
+}
+
+http_response failure(const keel::error& e) {
+  return json(status_of(e.code), value{{"error", {{"code", std::string(to_string(e.code))}, {"message", e.message}}}});
+}
+
+// The path and the query's fields (percent-decoding of the values only).
+struct target {
+  std::string path;
+  std::map<std::string, std::string> query;
+};
+
+std::string decode_percent(const std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') out += ' ';
+    else if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+             std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+      out += static_cast<char>(std::stoi(text.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else out += text[i];
+  }
+  return out;
+}
+
+target parse_target(const std::string& raw) {
+  target t;
+  auto q = raw.find('?');
+  t.path = raw.substr(0, q);
+  if (q == std::string::npos) return t;
+  std::string rest = raw.substr(q + 1);
+  std::size_t start = 0;
+  while (start <= rest.size()) {
+    auto end = rest.find('&', start);
+    if (end == std::string::npos) end = rest.size();
+    auto pair = rest.substr(start, end - start);
+    auto eq = pair.find('=');
+    if (!pair.empty()) t.query[pair.substr(0, eq)] = eq == std::string::npos ? "" : decode_percent(pair.substr(eq + 1));
+    start = end + 1;
+  }
+  return t;
+}
+
+// The path's parts between slashes.
+std::vector<std::string> parts_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::size_t start = 1;
+  while (start <= path.size()) {
+    auto end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    out.push_back(path.substr(start, end - start));
+    start = end + 1;
+  }
+  if (!out.empty() && out.back().empty()) out.pop_back();
+  return out;
+}
+
+result<value> json_body(const http_request& r) {
+  if (r.body.empty()) return value::object();
+  auto v = value::parse(r.body, nullptr, false);
+  if (v.is_discarded() || !v.is_object()) return make_error(errc::malformed, "the body must be a JSON object");
+  return v;
+}
+
+result<std::uint64_t> count_param(const target& t, const char* name, std::uint64_t fallback) {
+  auto it = t.query.find(name);
+  if (it == t.query.end()) return fallback;
+  const auto& text = it->second;
+  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos)
+    return make_error(errc::invalid_argument, std::string(name) + " must be an unsigned integer");
+  return std::stoull(text);
+}
+
+} // namespace
+
+api::api(std::shared_ptr<broker::connection> nats, api_options options)
+  : nats_(std::move(nats)), options_(std::move(options)) {}
+
+void api::handle(http_request request, const responder& respond) {
+  auto t = parse_target(request.target);
+  auto parts = parts_of(t.path);
+  const auto& m = request.method;
+  if (t.path == "/healthz" && m == "GET") return respond(json(200, value{{"status", "ok"}}));
+  // Every other route asks for the token, when one is set.
+  if (!options_.token.empty()) {
+    auto it = request.headers.find("authorization");
+    if (it == request.headers.end() || it->second != "Bearer " + options_.token) {
+      auto r = json(401, value{{"error", {{"code", "denied"}, {"message", "a bearer token is required"}}}});
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return respond(r);
+    }
+  }
+  // NATS requests: a reply of type "error" is the error it carries.
+  auto ask = [&](const std::string& subject, const value& body) -> result<value> {
+    auto reply = nats_->request(subject, wire::pack(body), options_.request_timeout_ms);
+    if (!reply) {
+      if (reply.error().code == errc::timeout || reply.error().code == errc::unavailable)
+        return make_error(errc::unavailable, "no orchestrator answered: " + reply.error().message);
+      return reply.error();
+    }
+    auto v = wire::unpack(reply->data);
+    if (!v || !v->is_object()) return make_error(errc::internal, "an orchestrator's answer could not be read");
+    if (v->value("type", std::string{}) == "error") {
+      errc code = errc::internal;
+      (void)from_string((*v)["error"].value("code", std::string{}), code);
+      return make_error(code, (*v)["error"].value("message", std::string{}));
+    }
+    return v;
+  };
+  auto run_subject = [&](const std::string& run, const char* verb) {
+    return options_.subjects.base() + ".runs." + run + "." + verb;
+  };
+  if (t.path == "/readyz" && m == "GET") {
+    if (!nats_->connected()) return respond(failure(make_error(errc::unavailable, "not connected to NATS")));
+    auto answered = ask(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"limit", 1}});
+    if (!answered) return respond(failure(make_error(errc::unavailable, "no orchestrator answers")));
+    return respond(json(200, value{{"status", "ready"}}));
+  }
+  if (parts.size() < 2 || parts[0] != "api" || parts[1] != "v1")
+    return respond(failure(make_error(errc::not_found, "no route " + m + " " + t.path)));
+  parts.erase(parts.begin(), parts.begin() + 2);
+  // /runs
+  if (parts.size() == 1 && parts[0] == "runs" && m == "POST") {
+    auto body = json_body(request);
+    if (!body) return respond(failure(body.error()));
+    if (!body->contains("agent") || !(*body)["agent"].is_string())
+      return respond(failure(make_error(errc::invalid_argument, "agent (a string) is required")));
+    value invoke{{"v", 1}, {"type", "invoke"}, {"agent", (*body)["agent"]}, {"input", body->value("input", value(""))}};
+    for (const char* key : {"session_id", "idempotency_key", "provider", "model"}) {
+      if (!body->contains(key)) continue;
+      if (!(*body)[key].is_string()) return respond(failure(make_error(errc::invalid_argument, std::string(key) + " must be a string")));
+      invoke[key] = (*body)[key];
+    }
+    auto reply = ask(options_.subjects.invoke(), invoke);
+    if (!reply) return respond(failure(reply.error()));
+    bool created = reply->value("created", true);
+    return respond(json(created ? 201 : 200, value{{"run_id", reply->value("run_id", std::string{})}, {"created", created}}));
+  }
+  if (parts.size() == 1 && parts[0] == "runs" && m == "GET") {
+    auto limit = count_param(t, "limit", 50);
+    if (!limit) return respond(failure(limit.error()));
+    value body{{"v", 1}, {"type", "list_runs"}, {"limit", std::min<std::uint64_t>(*limit, 1000)}};
+    for (const char* key : {"status", "agent"})
+      if (auto it = t.query.find(key); it != t.query.end()) body[key] = it->second;
+    // Every orchestrator answers; their answers are collected for a moment and merged.
+    std::mutex mutex;
+    std::vector<value> runs;
+    std::optional<keel::error> refused;
+    auto inbox = nats_->new_inbox();
+    auto sub = nats_->subscribe(inbox, "", [&](broker::message&& reply) {
+      auto v = wire::unpack(reply.data);
+      std::lock_guard lock{mutex};
+      if (!v || !v->is_object()) return;
+      if (v->value("type", std::string{}) == "error") {
+        errc code = errc::internal;
+        (void)from_string((*v)["error"].value("code", std::string{}), code);
+        refused = make_error(code, (*v)["error"].value("message", std::string{}));
+        return;
+      }
+      for (auto& r : (*v)["runs"]) runs.push_back(r);
+    });
+    if (!sub) return respond(failure(sub.error()));
+    if (auto sent = nats_->publish(options_.subjects.runs_list(), inbox, wire::pack(body)); !sent)
+      return respond(failure(sent.error()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.list_wait_ms));  // the orchestrators' answers
+    (*sub)->unsubscribe().ok();
+    std::lock_guard lock{mutex};
+    if (refused) return respond(failure(*refused));
+    std::sort(runs.begin(), runs.end(), [](const value& a, const value& b) {
+      return a.value("created_ms", std::int64_t{0}) > b.value("created_ms", std::int64_t{0});
+    });
+    if (runs.size() > *limit) runs.resize(*limit);
+    return respond(json(200, value{{"runs", runs}}));
+  }
+  if (parts.size() >= 2 && parts[0] == "runs") {
+    const auto& run = parts[1];
+    if (run_id{run}.owner().empty()) return respond(failure(make_error(errc::not_found, "'" + run + "' is not a keel run id")));
+    if (parts.size() == 2 && m == "GET") {
+      auto reply = ask(run_subject(run, "get"), value{{"v", 1}, {"type", "get_run"}});
+      if (!reply) return respond(failure(reply.error()));
+      return respond(json(200, (*reply)["run"]));
+    }
+    if (parts.size() == 3 && parts[2] == "events" && m == "GET") {
+      auto after = count_param(t, "after", 0);
+      auto limit = count_param(t, "limit", 500);
+      if (!after) return respond(failure(after.error()));
+      if (!limit) return respond(failure(limit.error()));
+      auto reply = ask(run_subject(run, "history"),
+                       value{{"v", 1}, {"type", "get_history"}, {"from_seq", *after + 1}, {"limit", std::max<std::uint64_t>(1, *limit)}});
+      if (!reply) return respond(failure(reply.error()));
+      return respond(json(200, value{{"run_id", run}, {"status", (*reply)["status"]}, {"events", (*reply)["events"]},
+                                     {"more", (*reply)["more"]}}));
+    }
+    if (parts.size() == 3 && parts[2] == "cancel" && m == "POST") {
+      auto body = json_body(request);
+      if (!body) return respond(failure(body.error()));
+      value cancel{{"v", 1}, {"type", "cancel"}};
+      if (body->contains("reason")) cancel["reason"] = (*body)["reason"];
+      auto reply = ask(run_subject(run, "cancel"), cancel);
+      if (!reply) return respond(failure(reply.error()));
+      return respond(json(200, (*reply)["run"]));
+    }
+    if (parts.size() == 5 && parts[2] == "steps" && (parts[4] == "approve" || parts[4] == "reject") && m == "POST") {
+      auto body = json_body(request);
+      if (!body) return respond(failure(body.error()));
+      bool approved = parts[4] == "approve";
+      value data{{"approved", approved}};
+      if (body->contains("feedback")) data["feedback"] = (*body)["feedback"];
+      if (approved && body->contains("always")) data["always"] = (*body)["always"];
+      if (approved && body->contains("always_scope")) data["always_scope"] = (*body)["always_scope"];
+      auto reply = ask(run_subject(run, "resume"), value{{"v", 1}, {"type", "resume"}, {"step_key", parts[3]}, {"data", data}});
+      if (!reply) return respond(failure(reply.error()));
+      return respond(json(200, value{{"run_id", run}, {"step_key", parts[3]}, {"approved", approved},
+                                     {"duplicate", reply->value("duplicate", false)}}));
+    }
+  }
+  return respond(failure(make_error(errc::not_found, "no route " + m + " " + t.path)));
+}
+
+} // namespace keel::gateway

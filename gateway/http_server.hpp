@@ -1,0 +1,62 @@
+// An HTTP/1.1 server on Boost.Beast and Asio: a few threads serve any number of connections
+// (each waits without a thread of its own), and handlers answer from any thread, when ready.
+// Plain C++; Beast and Asio stay inside this file's implementation.
+#pragma once
+
+#include "runtime/result.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace keel::gateway {
+
+struct http_request {
+  std::string method;                          // "GET", "POST", ...
+  std::string target;                          // path and query, as sent
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  std::string peer;                            // the client's address
+};
+
+struct http_response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Called once per request; may be called from any thread.
+using responder = std::function<void(http_response)>;
+// Runs on one of the server's handler threads (never an I/O thread): it may block.
+using handler = std::function<void(http_request, responder)>;
+
+struct server_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;           // 0: any free port
+  std::size_t io_threads = 2;
+  std::size_t handler_threads = 8;
+  std::size_t body_bytes_max = 1 << 20;
+  std::size_t header_bytes_max = 16 << 10;
+  std::int64_t idle_timeout_ms = 60'000;  // a connection with no request for this long is closed
+};
+
+class http_server {
+public:
+  static result<std::unique_ptr<http_server>> start(const server_options& options, handler on_request);
+  ~http_server();
+  std::uint16_t port() const;
+  void stop();
+
+  struct impl;
+
+private:
+  explicit http_server(std::shared_ptr<impl> state);
+  std::shared_ptr<impl> impl_;
+};
+
+} // namespace keel::gateway
