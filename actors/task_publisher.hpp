@@ -1,19 +1,18 @@
-// Stores tasks in the broker's work queue from a few threads of its own, so that neither the
-// store writer nor a run's actor waits for the broker's acknowledgement. A task the broker did
-// not take is offered again, with a growing pause, for as long as its run still wants it; the
-// message id (run/step/attempt) makes a repeat that did reach the broker harmless.
+// Stores tasks in the broker's work queue, waiting for the broker's confirmation, on threads of
+// its own: the path for a task that a quick send could not place (the broker refused it, did not
+// confirm it, or could not be reached). Each is offered again, with a growing pause, for as long
+// as its run still wants it; the message id (run/step/attempt) makes a repeat that did reach the
+// broker harmless. Tasks not yet offered at a stop are dropped: a restarted orchestrator sends a
+// step whose task the broker does not hold.
 #pragma once
 
 #include "broker/work_queue.hpp"
 #include "runtime/log.hpp"
+#include "runtime/thread_pool.hpp"
 
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
-#include <mutex>
-#include <thread>
 
 namespace keel::actors {
 
@@ -26,42 +25,14 @@ public:
     std::function<bool()> still_wanted;  // checked before each new offer
   };
 
-  task_publisher(broker::jetstream& js, std::size_t threads) : js_(js) {
-    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
-  }
-  ~task_publisher() { stop(); }
+  task_publisher(broker::jetstream& js, std::size_t threads) : js_(js), pool_(threads) {}
 
   void submit(job j) {
-    {
-      std::lock_guard lock{mutex_};
-      jobs_.push_back(std::move(j));
-    }
-    wake_.notify_one();
+    pool_.submit([this, j = std::move(j)] { offer(j); });
   }
-  // Offers what is queued once more, then stops (a task not stored is sent again at the next start).
-  void stop() {
-    {
-      std::lock_guard lock{mutex_};
-      if (stopping_) return;
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
+  void stop() { pool_.stop(5000); }
 
 private:
-  void loop() {
-    std::unique_lock lock{mutex_};
-    while (true) {
-      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto j = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      offer(j);
-      lock.lock();
-    }
-  }
   void offer(const job& j) {
     std::int64_t pause_ms = 100;
     for (int tries = 0;; ++tries) {
@@ -69,21 +40,14 @@ private:
       if (stored) return;
       static auto logger = log::get("actors");
       logger->warn("task {} not stored in the work queue (try {}): {}", j.id, tries + 1, stored.error().message);
-      {
-        std::unique_lock lock{mutex_};
-        if (wake_.wait_for(lock, std::chrono::milliseconds(pause_ms), [this] { return stopping_; })) return;
-      }
+      if (pool_.wait_for_stop(pause_ms)) return;
       if (j.still_wanted && !j.still_wanted()) return;
       pause_ms = std::min<std::int64_t>(pause_ms * 2, 5000);
     }
   }
 
   broker::jetstream& js_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<job> jobs_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
+  thread_pool pool_;
 };
 
 } // namespace keel::actors

@@ -9,6 +9,7 @@
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "runtime/step_trace.hpp"
+#include "runtime/thread_pool.hpp"
 #include "sandbox/confinement.hpp"
 #include "sandbox/environment.hpp"
 #include "sandbox/tools.hpp"
@@ -334,70 +335,6 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
   }
 }
 
-// Joinable threads running jobs from one queue. Their shared state outlives the pool: a thread
-// left running at a stop (a long tool call) still has it.
-class job_pool {
-public:
-  explicit job_pool(std::size_t threads) : state_(std::make_shared<state>()) {
-    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([s = state_] { loop(*s); });
-  }
-  void submit(std::function<void()> job) {
-    {
-      std::lock_guard lock{state_->mutex};
-      state_->jobs.push_back(std::move(job));
-    }
-    state_->wake.notify_one();
-  }
-  // Stops taking jobs; joins the threads that finish within the time, leaves the others (each
-  // holds what it needs) to end on their own.
-  void stop(std::int64_t timeout_ms) {
-    {
-      std::lock_guard lock{state_->mutex};
-      state_->stopping = true;
-      state_->jobs.clear();
-    }
-    state_->wake.notify_all();
-    std::unique_lock lock{state_->mutex};
-    state_->done.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return state_->running == 0; });
-    bool all_idle = state_->running == 0;
-    lock.unlock();
-    for (auto& t : threads_) {
-      if (all_idle) t.join();
-      else t.detach();
-    }
-    threads_.clear();
-  }
-  ~job_pool() {
-    if (!threads_.empty()) stop(0);
-  }
-
-private:
-  struct state {
-    std::mutex mutex;
-    std::condition_variable wake, done;
-    std::deque<std::function<void()>> jobs;
-    std::size_t running = 0;
-    bool stopping = false;
-  };
-  static void loop(state& s) {
-    std::unique_lock lock{s.mutex};
-    while (true) {
-      s.wake.wait(lock, [&] { return s.stopping || !s.jobs.empty(); });
-      if (s.stopping) return;
-      auto job = std::move(s.jobs.front());
-      s.jobs.pop_front();
-      ++s.running;
-      lock.unlock();
-      job();
-      lock.lock();
-      --s.running;
-      s.done.notify_all();
-    }
-  }
-  std::shared_ptr<state> state_;
-  std::vector<std::thread> threads_;
-};
-
 // The worker's slots: a fetch asks the broker for no more tasks than are free.
 class slots {
 public:
@@ -451,7 +388,7 @@ struct worker_core : std::enable_shared_from_this<worker_core> {
   std::shared_ptr<worker_shared> shared;
   std::shared_ptr<slots> slot_count;
   std::shared_ptr<held_tasks> held;
-  job_pool* pool = nullptr;  // the worker's threads; they end before it
+  thread_pool* pool = nullptr;  // the worker's threads; they end before it
 
   // Decodes a delivery and runs its task: here (`here`) or on another thread of the pool.
   void handle(std::shared_ptr<broker::delivery> d, bool here);
@@ -467,7 +404,7 @@ struct worker_core : std::enable_shared_from_this<worker_core> {
 
 struct worker::impl {
   std::shared_ptr<worker_core> core;
-  std::unique_ptr<job_pool> pool;
+  std::unique_ptr<thread_pool> pool;
   std::vector<std::thread> threads;  // the liveness thread
   std::mutex stop_mutex;
   std::condition_variable stop_signal;
@@ -656,7 +593,8 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   for (const auto& agent : config.agents)
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
   // Threads: one per slot, and one per queue for taking tasks.
-  state->pool = std::make_unique<job_pool>(static_cast<std::size_t>(config.worker_slots) + queues.size());
+  state->pool = std::make_unique<thread_pool>(static_cast<std::size_t>(config.worker_slots) + queues.size(),
+                                              [](const char* what) { logger()->error("a task thread threw: {}", what); });
   state->core->pool = state->pool.get();
   std::vector<std::unique_ptr<broker::pull_consumer>> consumers;
   for (const auto& queue : queues) {

@@ -1,6 +1,7 @@
 #include "gateway/http_server.hpp"
 
 #include "runtime/log.hpp"
+#include "runtime/thread_pool.hpp"
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -27,55 +28,6 @@ std::shared_ptr<spdlog::logger> logger() {
   return l;
 }
 
-// Threads that run handlers, so that a handler waiting on NATS never holds an I/O thread.
-class handler_pool {
-public:
-  explicit handler_pool(std::size_t threads) {
-    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
-  }
-  ~handler_pool() { stop(); }
-  void submit(std::function<void()> job) {
-    {
-      std::lock_guard lock{mutex_};
-      if (stopping_) return;
-      jobs_.push_back(std::move(job));
-    }
-    wake_.notify_one();
-  }
-  void stop() {
-    {
-      std::lock_guard lock{mutex_};
-      if (stopping_) return;
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-
-private:
-  void loop() {
-    std::unique_lock lock{mutex_};
-    while (true) {
-      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (stopping_) return;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      try {
-        job();
-      } catch (const std::exception& e) {
-        logger()->error("an HTTP handler threw: {}", e.what());
-      }
-      lock.lock();
-    }
-  }
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> jobs_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-};
-
 } // namespace
 
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
@@ -84,7 +36,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   asio::io_context io;
   tcp::acceptor acceptor{io};
   std::vector<std::thread> io_threads;
-  std::unique_ptr<handler_pool> handlers;
+  std::unique_ptr<thread_pool> handlers;  // a handler waiting on NATS never holds an I/O thread
   std::uint16_t port = 0;
   bool stopped = false;
 
@@ -214,7 +166,8 @@ result<std::unique_ptr<http_server>> http_server::start(const server_options& op
     return make_error(errc::unavailable, "gateway.listen: cannot listen on " + options.host + ":" +
                                            std::to_string(options.port) + ": " + ec.message());
   state->port = state->acceptor.local_endpoint().port();
-  state->handlers = std::make_unique<handler_pool>(std::max<std::size_t>(1, options.handler_threads));
+  state->handlers = std::make_unique<thread_pool>(std::max<std::size_t>(1, options.handler_threads),
+                                                 [](const char* what) { logger()->error("an HTTP handler threw: {}", what); });
   state->accept();
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options.io_threads); ++i)
     state->io_threads.emplace_back([s = state.get()] { s->io.run(); });
@@ -228,7 +181,7 @@ void http_server::stop() {
     beast::error_code ec;
     s->acceptor.close(ec);
   });
-  impl_->handlers->stop();
+  impl_->handlers->stop(5000);
   impl_->io.stop();
   for (auto& t : impl_->io_threads) t.join();
   impl_->io_threads.clear();
