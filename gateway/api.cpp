@@ -122,6 +122,34 @@ result<std::uint64_t> count_param(const target& t, const char* name, std::uint64
 api::api(std::shared_ptr<broker::connection> nats, api_options options)
   : nats_(std::move(nats)), options_(std::move(options)) {}
 
+// A request every orchestrator (or node) answers: the answers that come within list_wait_ms. An
+// error answer from any of them is the result.
+result<std::vector<value>> api::collect(const std::string& subject, const value& body) {
+  std::mutex mutex;
+  std::vector<value> answers;
+  std::optional<keel::error> refused;
+  auto inbox = nats_->new_inbox();
+  auto sub = nats_->subscribe(inbox, "", [&](broker::message&& reply) {
+    auto v = wire::unpack(reply.data);
+    std::lock_guard lock{mutex};
+    if (!v || !v->is_object()) return;
+    if (v->value("type", std::string{}) == "error") {
+      errc code = errc::internal;
+      (void)from_string((*v)["error"].value("code", std::string{}), code);
+      refused = make_error(code, (*v)["error"].value("message", std::string{}));
+      return;
+    }
+    answers.push_back(std::move(*v));
+  });
+  if (!sub) return sub.error();
+  if (auto sent = nats_->publish(subject, inbox, wire::pack(body)); !sent) return sent.error();
+  std::this_thread::sleep_for(std::chrono::milliseconds(options_.list_wait_ms));  // the answers come meanwhile
+  (void)(*sub)->unsubscribe();
+  std::lock_guard lock{mutex};
+  if (refused) return *refused;
+  return answers;
+}
+
 void api::handle(http_request request, const responder& respond) {
   auto t = parse_target(request.target);
   auto parts = parts_of(t.path);
@@ -188,35 +216,46 @@ void api::handle(http_request request, const responder& respond) {
     value body{{"v", 1}, {"type", "list_runs"}, {"limit", std::min<std::uint64_t>(*limit, 1000)}};
     for (const char* key : {"status", "agent"})
       if (auto it = t.query.find(key); it != t.query.end()) body[key] = it->second;
-    // Every orchestrator answers; their answers are collected for a moment and merged.
-    std::mutex mutex;
+    auto answers = collect(options_.subjects.runs_list(), body);
+    if (!answers) return respond(failure(answers.error()));
     std::vector<value> runs;
-    std::optional<keel::error> refused;
-    auto inbox = nats_->new_inbox();
-    auto sub = nats_->subscribe(inbox, "", [&](broker::message&& reply) {
-      auto v = wire::unpack(reply.data);
-      std::lock_guard lock{mutex};
-      if (!v || !v->is_object()) return;
-      if (v->value("type", std::string{}) == "error") {
-        errc code = errc::internal;
-        (void)from_string((*v)["error"].value("code", std::string{}), code);
-        refused = make_error(code, (*v)["error"].value("message", std::string{}));
-        return;
-      }
-      for (auto& r : (*v)["runs"]) runs.push_back(r);
-    });
-    if (!sub) return respond(failure(sub.error()));
-    if (auto sent = nats_->publish(options_.subjects.runs_list(), inbox, wire::pack(body)); !sent)
-      return respond(failure(sent.error()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(options_.list_wait_ms));  // the orchestrators' answers
-    (*sub)->unsubscribe().ok();
-    std::lock_guard lock{mutex};
-    if (refused) return respond(failure(*refused));
+    for (auto& a : *answers)
+      for (auto& r : a["runs"]) runs.push_back(std::move(r));
     std::sort(runs.begin(), runs.end(), [](const value& a, const value& b) {
       return a.value("created_ms", std::int64_t{0}) > b.value("created_ms", std::int64_t{0});
     });
     if (runs.size() > *limit) runs.resize(*limit);
     return respond(json(200, value{{"runs", runs}}));
+  }
+  if (parts.size() == 1 && parts[0] == "approvals" && m == "GET") {
+    // Every step waiting for a person, across the orchestrators, oldest first.
+    auto answers = collect(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"status", "suspended"}, {"limit", 1000}});
+    if (!answers) return respond(failure(answers.error()));
+    value approvals = value::array();
+    for (auto& a : *answers)
+      for (auto& r : a["runs"])
+        if (r.contains("waiting"))
+          approvals.push_back(value{{"run_id", r["run_id"]}, {"agent", r["agent"]}, {"step_key", r["waiting"]["step_key"]},
+                                    {"form", r["waiting"]["form"]}, {"waiting_since_ms", r["updated_ms"]}});
+    std::sort(approvals.begin(), approvals.end(), [](const value& a, const value& b) {
+      return a.value("waiting_since_ms", std::int64_t{0}) < b.value("waiting_since_ms", std::int64_t{0});
+    });
+    return respond(json(200, value{{"approvals", approvals}}));
+  }
+  if (parts.size() == 1 && parts[0] == "nodes" && m == "GET") {
+    auto answers = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}});
+    if (!answers) return respond(failure(answers.error()));
+    std::map<std::string, value> nodes;  // one answer per node, by id
+    for (auto& a : *answers) {
+      auto id = a.value("node_id", std::string{});
+      if (id.empty()) continue;
+      a.erase("v");
+      a.erase("type");
+      nodes[id] = std::move(a);
+    }
+    value list = value::array();
+    for (auto& [id, n] : nodes) list.push_back(std::move(n));
+    return respond(json(200, value{{"nodes", list}}));
   }
   if (parts.size() >= 2 && parts[0] == "runs") {
     const auto& run = parts[1];

@@ -4,9 +4,11 @@
 
 #include "broker/connection.hpp"
 #include "gateway/http_server.hpp"
+#include "runtime/wire.hpp"
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace keel::gateway {
 
@@ -23,6 +25,7 @@ public:
   void handle(http_request request, const responder& respond);
 
 private:
+  result<std::vector<wire::value>> collect(const std::string& subject, const wire::value& body);
   std::shared_ptr<broker::connection> nats_;
   api_options options_;
 };

@@ -97,6 +97,17 @@ TEST_CASE("http api: runs are started, listed, shown, followed and answered over
   auto listed = call("GET", base + "/api/v1/runs?status=suspended");
   CHECK(listed.status == 200);
   CHECK(listed.parsed()["runs"][0]["run_id"] == run);
+  // The approvals inbox: every step waiting for a person.
+  auto inbox = call("GET", base + "/api/v1/approvals").parsed();
+  REQUIRE(inbox["approvals"].size() == 1);
+  CHECK(inbox["approvals"][0]["run_id"] == run);
+  CHECK(inbox["approvals"][0]["step_key"] == step);
+  CHECK(inbox["approvals"][0]["form"]["tool"] == "write");
+  // The nodes, from their heartbeats: this one, with its roles and slots.
+  auto nodes = call("GET", base + "/api/v1/nodes").parsed();
+  REQUIRE(nodes["nodes"].size() == 1);
+  CHECK(nodes["nodes"][0]["node_id"] == "n1");
+  CHECK(nodes["nodes"][0]["slots"] == 64);
 
   auto approved = call("POST", base + "/api/v1/runs/" + run + "/steps/" + step + "/approve", "{}");
   CHECK(approved.status == 200);
@@ -121,6 +132,7 @@ TEST_CASE("http api: runs are started, listed, shown, followed and answered over
   CHECK(next["more"] == false);
   CHECK(next["events"].back()["event_type"] == "run_completed");
   CHECK(call("POST", base + "/api/v1/runs/" + run + "/cancel", "{}").status == 409);  // already completed
+  CHECK(call("GET", base + "/api/v1/approvals").parsed()["approvals"].empty());
 }
 
 TEST_CASE("http api: errors come as JSON with the protocol's codes and fitting statuses", "[e2e][integration]") {
