@@ -103,7 +103,7 @@ struct node::impl {
   std::unique_ptr<broker::subscription> ping_subscription;
   std::unique_ptr<orchestrator> orchestrator_role;
   std::unique_ptr<worker> worker_role;
-  std::unique_ptr<gateway::api> gateway_api;
+  std::shared_ptr<gateway::api> gateway_api;  // shared with handlers that may outlive a stop
   std::unique_ptr<gateway::http_server> gateway_role;
   bool stopped = false;
 };
@@ -226,12 +226,12 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     options.subjects = broker::subjects{config.prefix, config.ns};
     options.token = config.gateway_token;
     options.request_timeout_ms = config.request_timeout_ms;
-    state->gateway_api = std::make_unique<gateway::api>(state->nats, options);
+    state->gateway_api = std::make_shared<gateway::api>(state->nats, options);
     gateway::server_options server;
     server.host = listen->first;
     server.port = listen->second;
-    auto* api = state->gateway_api.get();
-    auto started = gateway::http_server::start(server, [api](gateway::http_request r, gateway::responder respond) {
+    auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
+                                                                                 gateway::responder respond) {
       api->handle(std::move(r), respond);
     });
     if (!started) return started.error();

@@ -181,7 +181,7 @@ void http_server::stop() {
     beast::error_code ec;
     s->acceptor.close(ec);
   });
-  impl_->handlers->stop(5000);
+  impl_->handlers->stop(1000);  // a handler still waiting on NATS is left to end on its own
   impl_->io.stop();
   for (auto& t : impl_->io_threads) t.join();
   impl_->io_threads.clear();
