@@ -4,9 +4,7 @@
 #include "runtime/wire.hpp"
 
 #include <chrono>
-#include <condition_variable>
 #include <mutex>
-#include <regex>
 #include <thread>
 
 namespace keel::gateway {

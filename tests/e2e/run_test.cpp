@@ -527,6 +527,14 @@ TEST_CASE("runs: every request checks its body; random bytes and wrong fields ge
     }
     auto [code, message] = error_of("keel.default.runs.list", bytes);
     CHECK((code == "malformed" || code == "too_large" || code == "unsupported_version"));
+    auto invoked = error_of("keel.default.invoke", bytes);  // no run is created from noise
+    CHECK((invoked.first == "malformed" || invoked.first == "too_large" || invoked.first == "unsupported_version"));
+  }
+  // Noise 100 times the size (20 KB of nested arrays, far past the depth limit): refused.
+  std::string big(100 * 200, '\x93');
+  for (const auto& verb : verbs) {
+    auto code = error_of(base + verb, big).first;
+    CHECK((code == "too_large" || code == "malformed"));
   }
   // An extension type is malformed (not too large), and says so.
   CHECK(error_of(base + "cancel", std::string("\xd4\x01\x02", 3)) == std::pair<std::string, std::string>{"malformed", "extension types are not used"});
@@ -547,8 +555,9 @@ TEST_CASE("runs: every request checks its body; random bytes and wrong fields ge
   auto one = raw->request(base + "history", wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"limit", 0}}), 3000);
   REQUIRE(one.ok());
   CHECK(wire::unpack(one->data)->at("events").size() == 1);
-  // Nothing changed: the run still waits on its step, with the same events.
+  // Nothing changed: the run still waits on its step, with the same events, and no other run exists.
   CHECK(c.status(run) == "suspended");
+  CHECK(json::parse(c.keel({"runs", "--json"}).out).size() == 1);
   CHECK(c.events(run).size() == before);
   // A result for a task nobody sent is not applied.
   auto results = raw->request("keel.default.nodes.n1.results", "\x81\xa1v\x01", 3000);
