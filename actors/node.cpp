@@ -105,6 +105,7 @@ struct node::impl {
   std::unique_ptr<worker> worker_role;
   std::shared_ptr<gateway::api> gateway_api;  // shared with handlers that may outlive a stop
   std::unique_ptr<gateway::http_server> gateway_role;
+  std::shared_ptr<broker::connection> gateway_nats;
   bool stopped = false;
 };
 
@@ -226,7 +227,16 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     options.subjects = broker::subjects{config.prefix, config.ns};
     options.token = config.gateway_token;
     options.request_timeout_ms = config.request_timeout_ms;
-    state->gateway_api = std::make_shared<gateway::api>(state->nats, options);
+    options.streams.ping_ms = config.gateway_stream_ping_ms;
+    options.streams.clients_max = static_cast<std::size_t>(config.gateway_streams_max);
+    // Its own connection: each streamed run is a subscription, delivered on shared threads.
+    auto gateway_nats_options = nats_options;
+    gateway_nats_options.name = "keel-node " + state->id + " gateway";
+    gateway_nats_options.shared_delivery = true;
+    auto gateway_nats = broker::connection::connect(gateway_nats_options);
+    if (!gateway_nats) return gateway_nats.error();
+    state->gateway_nats = std::move(*gateway_nats);
+    state->gateway_api = std::make_shared<gateway::api>(state->gateway_nats, options);
     gateway::server_options server;
     server.host = listen->first;
     server.port = listen->second;
@@ -255,6 +265,7 @@ void node::stop() {
   s.announce->publish("stopping");
   s.ping_subscription.reset();
   // No new work: stop taking requests, invokes, answers and tasks; let the actors finish.
+  if (s.gateway_api) s.gateway_api->stop();
   if (s.gateway_role) s.gateway_role->stop();
   if (s.worker_role) s.worker_role->stop();
   if (s.orchestrator_role) s.orchestrator_role->stop();

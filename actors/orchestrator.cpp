@@ -1,4 +1,5 @@
 #include "actors/orchestrator.hpp"
+#include "actors/run_listing.hpp"
 
 #include "actors/messages.hpp"
 #include "actors/run_machine.hpp"
@@ -208,13 +209,28 @@ value summary(const store::run_record& r) {
   return out;
 }
 
+// An agent as clients see it (keel agents, the dashboard): what it runs on and what it may do.
+// No secret: the key file's path is not shown, nor the system prompt past its start.
+value describe_agent(const config::agent_config& a) {
+  auto prompt = a.system_prompt.size() > 2000 ? a.system_prompt.substr(0, 2000) + "…" : a.system_prompt;
+  value out{{"id", a.id}, {"queue", a.queue}, {"provider", a.provider}, {"model", a.model},
+            {"tools", a.tools}, {"max_steps", a.max_steps}, {"max_tokens", a.max_tokens},
+            {"stream", a.stream}, {"system_prompt", prompt}};
+  if (!a.base_url.empty()) out["base_url"] = a.base_url;
+  out["sandbox"] = value{{"env", a.sandbox_env}, {"network", a.network}, {"workspace", a.workspace},
+                         {"workspace_scope", a.workspace_scope}, {"exec_security", a.exec_security},
+                         {"allowlist", a.allowlist}, {"file_approval", a.file_approval},
+                         {"path_restriction", a.path_restriction}, {"exec_timeout_ms", a.exec_timeout_ms},
+                         {"cpu_seconds_max", a.cpu_seconds_max}, {"memory_bytes_max", a.memory_bytes_max},
+                         {"processes_max", a.processes_max}};
+  return out;
+}
+
 enum class reply_kind { none, invoke, resume, cancel };
 
 // Defaults and bounds of the request fields (docs/PROTOCOL.md lists them).
 constexpr std::size_t history_limit_default = 500;
 constexpr std::size_t history_limit_max = 1000;
-constexpr std::size_t list_limit_default = 50;
-constexpr std::size_t list_limit_max = 1000;
 constexpr std::size_t reason_chars_max = 4096;
 
 // An optional unsigned field: its default when absent, clamped into [low, high]; any other type
@@ -914,52 +930,26 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                               {"run_id", run}, {"events", list}, {"more", more},
                                               {"status", store::to_string((*record)->status)}}));
   });
+  if (r) r = subscribe(subjects.agents_list(), "", [shared](broker::message&& m) {
+    if (m.reply.empty()) return;
+    auto body = wire::open_request(m.data, "list_agents", shared->limits);
+    if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
+    value agents = value::array();
+    for (const auto& a : shared->config.agents) agents.push_back(describe_agent(a));
+    shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "agent_list"},
+                                              {"node_id", shared->node_id}, {"agents", agents}}));
+  });
   if (r) r = subscribe(subjects.runs_list(), "", [shared](broker::message&& m) {
     if (m.reply.empty()) return;
     auto body = wire::open_request(m.data, "list_runs", shared->limits);
     if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
-    auto limit_given = count_field(*body, "limit", list_limit_default, 1, list_limit_max);
-    if (!limit_given) return shared->reply_error(m.reply, limit_given.error().code, limit_given.error().message);
-    std::size_t limit = *limit_given;
-    std::optional<store::run_status> status;
-    std::string agent;
-    if (body->contains("status")) {
-      store::run_status s;
-      if (!(*body)["status"].is_string() || !store::from_string((*body)["status"].get<std::string>(), s))
-        return shared->reply_error(m.reply, errc::invalid_argument,
-                                   "unknown status " + (*body)["status"].dump() +
-                                     "; one of pending, running, suspended, completed, failed, cancelled");
-      status = s;
-    }
-    if (body->contains("agent")) {
-      if (!(*body)["agent"].is_string() || !is_valid_name((*body)["agent"].get<std::string>()))
-        return shared->reply_error(m.reply, errc::invalid_argument, "agent must be an agent id ([A-Za-z0-9_-], 1 to 64)");
-      agent = (*body)["agent"].get<std::string>();
-    }
-    auto ids = status ? shared->store.list_by_status(*status)
-               : !agent.empty() ? shared->store.list_by_agent(agent)
-                                : shared->store.list_recent(limit);
-    if (!ids) return shared->reply_error(m.reply, ids.error().code, ids.error().message);
-    value runs = value::array();
-    // Newest first, as a person reads a list of runs; within one NATS message.
-    std::size_t bytes = 0, budget = static_cast<std::size_t>(shared->config.message_bytes_max) / 2;
-    bool cut = false;
-    for (auto it = ids->rbegin(); it != ids->rend() && runs.size() < limit; ++it) {
-      auto record = shared->store.get(*it, false);
-      if (!record || !*record) continue;
-      if (!agent.empty() && (*record)->agent != agent) continue;
-      auto one = summary(**record);
-      auto size = wire::pack(one).size();
-      if (bytes + size > budget) {
-        cut = true;
-        break;
-      }
-      bytes += size;
-      runs.push_back(std::move(one));
-    }
-    if (!status && agent.empty()) std::reverse(runs.begin(), runs.end());
-    shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "run_list"},
-                                              {"node_id", shared->node_id}, {"runs", runs}, {"cut", cut}}));
+    auto query = parse_list_query(*body);
+    if (!query) return shared->reply_error(m.reply, query.error().code, query.error().message);
+    auto page = list_runs(shared->store, *query, static_cast<std::size_t>(shared->config.message_bytes_max) / 2, summary);
+    page["v"] = wire::protocol_version;
+    page["type"] = "run_list";
+    page["node_id"] = shared->node_id;
+    shared->publish(m.reply, wire::pack(page));
   });
   if (!r) return r.error();
   return std::unique_ptr<orchestrator>(new orchestrator(std::move(state)));

@@ -184,6 +184,7 @@ result<std::shared_ptr<connection>> connection::connect(const connection_options
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, static_cast<int>(options.reconnect_attempts_max));
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, true);
   if (s == NATS_OK) s = natsOptions_SetSendAsap(o, options.send_asap);
+  if (s == NATS_OK && options.shared_delivery) s = natsOptions_UseGlobalMessageDelivery(o, true);
   if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(o, static_cast<int>(options.pending_messages_max));
   state->pending_messages_max = static_cast<int>(options.pending_messages_max);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, state.get());

@@ -23,6 +23,9 @@ struct connection_options {
   std::int64_t reconnect_attempts_max = -1;  // -1: forever
   bool send_asap = true;              // flush every publish at once (replies come 5x sooner)
   std::int64_t pending_messages_max = 65536;  // per subscription, before the server drops ours
+  // Deliver every subscription's messages on the library's shared delivery threads instead of a
+  // thread each (a gateway holds one subscription per run it streams).
+  bool shared_delivery = false;
 };
 
 struct message {
@@ -124,6 +127,7 @@ struct subjects {
   std::string run_wait(std::string_view run) const { return base() + ".runs." + std::string(run) + ".wait"; }
   std::string runs_events_all() const { return base() + ".runs.*.events"; }
   std::string runs_list() const { return base() + ".runs.list"; }
+  std::string agents_list() const { return base() + ".agents.list"; }
   std::string tasks(std::string_view queue) const { return base() + ".tasks." + std::string(queue); }
   // One subject per task, so that the broker can say whether a step's task is still queued.
   std::string task(std::string_view queue, std::string_view run, std::uint64_t step) const {

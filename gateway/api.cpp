@@ -1,5 +1,6 @@
 #include "gateway/api.hpp"
 
+#include "gateway/static_files.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
 
@@ -46,6 +47,13 @@ http_response json(int status, const value& body) {
 
 http_response failure(const keel::error& e) {
   return json(status_of(e.code), value{{"error", {{"code", std::string(to_string(e.code))}, {"message", e.message}}}});
+}
+
+// Compares without stopping at the first difference, so that timing tells nothing of the token.
+bool same_secret(const std::string& given, const std::string& expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (std::size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ expected[i % expected.size()]);
+  return diff == 0;
 }
 
 // The path and the query's fields (percent-decoding of the values only).
@@ -118,7 +126,43 @@ result<std::uint64_t> count_param(const target& t, const char* name, std::uint64
 } // namespace
 
 api::api(std::shared_ptr<broker::connection> nats, api_options options)
-  : nats_(std::move(nats)), options_(std::move(options)) {}
+  : nats_(std::move(nats)), options_(std::move(options)) {
+  auto history = [nats = nats_, subjects = options_.subjects, timeout = options_.request_timeout_ms](
+                   const std::string& run, std::uint64_t from) -> result<value> {
+    auto reply = nats->request(subjects.base() + ".runs." + run + ".history",
+                               wire::pack(value{{"v", 1}, {"type", "get_history"}, {"from_seq", from}, {"limit", 500}}), timeout);
+    if (!reply) return make_error(errc::unavailable, "the run's orchestrator did not answer: " + reply.error().message);
+    auto v = wire::unpack(reply->data);
+    if (!v || !v->is_object()) return make_error(errc::internal, "an orchestrator's answer could not be read");
+    if (v->value("type", std::string{}) == "error")
+      return make_error(errc::unavailable, (*v)["error"].value("message", std::string{}));
+    return v;
+  };
+  streams_ = std::make_shared<run_streams>(nats_, options_.subjects, history, options_.streams);
+}
+
+api::~api() { stop(); }
+void api::stop() {
+  if (streams_) streams_->stop();
+}
+std::size_t api::streams() const { return streams_ ? streams_->clients() : 0; }
+
+result<value> api::ask(const std::string& subject, const value& body) {
+  auto reply = nats_->request(subject, wire::pack(body), options_.request_timeout_ms);
+  if (!reply) {
+    if (reply.error().code == errc::timeout || reply.error().code == errc::unavailable)
+      return make_error(errc::unavailable, "no orchestrator answered: " + reply.error().message);
+    return reply.error();
+  }
+  auto v = wire::unpack(reply->data);
+  if (!v || !v->is_object()) return make_error(errc::internal, "an orchestrator's answer could not be read");
+  if (v->value("type", std::string{}) == "error") {
+    errc code = errc::internal;
+    (void)from_string((*v)["error"].value("code", std::string{}), code);
+    return make_error(code, (*v)["error"].value("message", std::string{}));
+  }
+  return v;
+}
 
 // A request every orchestrator (or node) answers: the answers that come within list_wait_ms. An
 // error answer from any of them is the result.
@@ -152,33 +196,22 @@ void api::handle(http_request request, const responder& respond) {
   auto t = parse_target(request.target);
   auto parts = parts_of(t.path);
   const auto& m = request.method;
-  if (t.path == "/healthz" && m == "GET") return respond(json(200, value{{"status", "ok"}}));
+  if (t.path == "/healthz" && m == "GET") return respond(json(200, value{{"status", "ok"}, {"streams", streams()}}));
+  // The dashboard's pages and files hold no data (the page asks the API for it, with the token).
+  if (t.path.rfind("/api/", 0) != 0 && t.path != "/readyz") {
+    if (m == "GET" || m == "HEAD")
+      if (auto page = dashboard_response(t.path)) return respond(std::move(*page));
+    return respond(failure(make_error(errc::not_found, "no page " + m + " " + t.path)));
+  }
   // Every other route asks for the token, when one is set.
   if (!options_.token.empty()) {
     auto it = request.headers.find("authorization");
-    if (it == request.headers.end() || it->second != "Bearer " + options_.token) {
+    if (it == request.headers.end() || !same_secret(it->second, "Bearer " + options_.token)) {
       auto r = json(401, value{{"error", {{"code", "denied"}, {"message", "a bearer token is required"}}}});
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
       return respond(r);
     }
   }
-  // NATS requests: a reply of type "error" is the error it carries.
-  auto ask = [&](const std::string& subject, const value& body) -> result<value> {
-    auto reply = nats_->request(subject, wire::pack(body), options_.request_timeout_ms);
-    if (!reply) {
-      if (reply.error().code == errc::timeout || reply.error().code == errc::unavailable)
-        return make_error(errc::unavailable, "no orchestrator answered: " + reply.error().message);
-      return reply.error();
-    }
-    auto v = wire::unpack(reply->data);
-    if (!v || !v->is_object()) return make_error(errc::internal, "an orchestrator's answer could not be read");
-    if (v->value("type", std::string{}) == "error") {
-      errc code = errc::internal;
-      (void)from_string((*v)["error"].value("code", std::string{}), code);
-      return make_error(code, (*v)["error"].value("message", std::string{}));
-    }
-    return v;
-  };
   auto run_subject = [&](const std::string& run, const char* verb) {
     return options_.subjects.base() + ".runs." + run + "." + verb;
   };
@@ -208,23 +241,8 @@ void api::handle(http_request request, const responder& respond) {
     bool created = reply->value("created", true);
     return respond(json(created ? 201 : 200, value{{"run_id", reply->value("run_id", std::string{})}, {"created", created}}));
   }
-  if (parts.size() == 1 && parts[0] == "runs" && m == "GET") {
-    auto limit = count_param(t, "limit", 50);
-    if (!limit) return respond(failure(limit.error()));
-    value body{{"v", 1}, {"type", "list_runs"}, {"limit", std::min<std::uint64_t>(*limit, 1000)}};
-    for (const char* key : {"status", "agent"})
-      if (auto it = t.query.find(key); it != t.query.end()) body[key] = it->second;
-    auto answers = collect(options_.subjects.runs_list(), body);
-    if (!answers) return respond(failure(answers.error()));
-    std::vector<value> runs;
-    for (auto& a : *answers)
-      for (auto& r : a["runs"]) runs.push_back(std::move(r));
-    std::sort(runs.begin(), runs.end(), [](const value& a, const value& b) {
-      return a.value("created_ms", std::int64_t{0}) > b.value("created_ms", std::int64_t{0});
-    });
-    if (runs.size() > *limit) runs.resize(*limit);
-    return respond(json(200, value{{"runs", runs}}));
-  }
+  if (parts.size() == 1 && parts[0] == "runs" && m == "GET") return list(request, t.query, respond);
+  if (parts.size() == 1 && parts[0] == "agents" && m == "GET") return agents(respond);
   if (parts.size() == 1 && parts[0] == "approvals" && m == "GET") {
     // Every step waiting for a person, across the orchestrators, oldest first.
     auto answers = collect(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"status", "suspended"}, {"limit", 1000}});
@@ -263,6 +281,7 @@ void api::handle(http_request request, const responder& respond) {
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, (*reply)["run"]));
     }
+    if (parts.size() == 3 && parts[2] == "stream" && m == "GET") return stream(request, run, t.query, respond);
     if (parts.size() == 3 && parts[2] == "events" && m == "GET") {
       auto after = count_param(t, "after", 0);
       auto limit = count_param(t, "limit", 500);
@@ -298,6 +317,134 @@ void api::handle(http_request request, const responder& respond) {
     }
   }
   return respond(failure(make_error(errc::not_found, "no route " + m + " " + t.path)));
+}
+
+// A position in the list of runs, as clients hold it: "<created_ms>.<run id>".
+std::string cursor_text(const value& next) {
+  return std::to_string(next.value("created_ms", std::int64_t{0})) + "." + next.value("run_id", std::string{});
+}
+
+result<value> cursor_of(const std::string& text) {
+  auto dot = text.find('.');
+  if (dot == std::string::npos || dot == 0 || dot > 18 || text.find_first_not_of("0123456789") != dot ||
+      run_id{text.substr(dot + 1)}.owner().empty())
+    return make_error(errc::invalid_argument, "cursor is not one this API gave (a 'next' of an earlier page)");
+  return value{{"created_ms", std::stoll(text.substr(0, dot))}, {"run_id", text.substr(dot + 1)}};
+}
+
+// The runs of every orchestrator, merged newest first. Each answers a page and where it stopped
+// when it holds more; the merged page ends at the highest such point, so that the next page (from
+// that cursor) misses no run of any orchestrator.
+void api::list(const http_request&, const std::map<std::string, std::string>& query, const responder& respond) {
+  target t;
+  t.query = query;
+  auto limit = count_param(t, "limit", 50);
+  if (!limit) return respond(failure(limit.error()));
+  *limit = std::clamp<std::uint64_t>(*limit, 1, 1000);
+  value body{{"v", 1}, {"type", "list_runs"}, {"limit", *limit}};
+  for (const char* key : {"status", "agent", "session_id"})
+    if (auto it = query.find(key); it != query.end() && !it->second.empty()) body[key] = it->second;
+  if (auto it = query.find("q"); it != query.end() && !it->second.empty()) body["text"] = it->second;
+  for (const char* key : {"since_ms", "until_ms"}) {
+    if (!query.count(key)) continue;
+    auto n = count_param(t, key, 0);
+    if (!n) return respond(failure(n.error()));
+    body[key] = static_cast<std::int64_t>(std::min<std::uint64_t>(*n, INT64_MAX));
+  }
+  if (auto it = query.find("cursor"); it != query.end() && !it->second.empty()) {
+    auto c = cursor_of(it->second);
+    if (!c) return respond(failure(c.error()));
+    body["before"] = *c;
+  }
+  auto answers = collect(options_.subjects.runs_list(), body);
+  if (!answers) return respond(failure(answers.error()));
+  std::vector<value> runs;
+  std::optional<value> stop;  // the highest point where an orchestrator stopped with more to give
+  auto above = [](const value& a, const value& b) {  // a lists before b
+    auto ta = a.value("created_ms", std::int64_t{0}), tb = b.value("created_ms", std::int64_t{0});
+    return ta != tb ? ta > tb : a.value("run_id", std::string{}) > b.value("run_id", std::string{});
+  };
+  value nodes = value::array();
+  for (auto& a : *answers) {
+    nodes.push_back(a.value("node_id", std::string{}));
+    for (auto& r : a["runs"]) runs.push_back(std::move(r));
+    if (a.contains("next") && a["next"].is_object() && (!stop || above(a["next"], *stop))) stop = a["next"];
+  }
+  std::sort(runs.begin(), runs.end(), above);
+  if (stop) {
+    auto end = std::find_if(runs.begin(), runs.end(), [&](const value& r) { return !above(r, *stop) && r.value("run_id", std::string{}) != (*stop).value("run_id", std::string{}); });
+    runs.erase(end, runs.end());
+  }
+  // The next page starts below the last run shown when the page was cut to the limit, else below
+  // where the orchestrators stopped.
+  std::optional<value> next = stop;
+  if (runs.size() > *limit) {
+    runs.resize(*limit);
+    next = value{{"created_ms", runs.back()["created_ms"]}, {"run_id", runs.back()["run_id"]}};
+  }
+  value out{{"runs", runs}, {"orchestrators", nodes}};
+  if (next) out["next_cursor"] = cursor_text(*next);
+  respond(json(200, out));
+}
+
+// The agents the orchestrators know, each with the workers that serve it now.
+void api::agents(const responder& respond) {
+  auto answers = collect(options_.subjects.agents_list(), value{{"v", 1}, {"type", "list_agents"}});
+  if (!answers) return respond(failure(answers.error()));
+  auto nodes = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}});
+  std::map<std::string, value> by_id;
+  for (auto& a : *answers)
+    for (auto& agent : a["agents"]) {
+      auto id = agent.value("id", std::string{});
+      if (!id.empty() && !by_id.count(id)) by_id[id] = std::move(agent);
+    }
+  for (auto& [id, agent] : by_id) {
+    value workers = value::array();
+    std::int64_t slots = 0, busy = 0;
+    if (nodes)
+      for (auto& n : *nodes) {
+        const auto& served = n["agents"];
+        if (!served.is_array() || std::find(served.begin(), served.end(), value(id)) == served.end()) continue;
+        workers.push_back(n.value("node_id", std::string{}));
+        slots += n.value("slots", std::int64_t{0});
+        busy += n.value("slots_busy", std::int64_t{0});
+      }
+    agent["workers"] = workers;
+    agent["slots"] = slots;
+    agent["slots_busy"] = busy;
+  }
+  value list = value::array();
+  for (auto& [id, agent] : by_id) list.push_back(std::move(agent));
+  respond(json(200, value{{"agents", list}}));
+}
+
+// GET /api/v1/runs/{id}/stream: Server-Sent Events from after `Last-Event-ID` (a reconnecting
+// browser sends it) or `?after=`.
+void api::stream(const http_request& request, const std::string& run, const std::map<std::string, std::string>& query,
+                 const responder& respond) {
+  target t;
+  t.query = query;
+  auto after = count_param(t, "after", 0);
+  if (!after) return respond(failure(after.error()));
+  if (auto it = request.headers.find("last-event-id"); it != request.headers.end() && !it->second.empty()) {
+    target h;
+    h.query["last_event_id"] = it->second;
+    auto id = count_param(h, "last_event_id", 0);
+    if (!id) return respond(failure(make_error(errc::invalid_argument, "Last-Event-ID must be an event's seq")));
+    after = id;
+  }
+  if (!streams_->has_room())
+    return respond(failure(make_error(errc::unavailable, "this gateway streams to as many clients as it may; try another")));
+  auto reply = ask(options_.subjects.base() + ".runs." + run + ".get", value{{"v", 1}, {"type", "get_run"}});
+  if (!reply) return respond(failure(reply.error()));
+  http_response r;
+  r.content_type = "text/event-stream; charset=utf-8";
+  secure(r);
+  r.headers.emplace_back("X-Accel-Buffering", "no");
+  auto streams = streams_;
+  auto from = *after;
+  r.on_stream = [streams, run, from](std::shared_ptr<stream_sink> sink) { streams->follow(run, from, std::move(sink)); };
+  respond(std::move(r));
 }
 
 } // namespace keel::gateway

@@ -4,8 +4,10 @@
 
 #include "broker/connection.hpp"
 #include "gateway/http_server.hpp"
+#include "gateway/run_stream.hpp"
 #include "runtime/wire.hpp"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,17 +19,30 @@ struct api_options {
   std::string token;                   // empty: no token asked (loopback only)
   std::int64_t request_timeout_ms = 5000;
   std::int64_t list_wait_ms = 300;     // how long a listing collects the orchestrators' answers
+  stream_options streams;
+  std::string dashboard_dir;           // the dashboard's files; empty: the API only
 };
 
 class api {
 public:
   api(std::shared_ptr<broker::connection> nats, api_options options);
+  ~api();
   void handle(http_request request, const responder& respond);
+  // Ends every stream (a stopping gateway).
+  void stop();
+  std::size_t streams() const;
 
 private:
   result<std::vector<wire::value>> collect(const std::string& subject, const wire::value& body);
+  // One request and its reply; a reply of type "error" is the error it carries.
+  result<wire::value> ask(const std::string& subject, const wire::value& body);
+  void list(const http_request& request, const std::map<std::string, std::string>& query, const responder& respond);
+  void agents(const responder& respond);
+  void stream(const http_request& request, const std::string& run, const std::map<std::string, std::string>& query,
+              const responder& respond);
   std::shared_ptr<broker::connection> nats_;
   api_options options_;
+  std::shared_ptr<run_streams> streams_;
 };
 
 // The HTTP status for an error code of the protocol.

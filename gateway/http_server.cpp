@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <array>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -107,6 +108,7 @@ private:
   }
 
   void write(http_response r) {
+    if (r.on_stream) return start_stream(std::move(r));
     auto response = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), version_);
     response->set(http::field::server, "keel");
     response->set(http::field::content_type, r.content_type);
@@ -127,12 +129,145 @@ private:
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
   }
 
+  // A streamed answer: chunked headers, then chunks queued by the sink, until either side ends it.
+  void start_stream(http_response r) {
+    auto response = std::make_shared<http::response<http::empty_body>>(static_cast<http::status>(r.status), version_);
+    response->set(http::field::server, "keel");
+    response->set(http::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers) response->set(name, value);
+    response->chunked(true);
+    response->keep_alive(false);
+    auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*response);
+    stream_.expires_never();
+    http::async_write_header(stream_, *serializer,
+                             [self = shared_from_this(), response, serializer, on_stream = std::move(r.on_stream)](
+                               beast::error_code ec, std::size_t) {
+                               if (ec) return self->close();
+                               auto sink = std::make_shared<chunk_sink>(self, self->server_->options.stream_queue_bytes_max);
+                               self->sink_ = sink;
+                               self->watch_peer();
+                               on_stream(sink);
+                             });
+  }
+
+  // Reads (and ignores) what the client sends while it streams, to hear at once that it left.
+  void watch_peer() {
+    stream_.socket().async_read_some(asio::buffer(peer_bytes_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (!ec) return self->watch_peer();
+      if (auto sink = self->sink_.lock()) sink->ended();
+    });
+  }
+
+  class chunk_sink : public stream_sink, public std::enable_shared_from_this<chunk_sink> {
+  public:
+    chunk_sink(std::shared_ptr<session> owner, std::size_t queue_max) : owner_(std::move(owner)), queue_max_(queue_max) {}
+
+    bool write(std::string text) override {
+      std::unique_lock lock{mutex_};
+      if (closed_ || closing_) return false;
+      if (queued_bytes_ + text.size() > queue_max_) {
+        lock.unlock();
+        logger()->info("a stream fell {} bytes behind; closed (its client resumes from its last event)", queued_bytes_);
+        ended();
+        return false;
+      }
+      queued_bytes_ += text.size();
+      queue_.push_back(std::move(text));
+      if (writing_) return true;
+      writing_ = true;
+      lock.unlock();
+      asio::post(owner_->stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+      return true;
+    }
+
+    void close() override {
+      std::unique_lock lock{mutex_};
+      if (closed_ || closing_) return;
+      closing_ = true;
+      if (writing_) return;  // the writer ends it after the queue
+      writing_ = true;
+      lock.unlock();
+      asio::post(owner_->stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+    }
+
+    bool closed() const override {
+      std::lock_guard lock{mutex_};
+      return closed_;
+    }
+
+    void on_closed(std::function<void()> callback) override {
+      std::unique_lock lock{mutex_};
+      if (closed_) {
+        lock.unlock();
+        if (callback) callback();
+        return;
+      }
+      callbacks_.push_back(std::move(callback));
+    }
+
+    // The stream is over: the client left, writing failed, or it fell behind.
+    void ended() {
+      std::vector<std::function<void()>> callbacks;
+      {
+        std::lock_guard lock{mutex_};
+        if (closed_) return;
+        closed_ = true;
+        queue_.clear();
+        queued_bytes_ = 0;
+        callbacks.swap(callbacks_);
+      }
+      asio::post(owner_->stream_.get_executor(), [owner = owner_] {
+        beast::error_code ec;
+        owner->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        owner->stream_.socket().close(ec);
+      });
+      for (auto& c : callbacks)
+        if (c) c();
+    }
+
+  private:
+    // On the connection's strand: one chunk at a time.
+    void write_next() {
+      std::unique_lock lock{mutex_};
+      if (closed_) return;
+      if (queue_.empty()) {
+        if (!closing_) {
+          writing_ = false;
+          return;
+        }
+        lock.unlock();
+        asio::async_write(owner_->stream_, http::make_chunk_last(), [self = shared_from_this()](beast::error_code, std::size_t) {
+          self->ended();
+        });
+        return;
+      }
+      auto text = std::make_shared<std::string>(std::move(queue_.front()));
+      queue_.pop_front();
+      queued_bytes_ -= text->size();
+      lock.unlock();
+      asio::async_write(owner_->stream_, http::make_chunk(asio::buffer(*text)), [self = shared_from_this(), text](beast::error_code ec, std::size_t) {
+        if (ec) return self->ended();
+        self->write_next();
+      });
+    }
+
+    std::shared_ptr<session> owner_;
+    std::size_t queue_max_;
+    mutable std::mutex mutex_;
+    std::deque<std::string> queue_;
+    std::size_t queued_bytes_ = 0;
+    bool writing_ = false, closing_ = false, closed_ = false;
+    std::vector<std::function<void()>> callbacks_;
+  };
+
   beast::tcp_stream stream_;
   std::shared_ptr<http_server::impl> server_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
   unsigned version_ = 11;
+  std::weak_ptr<chunk_sink> sink_;
+  std::array<char, 256> peer_bytes_{};
 };
 
 } // namespace

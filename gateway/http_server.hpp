@@ -23,11 +23,29 @@ struct http_request {
   std::string peer;                            // the client's address
 };
 
+// The open end of a streamed answer (Server-Sent Events): chunks go out in order, from any
+// thread, without blocking. A client that falls `stream_queue_bytes_max` behind is closed (it
+// reconnects and resumes); so is one that goes away.
+class stream_sink {
+public:
+  virtual ~stream_sink() = default;
+  // Queues the text; false when the stream is closed (or was closed now for being too far behind).
+  virtual bool write(std::string text) = 0;
+  // Ends the answer after what is queued.
+  virtual void close() = 0;
+  virtual bool closed() const = 0;
+  // Called once, from any thread, when the stream ends for whatever reason.
+  virtual void on_closed(std::function<void()> callback) = 0;
+};
+
 struct http_response {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Set for a streamed answer: the headers go out (chunked, no body), then this is called with
+  // the stream's sink. The connection is not reused afterwards.
+  std::function<void(std::shared_ptr<stream_sink>)> on_stream;
 };
 
 // Called once per request; may be called from any thread.
@@ -43,6 +61,7 @@ struct server_options {
   std::size_t body_bytes_max = 1 << 20;
   std::size_t header_bytes_max = 16 << 10;
   std::int64_t idle_timeout_ms = 60'000;  // a connection with no request for this long is closed
+  std::size_t stream_queue_bytes_max = 4 << 20;  // a streamed answer this far behind is closed
 };
 
 class http_server {

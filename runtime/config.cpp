@@ -309,6 +309,14 @@ const std::vector<entry>& entries() {
       "gateway.token", "",
       "Bearer token every API request must carry; required when gateway.listen is not a loopback address.",
       [](node_config& c, agent_config*) -> std::string& { return c.gateway_token; }));
+    e.push_back(integer_key(
+      "gateway.stream_ping_ms", 15'000, 100, 3'600'000,
+      "How often a live stream (SSE) gets a comment line, so that idle connections stay open and dead ones are found.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.gateway_stream_ping_ms; }));
+    e.push_back(integer_key(
+      "gateway.streams_max", 10'000, 1, 1'000'000,
+      "Live streams one gateway serves at once; more are refused with 503.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.gateway_streams_max; }));
     // [agents.<id>]
     e.push_back(string_key(
       "agents.*.provider", "scripted", "Model provider: scripted, anthropic or openai.",

@@ -97,6 +97,8 @@ struct node_config {
 
   std::string gateway_listen;
   std::string gateway_token;
+  std::int64_t gateway_stream_ping_ms = 15'000;
+  std::int64_t gateway_streams_max = 10'000;
 
   std::vector<agent_config> agents;
 

@@ -493,6 +493,27 @@ result<std::vector<std::string>> run_store::list_recent(std::size_t limit) const
   return scan_ids("t/", limit, true);
 }
 
+result<std::vector<run_store::time_entry>> run_store::list_by_time(std::int64_t before_ms,
+                                                                  const std::string& before_run,
+                                                                  std::size_t limit) const {
+  std::vector<time_entry> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  // Keys sort as (created, run): start at the position and step back past it.
+  std::string start = before_ms < 0 ? std::string("t0") : time_key(before_ms, before_run);
+  it->SeekForPrev(start);
+  if (it->Valid() && before_ms >= 0 && it->key().ToStringView() == start) it->Prev();
+  for (; it->Valid() && out.size() < limit; it->Prev()) {
+    auto key = it->key().ToStringView();
+    if (!key.starts_with("t/")) break;
+    if (key.size() < 2 + 8 + 2) continue;
+    std::uint64_t created = 0;
+    for (int i = 0; i < 8; ++i) created = (created << 8) | static_cast<unsigned char>(key[2 + i]);
+    out.push_back({static_cast<std::int64_t>(created), std::string(key.substr(11))});
+  }
+  if (!it->status().ok()) return io_error(it->status(), "scanning the time index");
+  return out;
+}
+
 result<std::optional<std::string>> run_store::find_by_idempotency_key(
   const std::string& agent, const std::string& key) const {
   std::string value;

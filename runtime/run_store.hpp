@@ -144,6 +144,14 @@ public:
   result<std::vector<std::string>> list_by_agent(const std::string& agent,
                                                  std::size_t limit = SIZE_MAX) const;
   result<std::vector<std::string>> list_recent(std::size_t limit) const;
+  // Runs created before the position (created_ms, run id), newest first: a page of the time
+  // index. `before_ms` < 0 starts at the newest run.
+  struct time_entry {
+    std::int64_t created_ms;
+    std::string run_id;
+  };
+  result<std::vector<time_entry>> list_by_time(std::int64_t before_ms, const std::string& before_run,
+                                               std::size_t limit) const;
   result<std::optional<std::string>> find_by_idempotency_key(const std::string& agent,
                                                               const std::string& key) const;
 

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   keel::cli::add_dev_command(app, exit_code);
   keel::cli::add_nodes_command(app, exit_code);
+  keel::cli::add_agents_command(app, exit_code);
   keel::cli::add_run_commands(app, exit_code);
   keel::cli::add_tool_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);

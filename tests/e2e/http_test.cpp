@@ -1,5 +1,8 @@
 // The gateway's HTTP API against a real node and nats-server, over real HTTP (libcurl).
 #include "tests/e2e/cluster.hpp"
+#include "tests/support/fake_service.hpp"
+
+#include <thread>
 
 #include <curl/curl.h>
 
@@ -184,4 +187,342 @@ TEST_CASE("http api: a token guards every route but the health check; no token, 
   CHECK(refused.exit_code == 2);
   CHECK(refused.err.find("gateway.token: a gateway listening on 0.0.0.0:8080 (not a loopback address) needs a token") !=
         std::string::npos);
+}
+
+namespace {
+
+struct sse_event {
+  std::string event;  // "" for a stored event
+  std::string id;
+  std::string data;
+};
+
+struct sse_answer {
+  long status = 0;
+  std::string raw;
+  std::vector<sse_event> events;
+  bool ended = false;  // an `end` event came
+};
+
+// Parses complete frames out of `raw` (from `offset`), as a browser's EventSource does.
+void parse_frames(sse_answer& a, std::size_t& offset) {
+  while (true) {
+    auto end = a.raw.find("\n\n", offset);
+    if (end == std::string::npos) return;
+    sse_event e;
+    bool any = false;
+    std::size_t start = offset;
+    while (start < end) {
+      auto nl = a.raw.find('\n', start);
+      if (nl == std::string::npos || nl > end) nl = end;
+      auto line = a.raw.substr(start, nl - start);
+      start = nl + 1;
+      if (line.empty() || line[0] == ':') continue;
+      auto colon = line.find(':');
+      auto field = line.substr(0, colon);
+      auto value = colon == std::string::npos ? "" : line.substr(colon + 1);
+      if (!value.empty() && value[0] == ' ') value.erase(0, 1);
+      if (field == "event") e.event = value, any = true;
+      else if (field == "id") e.id = value, any = true;
+      else if (field == "data") e.data += (e.data.empty() ? "" : "\n") + value, any = true;
+    }
+    offset = end + 2;
+    if (any && !e.data.empty()) {
+      if (e.event == "end") a.ended = true;
+      a.events.push_back(std::move(e));
+    }
+  }
+}
+
+// Reads a stream until its `end` event, `stop` says so, or the time is up.
+sse_answer read_stream(const std::string& url, const std::vector<std::string>& extra_headers = {},
+                       std::function<bool(const sse_answer&)> stop = {}, long timeout_ms = 30'000) {
+  struct context {
+    sse_answer answer;
+    std::size_t offset = 0;
+    std::function<bool(const sse_answer&)> stop;
+  } ctx;
+  ctx.stop = std::move(stop);
+  CURL* curl = curl_easy_init();
+  REQUIRE(curl);
+  curl_slist* headers = nullptr;
+  for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* to) -> size_t {
+    auto& c = *static_cast<context*>(to);
+    c.answer.raw.append(data, size * count);
+    parse_frames(c.answer, c.offset);
+    if (c.stop && c.stop(c.answer)) return 0;  // enough: hang up
+    return size * count;
+  });
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ctx);
+  curl_easy_perform(curl);
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ctx.answer.status);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  return ctx.answer;
+}
+
+// The seqs of the stored events in a stream, in the order they came.
+std::vector<std::uint64_t> seqs_of(const sse_answer& a) {
+  std::vector<std::uint64_t> out;
+  for (const auto& e : a.events)
+    if (e.event.empty()) {
+      auto v = json::parse(e.data);
+      CHECK(std::to_string(v["seq"].get<std::uint64_t>()) == e.id);  // the id is the seq
+      out.push_back(v["seq"]);
+    }
+  return out;
+}
+
+std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> out;
+  for (auto i = from; i <= to; ++i) out.push_back(i);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("http api: a run's stream gives every event once, in order, live, resumes where it stopped, and ends",
+          "[e2e][integration]") {
+  cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  // Bad requests are answered before any stream starts.
+  CHECK(call("GET", base + "/api/v1/runs/0000000000000000-n1/stream").status == 404);
+  CHECK(call("GET", base + "/api/v1/runs/nonsense/stream").status == 404);
+  CHECK(call("GET", base + "/api/v1/runs/0000000000000000-elsewhere/stream").status == 503);
+
+  auto run = call("POST", base + "/api/v1/runs", R"({"agent": "coder", "input": "stream me"})").parsed()["run_id"].get<std::string>();
+  auto url = base + "/api/v1/runs/" + run + "/stream";
+  CHECK(call("GET", url + "?after=x").status == 400);
+  CHECK(call("GET", url, "", {"Last-Event-ID: -1"}).status == 400);
+  // 20 clients follow the run live from its start while a person answers its two steps.
+  std::vector<sse_answer> live(20);
+  std::vector<std::thread> readers;
+  for (auto& a : live) readers.emplace_back([&a, url] { a = read_stream(url); });
+  json shown;
+  REQUIRE_EVENTUALLY(20'000, (shown = call("GET", base + "/api/v1/runs/" + run).parsed()).value("status", "") == "suspended");
+  std::string first_step = shown["waiting"]["step_key"];
+  REQUIRE(call("POST", base + "/api/v1/runs/" + run + "/steps/" + first_step + "/approve", "{}").status == 200);
+  REQUIRE_EVENTUALLY(20'000, (shown = call("GET", base + "/api/v1/runs/" + run).parsed()).contains("waiting") &&
+                               shown["waiting"]["step_key"] != first_step);
+  // One client hangs up at the second suspension and comes back with the last id it saw.
+  auto partial = read_stream(url, {}, [](const sse_answer& a) {
+    return std::count_if(a.events.begin(), a.events.end(), [](const sse_event& e) {
+             return e.data.find("\"event_type\":\"suspend\"") != std::string::npos;
+           }) == 2;
+  });
+  auto partial_seqs = seqs_of(partial);
+  REQUIRE(!partial_seqs.empty());
+  CHECK(partial_seqs == range(1, partial_seqs.back()));
+  REQUIRE(call("POST", base + "/api/v1/runs/" + run + "/steps/" + std::string(shown["waiting"]["step_key"]) + "/approve", "{}").status == 200);
+  for (auto& t : readers) t.join();
+  auto last = call("GET", base + "/api/v1/runs/" + run).parsed()["last_event_seq"].get<std::uint64_t>();
+  REQUIRE(last > 8);
+  for (const auto& a : live) {
+    CHECK(a.status == 200);
+    CHECK(a.raw.rfind("retry: ", 0) == 0);
+    CHECK(seqs_of(a) == range(1, last));  // no gap, no repeat
+    REQUIRE(a.ended);
+    CHECK(json::parse(a.events.back().data)["status"] == "completed");
+  }
+  auto resumed = read_stream(url, {"Last-Event-ID: " + std::to_string(partial_seqs.back())});
+  CHECK(seqs_of(resumed) == range(partial_seqs.back() + 1, last));
+  CHECK(resumed.ended);
+  // ?after= does the same; a header beats it (a browser reconnecting keeps the URL it had).
+  CHECK(seqs_of(read_stream(url + "?after=5")) == range(6, last));
+  CHECK(seqs_of(read_stream(url + "?after=2", {"Last-Event-ID: 7"})) == range(8, last));
+  // A finished run: its history, then the end at once; past its last event, only the end.
+  auto past = read_stream(url + "?after=" + std::to_string(last + 100));
+  CHECK(seqs_of(past).empty());
+  CHECK(past.ended);
+}
+
+TEST_CASE("http api: streams ping while a run waits, and a client that leaves is forgotten", "[e2e][integration]") {
+  // A run that waits: its stream stays open with pings until the client leaves.
+  cluster c(coder, {coder_script}, cluster_options{false, {"gateway.stream_ping_ms = 100"}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  auto run = call("POST", base + "/api/v1/runs", R"({"agent": "coder", "input": "wait"})").parsed()["run_id"].get<std::string>();
+  REQUIRE_EVENTUALLY(20'000, call("GET", base + "/api/v1/runs/" + run).parsed().value("status", "") == "suspended");
+  // 200 clients at once on one run: each gets the history, none ends (the run waits).
+  std::vector<sse_answer> many(200);
+  std::vector<std::thread> readers;
+  for (auto& a : many)
+    readers.emplace_back([&a, url = base + "/api/v1/runs/" + run + "/stream"] {
+      a = read_stream(url, {}, [](const sse_answer& s) {
+        return std::any_of(s.events.begin(), s.events.end(), [](const sse_event& e) { return e.data.find("\"suspend\"") != std::string::npos; });
+      });
+    });
+  for (auto& t : readers) t.join();
+  for (const auto& a : many) {
+    CHECK(a.status == 200);
+    CHECK(!a.ended);
+    CHECK(seqs_of(a).front() == 1);
+  }
+  // Every one of them hung up: the gateway forgets them.
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").parsed()["streams"] == 0);
+  // One that stays gets a ping at the interval (100 ms here), and nothing else while the run waits.
+  auto quiet = read_stream(base + "/api/v1/runs/" + run + "/stream?after=1000", {}, [](const sse_answer& s) {
+    std::size_t pings = 0, at = 0;
+    while ((at = s.raw.find(": ping\n\n", at)) != std::string::npos) ++pings, ++at;
+    return pings >= 3;
+  });
+  CHECK(quiet.events.empty());
+  CHECK(!quiet.ended);
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").parsed()["streams"] == 0);
+}
+
+TEST_CASE("http api: a streamed model's text comes as delta events while the step runs", "[e2e][integration]") {
+  // The service waits a second before it streams, so that the client is following by then.
+  fake_service anthropic([](const fake_request&) {
+    std::vector<std::string> chunks = {
+      sse("message_start", json{{"type", "message_start"}, {"message", {{"id", "m1"}, {"type", "message"}, {"role", "assistant"},
+                                                                       {"content", json::array()}, {"usage", {{"input_tokens", 10}, {"output_tokens", 0}}}}}}),
+      sse("content_block_start", json{{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
+      sse("content_block_delta", json{{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "Hello, "}}}}),
+      sse("content_block_delta", json{{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", "stream."}}}}),
+      sse("content_block_stop", json{{"type", "content_block_stop"}, {"index", 0}}),
+      sse("message_delta", json{{"type", "message_delta"}, {"delta", {{"stop_reason", "end_turn"}}}, {"usage", {{"output_tokens", 4}}}}),
+      sse("message_stop", json{{"type", "message_stop"}})};
+    return fake_reply{200, "", chunks, {}, 1500};
+  });
+  cluster c(R"(
+[agents.talker]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+base_url = ")" + anthropic.url() + R"("
+api_key_file = "{dir}/anthropic.key"
+[agents.talker.sandbox]
+workspace = "{dir}/ws"
+)", {{"anthropic.key", "sk-ant-test-key\n"}}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  auto run = call("POST", base + "/api/v1/runs", R"({"agent": "talker", "input": "hi"})").parsed()["run_id"].get<std::string>();
+  auto a = read_stream(base + "/api/v1/runs/" + run + "/stream");
+  REQUIRE(a.ended);
+  std::string text;
+  for (const auto& e : a.events)
+    if (e.event == "delta") text += json::parse(e.data)["text"].get<std::string>();
+  CHECK(text == "Hello, stream.");
+  // The deltas carry no id: a client that reconnects resumes from the last stored event.
+  for (const auto& e : a.events)
+    if (e.event == "delta") CHECK(e.id.empty());
+  CHECK(json::parse(a.events.back().data)["status"] == "completed");
+}
+
+TEST_CASE("http api: runs are found by session, time and text, and paged with a cursor that misses none",
+          "[e2e][integration]") {
+  cluster c(R"(
+[agents.quick]
+script = "{dir}/quick.json"
+[agents.quick.sandbox]
+workspace = "{dir}/ws"
+[agents.other]
+script = "{dir}/quick.json"
+[agents.other.sandbox]
+workspace = "{dir}/ws2"
+)", {{"quick.json", R"({"turns": [{"text": "Answer for {{input}}"}]})"}}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  std::vector<std::string> ids;
+  std::int64_t middle_ms = 0;
+  for (int i = 0; i < 45; ++i) {
+    json body{{"agent", i % 3 == 0 ? "other" : "quick"}, {"input", "task number " + std::to_string(i) + (i == 17 ? " needle<b>" : "")}};
+    if (i % 5 == 0) body["session_id"] = "s-five";
+    auto made = call("POST", base + "/api/v1/runs", body.dump());
+    REQUIRE(made.status == 201);
+    ids.push_back(made.parsed()["run_id"]);
+    if (i == 29) middle_ms = call("GET", base + "/api/v1/runs/" + ids.back()).parsed()["created_ms"];
+  }
+  REQUIRE_EVENTUALLY(20'000, call("GET", base + "/api/v1/runs?status=completed&limit=100").parsed()["runs"].size() == 45);
+  // Every run once through pages of 7, newest first.
+  std::vector<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  while (true) {
+    auto page = call("GET", base + "/api/v1/runs?limit=7" + (cursor.empty() ? "" : "&cursor=" + cursor)).parsed();
+    ++pages;
+    for (auto& r : page["runs"]) seen.push_back(r["run_id"]);
+    CHECK(page["runs"].size() <= 7);
+    if (!page.contains("next_cursor")) break;
+    cursor = page["next_cursor"];
+    REQUIRE(pages < 20);
+  }
+  auto newest_first = ids;
+  std::reverse(newest_first.begin(), newest_first.end());
+  CHECK(seen == newest_first);
+  // Filters, alone and together.
+  auto count = [&](const std::string& query) { return call("GET", base + "/api/v1/runs?limit=1000&" + query).parsed()["runs"].size(); };
+  CHECK(count("session_id=s-five") == 9);
+  CHECK(count("agent=other") == 15);
+  CHECK(count("agent=other&session_id=s-five") == 3);  // i = 0, 15, 30
+  CHECK(count("q=NEEDLE") == 1);                        // text, any case, in the input
+  CHECK(count("q=needle%3Cb%3E") == 1);
+  CHECK(count("q=answer%20for%20task%20number%2017") == 1);  // and in the output
+  CHECK(count("q=nothing-like-this") == 0);
+  CHECK(count("since_ms=" + std::to_string(middle_ms)) >= 16);  // run 29 and the ones after it
+  CHECK(count("since_ms=" + std::to_string(middle_ms)) + count("until_ms=" + std::to_string(middle_ms)) == 45);
+  CHECK(count("status=completed&agent=quick") == 30);
+  // Bad filters are refused with what is wrong, and change nothing.
+  auto code = [&](const std::string& query) { return call("GET", base + "/api/v1/runs?" + query).status; };
+  CHECK(code("cursor=nonsense") == 400);
+  CHECK(code("cursor=12.not-a-run") == 400);
+  CHECK(code("since_ms=yesterday") == 400);
+  CHECK(code("q=" + std::string(300, 'x')) == 400);
+  CHECK(code("session_id=" + std::string(200, 's')) == 400);
+  CHECK(code("agent=..%2F..") == 400);
+  CHECK(call("GET", base + "/api/v1/runs?cursor=nonsense").parsed()["error"]["message"].get<std::string>().find("cursor") != std::string::npos);
+}
+
+TEST_CASE("http api: agents with what they run on and may do, and the workers that serve them", "[e2e][integration]") {
+  cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  auto agents = call("GET", base + "/api/v1/agents").parsed()["agents"];
+  REQUIRE(agents.size() == 1);
+  const auto& a = agents[0];
+  CHECK(a["id"] == "coder");
+  CHECK(a["provider"] == "scripted");
+  CHECK(std::find(a["tools"].begin(), a["tools"].end(), "exec") != a["tools"].end());
+  CHECK(a["sandbox"]["exec_security"] == "approval-always");
+  CHECK(a["workers"] == json::array({"n1"}));
+  CHECK(a["slots"] == 64);
+  auto listed = c.keel({"agents"});
+  INFO(listed.out << listed.err);
+  CHECK(listed.exit_code == 0);
+  CHECK(listed.out.find("coder") != std::string::npos);
+  CHECK(listed.out.find("scripted") != std::string::npos);
+  auto as_json = json::parse(c.keel({"agents", "--json"}).out);
+  CHECK(as_json[0]["id"] == "coder");
+}
+
+TEST_CASE("http api: the dashboard's pages are served with a strict policy; nothing else is", "[e2e][integration]") {
+  cluster c(coder, {coder_script}, cluster_options{false, {"gateway.token = \"s3cret\""}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").status == 200);
+  for (const char* page : {"/", "/runs", "/runs/0000000000000000-n1", "/runs/0000000000000000-n1/steps/approve-3", "/agents",
+                           "/nodes", "/approvals"}) {
+    auto r = call("GET", base + page);  // pages hold no data: no token needed
+    INFO(page);
+    CHECK(r.status == 200);
+    CHECK(r.headers["content-type"] == "text/html; charset=utf-8");
+    CHECK(r.body.find("<script type=\"module\" src=\"/assets/app.js\"") != std::string::npos);
+    CHECK(r.headers["content-security-policy"].find("script-src 'self'") != std::string::npos);
+    CHECK(r.headers["content-security-policy"].find("frame-ancestors 'none'") != std::string::npos);
+    CHECK(r.headers["x-frame-options"] == "DENY");
+  }
+  auto script = call("GET", base + "/assets/app.js");
+  CHECK(script.status == 200);
+  CHECK(script.headers["content-type"] == "text/javascript; charset=utf-8");
+  for (const char* missing : {"/assets/../CMakeLists.txt", "/assets/%2e%2e/x", "/runs/a/../../etc/passwd", "/runs/<script>",
+                              "/etc/passwd", "/assets/", "/favicon.ico"}) {
+    INFO(missing);
+    CHECK(call("GET", base + missing).status == 404);
+  }
+  CHECK(call("POST", base + "/", "{}").status == 404);
+  CHECK(call("GET", base + "/api/v1/runs").status == 401);  // the data still needs the token
 }
