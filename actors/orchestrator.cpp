@@ -198,6 +198,8 @@ value summary(const store::run_record& r) {
   out["usage"] = value{{"input_tokens", s.usage.input_tokens}, {"output_tokens", s.usage.output_tokens},
                        {"cache_read_tokens", s.usage.cache_read_tokens}, {"cache_write_tokens", s.usage.cache_write_tokens}};
   out["input"] = s.input;
+  if (!s.provider.empty()) out["provider"] = s.provider;  // this run's own, when it overrides the agent's
+  if (!s.model.empty()) out["model"] = s.model;
   if (s.output) out["output"] = *s.output;
   if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
   if (s.error) out["error"] = *s.error;

@@ -468,7 +468,8 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     emit(e, "llm_step_completed",
          value{{"step", state_.steps}, {"text", completion->text}, {"tool_calls", calls},
                {"usage", llm::to_value(completion->used)}, {"run_usage", usage_value(state_.usage)},
-               {"stop_reason", completion->stop_reason}});
+               {"stop_reason", completion->stop_reason}, {"attempt", result.attempt}, {"worker", result.worker},
+               {"messages_sent", state_.messages_count - 1}});
     if (completion->tool_calls.empty()) complete(e, completion->text, "end_turn");
     else advance(e);
     finish(e);
@@ -570,7 +571,8 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
                              {"feedback", request.feedback}, {"always", always},
                              {"always_scope", request.always_scope}});
   emit(e, "resumed", value{{"step_key", request.step_key}, {"approved", request.approved},
-                           {"feedback", request.feedback}});
+                           {"feedback", request.feedback}, {"by", request.by}, {"always", always},
+                           {"always_scope", request.always_scope}});
   record_.status = run_status::running;
   state_.suspended.reset();
   if (request.approved) {

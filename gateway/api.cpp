@@ -310,6 +310,9 @@ void api::handle(http_request request, const responder& respond) {
       if (body->contains("feedback")) data["feedback"] = (*body)["feedback"];
       if (approved && body->contains("always")) data["always"] = (*body)["always"];
       if (approved && body->contains("always_scope")) data["always_scope"] = (*body)["always_scope"];
+      // Who answered: as the client says (shown, not trusted), else where the answer came from.
+      if (body->contains("by")) data["by"] = (*body)["by"];
+      else data["by"] = "http " + request.peer;
       auto reply = ask(run_subject(run, "resume"), value{{"v", 1}, {"type", "resume"}, {"step_key", parts[3]}, {"data", data}});
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, value{{"run_id", run}, {"step_key", parts[3]}, {"approved", approved},

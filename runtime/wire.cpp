@@ -365,6 +365,7 @@ std::string encode(const resume_request& m) {
   if (m.always_allow) data["always_allow"] = true;
   if (!m.always.empty()) data["always"] = m.always;
   if (!m.always_scope.empty()) data["always_scope"] = m.always_scope;
+  if (!m.by.empty()) data["by"] = m.by;
   v["data"] = std::move(data);
   return pack(v);
 }
@@ -554,6 +555,8 @@ result<resume_request> decode<resume_request>(std::string_view bytes, const limi
   KEEL_TRY(m.always_allow, d.boolean("always_allow", false));
   KEEL_TRY(m.always, d.str("always", false));
   KEEL_TRY(m.always_scope, d.str("always_scope", false));
+  KEEL_TRY(m.by, d.str("by", false));
+  if (m.by.size() > resume_by_bytes_max) return d.wrong("by", "a string of at most 128 bytes");
   if (m.always.empty() && m.always_allow) m.always = "exact";
   if (!m.always.empty() && m.always != "exact" && m.always != "prefix")
     return d.wrong("always", "\"exact\" or \"prefix\"");

@@ -57,6 +57,8 @@ struct invoke_reply {
   bool created = true;  // false when an idempotency key named an existing run
 };
 
+constexpr std::size_t resume_by_bytes_max = 128;  // wire.cpp says "128" in its error
+
 struct resume_request {
   std::string run_id;  // optional in the body: the subject names the run
   std::string step_key;
@@ -67,6 +69,7 @@ struct resume_request {
   // start with the same words); for the "run" or for the whole "session".
   std::string always;
   std::string always_scope;  // "" means "run"
+  std::string by;            // who answered, as the client names them (shown, never trusted)
 };
 
 struct resume_reply {

@@ -13,8 +13,11 @@ packages=(
   libre2-dev libseccomp-dev
 )
 
-# The guide's demo program is JavaScript: bring node only when none is on PATH.
+# The guide's demo program is JavaScript, and the dashboard's browser tests run on node: bring
+# node and npm only when none is on PATH. The browser tests drive Debian's chromium.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+packages+=(chromium)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -31,6 +34,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "setup: every package is installed"
+fi
+
+# playwright-core (pinned in tests/browser/package-lock.json) drives that chromium; it downloads
+# no browser of its own.
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "setup: installing playwright-core for the browser tests"
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ "${1:-}" != "--no-build" ]; then

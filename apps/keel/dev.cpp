@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 
 struct dev_options {
   std::string config_path;
+  bool config_given = false;  // --config; else the coding agent of configs/coder.toml
   std::string data_dir;
   int port = 0;
   std::int64_t start_timeout_ms = 20'000;
@@ -40,6 +41,22 @@ std::string sibling_binary(const std::string& name) {
     if (fs::exists(candidate)) return candidate.string();
   }
   return name;
+}
+
+// configs/coder.toml of this checkout (beside build/apps/keel) or of an installed keel; empty
+// when neither is there.
+std::string default_config() {
+  std::error_code ec;
+  auto self = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<fs::path> candidates;
+  if (!ec) {
+    candidates.push_back(self.parent_path() / "../../configs/coder.toml");   // build/apps/keel
+    candidates.push_back(self.parent_path() / "../share/keel/configs/coder.toml");
+  }
+  candidates.push_back(fs::current_path(ec) / "configs/coder.toml");
+  for (const auto& c : candidates)
+    if (fs::exists(c, ec)) return fs::weakly_canonical(c, ec).string();
+  return {};
 }
 
 std::string nats_server_binary() {
@@ -88,7 +105,7 @@ result<child_process> start_node(const dev_options& o, int port) {
             "--set", "node.roles = [\"orchestrator\", \"worker\", \"gateway\"]",
             "--set", "node.data_dir = \"" + o.data_dir + "/node\"",
             "--set", "gateway.listen = \"" + o.gateway_listen + "\""};
-  if (o.config_path.empty()) c.argv.insert(c.argv.end(), {"--set", "node.name = \"dev\""});
+  if (!o.config_given) c.argv.insert(c.argv.end(), {"--set", "node.name = \"dev\""});
   // The node stops with `keel dev`; it keeps its own group so Ctrl-C reaches it only through us.
   return child_process::start(c);
 }
@@ -127,7 +144,8 @@ void print_banner(const context& c, const wire::heartbeat& beat, const std::stri
   std::cout << rule << "\n"
             << "  keel dev is running\n"
             << "  NATS:       " << c.nats_url << "\n"
-            << "  HTTP API:   " << c.dashboard_url << "/api/v1/runs (docs/HTTP.md; the dashboard pages are not served yet)\n"
+            << "  Dashboard:  " << c.dashboard_url << "/\n"
+            << "  HTTP API:   " << c.dashboard_url << "/api/v1/ (docs/HTTP.md)\n"
             << "  Namespace:  " << c.prefix << "." << c.ns << "\n"
             << "  Node:       " << beat.node_id << " (";
   for (std::size_t i = 0; i < beat.roles.size(); ++i) std::cout << (i ? ", " : "") << beat.roles[i];
@@ -135,7 +153,7 @@ void print_banner(const context& c, const wire::heartbeat& beat, const std::stri
             << "  Data:       " << data_dir << "\n"
             << "  Context:    " << context_path() << "\n"
             << rule << "\n"
-            << "  In another terminal: keel nodes\n"
+            << "  In another terminal: keel agents, keel run <agent> \"<task>\", keel runs\n"
             << "  Press Ctrl-C to stop.\n"
             << std::flush;
 }
@@ -144,6 +162,12 @@ int run_dev(dev_options o) {
   if (o.data_dir.empty()) o.data_dir = keel_home() + "/dev";
   o.data_dir = fs::absolute(o.data_dir).lexically_normal().string();
   fs::create_directories(o.data_dir);
+  o.config_given = !o.config_path.empty();
+  if (!o.config_given) {
+    o.config_path = default_config();
+    if (!o.config_path.empty()) std::cout << "keel dev: no --config; running the coding agent of " << o.config_path << "\n";
+    else std::cout << "keel dev: no --config and no configs/coder.toml found; running with no agents\n";
+  }
   if (!o.config_path.empty()) o.config_path = fs::absolute(o.config_path).string();
 
   // Ctrl-C and SIGTERM are taken here, by sigtimedwait, so we can stop the children in order.
@@ -210,7 +234,7 @@ int run_dev(dev_options o) {
 void add_dev_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<dev_options>();
   auto* dev = app.add_subcommand("dev", "Run nats-server and one node with every role");
-  dev->add_option("-c,--config", options->config_path, "Node config with your agents");
+  dev->add_option("-c,--config", options->config_path, "Node config with your agents (default: configs/coder.toml, the coding agent)");
   dev->add_option("--data-dir", options->data_dir, "Where state lives (default ~/.keel/dev)");
   dev->add_option("--port", options->port, "NATS port (default: a free one)");
   dev->add_option("--gateway", options->gateway_listen, "Gateway address (host:port)");

@@ -1,0 +1,143 @@
+// A run's events folded into the steps a person reads: model calls, tool calls, approvals,
+// retries and the run's own start and end. Fed one event at a time (history, then live).
+
+export class Trace {
+  constructor() {
+    this.items = [];        // in order of their first event
+    this.events = [];       // every event, by arrival (seq order)
+    this.byCall = new Map();     // call_id -> tool item
+    this.byStepKey = new Map();  // step_key -> approval item
+    this.byTaskStep = new Map(); // task step -> model or tool item
+    this.current = null;    // the item in flight
+    this.run = { status: 'pending' };
+    this.deltaText = new Map();  // model step number -> text streamed so far
+  }
+
+  add(e) {
+    this.events.push(e);
+    const d = e.data || {};
+    const t = e.time_ms;
+    const item = (fields) => {
+      const it = { seq: e.seq, time_ms: t, events: [e], ...fields };
+      this.items.push(it);
+      return it;
+    };
+    switch (e.event_type) {
+      case 'run_started':
+        this.run = { ...this.run, status: 'running', agent: d.agent, input: d.input, started_ms: t };
+        item({ kind: 'start', input: d.input, agent: d.agent, session_id: d.session_id });
+        break;
+      case 'llm_step_started': {
+        const it = item({ kind: 'model', step: d.step, task_step: d.task_step, attempts: 1, retries: [], state: 'running' });
+        this.byTaskStep.set(d.task_step, it);
+        this.current = it;
+        this.run.status = 'running';
+        break;
+      }
+      case 'llm_step_completed': {
+        const it = this.current && this.current.kind === 'model' ? this.current : item({ kind: 'model', step: d.step, attempts: 1, retries: [] });
+        if (it.events[it.events.length - 1] !== e) it.events.push(e);
+        Object.assign(it, {
+          state: 'done', text: d.text || '', tool_calls: d.tool_calls || [], usage: d.usage || {},
+          run_usage: d.run_usage, latency_ms: t - it.time_ms, stop_reason: d.stop_reason,
+          attempt: d.attempt, worker: d.worker, messages_sent: d.messages_sent, ended_ms: t,
+        });
+        this.deltaText.delete(it.task_step);
+        this.current = null;
+        break;
+      }
+      case 'tool_call_started': {
+        // The same call again once approved: the entry it has already goes on.
+        const earlier = this.byCall.get(d.call_id);
+        if (earlier && earlier.state === 'waiting') {
+          earlier.events.push(e);
+          Object.assign(earlier, { state: 'running', approved: d.approved, task_step: d.task_step, run_ms: t });
+          this.byTaskStep.set(d.task_step, earlier);
+          this.current = earlier;
+          this.run.status = 'running';
+          break;
+        }
+        const it = item({ kind: 'tool', call_id: d.call_id, tool: d.tool, arguments: d.arguments, approved: d.approved,
+                          task_step: d.task_step, attempts: 1, retries: [], state: 'running' });
+        this.byCall.set(d.call_id, it);
+        this.byTaskStep.set(d.task_step, it);
+        this.current = it;
+        this.run.status = 'running';
+        break;
+      }
+      case 'task_retried': {
+        const it = this.byTaskStep.get(d.task_step) || this.current;
+        if (it) {
+          it.events.push(e);
+          it.attempts = d.attempt || it.attempts + 1;
+          it.retries.push({ time_ms: t, reason: d.reason, next_try_in_ms: d.next_try_in_ms, attempt: d.attempt });
+        } else item({ kind: 'retry', reason: d.reason, attempt: d.attempt });
+        break;
+      }
+      case 'suspend': {
+        const tool = this.byCall.get(d.call_id);
+        if (tool) {
+          tool.events.push(e);
+          tool.state = 'waiting';
+        }
+        const it = item({ kind: 'approval', step_key: d.step_key, call_id: d.call_id, tool: d.tool, form: d.form || {}, state: 'waiting' });
+        this.byStepKey.set(d.step_key, it);
+        this.current = it;
+        this.run.status = 'suspended';
+        this.run.waiting = { step_key: d.step_key, form: d.form };
+        break;
+      }
+      case 'resumed': {
+        const it = this.byStepKey.get(d.step_key) || item({ kind: 'approval', step_key: d.step_key, form: {} });
+        if (it.events[it.events.length - 1] !== e) it.events.push(e);
+        Object.assign(it, {
+          state: d.approved ? 'approved' : 'rejected', approved: d.approved, feedback: d.feedback, by: d.by,
+          always: d.always, always_scope: d.always_scope, answered_ms: t, waited_ms: t - it.time_ms,
+        });
+        const tool = this.byCall.get(it.call_id);
+        if (tool && !d.approved) tool.state = 'rejected';
+        this.current = null;
+        this.run.status = 'running';
+        delete this.run.waiting;
+        break;
+      }
+      case 'tool_call_completed': {
+        const it = this.byCall.get(d.call_id) || item({ kind: 'tool', call_id: d.call_id, tool: d.tool, attempts: 1, retries: [] });
+        if (it.events[it.events.length - 1] !== e) it.events.push(e);
+        Object.assign(it, {
+          state: d.is_error ? (it.state === 'rejected' ? 'rejected' : 'error') : 'done',
+          is_error: d.is_error, result: d.result, text_preview: d.text_preview, duration_ms: t - (it.run_ms || it.time_ms), ended_ms: t,
+        });
+        if (this.current === it) this.current = null;
+        break;
+      }
+      case 'run_retried':
+        item({ kind: 'run_retried', task_step: d.task_step });
+        this.run.status = 'running';
+        break;
+      case 'run_completed':
+        item({ kind: 'end', status: 'completed', output: d.output, stop_reason: d.stop_reason, usage: d.usage, steps: d.steps });
+        this.run.status = 'completed';
+        this.current = null;
+        break;
+      case 'run_failed':
+        item({ kind: 'end', status: 'failed', error: d.error, usage: d.usage, steps: d.steps });
+        this.run.status = 'failed';
+        this.current = null;
+        break;
+      case 'run_cancelled':
+        item({ kind: 'end', status: 'cancelled', reason: d.reason });
+        this.run.status = 'cancelled';
+        this.current = null;
+        break;
+      default:
+        item({ kind: 'other', event_type: e.event_type, data: d });
+    }
+  }
+
+  // Streamed text of a model task step (dropped when the stream broke off and the step is asked again).
+  delta(d) {
+    if (d.restart) this.deltaText.set(d.step, '');
+    else this.deltaText.set(d.step, (this.deltaText.get(d.step) || '') + (d.text || ''));
+  }
+}

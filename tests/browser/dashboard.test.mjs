@@ -1,0 +1,259 @@
+// The dashboard in a real browser: Debian's chromium driven by playwright-core, against a real
+// keel-node (every role) and nats-server started here on free loopback ports. Each page is saved
+// as a screenshot in $KEEL_SHOTS_DIR.
+//   node --test tests/browser/dashboard.test.mjs   (CTest runs it with the paths set)
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const NODE_BINARY = process.env.KEEL_NODE_BINARY || 'build/apps/keel-node';
+const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.KEEL_SHOTS_DIR || join(tmpdir(), 'keel-shots');
+const WAIT = 20_000;
+
+const freePort = () => new Promise((resolve, reject) => {
+  const s = createServer();
+  s.once('error', reject);
+  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});
+
+const until = async (what, check, ms = WAIT) => {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try { last = await check(); if (last) return last; } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+};
+
+let dir, nats, node, base, browser, context;
+const errors = [];
+const expectedFailures = new Set();
+
+// The agent: a write, a command to refuse, a slow model call (time to reload the page), a
+// command to approve, then the answer.
+const script = {
+  turns: [
+    { text: 'I will write the notes.', tool_calls: [{ name: 'write', arguments: { path: 'notes.txt', content: 'line one\nline <b>two</b>\n' } }] },
+    { text: 'Listing the files.', tool_calls: [{ name: 'exec', arguments: { command: 'ls -la /' } }] },
+    { text: 'Reading them back.', delay_ms: 2500, tool_calls: [{ name: 'exec', arguments: { command: 'cat notes.txt' } }] },
+    { text: 'Done: {{last_tool_result}}' },
+  ],
+};
+
+async function api(path, body) {
+  const r = await fetch(`${base}/api/v1${path}`, body === undefined ? {} : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const data = await r.json();
+  if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+async function newPage() {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(`console: ${m.text()}`); });
+  // Every answer the page got is a success, but those a test asks for on purpose.
+  page.on('response', (r) => { if (r.status() >= 400 && !expectedFailures.has(new URL(r.url()).pathname)) errors.push(`HTTP ${r.status()} for ${r.url()}`); });
+  return page;
+}
+
+// Saves the page, after checking that nothing on it reads as a missing value.
+const shot = async (page, name) => {
+  const text = await page.locator('main').textContent();
+  assert.doesNotMatch(text, /\b(null|undefined|NaN)\b|\[object Object\]/, `${name}: a missing value is shown`);
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+};
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'keel-browser-'));
+  mkdirSync(SHOTS, { recursive: true });
+  const natsPort = await freePort();
+  const httpPort = await freePort();
+  writeFileSync(join(dir, 'coder.json'), JSON.stringify(script));
+  writeFileSync(join(dir, 'node.toml'), `
+[node]
+name = "n1"
+roles = ["orchestrator", "worker", "gateway"]
+data_dir = "${dir}/data"
+[nats]
+servers = ["nats://127.0.0.1:${natsPort}"]
+[gateway]
+listen = "127.0.0.1:${httpPort}"
+[agents.coder]
+model = "scripted-coder"
+script = "${dir}/coder.json"
+tools = ["exec", "read", "write", "edit", "glob", "grep"]
+[agents.coder.sandbox]
+workspace = "${dir}/ws"
+`);
+  nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
+  await until('nats-server', () => new Promise((resolve) => {
+    const s = createServer(); void s;
+    fetch(`http://127.0.0.1:${natsPort}`).then(() => resolve(true), (e) => resolve(e.cause?.code !== 'ECONNREFUSED'));
+  }));
+  node = spawn(NODE_BINARY, ['--config', join(dir, 'node.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  node.stderr.on('data', (d) => { log += d; });
+  node.on('exit', (code) => { if (code) errors.push(`keel-node exited ${code}: ${log.slice(-2000)}`); });
+  base = `http://127.0.0.1:${httpPort}`;
+  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`)).ok);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+});
+
+after(async () => {
+  await browser?.close();
+  node?.kill('SIGTERM');
+  nats?.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+let run;  // the run the tests follow, one step after another
+
+test('the runs page lists runs live, with what each waits for and the approvals badge', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/runs`);
+  await page.waitForSelector('.list-info');
+  // A run started while the page is open appears without a reload.
+  run = (await api('/runs', { agent: 'coder', input: 'Write notes.txt, then read it back. <img src=x onerror="window.__pwned=1">' })).run_id;
+  const row = page.locator(`tr[data-run="${run}"]`);
+  await row.waitFor({ timeout: WAIT });
+  await until('the run to wait for its write', async () => (await row.textContent()).includes('approve write'));
+  assert.match(await row.locator('.status').textContent(), /suspended/);
+  // The input is shown as text: its markup is not markup here.
+  assert.match(await row.textContent(), /<img src=x onerror="window.__pwned=1">/);
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  await until('the badge', async () => (await page.locator('#approval-badge').textContent()) === '1');
+  assert.equal(await page.locator('#approval-badge').isVisible(), true);
+  // Filters: text that matches, then text that does not.
+  await page.fill('input[name=q]', 'notes.txt');
+  await page.click('form.filters button[type=submit]');
+  await until('the filtered list', async () => (await page.locator('tbody tr').count()) === 1);
+  assert.match(page.url(), /q=notes.txt/);
+  await page.fill('input[name=q]', 'no-such-text');
+  await page.click('form.filters button[type=submit]');
+  await until('an empty list', async () => (await page.locator('.list-info').textContent()) === 'No runs match.');
+  await page.goto(`${base}/runs`);
+  await page.locator(`tr[data-run="${run}"]`).waitFor();
+  await shot(page, 'runs');
+  await page.close();
+});
+
+test('the run page shows the timeline live, and a write is approved from the approval page', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/runs/${run}`);
+  await page.waitForSelector('.entry.kind-approval');
+  assert.match(await page.locator('.run-header').textContent(), /suspended/);
+  assert.match(await page.locator('.entry.kind-model').first().textContent(), /Model call #1/);
+  assert.match(await page.locator('.entry.kind-tool').first().textContent(), /write/);
+  await shot(page, 'run-waiting');
+  const { waiting } = await api(`/runs/${run}`);
+  // The approval page, opened on its own (a link a person is sent).
+  const approval = await newPage();
+  await approval.goto(`${base}/runs/${run}/steps/${waiting.step_key}`);
+  await approval.waitForSelector('.form');
+  assert.match(await approval.locator('.form').textContent(), /Write approval required/i);
+  assert.match(await approval.locator('.form').textContent(), /line <b>two<\/b>/);  // content as text
+  await shot(approval, 'approval-write');
+  await approval.click('button[data-action=approve]');
+  await until('the answer to be recorded', async () => /Approved/.test(await approval.locator('.answer-status').textContent()));
+  // The run page, open all along, goes on by itself: the write approved, the command waiting.
+  await until('the timeline to show the approval', async () => /approved/.test(await page.locator('.entry.kind-approval').first().textContent()));
+  await until('the command to wait', async () => (await page.locator('.entry.kind-approval').count()) === 2);
+  // An answered approval page shows its answer.
+  await approval.reload();
+  await approval.waitForSelector('.answered');
+  assert.match(await approval.locator('.answered').textContent(), /Approved/);
+  assert.match(await approval.locator('.answered').textContent(), /http 127\.0\.0\.1/);  // who answered
+  await approval.close();
+  await page.close();
+});
+
+test('a command is rejected with feedback from the timeline, and the feedback shows in it', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/runs/${run}`);
+  const entry = page.locator('.entry.kind-approval').nth(1);
+  await entry.waitFor();
+  assert.match(await entry.textContent(), /Command approval required/i);
+  assert.match(await entry.textContent(), /ls -la \//);
+  await shot(page, 'run-command-waiting');
+  await entry.locator('textarea.feedback').fill('Do not list the root; read notes.txt instead.');
+  await entry.locator('button[data-action=reject]').click();
+  await until('the rejection in the timeline', async () => {
+    const text = await page.locator('.entry.kind-approval').nth(1).textContent();
+    return /rejected/.test(text) && /Do not list the root; read notes\.txt instead\./.test(text);
+  });
+  const events = await api(`/runs/${run}/events?limit=1000`);
+  const resumed = events.events.filter((e) => e.event_type === 'resumed');
+  assert.equal(resumed.length, 2);
+  assert.equal(resumed[1].data.approved, false);
+  assert.equal(resumed[1].data.feedback, 'Do not list the root; read notes.txt instead.');
+  await page.close();
+});
+
+test('a reload mid-run resumes the stream with no gap and no repeat, through to the end', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/runs/${run}`);
+  await page.waitForSelector('.entry.kind-model');
+  // The model is thinking (its call takes 2.5 s): reload now.
+  await page.reload();
+  await page.waitForSelector('.entry.kind-model');
+  await until('the third command to wait', async () => (await page.locator('.entry.kind-approval').count()) === 3);
+  const { waiting } = await api(`/runs/${run}`);
+  await api(`/runs/${run}/steps/${waiting.step_key}/approve`, {});
+  await until('the end of the run', async () => /Run completed/.test(await page.locator('.entry.kind-end').textContent()));
+  assert.match(await page.locator('.stream-state').textContent(), /ended/);
+  // The header says what the stream said: completed, nothing waiting; each tool call one entry.
+  await until('the header to say completed', async () => /completed/.test(await page.locator('.run-header .status').textContent()));
+  assert.equal(await page.locator('.waiting-banner').count(), 0);
+  assert.equal(await page.locator('.entry.kind-tool').count(), 3);
+  assert.deepEqual(await page.locator('.entry.kind-tool .pill').first().textContent().then((t) => /done/.test(t)), true);
+  const last = (await api(`/runs/${run}`)).last_event_seq;
+  // Every stored event once, in order: the timeline's entries and the raw list agree with the run.
+  const seqs = await page.locator('.entry').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  assert.equal(new Set(seqs).size, seqs.length);
+  await shot(page, 'run-completed');
+  await page.click('button[data-view=events]');
+  const listed = await page.locator('.events-raw summary').evaluateAll((els) => els.map((e) => Number(e.textContent.match(/#(\d+)/)[1])));
+  assert.deepEqual(listed, Array.from({ length: last }, (_, i) => i + 1));
+  await page.click('button[data-view=graph]');
+  await page.waitForSelector('svg.graph .node-end');
+  assert.equal(await page.locator('svg.graph .node-model').count(), 4);
+  assert.equal(await page.locator('svg.graph .node-approval').count(), 3);
+  await shot(page, 'run-graph');
+  // The output, as the run ended: the file's content read back.
+  assert.match(await page.locator('button[data-view=timeline]').textContent(), /Timeline/);
+  await page.close();
+});
+
+test('the agents and nodes pages show what the heartbeats and the orchestrators say', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/agents`);
+  await page.waitForSelector('tr[data-agent=coder]');
+  const agent = await page.locator('tr[data-agent=coder]').textContent();
+  assert.match(agent, /scripted/);
+  assert.match(agent, /exec, read, write, edit, glob, grep/);
+  assert.match(agent, /approval-always/);
+  await shot(page, 'agents');
+  await page.click('a[data-nav=nodes]');  // in-page navigation
+  await page.waitForSelector('tr[data-node=n1]');
+  assert.match(await page.locator('tr[data-node=n1]').textContent(), /orchestrator, worker, gateway/);
+  assert.match(page.url(), /\/nodes$/);
+  await shot(page, 'nodes');
+  await page.goBack();
+  await page.waitForSelector('tr[data-agent=coder]');
+  await page.close();
+});
+
+test('nothing went wrong in any page', () => {
+  assert.deepEqual(errors, []);
+});
