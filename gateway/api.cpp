@@ -189,6 +189,8 @@ result<std::vector<value>> api::collect(const std::string& subject, const value&
   (void)(*sub)->unsubscribe();
   std::lock_guard lock{mutex};
   if (refused) return *refused;
+  if (answers.empty())
+    return make_error(errc::unavailable, "no orchestrator answered within " + std::to_string(options_.list_wait_ms) + " ms");
   return answers;
 }
 
@@ -248,15 +250,18 @@ void api::handle(http_request request, const responder& respond) {
     auto answers = collect(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"status", "suspended"}, {"limit", 1000}});
     if (!answers) return respond(failure(answers.error()));
     value approvals = value::array();
-    for (auto& a : *answers)
+    bool more = false;  // an orchestrator holds more than one page of waiting runs
+    for (auto& a : *answers) {
+      more = more || a.contains("next") || a.value("cut", false);
       for (auto& r : a["runs"])
         if (r.contains("waiting"))
           approvals.push_back(value{{"run_id", r["run_id"]}, {"agent", r["agent"]}, {"step_key", r["waiting"]["step_key"]},
                                     {"form", r["waiting"]["form"]}, {"waiting_since_ms", r["updated_ms"]}});
+    }
     std::sort(approvals.begin(), approvals.end(), [](const value& a, const value& b) {
       return a.value("waiting_since_ms", std::int64_t{0}) < b.value("waiting_since_ms", std::int64_t{0});
     });
-    return respond(json(200, value{{"approvals", approvals}}));
+    return respond(json(200, value{{"approvals", approvals}, {"more", more}}));
   }
   if (parts.size() == 1 && parts[0] == "nodes" && m == "GET") {
     auto answers = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}});

@@ -59,6 +59,18 @@ http_answer call(const std::string& method, const std::string& url, const std::s
   return out;
 }
 
+// The status of a GET, or 0 while nothing listens there.
+long status_of_get(const std::string& url) {
+  CURL* curl = curl_easy_init();
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char*, size_t size, size_t count, void*) { return size * count; });
+  long status = 0;
+  if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(curl);
+  return status;
+}
+
 const char* coder = R"(
 [agents.coder]
 script = "{dir}/coder.json"
@@ -525,4 +537,59 @@ TEST_CASE("http api: the dashboard's pages are served with a strict policy; noth
   }
   CHECK(call("POST", base + "/", "{}").status == 404);
   CHECK(call("GET", base + "/api/v1/runs").status == 401);  // the data still needs the token
+}
+
+TEST_CASE("http api: a gateway with no orchestrator behind it says so with 503 on every route that needs one",
+          "[e2e][integration]") {
+  nats_server nats;
+  temp_dir dir;
+  auto port = free_loopback_port();
+  REQUIRE(port.ok());
+  write_file(dir.file("gateway.toml"), "[node]\nname = \"g1\"\nroles = [\"gateway\"]\n[nats]\nservers = [\"" + nats.url() +
+                                         "\"]\n[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  auto node = start_command({KEEL_NODE_BINARY, "--config", dir.file("gateway.toml")}, dir, "gateway");
+  auto base = "http://127.0.0.1:" + std::to_string(*port);
+  REQUIRE_EVENTUALLY(10'000, status_of_get(base + "/healthz") == 200);
+  auto code_of = [](const http_answer& a) { return a.parsed()["error"].value("code", std::string{}); };
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+         {"GET", "/readyz"}, {"GET", "/api/v1/runs"}, {"GET", "/api/v1/approvals"}, {"GET", "/api/v1/agents"},
+         {"POST", "/api/v1/runs"}, {"GET", "/api/v1/runs/0000000000000000-o1"},
+         {"GET", "/api/v1/runs/0000000000000000-o1/events"}, {"GET", "/api/v1/runs/0000000000000000-o1/stream"},
+         {"POST", "/api/v1/runs/0000000000000000-o1/cancel"},
+         {"POST", "/api/v1/runs/0000000000000000-o1/steps/approve-2/approve"}}) {
+    auto a = call(method, base + path, method == "POST" ? R"({"agent": "coder"})" : "");
+    INFO(method << " " << path << " " << a.body);
+    CHECK(a.status == 503);
+    CHECK(code_of(a) == "unavailable");
+  }
+  // The gateway itself is a node: it answers for itself.
+  auto nodes = call("GET", base + "/api/v1/nodes").parsed();
+  REQUIRE(nodes["nodes"].size() == 1);
+  CHECK(nodes["nodes"][0]["roles"] == json::array({"gateway"}));
+  node.stop(5000);
+}
+
+TEST_CASE("http api: a run is cancelled over HTTP; its stream ends with the cancel", "[e2e][integration]") {
+  cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  auto run = call("POST", base + "/api/v1/runs", R"({"agent": "coder", "input": "to cancel"})").parsed()["run_id"].get<std::string>();
+  REQUIRE_EVENTUALLY(20'000, call("GET", base + "/api/v1/runs/" + run).parsed().value("status", "") == "suspended");
+  sse_answer streamed;
+  std::thread reader([&] { streamed = read_stream(base + "/api/v1/runs/" + run + "/stream"); });
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").parsed()["streams"] == 1);
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/cancel", R"({"reason": 7})").status == 400);  // a reason is text
+  auto cancelled = call("POST", base + "/api/v1/runs/" + run + "/cancel", R"({"reason": "not needed"})");
+  CHECK(cancelled.status == 200);
+  CHECK(cancelled.parsed()["status"] == "cancelled");
+  reader.join();
+  REQUIRE(streamed.ended);
+  CHECK(json::parse(streamed.events.back().data)["status"] == "cancelled");
+  auto last_stored = json::parse(streamed.events[streamed.events.size() - 2].data);
+  CHECK(last_stored["event_type"] == "run_cancelled");
+  CHECK(last_stored["data"]["reason"] == "not needed");
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/cancel", "{}").status == 409);
+  // An answer with a `by` that is not text, or too long, is refused; the run is unchanged.
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/approve-2/approve", R"({"by": 5})").status == 400);
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/approve-2/approve", "{\"by\": \"" + std::string(200, 'b') + "\"}").status == 400);
 }
