@@ -12,6 +12,7 @@
 #include <csignal>
 #include <iostream>
 #include <thread>
+#include <sys/resource.h>
 #include <unistd.h>
 
 int main(int argc, char** argv) {
@@ -35,6 +36,12 @@ int main(int argc, char** argv) {
   }
   keel::log::configure(config->log_level, config->log_file);
   auto logger = keel::log::get("node");
+  // Every stream a gateway serves, every connection and every store file is a descriptor: take
+  // what the system allows (the soft limit is often 1,024, the hard one far more).
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &files) != 0) logger->warn("could not raise the open files limit");
+  }
 
   // Block the stop signals in every thread (threads inherit the mask), then wait for them here.
   sigset_t stop_signals;
