@@ -30,7 +30,7 @@ struct dev_options {
   std::string data_dir;
   int port = 0;
   std::int64_t start_timeout_ms = 20'000;
-  std::string gateway_listen = "127.0.0.1:8080";
+  std::string gateway_listen;  // empty: 127.0.0.1:8080, or a free port when that one is taken
 };
 
 std::string sibling_binary(const std::string& name) {
@@ -162,6 +162,16 @@ int run_dev(dev_options o) {
   if (o.data_dir.empty()) o.data_dir = keel_home() + "/dev";
   o.data_dir = fs::absolute(o.data_dir).lexically_normal().string();
   fs::create_directories(o.data_dir);
+  if (o.gateway_listen.empty()) {
+    o.gateway_listen = "127.0.0.1:8080";
+    if (port_accepts(8080)) {
+      auto free = free_loopback_port();
+      if (free) {
+        o.gateway_listen = "127.0.0.1:" + std::to_string(*free);
+        std::cout << "keel dev: port 8080 is taken; the dashboard is on " << o.gateway_listen << "\n";
+      }
+    }
+  }
   o.config_given = !o.config_path.empty();
   if (!o.config_given) {
     o.config_path = default_config();
@@ -237,7 +247,8 @@ void add_dev_command(CLI::App& app, int& exit_code) {
   dev->add_option("-c,--config", options->config_path, "Node config with your agents (default: configs/coder.toml, the coding agent)");
   dev->add_option("--data-dir", options->data_dir, "Where state lives (default ~/.keel/dev)");
   dev->add_option("--port", options->port, "NATS port (default: a free one)");
-  dev->add_option("--gateway", options->gateway_listen, "Gateway address (host:port)");
+  dev->add_option("--gateway", options->gateway_listen,
+                  "Dashboard and HTTP API address (host:port; default 127.0.0.1:8080, or a free port if taken)");
   dev->callback([options, &exit_code] { exit_code = run_dev(*options); });
 }
 

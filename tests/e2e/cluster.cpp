@@ -4,13 +4,11 @@
 
 namespace keel::testing {
 
-namespace {
 std::string replace_all(std::string text, const std::string& from, const std::string& to) {
   for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
     text.replace(at, from.size(), to);
   return text;
 }
-} // namespace
 
 cluster::cluster(const std::string& agents,
                  const std::vector<std::pair<std::string, std::string>>& files, cluster_options options)

@@ -9,6 +9,9 @@
 
 namespace keel::testing {
 
+// `text` with every `from` replaced by `to`.
+std::string replace_all(std::string text, const std::string& from, const std::string& to);
+
 struct cluster_options {
   // The worker role in a process of its own (node "w1"), so that it can be killed or paused alone.
   bool separate_worker = false;

@@ -2,6 +2,7 @@
 #include "tests/e2e/cluster.hpp"
 #include "tests/support/fake_service.hpp"
 
+#include <set>
 #include <thread>
 
 #include <curl/curl.h>
@@ -592,4 +593,44 @@ TEST_CASE("http api: a run is cancelled over HTTP; its stream ends with the canc
   // An answer with a `by` that is not text, or too long, is refused; the run is unchanged.
   CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/approve-2/approve", R"({"by": 5})").status == 400);
   CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/approve-2/approve", "{\"by\": \"" + std::string(200, 'b') + "\"}").status == 400);
+}
+
+TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named is served, every route served is named",
+          "[e2e][integration]") {
+  auto doc = json::parse(read_file(std::string(KEEL_SOURCE_DIR) + "/docs/openapi.json"));
+  cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  auto run = call("POST", base + "/api/v1/runs", R"({"agent": "coder", "input": "x"})").parsed()["run_id"].get<std::string>();
+  REQUIRE_EVENTUALLY(20'000, call("GET", base + "/api/v1/runs/" + run).parsed().value("status", "") == "suspended");
+  std::set<std::string> named;
+  for (auto& [path, methods] : doc["paths"].items()) {
+    for (auto& [method, op] : methods.items()) {
+      std::string upper = method == "get" ? "GET" : "POST";
+      named.insert(upper + " " + path);
+      auto target = replace_all(replace_all(path, "{id}", run), "{step}", "approve-2");
+      if (path.find("/stream") != std::string::npos) target += "?after=1000000";  // answered, not followed
+      http_answer a;
+      if (path.find("/stream") != std::string::npos) {
+        auto s = read_stream(base + target, {}, [](const sse_answer&) { return true; }, 5000);
+        a.status = s.status;
+      } else {
+        a = call(upper, base + target, upper == "POST" ? R"({"agent": "coder"})" : "");
+      }
+      INFO(upper << " " << target << " -> " << a.status << " " << a.body);
+      CHECK(a.status != 0);
+      CHECK(a.body.find("no route") == std::string::npos);  // the gateway knows it
+      // Every status it may answer is documented for the route.
+      CHECK(op["responses"].contains(std::to_string(a.status)));
+    }
+  }
+  // And the other way: the gateway's routes, each named in the document.
+  for (const char* route : {"GET /healthz", "GET /readyz", "POST /api/v1/runs", "GET /api/v1/runs", "GET /api/v1/runs/{id}",
+                            "GET /api/v1/runs/{id}/events", "GET /api/v1/runs/{id}/stream", "POST /api/v1/runs/{id}/cancel",
+                            "POST /api/v1/runs/{id}/steps/{step}/approve", "POST /api/v1/runs/{id}/steps/{step}/reject",
+                            "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/nodes"}) {
+    INFO(route);
+    CHECK(named.count(route) == 1);
+  }
+  CHECK(named.size() == 13);
 }
