@@ -184,7 +184,7 @@ TEST_CASE("http api: errors come as JSON with the protocol's codes and fitting s
   CHECK(code_of(wrong_step) == "conflict");
 }
 
-TEST_CASE("http api: a token guards every route but the health check; no token, no listening beyond loopback",
+TEST_CASE("http api: a token guards every route but the health check, no token, no listening beyond loopback",
           "[e2e][integration]") {
   cluster c(coder, {coder_script}, cluster_options{false, {"gateway.token = \"s3cret\""}, {}, true});
   auto base = c.gateway_url();
@@ -513,7 +513,7 @@ TEST_CASE("http api: agents with what they run on and may do, and the workers th
   CHECK(as_json[0]["id"] == "coder");
 }
 
-TEST_CASE("http api: the dashboard's pages are served with a strict policy; nothing else is", "[e2e][integration]") {
+TEST_CASE("http api: the dashboard's pages are served with a strict policy, nothing else is", "[e2e][integration]") {
   cluster c(coder, {coder_script}, cluster_options{false, {"gateway.token = \"s3cret\""}, {}, true});
   auto base = c.gateway_url();
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").status == 200);
@@ -570,7 +570,7 @@ TEST_CASE("http api: a gateway with no orchestrator behind it says so with 503 o
   node.stop(5000);
 }
 
-TEST_CASE("http api: a run is cancelled over HTTP; its stream ends with the cancel", "[e2e][integration]") {
+TEST_CASE("http api: a run is cancelled over HTTP, its stream ends with the cancel", "[e2e][integration]") {
   cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
   auto base = c.gateway_url();
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);

@@ -76,7 +76,7 @@ TEST_CASE("tasks: a burst of runs on a worker with 4 slots runs every call once 
   }
 }
 
-TEST_CASE("tasks: a worker killed during a call is replaced and the call runs again; one paused for 10 s fails nothing",
+TEST_CASE("tasks: a worker killed during a call is replaced and the call runs again, one paused for 10 s fails nothing",
           "[e2e][integration]") {
   cluster c(agent("slow") + agent("thinker"),
             {{"slow.json", R"({"turns": [
@@ -213,7 +213,7 @@ TEST_CASE("tasks: a copy of a task that comes while it runs, or after it finishe
   CHECK(c.show(run)["output"] == "done");
 }
 
-TEST_CASE("tasks: a burst of runs through three crashes of the node completes; only calls in flight at a crash run twice",
+TEST_CASE("tasks: a burst of runs through three crashes of the node completes, only calls in flight at a crash run twice",
           "[e2e][integration]") {
   cluster c(agent("crashy"), {{"crashy.json", R"({"turns": [
       {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 0.5; echo $KEEL_TASK_ID >> calls.txt"}}]},

@@ -144,7 +144,7 @@ workspace = "{dir}/ws"
   CHECK(run.out.find("Run completed") != std::string::npos);
 }
 
-TEST_CASE("providers: an outage keeps runs waiting with backoff; a run that failed goes on with keel retry",
+TEST_CASE("providers: an outage keeps runs waiting with backoff, a run that failed goes on with keel retry",
           "[e2e][integration]") {
   // The service answers 529 (overloaded) while `down` is set, and like Claude otherwise.
   std::atomic<bool> down{true};

@@ -498,7 +498,7 @@ TEST_CASE("runs: wait answers when the run stops running, and every waiter hears
   CHECK(elsewhere.err.find("or node elsewhere, which owns it, is not") != std::string::npos);
 }
 
-TEST_CASE("runs: every request checks its body; random bytes and wrong fields get errors and change nothing",
+TEST_CASE("runs: every request checks its body, random bytes and wrong fields get errors and change nothing",
           "[e2e][integration]") {
   cluster c(coder_agent, {coder_script});
   auto run = c.invoke("coder", "go");
@@ -566,7 +566,7 @@ TEST_CASE("runs: every request checks its body; random bytes and wrong fields ge
   CHECK(c.status(run) == "suspended");
 }
 
-TEST_CASE("runs: a record damaged on disk fails that run with the reason; the node and the other runs go on",
+TEST_CASE("runs: a record damaged on disk fails that run with the reason, the node and the other runs go on",
           "[e2e][integration]") {
   cluster c(coder_agent + unattended_agent("thinker"),
             {coder_script, {"thinker.json", R"({"turns": [{"delay_ms": 60000, "text": "thinking"}]})"}});

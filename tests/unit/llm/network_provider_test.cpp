@@ -144,7 +144,7 @@ TEST_CASE("anthropic: streaming puts text and tool calls together and passes tex
   CHECK(c->used.output_tokens == 89);
 }
 
-TEST_CASE("anthropic: overloaded, then success; a 400 fails at once with the service's message", "[llm]") {
+TEST_CASE("anthropic: overloaded, then success, a 400 fails at once with the service's message", "[llm]") {
   int calls = 0;
   fake_service service([&](const fake_request&) {
     if (++calls == 1)

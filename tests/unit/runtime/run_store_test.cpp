@@ -443,7 +443,7 @@ TEST_CASE("run store: a batch waits for a sync unless none of its transitions ne
   CHECK(unsynced->synced_writes() == 0);
 }
 
-TEST_CASE("run store: a run that completes keeps its history and drops what only going on needs; a failed one keeps it",
+TEST_CASE("run store: a run that completes keeps its history and drops what only going on needs, a failed one keeps it",
           "[runtime][store]") {
   temp_dir dir;
   auto store = open_store(dir.path());
