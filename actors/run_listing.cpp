@@ -39,8 +39,11 @@ bool contains_text(const value& summary, const std::string& needle) {
 result<list_query> parse_list_query(const value& body) {
   list_query q;
   if (body.contains("limit")) {
-    if (!body["limit"].is_number_unsigned()) return make_error(errc::invalid_argument, "limit must be an unsigned integer, got " + body["limit"].dump());
-    q.limit = std::clamp<std::uint64_t>(body["limit"].get<std::uint64_t>(), 1, list_limit_max);
+    const auto& v = body["limit"];
+    if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<std::int64_t>() < 0))
+      return make_error(errc::invalid_argument, "limit must be an unsigned integer, got " + v.dump());
+    q.limit = v.is_number_unsigned() ? std::clamp<std::uint64_t>(v.get<std::uint64_t>(), 1, list_limit_max)
+                                     : std::clamp<std::int64_t>(v.get<std::int64_t>(), 1, list_limit_max);
   }
   if (body.contains("status")) {
     store::run_status s;
@@ -126,7 +129,7 @@ value list_runs(const store::run_store& store, const list_query& q, std::size_t 
   if (q.status && (*q.status == store::run_status::pending || *q.status == store::run_status::running ||
                    *q.status == store::run_status::suspended)) {
     // Runs in flight are few next to finished ones: their status index is read whole.
-    auto ids = store.list_by_status(*q.status, list_scan_max);
+    auto ids = store.list_by_status(*q.status, q.scan_max);
     std::vector<store::run_store::time_entry> entries;
     if (ids)
       for (auto& id : *ids)
@@ -141,7 +144,7 @@ value list_runs(const store::run_store& store, const list_query& q, std::size_t 
         break;
       }
     }
-    if (ids && ids->size() >= list_scan_max) more = true;
+    if (ids && ids->size() >= q.scan_max) more = true;
   } else {
     // Newest first through the time index, from the cursor, until the page is full or the scan
     // budget is spent.
@@ -165,7 +168,7 @@ value list_runs(const store::run_store& store, const list_query& q, std::size_t 
           done = true;
           break;
         }
-        if (scanned >= list_scan_max) {
+        if (scanned >= q.scan_max) {
           stopped = e;  // went this far without filling the page
           more = true;
           done = true;

@@ -22,13 +22,12 @@ struct list_query {
   std::string text;             // lower-cased; found in the input, output or error
   std::int64_t before_ms = -1;  // the page starts below (before_ms, before_run); -1: at the newest
   std::string before_run;
+  std::size_t scan_max = 20'000;  // runs one request reads at most (not from the wire: tests lower it)
 };
 
 constexpr std::size_t list_limit_default = 50;
 constexpr std::size_t list_limit_max = 1000;
 constexpr std::size_t list_text_bytes_max = 256;
-// Runs one request reads at most; a page that stops for it says where to go on (`next`).
-constexpr std::size_t list_scan_max = 20'000;
 
 // The query a list_runs body asks for; a field of the wrong type or out of bounds is an error
 // that names it.
