@@ -1,0 +1,191 @@
+// The gateway's HTTP server on its own, over real sockets: streamed answers in order, a client
+// that stops reading is cut off (and heard of), one that leaves is heard of at once, and many
+// connections at once are served by a few threads.
+#include "gateway/http_server.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+using namespace keel;
+using namespace keel::gateway;
+
+namespace {
+
+int connect_to(std::uint16_t port, int receive_buffer = 0) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  if (receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(port);
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+  return fd;
+}
+
+void send_all(int fd, const std::string& text) {
+  std::size_t sent = 0;
+  while (sent < text.size()) {
+    auto n = ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+    REQUIRE(n > 0);
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+// Reads until the peer closes (or `until` is in what came), for at most `timeout_ms`.
+std::string read_all(int fd, const std::string& until = "", std::int64_t timeout_ms = 10'000) {
+  timeval tv{0, 100'000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  char buffer[65536];
+  auto deadline = steady_ms() + timeout_ms;
+  while (steady_ms() < deadline) {
+    auto n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n == 0) break;
+    if (n > 0) out.append(buffer, static_cast<std::size_t>(n));
+    if (!until.empty() && out.find(until) != std::string::npos) break;
+  }
+  return out;
+}
+
+struct server_fixture {
+  std::unique_ptr<http_server> server;
+  explicit server_fixture(handler h, server_options o = {}) {
+    o.port = 0;
+    auto s = http_server::start(o, std::move(h));
+    REQUIRE(s.ok());
+    server = std::move(*s);
+  }
+};
+
+} // namespace
+
+TEST_CASE("http server: a streamed answer goes out chunked, in order, and ends when closed", "[gateway][integration]") {
+  server_fixture f([](http_request, responder respond) {
+    http_response r;
+    r.content_type = "text/event-stream";
+    r.on_stream = [](std::shared_ptr<stream_sink> sink) {
+      std::thread([sink] {
+        for (int i = 0; i < 1000; ++i) sink->write("id: " + std::to_string(i) + "\ndata: x\n\n");
+        sink->close();
+      }).detach();
+    };
+    respond(std::move(r));
+  });
+  int fd = connect_to(f.server->port());
+  send_all(fd, "GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto got = read_all(fd);
+  ::close(fd);
+  CHECK(got.find("Transfer-Encoding: chunked") != std::string::npos);
+  CHECK(got.find("Content-Type: text/event-stream") != std::string::npos);
+  std::size_t at = 0;
+  for (int i = 0; i < 1000; ++i) {
+    auto next = got.find("id: " + std::to_string(i) + "\n", at);
+    REQUIRE(next != std::string::npos);  // each once, in order
+    at = next + 1;
+  }
+  CHECK((got.size() >= 5 && got.substr(got.size() - 5) == "0\r\n\r\n"));  // the last chunk
+}
+
+TEST_CASE("http server: a stream whose client stops reading is closed once too far behind, and says so",
+          "[gateway][integration]") {
+  std::atomic<bool> closed{false};
+  std::atomic<int> refused_at{-1};
+  server_options o;
+  o.stream_queue_bytes_max = 1 << 20;
+  server_fixture f([&](http_request, responder respond) {
+    http_response r;
+    r.on_stream = [&](std::shared_ptr<stream_sink> sink) {
+      sink->on_closed([&] { closed = true; });
+      std::thread([sink, &refused_at] {
+        std::string block(64 << 10, 'x');
+        for (int i = 0; i < 10'000; ++i)
+          if (!sink->write(block)) {
+            refused_at = i;
+            return;
+          }
+      }).detach();
+    };
+    respond(std::move(r));
+  }, o);
+  int fd = connect_to(f.server->port(), 4096);  // reads nothing
+  send_all(fd, "GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE_EVENTUALLY(10'000, closed.load());
+  REQUIRE_EVENTUALLY(10'000, refused_at.load() >= 0);
+  // It got at most what the kernel's buffers and the 1 MiB queue hold, not 640 MB.
+  CHECK(refused_at.load() < 200);
+  ::close(fd);
+}
+
+TEST_CASE("http server: a client that leaves a stream is heard of at once", "[gateway][integration]") {
+  std::atomic<int> open{0}, closed{0};
+  std::vector<std::shared_ptr<stream_sink>> sinks;
+  std::mutex mutex;
+  server_fixture f([&](http_request, responder respond) {
+    http_response r;
+    r.on_stream = [&](std::shared_ptr<stream_sink> sink) {
+      sink->on_closed([&] { ++closed; });
+      std::lock_guard lock{mutex};
+      sinks.push_back(sink);
+      ++open;
+    };
+    respond(std::move(r));
+  });
+  std::vector<int> fds;
+  for (int i = 0; i < 50; ++i) {
+    fds.push_back(connect_to(f.server->port()));
+    send_all(fds.back(), "GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  REQUIRE_EVENTUALLY(10'000, open.load() == 50);
+  for (int fd : fds) ::close(fd);
+  REQUIRE_EVENTUALLY(10'000, closed.load() == 50);  // without writing anything to find out
+  std::lock_guard lock{mutex};
+  for (auto& s : sinks) CHECK(!s->write("late"));
+}
+
+TEST_CASE("http server: 2,000 connections at once, each answered, on two I/O threads", "[gateway][integration]") {
+  std::atomic<int> answered{0};
+  server_options o;
+  o.io_threads = 2;
+  o.handler_threads = 4;
+  server_fixture f([&](http_request r, responder respond) {
+    http_response out;
+    out.body = "{\"path\": \"" + r.target + "\"}";
+    ++answered;
+    respond(std::move(out));
+  }, o);
+  std::vector<int> fds;
+  for (int i = 0; i < 2000; ++i) fds.push_back(connect_to(f.server->port()));
+  for (std::size_t i = 0; i < fds.size(); ++i) send_all(fds[i], "GET /n" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    auto got = read_all(fds[i], "}");
+    CHECK(got.find("/n" + std::to_string(i) + "\"") != std::string::npos);
+    ::close(fds[i]);
+  }
+  CHECK(answered.load() == 2000);
+}
+
+TEST_CASE("http server: malformed and oversized requests get errors, and the server goes on", "[gateway][integration]") {
+  server_options o;
+  o.body_bytes_max = 1024;
+  server_fixture f([](http_request, responder respond) { respond(http_response{}); }, o);
+  auto status_of = [&](const std::string& raw) {
+    int fd = connect_to(f.server->port());
+    send_all(fd, raw);
+    auto got = read_all(fd, "\r\n\r\n", 5000);
+    ::close(fd);
+    return got.substr(0, got.find("\r\n"));
+  };
+  CHECK(status_of("NONSENSE\r\n\r\n").find("400") != std::string::npos);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b')).find("413") != std::string::npos);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20'000, 'h') + "\r\n\r\n").find("431") != std::string::npos);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n").find("400") != std::string::npos);
+  CHECK(status_of(std::string("GET /\0x HTTP/1.1\r\n\r\n", 20)).find("400") != std::string::npos);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: x\r\n\r\n").find("200") != std::string::npos);  // still serving
+}
