@@ -70,7 +70,14 @@ window.addEventListener('keel-token-needed', () => {
   asking = true;
   const input = h('input', { type: 'password', name: 'token', autocomplete: 'off', 'aria-label': 'token' });
   const dialog = h('dialog', { class: 'token-dialog' },
-    h('form', { method: 'dialog', onsubmit: () => { setToken(input.value.trim()); asking = false; route(); } },
+    h('form', { method: 'dialog', onsubmit: (e) => {
+      e.preventDefault();
+      setToken(input.value.trim());
+      dialog.close();
+      dialog.remove();
+      asking = false;
+      route();
+    } },
       h('h2', { text: 'This gateway needs a token' }),
       h('p', { text: 'Give the bearer token of gateway.token. It is kept for this tab only.' }), input,
       h('div', { class: 'buttons' }, h('button', { class: 'primary', type: 'submit', text: 'Use token' }))));

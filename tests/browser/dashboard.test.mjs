@@ -16,6 +16,7 @@ const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.KEEL_SHOTS_DIR || join(tmpdir(), 'keel-shots');
 const WAIT = 20_000;
+const TOKEN = 'browser-test-token';
 
 const freePort = () => new Promise((resolve, reject) => {
   const s = createServer();
@@ -49,7 +50,8 @@ const script = {
 };
 
 async function api(path, body) {
-  const r = await fetch(`${base}/api/v1${path}`, body === undefined ? {} : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const headers = { Authorization: `Bearer ${TOKEN}` };
+  const r = await fetch(`${base}/api/v1${path}`, body === undefined ? { headers } : { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
   const data = await r.json();
   if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(data)}`);
   return data;
@@ -86,6 +88,7 @@ data_dir = "${dir}/data"
 servers = ["nats://127.0.0.1:${natsPort}"]
 [gateway]
 listen = "127.0.0.1:${httpPort}"
+token = "${TOKEN}"
 [agents.coder]
 model = "scripted-coder"
 script = "${dir}/coder.json"
@@ -103,9 +106,11 @@ workspace = "${dir}/ws"
   node.stderr.on('data', (d) => { log += d; });
   node.on('exit', (code) => { if (code) errors.push(`keel-node exited ${code}: ${log.slice(-2000)}`); });
   base = `http://127.0.0.1:${httpPort}`;
-  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`)).ok);
+  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`, { headers: { Authorization: `Bearer ${TOKEN}` } })).ok);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  // Pages of this context have the token already (one test below gives it through the prompt).
+  await context.addInitScript((token) => sessionStorage.setItem('keel-token', token), TOKEN);
 });
 
 after(async () => {
@@ -117,6 +122,26 @@ after(async () => {
 });
 
 let run;  // the run the tests follow, one step after another
+
+test('a gateway with a token: the page asks for it once, then shows the data', async () => {
+  const fresh = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await fresh.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${base}/runs`);
+  const dialog = page.locator('dialog.token-dialog');
+  await dialog.waitFor({ timeout: WAIT });
+  assert.equal(await page.locator('tbody tr').count(), 0);  // nothing without the token
+  await dialog.locator('input[name=token]').fill('wrong');
+  await dialog.locator('button[type=submit]').click();
+  await page.locator('dialog.token-dialog').waitFor();  // asked again
+  await page.locator('dialog.token-dialog input[name=token]').fill(TOKEN);
+  await page.locator('dialog.token-dialog button[type=submit]').click();
+  await until('the list', async () => /run|No runs match/.test(await page.locator('.list-info').textContent()));
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('keel-token')), TOKEN);
+  assert.deepEqual(pageErrors, []);
+  await fresh.close();
+});
 
 test('the runs page lists runs live, with what each waits for and the approvals badge', async () => {
   const page = await newPage();
