@@ -172,6 +172,15 @@ int run_dev(dev_options o) {
       }
     }
   }
+  // Port 0: a free port, chosen here so that the banner and the context name the real one.
+  if (auto colon = o.gateway_listen.rfind(':'); colon != std::string::npos && o.gateway_listen.substr(colon + 1) == "0") {
+    auto free = free_loopback_port();
+    if (!free) {
+      std::cerr << "keel dev: " << free.error().message << "\n";
+      return 1;
+    }
+    o.gateway_listen = o.gateway_listen.substr(0, colon + 1) + std::to_string(*free);
+  }
   o.config_given = !o.config_path.empty();
   if (!o.config_given) {
     o.config_path = default_config();

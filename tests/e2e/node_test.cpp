@@ -148,3 +148,34 @@ TEST_CASE("keel dev: starts nats-server and a node, and keel nodes finds them wi
   auto after = run_command({KEEL_BINARY, "nodes", "--wait-ms", "100"}, 10000, env);
   CHECK(after.exit_code == 1);
 }
+
+TEST_CASE("keel dev: with no config it runs the coding agent, keel run coder works with no flags, and the dashboard shows the run",
+          "[e2e][integration]") {
+  temp_dir dir;
+  std::vector<std::string> env = {"KEEL_HOME=" + dir.file("home")};
+  auto dev = start_command({KEEL_BINARY, "dev", "--data-dir", dir.file("dev"), "--gateway", "127.0.0.1:0"}, dir, "dev", env);
+  REQUIRE_EVENTUALLY(20000, read_file(dir.file("dev.out")).find("Press Ctrl-C") != std::string::npos);
+  auto banner = read_file(dir.file("dev.out"));
+  INFO(banner);
+  CHECK(banner.find("running the coding agent of " + std::string(KEEL_SOURCE_DIR) + "/configs/coder.toml") != std::string::npos);
+  auto at = banner.find("Dashboard:  http://127.0.0.1:");
+  REQUIRE(at != std::string::npos);
+  auto url = banner.substr(at + 12, banner.find('/', at + 12 + 7) - at - 12);  // http://127.0.0.1:PORT
+  CHECK(url.find(":0") == std::string::npos);  // a real port, not 0
+
+  auto agents = run_command({KEEL_BINARY, "agents"}, 10000, env);
+  CHECK(agents.exit_code == 0);
+  CHECK(agents.out.find("coder") != std::string::npos);
+  auto ran = run_command({KEEL_BINARY, "run", "coder", "Create hello.js that prints a greeting, and run it.", "--yes"}, 60000, env);
+  INFO(ran.out << ran.err);
+  CHECK(ran.exit_code == 0);
+  auto link = ran.out.find("Dashboard: " + url + "/runs/");
+  REQUIRE(link != std::string::npos);
+  auto run = ran.out.substr(link + 11 + url.size() + 6, ran.out.find('\n', link) - link - 11 - url.size() - 6);
+  auto page = run_command({"curl", "-s", url + "/runs/" + run}, 10000);
+  CHECK(page.out.find("/assets/app.js") != std::string::npos);
+  auto shown = run_command({"curl", "-s", url + "/api/v1/runs/" + run}, 10000);
+  CHECK(shown.out.find("\"status\":\"completed\"") != std::string::npos);
+  dev.signal(SIGINT);
+  REQUIRE(dev.wait(15000).ok());
+}
