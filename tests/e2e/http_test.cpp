@@ -634,3 +634,38 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
   }
   CHECK(named.size() == 13);
 }
+
+TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",
+          "[e2e][integration]") {
+  cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  std::vector<std::string> runs;
+  for (int i = 0; i < 50; ++i)
+    runs.push_back(call("POST", base + "/api/v1/runs", "{\"agent\": \"coder\", \"input\": \"r" + std::to_string(i) + "\"}").parsed()["run_id"]);
+  std::vector<sse_answer> streams(runs.size() * 4);
+  std::vector<std::thread> readers;
+  for (std::size_t i = 0; i < streams.size(); ++i)
+    readers.emplace_back([&, i] { streams[i] = read_stream(base + "/api/v1/runs/" + runs[i / 4] + "/stream", {}, {}, 60'000); });
+  // Answer every step of every run, as they come, until all have completed.
+  auto deadline = steady_ms() + 60'000;
+  std::size_t completed = 0;
+  while (completed < runs.size() && steady_ms() < deadline) {
+    completed = 0;
+    for (const auto& run : runs) {
+      auto shown = call("GET", base + "/api/v1/runs/" + run).parsed();
+      if (shown["status"] == "completed") ++completed;
+      else if (shown.contains("waiting"))
+        call("POST", base + "/api/v1/runs/" + run + "/steps/" + shown["waiting"]["step_key"].get<std::string>() + "/approve", "{}");
+    }
+  }
+  REQUIRE(completed == runs.size());
+  for (auto& t : readers) t.join();
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    auto last = call("GET", base + "/api/v1/runs/" + runs[i / 4]).parsed()["last_event_seq"].get<std::uint64_t>();
+    INFO("stream " << i << " of run " << runs[i / 4]);
+    CHECK(seqs_of(streams[i]) == range(1, last));
+    CHECK(streams[i].ended);
+  }
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").parsed()["streams"] == 0);
+}
