@@ -46,7 +46,9 @@ function itemView(item, trace, runId) {
         item.attempts > 1 ? h('span', { class: 'pill warn', text: `${item.attempts} attempts` }) : null,
         item.tool_calls?.length ? h('span', { class: 'muted', text: ` → ${item.tool_calls.map((c) => c.name).join(', ')}` }) : null);
       return details(head, h('div', {},
-        item.messages_sent !== undefined ? field('Sent', `${item.messages_sent} message(s): the input, every answer and tool result before this call`) : null,
+        item.messages_sent !== undefined ? field('Sent', `${item.messages_sent} message(s) with the system prompt: the task, then every answer and tool result before this call`) : null,
+        item.added?.length ? details(h('span', {}, `New since the call before: ${item.added.length} message(s)`),
+          h('div', {}, item.added.map((m) => h('div', { class: 'message' }, h('span', { class: 'label', text: m.role }), pre(m.text))))) : null,
         field('Answer', ''), text ? pre(text, 'answer') : message(item.state === 'done' ? '(no text)' : 'waiting for the model…', 'muted'),
         item.tool_calls?.length ? h('div', {}, field('Tool calls', ''), pre(item.tool_calls.map(toolCallLine).join('\n'))) : null,
         item.tool_calls?.length ? details(h('span', { class: 'muted', text: 'arguments' }), pre(JSON.stringify(item.tool_calls, null, 2))) : null,

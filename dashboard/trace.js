@@ -10,7 +10,8 @@ export class Trace {
     this.byTaskStep = new Map(); // task step -> model or tool item
     this.current = null;    // the item in flight
     this.run = { status: 'pending' };
-    this.deltaText = new Map();  // model step number -> text streamed so far
+    this.deltaText = new Map();  // model task step -> text streamed so far
+    this.unsent = [];       // what the conversation gained since the last model call
   }
 
   add(e) {
@@ -25,10 +26,12 @@ export class Trace {
     switch (e.event_type) {
       case 'run_started':
         this.run = { ...this.run, status: 'running', agent: d.agent, input: d.input, started_ms: t };
+        this.unsent.push({ role: 'user', text: typeof d.input === 'string' ? d.input : JSON.stringify(d.input, null, 2) });
         item({ kind: 'start', input: d.input, agent: d.agent, session_id: d.session_id });
         break;
       case 'llm_step_started': {
-        const it = item({ kind: 'model', step: d.step, task_step: d.task_step, attempts: 1, retries: [], state: 'running' });
+        const it = item({ kind: 'model', step: d.step, task_step: d.task_step, attempts: 1, retries: [], state: 'running', added: this.unsent });
+        this.unsent = [];
         this.byTaskStep.set(d.task_step, it);
         this.current = it;
         this.run.status = 'running';
@@ -108,6 +111,7 @@ export class Trace {
           state: d.is_error ? (it.state === 'rejected' ? 'rejected' : 'error') : 'done',
           is_error: d.is_error, result: d.result, text_preview: d.text_preview, duration_ms: t - (it.run_ms || it.time_ms), ended_ms: t,
         });
+        this.unsent.push({ role: `tool ${d.tool}${d.is_error ? ' (error)' : ''}`, text: d.text_preview ?? '' });
         if (this.current === it) this.current = null;
         break;
       }

@@ -246,6 +246,10 @@ test('a reload mid-run resumes the stream with no gap and no repeat, through to 
   const seqs = await page.locator('.entry').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
   assert.equal(new Set(seqs).size, seqs.length);
+  // What each model call was sent that was new: the second one, the approved write's result.
+  const second = page.locator('.entry.kind-model').nth(1);
+  await second.locator('summary').first().click();
+  assert.match(await second.textContent(), /New since the call before: 1 message/);
   await shot(page, 'run-completed');
   await page.click('button[data-view=events]');
   const listed = await page.locator('.events-raw summary').evaluateAll((els) => els.map((e) => Number(e.textContent.match(/#(\d+)/)[1])));
