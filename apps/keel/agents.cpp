@@ -30,11 +30,7 @@ int run_agents(const client_flags& flags, std::int64_t wait_ms, bool json) {
     std::cerr << "keel agents: " << c.error().message << "\n";
     return 1;
   }
-  broker::connection_options options;
-  options.servers = {c->nats_url};
-  options.name = "keel agents";
-  options.reconnect_attempts_max = 0;
-  auto nats = broker::connection::connect(options);
+  auto nats = connect_command(*c, "agents");
   if (!nats) {
     std::cerr << "keel agents: " << nats.error().message << "\n";
     return 1;

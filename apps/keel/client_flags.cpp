@@ -1,5 +1,7 @@
 #include "apps/keel/commands.hpp"
 
+#include "broker/connection.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
@@ -21,6 +23,14 @@ result<context> client_flags::resolve() const {
   if (!prefix.empty()) c->prefix = prefix;
   if (!ns.empty()) c->ns = ns;
   return c;
+}
+
+result<std::shared_ptr<broker::connection>> connect_command(const context& c, const std::string& command) {
+  broker::connection_options options;
+  options.servers = {c.nats_url};
+  options.name = "keel " + command;
+  options.reconnect_attempts_max = 0;
+  return broker::connection::connect(options);
 }
 
 } // namespace keel::cli

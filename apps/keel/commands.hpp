@@ -4,8 +4,10 @@
 #include "apps/keel/context.hpp"
 
 #include <cstdint>
+#include <memory>
 
 namespace CLI { class App; }
+namespace keel::broker { class connection; }
 
 namespace keel::cli {
 
@@ -18,6 +20,9 @@ struct client_flags {
   // Resolves flags, KEEL_NATS_URL and the context file into one context.
   result<context> resolve() const;
 };
+
+// A NATS connection for one command, named after it, that does not retry a server that is down.
+result<std::shared_ptr<broker::connection>> connect_command(const context& c, const std::string& command);
 
 void add_client_flags(CLI::App& command, client_flags& flags);
 

@@ -36,11 +36,7 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
     std::cerr << "keel nodes: " << c.error().message << "\n";
     return 1;
   }
-  broker::connection_options options;
-  options.servers = {c->nats_url};
-  options.name = "keel nodes";
-  options.reconnect_attempts_max = 0;
-  auto nats = broker::connection::connect(options);
+  auto nats = connect_command(*c, "nodes");
   if (!nats) {
     std::cerr << "keel nodes: " << nats.error().message << "\n";
     return 1;
