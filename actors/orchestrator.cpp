@@ -727,7 +727,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   const auto& subjects = shared->subjects;
   auto owned = [shared](const std::string& run, const std::string& reply) {
     auto owner = run_id{run}.owner();
-    if (owner.empty()) {
+    if (!run_id{run}.valid()) {
       shared->reply_error(reply, errc::not_found, "'" + run + "' is not a keel run id");
       return false;
     }

@@ -280,7 +280,7 @@ void api::handle(http_request request, const responder& respond) {
   }
   if (parts.size() >= 2 && parts[0] == "runs") {
     const auto& run = parts[1];
-    if (run_id{run}.owner().empty()) return respond(failure(make_error(errc::not_found, "'" + run + "' is not a keel run id")));
+    if (!run_id{run}.valid()) return respond(failure(make_error(errc::not_found, "'" + run + "' is not a keel run id")));
     if (parts.size() == 2 && m == "GET") {
       auto reply = ask(run_subject(run, "get"), value{{"v", 1}, {"type", "get_run"}});
       if (!reply) return respond(failure(reply.error()));
@@ -335,7 +335,7 @@ std::string cursor_text(const value& next) {
 result<value> cursor_of(const std::string& text) {
   auto dot = text.find('.');
   if (dot == std::string::npos || dot == 0 || dot > 18 || text.find_first_not_of("0123456789") != dot ||
-      run_id{text.substr(dot + 1)}.owner().empty())
+      !run_id{text.substr(dot + 1)}.valid())
     return make_error(errc::invalid_argument, "cursor is not one this API gave (a 'next' of an earlier page)");
   return value{{"created_ms", std::stoll(text.substr(0, dot))}, {"run_id", text.substr(dot + 1)}};
 }

@@ -25,6 +25,14 @@ std::string_view run_id::owner() const {
   return std::string_view(value).substr(unique_part_chars + 1);
 }
 
+bool run_id::valid() const {
+  auto who = owner();
+  if (who.empty() || !is_valid_name(who)) return false;
+  for (std::size_t i = 0; i < unique_part_chars; ++i)
+    if (std::string_view(base32_alphabet).find(value[i]) == std::string_view::npos) return false;
+  return true;
+}
+
 std::string task_id::to_string() const {
   return run + "/" + std::to_string(step) + "/" + std::to_string(attempt);
 }

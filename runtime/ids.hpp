@@ -19,6 +19,9 @@ struct run_id {
   auto operator<=>(const run_id&) const = default;
   // The owner's node id, or empty when the id is not of keel's form.
   std::string_view owner() const;
+  // Whether the whole id is of keel's form: 16 of [0-9a-z], '-', a node id. Only such an id may go
+  // into a subject (no '.', '*', '>' or space from a client reaches NATS).
+  bool valid() const;
 };
 
 // Names one attempt of one step of one run: a repeated task keeps run and step, so a tool can

@@ -164,6 +164,18 @@ TEST_CASE("http api: errors come as JSON with the protocol's codes and fitting s
   auto no_run = call("GET", base + "/api/v1/runs/0000000000000000-n1");
   CHECK(no_run.status == 404);
   CHECK(code_of(no_run) == "not_found");
+  // Whatever is not a run id of keel's form never reaches a NATS subject: wildcards, dots, spaces.
+  for (const char* hostile : {"0000000000000000-a.*", "0000000000000000-a.>", "0000000000000000-*", "0000000000000000->",
+                              "0000000000000000-n1%20x", "0000000000000000-n1.get", "ABCDEFGHIJKLMNOP-n1", "000000000000000.-n1",
+                              "0000000000000000-", "0000000000000000-%2E%2E"}) {
+    for (const char* tail : {"", "/events", "/stream", "/cancel", "/steps/approve-2/approve"}) {
+      auto a = call(std::string(tail).find("approve") != std::string::npos || std::string(tail) == "/cancel" ? "POST" : "GET",
+                    base + "/api/v1/runs/" + hostile + tail, "{}");
+      INFO(hostile << tail << " " << a.body);
+      CHECK(a.status == 404);
+      CHECK(code_of(a) == "not_found");
+    }
+  }
   auto other_owner = call("GET", base + "/api/v1/runs/0000000000000000-elsewhere");
   CHECK(other_owner.status == 503);  // no orchestrator answered
   CHECK(code_of(other_owner) == "unavailable");
