@@ -240,6 +240,9 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     gateway::server_options server;
     server.host = listen->first;
     server.port = listen->second;
+    // A request waits on NATS on one of these (an owner that is down holds it for the request's
+    // timeout); streams and idle connections hold none.
+    server.handler_threads = 32;
     auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
                                                                                  gateway::responder respond) {
       api->handle(std::move(r), respond);

@@ -1,10 +1,12 @@
 #include "gateway/api.hpp"
 
 #include "gateway/static_files.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -139,10 +141,13 @@ api::api(std::shared_ptr<broker::connection> nats, api_options options)
     return v;
   };
   streams_ = std::make_shared<run_streams>(nats_, options_.subjects, history, options_.streams);
+  auto beats = nats_->subscribe(options_.subjects.heartbeat(), "", [this](broker::message&& m) { on_heartbeat(m.data); });
+  if (beats) heartbeats_ = std::move(*beats);
 }
 
 api::~api() { stop(); }
 void api::stop() {
+  heartbeats_.reset();
   if (streams_) streams_->stop();
 }
 std::size_t api::streams() const { return streams_ ? streams_->clients() : 0; }
@@ -164,33 +169,67 @@ result<value> api::ask(const std::string& subject, const value& body) {
   return v;
 }
 
-// A request every orchestrator (or node) answers: the answers that come within list_wait_ms. An
-// error answer from any of them is the result.
-result<std::vector<value>> api::collect(const std::string& subject, const value& body) {
-  std::mutex mutex;
-  std::vector<value> answers;
-  std::optional<keel::error> refused;
+// The nodes alive now, from their heartbeats: a listing waits for as many answers as there are
+// live orchestrators (or nodes), not for its whole time.
+void api::on_heartbeat(const std::string& bytes) {
+  auto beat = wire::decode<wire::heartbeat>(bytes);
+  if (!beat) return;
+  std::lock_guard lock{live_mutex_};
+  if (beat->state != "up") {
+    live_.erase(beat->node_id);
+    return;
+  }
+  bool orchestrator = std::find(beat->roles.begin(), beat->roles.end(), "orchestrator") != beat->roles.end();
+  live_[beat->node_id] = live_node{orchestrator, steady_ms() + 3 * std::max<std::int64_t>(beat->interval_ms, 200)};
+}
+
+std::size_t api::live_count(bool orchestrators_only) const {
+  std::lock_guard lock{live_mutex_};
+  auto now = steady_ms();
+  std::size_t n = 0;
+  for (const auto& [id, node] : live_)
+    if (node.until_ms > now && (!orchestrators_only || node.orchestrator)) ++n;
+  return n;
+}
+
+// A request every orchestrator (or every node) answers: the answers that come until each live one
+// has answered, or list_wait_ms passed. An error answer from any of them is the result.
+result<std::vector<value>> api::collect(const std::string& subject, const value& body, bool orchestrators_only) {
+  struct gathering {
+    std::mutex mutex;
+    std::condition_variable arrived;
+    std::vector<value> answers;
+    std::optional<keel::error> refused;
+  };
+  auto g = std::make_shared<gathering>();  // a late answer finds it still there
   auto inbox = nats_->new_inbox();
-  auto sub = nats_->subscribe(inbox, "", [&](broker::message&& reply) {
+  auto sub = nats_->subscribe(inbox, "", [g](broker::message&& reply) {
     auto v = wire::unpack(reply.data);
-    std::lock_guard lock{mutex};
+    std::lock_guard lock{g->mutex};
     if (!v || !v->is_object()) return;
     if (v->value("type", std::string{}) == "error") {
       errc code = errc::internal;
       (void)from_string((*v)["error"].value("code", std::string{}), code);
-      refused = make_error(code, (*v)["error"].value("message", std::string{}));
-      return;
+      g->refused = make_error(code, (*v)["error"].value("message", std::string{}));
+    } else {
+      g->answers.push_back(std::move(*v));
     }
-    answers.push_back(std::move(*v));
+    g->arrived.notify_all();
   });
   if (!sub) return sub.error();
+  auto expected = live_count(orchestrators_only);
   if (auto sent = nats_->publish(subject, inbox, wire::pack(body)); !sent) return sent.error();
-  std::this_thread::sleep_for(std::chrono::milliseconds(options_.list_wait_ms));  // the answers come meanwhile
+  std::unique_lock lock{g->mutex};
+  g->arrived.wait_for(lock, std::chrono::milliseconds(options_.list_wait_ms),
+                      [&] { return g->refused || (expected > 0 && g->answers.size() >= expected); });
+  auto answers = std::move(g->answers);
+  auto refused = g->refused;
+  lock.unlock();
   (void)(*sub)->unsubscribe();
-  std::lock_guard lock{mutex};
   if (refused) return *refused;
   if (answers.empty())
-    return make_error(errc::unavailable, "no orchestrator answered within " + std::to_string(options_.list_wait_ms) + " ms");
+    return make_error(errc::unavailable, std::string(orchestrators_only ? "no orchestrator" : "no node") + " answered within " +
+                                           std::to_string(options_.list_wait_ms) + " ms");
   return answers;
 }
 
@@ -264,7 +303,7 @@ void api::handle(http_request request, const responder& respond) {
     return respond(json(200, value{{"approvals", approvals}, {"more", more}}));
   }
   if (parts.size() == 1 && parts[0] == "nodes" && m == "GET") {
-    auto answers = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}});
+    auto answers = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}}, false);
     if (!answers) return respond(failure(answers.error()));
     std::map<std::string, value> nodes;  // one answer per node, by id
     for (auto& a : *answers) {
@@ -399,7 +438,7 @@ void api::list(const http_request&, const std::map<std::string, std::string>& qu
 void api::agents(const responder& respond) {
   auto answers = collect(options_.subjects.agents_list(), value{{"v", 1}, {"type", "list_agents"}});
   if (!answers) return respond(failure(answers.error()));
-  auto nodes = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}});
+  auto nodes = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}}, false);
   std::map<std::string, value> by_id;
   for (auto& a : *answers)
     for (auto& agent : a["agents"]) {

@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,10 @@ public:
   std::size_t streams() const;
 
 private:
-  result<std::vector<wire::value>> collect(const std::string& subject, const wire::value& body);
+  result<std::vector<wire::value>> collect(const std::string& subject, const wire::value& body,
+                                           bool orchestrators_only = true);
+  void on_heartbeat(const std::string& bytes);
+  std::size_t live_count(bool orchestrators_only) const;
   // One request and its reply; a reply of type "error" is the error it carries.
   result<wire::value> ask(const std::string& subject, const wire::value& body);
   void list(const http_request& request, const std::map<std::string, std::string>& query, const responder& respond);
@@ -43,6 +47,13 @@ private:
   std::shared_ptr<broker::connection> nats_;
   api_options options_;
   std::shared_ptr<run_streams> streams_;
+  struct live_node {
+    bool orchestrator = false;
+    std::int64_t until_ms = 0;  // steady time past which it is taken for gone
+  };
+  mutable std::mutex live_mutex_;
+  std::map<std::string, live_node> live_;
+  std::unique_ptr<broker::subscription> heartbeats_;
 };
 
 // The HTTP status for an error code of the protocol.
