@@ -123,7 +123,7 @@ void approvals(const std::string& node_binary, std::size_t runs, std::size_t slo
     if (m.data.find("suspend") == std::string::npos) return;
     auto e = wire::decode<wire::event>(m.data);
     if (!e || e->event_type != "suspend") return;
-    wire::resume_request r{e->run_id, e->data.value("step_key", std::string{}), true, "", false, "", ""};
+    wire::resume_request r{e->run_id, e->data.value("step_key", std::string{}), true, "", false, "", "", ""};
     (void)answering->publish("keel.default.runs." + e->run_id + ".resume", answering->new_inbox(), wire::encode(r));
     ++approved;
   }), "subscribe");

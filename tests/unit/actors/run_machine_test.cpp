@@ -89,7 +89,7 @@ TEST_CASE("run machine: the guide's loop, with an approval, to completion", "[ac
   auto step_key = suspended.transition.events[0].data["step_key"].get<std::string>();
   CHECK(suspended.transition.events[0].data["form"] == form);
 
-  auto resumed = h.machine.on_resume(wire::resume_request{"r1", step_key, true, "", false, "", ""});
+  auto resumed = h.machine.on_resume(wire::resume_request{"r1", step_key, true, "", false, "", "", ""});
   REQUIRE(resumed.ok());
   CHECK(resumed->transition.sync);  // its reply says the answer is on disk
   REQUIRE(resumed.ok());
@@ -118,7 +118,7 @@ TEST_CASE("run machine: a rejection goes back to the model with the feedback", "
   auto asked = h.answer(started.tasks[0], harness::llm_answer("", call));
   auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
   auto key = suspended.transition.events[0].data["step_key"].get<std::string>();
-  auto rejected = h.machine.on_resume(wire::resume_request{"r1", key, false, "never do that", false, "", ""});
+  auto rejected = h.machine.on_resume(wire::resume_request{"r1", key, false, "never do that", false, "", "", ""});
   REQUIRE(rejected.ok());
   h.check(*rejected);
   CHECK(types(*rejected) == std::vector<std::string>{"resumed", "tool_call_completed", "llm_step_started"});
@@ -138,7 +138,7 @@ TEST_CASE("run machine: a rejection goes back to the model with the feedback", "
 TEST_CASE("run machine: resumes that do not fit are errors and a repeat changes nothing", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
-  auto early = h.machine.on_resume(wire::resume_request{"r1", "approve-9", true, "", false, "", ""});
+  auto early = h.machine.on_resume(wire::resume_request{"r1", "approve-9", true, "", false, "", "", ""});
   REQUIRE_FALSE(early.ok());
   CHECK(early.error().code == errc::conflict);
   CHECK(early.error().message == "run r1 is running; no step approve-9 is waiting");
@@ -146,15 +146,15 @@ TEST_CASE("run machine: resumes that do not fit are errors and a repeat changes 
   auto asked = h.answer(started.tasks[0], harness::llm_answer("", call));
   auto suspended = h.answer(asked.tasks[0], value{{"status", "needs_approval"}, {"form", value::object()}});
   auto key = suspended.transition.events[0].data["step_key"].get<std::string>();
-  auto wrong = h.machine.on_resume(wire::resume_request{"r1", "approve-1", true, "", false, "", ""});
+  auto wrong = h.machine.on_resume(wire::resume_request{"r1", "approve-1", true, "", false, "", "", ""});
   CHECK(wrong.error().message == "run r1 waits on step " + key + ", not approve-1");
-  REQUIRE(h.machine.on_resume(wire::resume_request{"r1", key, true, "", true, "", ""}).ok());
+  REQUIRE(h.machine.on_resume(wire::resume_request{"r1", key, true, "", true, "", "", ""}).ok());
   h.events_seen = h.machine.record().last_event_seq;
-  auto again = h.machine.on_resume(wire::resume_request{"r1", key, true, "", false, "", ""});
+  auto again = h.machine.on_resume(wire::resume_request{"r1", key, true, "", false, "", "", ""});
   REQUIRE(again.ok());
   CHECK_FALSE(again->changed);
   CHECK(again->resume_reply->duplicate);
-  auto contrary = h.machine.on_resume(wire::resume_request{"r1", key, false, "", false, "", ""});
+  auto contrary = h.machine.on_resume(wire::resume_request{"r1", key, false, "", false, "", "", ""});
   CHECK(contrary.error().message == "step " + key + " was already approved");
   // "always allow" remembered the command for the rest of the run.
   CHECK(h.machine.record().state["allow_rules"] == value::array({value{{"kind", "exact"}, {"command", "ls"}}}));
@@ -317,7 +317,7 @@ TEST_CASE("run machine: each transition carries only the messages it added", "[a
   auto nothing = loaded.start();
   CHECK_FALSE(nothing.changed);
   auto step_key = suspended.transition.events[0].data["step_key"].get<std::string>();
-  auto rejected = loaded.on_resume(wire::resume_request{"r1", step_key, false, "no", false, "", ""});
+  auto rejected = loaded.on_resume(wire::resume_request{"r1", step_key, false, "no", false, "", "", ""});
   REQUIRE(rejected.ok());
   CHECK(rejected->transition.messages_from == 2);
   CHECK(rejected->transition.messages.size() == 1);  // the rejection, as the tool's result

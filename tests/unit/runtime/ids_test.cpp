@@ -38,7 +38,7 @@ TEST_CASE("ids: a task id says run, step and attempt", "[runtime][ids]") {
   CHECK(task_id{"r1", 3, 2}.to_string() == "r1/3/2");
 }
 
-TEST_CASE("ids: only a run id of keel's form is valid; anything a client could slip into a subject is not", "[ids]") {
+TEST_CASE("ids: only a run id of keel's form is valid, anything a client could slip into a subject is not", "[ids]") {
   CHECK(keel::run_id{"0k3q9zt1vh2m4c8a-orch-1"}.valid());
   CHECK(keel::make_run_id(keel::node_id{"n1"}).valid());
   for (const char* bad : {"", "r1", "0k3q9zt1vh2m4c8a", "0k3q9zt1vh2m4c8a-", "0k3q9zt1vh2m4c8a-a.b", "0k3q9zt1vh2m4c8a-*",

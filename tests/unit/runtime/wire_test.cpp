@@ -84,7 +84,7 @@ TEST_CASE("wire: every message survives a round trip", "[runtime][wire]") {
     CHECK_FALSE(back->created);
   }
   SECTION("resume") {
-    wire::resume_request m{"r1", "step-4", false, "use python instead", true, "", ""};
+    wire::resume_request m{"r1", "step-4", false, "use python instead", true, "", "", "ana@box (keel)"};
     auto back = wire::decode<wire::resume_request>(wire::encode(m));
     REQUIRE(back.ok());
     CHECK(back->run_id == "r1");
@@ -92,6 +92,11 @@ TEST_CASE("wire: every message survives a round trip", "[runtime][wire]") {
     CHECK_FALSE(back->approved);
     CHECK(back->feedback == "use python instead");
     CHECK(back->always_allow);
+    CHECK(back->by == "ana@box (keel)");
+    // Who answered is shown, never trusted: text of at most 128 bytes, else refused.
+    auto long_by = m;
+    long_by.by = std::string(129, 'b');
+    CHECK(wire::decode<wire::resume_request>(wire::encode(long_by)).error().code == errc::malformed);
   }
   SECTION("resume_reply") {
     auto back = wire::decode<wire::resume_reply>(wire::encode(wire::resume_reply{"r1", "s", true}));
@@ -237,7 +242,7 @@ TEST_CASE("wire: malformed messages are rejected with an error that says why", "
     CHECK(no_version.error().message == "missing field 'v'");
     auto no_type = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v.erase("type"); }));
     CHECK(no_type.error().message == "missing field 'type'");
-    wire::resume_request resume{"r", "s", true, "", false, "", ""};
+    wire::resume_request resume{"r", "s", true, "", false, "", "", ""};
     auto no_approved = wire::decode<wire::resume_request>(
       edited(wire::encode(resume), [](value& v) { v["data"].erase("approved"); }));
     CHECK(no_approved.error().message == "missing field 'approved'");
@@ -249,7 +254,7 @@ TEST_CASE("wire: malformed messages are rejected with an error that says why", "
     CHECK(empty.error().message == "field 'agent' must be a non-empty string");
     auto version = wire::decode<wire::invoke_request>(edited(good, [](value& v) { v["v"] = "1"; }));
     CHECK(version.error().message == "field 'v' must be an integer");
-    wire::resume_request resume{"r", "s", true, "", false, "", ""};
+    wire::resume_request resume{"r", "s", true, "", false, "", "", ""};
     auto approved = wire::decode<wire::resume_request>(
       edited(wire::encode(resume), [](value& v) { v["data"]["approved"] = "yes"; }));
     CHECK(approved.error().message == "field 'approved' must be a boolean");
