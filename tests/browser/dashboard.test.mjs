@@ -158,6 +158,15 @@ test('the runs page lists runs live, with what each waits for and the approvals 
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
   await until('the badge', async () => (await page.locator('#approval-badge').textContent()) === '1');
   assert.equal(await page.locator('#approval-badge').isVisible(), true);
+  // The inbox lists the step, with a link to answer it.
+  await page.click('a[data-nav=approvals]');
+  const waiting = page.locator(`tr[data-run="${run}"]`);
+  await waiting.waitFor({ timeout: WAIT });
+  assert.match(await waiting.textContent(), /write/);
+  assert.match(await waiting.locator('a.button').getAttribute('href'), new RegExp(`/runs/${run}/steps/approve-\\d+$`));
+  await shot(page, 'approvals');
+  await page.goBack();
+  await page.waitForSelector('form.filters');
   // Filters: text that matches, then text that does not.
   await page.fill('input[name=q]', 'notes.txt');
   await page.click('form.filters button[type=submit]');
