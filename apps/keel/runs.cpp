@@ -418,12 +418,16 @@ void add_runs(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<client_flags>();
   auto status = std::make_shared<std::string>();
   auto agent = std::make_shared<std::string>();
+  auto session = std::make_shared<std::string>();
+  auto text = std::make_shared<std::string>();
   auto limit = std::make_shared<std::int64_t>(20);
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("runs", "List runs, newest first");
   cmd->add_option("--status", *status, "pending, running, suspended, completed, failed or cancelled");
   cmd->add_option("--agent", *agent, "Only this agent's runs");
-  cmd->add_option("--limit", *limit, "How many (per orchestrator)");
+  cmd->add_option("--session", *session, "Only this session's runs");
+  cmd->add_option("--text", *text, "Only runs whose input, output or error holds this text (any case)");
+  cmd->add_option("--limit", *limit, "How many");
   cmd->add_flag("--json", *json, "Print JSON");
   add_client_flags(*cmd, *flags);
   cmd->callback([=, &exit_code] {
@@ -432,8 +436,13 @@ void add_runs(CLI::App& app, int& exit_code) {
     value filter{{"limit", std::max<std::int64_t>(1, *limit)}};
     if (!status->empty()) filter["status"] = *status;
     if (!agent->empty()) filter["agent"] = *agent;
+    if (!session->empty()) filter["session_id"] = *session;
+    if (!text->empty()) filter["text"] = *text;
     auto list = c->runs(filter);
     if (!list) return void(exit_code = fail("runs", list.error()));
+    // Each orchestrator gave its newest; of all of them, the newest.
+    if (list->size() > static_cast<std::size_t>(std::max<std::int64_t>(1, *limit)))
+      list->resize(static_cast<std::size_t>(std::max<std::int64_t>(1, *limit)));
     if (*json) {
       std::cout << value(*list).dump(2) << "\n";
       return;

@@ -516,12 +516,12 @@ TEST_CASE("http api: agents with what they run on and may do, and the workers th
   CHECK(a["sandbox"]["exec_security"] == "approval-always");
   CHECK(a["workers"] == json::array({"n1"}));
   CHECK(a["slots"] == 64);
-  auto listed = c.keel({"agents"});
-  INFO(listed.out << listed.err);
-  CHECK(listed.exit_code == 0);
+  testing::command_output listed;
+  REQUIRE_EVENTUALLY(10'000, (listed = c.keel({"agents"})).exit_code == 0);
   CHECK(listed.out.find("coder") != std::string::npos);
   CHECK(listed.out.find("scripted") != std::string::npos);
-  auto as_json = json::parse(c.keel({"agents", "--json"}).out);
+  json as_json;
+  REQUIRE_EVENTUALLY(10'000, (as_json = json::parse(c.keel({"agents", "--json"}).out, nullptr, false)).is_array());
   CHECK(as_json[0]["id"] == "coder");
 }
 

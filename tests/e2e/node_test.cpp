@@ -85,13 +85,14 @@ TEST_CASE("keel-node: a node announces its roles, and leaves the list on SIGTERM
   nats_server server;
   temp_dir dir;
   auto node = start_command({KEEL_NODE_BINARY, "--config", node_config(server, dir, "n1")}, dir, "n1");
-  REQUIRE_EVENTUALLY(10000, nodes(server).out.find("n1") != std::string::npos);
-  auto listed = nodes(server);
+  command_output listed;
+  REQUIRE_EVENTUALLY(10000, (listed = nodes(server)).out.find("n1") != std::string::npos);
   CHECK(listed.exit_code == 0);
   CHECK(listed.out.find("orchestrator,worker") != std::string::npos);
   CHECK(listed.out.find("coder") != std::string::npos);
-  auto json = run_command({KEEL_BINARY, "nodes", "--json", "--nats", server.url(), "--wait-ms", "300"});
-  CHECK(json.out.find("\"node_id\": \"n1\"") != std::string::npos);
+  // keel nodes collects answers for --wait-ms: on a loaded machine one may come later; ask again.
+  REQUIRE_EVENTUALLY(10000, run_command({KEEL_BINARY, "nodes", "--json", "--nats", server.url(), "--wait-ms", "300"})
+                              .out.find("\"node_id\": \"n1\"") != std::string::npos);
 
   node.signal(SIGTERM);
   auto status = node.wait(5000);
@@ -163,8 +164,8 @@ TEST_CASE("keel dev: with no config it runs the coding agent, keel run coder wor
   auto url = banner.substr(at + 12, banner.find('/', at + 12 + 7) - at - 12);  // http://127.0.0.1:PORT
   CHECK(url.find(":0") == std::string::npos);  // a real port, not 0
 
-  auto agents = run_command({KEEL_BINARY, "agents"}, 10000, env);
-  CHECK(agents.exit_code == 0);
+  command_output agents;
+  REQUIRE_EVENTUALLY(10000, (agents = run_command({KEEL_BINARY, "agents"}, 10000, env)).exit_code == 0);
   CHECK(agents.out.find("coder") != std::string::npos);
   auto ran = run_command({KEEL_BINARY, "run", "coder", "Create hello.js that prints a greeting, and run it.", "--yes"}, 60000, env);
   INFO(ran.out << ran.err);
