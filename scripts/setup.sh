@@ -44,8 +44,10 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 if [ "${1:-}" != "--no-build" ]; then
-  werror=OFF
-  [ "${CI:-}" = "true" ] && werror=ON
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_WERROR="$werror" >/dev/null
+  # CI builds with warnings as errors; elsewhere the build keeps what it was configured with
+  # (OFF at first), so that running this again never rebuilds everything.
+  werror=()
+  [ "${CI:-}" = "true" ] && werror=(-DKEEL_WERROR=ON)
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${werror[@]}" >/dev/null
   ninja -C build
 fi

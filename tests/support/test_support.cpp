@@ -62,6 +62,65 @@ void nats_server::restart() {
   FAIL("nats-server did not restart on port " << port_);
 }
 
+nats_cluster::nats_cluster(std::size_t size) {
+  for (std::size_t i = 0; i < size; ++i) {
+    auto client = free_loopback_port();
+    auto route = free_loopback_port();
+    REQUIRE(client.ok());
+    REQUIRE(route.ok());
+    ports_.push_back(*client);
+    cluster_ports_.push_back(*route);
+  }
+  processes_.resize(size);
+  for (std::size_t i = 0; i < size; ++i) {
+    std::string routes;
+    for (std::size_t j = 0; j < size; ++j)
+      if (j != i) routes += std::string(routes.empty() ? "" : ", ") + "\"nats://127.0.0.1:" + std::to_string(cluster_ports_[j]) + "\"";
+    write_file(dir_.file("s" + std::to_string(i) + ".conf"),
+               "server_name: s" + std::to_string(i) + "\nlisten: 127.0.0.1:" + std::to_string(ports_[i]) +
+                 "\njetstream { store_dir: \"" + dir_.file("store" + std::to_string(i)) + "\" }\n"
+                 "cluster { name: keel-test\n listen: 127.0.0.1:" + std::to_string(cluster_ports_[i]) +
+                 "\n routes: [" + routes + "] }\n");
+  }
+  for (std::size_t i = 0; i < size; ++i)
+    if (!launch(i, 10'000)) FAIL("nats-server s" << i << " did not start: " << read_file(dir_.file("s" + std::to_string(i) + ".log")));
+}
+
+nats_cluster::~nats_cluster() {
+  for (auto& p : processes_) p.stop(0);
+}
+
+std::vector<std::string> nats_cluster::urls() const {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < size(); ++i) out.push_back(url(i));
+  return out;
+}
+
+bool nats_cluster::launch(std::size_t i, std::int64_t wait_ms) {
+  child_options options;
+  std::string server = std::filesystem::exists("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : "nats-server";
+  options.argv = {server, "-c", dir_.file("s" + std::to_string(i) + ".conf")};
+  options.stdout_path = dir_.file("s" + std::to_string(i) + ".log");
+  options.stderr_path = dir_.file("s" + std::to_string(i) + ".log");
+  auto started = child_process::start(options);
+  REQUIRE(started.ok());
+  processes_[i] = std::move(*started);
+  auto deadline = steady_ms() + wait_ms;
+  while (steady_ms() < deadline && processes_[i].running() && !port_accepts(ports_[i]))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return processes_[i].running() && port_accepts(ports_[i]);
+}
+
+void nats_cluster::kill(std::size_t i) { processes_[i].stop(0); }
+
+void nats_cluster::restart(std::size_t i) {
+  processes_[i].stop(0);
+  auto deadline = steady_ms() + 10'000;
+  while (steady_ms() < deadline)
+    if (launch(i, 3000)) return;
+  FAIL("nats-server s" << i << " did not restart");
+}
+
 namespace {
 std::vector<std::string> with_env(const std::vector<std::string>& argv,
                                   const std::vector<std::string>& env) {

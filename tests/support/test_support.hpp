@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace keel::testing {
 
@@ -44,6 +45,26 @@ private:
   temp_dir store_;
   int port_ = 0;
   child_process process_;
+};
+
+// Three nats-servers in one cluster (routes on loopback), JetStream on each: what a replicated
+// stream needs. Any one may be killed and started again on its ports.
+class nats_cluster {
+public:
+  explicit nats_cluster(std::size_t size = 3);
+  ~nats_cluster();
+  std::size_t size() const { return ports_.size(); }
+  std::string url(std::size_t i) const { return "nats://127.0.0.1:" + std::to_string(ports_[i]); }
+  std::vector<std::string> urls() const;
+  void kill(std::size_t i);     // SIGKILL
+  void restart(std::size_t i);  // the same ports and store
+  bool running(std::size_t i) { return processes_[i].running(); }
+
+private:
+  bool launch(std::size_t i, std::int64_t wait_ms);
+  temp_dir dir_;
+  std::vector<int> ports_, cluster_ports_;
+  std::vector<child_process> processes_;
 };
 
 std::string read_file(const std::string& path);
