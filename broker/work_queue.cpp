@@ -1,6 +1,9 @@
 #include "broker/work_queue.hpp"
 
 #include "broker/native.hpp"
+#include "runtime/clock.hpp"
+
+#include <thread>
 
 namespace keel::broker {
 
@@ -298,8 +301,16 @@ result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> n
   options.subjects = {names.base() + ".tasks.>"};
   options.message_bytes_max = message_bytes_max;
   options.replicas = replicas;
-  if (auto made = (*js)->ensure_work_queue(options); !made) return made.error();
-  return js;
+  // A JetStream cluster that has just started elects its leader first (a few seconds): until then
+  // creating a stream fails. Ask again for a while; a refusal that lasts is the answer.
+  auto deadline = steady_ms() + std::max<std::int64_t>(30'000, request_timeout_ms);
+  while (true) {
+    auto made = (*js)->ensure_work_queue(options);
+    if (made) return js;
+    if (steady_ms() >= deadline)
+      return make_error(made.error().code, "the task stream " + options.stream + " cannot be made: " + made.error().message);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
 }
 
 } // namespace keel::broker

@@ -1,5 +1,6 @@
 // The gateway's HTTP API against a real node and nats-server, over real HTTP (libcurl).
 #include "tests/e2e/cluster.hpp"
+#include "tests/e2e/http_client.hpp"
 #include "tests/support/fake_service.hpp"
 
 #include <set>
@@ -12,65 +13,6 @@ using namespace keel::testing;
 using nlohmann::json;
 
 namespace {
-
-struct http_answer {
-  long status = 0;
-  std::string body;
-  std::map<std::string, std::string> headers;  // names lower-cased
-  json parsed() const { return json::parse(body, nullptr, false); }
-};
-
-http_answer call(const std::string& method, const std::string& url, const std::string& body = "",
-                 const std::vector<std::string>& extra_headers = {}) {
-  http_answer out;
-  CURL* curl = curl_easy_init();
-  REQUIRE(curl);
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-  if (method == "POST") curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 20000L);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* to) {
-    static_cast<std::string*>(to)->append(data, size * count);
-    return size * count;
-  });
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, +[](char* data, size_t size, size_t count, void* to) {
-    std::string line(data, size * count);
-    auto colon = line.find(':');
-    if (colon != std::string::npos) {
-      std::string name = line.substr(0, colon);
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      auto value = line.substr(colon + 1);
-      while (!value.empty() && (value.front() == ' ')) value.erase(0, 1);
-      while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
-      (*static_cast<std::map<std::string, std::string>*>(to))[name] = value;
-    }
-    return size * count;
-  });
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.headers);
-  auto code = curl_easy_perform(curl);
-  INFO(curl_easy_strerror(code));
-  REQUIRE(code == CURLE_OK);
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(curl);
-  return out;
-}
-
-// The status of a GET, or 0 while nothing listens there.
-long status_of_get(const std::string& url) {
-  CURL* curl = curl_easy_init();
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char*, size_t size, size_t count, void*) { return size * count; });
-  long status = 0;
-  if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(curl);
-  return status;
-}
 
 const char* coder = R"(
 [agents.coder]

@@ -1,0 +1,159 @@
+// A cluster as users run one: three routed nats-servers (the task stream kept on all three), two
+// orchestrators, two workers and a gateway, each its own process. Runs with approvals go through
+// the gateway while a worker and a nats-server are killed; every run completes, each tool call
+// runs once unless its worker died during it, and every node lists every run.
+#include "tests/e2e/http_client.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <csignal>
+#include <set>
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+struct multi_node {
+  temp_dir dir;
+  nats_cluster nats;
+  std::map<std::string, child_process> nodes;
+  int gateway_port = 0;
+
+  // `servers`: the nats-servers this node knows, first the one it tries first.
+  void start(const std::string& name, const std::string& roles, const std::vector<std::size_t>& servers,
+             const std::string& extra = "") {
+    std::string urls;
+    for (auto i : servers) urls += std::string(urls.empty() ? "" : ", ") + "\"" + nats.url(i) + "\"";
+    auto path = dir.file(name + ".toml");
+    write_file(path, "[node]\nname = \"" + name + "\"\nroles = [" + roles + "]\ndata_dir = \"" + dir.file("data-" + name) +
+                       "\"\n[nats]\nservers = [" + urls + "]\n[limits]\nheartbeat_interval_ms = 200\ntask_replicas = 3\n"
+                       "shutdown_timeout_ms = 5000\n" + extra +
+                       "\n[agents.ops]\nscript = \"" + dir.file("ops.json") + "\"\n[agents.ops.sandbox]\nworkspace = \"" +
+                       dir.file("ws") + "\"\nscope = \"agent\"\n");
+    child_options o;
+    o.argv = {KEEL_NODE_BINARY, "--config", path};
+    o.stdout_path = dir.file(name + ".out");
+    o.stderr_path = dir.file(name + ".err");
+    auto started = child_process::start(o);
+    REQUIRE(started.ok());
+    nodes[name] = std::move(*started);
+  }
+  command_output keel(std::vector<std::string> args, std::size_t server = 0) {
+    args.insert(args.begin(), KEEL_BINARY);
+    args.insert(args.end(), {"--nats", nats.url(server)});
+    return run_command(args, 60'000, {"KEEL_HOME=" + dir.file("home")});
+  }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(gateway_port); }
+  std::string logs() {
+    std::string out;
+    for (auto& [name, p] : nodes) out += "--- " + name + "\n" + read_file(dir.file(name + ".err")).substr(0, 4000) + "\n";
+    return out;
+  }
+};
+
+} // namespace
+
+TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2 workers survive a worker and a server killed",
+          "[e2e][integration][cluster]") {
+  multi_node c;
+  write_file(c.dir.file("ops.json"), R"({"turns": [
+      {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 0.3; echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "done"}
+    ]})");
+  auto port = free_loopback_port();
+  REQUIRE(port.ok());
+  c.gateway_port = *port;
+  c.start("o1", "\"orchestrator\"", {0, 1, 2});
+  c.start("o2", "\"orchestrator\"", {1, 2, 0});
+  c.start("w1", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 8\n");
+  c.start("w2", "\"worker\"", {1, 0, 2}, "[worker]\nslots = 8\n");
+  c.start("g1", "\"gateway\"", {1, 2, 0}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  INFO(c.logs());
+  REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
+  REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("w2") != std::string::npos);
+
+  constexpr int runs = 40;
+  std::vector<std::string> ids;
+  for (int i = 0; i < runs; ++i) {
+    auto made = call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"input\": \"job " + std::to_string(i) + "\"}");
+    REQUIRE(made.status == 201);
+    ids.push_back(made.parsed()["run_id"]);
+  }
+  // Invokes spread over both orchestrators (the run id names its owner).
+  std::set<std::string> owners;
+  for (const auto& id : ids) owners.insert(id.substr(id.rfind('-') + 1));
+  CHECK(owners == std::set<std::string>{"o1", "o2"});
+
+  // The workers that answered model steps so far.
+  auto workers_seen = [&] {
+    std::set<std::string> seen;
+    for (const auto& id : ids) {
+      auto events = call("GET", c.base() + "/api/v1/runs/" + id + "/events?limit=1000").parsed();
+      if (!events.contains("events")) continue;
+      for (const auto& e : events["events"])
+        if (e["event_type"] == "llm_step_completed") seen.insert(e["data"].value("worker", std::string{}));
+    }
+    return seen;
+  };
+  // A person answers every step as it comes; meanwhile w1 (once both workers have taken tasks)
+  // and then nats-server 0 are killed.
+  bool worker_killed = false, server_killed = false;
+  auto deadline = steady_ms() + 120'000;
+  std::size_t completed = 0;
+  while (completed < ids.size() && steady_ms() < deadline) {
+    completed = 0;
+    for (const auto& id : ids) {
+      auto shown = call("GET", c.base() + "/api/v1/runs/" + id);
+      if (shown.status != 200) continue;  // a moment without an answer while a server is gone
+      auto run = shown.parsed();
+      if (run["status"] == "completed") ++completed;
+      else if (run.contains("waiting"))
+        call("POST", c.base() + "/api/v1/runs/" + id + "/steps/" + run["waiting"]["step_key"].get<std::string>() + "/approve", "{}");
+    }
+    auto executed = lines_of(read_file(c.dir.file("ws/calls.txt"))).size();
+    if (!worker_killed && executed >= 8 && workers_seen().size() == 2) {
+      c.nodes["w1"].signal(SIGKILL);
+      REQUIRE(c.nodes["w1"].wait(5000).ok());
+      worker_killed = true;
+    }
+    if (worker_killed && !server_killed && executed >= 20) {
+      c.nats.kill(0);
+      server_killed = true;
+    }
+  }
+  INFO(c.logs());
+  REQUIRE(worker_killed);
+  REQUIRE(server_killed);
+  REQUIRE(completed == ids.size());
+
+  // Each call ran; one ran twice only if w1 died during it (8 slots).
+  auto calls = lines_of(read_file(c.dir.file("ws/calls.txt")));
+  std::map<std::string, int> per_call;
+  for (const auto& line : calls) per_call[line] += 1;
+  CHECK(per_call.size() == ids.size());
+  int repeated = 0;
+  for (const auto& [id, n] : per_call) repeated += n - 1;
+  CHECK(repeated <= 8);
+  // Both workers took model steps; after w1 died, w2 took the rest.
+  auto workers = workers_seen();
+  CHECK(workers == std::set<std::string>{"w1", "w2"});
+  // Every run listed from any server that is up, through the CLI and the gateway.
+  for (std::size_t server : {1u, 2u}) {
+    auto listed = c.keel({"runs", "--limit", "1000", "--json"}, server);
+    auto all = json::parse(listed.out, nullptr, false);
+    REQUIRE(all.is_array());
+    CHECK(all.size() == ids.size());
+  }
+  auto page = call("GET", c.base() + "/api/v1/runs?limit=1000").parsed();
+  CHECK(page["runs"].size() == ids.size());
+  CHECK(page["orchestrators"].size() == 2);
+}

@@ -1,0 +1,26 @@
+// HTTP for the end-to-end tests (libcurl): one call and its answer, or the status of a GET while
+// nothing may listen yet.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace keel::testing {
+
+struct http_answer {
+  long status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  nlohmann::json parsed() const { return nlohmann::json::parse(body, nullptr, false); }
+};
+
+// Fails the test when nothing answers at all.
+http_answer call(const std::string& method, const std::string& url, const std::string& body = "",
+                 const std::vector<std::string>& extra_headers = {});
+// The status of a GET, or 0 while nothing listens there.
+long status_of_get(const std::string& url);
+
+} // namespace keel::testing
