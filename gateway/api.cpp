@@ -180,7 +180,16 @@ void api::on_heartbeat(const std::string& bytes) {
     return;
   }
   bool orchestrator = std::find(beat->roles.begin(), beat->roles.end(), "orchestrator") != beat->roles.end();
-  live_[beat->node_id] = live_node{orchestrator, steady_ms() + 3 * std::max<std::int64_t>(beat->interval_ms, 200)};
+  live_[beat->node_id] = live_node{orchestrator, steady_ms() + 3 * std::max<std::int64_t>(beat->interval_ms, 200), steady_ms()};
+}
+
+std::vector<std::string> api::recent_ids(bool orchestrators_only, std::int64_t within_ms) const {
+  std::lock_guard lock{live_mutex_};
+  auto now = steady_ms();
+  std::vector<std::string> out;
+  for (const auto& [id, node] : live_)
+    if (now - node.seen_ms <= within_ms && (!orchestrators_only || node.orchestrator)) out.push_back(id);
+  return out;
 }
 
 std::size_t api::live_count(bool orchestrators_only) const {
@@ -430,6 +439,12 @@ void api::list(const http_request&, const std::map<std::string, std::string>& qu
     next = value{{"created_ms", runs.back()["created_ms"]}, {"run_id", runs.back()["run_id"]}};
   }
   value out{{"runs", runs}, {"orchestrators", nodes}};
+  // Orchestrators heard from within the last minute (and not stopped) that did not answer in
+  // time: down, paused or slow; their runs are not in this page.
+  value missing = value::array();
+  for (const auto& id : recent_ids(true, 60'000))
+    if (std::find(nodes.begin(), nodes.end(), value(id)) == nodes.end()) missing.push_back(id);
+  if (!missing.empty()) out["missing"] = missing;
   if (next) out["next_cursor"] = cursor_text(*next);
   respond(json(200, out));
 }

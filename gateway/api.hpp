@@ -38,6 +38,7 @@ private:
                                            bool orchestrators_only = true);
   void on_heartbeat(const std::string& bytes);
   std::size_t live_count(bool orchestrators_only) const;
+  std::vector<std::string> recent_ids(bool orchestrators_only, std::int64_t within_ms) const;
   // One request and its reply; a reply of type "error" is the error it carries.
   result<wire::value> ask(const std::string& subject, const wire::value& body);
   void list(const http_request& request, const std::map<std::string, std::string>& query, const responder& respond);
@@ -50,6 +51,7 @@ private:
   struct live_node {
     bool orchestrator = false;
     std::int64_t until_ms = 0;  // steady time past which it is taken for gone
+    std::int64_t seen_ms = 0;   // its last heartbeat
   };
   mutable std::mutex live_mutex_;
   std::map<std::string, live_node> live_;

@@ -3,6 +3,8 @@
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 
+#include <algorithm>
+#include <set>
 #include <thread>
 
 namespace keel::cli {
@@ -117,26 +119,46 @@ result<value> client::history(const std::string& run, std::uint64_t from_seq, st
   return open_reply(reply->data, "history");
 }
 
-result<std::vector<value>> client::runs(const value& filter) {
+result<std::vector<value>> client::runs(const value& filter, std::vector<std::string>* missing) {
   std::mutex mutex;
   std::vector<value> out;
   std::optional<keel::error> failure;
+  std::set<std::string> answered, orchestrators;
   std::string inbox = nats_->new_inbox();
   auto sub = nats_->subscribe(inbox, "", [&](broker::message&& m) {
     auto v = open_reply(m.data, "run_list");
     std::lock_guard lock{mutex};
     if (!v) failure = v.error();
-    else for (const auto& r : (*v)["runs"]) out.push_back(r);
+    else {
+      answered.insert(v->value("node_id", std::string{}));
+      for (const auto& r : (*v)["runs"]) out.push_back(r);
+    }
   });
   if (!sub) return sub.error();
+  // The live orchestrators, from their answers to a ping: one that does not list is named.
+  std::string ping_inbox = nats_->new_inbox();
+  auto pings = nats_->subscribe(ping_inbox, "", [&](broker::message&& m) {
+    auto beat = wire::decode<wire::heartbeat>(m.data);
+    if (!beat || std::find(beat->roles.begin(), beat->roles.end(), "orchestrator") == beat->roles.end()) return;
+    std::lock_guard lock{mutex};
+    orchestrators.insert(beat->node_id);
+  });
+  if (!pings) return pings.error();
+  if (auto p = nats_->publish(subjects_.nodes_ping(), ping_inbox, wire::pack(value{{"v", 1}, {"type", "ping"}})); !p)
+    return p.error();
   value body = filter;
   body["v"] = wire::protocol_version;
   body["type"] = "list_runs";
   if (auto p = nats_->publish(subjects_.runs_list(), inbox, wire::pack(body)); !p) return p.error();
   // Every orchestrator answers; collect for a moment.
   std::this_thread::sleep_for(std::chrono::milliseconds(std::min<std::int64_t>(timeout_ms_, 500)));
+  (void)(*sub)->unsubscribe();
+  (void)(*pings)->unsubscribe();
   std::lock_guard lock{mutex};
   if (failure) return *failure;
+  if (missing)
+    for (const auto& id : orchestrators)
+      if (!answered.count(id)) missing->push_back(id);
   std::sort(out.begin(), out.end(), [](const value& a, const value& b) {
     return a.value("created_ms", 0LL) > b.value("created_ms", 0LL);
   });

@@ -25,7 +25,9 @@ public:
   // The run's summary once it is not running (suspended or ended), or a timeout error.
   result<wire::value> wait(const std::string& run_id);
   // Summaries from every orchestrator that answers within the timeout, newest first.
-  result<std::vector<wire::value>> runs(const wire::value& filter);
+  // Every orchestrator's runs, newest first; `missing` gets the live orchestrators that did not
+  // answer in time (their runs are not in the list).
+  result<std::vector<wire::value>> runs(const wire::value& filter, std::vector<std::string>* missing = nullptr);
   result<wire::value> history(const std::string& run_id, std::uint64_t from_seq, std::size_t limit);
 
   const broker::subjects& subjects() const { return subjects_; }

@@ -438,8 +438,11 @@ void add_runs(CLI::App& app, int& exit_code) {
     if (!agent->empty()) filter["agent"] = *agent;
     if (!session->empty()) filter["session_id"] = *session;
     if (!text->empty()) filter["text"] = *text;
-    auto list = c->runs(filter);
+    std::vector<std::string> missing;
+    auto list = c->runs(filter, &missing);
     if (!list) return void(exit_code = fail("runs", list.error()));
+    for (const auto& id : missing)
+      std::cerr << "keel runs: orchestrator " << id << " did not answer in time; its runs are not listed\n";
     // Each orchestrator gave its newest; of all of them, the newest.
     if (list->size() > static_cast<std::size_t>(std::max<std::int64_t>(1, *limit)))
       list->resize(static_cast<std::size_t>(std::max<std::int64_t>(1, *limit)));

@@ -156,4 +156,15 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   auto page = call("GET", c.base() + "/api/v1/runs?limit=1000").parsed();
   CHECK(page["runs"].size() == ids.size());
   CHECK(page["orchestrators"].size() == 2);
+  CHECK_FALSE(page.contains("missing"));
+
+  // An orchestrator that does not answer (paused here) is named, and its runs are not listed.
+  c.nodes["o2"].signal(SIGSTOP);
+  auto o1_runs = std::count_if(ids.begin(), ids.end(), [](const std::string& id) { return id.substr(id.rfind('-') + 1) == "o1"; });
+  json partial;
+  REQUIRE_EVENTUALLY(10'000, (partial = call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()).contains("missing"));
+  CHECK(partial["missing"] == json::array({"o2"}));
+  CHECK(partial["runs"].size() == static_cast<std::size_t>(o1_runs));
+  c.nodes["o2"].signal(SIGCONT);
+  REQUIRE_EVENTUALLY(10'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == ids.size());
 }
