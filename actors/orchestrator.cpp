@@ -6,6 +6,7 @@
 #include "actors/store_writer.hpp"
 #include "actors/task_gate.hpp"
 #include "actors/task_publisher.hpp"
+#include "broker/key_value.hpp"
 #include "broker/work_queue.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
@@ -48,6 +49,8 @@ struct shared_state {
   store::run_store& store;
   std::unique_ptr<store_writer> writer;
   std::unique_ptr<broker::jetstream> js;
+  // Idempotency keys the whole cluster agrees on (a replicated key-value bucket).
+  std::unique_ptr<broker::key_value> keys;
   std::unique_ptr<task_publisher> publisher;
   wire::limits limits;
   std::atomic<std::size_t> in_memory{0};
@@ -234,6 +237,7 @@ enum class reply_kind { none, invoke, resume, cancel };
 constexpr std::size_t history_limit_default = 500;
 constexpr std::size_t history_limit_max = 1000;
 constexpr std::size_t reason_chars_max = 4096;
+constexpr std::size_t idempotency_key_bytes_max = 256;
 
 // An optional unsigned field: its default when absent, clamped into [low, high]; any other type
 // is an error that names the field.
@@ -583,7 +587,12 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         return;
       }
       std::string key;
+      std::string id;
       if (!invoke.idempotency_key.empty()) {
+        if (invoke.idempotency_key.size() > idempotency_key_bytes_max)
+          return shared->reply_error(reply, errc::invalid_argument,
+                                     "idempotency_key is " + std::to_string(invoke.idempotency_key.size()) +
+                                       " bytes; at most " + std::to_string(idempotency_key_bytes_max));
         key = invoke.agent + "/" + invoke.idempotency_key;
         std::optional<std::string> existing;
         if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
@@ -591,13 +600,25 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
                  stored && *stored)
           existing = **stored;
+        if (!existing) {
+          // The cluster's word: the first orchestrator to write the key owns the run; the others
+          // answer with its id. A key this node wrote for a run it never stored (it stopped in
+          // between) is taken up again with the same id.
+          auto mine = make_run_id(node_id{shared->node_id}).value;
+          auto claimed = shared->keys->create_if_absent(broker::key_of(invoke.agent, invoke.idempotency_key), mine);
+          if (!claimed)
+            return shared->reply_error(reply, errc::unavailable,
+                                       "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
+          if (claimed->written || run_id{claimed->value}.owner() == shared->node_id) id = claimed->value;
+          else existing = claimed->value;
+        }
         if (existing) {
           auto bytes = wire::encode(wire::invoke_reply{*existing, false});
           shared->writer->after_pending([shared, reply, bytes](const result<void>&) { shared->publish(reply, bytes); });
           return;
         }
       }
-      auto id = make_run_id(node_id{shared->node_id}).value;
+      if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
       if (!key.empty()) {
         self->state.idempotency[key] = id;
         self->state.key_of_run[id] = key;
@@ -714,6 +735,10 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                     });
   if (!js) return js.error();
   shared->js = std::move(*js);
+  auto keys = broker::key_value::open(*shared->js, {broker::stream_name("KEEL_KEYS_" + config.prefix + "_" + config.ns),
+                                                    config.task_replicas, 0});
+  if (!keys) return keys.error();
+  shared->keys = std::move(*keys);
   shared->publisher = std::make_unique<task_publisher>(*shared->js, 2);
   auto first = first_received_order(store);
   if (!first) return first.error();

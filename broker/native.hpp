@@ -5,5 +5,7 @@
 
 namespace keel::broker {
 class connection;
+class jetstream;
 natsConnection* native_connection(connection& c);
+jsCtx* native_jetstream(jetstream& js);
 } // namespace keel::broker

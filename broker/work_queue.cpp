@@ -133,6 +133,9 @@ struct jetstream::impl {
   }
 };
 
+jsCtx* jetstream::native() const { return impl_->js; }
+jsCtx* native_jetstream(jetstream& js) { return js.native(); }
+
 namespace {
 void on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure) {
   auto* state = static_cast<jetstream::impl*>(closure);

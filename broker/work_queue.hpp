@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+struct __jsCtx;  // nats.c's JetStream context (jsCtx)
+
 namespace keel::broker {
 
 struct work_queue_options {
@@ -116,6 +118,8 @@ public:
   // Messages stored and not yet acknowledged.
   result<std::uint64_t> stored_messages(std::string_view stream);
   result<std::unique_ptr<pull_consumer>> subscribe(const consumer_options& options);
+  // The nats.c context (for the broker folder's own files: broker/native.hpp).
+  ::__jsCtx* native() const;
 
   struct impl;
 

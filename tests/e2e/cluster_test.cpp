@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <set>
+#include <thread>
 
 using namespace keel;
 using namespace keel::testing;
@@ -167,4 +168,44 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   CHECK(partial["runs"].size() == static_cast<std::size_t>(o1_runs));
   c.nodes["o2"].signal(SIGCONT);
   REQUIRE_EVENTUALLY(10'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == ids.size());
+}
+
+TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes one run", "[e2e][integration][cluster]") {
+  multi_node c;
+  write_file(c.dir.file("ops.json"), R"({"turns": [{"text": "done"}]})");
+  auto port = free_loopback_port();
+  REQUIRE(port.ok());
+  c.gateway_port = *port;
+  c.start("o1", "\"orchestrator\"", {0, 1, 2});
+  c.start("o2", "\"orchestrator\"", {1, 2, 0});
+  c.start("g1", "\"gateway\", \"worker\"", {2, 0, 1}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  INFO(c.logs());
+  REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
+  REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("o2") != std::string::npos);
+  constexpr int keys = 16, copies = 8;  // all keys on one orchestrator by chance: 1 in 30,000
+  std::vector<std::vector<std::string>> answers(keys, std::vector<std::string>(copies));
+  std::vector<std::vector<long>> statuses(keys, std::vector<long>(copies));
+  std::vector<std::thread> senders;
+  for (int k = 0; k < keys; ++k)
+    for (int i = 0; i < copies; ++i)
+      senders.emplace_back([&, k, i] {
+        auto a = call("POST", c.base() + "/api/v1/runs",
+                      "{\"agent\": \"ops\", \"input\": \"once\", \"idempotency_key\": \"order-" + std::to_string(k) + "\"}");
+        statuses[k][i] = a.status;
+        answers[k][i] = a.parsed().value("run_id", std::string{});
+      });
+  for (auto& t : senders) t.join();
+  std::set<std::string> owners;
+  for (int k = 0; k < keys; ++k) {
+    INFO("key " << k);
+    CHECK(std::set<std::string>(answers[k].begin(), answers[k].end()).size() == 1);  // one run per key
+    CHECK(std::count(statuses[k].begin(), statuses[k].end(), 201) == 1);             // created once
+    CHECK(std::count(statuses[k].begin(), statuses[k].end(), 200) == copies - 1);    // the rest named it
+    owners.insert(answers[k][0].substr(answers[k][0].rfind('-') + 1));
+  }
+  // The invokes went to both orchestrators (a queue group), and the keys' runs live on both.
+  CHECK(owners.size() == 2);
+  REQUIRE_EVENTUALLY(20'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == keys);
+  // A key of 257 bytes is refused.
+  CHECK(call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"idempotency_key\": \"" + std::string(257, 'k') + "\"}").status == 400);
 }

@@ -1,0 +1,83 @@
+#include "broker/key_value.hpp"
+
+#include "broker/native.hpp"
+#include "runtime/clock.hpp"
+
+#include <thread>
+
+namespace keel::broker {
+
+struct key_value::impl {
+  kvStore* kv = nullptr;
+  ~impl() {
+    if (kv) kvStore_Destroy(kv);
+  }
+};
+
+key_value::key_value(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+key_value::~key_value() = default;
+
+namespace {
+error kv_error(natsStatus s, const std::string& what) {
+  std::string text = what + ": " + natsStatus_GetText(s);
+  if (const char* last = nats_GetLastError(nullptr); last && *last) text += ": " + std::string(last);
+  return make_error(s == NATS_TIMEOUT ? errc::timeout : errc::unavailable, text);
+}
+} // namespace
+
+result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_value_options& options) {
+  auto state = std::make_unique<impl>();
+  auto deadline = steady_ms() + 30'000;
+  while (true) {
+    natsStatus s = js_KeyValue(&state->kv, native_jetstream(js), options.bucket.c_str());
+    if (s != NATS_OK) {
+      kvConfig config;
+      kvConfig_Init(&config);
+      config.Bucket = options.bucket.c_str();
+      config.History = 1;
+      config.Replicas = static_cast<int>(options.replicas);
+      config.StorageType = js_FileStorage;
+      config.TTL = options.ttl_ms * 1'000'000;  // nanoseconds
+      s = js_CreateKeyValue(&state->kv, native_jetstream(js), &config);
+    }
+    if (s == NATS_OK) return std::unique_ptr<key_value>(new key_value(std::move(state)));
+    if (steady_ms() >= deadline) return kv_error(s, "opening the key-value bucket " + options.bucket);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+result<key_value::created> key_value::create_if_absent(const std::string& key, const std::string& value) {
+  natsStatus s = kvStore_Create(nullptr, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()));
+  if (s == NATS_OK) return created{true, value};
+  // Refused: most likely the key has a value already. Read it; if there is none, the refusal
+  // was something else.
+  auto existing = get(key);
+  if (!existing) return existing.error();
+  if (!*existing) return kv_error(s, "writing the key " + key);
+  return created{false, **existing};
+}
+
+result<std::optional<std::string>> key_value::get(const std::string& key) {
+  kvEntry* entry = nullptr;
+  natsStatus s = kvStore_Get(&entry, impl_->kv, key.c_str());
+  if (s == NATS_NOT_FOUND) return std::optional<std::string>{};
+  if (s != NATS_OK) return kv_error(s, "reading the key " + key);
+  std::string out(static_cast<const char*>(kvEntry_Value(entry)), static_cast<std::size_t>(kvEntry_ValueLen(entry)));
+  bool deleted = kvEntry_Operation(entry) != kvOp_Put;
+  kvEntry_Destroy(entry);
+  if (deleted) return std::optional<std::string>{};
+  return std::optional<std::string>(std::move(out));
+}
+
+std::string key_of(const std::string& prefix, const std::string& bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out = prefix + ".";
+  out.reserve(prefix.size() + 1 + bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+} // namespace keel::broker

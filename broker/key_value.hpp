@@ -1,0 +1,48 @@
+// A JetStream key-value bucket, replicated like the task stream: what the cluster agrees on
+// without a database of its own (idempotency keys, for one).
+#pragma once
+
+#include "broker/work_queue.hpp"
+#include "runtime/result.hpp"
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace keel::broker {
+
+struct key_value_options {
+  std::string bucket;          // [A-Za-z0-9_-]
+  std::int64_t replicas = 1;   // copies on as many servers
+  std::int64_t ttl_ms = 0;     // an entry is dropped this long after it was written; 0: never
+};
+
+class key_value {
+public:
+  // Opens the bucket, creating it when there is none (a new cluster elects its leader first:
+  // asked again for up to 30 s).
+  static result<std::unique_ptr<key_value>> open(jetstream& js, const key_value_options& options);
+  ~key_value();
+  key_value(const key_value&) = delete;
+  key_value& operator=(const key_value&) = delete;
+
+  // Writes `value` under `key` only if the key has none: the value that is there afterwards, and
+  // whether it is this one. Keys are [A-Za-z0-9_=.-] (see key_of).
+  struct created {
+    bool written = false;
+    std::string value;  // ours when written, else the one that was there first
+  };
+  result<created> create_if_absent(const std::string& key, const std::string& value);
+  result<std::optional<std::string>> get(const std::string& key);
+
+  struct impl;
+
+private:
+  explicit key_value(std::unique_ptr<impl> state);
+  std::unique_ptr<impl> impl_;
+};
+
+// A key from any bytes: the prefix, a '.', and the bytes in hex (keys allow few characters).
+std::string key_of(const std::string& prefix, const std::string& bytes);
+
+} // namespace keel::broker
