@@ -28,6 +28,7 @@ struct multi_node {
   nats_cluster nats;
   std::map<std::string, child_process> nodes;
   int gateway_port = 0;
+  std::string sandbox_extra;  // more keys of [agents.ops.sandbox]
 
   // `servers`: the nats-servers this node knows, first the one it tries first.
   void start(const std::string& name, const std::string& roles, const std::vector<std::size_t>& servers,
@@ -39,7 +40,7 @@ struct multi_node {
                        "\"\n[nats]\nservers = [" + urls + "]\n[limits]\nheartbeat_interval_ms = 200\ntask_replicas = 3\n"
                        "shutdown_timeout_ms = 5000\n" + extra +
                        "\n[agents.ops]\nscript = \"" + dir.file("ops.json") + "\"\n[agents.ops.sandbox]\nworkspace = \"" +
-                       dir.file("ws") + "\"\nscope = \"agent\"\n");
+                       dir.file("ws") + "\"\nscope = \"agent\"\n" + sandbox_extra);
     child_options o;
     o.argv = {KEEL_NODE_BINARY, "--config", path};
     o.stdout_path = dir.file(name + ".out");
@@ -208,4 +209,48 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
   REQUIRE_EVENTUALLY(20'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == keys);
   // A key of 257 bytes is refused.
   CHECK(call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"idempotency_key\": \"" + std::string(257, 'k') + "\"}").status == 400);
+}
+
+TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what it holds, and nothing runs twice",
+          "[e2e][integration][cluster]") {
+  multi_node c;
+  write_file(c.dir.file("ops.json"), R"({"turns": [
+      {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 1.5; echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "done"}
+    ]})");
+  auto port = free_loopback_port();
+  REQUIRE(port.ok());
+  c.gateway_port = *port;
+  c.sandbox_extra = "exec_security = \"allow-always\"\n";  // commands run without asking
+  c.start("o1", "\"orchestrator\", \"gateway\"", {0, 1, 2}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  c.start("w1", "\"worker\"", {1, 2, 0}, "[worker]\nslots = 4\n");
+  c.start("w2", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 4\n");
+  INFO(c.logs());
+  REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
+  REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("w2") != std::string::npos);
+  constexpr int runs = 16;
+  std::vector<std::string> ids;
+  for (int i = 0; i < runs; ++i)
+    ids.push_back(call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"input\": \"d" + std::to_string(i) + "\"}").parsed()["run_id"]);
+  // Once w1 holds commands, it is told to stop.
+  auto w1_busy = [&] {
+    auto listed = json::parse(c.keel({"nodes", "--json", "--wait-ms", "200"}).out, nullptr, false);
+    if (!listed.is_array()) return false;
+    for (const auto& n : listed)
+      if (n["node_id"] == "w1") return n.value("slots_busy", 0) >= 2;
+    return false;
+  };
+  REQUIRE_EVENTUALLY(20'000, w1_busy());
+  auto asked = steady_ms();
+  c.nodes["w1"].signal(SIGTERM);
+  auto status = c.nodes["w1"].wait(15'000);
+  REQUIRE(status.ok());
+  CHECK(*status == 0);
+  CHECK(steady_ms() - asked < 6'000);  // within limits.shutdown_timeout_ms (5 s) and its exit
+  for (const auto& id : ids)
+    REQUIRE_EVENTUALLY(60'000, call("GET", c.base() + "/api/v1/runs/" + id).parsed().value("status", "") == "completed");
+  auto calls = lines_of(read_file(c.dir.file("ws/calls.txt")));
+  CHECK(calls.size() == runs);  // each once: the drained worker finished what it held
+  CHECK(std::set<std::string>(calls.begin(), calls.end()).size() == runs);
+  CHECK(read_file(c.dir.file("w1.err")).find("node w1 stopped") != std::string::npos);
 }
