@@ -294,6 +294,17 @@ result<std::uint64_t> jetstream::stored_messages(std::string_view stream) {
   return count;
 }
 
+result<jetstream::backlog> jetstream::consumer_backlog(std::string_view stream, std::string_view consumer) {
+  std::string stream_text(stream), consumer_text(consumer);
+  jsConsumerInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetConsumerInfo(&info, impl_->js, stream_text.c_str(), consumer_text.c_str(), nullptr, &code);
+  if (s != NATS_OK) return js_error(s, code, "reading the consumer " + consumer_text);
+  backlog out{info->NumPending, static_cast<std::uint64_t>(std::max<std::int64_t>(0, info->NumAckPending))};
+  jsConsumerInfo_Destroy(info);
+  return out;
+}
+
 result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
                                                    std::size_t message_bytes_max, std::int64_t replicas,
                                                    std::int64_t request_timeout_ms, publish_failed on_failed) {

@@ -117,6 +117,13 @@ public:
   result<bool> holds(std::string_view stream, std::string_view subject);
   // Messages stored and not yet acknowledged.
   result<std::uint64_t> stored_messages(std::string_view stream);
+  // What a consumer has before it: messages not yet handed out, and handed out but not yet
+  // acknowledged (a worker runs them).
+  struct backlog {
+    std::uint64_t waiting = 0;
+    std::uint64_t running = 0;
+  };
+  result<backlog> consumer_backlog(std::string_view stream, std::string_view consumer);
   result<std::unique_ptr<pull_consumer>> subscribe(const consumer_options& options);
   // The nats.c context (for the broker folder's own files: broker/native.hpp).
   ::__jsCtx* native() const;

@@ -2,6 +2,7 @@
 #include "apps/keel/commands.hpp"
 
 #include "broker/connection.hpp"
+#include "broker/work_queue.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/wire.hpp"
 
@@ -11,6 +12,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace keel::cli {
@@ -64,6 +66,15 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
   std::lock_guard lock{mutex};
+  // Each queue's backlog, from the broker: tasks waiting for a slot, and tasks workers hold.
+  std::map<std::string, broker::jetstream::backlog> backlogs;
+  std::set<std::string> queues;
+  for (const auto& [id, b] : nodes) queues.insert(b.queues.begin(), b.queues.end());
+  if (!queues.empty())
+    if (auto js = broker::jetstream::open(*nats, 2000)) {
+      for (const auto& q : queues)
+        if (auto b = (*js)->consumer_backlog(subjects.tasks_stream(), broker::stream_name("workers_" + q))) backlogs[q] = *b;
+    }
   if (json) {
     wire::value out = wire::value::array();
     for (const auto& [id, b] : nodes)
@@ -71,6 +82,13 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
                      {"host", b.host}, {"pid", b.pid}, {"started_ms", b.started_ms},
                      {"version", b.version}, {"slots", b.slots}, {"slots_busy", b.slots_busy},
                      {"runs_in_memory", b.runs_in_memory}});
+    for (auto& n : out) {
+      wire::value backlog = wire::value::object();
+      for (const auto& q : n["queues"])
+        if (auto it = backlogs.find(q.get<std::string>()); it != backlogs.end())
+          backlog[it->first] = {{"waiting", it->second.waiting}, {"running", it->second.running}};
+      if (!backlog.empty()) n["backlog"] = backlog;
+    }
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -86,6 +104,11 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
               << join(b.agents) << std::setw(16) << b.host << std::setw(9) << b.pid << std::setw(10)
               << (b.slots > 0 ? std::to_string(b.slots_busy) + "/" + std::to_string(b.slots) : "-")
               << duration_text(now - b.started_ms) << "\n";
+  }
+  if (!backlogs.empty()) {
+    std::cout << "\n" << std::left << std::setw(24) << "QUEUE" << std::setw(10) << "WAITING" << "RUNNING\n";
+    for (const auto& [q, b] : backlogs)
+      std::cout << std::left << std::setw(24) << q << std::setw(10) << b.waiting << b.running << "\n";
   }
   return 0;
 }

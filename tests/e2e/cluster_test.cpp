@@ -241,6 +241,19 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
     return false;
   };
   REQUIRE_EVENTUALLY(20'000, w1_busy());
+  // keel nodes shows the queue's backlog: 16 commands on 8 slots, so some wait.
+  auto backlog = [&] {
+    auto listed = json::parse(c.keel({"nodes", "--json", "--wait-ms", "200"}).out, nullptr, false);
+    if (!listed.is_array()) return json();
+    for (const auto& n : listed)
+      if (n.contains("backlog")) return n["backlog"]["ops"];
+    return json();
+  };
+  json queued;
+  REQUIRE_EVENTUALLY(10'000, (queued = backlog()).is_object());
+  CHECK(queued["running"].get<int>() >= 1);
+  CHECK(queued["running"].get<int>() + queued["waiting"].get<int>() <= runs);
+  CHECK(c.keel({"nodes", "--wait-ms", "200"}).out.find("QUEUE") != std::string::npos);
   auto asked = steady_ms();
   c.nodes["w1"].signal(SIGTERM);
   auto status = c.nodes["w1"].wait(15'000);
