@@ -543,7 +543,11 @@ worker::worker(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 worker::~worker() { stop(); }
 
 std::size_t worker::slots_count() const { return impl_->core->slot_count->count(); }
-std::size_t worker::slots_busy() const { return impl_->core->slot_count->busy(); }
+// The tasks it holds now (slots set aside for a fetch that waits for tasks are not busy).
+std::size_t worker::slots_busy() const {
+  std::lock_guard lock{impl_->core->held->mutex};
+  return impl_->core->held->tasks.size();
+}
 
 result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::node_config& config,
                                               const std::string& node_id,

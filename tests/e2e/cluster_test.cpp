@@ -267,3 +267,55 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
   CHECK(std::set<std::string>(calls.begin(), calls.end()).size() == runs);
   CHECK(read_file(c.dir.file("w1.err")).find("node w1 stopped") != std::string::npos);
 }
+
+TEST_CASE("cluster: scripts/cluster.sh starts configs/cluster, keel reaches it with no flags, status names each process, down stops all",
+          "[e2e][integration][cluster]") {
+  temp_dir home;
+  // Three client ports in a row, their routes 2000 above, and the gateway's: all free.
+  int base = 0;
+  for (int attempt = 0; attempt < 50 && base == 0; ++attempt) {
+    auto p = free_loopback_port();
+    REQUIRE(p.ok());
+    int candidate = *p;
+    if (candidate + 2002 > 65000) continue;
+    bool free = true;
+    for (int i = 0; i < 3; ++i) free = free && !port_accepts(candidate + i) && !port_accepts(candidate + 2000 + i);
+    if (free) base = candidate;
+  }
+  REQUIRE(base != 0);
+  auto gateway = free_loopback_port();
+  REQUIRE(gateway.ok());
+  std::vector<std::string> env = {"KEEL_HOME=" + home.path(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
+                                  "KEEL_CLUSTER_GATEWAY=127.0.0.1:" + std::to_string(*gateway)};
+  std::string script = std::string(KEEL_SOURCE_DIR) + "/scripts/cluster.sh";
+  auto up = run_command({script, "up"}, 120'000, env);
+  INFO(up.out << up.err);
+  struct down_at_end {
+    std::string script;
+    std::vector<std::string> env;
+    ~down_at_end() { run_command({script, "down"}, 60'000, env); }
+  } guard{script, env};
+  REQUIRE(up.exit_code == 0);
+  CHECK(up.out.find("The cluster is up.") != std::string::npos);
+  auto status = run_command({script, "status"}, 30'000, env);
+  for (const char* name : {"nats-1", "nats-2", "nats-3", "orchestrator-1", "orchestrator-2", "worker-1", "worker-2", "worker-3",
+                           "gateway-1"}) {
+    INFO(status.out);
+    auto line = status.out.find(std::string(name) + " ");
+    REQUIRE(line != std::string::npos);
+    CHECK(status.out.substr(line, status.out.find('\n', line) - line).find("running") != std::string::npos);
+  }
+  // keel finds the cluster from the context file alone, and the coding agent runs on it.
+  std::vector<std::string> keel_env = {"KEEL_HOME=" + home.path()};
+  REQUIRE_EVENTUALLY(30'000, run_command({KEEL_BINARY, "nodes"}, 30'000, keel_env).out.find("worker-3") != std::string::npos);
+  auto ran = run_command({KEEL_BINARY, "run", "coder", "Create hello.js and run it.", "--yes"}, 60'000, keel_env);
+  INFO(ran.out << ran.err);
+  CHECK(ran.exit_code == 0);
+  CHECK(ran.out.find("Dashboard: http://127.0.0.1:" + std::to_string(*gateway) + "/runs/") != std::string::npos);
+  auto down = run_command({script, "down"}, 60'000, env);
+  CHECK(down.exit_code == 0);
+  CHECK(down.out.find("9 processes stopped") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(home.file("context.toml")));
+  auto after = run_command({script, "status"}, 30'000, env);
+  CHECK(after.out.find("running") == std::string::npos);
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# A local keel cluster from configs/cluster: three nats-servers (routed, JetStream on each), two
+# orchestrators, three workers and a gateway, each its own process with its own log. `up` writes
+# the same context file as `keel dev`, so every `keel` command in another terminal reaches the
+# cluster with no flags.
+#
+#   scripts/cluster.sh up       start everything (and build first if needed)
+#   scripts/cluster.sh status   each process: running or not, pid, log
+#   scripts/cluster.sh down     stop everything (SIGTERM, then SIGKILL after 15 s)
+#
+# State (stores, logs, pids) lives in $KEEL_HOME/cluster (default ~/.keel/cluster). Ports: nats
+# clients on KEEL_CLUSTER_PORT..+2 (default 4301), routes on that + 2000, the gateway on
+# KEEL_CLUSTER_GATEWAY (default 127.0.0.1:8090).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+home="${KEEL_HOME:-$HOME/.keel}"
+state="$home/cluster"
+base="${KEEL_CLUSTER_PORT:-4301}"
+gateway="${KEEL_CLUSTER_GATEWAY:-127.0.0.1:8090}"
+nats_bin=/usr/sbin/nats-server
+[ -x "$nats_bin" ] || nats_bin=nats-server
+nodes=(orchestrator-1 orchestrator-2 worker-1 worker-2 worker-3 gateway-1)
+servers=(nats-1 nats-2 nats-3)
+
+port_of() { echo $((base + $1 - 1)); }
+route_of() { echo $((base + 2000 + $1 - 1)); }
+urls() {
+  local out=""
+  for i in 1 2 3; do out+="${out:+, }\"nats://127.0.0.1:$(port_of "$i")\""; done
+  echo "[$out]"
+}
+running() { [ -f "$state/$1.pid" ] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_process() {  # name, then the command
+  local name=$1
+  shift
+  if running "$name"; then
+    echo "  $name is running already (pid $(cat "$state/$name.pid"))"
+    return
+  fi
+  setsid "$@" >>"$state/$name.log" 2>&1 </dev/null &
+  echo $! >"$state/$name.pid"
+}
+
+up() {
+  [ -x build/apps/keel-node ] || scripts/setup.sh
+  mkdir -p "$state"
+  for i in 1 2 3; do
+    if ! running "nats-$i" && listening "$(port_of "$i")"; then
+      echo "cluster: port $(port_of "$i") is taken; set KEEL_CLUSTER_PORT to move the cluster" >&2
+      exit 1
+    fi
+  done
+  echo "Starting nats-servers..."
+  for i in 1 2 3; do
+    local routes=""
+    for j in 1 2 3; do [ "$j" = "$i" ] || routes+="${routes:+,}nats://127.0.0.1:$(route_of "$j")"; done
+    start_process "nats-$i" "$nats_bin" -c "configs/cluster/nats-$i.conf" -a 127.0.0.1 -p "$(port_of "$i")" \
+      --cluster "nats://127.0.0.1:$(route_of "$i")" --routes "$routes" -sd "$state/nats-$i"
+  done
+  for i in 1 2 3; do
+    for _ in $(seq 1 100); do listening "$(port_of "$i")" && break; sleep 0.1; done
+    listening "$(port_of "$i")" || { echo "cluster: nats-$i did not start; see $state/nats-$i.log" >&2; exit 1; }
+  done
+  echo "Starting nodes..."
+  for n in "${nodes[@]}"; do
+    local sets=(--set "nats.servers = $(urls)")
+    case $n in
+      orchestrator-*) sets+=(--set "node.data_dir = \"$state/$n\"") ;;
+      gateway-*) sets+=(--set "gateway.listen = \"$gateway\"") ;;
+    esac
+    start_process "$n" "$root/build/apps/keel-node" --config "configs/cluster/$n.toml" "${sets[@]}"
+  done
+  # Ready when the gateway answers for an orchestrator (a new JetStream cluster elects first).
+  for _ in $(seq 1 600); do
+    curl -sf "http://$gateway/readyz" >/dev/null 2>&1 && break
+    for n in "${nodes[@]}"; do
+      running "$n" || { echo "cluster: $n stopped; its log:" >&2; tail -20 "$state/$n.log" >&2; exit 1; }
+    done
+    sleep 0.1
+  done
+  curl -sf "http://$gateway/readyz" >/dev/null || { echo "cluster: the gateway is not ready; see $state/gateway-1.log" >&2; exit 1; }
+  mkdir -p "$home"
+  cat >"$home/context.toml" <<EOF
+# Written by scripts/cluster.sh up; other keel commands read it.
+nats_url = "nats://127.0.0.1:$(port_of 1)"
+prefix = "keel"
+namespace = "default"
+dashboard_url = "http://$gateway"
+pid = 0
+EOF
+  echo "The cluster is up."
+  echo "  NATS:       $(urls)"
+  echo "  Dashboard:  http://$gateway/"
+  echo "  State:      $state"
+  echo "  Try:        build/apps/keel nodes; build/apps/keel run coder \"Create hello.js and run it.\""
+  echo "  Stop:       scripts/cluster.sh down"
+}
+
+status() {
+  printf '%-16s %-9s %-8s %s\n' PROCESS STATE PID LOG
+  for n in "${servers[@]}" "${nodes[@]}"; do
+    local pid=- st=stopped
+    if running "$n"; then st=running; pid=$(cat "$state/$n.pid"); fi
+    printf '%-16s %-9s %-8s %s\n' "$n" "$st" "$pid" "$state/$n.log"
+  done
+}
+
+down() {
+  local stopped=()
+  for n in "${nodes[@]}" "${servers[@]}"; do
+    if running "$n"; then
+      kill -TERM "$(cat "$state/$n.pid")" 2>/dev/null || true
+      stopped+=("$n")
+    fi
+    # Nodes first, so that they drain while the servers are still there.
+    if [ "$n" = gateway-1 ]; then
+      for _ in $(seq 1 150); do
+        local any=0
+        for m in "${nodes[@]}"; do running "$m" && any=1; done
+        [ $any = 0 ] && break
+        sleep 0.1
+      done
+    fi
+  done
+  for _ in $(seq 1 150); do
+    local any=0
+    for n in "${stopped[@]}"; do running "$n" && any=1; done
+    [ $any = 0 ] && break
+    sleep 0.1
+  done
+  for n in "${stopped[@]}"; do running "$n" && kill -KILL "$(cat "$state/$n.pid")" 2>/dev/null || true; done
+  for n in "${nodes[@]}" "${servers[@]}"; do rm -f "$state/$n.pid"; done
+  if [ -f "$home/context.toml" ] && grep -q "scripts/cluster.sh" "$home/context.toml"; then rm -f "$home/context.toml"; fi
+  echo "The cluster is down (${#stopped[@]} processes stopped)."
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: scripts/cluster.sh up|down|status" >&2; exit 2 ;;
+esac
