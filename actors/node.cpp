@@ -186,16 +186,6 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   a->beat.interval_ms = config.heartbeat_interval_ms;
   state->announce = a;
 
-  // Every node answers a ping with its heartbeat, so `keel nodes` need not wait for the next one.
-  auto pinged = state->nats->subscribe(
-    a->subjects.nodes_ping(), "", [a](broker::message&& m) {
-      if (m.reply.empty()) return;
-      if (auto r = a->nats->publish(m.reply, a->encode("up")); !r)
-        logger()->warn("ping not answered: {}", r.error().message);
-    });
-  if (!pinged) return pinged.error();
-  state->ping_subscription = std::move(*pinged);
-
   if (config.has_role(config::role::worker)) {
     state->worker_nats = state->nats;
     if (config.has_role(config::role::orchestrator)) {
@@ -251,6 +241,16 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     state->gateway_role = std::move(*started);
     logger()->info("gateway listening on http://{}:{}", listen->first, state->gateway_role->port());
   }
+  // Every node answers a ping with its heartbeat, so `keel nodes` need not wait for the next one.
+  // Only once its roles are up: a node that answers is ready.
+  auto pinged = state->nats->subscribe(
+    a->subjects.nodes_ping(), "", [a](broker::message&& m) {
+      if (m.reply.empty()) return;
+      if (auto r = a->nats->publish(m.reply, a->encode("up")); !r)
+        logger()->warn("ping not answered: {}", r.error().message);
+    });
+  if (!pinged) return pinged.error();
+  state->ping_subscription = std::move(*pinged);
   state->heartbeat = state->system->spawn(heartbeat_actor, std::shared_ptr<const announcer>(a));
   logger()->info("node {} started: roles [{}], NATS {}", state->id,
                  fmt::join(a->beat.roles, ", "), state->nats->connected_url());

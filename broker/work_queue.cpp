@@ -191,8 +191,13 @@ result<void> jetstream::ensure_work_queue(const work_queue_options& o) {
     s = js_UpdateStream(&info, impl_->js, &config, nullptr, &code);
   }
   if (info) jsStreamInfo_Destroy(info);
-  if (s != NATS_OK)
-    return js_error(s, code, "creating the JetStream stream " + o.stream + " (is JetStream enabled on nats-server? start it with -js)");
+  if (s != NATS_OK) {
+    auto e = js_error(s, code, "creating the JetStream stream " + o.stream + " (is JetStream enabled on nats-server? start it with -js)");
+    // No JetStream at all is for the operator to fix (errc::config); anything else (a new
+    // cluster still electing its leader, a server moment) may pass.
+    if (s == NATS_NO_RESPONDERS || code == JSNotEnabledErr || code == JSNotEnabledForAccountErr) e.code = errc::config;
+    return e;
+  }
   return success();
 }
 
@@ -321,6 +326,7 @@ result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> n
   while (true) {
     auto made = (*js)->ensure_work_queue(options);
     if (made) return js;
+    if (made.error().code == errc::config) return made.error();
     if (steady_ms() >= deadline)
       return make_error(made.error().code, "the task stream " + options.stream + " cannot be made: " + made.error().message);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));

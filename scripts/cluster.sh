@@ -61,8 +61,12 @@ up() {
       --cluster "nats://127.0.0.1:$(route_of "$i")" --routes "$routes" -sd "$state/nats-$i"
   done
   for i in 1 2 3; do
-    for _ in $(seq 1 100); do listening "$(port_of "$i")" && break; sleep 0.1; done
-    listening "$(port_of "$i")" || { echo "cluster: nats-$i did not start; see $state/nats-$i.log" >&2; exit 1; }
+    for _ in $(seq 1 300); do listening "$(port_of "$i")" && break; running "nats-$i" || break; sleep 0.1; done
+    if ! listening "$(port_of "$i")"; then
+      echo "cluster: nats-$i did not start; the end of $state/nats-$i.log:" >&2
+      tail -5 "$state/nats-$i.log" >&2
+      exit 1
+    fi
   done
   echo "Starting nodes..."
   for n in "${nodes[@]}"; do

@@ -36,17 +36,21 @@ int run_agents(const client_flags& flags, std::int64_t wait_ms, bool json) {
     return 1;
   }
   broker::subjects subjects{c->prefix, c->ns};
-  std::mutex mutex;
-  std::map<std::string, wire::value> agents;  // by id: every orchestrator knows the same ones
-  std::size_t answers = 0;
+  // Shared with the delivery thread, which may still be in the callback when this returns.
+  struct gathered {
+    std::mutex mutex;
+    std::map<std::string, wire::value> agents;  // by id: every orchestrator knows the same ones
+    std::size_t answers = 0;
+  };
+  auto state = std::make_shared<gathered>();
   std::string inbox = (*nats)->new_inbox();
-  auto replies = (*nats)->subscribe(inbox, "", [&](broker::message&& m) {
+  auto replies = (*nats)->subscribe(inbox, "", [state](broker::message&& m) {
     auto v = wire::unpack(m.data);
     if (!v || !v->is_object() || v->value("type", std::string{}) != "agent_list") return;
-    std::lock_guard lock{mutex};
-    ++answers;
+    std::lock_guard lock{state->mutex};
+    ++state->answers;
     for (auto& a : (*v)["agents"])
-      if (a.is_object() && a.contains("id") && a["id"].is_string()) agents.emplace(a["id"].get<std::string>(), a);
+      if (a.is_object() && a.contains("id") && a["id"].is_string()) state->agents.emplace(a["id"].get<std::string>(), a);
   });
   if (!replies) {
     std::cerr << "keel agents: " << replies.error().message << "\n";
@@ -57,7 +61,10 @@ int run_agents(const client_flags& flags, std::int64_t wait_ms, bool json) {
     return 1;
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
-  std::lock_guard lock{mutex};
+  (void)(*replies)->unsubscribe();
+  std::lock_guard lock{state->mutex};
+  const auto& agents = state->agents;
+  const auto answers = state->answers;
   if (answers == 0) {
     std::cerr << "keel agents: no orchestrator answered on " << c->nats_url << " (" << c->prefix << "." << c->ns
               << "); is a node running?\n";

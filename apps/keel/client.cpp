@@ -120,28 +120,32 @@ result<value> client::history(const std::string& run, std::uint64_t from_seq, st
 }
 
 result<std::vector<value>> client::runs(const value& filter, std::vector<std::string>* missing) {
-  std::mutex mutex;
-  std::vector<value> out;
-  std::optional<keel::error> failure;
-  std::set<std::string> answered, orchestrators;
+  // Shared with the delivery threads, which may still be in a callback when this returns.
+  struct gathered {
+    std::mutex mutex;
+    std::vector<value> out;
+    std::optional<keel::error> failure;
+    std::set<std::string> answered, orchestrators;
+  };
+  auto state = std::make_shared<gathered>();
   std::string inbox = nats_->new_inbox();
-  auto sub = nats_->subscribe(inbox, "", [&](broker::message&& m) {
+  auto sub = nats_->subscribe(inbox, "", [state](broker::message&& m) {
     auto v = open_reply(m.data, "run_list");
-    std::lock_guard lock{mutex};
-    if (!v) failure = v.error();
+    std::lock_guard lock{state->mutex};
+    if (!v) state->failure = v.error();
     else {
-      answered.insert(v->value("node_id", std::string{}));
-      for (const auto& r : (*v)["runs"]) out.push_back(r);
+      state->answered.insert(v->value("node_id", std::string{}));
+      for (const auto& r : (*v)["runs"]) state->out.push_back(r);
     }
   });
   if (!sub) return sub.error();
   // The live orchestrators, from their answers to a ping: one that does not list is named.
   std::string ping_inbox = nats_->new_inbox();
-  auto pings = nats_->subscribe(ping_inbox, "", [&](broker::message&& m) {
+  auto pings = nats_->subscribe(ping_inbox, "", [state](broker::message&& m) {
     auto beat = wire::decode<wire::heartbeat>(m.data);
     if (!beat || std::find(beat->roles.begin(), beat->roles.end(), "orchestrator") == beat->roles.end()) return;
-    std::lock_guard lock{mutex};
-    orchestrators.insert(beat->node_id);
+    std::lock_guard lock{state->mutex};
+    state->orchestrators.insert(beat->node_id);
   });
   if (!pings) return pings.error();
   if (auto p = nats_->publish(subjects_.nodes_ping(), ping_inbox, wire::pack(value{{"v", 1}, {"type", "ping"}})); !p)
@@ -154,11 +158,12 @@ result<std::vector<value>> client::runs(const value& filter, std::vector<std::st
   std::this_thread::sleep_for(std::chrono::milliseconds(std::min<std::int64_t>(timeout_ms_, 500)));
   (void)(*sub)->unsubscribe();
   (void)(*pings)->unsubscribe();
-  std::lock_guard lock{mutex};
-  if (failure) return *failure;
+  std::lock_guard lock{state->mutex};
+  if (state->failure) return *state->failure;
   if (missing)
-    for (const auto& id : orchestrators)
-      if (!answered.count(id)) missing->push_back(id);
+    for (const auto& id : state->orchestrators)
+      if (!state->answered.count(id)) missing->push_back(id);
+  auto out = state->out;
   std::sort(out.begin(), out.end(), [](const value& a, const value& b) {
     return a.value("created_ms", 0LL) > b.value("created_ms", 0LL);
   });

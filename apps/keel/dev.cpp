@@ -117,20 +117,23 @@ result<wire::heartbeat> await_node(const std::string& url, child_process& node, 
   options.name = "keel dev";
   auto nats = broker::connection::connect(options);
   if (!nats) return nats.error();
-  std::mutex mutex;
-  std::optional<wire::heartbeat> seen;
+  struct awaited {  // shared with the delivery thread, which may outlive this call's frame
+    std::mutex mutex;
+    std::optional<wire::heartbeat> seen;
+  };
+  auto state = std::make_shared<awaited>();
   broker::subjects subjects;
-  auto sub = (*nats)->subscribe(subjects.heartbeat(), "", [&](broker::message&& m) {
+  auto sub = (*nats)->subscribe(subjects.heartbeat(), "", [state](broker::message&& m) {
     auto beat = wire::decode<wire::heartbeat>(m.data);
-    std::lock_guard lock{mutex};
-    if (beat && beat->state == "up") seen = *beat;
+    std::lock_guard lock{state->mutex};
+    if (beat && beat->state == "up") state->seen = *beat;
   });
   if (!sub) return sub.error();
   auto deadline = steady_ms() + timeout_ms;
   while (steady_ms() < deadline && node.running()) {
     {
-      std::lock_guard lock{mutex};
-      if (seen) return *seen;
+      std::lock_guard lock{state->mutex};
+      if (state->seen) return *state->seen;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -44,14 +44,18 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
     return 1;
   }
   broker::subjects subjects{c->prefix, c->ns};
-  std::mutex mutex;
-  std::map<std::string, wire::heartbeat> nodes;
-  auto collect = [&](broker::message&& m) {
+  // Shared with the delivery threads, which may still be in a callback when this returns.
+  struct gathered {
+    std::mutex mutex;
+    std::map<std::string, wire::heartbeat> nodes;
+  };
+  auto state = std::make_shared<gathered>();
+  auto collect = [state](broker::message&& m) {
     auto beat = wire::decode<wire::heartbeat>(m.data);
     if (!beat) return;
-    std::lock_guard lock{mutex};
-    if (beat->state == "stopping") nodes.erase(beat->node_id);
-    else nodes[beat->node_id] = *beat;
+    std::lock_guard lock{state->mutex};
+    if (beat->state == "stopping") state->nodes.erase(beat->node_id);
+    else state->nodes[beat->node_id] = *beat;
   };
   std::string inbox = (*nats)->new_inbox();
   auto replies = (*nats)->subscribe(inbox, "", collect);
@@ -65,7 +69,13 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
     return 1;
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
-  std::lock_guard lock{mutex};
+  (void)(*replies)->unsubscribe();
+  (void)(*beats)->unsubscribe();
+  std::map<std::string, wire::heartbeat> nodes;
+  {
+    std::lock_guard lock{state->mutex};
+    nodes = state->nodes;
+  }
   // Each queue's backlog, from the broker: tasks waiting for a slot, and tasks workers hold.
   std::map<std::string, broker::jetstream::backlog> backlogs;
   std::set<std::string> queues;

@@ -2,10 +2,16 @@
 // orchestrators, two workers and a gateway, each its own process. Runs with approvals go through
 // the gateway while a worker and a nats-server are killed; every run completes, each tool call
 // runs once unless its worker died during it, and every node lists every run.
+#include "broker/connection.hpp"
+#include "runtime/wire.hpp"
 #include "tests/e2e/http_client.hpp"
 #include "tests/support/test_support.hpp"
 
+#include <arpa/inet.h>
 #include <csignal>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <set>
 #include <thread>
 
@@ -55,6 +61,24 @@ struct multi_node {
     return run_command(args, 60'000, {"KEEL_HOME=" + dir.file("home")});
   }
   std::string base() const { return "http://127.0.0.1:" + std::to_string(gateway_port); }
+  // An invoke sent through nats-server `server`, as a client connected there would send it. (The
+  // broker gives a request to a queue member on the sender's server when there is one: clients
+  // on every server are what spreads runs over the orchestrators.)
+  std::map<std::size_t, std::shared_ptr<broker::connection>> clients;  // made first, then only read
+  void connect_clients() {
+    for (std::size_t i = 0; i < nats.size(); ++i) {
+      broker::connection_options o;
+      o.servers = {nats.url(i)};
+      auto connected = broker::connection::connect(o);
+      REQUIRE(connected.ok());
+      clients[i] = *connected;
+    }
+  }
+  result<wire::invoke_reply> invoke_via(std::size_t server, const wire::invoke_request& request) {
+    auto reply = clients.at(server)->request("keel.default.invoke", wire::encode(request), 10'000);
+    if (!reply) return reply.error();
+    return wire::decode<wire::invoke_reply>(reply->data);
+  }
   std::string logs() {
     std::string out;
     for (auto& [name, p] : nodes) out += "--- " + name + "\n" + read_file(dir.file(name + ".err")).substr(0, 4000) + "\n";
@@ -81,14 +105,27 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   c.start("g1", "\"gateway\"", {1, 2, 0}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
   INFO(c.logs());
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
-  REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("w2") != std::string::npos);
+  auto all_up = [&](std::vector<std::string> names) {
+    auto listed = c.keel({"nodes", "--wait-ms", "300"}).out;
+    for (const auto& n : names)
+      if (listed.find(n) == std::string::npos) return false;
+    return true;
+  };
+  REQUIRE_EVENTUALLY(30'000, all_up({"o1", "o2", "w1", "w2", "g1"}));
 
   constexpr int runs = 40;
+  c.connect_clients();
   std::vector<std::string> ids;
   for (int i = 0; i < runs; ++i) {
-    auto made = call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"input\": \"job " + std::to_string(i) + "\"}");
-    REQUIRE(made.status == 201);
-    ids.push_back(made.parsed()["run_id"]);
+    if (i % 2 == 0) {  // half through the gateway
+      auto made = call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"input\": \"job " + std::to_string(i) + "\"}");
+      REQUIRE(made.status == 201);
+      ids.push_back(made.parsed()["run_id"]);
+    } else {  // half by clients on each of the three servers
+      auto made = c.invoke_via(static_cast<std::size_t>(i / 2 % 3), wire::invoke_request{"ops", "job " + std::to_string(i), "", ""});
+      REQUIRE(made.ok());
+      ids.push_back(made->run_id);
+    }
   }
   // Invokes spread over both orchestrators (the run id names its owner).
   std::set<std::string> owners;
@@ -183,6 +220,7 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
   INFO(c.logs());
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("o2") != std::string::npos);
+  REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("o1") != std::string::npos);
   constexpr int keys = 16, copies = 8;  // all keys on one orchestrator by chance: 1 in 30,000
   std::vector<std::vector<std::string>> answers(keys, std::vector<std::string>(copies));
   std::vector<std::vector<long>> statuses(keys, std::vector<long>(copies));
@@ -196,17 +234,43 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
         answers[k][i] = a.parsed().value("run_id", std::string{});
       });
   for (auto& t : senders) t.join();
+  senders.clear();
+  // The same keys again, at once, from clients on every server: each orchestrator gets some.
+  std::vector<std::vector<std::string>> again(keys, std::vector<std::string>(copies));
+  std::vector<std::vector<int>> created_again(keys, std::vector<int>(copies));  // not vector<bool>: one writer a cell
+  c.connect_clients();
+  for (int k = 0; k < keys; ++k)
+    for (int i = 0; i < copies; ++i)
+      senders.emplace_back([&, k, i] {
+        auto r = c.invoke_via(static_cast<std::size_t>(i % 3), wire::invoke_request{"ops", "once", "order-" + std::to_string(k)});
+        if (r) {
+          again[k][i] = r->run_id;
+          created_again[k][i] = r->created ? 1 : 0;
+        }
+      });
+  for (auto& t : senders) t.join();
+  // Fresh keys, each sent once from clients on the three servers in turn: the runs land on both
+  // orchestrators. (Copies of one key race; the orchestrator nearer the bucket's leader tends to
+  // win them all, which is right too.)
+  std::set<std::string> fresh_owners;
+  for (int k = 0; k < keys; ++k) {
+    auto r = c.invoke_via(static_cast<std::size_t>(k % 3), wire::invoke_request{"ops", "once", "fresh-" + std::to_string(k)});
+    REQUIRE(r.ok());
+    CHECK(r->created);
+    fresh_owners.insert(r->run_id.substr(r->run_id.rfind('-') + 1));
+  }
+  CHECK(fresh_owners == std::set<std::string>{"o1", "o2"});
   std::set<std::string> owners;
   for (int k = 0; k < keys; ++k) {
     INFO("key " << k);
+    CHECK(std::set<std::string>(again[k].begin(), again[k].end()) == std::set<std::string>{answers[k][0]});
+    CHECK(std::count(created_again[k].begin(), created_again[k].end(), 1) == 0);
     CHECK(std::set<std::string>(answers[k].begin(), answers[k].end()).size() == 1);  // one run per key
     CHECK(std::count(statuses[k].begin(), statuses[k].end(), 201) == 1);             // created once
     CHECK(std::count(statuses[k].begin(), statuses[k].end(), 200) == copies - 1);    // the rest named it
     owners.insert(answers[k][0].substr(answers[k][0].rfind('-') + 1));
   }
-  // The invokes went to both orchestrators (a queue group), and the keys' runs live on both.
-  CHECK(owners.size() == 2);
-  REQUIRE_EVENTUALLY(20'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == keys);
+  REQUIRE_EVENTUALLY(20'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == 2 * keys);
   // A key of 257 bytes is refused.
   CHECK(call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"idempotency_key\": \"" + std::string(257, 'k') + "\"}").status == 400);
 }
@@ -271,15 +335,24 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
 TEST_CASE("cluster: scripts/cluster.sh starts configs/cluster, keel reaches it with no flags, status names each process, down stops all",
           "[e2e][integration][cluster]") {
   temp_dir home;
-  // Three client ports in a row, their routes 2000 above, and the gateway's: all free.
+  // Three client ports in a row and their routes 2000 above, below the range the system hands
+  // out to outgoing connections (32768 and up), each one that binds now.
+  auto bindable = [](int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(static_cast<std::uint16_t>(port));
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0;
+    ::close(fd);
+    return ok;
+  };
   int base = 0;
-  for (int attempt = 0; attempt < 50 && base == 0; ++attempt) {
-    auto p = free_loopback_port();
-    REQUIRE(p.ok());
-    int candidate = *p;
-    if (candidate + 2002 > 65000) continue;
+  std::srand(static_cast<unsigned>(::getpid()));
+  for (int attempt = 0; attempt < 100 && base == 0; ++attempt) {
+    int candidate = 20'000 + std::rand() % 8'000;
     bool free = true;
-    for (int i = 0; i < 3; ++i) free = free && !port_accepts(candidate + i) && !port_accepts(candidate + 2000 + i);
+    for (int i = 0; i < 3; ++i) free = free && bindable(candidate + i) && bindable(candidate + 2000 + i);
     if (free) base = candidate;
   }
   REQUIRE(base != 0);

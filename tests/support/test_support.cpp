@@ -63,27 +63,36 @@ void nats_server::restart() {
 }
 
 nats_cluster::nats_cluster(std::size_t size) {
-  for (std::size_t i = 0; i < size; ++i) {
-    auto client = free_loopback_port();
-    auto route = free_loopback_port();
-    REQUIRE(client.ok());
-    REQUIRE(route.ok());
-    ports_.push_back(*client);
-    cluster_ports_.push_back(*route);
-  }
   processes_.resize(size);
-  for (std::size_t i = 0; i < size; ++i) {
-    std::string routes;
-    for (std::size_t j = 0; j < size; ++j)
-      if (j != i) routes += std::string(routes.empty() ? "" : ", ") + "\"nats://127.0.0.1:" + std::to_string(cluster_ports_[j]) + "\"";
-    write_file(dir_.file("s" + std::to_string(i) + ".conf"),
-               "server_name: s" + std::to_string(i) + "\nlisten: 127.0.0.1:" + std::to_string(ports_[i]) +
-                 "\njetstream { store_dir: \"" + dir_.file("store" + std::to_string(i)) + "\" }\n"
-                 "cluster { name: keel-test\n listen: 127.0.0.1:" + std::to_string(cluster_ports_[i]) +
-                 "\n routes: [" + routes + "] }\n");
+  // Ports are picked free, then bound by the servers: another process may take one meanwhile,
+  // so a start that fails is tried again on new ports.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    ports_.clear();
+    cluster_ports_.clear();
+    for (std::size_t i = 0; i < size; ++i) {
+      auto client = free_loopback_port();
+      auto route = free_loopback_port();
+      REQUIRE(client.ok());
+      REQUIRE(route.ok());
+      ports_.push_back(*client);
+      cluster_ports_.push_back(*route);
+    }
+    for (std::size_t i = 0; i < size; ++i) {
+      std::string routes;
+      for (std::size_t j = 0; j < size; ++j)
+        if (j != i) routes += std::string(routes.empty() ? "" : ", ") + "\"nats://127.0.0.1:" + std::to_string(cluster_ports_[j]) + "\"";
+      write_file(dir_.file("s" + std::to_string(i) + ".conf"),
+                 "server_name: s" + std::to_string(i) + "\nlisten: 127.0.0.1:" + std::to_string(ports_[i]) +
+                   "\njetstream { store_dir: \"" + dir_.file("store" + std::to_string(i)) + "\" }\n"
+                   "cluster { name: keel-test\n listen: 127.0.0.1:" + std::to_string(cluster_ports_[i]) +
+                   "\n routes: [" + routes + "] }\n");
+    }
+    bool all = true;
+    for (std::size_t i = 0; i < size && all; ++i) all = launch(i, 10'000);
+    if (all) return;
+    for (auto& p : processes_) p.stop(0);
   }
-  for (std::size_t i = 0; i < size; ++i)
-    if (!launch(i, 10'000)) FAIL("nats-server s" << i << " did not start: " << read_file(dir_.file("s" + std::to_string(i) + ".log")));
+  FAIL("the nats-servers did not start: " << read_file(dir_.file("s0.log")));
 }
 
 nats_cluster::~nats_cluster() {
