@@ -1,5 +1,7 @@
 #include "actors/store_writer.hpp"
 
+#include <pthread.h>
+
 #include "runtime/log.hpp"
 
 #include <spdlog/spdlog.h>
@@ -7,7 +9,10 @@
 namespace keel::actors {
 
 store_writer::store_writer(store::run_store& store, std::size_t batch_max)
-  : store_(store), batch_max_(batch_max), thread_([this] { loop(); }) {}
+  : store_(store), batch_max_(batch_max), thread_([this] {
+      pthread_setname_np(pthread_self(), "keel store");
+      loop();
+    }) {}
 
 store_writer::~store_writer() { stop(); }
 

@@ -25,7 +25,7 @@ public:
     std::function<bool()> still_wanted;  // checked before each new offer
   };
 
-  task_publisher(broker::jetstream& js, std::size_t threads) : js_(js), pool_(threads) {}
+  task_publisher(broker::jetstream& js, std::size_t threads) : js_(js), pool_(threads, {}, "keel publish") {}
 
   void submit(job j) {
     pool_.submit([this, j = std::move(j)] { offer(j); });

@@ -598,7 +598,8 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
     if (std::find(queues.begin(), queues.end(), agent.queue) == queues.end()) queues.push_back(agent.queue);
   // Threads: one per slot, and one per queue for taking tasks.
   state->pool = std::make_unique<thread_pool>(static_cast<std::size_t>(config.worker_slots) + queues.size(),
-                                              [](const char* what) { logger()->error("a task thread threw: {}", what); });
+                                              [](const char* what) { logger()->error("a task thread threw: {}", what); },
+                                              "keel task");
   state->core->pool = state->pool.get();
   std::vector<std::unique_ptr<broker::pull_consumer>> consumers;
   for (const auto& queue : queues) {

@@ -20,7 +20,9 @@
 #include <iostream>
 #include <mutex>
 #include <numeric>
+#include <sstream>
 #include <thread>
+#include <unistd.h>
 
 using namespace keel;
 using namespace keel::bench;
@@ -96,6 +98,38 @@ private:
 };
 
 } // namespace
+
+// Each thread of a process: its name and CPU ticks (user + system) so far.
+std::map<std::string, std::pair<std::string, long long>> thread_ticks(pid_t pid) {
+  std::map<std::string, std::pair<std::string, long long>> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    auto open = text.find('('), close = text.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream fields(text.substr(close + 2));
+    std::string skip;
+    for (int f = 0; f < 11; ++f) fields >> skip;
+    long long utime = 0, stime = 0;
+    fields >> utime >> stime;
+    out[entry.path().filename().string()] = {text.substr(open + 1, close - open - 1), utime + stime};
+  }
+  return out;
+}
+
+long long process_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string skip;
+  for (int f = 0; f < 11; ++f) fields >> skip;
+  long long utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return utime + stime;
+}
 
 int main(int argc, char** argv) {
   CLI::App app{"keel benchmark"};
@@ -233,12 +267,34 @@ int main(int argc, char** argv) {
     done_before = events.completed_at.size();
   }
   auto t0 = now_us();
+  auto threads_before = thread_ticks(node.pid());
+  auto nats_before = process_ticks(nats_server.pid());
   auto runs = invoke_many(*nats, "steps", concurrent_runs, 1000);
   if (!events.wait([&](watcher& w) { return w.completed_at.size() >= done_before + runs.size(); }, 600'000))
     die("runs did not finish");
   double seconds = (now_us() - t0) / 1e6;
+  auto threads_after = thread_ticks(node.pid());
+  auto nats_after = process_ticks(nats_server.pid());
   report("throughput.steps_per_second", static_cast<double>(runs.size() * tasks_per_run) / seconds, "steps/s");
   report("throughput.runs_per_second", static_cast<double>(runs.size()) / seconds, "runs/s");
+  // Where the node's CPU went at saturation, thread by thread: the hot path must not sit on one.
+  std::vector<std::pair<double, std::string>> used;  // ticks, thread name
+  double total = 0;
+  for (const auto& [tid, after] : threads_after) {
+    auto before = threads_before.count(tid) ? threads_before[tid].second : 0;
+    double d = static_cast<double>(after.second - before);
+    total += d;
+    used.emplace_back(d, after.first);
+  }
+  std::sort(used.rbegin(), used.rend());
+  double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  report("scale.node_cpu_cores", total / tick / seconds, "cores");
+  report("scale.nats_cpu_cores", static_cast<double>(nats_after - nats_before) / tick / seconds, "cores");
+  report("scale.threads_busy", static_cast<double>(std::count_if(used.begin(), used.end(), [&](const auto& u) { return u.first > 0.02 * total; })), "threads");
+  for (std::size_t i = 0; i < std::min<std::size_t>(3, used.size()); ++i) {
+    report("scale.thread_" + std::to_string(i + 1) + "_share", total > 0 ? used[i].first / total : 0, "of the node's CPU");
+    std::cerr << "thread " << i + 1 << ": " << used[i].second << " " << (total > 0 ? 100 * used[i].first / total : 0) << "%\n";
+  }
 
   // Memory: runs that wait for a person cost only disk.
   std::this_thread::sleep_for(std::chrono::seconds(2));

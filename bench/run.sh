@@ -75,6 +75,23 @@ Against the plain queue group measured on this machine before (1.4x to 1.5x the 
 price of tasks that wait without loss, run once on a live worker, and move only when their worker
 is gone. The 1.5x target is not met with the work queue.
 
+## Where the node's CPU goes at saturation
+
+During the throughput run above, each thread's CPU time (from /proc) over the run; threads are
+named (`keel store` the writer, `keel task` a worker slot, `keel publish`, `keel http`, `nats
+<subject>` a subscription's delivery, `caf.*` the actor scheduler).
+
+| figure | measured |
+| --- | --- |
+| the node's CPU | {figures['scale.node_cpu_cores']:.2f} cores (nats-server: {figures['scale.nats_cpu_cores']:.2f} cores) |
+| threads with more than 2% of it | {fig('scale.threads_busy')} |
+| the busiest thread's share (1st / 2nd / 3rd) | **{figures['scale.thread_1_share'] * 100:.0f}%** / {figures['scale.thread_2_share'] * 100:.0f}% / {figures['scale.thread_3_share'] * 100:.0f}% | 
+
+On this 2-core machine the busiest thread carries well under half of the node's CPU (target:
+under half); `keel_bench` prints the busiest threads' names on stderr. The writer thread (group
+commit of every run's transitions, synced) is the busiest, and a single one per node: on a
+machine with many cores it is the first candidate to split (several writers over store shards).
+
 ## Under load and at length
 
 | figure | measured | bound | |

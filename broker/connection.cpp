@@ -1,4 +1,6 @@
 #include "broker/connection.hpp"
+
+#include <pthread.h>
 #include "broker/native.hpp"
 
 #include "runtime/log.hpp"
@@ -145,7 +147,22 @@ result<void> unsubscribe_from(natsSubscription* sub, const std::string& subject)
   return success();
 }
 
-void deliver(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+// A delivery thread is named after the last word of the subject it serves ("nats results",
+// "nats events"), so that a profile or top -H says which subscription is busy.
+void name_delivery_thread(natsSubscription* sub) {
+  thread_local bool named = false;
+  if (named || !sub) return;
+  named = true;
+  const char* subject = natsSubscription_GetSubject(sub);
+  if (!subject) return;
+  std::string_view s(subject);
+  auto last = s.substr(s.rfind('.') + 1);
+  std::string name = "nats " + std::string(last.substr(0, 10));
+  pthread_setname_np(pthread_self(), name.c_str());
+}
+
+void deliver(natsConnection*, natsSubscription* sub, natsMsg* raw, void* closure) {
+  name_delivery_thread(sub);
   auto* on_message = static_cast<handler*>(closure);
   try {
     (*on_message)(copy_of(raw));

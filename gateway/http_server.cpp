@@ -302,7 +302,8 @@ result<std::unique_ptr<http_server>> http_server::start(const server_options& op
                                            std::to_string(options.port) + ": " + ec.message());
   state->port = state->acceptor.local_endpoint().port();
   state->handlers = std::make_unique<thread_pool>(std::max<std::size_t>(1, options.handler_threads),
-                                                 [](const char* what) { logger()->error("an HTTP handler threw: {}", what); });
+                                                 [](const char* what) { logger()->error("an HTTP handler threw: {}", what); },
+                                                 "keel http");
   state->accept();
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options.io_threads); ++i)
     state->io_threads.emplace_back([s = state.get()] { s->io.run(); });

@@ -11,6 +11,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <pthread.h>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -19,10 +21,15 @@ namespace keel {
 class thread_pool {
 public:
   // `on_error` hears what a job threw (a job must not take its thread down).
-  explicit thread_pool(std::size_t threads, std::function<void(const char*)> on_error = {})
+  // `name` (at most 15 characters) names its threads, for top -H and profiles.
+  explicit thread_pool(std::size_t threads, std::function<void(const char*)> on_error = {}, std::string name = {})
     : state_(std::make_shared<state>()) {
     state_->on_error = std::move(on_error);
-    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([s = state_] { loop(*s); });
+    for (std::size_t i = 0; i < threads; ++i)
+      threads_.emplace_back([s = state_, name] {
+        if (!name.empty()) pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+        loop(*s);
+      });
   }
   ~thread_pool() {
     if (!threads_.empty()) stop(0);
