@@ -146,7 +146,9 @@ behind is closed; its client reconnects from the last id it had.
 Reproduce: `bench/run.sh` (options of keel_bench: `--turns`, `--concurrent-runs`,
 `--suspended-runs`, `--latency-runs`, `--rounds`); `build/bench/keel_load_bench --only
 approvals|in_flight|long|storage|finished|liveness` for one part; `build/bench/keel_sse_bench
---clients N --answers M` for the streams; `bench/step_trace.sh` for the timeline.
+--clients N --answers M` for the streams; `bench/step_trace.sh` for the timeline;
+`bench/cluster.sh` for steps/s and overhead with 1, 2 and 4 orchestrator and worker processes
+(its table: bench/cluster-results.md).
 """
 open("docs/BENCHMARKS.md", "w").write(md)
 print("wrote docs/BENCHMARKS.md")
