@@ -112,6 +112,15 @@ status() {
   done
 }
 
+wait_gone() {  # the processes named, for up to 15 s
+  for _ in $(seq 1 150); do
+    local any=0
+    for m in "$@"; do running "$m" && any=1; done
+    [ $any = 0 ] && return
+    sleep 0.1
+  done
+}
+
 down() {
   local stopped=()
   for n in "${nodes[@]}" "${servers[@]}"; do
@@ -120,21 +129,9 @@ down() {
       stopped+=("$n")
     fi
     # Nodes first, so that they drain while the servers are still there.
-    if [ "$n" = gateway-1 ]; then
-      for _ in $(seq 1 150); do
-        local any=0
-        for m in "${nodes[@]}"; do running "$m" && any=1; done
-        [ $any = 0 ] && break
-        sleep 0.1
-      done
-    fi
+    [ "$n" = gateway-1 ] && wait_gone "${nodes[@]}"
   done
-  for _ in $(seq 1 150); do
-    local any=0
-    for n in "${stopped[@]}"; do running "$n" && any=1; done
-    [ $any = 0 ] && break
-    sleep 0.1
-  done
+  [ ${#stopped[@]} = 0 ] || wait_gone "${stopped[@]}"
   for n in "${stopped[@]}"; do running "$n" && kill -KILL "$(cat "$state/$n.pid")" 2>/dev/null || true; done
   for n in "${nodes[@]}" "${servers[@]}"; do rm -f "$state/$n.pid"; done
   if [ -f "$home/context.toml" ] && grep -q "scripts/cluster.sh" "$home/context.toml"; then rm -f "$home/context.toml"; fi

@@ -177,13 +177,12 @@ bool is_final_event(const std::string& t) {
 result<std::unique_ptr<event_stream>> event_stream::open(client& c, const std::string& run,
                                                          std::uint64_t from_seq) {
   auto s = std::unique_ptr<event_stream>(new event_stream(c, run, from_seq));
-  auto* self = s.get();
-  auto sub = c.nats().subscribe(c.subjects().run_events(run), "", [self](broker::message&& m) {
+  auto sub = c.nats().subscribe(c.subjects().run_events(run), "", [live = s->live_](broker::message&& m) {
     auto e = wire::decode<wire::event>(m.data);
     if (!e) return;
-    std::lock_guard lock{self->mutex_};
-    self->live_[e->seq] = std::move(*e);
-    self->arrived_.notify_all();
+    std::lock_guard lock{live->mutex};
+    live->events[e->seq] = std::move(*e);
+    live->arrived.notify_all();
   });
   if (!sub) return sub.error();
   s->subscription_ = std::move(*sub);
@@ -215,10 +214,10 @@ result<std::optional<wire::event>> event_stream::next(std::int64_t timeout_ms) {
   auto deadline = steady_ms() + timeout_ms;
   while (true) {
     {
-      std::unique_lock lock{mutex_};
-      for (auto it = live_.begin(); it != live_.end();) {
+      std::unique_lock lock{live_->mutex};
+      for (auto it = live_->events.begin(); it != live_->events.end();) {
         if (it->first >= next_seq_) buffered_.emplace(it->first, std::move(it->second));
-        it = live_.erase(it);
+        it = live_->events.erase(it);
       }
     }
     if (auto it = buffered_.find(next_seq_); it != buffered_.end()) {
@@ -232,9 +231,9 @@ result<std::optional<wire::event>> event_stream::next(std::int64_t timeout_ms) {
       if (auto r = fill_from_history(); !r) return r.error();
       if (buffered_.count(next_seq_)) continue;
     }
-    std::unique_lock lock{mutex_};
+    std::unique_lock lock{live_->mutex};
     if (steady_ms() >= deadline) return std::optional<wire::event>{};
-    arrived_.wait_for(lock, std::chrono::milliseconds(std::min<std::int64_t>(200, deadline - steady_ms())));
+    live_->arrived.wait_for(lock, std::chrono::milliseconds(std::min<std::int64_t>(200, deadline - steady_ms())));
   }
 }
 

@@ -62,9 +62,14 @@ private:
   std::uint64_t next_seq_ = 1;
   bool caught_up_ = false;
   std::map<std::uint64_t, wire::event> buffered_;  // history and live, by seq
-  std::mutex mutex_;
-  std::condition_variable arrived_;
-  std::map<std::uint64_t, wire::event> live_;
+  // Live events as the subscription delivers them; shared with its delivery thread, which may
+  // still be in the callback when this stream is gone.
+  struct incoming {
+    std::mutex mutex;
+    std::condition_variable arrived;
+    std::map<std::uint64_t, wire::event> events;
+  };
+  std::shared_ptr<incoming> live_ = std::make_shared<incoming>();
   std::unique_ptr<broker::subscription> subscription_;
 };
 

@@ -26,14 +26,6 @@ std::string agent(const std::string& name, const std::string& extra_sandbox = ""
          "exec_security = \"allow-always\"\nfile_approval = false\n" + extra_sandbox;
 }
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
 // Calls per "run/step" in the scripted model's log (each line: "run/step turn").
 std::map<std::string, int> model_calls(const std::string& log) {
   std::map<std::string, int> out;

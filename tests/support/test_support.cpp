@@ -62,6 +62,14 @@ void nats_server::restart() {
   FAIL("nats-server did not restart on port " << port_);
 }
 
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
 nats_cluster::nats_cluster(std::size_t size) {
   processes_.resize(size);
   // Ports are picked free, then bound by the servers: another process may take one meanwhile,

@@ -68,6 +68,8 @@ private:
 };
 
 std::string read_file(const std::string& path);
+// The lines of `text` that are not empty (what a command appended to a file, one per line).
+std::vector<std::string> lines_of(const std::string& text);
 
 struct command_output {
   int exit_code = -1;
