@@ -98,6 +98,9 @@ struct node::impl {
   // The worker's own connection when the node is an orchestrator too: tasks and results then
   // do not share a socket, a reader thread and its locks with the orchestrator's traffic.
   std::shared_ptr<broker::connection> worker_nats;
+  // Connections of the lanes beyond the first (config node.lanes), the orchestrator's and the
+  // worker's: a node's steps do not all pass one socket and one reader thread.
+  std::vector<std::shared_ptr<broker::connection>> lane_connections;
   std::shared_ptr<announcer> announce;
   caf::actor heartbeat;
   std::unique_ptr<broker::subscription> ping_subscription;
@@ -186,15 +189,33 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   a->beat.interval_ms = config.heartbeat_interval_ms;
   state->announce = a;
 
+  // The lanes of a role: `first`, then connections of their own.
+  auto lanes_of = [&](std::shared_ptr<broker::connection> first,
+                      const std::string& name) -> result<std::vector<std::shared_ptr<broker::connection>>> {
+    std::vector<std::shared_ptr<broker::connection>> lanes{std::move(first)};
+    for (std::size_t i = 1; i < config.lanes_for(); ++i) {
+      auto options = nats_options;
+      options.name = name + " lane " + std::to_string(i);
+      auto more = broker::connection::connect(options);
+      if (!more) return more.error();
+      lanes.push_back(*more);
+      state->lane_connections.push_back(std::move(*more));
+    }
+    return lanes;
+  };
   if (config.has_role(config::role::worker)) {
     state->worker_nats = state->nats;
+    auto name = "keel-node " + state->id + " worker";
     if (config.has_role(config::role::orchestrator)) {
-      nats_options.name += " worker";
-      auto own = broker::connection::connect(nats_options);
+      auto options = nats_options;
+      options.name = name;
+      auto own = broker::connection::connect(options);
       if (!own) return own.error();
       state->worker_nats = std::move(*own);
     }
-    auto w = worker::start(*state->system, state->config, state->id, state->worker_nats);
+    auto lanes = lanes_of(state->worker_nats, name);
+    if (!lanes) return lanes.error();
+    auto w = worker::start(*state->system, state->config, state->id, *lanes);
     if (!w) return w.error();
     state->worker_role = std::move(*w);
     auto* role = state->worker_role.get();
@@ -204,7 +225,9 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     };
   }
   if (config.has_role(config::role::orchestrator)) {
-    auto o = orchestrator::start(*state->system, state->config, state->id, state->nats, *state->store);
+    auto lanes = lanes_of(state->nats, "keel-node " + state->id);
+    if (!lanes) return lanes.error();
+    auto o = orchestrator::start(*state->system, state->config, state->id, *lanes, *state->store);
     if (!o) return o.error();
     state->orchestrator_role = std::move(*o);
     auto* role = state->orchestrator_role.get();
@@ -278,6 +301,9 @@ void node::stop() {
   if (s.worker_nats && s.worker_nats != s.nats)
     if (auto r = s.worker_nats->drain(std::max<std::int64_t>(100, budget_ms / 4)); !r)
       logger()->warn("NATS drain (worker): {}", r.error().message);
+  for (auto& lane : s.lane_connections)
+    if (auto r = lane->drain(std::max<std::int64_t>(100, budget_ms / 8)); !r)
+      logger()->warn("NATS drain (lane): {}", r.error().message);
   if (auto r = s.nats->drain(std::max<std::int64_t>(100, budget_ms / 2)); !r)
     logger()->warn("NATS drain: {}", r.error().message);
   s.orchestrator_role.reset();

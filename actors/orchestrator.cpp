@@ -35,20 +35,40 @@ std::shared_ptr<spdlog::logger> logger() {
 
 // What every actor of the orchestrator shares; lives as long as the orchestrator.
 struct shared_state {
-  shared_state(const config::node_config& c, std::string id, std::shared_ptr<broker::connection> n,
-               store::run_store& s)
-    : config(c), node_id(std::move(id)), subjects{c.prefix, c.ns}, nats(std::move(n)), store(s),
-      writer(std::make_unique<store_writer>(s, static_cast<std::size_t>(c.store_batch_max))) {
+  shared_state(const config::node_config& c, std::string id,
+               const std::vector<std::shared_ptr<broker::connection>>& connections, store::run_store& s)
+    : config(c), node_id(std::move(id)), subjects{c.prefix, c.ns}, nats(connections.at(0)), store(s) {
     limits.message_bytes_max = static_cast<std::size_t>(c.message_bytes_max);
+    for (const auto& connection : connections) {
+      auto& l = lanes.emplace_back();
+      l.nats = connection;
+      l.writer = std::make_unique<store_writer>(s, static_cast<std::size_t>(c.store_batch_max));
+    }
   }
+
+  // One path of steps through the node: a NATS connection (a member of the results queue group,
+  // the run's publishes, its tasks) and a store writer. A run always takes the same lane, so what
+  // it publishes arrives in order and its writes are in order; runs of different lanes share no
+  // thread and no connection on the way of a step. Set up at start, never changed.
+  struct lane {
+    std::shared_ptr<broker::connection> nats;
+    std::unique_ptr<broker::jetstream> js;
+    std::unique_ptr<store_writer> writer;
+    void publish(const std::string& subject, const std::string& bytes) const {
+      if (subject.empty()) return;
+      if (auto r = nats->publish(subject, bytes); !r)
+        logger()->warn("publish on {} failed: {}", subject, r.error().message);
+    }
+  };
+  lane& lane_of(std::string_view run_id) { return lanes[keel::lane_of(run_id, lanes.size())]; }
 
   const config::node_config& config;
   std::string node_id;
   broker::subjects subjects;
-  std::shared_ptr<broker::connection> nats;
+  std::shared_ptr<broker::connection> nats;  // lane 0's: requests about runs, invokes, listings
   store::run_store& store;
-  std::unique_ptr<store_writer> writer;
-  std::unique_ptr<broker::jetstream> js;
+  std::vector<lane> lanes;
+  std::unique_ptr<broker::jetstream> js;  // lane 0's
   // Idempotency keys the whole cluster agrees on (a replicated key-value bucket).
   std::unique_ptr<broker::key_value> keys;
   std::unique_ptr<task_publisher> publisher;
@@ -146,7 +166,7 @@ struct shared_state {
     auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
     auto subject = subjects.task(queue, t.run_id, t.step);
     auto bytes = wire::encode(t);
-    if (js->publish_async(subject, bytes, id, config.request_timeout_ms)) return;
+    if (lane_of(t.run_id).js->publish_async(subject, bytes, id, config.request_timeout_ms)) return;
     offer_again({std::move(subject), std::move(bytes), std::move(id), {}});
   }
   void offer_again(broker::publish_failure&& f) {
@@ -292,6 +312,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
              const std::string& reply_to, reply_kind kind, const std::shared_ptr<task_gate>& gate = nullptr) {
   const run_machine& machine = *self->state.machine;
   caf::actor me = caf::actor_cast<caf::actor>(self);
+  auto& lane = shared->lane_of(machine.run_id());
   std::string reply_bytes;
   if (kind == reply_kind::invoke) reply_bytes = wire::encode(wire::invoke_reply{machine.run_id(), true});
   if (kind == reply_kind::resume && e.resume_reply) reply_bytes = wire::encode(*e.resume_reply);
@@ -301,11 +322,11 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       e.transition.entries_only = true;
       e.transition.sync = false;  // if it is lost, a replay drops them again
       e.transition.record.run_id = machine.run_id();
-      shared->writer->submit_async(std::move(e.transition), [](const result<void>&) {});
+      lane.writer->submit_async(std::move(e.transition), [](const result<void>&) {});
     }
     if (reply_to.empty()) return;
-    shared->writer->after_pending([shared, reply_to, reply_bytes](const result<void>&) {
-      shared->publish(reply_to, reply_bytes);
+    lane.writer->after_pending([shared, &lane, reply_to, reply_bytes](const result<void>&) {
+      lane.publish(reply_to, reply_bytes);
     });
     return;
   }
@@ -334,9 +355,9 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
     });
     tasks.clear();
   }
-  shared->writer->submit(
+  lane.writer->submit(
     std::move(e.transition),
-    [shared, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
+    [shared, &lane, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
      delay = e.task_delay_ms, leave = e.leave_memory, seq, reply_to,
      reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
      waiters_bytes = std::move(waiters_bytes)](const result<void>& written) {
@@ -351,14 +372,14 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
       // Events before the task they announce: a watcher sees "step started" before the text
       // the step streams (on one server, the order of publishing is the order of delivery).
       step_trace::mark(step_trace::publishing);
-      for (const auto& bytes : events) shared->publish(events_subject, bytes);
+      for (const auto& bytes : events) lane.publish(events_subject, bytes);
       for (const auto& t : tasks) {
         if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
         else shared->send_task(t, queue);
       }
       step_trace::mark(step_trace::task_published);
-      shared->publish(reply_to, reply_bytes);
-      for (const auto& w : waiters) shared->publish(w, waiters_bytes);
+      lane.publish(reply_to, reply_bytes);
+      for (const auto& w : waiters) lane.publish(w, waiters_bytes);
       if (leave) caf::anon_send(me, idle_atom::value, seq);
     });
 }
@@ -444,8 +465,9 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
         return true;
       }
       // Stopped already; answered after what is being written, which may be what stopped it.
-      shared->writer->after_pending([shared, reply, bytes = run_reply(r)](const result<void>&) {
-        shared->publish(reply, bytes);
+      auto& lane = shared->lane_of(r.run_id);
+      lane.writer->after_pending([shared, &lane, reply, bytes = run_reply(r)](const result<void>&) {
+        lane.publish(reply, bytes);
       });
       return true;
     },
@@ -614,7 +636,8 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         }
         if (existing) {
           auto bytes = wire::encode(wire::invoke_reply{*existing, false});
-          shared->writer->after_pending([shared, reply, bytes](const result<void>&) { shared->publish(reply, bytes); });
+          auto& lane = shared->lane_of(*existing);
+          lane.writer->after_pending([shared, &lane, reply, bytes](const result<void>&) { lane.publish(reply, bytes); });
           return;
         }
       }
@@ -724,9 +747,10 @@ std::size_t orchestrator::runs_in_memory() const { return impl_->shared->in_memo
 result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& system,
                                                           const config::node_config& config,
                                                           const std::string& node_id,
-                                                          std::shared_ptr<broker::connection> nats,
+                                                          const std::vector<std::shared_ptr<broker::connection>>& lanes,
                                                           store::run_store& store) {
-  auto shared = std::make_shared<shared_state>(config, node_id, std::move(nats), store);
+  if (lanes.empty()) return make_error(errc::invalid_argument, "an orchestrator needs a NATS connection");
+  auto shared = std::make_shared<shared_state>(config, node_id, lanes, store);
   std::weak_ptr<shared_state> weak = shared;
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
                                     config.task_replicas, config.request_timeout_ms,
@@ -735,6 +759,14 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                     });
   if (!js) return js.error();
   shared->js = std::move(*js);
+  for (std::size_t i = 0; i < shared->lanes.size(); ++i) {
+    auto lane_js = broker::jetstream::open(shared->lanes[i].nats, config.request_timeout_ms,
+                                           [weak](broker::publish_failure&& f) {
+                                             if (auto s = weak.lock(); s && s->publisher) s->offer_again(std::move(f));
+                                           });
+    if (!lane_js) return lane_js.error();
+    shared->lanes[i].js = std::move(*lane_js);
+  }
   auto keys = broker::key_value::open(*shared->js, {broker::stream_name("KEEL_KEYS_" + config.prefix + "_" + config.ns),
                                                     config.task_replicas, 0});
   if (!keys) return keys.error();
@@ -797,7 +829,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     }
     caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
   });
-  if (r) r = subscribe(subjects.node_results(node_id), "", [shared](broker::message&& m) {
+  // Every lane is a member of the results queue group: the broker spreads results over the
+  // lanes' connections and threads; each is written by its run's lane.
+  auto on_result = [shared](broker::message&& m) {
     step_trace::mark(step_trace::result_received);
     // Only the type, run and step are read here (no JSON built). The worker is answered once the
     // result is on disk (or known not to be needed): until then it keeps offering it, and keeps
@@ -824,7 +858,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     }
     if (!shared->received(ref->run_id, ref->step)) {
       // Late or repeated: answered after what is being written, which may be its first copy.
-      shared->writer->after_pending([shared, reply = m.reply](const result<void>&) { shared->publish(reply, not_needed); });
+      auto& lane = shared->lane_of(ref->run_id);
+      lane.writer->after_pending([shared, &lane, reply = m.reply](const result<void>&) { lane.publish(reply, not_needed); });
       return;
     }
     // Written before anything is acted on, here, as it came; the run's actor gets it at once and
@@ -835,17 +870,24 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     auto order = shared->next_received.fetch_add(1);
     received.received.push_back({order, m.data});
     auto gate = std::make_shared<task_gate>();
-    shared->writer->submit(
+    auto& lane = shared->lane_of(ref->run_id);
+    lane.writer->submit(
       std::move(received),
-      [gate, run, shared, reply = m.reply](const result<void>& written) {
+      [gate, run, shared, &lane, reply = m.reply](const result<void>& written) {
         gate->on_written(written.ok());
-        if (written) shared->publish(reply, kept);
+        if (written) lane.publish(reply, kept);
         else shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
         // The run's actor may be ahead of disk: drop it, so that the run reloads from disk.
         if (!written) caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
       },
       [&] { caf::anon_send(run, result_atom::value, order, std::move(m.data), gate); });
-  });
+  };
+  for (auto& lane : shared->lanes) {
+    if (!r) break;
+    auto s = lane.nats->subscribe(subjects.node_results(node_id), "results", on_result);
+    if (!s) r = s.error();
+    else state->subscriptions.push_back(std::move(*s));
+  }
   if (r) r = subscribe(subjects.base() + ".runs.*.task_wanted", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (m.reply.empty() || !owned(run, m.reply)) return;
@@ -990,7 +1032,7 @@ void orchestrator::stop() {
 }
 
 void orchestrator::flush() {
-  impl_->shared->writer->stop();
+  for (auto& lane : impl_->shared->lanes) lane.writer->stop();
   impl_->shared->publisher->stop();
 }
 

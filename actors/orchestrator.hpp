@@ -7,6 +7,7 @@
 #include "runtime/result.hpp"
 
 #include <memory>
+#include <vector>
 
 namespace caf { class actor_system; }
 namespace keel::broker { class connection; }
@@ -19,7 +20,9 @@ public:
   static result<std::unique_ptr<orchestrator>> start(caf::actor_system& system,
                                                      const config::node_config& config,
                                                      const std::string& node_id,
-                                                     std::shared_ptr<broker::connection> nats,
+                                                     // The node's lanes (config lanes_for()); the
+                                                     // first also serves requests about runs.
+                                                     const std::vector<std::shared_ptr<broker::connection>>& lanes,
                                                      store::run_store& store);
   ~orchestrator();
   // Stops taking requests, lets the actors finish, and writes what is queued.

@@ -43,7 +43,11 @@ struct worker_shared {
   const config::node_config& config() const { return *config_ptr; }
   std::string node_id;
   broker::subjects subjects;
-  std::shared_ptr<broker::connection> nats;
+  std::shared_ptr<broker::connection> nats;  // the first lane's: the work queue
+  // A run's requests to its owner, its results and its streamed text go on its lane's connection
+  // (node.lanes), in order, and runs of other lanes do not queue behind them.
+  std::vector<std::shared_ptr<broker::connection>> lanes;
+  broker::connection& lane_of(std::string_view run) const { return *lanes[keel::lane_of(run, lanes.size())]; }
   std::unique_ptr<broker::jetstream> js;
   std::map<std::string, std::unique_ptr<llm::provider>> providers;  // the agents' own, made at start
   std::map<std::string, std::shared_ptr<const std::vector<value>>> tool_lists;  // the agents' tool schemas
@@ -98,7 +102,7 @@ result<std::vector<llm::message>> fetch_messages(worker_shared& shared, const wi
   while (index < to) {
     value request{{"v", wire::protocol_version}, {"type", "messages_request"}, {"from", index},
                   {"to", to}, {"offset", offset}};
-    auto reply = shared.nats->request(shared.subjects.run_messages(t.run_id), wire::pack(request),
+    auto reply = shared.lane_of(t.run_id).request(shared.subjects.run_messages(t.run_id), wire::pack(request),
                                       shared.config().request_timeout_ms);
     result<value> body = reply ? wire::unpack(reply->data, shared.limits) : result<value>(reply.error());
     if (body && body->is_object() && body->value("type", std::string{}) == "error") {
@@ -186,11 +190,11 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   // Text as it streams in, for whoever watches the run (not stored: the answer is).
   std::string deltas = shared.subjects.base() + ".runs." + t.run_id + ".deltas";
   request.on_text_delta = [&shared, &t, deltas](const std::string& text) {
-    (void)shared.nats->publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
+    (void)shared.lane_of(t.run_id).publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
                                                        {"run_id", t.run_id}, {"step", t.step}, {"text", text}}));
   };
   request.on_stream_restart = [&shared, &t, deltas] {
-    (void)shared.nats->publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
+    (void)shared.lane_of(t.run_id).publish(deltas, wire::pack(value{{"v", wire::protocol_version}, {"type", "llm_delta"},
                                                        {"run_id", t.run_id}, {"step", t.step}, {"text", ""},
                                                        {"restart", true}}));
   };
@@ -290,7 +294,7 @@ std::string execute(worker_shared& shared, wire::task& t) {
 // again as a newer attempt, is dropped unrun. Unknown (the owner cannot be reached): not now.
 result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
   value request{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"step", t.step}, {"attempt", t.attempt}};
-  auto reply = shared.nats->request(shared.subjects.run_task_wanted(t.run_id), wire::pack(request),
+  auto reply = shared.lane_of(t.run_id).request(shared.subjects.run_task_wanted(t.run_id), wire::pack(request),
                                     shared.config().request_timeout_ms);
   if (!reply) return reply.error();
   auto body = wire::unpack(reply->data, shared.limits);
@@ -312,7 +316,7 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
   auto deadline = steady_ms() + shared.config().result_delivery_ms;
   std::int64_t pause_ms = 100;
   while (true) {
-    auto reply = shared.nats->request(reply_to, bytes, shared.config().request_timeout_ms);
+    auto reply = shared.lane_of(t.run_id).request(reply_to, bytes, shared.config().request_timeout_ms);
     if (reply) {
       auto body = wire::unpack(reply->data, shared.limits);
       if (body && body->is_object() && body->value("type", std::string{}) == "result_recorded") return success();
@@ -551,12 +555,14 @@ std::size_t worker::slots_busy() const {
 
 result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::node_config& config,
                                               const std::string& node_id,
-                                              std::shared_ptr<broker::connection> nats) {
+                                              const std::vector<std::shared_ptr<broker::connection>>& lanes) {
+  if (lanes.empty()) return make_error(errc::invalid_argument, "a worker needs a NATS connection");
   auto shared = std::make_shared<worker_shared>();
   shared->config_ptr = &config;
   shared->node_id = node_id;
   shared->subjects = broker::subjects{config.prefix, config.ns};
-  shared->nats = std::move(nats);
+  shared->nats = lanes.front();
+  shared->lanes = lanes;
   shared->limits.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
   shared->conversations = std::make_unique<conversation_cache>(static_cast<std::size_t>(config.conversation_cache_bytes));
   for (const auto& agent : config.agents) {

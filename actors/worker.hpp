@@ -8,6 +8,7 @@
 #include "runtime/result.hpp"
 
 #include <memory>
+#include <vector>
 
 namespace caf { class actor_system; }
 namespace keel::broker { class connection; }
@@ -20,7 +21,9 @@ public:
   static result<std::unique_ptr<worker>> start(caf::actor_system& system,
                                                const config::node_config& config,
                                                const std::string& node_id,
-                                               std::shared_ptr<broker::connection> nats);
+                                               // The node's lanes (config lanes_for()); the
+                                               // first also takes tasks from the work queue.
+                                               const std::vector<std::shared_ptr<broker::connection>>& lanes);
   ~worker();
   void stop();  // takes no more tasks; tasks running finish on their own threads
   std::size_t slots_count() const;

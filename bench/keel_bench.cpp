@@ -135,12 +135,14 @@ int main(int argc, char** argv) {
   CLI::App app{"keel benchmark"};
   std::string node_binary = "build/apps/keel-node";
   std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 320, rounds = 8;
+  std::size_t lanes = 0;
   app.add_option("--node", node_binary, "keel-node binary");
   app.add_option("--turns", turns, "Model turns per run (each calls one trivial tool)");
   app.add_option("--concurrent-runs", concurrent_runs, "Runs at once for throughput");
   app.add_option("--suspended-runs", suspended_runs, "Runs left suspended for the memory figure");
   app.add_option("--latency-runs", latency_runs, "Runs, one at a time, for per-step latency");
   app.add_option("--rounds", rounds, "Rounds of the latency runs, each with the floor measured again");
+  app.add_option("--lanes", lanes, "node.lanes of the node (0: its default, one per core)");
   CLI11_PARSE(app, argc, argv);
 
   char pattern[] = "/tmp/keel-bench-XXXXXX";
@@ -167,6 +169,7 @@ int main(int argc, char** argv) {
     << R"({"turns": [{"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "true"}}]}]})";
   std::ofstream(dir + "/node.toml")
     << "[node]\nname = \"bench\"\nroles = [\"orchestrator\", \"worker\"]\ndata_dir = \"" << dir << "/data\"\n"
+    << "lanes = " << lanes << "\n"
     << "[nats]\nservers = [\"" << url << "\"]\n[durability]\nfsync = true\n[log]\nlevel = \"warn\"\n"
     << "[worker]\nslots = 64\n"
     << "[agents.steps]\nscript = \"" << dir << "/steps.json\"\nmax_steps = 1000\n"

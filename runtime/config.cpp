@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -185,6 +186,12 @@ const std::vector<entry>& entries() {
     e.push_back(string_key(
       "node.data_dir", "./.keel/data", "Where an orchestrator keeps its RocksDB database.",
       [](node_config& c, agent_config*) -> std::string& { return c.data_dir; }));
+    e.push_back(integer_key(
+      "node.lanes", 0, 0, 64,
+      "Independent paths a step takes through this node, each with its own NATS connection and "
+      "store writer (a run always takes the same one), so that a node's throughput grows with its "
+      "cores. 0: one per core, up to 16.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.lanes; }));
     // [nats]
     e.push_back(string_array_key(
       "nats.servers", {"nats://127.0.0.1:4222"}, "NATS server URLs; the node reconnects among them.",
@@ -605,6 +612,11 @@ std::string_view to_string(role r) {
 
 bool node_config::has_role(role r) const {
   return std::find(roles.begin(), roles.end(), r) != roles.end();
+}
+
+std::size_t node_config::lanes_for() const {
+  if (lanes > 0) return static_cast<std::size_t>(lanes);
+  return std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 16);
 }
 
 const agent_config* node_config::find_agent(std::string_view id) const {

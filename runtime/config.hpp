@@ -91,6 +91,8 @@ struct node_config {
   std::int64_t result_delivery_ms = 0;
   std::int64_t conversation_cache_bytes = 0;
   std::int64_t store_batch_max = 0;
+  // Independent paths of a step through this node; 0: one per core, up to 16 (lanes_for()).
+  std::int64_t lanes = 0;
 
   std::string log_level;
   std::string log_file;
@@ -104,6 +106,8 @@ struct node_config {
 
   bool has_role(role r) const;
   const agent_config* find_agent(std::string_view id) const;
+  // node.lanes, with 0 made one per core (at most 16, at least 1).
+  std::size_t lanes_for() const;
 };
 
 // What the schema says of one key, for the reference file, its test and the docs.

@@ -24,6 +24,14 @@ struct run_id {
   bool valid() const;
 };
 
+// Which of `lanes` paths through a node a run takes (node.lanes): the same on every call and in
+// every process (FNV-1a of the id), so that a run's writes and messages keep their order.
+inline std::size_t lane_of(std::string_view run, std::size_t lanes) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : run) h = (h ^ c) * 1099511628211ull;
+  return lanes == 0 ? 0 : static_cast<std::size_t>(h % lanes);
+}
+
 // Names one attempt of one step of one run: a repeated task keeps run and step, so a tool can
 // tell a repeat; the attempt number says how many times it was sent.
 struct task_id {

@@ -202,6 +202,9 @@ result<void> run_store::apply(const run_transition& transition) {
 
 result<void> run_store::apply(const std::vector<run_transition>& transitions) {
   step_trace::mark(step_trace::batch_building);
+  std::unique_lock<std::mutex> lists_lock{lists_mutex_, std::defer_lock};
+  if (std::any_of(transitions.begin(), transitions.end(), [](const run_transition& t) { return !t.list_appends.empty(); }))
+    lists_lock.lock();
   rocksdb::WriteBatch batch;
   auto put_journal = [&batch](const run_transition& t) {
     for (const auto& entry : t.journal)

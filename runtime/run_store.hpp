@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -180,6 +181,9 @@ private:
   bool fsync_;
   std::atomic<std::uint64_t> synced_writes_{0};
   std::atomic<std::uint64_t> bytes_written_{0};
+  // apply() may run on several threads at once (one store writer per lane): a write that
+  // appends to a list reads it first, so those writes take turns.
+  std::mutex lists_mutex_;
 };
 
 } // namespace keel::store

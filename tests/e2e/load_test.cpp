@@ -3,6 +3,7 @@
 // larger than a NATS message. Built binaries and real nats-servers only; calls are counted where
 // they happen (a file each command appends to, the scripted model's call log).
 #include "tests/e2e/cluster.hpp"
+#include "tests/e2e/http_client.hpp"
 
 #include "broker/work_queue.hpp"
 #include "runtime/wire.hpp"
@@ -10,6 +11,7 @@
 #include <csignal>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -229,4 +231,71 @@ TEST_CASE("tasks: a burst of runs through three crashes of the node completes, o
   // At most the calls in flight (8 slots) at each of the three crashes.
   CHECK(repeated <= 3 * 8);
   WARN("calls run twice (their worker died during them): " << repeated);
+}
+
+// Lanes (node.lanes): a node's steps go over several connections and store writers at once. A run
+// keeps to one lane, so its events still arrive in order; results are spread by the broker over
+// every lane's connection. Counted at the broker (connz) and by a subscriber of every event.
+TEST_CASE("lanes: 150 runs at once over 6 lanes per role keep each run's events in order, each call once, every lane used",
+          "[e2e][integration]") {
+  cluster c(agent("laned"), {{"laned.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "done"}
+    ]})"}}, cluster_options{true, {"node.lanes = 6"}, {"node.lanes = 6", "worker.slots = 64"}});
+  auto watcher = c.connect_client();
+  std::mutex mutex;
+  std::map<std::string, std::vector<std::uint64_t>> seen;  // run -> seqs as they arrived
+  auto sub = watcher->subscribe("keel.default.runs.*.events", "", [&](broker::message&& m) {
+    auto e = wire::decode<wire::event>(m.data);
+    std::lock_guard lock{mutex};
+    seen[e ? e->run_id : "undecodable"].push_back(e ? e->seq : 0);
+  });
+  REQUIRE(sub.ok());
+  REQUIRE(watcher->flush(2000).ok());
+  constexpr int runs = 150;
+  std::vector<std::string> ids(runs);
+  std::vector<std::thread> invokers;
+  for (int t = 0; t < 3; ++t)
+    invokers.emplace_back([&, t] {
+      for (int i = t; i < runs; i += 3) ids[static_cast<std::size_t>(i)] = c.invoke("laned", "go " + std::to_string(i));
+    });
+  for (auto& t : invokers) t.join();
+  for (const auto& id : ids) c.await_status(id, "completed", 60'000);
+  // Every event of every run, once, in the order of its seq, as it arrived live.
+  for (const auto& id : ids) {
+    auto last = c.show(id)["last_event_seq"].get<std::uint64_t>();
+    REQUIRE_EVENTUALLY(5000, [&] { std::lock_guard lock{mutex}; return seen[id].size() >= last; }());
+    std::lock_guard lock{mutex};
+    INFO(id);
+    const auto& seqs = seen[id];
+    REQUIRE(seqs.size() == last);
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  }
+  CHECK(seen.count("undecodable") == 0);
+  auto calls = lines_of(read_file(c.dir().file("ws/calls.txt")));
+  CHECK(calls.size() == 2 * runs);
+  CHECK(std::set<std::string>(calls.begin(), calls.end()).size() == 2 * runs);
+  for (const auto& [step, n] : model_calls(read_file(c.dir().file("laned-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+  // At the broker: the orchestrator's 6 lanes each took results (messages in) and published
+  // (messages out); so did the worker's 6.
+  auto connz = call("GET", c.nats().monitor_url() + "/connz?limit=1000").parsed();
+  REQUIRE(connz.is_object());
+  std::map<std::string, std::pair<std::int64_t, std::int64_t>> by_name;  // name -> (in, out) at the server
+  for (const auto& conn : connz["connections"])
+    by_name[conn.value("name", "")] = {conn.value("in_msgs", std::int64_t{0}), conn.value("out_msgs", std::int64_t{0})};
+  // (A node with one role opens its first lane as its own connection, "keel-node <id>".)
+  for (const std::string& role : {std::string("keel-node n1"), std::string("keel-node w1 worker")}) {
+    for (int lane = 0; lane < 6; ++lane) {
+      auto name = lane > 0 ? role + " lane " + std::to_string(lane) : role == "keel-node n1" ? role : "keel-node w1";
+      INFO(name);
+      REQUIRE(by_name.count(name) == 1);
+      // The server's in_msgs are what the client published; out_msgs what it delivered to it.
+      CHECK(by_name[name].first >= 10);
+      CHECK(by_name[name].second >= 10);
+    }
+  }
 }

@@ -26,8 +26,8 @@ bool nats_server::launch(std::int64_t wait_ms) {
   child_options options;
   std::string server = std::filesystem::exists("/usr/sbin/nats-server") ? "/usr/sbin/nats-server"
                                                                         : "nats-server";
-  options.argv = {server, "-a", "127.0.0.1", "-p", std::to_string(port_), "-js", "-sd",
-                  store_.path()};
+  options.argv = {server, "-a", "127.0.0.1", "-p", std::to_string(port_), "-m", std::to_string(monitor_port_),
+                  "-js", "-sd", store_.path()};
   options.stdout_path = store_.file("nats.log");
   options.stderr_path = store_.file("nats.log");
   auto started = child_process::start(options);
@@ -44,9 +44,12 @@ bool nats_server::launch(std::int64_t wait_ms) {
 void nats_server::start() {
   for (int attempt = 0; attempt < 5; ++attempt) {
     auto port = free_loopback_port();
+    auto monitor = free_loopback_port();
     REQUIRE(port.ok());
+    REQUIRE(monitor.ok());
     port_ = *port;
-    if (launch(10'000)) return;
+    monitor_port_ = *monitor;
+    if (port_ != monitor_port_ && launch(10'000)) return;
   }
   FAIL("nats-server did not start: " << read_file(store_.file("nats.log")));
 }

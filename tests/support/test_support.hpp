@@ -35,6 +35,8 @@ public:
   ~nats_server();
   std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+  // Its HTTP monitoring (connz, varz...) on loopback.
+  std::string monitor_url() const { return "http://127.0.0.1:" + std::to_string(monitor_port_); }
   pid_t pid() const { return process_.pid(); }
   void kill();     // SIGKILL, as a crash would
   void restart();  // again on the same port and store
@@ -44,6 +46,7 @@ private:
   bool launch(std::int64_t wait_ms);
   temp_dir store_;
   int port_ = 0;
+  int monitor_port_ = 0;
   child_process process_;
 };
 

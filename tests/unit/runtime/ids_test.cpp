@@ -49,3 +49,21 @@ TEST_CASE("ids: only a run id of keel's form is valid, anything a client could s
   }
   CHECK_FALSE(keel::run_id{"0k3q9zt1vh2m4c8a-" + std::string(65, 'n')}.valid());
 }
+
+TEST_CASE("ids: a run's lane is the same on every call, within the lanes, and runs spread over all of them", "[ids]") {
+  std::vector<std::size_t> counts(6, 0);
+  for (int i = 0; i < 6000; ++i) {
+    auto id = make_run_id(node_id{"n1"}).value;
+    auto lane = lane_of(id, 6);
+    REQUIRE(lane < 6);
+    CHECK(lane_of(id, 6) == lane);
+    counts[lane] += 1;
+  }
+  for (auto c : counts) {
+    CHECK(c > 700);   // an even share is 1,000
+    CHECK(c < 1300);
+  }
+  CHECK(lane_of("anything", 1) == 0);
+  CHECK(lane_of("anything", 0) == 0);  // no lanes: the first, never a division by zero
+  CHECK(lane_of("", 5) < 5);
+}

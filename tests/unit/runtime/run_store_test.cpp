@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <thread>
+
 using namespace keel;
 using namespace keel::store;
 using keel::testing::temp_dir;
@@ -487,4 +489,36 @@ TEST_CASE("run store: a run read without its conversation says how long it is", 
   REQUIRE(store->apply(again).ok());
   CHECK((*store->get("r1", false))->state["messages_count"] == 2);
   CHECK((*store->get("r1"))->state["messages"].size() == 2);
+}
+
+// Several store writers (one per lane) apply at once. Each run is one writer's, but a list (the
+// approvals remembered for a session) may be appended to by runs of any lane: no append is lost.
+TEST_CASE("run store: writers on 4 threads at once lose no run and no append to a shared list", "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.file("db"), false);
+  constexpr int threads = 4, per_thread = 150;
+  std::vector<std::thread> writers;
+  for (int w = 0; w < threads; ++w)
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < per_thread; ++i) {
+        auto id = "run-" + std::to_string(w) + "-" + std::to_string(i);
+        auto t = created(id, "agent", 1000 + i);
+        t.list_appends.push_back({"session/s1", wire::pack(wire::value(id))});
+        // Two at once, as a group commit writes them.
+        auto other = created(id + "b", "agent", 1000 + i);
+        REQUIRE(store->apply(std::vector<run_transition>{t, other}).ok());
+      }
+    });
+  for (auto& t : writers) t.join();
+  auto list = store->get_list("session/s1");
+  REQUIRE(list.ok());
+  CHECK(list->size() == threads * per_thread);
+  for (int w = 0; w < threads; ++w)
+    for (int i = 0; i < per_thread; i += 37) {
+      auto id = "run-" + std::to_string(w) + "-" + std::to_string(i);
+      auto got = store->get(id, false);
+      REQUIRE(got.ok());
+      CHECK(got->has_value());
+      CHECK(store->get(id + "b", false)->has_value());
+    }
 }
