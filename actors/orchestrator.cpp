@@ -797,12 +797,14 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     return success();
   };
 
-  auto r = subscribe(subjects.invoke(), "orchestrators", [shared, actor](broker::message&& m) {
+  auto on_invoke = [shared, actor](broker::message&& m) {
     if (m.reply.empty()) return;  // nobody to tell the run id: do not create an orphan run
     auto invoke = wire::decode<wire::invoke_request>(m.data, shared->limits);
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
-  });
+  };
+  auto r = subscribe(subjects.invoke(), "orchestrators", on_invoke);
+  if (r) r = subscribe(subjects.node_invoke(node_id), "", on_invoke);
   if (r) r = subscribe(subjects.base() + ".runs.*.resume", "", [shared, actor, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;

@@ -120,6 +120,8 @@ struct subjects {
 
   std::string base() const { return prefix + "." + ns; }
   std::string invoke() const { return base() + ".invoke"; }
+  // An invoke for one orchestrator (a gateway spreading invokes over them).
+  std::string node_invoke(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".invoke"; }
   std::string run_resume(std::string_view run) const { return base() + ".runs." + std::string(run) + ".resume"; }
   std::string run_cancel(std::string_view run) const { return base() + ".runs." + std::string(run) + ".cancel"; }
   std::string run_events(std::string_view run) const { return base() + ".runs." + std::string(run) + ".events"; }

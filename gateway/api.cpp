@@ -153,7 +153,10 @@ void api::stop() {
 std::size_t api::streams() const { return streams_ ? streams_->clients() : 0; }
 
 result<value> api::ask(const std::string& subject, const value& body) {
-  auto reply = nats_->request(subject, wire::pack(body), options_.request_timeout_ms);
+  return answer_of(nats_->request(subject, wire::pack(body), options_.request_timeout_ms));
+}
+
+result<value> api::answer_of(result<broker::message> reply) {
   if (!reply) {
     if (reply.error().code == errc::timeout || reply.error().code == errc::unavailable)
       return make_error(errc::unavailable, "no orchestrator answered: " + reply.error().message);
@@ -179,6 +182,8 @@ void api::on_heartbeat(const std::string& bytes) {
     live_.erase(beat->node_id);
     return;
   }
+  // Its id goes into a subject (an invoke addressed to it): a node id of keel's form only.
+  if (!is_valid_name(beat->node_id)) return;
   bool orchestrator = std::find(beat->roles.begin(), beat->roles.end(), "orchestrator") != beat->roles.end();
   live_[beat->node_id] = live_node{orchestrator, steady_ms() + 3 * std::max<std::int64_t>(beat->interval_ms, 200), steady_ms()};
 }
@@ -190,6 +195,28 @@ std::vector<std::string> api::recent_ids(bool orchestrators_only, std::int64_t w
   for (const auto& [id, node] : live_)
     if (now - node.seen_ms <= within_ms && (!orchestrators_only || node.orchestrator)) out.push_back(id);
   return out;
+}
+
+std::string api::next_orchestrator() {
+  std::lock_guard lock{live_mutex_};
+  auto now = steady_ms();
+  std::vector<const std::string*> up;
+  for (const auto& [id, node] : live_)
+    if (node.orchestrator && node.until_ms > now) up.push_back(&id);
+  if (up.empty()) return {};
+  return *up[turn_++ % up.size()];
+}
+
+// An invoke goes to the live orchestrators in turn, each by its own subject; when the one chosen
+// has no subscriber there (it stopped since its last heartbeat), to the queue group, which gives
+// it to any. A timeout is not tried elsewhere: the run may have been made.
+result<value> api::invoke(const value& body) {
+  auto chosen = next_orchestrator();
+  if (!chosen.empty()) {
+    auto reply = nats_->request(options_.subjects.node_invoke(chosen), wire::pack(body), options_.request_timeout_ms);
+    if (reply || reply.error().code != errc::unavailable) return answer_of(std::move(reply));
+  }
+  return ask(options_.subjects.invoke(), body);
 }
 
 std::size_t api::live_count(bool orchestrators_only) const {
@@ -286,7 +313,7 @@ void api::handle(http_request request, const responder& respond) {
       if (!(*body)[key].is_string()) return respond(failure(make_error(errc::invalid_argument, std::string(key) + " must be a string")));
       invoke[key] = (*body)[key];
     }
-    auto reply = ask(options_.subjects.invoke(), invoke);
+    auto reply = this->invoke(invoke);
     if (!reply) return respond(failure(reply.error()));
     bool created = reply->value("created", true);
     return respond(json(created ? 201 : 200, value{{"run_id", reply->value("run_id", std::string{})}, {"created", created}}));

@@ -39,8 +39,13 @@ private:
   void on_heartbeat(const std::string& bytes);
   std::size_t live_count(bool orchestrators_only) const;
   std::vector<std::string> recent_ids(bool orchestrators_only, std::int64_t within_ms) const;
+  // The live orchestrators in turn (round robin), for invokes: the queue group alone would give
+  // every invoke to an orchestrator on the gateway's own nats-server when there is one.
+  std::string next_orchestrator();
+  result<wire::value> invoke(const wire::value& body);
   // One request and its reply; a reply of type "error" is the error it carries.
   result<wire::value> ask(const std::string& subject, const wire::value& body);
+  static result<wire::value> answer_of(result<broker::message> reply);
   void list(const http_request& request, const std::map<std::string, std::string>& query, const responder& respond);
   void agents(const responder& respond);
   void stream(const http_request& request, const std::string& run, const std::map<std::string, std::string>& query,
@@ -55,6 +60,7 @@ private:
   };
   mutable std::mutex live_mutex_;
   std::map<std::string, live_node> live_;
+  std::size_t turn_ = 0;  // guarded by live_mutex_
   std::unique_ptr<broker::subscription> heartbeats_;
 };
 

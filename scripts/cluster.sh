@@ -10,7 +10,8 @@
 #
 # State (stores, logs, pids) lives in $KEEL_HOME/cluster (default ~/.keel/cluster). Ports: nats
 # clients on KEEL_CLUSTER_PORT..+2 (default 4301), routes on that + 2000, the gateway on
-# KEEL_CLUSTER_GATEWAY (default 127.0.0.1:8090).
+# KEEL_CLUSTER_GATEWAY (default 127.0.0.1:8090). KEEL_CLUSTER_SET: more `keel-node --set` lines
+# (TOML, one per line) for every orchestrator and worker, e.g. another script for the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -75,6 +76,9 @@ up() {
       orchestrator-*) sets+=(--set "node.data_dir = \"$state/$n\"") ;;
       gateway-*) sets+=(--set "gateway.listen = \"$gateway\"") ;;
     esac
+    if [ -n "${KEEL_CLUSTER_SET:-}" ] && [[ $n != gateway-* ]]; then
+      while IFS= read -r line; do [ -z "$line" ] || sets+=(--set "$line"); done <<<"$KEEL_CLUSTER_SET"
+    fi
     start_process "$n" "$root/build/apps/keel-node" --config "configs/cluster/$n.toml" "${sets[@]}"
   done
   # Ready when the gateway answers for an orchestrator (a new JetStream cluster elects first).

@@ -119,10 +119,17 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
       ids.push_back(made->run_id);
     }
   }
-  // Invokes spread over both orchestrators (the run id names its owner).
+  // Invokes spread over both orchestrators (the run id names its owner); the gateway's alone
+  // too, in turn (the queue group would give them all to an orchestrator on the gateway's server).
   std::set<std::string> owners;
-  for (const auto& id : ids) owners.insert(id.substr(id.rfind('-') + 1));
+  std::map<std::string, int> gateway_owners;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    owners.insert(ids[i].substr(ids[i].rfind('-') + 1));
+    if (i % 2 == 0) gateway_owners[ids[i].substr(ids[i].rfind('-') + 1)] += 1;
+  }
   CHECK(owners == std::set<std::string>{"o1", "o2"});
+  CHECK(gateway_owners["o1"] >= runs / 2 / 2 - 1);
+  CHECK(gateway_owners["o2"] >= runs / 2 / 2 - 1);
 
   // The workers that answered model steps so far.
   auto workers_seen = [&] {
@@ -198,6 +205,18 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   CHECK(partial["runs"].size() == static_cast<std::size_t>(o1_runs));
   c.nodes["o2"].signal(SIGCONT);
   REQUIRE_EVENTUALLY(10'000, call("GET", c.base() + "/api/v1/runs?limit=1000").parsed()["runs"].size() == ids.size());
+
+  // An orchestrator gone since its last heartbeat: the gateway's invokes its turn would have had
+  // go to the queue group, and every one is made (on the one left).
+  c.nodes["o2"].signal(SIGKILL);
+  REQUIRE(c.nodes["o2"].wait(5000).ok());
+  for (int i = 0; i < 6; ++i) {
+    auto made = call("POST", c.base() + "/api/v1/runs", "{\"agent\": \"ops\", \"input\": \"after\"}");
+    INFO(made.body);
+    REQUIRE(made.status == 201);
+    auto id = made.parsed()["run_id"].get<std::string>();
+    CHECK(id.substr(id.rfind('-') + 1) == "o1");
+  }
 }
 
 TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes one run", "[e2e][integration][cluster]") {
