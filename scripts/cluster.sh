@@ -90,6 +90,17 @@ up() {
     sleep 0.1
   done
   curl -sf "http://$gateway/readyz" >/dev/null || { echo "cluster: the gateway is not ready; see $state/gateway-1.log" >&2; exit 1; }
+  # Up when every node is: each has announced itself (a node announces once its roles are up).
+  local missing=""
+  for _ in $(seq 1 600); do
+    local listed
+    listed=$(curl -sf "http://$gateway/api/v1/nodes" 2>/dev/null || true)
+    missing=""
+    for n in "${nodes[@]}"; do [[ $listed == *"\"$n\""* ]] || missing+=" $n"; done
+    [ -z "$missing" ] && break
+    sleep 0.1
+  done
+  [ -z "$missing" ] || { echo "cluster: not up after 60 s:$missing (see their logs in $state)" >&2; exit 1; }
   mkdir -p "$home"
   cat >"$home/context.toml" <<EOF
 # Written by scripts/cluster.sh up; other keel commands read it.

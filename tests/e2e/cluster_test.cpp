@@ -3,6 +3,7 @@
 // the gateway while a worker and a nats-server are killed; every run completes, each tool call
 // runs once unless its worker died during it, and every node lists every run.
 #include "broker/connection.hpp"
+#include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
 #include "tests/e2e/http_client.hpp"
 #include "tests/support/test_support.hpp"
@@ -12,6 +13,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <thread>
 
@@ -76,6 +80,38 @@ struct multi_node {
     for (auto& [name, p] : nodes) out += "--- " + name + "\n" + read_file(dir.file(name + ".err")).substr(0, 4000) + "\n";
     return out;
   }
+};
+
+// For scripts/cluster.sh: three client ports in a row and their routes 2000 above, below the
+// range the system hands out to outgoing connections (32768 and up), each one that binds now.
+int cluster_ports() {
+  auto bindable = [](int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(static_cast<std::uint16_t>(port));
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0;
+    ::close(fd);
+    return ok;
+  };
+  static unsigned seed = static_cast<unsigned>(::getpid());
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int candidate = 20'000 + static_cast<int>(::rand_r(&seed) % 8'000);
+    bool free = true;
+    for (int i = 0; i < 3; ++i) free = free && bindable(candidate + i) && bindable(candidate + 2000 + i);
+    if (free) return candidate;
+  }
+  FAIL("no three free ports in a row for the cluster");
+  return 0;
+}
+
+// Stops the cluster of scripts/cluster.sh when the test ends, however it ends.
+struct cluster_script {
+  std::string script = std::string(KEEL_SOURCE_DIR) + "/scripts/cluster.sh";
+  std::vector<std::string> env;
+  command_output run(const std::string& verb) { return run_command({script, verb}, 120'000, env); }
+  ~cluster_script() { run_command({script, "down"}, 60'000, env); }
 };
 
 } // namespace
@@ -346,27 +382,7 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
 TEST_CASE("cluster: scripts/cluster.sh starts configs/cluster, keel reaches it with no flags, status names each process, down stops all",
           "[e2e][integration][cluster]") {
   temp_dir home;
-  // Three client ports in a row and their routes 2000 above, below the range the system hands
-  // out to outgoing connections (32768 and up), each one that binds now.
-  auto bindable = [](int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in at{};
-    at.sin_family = AF_INET;
-    at.sin_port = htons(static_cast<std::uint16_t>(port));
-    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0;
-    ::close(fd);
-    return ok;
-  };
-  int base = 0;
-  std::srand(static_cast<unsigned>(::getpid()));
-  for (int attempt = 0; attempt < 100 && base == 0; ++attempt) {
-    int candidate = 20'000 + std::rand() % 8'000;
-    bool free = true;
-    for (int i = 0; i < 3; ++i) free = free && bindable(candidate + i) && bindable(candidate + 2000 + i);
-    if (free) base = candidate;
-  }
-  REQUIRE(base != 0);
+  int base = cluster_ports();
   auto gateway = free_loopback_port();
   REQUIRE(gateway.ok());
   std::vector<std::string> env = {"KEEL_HOME=" + home.path(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
@@ -402,4 +418,152 @@ TEST_CASE("cluster: scripts/cluster.sh starts configs/cluster, keel reaches it w
   CHECK_FALSE(std::filesystem::exists(home.file("context.toml")));
   auto after = run_command({script, "status"}, 30'000, env);
   CHECK(after.out.find("running") == std::string::npos);
+}
+
+// The cluster of configs/cluster, started by scripts/cluster.sh as a user starts it (3 nats-servers,
+// 2 orchestrators, 3 workers with 16 slots, a gateway), runs KEEL_CLUSTER_TRIAL_RUNS runs (30 here;
+// 1,000 by hand, docs/OPERATIONS.md), each with one command a person approves: invoked half with
+// `keel invoke` (through each nats-server) and half through the gateway, answered half with
+// `keel approve` and half through the gateway. worker-2 is killed once a fifth of the commands ran,
+// nats-2 once half did. Every run completes; the runs spread over both orchestrators and all three
+// workers; each command and model call happens once, unless worker-2 held it when it died; every
+// live server lists every run.
+TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CLI and the gateway while a worker and a nats-server are killed",
+          "[e2e][integration][cluster]") {
+  std::size_t runs = 30;
+  if (const char* n = std::getenv("KEEL_CLUSTER_TRIAL_RUNS"); n && std::atoi(n) > 0) runs = static_cast<std::size_t>(std::atoi(n));
+  temp_dir home;
+  int base = cluster_ports();
+  auto gateway_port = free_loopback_port();
+  REQUIRE(gateway_port.ok());
+  write_file(home.file("ops.json"), R"({"turns": [
+      {"text": "running it", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "done"}
+    ]})");
+  std::string gateway = "http://127.0.0.1:" + std::to_string(*gateway_port);
+  cluster_script cluster;
+  cluster.env = {"KEEL_HOME=" + home.path(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
+                 "KEEL_CLUSTER_GATEWAY=127.0.0.1:" + std::to_string(*gateway_port),
+                 "KEEL_CLUSTER_SET=agents.coder.script = \"" + home.file("ops.json") + "\"\n" +
+                   "agents.coder.script_log = \"" + home.file("model-calls.log") + "\"\n" +
+                   "agents.coder.sandbox.workspace = \"" + home.file("ws") + "\"\n"};
+  auto up = cluster.run("up");
+  INFO(up.out << up.err);
+  REQUIRE(up.exit_code == 0);
+  auto server_url = [&](int i) { return "nats://127.0.0.1:" + std::to_string(base + i); };
+  auto keel = [&](std::vector<std::string> args, int server) {
+    args.insert(args.begin(), KEEL_BINARY);
+    args.insert(args.end(), {"--nats", server_url(server)});
+    return run_command(args, 60'000, {"KEEL_HOME=" + home.path()});
+  };
+  REQUIRE_EVENTUALLY(30'000, keel({"nodes", "--wait-ms", "300"}, 0).out.find("worker-3") != std::string::npos);
+
+  // The invokes, from 4 threads.
+  std::vector<std::string> ids(runs);
+  std::atomic<int> failed_invokes{0};
+  std::vector<std::thread> invokers;
+  for (std::size_t t = 0; t < 4; ++t)
+    invokers.emplace_back([&, t] {
+      for (std::size_t i = t; i < runs; i += 4) {
+        auto input = "job " + std::to_string(i);
+        if (i % 2 == 0) {
+          auto made = keel({"invoke", "coder", input}, static_cast<int>(i / 2 % 3));
+          auto id = made.out.substr(0, made.out.find('\n'));
+          if (made.exit_code != 0 || !run_id{id}.valid()) ++failed_invokes;
+          ids[i] = id;
+        } else {
+          auto made = call("POST", gateway + "/api/v1/runs", "{\"agent\": \"coder\", \"input\": \"" + input + "\"}");
+          if (made.status != 201) ++failed_invokes;
+          ids[i] = made.parsed().value("run_id", std::string{});
+        }
+      }
+    });
+  for (auto& t : invokers) t.join();
+  REQUIRE(failed_invokes == 0);
+
+  // A person answers what waits (half from the CLI, half from the gateway) while the faults come.
+  auto pid_of = [&](const std::string& name) { return std::atoi(read_file(home.file("cluster/" + name + ".pid")).c_str()); };
+  bool worker_killed = false, server_killed = false;
+  std::set<std::string> answered;
+  std::size_t completed = 0;
+  auto deadline = steady_ms() + 120'000 + static_cast<std::int64_t>(runs) * 200;
+  while (completed < runs && steady_ms() < deadline) {
+    auto waiting = call("GET", gateway + "/api/v1/approvals").parsed();
+    std::vector<std::pair<std::string, std::string>> to_answer;
+    if (waiting.contains("approvals"))
+      for (const auto& a : waiting["approvals"])
+        if (answered.insert(a["run_id"].get<std::string>()).second)
+          to_answer.push_back({a["run_id"], a["step_key"]});
+    std::vector<std::thread> answerers;
+    for (std::size_t t = 0; t < 4; ++t)
+      answerers.emplace_back([&, t] {
+        for (std::size_t i = t; i < to_answer.size(); i += 4) {
+          const auto& [run, step] = to_answer[i];
+          if (std::hash<std::string>{}(run) % 2 == 0)
+            keel({"approve", run, step}, server_killed ? 2 : static_cast<int>(i % 3));
+          else
+            call("POST", gateway + "/api/v1/runs/" + run + "/steps/" + step + "/approve", "{\"by\": \"trial\"}");
+        }
+      });
+    for (auto& t : answerers) t.join();
+    // An answer lost to a fault is given again.
+    if (to_answer.empty()) answered.clear();
+    auto executed = lines_of(read_file(home.file("ws/calls.txt"))).size();
+    if (!worker_killed && executed >= runs / 5) {
+      REQUIRE(::kill(pid_of("worker-2"), SIGKILL) == 0);
+      worker_killed = true;
+    }
+    if (worker_killed && !server_killed && executed >= runs / 2) {
+      REQUIRE(::kill(pid_of("nats-2"), SIGKILL) == 0);
+      server_killed = true;
+    }
+    auto done = call("GET", gateway + "/api/v1/runs?status=completed&limit=1000").parsed();
+    completed = done.contains("runs") ? done["runs"].size() : 0;
+    for (auto cursor = done.value("next_cursor", std::string{}); !cursor.empty();) {
+      auto more = call("GET", gateway + "/api/v1/runs?status=completed&limit=1000&cursor=" + cursor).parsed();
+      completed += more.contains("runs") ? more["runs"].size() : 0;
+      cursor = more.value("next_cursor", std::string{});
+    }
+  }
+  REQUIRE(worker_killed);
+  REQUIRE(server_killed);
+  REQUIRE(completed == runs);
+
+  // Spread: both orchestrators own runs; all three workers answered model steps.
+  std::map<std::string, int> owners;
+  std::set<std::string> workers;
+  for (const auto& id : ids) {
+    owners[std::string(run_id{id}.owner())] += 1;
+    auto events = call("GET", gateway + "/api/v1/runs/" + id + "/events?limit=1000").parsed();
+    REQUIRE(events.contains("events"));
+    for (const auto& e : events["events"])
+      if (e["event_type"] == "llm_step_completed") workers.insert(e["data"].value("worker", std::string{}));
+  }
+  CHECK(owners.size() == 2);
+  CHECK(owners["orchestrator-1"] > 0);
+  CHECK(owners["orchestrator-2"] > 0);
+  CHECK(workers == std::set<std::string>{"worker-1", "worker-2", "worker-3"});
+  // Once each: a command per run; a model call per run and step. What ran twice was held by
+  // worker-2 when it died (16 slots).
+  auto calls = lines_of(read_file(home.file("ws/calls.txt")));
+  std::map<std::string, int> per_call;
+  for (const auto& line : calls) per_call[line] += 1;
+  CHECK(per_call.size() == runs);
+  int repeated = 0;
+  for (const auto& [id, n] : per_call) repeated += n - 1;
+  std::map<std::string, int> per_model_step;
+  for (const auto& line : lines_of(read_file(home.file("model-calls.log")))) per_model_step[line.substr(0, line.find(' '))] += 1;
+  CHECK(per_model_step.size() == 2 * runs);
+  for (const auto& [step, n] : per_model_step) repeated += n - 1;
+  CHECK(repeated <= 16);
+  // Every live server lists every run, from the CLI; and the gateway.
+  for (int server : {0, 2}) {
+    auto listed = json::parse(keel({"runs", "--limit", "1000", "--json"}, server).out, nullptr, false);
+    REQUIRE(listed.is_array());
+    CHECK(listed.size() == std::min<std::size_t>(runs, 1000));
+  }
+  auto page = call("GET", gateway + "/api/v1/runs?limit=1000").parsed();
+  CHECK(page["runs"].size() == std::min<std::size_t>(runs, 1000));
+  std::printf("cluster trial: %zu runs (%d on orchestrator-1, %d on orchestrator-2), %zu commands, %d repeated calls "
+              "(worker-2 killed, then nats-2)\n", runs, owners["orchestrator-1"], owners["orchestrator-2"], calls.size(), repeated);
 }
