@@ -19,6 +19,7 @@ using send_atom = caf::atom_constant<caf::atom("send")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using wait_atom = caf::atom_constant<caf::atom("wait")>;
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 
 } // namespace keel::actors
 

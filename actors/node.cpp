@@ -145,6 +145,12 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     if (*meta) stored_id = **meta;
   }
   state->id = derive_node_id(config, stored_id);
+  // A node that rejoined as a new member (its runs were taken over) keeps that identity.
+  if (state->store && !config.node_name.empty() && stored_id.starts_with(config.node_name + "-")) {
+    auto rejoined = state->store->get_meta("rejoined");
+    if (!rejoined) return rejoined.error();
+    if (*rejoined && **rejoined == stored_id) state->id = stored_id;
+  }
   if (state->store && stored_id != state->id) {
     if (!stored_id.empty())
       logger()->warn("node id changes from {} to {}: runs created as {} stay with that id",
@@ -228,6 +234,29 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     auto lanes = lanes_of(state->nats, "keel-node " + state->id);
     if (!lanes) return lanes.error();
     auto o = orchestrator::start(*state->system, state->config, state->id, *lanes, *state->store);
+    if (!o && o.error().code == errc::conflict && config.log_replicas > 0) {
+      // Another orchestrator took this node's runs over while it was gone (or paused): they are
+      // its now. This node rejoins as a new member: a new id, an empty store; the old store is
+      // kept aside, untouched.
+      auto old_id = state->id;
+      state->store.reset();
+      auto aside = config.data_dir + "/runs.taken-over-" + std::to_string(wall_ms());
+      std::error_code ec;
+      std::filesystem::rename(config.data_dir + "/runs", aside, ec);
+      if (ec) return make_error(errc::io, "cannot move the store of a taken-over node aside: " + ec.message());
+      auto reopened = store::run_store::open({config.data_dir + "/runs", config.fsync,
+                                              static_cast<std::size_t>(config.memtable_bytes),
+                                              static_cast<std::size_t>(config.block_cache_bytes)});
+      if (!reopened) return reopened.error();
+      state->store = std::move(*reopened);
+      state->id = (config.node_name.empty() ? host_name() : config.node_name) + "-" + random_suffix();
+      if (auto r = state->store->put_meta("node_id", state->id); !r) return r.error();
+      if (auto r = state->store->put_meta("rejoined", state->id); !r) return r.error();
+      a->beat.node_id = state->id;
+      logger()->warn("{}; node {} rejoins as a new member, {} (its old store is kept at {})", o.error().message, old_id,
+                     state->id, aside);
+      o = orchestrator::start(*state->system, state->config, state->id, *lanes, *state->store);
+    }
     if (!o) return o.error();
     state->orchestrator_role = std::move(*o);
     auto* role = state->orchestrator_role.get();

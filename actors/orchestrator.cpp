@@ -6,6 +6,8 @@
 #include "actors/store_writer.hpp"
 #include "actors/task_gate.hpp"
 #include "actors/task_publisher.hpp"
+#include "actors/lease_keeper.hpp"
+#include "broker/run_log.hpp"
 #include "broker/key_value.hpp"
 #include "broker/work_queue.hpp"
 #include "broker/connection.hpp"
@@ -18,7 +20,10 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <map>
+#include <set>
+#include <thread>
 #include <mutex>
 #include <unordered_map>
 
@@ -42,7 +47,13 @@ struct shared_state {
     for (const auto& connection : connections) {
       auto& l = lanes.emplace_back();
       l.nats = connection;
-      l.writer = std::make_unique<store_writer>(s, static_cast<std::size_t>(c.store_batch_max));
+    }
+    // Writers once the lanes stand (a writer refers to its lane): the lanes are not moved again.
+    for (auto& l : lanes) {
+      store_writer::replicate_fn replicate;
+      if (c.log_replicas > 0)
+        replicate = [this, &l](const std::vector<store::run_transition>& batch) { return this->replicate(l, batch); };
+      l.writer = std::make_unique<store_writer>(s, static_cast<std::size_t>(c.store_batch_max), std::move(replicate));
     }
   }
 
@@ -53,6 +64,7 @@ struct shared_state {
   struct lane {
     std::shared_ptr<broker::connection> nats;
     std::unique_ptr<broker::jetstream> js;
+    std::unique_ptr<broker::run_log> log;  // with durability.log_replicas > 0
     std::unique_ptr<store_writer> writer;
     void publish(const std::string& subject, const std::string& bytes) const {
       if (subject.empty()) return;
@@ -73,6 +85,96 @@ struct shared_state {
   std::unique_ptr<broker::key_value> keys;
   std::unique_ptr<task_publisher> publisher;
   wire::limits limits;
+
+  // ---- The replicated run log and the leases (durability.log_replicas > 0)
+  std::unique_ptr<broker::key_value> lease_bucket;
+  std::unique_ptr<lease_keeper> leases;
+  // Whether this node serves the runs of `domain` (the node id in a run id): its own, and those
+  // of the nodes it took over. Without the log, only its own.
+  bool serves(std::string_view domain) const {
+    if (domain == node_id) return !leases || leases->holds(node_id);
+    return leases && leases->holds(std::string(domain));
+  }
+  std::string log_subject(const std::string& run) const {
+    return subjects.base() + ".log." + std::string(run_id{run}.owner()) + "." + run;
+  }
+  // The log sequence each run's last entry has, for the runs written since the start (a run not
+  // in it is looked up in the log on its first write).
+  std::mutex log_mutex;
+  std::unordered_map<std::string, std::uint64_t> log_seq;
+  void forget_log_seq(const std::string& run) {
+    std::lock_guard lock{log_mutex};
+    log_seq.erase(run);
+  }
+  void log_seq_known(const std::string& run, std::uint64_t seq) {
+    std::lock_guard lock{log_mutex};
+    log_seq[run] = seq;
+  }
+  std::once_flag fenced_once;
+  // Another orchestrator took this node's runs: it stops (and rejoins as a new member when
+  // started again); the log refuses whatever it would still write.
+  void fenced(const std::string& domain, const std::string& why) {
+    std::call_once(fenced_once, [&] {
+      logger()->critical("the runs of {} are no longer this node's ({}): stopping", domain, why);
+      ::kill(::getpid(), SIGTERM);
+    });
+  }
+  // The results of another node's runs, once this node serves them (tasks that node sent name
+  // its results subject): one member of the results queue group per lane, as for its own.
+  broker::handler on_result;
+  std::mutex subscriptions_mutex;
+  std::vector<std::unique_ptr<broker::subscription>> domain_subscriptions;
+  result<void> subscribe_results(const std::string& domain) {
+    for (auto& l : lanes) {
+      auto s = l.nats->subscribe(subjects.node_results(domain), "results", on_result);
+      if (!s) return s.error();
+      std::lock_guard lock{subscriptions_mutex};
+      domain_subscriptions.push_back(std::move(*s));
+    }
+    return success();
+  }
+  // Appends a batch to the log, one entry per run, each where the run's last entry left it.
+  result<void> replicate(lane& l, const std::vector<store::run_transition>& batch) {
+    std::vector<std::string> runs;
+    std::unordered_map<std::string, std::vector<const store::run_transition*>> by_run;
+    for (const auto& t : batch) {
+      auto& of_run = by_run[t.record.run_id];
+      if (of_run.empty()) runs.push_back(t.record.run_id);
+      of_run.push_back(&t);
+    }
+    std::vector<broker::run_log::entry> entries;
+    for (const auto& run : runs) {
+      std::string domain(run_id{run}.owner());
+      if (!serves(domain)) return make_error(errc::conflict, "run " + run + " is no longer this node's (taken over)");
+      std::optional<std::uint64_t> known;
+      {
+        std::lock_guard lock{log_mutex};
+        if (auto it = log_seq.find(run); it != log_seq.end()) known = it->second;
+      }
+      if (!known) {
+        auto last = l.log->last_sequence(log_subject(run));
+        if (!last) return last.error();
+        known = *last;
+      }
+      entries.push_back({log_subject(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known)});
+    }
+    auto appended = l.log->append(entries);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      if (appended[i]) {
+        log_seq_known(runs[i], *appended[i]);
+        continue;
+      }
+      if (appended[i].error().code == errc::conflict) {
+        {
+          std::lock_guard lock{log_mutex};
+          log_seq.erase(runs[i]);
+        }
+        fenced(std::string(run_id{runs[i]}.owner()), "the run log refused a write of run " + runs[i]);
+      }
+      return make_error(appended[i].error().code, "the run log: " + appended[i].error().message);
+    }
+    return success();
+  }
   std::atomic<std::size_t> in_memory{0};
   // The order of arrival of task results on this node (see store::received_result): the count
   // of node starts in the high bits, so that orders never repeat across restarts.
@@ -96,6 +198,7 @@ struct shared_state {
       registry.erase(it);
     }
     in_flight.erase(run_id);
+    forget_log_seq(run_id);
   }
   // Unregisters the run this actor served; returns its id, or empty when it served none now.
   std::string unregistered(const caf::actor_addr& actor) {
@@ -108,6 +211,7 @@ struct shared_state {
     if (it == registry.end() || it->second.address() != actor) return {};  // replaced already
     registry.erase(it);
     in_flight.erase(run_id);
+    forget_log_seq(run_id);
     return run_id;
   }
   std::vector<caf::actor> all_actors() {
@@ -647,6 +751,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         self->state.key_of_run[id] = key;
       }
       logger()->info("run {} created for agent {}", id, invoke.agent);
+      if (shared->leases) shared->log_seq_known(id, 0);  // a new run: nothing in the log yet
       spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, false, reply);
     },
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
@@ -656,6 +761,21 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       (*forward_cancel)(run_id, reason, reply, 0);
     },
     [=](retry_atom, const std::string& run_id, const std::string& reply) { (*forward_retry)(run_id, reply, 0); },
+    [=](adopt_atom, const std::vector<std::string>& ids) {
+      // Runs taken over from another node, now in this node's store: those with work in flight
+      // go on (a step whose task the broker still holds is not sent again).
+      for (const auto& id : ids) {
+        if (shared->find(id)) continue;
+        auto record = shared->store.get(id, false);
+        if (!record || !*record) continue;
+        const auto* agent = shared->config.find_agent((*record)->agent);
+        if (!agent) {
+          logger()->error("run {} (taken over): agent {} is not configured here; the run waits on disk", id, (*record)->agent);
+          continue;
+        }
+        spawn_run(std::move(**record), agent, true, true, {});
+      }
+    },
     [=](recover_atom) {
       std::size_t recovered = 0;
       for (auto status : {store::run_status::pending, store::run_status::running}) {
@@ -665,6 +785,9 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           continue;
         }
         for (const auto& id : *ids) {
+          // With the run log: only the runs of the nodes this one serves (one that took these
+          // over while this node was down has them now).
+          if (shared->leases && !shared->serves(run_id{id}.owner())) continue;
           auto record = shared->store.get(id, false);
           if (!record) {
             // Damaged on disk: the run fails with the reason, and the node goes on with the others.
@@ -730,6 +853,84 @@ result<std::uint64_t> first_received_order(store::run_store& store) {
   return count << 40;
 }
 
+// Takes over the runs of `domain` (a node that is gone): reads them from the run log into this
+// node's store, fences each (an entry of ours where the run's last entry was: whatever the old
+// owner still writes is refused), takes its results, and goes on with what was in flight.
+void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& orchestrator_actor,
+               const std::string& domain, std::uint64_t epoch) {
+  auto started = steady_ms();
+  auto& log = *shared->lanes[0].log;
+  auto prefix = shared->subjects.base() + ".log." + domain;
+  std::map<std::string, std::uint64_t> last;  // run -> sequence of its last entry applied
+  std::uint64_t max_order = 0;
+  std::size_t entries = 0, unreadable = 0;
+  auto apply = [&](const std::string& subject, std::uint64_t seq, std::string data) {
+    auto run = subject.substr(subject.rfind('.') + 1);
+    if (auto it = last.find(run); it != last.end() && it->second >= seq) return;
+    last[run] = seq;
+    ++entries;
+    auto transitions = store::decode_transitions(data);
+    if (!transitions) {
+      ++unreadable;
+      logger()->error("run {}: a logged write could not be read ({}); skipped", run, transitions.error().message);
+      return;
+    }
+    for (const auto& t : *transitions)
+      for (const auto& r : t.received) max_order = std::max(max_order, r.order);
+    if (transitions->empty()) return;  // a takeover's fence
+    if (auto w = shared->store.apply(*transitions); !w)
+      logger()->error("run {}: a logged write could not be stored: {}", run, w.error().message);
+  };
+  for (int tries = 0;; ++tries) {
+    auto r = log.read(prefix + ".>", apply);
+    if (r) break;
+    logger()->warn("taking over {}: reading its runs: {}", domain, r.error().message);
+    if (tries >= 20 || !shared->serves(domain)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  auto marker = wire::pack(value{{"transitions", value::array()},
+                                 {"takeover", value{{"by", shared->node_id}, {"epoch", epoch}}}});
+  std::set<std::string> fenced;
+  for (int round = 0; round < 20 && fenced.size() < last.size(); ++round) {
+    std::vector<broker::run_log::entry> fences;
+    std::vector<std::string> runs;
+    for (const auto& [run, seq] : last)
+      if (!fenced.count(run)) {
+        fences.push_back({prefix + "." + run, marker, static_cast<std::int64_t>(seq)});
+        runs.push_back(run);
+      }
+    auto out = log.append(fences);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      if (out[i]) {
+        fenced.insert(runs[i]);
+        last[runs[i]] = *out[i];
+        shared->log_seq_known(runs[i], *out[i]);
+      } else if (out[i].error().code == errc::conflict) {
+        (void)log.read(prefix + "." + runs[i], apply);  // it wrote meanwhile: read that too
+      }
+    }
+  }
+  if (fenced.size() < last.size())
+    logger()->error("taking over {}: {} runs could not be fenced; they are left alone", domain, last.size() - fenced.size());
+  // Results applied after these keep their order (see store::received_result).
+  for (auto now = shared->next_received.load(); now <= max_order && !shared->next_received.compare_exchange_weak(now, max_order + 1);) {
+  }
+  if (auto r = shared->subscribe_results(domain); !r)
+    logger()->error("taking over {}: its results cannot be received: {}", domain, r.error().message);
+  std::vector<std::string> active;
+  std::size_t suspended = 0;
+  for (const auto& run : fenced) {
+    auto record = shared->store.get(run, false);
+    if (!record || !*record) continue;
+    if (store::is_active((*record)->status)) active.push_back(run);
+    if ((*record)->status == store::run_status::suspended) ++suspended;
+  }
+  caf::anon_send(orchestrator_actor, adopt_atom::value, active);
+  logger()->warn("took over the runs of {} in {} ms: {} runs ({} with work in flight, {} waiting for a person), {} log entries{}",
+                 domain, steady_ms() - started, fenced.size(), active.size(), suspended, entries,
+                 unreadable ? ", " + std::to_string(unreadable) + " unreadable" : std::string());
+}
+
 } // namespace
 
 struct orchestrator::impl {
@@ -778,6 +979,33 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   auto state = std::make_unique<impl>();
   state->shared = shared;
   state->actor = system.spawn(orchestrator_actor, shared);
+  if (config.log_replicas > 0) {
+    for (auto& lane : shared->lanes) {
+      auto log = broker::run_log::open(lane.nats, {broker::stream_name("KEEL_RUNS_" + config.prefix + "_" + config.ns),
+                                                   shared->subjects.base() + ".log.>", config.log_replicas,
+                                                   static_cast<std::size_t>(config.message_bytes_max), config.request_timeout_ms});
+      if (!log) return log.error();
+      lane.log = std::move(*log);
+    }
+    auto bucket = broker::key_value::open(*shared->js, {broker::stream_name("KEEL_LEASES_" + config.prefix + "_" + config.ns),
+                                                        config.log_replicas, 0});
+    if (!bucket) return bucket.error();
+    shared->lease_bucket = std::move(*bucket);
+    lease_keeper::hooks hooks;
+    auto actor = state->actor;
+    hooks.take_over = [weak, actor](const std::string& domain, std::uint64_t epoch) {
+      if (auto s = weak.lock()) take_over(s, actor, domain, epoch);
+    };
+    hooks.lost = [weak](const std::string& domain, const std::string& why) {
+      if (auto s = weak.lock()) s->fenced(domain, why);
+    };
+    auto leases = lease_keeper::start(*shared->lease_bucket, node_id, config.lease_ms, std::move(hooks));
+    if (!leases) {
+      caf::anon_send_exit(state->actor, caf::exit_reason::user_shutdown);
+      return leases.error();
+    }
+    shared->leases = std::move(*leases);
+  }
   caf::anon_send(state->actor, recover_atom::value);
 
   auto actor = state->actor;
@@ -788,7 +1016,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       shared->reply_error(reply, errc::not_found, "'" + run + "' is not a keel run id");
       return false;
     }
-    return owner == shared->node_id;  // another node's run: its owner answers
+    return shared->serves(owner);  // another node's run: its owner answers
   };
   auto subscribe = [&](const std::string& subject, const std::string& queue, broker::handler h) -> result<void> {
     auto s = shared->nats->subscribe(subject, queue, std::move(h));
@@ -884,12 +1112,17 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       },
       [&] { caf::anon_send(run, result_atom::value, order, std::move(m.data), gate); });
   };
+  shared->on_result = on_result;
   for (auto& lane : shared->lanes) {
     if (!r) break;
     auto s = lane.nats->subscribe(subjects.node_results(node_id), "results", on_result);
     if (!s) r = s.error();
     else state->subscriptions.push_back(std::move(*s));
   }
+  // The results of the nodes this one took over before it stopped.
+  if (r && shared->leases)
+    for (const auto& domain : shared->leases->domains())
+      if (domain != node_id && r) r = shared->subscribe_results(domain);
   if (r) r = subscribe(subjects.base() + ".runs.*.task_wanted", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (m.reply.empty() || !owned(run, m.reply)) return;
@@ -1029,7 +1262,12 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
 void orchestrator::stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  if (impl_->shared->leases) impl_->shared->leases->stop();
   impl_->subscriptions.clear();
+  {
+    std::lock_guard lock{impl_->shared->subscriptions_mutex};
+    impl_->shared->domain_subscriptions.clear();
+  }
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }
 

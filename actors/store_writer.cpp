@@ -8,8 +8,8 @@
 
 namespace keel::actors {
 
-store_writer::store_writer(store::run_store& store, std::size_t batch_max)
-  : store_(store), batch_max_(batch_max), thread_([this] {
+store_writer::store_writer(store::run_store& store, std::size_t batch_max, replicate_fn replicate)
+  : store_(store), batch_max_(batch_max), replicate_(std::move(replicate)), thread_([this] {
       pthread_setname_np(pthread_self(), "keel store");
       loop();
     }) {}
@@ -83,7 +83,9 @@ void store_writer::write(std::vector<item>& batch) {
   std::vector<store::run_transition> transitions;
   for (auto& i : batch)
     if (i.transition) transitions.push_back(std::move(*i.transition));
-  auto written = transitions.empty() ? result<void>{} : store_.apply(transitions);
+  result<void> written = success();
+  if (!transitions.empty() && replicate_) written = replicate_(transitions);
+  if (written && !transitions.empty()) written = store_.apply(transitions);
   if (!written)
     log::get("actors")->error("run store write failed, {} transitions not written: {}",
                               transitions.size(), written.error().message);

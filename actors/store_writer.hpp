@@ -21,7 +21,11 @@ public:
   // Runs on the writer thread after the batch is on disk; `written` carries the write's outcome.
   using continuation = std::function<void(const result<void>& written)>;
 
-  store_writer(store::run_store& store, std::size_t batch_max);
+  // Before a batch is written to the store, it is handed here (the replicated log): a failure
+  // fails the batch, and nothing of it is written.
+  using replicate_fn = std::function<result<void>(const std::vector<store::run_transition>&)>;
+
+  store_writer(store::run_store& store, std::size_t batch_max, replicate_fn replicate = {});
   ~store_writer();  // writes what is queued, then stops
   store_writer(const store_writer&) = delete;
   store_writer& operator=(const store_writer&) = delete;
@@ -47,6 +51,7 @@ private:
 
   store::run_store& store_;
   std::size_t batch_max_;
+  replicate_fn replicate_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<item> queue_;

@@ -69,6 +69,55 @@ result<std::optional<std::string>> key_value::get(const std::string& key) {
   return std::optional<std::string>(std::move(out));
 }
 
+result<std::optional<key_value::entry>> key_value::get_entry(const std::string& key) {
+  kvEntry* e = nullptr;
+  natsStatus s = kvStore_Get(&e, impl_->kv, key.c_str());
+  if (s == NATS_NOT_FOUND) return std::optional<entry>{};
+  if (s != NATS_OK) return kv_error(s, "reading the key " + key);
+  entry out{std::string(static_cast<const char*>(kvEntry_Value(e)), static_cast<std::size_t>(kvEntry_ValueLen(e))),
+            kvEntry_Revision(e)};
+  bool deleted = kvEntry_Operation(e) != kvOp_Put;
+  kvEntry_Destroy(e);
+  if (deleted) return std::optional<entry>{};
+  return std::optional<entry>(std::move(out));
+}
+
+namespace {
+// A write refused because the key moved on (or has a value) is a conflict: JetStream says
+// "wrong last sequence" (10071).
+error write_error(natsStatus s, const std::string& what) {
+  auto e = kv_error(s, what);
+  std::string last = nats_GetLastError(nullptr) ? nats_GetLastError(nullptr) : "";
+  if (last.find("10071") != std::string::npos || last.find("wrong last sequence") != std::string::npos) e.code = errc::conflict;
+  return e;
+}
+} // namespace
+
+result<std::uint64_t> key_value::create(const std::string& key, const std::string& value) {
+  std::uint64_t revision = 0;
+  natsStatus s = kvStore_Create(&revision, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()));
+  if (s != NATS_OK) return write_error(s, "creating the key " + key);
+  return revision;
+}
+
+result<std::uint64_t> key_value::update(const std::string& key, const std::string& value, std::uint64_t revision) {
+  std::uint64_t now = 0;
+  natsStatus s = kvStore_Update(&now, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()), revision);
+  if (s != NATS_OK) return write_error(s, "updating the key " + key);
+  return now;
+}
+
+result<std::vector<std::string>> key_value::keys() {
+  kvKeysList list{nullptr, 0};
+  natsStatus s = kvStore_Keys(&list, impl_->kv, nullptr);
+  if (s == NATS_NOT_FOUND) return std::vector<std::string>{};
+  if (s != NATS_OK) return kv_error(s, "listing the keys");
+  std::vector<std::string> out;
+  for (int i = 0; i < list.Count; ++i) out.emplace_back(list.Keys[i]);
+  kvKeysList_Destroy(&list);
+  return out;
+}
+
 std::string key_of(const std::string& prefix, const std::string& bytes) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out = prefix + ".";

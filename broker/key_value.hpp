@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace keel::broker {
 
@@ -34,6 +35,19 @@ public:
   };
   result<created> create_if_absent(const std::string& key, const std::string& value);
   result<std::optional<std::string>> get(const std::string& key);
+
+  // A value with its revision, for writes that must not cross another's (leases).
+  struct entry {
+    std::string value;
+    std::uint64_t revision = 0;
+  };
+  result<std::optional<entry>> get_entry(const std::string& key);
+  // Writes only if the key has no value: the new revision, or errc::conflict.
+  result<std::uint64_t> create(const std::string& key, const std::string& value);
+  // Writes only if the key is still at `revision`: the new revision, or errc::conflict.
+  result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision);
+  // Every key with a value (none: empty).
+  result<std::vector<std::string>> keys();
 
   struct impl;
 

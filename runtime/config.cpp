@@ -223,6 +223,17 @@ const std::vector<entry>& entries() {
       "crash (not a process crash) may lose the last acknowledged changes.",
       [](node_config& c, agent_config*) -> bool& { return c.fsync; }));
     e.push_back(integer_key(
+      "durability.log_replicas", 0, 0, 5,
+      "Copies of every run's writes kept in the replicated run log (a JetStream stream) before "
+      "they are acted on, so that another orchestrator can take the runs over when this one is "
+      "gone. 0: off (runs live only in this node's store). 3 in a cluster of three nats-servers.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.log_replicas; }));
+    e.push_back(integer_key(
+      "durability.lease_ms", 5000, 500, 600'000,
+      "With the run log on: an orchestrator holds its runs by a lease it renews four times in this "
+      "time; another takes them over once it has not been renewed for this long.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.lease_ms; }));
+    e.push_back(integer_key(
       "durability.memtable_bytes", 16 << 20, 1 << 20, 1 << 30,
       "Size of one RocksDB memtable (at most two are held in memory).",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.memtable_bytes; }));

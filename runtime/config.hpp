@@ -74,6 +74,8 @@ struct node_config {
   std::int64_t request_timeout_ms = 0;
 
   bool fsync = true;
+  std::int64_t log_replicas = 0;  // 0: runs are not written to the replicated log
+  std::int64_t lease_ms = 5000;
   std::int64_t memtable_bytes = 0;
   std::int64_t block_cache_bytes = 0;
 

@@ -117,6 +117,94 @@ wire::limits disk_limits() {
   return l;
 }
 
+std::string encode_transitions(const std::vector<const run_transition*>& transitions) {
+  using wire::value;
+  auto bin = [](const std::string& bytes) { return value::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end())); };
+  value list = value::array();
+  for (const auto* t : transitions) {
+    value v{{"run", t->record.run_id}, {"eo", t->entries_only}, {"sy", t->sync}, {"jt", t->journal_truncate_through},
+            {"mf", t->messages_from}};
+    if (!t->entries_only) {
+      v["snap"] = bin(t->snapshot.empty() ? pack_record(t->record) : t->snapshot);
+      // Messages the store would take from the record's state: carried as they would be written.
+      value messages = value::array();
+      if (!t->messages.empty()) {
+        for (const auto& m : t->messages) messages.push_back(bin(m));
+      } else if (t->snapshot.empty() && t->record.state.is_object() && t->record.state.contains("messages") &&
+                 t->record.state["messages"].is_array()) {
+        const auto& all = t->record.state["messages"];
+        for (std::size_t i = t->messages_from; i < all.size(); ++i) messages.push_back(bin(wire::pack(all[i])));
+      }
+      v["m"] = std::move(messages);
+    }
+    value journal = value::array();
+    for (const auto& e : t->journal) journal.push_back(value{{"seq", e.seq}, {"kind", e.kind}, {"time_ms", e.time_ms}, {"data", e.data}});
+    v["j"] = std::move(journal);
+    value events = value::array();
+    for (const auto& e : t->events) events.push_back(wire::to_value(e));
+    v["e"] = std::move(events);
+    value received = value::array();
+    for (const auto& r : t->received) received.push_back(value::array({r.order, bin(r.message)}));
+    v["rc"] = std::move(received);
+    v["rd"] = t->received_done;
+    if (t->stored_status) v["ss"] = std::string(to_string(*t->stored_status));
+    value lists = value::array();
+    for (const auto& [key, item] : t->list_appends) lists.push_back(value::array({key, bin(item)}));
+    v["la"] = std::move(lists);
+    list.push_back(std::move(v));
+  }
+  return wire::pack(value{{"transitions", std::move(list)}});
+}
+
+result<std::vector<run_transition>> decode_transitions(std::string_view bytes) {
+  auto v = wire::unpack(bytes, disk_limits());
+  auto damaged = [](const std::string& what) { return make_error(errc::malformed, "a logged transition is damaged: " + what); };
+  if (!v || !v->is_object() || !v->contains("transitions") || !(*v)["transitions"].is_array()) return damaged("no transitions");
+  auto text = [](const wire::value& b) { const auto& x = b.get_binary(); return std::string(x.begin(), x.end()); };
+  std::vector<run_transition> out;
+  try {
+    for (const auto& t : (*v)["transitions"]) {
+      run_transition r;
+      r.record.run_id = t.at("run").get<std::string>();
+      r.entries_only = t.at("eo").get<bool>();
+      r.sync = t.at("sy").get<bool>();
+      r.journal_truncate_through = t.at("jt").get<std::uint64_t>();
+      r.messages_from = t.at("mf").get<std::uint64_t>();
+      if (!r.entries_only) {
+        r.snapshot = text(t.at("snap"));
+        auto record = wire::unpack(r.snapshot, disk_limits());
+        if (!record) return damaged("its snapshot does not decode");
+        auto decoded = record_from_value(*record);
+        if (!decoded) return decoded.error();
+        if (decoded->run_id != r.record.run_id) return damaged("its snapshot names another run");
+        r.record = std::move(*decoded);
+        r.record.state = wire::value();  // the snapshot is written as it is
+        for (const auto& m : t.at("m")) r.messages.push_back(text(m));
+      }
+      for (const auto& e : t.at("j"))
+        r.journal.push_back({e.at("seq").get<std::uint64_t>(), e.at("kind").get<std::string>(),
+                             e.at("time_ms").get<std::int64_t>(), e.at("data")});
+      for (const auto& e : t.at("e")) {
+        auto event = wire::event_from_value(e);
+        if (!event) return event.error();
+        r.events.push_back(std::move(*event));
+      }
+      for (const auto& x : t.at("rc")) r.received.push_back({x.at(0).get<std::uint64_t>(), text(x.at(1))});
+      for (const auto& x : t.at("rd")) r.received_done.push_back(x.get<std::uint64_t>());
+      if (t.contains("ss")) {
+        run_status status;
+        if (!from_string(t.at("ss").get<std::string>(), status)) return damaged("an unknown status");
+        r.stored_status = status;
+      }
+      for (const auto& x : t.at("la")) r.list_appends.push_back({x.at(0).get<std::string>(), text(x.at(1))});
+      out.push_back(std::move(r));
+    }
+  } catch (const std::exception& e) {
+    return damaged(e.what());
+  }
+  return out;
+}
+
 std::string pack_record(const run_record& r) {
   // The state without its conversation: a shallow map of the other fields, by reference.
   std::vector<std::pair<std::string_view, const wire::value*>> state_fields;

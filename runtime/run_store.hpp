@@ -98,6 +98,11 @@ struct run_transition {
 // Values on disk use the wire encoding, without its size limit (a run may grow large).
 wire::limits disk_limits();
 
+// Transitions as bytes, whole (for the replicated log): apply() of the decoded transitions on
+// another store writes what apply() of these wrote here. Decoding checks every field.
+std::string encode_transitions(const std::vector<const run_transition*>& transitions);
+result<std::vector<run_transition>> decode_transitions(std::string_view bytes);
+
 // The record as stored: packed without copying its state, and without its conversation, which
 // is stored message by message (see above); the snapshot says how many messages there are.
 std::string pack_record(const run_record& r);

@@ -567,3 +567,192 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
   std::printf("cluster trial: %zu runs (%d on orchestrator-1, %d on orchestrator-2), %zu commands, %d repeated calls "
               "(worker-2 killed, then nats-2)\n", runs, owners["orchestrator-1"], owners["orchestrator-2"], calls.size(), repeated);
 }
+
+namespace {
+
+// Three orchestrators with the run log on (3 replicas, 2-s leases), a worker, agents "auto" (a
+// 1.5-s model step, a command, a model step: unattended) and "ops" (a command a person approves).
+struct failover_cluster : multi_node {
+  std::string agents() {
+    return "[agents.auto]\nscript = \"" + dir.file("auto.json") + "\"\nscript_log = \"" + dir.file("model-calls.log") +
+           "\"\n[agents.auto.sandbox]\nworkspace = \"" + dir.file("ws") +
+           "\"\nscope = \"agent\"\nexec_security = \"allow-always\"\nfile_approval = false\n";
+  }
+  void start_all() {
+    write_file(dir.file("auto.json"), R"({"turns": [
+        {"delay_ms": 1500, "text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> auto-calls.txt"}}]},
+        {"delay_ms": 300, "text": "done"}
+      ]})");
+    write_file(dir.file("ops.json"), R"({"turns": [
+        {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> ops-calls.txt"}}]},
+        {"text": "done"}
+      ]})");
+    std::string log = "[durability]\nlog_replicas = 3\nlease_ms = 2000\n";
+    start("o1", "\"orchestrator\"", {0, 1, 2}, log + agents());
+    start("o2", "\"orchestrator\"", {1, 2, 0}, log + agents());
+    start("o3", "\"orchestrator\"", {2, 0, 1}, log + agents());
+    start("w1", "\"worker\"", {1, 0, 2}, "[worker]\nslots = 128\n" + agents());
+    INFO(logs());
+    auto all_up = [&] {
+      auto listed = keel({"nodes", "--wait-ms", "300"}, 1).out;
+      for (const char* n : {"o1", "o2", "o3", "w1"})
+        if (listed.find(n) == std::string::npos) return false;
+      return true;
+    };
+    REQUIRE_EVENTUALLY(60'000, all_up());
+    connect_clients();
+  }
+  // An invoke for one orchestrator, by its own subject.
+  std::string invoke_on(const std::string& node, const std::string& agent, const std::string& input, std::size_t server) {
+    auto reply = clients.at(server)->request("keel.default.nodes." + node + ".invoke",
+                                             wire::encode(wire::invoke_request{agent, input, "", ""}), 10'000);
+    REQUIRE(reply.ok());
+    auto made = wire::decode<wire::invoke_reply>(reply->data);
+    REQUIRE(made.ok());
+    return made->run_id;
+  }
+  // The run as its owner (whoever serves it now) shows it; empty when nobody answers.
+  json show(const std::string& run, std::size_t server) {
+    auto reply = clients.at(server)->request("keel.default.runs." + run + ".get", wire::pack(wire::value{{"v", 1}, {"type", "get_run"}}), 1000);
+    if (!reply) return json();
+    auto v = wire::unpack(reply->data);
+    if (!v || !v->contains("run")) return json();
+    return (*v)["run"];
+  }
+  std::vector<std::uint64_t> event_seqs(const std::string& run, std::size_t server) {
+    std::vector<std::uint64_t> out;
+    for (std::uint64_t from = 1;;) {
+      auto reply = clients.at(server)->request("keel.default.runs." + run + ".history",
+                                               wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"from_seq", from}}), 5000);
+      if (!reply) return out;
+      auto v = wire::unpack(reply->data);
+      if (!v || !v->contains("events")) return out;
+      for (const auto& e : (*v)["events"]) out.push_back(e["seq"].get<std::uint64_t>());
+      if (!v->value("more", false) || out.empty()) return out;
+      from = out.back() + 1;
+    }
+  }
+  bool approve(const std::string& run, const std::string& step, std::size_t server) {
+    auto reply = clients.at(server)->request("keel.default.runs." + run + ".resume",
+                                             wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", step},
+                                                                    {"data", {{"approved", true}}}}), 5000);
+    if (!reply) return false;
+    auto v = wire::unpack(reply->data);
+    return v && v->value("type", std::string{}) != "error";
+  }
+};
+
+std::map<std::string, int> count_lines(const std::string& text) {
+  std::map<std::string, int> out;
+  for (const auto& line : lines_of(text)) out[line.substr(0, line.find(' '))] += 1;
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight and 10 wait: all go on on the others, nothing repeated",
+          "[e2e][integration][cluster][failover]") {
+  failover_cluster c;
+  c.start_all();
+  std::vector<std::string> flying, waiting, others;
+  for (int i = 0; i < 50; ++i) flying.push_back(c.invoke_on("o1", "auto", "fly " + std::to_string(i), static_cast<std::size_t>(i % 3)));
+  for (int i = 0; i < 10; ++i) waiting.push_back(c.invoke_on("o1", "ops", "wait " + std::to_string(i), static_cast<std::size_t>(i % 3)));
+  for (int i = 0; i < 6; ++i) others.push_back(c.invoke_on(i % 2 ? "o2" : "o3", "auto", "other", 1));
+  // All ten wait for a person; the fifty are in their first model step (1.5 s).
+  for (const auto& run : waiting) REQUIRE_EVENTUALLY(20'000, c.show(run, 1).value("status", "") == "suspended");
+  REQUIRE(lines_of(read_file(c.dir.file("auto-calls.txt"))).size() < 50);
+  c.nodes["o1"].signal(SIGKILL);
+  REQUIRE(c.nodes["o1"].wait(5000).ok());
+  auto killed_at = steady_ms();
+  // Another orchestrator answers for o1's runs once it took them over.
+  REQUIRE_EVENTUALLY(30'000, !c.show(waiting.front(), 1).is_null());
+  auto takeover_ms = steady_ms() - killed_at;
+  std::printf("failover: o1's runs answered by another orchestrator %lld ms after o1 was killed (lease 2 s)\n",
+              static_cast<long long>(takeover_ms));
+  CHECK(takeover_ms < 10'000);
+  // The waiting runs are answered after the takeover.
+  for (const auto& run : waiting) {
+    auto shown = c.show(run, 2);
+    REQUIRE(shown.value("status", "") == "suspended");
+    REQUIRE(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 2));
+  }
+  INFO(c.logs());
+  std::vector<std::string> all = flying;
+  all.insert(all.end(), waiting.begin(), waiting.end());
+  all.insert(all.end(), others.begin(), others.end());
+  for (const auto& run : all) {
+    INFO(run);
+    REQUIRE_EVENTUALLY(60'000, c.show(run, 0).value("status", "") == "completed");
+  }
+  // Nothing repeated: each model step called once (a result the worker had not handed over yet
+  // went to the new owner), each command run once.
+  for (const auto& [step, n] : count_lines(read_file(c.dir.file("model-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+  CHECK(count_lines(read_file(c.dir.file("model-calls.log"))).size() == 2 * (flying.size() + others.size()));
+  auto auto_calls = lines_of(read_file(c.dir.file("ws/auto-calls.txt")));
+  CHECK(auto_calls.size() == flying.size() + others.size());
+  CHECK(std::set<std::string>(auto_calls.begin(), auto_calls.end()).size() == auto_calls.size());
+  auto ops_calls = lines_of(read_file(c.dir.file("ws/ops-calls.txt")));
+  CHECK(ops_calls.size() == waiting.size());
+  // Every run's events gapless and in order, as the new owner has them.
+  for (const auto& run : all) {
+    INFO(run);
+    auto seqs = c.event_seqs(run, 1);
+    REQUIRE(!seqs.empty());
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  }
+}
+
+TEST_CASE("failover: an owner paused past its lease loses its runs; its late writes are refused and it rejoins as a new member",
+          "[e2e][integration][cluster][failover]") {
+  failover_cluster c;
+  c.start_all();
+  std::vector<std::string> runs;
+  for (int i = 0; i < 20; ++i) runs.push_back(c.invoke_on("o1", "auto", "paused " + std::to_string(i), static_cast<std::size_t>(i % 3)));
+  std::vector<std::string> waiting;
+  for (int i = 0; i < 4; ++i) waiting.push_back(c.invoke_on("o1", "ops", "wait " + std::to_string(i), 0));
+  for (const auto& run : waiting) REQUIRE_EVENTUALLY(20'000, c.show(run, 1).value("status", "") == "suspended");
+  c.nodes["o1"].signal(SIGSTOP);
+  // Past its lease, another takes the runs over and answers for them.
+  REQUIRE_EVENTUALLY(30'000, [&] {
+    auto log2 = read_file(c.dir.file("o2.err")), log3 = read_file(c.dir.file("o3.err"));
+    return log2.find("took over the runs of o1") != std::string::npos || log3.find("took over the runs of o1") != std::string::npos;
+  }());
+  for (const auto& run : waiting) {
+    auto shown = c.show(run, 1);
+    REQUIRE(shown.value("status", "") == "suspended");
+    REQUIRE(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 1));
+  }
+  // o1 wakes up with results and answers queued for runs that are not its own any more: whatever
+  // it writes is refused, and it stops.
+  c.nodes["o1"].signal(SIGCONT);
+  INFO(c.logs());
+  REQUIRE(c.nodes["o1"].wait(20'000).ok());
+  CHECK(read_file(c.dir.file("o1.err")).find("are no longer this node's") != std::string::npos);
+  std::vector<std::string> all = runs;
+  all.insert(all.end(), waiting.begin(), waiting.end());
+  for (const auto& run : all) {
+    INFO(run);
+    REQUIRE_EVENTUALLY(60'000, c.show(run, 2).value("status", "") == "completed");
+    auto seqs = c.event_seqs(run, 2);
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  }
+  // No step recorded twice: each model step called once; each command once.
+  for (const auto& [step, n] : count_lines(read_file(c.dir.file("model-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+  auto calls = lines_of(read_file(c.dir.file("ws/auto-calls.txt")));
+  CHECK(calls.size() == runs.size());
+  CHECK(lines_of(read_file(c.dir.file("ws/ops-calls.txt"))).size() == waiting.size());
+  // Started again, o1 rejoins as a new member under a new id; its old runs stay with the taker.
+  std::string log = "[durability]\nlog_replicas = 3\nlease_ms = 2000\n";
+  c.start("o1", "\"orchestrator\"", {0, 1, 2}, log + c.agents());
+  REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}, 1).out.find("o1-") != std::string::npos);
+  CHECK(read_file(c.dir.file("o1.err")).find("rejoins as a new member") != std::string::npos);
+  for (const auto& run : all) CHECK(c.show(run, 0).value("status", "") == "completed");
+  auto fresh = c.invoke_on("o2", "auto", "after", 0);
+  REQUIRE_EVENTUALLY(30'000, c.show(fresh, 0).value("status", "") == "completed");
+}

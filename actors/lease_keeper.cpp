@@ -1,0 +1,191 @@
+#include "actors/lease_keeper.hpp"
+
+#include "runtime/clock.hpp"
+#include "runtime/log.hpp"
+#include "runtime/wire.hpp"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+namespace keel::actors {
+
+namespace {
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("actors");
+  return l;
+}
+} // namespace
+
+std::string lease_keeper::encode(const std::string& holder, std::uint64_t epoch) {
+  return wire::pack(wire::value{{"holder", holder}, {"epoch", epoch}});
+}
+
+result<std::pair<std::string, std::uint64_t>> lease_keeper::decode(const std::string& bytes) {
+  auto v = wire::unpack(bytes);
+  if (!v || !v->is_object() || !v->value("holder", wire::value()).is_string() ||
+      !v->value("epoch", wire::value()).is_number_unsigned())
+    return make_error(errc::malformed, "a lease could not be read");
+  return std::pair<std::string, std::uint64_t>{(*v)["holder"].get<std::string>(), (*v)["epoch"].get<std::uint64_t>()};
+}
+
+lease_keeper::lease_keeper(broker::key_value& bucket, std::string me, std::int64_t lease_ms, hooks on)
+  : bucket_(bucket), me_(std::move(me)), lease_ms_(lease_ms), on_(std::move(on)) {}
+
+result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& bucket, std::string me,
+                                                          std::int64_t lease_ms, hooks on) {
+  std::unique_ptr<lease_keeper> k(new lease_keeper(bucket, me, lease_ms, std::move(on)));
+  // Our own lease: new, or ours again in the next epoch; held by another, we were taken over.
+  for (int tries = 0;; ++tries) {
+    auto current = bucket.get_entry(me);
+    if (!current) return current.error();
+    if (!*current) {
+      auto made = bucket.create(me, encode(me, 1));
+      if (made) {
+        k->held_[me] = {1, *made};
+        break;
+      }
+      if (made.error().code != errc::conflict || tries > 3) return made.error();
+      continue;  // another wrote it in between: read it again
+    }
+    auto lease = decode((*current)->value);
+    if (!lease) return lease.error();
+    if (lease->first != me)
+      return make_error(errc::conflict, "the runs of node " + me + " were taken over by " + lease->first +
+                                          " (epoch " + std::to_string(lease->second) + ")");
+    auto renewed = bucket.update(me, encode(me, lease->second + 1), (*current)->revision);
+    if (renewed) {
+      k->held_[me] = {lease->second + 1, *renewed};
+      break;
+    }
+    if (renewed.error().code != errc::conflict || tries > 3) return renewed.error();
+  }
+  // Leases of other nodes this one held when it stopped: held again, if still ours.
+  auto keys = bucket.keys();
+  if (!keys) return keys.error();
+  for (const auto& key : *keys) {
+    if (key == me) continue;
+    auto current = bucket.get_entry(key);
+    if (!current || !*current) continue;
+    auto lease = decode((*current)->value);
+    if (!lease || lease->first != me) continue;
+    auto renewed = bucket.update(key, encode(me, lease->second + 1), (*current)->revision);
+    if (renewed) k->held_[key] = {lease->second + 1, *renewed};
+  }
+  k->thread_ = std::thread([raw = k.get()] {
+    pthread_setname_np(pthread_self(), "keel lease");
+    raw->loop();
+  });
+  return k;
+}
+
+lease_keeper::~lease_keeper() { stop(); }
+
+void lease_keeper::stop() {
+  {
+    std::lock_guard lock{mutex_};
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto& t : takeovers_)
+    if (t.joinable()) t.join();
+}
+
+bool lease_keeper::holds(const std::string& domain) const {
+  std::lock_guard lock{mutex_};
+  return held_.count(domain) > 0;
+}
+
+std::vector<std::string> lease_keeper::domains() const {
+  std::lock_guard lock{mutex_};
+  std::vector<std::string> out;
+  for (const auto& [domain, lease] : held_) out.push_back(domain);
+  return out;
+}
+
+std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
+  std::lock_guard lock{mutex_};
+  auto it = held_.find(domain);
+  return it == held_.end() ? 0 : it->second.epoch;
+}
+
+void lease_keeper::loop() {
+  auto every = std::chrono::milliseconds(std::max<std::int64_t>(100, lease_ms_ / 4));
+  while (true) {
+    {
+      std::unique_lock lock{mutex_};
+      if (wake_.wait_for(lock, every, [this] { return stopping_; })) return;
+    }
+    renew();
+    watch();
+  }
+}
+
+void lease_keeper::renew() {
+  std::map<std::string, held_lease> now;
+  {
+    std::lock_guard lock{mutex_};
+    now = held_;
+  }
+  for (const auto& [domain, lease] : now) {
+    auto renewed = bucket_.update(domain, encode(me_, lease.epoch), lease.revision);
+    if (renewed) {
+      std::lock_guard lock{mutex_};
+      if (auto it = held_.find(domain); it != held_.end()) it->second.revision = *renewed;
+      continue;
+    }
+    if (renewed.error().code != errc::conflict) {
+      logger()->warn("the lease on the runs of {} was not renewed: {}", domain, renewed.error().message);
+      continue;
+    }
+    {
+      std::lock_guard lock{mutex_};
+      held_.erase(domain);
+    }
+    if (on_.lost) on_.lost(domain, "its lease was taken by another orchestrator");
+  }
+}
+
+void lease_keeper::watch() {
+  auto keys = bucket_.keys();
+  if (!keys) return;
+  auto now = steady_ms();
+  for (const auto& key : *keys) {
+    if (holds(key)) continue;
+    auto current = bucket_.get_entry(key);
+    if (!current || !*current) continue;
+    auto& seen = seen_[key];
+    if (seen.revision != (*current)->revision) {
+      seen = {(*current)->revision, now};
+      continue;
+    }
+    if (now - seen.since_ms < lease_ms_) continue;
+    auto lease = decode((*current)->value);
+    if (!lease) continue;
+    // Unchanged for a whole lease: its holder is gone. One of the orchestrators that see it
+    // wins this write; the others are refused.
+    auto epoch = lease->second + 1;
+    auto claimed = bucket_.update(key, encode(me_, epoch), (*current)->revision);
+    if (!claimed) {
+      seen.since_ms = now;
+      continue;
+    }
+    logger()->warn("node {} (lease held by {}) has not renewed its lease for {} ms: taking its runs over (epoch {})",
+                   key, lease->first, now - seen.since_ms, epoch);
+    {
+      std::lock_guard lock{mutex_};
+      held_[key] = {epoch, *claimed};
+    }
+    seen_.erase(key);
+    if (on_.take_over) {
+      std::lock_guard lock{mutex_};
+      takeovers_.emplace_back([this, key, epoch] {
+        pthread_setname_np(pthread_self(), "keel takeover");
+        on_.take_over(key, epoch);
+      });
+    }
+  }
+}
+
+} // namespace keel::actors

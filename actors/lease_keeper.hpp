@@ -1,0 +1,75 @@
+// Who serves which orchestrator's runs, with the replicated run log on. Each orchestrator holds a
+// lease on its own runs: a key (its node id) in a replicated key-value bucket whose value names
+// the holder and an epoch, rewritten with a revision check four times per lease_ms. An
+// orchestrator whose lease has not changed for lease_ms is taken to be gone: the first other
+// orchestrator to rewrite the key (revision check: one wins) holds its runs from then on, and
+// renews that lease with its own. A holder whose rewrite is refused has lost the runs.
+#pragma once
+
+#include "broker/key_value.hpp"
+#include "runtime/result.hpp"
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace keel::actors {
+
+class lease_keeper {
+public:
+  struct hooks {
+    // Runs on a thread of its own once the domain (a node id) is held: take its runs over.
+    std::function<void(const std::string& domain, std::uint64_t epoch)> take_over;
+    // The domain was taken by another: stop acting for its runs.
+    std::function<void(const std::string& domain, const std::string& why)> lost;
+  };
+  // Takes this node's own lease, and back every lease this node held before it stopped.
+  // errc::conflict when its own runs were taken over meanwhile: it must rejoin as a new member.
+  static result<std::unique_ptr<lease_keeper>> start(broker::key_value& bucket, std::string me, std::int64_t lease_ms,
+                                                     hooks on);
+  ~lease_keeper();
+  lease_keeper(const lease_keeper&) = delete;
+  lease_keeper& operator=(const lease_keeper&) = delete;
+
+  bool holds(const std::string& domain) const;
+  std::vector<std::string> domains() const;  // every domain held
+  std::uint64_t epoch_of(const std::string& domain) const;  // 0 when not held
+  void stop();
+
+  // The value of a lease: who holds it, in which epoch.
+  static std::string encode(const std::string& holder, std::uint64_t epoch);
+  static result<std::pair<std::string, std::uint64_t>> decode(const std::string& bytes);
+
+private:
+  lease_keeper(broker::key_value& bucket, std::string me, std::int64_t lease_ms, hooks on);
+  void loop();
+  void renew();
+  void watch();
+
+  struct held_lease {
+    std::uint64_t epoch = 0;
+    std::uint64_t revision = 0;
+  };
+  struct seen_lease {
+    std::uint64_t revision = 0;
+    std::int64_t since_ms = 0;  // steady time the revision was first seen
+  };
+  broker::key_value& bucket_;
+  std::string me_;
+  std::int64_t lease_ms_;
+  hooks on_;
+  mutable std::mutex mutex_;
+  std::map<std::string, held_lease> held_;
+  std::map<std::string, seen_lease> seen_;  // the keeper's thread only
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::vector<std::thread> takeovers_;
+  std::thread thread_;
+};
+
+} // namespace keel::actors

@@ -1,0 +1,263 @@
+#include "broker/run_log.hpp"
+
+#include "broker/native.hpp"
+#include "runtime/clock.hpp"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace keel::broker {
+
+namespace {
+
+constexpr const char* token_header = "Keel-Append";
+constexpr const char* part_header = "Keel-Part";  // "<index>/<count>", from 1; absent: whole
+
+error log_error(natsStatus s, int code, const std::string& what) {
+  errc kind = errc::unavailable;
+  if (s == NATS_TIMEOUT) kind = errc::timeout;
+  if (code == JSStreamWrongLastSequenceErr) kind = errc::conflict;
+  std::string text = what + ": " + natsStatus_GetText(s);
+  if (code != 0) text += " (JetStream error " + std::to_string(code) + ")";
+  if (const char* last = nats_GetLastError(nullptr); last && *last && code != JSStreamWrongLastSequenceErr)
+    text += ": " + std::string(last);
+  return make_error(kind, text);
+}
+
+} // namespace
+
+struct run_log::impl {
+  std::shared_ptr<connection> nats;
+  run_log_options options;
+  jsCtx* js = nullptr;
+  // Appends waiting for their confirmation, by token.
+  std::mutex mutex;
+  std::condition_variable confirmed;
+  std::uint64_t next_token = 1;
+  std::map<std::uint64_t, std::optional<result<std::uint64_t>>> waiting;
+  ~impl() {
+    if (js) jsCtx_Destroy(js);
+  }
+};
+
+namespace {
+void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* state = static_cast<run_log::impl*>(closure);
+  const char* token_text = nullptr;
+  if (!msg || natsMsgHeader_Get(msg, token_header, &token_text) != NATS_OK || !token_text) {
+    if (msg) natsMsg_Destroy(msg);
+    return;
+  }
+  auto token = std::strtoull(token_text, nullptr, 10);
+  result<std::uint64_t> outcome = pa ? result<std::uint64_t>(pa->Sequence)
+                                     : result<std::uint64_t>(log_error(pae ? pae->Err : NATS_ERR, pae ? pae->ErrCode : 0,
+                                                                       std::string("appending to ") + natsMsg_GetSubject(msg) +
+                                                                         (pae && pae->ErrText ? std::string(": ") + pae->ErrText : "")));
+  natsMsg_Destroy(msg);
+  std::lock_guard lock{state->mutex};
+  auto it = state->waiting.find(token);
+  if (it == state->waiting.end()) return;  // given up on already
+  it->second = std::move(outcome);
+  state->confirmed.notify_all();
+}
+} // namespace
+
+run_log::run_log(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+run_log::~run_log() = default;
+
+result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats, const run_log_options& options) {
+  auto state = std::make_unique<impl>();
+  state->nats = std::move(nats);
+  state->options = options;
+  jsOptions js_options;
+  jsOptions_Init(&js_options);
+  js_options.Wait = options.ack_wait_ms;
+  js_options.PublishAsync.MaxPending = 65536;
+  js_options.PublishAsync.AckHandler = on_ack;
+  js_options.PublishAsync.AckHandlerClosure = state.get();
+  natsStatus s = natsConnection_JetStream(&state->js, native_connection(*state->nats), &js_options);
+  if (s != NATS_OK) return log_error(s, 0, "opening JetStream for the run log");
+
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = options.stream.c_str();
+  const char* subjects[] = {options.subjects.c_str()};
+  config.Subjects = subjects;
+  config.SubjectsLen = 1;
+  config.Retention = js_LimitsPolicy;
+  config.Storage = js_FileStorage;
+  config.MaxMsgSize = static_cast<std::int32_t>(std::min<std::size_t>(options.message_bytes_max, INT32_MAX));
+  config.Replicas = options.replicas;
+  config.AllowDirect = true;
+  auto deadline = steady_ms() + 30'000;
+  while (true) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    s = js_AddStream(&info, state->js, &config, nullptr, &code);
+    if (s != NATS_OK && code == JSStreamNameExistErr) {
+      code = static_cast<jsErrCode>(0);
+      s = js_UpdateStream(&info, state->js, &config, nullptr, &code);
+    }
+    if (info) jsStreamInfo_Destroy(info);
+    if (s == NATS_OK) break;
+    if (s == NATS_NO_RESPONDERS || code == JSNotEnabledErr || code == JSNotEnabledForAccountErr) {
+      auto e = log_error(s, code, "creating the run log " + options.stream + " (is JetStream enabled on nats-server? start it with -js)");
+      e.code = errc::config;
+      return e;
+    }
+    if (steady_ms() >= deadline) return log_error(s, code, "creating the run log " + options.stream);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return std::unique_ptr<run_log>(new run_log(std::move(state)));
+}
+
+std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& entries) {
+  // An entry in parts of at most `piece` bytes (room left for the headers): each part goes once
+  // the one before it is stored, expecting it to be the subject's last.
+  const std::size_t piece = std::max<std::size_t>(1024, impl_->options.message_bytes_max - 4096);
+  std::vector<result<std::uint64_t>> out(entries.size(), result<std::uint64_t>(std::uint64_t{0}));
+  std::vector<std::int64_t> expected(entries.size());
+  std::vector<std::size_t> parts(entries.size());
+  std::size_t waves = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    expected[i] = entries[i].expected_last;
+    parts[i] = std::max<std::size_t>(1, (entries[i].data.size() + piece - 1) / piece);
+    waves = std::max(waves, parts[i]);
+  }
+  for (std::size_t wave = 0; wave < waves; ++wave) {
+    std::vector<std::pair<std::size_t, std::uint64_t>> sent;  // entry, token
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (wave >= parts[i] || !out[i]) continue;
+      const auto& e = entries[i];
+      std::uint64_t token;
+      {
+        std::lock_guard lock{impl_->mutex};
+        token = impl_->next_token++;
+        impl_->waiting[token] = std::nullopt;
+      }
+      auto offset = wave * piece;
+      auto length = std::min(piece, e.data.size() - std::min(offset, e.data.size()));
+      natsMsg* msg = nullptr;
+      natsStatus s = natsMsg_Create(&msg, e.subject.c_str(), nullptr, e.data.data() + offset, static_cast<int>(length));
+      if (s == NATS_OK) s = natsMsgHeader_Set(msg, token_header, std::to_string(token).c_str());
+      if (s == NATS_OK && parts[i] > 1)
+        s = natsMsgHeader_Set(msg, part_header, (std::to_string(wave + 1) + "/" + std::to_string(parts[i])).c_str());
+      jsPubOptions options;
+      jsPubOptions_Init(&options);
+      options.MaxWait = impl_->options.ack_wait_ms;
+      // nats.c sends the check only for a sequence above 0: a subject that must have no message
+      // yet is not checked (a run's first entry, which no other node can know of).
+      if (expected[i] > 0) options.ExpectLastSubjectSeq = static_cast<std::uint64_t>(expected[i]);
+      if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);
+      if (msg) natsMsg_Destroy(msg);
+      if (s != NATS_OK) {
+        out[i] = log_error(s, 0, "appending to " + e.subject);
+        std::lock_guard lock{impl_->mutex};
+        impl_->waiting.erase(token);
+        continue;
+      }
+      sent.push_back({i, token});
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(impl_->options.ack_wait_ms + 1000);
+    std::unique_lock lock{impl_->mutex};
+    for (const auto& [i, token] : sent) {
+      impl_->confirmed.wait_until(lock, deadline, [&] { return impl_->waiting[token].has_value(); });
+      auto& got = impl_->waiting[token];
+      if (got) out[i] = std::move(*got);
+      else out[i] = make_error(errc::timeout, "appending to " + entries[i].subject + ": no confirmation");
+      impl_->waiting.erase(token);
+      if (out[i]) expected[i] = static_cast<std::int64_t>(*out[i]);
+    }
+  }
+  return out;
+}
+
+result<void> run_log::read(const std::string& filter, const reader& on_entry) {
+  // Up to what the stream holds now.
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), nullptr, &code);
+  if (s != NATS_OK) return log_error(s, code, "reading the state of " + impl_->options.stream);
+  std::uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  if (last == 0) return success();
+  jsSubOptions sub_options;
+  jsSubOptions_Init(&sub_options);
+  sub_options.Stream = impl_->options.stream.c_str();
+  sub_options.Ordered = true;
+  sub_options.Config.DeliverPolicy = js_DeliverAll;
+  natsSubscription* sub = nullptr;
+  s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
+  if (s != NATS_OK) return log_error(s, code, "reading " + filter);
+  std::map<std::string, std::string> partial;  // subject -> parts so far
+  result<void> outcome = success();
+  while (true) {
+    natsMsg* msg = nullptr;
+    s = natsSubscription_NextMsg(&msg, sub, 2000);
+    if (s == NATS_TIMEOUT) break;  // nothing more under the filter
+    if (s != NATS_OK) {
+      outcome = log_error(s, 0, "reading " + filter);
+      break;
+    }
+    jsMsgMetaData* meta = nullptr;
+    std::uint64_t seq = 0, pending = 0;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
+      seq = meta->Sequence.Stream;
+      pending = meta->NumPending;
+      jsMsgMetaData_Destroy(meta);
+    }
+    std::string subject = natsMsg_GetSubject(msg);
+    std::string data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    const char* part = nullptr;
+    bool whole = true;
+    if (natsMsgHeader_Get(msg, part_header, &part) == NATS_OK && part) {
+      std::string text = part;
+      auto slash = text.find('/');
+      auto index = std::strtoull(text.c_str(), nullptr, 10);
+      auto count = slash == std::string::npos ? 0 : std::strtoull(text.c_str() + slash + 1, nullptr, 10);
+      auto& so_far = partial[subject];
+      if (index == 1) so_far.clear();
+      so_far += data;
+      whole = index == count;
+      if (whole) {
+        data = std::move(so_far);
+        partial.erase(subject);
+      }
+    }
+    natsMsg_Destroy(msg);
+    if (whole) on_entry(subject, seq, std::move(data));
+    if (pending == 0 || seq >= last) break;
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  return outcome;
+}
+
+result<std::uint64_t> run_log::last_sequence(const std::string& subject) {
+  natsMsg* msg = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&msg, impl_->js, impl_->options.stream.c_str(), subject.c_str(), nullptr, &code);
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) {
+    if (msg) natsMsg_Destroy(msg);
+    return std::uint64_t{0};
+  }
+  if (s != NATS_OK) return log_error(s, code, "reading the last entry of " + subject);
+  std::uint64_t seq = natsMsg_GetSequence(msg);
+  natsMsg_Destroy(msg);
+  return seq;
+}
+
+result<void> run_log::purge(const std::string& subject, std::uint64_t keep) {
+  jsOptions options;
+  jsOptions_Init(&options);
+  options.Stream.Purge.Subject = subject.c_str();
+  options.Stream.Purge.Keep = keep;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_PurgeStream(impl_->js, impl_->options.stream.c_str(), &options, &code);
+  if (s != NATS_OK) return log_error(s, code, "purging " + subject);
+  return success();
+}
+
+} // namespace keel::broker

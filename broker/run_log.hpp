@@ -1,0 +1,65 @@
+// The replicated log of runs: a JetStream stream (file storage, as many replicas as asked) with
+// one subject per run, `<prefix>.<ns>.log.<owner domain>.<run>`. An orchestrator appends each
+// write of a run there before it acts on it; another orchestrator that takes the runs over reads
+// them back. Each append names the sequence its subject must be at (JetStream's expected last
+// subject sequence): an owner that lost its runs (a takeover wrote after it) is refused, which
+// is the fence. Plain C++; nats.c stays inside.
+#pragma once
+
+#include "broker/connection.hpp"
+#include "runtime/result.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace keel::broker {
+
+struct run_log_options {
+  std::string stream;           // [A-Za-z0-9_-]
+  std::string subjects;         // what it stores, e.g. "keel.default.log.>"
+  std::int64_t replicas = 1;
+  std::size_t message_bytes_max = 1 << 20;  // an entry larger than this goes in parts
+  std::int64_t ack_wait_ms = 5000;
+};
+
+class run_log {
+public:
+  // Opens the stream, creating it (or bringing it to these options). A new JetStream cluster
+  // elects its leader first: asked again for up to 30 s.
+  static result<std::unique_ptr<run_log>> open(std::shared_ptr<connection> nats, const run_log_options& options);
+  ~run_log();
+  run_log(const run_log&) = delete;
+  run_log& operator=(const run_log&) = delete;
+
+  struct entry {
+    std::string subject;
+    std::string data;
+    // The sequence of the subject's last message, which must still be its last (0: the subject
+    // has no message yet). -1: no check.
+    std::int64_t expected_last = -1;
+  };
+  // Appends every entry, all at once, and waits for the broker to confirm each (stored on a
+  // majority of its replicas). Per entry: the sequence of its last part, or the error
+  // (errc::conflict when its subject had moved on: fenced).
+  std::vector<result<std::uint64_t>> append(const std::vector<entry>& entries);
+
+  // Every entry under `filter` (a subject with wildcards), in order, parts joined: (subject,
+  // sequence of its last part, data). Reads up to what the stream holds when it is called.
+  using reader = std::function<void(const std::string& subject, std::uint64_t seq, std::string data)>;
+  result<void> read(const std::string& filter, const reader& on_entry);
+  // The sequence of the subject's last message; 0 when it has none.
+  result<std::uint64_t> last_sequence(const std::string& subject);
+  // Drops the subject's messages but its last `keep`.
+  result<void> purge(const std::string& subject, std::uint64_t keep);
+
+  struct impl;
+
+private:
+  explicit run_log(std::unique_ptr<impl> state);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace keel::broker
