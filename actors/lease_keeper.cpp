@@ -5,6 +5,7 @@
 #include "runtime/wire.hpp"
 
 #include <pthread.h>
+#include <thread>
 #include <spdlog/spdlog.h>
 
 namespace keel::actors {
@@ -35,8 +36,14 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
                                                           std::int64_t lease_ms, hooks on) {
   std::unique_ptr<lease_keeper> k(new lease_keeper(bucket, me, lease_ms, std::move(on)));
   // Our own lease: new, or ours again in the next epoch; held by another, we were taken over.
+  // A bucket just made on a new cluster answers once its leader is elected: asked again, 30 s.
+  auto deadline = steady_ms() + 30'000;
   for (int tries = 0;; ++tries) {
     auto current = bucket.get_entry(me);
+    if (!current && current.error().code != errc::conflict && steady_ms() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      continue;
+    }
     if (!current) return current.error();
     if (!*current) {
       auto made = bucket.create(me, encode(me, 1));
@@ -44,6 +51,7 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
         k->held_[me] = {1, *made};
         break;
       }
+      if (made.error().code != errc::conflict && steady_ms() < deadline) continue;
       if (made.error().code != errc::conflict || tries > 3) return made.error();
       continue;  // another wrote it in between: read it again
     }
@@ -57,6 +65,7 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
       k->held_[me] = {lease->second + 1, *renewed};
       break;
     }
+    if (renewed.error().code != errc::conflict && steady_ms() < deadline) continue;
     if (renewed.error().code != errc::conflict || tries > 3) return renewed.error();
   }
   // Leases of other nodes this one held when it stopped: held again, if still ours.

@@ -26,6 +26,7 @@
 #include <thread>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace keel::actors {
 
@@ -198,6 +199,7 @@ struct shared_state {
       registry.erase(it);
     }
     in_flight.erase(run_id);
+    starting.erase(run_id);
     forget_log_seq(run_id);
   }
   // Unregisters the run this actor served; returns its id, or empty when it served none now.
@@ -250,10 +252,26 @@ struct shared_state {
     it->second.result_received = true;
     return true;
   }
-  // True: wanted; false: not; empty: the run is not in memory (the caller reads the store).
+  // Runs whose actor is made but has not yet said what it has in flight (a run loaded from disk
+  // asks the broker first): a result or question for one is asked again, not taken as late.
+  std::unordered_set<std::string> starting;  // guarded by registry_mutex
+  void starting_now(const std::string& run_id) {
+    std::lock_guard lock{registry_mutex};
+    starting.insert(run_id);
+  }
+  void started(const std::string& run_id) {
+    std::lock_guard lock{registry_mutex};
+    starting.erase(run_id);
+  }
+  bool is_starting(const std::string& run_id) {
+    std::lock_guard lock{registry_mutex};
+    return starting.count(run_id) > 0;
+  }
+  // True: wanted; false: not; empty: the run is not in memory, or still starting (the caller
+  // reads the store).
   std::optional<bool> wanted(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
     std::lock_guard lock{registry_mutex};
-    if (!registry.count(run_id)) return std::nullopt;
+    if (!registry.count(run_id) || starting.count(run_id)) return std::nullopt;
     auto it = in_flight.find(run_id);
     return it != in_flight.end() && it->second.step == step && it->second.attempt == attempt &&
            !it->second.result_received;
@@ -528,6 +546,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
     perform(self, shared, self->state.machine->start(queued), invoke_reply,
             invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
   }
+  shared->started(self->state.machine->run_id());
   return {
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       auto e = self->state.machine->on_resume(request);
@@ -623,6 +642,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   auto spawn_run = [=](store::run_record record, const config::agent_config* agent, bool start_now,
                        bool from_disk, const std::string& invoke_reply) {
     std::string id = record.run_id;
+    if (from_disk) shared->starting_now(id);
     auto actor = self->spawn(run_actor, shared, std::move(record), agent, start_now, from_disk, invoke_reply);
     self->monitor(actor);
     shared->registered(id, actor);
@@ -1076,6 +1096,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     static const std::string kept = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
     static const std::string not_needed = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", false}});
     auto run = shared->find(ref->run_id);
+    if (run && shared->is_starting(ref->run_id))
+      return shared->reply_error(m.reply, errc::unavailable, "run " + ref->run_id + " is being loaded; offer it again");
     if (!run) {
       // Not in memory: a run being loaded (this node is starting) takes it shortly; any other has
       // no step in flight, so the result is late.

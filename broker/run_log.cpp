@@ -175,14 +175,19 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
 }
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
-  // Up to what the stream holds now.
+  // Up to what the stream holds now: as many messages as its subjects under the filter hold.
+  jsOptions info_options;
+  jsOptions_Init(&info_options);
+  info_options.Stream.Info.SubjectsFilter = filter.c_str();
   jsStreamInfo* info = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), nullptr, &code);
+  natsStatus s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), &info_options, &code);
   if (s != NATS_OK) return log_error(s, code, "reading the state of " + impl_->options.stream);
-  std::uint64_t last = info->State.LastSeq;
+  std::uint64_t last = info->State.LastSeq, expected = 0;
+  if (info->State.Subjects)
+    for (int i = 0; i < info->State.Subjects->Count; ++i) expected += info->State.Subjects->List[i].Msgs;
   jsStreamInfo_Destroy(info);
-  if (last == 0) return success();
+  if (last == 0 || expected == 0) return success();
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = impl_->options.stream.c_str();
@@ -193,19 +198,23 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   if (s != NATS_OK) return log_error(s, code, "reading " + filter);
   std::map<std::string, std::string> partial;  // subject -> parts so far
   result<void> outcome = success();
-  while (true) {
+  // Every one of them, or an error: a read that stopped early would leave runs half read.
+  std::uint64_t received = 0;
+  auto deadline = steady_ms() + std::max<std::int64_t>(30'000, impl_->options.ack_wait_ms * 6);
+  while (received < expected) {
     natsMsg* msg = nullptr;
-    s = natsSubscription_NextMsg(&msg, sub, 2000);
-    if (s == NATS_TIMEOUT) break;  // nothing more under the filter
+    s = natsSubscription_NextMsg(&msg, sub, 1000);
+    if (s == NATS_TIMEOUT && steady_ms() < deadline) continue;
     if (s != NATS_OK) {
-      outcome = log_error(s, 0, "reading " + filter);
+      outcome = log_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " of " +
+                                  std::to_string(expected) + " entries read)");
       break;
     }
+    ++received;
     jsMsgMetaData* meta = nullptr;
-    std::uint64_t seq = 0, pending = 0;
+    std::uint64_t seq = 0;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
       seq = meta->Sequence.Stream;
-      pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
     std::string subject = natsMsg_GetSubject(msg);
@@ -228,7 +237,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     }
     natsMsg_Destroy(msg);
     if (whole) on_entry(subject, seq, std::move(data));
-    if (pending == 0 || seq >= last) break;
+    if (seq >= last) break;
   }
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);

@@ -592,14 +592,15 @@ struct failover_cluster : multi_node {
     start("o2", "\"orchestrator\"", {1, 2, 0}, log + agents());
     start("o3", "\"orchestrator\"", {2, 0, 1}, log + agents());
     start("w1", "\"worker\"", {1, 0, 2}, "[worker]\nslots = 128\n" + agents());
-    INFO(logs());
     auto all_up = [&] {
       auto listed = keel({"nodes", "--wait-ms", "300"}, 1).out;
       for (const char* n : {"o1", "o2", "o3", "w1"})
         if (listed.find(n) == std::string::npos) return false;
       return true;
     };
-    REQUIRE_EVENTUALLY(60'000, all_up());
+    auto deadline = steady_ms() + 60'000;
+    while (!all_up() && steady_ms() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (!all_up()) FAIL("the nodes did not all come up:\n" << logs());
     connect_clients();
   }
   // An invoke for one orchestrator, by its own subject.
@@ -632,13 +633,26 @@ struct failover_cluster : multi_node {
       from = out.back() + 1;
     }
   }
-  bool approve(const std::string& run, const std::string& step, std::size_t server) {
+  void await_completed(const std::string& run) {
+    auto deadline = steady_ms() + 60'000;
+    json shown;
+    while (steady_ms() < deadline && (shown = show(run, 0)).value("status", "") != "completed")
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (shown.value("status", "") != "completed")
+      FAIL("run " << run << " did not complete: " << shown.dump() << "\nits model calls: "
+                  << [&] { std::string out; for (const auto& l : lines_of(read_file(dir.file("model-calls.log")))) if (l.find(run) != std::string::npos) out += l + "; "; return out; }()
+                  << "\n" << logs() << "\n--- w1 (end)\n"
+                  << read_file(dir.file("w1.err")).substr(read_file(dir.file("w1.err")).size() > 6000 ? read_file(dir.file("w1.err")).size() - 6000 : 0));
+  }
+  // Empty when the answer was taken; else what went wrong.
+  std::string approve(const std::string& run, const std::string& step, std::size_t server) {
     auto reply = clients.at(server)->request("keel.default.runs." + run + ".resume",
                                              wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", step},
                                                                     {"data", {{"approved", true}}}}), 5000);
-    if (!reply) return false;
+    if (!reply) return reply.error().message;
     auto v = wire::unpack(reply->data);
-    return v && v->value("type", std::string{}) != "error";
+    if (!v) return "an unreadable answer";
+    return v->value("type", std::string{}) == "error" ? v->dump() : "";
   }
 };
 
@@ -673,17 +687,15 @@ TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight
   // The waiting runs are answered after the takeover.
   for (const auto& run : waiting) {
     auto shown = c.show(run, 2);
+    INFO(run << ": " << shown.dump() << "\n" << c.logs());
     REQUIRE(shown.value("status", "") == "suspended");
-    REQUIRE(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 2));
+    CHECK(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 2) == "");
   }
   INFO(c.logs());
   std::vector<std::string> all = flying;
   all.insert(all.end(), waiting.begin(), waiting.end());
   all.insert(all.end(), others.begin(), others.end());
-  for (const auto& run : all) {
-    INFO(run);
-    REQUIRE_EVENTUALLY(60'000, c.show(run, 0).value("status", "") == "completed");
-  }
+  for (const auto& run : all) c.await_completed(run);
   // Nothing repeated: each model step called once (a result the worker had not handed over yet
   // went to the new owner), each command run once.
   for (const auto& [step, n] : count_lines(read_file(c.dir.file("model-calls.log")))) {
@@ -716,14 +728,16 @@ TEST_CASE("failover: an owner paused past its lease loses its runs; its late wri
   for (const auto& run : waiting) REQUIRE_EVENTUALLY(20'000, c.show(run, 1).value("status", "") == "suspended");
   c.nodes["o1"].signal(SIGSTOP);
   // Past its lease, another takes the runs over and answers for them.
-  REQUIRE_EVENTUALLY(30'000, [&] {
-    auto log2 = read_file(c.dir.file("o2.err")), log3 = read_file(c.dir.file("o3.err"));
+  auto taken = [&] {
+    auto log2 = read_file(c.dir.file("o2.err"));
+    auto log3 = read_file(c.dir.file("o3.err"));
     return log2.find("took over the runs of o1") != std::string::npos || log3.find("took over the runs of o1") != std::string::npos;
-  }());
+  };
+  REQUIRE_EVENTUALLY(30'000, taken());
   for (const auto& run : waiting) {
     auto shown = c.show(run, 1);
     REQUIRE(shown.value("status", "") == "suspended");
-    REQUIRE(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 1));
+    CHECK(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 1) == "");
   }
   // o1 wakes up with results and answers queued for runs that are not its own any more: whatever
   // it writes is refused, and it stops.
@@ -735,7 +749,7 @@ TEST_CASE("failover: an owner paused past its lease loses its runs; its late wri
   all.insert(all.end(), waiting.begin(), waiting.end());
   for (const auto& run : all) {
     INFO(run);
-    REQUIRE_EVENTUALLY(60'000, c.show(run, 2).value("status", "") == "completed");
+    c.await_completed(run);
     auto seqs = c.event_seqs(run, 2);
     for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
   }

@@ -1,4 +1,5 @@
 #include "broker/connection.hpp"
+#include "broker/run_log.hpp"
 #include "broker/work_queue.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -287,4 +288,74 @@ TEST_CASE("work queue: a message the broker does not confirm is reported with it
   CHECK(failed[0].subject == "nowhere.1");
   CHECK(failed[0].data == "lost");
   REQUIRE_EVENTUALLY(5000, *(*js)->stored_messages("TASKS") == 1);
+}
+
+// The replicated run log: entries come back whole and in order (one larger than a message in
+// parts), and an append that names a subject's last sequence wrongly is refused: the fence
+// against an owner that lost its runs. Variants: a stale sequence, a sequence from the future,
+// eight writers racing from the same sequence (one wins), a long entry from a stale position.
+TEST_CASE("run log: entries read back whole and in order, and a write from a stale position is refused",
+          "[broker][integration]") {
+  nats_server server;
+  auto nats = connect(server.url());
+  broker::run_log_options o{"KEEL_RUNS_test", "t.log.>", 1, 64 * 1024, 5000};
+  auto log = broker::run_log::open(nats, o);
+  REQUIRE(log.ok());
+  auto& l = **log;
+  // Three runs of node a, one of node b; one entry of 200 KB (four parts).
+  std::string big(200 * 1024, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 97) big[i] = static_cast<char>('a' + i % 26);
+  auto first = l.append({{"t.log.a.r1", "one", 0}, {"t.log.a.r2", big, 0}, {"t.log.b.r9", "other", 0}});
+  REQUIRE(first.size() == 3);
+  for (const auto& r : first) REQUIRE(r.ok());
+  auto second = l.append({{"t.log.a.r1", "two", static_cast<std::int64_t>(*first[0])}});
+  REQUIRE(second[0].ok());
+  CHECK(*l.last_sequence("t.log.a.r1") == *second[0]);
+  CHECK(*l.last_sequence("t.log.a.r2") == *first[1]);
+  CHECK(*l.last_sequence("t.log.a.none") == 0);
+  std::vector<std::pair<std::string, std::string>> read;
+  REQUIRE(l.read("t.log.a.>", [&](const std::string& subject, std::uint64_t, std::string data) {
+    read.push_back({subject, std::move(data)});
+  }).ok());
+  REQUIRE(read.size() == 3);
+  CHECK(read[0] == std::pair<std::string, std::string>{"t.log.a.r1", "one"});
+  CHECK(read[1].first == "t.log.a.r2");
+  CHECK(read[1].second == big);
+  CHECK(read[2] == std::pair<std::string, std::string>{"t.log.a.r1", "two"});
+  std::size_t nothing = 0;
+  REQUIRE(l.read("t.log.c.>", [&](const std::string&, std::uint64_t, std::string) { ++nothing; }).ok());
+  CHECK(nothing == 0);
+
+  SECTION("a stale position, or one ahead, is refused, and the log is unchanged") {
+    for (std::int64_t wrong : {static_cast<std::int64_t>(*first[0]), static_cast<std::int64_t>(*second[0] + 5)}) {
+      auto refused = l.append({{"t.log.a.r1", "late", wrong}});
+      REQUIRE_FALSE(refused[0].ok());
+      CHECK(refused[0].error().code == errc::conflict);
+    }
+    CHECK(*l.last_sequence("t.log.a.r1") == *second[0]);
+  }
+  SECTION("two writers from the same position: exactly one is taken") {
+    auto other_nats = connect(server.url());
+    auto other = broker::run_log::open(other_nats, o);
+    REQUIRE(other.ok());
+    std::atomic<int> taken{0}, refused{0};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < 8; ++w)
+      writers.emplace_back([&, w] {
+        auto& log_of = w % 2 ? **other : l;
+        auto r = log_of.append({{"t.log.a.r1", "writer " + std::to_string(w), static_cast<std::int64_t>(*second[0])}});
+        (r[0].ok() ? taken : refused) += 1;
+        if (!r[0].ok()) CHECK(r[0].error().code == errc::conflict);
+      });
+    for (auto& t : writers) t.join();
+    CHECK(taken == 1);
+    CHECK(refused == 7);
+  }
+  SECTION("a long entry from a stale position is refused at its first part") {
+    auto fence = l.append({{"t.log.a.r2", "fence", static_cast<std::int64_t>(*first[1])}});
+    REQUIRE(fence[0].ok());
+    auto stale = l.append({{"t.log.a.r2", big, static_cast<std::int64_t>(*first[1])}});
+    REQUIRE_FALSE(stale[0].ok());
+    CHECK(stale[0].error().code == errc::conflict);
+  }
 }

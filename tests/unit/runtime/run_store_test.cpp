@@ -522,3 +522,50 @@ TEST_CASE("run store: writers on 4 threads at once lose no run and no append to 
       CHECK(store->get(id + "b", false)->has_value());
     }
 }
+
+// What the replicated log carries: transitions encoded on one node and applied on another store
+// give that store the same run (header, snapshot, conversation, events, results received).
+TEST_CASE("run store: transitions encoded and applied to another store give the same run", "[runtime][store]") {
+  temp_dir dir;
+  auto a = open_store(dir.file("a"), false);
+  auto b = open_store(dir.file("b"), false);
+  auto t1 = created("r-1", "agent", 1000);
+  t1.record.state = wire::value{{"step", 1}, {"messages", wire::value::array({wire::value{{"role", "user"}, {"content", "hi"}}})}};
+  t1.record.idempotency_key = "key-1";
+  advance(t1, run_status::running, "started");
+  run_transition r;
+  r.entries_only = true;
+  r.record.run_id = "r-1";
+  r.received.push_back({7, std::string("\x00\x01result", 8)});
+  auto t2 = t1;
+  t2.record.state["messages"].push_back(wire::value{{"role", "assistant"}, {"content", "done"}});
+  t2.messages_from = 1;
+  t2.received.clear();
+  t2.received_done = {7};
+  t2.stored_status = run_status::running;
+  advance(t2, run_status::completed, "completed");
+  std::vector<run_transition> all{t1, r, t2};
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    REQUIRE(a->apply(all[i]).ok());
+    auto bytes = encode_transitions({&all[i]});
+    auto decoded = decode_transitions(bytes);
+    REQUIRE(decoded.ok());
+    REQUIRE(b->apply(*decoded).ok());
+    // After the result was received (and before it is applied), both hold it.
+    if (i == 1) CHECK(b->received("r-1")->size() == 1);
+  }
+  auto from_a = a->get("r-1", false), from_b = b->get("r-1", false);
+  REQUIRE(from_a.ok());
+  REQUIRE(from_b.ok());
+  CHECK(pack_record(**from_a) == pack_record(**from_b));
+  CHECK(b->received("r-1")->empty());
+  CHECK(b->events("r-1")->size() == a->events("r-1")->size());
+  CHECK(*b->find_by_idempotency_key("agent", "key-1") == std::optional<std::string>("r-1"));
+  CHECK(b->list_by_status(run_status::completed)->size() == 1);
+  CHECK(b->list_by_status(run_status::running)->empty());
+  // Damaged bytes are an error, never a crash or a half-applied run.
+  for (std::string bad : {std::string(), std::string("\x81\xa3xyz\x01", 6), encode_transitions({&all[0]}).substr(0, 20)}) {
+    auto decoded = decode_transitions(bad);
+    CHECK_FALSE(decoded.ok());
+  }
+}
