@@ -94,7 +94,17 @@ struct shared_state {
   // of the nodes it took over. Without the log, only its own.
   bool serves(std::string_view domain) const {
     if (domain == node_id) return !leases || leases->holds(node_id);
-    return leases && leases->holds(std::string(domain));
+    if (!leases || !leases->holds(std::string(domain))) return false;
+    std::lock_guard lock{served_mutex};
+    return served.count(std::string(domain)) > 0;
+  }
+  // The other nodes whose runs are in this node's store and go on here: a domain is added once
+  // its takeover has read and fenced every run (until then, nobody answers for them).
+  mutable std::mutex served_mutex;
+  std::set<std::string> served;
+  void serve(const std::string& domain) {
+    std::lock_guard lock{served_mutex};
+    served.insert(domain);
   }
   std::string log_subject(const std::string& run) const {
     return subjects.base() + ".log." + std::string(run_id{run}.owner()) + "." + run;
@@ -156,6 +166,7 @@ struct shared_state {
         auto last = l.log->last_sequence(log_subject(run));
         if (!last) return last.error();
         known = *last;
+        logger()->debug("run {}: its last log entry is {}", run, *known);
       }
       entries.push_back({log_subject(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known)});
     }
@@ -165,12 +176,12 @@ struct shared_state {
         log_seq_known(runs[i], *appended[i]);
         continue;
       }
+      // Refused: the run's log moved on without this node. If another took the runs over, the
+      // lease keeper hears so at its next renewal and the node stops; either way nothing of this
+      // batch is written, and the run's next write asks the log where it stands.
       if (appended[i].error().code == errc::conflict) {
-        {
-          std::lock_guard lock{log_mutex};
-          log_seq.erase(runs[i]);
-        }
-        fenced(std::string(run_id{runs[i]}.owner()), "the run log refused a write of run " + runs[i]);
+        forget_log_seq(runs[i]);
+        logger()->warn("run {}: the run log refused a write after sequence {}", runs[i], entries[i].expected_last);
       }
       return make_error(appended[i].error().code, "the run log: " + appended[i].error().message);
     }
@@ -937,6 +948,7 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   }
   if (auto r = shared->subscribe_results(domain); !r)
     logger()->error("taking over {}: its results cannot be received: {}", domain, r.error().message);
+  shared->serve(domain);
   std::vector<std::string> active;
   std::size_t suspended = 0;
   for (const auto& run : fenced) {
@@ -1025,6 +1037,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       return leases.error();
     }
     shared->leases = std::move(*leases);
+    // Nodes taken over before this one stopped: their runs are in its store, fenced already.
+    for (const auto& domain : shared->leases->domains())
+      if (domain != node_id) shared->serve(domain);
   }
   caf::anon_send(state->actor, recover_atom::value);
 

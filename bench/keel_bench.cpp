@@ -135,7 +135,8 @@ int main(int argc, char** argv) {
   CLI::App app{"keel benchmark"};
   std::string node_binary = "build/apps/keel-node";
   std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 320, rounds = 8;
-  std::size_t lanes = 0;
+  std::size_t lanes = 0, log_replicas = 0, task_replicas = 1;
+  std::string external_nats;
   app.add_option("--node", node_binary, "keel-node binary");
   app.add_option("--turns", turns, "Model turns per run (each calls one trivial tool)");
   app.add_option("--concurrent-runs", concurrent_runs, "Runs at once for throughput");
@@ -143,17 +144,23 @@ int main(int argc, char** argv) {
   app.add_option("--latency-runs", latency_runs, "Runs, one at a time, for per-step latency");
   app.add_option("--rounds", rounds, "Rounds of the latency runs, each with the floor measured again");
   app.add_option("--lanes", lanes, "node.lanes of the node (0: its default, one per core)");
+  app.add_option("--log-replicas", log_replicas, "durability.log_replicas of the node (0: no replicated run log)");
+  app.add_option("--task-replicas", task_replicas, "limits.task_replicas of the node");
+  app.add_option("--nats", external_nats, "Use this nats-server (e.g. one of a cluster) instead of starting one");
   CLI11_PARSE(app, argc, argv);
 
   char pattern[] = "/tmp/keel-bench-XXXXXX";
   std::string dir = ::mkdtemp(pattern);
   auto port = must(free_loopback_port(), "port");
-  std::string url = "nats://127.0.0.1:" + std::to_string(port);
-  auto nats_server = must(child_process::start({{"/usr/sbin/nats-server", "-a", "127.0.0.1", "-p",
-                                                 std::to_string(port), "-js", "-sd", dir + "/jetstream"},
-                                                dir + "/nats.log", dir + "/nats.log"}),
-                          "nats-server");
-  while (!port_accepts(port)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::string url = external_nats.empty() ? "nats://127.0.0.1:" + std::to_string(port) : external_nats;
+  child_process nats_server;
+  if (external_nats.empty()) {
+    nats_server = must(child_process::start({{"/usr/sbin/nats-server", "-a", "127.0.0.1", "-p",
+                                              std::to_string(port), "-js", "-sd", dir + "/jetstream"},
+                                             dir + "/nats.log", dir + "/nats.log"}),
+                       "nats-server");
+    while (!port_accepts(port)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 
   floor_meter meter(url, dir);
 
@@ -170,7 +177,9 @@ int main(int argc, char** argv) {
   std::ofstream(dir + "/node.toml")
     << "[node]\nname = \"bench\"\nroles = [\"orchestrator\", \"worker\"]\ndata_dir = \"" << dir << "/data\"\n"
     << "lanes = " << lanes << "\n"
-    << "[nats]\nservers = [\"" << url << "\"]\n[durability]\nfsync = true\n[log]\nlevel = \"warn\"\n"
+    << "[limits]\ntask_replicas = " << task_replicas << "\n"
+    << "[nats]\nservers = [\"" << url << "\"]\n[durability]\nfsync = true\nlog_replicas = " << log_replicas
+    << "\n[log]\nlevel = \"warn\"\n"
     << "[worker]\nslots = 64\n"
     << "[agents.steps]\nscript = \"" << dir << "/steps.json\"\nmax_steps = 1000\n"
     << "[agents.steps.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n"

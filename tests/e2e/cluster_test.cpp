@@ -717,7 +717,7 @@ TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight
   }
 }
 
-TEST_CASE("failover: an owner paused past its lease loses its runs; its late writes are refused and it rejoins as a new member",
+TEST_CASE("failover: an owner paused past its lease loses its runs, its late writes are refused, and it rejoins as a new member",
           "[e2e][integration][cluster][failover]") {
   failover_cluster c;
   c.start_all();
