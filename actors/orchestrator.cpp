@@ -819,6 +819,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           // With the run log: only the runs of the nodes this one serves (one that took these
           // over while this node was down has them now).
           if (shared->leases && !shared->serves(run_id{id}.owner())) continue;
+          if (shared->find(id)) continue;  // loaded already (a result for it came first)
           auto record = shared->store.get(id, false);
           if (!record) {
             // Damaged on disk: the run fails with the reason, and the node goes on with the others.
@@ -1096,7 +1097,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   });
   // Every lane is a member of the results queue group: the broker spreads results over the
   // lanes' connections and threads; each is written by its run's lane.
-  auto on_result = [shared](broker::message&& m) {
+  auto on_result = [shared, actor](broker::message&& m) {
     step_trace::mark(step_trace::result_received);
     // Only the type, run and step are read here (no JSON built). The worker is answered once the
     // result is on disk (or known not to be needed): until then it keeps offering it, and keeps
@@ -1119,8 +1120,14 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       auto stored = shared->store.get(ref->run_id, false);
       if (!stored) return shared->reply_error(m.reply, errc::unavailable, stored.error().message);
       if (!*stored) return shared->reply_error(m.reply, errc::not_found, "no run " + ref->run_id);
-      if (store::is_active((*stored)->status))
+      if (store::is_active((*stored)->status)) {
+        // A run with work in flight that is not in memory: one being loaded (this node starting,
+        // or taking runs over), or one dropped after a write failed. It is loaded (once: a run
+        // in memory is left alone), and takes the result when offered again.
+        if (shared->serves(run_id{ref->run_id}.owner()))
+          caf::anon_send(actor, adopt_atom::value, std::vector<std::string>{ref->run_id});
         return shared->reply_error(m.reply, errc::unavailable, "run " + ref->run_id + " is being loaded; offer it again");
+      }
       return shared->publish(m.reply, not_needed);
     }
     if (!shared->received(ref->run_id, ref->step)) {
