@@ -116,6 +116,41 @@ struct shared_state {
   void forget_log_seq(const std::string& run) {
     std::lock_guard lock{log_mutex};
     log_seq.erase(run);
+    if (auto it = log_unconfirmed.find(run); it != log_unconfirmed.end()) {
+      it->second.log->forget(it->second.ticket);
+      log_unconfirmed.erase(it);
+    }
+  }
+  // An entry sent without waiting: writes that need no sync of their own (what follows from a
+  // result the log holds already; replayed from it if they are lost). The run's next write first
+  // learns where it landed, and sends it again if the broker did not confirm it.
+  struct unconfirmed {
+    broker::run_log* log = nullptr;
+    std::uint64_t ticket = 0;
+    broker::run_log::entry entry;
+  };
+  std::unordered_map<std::string, unconfirmed> log_unconfirmed;  // guarded by log_mutex
+  result<void> settle(const std::string& run) {
+    std::optional<unconfirmed> u;
+    {
+      std::lock_guard lock{log_mutex};
+      auto it = log_unconfirmed.find(run);
+      if (it == log_unconfirmed.end()) return success();
+      u = std::move(it->second);
+      log_unconfirmed.erase(it);
+    }
+    auto seq = u->log->wait(u->ticket);
+    if (!seq && seq.error().code != errc::conflict) {
+      // Not confirmed: sent again (a copy the broker stored already is recognised and confirmed).
+      auto again = u->log->append({u->entry});
+      seq = std::move(again.front());
+    }
+    if (!seq) {
+      forget_log_seq(run);
+      return make_error(seq.error().code, "the run log: " + seq.error().message);
+    }
+    log_seq_known(run, *seq);
+    return success();
   }
   void log_seq_known(const std::string& run, std::uint64_t seq) {
     std::lock_guard lock{log_mutex};
@@ -154,9 +189,11 @@ struct shared_state {
       of_run.push_back(&t);
     }
     std::vector<broker::run_log::entry> entries;
+    std::vector<std::string> waited;  // the runs of `entries`
     for (const auto& run : runs) {
       std::string domain(run_id{run}.owner());
       if (!serves(domain)) return make_error(errc::conflict, "run " + run + " is no longer this node's (taken over)");
+      if (auto settled = settle(run); !settled) return settled.error();
       std::optional<std::uint64_t> known;
       {
         std::lock_guard lock{log_mutex};
@@ -168,20 +205,32 @@ struct shared_state {
         known = *last;
         logger()->debug("run {}: its last log entry is {}", run, *known);
       }
-      entries.push_back({log_subject(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known)});
+      broker::run_log::entry e{log_subject(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known), node_id};
+      bool unsynced = std::none_of(by_run[run].begin(), by_run[run].end(), [](const store::run_transition* t) { return t->sync; });
+      if (unsynced) {
+        auto ticket = l.log->send(e);
+        if (!ticket) return make_error(ticket.error().code, "the run log: " + ticket.error().message);
+        std::lock_guard lock{log_mutex};
+        log_unconfirmed[run] = unconfirmed{l.log.get(), *ticket, std::move(e)};
+        continue;
+      }
+      entries.push_back(std::move(e));
+      waited.push_back(run);
     }
     auto appended = l.log->append(entries);
-    for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto& runs_waited = waited;
+    for (std::size_t i = 0; i < runs_waited.size(); ++i) {
+      const auto& run = runs_waited[i];
       if (appended[i]) {
-        log_seq_known(runs[i], *appended[i]);
+        log_seq_known(run, *appended[i]);
         continue;
       }
       // Refused: the run's log moved on without this node. If another took the runs over, the
       // lease keeper hears so at its next renewal and the node stops; either way nothing of this
       // batch is written, and the run's next write asks the log where it stands.
       if (appended[i].error().code == errc::conflict) {
-        forget_log_seq(runs[i]);
-        logger()->warn("run {}: the run log refused a write after sequence {}", runs[i], entries[i].expected_last);
+        forget_log_seq(run);
+        logger()->warn("run {}: the run log refused a write after sequence {}", run, entries[i].expected_last);
       }
       return make_error(appended[i].error().code, "the run log: " + appended[i].error().message);
     }
@@ -928,7 +977,7 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
     std::vector<std::string> runs;
     for (const auto& [run, seq] : last)
       if (!fenced.count(run)) {
-        fences.push_back({prefix + "." + run, marker, static_cast<std::int64_t>(seq)});
+        fences.push_back({prefix + "." + run, marker, static_cast<std::int64_t>(seq), shared->node_id});
         runs.push_back(run);
       }
     auto out = log.append(fences);

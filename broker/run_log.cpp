@@ -26,6 +26,17 @@ error log_error(natsStatus s, int code, const std::string& what) {
   return make_error(kind, text);
 }
 
+// What makes a repeat of an entry recognisable: its subject, the position it goes to, who wrote
+// it and what it holds (another writer's entry, or other bytes, for the same position is not a
+// repeat: it is refused there).
+std::string message_id(const std::string& subject, std::int64_t expected, const std::string& writer,
+                       std::string_view data) {
+  if (writer.empty() || expected < 0) return {};
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : data) h = (h ^ c) * 1099511628211ull;
+  return subject + "@" + std::to_string(expected) + "@" + writer + "@" + std::to_string(h) + "." + std::to_string(data.size());
+}
+
 } // namespace
 
 struct run_log::impl {
@@ -150,6 +161,8 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       // nats.c sends the check only for a sequence above 0: a subject that must have no message
       // yet is not checked (a run's first entry, which no other node can know of).
       if (expected[i] > 0) options.ExpectLastSubjectSeq = static_cast<std::uint64_t>(expected[i]);
+      std::string id = message_id(e.subject, expected[i], e.writer, std::string_view(e.data).substr(offset, length));
+      if (!id.empty()) options.MsgId = id.c_str();
       if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);
       if (msg) natsMsg_Destroy(msg);
       if (s != NATS_OK) {
@@ -172,6 +185,58 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
     }
   }
   return out;
+}
+
+result<std::uint64_t> run_log::send(const entry& e) {
+  const std::size_t piece = std::max<std::size_t>(1024, impl_->options.message_bytes_max - 4096);
+  if (e.data.size() > piece) {
+    // Several parts: appended here, and the ticket holds the outcome already.
+    auto done = append({e});
+    std::lock_guard lock{impl_->mutex};
+    auto ticket = impl_->next_token++;
+    impl_->waiting[ticket] = std::move(done.front());
+    return ticket;
+  }
+  std::uint64_t ticket;
+  {
+    std::lock_guard lock{impl_->mutex};
+    ticket = impl_->next_token++;
+    impl_->waiting[ticket] = std::nullopt;
+  }
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, e.subject.c_str(), nullptr, e.data.data(), static_cast<int>(e.data.size()));
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, token_header, std::to_string(ticket).c_str());
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  options.MaxWait = impl_->options.ack_wait_ms;
+  if (e.expected_last > 0) options.ExpectLastSubjectSeq = static_cast<std::uint64_t>(e.expected_last);
+  std::string id = message_id(e.subject, e.expected_last, e.writer, e.data);
+  if (!id.empty()) options.MsgId = id.c_str();
+  if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);
+  if (msg) natsMsg_Destroy(msg);
+  if (s != NATS_OK) {
+    std::lock_guard lock{impl_->mutex};
+    impl_->waiting.erase(ticket);
+    return log_error(s, 0, "appending to " + e.subject);
+  }
+  return ticket;
+}
+
+result<std::uint64_t> run_log::wait(std::uint64_t ticket) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(impl_->options.ack_wait_ms + 1000);
+  std::unique_lock lock{impl_->mutex};
+  auto it = impl_->waiting.find(ticket);
+  if (it == impl_->waiting.end()) return make_error(errc::not_found, "no such append");
+  impl_->confirmed.wait_until(lock, deadline, [&] { return impl_->waiting[ticket].has_value(); });
+  auto got = std::move(impl_->waiting[ticket]);
+  impl_->waiting.erase(ticket);
+  if (!got) return make_error(errc::timeout, "an append to the run log: no confirmation");
+  return std::move(*got);
+}
+
+void run_log::forget(std::uint64_t ticket) {
+  std::lock_guard lock{impl_->mutex};
+  impl_->waiting.erase(ticket);
 }
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {

@@ -40,11 +40,20 @@ public:
     // The sequence of the subject's last message, which must still be its last (0: the subject
     // has no message yet). -1: no check.
     std::int64_t expected_last = -1;
+    // The writer's name for this entry (a node id): the same entry sent again within the
+    // stream's duplicate window (2 min) is stored once and confirmed with its first position.
+    std::string writer;
   };
   // Appends every entry, all at once, and waits for the broker to confirm each (stored on a
   // majority of its replicas). Per entry: the sequence of its last part, or the error
   // (errc::conflict when its subject had moved on: fenced).
   std::vector<result<std::uint64_t>> append(const std::vector<entry>& entries);
+  // Sends one entry (of one part) without waiting: a ticket for wait(), which gives what
+  // append() would have. An entry of several parts is appended at once instead. Every ticket is
+  // waited for, or dropped with forget().
+  result<std::uint64_t> send(const entry& e);
+  result<std::uint64_t> wait(std::uint64_t ticket);
+  void forget(std::uint64_t ticket);
 
   // Every entry under `filter` (a subject with wildcards), in order, parts joined: (subject,
   // sequence of its last part, data). Reads up to what the stream holds when it is called.

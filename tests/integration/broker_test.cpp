@@ -305,10 +305,10 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
   // Three runs of node a, one of node b; one entry of 200 KB (four parts).
   std::string big(200 * 1024, 'x');
   for (std::size_t i = 0; i < big.size(); i += 97) big[i] = static_cast<char>('a' + i % 26);
-  auto first = l.append({{"t.log.a.r1", "one", 0}, {"t.log.a.r2", big, 0}, {"t.log.b.r9", "other", 0}});
+  auto first = l.append({{"t.log.a.r1", "one", 0, "n1"}, {"t.log.a.r2", big, 0, "n1"}, {"t.log.b.r9", "other", 0, "n1"}});
   REQUIRE(first.size() == 3);
   for (const auto& r : first) REQUIRE(r.ok());
-  auto second = l.append({{"t.log.a.r1", "two", static_cast<std::int64_t>(*first[0])}});
+  auto second = l.append({{"t.log.a.r1", "two", static_cast<std::int64_t>(*first[0]), "n1"}});
   REQUIRE(second[0].ok());
   CHECK(*l.last_sequence("t.log.a.r1") == *second[0]);
   CHECK(*l.last_sequence("t.log.a.r2") == *first[1]);
@@ -328,7 +328,7 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
 
   SECTION("a stale position, or one ahead, is refused, and the log is unchanged") {
     for (std::int64_t wrong : {static_cast<std::int64_t>(*first[0]), static_cast<std::int64_t>(*second[0] + 5)}) {
-      auto refused = l.append({{"t.log.a.r1", "late", wrong}});
+      auto refused = l.append({{"t.log.a.r1", "late", wrong, "n1"}});
       REQUIRE_FALSE(refused[0].ok());
       CHECK(refused[0].error().code == errc::conflict);
     }
@@ -343,7 +343,7 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
     for (int w = 0; w < 8; ++w)
       writers.emplace_back([&, w] {
         auto& log_of = w % 2 ? **other : l;
-        auto r = log_of.append({{"t.log.a.r1", "writer " + std::to_string(w), static_cast<std::int64_t>(*second[0])}});
+        auto r = log_of.append({{"t.log.a.r1", "writer " + std::to_string(w), static_cast<std::int64_t>(*second[0]), "w" + std::to_string(w)}});
         (r[0].ok() ? taken : refused) += 1;
         if (!r[0].ok()) CHECK(r[0].error().code == errc::conflict);
       });
@@ -351,10 +351,25 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
     CHECK(taken == 1);
     CHECK(refused == 7);
   }
+  SECTION("an entry sent again by its writer is stored once, another writer's at the same position is refused") {
+    broker::run_log::entry e{"t.log.a.r1", "three", static_cast<std::int64_t>(*second[0]), "n1"};
+    auto ticket = l.send(e);  // without waiting
+    REQUIRE(ticket.ok());
+    auto again = l.append({e});  // a repeat (say, its confirmation was lost)
+    auto sent = l.wait(*ticket);
+    REQUIRE(sent.ok());
+    REQUIRE(again[0].ok());
+    CHECK(*again[0] == *sent);
+    CHECK(*l.last_sequence("t.log.a.r1") == *sent);
+    auto other = l.append({{"t.log.a.r1", "three", static_cast<std::int64_t>(*second[0]), "n2"}});
+    REQUIRE_FALSE(other[0].ok());
+    CHECK(other[0].error().code == errc::conflict);
+    CHECK_FALSE(l.wait(*ticket).ok());  // a ticket is answered once
+  }
   SECTION("a long entry from a stale position is refused at its first part") {
-    auto fence = l.append({{"t.log.a.r2", "fence", static_cast<std::int64_t>(*first[1])}});
+    auto fence = l.append({{"t.log.a.r2", "fence", static_cast<std::int64_t>(*first[1]), "n2"}});
     REQUIRE(fence[0].ok());
-    auto stale = l.append({{"t.log.a.r2", big, static_cast<std::int64_t>(*first[1])}});
+    auto stale = l.append({{"t.log.a.r2", big, static_cast<std::int64_t>(*first[1]), "n1"}});
     REQUIRE_FALSE(stale[0].ok());
     CHECK(stale[0].error().code == errc::conflict);
   }
