@@ -16,6 +16,7 @@
 #include "runtime/log.hpp"
 #include "runtime/run_store.hpp"
 #include "runtime/step_trace.hpp"
+#include "runtime/thread_pool.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -121,6 +122,25 @@ struct shared_state {
       log_unconfirmed.erase(it);
     }
   }
+  // A run out of memory: its last entry confirmed (sent again if need be) and, for a run that
+  // completed or was cancelled, its log cut to that last entry (its final state; its history
+  // stays in the store of its owner), off the run's way, on the log's own thread.
+  std::unique_ptr<thread_pool> log_pool;
+  void left_memory(const std::string& run) {
+    if (!log_pool) return;
+    log_pool->submit([this, run] {
+      if (auto settled = settle(run); !settled)
+        logger()->warn("run {}: its last write is not confirmed in the run log: {}", run, settled.error().message);
+      auto record = store.get(run, false);
+      bool finished = record && *record && ((*record)->status == store::run_status::completed ||
+                                            (*record)->status == store::run_status::cancelled);
+      if (finished)
+        if (auto r = lane_of(run).log->purge(log_subject(run), 1); !r)
+          logger()->debug("run {}: its log was not cut: {}", run, r.error().message);
+      std::lock_guard lock{log_mutex};
+      if (!log_unconfirmed.count(run)) log_seq.erase(run);
+    });
+  }
   // An entry sent without waiting: writes that need no sync of their own (what follows from a
   // result the log holds already; replayed from it if they are lost). The run's next write first
   // learns where it landed, and sends it again if the broker did not confirm it.
@@ -139,7 +159,7 @@ struct shared_state {
       u = std::move(it->second);
       log_unconfirmed.erase(it);
     }
-    auto seq = u->log->wait(u->ticket);
+    auto seq = u->ticket ? u->log->wait(u->ticket) : result<std::uint64_t>(make_error(errc::timeout, "not confirmed"));
     if (!seq && seq.error().code != errc::conflict) {
       // Not confirmed: sent again (a copy the broker stored already is recognised and confirmed).
       auto again = u->log->append({u->entry});
@@ -179,8 +199,12 @@ struct shared_state {
     }
     return success();
   }
-  // Appends a batch to the log, one entry per run, each where the run's last entry left it.
-  result<void> replicate(lane& l, const std::vector<store::run_transition>& batch) {
+  // Sends a batch to the log, one entry per run, each where the run's last entry left it, and
+  // gives back what waits for the confirmations (the store writes the batch meanwhile). An entry
+  // the broker did not confirm is sent again before the run's next write (the store has it;
+  // the log must too, in the same place); one it refused means the run's log moved on without
+  // this node.
+  result<store_writer::replicated_fn> replicate(lane& l, const std::vector<store::run_transition>& batch) {
     std::vector<std::string> runs;
     std::unordered_map<std::string, std::vector<const store::run_transition*>> by_run;
     for (const auto& t : batch) {
@@ -188,8 +212,12 @@ struct shared_state {
       if (of_run.empty()) runs.push_back(t.record.run_id);
       of_run.push_back(&t);
     }
-    std::vector<broker::run_log::entry> entries;
-    std::vector<std::string> waited;  // the runs of `entries`
+    struct sent {
+      std::string run;
+      std::uint64_t ticket;
+      broker::run_log::entry entry;
+    };
+    auto waiting = std::make_shared<std::vector<sent>>();
     for (const auto& run : runs) {
       std::string domain(run_id{run}.owner());
       if (!serves(domain)) return make_error(errc::conflict, "run " + run + " is no longer this node's (taken over)");
@@ -203,38 +231,37 @@ struct shared_state {
         auto last = l.log->last_sequence(log_subject(run));
         if (!last) return last.error();
         known = *last;
-        logger()->debug("run {}: its last log entry is {}", run, *known);
       }
       broker::run_log::entry e{log_subject(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known), node_id};
+      auto ticket = l.log->send(e);
+      if (!ticket) return make_error(ticket.error().code, "the run log: " + ticket.error().message);
       bool unsynced = std::none_of(by_run[run].begin(), by_run[run].end(), [](const store::run_transition* t) { return t->sync; });
       if (unsynced) {
-        auto ticket = l.log->send(e);
-        if (!ticket) return make_error(ticket.error().code, "the run log: " + ticket.error().message);
         std::lock_guard lock{log_mutex};
         log_unconfirmed[run] = unconfirmed{l.log.get(), *ticket, std::move(e)};
         continue;
       }
-      entries.push_back(std::move(e));
-      waited.push_back(run);
+      waiting->push_back({run, *ticket, std::move(e)});
     }
-    auto appended = l.log->append(entries);
-    const auto& runs_waited = waited;
-    for (std::size_t i = 0; i < runs_waited.size(); ++i) {
-      const auto& run = runs_waited[i];
-      if (appended[i]) {
-        log_seq_known(run, *appended[i]);
-        continue;
+    return store_writer::replicated_fn([this, &l, waiting]() -> result<void> {
+      result<void> outcome = success();
+      for (auto& w : *waiting) {
+        auto seq = l.log->wait(w.ticket);
+        if (seq) {
+          log_seq_known(w.run, *seq);
+          continue;
+        }
+        if (seq.error().code == errc::conflict) {
+          forget_log_seq(w.run);
+          logger()->warn("run {}: the run log refused a write after sequence {}", w.run, w.entry.expected_last);
+        } else {
+          std::lock_guard lock{log_mutex};
+          log_unconfirmed[w.run] = unconfirmed{l.log.get(), 0, std::move(w.entry)};
+        }
+        if (outcome) outcome = make_error(seq.error().code, "the run log: " + seq.error().message);
       }
-      // Refused: the run's log moved on without this node. If another took the runs over, the
-      // lease keeper hears so at its next renewal and the node stops; either way nothing of this
-      // batch is written, and the run's next write asks the log where it stands.
-      if (appended[i].error().code == errc::conflict) {
-        forget_log_seq(run);
-        logger()->warn("run {}: the run log refused a write after sequence {}", run, entries[i].expected_last);
-      }
-      return make_error(appended[i].error().code, "the run log: " + appended[i].error().message);
-    }
-    return success();
+      return outcome;
+    });
   }
   std::atomic<std::size_t> in_memory{0};
   // The order of arrival of task results on this node (see store::received_result): the count
@@ -260,7 +287,7 @@ struct shared_state {
     }
     in_flight.erase(run_id);
     starting.erase(run_id);
-    forget_log_seq(run_id);
+    left_memory(run_id);
   }
   // Unregisters the run this actor served; returns its id, or empty when it served none now.
   std::string unregistered(const caf::actor_addr& actor) {
@@ -273,7 +300,7 @@ struct shared_state {
     if (it == registry.end() || it->second.address() != actor) return {};  // replaced already
     registry.erase(it);
     in_flight.erase(run_id);
-    forget_log_seq(run_id);
+    left_memory(run_id);
     return run_id;
   }
   std::vector<caf::actor> all_actors() {
@@ -971,7 +998,14 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   }
   auto marker = wire::pack(value{{"transitions", value::array()},
                                  {"takeover", value{{"by", shared->node_id}, {"epoch", epoch}}}});
+  // Runs that ended (completed or cancelled) never change again: taken as they are, unfenced.
   std::set<std::string> fenced;
+  for (const auto& [run, seq] : last) {
+    auto record = shared->store.get(run, false);
+    if (record && *record && ((*record)->status == store::run_status::completed ||
+                              (*record)->status == store::run_status::cancelled))
+      fenced.insert(run);
+  }
   for (int round = 0; round < 20 && fenced.size() < last.size(); ++round) {
     std::vector<broker::run_log::entry> fences;
     std::vector<std::string> runs;
@@ -1073,6 +1107,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                         config.log_replicas, 0});
     if (!bucket) return bucket.error();
     shared->lease_bucket = std::move(*bucket);
+    shared->log_pool = std::make_unique<thread_pool>(1, [](const char* what) { logger()->error("the run log's thread: {}", what); },
+                                                     "keel log");
     lease_keeper::hooks hooks;
     auto actor = state->actor;
     hooks.take_over = [weak, actor](const std::string& domain, std::uint64_t epoch) {
@@ -1366,6 +1402,7 @@ void orchestrator::stop() {
 
 void orchestrator::flush() {
   for (auto& lane : impl_->shared->lanes) lane.writer->stop();
+  if (impl_->shared->log_pool) impl_->shared->log_pool->stop(2000);
   impl_->shared->publisher->stop();
 }
 

@@ -84,8 +84,17 @@ void store_writer::write(std::vector<item>& batch) {
   for (auto& i : batch)
     if (i.transition) transitions.push_back(std::move(*i.transition));
   result<void> written = success();
-  if (!transitions.empty() && replicate_) written = replicate_(transitions);
+  replicated_fn replicated;
+  if (!transitions.empty() && replicate_) {
+    auto started = replicate_(transitions);
+    if (started) replicated = std::move(*started);
+    else written = started.error();
+  }
   if (written && !transitions.empty()) written = store_.apply(transitions);
+  if (replicated) {
+    auto confirmed = replicated();
+    if (written && !confirmed) written = confirmed.error();
+  }
   if (!written)
     log::get("actors")->error("run store write failed, {} transitions not written: {}",
                               transitions.size(), written.error().message);

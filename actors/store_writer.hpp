@@ -21,9 +21,12 @@ public:
   // Runs on the writer thread after the batch is on disk; `written` carries the write's outcome.
   using continuation = std::function<void(const result<void>& written)>;
 
-  // Before a batch is written to the store, it is handed here (the replicated log): a failure
-  // fails the batch, and nothing of it is written.
-  using replicate_fn = std::function<result<void>(const std::vector<store::run_transition>&)>;
+  // A batch is handed here (the replicated log) before it is written to the store: what comes
+  // back is called once the store has it, and says whether the batch is replicated too. The
+  // two go on at once; a batch is done (and acted on) only when both succeeded. A failure of
+  // either fails the batch.
+  using replicated_fn = std::function<result<void>()>;
+  using replicate_fn = std::function<result<replicated_fn>(const std::vector<store::run_transition>&)>;
 
   store_writer(store::run_store& store, std::size_t batch_max, replicate_fn replicate = {});
   ~store_writer();  // writes what is queued, then stops

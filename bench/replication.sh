@@ -33,6 +33,7 @@ for i in 0 1 2; do
   "$nats_bin" -a 127.0.0.1 -p "${ports[$i]}" -js -sd "$work/nats-$i" -n "bench-$i" --cluster_name bench \
     --cluster "nats://127.0.0.1:${routes[$i]}" --routes "$peers" >"$work/nats-$i.log" 2>&1 &
   pids+=($!)
+  disown
 done
 for p in "${ports[@]}"; do
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done

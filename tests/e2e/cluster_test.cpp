@@ -3,6 +3,7 @@
 // the gateway while a worker and a nats-server are killed; every run completes, each tool call
 // runs once unless its worker died during it, and every node lists every run.
 #include "broker/connection.hpp"
+#include "broker/run_log.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
 #include "tests/e2e/http_client.hpp"
@@ -722,6 +723,19 @@ TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight
     auto seqs = c.event_seqs(run, 1);
     REQUIRE(!seqs.empty());
     for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  }
+  // A run that completed keeps one entry in the log (its final state), whoever finished it.
+  auto log = broker::run_log::open(c.clients.at(0), {"KEEL_RUNS_keel_default", "keel.default.log.>", 3, 1 << 20, 5000});
+  REQUIRE(log.ok());
+  for (const auto& run : all) {
+    INFO(run);
+    auto entries = [&] {
+      std::size_t n = 0;
+      auto owner = std::string(run_id{run}.owner());
+      (void)(*log)->read("keel.default.log." + owner + "." + run, [&](const std::string&, std::uint64_t, std::string) { ++n; });
+      return n;
+    };
+    REQUIRE_EVENTUALLY(10'000, entries() == 1);
   }
 }
 
