@@ -167,14 +167,17 @@ The cost of the log, from `bench/replication.sh` (its table, bench/replication-r
 
 {replication}
 A step writes twice: the result as it came (the next task waits for it), then what follows from
-it. The first waits for the log's confirmation; the second is sent without waiting (what it holds
-follows from the first: a node that dies before it is confirmed leaves the result in the log, and
-the run's next owner works it out again), and the run's next write learns where it landed. With
+it. Each goes to the log and the local store at once. The first waits for the log's
+confirmation; the second is sent without waiting (what it holds follows from the first: a node
+that dies before it is confirmed leaves the result in the log, and the run's next owner works it
+out again), and the run's next write learns where it landed. With
 one server the log adds about one JetStream append to a step; with three replicas an append is
 confirmed once a second server has stored it, which on this machine costs about three plain NATS
-round trips: the target of at most one round trip is met with one replica, not with three. The
-throughput kept (target: at least 70%) moves between runs by several points (67% to 79% with
-three replicas over the runs made so far): within the noise of the target.
+round trips: the target of at most one round trip is met with one replica, not with three.
+Throughput kept (target: at least 70%): met with one replica; with three it moved between 65% and
+79% over the runs made, and is not reliably met here, where the three nats-servers replicate
+every write on the same two cores as the node they serve (on three machines that work is
+elsewhere; not measured).
 
 Reproduce: `bench/run.sh` (options of keel_bench: `--turns`, `--concurrent-runs`,
 `--suspended-runs`, `--latency-runs`, `--rounds`); `build/bench/keel_load_bench --only
