@@ -157,13 +157,27 @@ void lease_keeper::renew() {
 }
 
 void lease_keeper::watch() {
+  // A lease's silence counts only while this node could see the bucket: when the bucket was out
+  // of reach (a nats-server lost, its streams electing a leader), nobody could renew, and every
+  // lease's clock starts again once it is back.
   auto keys = bucket_.keys();
-  if (!keys) return;
+  if (!keys) {
+    blind_ = true;
+    return;
+  }
   auto now = steady_ms();
+  if (blind_) {
+    for (auto& [key, seen] : seen_) seen.since_ms = now;
+    blind_ = false;
+  }
   for (const auto& key : *keys) {
     if (holds(key)) continue;
     auto current = bucket_.get_entry(key);
-    if (!current || !*current) continue;
+    if (!current) {
+      blind_ = true;
+      return;
+    }
+    if (!*current) continue;
     auto& seen = seen_[key];
     if (seen.revision != (*current)->revision) {
       seen = {(*current)->revision, now};

@@ -66,6 +66,7 @@ private:
   mutable std::mutex mutex_;
   std::map<std::string, held_lease> held_;
   std::map<std::string, seen_lease> seen_;  // the keeper's thread only
+  bool blind_ = false;                      // the bucket was out of reach (the keeper's thread only)
   std::condition_variable wake_;
   bool stopping_ = false;
   std::vector<std::thread> takeovers_;

@@ -121,7 +121,19 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
     if (steady_ms() >= deadline) return log_error(s, code, "creating the run log " + options.stream);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  return std::unique_ptr<run_log>(new run_log(std::move(state)));
+  // A stream just made on a cluster takes writes once its replicas have elected a leader: the
+  // node is not ready before (its first runs' writes would wait, then fail). A read that only
+  // the leader answers says so.
+  std::unique_ptr<run_log> log(new run_log(std::move(state)));
+  auto probe = options.subjects;
+  if (probe.size() >= 2 && probe.ends_with(".>")) probe = probe.substr(0, probe.size() - 1) + "_ready";
+  while (true) {
+    auto answered = log->last_sequence(probe);
+    if (answered) break;
+    if (steady_ms() >= deadline) return answered.error();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return log;
 }
 
 std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& entries) {

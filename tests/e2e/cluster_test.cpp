@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <atomic>
+#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -462,6 +463,13 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
   // The invokes, from 4 threads.
   std::vector<std::string> ids(runs);
   std::atomic<int> failed_invokes{0};
+  std::mutex failures_mutex;
+  std::string failures;
+  auto failed = [&](const std::string& what) {
+    ++failed_invokes;
+    std::lock_guard lock{failures_mutex};
+    failures += what + "\n";
+  };
   std::vector<std::thread> invokers;
   for (std::size_t t = 0; t < 4; ++t)
     invokers.emplace_back([&, t] {
@@ -470,16 +478,17 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
         if (i % 2 == 0) {
           auto made = keel({"invoke", "coder", input}, static_cast<int>(i / 2 % 3));
           auto id = made.out.substr(0, made.out.find('\n'));
-          if (made.exit_code != 0 || !run_id{id}.valid()) ++failed_invokes;
+          if (made.exit_code != 0 || !run_id{id}.valid()) failed("keel invoke: " + made.out + made.err);
           ids[i] = id;
         } else {
           auto made = call("POST", gateway + "/api/v1/runs", "{\"agent\": \"coder\", \"input\": \"" + input + "\"}");
-          if (made.status != 201) ++failed_invokes;
+          if (made.status != 201) failed("POST /api/v1/runs: " + std::to_string(made.status) + " " + made.body);
           ids[i] = made.parsed().value("run_id", std::string{});
         }
       }
     });
   for (auto& t : invokers) t.join();
+  INFO(failures);
   REQUIRE(failed_invokes == 0);
 
   // A person answers what waits (half from the CLI, half from the gateway) while the faults come.
@@ -558,13 +567,40 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
   for (const auto& [step, n] : per_model_step) repeated += n - 1;
   CHECK(repeated <= 16);
   // Every live server lists every run, from the CLI; and the gateway.
+  auto cluster_logs = [&] {
+    std::string out;
+    for (const char* n : {"orchestrator-1", "orchestrator-2", "gateway-1"}) {
+      std::string lines;
+      for (const auto& line : lines_of(read_file(home.file(std::string("cluster/") + n + ".log"))))
+        if (line.find("warn") != std::string::npos || line.find("error") != std::string::npos ||
+            line.find("critical") != std::string::npos)
+          lines += line + "\n";
+      out += std::string("--- ") + n + "\n" + lines.substr(0, 6000);
+    }
+    return out;
+  };
   for (int server : {0, 2}) {
     auto listed = json::parse(keel({"runs", "--limit", "1000", "--json"}, server).out, nullptr, false);
     REQUIRE(listed.is_array());
     CHECK(listed.size() == std::min<std::size_t>(runs, 1000));
+    if (listed.size() != std::min<std::size_t>(runs, 1000)) {
+      std::string ids_listed;
+      for (const auto& r : listed) ids_listed += r.value("run_id", std::string{}) + " ";
+      FAIL_CHECK("listed: " << ids_listed << "\n" << cluster_logs());
+    }
   }
   auto page = call("GET", gateway + "/api/v1/runs?limit=1000").parsed();
   CHECK(page["runs"].size() == std::min<std::size_t>(runs, 1000));
+  // Losing a nats-server took no orchestrator's runs away: both are up, and none took over.
+  auto status = cluster.run("status");
+  for (const char* n : {"orchestrator-1 ", "orchestrator-2 "}) {
+    auto line = status.out.find(n);
+    REQUIRE(line != std::string::npos);
+    CHECK(status.out.substr(line, status.out.find('\n', line) - line).find("running") != std::string::npos);
+  }
+  auto warnings = cluster_logs();
+  INFO(warnings);
+  CHECK(warnings.find("took over") == std::string::npos);
   std::printf("cluster trial: %zu runs (%d on orchestrator-1, %d on orchestrator-2), %zu commands, %d repeated calls "
               "(worker-2 killed, then nats-2)\n", runs, owners["orchestrator-1"], owners["orchestrator-2"], calls.size(), repeated);
 }
