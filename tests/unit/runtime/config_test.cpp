@@ -182,3 +182,15 @@ TEST_CASE("config: invalid TOML and a missing file are clear errors", "[runtime]
   REQUIRE(ok.ok());
   CHECK(ok->node_name == "n1");
 }
+
+// Malformed TOML of every kind the fuzzer tried on the loader (tests/fuzz/config_fuzz.cpp): a
+// clear error naming the file, never a crash.
+TEST_CASE("config: malformed table headers and keys are errors that name the file", "[config]") {
+  for (const char* text : {"[$ats]\nservers = []\n", "[\nats]\n", "[", "[a.$]\n", "[[x\n", "a.$ = 1\n", "$ = 1\n",
+                           "[nats]\nservers = [\"nats://x\"\n", "[agents.\"\"]\n", "\xff\xfe[nats]\n"}) {
+    INFO(text);
+    auto loaded = keel::config::load_string(text, "bad.toml");
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(loaded.error().message.find("bad.toml") != std::string::npos);
+  }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Fuzzes keel's parsers with libFuzzer (clang, AddressSanitizer and UndefinedBehaviorSanitizer):
+# the wire decoders, the replicated run log's entries, the config loader. Each target starts from
+# its committed corpus (tests/fuzz/corpus/<target>) and adds what it finds there; a crash leaves
+# its input in build-fuzz/ and fails the script.
+#   scripts/fuzz.sh [--seconds N] [target...]     (default: 30 s each, every target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=30
+targets=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --seconds) seconds=$2; shift 2 ;;
+    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
+    *) targets+=("$1"); shift ;;
+  esac
+done
+[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config)
+command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)" >&2; exit 1; }
+mkdir -p build-fuzz
+flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -DMSGPACK_NO_BOOST)
+sources_of() {
+  case $1 in
+    wire) echo "runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    config) echo "runtime/config.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    *) echo "fuzz: no target $1 (wire, transitions, config)" >&2; exit 2 ;;
+  esac
+}
+libs_of() {
+  case $1 in
+    transitions) echo "-lrocksdb" ;;
+    *) echo "" ;;
+  esac
+}
+for t in "${targets[@]}"; do
+  binary=build-fuzz/${t}_fuzz
+  # shellcheck disable=SC2046
+  if [ ! -x "$binary" ] || [ -n "$(find tests/fuzz/${t}_fuzz.cpp $(sources_of "$t") runtime/*.hpp -newer "$binary" 2>/dev/null)" ]; then
+    echo "fuzz: building $t"
+    # shellcheck disable=SC2046
+    clang++ "${flags[@]}" "tests/fuzz/${t}_fuzz.cpp" $(sources_of "$t") -o "$binary" $(libs_of "$t")
+  fi
+  corpus=tests/fuzz/corpus/$t
+  found=build-fuzz/corpus-$t
+  mkdir -p "$corpus" "$found"
+  echo "fuzz: $t for ${seconds} s"
+  (cd build-fuzz && "./${t}_fuzz" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+     "../$found" "../$corpus" 2>&1 | grep -E "^#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|crash-|Test unit written" || true)
+  if [ -n "$(find build-fuzz -maxdepth 1 \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) -print -quit)" ]; then
+    echo "fuzz: $t found a failing input (build-fuzz/crash-* etc.)" >&2
+    exit 1
+  fi
+done
+echo "fuzz: nothing found"
