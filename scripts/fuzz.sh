@@ -30,6 +30,9 @@ sources_of() {
 libs_of() {
   case $1 in
     transitions) echo "-lrocksdb" ;;
+    # toml++ as keel-node links it (Debian's compiled library, not the header-only parser, whose
+    # assertions abort on some malformed headers such as "[$x]").
+    config) echo "-DTOML_HEADER_ONLY=0 -ltomlplusplus" ;;
     *) echo "" ;;
   esac
 }
