@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes keel's parsers with libFuzzer (clang, AddressSanitizer and UndefinedBehaviorSanitizer):
-# the wire decoders, the replicated run log's entries, the config loader. Each target starts from
-# its committed corpus (tests/fuzz/corpus/<target>) and adds what it finds there; a crash leaves
-# its input in build-fuzz/ and fails the script.
+# the wire decoders, the replicated run log's entries, the config loader, the sandbox's matching
+# (globs, approval wildcards, grep's regular expressions). Each target starts from its committed
+# corpus (tests/fuzz/corpus/<target>) and adds what it finds in build-fuzz/; a crash leaves its
+# input in build-fuzz/ and fails the script.
 #   scripts/fuzz.sh [--seconds N] [target...]     (default: 30 s each, every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +12,11 @@ targets=()
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift 2 ;;
-    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config)
+[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config matching)
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)" >&2; exit 1; }
 mkdir -p build-fuzz
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -DMSGPACK_NO_BOOST)
@@ -24,7 +25,8 @@ sources_of() {
     wire) echo "runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
     transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
     config) echo "runtime/config.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    *) echo "fuzz: no target $1 (wire, transitions, config)" >&2; exit 2 ;;
+    matching) echo "sandbox/matching.cpp runtime/result.cpp" ;;
+    *) echo "fuzz: no target $1 (wire, transitions, config, matching)" >&2; exit 2 ;;
   esac
 }
 libs_of() {
@@ -33,6 +35,7 @@ libs_of() {
     # toml++ as keel-node links it (Debian's compiled library, not the header-only parser, whose
     # assertions abort on some malformed headers such as "[$x]").
     config) echo "-DTOML_HEADER_ONLY=0 -ltomlplusplus" ;;
+    matching) echo "-lre2" ;;
     *) echo "" ;;
   esac
 }

@@ -448,3 +448,23 @@ TEST_CASE("adversary, bwrap: no privileges inside, the environment applies insid
   CHECK_FALSE(reached_outside(a.call("exec", {{"command", "cat peek; cat " + a.outside + "/secret"}})));
   CHECK(plain_read(a, "peek") == secret);  // control
 }
+
+// Found by the matching fuzzer: a star in the pattern met a star in the text and was taken as
+// that literal character, so it could not stretch over what followed ("rm *" did not match
+// "rm *.tmp"). Every variant: stars in the text at the start, the middle, the end, in a row.
+TEST_CASE("wildcards: a star matches text that has stars in it", "[sandbox][matching]") {
+  using keel::sandbox::wildcard_match;
+  CHECK(wildcard_match("*", "*x"));
+  CHECK(wildcard_match("*", "**"));
+  CHECK(wildcard_match("*", "*"));
+  CHECK(wildcard_match("rm *", "rm *.tmp"));
+  CHECK(wildcard_match("rm *.tmp", "rm *.tmp"));
+  CHECK(wildcard_match("a*b", "a*b*b"));
+  CHECK(wildcard_match("?*", "*"));
+  CHECK(wildcard_match("*x", "**x"));
+  CHECK(wildcard_match("git * --force", "git push * --force"));
+  // What must not match still does not.
+  CHECK_FALSE(wildcard_match("rm *.tmp", "rm *.tm"));
+  CHECK_FALSE(wildcard_match("a*b", "a*c"));
+  CHECK_FALSE(wildcard_match("*x", "*y"));
+}
