@@ -197,6 +197,16 @@ std::string anthropic_error_text(const http_response& r) {
   return r.body.substr(0, 300);
 }
 
+// A member of a JSON object a model service sent, or null when there is none (or the value is no
+// object): an answer of another shape is an error, never a crash (the const operator[] of a
+// missing key is undefined).
+const value& member(const value& v, const char* key) {
+  static const value none;
+  if (!v.is_object()) return none;
+  auto it = v.find(key);
+  return it == v.end() ? none : *it;
+}
+
 usage anthropic_usage(const value& u, usage base = {}) {
   if (!u.is_object()) return base;
   if (u.contains("input_tokens")) base.input_tokens = u.value("input_tokens", 0LL);
@@ -210,20 +220,24 @@ usage anthropic_usage(const value& u, usage base = {}) {
 } // namespace
 
 result<completion> anthropic_provider::parse_response(const std::string& body) {
-  auto v = value::parse(body, nullptr, false);
-  if (v.is_discarded() || !v.is_object() || !v.contains("content") || !v["content"].is_array())
-    return make_error(errc::malformed, "the Anthropic response is not a message: " + body.substr(0, 200));
-  completion c;
-  for (const auto& block : v["content"]) {
-    auto type = block.value("type", std::string{});
-    if (type == "text") c.text += block.value("text", std::string{});
-    else if (type == "tool_use")
-      c.tool_calls.push_back({block.value("id", std::string{}), block.value("name", std::string{}),
-                              block.contains("input") ? block["input"] : value::object()});
+  try {
+    auto v = value::parse(body, nullptr, false);
+    if (v.is_discarded() || !v.is_object() || !v.contains("content") || !v["content"].is_array())
+      return make_error(errc::malformed, "the Anthropic response is not a message: " + body.substr(0, 200));
+    completion c;
+    for (const auto& block : v["content"]) {
+      auto type = block.value("type", std::string{});
+      if (type == "text") c.text += block.value("text", std::string{});
+      else if (type == "tool_use")
+        c.tool_calls.push_back({block.value("id", std::string{}), block.value("name", std::string{}),
+                                block.contains("input") ? block["input"] : value::object()});
+    }
+    c.stop_reason = v.value("stop_reason", std::string{});
+    c.used = anthropic_usage(v.contains("usage") ? v["usage"] : value());
+    return c;
+  } catch (const std::exception& e) {
+    return make_error(errc::malformed, std::string("the Anthropic response has an unexpected shape: ") + e.what());
   }
-  c.stop_reason = v.value("stop_reason", std::string{});
-  c.used = anthropic_usage(v.contains("usage") ? v["usage"] : value());
-  return c;
 }
 
 result<completion> anthropic_provider::complete(const completion_request& r) {
@@ -259,40 +273,46 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
     return std::nullopt;
   };
   h.on_data = [&](std::string_view bytes) {
-    return parser.feed(bytes, [&](const std::string&, const std::string& data) {
-      auto e = value::parse(data, nullptr, false);
-      if (e.is_discarded() || !e.is_object()) {
-        stream_error = make_error(errc::malformed, "an event of the Anthropic stream is not JSON");
-        return false;
-      }
-      auto type = e.value("type", std::string{});
-      if (type == "message_start") c.used = anthropic_usage(e["message"].value("usage", value()));
-      else if (type == "content_block_start" && e["content_block"].value("type", "") == "tool_use") {
-        const auto& b = e["content_block"];
-        c.tool_calls.push_back({b.value("id", std::string{}), b.value("name", std::string{}), value::object()});
-        partial_json[e.value("index", 0)] = "";
-      } else if (type == "content_block_delta") {
-        const auto& d = e["delta"];
-        if (d.value("type", "") == "text_delta") {
-          auto text = d.value("text", std::string{});
-          c.text += text;
-          if (r.on_text_delta) r.on_text_delta(text);
-        } else if (d.value("type", "") == "input_json_delta") {
-          partial_json[e.value("index", 0)] += d.value("partial_json", std::string{});
+    // An event of another shape stops the stream with an error (tried again), never a crash.
+    try {
+      return parser.feed(bytes, [&](const std::string&, const std::string& data) {
+        auto e = value::parse(data, nullptr, false);
+        if (e.is_discarded() || !e.is_object()) {
+          stream_error = make_error(errc::malformed, "an event of the Anthropic stream is not JSON");
+          return false;
         }
-      } else if (type == "message_stop") {
-        stopped = true;
-      } else if (type == "message_delta") {
-        c.stop_reason = e["delta"].value("stop_reason", c.stop_reason);
-        c.used = anthropic_usage(e.value("usage", value()), c.used);
-      } else if (type == "error") {
-        stream_error = make_error(errc::unavailable, "Anthropic stream error: " +
-                                                      e["error"].value("type", std::string{}) + ": " +
-                                                      e["error"].value("message", std::string{}));
-        return false;
-      }
-      return true;
-    });
+        auto type = e.value("type", std::string{});
+        if (type == "message_start") c.used = anthropic_usage(member(member(e, "message"), "usage"));
+        else if (type == "content_block_start" && member(member(e, "content_block"), "type") == "tool_use") {
+          const auto& b = member(e, "content_block");
+          c.tool_calls.push_back({b.value("id", std::string{}), b.value("name", std::string{}), value::object()});
+          partial_json[e.value("index", 0)] = "";
+        } else if (type == "content_block_delta") {
+          const auto& d = member(e, "delta");
+          if (d.value("type", "") == "text_delta") {
+            auto text = d.value("text", std::string{});
+            c.text += text;
+            if (r.on_text_delta) r.on_text_delta(text);
+          } else if (d.value("type", "") == "input_json_delta") {
+            partial_json[e.value("index", 0)] += d.value("partial_json", std::string{});
+          }
+        } else if (type == "message_stop") {
+          stopped = true;
+        } else if (type == "message_delta") {
+          c.stop_reason = member(e, "delta").value("stop_reason", c.stop_reason);
+          c.used = anthropic_usage(e.value("usage", value()), c.used);
+        } else if (type == "error") {
+          stream_error = make_error(errc::unavailable, "Anthropic stream error: " +
+                                                        member(e, "error").value("type", std::string{}) + ": " +
+                                                        member(e, "error").value("message", std::string{}));
+          return false;
+        }
+        return true;
+      });
+    } catch (const std::exception& ex) {
+      stream_error = make_error(errc::malformed, std::string("the Anthropic stream has an event of an unexpected shape: ") + ex.what());
+      return false;
+    }
   };
   auto response = post_with_retries(settings_, h, anthropic_error_text, fresh, outcome);
   if (!response) return response.error();
@@ -372,22 +392,26 @@ std::string openai_stop(const std::string& finish) {
 } // namespace
 
 result<completion> openai_provider::parse_response(const std::string& body) {
-  auto v = value::parse(body, nullptr, false);
-  if (v.is_discarded() || !v.is_object() || !v.contains("choices") || !v["choices"].is_array() ||
-      v["choices"].empty())
-    return make_error(errc::malformed, "the OpenAI response has no choices: " + body.substr(0, 200));
-  const auto& choice = v["choices"][0];
-  const auto& m = choice.value("message", value::object());
-  completion c;
-  if (m.contains("content") && m["content"].is_string()) c.text = m["content"].get<std::string>();
-  for (const auto& call : m.value("tool_calls", value::array())) {
-    auto arguments = value::parse(call["function"].value("arguments", std::string("{}")), nullptr, false);
-    if (arguments.is_discarded()) return make_error(errc::malformed, "a tool call's arguments are not JSON");
-    c.tool_calls.push_back({call.value("id", std::string{}), call["function"].value("name", std::string{}), arguments});
+  try {
+    auto v = value::parse(body, nullptr, false);
+    if (v.is_discarded() || !v.is_object() || !v.contains("choices") || !v["choices"].is_array() ||
+        v["choices"].empty())
+      return make_error(errc::malformed, "the OpenAI response has no choices: " + body.substr(0, 200));
+    const auto& choice = v["choices"][0];
+    const auto& m = choice.value("message", value::object());
+    completion c;
+    if (m.contains("content") && m["content"].is_string()) c.text = m["content"].get<std::string>();
+    for (const auto& call : m.value("tool_calls", value::array())) {
+      auto arguments = value::parse(member(call, "function").value("arguments", std::string("{}")), nullptr, false);
+      if (arguments.is_discarded()) return make_error(errc::malformed, "a tool call's arguments are not JSON");
+      c.tool_calls.push_back({call.value("id", std::string{}), member(call, "function").value("name", std::string{}), arguments});
+    }
+    c.stop_reason = openai_stop(choice.value("finish_reason", std::string{}));
+    c.used = openai_usage(v.value("usage", value()));
+    return c;
+  } catch (const std::exception& e) {
+    return make_error(errc::malformed, std::string("the OpenAI response has an unexpected shape: ") + e.what());
   }
-  c.stop_reason = openai_stop(choice.value("finish_reason", std::string{}));
-  c.used = openai_usage(v.value("usage", value()));
-  return c;
 }
 
 result<completion> openai_provider::complete(const completion_request& r) {
@@ -422,46 +446,52 @@ result<completion> openai_provider::complete(const completion_request& r) {
     return std::nullopt;
   };
   h.on_data = [&](std::string_view bytes) {
-    return parser.feed(bytes, [&](const std::string&, const std::string& data) {
-      if (data == "[DONE]") {
-        finished = true;
-        return true;
-      }
-      auto e = value::parse(data, nullptr, false);
-      if (e.is_discarded() || !e.is_object()) {
-        stream_error = make_error(errc::malformed, "a chunk of the OpenAI stream is not JSON");
-        return false;
-      }
-      if (e.contains("error")) {
-        stream_error = make_error(errc::unavailable, "OpenAI stream error: " + e["error"].value("message", std::string{}));
-        return false;
-      }
-      if (e.contains("usage") && e["usage"].is_object()) c.used = openai_usage(e["usage"]);
-      for (const auto& choice : e.value("choices", value::array())) {
-        const auto& d = choice.value("delta", value::object());
-        if (d.contains("content") && d["content"].is_string()) {
-          auto text = d["content"].get<std::string>();
-          c.text += text;
-          if (r.on_text_delta && !text.empty()) r.on_text_delta(text);
-        }
-        for (const auto& call : d.value("tool_calls", value::array())) {
-          int index = call.value("index", 0);
-          if (!call_arguments.count(index)) {
-            call_arguments[index] = {c.tool_calls.size(), ""};
-            c.tool_calls.push_back({call.value("id", std::string{}),
-                                    call.value("function", value::object()).value("name", std::string{}),
-                                    value::object()});
-          }
-          if (call.contains("function"))
-            call_arguments[index].second += call["function"].value("arguments", std::string{});
-        }
-        if (choice.contains("finish_reason") && choice["finish_reason"].is_string()) {
-          c.stop_reason = openai_stop(choice["finish_reason"].get<std::string>());
+    // An event of another shape stops the stream with an error (tried again), never a crash.
+    try {
+      return parser.feed(bytes, [&](const std::string&, const std::string& data) {
+        if (data == "[DONE]") {
           finished = true;
+          return true;
         }
-      }
-      return true;
-    });
+        auto e = value::parse(data, nullptr, false);
+        if (e.is_discarded() || !e.is_object()) {
+          stream_error = make_error(errc::malformed, "a chunk of the OpenAI stream is not JSON");
+          return false;
+        }
+        if (e.contains("error")) {
+          stream_error = make_error(errc::unavailable, "OpenAI stream error: " + member(e, "error").value("message", std::string{}));
+          return false;
+        }
+        if (e.contains("usage") && e["usage"].is_object()) c.used = openai_usage(e["usage"]);
+        for (const auto& choice : e.value("choices", value::array())) {
+          const auto& d = choice.value("delta", value::object());
+          if (d.contains("content") && d["content"].is_string()) {
+            auto text = d["content"].get<std::string>();
+            c.text += text;
+            if (r.on_text_delta && !text.empty()) r.on_text_delta(text);
+          }
+          for (const auto& call : d.value("tool_calls", value::array())) {
+            int index = call.value("index", 0);
+            if (!call_arguments.count(index)) {
+              call_arguments[index] = {c.tool_calls.size(), ""};
+              c.tool_calls.push_back({call.value("id", std::string{}),
+                                      call.value("function", value::object()).value("name", std::string{}),
+                                      value::object()});
+            }
+            if (call.contains("function"))
+              call_arguments[index].second += member(call, "function").value("arguments", std::string{});
+          }
+          if (choice.contains("finish_reason") && choice["finish_reason"].is_string()) {
+            c.stop_reason = openai_stop(choice["finish_reason"].get<std::string>());
+            finished = true;
+          }
+        }
+        return true;
+      });
+    } catch (const std::exception& ex) {
+      stream_error = make_error(errc::malformed, std::string("the OpenAI stream has an event of an unexpected shape: ") + ex.what());
+      return false;
+    }
   };
   auto response = post_with_retries(settings_, h, openai_error_text, fresh, outcome);
   if (!response) return response.error();

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes keel's parsers with libFuzzer (clang, AddressSanitizer and UndefinedBehaviorSanitizer):
 # the wire decoders, the replicated run log's entries, the config loader, the sandbox's matching
-# (globs, approval wildcards, grep's regular expressions). Each target starts from its committed
-# corpus (tests/fuzz/corpus/<target>) and adds what it finds in build-fuzz/; a crash leaves its
-# input in build-fuzz/ and fails the script.
+# (globs, approval wildcards, grep's regular expressions), the model services' streams and
+# bodies. Each target starts from its committed corpus (tests/fuzz/corpus/<target>) and adds
+# what it finds in build-fuzz/; a crash leaves its input in build-fuzz/ and fails the script.
 #   scripts/fuzz.sh [--seconds N] [target...]     (default: 30 s each, every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config matching)
+[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config matching providers)
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)" >&2; exit 1; }
 mkdir -p build-fuzz
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -DMSGPACK_NO_BOOST)
@@ -26,7 +26,8 @@ sources_of() {
     transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
     config) echo "runtime/config.cpp runtime/ids.cpp runtime/result.cpp" ;;
     matching) echo "sandbox/matching.cpp runtime/result.cpp" ;;
-    *) echo "fuzz: no target $1 (wire, transitions, config, matching)" >&2; exit 2 ;;
+    providers) echo "llm/network_provider.cpp llm/conversation.cpp llm/http_client.cpp runtime/log.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    *) echo "fuzz: no target $1 (wire, transitions, config, matching, providers)" >&2; exit 2 ;;
   esac
 }
 libs_of() {
@@ -36,6 +37,7 @@ libs_of() {
     # assertions abort on some malformed headers such as "[$x]").
     config) echo "-DTOML_HEADER_ONLY=0 -ltomlplusplus" ;;
     matching) echo "-lre2" ;;
+    providers) echo "-lcurl -lspdlog -lfmt" ;;
     *) echo "" ;;
   esac
 }

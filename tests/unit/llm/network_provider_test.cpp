@@ -385,3 +385,28 @@ TEST_CASE("streaming: a stream that breaks off is asked again from the start, an
     CHECK(calls == 3);  // retries_max = 2
   }
 }
+
+// Found by the providers fuzzer: an answer of an unexpected shape (a tool call without its
+// function, a choice that is no object, a text that is no string) aborted the worker on a
+// missing key. Each is now an error or a completion without the missing part, never a crash.
+TEST_CASE("providers: answers of unexpected shapes are errors, never a crash", "[llm]") {
+  using keel::llm::anthropic_provider;
+  using keel::llm::openai_provider;
+  for (const char* body : {R"({"choices":[{"message":{"tool_calls":[{"id":"x"}]}}]})",
+                           R"({"choices":[1]})", R"({"choices":[{"message":"text"}]})",
+                           R"({"choices":[{"message":{"tool_calls":[{"function":7}]}}]})",
+                           R"({"choices":[{"message":{"tool_calls":{"a":{"function":{"arguments":5}}}}}]})",
+                           R"({"choices":[{"finish_reason":3,"message":{}}],"usage":[]})"}) {
+    INFO(body);
+    auto parsed = openai_provider::parse_response(body);
+    if (parsed) CHECK(parsed->text.empty());
+  }
+  for (const char* body : {R"({"content":[{"type":"text","text":5}]})", R"({"content":[7]})",
+                           R"({"content":[{"type":"tool_use","id":1}]})", R"({"content":[],"stop_reason":[],"usage":3})"}) {
+    INFO(body);
+    auto parsed = anthropic_provider::parse_response(body);
+    if (!parsed) CHECK(parsed.error().code == keel::errc::malformed);
+  }
+  CHECK_FALSE(openai_provider::parse_response(R"({"choices":[1]})").ok());
+  CHECK_FALSE(anthropic_provider::parse_response(R"({"content":[{"type":"text","text":5}]})").ok());
+}
