@@ -21,6 +21,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
 #include <csignal>
 #include <map>
 #include <set>
@@ -137,8 +138,10 @@ struct shared_state {
       if (finished)
         if (auto r = lane_of(run).log->purge(log_subject(run), 1); !r)
           logger()->debug("run {}: its log was not cut: {}", run, r.error().message);
+      // Its position is dropped unless the run came back into memory meanwhile.
+      if (find(run)) return;
       std::lock_guard lock{log_mutex};
-      if (!log_unconfirmed.count(run)) log_seq.erase(run);
+      if (!log_unconfirmed.count(run) && !settling.count(run)) log_seq.erase(run);
     });
   }
   // An entry sent without waiting: writes that need no sync of their own (what follows from a
@@ -150,15 +153,32 @@ struct shared_state {
     broker::run_log::entry entry;
   };
   std::unordered_map<std::string, unconfirmed> log_unconfirmed;  // guarded by log_mutex
+  // A run being settled by one thread: another that needs its position waits for it (else it
+  // could ask the log before the unconfirmed entry is stored, and write from a stale position).
+  std::set<std::string> settling;  // guarded by log_mutex
+  std::condition_variable settled_cv;
   result<void> settle(const std::string& run) {
     std::optional<unconfirmed> u;
     {
-      std::lock_guard lock{log_mutex};
+      std::unique_lock lock{log_mutex};
+      settled_cv.wait(lock, [&] { return !settling.count(run); });
       auto it = log_unconfirmed.find(run);
       if (it == log_unconfirmed.end()) return success();
       u = std::move(it->second);
       log_unconfirmed.erase(it);
+      settling.insert(run);
     }
+    struct done_settling {
+      shared_state* s;
+      const std::string& run;
+      ~done_settling() {
+        {
+          std::lock_guard lock{s->log_mutex};
+          s->settling.erase(run);
+        }
+        s->settled_cv.notify_all();
+      }
+    } done{this, run};
     auto seq = u->ticket ? u->log->wait(u->ticket) : result<std::uint64_t>(make_error(errc::timeout, "not confirmed"));
     if (!seq && seq.error().code != errc::conflict) {
       // Not confirmed: sent again (a copy the broker stored already is recognised and confirmed).

@@ -4,6 +4,12 @@
 
 #include <curl/curl.h>
 
+namespace {
+// libcurl's global state, set up once before any thread makes a handle (curl_easy_init would
+// otherwise do it lazily, which is not safe from several threads at once).
+const bool curl_ready = curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK;
+} // namespace
+
 namespace keel::testing {
 
 http_answer call(const std::string& method, const std::string& url, const std::string& body,
