@@ -15,17 +15,6 @@ namespace {
 constexpr const char* token_header = "Keel-Append";
 constexpr const char* part_header = "Keel-Part";  // "<index>/<count>", from 1; absent: whole
 
-error log_error(natsStatus s, int code, const std::string& what) {
-  errc kind = errc::unavailable;
-  if (s == NATS_TIMEOUT) kind = errc::timeout;
-  if (code == JSStreamWrongLastSequenceErr) kind = errc::conflict;
-  std::string text = what + ": " + natsStatus_GetText(s);
-  if (code != 0) text += " (JetStream error " + std::to_string(code) + ")";
-  if (const char* last = nats_GetLastError(nullptr); last && *last && code != JSStreamWrongLastSequenceErr)
-    text += ": " + std::string(last);
-  return make_error(kind, text);
-}
-
 // What makes a repeat of an entry recognisable: its subject, the position it goes to, who wrote
 // it and what it holds (another writer's entry, or other bytes, for the same position is not a
 // repeat: it is refused there).
@@ -63,7 +52,7 @@ void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure)
   }
   auto token = std::strtoull(token_text, nullptr, 10);
   result<std::uint64_t> outcome = pa ? result<std::uint64_t>(pa->Sequence)
-                                     : result<std::uint64_t>(log_error(pae ? pae->Err : NATS_ERR, pae ? pae->ErrCode : 0,
+                                     : result<std::uint64_t>(js_error(pae ? pae->Err : NATS_ERR, pae ? pae->ErrCode : 0,
                                                                        std::string("appending to ") + natsMsg_GetSubject(msg) +
                                                                          (pae && pae->ErrText ? std::string(": ") + pae->ErrText : "")));
   natsMsg_Destroy(msg);
@@ -89,7 +78,7 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
   js_options.PublishAsync.AckHandler = on_ack;
   js_options.PublishAsync.AckHandlerClosure = state.get();
   natsStatus s = natsConnection_JetStream(&state->js, native_connection(*state->nats), &js_options);
-  if (s != NATS_OK) return log_error(s, 0, "opening JetStream for the run log");
+  if (s != NATS_OK) return js_error(s, 0, "opening JetStream for the run log");
 
   jsStreamConfig config;
   jsStreamConfig_Init(&config);
@@ -114,11 +103,11 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
     if (info) jsStreamInfo_Destroy(info);
     if (s == NATS_OK) break;
     if (s == NATS_NO_RESPONDERS || code == JSNotEnabledErr || code == JSNotEnabledForAccountErr) {
-      auto e = log_error(s, code, "creating the run log " + options.stream + " (is JetStream enabled on nats-server? start it with -js)");
+      auto e = js_error(s, code, "creating the run log " + options.stream + " (is JetStream enabled on nats-server? start it with -js)");
       e.code = errc::config;
       return e;
     }
-    if (steady_ms() >= deadline) return log_error(s, code, "creating the run log " + options.stream);
+    if (steady_ms() >= deadline) return js_error(s, code, "creating the run log " + options.stream);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   // A stream just made on a cluster takes writes once its replicas have elected a leader: the
@@ -178,7 +167,7 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);
       if (msg) natsMsg_Destroy(msg);
       if (s != NATS_OK) {
-        out[i] = log_error(s, 0, "appending to " + e.subject);
+        out[i] = js_error(s, 0, "appending to " + e.subject);
         std::lock_guard lock{impl_->mutex};
         impl_->waiting.erase(token);
         continue;
@@ -229,7 +218,7 @@ result<std::uint64_t> run_log::send(const entry& e) {
   if (s != NATS_OK) {
     std::lock_guard lock{impl_->mutex};
     impl_->waiting.erase(ticket);
-    return log_error(s, 0, "appending to " + e.subject);
+    return js_error(s, 0, "appending to " + e.subject);
   }
   return ticket;
 }
@@ -259,7 +248,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   jsStreamInfo* info = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), &info_options, &code);
-  if (s != NATS_OK) return log_error(s, code, "reading the state of " + impl_->options.stream);
+  if (s != NATS_OK) return js_error(s, code, "reading the state of " + impl_->options.stream);
   std::uint64_t last = info->State.LastSeq, expected = 0;
   if (info->State.Subjects)
     for (int i = 0; i < info->State.Subjects->Count; ++i) expected += info->State.Subjects->List[i].Msgs;
@@ -272,7 +261,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   sub_options.Config.DeliverPolicy = js_DeliverAll;
   natsSubscription* sub = nullptr;
   s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
-  if (s != NATS_OK) return log_error(s, code, "reading " + filter);
+  if (s != NATS_OK) return js_error(s, code, "reading " + filter);
   std::map<std::string, std::string> partial;  // subject -> parts so far
   result<void> outcome = success();
   // Every one of them, or an error: a read that stopped early would leave runs half read.
@@ -283,7 +272,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     s = natsSubscription_NextMsg(&msg, sub, 1000);
     if (s == NATS_TIMEOUT && steady_ms() < deadline) continue;
     if (s != NATS_OK) {
-      outcome = log_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " of " +
+      outcome = js_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " of " +
                                   std::to_string(expected) + " entries read)");
       break;
     }
@@ -329,7 +318,7 @@ result<std::uint64_t> run_log::last_sequence(const std::string& subject) {
     if (msg) natsMsg_Destroy(msg);
     return std::uint64_t{0};
   }
-  if (s != NATS_OK) return log_error(s, code, "reading the last entry of " + subject);
+  if (s != NATS_OK) return js_error(s, code, "reading the last entry of " + subject);
   std::uint64_t seq = natsMsg_GetSequence(msg);
   natsMsg_Destroy(msg);
   return seq;
@@ -342,7 +331,7 @@ result<void> run_log::purge(const std::string& subject, std::uint64_t keep) {
   options.Stream.Purge.Keep = keep;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_PurgeStream(impl_->js, impl_->options.stream.c_str(), &options, &code);
-  if (s != NATS_OK) return log_error(s, code, "purging " + subject);
+  if (s != NATS_OK) return js_error(s, code, "purging " + subject);
   return success();
 }
 

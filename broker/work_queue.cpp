@@ -8,21 +8,21 @@
 namespace keel::broker {
 
 namespace {
-
 constexpr std::int64_t ns_per_ms = 1'000'000;
+} // namespace
 
 error js_error(natsStatus s, int code, const std::string& what) {
   errc kind = errc::unavailable;
   if (s == NATS_TIMEOUT) kind = errc::timeout;
   else if (s == NATS_MAX_PAYLOAD) kind = errc::too_large;
   else if (s == NATS_INVALID_ARG || s == NATS_INVALID_SUBJECT) kind = errc::invalid_argument;
+  if (code == JSStreamWrongLastSequenceErr) kind = errc::conflict;
   std::string text = what + ": " + natsStatus_GetText(s);
   if (code != 0) text += " (JetStream error " + std::to_string(code) + ")";
-  if (const char* last = nats_GetLastError(nullptr); last && *last) text += ": " + std::string(last);
+  if (const char* last = nats_GetLastError(nullptr); last && *last && code != JSStreamWrongLastSequenceErr)
+    text += ": " + std::string(last);
   return make_error(kind, text);
 }
-
-} // namespace
 
 std::string stream_name(std::string_view text) {
   std::string out(text);
