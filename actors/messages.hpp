@@ -20,6 +20,7 @@ using recover_atom = caf::atom_constant<caf::atom("recover")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using wait_atom = caf::atom_constant<caf::atom("wait")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+using stalled_atom = caf::atom_constant<caf::atom("stalled")>;
 
 } // namespace keel::actors
 

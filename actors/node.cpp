@@ -25,6 +25,16 @@ namespace {
 
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
+result<std::unique_ptr<store::run_store>> open_store(const config::node_config& config) {
+  store::store_options options;
+  options.path = config.data_dir + "/runs";
+  options.fsync = config.fsync;
+  options.memtable_bytes = static_cast<std::size_t>(config.memtable_bytes);
+  options.block_cache_bytes = static_cast<std::size_t>(config.block_cache_bytes);
+  options.reserve_bytes = static_cast<std::uint64_t>(config.disk_reserve_bytes);
+  return store::run_store::open(options);
+}
+
 std::shared_ptr<spdlog::logger> logger() {
   static auto l = log::get("actors");
   return l;
@@ -135,9 +145,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     if (ec)
       return make_error(errc::io, "cannot create data directory " + config.data_dir + ": " +
                                     ec.message());
-    auto opened = store::run_store::open({config.data_dir + "/runs", config.fsync,
-                                          static_cast<std::size_t>(config.memtable_bytes),
-                                          static_cast<std::size_t>(config.block_cache_bytes)});
+    auto opened = open_store(config);
     if (!opened) return opened.error();
     state->store = std::move(*opened);
     auto meta = state->store->get_meta("node_id");
@@ -244,9 +252,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
       std::error_code ec;
       std::filesystem::rename(config.data_dir + "/runs", aside, ec);
       if (ec) return make_error(errc::io, "cannot move the store of a taken-over node aside: " + ec.message());
-      auto reopened = store::run_store::open({config.data_dir + "/runs", config.fsync,
-                                              static_cast<std::size_t>(config.memtable_bytes),
-                                              static_cast<std::size_t>(config.block_cache_bytes)});
+      auto reopened = open_store(config);
       if (!reopened) return reopened.error();
       state->store = std::move(*reopened);
       state->id = (config.node_name.empty() ? host_name() : config.node_name) + "-" + random_suffix();

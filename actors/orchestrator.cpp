@@ -374,6 +374,25 @@ struct shared_state {
     std::lock_guard lock{registry_mutex};
     return starting.count(run_id) > 0;
   }
+  // Runs whose actor was dropped because a write failed (a full disk): memory was ahead of disk.
+  // Once the store writes again they are loaded from what is on disk and go on by themselves;
+  // nothing else (no result, no request) may come to wake them.
+  std::mutex stalled_mutex;
+  std::unordered_set<std::string> stalled_runs;  // guarded by stalled_mutex
+  void stalled(const std::string& run_id) {
+    std::lock_guard lock{stalled_mutex};
+    stalled_runs.insert(run_id);
+  }
+  std::vector<std::string> take_stalled() {
+    std::lock_guard lock{stalled_mutex};
+    std::vector<std::string> out(stalled_runs.begin(), stalled_runs.end());
+    stalled_runs.clear();
+    return out;
+  }
+  bool any_stalled() {
+    std::lock_guard lock{stalled_mutex};
+    return !stalled_runs.empty();
+  }
   // True: wanted; false: not; empty: the run is not in memory, or still starting (the caller
   // reads the store).
   std::optional<bool> wanted(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
@@ -503,6 +522,8 @@ result<std::uint64_t> count_field(const value& body, const char* key, std::uint6
 // has ended, after the write that says so. They are memory only: after a restart a client asks
 // again (its request times out first).
 constexpr std::size_t waiters_max = 256;
+// How often runs stopped by a failed write (a full disk) look whether the store writes again.
+constexpr std::int64_t stalled_check_ms = 500;
 
 std::string run_reply(const store::run_record& r) {
   return wire::pack(value{{"v", wire::protocol_version}, {"type", "run"}, {"run", summary(r)}});
@@ -591,10 +612,14 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
      reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
      waiters_bytes = std::move(waiters_bytes)](const result<void>& written) {
       if (!written) {
-        shared->reply_error(reply_to, errc::io, "the run store could not write: " + written.error().message);
+        // A full disk is errc::unavailable (asked again, it may go); any other failure is io.
+        auto code = written.error().code == errc::unavailable ? errc::unavailable : errc::io;
+        shared->reply_error(reply_to, code, "the run store could not write: " + written.error().message);
         for (const auto& w : waiters)
-          shared->reply_error(w, errc::io, "the run store could not write: " + written.error().message);
-        // Memory is now ahead of disk: drop the actor so the run reloads from what is written.
+          shared->reply_error(w, code, "the run store could not write: " + written.error().message);
+        // Memory is now ahead of disk: drop the actor so the run reloads from what is written,
+        // by itself once the store writes again.
+        shared->stalled(run_id);
         caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
         return;
       }
@@ -723,6 +748,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
 struct orchestrator_state {
   std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
   std::unordered_map<std::string, std::string> key_of_run;
+  std::int64_t stalled_warned_ms = 0;
   static inline const char* name = "keel.orchestrator";
 };
 
@@ -777,6 +803,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
   };
   // Forwards as a request: if the actor left memory before it read the message, the request
   // fails and the run is loaded from disk and asked again (once).
+  self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
   auto forward_resume = std::make_shared<std::function<void(wire::resume_request, std::string, int)>>();
   *forward_resume = [=](wire::resume_request request, std::string reply, int tries) {
     auto actor = find_run(request.run_id, reply);
@@ -839,6 +866,9 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
                                                       "'; this node has: " + (known.empty() ? "none" : known));
         return;
       }
+      // A full disk takes no new run (the runs there are go on, within the reserve).
+      if (auto admitted = shared->store.admits_new_run(); !admitted)
+        return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
       std::string key;
       std::string id;
       if (!invoke.idempotency_key.empty()) {
@@ -888,6 +918,23 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       (*forward_cancel)(run_id, reason, reply, 0);
     },
     [=](retry_atom, const std::string& run_id, const std::string& reply) { (*forward_retry)(run_id, reply, 0); },
+    [=](stalled_atom) {
+      // Runs dropped after a failed write go on once the store writes again (space freed).
+      self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
+      if (!shared->any_stalled()) return;
+      auto recovered = shared->store.recover();
+      if (!recovered) {
+        auto now = steady_ms();
+        if (now - self->state.stalled_warned_ms >= 30'000) {
+          self->state.stalled_warned_ms = now;
+          logger()->warn("runs wait for the run store to write again: {}", recovered.error().message);
+        }
+        return;
+      }
+      auto ids = shared->take_stalled();
+      logger()->info("the run store writes again: {} runs stopped by a failed write go on", ids.size());
+      self->send(self, adopt_atom::value, ids);
+    },
     [=](adopt_atom, const std::vector<std::string>& ids) {
       // Runs taken over from another node, now in this node's store: those with work in flight
       // go on (a step whose task the broker still holds is not sent again).
@@ -1252,12 +1299,16 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     auto& lane = shared->lane_of(ref->run_id);
     lane.writer->submit(
       std::move(received),
-      [gate, run, shared, &lane, reply = m.reply](const result<void>& written) {
+      [gate, run, shared, &lane, reply = m.reply, run_id = ref->run_id](const result<void>& written) {
         gate->on_written(written.ok());
         if (written) lane.publish(reply, kept);
         else shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
-        // The run's actor may be ahead of disk: drop it, so that the run reloads from disk.
-        if (!written) caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
+        // The run's actor may be ahead of disk: drop it, so that the run reloads from disk (when
+        // the worker offers the result again, or once the store writes again).
+        if (!written) {
+          shared->stalled(run_id);
+          caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
+        }
       },
       [&] { caf::anon_send(run, result_atom::value, order, std::move(m.data), gate); });
   };

@@ -238,6 +238,13 @@ const std::vector<entry>& entries() {
       "Size of one RocksDB memtable (at most two are held in memory).",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.memtable_bytes; }));
     e.push_back(integer_key(
+      "durability.disk_reserve_bytes", 256 << 20, 0, std::int64_t{1} << 40,
+      "Free space the run store keeps on its disk. Below it the node takes no new run (invokes "
+      "are refused with \"disk full\") while its runs go on; a write that would leave less than "
+      "half of it waits until space is freed, so that the database never meets a full disk. At "
+      "least four memtables (durability.memtable_bytes); 0: no check.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.disk_reserve_bytes; }));
+    e.push_back(integer_key(
       "durability.block_cache_bytes", 16 << 20, 1 << 20, std::int64_t{16} << 30,
       "RocksDB block cache for reads (recovery, history, resumes).",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.block_cache_bytes; }));
@@ -591,6 +598,11 @@ struct loader {
         return whole_file_error("gateway.token", "a gateway listening on " + config.gateway_listen +
                                                    " (not a loopback address) needs a token");
     }
+    if (config.disk_reserve_bytes != 0 && config.disk_reserve_bytes < 4 * config.memtable_bytes)
+      return whole_file_error("durability.disk_reserve_bytes",
+                              std::to_string(config.disk_reserve_bytes) + " is less than four memtables (4 x " +
+                                std::to_string(config.memtable_bytes) +
+                                "): a flush of the memtables could meet a full disk; raise it, or 0 for no check");
     if (config.has_role(role::orchestrator) && config.data_dir.empty())
       return whole_file_error("node.data_dir", "an orchestrator needs a data directory");
     return success();

@@ -78,6 +78,7 @@ struct node_config {
   std::int64_t lease_ms = 5000;
   std::int64_t memtable_bytes = 0;
   std::int64_t block_cache_bytes = 0;
+  std::int64_t disk_reserve_bytes = 0;
 
   std::int64_t message_bytes_max = 0;
   std::int64_t heartbeat_interval_ms = 0;

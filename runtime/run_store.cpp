@@ -7,8 +7,11 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <map>
 
 namespace keel::store {
@@ -63,7 +66,16 @@ std::string idempotency_key(const std::string& agent, const std::string& key) {
 }
 
 error io_error(const rocksdb::Status& s, const char* what) {
+  // A full disk passes once space is freed: whoever was refused may try again.
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit)
+    return make_error(errc::unavailable, std::string("disk full: ") + what + ": " + s.ToString());
   return make_error(errc::io, std::string(what) + ": " + s.ToString());
+}
+
+std::string mib(std::uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
 }
 
 
@@ -250,8 +262,8 @@ bool is_terminal(run_status s) {
 
 bool is_active(run_status s) { return s == run_status::pending || s == run_status::running; }
 
-run_store::run_store(std::unique_ptr<rocksdb::DB> db, bool fsync)
-  : db_(std::move(db)), fsync_(fsync) {}
+run_store::run_store(std::unique_ptr<rocksdb::DB> db, const store_options& options)
+  : db_(std::move(db)), fsync_(options.fsync), path_(options.path), reserve_bytes_(options.reserve_bytes) {}
 
 run_store::~run_store() {
   if (db_) {
@@ -281,7 +293,7 @@ result<std::unique_ptr<run_store>> run_store::open(const store_options& options)
                                   status.ToString());
   }
   return std::unique_ptr<run_store>(
-    new run_store(std::unique_ptr<rocksdb::DB>(raw), options.fsync));
+    new run_store(std::unique_ptr<rocksdb::DB>(raw), options));
 }
 
 result<void> run_store::apply(const run_transition& transition) {
@@ -383,6 +395,7 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
       if (std::find(it->second.begin(), it->second.end(), *item) == it->second.end()) it->second.push_back(*item);
       batch.Put("m/" + key, wire::pack(it->second));
     }
+  if (auto room = room_for(batch.GetDataSize()); !room) return room.error();
   bytes_written_ += batch.GetDataSize();
   rocksdb::WriteOptions write_options;
   write_options.sync = fsync_ && std::any_of(transitions.begin(), transitions.end(),
@@ -644,6 +657,40 @@ result<void> run_store::compact() {
   rocksdb::CompactRangeOptions options;
   auto s = db_->CompactRange(options, nullptr, nullptr);
   if (!s.ok()) return io_error(s, "compacting");
+  return success();
+}
+
+std::uint64_t run_store::free_bytes() const {
+  struct statvfs fs{};
+  if (::statvfs(path_.c_str(), &fs) != 0) return UINT64_MAX;
+  return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+}
+
+result<void> run_store::admits_new_run() const {
+  if (reserve_bytes_ == 0) return success();
+  auto free = free_bytes();
+  if (free >= reserve_bytes_) return success();
+  return make_error(errc::unavailable, "disk full: the run store at " + path_ + " has " + mib(free) +
+                                         " free, under the " + mib(reserve_bytes_) +
+                                         " it keeps in reserve (durability.disk_reserve_bytes); no new run is "
+                                         "taken until space is freed, and the runs it has go on then");
+}
+
+result<void> run_store::room_for(std::size_t bytes) const {
+  if (reserve_bytes_ == 0) return success();
+  auto free = free_bytes();
+  if (free >= bytes && free - bytes >= reserve_bytes_ / 2) return success();
+  return make_error(errc::unavailable, "disk full: the run store at " + path_ + " has " + mib(free) +
+                                         " free; a write of " + mib(bytes) + " would leave less than half of the " +
+                                         mib(reserve_bytes_) + " reserve (durability.disk_reserve_bytes); it is "
+                                         "written once space is freed");
+}
+
+result<void> run_store::recover() {
+  if (auto admitted = admits_new_run(); !admitted) return admitted.error();
+  // Clears a background error (a flush or a write that met a full disk); nothing to do if none.
+  auto s = db_->Resume();
+  if (!s.ok()) return io_error(s, "resuming the run store after a failed write");
   return success();
 }
 

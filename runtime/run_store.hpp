@@ -112,6 +112,10 @@ struct store_options {
   bool fsync = true;
   std::size_t memtable_bytes = 16 << 20;     // per memtable; at most two are held
   std::size_t block_cache_bytes = 16 << 20;  // for reads (recovery, history, resumes)
+  // Free space the store keeps on its file system: below it no new run is taken
+  // (admits_new_run), and no write goes that would leave less than half of it, so that the
+  // write-ahead log and the memtable flushes never meet a full disk. 0: no check.
+  std::uint64_t reserve_bytes = 0;
 };
 
 class run_store {
@@ -169,6 +173,16 @@ public:
   // Makes every write so far durable (used at shutdown when fsync is off).
   result<void> flush();
 
+  // Disk space. A refusal is errc::unavailable, its message beginning "disk full": the
+  // condition passes once space is freed, and whoever was refused may try again.
+  // Whether a new run may be taken: free space at or above the reserve.
+  result<void> admits_new_run() const;
+  // After a refused or failed write: checks that the free space is back above the reserve and
+  // clears the database's error state (RocksDB's Resume), so that writes go again.
+  result<void> recover();
+  // Free bytes on the store's file system (statvfs; the largest value when it cannot say).
+  std::uint64_t free_bytes() const;
+
   // How many writes waited for a sync since the store was opened.
   std::uint64_t synced_writes() const { return synced_writes_; }
   // Bytes handed to the database in write batches since the store was opened (before
@@ -178,12 +192,15 @@ public:
   result<void> compact();
 
 private:
-  explicit run_store(std::unique_ptr<rocksdb::DB> db, bool fsync);
+  run_store(std::unique_ptr<rocksdb::DB> db, const store_options& options);
+  result<void> room_for(std::size_t bytes) const;
   result<std::vector<std::string>> scan_ids(const std::string& prefix, std::size_t limit,
                                             bool reverse) const;
 
   std::unique_ptr<rocksdb::DB> db_;
   bool fsync_;
+  std::string path_;
+  std::uint64_t reserve_bytes_;
   std::atomic<std::uint64_t> synced_writes_{0};
   std::atomic<std::uint64_t> bytes_written_{0};
   // apply() may run on several threads at once (one store writer per lane): a write that

@@ -16,7 +16,7 @@ cluster::cluster(const std::string& agents,
   for (const auto& [name, content] : files) write_file(dir_.file(name), content);
   auto config = [&](const std::string& name, const std::string& roles) {
     return "[node]\nname = \"" + name + "\"\nroles = [" + roles + "]\n"
-           "data_dir = \"" + dir_.file("data") + "\"\n"
+           "data_dir = \"" + (options_.data_dir.empty() ? dir_.file("data") : options_.data_dir) + "\"\n"
            "[nats]\nservers = [\"" + nats_.url() + "\"]\n"
            "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n"
            "\n" + replace_all(agents, "{dir}", dir_.path());

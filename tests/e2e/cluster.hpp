@@ -18,6 +18,7 @@ struct cluster_options {
   std::vector<std::string> node_sets;    // keel-node --set lines for the node (n1)
   std::vector<std::string> worker_sets;  // and for the separate worker
   bool gateway = false;                  // n1 serves the HTTP API too, on a free port (gateway_url())
+  std::string data_dir = {};             // the nodes' data directory (default: the test's "data")
 };
 
 class cluster {

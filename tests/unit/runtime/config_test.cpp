@@ -122,6 +122,21 @@ TEST_CASE("config: values out of range or not among the choices are errors", "[r
   CHECK(error_of("[log]\nlevel = \"loud\"\n").find("log.level: expected one of") != std::string::npos);
 }
 
+TEST_CASE("config: a disk reserve too small for the memtables' flushes is refused, 0 turns it off",
+          "[runtime][config]") {
+  // A memtable flush needs room for the memtable as a file: the reserve must hold four.
+  CHECK(error_of("[durability]\nmemtable_bytes = 16777216\ndisk_reserve_bytes = 33554432\n") ==
+        "node.toml: durability.disk_reserve_bytes: 33554432 is less than four memtables (4 x 16777216): a flush "
+        "of the memtables could meet a full disk; raise it, or 0 for no check");
+  CHECK(error_of("[durability]\ndisk_reserve_bytes = -1\n").find("expected an integer from 0") != std::string::npos);
+  auto off = config::load_string("[durability]\ndisk_reserve_bytes = 0\n", "x.toml");
+  REQUIRE(off.ok());
+  CHECK(off->disk_reserve_bytes == 0);
+  auto small = config::load_string("[durability]\nmemtable_bytes = 1048576\ndisk_reserve_bytes = 4194304\n", "x.toml");
+  REQUIRE(small.ok());
+  CHECK(config::load_string("", "x.toml")->disk_reserve_bytes == 256 << 20);
+}
+
 TEST_CASE("config: agents get the defaults of every key they leave out", "[runtime][config]") {
   auto c = config::load_string(
     "[agents.coder]\nmodel = \"m\"\n[agents.ops]\nmax_steps = 5\nqueue = \"shared\"\n", "x.toml");

@@ -569,3 +569,57 @@ TEST_CASE("run store: transitions encoded and applied to another store give the 
     CHECK_FALSE(decoded.ok());
   }
 }
+
+TEST_CASE("run store: under its disk reserve a store refuses new runs and writes with 'disk full', and reads go on",
+          "[runtime][store]") {
+  temp_dir dir;
+  {
+    auto store = open_store(dir.path());
+    REQUIRE(store->apply(created("r1", "coder", 1000)).ok());
+  }
+  // A reserve larger than any disk: the store is under it from the start.
+  store_options options;
+  options.path = dir.path();
+  options.reserve_bytes = std::uint64_t{1} << 60;
+  auto opened = run_store::open(options);
+  REQUIRE(opened.ok());
+  auto& store = **opened;
+  CHECK(store.free_bytes() > 0);
+  auto admitted = store.admits_new_run();
+  REQUIRE_FALSE(admitted.ok());
+  CHECK(admitted.error().code == errc::unavailable);
+  CHECK(admitted.error().message.rfind("disk full: the run store at " + dir.path(), 0) == 0);
+  CHECK(admitted.error().message.find("durability.disk_reserve_bytes") != std::string::npos);
+  // Writes of any size are not made, and nothing is half written.
+  auto t = created("r1", "coder", 1000);
+  advance(t, run_status::running, "started");
+  t.stored_status = run_status::pending;
+  auto written = store.apply(t);
+  REQUIRE_FALSE(written.ok());
+  CHECK(written.error().code == errc::unavailable);
+  CHECK(written.error().message.find("disk full") == 0);
+  CHECK_FALSE(store.apply(entry_only("r1", 1, "x")).ok());
+  CHECK_FALSE(store.recover().ok());
+  // Reads are served.
+  auto got = store.get("r1");
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  CHECK((*got)->status == run_status::pending);
+  CHECK(store.events("r1")->empty());
+  auto listed = store.list_by_status(run_status::pending);
+  REQUIRE(listed.ok());
+  CHECK(listed->size() == 1);
+}
+
+TEST_CASE("run store: with a reserve the disk holds, writes go and recovery is a no-op", "[runtime][store]") {
+  temp_dir dir;
+  store_options options;
+  options.path = dir.path();
+  options.reserve_bytes = 1 << 20;
+  auto opened = run_store::open(options);
+  REQUIRE(opened.ok());
+  auto& store = **opened;
+  CHECK(store.admits_new_run().ok());
+  CHECK(store.apply(created("r1", "coder", 1000)).ok());
+  CHECK(store.recover().ok());
+}

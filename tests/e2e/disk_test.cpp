@@ -1,0 +1,216 @@
+// A node whose data directory is on a small tmpfs that fills up: it refuses new runs with "disk
+// full", keeps answering reads, loses nothing it acknowledged, and goes on by itself once space is
+// freed. Mounting a tmpfs needs root; elsewhere the test says so and does nothing.
+#include "tests/e2e/cluster.hpp"
+
+#include <sys/statvfs.h>
+
+#include <fstream>
+#include <thread>
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+// A tmpfs of `mib` MiB mounted at a fresh directory for the test's lifetime.
+class small_disk {
+public:
+  explicit small_disk(int mib) {
+    auto r = run_command({"mount", "-t", "tmpfs", "-o", "size=" + std::to_string(mib) + "m", "keel-test", dir_.path()});
+    mounted_ = r.exit_code == 0;
+    why_ = r.err;
+  }
+  ~small_disk() {
+    if (mounted_) run_command({"umount", "-l", dir_.path()});
+  }
+  bool mounted() const { return mounted_; }
+  const std::string& why() const { return why_; }
+  std::string file(const std::string& name) const { return dir_.file(name); }
+  void resize(int mib) {
+    auto r = run_command({"mount", "-o", "remount,size=" + std::to_string(mib) + "m", dir_.path()});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+  }
+  std::uint64_t free_bytes() const {
+    struct statvfs fs{};
+    REQUIRE(::statvfs(dir_.path().c_str(), &fs) == 0);
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+  }
+  // Another program takes the space: a file that leaves `leave` bytes free, topped up until
+  // the database's own deletions (a flushed log, compacted files) are over.
+  void fill_leaving(std::uint64_t leave) {
+    for (int i = 0; i < 20; ++i) {
+      fill_once(leave);
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      if (free_bytes() <= leave + (256 << 10)) return;
+    }
+  }
+  void fill_once(std::uint64_t leave) {
+    auto free = free_bytes();
+    if (free <= leave) return;
+    std::ofstream out(file("filler"), std::ios::binary | std::ios::app);
+    std::string block(1 << 16, 'f');
+    for (std::uint64_t left = free - leave; left > 0;) {
+      auto n = std::min<std::uint64_t>(left, block.size());
+      out.write(block.data(), static_cast<std::streamsize>(n));
+      left -= n;
+    }
+  }
+  void remove_filler() { std::remove(file("filler").c_str()); }
+
+private:
+  temp_dir dir_;
+  bool mounted_ = false;
+  std::string why_;
+};
+
+const char* agents = R"(
+[agents.coder]
+script = "{dir}/coder.json"
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+
+[agents.sleeper]
+script = "{dir}/sleeper.json"
+script_log = "{dir}/sleeper-calls.log"
+[agents.sleeper.sandbox]
+workspace = "{dir}/ws"
+scope = "agent"
+exec_security = "allow-always"
+)";
+
+const std::vector<std::pair<std::string, std::string>> scripts = {
+  {"coder.json", R"({"turns": [
+    {"text": "Writing.", "tool_calls": [{"name": "write", "arguments": {"path": "a.txt", "content": "a"}}]},
+    {"text": "Running.", "tool_calls": [{"name": "exec", "arguments": {"command": "cat a.txt"}}]},
+    {"text": "Done."}
+  ]})"},
+  {"sleeper.json", R"({"turns": [
+    {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> side.txt; sleep 3; head -c 300000 /dev/zero | tr '\\0' x"}}]},
+    {"text": "Slept."}
+  ]})"}};
+
+cluster_options on(const small_disk& disk) {
+  cluster_options o;
+  o.data_dir = disk.file("data");
+  // Small memtables, so that flushes happen on a disk this small; new runs stop at 8 MiB free.
+  o.node_sets = {"durability.memtable_bytes = 1048576", "durability.disk_reserve_bytes = 8388608"};
+  return o;
+}
+
+} // namespace
+
+TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, loses nothing acknowledged, and goes on once space is freed",
+          "[e2e][disk]") {
+  small_disk disk(32);
+  if (!disk.mounted()) {
+    WARN("a tmpfs cannot be mounted here (root is needed): " << disk.why());
+    return;
+  }
+  cluster c(agents, scripts, on(disk));
+  // Inputs of 100 KB (that do not compress) fill the disk down to the reserve within a few
+  // hundred runs.
+  std::string big(100'000, ' ');
+  std::uint64_t x = 88172645463325252ull;
+  for (auto& ch : big) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    ch = static_cast<char>('a' + x % 26);
+  }
+  std::vector<std::string> acknowledged;
+  command_output refused;
+  for (int i = 0; i < 400; ++i) {
+    auto r = c.keel({"invoke", "coder", big + std::to_string(i)});
+    if (r.exit_code != 0) {
+      refused = r;
+      break;
+    }
+    acknowledged.push_back(r.out.substr(0, r.out.size() - 1));
+  }
+  INFO(c.node_log().substr(0, 3000));
+  INFO("refused: " << refused.err);
+  REQUIRE(refused.exit_code > 0);
+  REQUIRE(acknowledged.size() >= 10);
+  // A clear error, naming the cause, the setting and what happens next.
+  CHECK(refused.err.find("disk full") != std::string::npos);
+  CHECK(refused.err.find("durability.disk_reserve_bytes") != std::string::npos);
+  CHECK(refused.err.find("no orchestrator") == std::string::npos);
+  // The database frees some space by itself (a flush drops its log): held under the reserve
+  // by another program, the disk refuses every agent's new runs.
+  disk.fill_leaving(6 << 20);
+  auto again = c.keel({"invoke", "sleeper", "go"});
+  CHECK(again.exit_code != 0);
+  CHECK(again.err.find("disk full") != std::string::npos);
+
+  // Reads go on: every acknowledged run is there and comes to wait for its approval.
+  for (const auto& id : acknowledged) c.await_status(id, "suspended", 30'000);
+  auto listed = c.keel({"runs", "--status", "suspended", "--limit", "1000", "--json"});
+  INFO(listed.err);
+  REQUIRE(listed.exit_code == 0);
+  CHECK(c.events(acknowledged.front()).size() >= 2);
+
+  // Another program takes what is left: now writes of the runs there are wait too. An approval
+  // is refused with "disk full" (and can be given again), never half done.
+  disk.fill_leaving(1 << 20);
+  auto write_step = c.await_suspend(acknowledged.front());
+  auto blocked = c.keel({"approve", acknowledged.front(), write_step});
+  CHECK(blocked.exit_code != 0);
+  CHECK(blocked.err.find("disk full") != std::string::npos);
+  CHECK(c.status(acknowledged.front()) == "suspended");
+
+  // Space comes back (the filler goes, the disk grows): new runs are taken again without a
+  // restart, and every acknowledged run goes on to its end.
+  disk.remove_filler();
+  disk.resize(96);
+  std::string fresh;
+  auto invoke_again = [&] {
+    auto r = c.keel({"invoke", "sleeper", "go"});
+    if (r.exit_code == 0) fresh = r.out.substr(0, r.out.size() - 1);
+    return r.exit_code == 0;
+  };
+  REQUIRE_EVENTUALLY(20'000, invoke_again());
+  for (const auto& id : acknowledged) {
+    auto step = c.await_suspend(id);
+    auto approved = c.keel({"approve", id, step});
+    INFO(approved.err);
+    REQUIRE(approved.exit_code == 0);
+  }
+  for (const auto& id : acknowledged) {
+    auto step = c.await_suspend(id);
+    REQUIRE(c.keel({"approve", id, step}).exit_code == 0);
+  }
+  for (const auto& id : acknowledged) c.await_status(id, "completed", 30'000);
+  c.await_status(fresh, "completed", 30'000);
+  // The node never restarted.
+  CHECK(c.node_log().find("started") == c.node_log().rfind("started"));
+}
+
+TEST_CASE("disk full: a step in flight when the disk fills is kept and goes on by itself once space is freed, its command run once",
+          "[e2e][disk]") {
+  small_disk disk(32);
+  if (!disk.mounted()) {
+    WARN("a tmpfs cannot be mounted here (root is needed): " << disk.why());
+    return;
+  }
+  cluster c(agents, scripts, on(disk));
+  std::vector<std::string> runs;
+  for (int i = 0; i < 5; ++i) runs.push_back(c.invoke("sleeper", "go " + std::to_string(i)));
+  // Every command has started (each sleeps 3 s, then prints 300 KB): the disk fills under them.
+  REQUIRE_EVENTUALLY(15'000, lines_of(read_file(c.dir().file("ws/side.txt"))).size() == runs.size());
+  disk.fill_leaving(1 << 20);
+  // The results cannot be written: the runs wait, none fails.
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  for (const auto& id : runs) CHECK(c.status(id) == "running");
+  disk.remove_filler();
+  for (const auto& id : runs) c.await_status(id, "completed", 60'000);
+  // Each command ran once; each model step was called once.
+  CHECK(lines_of(read_file(c.dir().file("ws/side.txt"))).size() == runs.size());
+  std::map<std::string, int> calls;
+  for (const auto& line : lines_of(read_file(c.dir().file("sleeper-calls.log")))) calls[line.substr(0, line.find(' '))] += 1;
+  CHECK(calls.size() == 2 * runs.size());
+  for (const auto& [step, n] : calls) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+}
