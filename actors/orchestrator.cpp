@@ -801,45 +801,47 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     }
     return spawn_run(std::move(**loaded), agent, false, true, {});
   };
+  self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
   // Forwards as a request: if the actor left memory before it read the message, the request
   // fails and the run is loaded from disk and asked again (once).
-  self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
   auto forward_resume = std::make_shared<std::function<void(wire::resume_request, std::string, int)>>();
-  *forward_resume = [=](wire::resume_request request, std::string reply, int tries) {
+  // It calls itself again through a weak handle: a strong one would be a cycle that keeps the
+  // shared state alive forever.
+  *forward_resume = [=, again = std::weak_ptr(forward_resume)](wire::resume_request request, std::string reply, int tries) {
     auto actor = find_run(request.run_id, reply);
     if (!actor) return;
     self->request(*actor, caf::infinite, resume_atom::value, request, reply)
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(request.run_id);
-        if (tries < 2) (*forward_resume)(request, reply, tries + 1);
+        if (auto f = again.lock(); f && tries < 2) (*f)(request, reply, tries + 1);
         else shared->reply_error(reply, errc::unavailable, "run " + request.run_id + " could not be loaded");
       });
   };
   auto forward_cancel = std::make_shared<std::function<void(std::string, std::string, std::string, int)>>();
-  *forward_cancel = [=](std::string run_id, std::string reason, std::string reply, int tries) {
+  *forward_cancel = [=, again = std::weak_ptr(forward_cancel)](std::string run_id, std::string reason, std::string reply, int tries) {
     auto actor = find_run(run_id, reply);
     if (!actor) return;
     self->request(*actor, caf::infinite, cancel_atom::value, reason, reply)
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(run_id);
-        if (tries < 2) (*forward_cancel)(run_id, reason, reply, tries + 1);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reason, reply, tries + 1);
       });
   };
   auto forward_retry = std::make_shared<std::function<void(std::string, std::string, int)>>();
-  *forward_retry = [=](std::string run_id, std::string reply, int tries) {
+  *forward_retry = [=, again = std::weak_ptr(forward_retry)](std::string run_id, std::string reply, int tries) {
     auto actor = find_run(run_id, reply);
     if (!actor) return;
     self->request(*actor, caf::infinite, retry_atom::value, reply)
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(run_id);
-        if (tries < 2) (*forward_retry)(run_id, reply, tries + 1);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reply, tries + 1);
         else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
       });
   };
   // A wait: a run in memory is asked; one on disk that is not running is answered from disk; one on
   // disk that should be running is loaded (as a resume would) and asked.
   auto forward_wait = std::make_shared<std::function<void(std::string, std::string, int)>>();
-  *forward_wait = [=](std::string run_id, std::string reply, int tries) {
+  *forward_wait = [=, again = std::weak_ptr(forward_wait)](std::string run_id, std::string reply, int tries) {
     if (!shared->find(run_id)) {
       auto stored = shared->store.get(run_id, false);
       if (!stored) return shared->reply_error(reply, stored.error().code, stored.error().message);
@@ -851,7 +853,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     self->request(*actor, caf::infinite, wait_atom::value, reply)
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(run_id);
-        if (tries < 2) (*forward_wait)(run_id, reply, tries + 1);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reply, tries + 1);
         else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
       });
   };
@@ -885,14 +887,21 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           existing = **stored;
         if (!existing) {
           // The cluster's word: the first orchestrator to write the key owns the run; the others
-          // answer with its id. A key this node wrote for a run it never stored (it stopped in
-          // between) is taken up again with the same id.
+          // answer with its id.
           auto mine = make_run_id(node_id{shared->node_id}).value;
           auto claimed = shared->keys->create_if_absent(broker::key_of(invoke.agent, invoke.idempotency_key), mine);
           if (!claimed)
             return shared->reply_error(reply, errc::unavailable,
                                        "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
-          if (claimed->written || run_id{claimed->value}.owner() == shared->node_id) id = claimed->value;
+          // A key whose run was never stored (its orchestrator stopped, or lost its runs, between
+          // the claim and the write) is taken up again, with the same id, by whoever serves that
+          // orchestrator's runs now: else the key would name a run nobody will ever make.
+          bool never_stored = false;
+          if (!claimed->written && shared->serves(run_id{claimed->value}.owner())) {
+            auto stored_run = shared->store.get(claimed->value, false);
+            never_stored = stored_run && !*stored_run && !shared->find(claimed->value);
+          }
+          if (claimed->written || never_stored) id = claimed->value;
           else existing = claimed->value;
         }
         if (existing) {
@@ -1467,6 +1476,10 @@ void orchestrator::stop() {
   {
     std::lock_guard lock{impl_->shared->subscriptions_mutex};
     impl_->shared->domain_subscriptions.clear();
+    // It holds the shared state and the orchestrator's actor: kept, neither would ever be freed
+    // (an orchestrator restarted in the same process, as a node that rejoins, would leak its
+    // predecessor's state).
+    impl_->shared->on_result = nullptr;
   }
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
 }

@@ -20,7 +20,7 @@ std::uint64_t process_random() {
 }
 } // namespace
 
-std::string_view run_id::owner() const {
+std::string_view run_id::owner() const& {
   if (value.size() <= unique_part_chars + 1 || value[unique_part_chars] != '-') return {};
   return std::string_view(value).substr(unique_part_chars + 1);
 }

@@ -17,8 +17,10 @@ struct node_id {
 struct run_id {
   std::string value;
   auto operator<=>(const run_id&) const = default;
-  // The owner's node id, or empty when the id is not of keel's form.
-  std::string_view owner() const;
+  // The owner's node id, or empty when the id is not of keel's form. A view into the id; of a
+  // temporary id (`auto o = run_id{x}.owner()`) a copy, which outlives it.
+  std::string_view owner() const&;
+  std::string owner() const&& { return std::string(static_cast<const run_id&>(*this).owner()); }
   // Whether the whole id is of keel's form: 16 of [0-9a-z], '-', a node id. Only such an id may go
   // into a subject (no '.', '*', '>' or space from a client reaches NATS).
   bool valid() const;

@@ -61,6 +61,7 @@ public:
   std::vector<std::string> urls() const;
   void kill(std::size_t i);     // SIGKILL
   void restart(std::size_t i);  // the same ports and store
+  void signal(std::size_t i, int signal) { processes_[i].signal(signal); }  // SIGSTOP, SIGCONT...
   bool running(std::size_t i) { return processes_[i].running(); }
 
 private:

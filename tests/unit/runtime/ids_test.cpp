@@ -67,3 +67,15 @@ TEST_CASE("ids: a run's lane is the same on every call, within the lanes, and ru
   CHECK(lane_of("anything", 0) == 0);  // no lanes: the first, never a division by zero
   CHECK(lane_of("", 5) < 5);
 }
+
+TEST_CASE("ids: the owner of a temporary run id outlives it", "[runtime][ids]") {
+  // A view into a temporary would dangle once the statement ends (found by AddressSanitizer in
+  // the command line's client): the owner of an rvalue id is a copy.
+  auto owner = keel::run_id{"0123456789abcdef-node-7"}.owner();
+  static_assert(std::is_same_v<decltype(owner), std::string>);
+  std::string other(1000, 'x');  // reuses freed memory, if any was freed
+  CHECK(owner == "node-7");
+  keel::run_id kept{"0123456789abcdef-node-8"};
+  static_assert(std::is_same_v<decltype(kept.owner()), std::string_view>);
+  CHECK(kept.owner() == "node-8");
+}
