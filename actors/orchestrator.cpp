@@ -124,8 +124,8 @@ struct shared_state {
     }
   }
   // A run out of memory: its last entry confirmed (sent again if need be) and, for a run that
-  // completed or was cancelled, its log cut to that last entry (its final state; its history
-  // stays in the store of its owner), off the run's way, on the log's own thread.
+  // completed or was cancelled, its log cut to one entry (its final state and whole history),
+  // off the run's way, on the log's own thread.
   std::unique_ptr<thread_pool> log_pool;
   void left_memory(const std::string& run) {
     if (!log_pool) return;
@@ -135,14 +135,37 @@ struct shared_state {
       auto record = store.get(run, false);
       bool finished = record && *record && ((*record)->status == store::run_status::completed ||
                                             (*record)->status == store::run_status::cancelled);
-      if (finished)
-        if (auto r = lane_of(run).log->purge(log_subject(run), 1); !r)
+      if (finished) {
+        // Its last entry becomes its whole history (final record and every event), so that an
+        // orchestrator that takes its runs over serves the same history; then the rest goes.
+        auto whole = whole_history(run, **record);
+        if (!whole) logger()->debug("run {}: its log was not cut: {}", run, whole.error().message);
+        else if (auto r = lane_of(run).log->purge(log_subject(run), 1); !r)
           logger()->debug("run {}: its log was not cut: {}", run, r.error().message);
+      }
       // Its position is dropped unless the run came back into memory meanwhile.
       if (find(run)) return;
       std::lock_guard lock{log_mutex};
       if (!log_unconfirmed.count(run) && !settling.count(run)) log_seq.erase(run);
     });
+  }
+  // Appends the run's final record with all its events, where its last entry is.
+  result<void> whole_history(const std::string& run, const store::run_record& record) {
+    auto events = store.events(run);
+    if (!events) return events.error();
+    store::run_transition whole;
+    whole.record = record;
+    whole.events = std::move(*events);
+    auto& log = *lane_of(run).log;
+    auto subject = log_subject(run);
+    auto last = log.last_sequence(subject);
+    if (!last) return last.error();
+    auto appended = log.append({broker::run_log::entry{subject, store::encode_transitions({&whole}),
+                                                       static_cast<std::int64_t>(*last), node_id}});
+    if (!appended.at(0)) return appended[0].error();
+    std::lock_guard lock{log_mutex};
+    if (log_seq.count(run)) log_seq[run] = *appended[0];
+    return success();
   }
   // An entry sent without waiting: writes that need no sync of their own (what follows from a
   // result the log holds already; replayed from it if they are lost). The run's next write first
@@ -378,15 +401,25 @@ struct shared_state {
   // Once the store writes again they are loaded from what is on disk and go on by themselves;
   // nothing else (no result, no request) may come to wake them.
   std::mutex stalled_mutex;
-  std::unordered_set<std::string> stalled_runs;  // guarded by stalled_mutex
-  void stalled(const std::string& run_id) {
+  std::unordered_map<std::string, caf::actor_addr> stalled_runs;  // run -> the actor dropped; guarded by stalled_mutex
+  void stalled(const std::string& run_id, const caf::actor_addr& dropped) {
     std::lock_guard lock{stalled_mutex};
-    stalled_runs.insert(run_id);
+    stalled_runs[run_id] = dropped;
   }
+  // The runs to load again: those whose dropped actor is gone (one still leaving waits for the
+  // next look; one loaded again meanwhile, by a request or a result, is left alone).
   std::vector<std::string> take_stalled() {
+    std::vector<std::string> out;
     std::lock_guard lock{stalled_mutex};
-    std::vector<std::string> out(stalled_runs.begin(), stalled_runs.end());
-    stalled_runs.clear();
+    for (auto it = stalled_runs.begin(); it != stalled_runs.end();) {
+      auto actor = find(it->first);
+      if (actor && actor.address() == it->second) {
+        ++it;
+        continue;
+      }
+      if (!actor) out.push_back(it->first);
+      it = stalled_runs.erase(it);
+    }
     return out;
   }
   bool any_stalled() {
@@ -619,7 +652,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
           shared->reply_error(w, code, "the run store could not write: " + written.error().message);
         // Memory is now ahead of disk: drop the actor so the run reloads from what is written,
         // by itself once the store writes again.
-        shared->stalled(run_id);
+        shared->stalled(run_id, me.address());
         caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
         return;
       }
@@ -879,13 +912,25 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
                                      "idempotency_key is " + std::to_string(invoke.idempotency_key.size()) +
                                        " bytes; at most " + std::to_string(idempotency_key_bytes_max));
         key = invoke.agent + "/" + invoke.idempotency_key;
+        // A key whose run was never stored (its creation's write failed, or its orchestrator
+        // stopped or lost its runs between the claim and the write) is taken up again, with the
+        // same id, by whoever serves that orchestrator's runs now: else the key would name a run
+        // nobody will ever make.
+        auto never_stored = [&](const std::string& run) {
+          if (!shared->serves(run_id{run}.owner()) || shared->find(run)) return false;
+          auto stored_run = shared->store.get(run, false);
+          return stored_run && !*stored_run;
+        };
         std::optional<std::string> existing;
         if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
           existing = it->second;
         else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
                  stored && *stored)
           existing = **stored;
-        if (!existing) {
+        if (existing && never_stored(*existing)) {
+          id = *existing;
+          existing.reset();
+        } else if (!existing) {
           // The cluster's word: the first orchestrator to write the key owns the run; the others
           // answer with its id.
           auto mine = make_run_id(node_id{shared->node_id}).value;
@@ -893,15 +938,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           if (!claimed)
             return shared->reply_error(reply, errc::unavailable,
                                        "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
-          // A key whose run was never stored (its orchestrator stopped, or lost its runs, between
-          // the claim and the write) is taken up again, with the same id, by whoever serves that
-          // orchestrator's runs now: else the key would name a run nobody will ever make.
-          bool never_stored = false;
-          if (!claimed->written && shared->serves(run_id{claimed->value}.owner())) {
-            auto stored_run = shared->store.get(claimed->value, false);
-            never_stored = stored_run && !*stored_run && !shared->find(claimed->value);
-          }
-          if (claimed->written || never_stored) id = claimed->value;
+          if (claimed->written || never_stored(claimed->value)) id = claimed->value;
           else existing = claimed->value;
         }
         if (existing) {
@@ -941,6 +978,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         return;
       }
       auto ids = shared->take_stalled();
+      if (ids.empty()) return;
       logger()->info("the run store writes again: {} runs stopped by a failed write go on", ids.size());
       self->send(self, adopt_atom::value, ids);
     },
@@ -1315,7 +1353,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
         // The run's actor may be ahead of disk: drop it, so that the run reloads from disk (when
         // the worker offers the result again, or once the store writes again).
         if (!written) {
-          shared->stalled(run_id);
+          shared->stalled(run_id, run.address());
           caf::anon_send_exit(run, caf::exit_reason::user_shutdown);
         }
       },

@@ -160,7 +160,7 @@ private:
 
   class chunk_sink : public stream_sink, public std::enable_shared_from_this<chunk_sink> {
   public:
-    chunk_sink(std::shared_ptr<session> owner, std::size_t queue_max) : owner_(std::move(owner)), queue_max_(queue_max) {}
+    chunk_sink(const std::shared_ptr<session>& owner, std::size_t queue_max) : owner_(owner), queue_max_(queue_max) {}
 
     bool write(std::string text) override {
       std::unique_lock lock{mutex_};
@@ -176,7 +176,7 @@ private:
       if (writing_) return true;
       writing_ = true;
       lock.unlock();
-      asio::post(owner_->stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+      post_write();
       return true;
     }
 
@@ -187,7 +187,7 @@ private:
       if (writing_) return;  // the writer ends it after the queue
       writing_ = true;
       lock.unlock();
-      asio::post(owner_->stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+      post_write();
     }
 
     bool closed() const override {
@@ -216,18 +216,28 @@ private:
         queued_bytes_ = 0;
         callbacks.swap(callbacks_);
       }
-      asio::post(owner_->stream_.get_executor(), [owner = owner_] {
-        beast::error_code ec;
-        owner->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-        owner->stream_.socket().close(ec);
-      });
+      if (auto owner = owner_.lock())
+        asio::post(owner->stream_.get_executor(), [owner] {
+          beast::error_code ec;
+          owner->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+          owner->stream_.socket().close(ec);
+        });
       for (auto& c : callbacks)
         if (c) c();
     }
 
   private:
     // On the connection's strand: one chunk at a time.
+    // The connection is held only while something is being written: a sink its user keeps
+    // after the connection (or the whole server) is gone holds no Asio object past its end.
+    void post_write() {
+      auto owner = owner_.lock();
+      if (!owner) return ended();
+      asio::post(owner->stream_.get_executor(), [self = shared_from_this(), owner] { self->write_next(); });
+    }
     void write_next() {
+      auto owner = owner_.lock();
+      if (!owner) return ended();
       std::unique_lock lock{mutex_};
       if (closed_) return;
       if (queue_.empty()) {
@@ -236,7 +246,7 @@ private:
           return;
         }
         lock.unlock();
-        asio::async_write(owner_->stream_, http::make_chunk_last(), [self = shared_from_this()](beast::error_code, std::size_t) {
+        asio::async_write(owner->stream_, http::make_chunk_last(), [self = shared_from_this(), owner](beast::error_code, std::size_t) {
           self->ended();
         });
         return;
@@ -245,13 +255,13 @@ private:
       queue_.pop_front();
       queued_bytes_ -= text->size();
       lock.unlock();
-      asio::async_write(owner_->stream_, http::make_chunk(asio::buffer(*text)), [self = shared_from_this(), text](beast::error_code ec, std::size_t) {
+      asio::async_write(owner->stream_, http::make_chunk(asio::buffer(*text)), [self = shared_from_this(), owner, text](beast::error_code ec, std::size_t) {
         if (ec) return self->ended();
         self->write_next();
       });
     }
 
-    std::shared_ptr<session> owner_;
+    std::weak_ptr<session> owner_;
     std::size_t queue_max_;
     mutable std::mutex mutex_;
     std::deque<std::string> queue_;

@@ -308,6 +308,16 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     impairment.erase(p);
     impaired_until.erase(p);
   };
+  // As a supervisor (systemd) would: a node that stopped by itself (an orchestrator that found
+  // its runs taken over while it was paused stops) is started again.
+  std::size_t supervised = 0;
+  auto supervise = [&] {
+    for (const auto& [name, _] : c.servers_of)
+      if (!impairment.count(name) && !c.nodes[name].running()) {
+        c.start(name);
+        ++supervised;
+      }
+  };
   auto end = steady_ms() + seconds * 1000;
   const std::vector<std::string> processes = {"o1", "o2", "w1", "w2", "n0", "n1", "n2"};
   while (steady_ms() < end) {
@@ -317,6 +327,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
       auto p = (it++)->first;
       if (impaired_until[p] <= now) heal(p);
     }
+    supervise();
     if (model_fault_until && model_fault_until <= now) {
       c.model.set(model_service::fault::none);
       model_fault_until = 0;
@@ -361,15 +372,19 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   std::map<std::string, std::string> all;
   auto settle_deadline = steady_ms() + 240'000;
   std::vector<std::string> unfinished;
+  std::set<std::string> ended;
   while (true) {
+    supervise();
     {
       std::lock_guard lock{runs_mutex};
       all = runs;
     }
     unfinished.clear();
     for (const auto& [input, run] : all) {
-      auto status = c.show(run, 0).value("status", "");
-      if (status != "completed" && status != "failed" && status != "cancelled") unfinished.push_back(input + " " + run + " " + status);
+      if (ended.count(run)) continue;
+      auto status = steady_ms() > settle_deadline ? std::string("(not asked)") : c.show(run, 0).value("status", "");
+      if (status == "completed" || status == "failed" || status == "cancelled") ended.insert(run);
+      else unfinished.push_back(input + " " + run + " " + status);
     }
     if (unfinished.empty() || steady_ms() > settle_deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -378,8 +393,9 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   client.join();
   std::string fault_summary;
   for (const auto& [what, n] : fault_counts) fault_summary += (fault_summary.empty() ? "" : ", ") + std::to_string(n) + " " + what;
-  std::printf("chaos: seed %llu: %zu runs, %zu faults (%s); all ended %lld ms after the last was healed\n",
-              static_cast<unsigned long long>(seed), all.size(), faults.size(), fault_summary.c_str(),
+  std::printf("chaos: seed %llu: %zu runs, %zu faults (%s), %zu nodes that stopped by themselves started again; "
+              "all ended %lld ms after the last fault was healed\n",
+              static_cast<unsigned long long>(seed), all.size(), faults.size(), fault_summary.c_str(), supervised,
               static_cast<long long>(steady_ms() - heal_ms));
   std::fflush(stdout);
   INFO("seed " << seed);
@@ -422,7 +438,15 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   for (const auto& [step, times] : answered) {
     if (times.size() < 2) continue;
     ++repeated_model;
-    INFO("model step " << step << " answered " << times.size() << " times");
+    INFO("model step " << step << " answered " << times.size() << " times, at " << [&] {
+      std::string t;
+      for (auto at : times) t += std::to_string(at - heal_ms) + " ";
+      return t;
+    }() << "ms from the heal; faults: " << [&] {
+      std::string t;
+      for (const auto& f : faults) t += f.what + " " + f.target + " " + std::to_string(f.from_ms - heal_ms) + ".." + std::to_string((f.to_ms ? f.to_ms : heal_ms) - heal_ms) + "; ";
+      return t;
+    }());
     CHECK(worker_fault_between(times.front() - 1000, times.back()));
   }
   // 3. No command ran twice unless its worker died or was paused during it.
@@ -445,7 +469,12 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     INFO(input << " " << run);
     auto first = c.events(run, 0);
     REQUIRE(!first.empty());
-    for (std::size_t i = 0; i < first.size(); ++i) CHECK(first[i].first == i + 1);
+    std::string listed;
+    for (const auto& [seq, type] : first) listed += std::to_string(seq) + " " + type + ", ";
+    INFO("events: " << listed);
+    bool gapless = true;
+    for (std::size_t i = 0; i < first.size(); ++i) gapless = gapless && first[i].first == i + 1;
+    CHECK(gapless);
     CHECK(first.back().second == "run_completed");
     for (std::size_t s = 1; s < c.nats.size(); ++s) CHECK(c.events(run, s) == first);
   }
