@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes keel's parsers with libFuzzer (clang, AddressSanitizer and UndefinedBehaviorSanitizer):
-# the wire decoders, the replicated run log's entries, the config loader, the sandbox's matching
-# (globs, approval wildcards, grep's regular expressions), the model services' streams and
-# bodies. Each target starts from its committed corpus (tests/fuzz/corpus/<target>) and adds
+# the wire decoders and the MessagePack skipper, the replicated run log's entries, the config
+# loader, the sandbox's matching (globs, approval wildcards, grep's regular expressions) and its
+# path resolution (no escape from a workspace), the model services' streams (SSE) and bodies, the
+# gateway's reading of requests. Each target starts from its committed corpus (tests/fuzz/corpus/<target>) and adds
 # what it finds in build-fuzz/; a crash leaves its input in build-fuzz/ and fails the script.
 #   scripts/fuzz.sh [--seconds N] [target...]     (default: 30 s each, every target)
 set -euo pipefail
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config matching providers)
+[ ${#targets[@]} -gt 0 ] || targets=(wire transitions config matching paths providers gateway)
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)" >&2; exit 1; }
 mkdir -p build-fuzz
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -DMSGPACK_NO_BOOST)
@@ -26,8 +27,10 @@ sources_of() {
     transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
     config) echo "runtime/config.cpp runtime/ids.cpp runtime/result.cpp" ;;
     matching) echo "sandbox/matching.cpp runtime/result.cpp" ;;
+    paths) echo "sandbox/workspace.cpp runtime/result.cpp" ;;
+    gateway) echo "gateway/request.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
     providers) echo "llm/network_provider.cpp llm/conversation.cpp llm/http_client.cpp runtime/log.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    *) echo "fuzz: no target $1 (wire, transitions, config, matching, providers)" >&2; exit 2 ;;
+    *) echo "fuzz: no target $1 (wire, transitions, config, matching, paths, providers, gateway)" >&2; exit 2 ;;
   esac
 }
 libs_of() {
@@ -44,7 +47,7 @@ libs_of() {
 for t in "${targets[@]}"; do
   binary=build-fuzz/${t}_fuzz
   # shellcheck disable=SC2046
-  if [ ! -x "$binary" ] || [ -n "$(find tests/fuzz/${t}_fuzz.cpp $(sources_of "$t") runtime/*.hpp -newer "$binary" 2>/dev/null)" ]; then
+  if [ ! -x "$binary" ] || [ -n "$(find tests/fuzz/${t}_fuzz.cpp $(sources_of "$t") runtime/*.hpp sandbox/*.hpp gateway/*.hpp -newer "$binary" 2>/dev/null)" ]; then
     echo "fuzz: building $t"
     # shellcheck disable=SC2046
     clang++ "${flags[@]}" "tests/fuzz/${t}_fuzz.cpp" $(sources_of "$t") -o "$binary" $(libs_of "$t")

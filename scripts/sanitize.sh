@@ -3,8 +3,9 @@
 # start is the sanitized one). Any report fails the test that caused it.
 #   scripts/sanitize.sh address [ctest arguments]   AddressSanitizer + UndefinedBehaviorSanitizer
 #                                                   (leaks too), every test: build-asan/
-#   scripts/sanitize.sh thread [ctest arguments]    ThreadSanitizer, the actors, broker and
-#                                                   end-to-end tests: build-tsan/
+#   scripts/sanitize.sh thread [ctest arguments]    ThreadSanitizer, the actors and broker
+#                                                   tests (-L e2e_tests: the end-to-end ones,
+#                                                   every keel-node under it): build-tsan/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-}
@@ -16,9 +17,9 @@ case $kind in
 esac
 scripts/setup.sh --no-build
 # -O1: the sanitizers' own advice (fast enough, exact reports); line tables for the reports; no
-# benchmarks. Unity builds compile each target in a few large units: half the time on two cores.
+# benchmarks.
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DKEEL_SANITIZE="$kind" \
-  -DKEEL_BENCH=OFF -DCMAKE_UNITY_BUILD=ON -DKEEL_WERROR=OFF >/dev/null
+  -DKEEL_BENCH=OFF -DKEEL_WERROR=OFF >/dev/null
 ninja -C "$dir"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
@@ -27,6 +28,6 @@ export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
 jobs=$(nproc)
 cd "$dir"
 if [ "$kind" = thread ] && [ $# -eq 0 ]; then
-  set -- -L "actors_tests|broker_tests|e2e_tests"
+  set -- -L "actors_tests|broker_tests"
 fi
 ctest --output-on-failure -j"$jobs" --timeout 600 "$@"

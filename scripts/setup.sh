@@ -11,6 +11,8 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libcurl4-openssl-dev libcpp-httplib-dev catch2 bubblewrap curl
   libre2-dev libseccomp-dev
+  # scripts/fuzz.sh: clang with libFuzzer and its sanitizers
+  clang libclang-rt-14-dev
 )
 
 # The guide's demo program is JavaScript, and the dashboard's browser tests run on node: bring

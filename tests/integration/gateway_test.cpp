@@ -2,6 +2,7 @@
 // that stops reading is cut off (and heard of), one that leaves is heard of at once, and many
 // connections at once are served by a few threads.
 #include "gateway/http_server.hpp"
+#include "gateway/request.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <arpa/inet.h>
@@ -188,4 +189,24 @@ TEST_CASE("http server: malformed and oversized requests get errors, and the ser
   CHECK(status_of("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n").find("400") != std::string::npos);
   CHECK(status_of(std::string("GET /\0x HTTP/1.1\r\n\r\n", 20)).find("400") != std::string::npos);
   CHECK(status_of("GET / HTTP/1.1\r\nHost: x\r\n\r\n").find("200") != std::string::npos);  // still serving
+}
+
+TEST_CASE("http api: request reading on hostile input: an empty token, bad percent codes, bad counts", "[gateway]") {
+  using namespace keel::gateway;
+  // An empty expected token matches only an empty one (it divided by zero).
+  CHECK(same_secret("", ""));
+  CHECK_FALSE(same_secret("Bearer x", ""));
+  CHECK_FALSE(same_secret("", "Bearer x"));
+  CHECK(same_secret("Bearer x", "Bearer x"));
+  CHECK_FALSE(same_secret("Bearer y", "Bearer x"));
+  // Percent codes: a broken one stays as it is; a value never grows.
+  CHECK(decode_percent("a%2") == "a%2");
+  CHECK(decode_percent("%zz%41+") == "%zzA ");
+  auto t = parse_target("/api/v1/runs?limit=%31%30&x&=y&&after=-1");
+  CHECK(t.path == "/api/v1/runs");
+  CHECK(t.query["limit"] == "10");
+  CHECK(count_param(t, "limit", 5).value() == 10);
+  CHECK(count_param(t, "after", 0).error().code == keel::errc::invalid_argument);
+  CHECK(count_param(parse_target("/?limit=99999999999999999999"), "limit", 0).error().code == keel::errc::invalid_argument);
+  CHECK(parts_of("/a//b/").size() == 3);
 }
