@@ -247,11 +247,12 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   std::mutex runs_mutex;
   std::map<std::string, std::string> runs;  // input -> run id
   std::set<std::string> approved;           // "run/step"
-  std::atomic<bool> invoking{true}, client_stop{false};
+  std::atomic<bool> invoking{true}, client_stop{false}, mid_invoke{false};
   std::atomic<int> next{0};
   std::thread client([&] {
     std::mt19937_64 client_random(seed + 1);
     while (!client_stop) {
+      mid_invoke = true;
       if (invoking) {
         int n = next++;
         auto input = "chaos-" + std::to_string(n);
@@ -266,6 +267,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
         }
       }
+      mid_invoke = false;
       std::vector<std::string> ops;
       {
         std::lock_guard lock{runs_mutex};
@@ -373,6 +375,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   }
   // Healed: everything back, no new runs; every run must end.
   invoking = false;
+  while (mid_invoke) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the last invoke is counted
   while (!impaired_until.empty()) heal(impaired_until.begin()->first);
   c.model.set(model_service::fault::none);
   auto heal_ms = steady_ms();
