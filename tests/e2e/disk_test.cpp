@@ -100,15 +100,18 @@ cluster_options on(const small_disk& disk) {
   return o;
 }
 
+// Whether the test can go on: a tmpfs needs root to be mounted (elsewhere the test says so).
+bool usable(const small_disk& disk) {
+  if (!disk.mounted()) WARN("a tmpfs cannot be mounted here (root is needed): " << disk.why());
+  return disk.mounted();
+}
+
 } // namespace
 
 TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, loses nothing acknowledged, and goes on once space is freed",
           "[e2e][disk]") {
   small_disk disk(32);
-  if (!disk.mounted()) {
-    WARN("a tmpfs cannot be mounted here (root is needed): " << disk.why());
-    return;
-  }
+  if (!usable(disk)) return;
   cluster c(agents, scripts, on(disk));
   // Inputs of 100 KB (that do not compress) fill the disk down to the reserve within a few
   // hundred runs.
@@ -189,10 +192,7 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
 TEST_CASE("disk full: a step in flight when the disk fills is kept and goes on by itself once space is freed, its command run once",
           "[e2e][disk]") {
   small_disk disk(32);
-  if (!disk.mounted()) {
-    WARN("a tmpfs cannot be mounted here (root is needed): " << disk.why());
-    return;
-  }
+  if (!usable(disk)) return;
   cluster c(agents, scripts, on(disk));
   std::vector<std::string> runs;
   for (int i = 0; i < 5; ++i) runs.push_back(c.invoke("sleeper", "go " + std::to_string(i)));
