@@ -901,9 +901,6 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
                                                       "'; this node has: " + (known.empty() ? "none" : known));
         return;
       }
-      // A full disk takes no new run (the runs there are go on, within the reserve).
-      if (auto admitted = shared->store.admits_new_run(); !admitted)
-        return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
       std::string key;
       std::string id;
       if (!invoke.idempotency_key.empty()) {
@@ -921,13 +918,15 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           auto stored_run = shared->store.get(run, false);
           return stored_run && !*stored_run;
         };
+        // (A key found in this node's store was written with its run: that run is there.)
         std::optional<std::string> existing;
+        bool from_memory = false;
         if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
-          existing = it->second;
+          existing = it->second, from_memory = true;
         else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
                  stored && *stored)
           existing = **stored;
-        if (existing && never_stored(*existing)) {
+        if (existing && from_memory && never_stored(*existing)) {
           id = *existing;
           existing.reset();
         } else if (!existing) {
@@ -948,6 +947,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           return;
         }
       }
+      // A full disk takes no new run (the runs there go on, within the reserve); an invoke whose
+      // key names a run already made is answered above all the same.
+      if (auto admitted = shared->store.admits_new_run(); !admitted)
+        return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
       if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
       if (!key.empty()) {
         self->state.idempotency[key] = id;

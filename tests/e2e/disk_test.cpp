@@ -122,6 +122,9 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
     ch = static_cast<char>('a' + x % 26);
   }
   std::vector<std::string> acknowledged;
+  // One made with an idempotency key, asked for again once the disk is full.
+  auto keyed = c.keel({"invoke", "sleeper", "first", "--idempotency-key", "k1"});
+  REQUIRE(keyed.exit_code == 0);
   command_output refused;
   for (int i = 0; i < 400; ++i) {
     auto r = c.keel({"invoke", "coder", big + std::to_string(i)});
@@ -145,6 +148,14 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
   auto again = c.keel({"invoke", "sleeper", "go"});
   CHECK(again.exit_code != 0);
   CHECK(again.err.find("disk full") != std::string::npos);
+  // A repeated invoke makes nothing: it gets its run, full disk or not; a new key is refused.
+  auto repeated = c.keel({"invoke", "sleeper", "first", "--idempotency-key", "k1"});
+  INFO(repeated.err);
+  CHECK(repeated.exit_code == 0);
+  CHECK(repeated.out == keyed.out);
+  auto fresh_key = c.keel({"invoke", "sleeper", "second", "--idempotency-key", "k2"});
+  CHECK(fresh_key.exit_code != 0);
+  CHECK(fresh_key.err.find("disk full") != std::string::npos);
 
   // Reads go on: every acknowledged run is there and comes to wait for its approval.
   for (const auto& id : acknowledged) c.await_status(id, "suspended", 30'000);
@@ -173,6 +184,12 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
     return r.exit_code == 0;
   };
   REQUIRE_EVENTUALLY(20'000, invoke_again());
+  // The key refused while the disk was full makes its run now, once.
+  auto k2 = c.keel({"invoke", "sleeper", "second", "--idempotency-key", "k2"});
+  INFO(k2.err);
+  REQUIRE(k2.exit_code == 0);
+  CHECK(c.keel({"invoke", "sleeper", "second", "--idempotency-key", "k2"}).out == k2.out);
+  c.await_status(k2.out.substr(0, k2.out.size() - 1), "completed", 30'000);
   for (const auto& id : acknowledged) {
     auto step = c.await_suspend(id);
     auto approved = c.keel({"approve", id, step});
