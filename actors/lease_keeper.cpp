@@ -46,9 +46,10 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     }
     if (!current) return current.error();
     if (!*current) {
+      auto sent = steady_ms();
       auto made = bucket.create(me, encode(me, 1));
       if (made) {
-        k->held_[me] = {1, *made};
+        k->held_[me] = {1, *made, k->valid_until(sent)};
         break;
       }
       if (made.error().code != errc::conflict && steady_ms() < deadline) continue;
@@ -60,9 +61,10 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     if (lease->first != me)
       return make_error(errc::conflict, "the runs of node " + me + " were taken over by " + lease->first +
                                           " (epoch " + std::to_string(lease->second) + ")");
+    auto sent = steady_ms();
     auto renewed = bucket.update(me, encode(me, lease->second + 1), (*current)->revision);
     if (renewed) {
-      k->held_[me] = {lease->second + 1, *renewed};
+      k->held_[me] = {lease->second + 1, *renewed, k->valid_until(sent)};
       break;
     }
     if (renewed.error().code != errc::conflict && steady_ms() < deadline) continue;
@@ -77,8 +79,9 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     if (!current || !*current) continue;
     auto lease = decode((*current)->value);
     if (!lease || lease->first != me) continue;
+    auto sent = steady_ms();
     auto renewed = bucket.update(key, encode(me, lease->second + 1), (*current)->revision);
-    if (renewed) k->held_[key] = {lease->second + 1, *renewed};
+    if (renewed) k->held_[key] = {lease->second + 1, *renewed, k->valid_until(sent)};
   }
   k->thread_ = std::thread([raw = k.get()] {
     pthread_setname_np(pthread_self(), "keel lease");
@@ -113,6 +116,12 @@ std::vector<std::string> lease_keeper::domains() const {
   return out;
 }
 
+bool lease_keeper::valid(const std::string& domain, std::int64_t now_ms) const {
+  std::lock_guard lock{mutex_};
+  auto it = held_.find(domain);
+  return it != held_.end() && now_ms < it->second.valid_until_ms;
+}
+
 std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
   std::lock_guard lock{mutex_};
   auto it = held_.find(domain);
@@ -126,8 +135,15 @@ void lease_keeper::loop() {
       std::unique_lock lock{mutex_};
       if (wake_.wait_for(lock, every, [this] { return stopping_; })) return;
     }
+    auto round = steady_ms();
     renew();
+    auto renewed = steady_ms();
     watch();
+    auto watched = steady_ms();
+    // A slow round leaves this node's leases close to lapsing (its writes stop counting).
+    if (watched - round > lease_ms_ / 2)
+      logger()->warn("renewing and watching the leases took {} ms ({} ms renewing, {} ms watching; a lease lasts {} ms)",
+                     watched - round, renewed - round, watched - renewed, lease_ms_);
   }
 }
 
@@ -138,10 +154,14 @@ void lease_keeper::renew() {
     now = held_;
   }
   for (const auto& [domain, lease] : now) {
+    auto sent = steady_ms();
     auto renewed = bucket_.update(domain, encode(me_, lease.epoch), lease.revision);
     if (renewed) {
       std::lock_guard lock{mutex_};
-      if (auto it = held_.find(domain); it != held_.end()) it->second.revision = *renewed;
+      if (auto it = held_.find(domain); it != held_.end()) {
+        it->second.revision = *renewed;
+        it->second.valid_until_ms = valid_until(sent);
+      }
       continue;
     }
     if (renewed.error().code != errc::conflict) {
@@ -189,6 +209,7 @@ void lease_keeper::watch() {
     // Unchanged for a whole lease: its holder is gone. One of the orchestrators that see it
     // wins this write; the others are refused.
     auto epoch = lease->second + 1;
+    auto sent = steady_ms();
     auto claimed = bucket_.update(key, encode(me_, epoch), (*current)->revision);
     if (!claimed) {
       seen.since_ms = now;
@@ -198,7 +219,7 @@ void lease_keeper::watch() {
                    key, lease->first, now - seen.since_ms, epoch);
     {
       std::lock_guard lock{mutex_};
-      held_[key] = {epoch, *claimed};
+      held_[key] = {epoch, *claimed, valid_until(sent)};
     }
     seen_.erase(key);
     if (on_.take_over) {

@@ -37,6 +37,12 @@ public:
   lease_keeper& operator=(const lease_keeper&) = delete;
 
   bool holds(const std::string& domain) const;
+  // Whether the lease on `domain` is certainly still this node's at steady time `now_ms`: held,
+  // and its last renewal was sent less than a lease ago (less a margin). Another orchestrator
+  // takes a lease over only after seeing it unchanged for a whole lease from the moment it saw
+  // the renewal, so a write the broker confirmed while this holds landed before any takeover
+  // read the log. A node acknowledges a write only if this held once it was confirmed.
+  bool valid(const std::string& domain, std::int64_t now_ms) const;
   std::vector<std::string> domains() const;  // every domain held
   std::uint64_t epoch_of(const std::string& domain) const;  // 0 when not held
   void stop();
@@ -54,7 +60,9 @@ private:
   struct held_lease {
     std::uint64_t epoch = 0;
     std::uint64_t revision = 0;
+    std::int64_t valid_until_ms = 0;  // steady time; see valid()
   };
+  std::int64_t valid_until(std::int64_t sent_ms) const { return sent_ms + lease_ms_ - lease_ms_ / 10; }
   struct seen_lease {
     std::uint64_t revision = 0;
     std::int64_t since_ms = 0;  // steady time the revision was first seen

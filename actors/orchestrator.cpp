@@ -127,6 +127,8 @@ struct shared_state {
   // completed or was cancelled, its log cut to one entry (its final state and whole history),
   // off the run's way, on the log's own thread.
   std::unique_ptr<thread_pool> log_pool;
+  // Asks other orchestrators whether a run exists (off the orchestrator actor's way).
+  std::unique_ptr<thread_pool> ask_pool;
   void left_memory(const std::string& run) {
     if (!log_pool) return;
     log_pool->submit([this, run] {
@@ -303,6 +305,20 @@ struct shared_state {
         }
         if (outcome) outcome = make_error(seq.error().code, "the run log: " + seq.error().message);
       }
+      // Confirmed, but acknowledged only while the lease on the run's domain certainly held when
+      // the confirmation came: a node paused past its lease may have written after another took
+      // its runs over and read the log (a new run's first entry has nothing to be fenced by).
+      // Not acknowledged, the write is asked again (an idempotency key finds its run).
+      if (outcome && leases) {
+        auto now = steady_ms();
+        for (const auto& w : *waiting) {
+          std::string domain(run_id{w.run}.owner());
+          if (leases->valid(domain, now)) continue;
+          outcome = make_error(errc::unavailable, "the lease on the runs of " + domain +
+                                                    " was not renewed in time for this write to count");
+          break;
+        }
+      }
       return outcome;
     });
   }
@@ -421,6 +437,27 @@ struct shared_state {
       it = stalled_runs.erase(it);
     }
     return out;
+  }
+  // New runs whose first write is not yet confirmed (and counted: see lease_keeper::valid).
+  // Until it is, an invoke naming the run by its idempotency key is told to ask again rather
+  // than given an id that may name a run no orchestrator will ever serve.
+  std::mutex uncounted_mutex;
+  std::unordered_set<std::string> uncounted;  // guarded by uncounted_mutex
+  std::atomic<std::size_t> uncounted_size{0};
+  void creating(const std::string& run_id) {
+    std::lock_guard lock{uncounted_mutex};
+    uncounted.insert(run_id);
+    uncounted_size = uncounted.size();
+  }
+  void counted(const std::string& run_id) {
+    if (uncounted_size.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard lock{uncounted_mutex};
+    uncounted.erase(run_id);
+    uncounted_size = uncounted.size();
+  }
+  bool is_counted(const std::string& run_id) {
+    std::lock_guard lock{uncounted_mutex};
+    return !uncounted.count(run_id);
   }
   bool any_stalled() {
     std::lock_guard lock{stalled_mutex};
@@ -656,6 +693,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
         caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
         return;
       }
+      shared->counted(run_id);
       // Events before the task they announce: a watcher sees "step started" before the text
       // the step streams (on one server, the order of publishing is the order of delivery).
       step_trace::mark(step_trace::publishing);
@@ -940,10 +978,33 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           if (claimed->written || never_stored(claimed->value)) id = claimed->value;
           else existing = claimed->value;
         }
+        if (existing && shared->leases && !shared->serves(run_id{*existing}.owner())) {
+          // Another orchestrator's run: named by the key, but made only if that orchestrator
+          // wrote it before it stopped or was paused. Its id is given once whoever serves its runs
+          // says it has it; otherwise the invoke is asked again (and whoever serves them makes it).
+          std::weak_ptr<shared_state> weak = shared;
+          shared->ask_pool->submit([weak, reply, run = *existing] {
+            auto s = weak.lock();
+            if (!s) return;
+            auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
+                                           wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
+            auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
+            if (v && v->is_object() && v->value("type", std::string{}) == "run")
+              return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
+            s->reply_error(reply, errc::unavailable,
+                           "the idempotency key names run " + run + ", which its orchestrator has not confirmed yet: ask again");
+          });
+          return;
+        }
         if (existing) {
           auto bytes = wire::encode(wire::invoke_reply{*existing, false});
           auto& lane = shared->lane_of(*existing);
-          lane.writer->after_pending([shared, &lane, reply, bytes](const result<void>&) { lane.publish(reply, bytes); });
+          lane.writer->after_pending([shared, &lane, reply, bytes, run = *existing](const result<void>&) {
+            if (!shared->is_counted(run))
+              return shared->reply_error(reply, errc::unavailable,
+                                         "run " + run + " is being created (its first write is not confirmed yet): ask again");
+            lane.publish(reply, bytes);
+          });
           return;
         }
       }
@@ -952,11 +1013,17 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       if (auto admitted = shared->store.admits_new_run(); !admitted)
         return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
       if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
+      // A node whose lease lapsed (paused, or the lease bucket out of reach) makes no run: its
+      // first write could not count. (A key claimed for it is taken up by the next invoke.)
+      if (std::string domain(run_id{id}.owner()); shared->leases && !shared->leases->valid(domain, steady_ms()))
+        return shared->reply_error(reply, errc::unavailable,
+                                   "node " + shared->node_id + " is renewing its lease on the runs of " + domain + ": ask again");
       if (!key.empty()) {
         self->state.idempotency[key] = id;
         self->state.key_of_run[id] = key;
       }
       logger()->info("run {} created for agent {}", id, invoke.agent);
+      shared->creating(id);
       if (shared->leases) shared->log_seq_known(id, 0);  // a new run: nothing in the log yet
       spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, false, reply);
     },
@@ -1226,6 +1293,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     shared->lease_bucket = std::move(*bucket);
     shared->log_pool = std::make_unique<thread_pool>(1, [](const char* what) { logger()->error("the run log's thread: {}", what); },
                                                      "keel log");
+    shared->ask_pool = std::make_unique<thread_pool>(2, [](const char* what) { logger()->error("a run's lookup: {}", what); },
+                                                     "keel ask");
     lease_keeper::hooks hooks;
     auto actor = state->actor;
     hooks.take_over = [weak, actor](const std::string& domain, std::uint64_t epoch) {
@@ -1443,6 +1512,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     if (!owned(run, m.reply)) return;
     if (auto body = wire::open_request(m.data, "get_run", shared->limits); !body)
       return shared->reply_error(m.reply, body.error().code, body.error().message);
+    if (!shared->is_counted(run))
+      return shared->reply_error(m.reply, errc::unavailable, "run " + run + " is being created: ask again");
     auto record = shared->store.get(run, false);
     if (!record) return shared->reply_error(m.reply, record.error().code, record.error().message);
     if (!*record) return shared->reply_error(m.reply, errc::not_found, "no run " + run);
@@ -1528,6 +1599,7 @@ void orchestrator::stop() {
 void orchestrator::flush() {
   for (auto& lane : impl_->shared->lanes) lane.writer->stop();
   if (impl_->shared->log_pool) impl_->shared->log_pool->stop(2000);
+  if (impl_->shared->ask_pool) impl_->shared->ask_pool->stop(3000);
   impl_->shared->publisher->stop();
 }
 

@@ -410,13 +410,17 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
               static_cast<long long>(steady_ms() - heal_ms));
   std::fflush(stdout);
   INFO("seed " << seed);
-  if (!unfinished.empty()) {
-    // The whole story kept for a look: every process's log and data.
-    auto kept = "/tmp/keel-chaos-" + std::to_string(seed);
-    run_command({"rm", "-rf", kept});
-    run_command({"cp", "-r", c.dir.path(), kept});
-    std::printf("chaos: %zu runs did not end; logs and data kept in %s\n", unfinished.size(), kept.c_str());
-  }
+  // The whole story kept for a look (every process's log and data) until every invariant held.
+  auto kept = "/tmp/keel-chaos-" + std::to_string(seed);
+  run_command({"rm", "-rf", kept});
+  run_command({"cp", "-r", c.dir.path(), kept});
+  std::size_t broken = 0;  // invariants that did not hold
+#define CHAOS_CHECK(...)               \
+  do {                                 \
+    if (!(__VA_ARGS__)) ++broken;      \
+    CHECK(__VA_ARGS__);                \
+  } while (0)
+  if (!unfinished.empty()) std::printf("chaos: %zu runs did not end; logs and data kept in %s\n", unfinished.size(), kept.c_str());
   {
     INFO("runs that did not end:\n" << [&] { std::string s; for (const auto& u : unfinished) s += u + "\n"; return s; }() << c.logs());
     REQUIRE(unfinished.empty());
@@ -434,8 +438,8 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   for (const auto& [input, run] : all) {
     auto shown = c.show(run, 0);
     INFO(input << " " << run << ": " << shown.dump().substr(0, 2000));
-    CHECK(shown.value("status", "") == "completed");
-    CHECK(shown.value("output", "") == "done " + input);
+    CHAOS_CHECK(shown.value("status", "") == "completed");
+    CHAOS_CHECK(shown.value("output", "") == "done " + input);
   }
   // 2. No model call repeated for a step whose answer was recorded (answered 200), unless a
   // worker died or was paused during it.
@@ -449,7 +453,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   for (const auto& [step, times] : answered) {
     if (times.size() < 2) continue;
     ++repeated_model;
-    INFO("model step " << step << " answered " << times.size() << " times, at " << [&] {
+    INFO("model step " << step << " (run " << [&] { for (const auto& [input, run] : all) if (step.rfind(input + " ", 0) == 0) return run; return std::string(); }() << ") answered " << times.size() << " times, at " << [&] {
       std::string t;
       for (auto at : times) t += std::to_string(at - heal_ms) + " ";
       return t;
@@ -458,7 +462,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
       for (const auto& f : faults) t += f.what + " " + f.target + " " + std::to_string(f.from_ms - heal_ms) + ".." + std::to_string((f.to_ms ? f.to_ms : heal_ms) - heal_ms) + "; ";
       return t;
     }());
-    CHECK(worker_fault_between(times.front() - 1000, times.back()));
+    CHAOS_CHECK(worker_fault_between(times.front() - 1000, times.back()));
   }
   // 3. No command ran twice unless its worker died or was paused during it.
   std::map<std::string, std::vector<std::int64_t>> ran;
@@ -472,9 +476,9 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     ++repeated_commands;
     INFO("command of " << task << " ran " << times.size() << " times");
     // The times are wall clock (date); faults are on the steady clock: compare by distance.
-    CHECK(worker_fault_between(steady_ms() - (wall_ms() - times.front()) - 1000, steady_ms() - (wall_ms() - times.back())));
+    CHAOS_CHECK(worker_fault_between(steady_ms() - (wall_ms() - times.front()) - 1000, steady_ms() - (wall_ms() - times.back())));
   }
-  CHECK(ran.size() == all.size());
+  CHAOS_CHECK(ran.size() == all.size());
   // 4. Every run's events are gapless and in order, and the same through every nats-server.
   for (const auto& [input, run] : all) {
     INFO(input << " " << run);
@@ -485,10 +489,15 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     INFO("events: " << listed);
     bool gapless = true;
     for (std::size_t i = 0; i < first.size(); ++i) gapless = gapless && first[i].first == i + 1;
-    CHECK(gapless);
-    CHECK(first.back().second == "run_completed");
-    for (std::size_t s = 1; s < c.nats.size(); ++s) CHECK(c.events(run, s) == first);
+    CHAOS_CHECK(gapless);
+    CHAOS_CHECK(first.back().second == "run_completed");
+    for (std::size_t s = 1; s < c.nats.size(); ++s) CHAOS_CHECK(c.events(run, s) == first);
   }
+  if (broken) {
+    std::printf("chaos: %zu invariants did not hold; logs and data kept in %s\n", broken, kept.c_str());
+    return;
+  }
+  run_command({"rm", "-rf", kept});
   std::printf("chaos: seed %llu: %zu model calls (%zu steps answered twice, each while a worker was down), "
               "%zu commands (%zu ran twice, each while a worker was down); every invariant held\n",
               static_cast<unsigned long long>(seed), model_calls, repeated_model, ran.size(), repeated_commands);

@@ -3,6 +3,8 @@
 // the gateway while a worker and a nats-server are killed; every run completes, each tool call
 // runs once unless its worker died during it, and every node lists every run.
 #include "broker/connection.hpp"
+#include "broker/key_value.hpp"
+#include "broker/work_queue.hpp"
 #include "broker/run_log.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
@@ -666,6 +668,14 @@ struct failover_cluster : multi_node {
     REQUIRE(made.ok());
     return made->run_id;
   }
+  // An invoke with an idempotency key, sent to one orchestrator (`node`) or to any (empty).
+  result<wire::invoke_reply> invoke_key(const std::string& node, const std::string& agent, const std::string& input,
+                                        const std::string& key, std::size_t server) {
+    auto subject = node.empty() ? std::string("keel.default.invoke") : "keel.default.nodes." + node + ".invoke";
+    auto reply = clients.at(server)->request(subject, wire::encode(wire::invoke_request{agent, input, key, ""}), 10'000);
+    if (!reply) return reply.error();
+    return wire::decode<wire::invoke_reply>(reply->data);
+  }
   // The run as its owner (whoever serves it now) shows it; empty when nobody answers.
   json show(const std::string& run, std::size_t server) {
     auto reply = clients.at(server)->request("keel.default.runs." + run + ".get", wire::pack(wire::value{{"v", 1}, {"type", "get_run"}}), 1000);
@@ -835,4 +845,118 @@ TEST_CASE("failover: an owner paused past its lease loses its runs, its late wri
   for (const auto& run : all) CHECK(c.show(run, 0).value("status", "") == "completed");
   auto fresh = c.invoke_on("o2", "auto", "after", 0);
   REQUIRE_EVENTUALLY(30'000, c.show(fresh, 0).value("status", "") == "completed");
+}
+
+TEST_CASE("failover: an idempotency key naming a run its orchestrator never made is answered with that id only once the run exists",
+          "[e2e][integration][cluster][failover]") {
+  failover_cluster c;
+  c.start_all();
+  auto js = broker::jetstream::open(c.clients.at(0));
+  REQUIRE(js.ok());
+  auto keys = broker::key_value::open(**js, {"KEEL_KEYS_keel_default", 1, 0});
+  REQUIRE(keys.ok());
+  // Keys claimed as an orchestrator claims one before it writes the run, whose write never
+  // came (it was killed, or paused past its lease, in between): one for o1, which is up; one
+  // for an orchestrator nobody serves.
+  auto unmade = make_run_id(node_id{"o1"}).value;
+  auto orphan = make_run_id(node_id{"o9"}).value;
+  REQUIRE((*keys)->create_if_absent(broker::key_of("auto", "claimed-by-o1"), unmade)->written);
+  REQUIRE((*keys)->create_if_absent(broker::key_of("auto", "claimed-by-o9"), orphan)->written);
+  // The orchestrators that do not serve o1's runs do not hand out its id: ask again.
+  for (const char* node : {"o2", "o3"}) {
+    auto r = c.invoke_key(node, "auto", "claimed", "claimed-by-o1", 1);
+    INFO(node << ": " << (r ? r->run_id : r.error().message));
+    REQUIRE(!r);
+    CHECK(r.error().message.find("ask again") != std::string::npos);
+  }
+  // Nobody serves o9's runs: never an id, whoever is asked.
+  for (const char* node : {"o1", "o2", "o3"}) {
+    auto r = c.invoke_key(node, "auto", "orphan", "claimed-by-o9", 2);
+    INFO(node << ": " << (r ? r->run_id : r.error().message));
+    REQUIRE(!r);
+    CHECK(r.error().message.find("ask again") != std::string::npos);
+  }
+  // o1 serves its own runs: it makes the run, under the id the key names.
+  auto made = c.invoke_key("o1", "auto", "claimed", "claimed-by-o1", 0);
+  REQUIRE(made.ok());
+  CHECK(made->run_id == unmade);
+  c.await_completed(unmade);
+  // From then on every orchestrator answers with it, and makes no other.
+  for (const char* node : {"o1", "o2", "o3", ""}) {
+    auto r = c.invoke_key(node, "auto", "claimed", "claimed-by-o1", 1);
+    INFO(node);
+    REQUIRE(r.ok());
+    CHECK(r->run_id == unmade);
+    CHECK(!r->created);
+  }
+  std::size_t steps = 0;
+  for (const auto& [step, n] : count_lines(read_file(c.dir.file("model-calls.log")))) {
+    CHECK(n == 1);
+    if (step.find(unmade) != std::string::npos) ++steps;
+  }
+  CHECK(steps == 2);
+}
+
+TEST_CASE("failover: invokes queued at an owner paused past its lease are not acknowledged for runs nobody will serve: each key ends in one run that completes",
+          "[e2e][integration][cluster][failover]") {
+  failover_cluster c;
+  c.start_all();
+  c.nodes["o1"].signal(SIGSTOP);
+  // Invokes sent to o1 while it is paused wait in its connection; it reads them when it wakes,
+  // after another orchestrator took its runs over.
+  std::mutex answers_mutex;
+  std::map<std::string, std::string> answers;  // key -> the run id o1 gave, or "error: ..."
+  auto inbox = c.clients.at(0)->subscribe("queued.answers.>", "", [&](broker::message&& m) {
+    auto made = wire::decode<wire::invoke_reply>(m.data);
+    std::lock_guard lock{answers_mutex};
+    answers[m.subject.substr(std::string("queued.answers.").size())] = made ? made->run_id : "error: " + made.error().message;
+  });
+  REQUIRE(inbox.ok());
+  constexpr int queued = 12;
+  for (int i = 0; i < queued; ++i) {
+    auto key = "queued-" + std::to_string(i);
+    REQUIRE(c.clients.at(0)->publish("keel.default.nodes.o1.invoke", "queued.answers." + key,
+                                     wire::encode(wire::invoke_request{"auto", "queued " + std::to_string(i), key, ""})).ok());
+  }
+  REQUIRE(c.clients.at(0)->flush(5000).ok());
+  auto taken = [&] {
+    return read_file(c.dir.file("o2.err")).find("took over the runs of o1") != std::string::npos ||
+           read_file(c.dir.file("o3.err")).find("took over the runs of o1") != std::string::npos;
+  };
+  REQUIRE_EVENTUALLY(30'000, taken());
+  c.nodes["o1"].signal(SIGCONT);
+  INFO(c.logs());
+  REQUIRE(c.nodes["o1"].wait(20'000).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::map<std::string, std::string> from_o1;
+  {
+    std::lock_guard lock{answers_mutex};
+    from_o1 = answers;
+  }
+  // Each key, asked again of any orchestrator, ends in one run that completes; an id o1 gave
+  // before it stopped is that run.
+  std::size_t acknowledged_by_o1 = 0;
+  for (int i = 0; i < queued; ++i) {
+    auto key = "queued-" + std::to_string(i);
+    result<wire::invoke_reply> made = make_error(errc::unavailable, "not asked");
+    for (auto deadline = steady_ms() + 30'000; steady_ms() < deadline;) {
+      made = c.invoke_key("", "auto", "queued " + std::to_string(i), key, static_cast<std::size_t>(i % 3));
+      if (made) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    INFO(key << ": " << (made ? made->run_id : made.error().message) << "; o1 answered: " << from_o1[key]);
+    REQUIRE(made.ok());
+    c.await_completed(made->run_id);
+    if (from_o1.count(key) && from_o1[key].rfind("error: ", 0) != 0) {
+      ++acknowledged_by_o1;
+      CHECK(from_o1[key] == made->run_id);
+    }
+  }
+  std::printf("failover: of %d invokes queued at a paused owner, %zu were acknowledged by it, %zu refused, %zu unanswered\n",
+              queued, acknowledged_by_o1, from_o1.size() - acknowledged_by_o1, queued - from_o1.size());
+  for (const auto& [step, n] : count_lines(read_file(c.dir.file("model-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+  CHECK(count_lines(read_file(c.dir.file("model-calls.log"))).size() == 2 * queued);
 }

@@ -20,6 +20,10 @@ struct fake_service::impl {
 fake_service::fake_service(handler h) : impl_(std::make_unique<impl>()) {
   impl_->on_request = std::move(h);
   auto* state = impl_.get();
+  // As a model service does, many requests at once: one that hangs holds no other back (with
+  // httplib's default of 8 threads, eight hanging requests would delay every other one, which
+  // its caller would have given up on by the time it is answered).
+  state->server.new_task_queue = [] { return new httplib::ThreadPool(64); };
   state->server.Post(R"(/.*)", [state](const httplib::Request& req, httplib::Response& res) {
     fake_request r;
     r.path = req.path;
