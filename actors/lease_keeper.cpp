@@ -116,6 +116,18 @@ std::vector<std::string> lease_keeper::domains() const {
   return out;
 }
 
+void lease_keeper::take_over_again() {
+  if (!on_.take_over) return;
+  std::lock_guard lock{mutex_};
+  for (const auto& [domain, lease] : held_) {
+    if (domain == me_) continue;
+    takeovers_.emplace_back([this, domain = domain, epoch = lease.epoch] {
+      pthread_setname_np(pthread_self(), "keel takeover");
+      on_.take_over(domain, epoch);
+    });
+  }
+}
+
 bool lease_keeper::valid(const std::string& domain, std::int64_t now_ms) const {
   std::lock_guard lock{mutex_};
   auto it = held_.find(domain);
@@ -167,6 +179,18 @@ void lease_keeper::renew() {
     if (renewed.error().code != errc::conflict) {
       logger()->warn("the lease on the runs of {} was not renewed: {}", domain, renewed.error().message);
       continue;
+    }
+    // Refused: the key moved on. A renewal that timed out may have been written all the same
+    // (then the key holds this lease as it was, at a newer revision): still ours.
+    if (auto current = bucket_.get_entry(domain); current && *current) {
+      if (auto value = decode((*current)->value); value && value->first == me_ && value->second == lease.epoch) {
+        std::lock_guard lock{mutex_};
+        if (auto it = held_.find(domain); it != held_.end()) it->second.revision = (*current)->revision;
+        continue;
+      }
+    } else if (!current) {
+      logger()->warn("the lease on the runs of {} was refused and cannot be read: {}", domain, current.error().message);
+      continue;  // asked again at the next renewal
     }
     {
       std::lock_guard lock{mutex_};

@@ -36,6 +36,10 @@ public:
   lease_keeper(const lease_keeper&) = delete;
   lease_keeper& operator=(const lease_keeper&) = delete;
 
+  // Takes over again, each on a thread of its own, every other node's domain held again at
+  // start: a takeover cut short by this node's stop is done whole (read, fence, serve).
+  void take_over_again();
+
   bool holds(const std::string& domain) const;
   // Whether the lease on `domain` is certainly still this node's at steady time `now_ms`: held,
   // and its last renewal was sent less than a lease ago (less a margin). Another orchestrator

@@ -139,10 +139,13 @@ struct shared_state {
                                             (*record)->status == store::run_status::cancelled);
       if (finished) {
         // Its last entry becomes its whole history (final record and every event), so that an
-        // orchestrator that takes its runs over serves the same history; then the rest goes.
+        // orchestrator that takes its runs over serves the same history; then what came before
+        // goes. Only by a node that still holds the run's lease, appending where its own last
+        // entry is: a node that lost the run (its final write stored here but refused by the
+        // log) must not cut the log of the run as its new owner has it.
         auto whole = whole_history(run, **record);
         if (!whole) logger()->debug("run {}: its log was not cut: {}", run, whole.error().message);
-        else if (auto r = lane_of(run).log->purge(log_subject(run), 1); !r)
+        else if (auto r = lane_of(run).log->purge_before(log_subject(run), *whole); !r)
           logger()->debug("run {}: its log was not cut: {}", run, r.error().message);
       }
       // Its position is dropped unless the run came back into memory meanwhile.
@@ -151,23 +154,30 @@ struct shared_state {
       if (!log_unconfirmed.count(run) && !settling.count(run)) log_seq.erase(run);
     });
   }
-  // Appends the run's final record with all its events, where its last entry is.
-  result<void> whole_history(const std::string& run, const store::run_record& record) {
+  // Appends the run's final record with all its events after its last entry as this node wrote
+  // it: the sequence of the new entry. Refused (conflict) when another wrote since.
+  result<std::uint64_t> whole_history(const std::string& run, const store::run_record& record) {
+    std::string domain(run_id{run}.owner());
+    if (!serves(domain) || !leases->valid(domain, steady_ms()))
+      return make_error(errc::conflict, "this node does not hold the lease on the runs of " + domain);
+    std::optional<std::uint64_t> known;
+    {
+      std::lock_guard lock{log_mutex};
+      if (auto it = log_seq.find(run); it != log_seq.end() && it->second > 0) known = it->second;
+    }
+    if (!known) return make_error(errc::not_found, "where its last entry is, is not known here");
     auto events = store.events(run);
     if (!events) return events.error();
     store::run_transition whole;
     whole.record = record;
     whole.events = std::move(*events);
     auto& log = *lane_of(run).log;
-    auto subject = log_subject(run);
-    auto last = log.last_sequence(subject);
-    if (!last) return last.error();
-    auto appended = log.append({broker::run_log::entry{subject, store::encode_transitions({&whole}),
-                                                       static_cast<std::int64_t>(*last), node_id}});
+    auto appended = log.append({broker::run_log::entry{log_subject(run), store::encode_transitions({&whole}),
+                                                       static_cast<std::int64_t>(*known), node_id}});
     if (!appended.at(0)) return appended[0].error();
     std::lock_guard lock{log_mutex};
     if (log_seq.count(run)) log_seq[run] = *appended[0];
-    return success();
+    return *appended[0];
   }
   // An entry sent without waiting: writes that need no sync of their own (what follows from a
   // result the log holds already; replayed from it if they are lost). The run's next write first
@@ -1309,9 +1319,10 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       return leases.error();
     }
     shared->leases = std::move(*leases);
-    // Nodes taken over before this one stopped: their runs are in its store, fenced already.
-    for (const auto& domain : shared->leases->domains())
-      if (domain != node_id) shared->serve(domain);
+    // Nodes taken over before this one stopped: taken over again (the takeover may have been cut
+    // short by the stop, the claim written but the runs not yet read; and whatever of theirs is
+    // in this store is brought to what the log has).
+    shared->leases->take_over_again();
   }
   caf::anon_send(state->actor, recover_atom::value);
 
@@ -1438,10 +1449,6 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     if (!s) r = s.error();
     else state->subscriptions.push_back(std::move(*s));
   }
-  // The results of the nodes this one took over before it stopped.
-  if (r && shared->leases)
-    for (const auto& domain : shared->leases->domains())
-      if (domain != node_id && r) r = shared->subscribe_results(domain);
   if (r) r = subscribe(subjects.base() + ".runs.*.task_wanted", "", [shared, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (m.reply.empty() || !owned(run, m.reply)) return;

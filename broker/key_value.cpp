@@ -9,6 +9,8 @@ namespace keel::broker {
 
 struct key_value::impl {
   kvStore* kv = nullptr;
+  jsCtx* js = nullptr;  // the bucket's own (it lives as long as the bucket is used)
+  std::string bucket;
   ~impl() {
     if (kv) kvStore_Destroy(kv);
   }
@@ -40,7 +42,11 @@ result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_valu
       config.TTL = options.ttl_ms * 1'000'000;  // nanoseconds
       s = js_CreateKeyValue(&state->kv, native_jetstream(js), &config);
     }
-    if (s == NATS_OK) return std::unique_ptr<key_value>(new key_value(std::move(state)));
+    if (s == NATS_OK) {
+      state->js = native_jetstream(js);
+      state->bucket = options.bucket;
+      return std::unique_ptr<key_value>(new key_value(std::move(state)));
+    }
     if (steady_ms() >= deadline) return kv_error(s, "opening the key-value bucket " + options.bucket);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
@@ -108,13 +114,26 @@ result<std::uint64_t> key_value::update(const std::string& key, const std::strin
 }
 
 result<std::vector<std::string>> key_value::keys() {
-  kvKeysList list{nullptr, 0};
-  natsStatus s = kvStore_Keys(&list, impl_->kv, nullptr);
-  if (s == NATS_NOT_FOUND) return std::vector<std::string>{};
-  if (s != NATS_OK) return kv_error(s, "listing the keys");
+  // The subjects the bucket's stream holds, from its leader: one request, where listing the keys
+  // as nats.c does makes a consumer each time (a change of the cluster's meta state in a
+  // replicated stream, which fails while the meta leader is being elected).
+  auto prefix = "$KV." + impl_->bucket + ".";
+  auto filter = prefix + ">";
+  auto stream = "KV_" + impl_->bucket;
+  jsOptions options;
+  jsOptions_Init(&options);
+  options.Stream.Info.SubjectsFilter = filter.c_str();
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, impl_->js, stream.c_str(), &options, &code);
+  if (s != NATS_OK) return kv_error(s, "listing the keys of " + impl_->bucket);
   std::vector<std::string> out;
-  for (int i = 0; i < list.Count; ++i) out.emplace_back(list.Keys[i]);
-  kvKeysList_Destroy(&list);
+  if (info->State.Subjects)
+    for (int i = 0; i < info->State.Subjects->Count; ++i) {
+      std::string subject = info->State.Subjects->List[i].Subject;
+      if (subject.rfind(prefix, 0) == 0) out.push_back(subject.substr(prefix.size()));
+    }
+  jsStreamInfo_Destroy(info);
   return out;
 }
 

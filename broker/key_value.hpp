@@ -46,7 +46,7 @@ public:
   result<std::uint64_t> create(const std::string& key, const std::string& value);
   // Writes only if the key is still at `revision`: the new revision, or errc::conflict.
   result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision);
-  // Every key with a value (none: empty).
+  // Every key written (one deleted since included: get_entry says it has none).
   result<std::vector<std::string>> keys();
 
   struct impl;

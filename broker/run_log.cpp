@@ -241,27 +241,28 @@ void run_log::forget(std::uint64_t ticket) {
 }
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
-  // Up to what the stream holds now: as many messages as its subjects under the filter hold.
-  jsOptions info_options;
-  jsOptions_Init(&info_options);
-  info_options.Stream.Info.SubjectsFilter = filter.c_str();
-  jsStreamInfo* info = nullptr;
-  jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), &info_options, &code);
-  if (s != NATS_OK) return js_error(s, code, "reading the state of " + impl_->options.stream);
-  std::uint64_t last = info->State.LastSeq, expected = 0;
-  if (info->State.Subjects)
-    for (int i = 0; i < info->State.Subjects->Count; ++i) expected += info->State.Subjects->List[i].Msgs;
-  jsStreamInfo_Destroy(info);
-  if (last == 0 || expected == 0) return success();
+  // Up to what the stream holds when the reading consumer is made: the stream's leader counts
+  // what the filter matches then (the consumer's pending messages), and each message says how
+  // many are left after it. (A count from the stream's information alone can come from a server
+  // that is not the stream's leader and has nothing.)
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = impl_->options.stream.c_str();
   sub_options.Ordered = true;
   sub_options.Config.DeliverPolicy = js_DeliverAll;
   natsSubscription* sub = nullptr;
-  s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
   if (s != NATS_OK) return js_error(s, code, "reading " + filter);
+  jsConsumerInfo* consumer = nullptr;
+  s = natsSubscription_GetConsumerInfo(&consumer, sub, nullptr, &code);
+  if (s != NATS_OK) {
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    return js_error(s, code, "reading " + filter + " (how many entries it holds)");
+  }
+  std::uint64_t expected = consumer->NumPending + consumer->Delivered.Consumer;  // some may be on their way already
+  jsConsumerInfo_Destroy(consumer);
   std::map<std::string, std::string> partial;  // subject -> parts so far
   result<void> outcome = success();
   // Every one of them, or an error: a read that stopped early would leave runs half read.
@@ -278,9 +279,10 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     }
     ++received;
     jsMsgMetaData* meta = nullptr;
-    std::uint64_t seq = 0;
+    std::uint64_t seq = 0, pending = expected - std::min(expected, received);
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
       seq = meta->Sequence.Stream;
+      pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
     std::string subject = natsMsg_GetSubject(msg);
@@ -303,7 +305,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     }
     natsMsg_Destroy(msg);
     if (whole) on_entry(subject, seq, std::move(data));
-    if (seq >= last) break;
+    if (pending == 0) break;  // the last one there was when the reading began
   }
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
@@ -324,11 +326,11 @@ result<std::uint64_t> run_log::last_sequence(const std::string& subject) {
   return seq;
 }
 
-result<void> run_log::purge(const std::string& subject, std::uint64_t keep) {
+result<void> run_log::purge_before(const std::string& subject, std::uint64_t seq) {
   jsOptions options;
   jsOptions_Init(&options);
   options.Stream.Purge.Subject = subject.c_str();
-  options.Stream.Purge.Keep = keep;
+  options.Stream.Purge.Sequence = seq;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_PurgeStream(impl_->js, impl_->options.stream.c_str(), &options, &code);
   if (s != NATS_OK) return js_error(s, code, "purging " + subject);

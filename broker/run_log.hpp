@@ -61,8 +61,9 @@ public:
   result<void> read(const std::string& filter, const reader& on_entry);
   // The sequence of the subject's last message; 0 when it has none.
   result<std::uint64_t> last_sequence(const std::string& subject);
-  // Drops the subject's messages but its last `keep`.
-  result<void> purge(const std::string& subject, std::uint64_t keep);
+  // Drops the subject's messages below sequence `seq`; that one and any after it stay (an entry
+  // another writer appended meanwhile is never dropped).
+  result<void> purge_before(const std::string& subject, std::uint64_t seq);
 
   struct impl;
 

@@ -1,4 +1,5 @@
 #include "broker/connection.hpp"
+#include "broker/key_value.hpp"
 #include "broker/run_log.hpp"
 #include "broker/work_queue.hpp"
 #include "tests/support/test_support.hpp"
@@ -373,4 +374,38 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
     REQUIRE_FALSE(stale[0].ok());
     CHECK(stale[0].error().code == errc::conflict);
   }
+}
+
+TEST_CASE("key-value: keys lists every key written, create and update check revisions, and a bucket opened twice is one",
+          "[broker][integration]") {
+  nats_server server;
+  auto js = broker::jetstream::open(connect(server.url()));
+  REQUIRE(js.ok());
+  auto kv = broker::key_value::open(**js, {"KV_TEST", 1, 0});
+  REQUIRE(kv.ok());
+  auto none = (*kv)->keys();
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+  auto first = (*kv)->create("a", "1");
+  REQUIRE(first.ok());
+  CHECK((*kv)->create("a", "again").error().code == errc::conflict);
+  REQUIRE((*kv)->create("b.c", "2").ok());
+  auto moved = (*kv)->update("a", "3", *first);
+  REQUIRE(moved.ok());
+  CHECK((*kv)->update("a", "4", *first).error().code == errc::conflict);  // a stale revision
+  auto other = broker::key_value::open(**js, {"KV_TEST", 1, 0});
+  REQUIRE(other.ok());
+  auto keys = (*other)->keys();
+  REQUIRE(keys.ok());
+  CHECK(std::set<std::string>(keys->begin(), keys->end()) == std::set<std::string>{"a", "b.c"});
+  auto a = (*other)->get_entry("a");
+  REQUIRE(a.ok());
+  REQUIRE(a->has_value());
+  CHECK((*a)->value == "3");
+  CHECK((*a)->revision == *moved);
+  // 500 keys: all listed, in one request.
+  for (int i = 0; i < 500; ++i) REQUIRE((*kv)->create("k" + std::to_string(i), "v").ok());
+  auto many = (*kv)->keys();
+  REQUIRE(many.ok());
+  CHECK(many->size() == 502);
 }
