@@ -16,6 +16,7 @@
 // same order. scripts/chaos.sh [--minutes M] [--seed S] runs it (KEEL_CHAOS_SECONDS,
 // KEEL_CHAOS_SEED).
 #include "broker/connection.hpp"
+#include "broker/run_log.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
@@ -375,10 +376,24 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   }
   // Healed: everything back, no new runs; every run must end.
   invoking = false;
-  while (mid_invoke) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the last invoke is counted
   while (!impaired_until.empty()) heal(impaired_until.begin()->first);
   c.model.set(model_service::fault::none);
   auto heal_ms = steady_ms();
+  // The last invoke, asked again until taken, is counted; a cluster that never takes it again
+  // after the heal has not recovered.
+  for (auto deadline = heal_ms + 120'000; mid_invoke && steady_ms() < deadline;) {
+    supervise();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (mid_invoke) {
+    client_stop = true;
+    client.join();
+    auto kept = "/tmp/keel-chaos-" + std::to_string(seed);
+    run_command({"rm", "-rf", kept});
+    run_command({"cp", "-r", c.dir.path(), kept});
+    FAIL("seed " << seed << ": no orchestrator took an invoke for 120 s after every fault was healed; logs and data kept in "
+                 << kept << "\n" << c.logs());
+  }
 
   std::map<std::string, std::string> all;
   auto settle_deadline = steady_ms() + 240'000;
@@ -420,7 +435,26 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     if (!(__VA_ARGS__)) ++broken;      \
     CHECK(__VA_ARGS__);                \
   } while (0)
-  if (!unfinished.empty()) std::printf("chaos: %zu runs did not end; logs and data kept in %s\n", unfinished.size(), kept.c_str());
+  if (!unfinished.empty()) {
+    std::printf("chaos: %zu runs did not end; logs and data kept in %s\n", unfinished.size(), kept.c_str());
+    // What the run log holds of each, as each nats-server's view of the stream says.
+    for (std::size_t server = 0; server < c.nats.size(); ++server) {
+      auto log = broker::run_log::open(c.clients.at(server), {"KEEL_RUNS_keel_default", "keel.default.log.>", 3, 1 << 20, 5000});
+      if (!log) {
+        std::printf("chaos: the run log cannot be opened through server %zu: %s\n", server, log.error().message.c_str());
+        continue;
+      }
+      std::map<std::string, std::size_t> per_domain;
+      auto read = (*log)->read("keel.default.log.>", [&](const std::string& subject, std::uint64_t, std::string) {
+        auto rest = subject.substr(std::string("keel.default.log.").size());
+        per_domain[rest.substr(0, rest.find('.'))] += 1;
+      });
+      std::string counts;
+      for (const auto& [domain, n] : per_domain) counts += domain + " " + std::to_string(n) + ", ";
+      std::printf("chaos: through server %zu the run log holds (entries per orchestrator): %s%s\n", server, counts.c_str(),
+                  read ? "" : ("(read failed: " + read.error().message + ")").c_str());
+    }
+  }
   {
     INFO("runs that did not end:\n" << [&] { std::string s; for (const auto& u : unfinished) s += u + "\n"; return s; }() << c.logs());
     REQUIRE(unfinished.empty());
