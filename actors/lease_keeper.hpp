@@ -57,7 +57,7 @@ public:
 
 private:
   lease_keeper(broker::key_value& bucket, std::string me, std::int64_t lease_ms, hooks on);
-  void loop();
+  void loop(bool renewing);  // renewing, or watching the others
   void renew();
   void watch();
 
@@ -77,12 +77,13 @@ private:
   hooks on_;
   mutable std::mutex mutex_;
   std::map<std::string, held_lease> held_;
-  std::map<std::string, seen_lease> seen_;  // the keeper's thread only
-  bool blind_ = false;                      // the bucket was out of reach (the keeper's thread only)
+  std::map<std::string, seen_lease> seen_;  // the watching thread only
+  bool blind_ = false;                      // the bucket was out of reach (the watching thread only)
   std::condition_variable wake_;
   bool stopping_ = false;
   std::vector<std::thread> takeovers_;
-  std::thread thread_;
+  std::thread thread_;   // renews
+  std::thread watcher_;  // watches the others' leases
 };
 
 } // namespace keel::actors

@@ -449,25 +449,64 @@ struct shared_state {
     return out;
   }
   // New runs whose first write is not yet confirmed (and counted: see lease_keeper::valid).
-  // Until it is, an invoke naming the run by its idempotency key is told to ask again rather
-  // than given an id that may name a run no orchestrator will ever serve.
+  // Until it is, an invoke naming the run by its idempotency key waits for it: answered with the
+  // id once the write counted, told to ask again if it failed, never given an id that may name a
+  // run no orchestrator will serve.
   std::mutex uncounted_mutex;
-  std::unordered_set<std::string> uncounted;  // guarded by uncounted_mutex
+  std::unordered_map<std::string, std::vector<std::string>> uncounted;  // run -> replies waiting; guarded
   std::atomic<std::size_t> uncounted_size{0};
   void creating(const std::string& run_id) {
     std::lock_guard lock{uncounted_mutex};
-    uncounted.insert(run_id);
+    uncounted.try_emplace(run_id);
     uncounted_size = uncounted.size();
   }
+  // The run's write counted: whoever waits for its id hears it.
   void counted(const std::string& run_id) {
     if (uncounted_size.load(std::memory_order_relaxed) == 0) return;
-    std::lock_guard lock{uncounted_mutex};
-    uncounted.erase(run_id);
-    uncounted_size = uncounted.size();
+    std::vector<std::string> replies;
+    {
+      std::lock_guard lock{uncounted_mutex};
+      auto it = uncounted.find(run_id);
+      if (it == uncounted.end()) return;
+      replies = std::move(it->second);
+      uncounted.erase(it);
+      uncounted_size = uncounted.size();
+    }
+    if (replies.empty()) return;
+    auto bytes = wire::encode(wire::invoke_reply{run_id, false});
+    for (const auto& r : replies) publish(r, bytes);
+  }
+  // The run's first write failed or did not count: whoever waits is told to ask again.
+  void not_counted(const std::string& run_id, const std::string& why) {
+    if (uncounted_size.load(std::memory_order_relaxed) == 0) return;
+    std::vector<std::string> replies;
+    {
+      std::lock_guard lock{uncounted_mutex};
+      auto it = uncounted.find(run_id);
+      if (it == uncounted.end()) return;
+      replies = std::move(it->second);
+      it->second.clear();
+    }
+    for (const auto& r : replies) reply_error(r, errc::unavailable, "run " + run_id + " was not written (" + why + "): ask again");
   }
   bool is_counted(const std::string& run_id) {
     std::lock_guard lock{uncounted_mutex};
     return !uncounted.count(run_id);
+  }
+  // Answers `reply` with the run's id now if its first write counted, else once it does.
+  void answer_when_counted(const std::string& run_id, const std::string& reply) {
+    {
+      std::lock_guard lock{uncounted_mutex};
+      if (auto it = uncounted.find(run_id); it != uncounted.end()) {
+        if (it->second.size() >= 1024) {
+          reply_error(reply, errc::unavailable, "run " + run_id + " is being created: ask again");
+          return;
+        }
+        it->second.push_back(reply);
+        return;
+      }
+    }
+    publish(reply, wire::encode(wire::invoke_reply{run_id, false}));
   }
   bool any_stalled() {
     std::lock_guard lock{stalled_mutex};
@@ -695,6 +734,7 @@ void perform(run_actor_type* self, const std::shared_ptr<shared_state>& shared, 
         // A full disk is errc::unavailable (asked again, it may go); any other failure is io.
         auto code = written.error().code == errc::unavailable ? errc::unavailable : errc::io;
         shared->reply_error(reply_to, code, "the run store could not write: " + written.error().message);
+        shared->not_counted(run_id, written.error().message);
         for (const auto& w : waiters)
           shared->reply_error(w, code, "the run store could not write: " + written.error().message);
         // Memory is now ahead of disk: drop the actor so the run reloads from what is written,
@@ -996,11 +1036,19 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           shared->ask_pool->submit([weak, reply, run = *existing] {
             auto s = weak.lock();
             if (!s) return;
-            auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
-                                           wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
-            auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
-            if (v && v->is_object() && v->value("type", std::string{}) == "run")
-              return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
+            // A run being created (its first write not counted yet) is asked about again, for up
+            // to a few seconds: a copy of an invoke sent at once to two orchestrators gets the id.
+            for (auto deadline = steady_ms() + 3000;;) {
+              auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
+                                             wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
+              auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
+              if (v && v->is_object() && v->value("type", std::string{}) == "run")
+                return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
+              bool being_created = v && v->is_object() && v->contains("error") && (*v)["error"].is_object() &&
+                                   (*v)["error"].value("message", std::string{}).find("being created") != std::string::npos;
+              if (!being_created || steady_ms() >= deadline) break;
+              std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
             s->reply_error(reply, errc::unavailable,
                            "the idempotency key names run " + run + ", which its orchestrator has not confirmed yet: ask again");
           });
@@ -1009,11 +1057,8 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         if (existing) {
           auto bytes = wire::encode(wire::invoke_reply{*existing, false});
           auto& lane = shared->lane_of(*existing);
-          lane.writer->after_pending([shared, &lane, reply, bytes, run = *existing](const result<void>&) {
-            if (!shared->is_counted(run))
-              return shared->reply_error(reply, errc::unavailable,
-                                         "run " + run + " is being created (its first write is not confirmed yet): ask again");
-            lane.publish(reply, bytes);
+          lane.writer->after_pending([shared, reply, run = *existing](const result<void>&) {
+            shared->answer_when_counted(run, reply);
           });
           return;
         }
