@@ -207,14 +207,41 @@ const value& member(const value& v, const char* key) {
   return it == v.end() ? none : *it;
 }
 
+// A token count a service sent: a whole number from 0 to a trillion. Anything else (negative,
+// fractional, out of any range a count can have, not a number) is no count: `otherwise`. (A
+// conversion of 1e120 to an integer is undefined behaviour, not an error.)
+constexpr double token_count_max = 1e12;
+std::int64_t token_count(const value& u, const char* key, std::int64_t otherwise) {
+  const auto& n = member(u, key);
+  if (n.is_number_unsigned())
+    return n.get<std::uint64_t>() <= static_cast<std::uint64_t>(token_count_max) ? static_cast<std::int64_t>(n.get<std::uint64_t>()) : otherwise;
+  if (n.is_number_integer()) {
+    auto i = n.get<std::int64_t>();
+    return i >= 0 && i <= static_cast<std::int64_t>(token_count_max) ? i : otherwise;
+  }
+  if (n.is_number_float()) {
+    auto f = n.get<double>();
+    return f >= 0 && f <= token_count_max && f == static_cast<double>(static_cast<std::int64_t>(f)) ? static_cast<std::int64_t>(f) : otherwise;
+  }
+  return otherwise;
+}
+
+// The index of a content block or a tool call in a stream: a whole number below 4096 (no answer
+// has that many), else -1. A service's 1e120 must not become an integer.
+int stream_index(const value& e) {
+  const auto& n = member(e, "index");
+  if (n.is_null()) return 0;
+  if (n.is_number_unsigned() && n.get<std::uint64_t>() < 4096) return static_cast<int>(n.get<std::uint64_t>());
+  if (n.is_number_integer() && n.get<std::int64_t>() >= 0 && n.get<std::int64_t>() < 4096) return static_cast<int>(n.get<std::int64_t>());
+  return -1;
+}
+
 usage anthropic_usage(const value& u, usage base = {}) {
   if (!u.is_object()) return base;
-  if (u.contains("input_tokens")) base.input_tokens = u.value("input_tokens", 0LL);
-  if (u.contains("output_tokens")) base.output_tokens = u.value("output_tokens", 0LL);
-  if (u.contains("cache_read_input_tokens") && u["cache_read_input_tokens"].is_number())
-    base.cache_read_tokens = u["cache_read_input_tokens"].get<std::int64_t>();
-  if (u.contains("cache_creation_input_tokens") && u["cache_creation_input_tokens"].is_number())
-    base.cache_write_tokens = u["cache_creation_input_tokens"].get<std::int64_t>();
+  base.input_tokens = token_count(u, "input_tokens", base.input_tokens);
+  base.output_tokens = token_count(u, "output_tokens", base.output_tokens);
+  base.cache_read_tokens = token_count(u, "cache_read_input_tokens", base.cache_read_tokens);
+  base.cache_write_tokens = token_count(u, "cache_creation_input_tokens", base.cache_write_tokens);
   return base;
 }
 } // namespace
@@ -286,7 +313,12 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
         else if (type == "content_block_start" && member(member(e, "content_block"), "type") == "tool_use") {
           const auto& b = member(e, "content_block");
           c.tool_calls.push_back({b.value("id", std::string{}), b.value("name", std::string{}), value::object()});
-          partial_json[e.value("index", 0)] = "";
+          auto index = stream_index(e);
+          if (index < 0) {
+            stream_error = make_error(errc::malformed, "an event of the Anthropic stream has no usable index");
+            return false;
+          }
+          partial_json[index] = "";
         } else if (type == "content_block_delta") {
           const auto& d = member(e, "delta");
           if (d.value("type", "") == "text_delta") {
@@ -294,7 +326,12 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
             c.text += text;
             if (r.on_text_delta) r.on_text_delta(text);
           } else if (d.value("type", "") == "input_json_delta") {
-            partial_json[e.value("index", 0)] += d.value("partial_json", std::string{});
+            auto index = stream_index(e);
+            if (index < 0) {
+              stream_error = make_error(errc::malformed, "an event of the Anthropic stream has no usable index");
+              return false;
+            }
+            partial_json[index] += d.value("partial_json", std::string{});
           }
         } else if (type == "message_stop") {
           stopped = true;
@@ -376,10 +413,9 @@ std::string openai_error_text(const http_response& r) {
 usage openai_usage(const value& u) {
   usage out;
   if (!u.is_object()) return out;
-  out.input_tokens = u.value("prompt_tokens", 0LL);
-  out.output_tokens = u.value("completion_tokens", 0LL);
-  if (u.contains("prompt_tokens_details") && u["prompt_tokens_details"].is_object())
-    out.cache_read_tokens = u["prompt_tokens_details"].value("cached_tokens", 0LL);
+  out.input_tokens = token_count(u, "prompt_tokens", 0);
+  out.output_tokens = token_count(u, "completion_tokens", 0);
+  out.cache_read_tokens = token_count(member(u, "prompt_tokens_details"), "cached_tokens", 0);
   return out;
 }
 
@@ -471,7 +507,11 @@ result<completion> openai_provider::complete(const completion_request& r) {
             if (r.on_text_delta && !text.empty()) r.on_text_delta(text);
           }
           for (const auto& call : d.value("tool_calls", value::array())) {
-            int index = call.value("index", 0);
+            int index = stream_index(call);
+            if (index < 0) {
+              stream_error = make_error(errc::malformed, "a tool call of the OpenAI stream has no usable index");
+              return false;
+            }
             if (!call_arguments.count(index)) {
               call_arguments[index] = {c.tool_calls.size(), ""};
               c.tool_calls.push_back({call.value("id", std::string{}),

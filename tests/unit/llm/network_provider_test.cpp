@@ -410,3 +410,56 @@ TEST_CASE("providers: answers of unexpected shapes are errors, never a crash", "
   CHECK_FALSE(openai_provider::parse_response(R"({"choices":[1]})").ok());
   CHECK_FALSE(anthropic_provider::parse_response(R"({"content":[{"type":"text","text":5}]})").ok());
 }
+
+TEST_CASE("providers: token counts and stream indexes out of any range are no counts and malformed streams, never undefined behaviour",
+          "[llm]") {
+  using keel::llm::anthropic_provider;
+  using keel::llm::openai_provider;
+  // Each is a count a hostile or broken service could send: none is taken, none crashes.
+  for (const char* count : {"1e120", "-5", "3.5", "\"12\"", "null", "[]", "18446744073709551615", "-9223372036854775808",
+                            "1000000000001"}) {
+    INFO(count);
+    auto anthropic = anthropic_provider::parse_response(std::string(R"({"content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":)") +
+                                                        count + R"(,"output_tokens":7,"cache_read_input_tokens":)" + count + "}}");
+    REQUIRE(anthropic.ok());
+    CHECK(anthropic->text == "hi");
+    CHECK(anthropic->used.input_tokens == 0);
+    CHECK(anthropic->used.output_tokens == 7);
+    CHECK(anthropic->used.cache_read_tokens == 0);
+    auto openai = openai_provider::parse_response(std::string(R"({"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":)") +
+                                                  count + R"(,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":)" + count + "}}}");
+    REQUIRE(openai.ok());
+    CHECK(openai->used.input_tokens == 0);
+    CHECK(openai->used.output_tokens == 7);
+    CHECK(openai->used.cache_read_tokens == 0);
+  }
+  // Whole counts up to a trillion are taken as they are, written as integers or as floats.
+  auto big = anthropic_provider::parse_response(R"({"content":[],"usage":{"input_tokens":1000000000000,"output_tokens":2.0}})");
+  REQUIRE(big.ok());
+  CHECK(big->used.input_tokens == 1'000'000'000'000);
+  CHECK(big->used.output_tokens == 2);
+}
+
+TEST_CASE("streaming: a block or tool call index out of range is a malformed stream", "[llm]") {
+  for (const char* index : {"1e120", "-1", "4096", "\"0\"", "2.5"}) {
+    INFO(index);
+    auto event = json::parse(std::string(R"({"type":"content_block_start","content_block":{"type":"tool_use","id":"t","name":"exec","input":{}},"index":)") + index + "}");
+    fake_service anthropic_service([&](const fake_request&) {
+      return fake_reply{200, "", {sse("message_start", {{"type", "message_start"}, {"message", {{"id", "m"}}}}),
+                                  sse("content_block_start", event), sse("message_stop", {{"type", "message_stop"}})}};
+    });
+    anthropic_provider a(settings("anthropic", anthropic_service, true));
+    auto got = a.complete(conversation());
+    REQUIRE_FALSE(got.ok());
+    CHECK(got.error().code == keel::errc::malformed);
+    auto chunk = json::parse(std::string(R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":)") + index +
+                             R"(,"id":"c","function":{"name":"exec","arguments":"{}"}}]}}]})");
+    fake_service openai_service([&](const fake_request&) {
+      return fake_reply{200, "", {"data: " + chunk.dump() + "\n\n", "data: [DONE]\n\n"}};
+    });
+    openai_provider o(settings("openai", openai_service, true));
+    auto from_openai = o.complete(conversation());
+    REQUIRE_FALSE(from_openai.ok());
+    CHECK(from_openai.error().code == keel::errc::malformed);
+  }
+}
