@@ -790,10 +790,15 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
     const auto& pending = self->state.machine->state().pending;
     if (from_disk && pending && store::is_active(self->state.machine->record().status)) {
       auto subject = shared->subjects.task(agent->queue, self->state.machine->run_id(), pending->step);
-      auto held = shared->js->holds(shared->subjects.tasks_stream(), subject);
+      auto held = shared->js->last_message(shared->subjects.tasks_stream(), subject);
       if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
                                 self->state.machine->run_id(), pending->step, held.error().message);
-      queued = held && *held;
+      // Held, and the attempt due: an older attempt still there (a copy being handed out again)
+      // is refused by the run when a worker asks, so the attempt due is sent.
+      if (held && *held) {
+        auto task = wire::unpack(**held, shared->limits);
+        queued = task && task->is_object() && task->value("attempt", std::uint64_t{0}) == pending->attempt;
+      }
       if (queued) shared->sent(self->state.machine->run_id(), pending->step, pending->attempt);
     }
     perform(self, shared, self->state.machine->start(queued), invoke_reply,

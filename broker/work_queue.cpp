@@ -278,13 +278,23 @@ result<void> jetstream::publish_async(std::string_view subject, std::string_view
 }
 
 result<bool> jetstream::holds(std::string_view stream, std::string_view subject) {
+  auto last = last_message(stream, subject);
+  if (!last) return last.error();
+  return last->has_value();
+}
+
+result<std::optional<std::string>> jetstream::last_message(std::string_view stream, std::string_view subject) {
   std::string stream_text(stream), subject_text(subject);
   natsMsg* msg = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_GetLastMsg(&msg, impl_->js, stream_text.c_str(), subject_text.c_str(), nullptr, &code);
+  if (s == NATS_OK && msg) {
+    std::optional<std::string> out(std::in_place, natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    natsMsg_Destroy(msg);
+    return out;
+  }
   if (msg) natsMsg_Destroy(msg);
-  if (s == NATS_OK) return true;
-  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return false;
+  if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr) return std::optional<std::string>{};
   return js_error(s, code, "looking for " + subject_text + " in " + stream_text);
 }
 

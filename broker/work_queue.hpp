@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -115,6 +116,8 @@ public:
                              std::int64_t ack_wait_ms);
   // Whether a message with exactly this subject is stored: queued, or held by a worker.
   result<bool> holds(std::string_view stream, std::string_view subject);
+  // The last message the stream holds on `subject` (none: empty).
+  result<std::optional<std::string>> last_message(std::string_view stream, std::string_view subject);
   // Messages stored and not yet acknowledged.
   result<std::uint64_t> stored_messages(std::string_view stream);
   // What a consumer has before it: messages not yet handed out, and handed out but not yet

@@ -235,6 +235,7 @@ TEST_CASE("work queue: a task waits until asked for, goes to one taker, and come
   CHECK(*(*js)->stored_messages("TASKS") == 5);
   CHECK(*(*js)->holds("TASKS", "t.q.run.3"));
   CHECK_FALSE(*(*js)->holds("TASKS", "t.q.run.9"));
+
   auto worker = (*js)->subscribe(consumer_for("TASKS", 1000));
   REQUIRE(worker.ok());
   // Asked for two: two, no more (back-pressure is the taker's).
@@ -408,4 +409,20 @@ TEST_CASE("key-value: keys lists every key written, create and update check revi
   auto many = (*kv)->keys();
   REQUIRE(many.ok());
   CHECK(many->size() == 502);
+}
+
+TEST_CASE("work queue: the last message a subject holds is read back, and a subject with none says so", "[broker][integration]") {
+  nats_server server;
+  auto js = broker::jetstream::open(connect(server.url()));
+  REQUIRE(js.ok());
+  REQUIRE((*js)->ensure_work_queue({"LAST", {"l.>"}, 1 << 20, 1, 120'000}).ok());
+  REQUIRE((*js)->publish("l.q.run.1", "attempt 1", "a1").ok());
+  REQUIRE((*js)->publish("l.q.run.1", "attempt 2", "a2").ok());
+  auto last = (*js)->last_message("LAST", "l.q.run.1");
+  REQUIRE(last.ok());
+  CHECK(*last == std::optional<std::string>("attempt 2"));
+  auto none = (*js)->last_message("LAST", "l.q.run.2");
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+  CHECK_FALSE((*js)->last_message("NO_SUCH_STREAM", "l.q.run.1").ok());
 }
