@@ -996,6 +996,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       }
       std::string key;
       std::string id;
+      bool claimed_fresh = false;  // the id was claimed by this invoke, just now
       if (!invoke.idempotency_key.empty()) {
         if (invoke.idempotency_key.size() > idempotency_key_bytes_max)
           return shared->reply_error(reply, errc::invalid_argument,
@@ -1030,6 +1031,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
           if (!claimed)
             return shared->reply_error(reply, errc::unavailable,
                                        "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
+          claimed_fresh = claimed->written;
           if (claimed->written || never_stored(claimed->value)) id = claimed->value;
           else existing = claimed->value;
         }
@@ -1072,6 +1074,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       // key names a run already made is answered above all the same.
       if (auto admitted = shared->store.admits_new_run(); !admitted)
         return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
+      // A run made under an id claimed earlier (by this node or one whose runs it serves now) may
+      // have a first entry in the log already, written late by a node that then lost the run:
+      // its position is looked up. A fresh id has none.
+      bool fresh = id.empty() || claimed_fresh;
       if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
       // A node whose lease lapsed (paused, or the lease bucket out of reach) makes no run: its
       // first write could not count. (A key claimed for it is taken up by the next invoke.)
@@ -1084,7 +1090,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       }
       logger()->info("run {} created for agent {}", id, invoke.agent);
       shared->creating(id);
-      if (shared->leases) shared->log_seq_known(id, 0);  // a new run: nothing in the log yet
+      if (shared->leases && fresh) shared->log_seq_known(id, 0);  // a new run: nothing in the log yet
       spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, false, reply);
     },
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {

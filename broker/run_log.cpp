@@ -14,6 +14,7 @@ namespace {
 
 constexpr const char* token_header = "Keel-Append";
 constexpr const char* part_header = "Keel-Part";  // "<index>/<count>", from 1; absent: whole
+constexpr const char* expected_header = "Nats-Expected-Last-Subject-Sequence";  // JetStream's own
 
 // What makes a repeat of an entry recognisable: its subject, the position it goes to, who wrote
 // it and what it holds (another writer's entry, or other bytes, for the same position is not a
@@ -159,9 +160,11 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       jsPubOptions options;
       jsPubOptions_Init(&options);
       options.MaxWait = impl_->options.ack_wait_ms;
-      // nats.c sends the check only for a sequence above 0: a subject that must have no message
-      // yet is not checked (a run's first entry, which no other node can know of).
+      // nats.c sends the check only for a sequence above 0; a subject that must have no message
+      // yet (a run's first entry) is checked with the header set here: a first entry sent again
+      // late, after another wrote the run, is refused too.
       if (expected[i] > 0) options.ExpectLastSubjectSeq = static_cast<std::uint64_t>(expected[i]);
+      else if (s == NATS_OK && expected[i] == 0 && wave == 0) s = natsMsgHeader_Set(msg, expected_header, "0");
       std::string id = message_id(e.subject, expected[i], e.writer, std::string_view(e.data).substr(offset, length));
       if (!id.empty()) options.MsgId = id.c_str();
       if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);
@@ -211,6 +214,7 @@ result<std::uint64_t> run_log::send(const entry& e) {
   jsPubOptions_Init(&options);
   options.MaxWait = impl_->options.ack_wait_ms;
   if (e.expected_last > 0) options.ExpectLastSubjectSeq = static_cast<std::uint64_t>(e.expected_last);
+  else if (s == NATS_OK && e.expected_last == 0) s = natsMsgHeader_Set(msg, expected_header, "0");
   std::string id = message_id(e.subject, e.expected_last, e.writer, e.data);
   if (!id.empty()) options.MsgId = id.c_str();
   if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);

@@ -328,6 +328,22 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
   REQUIRE(l.read("t.log.c.>", [&](const std::string&, std::uint64_t, std::string) { ++nothing; }).ok());
   CHECK(nothing == 0);
 
+  SECTION("a first entry (expected at 0) on a subject that has one already is refused, whole or in parts, sent or appended") {
+    for (const auto& data : {std::string("first again"), big}) {
+      auto refused = l.append({{"t.log.a.r1", data, 0, "n2"}});
+      REQUIRE_FALSE(refused[0].ok());
+      CHECK(refused[0].error().code == errc::conflict);
+    }
+    auto ticket = l.send({"t.log.a.r1", "first again", 0, "n3"});
+    REQUIRE(ticket.ok());
+    auto sent = l.wait(*ticket);
+    REQUIRE_FALSE(sent.ok());
+    CHECK(sent.error().code == errc::conflict);
+    CHECK(*l.last_sequence("t.log.a.r1") == *second[0]);
+    // On an empty subject it is taken.
+    auto fresh = l.append({{"t.log.a.r3", "first", 0, "n2"}});
+    CHECK(fresh[0].ok());
+  }
   SECTION("a stale position, or one ahead, is refused, and the log is unchanged") {
     for (std::int64_t wrong : {static_cast<std::int64_t>(*first[0]), static_cast<std::int64_t>(*second[0] + 5)}) {
       auto refused = l.append({{"t.log.a.r1", "late", wrong, "n1"}});
