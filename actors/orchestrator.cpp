@@ -460,34 +460,29 @@ struct shared_state {
     uncounted.try_emplace(run_id);
     uncounted_size = uncounted.size();
   }
+  // The replies waiting for the run's first write; with `counted`, the run stops being waited on.
+  std::vector<std::string> take_waiting(const std::string& run_id, bool counted) {
+    if (uncounted_size.load(std::memory_order_relaxed) == 0) return {};
+    std::lock_guard lock{uncounted_mutex};
+    auto it = uncounted.find(run_id);
+    if (it == uncounted.end()) return {};
+    auto replies = std::move(it->second);
+    it->second.clear();
+    if (counted) uncounted.erase(it);
+    uncounted_size = uncounted.size();
+    return replies;
+  }
   // The run's write counted: whoever waits for its id hears it.
   void counted(const std::string& run_id) {
-    if (uncounted_size.load(std::memory_order_relaxed) == 0) return;
-    std::vector<std::string> replies;
-    {
-      std::lock_guard lock{uncounted_mutex};
-      auto it = uncounted.find(run_id);
-      if (it == uncounted.end()) return;
-      replies = std::move(it->second);
-      uncounted.erase(it);
-      uncounted_size = uncounted.size();
-    }
+    auto replies = take_waiting(run_id, true);
     if (replies.empty()) return;
     auto bytes = wire::encode(wire::invoke_reply{run_id, false});
     for (const auto& r : replies) publish(r, bytes);
   }
   // The run's first write failed or did not count: whoever waits is told to ask again.
   void not_counted(const std::string& run_id, const std::string& why) {
-    if (uncounted_size.load(std::memory_order_relaxed) == 0) return;
-    std::vector<std::string> replies;
-    {
-      std::lock_guard lock{uncounted_mutex};
-      auto it = uncounted.find(run_id);
-      if (it == uncounted.end()) return;
-      replies = std::move(it->second);
-      it->second.clear();
-    }
-    for (const auto& r : replies) reply_error(r, errc::unavailable, "run " + run_id + " was not written (" + why + "): ask again");
+    for (const auto& r : take_waiting(run_id, false))
+      reply_error(r, errc::unavailable, "run " + run_id + " was not written (" + why + "): ask again");
   }
   bool is_counted(const std::string& run_id) {
     std::lock_guard lock{uncounted_mutex};
