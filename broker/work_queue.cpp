@@ -35,8 +35,19 @@ std::string stream_name(std::string_view text) {
 
 // ---- delivery
 
+// A pull subscription, freed when its consumer and the last message fetched through it are gone:
+// acknowledging a message goes through its subscription (a message acknowledged after its
+// consumer was destroyed, as a worker that stops does, would read freed memory).
+struct subscription_handle {
+  natsSubscription* sub = nullptr;
+  ~subscription_handle() {
+    if (sub) natsSubscription_Destroy(sub);
+  }
+};
+
 struct delivery::native {
   natsMsg* msg = nullptr;
+  std::shared_ptr<subscription_handle> from;
 };
 
 delivery::delivery(native* raw) : raw_(raw) {
@@ -92,11 +103,8 @@ bool delivery::acknowledged() const {
 // ---- pull consumer
 
 struct pull_consumer::impl {
-  natsSubscription* sub = nullptr;
+  std::shared_ptr<subscription_handle> handle = std::make_shared<subscription_handle>();
   std::string durable;
-  ~impl() {
-    if (sub) natsSubscription_Destroy(sub);
-  }
 };
 
 pull_consumer::pull_consumer(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
@@ -106,7 +114,7 @@ result<std::vector<std::unique_ptr<delivery>>> pull_consumer::fetch(int batch, s
   std::vector<std::unique_ptr<delivery>> out;
   natsMsgList list{nullptr, 0};
   jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus s = natsSubscription_Fetch(&list, impl_->sub, std::max(1, batch), std::max<std::int64_t>(1, timeout_ms), &code);
+  natsStatus s = natsSubscription_Fetch(&list, impl_->handle->sub, std::max(1, batch), std::max<std::int64_t>(1, timeout_ms), &code);
   if (s == NATS_TIMEOUT) return out;
   if (s != NATS_OK) {
     natsMsgList_Destroy(&list);
@@ -115,7 +123,7 @@ result<std::vector<std::unique_ptr<delivery>>> pull_consumer::fetch(int batch, s
     return js_error(s, code, "fetching from " + impl_->durable);
   }
   for (int i = 0; i < list.Count; ++i) {
-    out.push_back(std::make_unique<delivery>(new delivery::native{list.Msgs[i]}));
+    out.push_back(std::make_unique<delivery>(new delivery::native{list.Msgs[i], impl_->handle}));
     list.Msgs[i] = nullptr;  // owned by the delivery now
   }
   natsMsgList_Destroy(&list);
@@ -238,10 +246,10 @@ result<std::unique_ptr<pull_consumer>> jetstream::subscribe(const consumer_optio
   options.Stream = o.stream.c_str();
   options.Consumer = o.durable.c_str();
   jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus s = js_PullSubscribe(&state->sub, impl_->js, o.filter_subject.c_str(), o.durable.c_str(), nullptr,
+  natsStatus s = js_PullSubscribe(&state->handle->sub, impl_->js, o.filter_subject.c_str(), o.durable.c_str(), nullptr,
                                   &options, &code);
   if (s != NATS_OK) {
-    state->sub = nullptr;
+    state->handle->sub = nullptr;
     return js_error(s, code, "subscribing to the consumer " + o.durable);
   }
   return std::make_unique<pull_consumer>(std::move(state));

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -25,10 +26,14 @@ public:
   explicit thread_pool(std::size_t threads, std::function<void(const char*)> on_error = {}, std::string name = {})
     : state_(std::make_shared<state>()) {
     state_->on_error = std::move(on_error);
+    state_->alive = threads;
     for (std::size_t i = 0; i < threads; ++i)
       threads_.emplace_back([s = state_, name] {
         if (!name.empty()) pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
         loop(*s);
+        std::lock_guard lock{s->mutex};
+        --s->alive;
+        if (s->detached) --left_running();
       });
   }
   ~thread_pool() {
@@ -58,6 +63,10 @@ public:
     std::unique_lock lock{state_->mutex};
     state_->done.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return state_->running == 0; });
     bool all_idle = state_->running == 0;
+    if (!all_idle) {
+      state_->detached = true;
+      left_running() += state_->alive;
+    }
     lock.unlock();
     for (auto& t : threads_) {
       if (all_idle) t.join();
@@ -65,6 +74,9 @@ public:
     }
     threads_.clear();
   }
+  // Threads of stopped pools still running a job that overran its stop (across all pools): a
+  // process must not run its static destructors under them (see keel-node's exit).
+  static std::size_t threads_left_running() { return left_running(); }
   // Whether stop() was called (for a job that waits in a loop).
   bool stopping() const {
     std::lock_guard lock{state_->mutex};
@@ -85,8 +97,14 @@ private:
     std::deque<std::function<void()>> jobs;
     std::size_t running = 0;
     bool stopping = false;
+    std::size_t alive = 0;  // threads not yet out of loop()
+    bool detached = false;  // stop() gave up waiting: each thread leaves left_running() as it ends
     std::function<void(const char*)> on_error;
   };
+  static std::atomic<std::size_t>& left_running() {
+    static std::atomic<std::size_t> count{0};
+    return count;
+  }
   static void loop(state& s) {
     std::unique_lock lock{s.mutex};
     while (true) {

@@ -39,6 +39,17 @@ cluster::cluster(const std::string& agents,
   if (options_.separate_worker) start_worker();
 }
 
+std::string cluster::logs() const {
+  std::string out;
+  for (const char* name : {"node", "worker"}) {
+    auto text = read_file(dir_.file(std::string(name) + ".err"));
+    if (text.empty()) continue;
+    if (text.size() > 12'000) text = text.substr(0, 4'000) + "\n[...]\n" + text.substr(text.size() - 8'000);
+    out += std::string("--- ") + name + ".err\n" + text + "\n";
+  }
+  return out;
+}
+
 cluster::~cluster() {
   if (options_.separate_worker) {
     worker_.signal(SIGCONT);

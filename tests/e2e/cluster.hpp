@@ -3,6 +3,7 @@
 #pragma once
 
 #include "broker/connection.hpp"
+#include "tests/support/failure_report.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <nlohmann/json.hpp>
@@ -57,6 +58,9 @@ public:
 
 private:
   temp_dir dir_;
+  // A failing test prints the nodes' logs as they are at the failure.
+  on_failure report_{[this] { return logs(); }};
+  std::string logs() const;
   nats_server nats_;
   std::string config_path_;
   std::string worker_config_path_;

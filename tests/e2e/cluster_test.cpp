@@ -9,6 +9,7 @@
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
 #include "tests/e2e/http_client.hpp"
+#include "tests/support/failure_report.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <arpa/inet.h>
@@ -81,7 +82,11 @@ struct multi_node {
   }
   std::string logs() {
     std::string out;
-    for (auto& [name, p] : nodes) out += "--- " + name + "\n" + read_file(dir.file(name + ".err")).substr(0, 4000) + "\n";
+    for (auto& [name, p] : nodes) {
+      auto text = read_file(dir.file(name + ".err"));
+      if (text.size() > 12'000) text = text.substr(0, 4'000) + "\n[...]\n" + text.substr(text.size() - 8'000);
+      out += "--- " + name + "\n" + text + "\n";
+    }
     return out;
   }
 };
@@ -135,7 +140,7 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   c.start("w1", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 8\n");
   c.start("w2", "\"worker\"", {1, 0, 2}, "[worker]\nslots = 8\n");
   c.start("g1", "\"gateway\"", {1, 2, 0}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
-  INFO(c.logs());
+  on_failure report{[&] { return c.logs(); }};
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   auto all_up = [&](std::vector<std::string> names) {
     auto listed = c.keel({"nodes", "--wait-ms", "300"}).out;
@@ -208,7 +213,6 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
       server_killed = true;
     }
   }
-  INFO(c.logs());
   REQUIRE(worker_killed);
   REQUIRE(server_killed);
   REQUIRE(completed == ids.size());
@@ -268,7 +272,7 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
   c.start("o1", "\"orchestrator\"", {0, 1, 2});
   c.start("o2", "\"orchestrator\"", {1, 2, 0});
   c.start("g1", "\"gateway\", \"worker\"", {2, 0, 1}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
-  INFO(c.logs());
+  on_failure report{[&] { return c.logs(); }};
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("o2") != std::string::npos);
   REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("o1") != std::string::npos);
@@ -340,7 +344,7 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
   c.start("o1", "\"orchestrator\", \"gateway\"", {0, 1, 2}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
   c.start("w1", "\"worker\"", {1, 2, 0}, "[worker]\nslots = 4\n");
   c.start("w2", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 4\n");
-  INFO(c.logs());
+  on_failure report{[&] { return c.logs(); }};
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("w2") != std::string::npos);
   constexpr int runs = 16;
@@ -755,7 +759,7 @@ TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight
     REQUIRE(shown.value("status", "") == "suspended");
     CHECK(c.approve(run, shown["waiting"]["step_key"].get<std::string>(), 2) == "");
   }
-  INFO(c.logs());
+  on_failure report{[&] { return c.logs(); }};
   std::vector<std::string> all = flying;
   all.insert(all.end(), waiting.begin(), waiting.end());
   all.insert(all.end(), others.begin(), others.end());
@@ -819,7 +823,7 @@ TEST_CASE("failover: an owner paused past its lease loses its runs, its late wri
   // o1 wakes up with results and answers queued for runs that are not its own any more: whatever
   // it writes is refused, and it stops.
   c.nodes["o1"].signal(SIGCONT);
-  INFO(c.logs());
+  on_failure report{[&] { return c.logs(); }};
   REQUIRE(c.nodes["o1"].wait(20'000).ok());
   CHECK(read_file(c.dir.file("o1.err")).find("are no longer this node's") != std::string::npos);
   std::vector<std::string> all = runs;
@@ -946,7 +950,7 @@ TEST_CASE("failover: invokes queued at an owner paused past its lease are not ac
   };
   REQUIRE_EVENTUALLY(30'000, taken());
   c.nodes["o1"].signal(SIGCONT);
-  INFO(c.logs());
+  on_failure report{[&] { return c.logs(); }};
   REQUIRE(c.nodes["o1"].wait(20'000).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   std::map<std::string, std::string> from_o1;

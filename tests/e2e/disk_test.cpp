@@ -2,6 +2,7 @@
 // full", keeps answering reads, loses nothing it acknowledged, and goes on by itself once space is
 // freed. Mounting a tmpfs needs root; elsewhere the test says so and does nothing.
 #include "tests/e2e/cluster.hpp"
+#include "runtime/wire.hpp"
 
 #include <sys/statvfs.h>
 
@@ -113,9 +114,10 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
   small_disk disk(32);
   if (!usable(disk)) return;
   cluster c(agents, scripts, on(disk));
-  // Inputs of 100 KB (that do not compress) fill the disk down to the reserve within a few
-  // hundred runs.
-  std::string big(100'000, ' ');
+  // Inputs of 400 KB (random letters, which compress little) fill the disk down to the reserve
+  // within a few dozen runs. They are sent as a client program would, over NATS: one process
+  // for the lot, not one per run.
+  std::string big(400'000, ' ');
   std::uint64_t x = 88172645463325252ull;
   for (auto& ch : big) {
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -125,29 +127,36 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
   // One made with an idempotency key, asked for again once the disk is full.
   auto keyed = c.keel({"invoke", "sleeper", "first", "--idempotency-key", "k1"});
   REQUIRE(keyed.exit_code == 0);
-  command_output refused;
-  for (int i = 0; i < 400; ++i) {
-    auto r = c.keel({"invoke", "coder", big + std::to_string(i)});
-    if (r.exit_code != 0) {
-      refused = r;
+  auto client = c.connect_client();
+  std::string first_refusal;
+  for (int i = 0; i < 200; ++i) {
+    auto reply = client->request("keel.default.invoke", wire::encode(wire::invoke_request{"coder", big + std::to_string(i)}), 30'000);
+    REQUIRE(reply.ok());
+    auto made = wire::decode<wire::invoke_reply>(reply->data);
+    if (!made) {
+      first_refusal = made.error().message;
       break;
     }
-    acknowledged.push_back(r.out.substr(0, r.out.size() - 1));
+    acknowledged.push_back(made->run_id);
   }
-  INFO(c.node_log().substr(0, 3000));
-  INFO("refused: " << refused.err);
-  REQUIRE(refused.exit_code > 0);
+  INFO("refused: " << first_refusal);
+  REQUIRE(!first_refusal.empty());
   REQUIRE(acknowledged.size() >= 10);
   // A clear error, naming the cause, the setting and what happens next.
-  CHECK(refused.err.find("disk full") != std::string::npos);
-  CHECK(refused.err.find("durability.disk_reserve_bytes") != std::string::npos);
-  CHECK(refused.err.find("no orchestrator") == std::string::npos);
+  CHECK(first_refusal.find("disk full") != std::string::npos);
+  CHECK(first_refusal.find("durability.disk_reserve_bytes") != std::string::npos);
   // The database frees some space by itself (a flush drops its log): held under the reserve
   // by another program, the disk refuses every agent's new runs.
   disk.fill_leaving(6 << 20);
-  auto again = c.keel({"invoke", "sleeper", "go"});
-  CHECK(again.exit_code != 0);
-  CHECK(again.err.find("disk full") != std::string::npos);
+  // The same on the command line, for every agent.
+  for (const char* agent : {"sleeper", "coder"}) {
+    auto again = c.keel({"invoke", agent, "go"});
+    INFO(again.err);
+    CHECK(again.exit_code != 0);
+    CHECK(again.err.find("disk full") != std::string::npos);
+    CHECK(again.err.find("durability.disk_reserve_bytes") != std::string::npos);
+    CHECK(again.err.find("no orchestrator") == std::string::npos);
+  }
   // A repeated invoke makes nothing: it gets its run, full disk or not; a new key is refused.
   auto repeated = c.keel({"invoke", "sleeper", "first", "--idempotency-key", "k1"});
   INFO(repeated.err);

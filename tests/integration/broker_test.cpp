@@ -269,6 +269,43 @@ TEST_CASE("work queue: a task waits until asked for, goes to one taker, and come
   CHECK_FALSE(*(*js)->holds("TASKS", "t.q.run.1"));
 }
 
+TEST_CASE("work queue: tasks fetched before their consumer is destroyed are still acknowledged, kept alive and handed back",
+          "[broker][integration]") {
+  // A worker that stops drops its consumer while tasks it fetched still run: their
+  // acknowledgements go through the subscription they came from.
+  nats_server server;
+  auto js = broker::jetstream::open(connect(server.url()));
+  REQUIRE(js.ok());
+  REQUIRE((*js)->ensure_work_queue({"TASKS", {"t.>"}, 1 << 20, 1, 120'000}).ok());
+  for (int i = 0; i < 3; ++i) REQUIRE((*js)->publish("t.q.run." + std::to_string(i), "task " + std::to_string(i), "id-" + std::to_string(i)).ok());
+  std::vector<std::unique_ptr<broker::delivery>> held;
+  {
+    auto worker = (*js)->subscribe(consumer_for("TASKS", 1000));
+    REQUIRE(worker.ok());
+    auto three = (*worker)->fetch(3, 2000);
+    REQUIRE(three.ok());
+    REQUIRE(three->size() == 3);
+    held = std::move(*three);
+  }  // the consumer is gone; its three deliveries are not
+  REQUIRE(held[0]->ack().ok());
+  REQUIRE(held[1]->nak(0).ok());
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(held[2]->in_progress().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  REQUIRE(held[2]->ack().ok());
+  // What came back is the one handed back, once; the acknowledged ones are gone.
+  auto other = (*js)->subscribe(consumer_for("TASKS", 1000));
+  REQUIRE(other.ok());
+  auto again = (*other)->fetch(3, 1500);
+  REQUIRE(again.ok());
+  REQUIRE(again->size() == 1);
+  CHECK(again->front()->body().data == "task 1");
+  REQUIRE(again->front()->ack().ok());
+  held.clear();
+  REQUIRE_EVENTUALLY(5000, *(*js)->stored_messages("TASKS") == 0);
+}
+
 TEST_CASE("work queue: a message the broker does not confirm is reported with its id", "[broker][integration]") {
   nats_server server;
   std::mutex mutex;

@@ -1,0 +1,70 @@
+// A Catch listener: on a failing assertion, the reports registered by on_failure are printed.
+// Built without the precompiled catch.hpp: the listener interfaces need this define first.
+#define CATCH_CONFIG_EXTERNAL_INTERFACES
+#include <catch2/catch.hpp>
+
+#include "tests/support/failure_report.hpp"
+
+#include <iostream>
+#include <mutex>
+#include <vector>
+
+namespace keel::testing {
+namespace {
+
+struct registry {
+  std::mutex mutex;
+  std::vector<const on_failure*> order;
+  std::vector<std::function<std::string()>> describe;
+  bool printed = false;  // once per test case: the logs at the first failure are the telling ones
+};
+
+registry& reports() {
+  static registry r;
+  return r;
+}
+
+class failure_listener : public Catch::TestEventListenerBase {
+public:
+  using TestEventListenerBase::TestEventListenerBase;
+  void testCaseStarting(const Catch::TestCaseInfo&) override {
+    std::lock_guard lock{reports().mutex};
+    reports().printed = false;
+  }
+  bool assertionEnded(const Catch::AssertionStats& stats) override {
+    if (stats.assertionResult.succeeded()) return true;
+    std::vector<std::function<std::string()>> now;
+    {
+      std::lock_guard lock{reports().mutex};
+      if (reports().printed || reports().describe.empty()) return true;
+      reports().printed = true;
+      now = reports().describe;
+    }
+    std::cerr << "=== at the first failure (" << stats.assertionResult.getSourceInfo() << "):\n";
+    for (auto& d : now) std::cerr << d() << "\n";
+    std::cerr << "=== end of what was running\n" << std::flush;
+    return true;
+  }
+};
+
+CATCH_REGISTER_LISTENER(failure_listener)
+
+} // namespace
+
+on_failure::on_failure(std::function<std::string()> describe) {
+  std::lock_guard lock{reports().mutex};
+  reports().order.push_back(this);
+  reports().describe.push_back(std::move(describe));
+}
+
+on_failure::~on_failure() {
+  std::lock_guard lock{reports().mutex};
+  for (std::size_t i = 0; i < reports().order.size(); ++i)
+    if (reports().order[i] == this) {
+      reports().order.erase(reports().order.begin() + static_cast<std::ptrdiff_t>(i));
+      reports().describe.erase(reports().describe.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+}
+
+} // namespace keel::testing
