@@ -100,6 +100,15 @@ struct shared_state {
     std::lock_guard lock{served_mutex};
     return served.count(std::string(domain)) > 0;
   }
+  // Whether this node may answer for the runs of `domain` now: it serves them and its lease
+  // certainly holds. A node paused past its lease has stale runs in memory and on disk (another
+  // took them over and went on): asked whether a task is still wanted, or handed a result, it
+  // must say nothing rather than "no longer wanted" or "not needed" (a worker would drop the
+  // task the new owner awaits).
+  bool answers_for(std::string_view domain) const {
+    if (!serves(domain)) return false;
+    return !leases || leases->valid(std::string(domain), steady_ms());
+  }
   // The other nodes whose runs are in this node's store and go on here: a domain is added once
   // its takeover has read and fenced every run (until then, nobody answers for them).
   mutable std::mutex served_mutex;
@@ -158,8 +167,7 @@ struct shared_state {
   // it: the sequence of the new entry. Refused (conflict) when another wrote since.
   result<std::uint64_t> whole_history(const std::string& run, const store::run_record& record) {
     std::string domain(run_id{run}.owner());
-    if (!serves(domain) || !leases->valid(domain, steady_ms()))
-      return make_error(errc::conflict, "this node does not hold the lease on the runs of " + domain);
+    if (!answers_for(domain)) return make_error(errc::conflict, "this node does not hold the lease on the runs of " + domain);
     std::optional<std::uint64_t> known;
     {
       std::lock_guard lock{log_mutex};
@@ -523,11 +531,21 @@ struct shared_state {
   // Stores a task in the work queue: sent at once without waiting for the broker's
   // confirmation; one the broker refuses or does not confirm goes to the publisher's threads,
   // which offer it again for as long as the run still wants it.
+  // A task goes only while the lease on its run's domain certainly holds: a node paused past its
+  // lease wakes up with tasks due (a retry whose wait ended, a step whose write was confirmed
+  // just before the pause) for runs another node took over and sent again; sent, they would run
+  // twice. Held meanwhile, such a task goes once the lease is renewed, or never (taken over).
   void send_task(const wire::task& t, const std::string& queue) {
     sent(t.run_id, t.step, t.attempt);
     auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
     auto subject = subjects.task(queue, t.run_id, t.step);
     auto bytes = wire::encode(t);
+    if (leases && !answers_for(run_id{t.run_id}.owner())) {
+      logger()->info("task {} waits: this node's lease on the runs of {} is not certain now", id,
+                     run_id{t.run_id}.owner());
+      offer_again({std::move(subject), std::move(bytes), std::move(id), {}});
+      return;
+    }
     if (lane_of(t.run_id).js->publish_async(subject, bytes, id, config.request_timeout_ms)) return;
     offer_again({std::move(subject), std::move(bytes), std::move(id), {}});
   }
@@ -540,8 +558,10 @@ struct shared_state {
     auto step = std::strtoull(f.id.c_str() + middle + 1, nullptr, 10);
     auto attempt = static_cast<std::uint32_t>(std::strtoul(f.id.c_str() + last + 1, nullptr, 10));
     if (!f.why.message.empty()) logger()->warn("task {} not confirmed by the broker ({}); offered again", f.id, f.why.message);
+    std::string domain(run_id{run}.owner());
     publisher->submit({std::move(f.subject), std::move(f.data), std::move(f.id),
-                       [this, run, step, attempt] { return still_in_flight(run, step, attempt); }});
+                       [this, run, step, attempt, domain] { return serves(domain) && still_in_flight(run, step, attempt); },
+                       [this, domain] { return !leases || answers_for(domain); }});
   }
 
   run_context context_for(const config::agent_config& agent) const {
@@ -790,10 +810,16 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
                                 self->state.machine->run_id(), pending->step, held.error().message);
       // Held, and the attempt due: an older attempt still there (a copy being handed out again)
       // is refused by the run when a worker asks, so the attempt due is sent.
+      std::uint64_t held_attempt = 0;
       if (held && *held) {
         auto task = wire::unpack(**held, shared->limits);
-        queued = task && task->is_object() && task->value("attempt", std::uint64_t{0}) == pending->attempt;
+        if (task && task->is_object()) held_attempt = task->value("attempt", std::uint64_t{0});
+        queued = held_attempt == pending->attempt;
       }
+      logger()->info("run {}: step {} attempt {} was in flight; the queue holds {}: {}", self->state.machine->run_id(),
+                     pending->step, pending->attempt,
+                     held_attempt ? "attempt " + std::to_string(held_attempt) : std::string("none of it"),
+                     queued ? "its result is awaited" : "sent again");
       if (queued) shared->sent(self->state.machine->run_id(), pending->step, pending->attempt);
     }
     perform(self, shared, self->state.machine->start(queued), invoke_reply,
@@ -1385,7 +1411,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       shared->reply_error(reply, errc::not_found, "'" + run + "' is not a keel run id");
       return false;
     }
-    return shared->serves(owner);  // another node's run: its owner answers
+    return shared->answers_for(owner);  // another node's run, or a lease lapsed: its owner answers
   };
   auto subscribe = [&](const std::string& subject, const std::string& queue, broker::handler h) -> result<void> {
     auto s = shared->nats->subscribe(subject, queue, std::move(h));
@@ -1442,6 +1468,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       return shared->reply_error(m.reply, !ref ? ref.error().code : errc::malformed, why);
     }
     step_trace::mark(step_trace::result_decoded);
+    if (std::string domain(run_id{ref->run_id}.owner()); shared->leases && !shared->answers_for(domain))
+      return shared->reply_error(m.reply, errc::unavailable,
+                                 "this node does not hold the lease on the runs of " + domain + " now; offer it again");
     static const std::string kept = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
     static const std::string not_needed = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", false}});
     auto run = shared->find(ref->run_id);

@@ -1,7 +1,8 @@
 // Stores tasks in the broker's work queue, waiting for the broker's confirmation, on threads of
 // its own: the path for a task that a quick send could not place (the broker refused it, did not
 // confirm it, or could not be reached). Each is offered again, with a growing pause, for as long
-// as its run still wants it; the message id (run/step/attempt) makes a repeat that did reach the
+// as its run still wants it (and held while this node's lease on the run lapses); the message id
+// (run/step/attempt) makes a repeat that did reach the
 // broker harmless. Tasks not yet offered at a stop are dropped: a restarted orchestrator sends a
 // step whose task the broker does not hold.
 #pragma once
@@ -23,6 +24,9 @@ public:
     std::string bytes;
     std::string id;
     std::function<bool()> still_wanted;  // checked before each new offer
+    // False while the task must not go yet (the lease on its run's domain has lapsed): it waits,
+    // with the same growing pause, for as long as it is still wanted.
+    std::function<bool()> may_send;
   };
 
   task_publisher(broker::jetstream& js, std::size_t threads) : js_(js), pool_(threads, {}, "keel publish") {}
@@ -36,13 +40,17 @@ private:
   void offer(const job& j) {
     std::int64_t pause_ms = 100;
     for (int tries = 0;; ++tries) {
-      auto stored = js_.publish(j.subject, j.bytes, j.id);
-      if (stored) return;
       static auto logger = log::get("actors");
-      logger->warn("task {} not stored in the work queue (try {}): {}", j.id, tries + 1, stored.error().message);
-      if (pool_.wait_for_stop(pause_ms)) return;
+      bool held = j.may_send && !j.may_send();
+      if (!held) {
+        auto stored = js_.publish(j.subject, j.bytes, j.id);
+        if (stored) return;
+        logger->warn("task {} not stored in the work queue (try {}): {}", j.id, tries + 1, stored.error().message);
+      }
+      // Held for a lease, it is looked at often: a renewal ends the wait.
+      if (pool_.wait_for_stop(held ? 50 : pause_ms)) return;
       if (j.still_wanted && !j.still_wanted()) return;
-      pause_ms = std::min<std::int64_t>(pause_ms * 2, 5000);
+      if (!held) pause_ms = std::min<std::int64_t>(pause_ms * 2, 5000);
     }
   }
 

@@ -33,6 +33,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
 export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
 jobs=$(nproc)
+# The plain build's measured test times order this run too (longest first), when there are some.
+if [ -f build/Testing/Temporary/CTestCostData.txt ] && [ ! -f "$dir/Testing/Temporary/CTestCostData.txt" ]; then
+  mkdir -p "$dir/Testing/Temporary"
+  cp build/Testing/Temporary/CTestCostData.txt "$dir/Testing/Temporary/"
+fi
 cd "$dir"
 if [ "$kind" = thread ] && [ $# -eq 0 ]; then
   set -- -L "actors_tests|broker_tests"
