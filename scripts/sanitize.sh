@@ -32,7 +32,9 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stac
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
 export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
-jobs=$(nproc)
+# Three tests per two cores: sanitized, a test computes more of its time than the plain build's do.
+jobs=$(( $(nproc) * 3 / 2 ))
+[ "$jobs" -ge 1 ] || jobs=1
 # The plain build's measured test times order this run too (longest first), when there are some.
 if [ -f build/Testing/Temporary/CTestCostData.txt ] && [ ! -f "$dir/Testing/Temporary/CTestCostData.txt" ]; then
   mkdir -p "$dir/Testing/Temporary"

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-jobs=$(nproc)
+# Two tests per core: most of a test's time is waiting (for a lease to lapse, a process to start,
+# a timeout), not computing.
+jobs=$(( $(nproc) * 2 ))
 cd build
 ctest --output-on-failure -j"$jobs" --timeout 300 "$@"
