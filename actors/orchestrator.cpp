@@ -105,9 +105,9 @@ struct shared_state {
   // took them over and went on): asked whether a task is still wanted, or handed a result, it
   // must say nothing rather than "no longer wanted" or "not needed" (a worker would drop the
   // task the new owner awaits).
-  bool answers_for(std::string_view domain) const {
+  bool answers_for(const std::string& domain) const {
     if (!serves(domain)) return false;
-    return !leases || leases->valid(std::string(domain), steady_ms());
+    return !leases || leases->valid(domain, steady_ms());
   }
   // The other nodes whose runs are in this node's store and go on here: a domain is added once
   // its takeover has read and fenced every run (until then, nobody answers for them).
@@ -540,9 +540,8 @@ struct shared_state {
     auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
     auto subject = subjects.task(queue, t.run_id, t.step);
     auto bytes = wire::encode(t);
-    if (leases && !answers_for(run_id{t.run_id}.owner())) {
-      logger()->info("task {} waits: this node's lease on the runs of {} is not certain now", id,
-                     run_id{t.run_id}.owner());
+    if (std::string domain = run_id{t.run_id}.owner(); leases && !answers_for(domain)) {
+      logger()->info("task {} waits: this node's lease on the runs of {} is not certain now", id, domain);
       offer_again({std::move(subject), std::move(bytes), std::move(id), {}});
       return;
     }

@@ -1,10 +1,10 @@
 // Stores tasks in the broker's work queue, waiting for the broker's confirmation, on threads of
 // its own: the path for a task that a quick send could not place (the broker refused it, did not
-// confirm it, or could not be reached). Each is offered again, with a growing pause, for as long
-// as its run still wants it (and held while this node's lease on the run lapses); the message id
-// (run/step/attempt) makes a repeat that did reach the
-// broker harmless. Tasks not yet offered at a stop are dropped: a restarted orchestrator sends a
-// step whose task the broker does not hold.
+// confirm it, or could not be reached), or one that must wait (this node's lease on its run
+// lapsed). Each is offered again, with a growing pause, for as long as its run still wants it;
+// the message id (run/step/attempt) makes a repeat that did reach the broker harmless. Tasks not
+// yet offered at a stop are dropped: a restarted orchestrator sends a step whose task the broker
+// does not hold.
 #pragma once
 
 #include "broker/work_queue.hpp"
@@ -25,7 +25,7 @@ public:
     std::string id;
     std::function<bool()> still_wanted;  // checked before each new offer
     // False while the task must not go yet (the lease on its run's domain has lapsed): it waits,
-    // with the same growing pause, for as long as it is still wanted.
+    // looked at every 50 ms, for as long as it is still wanted.
     std::function<bool()> may_send;
   };
 

@@ -410,6 +410,7 @@ struct worker::impl {
   std::shared_ptr<worker_core> core;
   std::unique_ptr<thread_pool> pool;
   std::vector<std::thread> threads;  // the liveness thread
+  std::vector<std::shared_ptr<broker::pull_consumer>> consumers;  // one per queue
   std::mutex stop_mutex;
   std::condition_variable stop_signal;
   bool stopped = false;
@@ -624,6 +625,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   // slots): see fetch_round.
   for (auto& consumer : consumers) {
     auto shared_consumer = std::shared_ptr<broker::pull_consumer>(std::move(consumer));
+    state->consumers.push_back(shared_consumer);
     state->pool->submit([core, shared_consumer] { core->fetch_round(shared_consumer); });
   }
   // Liveness: "in progress" for every task held, four times per liveness period.
@@ -653,6 +655,9 @@ void worker::stop() {
   impl_->core->shared->stopping = true;
   impl_->stop_signal.notify_all();
   impl_->core->slot_count->stop();
+  // No more tasks; those held are still acknowledged when they end (or handed to another worker
+  // once this one is silent). Unsubscribed, the consumers do not hold up the connection's drain.
+  for (auto& consumer : impl_->consumers) consumer->unsubscribe();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
   // Tasks still running are left to finish on their own; their deliveries go unacknowledged,

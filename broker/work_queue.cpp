@@ -1,5 +1,7 @@
 #include "broker/work_queue.hpp"
 
+#include <mutex>
+
 #include "broker/native.hpp"
 #include "runtime/clock.hpp"
 
@@ -105,10 +107,20 @@ bool delivery::acknowledged() const {
 struct pull_consumer::impl {
   std::shared_ptr<subscription_handle> handle = std::make_shared<subscription_handle>();
   std::string durable;
+  std::once_flag unsubscribed;
 };
 
 pull_consumer::pull_consumer(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 pull_consumer::~pull_consumer() = default;
+
+// The subscription stays (tasks fetched through it are acknowledged through it) but takes no
+// more, so that draining the connection does not wait for it. The durable consumer stays on the
+// broker: it was bound, not made, by this subscription.
+void pull_consumer::unsubscribe() {
+  std::call_once(impl_->unsubscribed, [this] {
+    if (impl_->handle->sub) natsSubscription_Unsubscribe(impl_->handle->sub);
+  });
+}
 
 result<std::vector<std::unique_ptr<delivery>>> pull_consumer::fetch(int batch, std::int64_t timeout_ms) {
   std::vector<std::unique_ptr<delivery>> out;

@@ -76,6 +76,9 @@ public:
   // Up to `batch` messages, waiting up to timeout_ms for the first; empty on timeout. One thread
   // at a time.
   result<std::vector<std::unique_ptr<delivery>>> fetch(int batch, std::int64_t timeout_ms);
+  // Takes no more tasks (a fetch then fails as cancelled); tasks fetched can still be
+  // acknowledged. For a taker that stops while tasks it holds still run.
+  void unsubscribe();
 
   struct impl;
   explicit pull_consumer(std::unique_ptr<impl> state);

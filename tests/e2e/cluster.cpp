@@ -78,6 +78,8 @@ void cluster::kill_worker() {
 
 void cluster::signal_worker(int signal) { worker_.signal(signal); }
 
+result<int> cluster::wait_worker(std::int64_t timeout_ms) { return worker_.wait(timeout_ms); }
+
 void cluster::start_node() {
   ++starts_;
   // Logs of every start go to the same files, so a failing test shows the whole story.

@@ -37,6 +37,7 @@ public:
   void start_worker();
   void kill_worker();
   void signal_worker(int signal);  // SIGSTOP, SIGCONT...
+  result<int> wait_worker(std::int64_t timeout_ms);  // its exit status
   std::string worker_log() const { return read_file(dir_.file("worker.err")); }
   std::string gateway_url() const { return "http://127.0.0.1:" + std::to_string(gateway_port_); }
 

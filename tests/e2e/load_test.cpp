@@ -69,7 +69,7 @@ TEST_CASE("tasks: a burst of runs on a worker with 4 slots runs every call once 
   }
 }
 
-TEST_CASE("tasks: a worker killed during a call is replaced and the call runs again, one paused for 10 s fails nothing",
+TEST_CASE("tasks: a worker killed during a call is replaced and the call runs again, one paused for 10 s fails nothing, one stopped past its bound exits cleanly",
           "[e2e][integration]") {
   cluster c(agent("slow") + agent("thinker"),
             {{"slow.json", R"({"turns": [
@@ -80,7 +80,24 @@ TEST_CASE("tasks: a worker killed during a call is replaced and the call runs ag
                 {"delay_ms": 3000, "text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> thought.txt"}}]},
                 {"delay_ms": 3000, "text": "done"}
               ]})"}},
-            cluster_options{true, {}, {}});
+            cluster_options{true, {}, {"limits.shutdown_timeout_ms = 3000"}});
+  SECTION("stopped while a call outlasts its stop") {
+    // SIGTERM gives a call half the stop's bound (1.5 s) to end; this one sleeps 8 s. The worker
+    // exits cleanly without it (its thread still running: no static destructors under it), and
+    // the call runs again on the next worker.
+    auto run = c.invoke("slow", "go");
+    REQUIRE_EVENTUALLY(20'000, read_file(c.dir().file("ws/starts.txt")).size() > 0);
+    c.signal_worker(SIGTERM);
+    auto status = c.wait_worker(10'000);
+    REQUIRE(status.ok());
+    CHECK(*status == 0);
+    CHECK(c.worker_log().find("task threads still running") != std::string::npos);
+    c.start_worker();
+    c.await_status(run, "completed", 30'000);
+    auto starts = lines_of(read_file(c.dir().file("ws/starts.txt")));
+    CHECK(starts.size() == 2);
+    CHECK(starts.front() == starts.back());
+  }
   SECTION("killed") {
     auto run = c.invoke("slow", "go");
     REQUIRE_EVENTUALLY(20'000, read_file(c.dir().file("ws/starts.txt")).size() > 0);

@@ -5,6 +5,7 @@
 
 #include "tests/support/failure_report.hpp"
 
+#include <algorithm>
 #include <iostream>
 #include <mutex>
 #include <vector>
@@ -14,8 +15,7 @@ namespace {
 
 struct registry {
   std::mutex mutex;
-  std::vector<const on_failure*> order;
-  std::vector<std::function<std::string()>> describe;
+  std::vector<std::pair<const on_failure*, std::function<std::string()>>> reports;  // in order made
   bool printed = false;  // once per test case: the logs at the first failure are the telling ones
 };
 
@@ -33,15 +33,15 @@ public:
   }
   bool assertionEnded(const Catch::AssertionStats& stats) override {
     if (stats.assertionResult.succeeded()) return true;
-    std::vector<std::function<std::string()>> now;
+    std::vector<std::pair<const on_failure*, std::function<std::string()>>> now;
     {
       std::lock_guard lock{reports().mutex};
-      if (reports().printed || reports().describe.empty()) return true;
+      if (reports().printed || reports().reports.empty()) return true;
       reports().printed = true;
-      now = reports().describe;
+      now = reports().reports;
     }
     std::cerr << "=== at the first failure (" << stats.assertionResult.getSourceInfo() << "):\n";
-    for (auto& d : now) std::cerr << d() << "\n";
+    for (auto& [owner, describe] : now) std::cerr << describe() << "\n";
     std::cerr << "=== end of what was running\n" << std::flush;
     return true;
   }
@@ -53,18 +53,13 @@ CATCH_REGISTER_LISTENER(failure_listener)
 
 on_failure::on_failure(std::function<std::string()> describe) {
   std::lock_guard lock{reports().mutex};
-  reports().order.push_back(this);
-  reports().describe.push_back(std::move(describe));
+  reports().reports.emplace_back(this, std::move(describe));
 }
 
 on_failure::~on_failure() {
   std::lock_guard lock{reports().mutex};
-  for (std::size_t i = 0; i < reports().order.size(); ++i)
-    if (reports().order[i] == this) {
-      reports().order.erase(reports().order.begin() + static_cast<std::ptrdiff_t>(i));
-      reports().describe.erase(reports().describe.begin() + static_cast<std::ptrdiff_t>(i));
-      break;
-    }
+  auto& all = reports().reports;
+  all.erase(std::remove_if(all.begin(), all.end(), [this](const auto& r) { return r.first == this; }), all.end());
 }
 
 } // namespace keel::testing
