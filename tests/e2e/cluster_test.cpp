@@ -287,7 +287,8 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
         auto a = call("POST", c.base() + "/api/v1/runs",
                       "{\"agent\": \"ops\", \"input\": \"once\", \"idempotency_key\": \"order-" + std::to_string(k) + "\"}");
         statuses[k][i] = a.status;
-        answers[k][i] = a.parsed().value("run_id", std::string{});
+        auto parsed = a.parsed();
+        answers[k][i] = parsed.is_object() ? parsed.value("run_id", std::string{}) : "";
       });
   for (auto& t : senders) t.join();
   senders.clear();
@@ -505,8 +506,9 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
           ids[i] = id;
         } else {
           auto made = call("POST", gateway + "/api/v1/runs", "{\"agent\": \"coder\", \"input\": \"" + input + "\"}");
-          if (made.status != 201) failed("POST /api/v1/runs: " + std::to_string(made.status) + " " + made.body);
-          ids[i] = made.parsed().value("run_id", std::string{});
+          auto parsed = made.parsed();
+          if (made.status != 201 || !parsed.is_object()) failed("POST /api/v1/runs: " + std::to_string(made.status) + " " + made.body);
+          else ids[i] = parsed.value("run_id", std::string{});
         }
       }
     });

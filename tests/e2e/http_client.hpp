@@ -17,7 +17,8 @@ struct http_answer {
   nlohmann::json parsed() const { return nlohmann::json::parse(body, nullptr, false); }
 };
 
-// Fails the test when nothing answers at all.
+// Status 0 when nothing answered, with why in body (parsed() is then discarded). Asserts
+// nothing: tests call it from many threads at once, where Catch's assertions are not safe.
 http_answer call(const std::string& method, const std::string& url, const std::string& body = "",
                  const std::vector<std::string>& extra_headers = {});
 // The status of a GET, or 0 while nothing listens there.

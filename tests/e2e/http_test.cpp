@@ -211,7 +211,7 @@ sse_answer read_stream(const std::string& url, const std::vector<std::string>& e
   } ctx;
   ctx.stop = std::move(stop);
   CURL* curl = curl_easy_init();
-  REQUIRE(curl);
+  if (!curl) return ctx.answer;  // status 0; not REQUIRE: readers run on their own threads
   curl_slist* headers = nullptr;
   for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
@@ -622,4 +622,39 @@ TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they fol
     CHECK(streams[i].ended);
   }
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").parsed()["streams"] == 0);
+}
+
+// The test helpers that tests call from many threads at once (HTTP calls, commands) assert
+// nothing: Catch's assertions are not thread-safe, and one made off the test's thread ends the
+// binary (tests/support/failure_report.cpp). Each says what went wrong in what it returns: an
+// answer, no answer (status 0 and why), a command that ran, one that could not start (-1).
+TEST_CASE("test helpers: HTTP calls and commands from 16 threads at once report, never assert",
+          "[e2e][support]") {
+  fake_service echo([](const fake_request& r) { return fake_reply{200, r.body.dump()}; });
+  auto closed_port = free_loopback_port();
+  REQUIRE(closed_port.ok());
+  constexpr int threads = 16, rounds = 10;
+  std::vector<int> answered(threads), unanswered(threads), ran(threads), not_started(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < rounds; ++i) {
+        auto a = call("POST", echo.url() + "/x", "{\"n\": " + std::to_string(i) + "}");
+        if (a.status == 200 && a.parsed().is_object() && a.parsed().value("n", -1) == i) ++answered[t];
+        auto none = call("GET", "http://127.0.0.1:" + std::to_string(*closed_port) + "/");
+        if (none.status == 0 && none.body.rfind("no answer: ", 0) == 0 && none.parsed().is_discarded()) ++unanswered[t];
+        auto echoed = run_command({"/bin/echo", std::to_string(t)});
+        if (echoed.exit_code == 0 && echoed.out == std::to_string(t) + "\n") ++ran[t];
+        auto missing = run_command({"/nonexistent/keel-no-such-binary"});
+        if (missing.exit_code != 0) ++not_started[t];
+      }
+    });
+  for (auto& w : workers) w.join();
+  for (int t = 0; t < threads; ++t) {
+    INFO("thread " << t);
+    CHECK(answered[t] == rounds);
+    CHECK(unanswered[t] == rounds);
+    CHECK(ran[t] == rounds);
+    CHECK(not_started[t] == rounds);
+  }
 }

@@ -282,13 +282,19 @@ TEST_CASE("lanes: 150 runs at once over 6 lanes per role keep each run's events 
   REQUIRE(sub.ok());
   REQUIRE(watcher->flush(2000).ok());
   constexpr int runs = 150;
-  std::vector<std::string> ids(runs);
+  std::vector<command_output> made(runs);
   std::vector<std::thread> invokers;
   for (int t = 0; t < 3; ++t)
-    invokers.emplace_back([&, t] {
-      for (int i = t; i < runs; i += 3) ids[static_cast<std::size_t>(i)] = c.invoke("laned", "go " + std::to_string(i));
+    invokers.emplace_back([&, t] {  // no assertion here: Catch's are for the test's thread
+      for (int i = t; i < runs; i += 3) made[static_cast<std::size_t>(i)] = c.keel({"invoke", "laned", "go " + std::to_string(i)});
     });
   for (auto& t : invokers) t.join();
+  std::vector<std::string> ids;
+  for (const auto& m : made) {
+    INFO(m.out << m.err);
+    REQUIRE(m.exit_code == 0);
+    ids.push_back(m.out.substr(0, m.out.find('\n')));
+  }
   for (const auto& id : ids) c.await_status(id, "completed", 60'000);
   // Every event of every run, once, in the order of its seq, as it arrived live.
   for (const auto& id : ids) {

@@ -74,10 +74,7 @@ workspace = "{dir}/ws"
 
 TEST_CASE("providers: keel run --provider and --model switch one run to another provider",
           "[e2e][integration]") {
-  int calls = 0;
-  fake_service openai([&](const fake_request& r) {
-    ++calls;
-    CHECK(r.body["model"] == "local-llama");
+  fake_service openai([&](const fake_request&) {  // on the server's thread: checked below
     return fake_reply{200, json{{"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", "from the local server"}}},
                                               {"finish_reason", "stop"}}}},
                                 {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 3}}}}.dump()};
@@ -95,14 +92,15 @@ workspace = "{dir}/ws"
   auto switched = c.keel({"run", "coder", "hi", "--provider", "openai", "--model", "local-llama"});
   INFO(switched.out << switched.err << c.node_log());
   CHECK(switched.out.find("from the local server") != std::string::npos);
-  CHECK(calls == 1);
+  auto asked = openai.requests();
+  REQUIRE(asked.size() == 1);
+  CHECK(asked[0].body["model"] == "local-llama");
   auto bad = c.keel({"invoke", "coder", "hi", "--provider", "oracle"});
   CHECK(bad.exit_code != 0);
 }
 
 TEST_CASE("providers: keel run shows streamed text as it comes, once", "[e2e][integration]") {
-  fake_service anthropic([](const fake_request& r) {
-    CHECK(r.body["stream"] == true);
+  fake_service anthropic([](const fake_request&) {  // on the server's thread: checked below
     return fake_reply{200, "", {
       sse("message_start", {{"type", "message_start"}, {"message", {{"id", "m"}, {"usage", {{"input_tokens", 10}, {"output_tokens", 1}}}}}}),
       sse("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
@@ -142,6 +140,9 @@ workspace = "{dir}/ws"
   REQUIRE(first != std::string::npos);
   CHECK(run.out.find("Hello from the stream.", first + 1) == std::string::npos);  // printed once
   CHECK(run.out.find("Run completed") != std::string::npos);
+  auto asked = anthropic.requests();
+  REQUIRE(asked.size() == 1);
+  CHECK(asked[0].body["stream"] == true);
 }
 
 TEST_CASE("providers: an outage keeps runs waiting with backoff, a run that failed goes on with keel retry",

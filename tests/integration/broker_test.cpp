@@ -78,8 +78,9 @@ TEST_CASE("broker: a request gets its reply, or a timeout, or a no-responders er
   nats_server server;
   auto responder = connect(server.url());
   auto client = connect(server.url());
+  std::atomic<int> unsent{0};  // counted on the subscription's thread, checked below
   auto sub = responder->subscribe("echo", "", [&](broker::message&& m) {
-    REQUIRE(responder->publish(m.reply, "re:" + m.data).ok());
+    if (!responder->publish(m.reply, "re:" + m.data).ok()) ++unsent;
   });
   auto silent = responder->subscribe("silent", "", [](broker::message&&) {});
   REQUIRE(sub.ok());
@@ -88,6 +89,7 @@ TEST_CASE("broker: a request gets its reply, or a timeout, or a no-responders er
   auto reply = client->request("echo", "ping", 2000);
   REQUIRE(reply.ok());
   CHECK(reply->data == "re:ping");
+  CHECK(unsent == 0);
   auto timed_out = client->request("silent", "x", 100);
   REQUIRE_FALSE(timed_out.ok());
   CHECK(timed_out.error().code == errc::timeout);
@@ -179,14 +181,14 @@ TEST_CASE("broker: a pull subscription gives each message to exactly one of the 
   constexpr int messages = 400;
   std::mutex mutex;
   std::multiset<std::string> seen;
-  std::atomic<int> stopped{0};
+  std::atomic<int> stopped{0}, cancelled{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) {
     threads.emplace_back([&, s = *sub] {
       while (true) {
         auto next = s->next(5000);
         if (!next) {
-          CHECK(next.error().code == errc::cancelled);  // what unsubscribe gives a waiting thread
+          if (next.error().code == errc::cancelled) ++cancelled;  // what unsubscribe gives a waiting thread
           ++stopped;
           return;
         }
@@ -209,6 +211,7 @@ TEST_CASE("broker: a pull subscription gives each message to exactly one of the 
   REQUIRE((*sub)->unsubscribe().ok());
   for (auto& t : threads) t.join();
   CHECK(stopped == 4);
+  CHECK(cancelled == 4);
 }
 
 namespace {
@@ -393,18 +396,19 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
     auto other_nats = connect(server.url());
     auto other = broker::run_log::open(other_nats, o);
     REQUIRE(other.ok());
-    std::atomic<int> taken{0}, refused{0};
+    std::atomic<int> taken{0}, refused{0}, conflicts{0};
     std::vector<std::thread> writers;
     for (int w = 0; w < 8; ++w)
       writers.emplace_back([&, w] {
         auto& log_of = w % 2 ? **other : l;
         auto r = log_of.append({{"t.log.a.r1", "writer " + std::to_string(w), static_cast<std::int64_t>(*second[0]), "w" + std::to_string(w)}});
         (r[0].ok() ? taken : refused) += 1;
-        if (!r[0].ok()) CHECK(r[0].error().code == errc::conflict);
+        if (!r[0].ok() && r[0].error().code == errc::conflict) ++conflicts;
       });
     for (auto& t : writers) t.join();
     CHECK(taken == 1);
     CHECK(refused == 7);
+    CHECK(conflicts == 7);  // each refused as a conflict
   }
   SECTION("an entry sent again by its writer is stored once, another writer's at the same position is refused") {
     broker::run_log::entry e{"t.log.a.r1", "three", static_cast<std::int64_t>(*second[0]), "n1"};

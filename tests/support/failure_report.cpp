@@ -1,4 +1,5 @@
-// A Catch listener: on a failing assertion, the reports registered by on_failure are printed.
+// A Catch listener: on a failing assertion, the reports registered by on_failure are printed; an
+// assertion made off the thread that runs the test cases stops the test binary (below).
 // Built without the precompiled catch.hpp: the listener interfaces need this define first.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
@@ -6,8 +7,10 @@
 #include "tests/support/failure_report.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace keel::testing {
@@ -24,12 +27,24 @@ registry& reports() {
   return r;
 }
 
+// Catch v2's assertions and INFO are not thread-safe: one made on another thread while the test's
+// thread makes one corrupts Catch's state (a double free, seen only under load). So an assertion
+// off the test's thread ends the binary at once, every time, naming where it was written: a helper
+// that may run on other threads returns what went wrong instead of asserting.
 class failure_listener : public Catch::TestEventListenerBase {
 public:
   using TestEventListenerBase::TestEventListenerBase;
   void testCaseStarting(const Catch::TestCaseInfo&) override {
+    test_thread_ = std::this_thread::get_id();
     std::lock_guard lock{reports().mutex};
     reports().printed = false;
+  }
+  void assertionStarting(const Catch::AssertionInfo& info) override {
+    if (std::this_thread::get_id() == test_thread_) return;
+    std::cerr << info.lineInfo << ": a Catch assertion (" << info.macroName << ") ran off the test's thread; "
+              << "Catch's assertions are not thread-safe: report the result to the test's thread instead\n"
+              << std::flush;
+    std::abort();
   }
   bool assertionEnded(const Catch::AssertionStats& stats) override {
     if (stats.assertionResult.succeeded()) return true;
@@ -45,6 +60,9 @@ public:
     std::cerr << "=== end of what was running\n" << std::flush;
     return true;
   }
+
+private:
+  std::thread::id test_thread_;
 };
 
 CATCH_REGISTER_LISTENER(failure_listener)

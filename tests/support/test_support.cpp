@@ -1,6 +1,8 @@
 #include "tests/support/test_support.hpp"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -9,7 +11,8 @@ namespace keel::testing {
 temp_dir::temp_dir() {
   std::string pattern = (std::filesystem::temp_directory_path() / "keel-test-XXXXXX").string();
   char* made = ::mkdtemp(pattern.data());
-  REQUIRE(made != nullptr);
+  // Not REQUIRE: made on any thread (run_command), where a Catch assertion is not safe.
+  if (made == nullptr) throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
   path_ = made;
 }
 
@@ -154,11 +157,22 @@ std::vector<std::string> with_env(const std::vector<std::string>& argv,
 
 command_output run_command(const std::vector<std::string>& argv, std::int64_t timeout_ms,
                            const std::vector<std::string>& env) {
+  // Asserts nothing: it runs on test threads and on others. A command that cannot start has
+  // exit code -1 and says why in err.
   temp_dir dir;
-  auto child = start_command(argv, dir, "command", env);
+  child_options options;
+  options.argv = with_env(argv, env);
+  options.stdout_path = dir.file("command.out");
+  options.stderr_path = dir.file("command.err");
+  auto child = child_process::start(options);
   command_output out;
-  auto status = child.wait(timeout_ms);
-  out.exit_code = status ? *status : child.stop(0);
+  if (!child) {
+    out.exit_code = -1;
+    out.err = "could not start " + (argv.empty() ? std::string("(nothing)") : argv[0]) + ": " + child.error().message;
+    return out;
+  }
+  auto status = child->wait(timeout_ms);
+  out.exit_code = status ? *status : child->stop(0);
   out.out = read_file(dir.file("command.out"));
   out.err = read_file(dir.file("command.err"));
   return out;

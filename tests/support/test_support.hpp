@@ -81,6 +81,7 @@ struct command_output {
   std::string err;
 };
 // Runs a command to its end (SIGKILL after `timeout_ms`), with `env` entries ("K=V") added.
+// Safe on any thread (it asserts nothing); a command that cannot start exits -1.
 command_output run_command(const std::vector<std::string>& argv, std::int64_t timeout_ms = 30'000,
                            const std::vector<std::string>& env = {});
 // Starts a command in the background with its output going to files in `dir`.

@@ -78,17 +78,19 @@ TEST_CASE("store writer: a caller writing inline writes the one transition queue
   for (int queued : {1, 2}) {
     auto caller = std::this_thread::get_id();
     std::vector<std::thread::id> ran_on(static_cast<std::size_t>(queued));
+    std::vector<int> written(static_cast<std::size_t>(queued));  // set on the writing thread, checked here
     std::vector<std::promise<void>> done(static_cast<std::size_t>(queued));
     std::string run = "q" + std::to_string(queued);
     writer.submit(received(run, 1), [](const result<void>&) {}, [&] {
       for (int k = 0; k < queued; ++k)
         writer.submit_async(removal(run, 1), [&, k](const result<void>& w) {
-          CHECK(w.ok());
+          written[static_cast<std::size_t>(k)] = w.ok() ? 1 : 0;
           ran_on[static_cast<std::size_t>(k)] = std::this_thread::get_id();
           done[static_cast<std::size_t>(k)].set_value();
         });
     });
     for (auto& d : done) REQUIRE(d.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    for (int w : written) CHECK(w == 1);
     for (const auto& id : ran_on) CHECK((id == caller) == (queued == 1));
     CHECK((*store)->received(run)->empty());
   }

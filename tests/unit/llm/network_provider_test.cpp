@@ -113,8 +113,7 @@ TEST_CASE("anthropic: tool use over several turns", "[llm]") {
 }
 
 TEST_CASE("anthropic: streaming puts text and tool calls together and passes text on", "[llm]") {
-  fake_service service([](const fake_request& r) {
-    CHECK(r.body["stream"] == true);
+  fake_service service([](const fake_request&) {  // on the server's thread: checked below
     return fake_reply{200, "", {
       sse("message_start", {{"type", "message_start"}, {"message", {{"id", "msg_1"}, {"usage", {{"input_tokens", 25}, {"output_tokens", 1}}}}}}),
       sse("content_block_start", {{"type", "content_block_start"}, {"index", 0}, {"content_block", {{"type", "text"}, {"text", ""}}}}),
@@ -135,6 +134,8 @@ TEST_CASE("anthropic: streaming puts text and tool calls together and passes tex
   request.on_text_delta = [&](const std::string& t) { streamed += t + "|"; };
   auto c = p.complete(request);
   REQUIRE(c.ok());
+  REQUIRE(service.requests().size() == 1);
+  CHECK(service.requests()[0].body["stream"] == true);
   CHECK(c->text == "Let me look.");
   CHECK(streamed == "Let me |look.|");
   REQUIRE(c->tool_calls.size() == 1);
@@ -229,8 +230,7 @@ TEST_CASE("openai: streaming chunks, with tool call arguments in pieces", "[llm]
     return "data: " + json{{"id", "chatcmpl-123"}, {"object", "chat.completion.chunk"},
                            {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}}.dump() + "\n\n";
   };
-  fake_service service([&](const fake_request& r) {
-    CHECK(r.body["stream_options"]["include_usage"] == true);
+  fake_service service([&](const fake_request&) {  // on the server's thread: checked below
     return fake_reply{200, "", {
       chunk({{"role", "assistant"}, {"content", ""}}),
       chunk({{"content", "Run"}}),
@@ -248,6 +248,8 @@ TEST_CASE("openai: streaming chunks, with tool call arguments in pieces", "[llm]
   request.on_text_delta = [&](const std::string& t) { streamed += t; };
   auto c = p.complete(request);
   REQUIRE(c.ok());
+  REQUIRE(service.requests().size() == 1);
+  CHECK(service.requests()[0].body["stream_options"]["include_usage"] == true);
   CHECK(c->text == "Running.");
   CHECK(streamed == "Running.");
   REQUIRE(c->tool_calls.size() == 1);
