@@ -245,10 +245,11 @@ void run_log::forget(std::uint64_t ticket) {
 }
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
-  // Up to what the stream holds when the reading consumer is made: the stream's leader counts
-  // what the filter matches then (the consumer's pending messages), and each message says how
-  // many are left after it. (A count from the stream's information alone can come from a server
-  // that is not the stream's leader and has nothing.)
+  // Up to what the stream holds once the reading consumer is made, as the stream's leader counts
+  // the messages under the filter then (a stream information request is answered by the leader
+  // alone). Not the consumer's own count: a new consumer of nats-server 2.9 can report 0 pending
+  // while it is about to deliver what the filter matches (seen with reads made at once on a
+  // cluster), and a read that believed it would serve a node's runs as if there were none.
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = impl_->options.stream.c_str();
@@ -258,15 +259,20 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
   if (s != NATS_OK) return js_error(s, code, "reading " + filter);
-  jsConsumerInfo* consumer = nullptr;
-  s = natsSubscription_GetConsumerInfo(&consumer, sub, nullptr, &code);
+  jsOptions info_options;
+  jsOptions_Init(&info_options);
+  info_options.Stream.Info.SubjectsFilter = filter.c_str();
+  jsStreamInfo* info = nullptr;
+  s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), &info_options, &code);
   if (s != NATS_OK) {
     natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);
     return js_error(s, code, "reading " + filter + " (how many entries it holds)");
   }
-  std::uint64_t expected = consumer->NumPending + consumer->Delivered.Consumer;  // some may be on their way already
-  jsConsumerInfo_Destroy(consumer);
+  std::uint64_t expected = 0;
+  if (info->State.Subjects)
+    for (int i = 0; i < info->State.Subjects->Count; ++i) expected += info->State.Subjects->List[i].Msgs;
+  jsStreamInfo_Destroy(info);
   std::map<std::string, std::string> partial;  // subject -> parts so far
   result<void> outcome = success();
   // Every one of them, or an error: a read that stopped early would leave runs half read.
@@ -283,10 +289,9 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     }
     ++received;
     jsMsgMetaData* meta = nullptr;
-    std::uint64_t seq = 0, pending = expected - std::min(expected, received);
+    std::uint64_t seq = 0;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
       seq = meta->Sequence.Stream;
-      pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
     std::string subject = natsMsg_GetSubject(msg);
@@ -309,7 +314,6 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     }
     natsMsg_Destroy(msg);
     if (whole) on_entry(subject, seq, std::move(data));
-    if (pending == 0) break;  // the last one there was when the reading began
   }
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
