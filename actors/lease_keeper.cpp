@@ -70,7 +70,8 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     if (renewed.error().code != errc::conflict && steady_ms() < deadline) continue;
     if (renewed.error().code != errc::conflict || tries > 3) return renewed.error();
   }
-  // Leases of other nodes this one held when it stopped: held again, if still ours.
+  // Leases of other nodes this one held when it stopped: held again (in a new epoch), if still
+  // ours. They count while this node's own lease does.
   auto keys = bucket.keys();
   if (!keys) return keys.error();
   for (const auto& key : *keys) {
@@ -79,9 +80,8 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     if (!current || !*current) continue;
     auto lease = decode((*current)->value);
     if (!lease || lease->first != me) continue;
-    auto sent = steady_ms();
     auto renewed = bucket.update(key, encode(me, lease->second + 1), (*current)->revision);
-    if (renewed) k->held_[key] = {lease->second + 1, *renewed, k->valid_until(sent)};
+    if (renewed) k->held_[key] = {lease->second + 1, *renewed, 0};
   }
   k->thread_ = std::thread([raw = k.get()] {
     pthread_setname_np(pthread_self(), "keel lease");
@@ -124,19 +124,14 @@ std::vector<std::string> lease_keeper::domains() const {
 void lease_keeper::take_over_again() {
   if (!on_.take_over) return;
   std::lock_guard lock{mutex_};
-  for (const auto& [domain, lease] : held_) {
-    if (domain == me_) continue;
-    takeovers_.emplace_back([this, domain = domain, epoch = lease.epoch] {
-      pthread_setname_np(pthread_self(), "keel takeover");
-      on_.take_over(domain, epoch);
-    });
-  }
+  for (const auto& [domain, lease] : held_)
+    if (domain != me_) start_takeover(domain, lease.epoch);
 }
 
 bool lease_keeper::valid(const std::string& domain, std::int64_t now_ms) const {
   std::lock_guard lock{mutex_};
-  auto it = held_.find(domain);
-  return it != held_.end() && now_ms < it->second.valid_until_ms;
+  auto own = held_.find(me_);
+  return held_.count(domain) > 0 && own != held_.end() && now_ms < own->second.valid_until_ms;
 }
 
 std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
@@ -159,49 +154,83 @@ void lease_keeper::loop(bool renewing) {
     else watch();
     // A slow renewal leaves this node's leases close to lapsing (its writes stop counting).
     if (auto took = steady_ms() - round; renewing && took > lease_ms_ / 2)
-      logger()->warn("renewing the leases took {} ms (a lease lasts {} ms)", took, lease_ms_);
+      logger()->warn("renewing the lease took {} ms (a lease lasts {} ms)", took, lease_ms_);
   }
 }
 
 void lease_keeper::renew() {
-  std::map<std::string, held_lease> now;
+  // One write, however many domains this node holds: the others follow its own lease.
+  held_lease own;
   {
     std::lock_guard lock{mutex_};
-    now = held_;
+    auto it = held_.find(me_);
+    if (it == held_.end()) return;  // lost already
+    own = it->second;
   }
-  for (const auto& [domain, lease] : now) {
-    auto sent = steady_ms();
-    auto renewed = bucket_.update(domain, encode(me_, lease.epoch), lease.revision);
-    if (renewed) {
-      std::lock_guard lock{mutex_};
-      if (auto it = held_.find(domain); it != held_.end()) {
-        it->second.revision = *renewed;
-        it->second.valid_until_ms = valid_until(sent);
-      }
-      continue;
+  auto sent = steady_ms();
+  auto renewed = bucket_.update(me_, encode(me_, own.epoch), own.revision);
+  if (renewed) {
+    std::lock_guard lock{mutex_};
+    if (auto it = held_.find(me_); it != held_.end()) {
+      it->second.revision = *renewed;
+      it->second.valid_until_ms = valid_until(sent);
     }
-    if (renewed.error().code != errc::conflict) {
-      logger()->warn("the lease on the runs of {} was not renewed: {}", domain, renewed.error().message);
-      continue;
-    }
-    // Refused: the key moved on. A renewal that timed out may have been written all the same
-    // (then the key holds this lease as it was, at a newer revision): still ours.
-    if (auto current = bucket_.get_entry(domain); current && *current) {
-      if (auto value = decode((*current)->value); value && value->first == me_ && value->second == lease.epoch) {
-        std::lock_guard lock{mutex_};
-        if (auto it = held_.find(domain); it != held_.end()) it->second.revision = (*current)->revision;
-        continue;
-      }
-    } else if (!current) {
-      logger()->warn("the lease on the runs of {} was refused and cannot be read: {}", domain, current.error().message);
-      continue;  // asked again at the next renewal
-    }
-    {
-      std::lock_guard lock{mutex_};
-      held_.erase(domain);
-    }
-    if (on_.lost) on_.lost(domain, "its lease was taken by another orchestrator");
+    return;
   }
+  if (renewed.error().code != errc::conflict) {
+    logger()->warn("the lease of {} was not renewed: {}", me_, renewed.error().message);
+    return;
+  }
+  // Refused: the key moved on. A renewal that timed out may have been written all the same
+  // (then the key holds this lease as it was, at a newer revision): still ours, though it counts
+  // from the next renewal only (when it was written is not known).
+  auto current = bucket_.get_entry(me_);
+  if (!current) {
+    logger()->warn("the lease of {} was refused and cannot be read: {}", me_, current.error().message);
+    return;  // asked again at the next renewal
+  }
+  if (*current) {
+    if (auto value = decode((**current).value); value && value->first == me_ && value->second == own.epoch) {
+      std::lock_guard lock{mutex_};
+      if (auto it = held_.find(me_); it != held_.end()) it->second.revision = (**current).revision;
+      return;
+    }
+  }
+  // Taken: every domain this node held goes with its own lease.
+  std::vector<std::string> gone;
+  {
+    std::lock_guard lock{mutex_};
+    for (const auto& [domain, lease] : held_) gone.push_back(domain);
+    held_.clear();
+  }
+  if (on_.lost)
+    for (const auto& domain : gone) on_.lost(domain, "its lease was taken by another orchestrator");
+}
+
+bool lease_keeper::claim(const std::string& key, const known_lease& was, const std::string& why) {
+  auto epoch = was.epoch + 1;
+  auto claimed = bucket_.update(key, encode(me_, epoch), was.revision);
+  if (!claimed) {
+    known_.erase(key);  // read again: another claimed it, or it changed
+    return false;
+  }
+  logger()->warn("node {} (lease held by {}) {}: taking its runs over (epoch {})", key, was.holder, why, epoch);
+  known_[key] = {me_, epoch, *claimed};
+  seen_.erase(key);
+  std::lock_guard lock{mutex_};
+  held_[key] = {epoch, *claimed, 0};
+  start_takeover(key, epoch);
+  return true;
+}
+
+void lease_keeper::start_takeover(const std::string& domain, std::uint64_t epoch) {
+  if (!on_.take_over) return;
+  takeovers_.emplace_back([this, domain, epoch] {
+    pthread_setname_np(pthread_self(), "keel takeover");
+    on_.take_over(domain, epoch);
+    std::lock_guard lock{mutex_};
+    takeovers_done_.push_back(std::this_thread::get_id());
+  });
 }
 
 void lease_keeper::watch() {
@@ -218,46 +247,60 @@ void lease_keeper::watch() {
     for (auto& [key, seen] : seen_) seen.since_ms = now;
     blind_ = false;
   }
+  // Read: keys not seen before, and every node's own lease (it changes at each renewal). A key
+  // held on another's behalf is written once, when claimed: read again only when a claim of it
+  // is refused. So a round costs one read per node that holds its own lease, however many
+  // domains there are.
   for (const auto& key : *keys) {
     if (holds(key)) continue;
+    auto it = known_.find(key);
+    if (it != known_.end() && it->second.holder != key) continue;
     auto current = bucket_.get_entry(key);
     if (!current) {
       blind_ = true;
       return;
     }
-    if (!*current) continue;
-    auto& seen = seen_[key];
-    if (seen.revision != (*current)->revision) {
-      seen = {(*current)->revision, now};
+    if (!*current) {
+      known_.erase(key);
       continue;
     }
-    if (now - seen.since_ms < lease_ms_) continue;
-    auto lease = decode((*current)->value);
+    auto lease = decode((**current).value);
     if (!lease) continue;
-    // Unchanged for a whole lease: its holder is gone. One of the orchestrators that see it
-    // wins this write; the others are refused.
-    auto epoch = lease->second + 1;
-    auto sent = steady_ms();
-    auto claimed = bucket_.update(key, encode(me_, epoch), (*current)->revision);
-    if (!claimed) {
-      seen.since_ms = now;
+    known_[key] = {lease->first, lease->second, (**current).revision};
+  }
+  for (auto it = known_.begin(); it != known_.end();) {
+    const auto key = it->first;
+    const auto was = it->second;
+    ++it;  // claim() may erase the entry
+    if (holds(key) || was.holder == me_) continue;
+    if (was.holder == key) {
+      // A node's own lease: gone once unchanged for a whole lease from when this node saw it.
+      auto& seen = seen_[key];
+      if (seen.revision != was.revision) {
+        seen = {was.revision, now};
+        continue;
+      }
+      if (now - seen.since_ms < lease_ms_) continue;
+      claim(key, was, "has not renewed its lease for " + std::to_string(now - seen.since_ms) + " ms");
       continue;
     }
-    logger()->warn("node {} (lease held by {}) has not renewed its lease for {} ms: taking its runs over (epoch {})",
-                   key, lease->first, now - seen.since_ms, epoch);
-    {
-      std::lock_guard lock{mutex_};
-      held_[key] = {epoch, *claimed, valid_until(sent)};
-    }
-    seen_.erase(key);
-    if (on_.take_over) {
-      std::lock_guard lock{mutex_};
-      takeovers_.emplace_back([this, key, epoch] {
-        pthread_setname_np(pthread_self(), "keel takeover");
-        on_.take_over(key, epoch);
-      });
-    }
+    // Held on behalf of another: it counts while its holder's own lease does. Once that lease
+    // moved to someone else, its holder is gone (taken over only after a whole lease of silence).
+    // (Every key not held here was read above: a holder missing from known_ has no lease left.)
+    auto holder = known_.find(was.holder);
+    if (holder != known_.end() && holder->second.holder == was.holder) continue;
+    claim(key, was, "is held for " + was.holder + ", whose own lease was taken over");
   }
+  // Takeovers that ended are joined (a node may take over many in its life).
+  std::lock_guard lock{mutex_};
+  for (auto& done : takeovers_done_)
+    for (auto t = takeovers_.begin(); t != takeovers_.end(); ++t)
+      if (t->get_id() == done) {
+        t->join();
+        takeovers_.erase(t);
+        break;
+      }
+  takeovers_done_.clear();
 }
 
 } // namespace keel::actors

@@ -2,8 +2,11 @@
 // lease on its own runs: a key (its node id) in a replicated key-value bucket whose value names
 // the holder and an epoch, rewritten with a revision check four times per lease_ms. An
 // orchestrator whose lease has not changed for lease_ms is taken to be gone: the first other
-// orchestrator to rewrite the key (revision check: one wins) holds its runs from then on, and
-// renews that lease with its own. A holder whose rewrite is refused has lost the runs.
+// orchestrator to rewrite the key (revision check: one wins) holds its runs from then on. A key
+// held on another's behalf is written once, when claimed, and counts while its holder's own lease
+// does: a node renews one key however many domains it took over (a node that restarts often
+// leaves a domain each time). Once a holder's own lease is taken, the keys it held for others
+// are claimed in turn. A holder whose own rewrite is refused has lost everything it held.
 #pragma once
 
 #include "broker/key_value.hpp"
@@ -42,7 +45,7 @@ public:
 
   bool holds(const std::string& domain) const;
   // Whether the lease on `domain` is certainly still this node's at steady time `now_ms`: held,
-  // and its last renewal was sent less than a lease ago (less a margin). Another orchestrator
+  // and the last renewal of this node's own lease was sent less than a lease ago (less a margin). Another orchestrator
   // takes a lease over only after seeing it unchanged for a whole lease from the moment it saw
   // the renewal, so a write the broker confirmed while this holds landed before any takeover
   // read the log. A node acknowledges a write only if this held once it was confirmed.
@@ -60,6 +63,15 @@ private:
   void loop(bool renewing);  // renewing, or watching the others
   void renew();
   void watch();
+  // What this node last read of another's lease (the watching thread only).
+  struct known_lease {
+    std::string holder;
+    std::uint64_t epoch = 0;
+    std::uint64_t revision = 0;
+  };
+  // Claims `key` over what was read of it; false when another wrote it first.
+  bool claim(const std::string& key, const known_lease& was, const std::string& why);
+  void start_takeover(const std::string& domain, std::uint64_t epoch);  // mutex_ held
 
   struct held_lease {
     std::uint64_t epoch = 0;
@@ -76,12 +88,16 @@ private:
   std::int64_t lease_ms_;
   hooks on_;
   mutable std::mutex mutex_;
+  // Every domain held; only this node's own entry has a meaningful valid_until_ms (the others
+  // count while it does).
   std::map<std::string, held_lease> held_;
-  std::map<std::string, seen_lease> seen_;  // the watching thread only
+  std::map<std::string, seen_lease> seen_;    // the watching thread only
+  std::map<std::string, known_lease> known_;  // the watching thread only
   bool blind_ = false;                      // the bucket was out of reach (the watching thread only)
   std::condition_variable wake_;
   bool stopping_ = false;
   std::vector<std::thread> takeovers_;
+  std::vector<std::thread::id> takeovers_done_;  // ended, to be joined by the watching thread
   std::thread thread_;   // renews
   std::thread watcher_;  // watches the others' leases
 };
