@@ -109,6 +109,11 @@ void lease_keeper::stop() {
     if (t.joinable()) t.join();
 }
 
+bool lease_keeper::stopping() const {
+  std::lock_guard lock{mutex_};
+  return stopping_;
+}
+
 bool lease_keeper::holds(const std::string& domain) const {
   std::lock_guard lock{mutex_};
   return held_.count(domain) > 0;

@@ -44,6 +44,7 @@ public:
   void take_over_again();
 
   bool holds(const std::string& domain) const;
+  bool stopping() const;  // stop() was called: a takeover under way gives up
   // Whether the lease on `domain` is certainly still this node's at steady time `now_ms`: held,
   // and the last renewal of this node's own lease was sent less than a lease ago (less a margin). Another orchestrator
   // takes a lease over only after seeing it unchanged for a whole lease from the moment it saw

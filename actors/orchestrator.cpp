@@ -1259,12 +1259,22 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
     if (auto w = shared->store.apply(*transitions); !w)
       logger()->error("run {}: a logged write could not be stored: {}", run, w.error().message);
   };
+  // Read and fenced whole, however long the log takes to answer: a domain held but never served
+  // would leave its runs unanswered until this node restarts. Given up only when the lease goes
+  // (another serves them) or the node stops.
+  auto still_ours = [&] { return shared->leases->holds(domain) && !shared->leases->stopping(); };
+  std::int64_t backoff_ms = 250;
+  auto wait_a_little = [&] {
+    for (auto until = steady_ms() + backoff_ms; steady_ms() < until && still_ours();)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backoff_ms = std::min<std::int64_t>(backoff_ms * 2, 5000);
+  };
   for (int tries = 0;; ++tries) {
     auto r = log.read(prefix + ".>", apply);
     if (r) break;
-    logger()->warn("taking over {}: reading its runs: {}", domain, r.error().message);
-    if (tries >= 20 || !shared->serves(domain)) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (tries < 5 || tries % 20 == 0) logger()->warn("taking over {}: reading its runs: {}", domain, r.error().message);
+    if (!still_ours()) return;
+    wait_a_little();
   }
   auto marker = wire::pack(value{{"transitions", value::array()},
                                  {"takeover", value{{"by", shared->node_id}, {"epoch", epoch}}}});
@@ -1276,7 +1286,12 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
                               (*record)->status == store::run_status::cancelled))
       fenced.insert(run);
   }
-  for (int round = 0; round < 20 && fenced.size() < last.size(); ++round) {
+  backoff_ms = 250;
+  for (int round = 0; fenced.size() < last.size(); ++round) {
+    if (round > 0) {
+      if (!still_ours()) break;
+      wait_a_little();
+    }
     std::vector<broker::run_log::entry> fences;
     std::vector<std::string> runs;
     for (const auto& [run, seq] : last)
@@ -1295,8 +1310,11 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
       }
     }
   }
-  if (fenced.size() < last.size())
-    logger()->error("taking over {}: {} runs could not be fenced; they are left alone", domain, last.size() - fenced.size());
+  if (fenced.size() < last.size()) {
+    logger()->warn("taking over {}: stopped before {} runs were fenced (the lease went, or the node stops)", domain,
+                   last.size() - fenced.size());
+    return;
+  }
   // Results applied after these keep their order (see store::received_result).
   for (auto now = shared->next_received.load(); now <= max_order && !shared->next_received.compare_exchange_weak(now, max_order + 1);) {
   }

@@ -3,6 +3,7 @@
 #include "broker/native.hpp"
 #include "runtime/clock.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -245,11 +246,13 @@ void run_log::forget(std::uint64_t ticket) {
 }
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
-  // Up to what the stream holds once the reading consumer is made, as the stream's leader counts
-  // the messages under the filter then (a stream information request is answered by the leader
-  // alone). Not the consumer's own count: a new consumer of nats-server 2.9 can report 0 pending
-  // while it is about to deliver what the filter matches (seen with reads made at once on a
-  // cluster), and a read that believed it would serve a node's runs as if there were none.
+  // Up to what the stream holds once the reading consumer is made. Neither count nats-server 2.9
+  // gives is enough alone, and a read that believed a short one would serve a node's runs as if
+  // there were none: a new consumer can report 0 pending while it is about to deliver what the
+  // filter matches (seen with reads made at once on a cluster); a stream information request is
+  // answered by the stream's leader, but while the stream has none, by any replica from what it
+  // has (seen: 0 entries after servers were killed in turn). So: the larger of the consumer's
+  // count and the leader's, and no read while the stream has no leader (asked again later).
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = impl_->options.stream.c_str();
@@ -259,6 +262,15 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
   if (s != NATS_OK) return js_error(s, code, "reading " + filter);
+  jsConsumerInfo* consumer = nullptr;
+  s = natsSubscription_GetConsumerInfo(&consumer, sub, nullptr, &code);
+  if (s != NATS_OK) {
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    return js_error(s, code, "reading " + filter + " (how many entries it holds)");
+  }
+  std::uint64_t expected = consumer->NumPending + consumer->Delivered.Consumer;  // some may be on their way already
+  jsConsumerInfo_Destroy(consumer);
   jsOptions info_options;
   jsOptions_Init(&info_options);
   info_options.Stream.Info.SubjectsFilter = filter.c_str();
@@ -269,10 +281,18 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     natsSubscription_Destroy(sub);
     return js_error(s, code, "reading " + filter + " (how many entries it holds)");
   }
-  std::uint64_t expected = 0;
+  bool leaderless = info->Cluster && info->Cluster->ReplicasLen > 0 &&
+                    (info->Cluster->Leader == nullptr || *info->Cluster->Leader == '\0');
+  std::uint64_t counted = 0;
   if (info->State.Subjects)
-    for (int i = 0; i < info->State.Subjects->Count; ++i) expected += info->State.Subjects->List[i].Msgs;
+    for (int i = 0; i < info->State.Subjects->Count; ++i) counted += info->State.Subjects->List[i].Msgs;
   jsStreamInfo_Destroy(info);
+  if (leaderless) {
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    return make_error(errc::unavailable, "reading " + filter + ": the run log's stream has no leader now");
+  }
+  expected = std::max(expected, counted);
   std::map<std::string, std::string> partial;  // subject -> parts so far
   result<void> outcome = success();
   // Every one of them, or an error: a read that stopped early would leave runs half read.

@@ -549,3 +549,51 @@ TEST_CASE("run log: 200 nodes' runs read at once through three servers: each rea
   REQUIRE(logs[2]->read("t.log.d7.r3", [&](const std::string&, std::uint64_t, std::string data) { one.push_back(std::move(data)); }).ok());
   CHECK(one == std::vector<std::string>{"e3"});
 }
+
+// The same while a server is killed: the stream may have no leader for a while, and a replica
+// may answer from what it has. Each read through the servers left is whole or an error, never
+// short; once the server is back, reads are whole again. Variants: each of the three servers
+// killed in turn (one of them leads the stream), reads through both others, at once.
+TEST_CASE("run log: reads while a server is killed are whole or fail, never short", "[broker][integration]") {
+  testing::nats_cluster cluster;
+  broker::run_log_options o{"KEEL_RUNS_lost", "t.log.>", 3, 64 * 1024, 2000};
+  std::vector<std::shared_ptr<broker::connection>> conns;
+  std::vector<std::unique_ptr<broker::run_log>> logs;
+  for (std::size_t i = 0; i < 3; ++i) {
+    conns.push_back(connect(cluster.url(i)));
+    auto opened = broker::run_log::open(conns.back(), o);
+    REQUIRE(opened.ok());
+    logs.push_back(std::move(opened.value()));
+  }
+  constexpr int runs = 60;
+  std::vector<broker::run_log::entry> es;
+  for (int r = 0; r < runs; ++r) es.push_back({"t.log.n.r" + std::to_string(r), "e" + std::to_string(r), -1, ""});
+  for (auto& x : logs[0]->append(es)) REQUIRE(x.ok());
+  for (std::size_t down = 0; down < 3; ++down) {
+    cluster.kill(down);
+    // Until both servers left have given a whole read (the two are a majority: they go on).
+    int whole = 0, failed = 0, shorter = 0;
+    std::set<std::size_t> whole_via;
+    std::set<std::string> errors;
+    for (auto until = steady_ms() + 30'000; steady_ms() < until && whole_via.size() < 2;) {
+      for (std::size_t via = 0; via < 3; ++via) {
+        if (via == down) continue;
+        int n = 0;
+        auto r = logs[via]->read("t.log.n.>", [&](const std::string&, std::uint64_t, std::string) { ++n; });
+        if (!r) ++failed, errors.insert(r.error().message);
+        else if (n == runs) ++whole, whole_via.insert(via);
+        else ++shorter;
+      }
+    }
+    INFO("server " << down << " down: " << whole << " whole, " << failed << " failed, " << shorter << " short; errors: "
+                   << [&] { std::string all; for (const auto& e : errors) all += e + "; "; return all; }());
+    CHECK(shorter == 0);
+    CHECK(whole_via.size() == 2);
+    cluster.restart(down);
+    REQUIRE_EVENTUALLY(30'000, [&] {
+      int n = 0;
+      auto r = logs[(down + 1) % 3]->read("t.log.n.>", [&](const std::string&, std::uint64_t, std::string) { ++n; });
+      return r.ok() && n == runs;
+    }());
+  }
+}
