@@ -74,14 +74,31 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
   // ours. They count while this node's own lease does.
   auto keys = bucket.keys();
   if (!keys) return keys.error();
+  deadline = steady_ms() + 30'000;
+  // Each such key is held again or found taken, never skipped on an error: a key naming this node
+  // counts while this node's lease does, so one left out would be served by nobody, ever.
   for (const auto& key : *keys) {
     if (key == me) continue;
-    auto current = bucket.get_entry(key);
-    if (!current || !*current) continue;
-    auto lease = decode((*current)->value);
-    if (!lease || lease->first != me) continue;
-    auto renewed = bucket.update(key, encode(me, lease->second + 1), (*current)->revision);
-    if (renewed) k->held_[key] = {lease->second + 1, *renewed, 0};
+    while (true) {
+      auto current = bucket.get_entry(key);
+      if (!current) {
+        if (steady_ms() >= deadline) return current.error();
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        continue;
+      }
+      if (!*current) break;
+      auto lease = decode((**current).value);
+      if (!lease || lease->first != me) break;
+      auto renewed = bucket.update(key, encode(me, lease->second + 1), (**current).revision);
+      if (renewed) {
+        k->held_[key] = {lease->second + 1, *renewed, 0};
+        break;
+      }
+      if (renewed.error().code != errc::conflict) {
+        if (steady_ms() >= deadline) return renewed.error();
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      }
+    }
   }
   k->thread_ = std::thread([raw = k.get()] {
     pthread_setname_np(pthread_self(), "keel lease");
