@@ -284,6 +284,12 @@ struct shared_state {
     for (const auto& run : runs) {
       std::string domain(run_id{run}.owner());
       if (!serves(domain)) return make_error(errc::conflict, "run " + run + " is no longer this node's (taken over)");
+      // Nor while the lease is not certain: a node paused past its lease, whose write was refused
+      // because another took the run over, would otherwise ask the log where the run now ends and
+      // append after the new owner's fence before learning its lease is gone; the new owner's next
+      // write would then be refused. Written again once the lease is renewed (or the node stops).
+      if (!answers_for(domain))
+        return make_error(errc::unavailable, "run " + run + ": this node's lease on the runs of " + domain + " is not certain now");
       if (auto settled = settle(run); !settled) return settled.error();
       std::optional<std::uint64_t> known;
       {
@@ -1242,6 +1248,7 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   std::map<std::string, std::uint64_t> last;  // run -> sequence of its last entry applied
   std::uint64_t max_order = 0;
   std::size_t entries = 0, unreadable = 0;
+  std::string superseded;  // a later takeover's fence was found: by whom
   auto apply = [&](const std::string& subject, std::uint64_t seq, std::string data) {
     auto run = subject.substr(subject.rfind('.') + 1);
     if (auto it = last.find(run); it != last.end() && it->second >= seq) return;
@@ -1255,14 +1262,32 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
     }
     for (const auto& t : *transitions)
       for (const auto& r : t.received) max_order = std::max(max_order, r.order);
-    if (transitions->empty()) return;  // a takeover's fence
+    if (transitions->empty()) {
+      // A takeover's fence. One of a later claim than this one (a node that took the domain from
+      // this node while it was paused mid-takeover) means the runs are another's now: fencing
+      // after it would refuse the new owner's writes.
+      auto marker = wire::unpack(data);
+      if (marker && marker->is_object() && marker->contains("takeover") && (*marker)["takeover"].is_object()) {
+        const auto& by = (*marker)["takeover"];
+        auto their_epoch = by.value("epoch", std::uint64_t{0});
+        auto their_node = by.value("by", std::string{});
+        if (their_epoch > epoch || (their_epoch == epoch && their_node != shared->node_id))
+          superseded = their_node + " (epoch " + std::to_string(their_epoch) + ")";
+      }
+      return;
+    }
     if (auto w = shared->store.apply(*transitions); !w)
       logger()->error("run {}: a logged write could not be stored: {}", run, w.error().message);
   };
   // Read and fenced whole, however long the log takes to answer: a domain held but never served
   // would leave its runs unanswered until this node restarts. Given up only when the lease goes
   // (another serves them) or the node stops.
-  auto still_ours = [&] { return shared->leases->holds(domain) && !shared->leases->stopping(); };
+  auto still_ours = [&] { return superseded.empty() && shared->leases->holds(domain) && !shared->leases->stopping(); };
+  auto give_up_if_superseded = [&] {
+    if (superseded.empty()) return false;
+    logger()->warn("taking over {}: a later takeover by {} fenced its runs: they are not this node's", domain, superseded);
+    return true;
+  };
   std::int64_t backoff_ms = 250;
   auto wait_a_little = [&] {
     for (auto until = steady_ms() + backoff_ms; steady_ms() < until && still_ours();)
@@ -1271,6 +1296,7 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   };
   for (int tries = 0;; ++tries) {
     auto r = log.read(prefix + ".>", apply);
+    if (give_up_if_superseded()) return;
     if (r) break;
     if (tries < 5 || tries % 20 == 0) logger()->warn("taking over {}: reading its runs: {}", domain, r.error().message);
     if (!still_ours()) return;
@@ -1309,6 +1335,7 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
         (void)log.read(prefix + "." + runs[i], apply);  // it wrote meanwhile: read that too
       }
     }
+    if (give_up_if_superseded()) return;
   }
   if (fenced.size() < last.size()) {
     logger()->warn("taking over {}: stopped before {} runs were fenced (the lease went, or the node stops)", domain,

@@ -39,8 +39,9 @@ std::shared_ptr<spdlog::logger> logger() {
 }
 
 struct worker_shared {
-  const config::node_config* config_ptr = nullptr;
-  const config::node_config& config() const { return *config_ptr; }
+  // A copy, not the node's: a task thread that overran the node's stop keeps it with this.
+  config::node_config config_copy;
+  const config::node_config& config() const { return config_copy; }
   std::string node_id;
   broker::subjects subjects;
   std::shared_ptr<broker::connection> nats;  // the first lane's: the work queue
@@ -559,7 +560,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
                                               const std::vector<std::shared_ptr<broker::connection>>& lanes) {
   if (lanes.empty()) return make_error(errc::invalid_argument, "a worker needs a NATS connection");
   auto shared = std::make_shared<worker_shared>();
-  shared->config_ptr = &config;
+  shared->config_copy = config;
   shared->node_id = node_id;
   shared->subjects = broker::subjects{config.prefix, config.ns};
   shared->nats = lanes.front();

@@ -70,14 +70,14 @@ int main(int argc, char** argv) {
     _exit(1);
   }).detach();
   (*node)->stop();
-  node->reset();
   // A command that overran the stop still holds a thread (its task goes to another worker once
-  // this node is silent): exit without running static destructors under it.
+  // this node is silent): exit without freeing the node or running static destructors under it.
   if (auto left = keel::thread_pool::threads_left_running(); left > 0) {
     logger->info("exiting with {} task threads still running; their tasks are handed to another worker", left);
     logger->flush();
     _exit(0);
   }
+  node->reset();
   logger->flush();
   return 0;
 }
