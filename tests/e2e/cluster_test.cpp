@@ -925,6 +925,55 @@ TEST_CASE("failover: an owner paused past its lease loses its runs, its late wri
   }
 }
 
+// A taker paused in the middle of its takeover (after claiming the lease, before fencing) loses
+// the domain to a third orchestrator, which claims it, fences the runs and goes on with them.
+// When the first wakes, its takeover must stop at that later fence: fencing after it would
+// refuse the new owner's writes (and a run whose write is refused goes on from a store the log
+// does not match). Variants: 60 runs in flight, the taker paused past two leases, killed once it
+// noticed; every run completes, each step once, its history gapless from every server.
+TEST_CASE("failover: a taker paused mid-takeover whose domain was claimed from it fences nothing when it wakes",
+          "[e2e][integration][cluster][failover]") {
+  failover_cluster c;
+  c.start_all();
+  on_failure report{[&] { return c.logs(); }};
+  std::vector<std::string> runs;
+  for (int i = 0; i < 60; ++i) runs.push_back(c.invoke_on("o1", "auto", "taken " + std::to_string(i), static_cast<std::size_t>(i % 3)));
+  c.nodes["o1"].signal(SIGKILL);
+  // Whichever of o2 and o3 claims o1 first is paused at once, before it has read and fenced.
+  std::string taker, other;
+  auto deadline = steady_ms() + 30'000;
+  while (taker.empty() && steady_ms() < deadline) {
+    for (const char* n : {"o2", "o3"})
+      if (read_file(c.dir.file(std::string(n) + ".err")).find("node o1 (lease held by o1)") != std::string::npos) {
+        taker = n;
+        break;
+      }
+    if (taker.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(!taker.empty());
+  c.nodes[taker].signal(SIGSTOP);
+  other = taker == "o2" ? "o3" : "o2";
+  // The other claims the paused taker's own lease, then o1's (held for it), and serves o1's runs.
+  REQUIRE_EVENTUALLY(30'000, read_file(c.dir.file(other + ".err")).find("took over the runs of o1 ") != std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the new owner writes o1's runs meanwhile
+  c.nodes[taker].signal(SIGCONT);
+  REQUIRE(c.nodes[taker].wait(20'000).ok());  // it finds its lease taken and stops
+  for (const auto& run : runs) {
+    INFO(run);
+    c.await_completed(run);
+    auto seqs = c.event_seqs(run, 0);
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+    CHECK(c.event_seqs(run, 1) == seqs);
+  }
+  // The paused taker gave up at the later fence; the new owner's writes were never refused.
+  CHECK(read_file(c.dir.file(taker + ".err")).find("taking over o1: a later takeover by " + other) != std::string::npos);
+  CHECK(read_file(c.dir.file(other + ".err")).find("the run log refused a write") == std::string::npos);
+  for (const auto& [step, n] : count_lines(read_file(c.dir.file("model-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+}
+
 TEST_CASE("failover: a retry due at an owner paused past its lease is not sent when it wakes: the taker's attempt is the only one that runs",
           "[e2e][integration][cluster][failover]") {
   // Each run's first two model calls fail (500): its owner then waits 2 s before the third try.
