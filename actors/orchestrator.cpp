@@ -1149,6 +1149,9 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       // go on (a step whose task the broker still holds is not sent again).
       for (const auto& id : ids) {
         if (shared->find(id)) continue;
+        // Not a run this node no longer serves (dropped after the log refused its write because
+        // another took it over): what this store has of it is behind the new owner's.
+        if (shared->leases && !shared->serves(run_id{id}.owner())) continue;
         auto record = shared->store.get(id, false);
         if (!record || !*record) continue;
         const auto* agent = shared->config.find_agent((*record)->agent);

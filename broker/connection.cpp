@@ -68,9 +68,21 @@ struct connection::impl {
 
 // The handler lives until nats.c says the subscription is complete (no callback is running and
 // none will run), so that unsubscribing while a message is being handled is safe.
+// What a subscription's callbacks run with. nats.c calls on_complete once the subscription is
+// closed and its last callback has returned; until then the handler (and whatever it refers to)
+// must live, so a subscription waits for it when destroyed.
+struct delivery {
+  explicit delivery(handler h) : on_message(std::move(h)) {}
+  handler on_message;
+  std::mutex mutex;
+  std::condition_variable done;
+  bool complete = false;   // no callback runs or will run; guarded by mutex
+  bool abandoned = false;  // the subscription went without waiting: on_complete frees this
+};
+
 struct subscription::impl {
   natsSubscription* sub = nullptr;
-  handler* on_message = nullptr;
+  delivery* on_message = nullptr;
   std::string subject;
   ~impl() {
     if (sub) natsSubscription_Destroy(sub);
@@ -105,7 +117,18 @@ void on_error(natsConnection*, natsSubscription* sub, natsStatus err, void*) {
   }
 }
 
-void on_complete(void* closure) { delete static_cast<handler*>(closure); }
+void on_complete(void* closure) {
+  auto* d = static_cast<delivery*>(closure);
+  bool free_it = false;
+  {
+    // Notified under the lock: the waiter frees `d` as soon as it sees `complete`.
+    std::lock_guard lock{d->mutex};
+    d->complete = true;
+    if (d->abandoned) free_it = true;
+    else d->done.notify_all();
+  }
+  if (free_it) delete d;
+}
 
 // Messages a thread has read (their bytes are copied out), freed a batch at a time. nats.c frees
 // a message on a thread of its own, which it wakes for each one whenever that thread sleeps: two
@@ -161,15 +184,21 @@ void name_delivery_thread(natsSubscription* sub) {
   pthread_setname_np(pthread_self(), name.c_str());
 }
 
+// The delivery whose callback this thread runs now (a subscription destroyed from inside its own
+// callback cannot wait for that callback to return).
+thread_local delivery* delivering = nullptr;
+
 void deliver(natsConnection*, natsSubscription* sub, natsMsg* raw, void* closure) {
   name_delivery_thread(sub);
-  auto* on_message = static_cast<handler*>(closure);
+  auto* d = static_cast<delivery*>(closure);
+  delivering = d;
   try {
-    (*on_message)(copy_of(raw));
+    d->on_message(copy_of(raw));
   } catch (const std::exception& e) {
     // A handler must not take the delivery thread down with it.
     logger()->error("a message handler threw: {}", e.what());
   }
+  delivering = nullptr;
   spent.add(raw);
 }
 
@@ -259,7 +288,7 @@ result<std::unique_ptr<subscription>> connection::subscribe(std::string_view sub
                                                             handler on_message) {
   auto state = std::make_unique<subscription::impl>();
   state->subject = subject;
-  state->on_message = new handler(std::move(on_message));
+  state->on_message = new delivery(std::move(on_message));
   std::string queue_text(queue);
   natsStatus s =
     queue.empty()
@@ -366,8 +395,24 @@ std::string connection::connected_url() const {
 
 subscription::subscription(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 
+// Unsubscribes, and returns once no callback runs or will run: a handler that refers to its
+// owner (a gateway, an orchestrator's shared state) never runs on it while or after it is
+// destroyed. From inside its own callback it cannot wait: the handler is then freed after that
+// callback returns. A callback still running after 10 s (blocked on what the destroying thread
+// holds) is left to finish on its own, said in the log.
 subscription::~subscription() {
-  if (impl_ && impl_->sub) natsSubscription_Unsubscribe(impl_->sub);
+  if (!impl_ || !impl_->sub) return;
+  natsSubscription_Unsubscribe(impl_->sub);
+  auto* d = impl_->on_message;
+  std::unique_lock lock{d->mutex};
+  if (delivering != d && !d->done.wait_for(lock, std::chrono::seconds(10), [d] { return d->complete; }))
+    logger()->warn("a callback of the subscription to {} did not return within 10 s of its unsubscribing", impl_->subject);
+  if (!d->complete) {
+    d->abandoned = true;
+    return;
+  }
+  lock.unlock();
+  delete d;
 }
 
 result<void> subscription::unsubscribe() { return unsubscribe_from(impl_->sub, impl_->subject); }

@@ -3,6 +3,8 @@
 #include "broker/native.hpp"
 #include "runtime/clock.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <condition_variable>
 #include <map>
@@ -39,6 +41,9 @@ struct run_log::impl {
   std::condition_variable confirmed;
   std::uint64_t next_token = 1;
   std::map<std::uint64_t, std::optional<result<std::uint64_t>>> waiting;
+  // Where entries appended in parts start, by (subject, sequence of the last part): a cut keeps
+  // the whole entry it is given. The most recent ones only.
+  std::map<std::pair<std::string, std::uint64_t>, std::uint64_t> starts;  // guarded by mutex
   ~impl() {
     if (js) jsCtx_Destroy(js);
   }
@@ -134,6 +139,7 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
   std::vector<result<std::uint64_t>> out(entries.size(), result<std::uint64_t>(std::uint64_t{0}));
   std::vector<std::int64_t> expected(entries.size());
   std::vector<std::size_t> parts(entries.size());
+  std::vector<std::uint64_t> first(entries.size(), 0);  // sequence of each entry's first part
   std::size_t waves = 0;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     expected[i] = entries[i].expected_last;
@@ -186,7 +192,14 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       if (got) out[i] = std::move(*got);
       else out[i] = make_error(errc::timeout, "appending to " + entries[i].subject + ": no confirmation");
       impl_->waiting.erase(token);
-      if (out[i]) expected[i] = static_cast<std::int64_t>(*out[i]);
+      if (out[i]) {
+        expected[i] = static_cast<std::int64_t>(*out[i]);
+        if (wave == 0) first[i] = *out[i];
+        if (wave + 1 == parts[i] && parts[i] > 1) {
+          impl_->starts[{entries[i].subject, *out[i]}] = first[i];
+          if (impl_->starts.size() > 4096) impl_->starts.erase(impl_->starts.begin());
+        }
+      }
     }
   }
   return out;
@@ -245,14 +258,44 @@ void run_log::forget(std::uint64_t ticket) {
   impl_->waiting.erase(ticket);
 }
 
+namespace {
+
+// The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
+// answers a stream's message requests from its leader only, and not while it has none): its
+// sequence, 0 when there is none.
+result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
+                                    std::uint64_t from, std::int64_t timeout_ms) {
+  auto request = nlohmann::json{{"seq", from}, {"next_by_subj", filter}}.dump();
+  natsMsg* reply = nullptr;
+  natsStatus s = natsConnection_Request(&reply, nc, ("$JS.API.STREAM.MSG.GET." + stream).c_str(), request.data(),
+                                        static_cast<int>(request.size()), timeout_ms);
+  if (s != NATS_OK) return js_error(s, 0, "asking the run log's leader what follows sequence " + std::to_string(from));
+  auto answer = nlohmann::json::parse(natsMsg_GetData(reply), natsMsg_GetData(reply) + natsMsg_GetDataLength(reply),
+                                      nullptr, false);
+  natsMsg_Destroy(reply);
+  if (!answer.is_object()) return make_error(errc::unavailable, "the run log's leader answered what cannot be read");
+  if (auto e = answer.find("error"); e != answer.end() && e->is_object()) {
+    if (e->value("err_code", 0) == JSNoMessageFoundErr) return std::uint64_t{0};
+    return make_error(errc::unavailable, "the run log's leader: " + e->value("description", std::string("an error")));
+  }
+  auto m = answer.find("message");
+  if (m == answer.end() || !m->is_object() || !(*m)["seq"].is_number_unsigned())
+    return make_error(errc::unavailable, "the run log's leader answered without a message or an error");
+  return (*m)["seq"].get<std::uint64_t>();
+}
+
+} // namespace
+
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
-  // Up to what the stream holds once the reading consumer is made. Neither count nats-server 2.9
-  // gives is enough alone, and a read that believed a short one would serve a node's runs as if
-  // there were none: a new consumer can report 0 pending while it is about to deliver what the
-  // filter matches (seen with reads made at once on a cluster); a stream information request is
-  // answered by the stream's leader, but while the stream has none, by any replica from what it
-  // has (seen: 0 entries after servers were killed in turn). So: the larger of the consumer's
-  // count and the leader's, and no read while the stream has no leader (asked again later).
+  // Every entry the filter matches, up to the last the stream holds when the read is done. No
+  // count nats-server 2.9 gives can say when that is: a new consumer can report 0 pending while
+  // it is about to deliver what the filter matches (seen with reads made at once on a cluster);
+  // a stream's count by subject can stay above what it holds after purges (seen after an hour of
+  // faults: 30 counted, 22 there, every read timed out), or below it while the stream has no
+  // leader (any replica then answers from what it has). So whenever the reading consumer has
+  // nothing more to hand, the stream's leader is asked for the next matching entry after the
+  // last one read: the read is done when there is none, and fails (to be asked again) when the
+  // leader cannot say.
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = impl_->options.stream.c_str();
@@ -262,49 +305,37 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_SubscribeSync(&sub, impl_->js, filter.c_str(), nullptr, &sub_options, &code);
   if (s != NATS_OK) return js_error(s, code, "reading " + filter);
-  jsConsumerInfo* consumer = nullptr;
-  s = natsSubscription_GetConsumerInfo(&consumer, sub, nullptr, &code);
-  if (s != NATS_OK) {
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
-    return js_error(s, code, "reading " + filter + " (how many entries it holds)");
-  }
-  std::uint64_t expected = consumer->NumPending + consumer->Delivered.Consumer;  // some may be on their way already
-  jsConsumerInfo_Destroy(consumer);
-  jsOptions info_options;
-  jsOptions_Init(&info_options);
-  info_options.Stream.Info.SubjectsFilter = filter.c_str();
-  jsStreamInfo* info = nullptr;
-  s = js_GetStreamInfo(&info, impl_->js, impl_->options.stream.c_str(), &info_options, &code);
-  if (s != NATS_OK) {
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
-    return js_error(s, code, "reading " + filter + " (how many entries it holds)");
-  }
-  bool leaderless = info->Cluster && info->Cluster->ReplicasLen > 0 &&
-                    (info->Cluster->Leader == nullptr || *info->Cluster->Leader == '\0');
-  std::uint64_t counted = 0;
-  if (info->State.Subjects)
-    for (int i = 0; i < info->State.Subjects->Count; ++i) counted += info->State.Subjects->List[i].Msgs;
-  jsStreamInfo_Destroy(info);
-  if (leaderless) {
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
-    return make_error(errc::unavailable, "reading " + filter + ": the run log's stream has no leader now");
-  }
-  expected = std::max(expected, counted);
-  std::map<std::string, std::string> partial;  // subject -> parts so far
+  auto* nc = native_connection(*impl_->nats);
+  auto ask_timeout = std::max<std::int64_t>(2'000, impl_->options.ack_wait_ms);
+  std::map<std::string, std::pair<std::uint64_t, std::string>> partial;  // subject -> next part expected, parts so far
   result<void> outcome = success();
   // Every one of them, or an error: a read that stopped early would leave runs half read.
-  std::uint64_t received = 0;
+  std::uint64_t received = 0, last_seq = 0;
+  // The entry the leader named as next: the consumer must hand it (or one after it, once it is
+  // purged) before the leader is asked again.
+  std::uint64_t awaited = 0;
   auto deadline = steady_ms() + std::max<std::int64_t>(30'000, impl_->options.ack_wait_ms * 6);
-  while (received < expected) {
+  while (true) {
     natsMsg* msg = nullptr;
-    s = natsSubscription_NextMsg(&msg, sub, 1000);
-    if (s == NATS_TIMEOUT && steady_ms() < deadline) continue;
+    s = natsSubscription_NextMsg(&msg, sub, awaited > last_seq ? 1000 : 100);
+    if (s == NATS_TIMEOUT) {
+      if (steady_ms() >= deadline) {
+        outcome = js_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " entries read, up to sequence " +
+                                   std::to_string(last_seq) + "; sequence " + std::to_string(awaited) + " not handed)");
+        break;
+      }
+      if (awaited > last_seq) continue;
+      auto next = next_matching(nc, impl_->options.stream, filter, last_seq + 1, ask_timeout);
+      if (!next) {
+        outcome = make_error(next.error().code, "reading " + filter + ": " + next.error().message);
+        break;
+      }
+      if (*next == 0) break;  // nothing after the last read: whole
+      awaited = *next;
+      continue;
+    }
     if (s != NATS_OK) {
-      outcome = js_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " of " +
-                                  std::to_string(expected) + " entries read)");
+      outcome = js_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " entries read)");
       break;
     }
     ++received;
@@ -314,6 +345,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       seq = meta->Sequence.Stream;
       jsMsgMetaData_Destroy(meta);
     }
+    last_seq = std::max(last_seq, seq);
     std::string subject = natsMsg_GetSubject(msg);
     std::string data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
     const char* part = nullptr;
@@ -323,12 +355,19 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       auto slash = text.find('/');
       auto index = std::strtoull(text.c_str(), nullptr, 10);
       auto count = slash == std::string::npos ? 0 : std::strtoull(text.c_str() + slash + 1, nullptr, 10);
+      // Only an entry whose parts all came, in order, is handed on (never one cut inside).
       auto& so_far = partial[subject];
-      if (index == 1) so_far.clear();
-      so_far += data;
-      whole = index == count;
+      if (index == 1) so_far = {1, {}};
+      if (index >= 1 && index == so_far.first) {
+        so_far.second += data;
+        so_far.first = index + 1;
+        whole = index == count;
+      } else {
+        so_far = {0, {}};
+        whole = false;
+      }
       if (whole) {
-        data = std::move(so_far);
+        data = std::move(so_far.second);
         partial.erase(subject);
       }
     }
@@ -355,10 +394,37 @@ result<std::uint64_t> run_log::last_sequence(const std::string& subject) {
 }
 
 result<void> run_log::purge_before(const std::string& subject, std::uint64_t seq) {
+  // `seq` names an entry by its last part (as append answers): the cut keeps all of its parts.
+  // One whose first part is not known here is not cut (a log left long is whole; one cut inside
+  // an entry would read back as an entry that cannot be decoded).
+  std::uint64_t from = seq;
+  bool known = false;
+  {
+    std::lock_guard lock{impl_->mutex};
+    if (auto it = impl_->starts.find({subject, seq}); it != impl_->starts.end()) {
+      from = it->second;
+      known = true;
+      impl_->starts.erase(it);
+    }
+  }
+  if (!known) {
+    natsMsg* msg = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetMsg(&msg, impl_->js, impl_->options.stream.c_str(), seq, nullptr, &code);
+    if (s != NATS_OK) return js_error(s, code, "reading the entry at sequence " + std::to_string(seq) + " before cutting " + subject);
+    const char* part = nullptr;
+    bool later_part = natsMsgHeader_Get(msg, part_header, &part) == NATS_OK && part && std::strtoull(part, nullptr, 10) > 1;
+    bool other_subject = subject != natsMsg_GetSubject(msg);
+    natsMsg_Destroy(msg);
+    if (other_subject) return make_error(errc::invalid_argument, "sequence " + std::to_string(seq) + " is not an entry of " + subject);
+    if (later_part)
+      return make_error(errc::conflict, "the entry ending at sequence " + std::to_string(seq) + " of " + subject +
+                                          " is in parts whose first is not known here; not cut");
+  }
   jsOptions options;
   jsOptions_Init(&options);
   options.Stream.Purge.Subject = subject.c_str();
-  options.Stream.Purge.Sequence = seq;
+  options.Stream.Purge.Sequence = from;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_PurgeStream(impl_->js, impl_->options.stream.c_str(), &options, &code);
   if (s != NATS_OK) return js_error(s, code, "purging " + subject);

@@ -61,8 +61,10 @@ public:
   result<void> read(const std::string& filter, const reader& on_entry);
   // The sequence of the subject's last message; 0 when it has none.
   result<std::uint64_t> last_sequence(const std::string& subject);
-  // Drops the subject's messages below sequence `seq`; that one and any after it stay (an entry
-  // another writer appended meanwhile is never dropped).
+  // Drops the subject's entries before the one whose last part is at sequence `seq` (as append
+  // answers); that entry, all its parts, and any after it stay (an entry another writer appended
+  // meanwhile is never dropped). An entry in parts appended by another run_log is not cut
+  // (errc::conflict): where it starts is not known here.
   result<void> purge_before(const std::string& subject, std::uint64_t seq);
 
   struct impl;

@@ -5,6 +5,7 @@
 #include "tests/support/test_support.hpp"
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -159,6 +160,104 @@ TEST_CASE("broker: drain lets a running handler finish before the connection clo
   REQUIRE(c->drain(5000).ok());
   CHECK(finished == 3);
   CHECK_FALSE(c->connected());
+}
+
+// A handler refers to its owner (a gateway's list of live nodes, an orchestrator's state): once the
+// subscription is destroyed, the owner may be. Class: a callback running on or after what it
+// refers to is freed. Variants: a callback running when the subscription goes; messages still
+// queued behind it; a subscription destroyed from inside its own callback; 50 subscriptions
+// destroyed while messages pour in, each owner freed right after (AddressSanitizer sees any late
+// callback as a use after free).
+TEST_CASE("broker: a destroyed subscription runs no callback after its destructor returns",
+          "[broker][integration]") {
+  nats_server server;
+  auto c = connect(server.url());
+  auto publisher = connect(server.url());
+
+  SECTION("a callback running when it is destroyed has returned, and those queued never run") {
+    std::atomic<int> started{0}, finished{0};
+    auto sub = c->subscribe("slow", "", [&](broker::message&&) {
+      ++started;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      ++finished;
+    });
+    REQUIRE(sub.ok());
+    REQUIRE(c->flush(1000).ok());
+    for (int i = 0; i < 5; ++i) REQUIRE(publisher->publish("slow", "x").ok());
+    REQUIRE(publisher->flush(1000).ok());
+    REQUIRE_EVENTUALLY(2000, started >= 1);
+    sub->reset();
+    int at_return = finished.load();
+    CHECK(at_return == started.load());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    CHECK(started.load() == at_return);
+    CHECK(finished.load() == at_return);
+    CHECK(at_return < 5);
+  }
+
+  SECTION("destroyed from inside its own callback, it does not wait for itself") {
+    std::unique_ptr<broker::subscription> self;
+    std::mutex self_mutex;
+    std::atomic<bool> done{false};
+    auto sub = c->subscribe("self", "", [&](broker::message&&) {
+      std::unique_ptr<broker::subscription> mine;
+      {
+        std::lock_guard lock{self_mutex};
+        mine = std::move(self);
+      }
+      mine.reset();
+      done = true;
+    });
+    REQUIRE(sub.ok());
+    {
+      std::lock_guard lock{self_mutex};
+      self = std::move(*sub);
+    }
+    REQUIRE(c->flush(1000).ok());
+    REQUIRE(publisher->publish("self", "x").ok());
+    REQUIRE(publisher->flush(1000).ok());
+    REQUIRE_EVENTUALLY(2000, done.load());
+  }
+
+  SECTION("50 subscriptions destroyed while messages pour in, each owner freed right after") {
+    struct owner {
+      std::vector<std::string> seen;
+      std::atomic<int> calls{0};
+    };
+    std::atomic<bool> pouring{true};
+    std::thread pour([&] {
+      while (pouring) {
+        for (int i = 0; i < 50; ++i) (void)publisher->publish("pour." + std::to_string(i), std::string(64, 'x'));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+    int with_calls = 0;
+    for (int round = 0; round < 3; ++round) {
+      std::vector<std::unique_ptr<owner>> owners;
+      std::vector<std::unique_ptr<broker::subscription>> subs;
+      for (int i = 0; i < 50; ++i) {
+        owners.push_back(std::make_unique<owner>());
+        auto* o = owners.back().get();
+        auto sub = c->subscribe("pour." + std::to_string(i), "", [o](broker::message&& m) {
+          o->seen.push_back(std::move(m.data));
+          if (o->seen.size() > 100) o->seen.clear();
+          ++o->calls;
+        });
+        REQUIRE(sub.ok());
+        subs.push_back(std::move(*sub));
+      }
+      REQUIRE(c->flush(1000).ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      for (int i = 0; i < 50; ++i) {
+        with_calls += owners[i]->calls > 0 ? 1 : 0;
+        subs[i].reset();
+        owners[i].reset();
+      }
+    }
+    pouring = false;
+    pour.join();
+    CHECK(with_calls > 0);
+  }
 }
 
 // Several threads may wait on one pull subscription; each message reaches exactly one of them.
@@ -576,6 +675,92 @@ TEST_CASE("run log: 200 nodes' runs read at once through three servers: each rea
 // may answer from what it has. Each read through the servers left is whole or an error, never
 // short; once the server is back, reads are whole again. Variants: each of the three servers
 // killed in turn (one of them leads the stream), reads through both others, at once.
+// Class: a read that decides it is done from a count the server keeps. Counts by subject drift
+// from what a stream holds once entries are purged (a finished run's log is cut to its last
+// entry), and a reading consumer's own count can be 0 while it is about to deliver. Variants:
+// runs cut to one entry, some in parts, among runs that are not; other nodes' runs written
+// meanwhile; a read while the domain is still written to; a domain with nothing left but cuts.
+TEST_CASE("run log: a read after many runs were cut to their last entry is whole and ends at once",
+          "[broker][integration]") {
+  nats_server server;
+  auto nats = connect(server.url());
+  broker::run_log_options o{"KEEL_RUNS_test", "t.log.>", 1, 64 * 1024, 5000};
+  auto log = broker::run_log::open(nats, o);
+  REQUIRE(log.ok());
+  auto& l = **log;
+  std::string big(150 * 1024, 'y');  // three parts
+  for (std::size_t i = 0; i < big.size(); i += 89) big[i] = static_cast<char>('a' + i % 26);
+  // 40 runs of node a, 6 entries each (every third in parts); node b's runs written between.
+  std::map<std::string, std::vector<std::string>> written;
+  std::map<std::string, std::uint64_t> last;
+  for (int step = 0; step < 6; ++step) {
+    for (int r = 0; r < 40; ++r) {
+      std::string run = "t.log.a.r" + std::to_string(r);
+      std::string data = (r % 3 == 0 && step % 2 == 1) ? big + std::to_string(step) : "run " + std::to_string(r) + " step " + std::to_string(step);
+      auto put = l.append({{run, data, static_cast<std::int64_t>(last[run]), "n1"}});
+      REQUIRE(put[0].ok());
+      last[run] = *put[0];
+      written[run].push_back(data);
+      REQUIRE(l.append({{"t.log.b.r" + std::to_string(step * 40 + r), "other", 0, "n2"}})[0].ok());
+    }
+  }
+  // Every other run finished: its log cut to its last entry.
+  for (int r = 0; r < 40; r += 2) {
+    std::string run = "t.log.a.r" + std::to_string(r);
+    REQUIRE(l.purge_before(run, last[run]).ok());
+    written[run].erase(written[run].begin(), written[run].end() - 1);
+  }
+  // Node c: every run cut, so that what it holds is only last entries.
+  for (int r = 0; r < 10; ++r) {
+    std::string run = "t.log.c.r" + std::to_string(r);
+    auto a = l.append({{run, "c one", 0, "n3"}});
+    auto b = l.append({{run, "c two", static_cast<std::int64_t>(*a[0]), "n3"}});
+    REQUIRE(b[0].ok());
+    REQUIRE(l.purge_before(run, *b[0]).ok());
+  }
+  auto read_domain = [&](const std::string& filter) {
+    std::map<std::string, std::vector<std::string>> got;
+    auto started = steady_ms();
+    auto r = l.read(filter, [&](const std::string& subject, std::uint64_t, std::string data) { got[subject].push_back(std::move(data)); });
+    INFO("reading " << filter << ": " << (r ? std::string("ok") : r.error().message));
+    REQUIRE(r.ok());
+    // Ends when the log has nothing more: not at a deadline.
+    CHECK(steady_ms() - started < 10'000);
+    return got;
+  };
+  for (int round = 0; round < 3; ++round) {
+    auto a = read_domain("t.log.a.>");
+    REQUIRE(a.size() == 40);
+    for (const auto& [run, entries] : written) CHECK(a[run] == entries);
+    auto c = read_domain("t.log.c.>");
+    REQUIRE(c.size() == 10);
+    for (const auto& [run, entries] : c) CHECK(entries == std::vector<std::string>{"c two"});
+  }
+
+  SECTION("a read while the domain is written to ends, each run a whole prefix of what was written") {
+    std::atomic<bool> writing{true};
+    std::thread writer([&] {
+      std::uint64_t at = last["t.log.a.r1"];
+      for (int i = 0; writing && i < 2000; ++i) {
+        auto put = l.append({{"t.log.a.r1", "more " + std::to_string(i), static_cast<std::int64_t>(at), "n1"}});
+        if (!put[0]) break;
+        at = *put[0];
+      }
+    });
+    for (int i = 0; i < 5; ++i) {
+      auto a = read_domain("t.log.a.>");
+      auto& r1 = a["t.log.a.r1"];
+      REQUIRE(r1.size() >= written["t.log.a.r1"].size());
+      for (std::size_t k = 0; k < r1.size(); ++k) {
+        if (k < written["t.log.a.r1"].size()) CHECK(r1[k] == written["t.log.a.r1"][k]);
+        else CHECK(r1[k] == "more " + std::to_string(k - written["t.log.a.r1"].size()));
+      }
+    }
+    writing = false;
+    writer.join();
+  }
+}
+
 TEST_CASE("run log: reads while a server is killed are whole or fail, never short", "[broker][integration]") {
   testing::nats_cluster cluster;
   broker::run_log_options o{"KEEL_RUNS_lost", "t.log.>", 3, 64 * 1024, 2000};
