@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 scripts/setup.sh >/dev/null
+ninja -C build keel_bench keel_load_bench keel_sse_bench keel_cluster_bench >/dev/null
 {
   echo "# keel cluster scaling ($(date -u +%Y-%m-%d), $(nproc) cores)"
   echo

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
+ninja -C build keel_bench keel_load_bench keel_sse_bench keel_cluster_bench >/dev/null
 out=$(mktemp)
 build/bench/keel_bench --node build/apps/keel-node "$@" | grep '^{' | tee "$out"
 build/bench/keel_load_bench --node build/apps/keel-node | grep '^{' | tee -a "$out"

@@ -127,7 +127,7 @@ struct cluster_script {
 } // namespace
 
 TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2 workers survive a worker and a server killed",
-          "[e2e][integration][cluster]") {
+          "[e2e][integration][cluster][threads]") {
   multi_node c;
   write_file(c.dir.file("ops.json"), R"({"turns": [
       {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 0.3; echo $KEEL_TASK_ID >> calls.txt"}}]},
@@ -264,7 +264,7 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   }
 }
 
-TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes one run", "[e2e][integration][cluster]") {
+TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes one run", "[e2e][integration][cluster][threads]") {
   multi_node c;
   write_file(c.dir.file("ops.json"), R"({"turns": [{"text": "done"}]})");
   auto port = free_loopback_port();
@@ -333,7 +333,7 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
 }
 
 TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what it holds, and nothing runs twice",
-          "[e2e][integration][cluster]") {
+          "[e2e][integration][cluster][threads]") {
   multi_node c;
   write_file(c.dir.file("ops.json"), R"({"turns": [
       {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 1.5; echo $KEEL_TASK_ID >> calls.txt"}}]},
@@ -753,7 +753,7 @@ std::map<std::string, int> count_lines(const std::string& text) {
 } // namespace
 
 TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight and 10 wait: all go on on the others, nothing repeated",
-          "[e2e][integration][cluster][failover]") {
+          "[e2e][integration][cluster][failover][threads]") {
   failover_cluster c;
   c.start_all();
   std::vector<std::string> flying, waiting, others;
@@ -819,7 +819,7 @@ TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight
 }
 
 TEST_CASE("failover: an owner paused past its lease loses its runs, its late writes are refused, and it rejoins as a new member",
-          "[e2e][integration][cluster][failover]") {
+          "[e2e][integration][cluster][failover][threads]") {
   failover_cluster c;
   c.start_all();
   std::vector<std::string> runs;
@@ -932,7 +932,7 @@ TEST_CASE("failover: an owner paused past its lease loses its runs, its late wri
 // does not match). Variants: 60 runs in flight, the taker paused past two leases, killed once it
 // noticed; every run completes, each step once, its history gapless from every server.
 TEST_CASE("failover: a taker paused mid-takeover whose domain was claimed from it fences nothing when it wakes",
-          "[e2e][integration][cluster][failover]") {
+          "[e2e][integration][cluster][failover][threads]") {
   failover_cluster c;
   c.start_all();
   on_failure report{[&] { return c.logs(); }};
@@ -975,7 +975,7 @@ TEST_CASE("failover: a taker paused mid-takeover whose domain was claimed from i
 }
 
 TEST_CASE("failover: a retry due at an owner paused past its lease is not sent when it wakes: the taker's attempt is the only one that runs",
-          "[e2e][integration][cluster][failover]") {
+          "[e2e][integration][cluster][failover][threads]") {
   // Each run's first two model calls fail (500): its owner then waits 2 s before the third try.
   // The owner is paused during that wait, past its lease; the taker sends the step again. When
   // the old owner wakes, its wait is over: the try it had scheduled must not go too.
@@ -1033,7 +1033,7 @@ TEST_CASE("failover: a retry due at an owner paused past its lease is not sent w
 }
 
 TEST_CASE("failover: an idempotency key naming a run its orchestrator never made is answered with that id only once the run exists",
-          "[e2e][integration][cluster][failover]") {
+          "[e2e][integration][cluster][failover][threads]") {
   failover_cluster c;
   c.start_all();
   auto js = broker::jetstream::open(c.clients.at(0));
@@ -1083,7 +1083,7 @@ TEST_CASE("failover: an idempotency key naming a run its orchestrator never made
 }
 
 TEST_CASE("failover: invokes queued at an owner paused past its lease are not acknowledged for runs nobody will serve: each key ends in one run that completes",
-          "[e2e][integration][cluster][failover]") {
+          "[e2e][integration][cluster][failover][threads]") {
   failover_cluster c;
   c.start_all();
   c.nodes["o1"].signal(SIGSTOP);

@@ -253,7 +253,7 @@ std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
 } // namespace
 
 TEST_CASE("http api: a run's stream gives every event once, in order, live, resumes where it stopped, and ends",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
   auto base = c.gateway_url();
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
@@ -308,7 +308,7 @@ TEST_CASE("http api: a run's stream gives every event once, in order, live, resu
   CHECK(past.ended);
 }
 
-TEST_CASE("http api: streams ping while a run waits, and a client that leaves is forgotten", "[e2e][integration]") {
+TEST_CASE("http api: streams ping while a run waits, and a client that leaves is forgotten", "[e2e][integration][threads]") {
   // A run that waits: its stream stays open with pings until the client leaves.
   cluster c(coder, {coder_script}, cluster_options{false, {"gateway.stream_ping_ms = 100"}, {}, true});
   auto base = c.gateway_url();
@@ -343,7 +343,7 @@ TEST_CASE("http api: streams ping while a run waits, and a client that leaves is
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/healthz").parsed()["streams"] == 0);
 }
 
-TEST_CASE("http api: a streamed model's text comes as delta events while the step runs", "[e2e][integration]") {
+TEST_CASE("http api: a streamed model's text comes as delta events while the step runs", "[e2e][integration][threads]") {
   // The service waits a second before it streams, so that the client is following by then.
   fake_service anthropic([](const fake_request&) {
     std::vector<std::string> chunks = {
@@ -524,7 +524,7 @@ TEST_CASE("http api: a gateway with no orchestrator behind it says so with 503 o
   node.stop(5000);
 }
 
-TEST_CASE("http api: a run is cancelled over HTTP, its stream ends with the cancel", "[e2e][integration]") {
+TEST_CASE("http api: a run is cancelled over HTTP, its stream ends with the cancel", "[e2e][integration][threads]") {
   cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
   auto base = c.gateway_url();
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
@@ -590,7 +590,7 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
 }
 
 TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   cluster c(coder, {coder_script}, cluster_options{false, {}, {}, true});
   auto base = c.gateway_url();
   REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);

@@ -70,7 +70,7 @@ TEST_CASE("tasks: a burst of runs on a worker with 4 slots runs every call once 
 }
 
 TEST_CASE("tasks: a worker killed during a call is replaced and the call runs again, one paused for 10 s fails nothing, one stopped past its bound exits cleanly",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   cluster c(agent("slow") + agent("thinker"),
             {{"slow.json", R"({"turns": [
                 {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "(sleep 6; echo late >> late.txt) & echo $KEEL_TASK_ID >> starts.txt; sleep 8"}}]},
@@ -135,7 +135,7 @@ TEST_CASE("tasks: a worker killed during a call is replaced and the call runs ag
   }
 }
 
-TEST_CASE("tasks: results of calls that end while the broker restarts are not lost", "[e2e][integration]") {
+TEST_CASE("tasks: results of calls that end while the broker restarts are not lost", "[e2e][integration][threads]") {
   cluster c(agent("steady"), {{"steady.json", R"({"turns": [
       {"delay_ms": 1500, "text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> ran.txt"}}]},
       {"delay_ms": 500, "text": "done"}
@@ -150,7 +150,7 @@ TEST_CASE("tasks: results of calls that end while the broker restarts are not lo
   CHECK(lines_of(read_file(c.dir().file("ws/ran.txt"))).size() == 5);
 }
 
-TEST_CASE("conversations: a run whose conversation grows far past one NATS message completes", "[e2e][integration]") {
+TEST_CASE("conversations: a run whose conversation grows far past one NATS message completes", "[e2e][integration][threads]") {
   // 120 steps that each read a 100 KB file: 12 MB of conversation, on a node whose messages are
   // limited to 128 KB and whose model tasks carry at most 1 KB of new messages: each step's tool
   // result is fetched by the worker from the run's owner, in two pieces.
@@ -185,7 +185,7 @@ TEST_CASE("conversations: a run whose conversation grows far past one NATS messa
 }
 
 TEST_CASE("tasks: a copy of a task that comes while it runs, or after it finished, gets the first result and never runs it again",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   cluster c(agent("copied"), {{"copied.json", R"({"turns": [
       {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 2; echo $KEEL_TASK_ID >> ran.txt"}}]},
       {"text": "done"}

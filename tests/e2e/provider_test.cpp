@@ -146,7 +146,7 @@ workspace = "{dir}/ws"
 }
 
 TEST_CASE("providers: an outage keeps runs waiting with backoff, a run that failed goes on with keel retry",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   // The service answers 529 (overloaded) while `down` is set, and like Claude otherwise.
   std::atomic<bool> down{true};
   std::atomic<int> refused{0};

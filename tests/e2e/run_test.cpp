@@ -57,7 +57,7 @@ std::map<std::string, int> count_calls(const std::string& log) {
 } // namespace
 
 TEST_CASE("runs: approve and reject over NATS, and the model sees the rejection feedback",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   cluster c(coder_agent, {coder_script});
   auto run = c.invoke("coder", "Create hello.txt and show it.");
 
@@ -286,7 +286,7 @@ TEST_CASE("runs: runs of one session share a workspace, other runs do not", "[e2
 
 // Tasks that arrive together run together: each of these commands ends only once all four have
 // started, so the runs complete only if one worker runs the four tool calls at the same time.
-TEST_CASE("runs: a worker runs tasks that arrive together at the same time", "[e2e][integration]") {
+TEST_CASE("runs: a worker runs tasks that arrive together at the same time", "[e2e][integration][threads]") {
   cluster c(unattended_agent("together", "agent", "exec_timeout_ms = 30000\n"), {{"together.json", R"({"turns": [
     {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "mktemp started.XXXXXX >/dev/null; while [ $(ls started.* | wc -l) -lt 4 ]; do sleep 0.02; done; echo all four"}}]},
     {"text": "{{last_tool_result}}"}]})"}});
@@ -373,7 +373,7 @@ TEST_CASE("runs: a result on disk whose consequences were not written is replaye
 // The live view: a subscriber gets every event once, in order, as the history has them, and a
 // long step's start while the step runs.
 TEST_CASE("runs: a live subscriber gets every event in order, and a long step's events before it ends",
-          "[e2e][integration]") {
+          "[e2e][integration][threads]") {
   cluster c(unattended_agent("auto"), {{"auto.json", R"({"turns": [
     {"text": "quick", "tool_calls": [{"name": "exec", "arguments": {"command": "true"}}]},
     {"text": "slow", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 3"}}]},

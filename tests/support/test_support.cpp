@@ -8,6 +8,16 @@
 
 namespace keel::testing {
 
+const char* node_binary() {
+  const char* named = std::getenv("KEEL_TEST_NODE_BINARY");
+  return named != nullptr && *named != '\0' ? named : KEEL_NODE_BINARY_BUILT;
+}
+
+const char* cli_binary() {
+  const char* named = std::getenv("KEEL_TEST_BINARY");
+  return named != nullptr && *named != '\0' ? named : KEEL_BINARY_BUILT;
+}
+
 temp_dir::temp_dir() {
   std::string pattern = (std::filesystem::temp_directory_path() / "keel-test-XXXXXX").string();
   char* made = ::mkdtemp(pattern.data());

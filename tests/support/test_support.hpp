@@ -14,6 +14,14 @@
 
 namespace keel::testing {
 
+// The keel-node and keel the tests start: the ones this build made, unless the environment names
+// others in KEEL_TEST_NODE_BINARY and KEEL_TEST_BINARY (scripts/sanitize.sh thread runs end-to-end
+// tests of the plain build against a keel-node built with ThreadSanitizer).
+const char* node_binary();
+const char* cli_binary();
+#define KEEL_NODE_BINARY ::keel::testing::node_binary()
+#define KEEL_BINARY ::keel::testing::cli_binary()
+
 // A fresh directory under /tmp, removed with everything in it when the test ends.
 class temp_dir {
 public:
