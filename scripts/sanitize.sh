@@ -45,7 +45,7 @@ mkdir -p "$reports"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0:max_free_fill_size=4096:free_fill_byte=190:log_path=$reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp:log_path=$reports/tsan"
-export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp"
+export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 # Three tests per two cores: sanitized, a test computes more of its time than the plain build's do.
 jobs=$(( $(nproc) * 3 / 2 ))
 [ "$jobs" -ge 1 ] || jobs=1
@@ -77,10 +77,11 @@ else
   (cd build && KEEL_TEST_NODE_BINARY="$root/$dir/apps/keel-node" TSAN_OPTIONS="${TSAN_OPTIONS/halt_on_error=1/halt_on_error=0}" \
     ctest --output-on-failure -j"$jobs" --no-tests=error -R "$regex") || status=$?
 fi
-found=$(find "$reports" -type f | wc -l)
-if [ "$found" -gt 0 ]; then
-  echo "sanitize: reports from $found processes (in $reports):" >&2
-  for f in "$reports"/*; do
+# (A file with no report in it, such as a list of the suppressions used, does not count.)
+found=$(grep -lE "ERROR: |WARNING: |runtime error|SUMMARY: " "$reports"/* 2>/dev/null || true)
+if [ -n "$found" ]; then
+  echo "sanitize: reports from $(printf '%s\n' "$found" | wc -l) processes (in $reports):" >&2
+  for f in $found; do
     echo "--- $f" >&2
     head -80 "$f" >&2
   done
