@@ -1252,6 +1252,10 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   std::uint64_t max_order = 0;
   std::size_t entries = 0, unreadable = 0;
   std::string superseded;  // a later takeover's fence was found: by whom
+  // A fence of the same epoch by another node: two claims of one revision both taken (nats-server
+  // 2.9 can confirm two concurrent writes expecting the same revision of a replicated key). The
+  // bucket's value decides: the node it names goes on, the other gives up.
+  std::string tied;
   auto apply = [&](const std::string& subject, std::uint64_t seq, std::string data) {
     auto run = subject.substr(subject.rfind('.') + 1);
     if (auto it = last.find(run); it != last.end() && it->second >= seq) return;
@@ -1274,8 +1278,8 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
         const auto& by = (*marker)["takeover"];
         auto their_epoch = by.value("epoch", std::uint64_t{0});
         auto their_node = by.value("by", std::string{});
-        if (their_epoch > epoch || (their_epoch == epoch && their_node != shared->node_id))
-          superseded = their_node + " (epoch " + std::to_string(their_epoch) + ")";
+        if (their_epoch > epoch) superseded = their_node + " (epoch " + std::to_string(their_epoch) + ")";
+        else if (their_epoch == epoch && their_node != shared->node_id) tied = their_node;
       }
       return;
     }
@@ -1287,6 +1291,15 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   // (another serves them) or the node stops.
   auto still_ours = [&] { return superseded.empty() && shared->leases->holds(domain) && !shared->leases->stopping(); };
   auto give_up_if_superseded = [&] {
+    if (superseded.empty() && !tied.empty()) {
+      auto current = shared->lease_bucket->get(domain);
+      auto lease = current && *current ? lease_keeper::decode(**current) : result<std::pair<std::string, std::uint64_t>>(
+                                                                             make_error(errc::unavailable, "unread"));
+      if (!lease || lease->first != shared->node_id || lease->second != epoch)
+        superseded = tied + " (epoch " + std::to_string(epoch) + ", the lease names " +
+                     (lease ? lease->first : std::string("no one readable")) + ")";
+      tied.clear();
+    }
     if (superseded.empty()) return false;
     logger()->warn("taking over {}: a later takeover by {} fenced its runs: they are not this node's", domain, superseded);
     return true;
