@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -41,9 +42,10 @@ struct run_log::impl {
   std::condition_variable confirmed;
   std::uint64_t next_token = 1;
   std::map<std::uint64_t, std::optional<result<std::uint64_t>>> waiting;
-  // Where entries appended in parts start, by (subject, sequence of the last part): a cut keeps
-  // the whole entry it is given. The most recent ones only.
+  // Where the entries appended here start, by (subject, sequence of the last part): a cut keeps
+  // the whole entry it is given, without asking the stream. The 4096 most recent ones.
   std::map<std::pair<std::string, std::uint64_t>, std::uint64_t> starts;  // guarded by mutex
+  std::deque<std::pair<std::string, std::uint64_t>> starts_order;         // oldest first; guarded by mutex
   ~impl() {
     if (js) jsCtx_Destroy(js);
   }
@@ -195,9 +197,13 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       if (out[i]) {
         expected[i] = static_cast<std::int64_t>(*out[i]);
         if (wave == 0) first[i] = *out[i];
-        if (wave + 1 == parts[i] && parts[i] > 1) {
+        if (wave + 1 == parts[i]) {
           impl_->starts[{entries[i].subject, *out[i]}] = first[i];
-          if (impl_->starts.size() > 4096) impl_->starts.erase(impl_->starts.begin());
+          impl_->starts_order.emplace_back(entries[i].subject, *out[i]);
+          if (impl_->starts_order.size() > 4096) {
+            impl_->starts.erase(impl_->starts_order.front());
+            impl_->starts_order.pop_front();
+          }
         }
       }
     }
@@ -314,8 +320,22 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   // The entry the leader named as next: the consumer must hand it (or one after it, once it is
   // purged) before the leader is asked again.
   std::uint64_t awaited = 0;
+  // The leader is asked at the start (an empty domain is read without waiting), when the
+  // consumer says nothing more is pending after what it handed, and when it has been silent for
+  // 100 ms (its count can be wrong either way): never while the entry it named is still due.
+  bool ask = true;
   auto deadline = steady_ms() + std::max<std::int64_t>(30'000, impl_->options.ack_wait_ms * 6);
   while (true) {
+    if (ask && awaited <= last_seq) {
+      ask = false;
+      auto next = next_matching(nc, impl_->options.stream, filter, last_seq + 1, ask_timeout);
+      if (!next) {
+        outcome = make_error(next.error().code, "reading " + filter + ": " + next.error().message);
+        break;
+      }
+      if (*next == 0) break;  // nothing after the last read: whole
+      awaited = *next;
+    }
     natsMsg* msg = nullptr;
     s = natsSubscription_NextMsg(&msg, sub, awaited > last_seq ? 1000 : 100);
     if (s == NATS_TIMEOUT) {
@@ -324,14 +344,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
                                    std::to_string(last_seq) + "; sequence " + std::to_string(awaited) + " not handed)");
         break;
       }
-      if (awaited > last_seq) continue;
-      auto next = next_matching(nc, impl_->options.stream, filter, last_seq + 1, ask_timeout);
-      if (!next) {
-        outcome = make_error(next.error().code, "reading " + filter + ": " + next.error().message);
-        break;
-      }
-      if (*next == 0) break;  // nothing after the last read: whole
-      awaited = *next;
+      ask = true;
       continue;
     }
     if (s != NATS_OK) {
@@ -343,6 +356,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     std::uint64_t seq = 0;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
       seq = meta->Sequence.Stream;
+      if (meta->NumPending == 0) ask = true;
       jsMsgMetaData_Destroy(meta);
     }
     last_seq = std::max(last_seq, seq);

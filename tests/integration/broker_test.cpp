@@ -24,6 +24,14 @@ std::shared_ptr<broker::connection> connect(const std::string& url) {
   return *c;
 }
 
+// Publishes `n` messages on `subject` once `subscriber` has sent its subscriptions, and waits until
+// the server has them all.
+void publish_when_subscribed(broker::connection& subscriber, broker::connection& publisher, const std::string& subject, int n) {
+  REQUIRE(subscriber.flush(1000).ok());
+  for (int i = 0; i < n; ++i) REQUIRE(publisher.publish(subject, "x").ok());
+  REQUIRE(publisher.flush(1000).ok());
+}
+
 } // namespace
 
 TEST_CASE("broker: a published message reaches every plain subscriber", "[broker][integration]") {
@@ -153,9 +161,7 @@ TEST_CASE("broker: drain lets a running handler finish before the connection clo
     ++finished;
   });
   REQUIRE(sub.ok());
-  REQUIRE(c->flush(1000).ok());
-  for (int i = 0; i < 3; ++i) REQUIRE(publisher->publish("slow", "x").ok());
-  REQUIRE(publisher->flush(1000).ok());
+  publish_when_subscribed(*c, *publisher, "slow", 3);
   REQUIRE_EVENTUALLY(2000, finished >= 1);
   REQUIRE(c->drain(5000).ok());
   CHECK(finished == 3);
@@ -182,9 +188,7 @@ TEST_CASE("broker: a destroyed subscription runs no callback after its destructo
       ++finished;
     });
     REQUIRE(sub.ok());
-    REQUIRE(c->flush(1000).ok());
-    for (int i = 0; i < 5; ++i) REQUIRE(publisher->publish("slow", "x").ok());
-    REQUIRE(publisher->flush(1000).ok());
+    publish_when_subscribed(*c, *publisher, "slow", 5);
     REQUIRE_EVENTUALLY(2000, started >= 1);
     sub->reset();
     int at_return = finished.load();
@@ -213,9 +217,7 @@ TEST_CASE("broker: a destroyed subscription runs no callback after its destructo
       std::lock_guard lock{self_mutex};
       self = std::move(*sub);
     }
-    REQUIRE(c->flush(1000).ok());
-    REQUIRE(publisher->publish("self", "x").ok());
-    REQUIRE(publisher->flush(1000).ok());
+    publish_when_subscribed(*c, *publisher, "self", 1);
     REQUIRE_EVENTUALLY(2000, done.load());
   }
 
