@@ -261,12 +261,17 @@ std::string execute(worker_shared& shared, wire::task& t) {
   if (agent) {
     try {
       outcome = t.kind == wire::task_kind::llm ? run_llm(shared, *agent, t) : run_tool(*agent, t);
+    } catch (const nlohmann::json::type_error& e) {
+      // What the task holds cannot be encoded (bytes that are not UTF-8, a value of the wrong
+      // type): the same task fails the same way every time, so it is not tried again.
+      outcome = make_error(errc::malformed, std::string("task failed: its data cannot be encoded: ") + e.what());
     } catch (const std::exception& e) {
       outcome = make_error(errc::internal, std::string("task failed: ") + e.what());
     }
   }
   if (outcome) {
     r.payload = std::move(*outcome);
+    wire::repair_utf8(r.payload);  // a file name or output that is not UTF-8 still decodes
     // A run about to wait for a person, or whose model gave its final answer, will not need its
     // conversation here soon: it is not kept (memory for the runs that are working).
     bool waits = t.kind == wire::task_kind::tool && r.payload.is_object() &&
@@ -574,8 +579,10 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
     std::vector<value> definitions;
     for (const auto& name : agent.tools) definitions.push_back(sandbox::tool_definition(name));
     shared->tool_lists[agent.id] = std::make_shared<const std::vector<value>>(std::move(definitions));
+    auto run_as = sandbox::command_identity(agent.run_as.empty() ? sandbox::sandbox_account : agent.run_as);
+    if (!run_as) return make_error(errc::config, "agents." + agent.id + ".sandbox.run_as: " + run_as.error().message);
     if (agent.sandbox_env == "bwrap")
-      if (auto available = sandbox::bwrap_available(); !available)
+      if (auto available = sandbox::bwrap_available(*run_as); !available)
         return make_error(errc::config, "agents." + agent.id + ".sandbox.env: " + available.error().message);
     if (agent.sandbox_env == "local" && sandbox::landlock_abi() < 1)
       logger()->warn("agent {}: this kernel has no Landlock: local commands can write outside the workspace "

@@ -4,6 +4,7 @@
 #include "actors/node.hpp"
 #include "runtime/thread_pool.hpp"
 #include "runtime/config.hpp"
+#include "runtime/spawner.hpp"
 #include "runtime/log.hpp"
 #include "runtime/step_trace.hpp"
 
@@ -13,10 +14,15 @@
 #include <csignal>
 #include <iostream>
 #include <thread>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 int main(int argc, char** argv) {
+  // Nothing this process inherited, and nothing a library opens without the flag, reaches a
+  // child; no other process of its uid may read its memory or trace it.
+  keel::mark_inherited_descriptors_cloexec();
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   CLI::App app{"keel-node: one node of a keel cluster"};
   std::string config_path;
   std::vector<std::string> overrides;

@@ -93,3 +93,28 @@ export function details(summary, body, open = false) {
 export function message(text, cls = 'notice') {
   return h('p', { class: cls, text });
 }
+
+// A field of an approval form as a person must see it (the same rule as the terminal's,
+// sandbox/text.cpp): every character that changes how text reads without showing itself
+// (controls, bidi embeddings and isolates, zero-width characters, word joiner, BOM, line and
+// paragraph separators, spaces other than U+0020, Hangul fillers, variation selectors, tags) is
+// shown as an escape; a run of more than 8 spaces is shown by its count; past `max` characters
+// the start and the end show, with the count of what is between.
+const hidden = /[\u0000-\u0008\u000b-\u001f\u007f-\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\ufff9-\ufffb\uffa0]|\ud804[\udcbd\udccd]|\ud834[\udd73-\udd7a]|\udb40[\udc00-\udfff]|\udb43[\udc00-\udfff]/g;
+
+function escapeHidden(ch) {
+  const code = ch.codePointAt(0);
+  if (code < 0x80) return `\\x${code.toString(16).padStart(2, '0')}`;
+  return code > 0xffff ? `\\U${code.toString(16).padStart(8, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+}
+
+export function shown(value, max = 2000, keepLines = false) {
+  let text = String(value ?? '').replace(/\t/g, '\\t').replace(/\r/g, '\\r');
+  if (!keepLines) text = text.replace(/\n/g, '\\n');
+  text = text.replace(hidden, escapeHidden).replace(/ {9,}/g, (run) => `[${run.length} spaces]`);
+  const chars = Array.from(text);
+  if (chars.length <= max) return text;
+  const head = Math.floor(max / 2);
+  const tail = max - head;
+  return `${chars.slice(0, head).join('')} [... ${chars.length - head - tail} characters not shown ...] ${chars.slice(chars.length - tail).join('')}`;
+}

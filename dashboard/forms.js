@@ -1,9 +1,9 @@
 // The approval form as the terminal shows it: the command with its directory and environment, a
 // path outside the workspace, a file's content, an edit as a coloured diff.
-import { h, pre } from './dom.js';
+import { h, pre, shown } from './dom.js';
 
 function row(label, value, cls = '') {
-  return h('div', { class: 'form-row' }, h('span', { class: 'label', text: label }), h('span', { class: `value ${cls}`, text: value ?? '' }));
+  return h('div', { class: 'form-row' }, h('span', { class: 'label', text: label }), h('span', { class: `value ${cls}`, text: shown(value) }));
 }
 
 export function diffView(diff) {
@@ -14,14 +14,14 @@ export function diffView(diff) {
     else if (line.startsWith('@@')) cls = 'hunk';
     else if (line.startsWith('+')) cls = 'add';
     else if (line.startsWith('-')) cls = 'del';
-    return h('span', { class: `line ${cls}`, text: `${line}\n` });
+    return h('span', { class: `line ${cls}`, text: `${shown(line)}\n` });
   }));
 }
 
 export function envView(env) {
   if (!env || typeof env !== 'object' || !Object.keys(env).length) return null;
   return h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Environment' }),
-    pre(Object.entries(env).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join('\n')));
+    pre(Object.entries(env).map(([k, v]) => `${shown(k)}=${shown(typeof v === 'string' ? v : JSON.stringify(v))}`).join('\n')));
 }
 
 // What the form asks, as a heading and its fields.
@@ -40,7 +40,7 @@ export function formView(form) {
     return h('div', { class: 'form' },
       h('h3', { class: 'form-title', text: 'Command approval required' }),
       h('p', { text: 'The agent wants to run a command on this machine.' }),
-      h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Command' }), pre(c.command, 'command')),
+      h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Command' }), pre(shown(c.command), 'command')),
       row('Directory', c.cwd_display || c.cwd, 'mono'), envView(c.env), row('Why asked', f.reason));
   }
   if (tool === 'edit') {
@@ -54,6 +54,6 @@ export function formView(form) {
     row('Path', c.path, 'mono'),
     c.exists !== undefined ? row('File', c.exists ? 'exists: it will be replaced' : 'new file') : null,
     c.bytes !== undefined ? row('Size', `${c.bytes} bytes, ${c.lines ?? 0} lines`) : null,
-    c.content !== undefined ? h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Content' }), pre(c.content)) : null,
+    c.content !== undefined ? h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Content' }), pre(String(c.content).split('\n').map((line) => shown(line)).join('\n'))) : null,
     f.reason && f.reason !== 'outside the workspace' ? row('Why asked', f.reason) : null);
 }

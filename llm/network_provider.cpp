@@ -186,7 +186,7 @@ std::string anthropic_provider::request_body(const completion_request& r) const 
   }
   if (settings_.temperature >= 0) body["temperature"] = settings_.temperature;
   if (settings_.stream) body["stream"] = true;
-  return body.dump();
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {
@@ -399,7 +399,7 @@ std::string openai_provider::request_body(const completion_request& r) const {
     body["stream"] = true;
     body["stream_options"] = {{"include_usage", true}};
   }
-  return body.dump();
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {

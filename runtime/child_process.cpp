@@ -1,6 +1,7 @@
 #include "runtime/child_process.hpp"
 
 #include "runtime/clock.hpp"
+#include "runtime/spawner.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -23,54 +24,36 @@ int decode_status(int status) {
   return -1;
 }
 
-void redirect(const std::string& path, int fd) {
-  if (path.empty()) return;
-  int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (out >= 0) {
-    ::dup2(out, fd);
-    ::close(out);
-  }
-}
 } // namespace
 
 result<child_process> child_process::start(const child_options& options) {
-  if (options.argv.empty()) return make_error(errc::invalid_argument, "no program to start");
-  std::vector<char*> argv;
-  for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  // A pipe closed on exec tells the parent whether exec succeeded.
-  int report[2];
-  if (::pipe2(report, O_CLOEXEC) != 0)
-    return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return make_error(errc::io, std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    ::close(report[0]);
-    if (options.own_process_group) ::setpgid(0, 0);
-    if (options.die_with_parent) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-    }
-    redirect(options.stdout_path, STDOUT_FILENO);
-    redirect(options.stderr_path, STDERR_FILENO);
-    ::execvp(argv[0], argv.data());
-    int code = errno;
-    [[maybe_unused]] auto written = ::write(report[1], &code, sizeof code);
-    ::_exit(127);
+  spawn_options o;
+  o.argv = options.argv;
+  o.own_process_group = options.own_process_group;
+  o.die_with_parent = options.die_with_parent;
+  // Output files are opened here, close-on-exec: the child gets them as 1 and 2 only.
+  auto open_output = [](const std::string& path) -> result<int> {
+    if (path.empty()) return -1;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return make_error(errc::io, "cannot open " + path + ": " + std::strerror(errno));
+    return fd;
+  };
+  auto out = open_output(options.stdout_path);
+  if (!out) return out.error();
+  auto err = open_output(options.stderr_path);
+  if (!err) {
+    if (*out >= 0) ::close(*out);
+    return err.error();
   }
-  ::close(report[1]);
-  int code = 0;
-  auto got = ::read(report[0], &code, sizeof code);
-  ::close(report[0]);
-  if (got == sizeof code) {
-    ::waitpid(pid, nullptr, 0);
-    return make_error(errc::not_found,
-                      "cannot start " + options.argv[0] + ": " + std::strerror(code));
-  }
-  if (options.own_process_group) ::setpgid(pid, pid);  // also from here, to win the race
+  o.stdout_fd = *out;
+  o.stderr_fd = *err;
+  o.stdin_fd = STDIN_FILENO;
+  auto pid = spawn(o);
+  for (int fd : {*out, *err})
+    if (fd >= 0) ::close(fd);
+  if (!pid) return pid.error();
   child_process child;
-  child.pid_ = pid;
+  child.pid_ = *pid;
   child.own_group_ = options.own_process_group;
   return child;
 }

@@ -486,6 +486,17 @@ const std::vector<entry>& entries() {
       "agents.*.sandbox.env_pass", {},
       "Names of the node's environment variables that commands see (nothing else of it is passed).",
       [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->env_pass; }));
+    e.push_back(string_key(
+      "agents.*.sandbox.run_as", "keel-sandbox",
+      "The account commands run as, never the worker's own: a worker started as root takes its uid "
+      "and gid for each command (scripts/setup.sh makes keel-sandbox). \"worker\" runs commands as the "
+      "worker's own user, which then holds nothing a command cannot take.",
+      [](node_config&, agent_config* a) -> std::string& { return a->run_as; },
+      [](const std::string& v) -> std::string {
+        if (v.empty() || v.size() > 32 || v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
+          return "an account name (lower-case letters, digits, '_' and '-') or \"worker\", got \"" + v + "\"";
+        return {};
+      }));
     return e;
   }();
   return all;

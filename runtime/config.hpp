@@ -56,6 +56,7 @@ struct agent_config {
   std::int64_t tool_timeout_ms = 0;
   std::int64_t walk_entries_max = 0;
   std::vector<std::string> env_pass;
+  std::string run_as;                 // the account commands run as, or "worker"
 };
 
 struct node_config {

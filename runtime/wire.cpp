@@ -47,6 +47,76 @@ void pack_value(msgpack::packer<msgpack::sbuffer>& out, const value& v) {
   }
 }
 
+}  // namespace
+
+namespace {
+// The length of the valid UTF-8 sequence at `i`, or 0 (no overlong forms, no surrogates, nothing
+// past U+10FFFF).
+std::size_t utf8_length_at(std::string_view text, std::size_t i) {
+  auto byte = static_cast<unsigned char>(text[i]);
+  if (byte < 0x80) return 1;
+  std::size_t length = (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3 : (byte >> 3) == 0x1E ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  unsigned code = byte & (0xFF >> (length + 1));
+  for (std::size_t k = 1; k < length; ++k) {
+    auto next = static_cast<unsigned char>(text[i + k]);
+    if ((next >> 6) != 0x2) return 0;
+    code = (code << 6) | (next & 0x3F);
+  }
+  static constexpr unsigned minimum[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (code < minimum[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return length;
+}
+} // namespace
+
+bool is_valid_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    auto length = utf8_length_at(text, i);
+    if (length == 0) return false;
+    i += length;
+  }
+  return true;
+}
+
+std::string repaired_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    auto length = utf8_length_at(text, i);
+    if (length == 0) {
+      out.append("\xEF\xBF\xBD");
+      i += 1;
+    } else {
+      out.append(text.substr(i, length));
+      i += length;
+    }
+  }
+  return out;
+}
+
+void repair_utf8(value& v) {
+  if (v.is_string()) {
+    auto& text = v.get_ref<std::string&>();
+    if (!is_valid_utf8(text)) text = repaired_utf8(text);
+  } else if (v.is_array()) {
+    for (auto& element : v) repair_utf8(element);
+  } else if (v.is_object()) {
+    std::vector<std::pair<std::string, value>> renamed;
+    for (auto it = v.begin(); it != v.end();) {
+      repair_utf8(it.value());
+      if (!is_valid_utf8(it.key())) {
+        renamed.emplace_back(repaired_utf8(it.key()), std::move(it.value()));
+        it = v.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& [key, element] : renamed) v[key] = std::move(element);
+  }
+}
+
+namespace {
+
 // `skip`: a map value left out of the result (with its key), for a part decoded otherwise.
 result<value> to_json(const msgpack::object& o, const msgpack::object* skip = nullptr) {
   switch (o.type) {
@@ -56,7 +126,10 @@ result<value> to_json(const msgpack::object& o, const msgpack::object* skip = nu
     case msgpack::type::NEGATIVE_INTEGER: return value(o.via.i64);
     case msgpack::type::FLOAT32:
     case msgpack::type::FLOAT64: return value(o.via.f64);
-    case msgpack::type::STR: return value(std::string(o.via.str.ptr, o.via.str.size));
+    case msgpack::type::STR:
+      if (!is_valid_utf8(std::string_view(o.via.str.ptr, o.via.str.size)))
+        return make_error(errc::malformed, "a string is not valid UTF-8 (every text on the wire must be)");
+      return value(std::string(o.via.str.ptr, o.via.str.size));
     case msgpack::type::BIN: {
       const auto* begin = reinterpret_cast<const std::uint8_t*>(o.via.bin.ptr);
       return value::binary(std::vector<std::uint8_t>(begin, begin + o.via.bin.size));
@@ -76,6 +149,8 @@ result<value> to_json(const msgpack::object& o, const msgpack::object* skip = nu
         const auto& kv = o.via.map.ptr[i];
         if (kv.key.type != msgpack::type::STR)
           return make_error(errc::malformed, "a map key is not a string");
+        if (!is_valid_utf8(std::string_view(kv.key.via.str.ptr, kv.key.via.str.size)))
+          return make_error(errc::malformed, "a map key is not valid UTF-8 (every text on the wire must be)");
         if (&kv.val == skip) continue;
         auto element = to_json(kv.val, skip);
         if (!element) return element;

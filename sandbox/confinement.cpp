@@ -1,4 +1,5 @@
 #include "sandbox/confinement.hpp"
+#include "sandbox/socket_filter.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -74,20 +76,37 @@ result<std::string> build_seccomp() {
     "swapon", "swapoff", "perf_event_open", "userfaultfd", "open_by_handle_at",
     "name_to_handle_at", "iopl", "ioperm", "syslog", "acct", "quotactl", "lookup_dcookie",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
-    "vhangup", "nfsservctl", "uselib", "fanotify_init"};
+    "vhangup", "nfsservctl", "uselib", "fanotify_init",
+    // Calls that act on another process's descriptors or memory, or do system calls the filter
+    // never sees (io_uring runs socket, open and the rest from a ring).
+    "pidfd_getfd", "kcmp", "process_madvise", "io_uring_setup", "io_uring_enter", "io_uring_register"};
   for (const char* name : refused) {
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
     if (seccomp_rule_add(ctx, deny, nr, 0) != 0)
       return make_error(errc::internal, std::string("seccomp: cannot refuse ") + name);
   }
-  // New namespaces through clone; clone3 passes its flags in memory a filter cannot read, so it
-  // answers ENOSYS and the C library falls back to clone.
-  const std::uint64_t namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
-                                   CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWTIME;
-  if (seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, namespaces, namespaces)) != 0 ||
-      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) != 0)
-    return make_error(errc::internal, "seccomp: cannot refuse new namespaces");
+  // New namespaces through clone, each flag on its own; clone3 passes its flags in memory a
+  // filter cannot read, so it answers ENOSYS and the C library falls back to clone.
+  for (std::uint64_t flag : {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
+                             CLONE_NEWCGROUP, CLONE_NEWTIME})
+    if (seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)) != 0)
+      return make_error(errc::internal, "seccomp: cannot refuse new namespaces");
+  if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) != 0)
+    return make_error(errc::internal, "seccomp: cannot refuse clone3");
+  // Limits of another process: only the caller's own (pid 0).
+  if (seccomp_rule_add(ctx, deny, SCMP_SYS(prlimit64), 1, SCMP_A0(SCMP_CMP_NE, 0)) != 0)
+    return make_error(errc::internal, "seccomp: cannot bound prlimit");
+  // Space taken without writing (keep-size, punching, inserting): plain fallocate only, which
+  // the file size limit bounds.
+  if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EOPNOTSUPP), SCMP_SYS(fallocate), 1, SCMP_A1(SCMP_CMP_NE, 0)) != 0)
+    return make_error(errc::internal, "seccomp: cannot bound fallocate");
+  // No set-user-id or set-group-id files (fchmodat2 is in the socket filter).
+  for (std::uint64_t bit : {static_cast<std::uint64_t>(S_ISUID), static_cast<std::uint64_t>(S_ISGID)})
+    if (seccomp_rule_add(ctx, deny, SCMP_SYS(chmod), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)) != 0 ||
+        seccomp_rule_add(ctx, deny, SCMP_SYS(fchmod), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)) != 0 ||
+        seccomp_rule_add(ctx, deny, SCMP_SYS(fchmodat), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)) != 0)
+      return make_error(errc::internal, "seccomp: cannot refuse set-id bits");
   // Typing into the terminal of whoever started keel.
   for (unsigned long request : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)})
     if (seccomp_rule_add(ctx, deny, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffULL, request)) != 0)
@@ -113,29 +132,48 @@ int landlock_abi() {
   return abi;
 }
 
-result<const std::string*> seccomp_program() {
+result<const std::string*> seccomp_program(bool network) {
+  (void)network;  // the main program is the same either way; sockets are the other program's
   static const result<std::string> program = build_seccomp();
   if (!program) return program.error();
   return &*program;
 }
 
-result<unique_fd> seccomp_program_fd() {
-  auto program = seccomp_program();
-  if (!program) return program.error();
+namespace {
+const std::string& socket_program(bool network) {
+  static const std::string programs[2] = {socket_filter_program(false), socket_filter_program(true)};
+  return programs[network ? 1 : 0];
+}
+
+result<unique_fd> program_fd(const std::string& bytes) {
   unique_fd fd(::memfd_create("keel-seccomp", MFD_CLOEXEC));
   if (!fd.valid()) return make_error(errc::io, std::string("memfd_create: ") + std::strerror(errno));
-  const std::string& bytes = **program;
   if (::write(fd.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()) ||
       ::lseek(fd.get(), 0, SEEK_SET) != 0)
     return make_error(errc::io, "cannot write the seccomp filter");
   return fd;
 }
+} // namespace
 
-result<local_confinement> local_confinement::make(const std::vector<int>& writable, bool network) {
+result<std::vector<unique_fd>> seccomp_program_fds(bool network) {
+  auto program = seccomp_program(network);
+  if (!program) return program.error();
+  std::vector<unique_fd> fds;
+  for (const std::string* bytes : {*program, &socket_program(network)}) {
+    auto fd = program_fd(*bytes);
+    if (!fd) return fd.error();
+    fds.push_back(std::move(*fd));
+  }
+  return fds;
+}
+
+result<local_confinement> local_confinement::make(const std::vector<int>& writable, bool network,
+                                                 std::string writable_in_child) {
   local_confinement out;
-  auto program = seccomp_program();
+  auto program = seccomp_program(network);
   if (!program) return program.error();
   out.seccomp_ = *program;
+  out.socket_seccomp_ = &socket_program(network);
   int abi = landlock_abi();
   if (abi < 1) {
     out.landlock_status_ = "Landlock is not available in this kernel: writes are not confined";
@@ -169,31 +207,44 @@ result<local_confinement> local_confinement::make(const std::vector<int>& writab
       if (auto added = allow(fd.get(), file_rights(abi)); !added) return added.error();
   }
   out.landlock_status_ = "landlock ABI " + std::to_string(abi);
+  out.writable_in_child_ = std::move(writable_in_child);
+  out.write_rights_ = write_rights(abi);
   return out;
 }
 
-int local_confinement::apply_in_child(const char** failed_step) const noexcept {
+int local_confinement::apply_in_child(const identity& run_as, const char** failed_step) const noexcept {
   auto failed = [&](const char* step) {
     *failed_step = step;
     return errno;
   };
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("no_new_privs");
-  if (ruleset_.valid() && ::syscall(SYS_landlock_restrict_self, ruleset_.get(), 0) != 0)
-    return failed("landlock_restrict_self");
-  // No capabilities, now or after exec: a root process keeps only what its uid owns.
+  // No capabilities, now or after exec: emptied while this process may still do it (as root).
   for (int cap = 0; cap <= 63; ++cap)
-    if (::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) > 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+    if (::syscall(SYS_prctl, PR_CAPBSET_READ, cap, 0, 0, 0) > 0 && ::syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
       return failed("capability bounding set");
-  ::prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+  ::syscall(SYS_prctl, PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
                                SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED, 0, 0, 0);
-  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  ::syscall(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  if (int failed_identity = become(run_as, failed_step)) return failed_identity;
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
   if (::syscall(SYS_capset, &header, data) != 0) return failed("capset");
-  if (seccomp_) {
-    sock_fprog program{static_cast<unsigned short>(seccomp_->size() / sizeof(sock_filter)),
-                       reinterpret_cast<sock_filter*>(const_cast<char*>(seccomp_->data()))};
-    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) != 0) return failed("seccomp");
+  if (::syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("no_new_privs");
+  if (ruleset_.valid() && !writable_in_child_.empty()) {
+    int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, writable_in_child_.c_str(),
+                                        O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (fd < 0) return failed("opening its temporary directory");
+    landlock_path_beneath_attr rule{write_rights_, fd};
+    long added = ::syscall(SYS_landlock_add_rule, ruleset_.get(), LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
+    ::syscall(SYS_close, fd);
+    if (added != 0) return failed("allowing writes to its temporary directory");
+  }
+  if (ruleset_.valid() && ::syscall(SYS_landlock_restrict_self, ruleset_.get(), 0) != 0)
+    return failed("landlock_restrict_self");
+  for (const std::string* bytes : {seccomp_, socket_seccomp_}) {
+    if (!bytes) continue;
+    sock_fprog program{static_cast<unsigned short>(bytes->size() / sizeof(sock_filter)),
+                       reinterpret_cast<sock_filter*>(const_cast<char*>(bytes->data()))};
+    if (::syscall(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) != 0) return failed("seccomp");
   }
   return 0;
 }

@@ -6,9 +6,15 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fcntl.h>
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+
+#include "runtime/spawner.hpp"
 
 namespace keel::sandbox {
 
@@ -17,7 +23,7 @@ namespace fs = std::filesystem;
 std::vector<std::string> bwrap_prefix(const environment& env, const std::string& workspace,
                                       const std::string& cwd,
                                       const std::vector<std::pair<std::string, std::string>>& command_env,
-                                      int seccomp_fd) {
+                                      const std::vector<int>& seccomp_fds) {
   // A user namespace whose only uid is an unprivileged one, no capabilities, no way to make
   // further namespaces, a session of its own (no terminal to type into), and death with keel.
   std::vector<std::string> args = {
@@ -41,22 +47,37 @@ std::vector<std::string> bwrap_prefix(const environment& env, const std::string&
   args.insert(args.end(), {"--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/tmp",
                            "--bind", workspace, workspace, "--chdir", cwd, "--clearenv"});
   for (const auto& [name, value] : command_env) args.insert(args.end(), {"--setenv", name, value});
-  if (seccomp_fd >= 0) args.insert(args.end(), {"--seccomp", std::to_string(seccomp_fd)});
+  for (int fd : seccomp_fds) args.insert(args.end(), {"--add-seccomp-fd", std::to_string(fd)});
   args.push_back("--");
   return args;
 }
 
-result<void> bwrap_available() {
-  static const result<void> probed = [] () -> result<void> {
-    int status = std::system("bwrap --die-with-parent --unshare-all --unshare-user --disable-userns "
-                             "--uid 1000 --gid 1000 --cap-drop ALL --ro-bind / / true >/dev/null 2>&1");
-    if (status != 0)
+result<void> bwrap_available(const identity& run_as) {
+  static std::mutex mutex;
+  static std::map<uid_t, result<void>> probed;
+  std::lock_guard lock(mutex);
+  auto known = probed.find(run_as.uid);
+  if (known != probed.end()) return known->second;
+  auto probe = [&]() -> result<void> {
+    spawn_options o;
+    o.argv = {"bwrap", "--die-with-parent", "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "1000",
+              "--gid", "1000", "--cap-drop", "ALL", "--ro-bind", "/", "/", "true"};
+    o.env = std::vector<std::pair<std::string, std::string>>{{"PATH", "/usr/bin:/bin"}};
+    int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    o.stdout_fd = o.stderr_fd = null_fd;
+    o.prepare = [](const void* id, const char** step) noexcept { return become(*static_cast<const identity*>(id), step); };
+    o.prepare_context = &run_as;
+    auto pid = spawn(o);
+    if (null_fd >= 0) ::close(null_fd);
+    int status = -1;
+    if (pid) ::waitpid(*pid, &status, 0);
+    if (!pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
       return make_error(errc::unavailable,
-                        "bubblewrap (bwrap) cannot run here: install it (apt-get install bubblewrap) "
-                        "and allow user namespaces");
+                        "bubblewrap (bwrap) cannot run here as " + run_as.name +
+                          ": install it (apt-get install bubblewrap) and allow user namespaces");
     return success();
-  }();
-  return probed;
+  };
+  return probed.emplace(run_as.uid, probe()).first->second;
 }
 
 namespace {

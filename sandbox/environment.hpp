@@ -7,6 +7,7 @@
 #pragma once
 
 #include "runtime/result.hpp"
+#include "sandbox/identity.hpp"
 
 #include <cstdint>
 #include <string>
@@ -29,6 +30,7 @@ struct environment {
   bool network = false;  // bwrap: share the host's network; local: TCP allowed (Landlock)
   resource_limits limits;
   std::vector<std::string> env_pass;  // names passed from the node's environment to commands
+  std::string run_as = sandbox_account;  // an account, or "worker" (see identity.hpp)
 };
 
 inline constexpr int sandbox_uid = 1000;  // the uid and gid of a command inside bubblewrap
@@ -36,14 +38,14 @@ inline constexpr int sandbox_gid = 1000;
 
 // The bubblewrap command line that runs a command with `workspace` bound read-write, `cwd` as its
 // directory, `command_env` as its whole environment and the seccomp program read from
-// `seccomp_fd`; the shell and command follow it.
+// `seccomp_fds`; the shell and command follow it.
 std::vector<std::string> bwrap_prefix(const environment& env, const std::string& workspace,
                                       const std::string& cwd,
                                       const std::vector<std::pair<std::string, std::string>>& command_env,
-                                      int seccomp_fd);
+                                      const std::vector<int>& seccomp_fds);
 
-// Whether bubblewrap can run here (found, and able to make its namespaces).
-result<void> bwrap_available();
+// Whether bubblewrap can run here as `run_as` (found, and able to make its namespaces).
+result<void> bwrap_available(const identity& run_as);
 
 // Kills what the calls of workers that died left running (their call cgroups, named after the
 // worker's pid, when no process of that pid lives) and removes those cgroups. Returns how many

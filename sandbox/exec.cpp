@@ -1,32 +1,25 @@
 #include "sandbox/exec.hpp"
 
 #include "runtime/clock.hpp"
+#include "runtime/spawner.hpp"
 #include "sandbox/text.hpp"
-
-#include <boost/process/child.hpp>
-#include <boost/process/env.hpp>
-#include <boost/process/environment.hpp>
-#include <boost/process/extend.hpp>
-#include <boost/process/io.hpp>
-#include <boost/process/pipe.hpp>
-#include <boost/process/search_path.hpp>
-#include <boost/process/start_dir.hpp>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace keel::sandbox {
 
-namespace bp = boost::process;
-
-constexpr std::int64_t written_poll_ms = 100;
+constexpr std::int64_t written_poll_ms = 20;
 
 namespace {
 
@@ -55,103 +48,109 @@ void pump(int fds[2], head_tail_buffer* buffers[2], int wait_ms) {
   }
 }
 
+// What the child takes on between fork and exec, after its descriptors are set.
+struct preparation {
+  resource_limits limits;
+  bool cgroup_bounds_processes = false;
+  const local_confinement* confinement = nullptr;
+  const identity* run_as = nullptr;
+};
+
+int prepare_child(const void* context, const char** failed_step) noexcept {
+  const auto& p = *static_cast<const preparation*>(context);
+  // Orphans of the command are reaped inside the call, so what they write is counted.
+  ::syscall(SYS_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  auto set = [](int resource, std::int64_t value) {
+    if (value <= 0) return;
+    rlimit l{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
+    ::syscall(SYS_prlimit64, 0, resource, &l, nullptr);
+  };
+  // CPU: SIGXCPU at the limit (it says why), SIGKILL a second later.
+  if (p.limits.cpu_seconds_max > 0) {
+    rlimit cpu{static_cast<rlim_t>(p.limits.cpu_seconds_max), static_cast<rlim_t>(p.limits.cpu_seconds_max + 1)};
+    ::syscall(SYS_prlimit64, 0, RLIMIT_CPU, &cpu, nullptr);
+  }
+  set(RLIMIT_AS, p.limits.memory_bytes_max);
+  set(RLIMIT_FSIZE, p.limits.file_bytes_max);
+  // RLIMIT_NPROC counts every process of the uid, across calls: only where no cgroup counts.
+  if (!p.cgroup_bounds_processes) set(RLIMIT_NPROC, p.limits.processes_max);
+  if (p.confinement) return p.confinement->apply_in_child(*p.run_as, failed_step);
+  return become(*p.run_as, failed_step);
+}
+
 } // namespace
 
 result<exec_result> run_command(const exec_request& request) {
   auto started = steady_ms();
-  bp::pipe out_pipe, err_pipe;
-  bp::environment env;  // only what the request gives: nothing of keel's own environment
-  for (const auto& [k, v] : request.env) env[k] = v;
-  std::vector<std::string> args = request.wrapper;
-  args.insert(args.end(), {"/bin/sh", "-c", request.command});
-  if (args[0].find('/') == std::string::npos) {  // Boost.Process does not search PATH itself
-    auto found = bp::search_path(args[0]);
-    if (found.empty()) return make_error(errc::not_found, args[0] + " is not installed (not on PATH)");
-    args[0] = found.string();
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
   }
-  std::error_code spawn_error;
   auto cgroup = call_cgroup::make(request.limits);
-  std::vector<const char*> procs_files;
-  for (const auto& f : cgroup.procs_files()) procs_files.push_back(f.c_str());
-  const resource_limits limits = request.limits;
-  const int cwd_fd = request.cwd_fd;
-  const std::vector<int> inherited = request.inherited_fds;
-  const local_confinement* confinement = request.confinement;
-  // The child leads its own session and process group, so a timeout (or the end of the shell)
-  // can kill everything it started and it has no terminal to type into; it dies with this
-  // process too. Between fork and exec it takes its limits, joins its cgroups, changes into the
-  // checked directory by descriptor and, in local mode, takes on its confinement. Nothing here
-  // allocates: this is a fork of a threaded process.
-  bp::child child(args, env, bp::std_in < bp::null, bp::std_out > out_pipe, bp::std_err > err_pipe,
-                  spawn_error,
-                  bp::extend::on_exec_setup = [&procs_files, limits, cwd_fd, &inherited, confinement](auto&) {
-                    auto die = [](const char* what, int error_number) {
-                      const char prefix[] = "keel sandbox: cannot start the command: ";
-                      [[maybe_unused]] auto a = ::write(2, prefix, sizeof prefix - 1);
-                      [[maybe_unused]] auto b = ::write(2, what, std::strlen(what));
-                      const char* reason = std::strerror(error_number);
-                      [[maybe_unused]] auto c = ::write(2, ": ", 2);
-                      [[maybe_unused]] auto d = ::write(2, reason, std::strlen(reason));
-                      [[maybe_unused]] auto e = ::write(2, "\n", 1);
-                      ::_exit(126);
-                    };
-                    ::setsid();
-                    // Orphans of the command are reaped by its shell, so their writes count.
-                    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-                    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-                    auto set = [](int resource, std::int64_t value) {
-                      if (value <= 0) return;
-                      rlimit l{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
-                      ::setrlimit(resource, &l);
-                    };
-                    // CPU: SIGXCPU at the limit (it says why), SIGKILL a second later.
-                    if (limits.cpu_seconds_max > 0) {
-                      rlimit cpu{static_cast<rlim_t>(limits.cpu_seconds_max),
-                                 static_cast<rlim_t>(limits.cpu_seconds_max + 1)};
-                      ::setrlimit(RLIMIT_CPU, &cpu);
-                    }
-                    set(RLIMIT_AS, limits.memory_bytes_max);
-                    set(RLIMIT_FSIZE, limits.file_bytes_max);
-                    set(RLIMIT_NPROC, limits.processes_max);
-                    for (const char* procs_file : procs_files) {
-                      int fd = ::open(procs_file, O_WRONLY | O_CLOEXEC);
-                      if (fd < 0) die("joining its cgroup", errno);
-                      if (::write(fd, "0", 1) != 1) die("joining its cgroup", errno);
-                      ::close(fd);
-                    }
-                    if (cwd_fd >= 0 && ::fchdir(cwd_fd) != 0) die("changing into its directory", errno);
-                    for (int fd : inherited)
-                      if (::fcntl(fd, F_SETFD, 0) != 0) die("keeping a descriptor for bubblewrap", errno);
-                    if (confinement) {
-                      const char* step = "";
-                      if (int failed = confinement->apply_in_child(&step)) die(step, failed);
-                    }
-                  });
-  if (spawn_error)
-    return make_error(errc::io, "cannot run the command: " + spawn_error.message());
-  pid_t group = child.id();
+  preparation prepared{request.limits, cgroup.active(), request.confinement, &request.run_as};
 
-  // Our copies of the write ends must go, or the pipes never reach their end.
-  for (auto* p : {&out_pipe, &err_pipe}) {
-    if (p->native_sink() >= 0) ::close(p->native_sink());
-    p->assign_sink(-1);
+  spawn_options o;
+  o.argv = request.wrapper;
+  o.argv.insert(o.argv.end(), {"/bin/sh", "-c", request.command});
+  o.env = request.env;  // only what the request gives: nothing of keel's own environment
+  o.stdout_fd = out_pipe[1];
+  o.stderr_fd = err_pipe[1];
+  o.kept_fds = request.inherited_fds;
+  o.cwd_fd = request.cwd_fd;
+  o.cwd_path = request.cwd_path;
+  // The child leads its own session (no terminal to type into) and dies with this thread. In a
+  // pid namespace of its own, everything it starts dies when it ends, however it ends.
+  o.new_session = true;
+  o.die_with_parent = true;
+  o.namespaces = request.namespaces;
+  o.fresh_proc = (request.namespaces & CLONE_NEWPID) && (request.namespaces & CLONE_NEWNS);
+  if (!request.private_tmp.empty() && (request.namespaces & CLONE_NEWNS)) {
+    o.tmpfs_path = request.private_tmp;
+    o.tmpfs_options = "size=" + std::to_string(std::max<std::int64_t>(request.limits.written_bytes_max, 1 << 20)) +
+                      ",mode=0700,uid=" + std::to_string(request.run_as.uid) +
+                      ",gid=" + std::to_string(request.run_as.gid);
   }
-  int fds[2] = {::dup(out_pipe.native_source()), ::dup(err_pipe.native_source())};
-  out_pipe.close();
-  err_pipe.close();
+  o.cgroup_procs_files = cgroup.procs_files();
+  o.prepare = prepare_child;
+  o.prepare_context = &prepared;
+  auto spawned = spawn(o);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (!spawned) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    return make_error(spawned.error().code, "keel sandbox: " + spawned.error().message);
+  }
+  const pid_t child = *spawned;
+
+  int fds[2] = {out_pipe[0], err_pipe[0]};
   head_tail_buffer out(request.output_chars_max), err(request.output_chars_max);
   head_tail_buffer* buffers[2] = {&out, &err};
 
   exec_result r;
+  int status = 0;
+  rusage usage{};
+  bool reaped = false;
+  auto reap = [&](int flags) {
+    if (reaped) return true;
+    pid_t got;
+    do got = ::wait4(child, &status, flags, &usage);
+    while (got < 0 && errno == EINTR);
+    reaped = got == child;
+    return reaped;
+  };
   auto deadline = started + request.timeout_ms;
   auto next_poll = started + written_poll_ms;
   auto over_written = [&] {
     if (steady_ms() < next_poll) return false;
     next_poll = steady_ms() + written_poll_ms;
     r.written_bytes = cgroup.poll_written_bytes();
-    return limits.written_bytes_max > 0 && r.written_bytes > limits.written_bytes_max;
+    return request.limits.written_bytes_max > 0 && r.written_bytes > request.limits.written_bytes_max;
   };
-  while (child.running()) {
+  while (!reap(WNOHANG)) {
     if (steady_ms() >= deadline) {
       r.timed_out = true;
       r.killed_by = "timeout";
@@ -161,28 +160,29 @@ result<exec_result> run_command(const exec_request& request) {
       r.killed_by = "written_bytes_max";
       break;
     }
-    pump(fds, buffers, 20);
-    if (fds[0] < 0 && fds[1] < 0) {
-      // Both pipes closed but the shell lives on (it closed them itself): wait for it, bounded.
-      while (child.running() && steady_ms() < deadline && !over_written()) ::usleep(5000);
-    }
+    if (fds[0] < 0 && fds[1] < 0) ::usleep(5000);  // both pipes closed, the shell lives on
+    else pump(fds, buffers, 20);
   }
-  // Whatever is left in the group (a background child, or everything on timeout) is killed,
-  // so that nobody holds the pipes open; then what was written is read to the end.
-  ::kill(-group, SIGKILL);
-  r.written_bytes = std::max(r.written_bytes, cgroup.poll_written_bytes());
+  // Whatever is left (a background child, or everything on a limit) is killed, so that nobody
+  // holds the pipes open; then what was written is read to the end.
+  ::kill(-child, SIGKILL);
+  if (!r.killed_by.empty()) ::kill(child, SIGKILL);
   cgroup.kill_all();  // whatever left the group (a new session) but not the cgroup
-  std::error_code wait_error;
-  if (!r.killed_by.empty()) child.terminate(wait_error);
-  child.wait(wait_error);
+  reap(0);
   auto drain_deadline = steady_ms() + 1000;
   while ((fds[0] >= 0 || fds[1] >= 0) && steady_ms() < drain_deadline) pump(fds, buffers, 20);
   for (int fd : fds)
     if (fd >= 0) ::close(fd);
 
-  r.exit_code = !r.killed_by.empty() ? 137 : child.exit_code();
-  if (r.killed_by.empty() && child.native_exit_code() != 0 && WIFSIGNALED(child.native_exit_code()))
-    r.exit_code = 128 + WTERMSIG(child.native_exit_code());
+  // The child's usage counts every process it reaped; in a pid namespace of its own that is
+  // every process of the call, however short-lived (blocks of 512 bytes written to storage).
+  std::int64_t reaped_written = static_cast<std::int64_t>(usage.ru_oublock) * 512;
+  r.written_bytes = std::max({r.written_bytes, cgroup.poll_written_bytes(), reaped_written});
+  if (r.killed_by.empty() && request.limits.written_bytes_max > 0 && r.written_bytes > request.limits.written_bytes_max)
+    r.killed_by = "written_bytes_max";
+  if (!r.killed_by.empty()) r.exit_code = 137;
+  else if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  else if (WIFSIGNALED(status)) r.exit_code = 128 + WTERMSIG(status);
   if (r.killed_by.empty() && cgroup.memory_limit_hit()) r.killed_by = "memory_bytes_max";
   r.stdout_text = sanitize_utf8(strip_ansi(out.text()));
   r.stderr_text = sanitize_utf8(strip_ansi(err.text()));

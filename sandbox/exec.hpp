@@ -6,6 +6,7 @@
 #include "runtime/result.hpp"
 #include "sandbox/confinement.hpp"
 #include "sandbox/environment.hpp"
+#include "sandbox/identity.hpp"
 
 #include <cstdint>
 #include <string>
@@ -16,6 +17,7 @@ namespace keel::sandbox {
 struct exec_request {
   std::string command;
   int cwd_fd = -1;  // the checked directory: the child changes into it by descriptor
+  std::string cwd_path;  // its real path, entered by name in a mount namespace (and checked)
   // The whole environment of the program started (the shell, or bubblewrap).
   std::vector<std::pair<std::string, std::string>> env;
   std::int64_t timeout_ms = 300'000;
@@ -24,6 +26,9 @@ struct exec_request {
   std::vector<std::string> wrapper;
   std::vector<int> inherited_fds;  // kept open across exec (bubblewrap reads them)
   const local_confinement* confinement = nullptr;  // applied in the child, local mode
+  identity run_as;                 // the uid and gid the command (or bubblewrap) starts with
+  unsigned long namespaces = 0;    // CLONE_NEW* the command is born in (local mode, as root)
+  std::string private_tmp;         // local mode in a mount namespace: a tmpfs mounted here
   resource_limits limits;
 };
 
@@ -36,7 +41,7 @@ struct exec_result {
   std::size_t stdout_cut = 0;  // bytes left out
   std::size_t stderr_cut = 0;
   std::int64_t duration_ms = 0;
-  std::int64_t written_bytes = 0;
+  std::int64_t written_bytes = 0;  // every process of the call, counted when it is reaped
   std::string processes_limited_by;  // "cgroup" or "rlimit" (not enforced for root)
 };
 

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 namespace keel::sandbox::detail {
@@ -81,7 +83,7 @@ struct call_temporary {
   }
 };
 
-result<void> make_call_temporary(call_temporary& t) {
+result<void> make_call_temporary(call_temporary& t, const identity& run_as) {
   const char* base = std::getenv("TMPDIR");
   std::string dir = std::string(base && *base == '/' ? base : "/tmp") + "/keel-call-" + random_hex();
   if (::mkdir(dir.c_str(), 0700) != 0)
@@ -89,7 +91,7 @@ result<void> make_call_temporary(call_temporary& t) {
   t.path = dir;
   t.fd = unique_fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!t.fd.valid()) return make_error(errc::io, "cannot open the call's temporary directory");
-  return success();
+  return hand_over(t.fd.get(), run_as);
 }
 
 } // namespace
@@ -127,28 +129,46 @@ tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request&
   exec_request request;
   request.command = command;
   request.cwd_fd = cwd_fd->get();
+  request.cwd_path = cwd->real;
   request.limits = p.env.limits;
   request.timeout_ms = timeout_ms;
   request.output_chars_max = p.output_chars_max;
   call_temporary temporary;
-  unique_fd seccomp_fd;
+  std::vector<unique_fd> seccomp_fds;
   std::optional<local_confinement> confinement;
+  auto run_as = command_identity(p.env.run_as);
+  if (!run_as) return failed("exec: " + run_as.error().message);
+  if (auto reachable = check_reachable(ws.root(), *run_as); !reachable) return failed("exec: " + reachable.error().message);
+  request.run_as = *run_as;
   if (p.env.kind == environment_kind::bwrap) {
-    if (auto available = bwrap_available(); !available) return failed("exec: " + available.error().message);
-    auto program = seccomp_program_fd();
-    if (!program) return failed("exec: " + program.error().message);
-    seccomp_fd = std::move(*program);
+    if (auto available = bwrap_available(*run_as); !available) return failed("exec: " + available.error().message);
+    auto programs = seccomp_program_fds(p.env.network);
+    if (!programs) return failed("exec: " + programs.error().message);
+    seccomp_fds = std::move(*programs);
+    std::vector<int> numbers;
+    for (const auto& fd : seccomp_fds) numbers.push_back(fd.get());
     auto command_env = command_environment(p, ws, "/tmp", env, r.task_id);
-    request.wrapper = bwrap_prefix(p.env, ws.root(), cwd->real, command_env, seccomp_fd.get());
-    request.inherited_fds.push_back(seccomp_fd.get());
+    request.wrapper = bwrap_prefix(p.env, ws.root(), cwd->real, command_env, numbers);
+    request.inherited_fds = numbers;
     request.env = {{"PATH", "/usr/bin:/bin"}};
   } else {
-    if (auto made = make_call_temporary(temporary); !made) return failed("exec: " + made.error().message);
-    auto made = local_confinement::make({ws.root_fd(), temporary.fd.get()}, p.env.network);
+    if (auto made = make_call_temporary(temporary, *run_as); !made) return failed("exec: " + made.error().message);
+    // As root, the command gets namespaces of its own (below), and a tmpfs over its TMPDIR.
+    const bool privileged = ::geteuid() == 0;
+    auto made = local_confinement::make({ws.root_fd(), temporary.fd.get()}, p.env.network,
+                                        privileged ? temporary.path : std::string{});
     if (!made) return failed("exec: " + made.error().message);
     confinement = std::move(*made);
     request.confinement = &*confinement;
     request.env = command_environment(p, ws, temporary.path, env, r.task_id);
+    // As root, the command is born in namespaces of its own: its processes (pid 1 is its shell,
+    // and all of them die with it), System V IPC, mounts (its own /proc, a tmpfs of bounded size
+    // as TMPDIR), host name, and without network a network of its own with nothing in it.
+    if (privileged) {
+      request.namespaces = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWUTS;
+      if (!p.env.network) request.namespaces |= CLONE_NEWNET;
+      request.private_tmp = temporary.path;
+    }
   }
   auto ran = run_command(request);
   if (!ran) return failed("exec: " + ran.error().message);

@@ -1,6 +1,7 @@
 // read, write and edit: each resolves its path once, from the workspace's descriptor, and acts
 // on the directory descriptor it resolved; an approved call acts only if its path still
 // resolves to what the person was shown.
+#include "runtime/clock.hpp"
 #include "sandbox/file_io.hpp"
 #include "sandbox/text.hpp"
 #include "sandbox/tool_support.hpp"
@@ -116,6 +117,7 @@ tool_outcome write_tool(const workspace& ws, const policy& p, const tool_request
 }
 
 tool_outcome edit_tool(const workspace& ws, const policy& p, const tool_request& r) {
+  const auto edit_started = steady_ms();
   arguments a{r.arguments, r.tool, {}};
   auto given = a.str("path", true);
   auto old_text = a.str("old_text", true);
@@ -127,12 +129,15 @@ tool_outcome edit_tool(const workspace& ws, const policy& p, const tool_request&
   const location& at = *resolved.at;
   auto content = read_location(ws, at, p.read_bytes_max);
   if (!content) return failed("edit: " + content.error().message);
-  std::size_t first = content->find(old_text);
-  if (first == std::string::npos) return failed("edit: old_text was not found in " + ws.display(at));
-  std::size_t count = 0;
-  for (auto found = first; found != std::string::npos; found = content->find(old_text, found + 1)) ++count;
-  if (count > 1)
-    return failed("edit: old_text occurs " + std::to_string(count) + " times in " + ws.display(at) +
+  // Linear in the file and old_text, and within the tool time limit whatever they hold.
+  auto found = find_occurrences(*content, old_text, 1000, edit_started + p.tool_timeout_ms);
+  if (!found)
+    return failed("edit: stopped at the time limit of " + std::to_string(p.tool_timeout_ms) + " ms; nothing was written");
+  if (found->empty()) return failed("edit: old_text was not found in " + ws.display(at));
+  std::size_t first = found->front();
+  if (found->size() > 1)
+    return failed("edit: old_text occurs " + std::string(found->size() >= 1000 ? "at least " : "") +
+                  std::to_string(found->size()) + " times in " + ws.display(at) +
                   "; include more surrounding text so that it matches exactly once");
   std::string after = content->substr(0, first) + new_text + content->substr(first + old_text.size());
   if (after.size() > p.write_bytes_max)

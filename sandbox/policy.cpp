@@ -9,6 +9,7 @@ policy policy_from_config(const config::agent_config& agent) {
   p.env.limits = {agent.cpu_seconds_max, agent.memory_bytes_max, agent.processes_max,
                   agent.file_bytes_max, agent.written_bytes_max};
   p.env.env_pass = agent.env_pass;
+  p.env.run_as = agent.run_as.empty() ? sandbox_account : agent.run_as;
   p.tool_timeout_ms = agent.tool_timeout_ms;
   p.walk_entries_max = static_cast<std::size_t>(agent.walk_entries_max);
   p.exec = agent.exec_security == "allow-always" ? exec_security::allow_always

@@ -130,7 +130,7 @@ tool_outcome glob_tool(const workspace& ws, const policy& p, const tool_request&
         truncated = true;
         return false;
       }
-      files.push_back(e.relative);
+      files.push_back(sanitize_utf8(e.relative));
       return true;
     });
   value out{{"files", files}, {"count", files.size()}, {"truncated", truncated || !walked.stopped_by.empty()}};

@@ -1,5 +1,8 @@
 #include "sandbox/text.hpp"
 
+#include "runtime/clock.hpp"
+#include "runtime/wire.hpp"
+
 #include <algorithm>
 #include <cassert>
 #include <vector>
@@ -34,35 +37,7 @@ std::string strip_ansi(std::string_view text) {
   return out;
 }
 
-std::string sanitize_utf8(std::string_view text) {
-  static constexpr std::string_view replacement = "\xEF\xBF\xBD";
-  std::string out;
-  out.reserve(text.size());
-  std::size_t i = 0;
-  while (i < text.size()) {
-    auto byte = static_cast<unsigned char>(text[i]);
-    std::size_t length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3
-                         : (byte >> 3) == 0x1E ? 4 : 0;
-    bool valid = length > 0 && i + length <= text.size();
-    for (std::size_t k = 1; valid && k < length; ++k)
-      valid = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
-    if (valid && length > 1) {
-      // Reject overlong forms, surrogates and code points past U+10FFFF.
-      unsigned code = byte & (0xFF >> (length + 1));
-      for (std::size_t k = 1; k < length; ++k) code = (code << 6) | (text[i + k] & 0x3F);
-      static constexpr unsigned minimum[] = {0, 0, 0x80, 0x800, 0x10000};
-      valid = code >= minimum[length] && code <= 0x10FFFF && !(code >= 0xD800 && code <= 0xDFFF);
-    }
-    if (valid) {
-      out.append(text.substr(i, length));
-      i += length;
-    } else {
-      out.append(replacement);
-      i += 1;
-    }
-  }
-  return out;
-}
+std::string sanitize_utf8(std::string_view text) { return wire::repaired_utf8(text); }
 
 head_tail_buffer::head_tail_buffer(std::size_t chars_max)
   : head_max_(chars_max / 5), tail_max_(chars_max - chars_max / 5) {}
@@ -99,6 +74,31 @@ std::string head_tail_buffer::text() const {
   out.append(tail_, tail_start_, std::string::npos);
   out.append(tail_, 0, tail_start_);
   return out;
+}
+
+std::optional<std::vector<std::size_t>> find_occurrences(std::string_view text, std::string_view pattern,
+                                                         std::size_t count_max, std::int64_t deadline_ms) {
+  std::vector<std::size_t> found;
+  if (pattern.empty() || pattern.size() > text.size() || count_max == 0) return found;
+  // failure[i]: the length of the longest proper prefix of pattern[0..i] that is also its suffix.
+  std::vector<std::size_t> failure(pattern.size(), 0);
+  for (std::size_t i = 1, k = 0; i < pattern.size(); ++i) {
+    while (k > 0 && pattern[i] != pattern[k]) k = failure[k - 1];
+    if (pattern[i] == pattern[k]) ++k;
+    failure[i] = k;
+  }
+  constexpr std::size_t clock_every = 1 << 20;
+  for (std::size_t i = 0, k = 0; i < text.size(); ++i) {
+    if (deadline_ms > 0 && i % clock_every == 0 && steady_ms() >= deadline_ms) return std::nullopt;
+    while (k > 0 && text[i] != pattern[k]) k = failure[k - 1];
+    if (text[i] == pattern[k]) ++k;
+    if (k == pattern.size()) {
+      found.push_back(i + 1 - pattern.size());
+      if (found.size() >= count_max) break;
+      k = failure[k - 1];
+    }
+  }
+  return found;
 }
 
 namespace {
@@ -144,43 +144,75 @@ std::string edit_diff(const std::string& path, const std::string& before, std::s
   return out;
 }
 
+bool is_hidden_code_point(std::uint32_t c) {
+  if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return true;            // C0, DEL, C1
+  if (c == 0x00a0 || c == 0x00ad || c == 0x034f || c == 0x061c) return true;  // nbsp, soft hyphen, CGJ, ALM
+  if (c == 0x115f || c == 0x1160 || c == 0x3164 || c == 0xffa0) return true;  // Hangul fillers
+  if (c == 0x1680 || c == 0x180e || c == 0x17b4 || c == 0x17b5) return true;
+  if (c >= 0x2000 && c <= 0x200f) return true;  // spaces of other widths, zero width, LRM, RLM
+  if (c >= 0x2028 && c <= 0x202f) return true;  // line and paragraph separators, bidi embeddings
+  if (c >= 0x205f && c <= 0x206f) return true;  // word joiner, invisible operators, bidi isolates
+  if (c == 0x2800 || c == 0x3000 || c == 0xfeff) return true;  // braille blank, ideographic space, BOM
+  if (c >= 0xfe00 && c <= 0xfe0f) return true;  // variation selectors
+  if (c >= 0xfff9 && c <= 0xfffb) return true;  // interlinear annotations
+  if (c == 0x110bd || c == 0x110cd || (c >= 0x1d173 && c <= 0x1d17a)) return true;
+  if (c >= 0xe0000 && c <= 0xe0fff) return true;  // tags, variation selectors supplement
+  return false;
+}
+
 std::string escape_controls(std::string_view raw) {
   std::string text = sanitize_utf8(raw);
   std::string out;
   out.reserve(text.size());
   static const char digits[] = "0123456789abcdef";
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
-    else if (c < 0x20 || c == 0x7f) {
+  for (std::size_t i = 0; i < text.size();) {
+    auto byte = static_cast<unsigned char>(text[i]);
+    std::size_t length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3 : 4;
+    std::uint32_t code = length == 1 ? byte : byte & (0xFFu >> (length + 1));
+    for (std::size_t k = 1; k < length; ++k) code = (code << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3Fu);
+    if (code == '\n') out += "\\n";
+    else if (code == '\r') out += "\\r";
+    else if (code == '\t') out += "\\t";
+    else if (!is_hidden_code_point(code)) out.append(text, i, length);
+    else if (code < 0x80) {
       out += "\\x";
-      out += digits[c >> 4];
-      out += digits[c & 15];
-    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
-      auto d = static_cast<unsigned char>(text[++i]);  // a C1 control, U+0080 to U+009F
-      out += "\\u00";
-      out += digits[d >> 4];
-      out += digits[d & 15];
-    } else if (c == 0xe2 && i + 2 < text.size() && static_cast<unsigned char>(text[i + 1]) == 0x80 &&
-               ((static_cast<unsigned char>(text[i + 2]) >= 0xaa && static_cast<unsigned char>(text[i + 2]) <= 0xae) ||
-                static_cast<unsigned char>(text[i + 2]) == 0x8b || static_cast<unsigned char>(text[i + 2]) == 0x8e ||
-                static_cast<unsigned char>(text[i + 2]) == 0x8f)) {
-      // Bidirectional overrides and invisible marks (U+202A..U+202E, U+200B, U+200E, U+200F):
-      // they make text read otherwise than it runs.
-      auto d = static_cast<unsigned char>(text[i + 2]);
-      i += 2;
-      out += "\\u20";
-      unsigned code = 0x2000u + ((0x80u - 0x80u) << 6) + (d - 0x80u);
-      out += digits[(code >> 4) & 15];
+      out += digits[code >> 4];
       out += digits[code & 15];
     } else {
-      out += static_cast<char>(c);
+      // \u and four hex digits, or \U and eight past the basic plane.
+      out += code > 0xffff ? "\\U" : "\\u";
+      for (int shift = code > 0xffff ? 28 : 12; shift >= 0; shift -= 4) out += digits[(code >> shift) & 15];
     }
+    i += length;
   }
   return out;
+}
+
+std::string shown_field(std::string_view raw, std::size_t chars_max) {
+  std::string escaped = escape_controls(raw);
+  // A long run of spaces (or of one character) hides what follows it: shown by its count.
+  std::string out;
+  out.reserve(escaped.size());
+  constexpr std::size_t run_shown_max = 8;
+  for (std::size_t i = 0; i < escaped.size();) {
+    std::size_t j = i;
+    while (j < escaped.size() && escaped[j] == escaped[i] && static_cast<unsigned char>(escaped[i]) < 0x80) ++j;
+    if (j - i > run_shown_max && (escaped[i] == ' ')) {
+      out += "[" + std::to_string(j - i) + " spaces]";
+      i = j;
+    } else {
+      out.append(escaped, i, std::max<std::size_t>(j - i, 1));
+      i = std::max(j, i + 1);
+    }
+  }
+  if (out.size() <= chars_max) return out;
+  // The start and the end always show; what is between is counted.
+  std::size_t head = chars_max / 2, tail = chars_max - head;
+  while (head > 0 && (static_cast<unsigned char>(out[head]) & 0xC0) == 0x80) --head;
+  std::size_t tail_from = out.size() - tail;
+  while (tail_from < out.size() && (static_cast<unsigned char>(out[tail_from]) & 0xC0) == 0x80) ++tail_from;
+  return out.substr(0, head) + " [... " + std::to_string(tail_from - head) + " characters not shown ...] " +
+         out.substr(tail_from);
 }
 
 } // namespace keel::sandbox

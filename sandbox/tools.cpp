@@ -153,8 +153,14 @@ value to_value(const allow_rule& rule) {
 tool_outcome run_tool(const workspace& ws, const policy& p, const tool_request& request) {
   if (!request.arguments.is_object())
     return failed(request.tool + ": arguments must be a map");
+  // What the tools make belongs to the command's user, and the workspace is that user's.
+  auto run_as = command_identity(p.env.run_as);
+  if (!run_as) return failed(request.tool + ": " + run_as.error().message);
+  if (auto given = hand_over(ws.root_fd(), *run_as); !given) return failed(request.tool + ": " + given.error().message);
   if (request.tool == "exec") return exec_tool(ws, p, request);  // its own time limit
-  // The file tools run under the tool time limit; their walks and reads check it.
+  // The file tools run under the tool time limit; their walks and reads check it. They act with
+  // the command's filesystem identity: nothing they do could a command not do itself.
+  acting_as as_command(*run_as);
   if (request.tool == "read") return read_tool(ws, p, request);
   if (request.tool == "write") return write_tool(ws, p, request);
   if (request.tool == "edit") return edit_tool(ws, p, request);

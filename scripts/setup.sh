@@ -38,6 +38,16 @@ else
   echo "setup: every package is installed"
 fi
 
+# Commands that agents run take the uid and gid of an account of their own, never the node's
+# (docs/SANDBOX.md): a system account with no home, no shell and no password.
+if ! getent passwd keel-sandbox >/dev/null 2>&1; then
+  echo "setup: making the keel-sandbox account that commands run as"
+  sudo_cmd=()
+  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin keel-sandbox
+fi
+
 # playwright-core (pinned in tests/browser/package-lock.json) drives that chromium; it downloads
 # no browser of its own.
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

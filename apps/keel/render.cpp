@@ -20,7 +20,8 @@ std::string raw(const value& v, const char* key) {
   return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
-std::string str(const value& v, const char* key) { return sandbox::escape_controls(raw(v, key)); }
+// Every field is escaped and bounded: its start and its end always show (sandbox/text.hpp).
+std::string str(const value& v, const char* key) { return sandbox::shown_field(raw(v, key)); }
 
 // A block of lines (content, a diff), each line escaped on its own.
 std::string indent(const std::string& text, const std::string& prefix) {
@@ -29,7 +30,7 @@ std::string indent(const std::string& text, const std::string& prefix) {
   while (start < text.size()) {
     auto end = text.find('\n', start);
     if (end == std::string::npos) end = text.size();
-    out += prefix + sandbox::escape_controls(std::string_view(text).substr(start, end - start)) + "\n";
+    out += prefix + sandbox::shown_field(std::string_view(text).substr(start, end - start)) + "\n";
     start = end + 1;
   }
   return out;
@@ -39,8 +40,8 @@ std::string env_lines(const value& context) {
   if (!context.contains("env") || !context["env"].is_object() || context["env"].empty()) return {};
   std::string out = "    Environment:\n";
   for (const auto& [name, v] : context["env"].items())
-    out += "      " + sandbox::escape_controls(name) + "=" +
-           sandbox::escape_controls(v.is_string() ? v.get<std::string>() : v.dump()) + "\n";
+    out += "      " + sandbox::shown_field(name) + "=" +
+           sandbox::shown_field(v.is_string() ? v.get<std::string>() : v.dump()) + "\n";
   return out;
 }
 

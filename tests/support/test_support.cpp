@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <pwd.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <sstream>
 
 namespace keel::testing {
@@ -24,6 +27,9 @@ temp_dir::temp_dir() {
   // Not REQUIRE: made on any thread (run_command), where a Catch assertion is not safe.
   if (made == nullptr) throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
   path_ = made;
+  // Searchable (not listable) by others: commands run as keel-sandbox and must reach the
+  // workspaces made beneath.
+  ::chmod(made, 0711);
 }
 
 temp_dir::~temp_dir() {
@@ -211,4 +217,18 @@ void write_file(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
 }
 
+} // namespace keel::testing
+
+namespace keel::testing {
+void give_to_sandbox(const std::string& path) {
+  passwd* account = ::getpwnam("keel-sandbox");
+  if (!account) throw std::runtime_error("no keel-sandbox account: run scripts/setup.sh");
+  auto give = [&](const std::filesystem::path& p) {
+    if (::lchown(p.c_str(), account->pw_uid, account->pw_gid) != 0)
+      throw std::runtime_error("lchown " + p.string() + ": " + std::strerror(errno));
+  };
+  give(path);
+  if (!std::filesystem::is_directory(std::filesystem::symlink_status(path))) return;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(path)) give(entry.path());
+}
 } // namespace keel::testing

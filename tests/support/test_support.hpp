@@ -80,6 +80,9 @@ private:
 };
 
 std::string read_file(const std::string& path);
+// Gives `path` and everything beneath it to the account commands run as (keel-sandbox), as if
+// the agent had made it: files a test makes as root stand for files of the agent's own.
+void give_to_sandbox(const std::string& path);
 // The lines of `text` that are not empty (what a command appended to a file, one per line).
 std::vector<std::string> lines_of(const std::string& text);
 

@@ -421,7 +421,7 @@ TEST_CASE("adversary, local mode: writes, signals and the node's secrets stay ou
 }
 
 TEST_CASE("adversary, bwrap: no privileges inside, the environment applies inside only", "[sandbox][adversary][bwrap]") {
-  if (!bwrap_available()) {
+  if (!bwrap_available(*command_identity(sandbox_account))) {
     WARN("bubblewrap cannot run here");
     return;
   }

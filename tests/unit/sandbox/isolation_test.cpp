@@ -71,7 +71,7 @@ std::string out(const tool_outcome& o) { return o.result.value("stdout", std::st
 } // namespace
 
 TEST_CASE("bwrap: a command cannot read a file outside the workspace", "[sandbox][bwrap]") {
-  REQUIRE(bwrap_available().ok());
+  REQUIRE(bwrap_available(*command_identity(sandbox_account)).ok());
   sandboxed s(environment_kind::bwrap);
   write_file(s.dir.file("secret.txt"), "the secret");
   auto o = s.exec("cat " + s.dir.file("secret.txt"));
