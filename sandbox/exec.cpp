@@ -71,7 +71,11 @@ int prepare_child(const void* context, const char** failed_step) noexcept {
     ::syscall(SYS_prlimit64, 0, RLIMIT_CPU, &cpu, nullptr);
   }
   set(RLIMIT_AS, p.limits.memory_bytes_max);
-  set(RLIMIT_FSIZE, p.limits.file_bytes_max);
+  // No one file may outgrow what the whole call may write.
+  auto file_max = p.limits.file_bytes_max;
+  if (p.limits.written_bytes_max > 0 && (file_max <= 0 || p.limits.written_bytes_max < file_max))
+    file_max = p.limits.written_bytes_max;
+  set(RLIMIT_FSIZE, file_max);
   // RLIMIT_NPROC counts every process of the uid, across calls: only where no cgroup counts.
   if (!p.cgroup_bounds_processes) set(RLIMIT_NPROC, p.limits.processes_max);
   if (p.confinement) return p.confinement->apply_in_child(*p.run_as, failed_step);

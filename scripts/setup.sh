@@ -11,6 +11,8 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libcurl4-openssl-dev libcpp-httplib-dev catch2 bubblewrap curl
   libre2-dev libseccomp-dev
+  # the sandbox tests probe sockets and metadata with them
+  python3 procps util-linux e2fsprogs
   # scripts/fuzz.sh: clang with libFuzzer and its sanitizers
   clang libclang-rt-14-dev
 )
