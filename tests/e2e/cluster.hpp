@@ -52,6 +52,7 @@ public:
   bool has_event(const std::string& run_id, const std::string& type);
 
   const temp_dir& dir() const { return dir_; }
+  pid_t node_pid() const { return node_.pid(); }
   nats_server& nats() { return nats_; }
   // A NATS connection of the test's own, as any client would have (fails the test if none).
   std::shared_ptr<broker::connection> connect_client();
