@@ -95,7 +95,7 @@ script = "${dir}/coder.json"
 tools = ["exec", "read", "write", "edit", "glob", "grep"]
 [agents.coder.sandbox]
 workspace = "${dir}/ws"
-`);
+`, { mode: 0o600 });
   nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
   await until('nats-server', () => new Promise((resolve) => {
     const s = createServer(); void s;

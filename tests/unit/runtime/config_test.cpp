@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <set>
+#include <sys/stat.h>
 
 using namespace keel;
 using keel::testing::temp_dir;
@@ -208,4 +209,22 @@ TEST_CASE("config: malformed table headers and keys are errors that name the fil
     REQUIRE_FALSE(loaded.ok());
     CHECK(loaded.error().message.find("bad.toml") != std::string::npos);
   }
+}
+
+TEST_CASE("config: a secret is refused on the command line and in a file others may read", "[runtime][config]") {
+  temp_dir dir;
+  std::string path = dir.file("node.toml");
+  write_file(path, "[gateway]\ntoken = \"s3cret\"\n");
+  ::chmod(path.c_str(), 0644);
+  auto readable = config::load_file(path);
+  REQUIRE_FALSE(readable.ok());
+  CHECK(readable.error().message == path + ": holds gateway.token but others may read it (mode 0644): chmod 600 " + path);
+  ::chmod(path.c_str(), 0600);
+  auto own = config::load_file(path);
+  REQUIRE(own.ok());
+  CHECK(own->gateway_token == "s3cret");
+  write_file(dir.file("plain.toml"), "");
+  auto on_line = config::load_file(dir.file("plain.toml"), {"gateway.token=\"x\""});
+  REQUIRE_FALSE(on_line.ok());
+  CHECK(on_line.error().message.find("--set gateway.token: a secret is not given on the command line") == 0);
 }

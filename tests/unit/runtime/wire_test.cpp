@@ -433,3 +433,32 @@ TEST_CASE("wire: the conversation is found past values of every MessagePack kind
   REQUIRE_FALSE(got.ok());
   CHECK(got.error().message == wire::decode<wire::task>(bad, roomy).error().message);
 }
+
+TEST_CASE("wire: a message with bytes that are not UTF-8, in any string or key, is refused at the door",
+          "[runtime][wire]") {
+  const std::vector<std::string> bad = {"\xff", "a\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "ok\x80ok"};
+  for (const auto& bytes : bad) {
+    INFO(hex(bytes));
+    CHECK_FALSE(wire::is_valid_utf8(bytes));
+    // In the input, deep in it, in a key, in the agent's name: each a clear error, no run.
+    std::vector<std::string> messages;
+    messages.push_back(wire::encode(wire::invoke_request("coder", value{{"text", bytes}})));
+    messages.push_back(wire::encode(wire::invoke_request("coder", value{{"a", value::array({value{{"b", bytes}}})}})));
+    messages.push_back(wire::encode(wire::invoke_request("coder", value{{bytes, "x"}})));
+    messages.push_back(wire::encode(wire::invoke_request("coder" + bytes, value{{"text", "x"}})));
+    for (const auto& message : messages) {
+      auto decoded = wire::decode<wire::invoke_request>(message);
+      REQUIRE_FALSE(decoded.ok());
+      CHECK(decoded.error().code == errc::malformed);
+      CHECK(decoded.error().message.find("not valid UTF-8") != std::string::npos);
+    }
+    // What keel sends itself is repaired instead: U+FFFD for each bad byte, the rest kept.
+    value v{{"files", value::array({"x" + bytes})}, {bytes, "k"}};
+    wire::repair_utf8(v);
+    CHECK(wire::is_valid_utf8(v.dump()));
+    CHECK(wire::decode<wire::invoke_request>(wire::encode(wire::invoke_request("coder", v))).ok());
+  }
+  for (const std::string good : {"", "plain", "héllo", "日本", "\xf0\x9f\x98\x80", "\u2066x\u2069"})
+    CHECK(wire::is_valid_utf8(good));
+  CHECK(wire::repaired_utf8("a\xff" "b") == "a\xef\xbf\xbd" "b");
+}
