@@ -23,8 +23,8 @@ namespace {
 
 // What the child sends back through a close-on-exec pipe when it cannot reach exec.
 struct child_failure {
-  int error_number = 0;
-  char step[96] = {};
+  int error_number;
+  char step[96];
 };
 
 std::string find_on_path(const std::string& name) {
@@ -83,11 +83,24 @@ struct child_plan {
   shown_memory shown;
 };
 
+// Byte loops through volatile pointers: the compiler may not turn them into calls of memset or
+// memcpy, which sanitizers intercept.
+void fill(void* to, char value, std::size_t n) {
+  auto* out = static_cast<volatile char*>(to);
+  for (std::size_t i = 0; i < n; ++i) out[i] = value;
+}
+
+void copy(void* to, const char* from, std::size_t n) {
+  auto* out = static_cast<volatile char*>(to);
+  for (std::size_t i = 0; i < n && from[i]; ++i) out[i] = from[i];
+}
+
 [[noreturn]] void fail(const child_plan& plan, const char* step) {
   child_failure failure;
-  failure.error_number = errno;
-  std::size_t n = std::min(std::strlen(step), sizeof failure.step - 1);
-  std::memcpy(failure.step, step, n);
+  int error_number = errno;
+  fill(&failure, 0, sizeof failure);
+  failure.error_number = error_number;
+  copy(failure.step, step, sizeof failure.step - 1);
   [[maybe_unused]] auto written = ::syscall(SYS_write, plan.report_fd, &failure, sizeof failure);
   ::syscall(SYS_exit_group, 127);
   __builtin_unreachable();
@@ -117,9 +130,9 @@ void be_init(const child_plan& plan) {
   ::syscall(SYS_prctl, PR_SET_NAME, name, 0, 0, 0);
   for (auto [start, end] : {std::pair{plan.shown.arg_start, plan.shown.arg_end},
                             std::pair{plan.shown.env_start, plan.shown.env_end}})
-    if (start && end > start) std::memset(reinterpret_cast<void*>(start), 0, end - start);
+    if (start && end > start) fill(reinterpret_cast<void*>(start), 0, end - start);
   if (plan.shown.arg_end > plan.shown.arg_start + sizeof name)
-    std::memcpy(reinterpret_cast<void*>(plan.shown.arg_start), name, sizeof name);
+    copy(reinterpret_cast<void*>(plan.shown.arg_start), name, sizeof name);
   long program = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
   if (program < 0) fail(plan, "starting the program in its namespace");
   if (program == 0) return;  // the program: on with its preparation
@@ -229,7 +242,7 @@ result<pid_t> spawn(const spawn_options& options) {
     ::close(report[0]);
     return make_error(errc::io, std::string(options.namespaces ? "clone: " : "fork: ") + std::strerror(spawn_errno));
   }
-  child_failure failure;
+  child_failure failure{};
   ssize_t got;
   do got = ::read(report[0], &failure, sizeof failure);
   while (got < 0 && errno == EINTR);

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config git
   libcaf-dev libnats-dev nats-server libmsgpack-cxx-dev librocksdb-dev
-  libboost-dev libboost-filesystem-dev
+  libboost-dev
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libcurl4-openssl-dev libcpp-httplib-dev catch2 bubblewrap curl
   libre2-dev libseccomp-dev

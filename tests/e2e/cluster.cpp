@@ -1,5 +1,7 @@
 #include "tests/e2e/cluster.hpp"
 
+#include <sys/stat.h>
+
 #include <csignal>
 
 namespace keel::testing {
@@ -14,11 +16,21 @@ cluster::cluster(const std::string& agents,
                  const std::vector<std::pair<std::string, std::string>>& files, cluster_options options)
   : options_(std::move(options)) {
   for (const auto& [name, content] : files) write_file(dir_.file(name), content);
+  // A secret goes into the config file (readable by its owner only), never on the command line.
+  std::string secrets;
+  for (auto it = options_.node_sets.begin(); it != options_.node_sets.end();) {
+    if (it->rfind("gateway.token", 0) == 0) {
+      secrets += "[gateway]\ntoken" + it->substr(std::string("gateway.token").size()) + "\n";
+      it = options_.node_sets.erase(it);
+    } else {
+      ++it;
+    }
+  }
   auto config = [&](const std::string& name, const std::string& roles) {
     return "[node]\nname = \"" + name + "\"\nroles = [" + roles + "]\n"
            "data_dir = \"" + (options_.data_dir.empty() ? dir_.file("data") : options_.data_dir) + "\"\n"
            "[nats]\nservers = [\"" + nats_.url() + "\"]\n"
-           "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n"
+           "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n" + secrets +
            "\n" + replace_all(agents, "{dir}", dir_.path());
   };
   config_path_ = dir_.file("node.toml");
@@ -31,6 +43,7 @@ cluster::cluster(const std::string& agents,
     options_.node_sets.push_back("gateway.listen = \"127.0.0.1:" + std::to_string(gateway_port_) + "\"");
   }
   write_file(config_path_, config("n1", roles));
+  ::chmod(config_path_.c_str(), 0600);
   if (options_.separate_worker) {
     worker_config_path_ = dir_.file("worker.toml");
     write_file(worker_config_path_, config("w1", "\"worker\""));

@@ -318,7 +318,8 @@ TEST_CASE("authority, lifetime: nothing a call started outlives it", "[sandbox][
     INFO(name_of(kind));
     call_site s(kind);
     auto started = steady_ms();
-    auto r = s.exec("(trap '' HUP TERM; while :; do date >> beat; sleep 0.05; done) & setsid sh -c 'sleep 60' & echo left");
+    auto r = s.exec("(trap '' HUP TERM; while :; do date >> beat; sleep 0.05; done) & setsid sh -c 'sleep 60' & "
+                    "while [ ! -s beat ]; do sleep 0.01; done; echo left");
     CHECK(steady_ms() - started < 10'000);
     CHECK(r["stdout"] == "left\n");
     auto size = fs::file_size(s.ws.root() + "/beat");
