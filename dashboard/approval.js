@@ -2,7 +2,7 @@
 // Reject with feedback, Always. A step answered already shows its answer.
 import { api, followRun } from './api.js';
 import { formView } from './forms.js';
-import { h, clear, time, duration, message, statusBadge } from './dom.js';
+import { h, clear, time, duration, message, statusBadge, shown } from './dom.js';
 
 // Buttons that answer a waiting step; `onAnswered` hears the answer once it is recorded.
 export function answerControls(runId, stepKey, form, onAnswered) {
@@ -34,7 +34,7 @@ export function answerControls(runId, stepKey, form, onAnswered) {
     always.push(exact);
     buttons.push(exact);
     if (context.prefix) {
-      const prefix = h('button', { 'data-action': 'always-prefix', text: `Always (commands starting "${context.prefix}", this run)`, onclick: () => send(true, { always: 'prefix' }) });
+      const prefix = h('button', { 'data-action': 'always-prefix', text: `Always (commands starting "${shown(context.prefix)}", this run)`, onclick: () => send(true, { always: 'prefix' }) });
       always.push(prefix);
       buttons.push(prefix);
     }

@@ -68,7 +68,7 @@ export function count(n) {
 export function excerpt(value, chars = 120) {
   let text = typeof value === 'string' ? value : value === undefined ? '' : JSON.stringify(value);
   if (value && typeof value === 'object' && 'preview' in value) text = String(value.preview);
-  text = text.replace(/\s+/g, ' ').trim();
+  text = visible(text.replace(/\s+/g, ' ').trim());
   return text.length > chars ? `${text.slice(0, chars)}…` : text;
 }
 
@@ -82,7 +82,7 @@ export function statusBadge(status) {
 
 // A block of text as the terminal would show it: pre-formatted, scrollable, copyable.
 export function pre(text, cls = '') {
-  return h('pre', { class: `block ${cls}`, text: text ?? '' });
+  return h('pre', { class: `block ${cls}`, text: visible(text ?? '') });
 }
 
 // An expandable section (native <details>: works without script state).
@@ -106,6 +106,12 @@ function escapeHidden(ch) {
   const code = ch.codePointAt(0);
   if (code < 0x80) return `\\x${code.toString(16).padStart(2, '0')}`;
   return code > 0xffff ? `\\U${code.toString(16).padStart(8, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+}
+
+// Text of a block (an output, a message, JSON) with its lines and indentation kept and every
+// hidden character escaped.
+export function visible(value) {
+  return String(value ?? '').replace(/\r/g, '\\r').replace(hidden, escapeHidden);
 }
 
 export function shown(value, max = 2000, keepLines = false) {

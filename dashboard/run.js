@@ -4,7 +4,7 @@ import { answerControls } from './approval.js';
 import { formView, diffView } from './forms.js';
 import { graphView } from './graph.js';
 import { Trace } from './trace.js';
-import { h, append, clear, time, duration, count, pre, details, statusBadge, message, pretty } from './dom.js';
+import { h, append, clear, time, duration, count, pre, details, statusBadge, message, pretty, shown, visible } from './dom.js';
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
@@ -21,13 +21,13 @@ function rawEvents(item) {
 }
 
 function field(label, value) {
-  return h('div', { class: 'kv' }, h('span', { class: 'label', text: label }), h('span', { class: 'value', text: value }));
+  return h('div', { class: 'kv' }, h('span', { class: 'label', text: label }), h('span', { class: 'value', text: visible(value) }));
 }
 
 function toolCallLine(c) {
   const a = c.arguments || {};
   const detail = a.command ?? a.path ?? a.pattern ?? '';
-  return `${c.name}${detail ? ` ${detail}` : ''}`;
+  return `${c.name}${detail ? ` ${shown(detail, 200)}` : ''}`;
 }
 
 // One timeline entry; `live` holds the text streamed for a model step still running.

@@ -222,6 +222,9 @@ result<pid_t> spawn(const spawn_options& options) {
     for (char** e = environ; *e; ++e) plan.envp.push_back(*e);
   }
   plan.envp.push_back(nullptr);
+  // Whatever a library opened without the flag since the last start (nats.c's sockets, a stream's
+  // file) is made close-on-exec here too; the child closes everything not meant for it anyway.
+  mark_inherited_descriptors_cloexec();
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
   plan.report_fd = report[1];

@@ -54,7 +54,8 @@ struct spawn_options {
 result<pid_t> spawn(const spawn_options& options);
 
 // Makes every descriptor of this process from 3 up close-on-exec (what it inherited, what a
-// library opened without the flag). A process calls it once at start; `spawn` does not rely on it.
+// library opened without the flag). A process calls it at start, and `spawn` before each child;
+// neither is what keeps a child from a descriptor (the child closes them all), both are depth.
 void mark_inherited_descriptors_cloexec();
 
 } // namespace keel

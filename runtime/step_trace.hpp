@@ -51,7 +51,7 @@ inline void mark(point p) {
 inline void write_file() {
   const char* path = std::getenv("KEEL_STEP_TRACE_FILE");
   if (!path) return;
-  FILE* out = std::fopen(path, "w");
+  FILE* out = std::fopen(path, "we");
   if (!out) return;
   unsigned n = detail::count.load();
   if (n > detail::capacity) n = detail::capacity;

@@ -3,7 +3,7 @@
 // escaped, long runs of spaces are counted, a long field keeps its start and its end.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { shown } from '../../dashboard/dom.js';
+import { shown, visible } from '../../dashboard/dom.js';
 
 test('every hidden character is shown as an escape', () => {
   const cases = [
@@ -25,4 +25,8 @@ test('a long run of spaces is counted and a long field keeps its start and its e
   assert.ok(cut.startsWith('echo start'));
   assert.ok(cut.endsWith(' rm -rf ~'));
   assert.match(cut, /characters not shown/);
+});
+
+test('a block keeps its lines and indentation and shows its hidden characters', () => {
+  assert.equal(visible('{\n          "command": "ls\u2066 -la\u2069"\n}'), '{\n          "command": "ls\\u2066 -la\\u2069"\n}');
 });
