@@ -217,13 +217,17 @@ void call_cgroup::kill_all() const {
   }
 }
 
-std::int64_t call_cgroup::poll_written_bytes() {
-  if (procs_files_.empty()) return 0;
+std::int64_t call_cgroup::poll_written_bytes(pid_t reaper) {
   // A process's count includes the children it has reaped, so the sum over the live processes
-  // counts every byte once; what an orphan wrote is lost when something outside reaps it.
-  std::ifstream procs(procs_files_.front());
+  // of the call, and its reaper's (outside the cgroup), counts every byte once.
+  std::vector<long> pids;
+  if (!procs_files_.empty()) {
+    std::ifstream procs(procs_files_.front());
+    for (long pid; procs >> pid;) pids.push_back(pid);
+  }
+  if (reaper > 0 && std::find(pids.begin(), pids.end(), reaper) == pids.end()) pids.push_back(reaper);
   std::int64_t total = 0;
-  for (long pid; procs >> pid;) {
+  for (long pid : pids) {
     std::ifstream io("/proc/" + std::to_string(pid) + "/io");
     std::string key;
     std::int64_t value = 0;

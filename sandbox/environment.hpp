@@ -70,9 +70,10 @@ public:
   // Kills everything still in it (a fork bomb's survivors, a daemon that left the group).
   void kill_all() const;
   // Bytes written to storage by the call's processes so far: the largest sum seen over its live
-  // processes, each counting the children it reaped (polled: a process that was orphaned and
-  // ended between two polls is not counted). 0 without a cgroup.
-  std::int64_t poll_written_bytes();
+  // processes and `reaper` (the call's init, outside the cgroup), each counting every process it
+  // reaped. In a pid namespace every process ends up reaped by the shell or the init, so one
+  // that lived between two polls is counted at the next.
+  std::int64_t poll_written_bytes(pid_t reaper = 0);
   // Whether the memory limit was reached (a process was killed or an allocation refused).
   bool memory_limit_hit() const;
 

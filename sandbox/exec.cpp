@@ -151,7 +151,7 @@ result<exec_result> run_command(const exec_request& request) {
   auto over_written = [&] {
     if (steady_ms() < next_poll) return false;
     next_poll = steady_ms() + written_poll_ms;
-    r.written_bytes = cgroup.poll_written_bytes();
+    r.written_bytes = cgroup.poll_written_bytes(child);
     return request.limits.written_bytes_max > 0 && r.written_bytes > request.limits.written_bytes_max;
   };
   while (!reap(WNOHANG)) {
