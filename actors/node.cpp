@@ -150,6 +150,12 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     if (ec)
       return make_error(errc::io, "cannot create data directory " + config.data_dir + ": " +
                                     ec.message());
+    // Runs' inputs, answers and outputs are for the node's user only, whatever modes the files
+    // inside are made with.
+    std::filesystem::permissions(config.data_dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    if (ec)
+      return make_error(errc::io, "cannot make data directory " + config.data_dir + " private: " + ec.message());
     auto opened = open_store(config);
     if (!opened) return opened.error();
     state->store = std::move(*opened);

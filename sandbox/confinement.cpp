@@ -97,16 +97,27 @@ result<std::string> build_seccomp() {
   // Limits of another process: only the caller's own (pid 0).
   if (seccomp_rule_add(ctx, deny, SCMP_SYS(prlimit64), 1, SCMP_A0(SCMP_CMP_NE, 0)) != 0)
     return make_error(errc::internal, "seccomp: cannot bound prlimit");
-  // Space taken without writing (keep-size, punching, inserting): plain fallocate only, which
-  // the file size limit bounds.
-  if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EOPNOTSUPP), SCMP_SYS(fallocate), 1, SCMP_A1(SCMP_CMP_NE, 0)) != 0)
-    return make_error(errc::internal, "seccomp: cannot bound fallocate");
-  // No set-user-id or set-group-id files (fchmodat2 is in the socket filter).
+  // Space taken without writing: no fallocate at all (EOPNOTSUPP, as a file system without it
+  // answers; the C library's posix_fallocate then writes the blocks, which are counted).
+  if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EOPNOTSUPP), SCMP_SYS(fallocate), 0) != 0)
+    return make_error(errc::internal, "seccomp: cannot refuse fallocate");
+  // No set-user-id or set-group-id file, made so or changed so: the mode argument of every call
+  // that takes one (fchmodat2 is in the socket filter; openat2 passes its mode in memory a filter
+  // cannot read, so it answers ENOSYS and the C library uses openat).
+  struct mode_argument {
+    int syscall;
+    unsigned index;
+  };
+  const mode_argument with_mode[] = {{SCMP_SYS(chmod), 1},  {SCMP_SYS(fchmod), 1}, {SCMP_SYS(fchmodat), 2},
+                                     {SCMP_SYS(open), 2},   {SCMP_SYS(openat), 3}, {SCMP_SYS(creat), 1},
+                                     {SCMP_SYS(mknod), 1},  {SCMP_SYS(mknodat), 2}, {SCMP_SYS(mkdir), 1},
+                                     {SCMP_SYS(mkdirat), 2}};
   for (std::uint64_t bit : {static_cast<std::uint64_t>(S_ISUID), static_cast<std::uint64_t>(S_ISGID)})
-    if (seccomp_rule_add(ctx, deny, SCMP_SYS(chmod), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)) != 0 ||
-        seccomp_rule_add(ctx, deny, SCMP_SYS(fchmod), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)) != 0 ||
-        seccomp_rule_add(ctx, deny, SCMP_SYS(fchmodat), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)) != 0)
-      return make_error(errc::internal, "seccomp: cannot refuse set-id bits");
+    for (const auto& call : with_mode)
+      if (seccomp_rule_add(ctx, deny, call.syscall, 1, scmp_arg_cmp{call.index, SCMP_CMP_MASKED_EQ, bit, bit}) != 0)
+        return make_error(errc::internal, "seccomp: cannot refuse set-id bits");
+  if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(openat2), 0) != 0)
+    return make_error(errc::internal, "seccomp: cannot refuse openat2");
   // Typing into the terminal of whoever started keel.
   for (unsigned long request : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)})
     if (seccomp_rule_add(ctx, deny, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffULL, request)) != 0)
@@ -145,15 +156,17 @@ const std::string& socket_program(bool network) {
   return programs[network ? 1 : 0];
 }
 
-result<unique_fd> program_fd(const std::string& bytes) {
-  unique_fd fd(::memfd_create("keel-seccomp", MFD_CLOEXEC));
+result<unique_fd> program_fd(const std::string& bytes) { return memory_file("keel-seccomp", bytes); }
+} // namespace
+
+result<unique_fd> memory_file(const char* name, const std::string& bytes) {
+  unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
   if (!fd.valid()) return make_error(errc::io, std::string("memfd_create: ") + std::strerror(errno));
   if (::write(fd.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()) ||
       ::lseek(fd.get(), 0, SEEK_SET) != 0)
-    return make_error(errc::io, "cannot write the seccomp filter");
+    return make_error(errc::io, std::string("cannot write the memory file ") + name);
   return fd;
 }
-} // namespace
 
 result<std::vector<unique_fd>> seccomp_program_fds(bool network) {
   auto program = seccomp_program(network);

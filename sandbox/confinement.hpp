@@ -26,6 +26,9 @@ int landlock_abi();
 // protocol (raw, packet, MPTCP, SCTP, vsock, ...) either way.
 result<const std::string*> seccomp_program(bool network = false);
 
+// A fresh memory file (close-on-exec) holding `bytes`, at offset 0.
+result<unique_fd> memory_file(const char* name, const std::string& bytes);
+
 // Fresh memory files holding both programs (the main one, then the socket filter), at offset 0,
 // for bubblewrap's --add-seccomp-fd.
 result<std::vector<unique_fd>> seccomp_program_fds(bool network);

@@ -44,7 +44,8 @@ std::vector<std::string> bwrap_prefix(const environment& env, const std::string&
     args.insert(args.end(), {"--ro-bind-try", path, path});
   }
   std::string tmp_size = std::to_string(std::max<std::int64_t>(env.limits.written_bytes_max, 1 << 20));
-  args.insert(args.end(), {"--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/tmp",
+  args.insert(args.end(), {"--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
+                           "--size", tmp_size, "--tmpfs", "/tmp",
                            "--bind", workspace, workspace, "--chdir", cwd, "--clearenv"});
   for (const auto& [name, value] : command_env) args.insert(args.end(), {"--setenv", name, value});
   for (int fd : seccomp_fds) args.insert(args.end(), {"--add-seccomp-fd", std::to_string(fd)});
@@ -133,9 +134,23 @@ bool maker_alive(pid_t pid) {
 }
 } // namespace
 
+std::string call_temporary_base() {
+  const char* base = std::getenv("TMPDIR");
+  return base && *base == '/' ? base : "/tmp";
+}
+
 std::size_t sweep_orphaned_calls() {
   static const hierarchy h = find_hierarchy();
   std::size_t killed = 0;
+  std::error_code listed;
+  for (const auto& entry : fs::directory_iterator(call_temporary_base(), listed)) {
+    auto name = entry.path().filename().string();
+    if (name.rfind("keel-call-", 0) != 0) continue;
+    auto pid = static_cast<pid_t>(std::strtol(name.c_str() + 10, nullptr, 10));
+    if (pid <= 0 || maker_alive(pid)) continue;
+    std::error_code removed;
+    fs::remove_all(entry.path(), removed);
+  }
   for (const auto& root : {h.pids, h.memory}) {
     if (root.empty()) continue;
     std::error_code ec;

@@ -47,8 +47,12 @@ std::vector<std::string> bwrap_prefix(const environment& env, const std::string&
 // Whether bubblewrap can run here as `run_as` (found, and able to make its namespaces).
 result<void> bwrap_available(const identity& run_as);
 
+// Where a local call's temporary directory is made: $TMPDIR of the worker, else /tmp.
+std::string call_temporary_base();
+
 // Kills what the calls of workers that died left running (their call cgroups, named after the
-// worker's pid, when no process of that pid lives) and removes those cgroups. Returns how many
+// worker's pid, when no process of that pid lives) and removes those cgroups and the calls'
+// temporary directories (keel-call-<pid>-*, made by local calls). Returns how many
 // processes it killed. A worker calls it at start: a command of a dead worker is run again
 // elsewhere, and its leftovers must not go on beside it.
 std::size_t sweep_orphaned_calls();

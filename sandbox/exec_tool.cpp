@@ -61,11 +61,11 @@ value approval_form_context(const std::string& command, const location& cwd, con
 // the call's own variables, and keel's.
 std::vector<std::pair<std::string, std::string>> command_environment(
   const policy& p, const workspace& ws, const std::string& tmp, const std::map<std::string, std::string>& call_env,
-  const std::string& task_id) {
+  const std::string& task_id, const std::string& user) {
   std::map<std::string, std::string> env = {
     {"PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"},
     {"HOME", ws.root()}, {"TMPDIR", tmp}, {"LANG", "C.UTF-8"}, {"TERM", "dumb"},
-    {"USER", "keel"}, {"LOGNAME", "keel"}, {"SHELL", "/bin/sh"}};
+    {"USER", user}, {"LOGNAME", user}, {"SHELL", "/bin/sh"}};
   for (const auto& name : p.env.env_pass)
     if (const char* v = std::getenv(name.c_str())) env[name] = v;
   for (const auto& [k, v] : call_env) env[k] = v;
@@ -84,8 +84,8 @@ struct call_temporary {
 };
 
 result<void> make_call_temporary(call_temporary& t, const identity& run_as) {
-  const char* base = std::getenv("TMPDIR");
-  std::string dir = std::string(base && *base == '/' ? base : "/tmp") + "/keel-call-" + random_hex();
+  // Named after this process: what a worker that died leaves is swept when the next one starts.
+  std::string dir = call_temporary_base() + "/keel-call-" + std::to_string(::getpid()) + "-" + random_hex();
   if (::mkdir(dir.c_str(), 0700) != 0)
     return make_error(errc::io, "cannot make the call's temporary directory: " + std::string(std::strerror(errno)));
   t.path = dir;
@@ -147,8 +147,19 @@ tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request&
     seccomp_fds = std::move(*programs);
     std::vector<int> numbers;
     for (const auto& fd : seccomp_fds) numbers.push_back(fd.get());
-    auto command_env = command_environment(p, ws, "/tmp", env, r.task_id);
-    request.wrapper = bwrap_prefix(p.env, ws.root(), cwd->real, command_env, numbers);
+    auto command_env = command_environment(p, ws, "/tmp", env, r.task_id, run_as->distinct ? run_as->name : "keel");
+    // bubblewrap reads its arguments (the command's environment among them) from a memory file,
+    // so that its command line, which every user of the machine can read, holds none of them.
+    auto prefix = bwrap_prefix(p.env, ws.root(), cwd->real, command_env, numbers);
+    prefix.erase(prefix.begin());  // "bwrap" itself
+    prefix.pop_back();             // "--": the command follows on the real command line
+    std::string packed;
+    for (const auto& arg : prefix) packed.append(arg).push_back('\0');
+    auto args_fd = memory_file("keel-bwrap-args", packed);
+    if (!args_fd) return failed("exec: " + args_fd.error().message);
+    numbers.push_back(args_fd->get());
+    seccomp_fds.push_back(std::move(*args_fd));
+    request.wrapper = {"bwrap", "--args", std::to_string(numbers.back()), "--"};
     request.inherited_fds = numbers;
     request.env = {{"PATH", "/usr/bin:/bin"}};
   } else {
@@ -160,7 +171,7 @@ tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request&
     if (!made) return failed("exec: " + made.error().message);
     confinement = std::move(*made);
     request.confinement = &*confinement;
-    request.env = command_environment(p, ws, temporary.path, env, r.task_id);
+    request.env = command_environment(p, ws, temporary.path, env, r.task_id, run_as->distinct ? run_as->name : "keel");
     // As root, the command is born in namespaces of its own: its processes (pid 1 is its shell,
     // and all of them die with it), System V IPC, mounts (its own /proc, a tmpfs of bounded size
     // as TMPDIR), host name, and without network a network of its own with nothing in it.

@@ -1,6 +1,8 @@
 #include "sandbox/identity.hpp"
 
 #include <cerrno>
+#include <dirent.h>
+#include <string_view>
 #include <fcntl.h>
 #include <cstring>
 #include <grp.h>
@@ -85,6 +87,25 @@ result<void> hand_over(int fd, const identity& id) {
   struct stat st{};
   if (::fstat(fd, &st) != 0) return make_error(errc::io, std::string("fstat: ") + std::strerror(errno));
   if (st.st_uid == id.uid && st.st_gid == id.gid) return success();
+  // Only an empty directory changes hands: the owner of a directory may remove or replace
+  // anything in it, and what a person put there stays theirs.
+  int listed = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (listed < 0) return make_error(errc::io, std::string("cannot open the workspace: ") + std::strerror(errno));
+  DIR* dir = ::fdopendir(listed);
+  if (!dir) {
+    ::close(listed);
+    return make_error(errc::io, std::string("cannot list the workspace: ") + std::strerror(errno));
+  }
+  bool empty = true;
+  while (auto* entry = ::readdir(dir)) {
+    std::string_view name = entry->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(dir);
+  if (!empty) return success();
   if (::fchownat(fd, "", id.uid, id.gid, AT_EMPTY_PATH) != 0)
     return make_error(errc::io, "cannot give the workspace to " + id.name + ": " + std::strerror(errno));
   return success();

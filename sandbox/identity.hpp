@@ -43,8 +43,9 @@ private:
   gid_t gid_ = 0;
 };
 
-// Gives the directory `fd` (one keel made or was configured with, as a workspace) to `id`,
-// when keel runs as root and it belongs to someone else; its contents are left as they are.
+// Gives the directory `fd` (a workspace) to `id` when keel runs as root, it belongs to someone
+// else and it is empty (a workspace keel just made). A directory that already holds something
+// keeps its owner: its owner could remove or replace anything in it.
 result<void> hand_over(int fd, const identity& id);
 
 // An error naming the first directory on the way to `path` that `id` may not search (a command

@@ -165,6 +165,8 @@ int run_dev(dev_options o) {
   if (o.data_dir.empty()) o.data_dir = keel_home() + "/dev";
   o.data_dir = fs::absolute(o.data_dir).lexically_normal().string();
   fs::create_directories(o.data_dir);
+  // The broker's store and the node's runs: for this user only.
+  fs::permissions(o.data_dir, fs::perms::owner_all, fs::perm_options::replace);
   if (o.gateway_listen.empty()) {
     o.gateway_listen = "127.0.0.1:8080";
     if (port_accepts(8080)) {

@@ -18,7 +18,7 @@ namespace {
 struct tool_options {
   std::string name;
   std::vector<std::string> arguments;  // key=value, or one JSON map
-  std::string workspace = ".";
+  std::string workspace;  // empty: the agent's (with --agent), else this directory
   std::string config_path;
   std::string agent;
   std::string env;
@@ -55,7 +55,7 @@ result<wire::value> parse_arguments(const std::string& tool, const std::vector<s
   return args;
 }
 
-result<sandbox::policy> make_policy(const tool_options& o) {
+result<sandbox::policy> make_policy(const tool_options& o, std::string& workspace) {
   config::agent_config agent;
   if (!o.agent.empty()) {
     if (o.config_path.empty()) return make_error(errc::invalid_argument, "--agent needs --config");
@@ -64,6 +64,7 @@ result<sandbox::policy> make_policy(const tool_options& o) {
     const auto* found = c->find_agent(o.agent);
     if (!found) return make_error(errc::not_found, "no agent '" + o.agent + "' in " + o.config_path);
     agent = *found;
+    if (workspace.empty()) workspace = agent.workspace;
   } else {
     // The defaults of an agent, as the config schema gives them.
     auto c = config::load_string("[agents.tool]\n", "defaults");
@@ -89,12 +90,14 @@ int run_tool_command(const tool_options& o) {
     std::cerr << "keel tool: " << args.error().message << "\n";
     return 2;
   }
-  auto policy = make_policy(o);
+  std::string workspace = o.workspace;
+  auto policy = make_policy(o, workspace);
   if (!policy) {
     std::cerr << "keel tool: " << policy.error().message << "\n";
     return 2;
   }
-  auto ws = sandbox::workspace::open(o.workspace);
+  if (workspace.empty()) workspace = ".";
+  auto ws = sandbox::workspace::open(workspace);
   if (!ws) {
     std::cerr << "keel tool: " << ws.error().message << "\n";
     return 2;
@@ -141,7 +144,7 @@ void add_tool_command(CLI::App& app, int& exit_code) {
     ->required()
     ->check(CLI::IsMember({"exec", "read", "write", "edit", "glob", "grep"}));
   cmd->add_option("arguments", o->arguments, "key=value ... or a JSON map");
-  cmd->add_option("-w,--workspace", o->workspace, "The workspace (default: this directory)");
+  cmd->add_option("-w,--workspace", o->workspace, "The workspace (default: the agent's with --agent, else this directory)");
   cmd->add_option("-c,--config", o->config_path, "Node config with the agent (for --agent)");
   cmd->add_option("--agent", o->agent, "Use this agent's sandbox settings");
   cmd->add_option("--env", o->env, "local or bwrap")->check(CLI::IsMember({"local", "bwrap"}));

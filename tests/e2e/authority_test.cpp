@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sys/stat.h>
 
 using namespace keel;
 using namespace keel::testing;
@@ -89,6 +90,7 @@ env = ")" + std::string(env) + "\"\n";
         {"text": "Done."}]})"}, {"ws/probe.py", probe}}, options);
     auto port_of = [](const std::string& url) { return url.substr(url.rfind(':') + 1); };
     write_file(c.dir().file("ws/ports.txt"), std::to_string(c.nats().port()) + " " + port_of(c.gateway_url()) + "\n");
+    give_to_sandbox(c.dir().file("ws"));  // the agent's workspace, with the probe in it
     // Control: the node holds sockets (its broker connections, the gateway's listener), and some
     // of them are not close-on-exec: a child started the plain way would hold them.
     auto [sockets, inheritable] = node_sockets(c.node_pid());
@@ -103,5 +105,9 @@ env = ")" + std::string(env) + "\"\n";
     for (const char* reached : {"WROTE", "ACCEPTED", "CONNECTED", "SAWNODE"})
       CHECK(report.find(reached) == std::string::npos);
     CHECK(c.node_log().find("keel.forged") == std::string::npos);
+    // The runs' store is the node's user's alone, whatever the modes of the files in it.
+    struct stat st{};
+    REQUIRE(::stat(c.dir().file("data").c_str(), &st) == 0);
+    CHECK((st.st_mode & 077) == 0);
   }
 }

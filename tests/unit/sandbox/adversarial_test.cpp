@@ -44,6 +44,7 @@ struct attack {
     p.file_approval = false;
     p.outside = outside_access::deny;
     p.env.kind = kind;
+    keel::testing::give_to_sandbox(ws.root());  // as keel gives a workspace it made
     outside = dir.file("outside");
     fs::create_directories(outside);
     write_file(outside + "/secret", secret);

@@ -36,6 +36,7 @@ struct call_site {
   workspace ws;
   policy p;
   explicit call_site(environment_kind kind) : ws(*workspace::open(dir.file("ws"))) {
+    keel::testing::give_to_sandbox(ws.root());  // as keel gives a workspace it made
     p.exec = exec_security::allow_always;
     p.file_approval = false;
     p.env.kind = kind;
@@ -179,9 +180,23 @@ TEST_CASE("authority, identity: a command runs as keel-sandbox and cannot change
   CHECK(control.find("TIMES") != std::string::npos);
   // Set-id bits are refused even on the command's own files.
   call_site s(environment_kind::local);
-  CHECK(s.out("touch mine; chmod u+s mine 2>/dev/null && echo SETUID; chmod g+s mine 2>/dev/null && echo SETGID; "
-              "python3 -c 'import os; os.chmod(\"mine\", 0o4755)' 2>/dev/null && echo PYSETUID; echo end")
-          .find("SET") == std::string::npos);
+  for (auto kind : both) {
+    INFO(name_of(kind));
+    call_site s(kind);
+    auto made = s.out("touch mine; chmod u+s mine 2>/dev/null && echo SETUID; chmod g+s mine 2>/dev/null && echo SETGID; "
+                      "python3 -c 'import os; os.chmod(\"mine\", 0o4755)' 2>/dev/null && echo PYSETUID; "
+                      "python3 -c 'import os; os.open(\"made\", os.O_CREAT | os.O_WRONLY, 0o6755)' 2>/dev/null && echo OPENSETUID; "
+                      "python3 -c 'import os, stat; os.mknod(\"node\", stat.S_IFREG | 0o4755)' 2>/dev/null && echo MKNODSETUID; "
+                      "mkdir -m 2775 d 2>/dev/null && echo MKDIRSETGID; "
+                      "find . -perm /6000 | grep -c . ; echo end");
+    INFO(made);
+    CHECK(made.find("SET") == std::string::npos);
+    CHECK(made.find("0\nend") != std::string::npos);
+  }
+  // Control: the same calls as the node's user make set-id files.
+  temp_dir control_dir;
+  CHECK(plain_shell("cd " + control_dir.path() + " && python3 -c 'import os; os.open(\"made\", os.O_CREAT | os.O_WRONLY, 0o6755)' && "
+                    "find . -perm /6000 | grep -c .") == "1\n");
 }
 
 TEST_CASE("authority, processes: the node and other processes are out of sight and reach", "[sandbox][authority]") {
@@ -311,6 +326,19 @@ TEST_CASE("authority, limits: short-lived processes cannot write past the call's
   auto full = s.exec("head -c 3000000 /dev/zero > $TMPDIR/x; echo $?; du -k $TMPDIR/x | cut -f1");
   INFO(full.dump());
   CHECK(std::stoll(lines_of(full["stdout"].get<std::string>()).back()) <= 2048);
+  // Space allocated without a byte written, in many files: fallocate is refused, and the C
+  // library's fallback writes the blocks, which count.
+  for (auto kind : both) {
+    INFO(name_of(kind));
+    call_site c(kind);
+    c.p.env.limits.written_bytes_max = 8 << 20;
+    auto r = c.exec("python3 -c 'import os\nfor i in range(10):\n    fd = os.open(\"fa%d\" % i, os.O_CREAT | os.O_RDWR, 0o600)\n"
+                    "    os.posix_fallocate(fd, 0, 4 << 20)'; du -sk . | cut -f1");
+    INFO(r.dump());
+    CHECK(r["killed_by"] == "written_bytes_max");
+    CHECK(plain_shell("du -sk " + c.ws.root() + " | cut -f1").size() > 0);
+    CHECK(std::stoll(plain_shell("du -sk " + c.ws.root() + " | cut -f1")) < 40 * 1024);
+  }
 }
 
 TEST_CASE("authority, lifetime: nothing a call started outlives it", "[sandbox][authority]") {
@@ -396,4 +424,50 @@ TEST_CASE("authority, prompts: every character that hides what runs is shown, an
   CHECK(cut.size() >= 9);
   CHECK(cut.substr(cut.size() - 9) == " rm -rf ~");
   CHECK(cut.find("characters not shown") != std::string::npos);
+}
+
+TEST_CASE("authority, secrets: bubblewrap's command line, which every user reads, holds no variable of the call", "[sandbox][authority]") {
+  call_site s(environment_kind::bwrap);
+  s.p.env.env_pass = {"KEEL_TEST_PASSED_SECRET"};
+  ::setenv("KEEL_TEST_PASSED_SECRET", "tok_passed_1234", 1);
+  std::atomic<bool> done{false};
+  std::string seen;
+  std::thread watcher([&] {
+    while (!done) {
+      for (const auto& entry : fs::directory_iterator("/proc")) {
+        auto cmdline = read_file(entry.path().string() + "/cmdline");
+        if (cmdline.rfind("bwrap", 0) == 0) seen += cmdline + "\n";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  tool_request request;
+  request.tool = "exec";
+  request.arguments = {{"command", "echo $KEEL_TEST_PASSED_SECRET $TZ; sleep 1"}, {"env", {{"TZ", "tz_secret_5678"}}}};
+  request.approved = true;
+  auto o = run_tool(s.ws, s.p, request);
+  done = true;
+  watcher.join();
+  CHECK(o.result["stdout"] == "tok_passed_1234 tz_secret_5678\n");  // the command has them
+  CHECK_FALSE(seen.empty());                                          // bubblewrap was seen
+  CHECK(seen.find("tok_passed_1234") == std::string::npos);
+  CHECK(seen.find("tz_secret_5678") == std::string::npos);
+}
+
+TEST_CASE("authority, workspaces: only an empty directory changes hands; a person's stays theirs", "[sandbox][authority]") {
+  auto id = command_identity(sandbox_account);
+  REQUIRE(id.ok());
+  temp_dir dir;
+  write_file(dir.file("mine/notes.txt"), "a person's");
+  auto mine = workspace::open(dir.file("mine"));
+  REQUIRE(mine.ok());
+  REQUIRE(hand_over(mine->root_fd(), *id).ok());
+  struct stat st{};
+  REQUIRE(::stat(dir.file("mine").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  auto fresh = workspace::open(dir.file("fresh"));
+  REQUIRE(fresh.ok());
+  REQUIRE(hand_over(fresh->root_fd(), *id).ok());
+  REQUIRE(::stat(dir.file("fresh").c_str(), &st) == 0);
+  CHECK(st.st_uid == id->uid);
 }

@@ -24,6 +24,7 @@ struct sandboxed {
   workspace ws;
   policy p;
   explicit sandboxed(environment_kind kind) : ws(*workspace::open(dir.file("ws"))) {
+    keel::testing::give_to_sandbox(ws.root());  // as keel gives a workspace it made
     p.exec = exec_security::allow_always;
     p.file_approval = false;
     p.env.kind = kind;

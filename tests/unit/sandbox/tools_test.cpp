@@ -21,6 +21,7 @@ struct fixture {
   workspace ws;
   policy p;
   fixture() : ws(*workspace::open(dir.file("ws"))) {
+    keel::testing::give_to_sandbox(ws.root());  // as keel gives a workspace it made
     p.exec = exec_security::allow_always;
     p.file_approval = false;
   }
