@@ -75,6 +75,17 @@ struct worker_shared {
   }
 };
 
+// The directory that holds one workspace per run or per session: searchable by the command's
+// user, not listable (a command cannot find the workspaces of other runs by listing it).
+std::string unlisted_directory(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                                       std::filesystem::perms::others_exec,
+                               std::filesystem::perm_options::replace, ec);
+  return path;
+}
+
 // The workspace of a run: the root itself (scope agent), one per session, or one per run.
 // Names that become directories are checked here too, whoever sent the task.
 result<std::string> workspace_of(const config::agent_config& agent, const wire::task& t,
@@ -83,11 +94,11 @@ result<std::string> workspace_of(const config::agent_config& agent, const wire::
   if (agent.workspace_scope == "session" && !session_id.empty()) {
     if (!is_valid_session_id(session_id))
       return make_error(errc::invalid_argument, "the session id is not a valid name; no workspace is made for it");
-    return agent.workspace + "/sessions/" + session_id;
+    return unlisted_directory(agent.workspace + "/sessions") + "/" + session_id;
   }
   if (!is_valid_session_id(t.run_id))  // the same character set, the same bound
     return make_error(errc::invalid_argument, "the run id is not a valid name; no workspace is made for it");
-  return agent.workspace + "/runs/" + t.run_id;
+  return unlisted_directory(agent.workspace + "/runs") + "/" + t.run_id;
 }
 
 // One id per call, the same across attempts and redeliveries: a command can tell a repeat.

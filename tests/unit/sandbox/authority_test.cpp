@@ -454,7 +454,7 @@ TEST_CASE("authority, secrets: bubblewrap's command line, which every user reads
   CHECK(seen.find("tz_secret_5678") == std::string::npos);
 }
 
-TEST_CASE("authority, workspaces: only an empty directory changes hands; a person's stays theirs", "[sandbox][authority]") {
+TEST_CASE("authority, workspaces: only an empty directory changes hands, and a person's stays theirs", "[sandbox][authority]") {
   auto id = command_identity(sandbox_account);
   REQUIRE(id.ok());
   temp_dir dir;
