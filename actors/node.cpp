@@ -302,6 +302,10 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     // A request waits on NATS on one of these (an owner that is down holds it for the request's
     // timeout); streams and idle connections hold none.
     server.handler_threads = 32;
+    // Health, readiness and the dashboard's files never queue behind API requests that wait on
+    // the broker, and one client (one address) holds at most half of the API's threads.
+    server.may_wait = [](const gateway::http_request& r) { return r.target.rfind("/api/", 0) == 0; };
+    server.waiting_per_client_max = 16;
     auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
                                                                                  gateway::responder respond) {
       api->handle(std::move(r), respond);

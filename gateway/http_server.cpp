@@ -6,11 +6,13 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
 #include <array>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -38,11 +40,35 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   tcp::acceptor acceptor{io};
   std::vector<std::thread> io_threads;
   std::unique_ptr<thread_pool> handlers;  // a handler waiting on NATS never holds an I/O thread
+  std::unique_ptr<thread_pool> quick;     // health and pages: never behind a waiting request
+  std::mutex waiting_mutex;
+  std::map<std::string, std::size_t> waiting;  // requests that may wait, in flight, per client
   std::uint16_t port = 0;
   bool stopped = false;
 
   void accept();
+  // Takes a place for a request of `client` that may wait; false when it has too many already.
+  bool take_waiting_place(const std::string& client) {
+    std::lock_guard lock{waiting_mutex};
+    auto& count = waiting[client];
+    if (count >= options.waiting_per_client_max) return false;
+    ++count;
+    return true;
+  }
+  void give_back_waiting_place(const std::string& client) {
+    std::lock_guard lock{waiting_mutex};
+    auto it = waiting.find(client);
+    if (it != waiting.end() && --it->second == 0) waiting.erase(it);
+  }
 };
+
+const std::vector<std::pair<std::string, std::string>>& security_headers() {
+  static const std::vector<std::pair<std::string, std::string>> headers = {
+    {"X-Content-Type-Options", "nosniff"},
+    {"Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"},
+    {"Cache-Control", "no-store"}};
+  return headers;
+}
 
 namespace {
 
@@ -71,6 +97,27 @@ private:
     if (ec == http::error::header_limit) return reply_now(431, "the request headers are too large", "too_large");
     if (ec) return reply_now(400, "the request could not be read: " + ec.message(), "malformed");
     auto& message = parser_->get();
+    // RFC 9112: a body framed by anything but chunked alone cannot be read safely (the rest would
+    // be taken for a next request): 400, and the connection closes. So does a request with both
+    // framings, and an HTTP/1.1 request without exactly one Host.
+    std::size_t hosts = 0, encodings = 0, lengths = 0;
+    std::string encoding;
+    for (const auto& field : message) {
+      if (field.name() == http::field::host) ++hosts;
+      if (field.name() == http::field::transfer_encoding) {
+        ++encodings;
+        encoding = std::string(field.value());
+      }
+      if (field.name() == http::field::content_length) ++lengths;
+    }
+    for (auto& c : encoding) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (encodings > 1 || (encodings == 1 && encoding != "chunked"))
+      return reply_now(400, "a Transfer-Encoding other than chunked is not accepted", "malformed");
+    if (encodings == 1 && lengths > 0)
+      return reply_now(400, "a request has both Transfer-Encoding and Content-Length", "malformed");
+    if (message.version() >= 11 && hosts != 1)
+      return reply_now(400, hosts == 0 ? "an HTTP/1.1 request needs a Host header" : "a request has more than one Host header",
+                       "malformed");
     http_request request;
     request.method = std::string(message.method_string());
     request.target = std::string(message.target());
@@ -85,12 +132,24 @@ private:
     if (!peer_ec) request.peer = peer.address().to_string();
     keep_alive_ = message.keep_alive();
     version_ = message.version();
+    head_ = request.method == "HEAD";
     // The handler runs on a handler thread; its answer comes back to this connection's strand.
     auto self = shared_from_this();
-    server_->handlers->submit([self, request = std::move(request)]() mutable {
+    const auto& options = server_->options;
+    // Without a rule, every request runs on the handler threads, unbounded per client.
+    bool bounded = static_cast<bool>(options.may_wait);
+    bool may_wait = !bounded || options.may_wait(request);
+    std::string client = request.peer;
+    if (bounded && may_wait && !server_->take_waiting_place(client))
+      return reply_now(429, "this client has " + std::to_string(options.waiting_per_client_max) +
+                         " requests waiting already; send more once they are answered", "busy", true);
+    auto& pool = may_wait ? *server_->handlers : *server_->quick;
+    bool holds_place = bounded && may_wait;
+    pool.submit([self, request = std::move(request), client, holds_place]() mutable {
       auto answered = std::make_shared<std::atomic<bool>>(false);
-      self->server_->on_request(std::move(request), [self, answered](http_response response) {
+      self->server_->on_request(std::move(request), [self, answered, client, holds_place](http_response response) {
         if (answered->exchange(true)) return;  // once
+        if (holds_place) self->server_->give_back_waiting_place(client);
         asio::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
           self->write(std::move(response));
         });
@@ -98,12 +157,17 @@ private:
     });
   }
 
-  void reply_now(int status, const std::string& message, const char* code) {
-    keep_alive_ = false;
-    version_ = 11;
+  // An answer of the server's own. The connection closes after it, unless `keep` (a 429: the
+  // request was read whole); after a 413 the rest of the body is read and dropped first, so
+  // that the client, still sending, reads the answer instead of a reset.
+  void reply_now(int status, const std::string& message, const char* code, bool keep = false) {
+    keep_alive_ = keep && keep_alive_;
+    if (!keep) version_ = 11;
+    discard_rest_ = status == 413;
     http_response r;
     r.status = status;
-    r.body = std::string("{\"error\":{\"code\":\"") + code + "\",\"message\":\"" + message + "\"}}";
+    r.body = nlohmann::json{{"error", {{"code", code}, {"message", message}}}}.dump();
+    if (status == 429) r.headers.emplace_back("Retry-After", "1");
     write(std::move(r));
   }
 
@@ -112,16 +176,47 @@ private:
     auto response = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), version_);
     response->set(http::field::server, "keel");
     response->set(http::field::content_type, r.content_type);
+    for (const auto& [name, value] : security_headers()) response->set(name, value);
     for (const auto& [name, value] : r.headers) response->set(name, value);
-    response->body() = std::move(r.body);
     response->keep_alive(keep_alive_);
-    response->prepare_payload();
     stream_.expires_after(std::chrono::milliseconds(server_->options.idle_timeout_ms));
-    http::async_write(stream_, *response,
-                      [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
-                        if (ec || !self->keep_alive_) return self->close();
-                        self->read();
-                      });
+    auto after = [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->close();
+      if (self->discard_rest_) return self->discard_then_close();
+      if (!self->keep_alive_) return self->close();
+      self->read();
+    };
+    if (head_) {
+      // HEAD: the headers GET would have, Content-Length included, and no body.
+      response->content_length(r.body.size());
+      auto serializer = std::make_shared<http::response_serializer<http::string_body>>(*response);
+      http::async_write_header(stream_, *serializer,
+                               [after, response, serializer](beast::error_code ec, std::size_t n) { after(ec, n); });
+      return;
+    }
+    response->body() = std::move(r.body);
+    response->prepare_payload();
+    http::async_write(stream_, *response, [after, response](beast::error_code ec, std::size_t n) { after(ec, n); });
+  }
+
+  // After a 413: no more answers on this connection, and what the client still sends is read
+  // and dropped (bounded in bytes and time) before the connection closes.
+  void discard_then_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(std::chrono::milliseconds(5000));
+    discard_next();
+  }
+  void discard_next() {
+    stream_.async_read_some(asio::buffer(peer_bytes_), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      self->discarded_ += n;
+      if (ec || self->discarded_ > self->server_->options.discard_body_bytes_max) {
+        beast::error_code ignored;
+        self->stream_.socket().close(ignored);
+        return;
+      }
+      self->discard_next();
+    });
   }
 
   void close() {
@@ -275,6 +370,9 @@ private:
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
+  bool head_ = false;
+  bool discard_rest_ = false;
+  std::size_t discarded_ = 0;
   unsigned version_ = 11;
   std::weak_ptr<chunk_sink> sink_;
   std::array<char, 256> peer_bytes_{};
@@ -314,6 +412,9 @@ result<std::unique_ptr<http_server>> http_server::start(const server_options& op
   state->handlers = std::make_unique<thread_pool>(std::max<std::size_t>(1, options.handler_threads),
                                                  [](const char* what) { logger()->error("an HTTP handler threw: {}", what); },
                                                  "keel http");
+  state->quick = std::make_unique<thread_pool>(std::max<std::size_t>(1, options.quick_threads),
+                                              [](const char* what) { logger()->error("an HTTP handler threw: {}", what); },
+                                              "keel http quick");
   state->accept();
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options.io_threads); ++i)
     state->io_threads.emplace_back([s = state.get()] { s->io.run(); });
@@ -328,6 +429,7 @@ void http_server::stop() {
     s->acceptor.close(ec);
   });
   impl_->handlers->stop(1000);  // a handler still waiting on NATS is left to end on its own
+  impl_->quick->stop(1000);
   impl_->io.stop();
   for (auto& t : impl_->io_threads) t.join();
   impl_->io_threads.clear();

@@ -62,7 +62,18 @@ struct server_options {
   std::size_t header_bytes_max = 16 << 10;
   std::int64_t idle_timeout_ms = 60'000;  // a connection with no request for this long is closed
   std::size_t stream_queue_bytes_max = 4 << 20;  // a streamed answer this far behind is closed
+  // Requests that may wait on something slow (the broker): they run on the handler threads, at
+  // most `waiting_per_client_max` at once per client address (more are answered 429 at once).
+  // The others (health, the pages) run on threads of their own, so that no number of waiting
+  // requests delays them. Unset: every request may wait.
+  std::function<bool(const http_request&)> may_wait;
+  std::size_t waiting_per_client_max = 8;
+  std::size_t quick_threads = 4;
+  std::size_t discard_body_bytes_max = 16 << 20;  // read and dropped after a 413, so the client sees it
 };
+
+// The headers every answer carries, the server's own (400, 413, 431, 429) included.
+const std::vector<std::pair<std::string, std::string>>& security_headers();
 
 class http_server {
 public:

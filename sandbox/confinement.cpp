@@ -80,6 +80,11 @@ result<std::string> build_seccomp() {
     // Calls that act on another process's descriptors or memory, or do system calls the filter
     // never sees (io_uring runs socket, open and the rest from a ring).
     "pidfd_getfd", "kcmp", "process_madvise", "io_uring_setup", "io_uring_enter", "io_uring_register"};
+  // Extended attributes take disk space that no write counts: refused as a file system without
+  // them refuses (EOPNOTSUPP); setxattrat is in the socket filter.
+  for (const char* name : {"setxattr", "lsetxattr", "fsetxattr"})
+    if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EOPNOTSUPP), seccomp_syscall_resolve_name(name), 0) != 0)
+      return make_error(errc::internal, std::string("seccomp: cannot refuse ") + name);
   for (const char* name : refused) {
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture

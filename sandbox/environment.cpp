@@ -47,6 +47,9 @@ std::vector<std::string> bwrap_prefix(const environment& env, const std::string&
   args.insert(args.end(), {"--proc", "/proc", "--dev", "/dev", "--size", tmp_size, "--tmpfs", "/dev/shm",
                            "--size", tmp_size, "--tmpfs", "/tmp",
                            "--bind", workspace, workspace, "--chdir", cwd, "--clearenv"});
+  // Nothing is writable but the workspace, /tmp and /dev/shm: the root bubblewrap builds (a
+  // tmpfs, with /etc's files in it) and /dev are made read-only once everything is mounted.
+  args.insert(args.end(), {"--remount-ro", "/", "--remount-ro", "/dev"});
   for (const auto& [name, value] : command_env) args.insert(args.end(), {"--setenv", name, value});
   for (int fd : seccomp_fds) args.insert(args.end(), {"--add-seccomp-fd", std::to_string(fd)});
   args.push_back("--");

@@ -106,6 +106,10 @@ result<void> hand_over(int fd, const identity& id) {
   }
   ::closedir(dir);
   if (!empty) return success();
+  // A set-group-id bit (from a parent that has it) would pass to every directory made inside.
+  if ((st.st_mode & (S_ISGID | S_ISUID)) &&
+      ::chmod(("/proc/self/fd/" + std::to_string(fd)).c_str(), st.st_mode & 0777) != 0)
+    return make_error(errc::io, std::string("cannot clear the workspace's set-id bits: ") + std::strerror(errno));
   if (::fchownat(fd, "", id.uid, id.gid, AT_EMPTY_PATH) != 0)
     return make_error(errc::io, "cannot give the workspace to " + id.name + ": " + std::strerror(errno));
   return success();

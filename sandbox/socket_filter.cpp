@@ -63,7 +63,7 @@ constexpr std::uint32_t arg(int n) { return static_cast<std::uint32_t>(offsetof(
 
 // x86_64 numbers (the kernel's table; stable): socket, socketpair, fchmodat2; i386 socketcall,
 // socket, socketpair.
-constexpr std::uint32_t nr_socket = 41, nr_socketpair = 53, nr_fchmodat2 = 452;
+constexpr std::uint32_t nr_socket = 41, nr_socketpair = 53, nr_fchmodat2 = 452, nr_setxattrat = 463;
 constexpr std::uint32_t nr_i386_socketcall = 102, nr_i386_socket = 359, nr_i386_socketpair = 360;
 constexpr std::uint32_t x32_bit = 0x40000000;
 
@@ -84,6 +84,7 @@ std::string socket_filter_program(bool network) {
   a.jump_if(nr_socket, "socket");
   a.jump_if(nr_socketpair, "socketpair");
   a.jump_if(nr_fchmodat2, "fchmodat2");
+  a.jump_if(nr_setxattrat, "no_xattr");
   a.ret(allow);
 
   a.label("socketpair");
@@ -131,6 +132,8 @@ std::string socket_filter_program(bool network) {
   a.ret(allow);
   a.label("no_permission");
   a.ret(refuse(EPERM));
+  a.label("no_xattr");  // as setxattr and its kin in the main program
+  a.ret(refuse(EOPNOTSUPP));
   a.label("no_call");
   a.ret(refuse(ENOSYS));
   a.label("allow");

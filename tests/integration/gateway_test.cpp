@@ -210,3 +210,132 @@ TEST_CASE("http api: request reading on hostile input: an empty token, bad perce
   CHECK(count_param(parse_target("/?limit=99999999999999999999"), "limit", 0).error().code == keel::errc::invalid_argument);
   CHECK(parts_of("/a//b/").size() == 3);
 }
+
+TEST_CASE("http server: framing, Host and HEAD by RFC 9112, every answer with the security headers", "[gateway][integration]") {
+  server_options o;
+  o.body_bytes_max = 1 << 20;
+  std::atomic<int> requests{0};
+  server_fixture f([&](http_request r, responder respond) {
+    ++requests;
+    http_response answer;
+    answer.body = "{\"path\":\"" + r.target + "\"}";
+    respond(answer);
+  }, o);
+  auto exchange = [&](const std::string& raw, const std::string& until = "", std::int64_t wait_ms = 3000) {
+    int fd = connect_to(f.server->port());
+    send_all(fd, raw);
+    auto got = read_all(fd, until, wait_ms);
+    ::close(fd);
+    return got;
+  };
+  auto count = [](const std::string& text, const std::string& part) {
+    std::size_t n = 0;
+    for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+    return n;
+  };
+  // A body framed by an encoding that is not chunked alone: one 400, the connection closed, and
+  // what the body holds is never taken for a second request.
+  const std::string smuggled = "GET /second HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (const char* encoding : {"xchunked", "chunked, identity", "identity", "gzip, chunked, identity", "Chunked "}) {
+    INFO(encoding);
+    requests = 0;
+    auto got = exchange("POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + std::string(encoding) +
+                        "\r\n\r\n" + smuggled);
+    CHECK(got.rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(count(got, "HTTP/1.1 ") == 1);
+    CHECK(got.find("/second") == std::string::npos);
+    CHECK(requests == 0);
+  }
+  // Both framings at once: 400.
+  CHECK(exchange("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+          .rfind("HTTP/1.1 400", 0) == 0);
+  // Host: HTTP/1.1 needs exactly one; HTTP/1.0 may go without.
+  CHECK(exchange("GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
+  CHECK(exchange("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
+  CHECK(exchange("GET / HTTP/1.0\r\n\r\n").rfind("HTTP/1.0 200", 0) == 0);
+  // HEAD: GET's headers and length, no body; the next answer on the connection is whole.
+  auto both = exchange("HEAD /page HTTP/1.1\r\nHost: x\r\n\r\nGET /page HTTP/1.1\r\nHost: x\r\n\r\n", "{\"path\":\"/page\"}");
+  INFO(both);
+  REQUIRE(count(both, "HTTP/1.1 200") == 2);
+  auto second = both.find("HTTP/1.1 200", 1);
+  CHECK(both.substr(0, second).find("Content-Length: 16\r\n") != std::string::npos);
+  CHECK(both.substr(0, second).find("{\"path\"") == std::string::npos);
+  CHECK(both.substr(second).find("{\"path\":\"/page\"}") != std::string::npos);
+  // The server's own answers carry the headers every answer carries.
+  for (const std::string& raw : {std::string("NONSENSE\r\n\r\n"), std::string("GET / HTTP/1.1\r\n\r\n"),
+                                 "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20'000, 'h') + "\r\n\r\n"}) {
+    auto got = exchange(raw);
+    INFO(got.substr(0, 200));
+    CHECK(got.find("X-Content-Type-Options: nosniff\r\n") != std::string::npos);
+    CHECK(got.find("Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n") != std::string::npos);
+    CHECK(got.find("Cache-Control: no-store\r\n") != std::string::npos);
+  }
+}
+
+TEST_CASE("http server: a body over the limit is answered 413, and the client that keeps sending reads it", "[gateway][integration]") {
+  server_options o;
+  o.body_bytes_max = 1 << 20;
+  server_fixture f([](http_request, responder respond) { respond(http_response{}); }, o);
+  int fd = connect_to(f.server->port());
+  const std::size_t size = 8 << 20;
+  send_all(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n");
+  // The whole body goes out without a reset (send_all requires every send to succeed).
+  std::string chunk(64 << 10, 'b');
+  for (std::size_t sent = 0; sent < size; sent += chunk.size()) send_all(fd, chunk);
+  auto got = read_all(fd, "}}", 5000);
+  ::close(fd);
+  CHECK(got.rfind("HTTP/1.1 413", 0) == 0);
+  CHECK(got.find("Connection: close") != std::string::npos);
+  CHECK(got.find("X-Content-Type-Options: nosniff") != std::string::npos);
+}
+
+TEST_CASE("http server: requests that wait are bounded per client and never delay the quick ones", "[gateway][integration]") {
+  server_options o;
+  o.handler_threads = 8;
+  o.waiting_per_client_max = 4;
+  o.may_wait = [](const http_request& r) { return r.target.rfind("/api/", 0) == 0; };
+  std::atomic<bool> release{false};
+  server_fixture f([&](http_request r, responder respond) {
+    if (r.target.rfind("/api/", 0) == 0)
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    respond(http_response{});
+  }, o);
+  // 40 requests that wait, as any page could send: 4 are taken, the rest answered 429 at once.
+  std::vector<int> waiting;
+  int busy = 0;
+  for (int i = 0; i < 40; ++i) {
+    int fd = connect_to(f.server->port());
+    send_all(fd, "GET /api/slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto got = read_all(fd, "\r\n\r\n", 300);
+    if (got.rfind("HTTP/1.1 429", 0) == 0) {
+      ++busy;
+      CHECK(got.find("Retry-After: 1") != std::string::npos);
+      ::close(fd);
+    } else {
+      CHECK(got.empty());
+      waiting.push_back(fd);
+    }
+  }
+  CHECK(waiting.size() == 4);
+  CHECK(busy == 36);
+  // Health and pages are answered at once all the while.
+  for (int i = 0; i < 20; ++i) {
+    auto started = steady_ms();
+    int fd = connect_to(f.server->port());
+    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto got = read_all(fd, "\r\n\r\n", 5000);
+    ::close(fd);
+    CHECK(got.rfind("HTTP/1.1 200", 0) == 0);
+    CHECK(steady_ms() - started < 2000);
+  }
+  release = true;
+  for (int fd : waiting) {
+    CHECK(read_all(fd, "\r\n\r\n", 5000).rfind("HTTP/1.1 200", 0) == 0);
+    ::close(fd);
+  }
+  // Their places are given back.
+  int fd = connect_to(f.server->port());
+  send_all(fd, "GET /api/slow HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_all(fd, "\r\n\r\n", 5000).rfind("HTTP/1.1 200", 0) == 0);
+  ::close(fd);
+}

@@ -471,3 +471,46 @@ TEST_CASE("authority, workspaces: only an empty directory changes hands, and a p
   REQUIRE(::stat(dir.file("fresh").c_str(), &st) == 0);
   CHECK(st.st_uid == id->uid);
 }
+
+TEST_CASE("authority, files: nothing is writable but the workspace and the call's own temporary places", "[sandbox][authority]") {
+  const std::string tries =
+    "for p in /newfile /etc/new /dev/new /usr/new /var/tmp/new /run/new; do echo x > $p 2>/dev/null && echo \"WROTE $p\"; done; "
+    "echo x > $TMPDIR/t && echo TMP; echo x > inside && echo WORKSPACE; "
+    "python3 -c 'import os; os.setxattr(\"inside\", \"user.a\", b\"x\" * 4000)' 2>/dev/null && echo XATTR; echo end";
+  // Control: the node's user writes an extended attribute where the file system has them.
+  temp_dir control;
+  write_file(control.file("f"), "x");
+  CHECK(plain_shell("python3 -c 'import os; os.setxattr(\"" + control.file("f") + "\", \"user.a\", b\"x\")' && echo XATTR") ==
+        "XATTR\n");
+  for (auto kind : both) {
+    INFO(name_of(kind));
+    call_site s(kind);
+    auto shown = s.exec(tries)["stdout"].get<std::string>();
+    INFO(shown);
+    CHECK(shown.find("WROTE") == std::string::npos);
+    CHECK(shown.find("XATTR") == std::string::npos);
+    CHECK(shown.find("TMP\nWORKSPACE\n") != std::string::npos);
+    if (kind == environment_kind::bwrap)
+      CHECK(s.exec("echo x > /dev/shm/s && echo SHM")["stdout"] == "SHM\n");
+  }
+}
+
+TEST_CASE("authority, workspaces: a set-group-id parent passes nothing to the directories a command makes", "[sandbox][authority]") {
+  temp_dir dir;
+  fs::create_directories(dir.file("shared"));
+  ::chmod(dir.file("shared").c_str(), 02777);
+  for (auto kind : both) {
+    INFO(name_of(kind));
+    auto ws = workspace::open(dir.file(std::string("shared/ws-") + name_of(kind)));
+    REQUIRE(ws.ok());
+    policy p;
+    p.exec = exec_security::allow_always;
+    p.env.kind = kind;
+    tool_request request;
+    request.tool = "exec";
+    request.arguments = {{"command", "mkdir made && find . -perm /6000 | grep -c ."}};
+    auto o = run_tool(*ws, p, request);
+    INFO(o.result.dump());
+    CHECK(o.result["stdout"] == "0\n");
+  }
+}
