@@ -303,9 +303,10 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     // timeout); streams and idle connections hold none.
     server.handler_threads = 32;
     // Health, readiness and the dashboard's files never queue behind API requests that wait on
-    // the broker, and one client (one address) holds at most half of the API's threads.
+    // the broker. Waiting requests are not bounded per address: every local client (the
+    // dashboard's streams, keel, scripts) shares 127.0.0.1.
     server.may_wait = [](const gateway::http_request& r) { return r.target.rfind("/api/", 0) == 0; };
-    server.waiting_per_client_max = 16;
+    server.waiting_per_client_max = 0;
     auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
                                                                                  gateway::responder respond) {
       api->handle(std::move(r), respond);

@@ -51,7 +51,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   bool take_waiting_place(const std::string& client) {
     std::lock_guard lock{waiting_mutex};
     auto& count = waiting[client];
-    if (count >= options.waiting_per_client_max) return false;
+    if (options.waiting_per_client_max > 0 && count >= options.waiting_per_client_max) return false;
     ++count;
     return true;
   }

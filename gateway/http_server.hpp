@@ -67,7 +67,7 @@ struct server_options {
   // The others (health, the pages) run on threads of their own, so that no number of waiting
   // requests delays them. Unset: every request may wait.
   std::function<bool(const http_request&)> may_wait;
-  std::size_t waiting_per_client_max = 8;
+  std::size_t waiting_per_client_max = 8;  // 0: no bound
   std::size_t quick_threads = 4;
   std::size_t discard_body_bytes_max = 16 << 20;  // read and dropped after a 413, so the client sees it
 };
