@@ -65,6 +65,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
 const std::vector<std::pair<std::string, std::string>>& security_headers() {
   static const std::vector<std::pair<std::string, std::string>> headers = {
     {"X-Content-Type-Options", "nosniff"},
+    {"X-Frame-Options", "DENY"},
     {"Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"},
     {"Cache-Control", "no-store"}};
   return headers;
