@@ -285,6 +285,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     gateway::api_options options;
     options.subjects = broker::subjects{config.prefix, config.ns};
     options.token = config.gateway_token;
+    options.hosts = config.gateway_hosts;
     options.request_timeout_ms = config.request_timeout_ms;
     options.streams.ping_ms = config.gateway_stream_ping_ms;
     options.streams.clients_max = static_cast<std::size_t>(config.gateway_streams_max);

@@ -26,6 +26,8 @@ export function setToken(token) {
 // Calls the API; an error answer throws ApiError with the protocol's code. A 401 asks the page
 // for a token (the `keel-token-needed` event) and throws.
 export async function api(path, { method = 'GET', body } = {}) {
+  // Whatever changes something goes as JSON: the gateway takes nothing else for it.
+  if (method !== 'GET' && body === undefined) body = {};
   let response;
   try {
     response = await fetch(`/api/v1${path}`, {

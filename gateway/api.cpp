@@ -1,4 +1,5 @@
 #include "gateway/api.hpp"
+#include "gateway/request_guard.hpp"
 #include "gateway/request.hpp"
 
 #include "gateway/static_files.hpp"
@@ -201,6 +202,9 @@ void api::handle(http_request request, const responder& respond) {
   auto parts = parts_of(t.path);
   const auto& m = request.method;
   if (t.path == "/healthz" && m == "GET") return respond(json(200, value{{"status", "ok"}, {"streams", streams()}}));
+  // Only what a browser meant to send here, from the gateway's own pages, for its own names.
+  if (auto refused = check_request(request, options_.hosts, t.path.rfind("/api/", 0) == 0))
+    return respond(json(refused->status, value{{"error", {{"code", refused->code}, {"message", refused->message}}}}));
   // The dashboard's pages and files hold no data (the page asks the API for it, with the token).
   if (t.path.rfind("/api/", 0) != 0 && t.path != "/readyz") {
     if (m == "GET" || m == "HEAD")

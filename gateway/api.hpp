@@ -18,6 +18,7 @@ namespace keel::gateway {
 struct api_options {
   broker::subjects subjects;
   std::string token;                   // empty: no token asked (loopback only)
+  std::vector<std::string> hosts;      // names answered besides localhost and IP addresses
   std::int64_t request_timeout_ms = 5000;
   std::int64_t list_wait_ms = 300;     // how long a listing collects the orchestrators' answers
   stream_options streams;

@@ -335,6 +335,11 @@ const std::vector<entry>& entries() {
       "gateway.token", "",
       "Bearer token every API request must carry; required when gateway.listen is not a loopback address.",
       [](node_config& c, agent_config*) -> std::string& { return c.gateway_token; }));
+    e.push_back(string_array_key(
+      "gateway.hosts", {},
+      "Names the gateway answers to besides localhost and IP addresses (the Host a browser sends); "
+      "a request naming any other host is refused, which defeats DNS rebinding.",
+      [](node_config& c, agent_config*) -> std::vector<std::string>& { return c.gateway_hosts; }));
     e.push_back(integer_key(
       "gateway.stream_ping_ms", 15'000, 100, 3'600'000,
       "How often a live stream (SSE) gets a comment line, so that idle connections stay open and dead ones are found.",

@@ -1,5 +1,7 @@
 #include "tests/e2e/http_client.hpp"
 
+#include <strings.h>
+
 #include "tests/support/test_support.hpp"
 
 #include <curl/curl.h>
@@ -20,7 +22,11 @@ http_answer call(const std::string& method, const std::string& url, const std::s
     out.body = "curl_easy_init failed";
     return out;
   }
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  // JSON unless the test names a type of its own ("Content-Type:" alone sends none).
+  bool typed = false;
+  for (const auto& h : extra_headers)
+    if (h.size() >= 13 && strncasecmp(h.c_str(), "content-type:", 13) == 0) typed = true;
+  curl_slist* headers = typed ? nullptr : curl_slist_append(nullptr, "Content-Type: application/json");
   for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());

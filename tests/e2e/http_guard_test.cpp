@@ -1,0 +1,93 @@
+// The gateway against what a web page of another origin, a DNS-rebinding page and a careless
+// client send: each refused before it reaches a run, while the gateway's own page works.
+#include "tests/e2e/cluster.hpp"
+#include "tests/e2e/http_client.hpp"
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+const char* waiting_agent = R"(
+[agents.coder]
+script = "{dir}/coder.json"
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+)";
+
+const std::pair<std::string, std::string> waiting_script = {"coder.json", R"({"turns": [
+    {"text": "Running.", "tool_calls": [{"name": "exec", "arguments": {"command": "echo ran > ran.txt"}}]},
+    {"text": "Done."}]})"};
+
+std::size_t runs_listed(const std::string& base) {
+  auto listed = call("GET", base + "/api/v1/runs");
+  auto body = listed.parsed();
+  return body.contains("runs") ? body["runs"].size() : 0;
+}
+
+} // namespace
+
+TEST_CASE("http guard: a page of another origin cannot start, approve or cancel, in any encoding", "[e2e][integration]") {
+  cluster c(waiting_agent, {waiting_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  auto host = base.substr(7);  // 127.0.0.1:port
+  auto run = c.invoke("coder", "go");
+  auto step = c.await_suspend(run);
+  const std::string start = R"({"agent": "coder", "input": "from another page"})";
+  const std::string approve = base + "/api/v1/runs/" + run + "/steps/" + step + "/approve";
+  const std::string cancel = base + "/api/v1/runs/" + run + "/cancel";
+  // What a page can send without a preflight: text/plain, a form, multipart, or no type at all.
+  for (std::string type : {"Content-Type: text/plain", "Content-Type: application/x-www-form-urlencoded",
+                                  "Content-Type: multipart/form-data; boundary=x", "Content-Type:"}) {
+    INFO(type);
+    for (const auto& url : {base + "/api/v1/runs", approve, cancel}) {
+      auto answer = call("POST", url, url.find("/runs/") == std::string::npos ? start : "{}", {type});
+      CHECK(answer.status == 415);
+      CHECK(answer.parsed()["error"]["code"] == "malformed");
+    }
+  }
+  // JSON, but from another page: its Origin or Sec-Fetch-Site says so.
+  for (const std::vector<std::string>& from :
+       {std::vector<std::string>{"Origin: http://evil.example"}, {"Origin: null"}, {"Origin: http://127.0.0.1:1"},
+        {"Sec-Fetch-Site: cross-site"}, {"Sec-Fetch-Site: same-site"}}) {
+    INFO(from[0]);
+    CHECK(call("POST", base + "/api/v1/runs", start, from).status == 403);
+    CHECK(call("POST", approve, "{}", from).status == 403);
+    CHECK(call("GET", base + "/api/v1/approvals", "", from).status == 403);
+  }
+  // Nothing happened: one run, still waiting on the same step.
+  CHECK(runs_listed(base) == 1);
+  CHECK(c.status(run) == "suspended");
+  // The gateway's own page (its own origin, same-origin fetch metadata) does it all.
+  std::vector<std::string> own = {"Origin: http://" + host, "Sec-Fetch-Site: same-origin", "Sec-Fetch-Mode: cors"};
+  auto approved = call("POST", approve, "{}", own);
+  INFO(approved.body);
+  CHECK(approved.status == 200);
+  c.await_status(run, "completed");
+}
+
+TEST_CASE("http guard: a request naming a host the gateway does not serve is refused, pages included", "[e2e][integration]") {
+  cluster c(waiting_agent, {waiting_script}, cluster_options{false, {"gateway.hosts = [\"keel.internal\"]"}, {}, true});
+  auto base = c.gateway_url();
+  auto port = base.substr(base.rfind(':') + 1);
+  // A DNS-rebinding page: its own name, resolved to this machine.
+  for (std::string path : {"/", "/runs", "/app.js", "/api/v1/runs", "/api/v1/approvals", "/readyz"}) {
+    INFO(path);
+    auto rebound = call("GET", base + path, "", {"Host: evil.example:" + port});
+    CHECK(rebound.status == 403);
+    CHECK(rebound.body.find("not a name this gateway serves") != std::string::npos);
+    CHECK(call("GET", base + path, "", {"Host: EVIL.example"}).status == 403);
+  }
+  // Its own names: loopback addresses, localhost, and what gateway.hosts lists.
+  for (const std::string& name : std::vector<std::string>{"127.0.0.1:" + port, "localhost:" + port, "LocalHost",
+                                                         "keel.internal:" + port, "[::1]:" + port, "dash.localhost"}) {
+    INFO(name);
+    CHECK(call("GET", base + "/api/v1/runs", "", {"Host: " + name}).status == 200);
+  }
+  // A link from another site to a page still opens it (a navigation); nothing else from there does.
+  CHECK(call("GET", base + "/", "", {"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: navigate"}).status == 200);
+  CHECK(call("GET", base + "/app.js", "", {"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: no-cors"}).status == 403);
+  // Health holds no data and answers whatever the name.
+  CHECK(call("GET", base + "/healthz", "", {"Host: evil.example"}).status == 200);
+}
