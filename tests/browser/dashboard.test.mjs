@@ -10,29 +10,14 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { WAIT, freePort, until } from './support.mjs';
 
 const NODE_BINARY = process.env.KEEL_NODE_BINARY || 'build/apps/keel-node';
 const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.KEEL_SHOTS_DIR || join(tmpdir(), 'keel-shots');
-const WAIT = 20_000;
 const TOKEN = 'browser-test-token';
 
-const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer();
-  s.once('error', reject);
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
-
-const until = async (what, check, ms = WAIT) => {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await check(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-};
 
 let dir, nats, node, base, browser, context;
 const errors = [];
