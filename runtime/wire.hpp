@@ -3,6 +3,8 @@
 // Decoding is strict about what a message needs and ignores fields it does not know.
 #pragma once
 
+#include "runtime/utf8.hpp"
+
 #include "runtime/result.hpp"
 
 #include <nlohmann/json.hpp>
@@ -26,13 +28,9 @@ struct limits {
   std::size_t container_elements_max = 100'000;
 };
 
-// Whether `text` is valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
-// The decoder refuses a message with any string or key that is not: bad bytes from outside are
-// refused at the door with a clear error, never carried into a run.
-bool is_valid_utf8(std::string_view text);
-// Every invalid sequence replaced by U+FFFD.
-std::string repaired_utf8(std::string_view text);
-// The same for every string and key in `v`: what keel itself sends (a file name a tool found,
+// The decoder refuses a message with any string or key that is not valid UTF-8 (utf8.hpp): bad
+// bytes from outside are refused at the door with a clear error, never carried into a run.
+// Every invalid sequence in every string and key of `v` replaced by U+FFFD: what keel itself sends (a file name a tool found,
 // bytes a command printed) is always text the other side can decode.
 void repair_utf8(value& v);
 

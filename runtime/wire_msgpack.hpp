@@ -10,6 +10,7 @@ namespace keel::wire {
 
 // With the same limits and errors as unpack().
 result<msgpack::object_handle> unpack_object(std::string_view bytes, const limits& bounds = {});
-result<value> to_value(const msgpack::object& o);
+// `skip`: a map value left out of the result (with its key), for a part decoded otherwise.
+result<value> to_value(const msgpack::object& o, const msgpack::object* skip = nullptr);
 
 } // namespace keel::wire
