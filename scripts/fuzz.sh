@@ -26,13 +26,13 @@ command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get instal
 command -v ninja >/dev/null || { echo "fuzz: ninja is needed (apt-get install ninja-build)" >&2; exit 1; }
 sources_of() {
   case $1 in
-    wire) echo "runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    wire) echo "runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     config) echo "runtime/config.cpp runtime/ids.cpp runtime/result.cpp" ;;
     matching) echo "sandbox/matching.cpp runtime/result.cpp" ;;
     paths) echo "sandbox/workspace.cpp runtime/result.cpp" ;;
-    gateway) echo "gateway/request.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    providers) echo "llm/network_provider.cpp llm/conversation.cpp llm/http_client.cpp runtime/log.cpp runtime/wire.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    gateway) echo "gateway/request.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    providers) echo "llm/network_provider.cpp llm/conversation.cpp llm/http_client.cpp runtime/log.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     *) echo "fuzz: no target $1 (${all[*]})" >&2; exit 2 ;;
   esac
 }
