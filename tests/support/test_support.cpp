@@ -4,7 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pwd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sstream>
@@ -220,6 +223,22 @@ void write_file(const std::string& path, const std::string& content) {
 } // namespace keel::testing
 
 namespace keel::testing {
+loopback_listener::loopback_listener() {
+  fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0)
+    throw std::runtime_error(std::string("a loopback listener: ") + std::strerror(errno));
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  port = ntohs(a.sin_port);
+}
+
+loopback_listener::~loopback_listener() {
+  if (fd >= 0) ::close(fd);
+}
+
 void give_to_sandbox(const std::string& path) {
   passwd* account = ::getpwnam("keel-sandbox");
   if (!account) throw std::runtime_error("no keel-sandbox account: run scripts/setup.sh");

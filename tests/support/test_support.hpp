@@ -80,6 +80,16 @@ private:
 };
 
 std::string read_file(const std::string& path);
+// A TCP listener on 127.0.0.1 and a free port, for checks of what may connect to it.
+struct loopback_listener {
+  loopback_listener();
+  ~loopback_listener();
+  loopback_listener(const loopback_listener&) = delete;
+  loopback_listener& operator=(const loopback_listener&) = delete;
+  int fd = -1;
+  int port = 0;
+};
+
 // Gives `path` and everything beneath it to the account commands run as (keel-sandbox), as if
 // the agent had made it: files a test makes as root stand for files of the agent's own.
 void give_to_sandbox(const std::string& path);

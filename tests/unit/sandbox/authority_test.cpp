@@ -77,22 +77,6 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-struct tcp_listener {
-  int fd = -1;
-  int port = 0;
-  tcp_listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    socklen_t n = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-    port = ntohs(a.sin_port);
-    REQUIRE(::listen(fd, 64) == 0);
-  }
-  ~tcp_listener() { ::close(fd); }
-};
 
 const environment_kind both[] = {environment_kind::local, environment_kind::bwrap};
 
@@ -238,7 +222,7 @@ TEST_CASE("authority, IPC: System V objects live and die in the call's own names
 }
 
 TEST_CASE("authority, network: without network only Unix sockets, by family and protocol", "[sandbox][authority]") {
-  tcp_listener l;
+  keel::testing::loopback_listener l;
   auto port = std::to_string(l.port);
   // One probe per family and protocol: prints the name of each socket it could make and use.
   const std::string probe =

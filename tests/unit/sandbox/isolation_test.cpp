@@ -39,24 +39,6 @@ struct sandboxed {
   }
 };
 
-// A TCP listener on loopback for the network checks.
-struct listener {
-  int fd = -1;
-  int port = 0;
-  listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    socklen_t n = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-    port = ntohs(a.sin_port);
-    REQUIRE(::listen(fd, 16) == 0);
-  }
-  ~listener() { ::close(fd); }
-};
-
 // Processes whose environment carries this task id (every process a command starts has it).
 int processes_of_task(const std::string& task_id) {
   int count = 0;
@@ -100,7 +82,7 @@ TEST_CASE("bwrap: a command cannot write outside the workspace", "[sandbox][bwra
 }
 
 TEST_CASE("bwrap: no network unless configured", "[sandbox][bwrap]") {
-  listener l;
+  keel::testing::loopback_listener l;
   std::string connect = "bash -c 'echo hi > /dev/tcp/127.0.0.1/" + std::to_string(l.port) + "' && echo connected";
   sandboxed s(environment_kind::bwrap);
   auto closed = s.exec(connect);
