@@ -85,7 +85,6 @@ int prepare_child(const void* context, const char** failed_step) noexcept {
 } // namespace
 
 result<exec_result> run_command(const exec_request& request) {
-  auto started = steady_ms();
   int out_pipe[2], err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0) return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -129,6 +128,9 @@ result<exec_result> run_command(const exec_request& request) {
     return make_error(spawned.error().code, "keel sandbox: " + spawned.error().message);
   }
   const pid_t child = *spawned;
+  // The command's time starts once it runs: time the worker spent preparing it (or stopped
+  // before it started) is not taken from it.
+  const auto started = steady_ms();
 
   int fds[2] = {out_pipe[0], err_pipe[0]};
   head_tail_buffer out(request.output_chars_max), err(request.output_chars_max);
