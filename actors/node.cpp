@@ -5,6 +5,8 @@
 #include "actors/worker.hpp"
 #include "gateway/api.hpp"
 #include "gateway/http_server.hpp"
+#include "gateway/tokens.hpp"
+#include "broker/authorization.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
@@ -18,11 +20,22 @@
 #include <malloc.h>
 #include <functional>
 #include <random>
+#include <pwd.h>
 #include <unistd.h>
 
 namespace keel::actors {
 
 namespace {
+
+// The name of the account the node runs as, fit for a token's name.
+std::string owner_name() {
+  std::string name;
+  if (auto* pw = ::getpwuid(::getuid()); pw && pw->pw_name) name = pw->pw_name;
+  std::string out;
+  for (char ch : name)
+    out += ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-') ? ch : '_';
+  return out.empty() ? std::string("owner") : out.substr(0, 64);
+}
 
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
@@ -183,6 +196,12 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   nats_options.connect_timeout_ms = config.connect_timeout_ms;
   nats_options.reconnect_wait_ms = config.reconnect_wait_ms;
   nats_options.reconnect_attempts_max = config.reconnect_attempts_max;
+  if (!config.nats_credentials_file.empty()) {
+    auto credentials = broker::read_credentials(config.nats_credentials_file);
+    if (!credentials) return make_error(credentials.error().code, "nats.credentials_file: " + credentials.error().message);
+    nats_options.user = credentials->user;
+    nats_options.password = credentials->password;
+  }
   auto connected = broker::connection::connect(nats_options);
   if (!connected) return connected.error();
   state->nats = std::move(*connected);
@@ -285,6 +304,20 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     gateway::api_options options;
     options.subjects = broker::subjects{config.prefix, config.ns};
     options.token = config.gateway_token;
+    options.token_name = config.gateway_token_name;
+    options.tokens_file = config.gateway_tokens_file.empty() ? config.data_dir + "/gateway-tokens" : config.gateway_tokens_file;
+    if (config.gateway_token.empty()) {
+      // No token given: one is made, so that no other local user or web page can drive the API.
+      std::error_code ec;
+      std::filesystem::create_directories(std::filesystem::path(options.tokens_file).parent_path(), ec);
+      auto url_file = config.data_dir + "/dashboard-url";
+      std::string host = listen->first == "0.0.0.0" || listen->first == "::" ? "127.0.0.1" : listen->first;
+      if (host.find(':') != std::string::npos) host = "[" + host + "]";
+      auto made = gateway::make_first_token(options.tokens_file, owner_name(), "http://" + host + ":" + std::to_string(listen->second),
+                                            url_file);
+      if (!made) return make_error(made.error().code, "gateway: " + made.error().message);
+      if (*made) logger()->info("gateway: made a token for '{}'; the dashboard's address with it is in {}", owner_name(), url_file);
+    }
     options.hosts = config.gateway_hosts;
     options.request_timeout_ms = config.request_timeout_ms;
     options.streams.ping_ms = config.gateway_stream_ping_ms;
@@ -304,10 +337,15 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     // timeout); streams and idle connections hold none.
     server.handler_threads = 32;
     // Health, readiness and the dashboard's files never queue behind API requests that wait on
-    // the broker. Waiting requests are not bounded per address: every local client (the
-    // dashboard's streams, keel, scripts) shares 127.0.0.1.
+    // the broker. Waiting requests are bounded per token (every local client shares 127.0.0.1,
+    // so an address alone would let one page hold the dashboard's places); without a known token,
+    // per address.
     server.may_wait = [](const gateway::http_request& r) { return r.target.rfind("/api/", 0) == 0; };
-    server.waiting_per_client_max = 0;
+    server.client_of = [api = std::weak_ptr(state->gateway_api)](const gateway::http_request& r) {
+      auto a = api.lock();
+      return a ? a->client_of(r) : r.peer;
+    };
+    server.waiting_per_client_max = 16;
     auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
                                                                                  gateway::responder respond) {
       api->handle(std::move(r), respond);

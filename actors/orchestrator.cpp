@@ -855,8 +855,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       perform(self, shared, std::move(*applied), {}, reply_kind::none, gate);
       return true;
     },
-    [=](cancel_atom, const std::string& reason, const std::string& reply) {
-      auto e = self->state.machine->cancel(reason);
+    [=](cancel_atom, const std::string& reason, const std::string& by, const std::string& reply) {
+      auto e = self->state.machine->cancel(reason, by);
       if (!e) shared->reply_error(reply, e.error().code, e.error().message);
       else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
       return true;
@@ -878,8 +878,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<shared_state> shar
       });
       return true;
     },
-    [=](retry_atom, const std::string& reply) {
-      auto e = self->state.machine->retry();
+    [=](retry_atom, const std::string& by, const std::string& reply) {
+      auto e = self->state.machine->retry(by);
       if (!e) shared->reply_error(reply, e.error().code, e.error().message);
       else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
       return true;
@@ -969,24 +969,25 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
         else shared->reply_error(reply, errc::unavailable, "run " + request.run_id + " could not be loaded");
       });
   };
-  auto forward_cancel = std::make_shared<std::function<void(std::string, std::string, std::string, int)>>();
-  *forward_cancel = [=, again = std::weak_ptr(forward_cancel)](std::string run_id, std::string reason, std::string reply, int tries) {
+  auto forward_cancel = std::make_shared<std::function<void(std::string, std::string, std::string, std::string, int)>>();
+  *forward_cancel = [=, again = std::weak_ptr(forward_cancel)](std::string run_id, std::string reason, std::string by,
+                                                               std::string reply, int tries) {
     auto actor = find_run(run_id, reply);
     if (!actor) return;
-    self->request(*actor, caf::infinite, cancel_atom::value, reason, reply)
+    self->request(*actor, caf::infinite, cancel_atom::value, reason, by, reply)
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(run_id);
-        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reason, reply, tries + 1);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reason, by, reply, tries + 1);
       });
   };
-  auto forward_retry = std::make_shared<std::function<void(std::string, std::string, int)>>();
-  *forward_retry = [=, again = std::weak_ptr(forward_retry)](std::string run_id, std::string reply, int tries) {
+  auto forward_retry = std::make_shared<std::function<void(std::string, std::string, std::string, int)>>();
+  *forward_retry = [=, again = std::weak_ptr(forward_retry)](std::string run_id, std::string by, std::string reply, int tries) {
     auto actor = find_run(run_id, reply);
     if (!actor) return;
-    self->request(*actor, caf::infinite, retry_atom::value, reply)
+    self->request(*actor, caf::infinite, retry_atom::value, by, reply)
       .then([](bool) {}, [=](caf::error&) {
         shared->unregistered(run_id);
-        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reply, tries + 1);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, by, reply, tries + 1);
         else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
       });
   };
@@ -1122,10 +1123,12 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       (*forward_resume)(request, reply, 0);
     },
-    [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& reply) {
-      (*forward_cancel)(run_id, reason, reply, 0);
+    [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& by, const std::string& reply) {
+      (*forward_cancel)(run_id, reason, by, reply, 0);
     },
-    [=](retry_atom, const std::string& run_id, const std::string& reply) { (*forward_retry)(run_id, reply, 0); },
+    [=](retry_atom, const std::string& run_id, const std::string& by, const std::string& reply) {
+      (*forward_retry)(run_id, by, reply, 0);
+    },
     [=](stalled_atom) {
       // Runs dropped after a failed write go on once the store writes again (space freed).
       self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
@@ -1205,6 +1208,13 @@ std::string run_of_subject(const std::string& subject, const broker::subjects& s
   if (subject.size() <= start) return {};
   auto end = subject.find('.', start);
   return subject.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// Who sent a request that acts: the last token of its subject (`...invoke.<who>`,
+// `...runs.<run>.resume.<who>`), which the broker checked against the sender's user.
+std::string sender_of(const std::string& subject) {
+  auto dot = subject.rfind('.');
+  return dot == std::string::npos ? std::string() : subject.substr(dot + 1);
 }
 
 // Before anything runs: the first order of arrival for this start, and the results received for
@@ -1484,11 +1494,12 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     if (m.reply.empty()) return;  // nobody to tell the run id: do not create an orphan run
     auto invoke = wire::decode<wire::invoke_request>(m.data, shared->limits);
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
+    invoke->by = sender_of(m.subject);
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };
-  auto r = subscribe(subjects.invoke(), "orchestrators", on_invoke);
-  if (r) r = subscribe(subjects.node_invoke(node_id), "", on_invoke);
-  if (r) r = subscribe(subjects.base() + ".runs.*.resume", "", [shared, actor, owned](broker::message&& m) {
+  auto r = subscribe(subjects.invoke("*"), "orchestrators", on_invoke);
+  if (r) r = subscribe(subjects.node_invoke(node_id, "*"), "", on_invoke);
+  if (r) r = subscribe(subjects.run_resume("*", "*"), "", [shared, actor, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
     auto request = wire::decode<wire::resume_request>(m.data, shared->limits);
@@ -1497,9 +1508,10 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       return shared->reply_error(m.reply, errc::invalid_argument,
                                  "the body names run " + request->run_id + " but the subject names " + run);
     request->run_id = run;
+    request->by = sender_of(m.subject);
     caf::anon_send(actor, resume_atom::value, std::move(*request), m.reply);
   });
-  if (r) r = subscribe(subjects.base() + ".runs.*.cancel", "", [shared, actor, owned](broker::message&& m) {
+  if (r) r = subscribe(subjects.run_cancel("*", "*"), "", [shared, actor, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
     auto body = wire::open_request(m.data, "cancel", shared->limits);
@@ -1512,7 +1524,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                    "reason must be a string of at most " + std::to_string(reason_chars_max) + " bytes");
       if (!given.get_ref<const std::string&>().empty()) reason = given.get<std::string>();
     }
-    caf::anon_send(actor, cancel_atom::value, run, reason, m.reply);
+    caf::anon_send(actor, cancel_atom::value, run, reason, sender_of(m.subject), m.reply);
   });
   // Every lane is a member of the results queue group: the broker spreads results over the
   // lanes' connections and threads; each is written by its run's lane.
@@ -1640,12 +1652,12 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     }
     shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "messages"}, {"run_id", run}, {"items", items}}));
   });
-  if (r) r = subscribe(subjects.base() + ".runs.*.retry", "", [actor, owned, shared](broker::message&& m) {
+  if (r) r = subscribe(subjects.run_retry("*", "*"), "", [actor, owned, shared](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);
     if (!owned(run, m.reply)) return;
     if (auto body = wire::open_request(m.data, "retry", shared->limits); !body)
       return shared->reply_error(m.reply, body.error().code, body.error().message);
-    caf::anon_send(actor, retry_atom::value, run, m.reply);
+    caf::anon_send(actor, retry_atom::value, run, sender_of(m.subject), m.reply);
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.wait", "", [actor, owned, shared](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

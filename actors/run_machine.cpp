@@ -92,6 +92,7 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
   state.input = input_bytes <= state_input_bytes_max
                   ? invoke.input
                   : value{{"preview", text.substr(0, state_input_bytes_max)}, {"bytes", input_bytes}};
+  state.started_by = invoke.by;
   state.provider = invoke.provider;
   state.model = invoke.model;
   r.state = store::to_value(state);
@@ -232,7 +233,7 @@ effects run_machine::start(bool task_queued) {
   if (record_.status == run_status::pending) {
     record_.status = run_status::running;
     emit(e, "run_started", value{{"agent", record_.agent}, {"input", state_.input},
-                                 {"session_id", record_.session_id}});
+                                 {"session_id", record_.session_id}, {"by", state_.started_by}});
     advance(e);
   } else if (record_.status == run_status::running && state_.pending && task_queued) {
     e.changed = false;  // the broker holds the task: queued, or running on a worker
@@ -604,7 +605,7 @@ bool run_machine::wants(std::uint64_t step, std::uint32_t attempt) const {
          state_.pending->attempt == attempt;
 }
 
-result<effects> run_machine::retry() {
+result<effects> run_machine::retry(const std::string& by) {
   if (damaged_) return make_error(errc::conflict, "run " + record_.run_id + " cannot be read: " + damaged_->message);
   if (record_.status != run_status::failed)
     return make_error(errc::conflict, "run " + record_.run_id + " is " + std::string(store::to_string(record_.status)) +
@@ -617,7 +618,7 @@ result<effects> run_machine::retry() {
   state_.error.reset();
   auto failed = std::move(state_.failed_pending);
   state_.failed_pending.reset();
-  emit(e, "run_retried", value{{"task_step", failed ? value(failed->step) : value()}});
+  emit(e, "run_retried", value{{"task_step", failed ? value(failed->step) : value()}, {"by", by}});
   if (failed) {
     failed->failing_since_ms = 0;
     failed->failures = 0;
@@ -632,7 +633,7 @@ result<effects> run_machine::retry() {
   return e;
 }
 
-result<effects> run_machine::cancel(const std::string& reason) {
+result<effects> run_machine::cancel(const std::string& reason, const std::string& by) {
   if (store::is_terminal(record_.status))
     return make_error(errc::conflict, "run " + record_.run_id + " has already " +
                                         std::string(store::to_string(record_.status)));
@@ -641,7 +642,7 @@ result<effects> run_machine::cancel(const std::string& reason) {
   record_.status = run_status::cancelled;
   state_.pending.reset();
   state_.suspended.reset();
-  emit(e, "run_cancelled", value{{"reason", reason}});
+  emit(e, "run_cancelled", value{{"reason", reason}, {"by", by}});
   finish(e);
   return e;
 }

@@ -71,9 +71,9 @@ public:
   // A resume for a step that is not waiting is an error, unless it repeats an answer already
   // recorded: then the reply is the same and nothing changes.
   result<effects> on_resume(const wire::resume_request& request);
-  result<effects> cancel(const std::string& reason);
+  result<effects> cancel(const std::string& reason, const std::string& by);
   // A failed run goes on from the step that failed (a new attempt of it), or from what was due.
-  result<effects> retry();
+  result<effects> retry(const std::string& by);
   // The step and attempt in flight, if any: a worker asks before it spends money on a task.
   bool wants(std::uint64_t step, std::uint32_t attempt) const;
 

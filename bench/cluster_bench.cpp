@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   watcher events(*nats);
   // Ready when a run goes through; then wait until every orchestrator answers a ping.
   for (int i = 0; i < 400; ++i) {
-    auto r = nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "warm", "", ""}), 1000);
+    auto r = nats->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{"steps", "warm", "", ""}), 1000);
     if (r) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
   auto nats = connect(url);
   // Ready when it answers an invoke.
   for (int i = 0; i < 200; ++i) {
-    auto r = nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"steps", "warm", "", ""}), 1000);
+    auto r = nats->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{"steps", "warm", "", ""}), 1000);
     if (r) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   auto wait_request = wire::pack(value{{"v", 1}, {"type", "wait"}});
   auto invoke_bytes = wire::encode(wire::invoke_request{"steps", "go", "", ""});
   auto start_run = [&] {
-    auto reply = must(nats->request("keel.default.invoke", invoke_bytes, 5000), "invoke");
+    auto reply = must(nats->request("keel.default.invoke.tester", invoke_bytes, 5000), "invoke");
     return must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
   };
   std::vector<double> per_step, per_run_step, over_floor, over_loop, over_floor_whole, rtts, writes, floors, loops;

@@ -66,7 +66,7 @@ struct cluster {
   void await_invokable(const std::string& agent) {
     for (int i = 0; i < 400; ++i) {
       if (worker.pid() > 0 && !worker.running()) die("the worker stopped: see " + dir + "/work.log");
-      auto r = client->request("keel.default.invoke", wire::encode(wire::invoke_request{agent, "warm", "", ""}), 1000);
+      auto r = client->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{agent, "warm", "", ""}), 1000);
       if (r) {
         // The warm-up run ends once a worker took it: then both roles are up.
         auto id = wire::decode<wire::invoke_reply>(r->data);
@@ -124,7 +124,7 @@ void approvals(const std::string& node_binary, std::size_t runs, std::size_t slo
     auto e = wire::decode<wire::event>(m.data);
     if (!e || e->event_type != "suspend") return;
     wire::resume_request r{e->run_id, e->data.value("step_key", std::string{}), true, "", false, "", "", ""};
-    (void)answering->publish("keel.default.runs." + e->run_id + ".resume", answering->new_inbox(), wire::encode(r));
+    (void)answering->publish("keel.default.runs." + e->run_id + ".resume.tester", answering->new_inbox(), wire::encode(r));
     ++approved;
   }), "subscribe");
   (void)answering->flush(1000);
@@ -223,7 +223,7 @@ void liveness(const std::string& node_binary) {
   for (int i = 0; i < 400 && !c.client->request("keel.default.runs.list", wire::pack(value{{"v", 1}, {"type", "list_runs"}}), 200); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  must(c.client->request("keel.default.invoke", wire::encode(wire::invoke_request{"sleeper", "go", "", ""}), 5000), "invoke");
+  must(c.client->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{"sleeper", "go", "", ""}), 5000), "invoke");
   auto starts = [&] { return lines_of(c.dir + "/ws/starts.txt").size(); };
   for (int i = 0; i < 600 && starts() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (starts() < 1) die("the command did not start");
@@ -259,7 +259,7 @@ void long_run(const std::string& node_binary, std::size_t steps, std::size_t fil
   c.await_invokable("reader");
   watcher w(*c.client);
   auto t0 = now_us();
-  auto reply = must(c.client->request("keel.default.invoke", wire::encode(wire::invoke_request{"reader", "go", "", ""}), 5000), "invoke");
+  auto reply = must(c.client->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{"reader", "go", "", ""}), 5000), "invoke");
   auto run = must(wire::decode<wire::invoke_reply>(reply.data), "invoke reply").run_id;
   if (!w.wait([&](watcher& x) { return x.completed_at.count(run) > 0; }, 1'800'000)) die("the long run did not end");
   auto shown = must(c.client->request("keel.default.runs." + run + ".get", wire::pack(value{{"v", 1}, {"type", "get_run"}}), 5000), "get");

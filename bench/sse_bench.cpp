@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
   if (!nats) die("nats-server did not start");
   std::string run;
   for (int i = 0; i < 200 && run.empty(); ++i) {
-    if (auto r = nats->request("keel.default.invoke", wire::encode(wire::invoke_request{"a", "follow me", "", ""}), 1000)) {
+    if (auto r = nats->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{"a", "follow me", "", ""}), 1000)) {
       run = must(wire::decode<wire::invoke_reply>(r->data), "invoke").run_id;
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
     return (*wire::unpack(r.data))["run"];
   };
   auto resume = [&](const std::string& step) {
-    must(nats->request("keel.default.runs." + run + ".resume",
+    must(nats->request("keel.default.runs." + run + ".resume.tester",
                        wire::pack(value{{"v", 1}, {"type", "resume"}, {"step_key", step}, {"data", {{"approved", true}}}}), 5000),
          "resume");
   };

@@ -45,6 +45,11 @@ struct connection::impl {
   bool closed = false;
   std::atomic<bool> closing{false};
   int pending_messages_max = 65536;  // per subscription (connection_options)
+  std::string inbox_prefix = "_INBOX";
+  // The broker's last "Permissions Violation" (its text), so that a request it refused says so
+  // instead of timing out in silence.
+  std::mutex refusal_mutex;
+  std::string last_refusal;
 
   // Bounds what may wait in memory for a slow reader; past it the server drops and we log.
   void bound_pending(natsSubscription* sub) const {
@@ -109,8 +114,16 @@ void on_closed(natsConnection*, void* closure) {
   state->closed_signal.notify_all();
 }
 
-void on_error(natsConnection*, natsSubscription* sub, natsStatus err, void*) {
-  if (err == NATS_SLOW_CONSUMER) {
+void on_error(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure) {
+  if (err == NATS_NOT_PERMITTED) {
+    const char* text = nullptr;
+    natsConnection_GetLastError(nc, &text);
+    std::string what = text ? text : "permissions violation";
+    logger()->warn("the broker refused: {}", what);
+    auto* state = static_cast<connection::impl*>(closure);
+    std::lock_guard lock{state->refusal_mutex};
+    state->last_refusal = what;
+  } else if (err == NATS_SLOW_CONSUMER) {
     logger()->error("slow consumer on '{}': messages were dropped", natsSubscription_GetSubject(sub));
   } else {
     logger()->error("NATS error: {}", natsStatus_GetText(err));
@@ -239,8 +252,20 @@ result<std::shared_ptr<connection>> connection::connect(const connection_options
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, state.get());
   // Messages published while reconnecting are buffered (8 MiB) instead of failing at once.
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(o, 8 << 20);
+  if (s == NATS_OK && !options.user.empty()) {
+    s = natsOptions_SetUserInfo(o, options.user.c_str(), options.password.c_str());
+    state->inbox_prefix = "_INBOX." + options.user;
+    if (s == NATS_OK) s = natsOptions_SetCustomInboxPrefix(o, state->inbox_prefix.c_str());
+  }
   if (s != NATS_OK) return nats_error(s, "setting NATS options");
   s = natsConnection_Connect(&state->nc, o);
+  if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED) {
+    state->nc = nullptr;
+    return make_error(errc::denied, "NATS at " + state->servers_text + " refused " +
+                                      (options.user.empty() ? std::string("a connection without credentials")
+                                                            : "the credentials of user '" + options.user + "'") +
+                                      " (nats.credentials_file, or the context file of `keel dev`)");
+  }
   if (s != NATS_OK) {
     state->nc = nullptr;
     return make_error(errc::unavailable, "cannot connect to NATS at " + state->servers_text +
@@ -274,6 +299,11 @@ result<message> connection::request(std::string_view subject, std::string_view d
                                         static_cast<int>(data.size()), timeout_ms);
   if (s == NATS_NO_RESPONDERS)
     return make_error(errc::unavailable, "nobody serves " + subject_text);
+  if (s == NATS_TIMEOUT) {
+    std::lock_guard lock{impl_->refusal_mutex};
+    if (impl_->last_refusal.find("\"" + subject_text + "\"") != std::string::npos)
+      return make_error(errc::denied, "the broker refused: " + impl_->last_refusal);
+  }
   if (s == NATS_TIMEOUT)
     return make_error(errc::timeout, "no reply on " + subject_text + " within " +
                                        std::to_string(timeout_ms) + " ms");
@@ -378,9 +408,9 @@ result<void> connection::drain(std::int64_t timeout_ms) {
 std::string connection::new_inbox() const {
   natsInbox* inbox = nullptr;
   natsInbox_Create(&inbox);
-  std::string out(inbox);
+  std::string out(inbox);  // "_INBOX.<unique>"
   natsInbox_Destroy(inbox);
-  return out;
+  return impl_->inbox_prefix + out.substr(out.find('.'));
 }
 
 bool connection::connected() const {

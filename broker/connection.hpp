@@ -26,6 +26,10 @@ struct connection_options {
   // Deliver every subscription's messages on the library's shared delivery threads instead of a
   // thread each (a gateway holds one subscription per run it streams).
   bool shared_delivery = false;
+  // The broker's user and password (broker/authorization.hpp); empty: connect anonymously. With a
+  // user, replies come to inboxes under `_INBOX.<user>.`, the only ones its permissions let it read.
+  std::string user;
+  std::string password;
 };
 
 struct message {
@@ -119,11 +123,19 @@ struct subjects {
   std::string ns = "default";
 
   std::string base() const { return prefix + "." + ns; }
-  std::string invoke() const { return base() + ".invoke"; }
+  // Requests that act end with the name of who sends them (broker/authorization.hpp): the
+  // broker lets a person publish only under its own name. "*" subscribes to every sender.
+  std::string invoke(std::string_view who) const { return base() + ".invoke." + std::string(who); }
   // An invoke for one orchestrator (a gateway spreading invokes over them).
-  std::string node_invoke(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".invoke"; }
-  std::string run_resume(std::string_view run) const { return base() + ".runs." + std::string(run) + ".resume"; }
-  std::string run_cancel(std::string_view run) const { return base() + ".runs." + std::string(run) + ".cancel"; }
+  std::string node_invoke(std::string_view node, std::string_view who) const {
+    return base() + ".nodes." + std::string(node) + ".invoke." + std::string(who);
+  }
+  std::string run_resume(std::string_view run, std::string_view who) const { return run_verb(run, "resume", who); }
+  std::string run_cancel(std::string_view run, std::string_view who) const { return run_verb(run, "cancel", who); }
+  std::string run_retry(std::string_view run, std::string_view who) const { return run_verb(run, "retry", who); }
+  std::string run_verb(std::string_view run, std::string_view verb, std::string_view who) const {
+    return base() + ".runs." + std::string(run) + "." + std::string(verb) + "." + std::string(who);
+  }
   std::string run_events(std::string_view run) const { return base() + ".runs." + std::string(run) + ".events"; }
   std::string run_query(std::string_view run) const { return base() + ".runs." + std::string(run) + ".get"; }
   std::string run_wait(std::string_view run) const { return base() + ".runs." + std::string(run) + ".wait"; }
@@ -137,7 +149,6 @@ struct subjects {
   }
   std::string run_task_wanted(std::string_view run) const { return base() + ".runs." + std::string(run) + ".task_wanted"; }
   std::string run_messages(std::string_view run) const { return base() + ".runs." + std::string(run) + ".messages"; }
-  std::string run_retry(std::string_view run) const { return base() + ".runs." + std::string(run) + ".retry"; }
   // The JetStream stream holding this prefix and namespace's queued tasks.
   std::string tasks_stream() const { return "KEEL_TASKS_" + prefix + "_" + ns; }
   std::string node_results(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".results"; }

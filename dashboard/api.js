@@ -1,7 +1,16 @@
-// The HTTP API (docs/HTTP.md) and the live stream of a run. The token, when the gateway asks for
-// one, is kept for this tab only (sessionStorage) and sent as a bearer token.
+// The HTTP API (docs/HTTP.md) and the live stream of a run. The token comes once in the address
+// `keel dev` prints (after '#token=', a fragment no server sees), or from the prompt; this origin
+// keeps it (localStorage: other tabs of the dashboard have it too) and sends it as a bearer token.
 
 const TOKEN_KEY = 'keel-token';
+
+// Taken from the address and removed from it at once, so that it is not bookmarked or shared.
+(function tokenFromAddress() {
+  const match = /(?:^#|&)token=([A-Za-z0-9_-]{1,200})(?:&|$)/.exec(location.hash);
+  if (!match) return;
+  localStorage.setItem(TOKEN_KEY, match[1]);
+  history.replaceState(null, '', location.pathname + location.search);
+})();
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -13,14 +22,15 @@ export class ApiError extends Error {
 
 function headers(extra = {}) {
   const out = { ...extra };
-  const token = sessionStorage.getItem(TOKEN_KEY);
+  const token = localStorage.getItem(TOKEN_KEY) || sessionStorage.getItem(TOKEN_KEY);
   if (token) out.Authorization = `Bearer ${token}`;
   return out;
 }
 
 export function setToken(token) {
-  if (token) sessionStorage.setItem(TOKEN_KEY, token);
-  else sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
 }
 
 // Calls the API; an error answer throws ApiError with the protocol's code. A 401 asks the page

@@ -63,7 +63,7 @@ async function badge() {
   setTimeout(badge, 3000);
 }
 
-// A gateway with a token: ask for it once, keep it for this tab.
+// A token the gateway does not know (or none): ask for it once, keep it for this origin.
 let asking = false;
 window.addEventListener('keel-token-needed', () => {
   if (asking) return;
@@ -79,7 +79,7 @@ window.addEventListener('keel-token-needed', () => {
       route();
     } },
       h('h2', { text: 'This gateway needs a token' }),
-      h('p', { text: 'Give the bearer token of gateway.token. It is kept for this tab only.' }), input,
+      h('p', { text: 'Give your token (the address `keel dev` printed carries it, after #token=; `keel token add NAME` makes one). This browser keeps it for this dashboard.' }), input,
       h('div', { class: 'buttons' }, h('button', { class: 'primary', type: 'submit', text: 'Use token' }))));
   document.body.append(dialog);
   dialog.showModal();

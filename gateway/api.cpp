@@ -56,7 +56,8 @@ http_response failure(const keel::error& e) {
 } // namespace
 
 api::api(std::shared_ptr<broker::connection> nats, api_options options)
-  : nats_(std::move(nats)), options_(std::move(options)) {
+  : nats_(std::move(nats)), options_(std::move(options)),
+    tokens_(std::make_unique<token_book>(options_.token, options_.token_name, options_.tokens_file)) {
   auto history = [nats = nats_, subjects = options_.subjects, timeout = options_.request_timeout_ms](
                    const std::string& run, std::uint64_t from) -> result<value> {
     auto reply = nats->request(subjects.base() + ".runs." + run + ".history",
@@ -138,13 +139,20 @@ std::string api::next_orchestrator() {
 // An invoke goes to the live orchestrators in turn, each by its own subject; when the one chosen
 // has no subscriber there (it stopped since its last heartbeat), to the queue group, which gives
 // it to any. A timeout is not tried elsewhere: the run may have been made.
-result<value> api::invoke(const value& body) {
+result<value> api::invoke(const value& body, const std::string& who) {
   auto chosen = next_orchestrator();
   if (!chosen.empty()) {
-    auto reply = nats_->request(options_.subjects.node_invoke(chosen), wire::pack(body), options_.request_timeout_ms);
+    auto reply = nats_->request(options_.subjects.node_invoke(chosen, who), wire::pack(body), options_.request_timeout_ms);
     if (reply || reply.error().code != errc::unavailable) return answer_of(std::move(reply));
   }
-  return ask(options_.subjects.invoke(), body);
+  return ask(options_.subjects.invoke(who), body);
+}
+
+std::string api::client_of(const http_request& request) {
+  auto it = request.headers.find("authorization");
+  if (it != request.headers.end())
+    if (auto name = tokens_->who(it->second)) return "token " + *name;
+  return request.peer;
 }
 
 std::size_t api::live_count(bool orchestrators_only) const {
@@ -211,18 +219,22 @@ void api::handle(http_request request, const responder& respond) {
       if (auto page = dashboard_response(t.path)) return respond(std::move(*page));
     return respond(failure(make_error(errc::not_found, "no page " + m + " " + t.path)));
   }
-  // Every other route asks for the token, when one is set.
-  if (!options_.token.empty()) {
+  // Every other route asks for a token, and acts under its name.
+  std::string who = "anonymous";
+  if (tokens_->any()) {
     auto it = request.headers.find("authorization");
-    if (it == request.headers.end() || !same_secret(it->second, "Bearer " + options_.token)) {
+    auto name = it == request.headers.end() ? std::nullopt : tokens_->who(it->second);
+    if (!name) {
       auto r = json(401, value{{"error", {{"code", "denied"}, {"message", "a bearer token is required"}}}});
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
       return respond(r);
     }
+    who = *name;
   }
   auto run_subject = [&](const std::string& run, const char* verb) {
     return options_.subjects.base() + ".runs." + run + "." + verb;
   };
+  auto acting = [&](const std::string& run, const char* verb) { return options_.subjects.run_verb(run, verb, who); };
   if (t.path == "/readyz" && m == "GET") {
     if (!nats_->connected()) return respond(failure(make_error(errc::unavailable, "not connected to NATS")));
     auto answered = ask(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"limit", 1}});
@@ -244,7 +256,7 @@ void api::handle(http_request request, const responder& respond) {
       if (!(*body)[key].is_string()) return respond(failure(make_error(errc::invalid_argument, std::string(key) + " must be a string")));
       invoke[key] = (*body)[key];
     }
-    auto reply = this->invoke(invoke);
+    auto reply = this->invoke(invoke, who);
     if (!reply) return respond(failure(reply.error()));
     bool created = reply->value("created", true);
     return respond(json(created ? 201 : 200, value{{"run_id", reply->value("run_id", std::string{})}, {"created", created}}));
@@ -309,7 +321,14 @@ void api::handle(http_request request, const responder& respond) {
       if (!body) return respond(failure(body.error()));
       value cancel{{"v", 1}, {"type", "cancel"}};
       if (body->contains("reason")) cancel["reason"] = (*body)["reason"];
-      auto reply = ask(run_subject(run, "cancel"), cancel);
+      auto reply = ask(acting(run, "cancel"), cancel);
+      if (!reply) return respond(failure(reply.error()));
+      return respond(json(200, (*reply)["run"]));
+    }
+    if (parts.size() == 3 && parts[2] == "retry" && m == "POST") {
+      auto body = json_body(request);
+      if (!body) return respond(failure(body.error()));
+      auto reply = ask(acting(run, "retry"), value{{"v", 1}, {"type", "retry"}});
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, (*reply)["run"]));
     }
@@ -321,10 +340,10 @@ void api::handle(http_request request, const responder& respond) {
       if (body->contains("feedback")) data["feedback"] = (*body)["feedback"];
       if (approved && body->contains("always")) data["always"] = (*body)["always"];
       if (approved && body->contains("always_scope")) data["always_scope"] = (*body)["always_scope"];
-      // Who answered: as the client says (shown, not trusted), else where the answer came from.
-      if (body->contains("by")) data["by"] = (*body)["by"];
-      else data["by"] = "http " + request.peer;
-      auto reply = ask(run_subject(run, "resume"), value{{"v", 1}, {"type", "resume"}, {"step_key", parts[3]}, {"data", data}});
+      // Who answered is the token's name (the orchestrator records it from the subject).
+      if (body->contains("by"))
+        return respond(failure(make_error(errc::invalid_argument, "by is not taken: an answer is recorded under the name of the token that gave it")));
+      auto reply = ask(acting(run, "resume"), value{{"v", 1}, {"type", "resume"}, {"step_key", parts[3]}, {"data", data}});
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, value{{"run_id", run}, {"step_key", parts[3]}, {"approved", approved},
                                      {"duplicate", reply->value("duplicate", false)}}));

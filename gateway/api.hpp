@@ -5,6 +5,7 @@
 #include "broker/connection.hpp"
 #include "gateway/http_server.hpp"
 #include "gateway/run_stream.hpp"
+#include "gateway/tokens.hpp"
 #include "runtime/wire.hpp"
 
 #include <map>
@@ -17,7 +18,9 @@ namespace keel::gateway {
 
 struct api_options {
   broker::subjects subjects;
-  std::string token;                   // empty: no token asked (loopback only)
+  std::string token;                   // gateway.token, recorded as token_name
+  std::string token_name = "operator";
+  std::string tokens_file;             // named tokens (gateway/tokens.hpp); with no token at all, the API is open
   std::vector<std::string> hosts;      // names answered besides localhost and IP addresses
   std::int64_t request_timeout_ms = 5000;
   std::int64_t list_wait_ms = 300;     // how long a listing collects the orchestrators' answers
@@ -33,6 +36,9 @@ public:
   // Ends every stream (a stopping gateway).
   void stop();
   std::size_t streams() const;
+  // Who a request is, for the server's per-client bound: the token's name when it carries a
+  // known token, else its address.
+  std::string client_of(const http_request& request);
 
 private:
   result<std::vector<wire::value>> collect(const std::string& subject, const wire::value& body,
@@ -43,7 +49,7 @@ private:
   // The live orchestrators in turn (round robin), for invokes: the queue group alone would give
   // every invoke to an orchestrator on the gateway's own nats-server when there is one.
   std::string next_orchestrator();
-  result<wire::value> invoke(const wire::value& body);
+  result<wire::value> invoke(const wire::value& body, const std::string& who);
   // One request and its reply; a reply of type "error" is the error it carries.
   result<wire::value> ask(const std::string& subject, const wire::value& body);
   static result<wire::value> answer_of(result<broker::message> reply);
@@ -53,6 +59,7 @@ private:
               const responder& respond);
   std::shared_ptr<broker::connection> nats_;
   api_options options_;
+  std::unique_ptr<token_book> tokens_;
   std::shared_ptr<run_streams> streams_;
   struct live_node {
     bool orchestrator = false;

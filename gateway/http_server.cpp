@@ -140,7 +140,7 @@ private:
     // Without a rule, every request runs on the handler threads, unbounded per client.
     bool bounded = static_cast<bool>(options.may_wait);
     bool may_wait = !bounded || options.may_wait(request);
-    std::string client = request.peer;
+    std::string client = bounded && may_wait && options.client_of ? options.client_of(request) : request.peer;
     if (bounded && may_wait && !server_->take_waiting_place(client))
       return reply_now(429, "this client has " + std::to_string(options.waiting_per_client_max) +
                          " requests waiting already; send more once they are answered", "busy", true);

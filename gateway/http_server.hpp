@@ -68,6 +68,8 @@ struct server_options {
   // requests delays them. Unset: every request may wait.
   std::function<bool(const http_request&)> may_wait;
   std::size_t waiting_per_client_max = 8;  // 0: no bound
+  // Who a request counts against for that bound; empty: its address.
+  std::function<std::string(const http_request&)> client_of;
   std::size_t quick_threads = 4;
   std::size_t discard_body_bytes_max = 16 << 20;  // read and dropped after a 413, so the client sees it
 };

@@ -204,6 +204,10 @@ const std::vector<entry>& entries() {
     e.push_back(string_key(
       "nats.namespace", "default", "Second token of every subject; separates tenants.",
       [](node_config& c, agent_config*) -> std::string& { return c.ns; }, name_check));
+    e.push_back(string_key(
+      "nats.credentials_file", "",
+      "The broker user this node connects as (made by `keel credentials`, owner-only); empty: none.",
+      [](node_config& c, agent_config*) -> std::string& { return c.nats_credentials_file; }));
     e.push_back(integer_key(
       "nats.connect_timeout_ms", 2000, 10, 60'000, "How long one connection attempt may take.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.connect_timeout_ms; }));
@@ -335,6 +339,15 @@ const std::vector<entry>& entries() {
       "gateway.token", "",
       "Bearer token every API request must carry; required when gateway.listen is not a loopback address.",
       [](node_config& c, agent_config*) -> std::string& { return c.gateway_token; }));
+    e.push_back(string_key(
+      "gateway.token_name", "operator", "The name answers, cancels and retries made with gateway.token are recorded under.",
+      [](node_config& c, agent_config*) -> std::string& { return c.gateway_token_name; }, name_check));
+    e.push_back(string_key(
+      "gateway.tokens_file", "",
+      "Named tokens (\"<name> sha256:<hash>\" lines, made by `keel token`), read again when it changes; empty: "
+      "<node.data_dir>/gateway-tokens. With neither this file nor gateway.token, the node makes the file with one "
+      "token and writes the dashboard's address with it to <node.data_dir>/dashboard-url.",
+      [](node_config& c, agent_config*) -> std::string& { return c.gateway_tokens_file; }));
     e.push_back(string_array_key(
       "gateway.hosts", {},
       "Names the gateway answers to besides localhost and IP addresses (the Host a browser sends); "

@@ -103,6 +103,9 @@ struct node_config {
 
   std::string gateway_listen;
   std::string gateway_token;
+  std::string gateway_token_name;
+  std::string gateway_tokens_file;  // empty: <data_dir>/gateway-tokens
+  std::string nats_credentials_file;
   std::vector<std::string> gateway_hosts;  // names served besides localhost and IP addresses
   std::int64_t gateway_stream_ping_ms = 15'000;
   std::int64_t gateway_streams_max = 10'000;

@@ -153,6 +153,7 @@ value to_value(const run_state& s) {
             {"answers", answers},
             {"allow_rules", rules},
             {"last_text", s.last_text}};
+  if (!s.started_by.empty()) out["started_by"] = s.started_by;
   if (!s.provider.empty()) out["provider"] = s.provider;
   if (!s.model.empty()) out["model"] = s.model;
   if (s.output) out["output"] = *s.output;
@@ -233,6 +234,7 @@ result<run_state> run_state_from_value(const value& v) {
       s.allow_rules.push_back(std::move(given));
     }
   }
+  KEEL_READ(s.started_by, f.text("started_by"));
   KEEL_READ(s.provider, f.text("provider"));
   KEEL_READ(s.model, f.text("model"));
   KEEL_READ(s.last_text, f.text("last_text"));

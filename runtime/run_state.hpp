@@ -74,6 +74,7 @@ struct run_state {
   std::optional<suspension> suspended;
   std::map<std::string, answer> answers;  // by step key
   std::vector<remembered_rule> allow_rules;
+  std::string started_by;  // who invoked the run (the name its invoke's subject ended with)
   std::string provider;  // empty: the agent's
   std::string model;     // empty: the agent's
   std::string last_text;

@@ -58,6 +58,9 @@ struct invoke_request {
   std::string session_id;       // empty: none
   std::string provider;         // empty: the agent's; else run this run on another provider
   std::string model;            // empty: the agent's
+  // Who invoked: the name that ends the invoke's subject, checked by the broker (never read from
+  // the body).
+  std::string by;
 };
 
 struct invoke_reply {
@@ -77,7 +80,7 @@ struct resume_request {
   // start with the same words); for the "run" or for the whole "session".
   std::string always;
   std::string always_scope;  // "" means "run"
-  std::string by;            // who answered, as the client names them (shown, never trusted)
+  std::string by;            // who answered: set from the subject by the orchestrator (a body's is ignored)
 };
 
 struct resume_reply {

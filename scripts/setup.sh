@@ -9,7 +9,7 @@ packages=(
   libcaf-dev libnats-dev nats-server libmsgpack-cxx-dev librocksdb-dev
   libboost-dev
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libcpp-httplib-dev catch2 bubblewrap curl
+  libcurl4-openssl-dev libssl-dev libcpp-httplib-dev catch2 bubblewrap curl
   libre2-dev libseccomp-dev
   # the sandbox tests probe sockets and metadata with them
   python3 procps util-linux e2fsprogs

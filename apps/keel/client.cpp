@@ -17,13 +17,17 @@ result<client> client::connect(const context& c, const std::string& name, std::i
   options.name = name;
   options.reconnect_attempts_max = 10;
   options.connect_timeout_ms = std::min<std::int64_t>(timeout_ms, 2000);
+  options.user = c.user;
+  options.password = c.password;
   auto nats = broker::connection::connect(options);
+  if (!nats && nats.error().code == errc::denied) return nats.error();
   if (!nats)
     return make_error(nats.error().code, nats.error().message + "; start keel with `keel dev`, or "
                                                                 "point at a cluster with --nats");
   client out;
   out.nats_ = std::move(*nats);
   out.subjects_ = broker::subjects{c.prefix, c.ns};
+  out.who_ = c.who();
   out.timeout_ms_ = timeout_ms;
   return out;
 }
@@ -38,20 +42,20 @@ result<broker::message> client::request(const std::string& subject, const std::s
     return make_error(reply.error().code, "no answer from node " + std::string(owner) +
                                             ", which owns run " + run + " (is it running?)");
   }
-  if (!reply && reply.error().code == errc::unavailable && subject == subjects_.invoke())
+  if (!reply && reply.error().code == errc::unavailable && subject == subjects_.invoke(who_))
     return make_error(errc::unavailable, "no orchestrator is listening on " + subject +
                                            " (is `keel dev` or a keel-node running?)");
   return reply;
 }
 
 result<wire::invoke_reply> client::invoke(const wire::invoke_request& r) {
-  auto reply = request(subjects_.invoke(), wire::encode(r), {});
+  auto reply = request(subjects_.invoke(who_), wire::encode(r), {});
   if (!reply) return reply.error();
   return wire::decode<wire::invoke_reply>(reply->data);
 }
 
 result<wire::resume_reply> client::resume(const wire::resume_request& r) {
-  auto reply = request(subjects_.run_resume(r.run_id), wire::encode(r), r.run_id);
+  auto reply = request(subjects_.run_resume(r.run_id, who_), wire::encode(r), r.run_id);
   if (!reply) return reply.error();
   return wire::decode<wire::resume_reply>(reply->data);
 }
@@ -74,7 +78,7 @@ result<value> open_reply(const std::string& bytes, const char* type) {
 } // namespace
 
 result<value> client::cancel(const std::string& run, const std::string& reason) {
-  auto reply = request(subjects_.run_cancel(run),
+  auto reply = request(subjects_.run_cancel(run, who_),
                        wire::pack(value{{"v", wire::protocol_version}, {"type", "cancel"}, {"reason", reason}}), run);
   if (!reply) return reply.error();
   auto v = open_reply(reply->data, "run");
@@ -83,7 +87,7 @@ result<value> client::cancel(const std::string& run, const std::string& reason) 
 }
 
 result<value> client::retry(const std::string& run) {
-  auto reply = request(subjects_.run_retry(run), wire::pack(value{{"v", wire::protocol_version}, {"type", "retry"}}), run);
+  auto reply = request(subjects_.run_retry(run, who_), wire::pack(value{{"v", wire::protocol_version}, {"type", "retry"}}), run);
   if (!reply) return reply.error();
   auto v = open_reply(reply->data, "run");
   if (!v) return v.error();

@@ -39,6 +39,7 @@ private:
                                   const std::string& run_id);
   std::shared_ptr<broker::connection> nats_;
   broker::subjects subjects_;
+  std::string who_;  // the name that ends the subjects of requests that act
   std::int64_t timeout_ms_ = 5000;
 };
 

@@ -1,5 +1,6 @@
 #include "apps/keel/commands.hpp"
 
+#include "broker/authorization.hpp"
 #include "broker/connection.hpp"
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,8 @@ void add_client_flags(CLI::App& command, client_flags& flags) {
   command.add_option("--prefix", flags.prefix, "Subject prefix (default: keel)");
   command.add_option("--namespace", flags.ns, "Namespace (default: default)");
   command.add_option("--timeout-ms", flags.timeout_ms, "How long to wait for a reply");
+  command.add_option("--credentials", flags.credentials_file,
+                     "Broker credentials file (default: KEEL_NATS_CREDENTIALS, then the context file)");
 }
 
 result<context> client_flags::resolve() const {
@@ -22,6 +25,14 @@ result<context> client_flags::resolve() const {
   if (!nats_url.empty()) c->nats_url = nats_url;
   if (!prefix.empty()) c->prefix = prefix;
   if (!ns.empty()) c->ns = ns;
+  if (const char* env = std::getenv("KEEL_NATS_CREDENTIALS"); env && *env) c->credentials_file = env;
+  if (!credentials_file.empty()) c->credentials_file = credentials_file;
+  if (!c->credentials_file.empty()) {
+    auto creds = broker::read_credentials(c->credentials_file);
+    if (!creds) return creds.error();
+    c->user = creds->user;
+    c->password = creds->password;
+  }
   return c;
 }
 
@@ -30,6 +41,8 @@ result<std::shared_ptr<broker::connection>> connect_command(const context& c, co
   options.servers = {c.nats_url};
   options.name = "keel " + command;
   options.reconnect_attempts_max = 0;
+  options.user = c.user;
+  options.password = c.password;
   return broker::connection::connect(options);
 }
 

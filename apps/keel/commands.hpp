@@ -16,6 +16,7 @@ struct client_flags {
   std::string nats_url;
   std::string prefix;
   std::string ns;
+  std::string credentials_file;
   std::int64_t timeout_ms = 5000;
   // Resolves flags, KEEL_NATS_URL and the context file into one context.
   result<context> resolve() const;

@@ -3,6 +3,8 @@
 #include <toml++/toml.h>
 
 #include <cstdlib>
+#include <pwd.h>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 
@@ -25,6 +27,7 @@ result<context> read_context() {
     c.prefix = table["prefix"].value_or(c.prefix);
     c.ns = table["namespace"].value_or(c.ns);
     c.dashboard_url = table["dashboard_url"].value_or(std::string{});
+    c.credentials_file = table["credentials_file"].value_or(std::string{});
     c.pid = table["pid"].value_or(0L);
   } catch (const toml::parse_error& e) {
     return make_error(errc::config, context_path() + ": " + std::string(e.description()));
@@ -39,13 +42,25 @@ result<void> write_context(const context& c) {
   {
     std::ofstream out(temporary, std::ios::trunc);
     toml::table table{{"nats_url", c.nats_url}, {"prefix", c.prefix}, {"namespace", c.ns},
-                      {"dashboard_url", c.dashboard_url}, {"pid", static_cast<int64_t>(c.pid)}};
+                      {"dashboard_url", c.dashboard_url}, {"credentials_file", c.credentials_file},
+                      {"pid", static_cast<int64_t>(c.pid)}};
     out << "# Written by `keel dev`; other keel commands read it.\n" << table << "\n";
     if (!out) return make_error(errc::io, "cannot write " + temporary);
   }
   std::filesystem::rename(temporary, context_path(), ec);
   if (ec) return make_error(errc::io, "cannot write " + context_path() + ": " + ec.message());
   return success();
+}
+
+std::string context::who() const {
+  if (!user.empty()) return user;
+  std::string name;
+  if (auto* pw = ::getpwuid(::getuid()); pw && pw->pw_name) name = pw->pw_name;
+  std::string out;
+  for (char ch : name)
+    out += ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-') ? ch : '_';
+  if (out.empty()) out = "someone";
+  return out.substr(0, 64);
 }
 
 void remove_context_if_owned(long pid) {

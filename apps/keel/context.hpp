@@ -1,5 +1,6 @@
-// Where the `keel` command finds the cluster: flags, then KEEL_NATS_URL, then the context file
-// that `keel dev` writes ($KEEL_HOME/context.toml, ~/.keel by default), then the defaults.
+// Where the `keel` command finds the cluster and who it is there: flags, then KEEL_NATS_URL and
+// KEEL_NATS_CREDENTIALS, then the context file that `keel dev` and scripts/cluster.sh write
+// ($KEEL_HOME/context.toml, ~/.keel by default), then the defaults.
 #pragma once
 
 #include "runtime/result.hpp"
@@ -13,7 +14,13 @@ struct context {
   std::string prefix = "keel";
   std::string ns = "default";
   std::string dashboard_url;
+  std::string credentials_file;  // the broker user this command connects as; empty: none
   long pid = 0;  // of the `keel dev` that wrote it
+  // Filled by client_flags::resolve from credentials_file.
+  std::string user;
+  std::string password;
+  // The name this command acts under: its broker user, else the local account's name.
+  std::string who() const;
 };
 
 std::string keel_home();

@@ -66,13 +66,6 @@ result<wire::invoke_reply> do_invoke(client& c, const invoke_options& o) {
 
 // Asks at a suspension; returns false when no answer can be had (no input left).
 // Who answers a step from this terminal: user@host, as the run's events will show it.
-std::string answerer() {
-  const char* user = std::getenv("USER");
-  char host[256] = {0};
-  if (::gethostname(host, sizeof host - 1) != 0) host[0] = 0;
-  std::string out = std::string(user && *user ? user : "someone") + "@" + host + " (keel)";
-  return out.substr(0, wire::resume_by_bytes_max);
-}
 
 bool ask(const value& data, bool yes, wire::resume_request& answer) {
   std::cout << render_approval(data) << std::flush;
@@ -225,7 +218,6 @@ int follow(client& c, const std::string& run_id, bool interactive, bool yes, boo
       wire::resume_request answer;
       answer.run_id = run_id;
       answer.step_key = e.data.value("step_key", std::string{});
-      answer.by = answerer();
       if (!ask(e.data, yes, answer)) {
         std::cout << "No answer on standard input. The run waits; answer it later with\n"
                   << "  keel approve " << run_id << " " << answer.step_key << "\n"
@@ -316,7 +308,6 @@ void add_resume(CLI::App& app, int& exit_code) {
       if (r->always.empty() && !r->always_scope.empty()) r->always = "exact";
       auto c = open_client(*flags, verb);
       if (!c) return void(exit_code = fail(verb, c.error()));
-      r->by = answerer();
       auto reply = c->resume(*r);
       if (!reply) return void(exit_code = fail(verb, reply.error()));
       std::cout << (r->approved ? "Approved" : "Rejected") << " step " << reply->step_key << " of run "

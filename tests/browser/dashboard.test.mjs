@@ -123,7 +123,7 @@ test('a gateway with a token: the page asks for it once, then shows the data', a
   await page.locator('dialog.token-dialog input[name=token]').fill(TOKEN);
   await page.locator('dialog.token-dialog button[type=submit]').click();
   await until('the list', async () => /run|No runs match/.test(await page.locator('.list-info').textContent()));
-  assert.equal(await page.evaluate(() => sessionStorage.getItem('keel-token')), TOKEN);
+  assert.equal(await page.evaluate(() => localStorage.getItem('keel-token')), TOKEN);
   assert.deepEqual(pageErrors, []);
   await fresh.close();
 });

@@ -178,7 +178,7 @@ public:
   }
   result<std::string> invoke(std::size_t server, const std::string& agent, const std::string& input) {
     // The input is the idempotency key: asked again after a fault, it is the same run.
-    auto reply = clients.at(server)->request("keel.default.invoke", wire::encode(wire::invoke_request{agent, input, input}), 5000);
+    auto reply = clients.at(server)->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{agent, input, input}), 5000);
     if (!reply) return reply.error();
     auto made = wire::decode<wire::invoke_reply>(reply->data);
     if (!made) return made.error();
@@ -193,7 +193,7 @@ public:
     return (*v)["run"];
   }
   bool approve(const std::string& run, const std::string& step, std::size_t server) {
-    auto reply = clients.at(server)->request("keel.default.runs." + run + ".resume",
+    auto reply = clients.at(server)->request("keel.default.runs." + run + ".resume.tester",
                                              wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", step},
                                                                     {"data", {{"approved", true}}}}), 3000);
     if (!reply) return false;

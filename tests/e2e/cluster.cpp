@@ -1,5 +1,8 @@
 #include "tests/e2e/cluster.hpp"
 
+#include "gateway/tokens.hpp"
+#include "tests/e2e/http_client.hpp"
+
 #include <sys/stat.h>
 
 #include <csignal>
@@ -33,6 +36,15 @@ cluster::cluster(const std::string& agents,
            "[limits]\nheartbeat_interval_ms = 200\nshutdown_timeout_ms = 5000\n" + secrets +
            "\n" + replace_all(agents, "{dir}", dir_.path());
   };
+  // The gateway's token, named "tester": every HTTP call of the tests sends it unless told not to.
+  bool token_given = secrets.find("[gateway]") != std::string::npos;
+  if (options_.gateway && !token_given) {
+    auto token = gateway::random_token();
+    REQUIRE(gateway::write_tokens_file(dir_.file("gateway-tokens"), {{"tester", gateway::token_hash(token)}}).ok());
+    options_.node_sets.push_back("gateway.tokens_file = \"" + dir_.file("gateway-tokens") + "\"");
+    set_default_authorization("Authorization: Bearer " + token);
+    token_ = token;
+  }
   config_path_ = dir_.file("node.toml");
   std::string roles = options_.separate_worker ? "\"orchestrator\"" : "\"orchestrator\", \"worker\"";
   if (options_.gateway) {

@@ -40,6 +40,7 @@ public:
   result<int> wait_worker(std::int64_t timeout_ms);  // its exit status
   std::string worker_log() const { return read_file(dir_.file("worker.err")); }
   std::string gateway_url() const { return "http://127.0.0.1:" + std::to_string(gateway_port_); }
+  const std::string& gateway_token() const { return token_; }
 
   command_output keel(std::vector<std::string> args, std::int64_t timeout_ms = 30'000);
   std::string invoke(const std::string& agent, const std::string& input);
@@ -70,6 +71,7 @@ private:
   child_process node_;
   child_process worker_;
   int gateway_port_ = 0;
+  std::string token_;  // the gateway token the cluster made (empty when the test gave one)
   int starts_ = 0;
 };
 

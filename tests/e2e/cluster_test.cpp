@@ -77,7 +77,7 @@ struct multi_node {
     }
   }
   result<wire::invoke_reply> invoke_via(std::size_t server, const wire::invoke_request& request) {
-    auto reply = clients.at(server)->request("keel.default.invoke", wire::encode(request), 10'000);
+    auto reply = clients.at(server)->request("keel.default.invoke.tester", wire::encode(request), 10'000);
     if (!reply) return reply.error();
     return wire::decode<wire::invoke_reply>(reply->data);
   }
@@ -685,7 +685,7 @@ struct failover_cluster : multi_node {
   }
   // An invoke for one orchestrator, by its own subject.
   std::string invoke_on(const std::string& node, const std::string& agent, const std::string& input, std::size_t server) {
-    auto reply = clients.at(server)->request("keel.default.nodes." + node + ".invoke",
+    auto reply = clients.at(server)->request("keel.default.nodes." + node + ".invoke.tester",
                                              wire::encode(wire::invoke_request{agent, input, "", ""}), 10'000);
     REQUIRE(reply.ok());
     auto made = wire::decode<wire::invoke_reply>(reply->data);
@@ -695,7 +695,7 @@ struct failover_cluster : multi_node {
   // An invoke with an idempotency key, sent to one orchestrator (`node`) or to any (empty).
   result<wire::invoke_reply> invoke_key(const std::string& node, const std::string& agent, const std::string& input,
                                         const std::string& key, std::size_t server) {
-    auto subject = node.empty() ? std::string("keel.default.invoke") : "keel.default.nodes." + node + ".invoke";
+    auto subject = node.empty() ? std::string("keel.default.invoke.tester") : "keel.default.nodes." + node + ".invoke.tester";
     auto reply = clients.at(server)->request(subject, wire::encode(wire::invoke_request{agent, input, key, ""}), 10'000);
     if (!reply) return reply.error();
     return wire::decode<wire::invoke_reply>(reply->data);
@@ -734,7 +734,7 @@ struct failover_cluster : multi_node {
   }
   // Empty when the answer was taken; else what went wrong.
   std::string approve(const std::string& run, const std::string& step, std::size_t server) {
-    auto reply = clients.at(server)->request("keel.default.runs." + run + ".resume",
+    auto reply = clients.at(server)->request("keel.default.runs." + run + ".resume.tester",
                                              wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", step},
                                                                     {"data", {{"approved", true}}}}), 5000);
     if (!reply) return reply.error().message;
@@ -1103,7 +1103,7 @@ TEST_CASE("failover: invokes queued at an owner paused past its lease are not ac
   constexpr int queued = 12;
   for (int i = 0; i < queued; ++i) {
     auto key = "queued-" + std::to_string(i);
-    REQUIRE(c.clients.at(0)->publish("keel.default.nodes.o1.invoke", "queued.answers." + key,
+    REQUIRE(c.clients.at(0)->publish("keel.default.nodes.o1.invoke.tester", "queued.answers." + key,
                                      wire::encode(wire::invoke_request{"auto", "queued " + std::to_string(i), key, ""})).ok());
   }
   REQUIRE(c.clients.at(0)->flush(5000).ok());

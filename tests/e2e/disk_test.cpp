@@ -130,7 +130,7 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
   auto client = c.connect_client();
   std::string first_refusal;
   for (int i = 0; i < 200; ++i) {
-    auto reply = client->request("keel.default.invoke", wire::encode(wire::invoke_request{"coder", big + std::to_string(i)}), 30'000);
+    auto reply = client->request("keel.default.invoke.tester", wire::encode(wire::invoke_request{"coder", big + std::to_string(i)}), 30'000);
     REQUIRE(reply.ok());
     auto made = wire::decode<wire::invoke_reply>(reply->data);
     if (!made) {

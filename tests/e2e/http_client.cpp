@@ -6,6 +6,8 @@
 
 #include <curl/curl.h>
 
+#include <mutex>
+
 namespace {
 // libcurl's global state, set up once before any thread makes a handle (curl_easy_init would
 // otherwise do it lazily, which is not safe from several threads at once).
@@ -13,6 +15,16 @@ const bool curl_ready = curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK;
 } // namespace
 
 namespace keel::testing {
+
+namespace {
+std::mutex authorization_mutex;
+std::string default_authorization;
+} // namespace
+
+void set_default_authorization(const std::string& header) {
+  std::lock_guard lock{authorization_mutex};
+  default_authorization = header;
+}
 
 http_answer call(const std::string& method, const std::string& url, const std::string& body,
                  const std::vector<std::string>& extra_headers) {
@@ -27,6 +39,13 @@ http_answer call(const std::string& method, const std::string& url, const std::s
   for (const auto& h : extra_headers)
     if (h.size() >= 13 && strncasecmp(h.c_str(), "content-type:", 13) == 0) typed = true;
   curl_slist* headers = typed ? nullptr : curl_slist_append(nullptr, "Content-Type: application/json");
+  bool authorized = false;
+  for (const auto& h : extra_headers)
+    if (h.size() >= 14 && strncasecmp(h.c_str(), "authorization:", 14) == 0) authorized = true;
+  if (!authorized) {
+    std::lock_guard lock{authorization_mutex};
+    if (!default_authorization.empty()) headers = curl_slist_append(headers, default_authorization.c_str());
+  }
   for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());

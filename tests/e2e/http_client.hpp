@@ -21,6 +21,9 @@ struct http_answer {
 // nothing: tests call it from many threads at once, where Catch's assertions are not safe.
 http_answer call(const std::string& method, const std::string& url, const std::string& body = "",
                  const std::vector<std::string>& extra_headers = {});
+// The Authorization header every call sends unless it names one of its own ("Authorization:"
+// alone sends none); empty: none. The end-to-end cluster sets it to the token it made.
+void set_default_authorization(const std::string& header);
 // The status of a GET, or 0 while nothing listens there.
 long status_of_get(const std::string& url);
 

@@ -156,16 +156,16 @@ TEST_CASE("runs: bad resumes get clear errors and a repeated answer changes noth
 
   // Malformed bytes on the resume subject get an error reply, and the node carries on.
   auto raw = c.connect_client();
-  auto reply = raw->request("keel.default.runs." + run + ".resume", "\x93garbage", 2000);
+  auto reply = raw->request("keel.default.runs." + run + ".resume.tester", "\x93garbage", 2000);
   REQUIRE(reply.ok());
   auto decoded = wire::decode<wire::resume_reply>(reply->data);
   REQUIRE_FALSE(decoded.ok());
   CHECK(decoded.error().code == errc::malformed);
-  auto no_data = raw->request("keel.default.runs." + run + ".resume",
+  auto no_data = raw->request("keel.default.runs." + run + ".resume.tester",
                                  wire::pack(wire::value{{"v", 1}, {"type", "resume"}, {"step_key", "x"}}), 2000);
   REQUIRE(no_data.ok());
   CHECK(wire::decode<wire::resume_reply>(no_data->data).error().message == "missing field 'data'");
-  auto bad_invoke = raw->request("keel.default.invoke", wire::pack(wire::value{{"v", 1}, {"type", "invoke"}}), 2000);
+  auto bad_invoke = raw->request("keel.default.invoke.tester", wire::pack(wire::value{{"v", 1}, {"type", "invoke"}}), 2000);
   REQUIRE(bad_invoke.ok());
   CHECK(wire::decode<wire::invoke_reply>(bad_invoke->data).error().message == "missing field 'agent'");
   auto no_agent = c.keel({"invoke", "nobody", "x"});
@@ -527,7 +527,7 @@ TEST_CASE("runs: every request checks its body, random bytes and wrong fields ge
     }
     auto [code, message] = error_of("keel.default.runs.list", bytes);
     CHECK((code == "malformed" || code == "too_large" || code == "unsupported_version"));
-    auto invoked = error_of("keel.default.invoke", bytes);  // no run is created from noise
+    auto invoked = error_of("keel.default.invoke.tester", bytes);  // no run is created from noise
     CHECK((invoked.first == "malformed" || invoked.first == "too_large" || invoked.first == "unsupported_version"));
   }
   // Noise 100 times the size (20 KB of nested arrays, far past the depth limit): refused.

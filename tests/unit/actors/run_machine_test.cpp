@@ -204,12 +204,13 @@ TEST_CASE("run machine: failures that may pass are retried with growing waits fo
 TEST_CASE("run machine: a failed run is retried from the step that failed, and only a failed run", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
-  CHECK(h.machine.retry().error().code == errc::conflict);  // running
+  CHECK(h.machine.retry("ana").error().code == errc::conflict);  // running
   auto e = h.check(h.machine.on_task_result(wire::task_result{
     "r1", started.tasks[0].step, 1, "w", false, nullptr, make_error(errc::invalid_argument, "bad request")}));
   CHECK(e.transition.record.status == run_status::failed);
-  auto retried = h.machine.retry();
+  auto retried = h.machine.retry("ana");
   REQUIRE(retried.ok());
+  CHECK(retried->transition.events[0].data["by"] == "ana");  // who retried is recorded
   h.check(*retried);
   CHECK(retried->transition.record.status == run_status::running);
   REQUIRE(retried->tasks.size() == 1);
@@ -220,7 +221,7 @@ TEST_CASE("run machine: a failed run is retried from the step that failed, and o
   CHECK_FALSE(h.machine.record().state.contains("error"));
   auto done = h.answer(retried->tasks[0], harness::llm_answer("done"));
   CHECK(done.transition.record.status == run_status::completed);
-  CHECK(h.machine.retry().error().message == "run r1 is completed; only a failed run can be retried");
+  CHECK(h.machine.retry("ana").error().message == "run r1 is completed; only a failed run can be retried");
 }
 
 TEST_CASE("run machine: a worker is told which attempt is wanted", "[actors]") {
@@ -272,14 +273,17 @@ TEST_CASE("run machine: a recovered run sends its step in flight again unless th
   CHECK(e.transition.events[0].seq == record.last_event_seq + 1);
 }
 
-TEST_CASE("run machine: cancel ends a run once", "[actors]") {
+TEST_CASE("run machine: cancel ends a run once, and records who cancelled it", "[actors]") {
   harness h;
   h.check(h.machine.start());
-  auto c = h.machine.cancel("no longer needed");
+  auto c = h.machine.cancel("no longer needed", "ana");
   REQUIRE(c.ok());
+  CHECK(c->transition.events[0].event_type == "run_cancelled");
+  CHECK(c->transition.events[0].data["by"] == "ana");
+  CHECK(c->transition.events[0].data["reason"] == "no longer needed");
   CHECK(c->transition.record.status == run_status::cancelled);
   CHECK(c->leave_memory);
-  CHECK(h.machine.cancel("again").error().message == "run r1 has already cancelled");
+  CHECK(h.machine.cancel("again", "ana").error().message == "run r1 has already cancelled");
 }
 
 TEST_CASE("run machine: a failure another attempt cannot change ends the run at once", "[actors]") {

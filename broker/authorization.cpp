@@ -1,0 +1,190 @@
+#include "broker/authorization.hpp"
+
+#include <toml++/toml.h>
+
+#include <crypt.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace keel::broker {
+
+const char* to_string(broker_role r) {
+  switch (r) {
+    case broker_role::orchestrator: return "orchestrator";
+    case broker_role::worker: return "worker";
+    case broker_role::gateway: return "gateway";
+    case broker_role::person: return "person";
+  }
+  return "person";
+}
+
+bool role_from_string(std::string_view text, broker_role& out) {
+  for (auto r : {broker_role::orchestrator, broker_role::worker, broker_role::gateway, broker_role::person})
+    if (text == to_string(r)) {
+      out = r;
+      return true;
+    }
+  return false;
+}
+
+std::string identity_problem(std::string_view name) {
+  if (name.empty()) return "a name cannot be empty";
+  if (name.size() > 64) return "a name has at most 64 characters";
+  for (char ch : name) {
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+    if (!ok) return "a name holds only letters, digits, '_' and '-'";
+  }
+  return {};
+}
+
+bool valid_identity(std::string_view name) { return identity_problem(name).empty(); }
+
+result<credentials> read_credentials(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return make_error(errc::config, path + ": cannot read the credentials file");
+  if ((st.st_mode & 077) != 0)
+    return make_error(errc::config, path + ": others may read these credentials; chmod 600 " + path);
+  credentials c;
+  try {
+    auto table = toml::parse_file(path);
+    c.user = table["user"].value_or(std::string{});
+    c.password = table["password"].value_or(std::string{});
+    auto role = table["role"].value_or(std::string{"person"});
+    if (!role_from_string(role, c.role))
+      return make_error(errc::config, path + ": role must be orchestrator, worker, gateway or person, not '" + role + "'");
+  } catch (const toml::parse_error& e) {
+    return make_error(errc::config, path + ": " + std::string(e.description()));
+  }
+  if (auto problem = identity_problem(c.user); !problem.empty())
+    return make_error(errc::config, path + ": user: " + problem);
+  if (c.password.empty()) return make_error(errc::config, path + ": no password");
+  return c;
+}
+
+result<void> write_credentials(const std::string& path, const credentials& c) {
+  auto temporary = path + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return make_error(errc::io, "cannot write " + temporary);
+  ::fchmod(fd, 0600);
+  toml::table table{{"user", c.user}, {"password", c.password}, {"role", to_string(c.role)}};
+  std::ostringstream text;
+  text << "# keel broker credentials of " << to_string(c.role) << " '" << c.user
+       << "' (keel credentials). Keep this file to its owner.\n"
+       << table << "\n";
+  auto body = text.str();
+  bool ok = ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    return make_error(errc::io, "cannot write " + path);
+  }
+  return success();
+}
+
+std::string random_secret() {
+  unsigned char bytes[32];
+  std::size_t got = 0;
+  while (got < sizeof bytes) {
+    auto n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t bits = 0;
+  int held = 0;
+  for (unsigned char b : bytes) {
+    bits = (bits << 8) | b;
+    held += 8;
+    while (held >= 6) {
+      out += alphabet[(bits >> (held - 6)) & 63];
+      held -= 6;
+    }
+  }
+  if (held > 0) out += alphabet[(bits << (6 - held)) & 63];
+  return out;
+}
+
+result<std::string> hash_password(const std::string& password) {
+  char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+  if (!::crypt_gensalt_rn("$2b$", 10, nullptr, 0, salt, sizeof salt))
+    return make_error(errc::internal, "cannot make a bcrypt salt");
+  crypt_data data{};
+  const char* hashed = ::crypt_r(password.c_str(), salt, &data);
+  if (!hashed || hashed[0] != '$') return make_error(errc::internal, "cannot hash a password with bcrypt");
+  return std::string(hashed);
+}
+
+namespace {
+
+std::string list(const std::vector<std::string>& subjects) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < subjects.size(); ++i) out += (i ? ", " : "") + ("\"" + subjects[i] + "\"");
+  return out + "]";
+}
+
+// What a person (or a gateway, for any person: `who` = "*") may publish and read.
+void person_rights(const subjects& s, const std::string& who, std::vector<std::string>& pub, std::vector<std::string>& sub) {
+  auto b = s.base();
+  pub.insert(pub.end(), {b + ".invoke." + who, b + ".runs.*.resume." + who, b + ".runs.*.cancel." + who,
+                         b + ".runs.*.retry." + who, b + ".runs.*.get", b + ".runs.*.wait", b + ".runs.*.history",
+                         b + ".runs.list", b + ".agents.list", b + ".nodes.ping",
+                         "$JS.API.CONSUMER.INFO." + s.tasks_stream() + ".*"});
+  sub.insert(sub.end(), {b + ".runs.*.events", b + ".runs.*.deltas", b + ".nodes.heartbeat"});
+}
+
+} // namespace
+
+std::string permissions_of(const credentials& c, const subjects& s) {
+  auto b = s.base();
+  auto tasks = s.tasks_stream();
+  std::vector<std::string> pub, sub;
+  bool responds = false;
+  switch (c.role) {
+    case broker_role::orchestrator:
+      pub = {b + ".>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "_INBOX.>"};
+      sub = {b + ".>", "$KV.>"};
+      break;
+    case broker_role::worker:
+      pub = {b + ".nodes.heartbeat", b + ".nodes.*.results", b + ".runs.*.task_wanted", b + ".runs.*.messages",
+             b + ".runs.*.deltas", "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks, "$JS.API.STREAM.CREATE." + tasks,
+             "$JS.API.STREAM.UPDATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
+             "$JS.API.CONSUMER.DURABLE.CREATE." + tasks + ".*", "$JS.API.CONSUMER.INFO." + tasks + ".*",
+             "$JS.API.CONSUMER.MSG.NEXT." + tasks + ".*", "$JS.ACK." + tasks + ".>"};
+      sub = {b + ".nodes.ping"};
+      responds = true;
+      break;
+    case broker_role::gateway:
+      person_rights(s, "*", pub, sub);
+      pub.insert(pub.end(), {b + ".nodes.*.invoke.*", b + ".nodes.heartbeat"});
+      sub.push_back(b + ".nodes.ping");
+      responds = true;
+      break;
+    case broker_role::person:
+      person_rights(s, c.user, pub, sub);
+      break;
+  }
+  sub.push_back("_INBOX." + c.user + ".>");
+  std::string out = "permissions: { publish: { allow: " + list(pub) + " }, subscribe: { allow: " + list(sub) + " }";
+  if (responds) out += ", allow_responses: true";
+  return out + " }";
+}
+
+result<std::string> authorization_block(const std::vector<credentials>& users, const subjects& s) {
+  std::string out = "authorization {\n  users = [\n";
+  for (const auto& u : users) {
+    if (!valid_identity(u.user)) return make_error(errc::invalid_argument, "user '" + u.user + "': " + identity_problem(u.user));
+    auto hashed = hash_password(u.password);
+    if (!hashed) return hashed.error();
+    out += "    { user: \"" + u.user + "\", password: \"" + *hashed + "\",\n      " + permissions_of(u, s) + " }\n";
+  }
+  return out + "  ]\n}\n";
+}
+
+} // namespace keel::broker

@@ -1,0 +1,185 @@
+#include "gateway/tokens.hpp"
+
+#include "runtime/clock.hpp"
+#include "runtime/log.hpp"
+
+#include <openssl/sha.h>
+#include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace keel::gateway {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("gateway");
+  return l;
+}
+
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char ch : name)
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+      return false;
+  return true;
+}
+
+bool valid_hash(const std::string& h) {
+  if (h.size() != 7 + 64 || h.rfind("sha256:", 0) != 0) return false;
+  return h.find_first_not_of("0123456789abcdef", 7) == std::string::npos;
+}
+
+// Equal in time that does not depend on where they differ.
+bool same(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+} // namespace
+
+std::string random_token() {
+  unsigned char bytes[32];
+  std::size_t got = 0;
+  while (got < sizeof bytes) {
+    auto n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  static const char hex[] = "0123456789abcdef";
+  std::string out = "keel_";
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+std::string token_hash(const std::string& token) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest);
+  static const char hex[] = "0123456789abcdef";
+  std::string out = "sha256:";
+  for (unsigned char b : digest) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+result<std::vector<named_hash>> read_tokens_file(const std::string& path) {
+  std::vector<named_hash> out;
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return out;
+  if ((st.st_mode & 077) != 0)
+    return make_error(errc::config, path + ": others may read the gateway's tokens; chmod 600 " + path);
+  std::ifstream in(path);
+  if (!in) return make_error(errc::config, path + ": cannot read");
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    named_hash t;
+    std::string extra;
+    words >> t.name >> t.sha256_hex >> extra;
+    if (!valid_name(t.name) || !valid_hash(t.sha256_hex) || !extra.empty())
+      return make_error(errc::config, path + ":" + std::to_string(number) +
+                                        ": expected \"<name> sha256:<64 hex digits>\" (names: letters, digits, '_', '-')");
+    for (const auto& known : out)
+      if (known.name == t.name) return make_error(errc::config, path + ":" + std::to_string(number) + ": '" + t.name + "' twice");
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+result<void> write_tokens_file(const std::string& path, const std::vector<named_hash>& tokens) {
+  std::string body = "# keel gateway tokens: \"<name> sha256:<hash>\", one per line (keel token). Owner only.\n";
+  for (const auto& t : tokens) body += t.name + " " + t.sha256_hex + "\n";
+  auto temporary = path + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return make_error(errc::io, "cannot write " + temporary);
+  ::fchmod(fd, 0600);
+  bool ok = ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    return make_error(errc::io, "cannot write " + path);
+  }
+  return success();
+}
+
+result<bool> make_first_token(const std::string& tokens_file, const std::string& name, const std::string& base_url,
+                              const std::string& url_file) {
+  auto known = read_tokens_file(tokens_file);
+  if (!known) return known.error();
+  if (!known->empty()) return false;
+  auto token = random_token();
+  if (auto w = write_tokens_file(tokens_file, {{name, token_hash(token)}}); !w) return w.error();
+  auto text = base_url + "/#token=" + token + "\n";
+  auto temporary = url_file + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return make_error(errc::io, "cannot write " + temporary);
+  ::fchmod(fd, 0600);
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  if (!ok || ::rename(temporary.c_str(), url_file.c_str()) != 0) return make_error(errc::io, "cannot write " + url_file);
+  return true;
+}
+
+token_book::token_book(std::string single, std::string single_name, std::string file)
+  : single_hash_(single.empty() ? std::string() : token_hash(single)), single_name_(std::move(single_name)),
+    file_(std::move(file)) {}
+
+void token_book::reload_if_changed() {
+  if (file_.empty()) return;
+  auto now = steady_ms();
+  if (checked_ms_ >= 0 && now - checked_ms_ < 1000) return;
+  checked_ms_ = now;
+  struct stat st{};
+  std::int64_t mtime = -2, size = -2;
+  if (::stat(file_.c_str(), &st) == 0) {
+    mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+    size = st.st_size;
+  }
+  if (mtime == file_mtime_ns_ && size == file_size_) return;
+  auto read = read_tokens_file(file_);
+  if (!read) {
+    // Kept as it was: a file being edited by hand does not lock everyone out (nor let anyone in).
+    logger()->error("gateway tokens: {}; the tokens read before are kept", read.error().message);
+    return;
+  }
+  file_mtime_ns_ = mtime;
+  file_size_ = size;
+  from_file_ = std::move(*read);
+}
+
+bool token_book::any() {
+  std::lock_guard lock{mutex_};
+  reload_if_changed();
+  return !single_hash_.empty() || !from_file_.empty();
+}
+
+std::optional<std::string> token_book::who(const std::string& authorization) {
+  static const std::string scheme = "Bearer ";
+  if (authorization.size() <= scheme.size() || authorization.compare(0, scheme.size(), scheme) != 0) return std::nullopt;
+  auto hashed = token_hash(authorization.substr(scheme.size()));
+  std::lock_guard lock{mutex_};
+  reload_if_changed();
+  std::optional<std::string> found;
+  // Every entry is compared (no early exit), each in constant time.
+  if (!single_hash_.empty() && same(hashed, single_hash_)) found = single_name_;
+  for (const auto& t : from_file_)
+    if (same(hashed, t.sha256_hex) && !found) found = t.name;
+  return found;
+}
+
+} // namespace keel::gateway
