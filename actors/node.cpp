@@ -345,7 +345,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
       auto a = api.lock();
       return a ? a->client_of(r) : r.peer;
     };
-    server.waiting_per_client_max = 16;
+    server.waiting_per_client_max = 256;
     auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
                                                                                  gateway::responder respond) {
       api->handle(std::move(r), respond);

@@ -721,7 +721,8 @@ result<node_config> load_string(std::string_view text, const std::string& source
 result<node_config> load_file(const std::string& path, const std::vector<std::string>& overrides) {
   // A secret never goes on a command line, which every process of the machine can read.
   for (const auto& o : overrides)
-    if (o.rfind("gateway.token", 0) == 0)
+    if (o.rfind("gateway.token", 0) == 0 && o.find_first_not_of(" \t=", 13) != std::string::npos &&
+        (o.size() == 13 || o[13] == ' ' || o[13] == '=' || o[13] == '\t'))
       return make_error(errc::config, "--set " + o.substr(0, o.find('=')) +
                                         ": a secret is not given on the command line, where every process can read "
                                         "it; put it in the config file and make that file readable by its owner only "

@@ -29,6 +29,8 @@ void add_client_flags(CLI::App& command, client_flags& flags);
 
 void add_agents_command(CLI::App& app, int& exit_code);
 void add_dev_command(CLI::App& app, int& exit_code);
+void add_credentials_command(CLI::App& app, int& exit_code);
+
 void add_nodes_command(CLI::App& app, int& exit_code);
 void add_run_commands(CLI::App& app, int& exit_code);
 void add_tool_command(CLI::App& app, int& exit_code);

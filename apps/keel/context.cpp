@@ -28,6 +28,7 @@ result<context> read_context() {
     c.ns = table["namespace"].value_or(c.ns);
     c.dashboard_url = table["dashboard_url"].value_or(std::string{});
     c.credentials_file = table["credentials_file"].value_or(std::string{});
+    c.tokens_file = table["tokens_file"].value_or(std::string{});
     c.pid = table["pid"].value_or(0L);
   } catch (const toml::parse_error& e) {
     return make_error(errc::config, context_path() + ": " + std::string(e.description()));
@@ -42,7 +43,7 @@ result<void> write_context(const context& c) {
   {
     std::ofstream out(temporary, std::ios::trunc);
     toml::table table{{"nats_url", c.nats_url}, {"prefix", c.prefix}, {"namespace", c.ns},
-                      {"dashboard_url", c.dashboard_url}, {"credentials_file", c.credentials_file},
+                      {"dashboard_url", c.dashboard_url}, {"credentials_file", c.credentials_file}, {"tokens_file", c.tokens_file},
                       {"pid", static_cast<int64_t>(c.pid)}};
     out << "# Written by `keel dev`; other keel commands read it.\n" << table << "\n";
     if (!out) return make_error(errc::io, "cannot write " + temporary);

@@ -15,6 +15,7 @@ struct context {
   std::string ns = "default";
   std::string dashboard_url;
   std::string credentials_file;  // the broker user this command connects as; empty: none
+  std::string tokens_file;       // the gateway's named tokens (keel token)
   long pid = 0;  // of the `keel dev` that wrote it
   // Filled by client_flags::resolve from credentials_file.
   std::string user;

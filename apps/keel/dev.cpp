@@ -2,7 +2,9 @@
 // with every role, for development. Ctrl-C stops both. Records where it listens in the context
 // file so that other keel commands need no flags.
 #include "apps/keel/commands.hpp"
+#include "apps/keel/credentials.hpp"
 
+#include "broker/authorization.hpp"
 #include "broker/connection.hpp"
 #include "runtime/child_process.hpp"
 #include "runtime/clock.hpp"
@@ -31,6 +33,8 @@ struct dev_options {
   int port = 0;
   std::int64_t start_timeout_ms = 20'000;
   std::string gateway_listen;  // empty: 127.0.0.1:8080, or a free port when that one is taken
+  credentials_layout credentials;  // the broker's users (made at start)
+  std::string person;              // this user's name on the broker
 };
 
 std::string sibling_binary(const std::string& name) {
@@ -76,8 +80,9 @@ result<std::pair<child_process, int>> start_nats(const dev_options& o) {
       port = *free;
     }
     child_options c;
-    c.argv = {nats_server_binary(), "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
-              store_dir, "-n", "keel-dev"};
+    // Only the users of o.credentials may connect, each with its role's subjects.
+    c.argv = {nats_server_binary(), "-c", o.credentials.authorization, "-a", "127.0.0.1", "-p", std::to_string(port),
+              "-js", "-sd", store_dir, "-n", "keel-dev"};
     c.stdout_path = o.data_dir + "/nats-server.log";
     c.stderr_path = o.data_dir + "/nats-server.log";
     auto child = child_process::start(c);
@@ -104,17 +109,20 @@ result<child_process> start_node(const dev_options& o, int port) {
             "--set", "nats.servers = [\"nats://127.0.0.1:" + std::to_string(port) + "\"]",
             "--set", "node.roles = [\"orchestrator\", \"worker\", \"gateway\"]",
             "--set", "node.data_dir = \"" + o.data_dir + "/node\"",
-            "--set", "gateway.listen = \"" + o.gateway_listen + "\""};
+            "--set", "gateway.listen = \"" + o.gateway_listen + "\"",
+            "--set", "nats.credentials_file = \"" + o.credentials.of("orchestrator") + "\""};
   if (!o.config_given) c.argv.insert(c.argv.end(), {"--set", "node.name = \"dev\""});
   // The node stops with `keel dev`; it keeps its own group so Ctrl-C reaches it only through us.
   return child_process::start(c);
 }
 
 // Waits for the node's first heartbeat, so that "ready" means ready.
-result<wire::heartbeat> await_node(const std::string& url, child_process& node, std::int64_t timeout_ms) {
+result<wire::heartbeat> await_node(const context& c, child_process& node, std::int64_t timeout_ms) {
   broker::connection_options options;
-  options.servers = {url};
+  options.servers = {c.nats_url};
   options.name = "keel dev";
+  options.user = c.user;
+  options.password = c.password;
   auto nats = broker::connection::connect(options);
   if (!nats) return nats.error();
   struct awaited {  // shared with the delivery thread, which may outlive this call's frame
@@ -142,14 +150,24 @@ result<wire::heartbeat> await_node(const std::string& url, child_process& node, 
                                      std::to_string(timeout_ms) + " ms");
 }
 
+// The address that carries the dashboard's token (the node made it on its first start), for this
+// run's gateway address.
+std::string dashboard_token(const std::string& data_dir, const std::string&) {
+  std::ifstream in(data_dir + "/node/dashboard-url");
+  std::string line;
+  std::getline(in, line);
+  auto at = line.find("#token=");
+  return at == std::string::npos ? std::string() : line.substr(at);
+}
+
 void print_banner(const context& c, const wire::heartbeat& beat, const std::string& data_dir) {
   std::string rule(56, '-');
   std::cout << rule << "\n"
             << "  keel dev is running\n"
             << "  NATS:       " << c.nats_url << "\n"
-            << "  Dashboard:  " << c.dashboard_url << "/\n"
+            << "  Dashboard:  " << c.dashboard_url << "/" << dashboard_token(data_dir, c.dashboard_url) << "\n"
             << "  HTTP API:   " << c.dashboard_url << "/api/v1/ (docs/HTTP.md)\n"
-            << "  Namespace:  " << c.prefix << "." << c.ns << "\n"
+            << "  Namespace:  " << c.prefix << "." << c.ns << " (you are '" << c.who() << "' there)\n"
             << "  Node:       " << beat.node_id << " (";
   for (std::size_t i = 0; i < beat.roles.size(); ++i) std::cout << (i ? ", " : "") << beat.roles[i];
   std::cout << ")\n"
@@ -201,6 +219,14 @@ int run_dev(dev_options o) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  o.person = context{}.who();
+  auto made = ensure_credentials(o.data_dir + "/credentials", broker::subjects{}, {o.person});
+  if (!made) {
+    std::cerr << "keel dev: " << made.error().message << "\n";
+    return 1;
+  }
+  o.credentials = *made;
+
   auto nats = start_nats(o);
   if (!nats) {
     std::cerr << "keel dev: " << nats.error().message << "\n";
@@ -211,6 +237,12 @@ int run_dev(dev_options o) {
   c.nats_url = "nats://127.0.0.1:" + std::to_string(port);
   c.dashboard_url = "http://" + o.gateway_listen;
   c.pid = ::getpid();
+  c.credentials_file = o.credentials.of(o.person);
+  c.tokens_file = o.data_dir + "/node/gateway-tokens";
+  if (auto creds = broker::read_credentials(c.credentials_file); creds) {
+    c.user = creds->user;
+    c.password = creds->password;
+  }
 
   auto node = start_node(o, port);
   if (!node) {
@@ -218,7 +250,7 @@ int run_dev(dev_options o) {
     nats_child.stop(2000);
     return 1;
   }
-  auto beat = await_node(c.nats_url, *node, o.start_timeout_ms);
+  auto beat = await_node(c, *node, o.start_timeout_ms);
   if (!beat) {
     std::cerr << "keel dev: " << beat.error().message << "\n";
     node->stop(2000);

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   keel::cli::add_dev_command(app, exit_code);
+  keel::cli::add_credentials_command(app, exit_code);
   keel::cli::add_nodes_command(app, exit_code);
   keel::cli::add_agents_command(app, exit_code);
   keel::cli::add_run_commands(app, exit_code);

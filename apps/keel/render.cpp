@@ -105,7 +105,9 @@ std::string render_approval(const value& data) {
 std::string render_event(const wire::event& e) {
   const value& d = e.data;
   const std::string& t = e.event_type;
-  if (t == "run_started") return "Run " + e.run_id + " started (agent " + str(d, "agent") + ")\n";
+  // Who acted, as the broker or the gateway checked it ("" for runs recorded before names were).
+  auto by = [&] { return str(d, "by").empty() ? std::string() : " by " + str(d, "by"); };
+  if (t == "run_started") return "Run " + e.run_id + " started" + by() + " (agent " + str(d, "agent") + ")\n";
   if (t == "llm_step_started") return "";
   if (t == "llm_step_completed") {
     std::string out;
@@ -123,14 +125,14 @@ std::string render_event(const wire::event& e) {
   }
   if (t == "suspend") return "  .. waiting for approval of step " + str(d, "step_key") + "\n";
   if (t == "resumed")
-    return std::string("  -> ") + (d.value("approved", false) ? "Approved" : "Rejected") + ". Resuming...\n";
+    return std::string("  -> ") + (d.value("approved", false) ? "Approved" : "Rejected") + by() + ". Resuming...\n";
   if (t == "task_retried") {
     if (d.contains("waiting") && d["waiting"].is_string())
       return "  (" + str(d, "waiting") + "; attempt " + str(d, "attempt") + " failed: " + str(d, "reason") + ")\n";
     return "  (step " + str(d, "task_step") + " sent again, attempt " + str(d, "attempt") + ": " +
            str(d, "reason") + ")\n";
   }
-  if (t == "run_retried") return "  -> Retrying from step " + str(d, "task_step") + "\n";
+  if (t == "run_retried") return "  -> Retried" + by() + ", from step " + str(d, "task_step") + "\n";
   if (t == "run_completed") {
     const value& usage = d.contains("usage") ? d["usage"] : value::object();
     return "\nRun completed (" + str(d, "stop_reason") + ", " + str(d, "steps") + " model steps, " +
@@ -138,7 +140,7 @@ std::string render_event(const wire::event& e) {
            " tokens).\n";
   }
   if (t == "run_failed") return "\nRun failed: " + str(d, "error") + "\n  (keel retry RUN goes on from the step that failed)\n";
-  if (t == "run_cancelled") return "\nRun cancelled: " + str(d, "reason") + "\n";
+  if (t == "run_cancelled") return "\nRun cancelled" + by() + ": " + str(d, "reason") + "\n";
   return "  [" + t + "]\n";
 }
 

@@ -1,5 +1,6 @@
 // Web pages against a local keel in a real browser: Debian's chromium, driven by playwright-core,
-// against a keel-node with no token (the loopback default) and a nats-server started here. A page
+// against a keel-node given no token (the loopback default: it makes one, as `keel dev` shows it,
+// in the dashboard's address) and a nats-server started here. A page
 // of another origin tries every way a page can send without a preflight (text/plain fetches,
 // form posts, multipart), and a DNS-rebinding page (a name of its own that resolves to this
 // machine) tries to read; nothing of it reaches a run. The gateway's own page still works.
@@ -7,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,11 +20,12 @@ const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 
-let dir, nats, node, base, gatewayPort, evil, evilBase, browser, run, step;
+let dir, nats, node, base, gatewayPort, evil, evilBase, browser, run, step, dashboardUrl, token;
 
 // A client of the API as a script would be (JSON, no Origin): how the test looks at what happened.
 async function api(path, body) {
-  const r = await fetch(`${base}/api/v1${path}`, body === undefined ? {} : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const headers = { Authorization: `Bearer ${token}` };
+  const r = await fetch(`${base}/api/v1${path}`, body === undefined ? { headers } : { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
   return { status: r.status, data: await r.json() };
 }
 
@@ -52,7 +54,13 @@ workspace = "${dir}/ws"
   await until('nats-server', () => fetch(`http://127.0.0.1:${natsPort}`).then(() => true, (e) => e.cause?.code !== 'ECONNREFUSED'));
   node = spawn(NODE_BINARY, ['--config', join(dir, 'node.toml')], { stdio: 'ignore' });
   base = `http://127.0.0.1:${gatewayPort}`;
-  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`)).ok);
+  // The node made the installation's token and wrote the dashboard's address with it.
+  const urlFile = join(dir, 'data', 'dashboard-url');
+  await until('the dashboard address', () => existsSync(urlFile) && readFileSync(urlFile, 'utf8').includes('#token='));
+  dashboardUrl = readFileSync(urlFile, 'utf8').trim();
+  token = dashboardUrl.split('#token=')[1];
+  assert.equal((await fetch(`${base}/api/v1/runs`)).status, 401);  // no token, nothing
+  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`, { headers: { Authorization: `Bearer ${token}` } })).ok);
   // A run waiting for its command's approval: what a hostile page would like to approve.
   const started = await api('/runs', { agent: 'coder', input: 'go' });
   assert.equal(started.status, 201, JSON.stringify(started.data));
@@ -126,14 +134,21 @@ test('a DNS-rebinding page reads nothing: not the dashboard, not the runs, not t
   await context.close();
 });
 
-test('the gateway\'s own page still approves the run', async () => {
+test('the gateway\'s own page, opened once at the address with the token, approves the run under its name', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(dashboardUrl);
+  await until('the token taken from the address', async () => !page.url().includes('#token='));
+  assert.equal(await page.evaluate(() => localStorage.getItem('keel-token')), token);
   await page.goto(`${base}/runs/${run}/steps/${step}`);
   await page.locator('button[data-action=approve]').click({ timeout: WAIT });
   await until('the run to complete', async () => (await api(`/runs/${run}`)).data.status === 'completed');
   assert.deepEqual(errors, []);
+  const events = (await api(`/runs/${run}/events`)).data.events;
+  const resumed = events.find((e) => e.event_type === 'resumed');
+  assert.ok(resumed, JSON.stringify(events.map((e) => e.event_type)));
+  assert.ok(resumed.data.by && resumed.data.by.length > 0, JSON.stringify(resumed.data));
   await context.close();
 });

@@ -2,6 +2,7 @@
 
 #include <strings.h>
 
+#include "gateway/tokens.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <curl/curl.h>
@@ -20,6 +21,17 @@ namespace {
 std::mutex authorization_mutex;
 std::string default_authorization;
 } // namespace
+
+std::string default_authorization_header() {
+  std::lock_guard lock{authorization_mutex};
+  return default_authorization;
+}
+
+std::string write_gateway_token(const std::string& path, const std::string& name) {
+  auto token = gateway::random_token();
+  if (!gateway::write_tokens_file(path, {{name, gateway::token_hash(token)}})) return {};
+  return token;
+}
 
 void set_default_authorization(const std::string& header) {
   std::lock_guard lock{authorization_mutex};

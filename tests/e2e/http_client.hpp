@@ -24,6 +24,9 @@ http_answer call(const std::string& method, const std::string& url, const std::s
 // The Authorization header every call sends unless it names one of its own ("Authorization:"
 // alone sends none); empty: none. The end-to-end cluster sets it to the token it made.
 void set_default_authorization(const std::string& header);
+std::string default_authorization_header();
+// A tokens file at `path` with one token named `name`; returns the token.
+std::string write_gateway_token(const std::string& path, const std::string& name);
 // The status of a GET, or 0 while nothing listens there.
 long status_of_get(const std::string& url);
 

@@ -213,6 +213,9 @@ sse_answer read_stream(const std::string& url, const std::vector<std::string>& e
   CURL* curl = curl_easy_init();
   if (!curl) return ctx.answer;  // status 0; not REQUIRE: readers run on their own threads
   curl_slist* headers = nullptr;
+  bool authorized = false;
+  for (const auto& h : extra_headers) authorized = authorized || h.rfind("Authorization:", 0) == 0;
+  if (auto a = default_authorization_header(); !authorized && !a.empty()) headers = curl_slist_append(headers, a.c_str());
   for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -500,8 +503,11 @@ TEST_CASE("http api: a gateway with no orchestrator behind it says so with 503 o
   temp_dir dir;
   auto port = free_loopback_port();
   REQUIRE(port.ok());
+  auto token = write_gateway_token(dir.file("tokens"), "tester");
+  set_default_authorization("Authorization: Bearer " + token);
   write_file(dir.file("gateway.toml"), "[node]\nname = \"g1\"\nroles = [\"gateway\"]\n[nats]\nservers = [\"" + nats.url() +
-                                         "\"]\n[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+                                         "\"]\n[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\ntokens_file = \"" +
+                                         dir.file("tokens") + "\"\n");
   auto node = start_command({KEEL_NODE_BINARY, "--config", dir.file("gateway.toml")}, dir, "gateway");
   auto base = "http://127.0.0.1:" + std::to_string(*port);
   REQUIRE_EVENTUALLY(10'000, status_of_get(base + "/healthz") == 200);

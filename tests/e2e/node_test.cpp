@@ -1,5 +1,6 @@
 // Drives the built keel-node and keel binaries against a real nats-server; links none of their
 // code.
+#include "broker/connection.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <filesystem>
@@ -163,6 +164,10 @@ TEST_CASE("keel dev: with no config it runs the coding agent, keel run coder wor
   REQUIRE(at != std::string::npos);
   auto url = banner.substr(at + 12, banner.find('/', at + 12 + 7) - at - 12);  // http://127.0.0.1:PORT
   CHECK(url.find(":0") == std::string::npos);  // a real port, not 0
+  // The dashboard's address carries the installation's token once, in its fragment.
+  auto token_at = banner.find("/#token=keel_", at);
+  REQUIRE(token_at != std::string::npos);
+  auto token = banner.substr(token_at + 8, banner.find('\n', token_at) - token_at - 8);
 
   command_output agents;
   REQUIRE_EVENTUALLY(10000, (agents = run_command({KEEL_BINARY, "agents"}, 10000, env)).exit_code == 0);
@@ -175,8 +180,21 @@ TEST_CASE("keel dev: with no config it runs the coding agent, keel run coder wor
   auto run = ran.out.substr(link + 11 + url.size() + 6, ran.out.find('\n', link) - link - 11 - url.size() - 6);
   auto page = run_command({"curl", "-s", url + "/runs/" + run}, 10000);
   CHECK(page.out.find("/assets/app.js") != std::string::npos);
-  auto shown = run_command({"curl", "-s", url + "/api/v1/runs/" + run}, 10000);
+  // The API needs the token: without it 401, with it the run, started and approved by this user.
+  CHECK(run_command({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/api/v1/runs/" + run}, 10000).out == "401");
+  auto shown = run_command({"curl", "-s", "-H", "Authorization: Bearer " + token, url + "/api/v1/runs/" + run}, 10000);
   CHECK(shown.out.find("\"status\":\"completed\"") != std::string::npos);
+  CHECK(ran.out.find("Approved by ") != std::string::npos);
+  // The broker of `keel dev` refuses a connection without credentials.
+  auto nats_at = banner.find("NATS:       ");
+  REQUIRE(nats_at != std::string::npos);
+  auto nats_url = banner.substr(nats_at + 12, banner.find('\n', nats_at) - nats_at - 12);
+  broker::connection_options anonymous;
+  anonymous.servers = {nats_url};
+  anonymous.reconnect_attempts_max = 0;
+  auto refused = broker::connection::connect(anonymous);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == errc::denied);
   dev.signal(SIGINT);
   REQUIRE(dev.wait(15000).ok());
 }

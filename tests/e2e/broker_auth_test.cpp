@@ -1,0 +1,162 @@
+// The broker knows who is talking: a nats-server with the users `keel credentials` makes, an
+// orchestrator and a worker each on its own user, people on theirs. Anonymous and wrong
+// credentials are refused; each role can publish only what it is for; a person acts only under
+// its own name, and that name is what the run records.
+#include "broker/authorization.hpp"
+#include "broker/connection.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <thread>
+
+using namespace keel;
+using namespace keel::testing;
+
+namespace {
+
+struct authorized_broker {
+  temp_dir dir;
+  int port = 0;
+  child_process server;
+  std::string url;
+
+  authorized_broker() {
+    ::chmod(dir.path().c_str(), 0711);
+    auto made = run_command({KEEL_BINARY, "credentials", "init", dir.file("creds"), "--person", "ana", "--person", "bob"});
+    INFO(made.out << made.err);
+    REQUIRE(made.exit_code == 0);
+    auto free = free_loopback_port();
+    REQUIRE(free.ok());
+    port = *free;
+    url = "nats://127.0.0.1:" + std::to_string(port);
+    server = start_command({"/usr/sbin/nats-server", "-c", dir.file("creds/nats-auth.conf"), "-a", "127.0.0.1", "-p",
+                            std::to_string(port), "-js", "-sd", dir.file("js")},
+                           dir, "nats");
+    REQUIRE_EVENTUALLY(10'000, port_accepts(port));
+  }
+  std::string creds(const std::string& user) const { return dir.file("creds/" + user + ".creds"); }
+  result<std::shared_ptr<broker::connection>> as(const std::string& user, const std::string& password = {}) {
+    broker::connection_options o;
+    o.servers = {url};
+    o.reconnect_attempts_max = 0;
+    if (!user.empty()) {
+      o.user = user;
+      o.password = password;
+      if (password.empty()) o.password = broker::read_credentials(creds(user))->password;
+    }
+    return broker::connection::connect(o);
+  }
+};
+
+// How many messages on `subject` published by `from` reach `reader` (which may read it).
+int delivered(broker::connection& reader, broker::connection& from, const std::string& subject) {
+  auto count = std::make_shared<std::atomic<int>>(0);
+  auto sub = reader.subscribe(subject, "", [count](broker::message&&) { ++*count; });
+  REQUIRE(sub.ok());
+  REQUIRE(reader.flush(2000).ok());
+  (void)from.publish(subject, "forged");
+  (void)from.flush(2000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  return count->load();
+}
+
+} // namespace
+
+TEST_CASE("broker authorization: no credentials, wrong ones and others' files are refused", "[e2e][integration]") {
+  authorized_broker b;
+  auto anonymous = b.as("");
+  REQUIRE_FALSE(anonymous.ok());
+  CHECK(anonymous.error().code == errc::denied);
+  CHECK(anonymous.error().message.find("refused a connection without credentials") != std::string::npos);
+  auto wrong = b.as("ana", "not-her-password");
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(wrong.error().code == errc::denied);
+  // Every credentials file is the owner's only, and the server's file holds no password.
+  struct stat st{};
+  REQUIRE(::stat(b.creds("worker").c_str(), &st) == 0);
+  CHECK((st.st_mode & 077) == 0);
+  auto conf = read_file(b.dir.file("creds/nats-auth.conf"));
+  CHECK(conf.find(broker::read_credentials(b.creds("ana"))->password) == std::string::npos);
+  // A node whose credentials file others may read does not start, and says why.
+  ::chmod(b.creds("worker").c_str(), 0644);
+  write_file(b.dir.file("w.toml"), "[node]\nroles = [\"worker\"]\n[nats]\nservers = [\"" + b.url + "\"]\ncredentials_file = \"" +
+                                     b.creds("worker") + "\"\n");
+  auto refused = run_command({KEEL_NODE_BINARY, "--config", b.dir.file("w.toml")}, 10'000);
+  CHECK(refused.exit_code != 0);
+  CHECK(refused.err.find("others may read these credentials") != std::string::npos);
+}
+
+TEST_CASE("broker authorization: a worker, a person and a gateway each publish only what their role is for",
+          "[e2e][integration]") {
+  authorized_broker b;
+  auto orchestrator = b.as("orchestrator");
+  auto worker = b.as("worker");
+  auto ana = b.as("ana");
+  INFO((orchestrator ? std::string() : orchestrator.error().message));
+  REQUIRE(orchestrator.ok());
+  REQUIRE(worker.ok());
+  REQUIRE(ana.ok());
+  auto& o = **orchestrator;
+  const std::string run = "0000000000000000-n1";
+  // A worker answers tasks; it cannot make events, resumes, cancels or invokes.
+  CHECK(delivered(o, **worker, "keel.default.nodes.n1.results") == 1);
+  CHECK(delivered(o, **worker, "keel.default.runs." + run + ".events") == 0);
+  CHECK(delivered(o, **worker, "keel.default.runs." + run + ".resume.worker") == 0);
+  CHECK(delivered(o, **worker, "keel.default.runs." + run + ".cancel.worker") == 0);
+  CHECK(delivered(o, **worker, "keel.default.invoke.worker") == 0);
+  // A person acts under its own name only, and cannot hand in a task result, an event or a task.
+  CHECK(delivered(o, **ana, "keel.default.runs." + run + ".resume.ana") == 1);
+  CHECK(delivered(o, **ana, "keel.default.runs." + run + ".resume.bob") == 0);
+  CHECK(delivered(o, **ana, "keel.default.invoke.bob") == 0);
+  CHECK(delivered(o, **ana, "keel.default.nodes.n1.results") == 0);
+  CHECK(delivered(o, **ana, "keel.default.runs." + run + ".events") == 0);
+  CHECK(delivered(o, **ana, "keel.default.tasks.coder." + run + ".1") == 0);
+  CHECK(delivered(o, **ana, "$JS.API.STREAM.DELETE.KEEL_RUNS_keel_default") == 0);
+  // A request it may not send is refused at once, and says so.
+  auto forged = (*ana)->request("keel.default.runs." + run + ".resume.bob", "{}", 2000);
+  REQUIRE_FALSE(forged.ok());
+  CHECK(forged.error().code == errc::denied);
+  // Nobody reads another's replies: ana's subscription to bob's inbox gets nothing.
+  auto bob = b.as("bob");
+  REQUIRE(bob.ok());
+  CHECK(delivered(**ana, o, "_INBOX.bob.x") == 0);
+  CHECK(delivered(**ana, o, "_INBOX.ana.x") == 1);
+  // The gateway may act for any person (it checked their token), not as a worker.
+  auto gateway = b.as("gateway");
+  REQUIRE(gateway.ok());
+  CHECK(delivered(o, **gateway, "keel.default.runs." + run + ".resume.bob") == 1);
+  CHECK(delivered(o, **gateway, "keel.default.nodes.n1.results") == 0);
+}
+
+TEST_CASE("broker authorization: an orchestrator and a worker on their own users run a run, and who started and approved it is the person",
+          "[e2e][integration]") {
+  authorized_broker b;
+  write_file(b.dir.file("coder.json"),
+             R"({"turns": [{"text": "Running.", "tool_calls": [{"name": "exec", "arguments": {"command": "echo ran > ran.txt"}}]}, {"text": "Done."}]})");
+  auto agents = "[agents.coder]\nscript = \"" + b.dir.file("coder.json") + "\"\n[agents.coder.sandbox]\nworkspace = \"" +
+                b.dir.file("ws") + "\"\n";
+  write_file(b.dir.file("o.toml"), "[node]\nname = \"n1\"\nroles = [\"orchestrator\"]\ndata_dir = \"" + b.dir.file("data") +
+                                     "\"\n[nats]\nservers = [\"" + b.url + "\"]\ncredentials_file = \"" + b.creds("orchestrator") +
+                                     "\"\n" + agents);
+  write_file(b.dir.file("w.toml"), "[node]\nname = \"w1\"\nroles = [\"worker\"]\n[nats]\nservers = [\"" + b.url +
+                                     "\"]\ncredentials_file = \"" + b.creds("worker") + "\"\n" + agents);
+  auto o = start_command({KEEL_NODE_BINARY, "--config", b.dir.file("o.toml")}, b.dir, "o");
+  auto w = start_command({KEEL_NODE_BINARY, "--config", b.dir.file("w.toml")}, b.dir, "w");
+  std::vector<std::string> env = {"KEEL_HOME=" + b.dir.file("home"), "KEEL_NATS_URL=" + b.url,
+                                  "KEEL_NATS_CREDENTIALS=" + b.creds("ana")};
+  REQUIRE_EVENTUALLY(15'000, run_command({KEEL_BINARY, "agents"}, 10'000, env).out.find("coder") != std::string::npos);
+  auto ran = run_command({KEEL_BINARY, "run", "coder", "go", "--yes"}, 60'000, env);
+  INFO(ran.out << ran.err << read_file(b.dir.file("o.err")) << read_file(b.dir.file("w.err")));
+  REQUIRE(ran.exit_code == 0);
+  CHECK(ran.out.find("started by ana") != std::string::npos);
+  CHECK(ran.out.find("Approved by ana") != std::string::npos);
+  // Neither node was refused anything on the way.
+  CHECK(read_file(b.dir.file("o.err")).find("the broker refused") == std::string::npos);
+  CHECK(read_file(b.dir.file("w.err")).find("the broker refused") == std::string::npos);
+  CHECK(read_file(b.dir.file("nats.err")).find("Violation") == std::string::npos);
+}
