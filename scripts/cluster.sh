@@ -54,11 +54,25 @@ up() {
       exit 1
     fi
   done
+  # The broker's users (one per role, and you): nats-server refuses anyone else, and each role
+  # may publish only what it is for (docs/OPERATIONS.md). Made once, kept in $state/credentials.
+  person=$(id -un | tr -c 'A-Za-z0-9_\n-' '_' | cut -c1-64)
+  "$root/build/apps/keel" credentials init "$state/credentials" --person "$person" >/dev/null
+  # The gateway's token for you: made once (keel token), kept where only you can read it.
+  local tokens="$state/gateway-1/gateway-tokens" token_file="$state/credentials/gateway-token"
+  mkdir -p "$state/gateway-1"
+  if [ ! -s "$token_file" ] || ! grep -q "^$person " "$tokens" 2>/dev/null; then
+    (umask 077; "$root/build/apps/keel" token add "$person" --file "$tokens" 2>/dev/null >"$token_file")
+  fi
+  local auth=(-H "Authorization: Bearer $(cat "$token_file")")
   echo "Starting nats-servers..."
   for i in 1 2 3; do
+    # configs/cluster/nats-N.conf, and the users (included relative to this file, in $state).
+    { cat "configs/cluster/nats-$i.conf"; echo 'include "credentials/nats-auth.conf"'; } >"$state/nats-$i.conf"
+    chmod 600 "$state/nats-$i.conf"
     local routes=""
     for j in 1 2 3; do [ "$j" = "$i" ] || routes+="${routes:+,}nats://127.0.0.1:$(route_of "$j")"; done
-    start_process "nats-$i" "$nats_bin" -c "configs/cluster/nats-$i.conf" -a 127.0.0.1 -p "$(port_of "$i")" \
+    start_process "nats-$i" "$nats_bin" -c "$state/nats-$i.conf" -a 127.0.0.1 -p "$(port_of "$i")" \
       --cluster "nats://127.0.0.1:$(route_of "$i")" --routes "$routes" -sd "$state/nats-$i"
   done
   for i in 1 2 3; do
@@ -73,8 +87,10 @@ up() {
   for n in "${nodes[@]}"; do
     local sets=(--set "nats.servers = $(urls)")
     case $n in
-      orchestrator-*) sets+=(--set "node.data_dir = \"$state/$n\"") ;;
-      gateway-*) sets+=(--set "gateway.listen = \"$gateway\"") ;;
+      orchestrator-*) sets+=(--set "node.data_dir = \"$state/$n\"" --set "nats.credentials_file = \"$state/credentials/orchestrator.creds\"") ;;
+      worker-*) sets+=(--set "nats.credentials_file = \"$state/credentials/worker.creds\"") ;;
+      gateway-*) sets+=(--set "gateway.listen = \"$gateway\"" --set "node.data_dir = \"$state/$n\""
+                        --set "nats.credentials_file = \"$state/credentials/gateway.creds\"") ;;
     esac
     if [ -n "${KEEL_CLUSTER_SET:-}" ] && [[ $n != gateway-* ]]; then
       while IFS= read -r line; do [ -z "$line" ] || sets+=(--set "$line"); done <<<"$KEEL_CLUSTER_SET"
@@ -83,18 +99,18 @@ up() {
   done
   # Ready when the gateway answers for an orchestrator (a new JetStream cluster elects first).
   for _ in $(seq 1 600); do
-    curl -sf "http://$gateway/readyz" >/dev/null 2>&1 && break
+    curl -sf "${auth[@]}" "http://$gateway/readyz" >/dev/null 2>&1 && break
     for n in "${nodes[@]}"; do
       running "$n" || { echo "cluster: $n stopped; its log:" >&2; tail -20 "$state/$n.log" >&2; exit 1; }
     done
     sleep 0.1
   done
-  curl -sf "http://$gateway/readyz" >/dev/null || { echo "cluster: the gateway is not ready; see $state/gateway-1.log" >&2; exit 1; }
+  curl -sf "${auth[@]}" "http://$gateway/readyz" >/dev/null || { echo "cluster: the gateway is not ready; see $state/gateway-1.log" >&2; exit 1; }
   # Up when every node is: each has announced itself (a node announces once its roles are up).
   local missing=""
   for _ in $(seq 1 600); do
     local listed
-    listed=$(curl -sf "http://$gateway/api/v1/nodes" 2>/dev/null || true)
+    listed=$(curl -sf "${auth[@]}" "http://$gateway/api/v1/nodes" 2>/dev/null || true)
     missing=""
     for n in "${nodes[@]}"; do [[ $listed == *"\"$n\""* ]] || missing+=" $n"; done
     [ -z "$missing" ] && break
@@ -108,11 +124,13 @@ nats_url = "nats://127.0.0.1:$(port_of 1)"
 prefix = "keel"
 namespace = "default"
 dashboard_url = "http://$gateway"
+credentials_file = "$state/credentials/$person.creds"
+tokens_file = "$tokens"
 pid = 0
 EOF
   echo "The cluster is up."
   echo "  NATS:       $(urls)"
-  echo "  Dashboard:  http://$gateway/"
+  echo "  Dashboard:  http://$gateway/#token=$(cat "$token_file")"
   echo "  State:      $state"
   echo "  Try:        build/apps/keel nodes; build/apps/keel run coder \"Create hello.js and run it.\""
   echo "  Stop:       scripts/cluster.sh down"
