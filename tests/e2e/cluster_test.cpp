@@ -31,6 +31,14 @@ using nlohmann::json;
 
 namespace {
 
+// A gateway's table: its address and a tokens file with the tests' token ("tester"), which every
+// HTTP call of the tests then sends.
+std::string gateway_section(const temp_dir& dir, int port) {
+  auto token = write_gateway_token(dir.file("gateway-tokens"), "tester");
+  set_default_authorization("Authorization: Bearer " + token);
+  return "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\ntokens_file = \"" + dir.file("gateway-tokens") + "\"\n";
+}
+
 struct multi_node {
   temp_dir dir;
   nats_cluster nats;
@@ -140,7 +148,7 @@ TEST_CASE("cluster: runs with approvals on 3 nats-servers, 2 orchestrators and 2
   c.start("o2", "\"orchestrator\"", {1, 2, 0});
   c.start("w1", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 8\n");
   c.start("w2", "\"worker\"", {1, 0, 2}, "[worker]\nslots = 8\n");
-  c.start("g1", "\"gateway\"", {1, 2, 0}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  c.start("g1", "\"gateway\"", {1, 2, 0}, gateway_section(c.dir, *port));
   on_failure report{[&] { return c.logs(); }};
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   auto all_up = [&](std::vector<std::string> names) {
@@ -272,7 +280,7 @@ TEST_CASE("cluster: an idempotency key sent to both orchestrators at once makes 
   c.gateway_port = *port;
   c.start("o1", "\"orchestrator\"", {0, 1, 2});
   c.start("o2", "\"orchestrator\"", {1, 2, 0});
-  c.start("g1", "\"gateway\", \"worker\"", {2, 0, 1}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  c.start("g1", "\"gateway\", \"worker\"", {2, 0, 1}, gateway_section(c.dir, *port));
   on_failure report{[&] { return c.logs(); }};
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("o2") != std::string::npos);
@@ -343,7 +351,7 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
   REQUIRE(port.ok());
   c.gateway_port = *port;
   c.sandbox_extra = "exec_security = \"allow-always\"\n";  // commands run without asking
-  c.start("o1", "\"orchestrator\", \"gateway\"", {0, 1, 2}, "[gateway]\nlisten = \"127.0.0.1:" + std::to_string(*port) + "\"\n");
+  c.start("o1", "\"orchestrator\", \"gateway\"", {0, 1, 2}, gateway_section(c.dir, *port));
   c.start("w1", "\"worker\"", {1, 2, 0}, "[worker]\nslots = 4\n");
   c.start("w2", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 4\n");
   on_failure report{[&] { return c.logs(); }};

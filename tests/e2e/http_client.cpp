@@ -102,9 +102,13 @@ long status_of_get(const std::string& url) {
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char*, size_t size, size_t count, void*) { return size * count; });
+  curl_slist* headers = nullptr;
+  if (auto a = default_authorization_header(); !a.empty()) headers = curl_slist_append(headers, a.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   long status = 0;
   if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_cleanup(curl);
+  curl_slist_free_all(headers);
   return status;
 }
 

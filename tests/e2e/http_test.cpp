@@ -587,12 +587,12 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
   // And the other way: the gateway's routes, each named in the document.
   for (const char* route : {"GET /healthz", "GET /readyz", "POST /api/v1/runs", "GET /api/v1/runs", "GET /api/v1/runs/{id}",
                             "GET /api/v1/runs/{id}/events", "GET /api/v1/runs/{id}/stream", "POST /api/v1/runs/{id}/cancel",
-                            "POST /api/v1/runs/{id}/steps/{step}/approve", "POST /api/v1/runs/{id}/steps/{step}/reject",
+                            "POST /api/v1/runs/{id}/retry", "POST /api/v1/runs/{id}/steps/{step}/approve", "POST /api/v1/runs/{id}/steps/{step}/reject",
                             "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/nodes"}) {
     INFO(route);
     CHECK(named.count(route) == 1);
   }
-  CHECK(named.size() == 13);
+  CHECK(named.size() == 14);
 }
 
 TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",

@@ -522,7 +522,8 @@ TEST_CASE("runs: every request checks its body, random bytes and wrong fields ge
     std::string bytes(1 + random() % 200, '\0');
     for (auto& b : bytes) b = static_cast<char>(random());
     for (const auto& verb : verbs) {
-      auto [code, message] = error_of(base + verb, bytes);
+      bool acting = verb == "resume" || verb == "cancel" || verb == "retry";  // subjects that end with the sender
+      auto [code, message] = error_of(base + verb + (acting ? ".tester" : ""), bytes);
       CHECK((code == "malformed" || code == "too_large" || code == "unsupported_version"));
     }
     auto [code, message] = error_of("keel.default.runs.list", bytes);
@@ -533,21 +534,22 @@ TEST_CASE("runs: every request checks its body, random bytes and wrong fields ge
   // Noise 100 times the size (20 KB of nested arrays, far past the depth limit): refused.
   std::string big(100 * 200, '\x93');
   for (const auto& verb : verbs) {
-    auto code = error_of(base + verb, big).first;
+    bool acting = verb == "resume" || verb == "cancel" || verb == "retry";
+    auto code = error_of(base + verb + (acting ? ".tester" : ""), big).first;
     CHECK((code == "too_large" || code == "malformed"));
   }
   // An extension type is malformed (not too large), and says so.
-  CHECK(error_of(base + "cancel", std::string("\xd4\x01\x02", 3)) == std::pair<std::string, std::string>{"malformed", "extension types are not used"});
+  CHECK(error_of(base + "cancel.tester", std::string("\xd4\x01\x02", 3)) == std::pair<std::string, std::string>{"malformed", "extension types are not used"});
   // Well-formed maps of the wrong type, version or field types.
-  CHECK(error_of(base + "cancel", wire::pack(wire::value{{"v", 1}, {"type", "get_run"}})).first == "malformed");
+  CHECK(error_of(base + "cancel.tester", wire::pack(wire::value{{"v", 1}, {"type", "get_run"}})).first == "malformed");
   CHECK(error_of(base + "get", wire::pack(wire::value{{"v", 2}, {"type", "get_run"}})).first == "unsupported_version");
-  CHECK(error_of(base + "cancel", wire::pack(wire::value{{"v", 1}, {"type", "cancel"}, {"reason", 7}})).first == "invalid_argument");
+  CHECK(error_of(base + "cancel.tester", wire::pack(wire::value{{"v", 1}, {"type", "cancel"}, {"reason", 7}})).first == "invalid_argument");
   CHECK(error_of(base + "history", wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"limit", "all"}})) ==
         std::pair<std::string, std::string>{"invalid_argument", "limit must be an unsigned integer, got \"all\""});
   CHECK(error_of(base + "history", wire::pack(wire::value{{"v", 1}, {"type", "get_history"}, {"from_seq", -1}})).first == "invalid_argument");
   CHECK(error_of("keel.default.runs.list", wire::pack(wire::value{{"v", 1}, {"type", "list_runs"}, {"status", "sleeping"}})).first == "invalid_argument");
   CHECK(error_of("keel.default.runs.list", wire::pack(wire::value{{"v", 1}, {"type", "list_runs"}, {"agent", "a.b"}})).first == "invalid_argument");
-  CHECK(error_of(base + "retry", wire::pack(wire::value{{"v", 1}, {"type", "retry"}})) ==
+  CHECK(error_of(base + "retry.tester", wire::pack(wire::value{{"v", 1}, {"type", "retry"}})) ==
         std::pair<std::string, std::string>{"conflict", "run " + run + " is suspended; only a failed run can be retried"});
   CHECK(error_of(base + "task_wanted", wire::pack(wire::value{{"v", 1}, {"type", "task_wanted"}, {"step", "x"}})).first == "malformed");
   CHECK(error_of(base + "messages", wire::pack(wire::value{{"v", 1}, {"type", "messages_request"}, {"from", 3}, {"to", 1}})).first == "invalid_argument");
