@@ -484,6 +484,11 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
   auto up = cluster.run("up");
   INFO(up.out << up.err);
   REQUIRE(up.exit_code == 0);
+  // The gateway's token that `up` made for this user: every HTTP call below sends it.
+  auto token = read_file(home.file("cluster/credentials/gateway-token"));
+  while (!token.empty() && token.back() == '\n') token.pop_back();
+  REQUIRE_FALSE(token.empty());
+  set_default_authorization("Authorization: Bearer " + token);
   auto server_url = [&](int i) { return "nats://127.0.0.1:" + std::to_string(base + i); };
   auto keel = [&](std::vector<std::string> args, int server) {
     args.insert(args.begin(), KEEL_BINARY);
