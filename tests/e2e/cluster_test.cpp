@@ -562,7 +562,7 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
           if (std::hash<std::string>{}(run) % 2 == 0)
             keel({"approve", run, step}, server_killed ? 2 : static_cast<int>(i % 3));
           else
-            call("POST", gateway + "/api/v1/runs/" + run + "/steps/" + step + "/approve", "{\"by\": \"trial\"}");
+            call("POST", gateway + "/api/v1/runs/" + run + "/steps/" + step + "/approve", "{}");
         }
       });
     for (auto& t : answerers) t.join();
@@ -599,14 +599,23 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
 
   // Spread: both orchestrators own runs; all three workers answered model steps.
   std::map<std::string, int> owners;
-  std::set<std::string> workers;
+  std::set<std::string> workers, answerers;
+  std::string person = run_command({"sh", "-c", "id -un | tr -c 'A-Za-z0-9_\\n-' '_' | cut -c1-64"}).out;
+  while (!person.empty() && person.back() == '\n') person.pop_back();
   for (const auto& id : ids) {
     owners[std::string(run_id{id}.owner())] += 1;
     auto events = call("GET", gateway + "/api/v1/runs/" + id + "/events?limit=1000").parsed();
     REQUIRE(events.contains("events"));
-    for (const auto& e : events["events"])
+    for (const auto& e : events["events"]) {
       if (e["event_type"] == "llm_step_completed") workers.insert(e["data"].value("worker", std::string{}));
+      // Answers through the CLI (the person's broker user) and through the gateway (the
+      // person's token) are recorded under the same name: the person's.
+      if (e["event_type"] == "resumed" || e["event_type"] == "run_started") answerers.insert(e["data"].value("by", std::string{}));
+    }
   }
+  CHECK(answerers == std::set<std::string>{person});
+  // Nothing any node did was refused by the broker on the way.
+  CHECK(cluster_logs().find("the broker refused") == std::string::npos);
   CHECK(owners.size() == 2);
   CHECK(owners["orchestrator-1"] > 0);
   CHECK(owners["orchestrator-2"] > 0);
