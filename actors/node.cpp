@@ -11,6 +11,7 @@
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run_store.hpp"
+#include "runtime/secrets.hpp"
 #include "runtime/wire.hpp"
 
 #include <caf/all.hpp>
@@ -20,22 +21,12 @@
 #include <malloc.h>
 #include <functional>
 #include <random>
-#include <pwd.h>
 #include <unistd.h>
 
 namespace keel::actors {
 
 namespace {
 
-// The name of the account the node runs as, fit for a token's name.
-std::string owner_name() {
-  std::string name;
-  if (auto* pw = ::getpwuid(::getuid()); pw && pw->pw_name) name = pw->pw_name;
-  std::string out;
-  for (char ch : name)
-    out += ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-') ? ch : '_';
-  return out.empty() ? std::string("owner") : out.substr(0, 64);
-}
 
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
@@ -313,10 +304,10 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
       auto url_file = config.data_dir + "/dashboard-url";
       std::string host = listen->first == "0.0.0.0" || listen->first == "::" ? "127.0.0.1" : listen->first;
       if (host.find(':') != std::string::npos) host = "[" + host + "]";
-      auto made = gateway::make_first_token(options.tokens_file, owner_name(), "http://" + host + ":" + std::to_string(listen->second),
+      auto made = gateway::make_first_token(options.tokens_file, account_name(), "http://" + host + ":" + std::to_string(listen->second),
                                             url_file);
       if (!made) return make_error(made.error().code, "gateway: " + made.error().message);
-      if (*made) logger()->info("gateway: made a token for '{}'; the dashboard's address with it is in {}", owner_name(), url_file);
+      if (*made) logger()->info("gateway: made a token for '{}'; the dashboard's address with it is in {}", account_name(), url_file);
     }
     options.hosts = config.gateway_hosts;
     options.request_timeout_ms = config.request_timeout_ms;

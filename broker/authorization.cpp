@@ -1,16 +1,13 @@
 #include "broker/authorization.hpp"
 
+#include "runtime/ids.hpp"
+#include "runtime/secrets.hpp"
+
 #include <toml++/toml.h>
 
 #include <crypt.h>
-#include <fcntl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 
 namespace keel::broker {
@@ -35,13 +32,8 @@ bool role_from_string(std::string_view text, broker_role& out) {
 }
 
 std::string identity_problem(std::string_view name) {
-  if (name.empty()) return "a name cannot be empty";
-  if (name.size() > 64) return "a name has at most 64 characters";
-  for (char ch : name) {
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
-    if (!ok) return "a name holds only letters, digits, '_' and '-'";
-  }
-  return {};
+  if (is_valid_name(name)) return {};
+  return "a name is 1 to 64 of letters, digits, '_' and '-'";
 }
 
 bool valid_identity(std::string_view name) { return identity_problem(name).empty(); }
@@ -69,47 +61,15 @@ result<credentials> read_credentials(const std::string& path) {
 }
 
 result<void> write_credentials(const std::string& path, const credentials& c) {
-  auto temporary = path + ".tmp";
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return make_error(errc::io, "cannot write " + temporary);
-  ::fchmod(fd, 0600);
   toml::table table{{"user", c.user}, {"password", c.password}, {"role", to_string(c.role)}};
   std::ostringstream text;
   text << "# keel broker credentials of " << to_string(c.role) << " '" << c.user
        << "' (keel credentials). Keep this file to its owner.\n"
        << table << "\n";
-  auto body = text.str();
-  bool ok = ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
-    ::unlink(temporary.c_str());
-    return make_error(errc::io, "cannot write " + path);
-  }
-  return success();
+  return write_private_file(path, text.str());
 }
 
-std::string random_secret() {
-  unsigned char bytes[32];
-  std::size_t got = 0;
-  while (got < sizeof bytes) {
-    auto n = ::getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n > 0) got += static_cast<std::size_t>(n);
-  }
-  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::uint32_t bits = 0;
-  int held = 0;
-  for (unsigned char b : bytes) {
-    bits = (bits << 8) | b;
-    held += 8;
-    while (held >= 6) {
-      out += alphabet[(bits >> (held - 6)) & 63];
-      held -= 6;
-    }
-  }
-  if (held > 0) out += alphabet[(bits << (6 - held)) & 63];
-  return out;
-}
+std::string random_secret() { return random_hex(32); }
 
 result<std::string> hash_password(const std::string& password) {
   char salt[CRYPT_GENSALT_OUTPUT_SIZE];

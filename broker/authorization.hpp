@@ -40,7 +40,7 @@ result<credentials> read_credentials(const std::string& path);
 // Written 0600 through a temporary file and a rename.
 result<void> write_credentials(const std::string& path, const credentials& c);
 
-// 32 random bytes in URL-safe base64 (no padding): passwords and tokens.
+// 64 random hex digits (256 bits): a password.
 std::string random_secret();
 // A bcrypt hash nats-server accepts in place of a password.
 result<std::string> hash_password(const std::string& password);

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 namespace keel::gateway {
@@ -122,10 +123,17 @@ private:
     http_request request;
     request.method = std::string(message.method_string());
     request.target = std::string(message.target());
+    // A header the gateway decides on may come once: with two, which one counts would depend on
+    // who reads it (a proxy, a check, the handler).
+    static const std::set<std::string> decided_on = {"authorization", "origin", "sec-fetch-site", "sec-fetch-mode",
+                                                     "content-type", "last-event-id", "content-length"};
     for (const auto& field : message) {
       std::string name(field.name_string());
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      request.headers[name] = std::string(field.value());
+      if (!request.headers.emplace(name, std::string(field.value())).second) {
+        if (decided_on.count(name)) return reply_now(400, "a request has more than one " + name + " header", "malformed");
+        request.headers[name] += ", " + std::string(field.value());  // RFC 9110: a list, joined
+      }
     }
     request.body = std::move(message.body());
     beast::error_code peer_ec;

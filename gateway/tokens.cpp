@@ -1,15 +1,15 @@
 #include "gateway/tokens.hpp"
 
 #include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/secrets.hpp"
 #include "runtime/log.hpp"
 
 #include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 
-#include <fcntl.h>
-#include <sys/random.h>
+#include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -21,14 +21,6 @@ namespace {
 std::shared_ptr<spdlog::logger> logger() {
   static auto l = log::get("gateway");
   return l;
-}
-
-bool valid_name(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char ch : name)
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
-      return false;
-  return true;
 }
 
 bool valid_hash(const std::string& h) {
@@ -46,21 +38,7 @@ bool same(const std::string& a, const std::string& b) {
 
 } // namespace
 
-std::string random_token() {
-  unsigned char bytes[32];
-  std::size_t got = 0;
-  while (got < sizeof bytes) {
-    auto n = ::getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n > 0) got += static_cast<std::size_t>(n);
-  }
-  static const char hex[] = "0123456789abcdef";
-  std::string out = "keel_";
-  for (unsigned char b : bytes) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
-}
+std::string random_token() { return "keel_" + random_hex(32); }
 
 std::string token_hash(const std::string& token) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -91,7 +69,7 @@ result<std::vector<named_hash>> read_tokens_file(const std::string& path) {
     named_hash t;
     std::string extra;
     words >> t.name >> t.sha256_hex >> extra;
-    if (!valid_name(t.name) || !valid_hash(t.sha256_hex) || !extra.empty())
+    if (!is_valid_name(t.name) || !valid_hash(t.sha256_hex) || !extra.empty())
       return make_error(errc::config, path + ":" + std::to_string(number) +
                                         ": expected \"<name> sha256:<64 hex digits>\" (names: letters, digits, '_', '-')");
     for (const auto& known : out)
@@ -104,17 +82,7 @@ result<std::vector<named_hash>> read_tokens_file(const std::string& path) {
 result<void> write_tokens_file(const std::string& path, const std::vector<named_hash>& tokens) {
   std::string body = "# keel gateway tokens: \"<name> sha256:<hash>\", one per line (keel token). Owner only.\n";
   for (const auto& t : tokens) body += t.name + " " + t.sha256_hex + "\n";
-  auto temporary = path + ".tmp";
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return make_error(errc::io, "cannot write " + temporary);
-  ::fchmod(fd, 0600);
-  bool ok = ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
-    ::unlink(temporary.c_str());
-    return make_error(errc::io, "cannot write " + path);
-  }
-  return success();
+  return write_private_file(path, body);
 }
 
 result<bool> make_first_token(const std::string& tokens_file, const std::string& name, const std::string& base_url,
@@ -124,14 +92,7 @@ result<bool> make_first_token(const std::string& tokens_file, const std::string&
   if (!known->empty()) return false;
   auto token = random_token();
   if (auto w = write_tokens_file(tokens_file, {{name, token_hash(token)}}); !w) return w.error();
-  auto text = base_url + "/#token=" + token + "\n";
-  auto temporary = url_file + ".tmp";
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return make_error(errc::io, "cannot write " + temporary);
-  ::fchmod(fd, 0600);
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::close(fd);
-  if (!ok || ::rename(temporary.c_str(), url_file.c_str()) != 0) return make_error(errc::io, "cannot write " + url_file);
+  if (auto w = write_private_file(url_file, base_url + "/#token=" + token + "\n"); !w) return w.error();
   return true;
 }
 
@@ -169,9 +130,11 @@ bool token_book::any() {
 }
 
 std::optional<std::string> token_book::who(const std::string& authorization) {
-  static const std::string scheme = "Bearer ";
-  if (authorization.size() <= scheme.size() || authorization.compare(0, scheme.size(), scheme) != 0) return std::nullopt;
-  auto hashed = token_hash(authorization.substr(scheme.size()));
+  // RFC 9110: the scheme is case-insensitive, then one or more spaces, then the token.
+  if (authorization.size() < 8 || strncasecmp(authorization.c_str(), "bearer ", 7) != 0) return std::nullopt;
+  auto start = authorization.find_first_not_of(' ', 7);
+  if (start == std::string::npos) return std::nullopt;
+  auto hashed = token_hash(authorization.substr(start));
   std::lock_guard lock{mutex_};
   reload_if_changed();
   std::optional<std::string> found;

@@ -3,6 +3,7 @@
 // but what the agent's config passes), and where it runs (local, confined by Landlock and
 // seccomp, or under bubblewrap).
 #include "sandbox/exec.hpp"
+#include "runtime/secrets.hpp"
 #include "sandbox/file_io.hpp"
 #include "sandbox/text.hpp"
 #include "sandbox/tool_support.hpp"
@@ -85,7 +86,7 @@ struct call_temporary {
 
 result<void> make_call_temporary(call_temporary& t, const identity& run_as) {
   // Named after this process: what a worker that died leaves is swept when the next one starts.
-  std::string dir = call_temporary_base() + "/keel-call-" + std::to_string(::getpid()) + "-" + random_hex();
+  std::string dir = call_temporary_base() + "/keel-call-" + std::to_string(::getpid()) + "-" + random_hex(8);
   if (::mkdir(dir.c_str(), 0700) != 0)
     return make_error(errc::io, "cannot make the call's temporary directory: " + std::string(std::strerror(errno)));
   t.path = dir;

@@ -1,5 +1,7 @@
 #include "sandbox/file_io.hpp"
 
+#include "runtime/secrets.hpp"
+
 #include "runtime/clock.hpp"
 
 #include <algorithm>
@@ -13,22 +15,6 @@
 #include <unistd.h>
 
 namespace keel::sandbox {
-
-std::string random_hex() {
-  unsigned char bytes[8];
-  std::size_t got = 0;
-  while (got < sizeof bytes) {
-    auto n = ::getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n > 0) got += static_cast<std::size_t>(n);
-  }
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : bytes) {
-    out += digits[b >> 4];
-    out += digits[b & 15];
-  }
-  return out;
-}
 
 result<std::string> read_regular(int fd, std::size_t bytes_max, const std::string& shown_as) {
   struct stat st {};
@@ -65,7 +51,7 @@ result<void> write_replacing(const location& at, const std::string& content) {
   std::string temporary;
   int fd = -1;
   for (int attempt = 0; attempt < 8 && fd < 0; ++attempt) {
-    temporary = ".keel-write-" + random_hex();
+    temporary = ".keel-write-" + random_hex(8);
     fd = ::openat(dir, temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0 && errno != EEXIST)
       return make_error(errc::io, "cannot create a file beside " + at.real + ": " + std::strerror(errno));

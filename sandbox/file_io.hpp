@@ -50,7 +50,5 @@ walk_outcome walk_tree(int start_fd, const walk_limits& limits,
 // Removes a directory tree by descriptors (symlinks inside are removed, never followed).
 void remove_tree(const std::string& path);
 
-// Sixteen random hex digits (from getrandom).
-std::string random_hex();
 
 } // namespace keel::sandbox

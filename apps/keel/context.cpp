@@ -1,10 +1,11 @@
 #include "apps/keel/context.hpp"
 
+#include "runtime/secrets.hpp"
+
 #include <toml++/toml.h>
 
 #include <cstdlib>
-#include <pwd.h>
-#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -53,16 +54,7 @@ result<void> write_context(const context& c) {
   return success();
 }
 
-std::string context::who() const {
-  if (!user.empty()) return user;
-  std::string name;
-  if (auto* pw = ::getpwuid(::getuid()); pw && pw->pw_name) name = pw->pw_name;
-  std::string out;
-  for (char ch : name)
-    out += ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-') ? ch : '_';
-  if (out.empty()) out = "someone";
-  return out.substr(0, 64);
-}
+std::string context::who() const { return user.empty() ? account_name() : user; }
 
 void remove_context_if_owned(long pid) {
   auto current = read_context();

@@ -6,13 +6,11 @@
 
 #include "broker/authorization.hpp"
 #include "gateway/tokens.hpp"
+#include "runtime/secrets.hpp"
 
 #include <CLI/CLI.hpp>
 
-#include <sys/stat.h>
-
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 namespace keel::cli {
@@ -37,14 +35,8 @@ result<void> write_authorization(const std::string& dir, const broker::subjects&
   if (!users) return users.error();
   auto block = broker::authorization_block(*users, subjects);
   if (!block) return block.error();
-  auto path = dir + "/nats-auth.conf";
-  std::ofstream out(path + ".tmp", std::ios::trunc);
-  out << "# The broker's users and what each may publish and read (keel credentials). Hashes only.\n" << *block;
-  out.close();
-  if (!out) return make_error(errc::io, "cannot write " + path);
-  ::chmod((path + ".tmp").c_str(), 0600);
-  fs::rename(path + ".tmp", path);
-  return success();
+  return write_private_file(dir + "/nats-auth.conf",
+                            "# The broker's users and what each may publish and read (keel credentials). Hashes only.\n" + *block);
 }
 
 result<void> add_user(const std::string& dir, const std::string& name, broker::broker_role role, bool replace) {

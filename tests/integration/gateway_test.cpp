@@ -3,18 +3,22 @@
 // connections at once are served by a few threads.
 #include "gateway/http_server.hpp"
 #include "gateway/request.hpp"
+#include "gateway/tokens.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 using namespace keel;
 using namespace keel::gateway;
+using namespace keel::testing;
 
 namespace {
 
@@ -338,4 +342,104 @@ TEST_CASE("http server: requests that wait are bounded per client and never dela
   send_all(fd, "GET /api/slow HTTP/1.1\r\nHost: x\r\n\r\n");
   CHECK(read_all(fd, "\r\n\r\n", 5000).rfind("HTTP/1.1 200", 0) == 0);
   ::close(fd);
+}
+
+TEST_CASE("http server: a header a check reads, sent twice, is refused, and other repeated headers are joined",
+          "[gateway][integration]") {
+  std::atomic<int> requests{0};
+  std::string seen_accept;
+  std::mutex seen_mutex;
+  server_fixture f([&](http_request r, responder respond) {
+    ++requests;
+    {
+      std::lock_guard lock{seen_mutex};
+      seen_accept = r.headers.count("accept") ? r.headers["accept"] : "";
+    }
+    respond(http_response{});
+  }, server_options{});
+  auto exchange = [&](const std::string& raw) {
+    int fd = connect_to(f.server->port());
+    send_all(fd, raw);
+    auto got = read_all(fd, "\r\n\r\n", 3000);
+    ::close(fd);
+    return got;
+  };
+  // Two Origins (a hostile first, the gateway's own last), two tokens, two types, in any case.
+  for (const char* twice : {"Origin: http://evil.test\r\nOrigin: http://127.0.0.1\r\n",
+                            "Authorization: Bearer a\r\nauthorization: Bearer b\r\n",
+                            "Content-Type: text/plain\r\nCONTENT-TYPE: application/json\r\n",
+                            "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Site: same-origin\r\n",
+                            "Last-Event-ID: 1\r\nLast-Event-ID: 2\r\n"}) {
+    INFO(twice);
+    auto got = exchange(std::string("POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n") + twice + "Content-Length: 2\r\n\r\n{}");
+    CHECK(got.rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(got.find("more than one") != std::string::npos);
+  }
+  CHECK(requests == 0);
+  // A list header sent twice is one list (RFC 9110), and the request is served.
+  auto got = exchange("GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\nAccept: application/json\r\n\r\n");
+  CHECK(got.rfind("HTTP/1.1 200", 0) == 0);
+  std::lock_guard lock{seen_mutex};
+  CHECK(seen_accept == "text/html, application/json");
+}
+
+TEST_CASE("gateway tokens: named, hashed, owner-only, read again when changed, a broken edit keeps the last good ones",
+          "[gateway]") {
+  temp_dir dir;
+  auto file = dir.file("tokens");
+  token_book none("", "operator", file);
+  CHECK_FALSE(none.any());  // no file, no gateway.token: nothing is known
+  auto ana = random_token(), bob = random_token();
+  CHECK(ana.size() == 5 + 64);
+  CHECK(ana != bob);
+  REQUIRE(write_tokens_file(file, {{"ana", token_hash(ana)}, {"bob", token_hash(bob)}}).ok());
+  struct stat st{};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(read_file(file).find(ana) == std::string::npos);  // only the hash is kept
+  token_book book("s3cret", "operator", file);
+  CHECK(book.any());
+  CHECK(book.who("Bearer " + ana) == std::optional<std::string>("ana"));
+  CHECK(book.who("bearer " + bob) == std::optional<std::string>("bob"));    // the scheme in any case
+  CHECK(book.who("BEARER   " + bob) == std::optional<std::string>("bob"));  // and more than one space
+  CHECK(book.who("Bearer s3cret") == std::optional<std::string>("operator"));
+  for (const std::string& wrong : std::vector<std::string>{"Bearer " + ana.substr(1), "Bearer " + ana + "x", "Basic " + ana, ana, "Bearer ",
+                                   "Bearer", "", "Bearer " + token_hash(ana), "Bearer sha256:" + ana})
+    CHECK_FALSE(book.who(wrong).has_value());
+  // Removing bob is seen within a second, with no restart.
+  REQUIRE(write_tokens_file(file, {{"ana", token_hash(ana)}}).ok());
+  REQUIRE_EVENTUALLY(3000, !book.who("Bearer " + bob).has_value());
+  CHECK(book.who("Bearer " + ana) == std::optional<std::string>("ana"));
+  // A line that does not read, or a file others may read: refused, and the last good list kept.
+  for (const std::string& bad : {std::string("ana sha256:zz\n"), std::string("a.b ") + token_hash(ana) + "\n",
+                                 std::string("ana ") + token_hash(ana) + "\nana " + token_hash(bob) + "\n",
+                                 std::string("ana ") + token_hash(ana) + " extra\n"}) {
+    INFO(bad);
+    write_file(file, bad);
+    ::chmod(file.c_str(), 0600);
+    auto read = read_tokens_file(file);
+    REQUIRE_FALSE(read.ok());
+    CHECK(read.error().message.find(file + ":") == 0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CHECK(book.who("Bearer " + ana) == std::optional<std::string>("ana"));
+  REQUIRE(write_tokens_file(file, {{"ana", token_hash(ana)}}).ok());
+  ::chmod(file.c_str(), 0644);
+  CHECK(read_tokens_file(file).error().message.find("others may read") != std::string::npos);
+  // With no token at all a first one is made, once, and the address with it is the owner's only.
+  auto fresh = dir.file("fresh-tokens");
+  auto made = make_first_token(fresh, "owner", "http://127.0.0.1:8080", dir.file("url"));
+  REQUIRE(made.ok());
+  CHECK(*made);
+  auto url = read_file(dir.file("url"));
+  REQUIRE(url.rfind("http://127.0.0.1:8080/#token=keel_", 0) == 0);
+  REQUIRE(::stat(dir.file("url").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  auto token = url.substr(url.find("#token=") + 7, 5 + 64);
+  token_book first("", "operator", fresh);
+  CHECK(first.who("Bearer " + token) == std::optional<std::string>("owner"));
+  auto again = make_first_token(fresh, "owner", "http://127.0.0.1:8080", dir.file("url"));
+  REQUIRE(again.ok());
+  CHECK_FALSE(*again);
+  CHECK(read_file(dir.file("url")) == url);
 }
