@@ -95,7 +95,7 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-nats_cluster::nats_cluster(std::size_t size) {
+nats_cluster::nats_cluster(std::size_t size, const std::string& extra_config) {
   processes_.resize(size);
   // Ports are picked free, then bound by the servers: another process may take one meanwhile,
   // so a start that fails is tried again on new ports.
@@ -118,7 +118,7 @@ nats_cluster::nats_cluster(std::size_t size) {
                  "server_name: s" + std::to_string(i) + "\nlisten: 127.0.0.1:" + std::to_string(ports_[i]) +
                    "\njetstream { store_dir: \"" + dir_.file("store" + std::to_string(i)) + "\" }\n"
                    "cluster { name: keel-test\n listen: 127.0.0.1:" + std::to_string(cluster_ports_[i]) +
-                   "\n routes: [" + routes + "] }\n");
+                   "\n routes: [" + routes + "] }\n" + extra_config);
     }
     bool all = true;
     for (std::size_t i = 0; i < size && all; ++i) all = launch(i, 10'000);

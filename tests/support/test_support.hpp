@@ -62,7 +62,8 @@ private:
 // stream needs. Any one may be killed and started again on its ports.
 class nats_cluster {
 public:
-  explicit nats_cluster(std::size_t size = 3);
+  // `extra_config`: more of each server's configuration (an authorization block, say).
+  explicit nats_cluster(std::size_t size = 3, const std::string& extra_config = {});
   ~nats_cluster();
   std::size_t size() const { return ports_.size(); }
   std::string url(std::size_t i) const { return "nats://127.0.0.1:" + std::to_string(ports_[i]); }
