@@ -219,18 +219,17 @@ void api::handle(http_request request, const responder& respond) {
       if (auto page = dashboard_response(t.path)) return respond(std::move(*page));
     return respond(failure(make_error(errc::not_found, "no page " + m + " " + t.path)));
   }
-  // Every other route asks for a token, and acts under its name.
-  std::string who = "anonymous";
-  if (tokens_->any()) {
-    auto it = request.headers.find("authorization");
-    auto name = it == request.headers.end() ? std::nullopt : tokens_->who(it->second);
-    if (!name) {
-      auto r = json(401, value{{"error", {{"code", "denied"}, {"message", "a bearer token is required"}}}});
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return respond(r);
-    }
-    who = *name;
+  // Every other route asks for a token, and acts under its name. With no token known at all (a
+  // tokens file emptied or removed) nothing is open: every request is refused.
+  auto it = request.headers.find("authorization");
+  auto name = it == request.headers.end() ? std::nullopt : tokens_->who(it->second);
+  if (!name) {
+    auto r = json(401, value{{"error", {{"code", "denied"}, {"message", tokens_->any() ? "a bearer token is required"
+                                                                                      : "this gateway knows no token: make one with `keel token add NAME`"}}}});
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return respond(r);
   }
+  const std::string who = *name;
   auto run_subject = [&](const std::string& run, const char* verb) {
     return options_.subjects.base() + ".runs." + run + "." + verb;
   };

@@ -20,7 +20,7 @@ struct api_options {
   broker::subjects subjects;
   std::string token;                   // gateway.token, recorded as token_name
   std::string token_name = "operator";
-  std::string tokens_file;             // named tokens (gateway/tokens.hpp); with no token at all, the API is open
+  std::string tokens_file;             // named tokens (gateway/tokens.hpp); with no token at all, nothing is served
   std::vector<std::string> hosts;      // names answered besides localhost and IP addresses
   std::int64_t request_timeout_ms = 5000;
   std::int64_t list_wait_ms = 300;     // how long a listing collects the orchestrators' answers

@@ -1,5 +1,7 @@
 #include "gateway/tokens.hpp"
 
+#include "gateway/request.hpp"
+
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/secrets.hpp"
@@ -26,14 +28,6 @@ std::shared_ptr<spdlog::logger> logger() {
 bool valid_hash(const std::string& h) {
   if (h.size() != 7 + 64 || h.rfind("sha256:", 0) != 0) return false;
   return h.find_first_not_of("0123456789abcdef", 7) == std::string::npos;
-}
-
-// Equal in time that does not depend on where they differ.
-bool same(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
 }
 
 } // namespace
@@ -139,9 +133,9 @@ std::optional<std::string> token_book::who(const std::string& authorization) {
   reload_if_changed();
   std::optional<std::string> found;
   // Every entry is compared (no early exit), each in constant time.
-  if (!single_hash_.empty() && same(hashed, single_hash_)) found = single_name_;
+  if (!single_hash_.empty() && same_secret(hashed, single_hash_)) found = single_name_;
   for (const auto& t : from_file_)
-    if (same(hashed, t.sha256_hex) && !found) found = t.name;
+    if (same_secret(hashed, t.sha256_hex) && !found) found = t.name;
   return found;
 }
 

@@ -40,7 +40,7 @@ class token_book {
 public:
   // `single`: gateway.token (named `single_name`); `file`: gateway.tokens_file (may be empty).
   token_book(std::string single, std::string single_name, std::string file);
-  // Whether any token is known: with none the API is open (a loopback gateway that was told so).
+  // Whether any token is known (with none, every request is refused).
   bool any();
   // The name whose token `authorization` ("Bearer <token>") carries, if any.
   std::optional<std::string> who(const std::string& authorization);

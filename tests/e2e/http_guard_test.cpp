@@ -3,6 +3,10 @@
 #include "tests/e2e/cluster.hpp"
 #include "tests/e2e/http_client.hpp"
 
+#include <filesystem>
+#include <map>
+#include <thread>
+
 using namespace keel;
 using namespace keel::testing;
 using nlohmann::json;
@@ -90,4 +94,49 @@ TEST_CASE("http guard: a request naming a host the gateway does not serve is ref
   CHECK(call("GET", base + "/app.js", "", {"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: no-cors"}).status == 403);
   // Health holds no data and answers whatever the name.
   CHECK(call("GET", base + "/healthz", "", {"Host: evil.example"}).status == 200);
+}
+
+TEST_CASE("http guard: tokens are named, added and revoked while the gateway runs, and an emptied tokens file opens nothing",
+          "[e2e][integration]") {
+  cluster c(waiting_agent, {waiting_script}, cluster_options{false, {}, {}, true});
+  auto base = c.gateway_url();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/readyz").status == 200);
+  auto tokens = c.dir().file("gateway-tokens");
+  // A second person gets a token with `keel token add`; it works at once, under its name.
+  auto added = run_command({KEEL_BINARY, "token", "add", "bea", "--file", tokens});
+  REQUIRE(added.exit_code == 0);
+  auto bea = added.out.substr(0, added.out.find('\n'));
+  CHECK(bea.rfind("keel_", 0) == 0);
+  std::string as_bea = "Authorization: Bearer " + bea;
+  REQUIRE_EVENTUALLY(3000, call("GET", base + "/api/v1/runs", "", {as_bea}).status == 200);
+  auto started = call("POST", base + "/api/v1/runs", R"({"agent": "coder", "input": "go"})", {as_bea});
+  REQUIRE(started.status == 201);
+  auto run = started.parsed()["run_id"].get<std::string>();
+  REQUIRE_EVENTUALLY(10'000, call("GET", base + "/api/v1/runs/" + run).parsed().contains("waiting"));
+  auto step = call("GET", base + "/api/v1/runs/" + run).parsed()["waiting"]["step_key"].get<std::string>();
+  // Who answers is the token's name, whatever the body says (a body naming someone is refused).
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/" + step + "/approve", R"({"by": "ceo"})", {as_bea}).status == 400);
+  REQUIRE(call("POST", base + "/api/v1/runs/" + run + "/steps/" + step + "/approve", "{}").status == 200);  // as tester
+  c.await_status(run, "completed");
+  auto events = call("GET", base + "/api/v1/runs/" + run + "/events").parsed()["events"];
+  std::map<std::string, std::string> by;
+  for (const auto& e : events) by[e["event_type"]] = e["data"].value("by", std::string{});
+  CHECK(by["run_started"] == "bea");
+  CHECK(by["resumed"] == "tester");
+  // `keel token list` names both; removing bea's token shuts her out within a second or two.
+  auto listed = run_command({KEEL_BINARY, "token", "list", "--file", tokens});
+  CHECK(listed.out == "tester\nbea\n");
+  REQUIRE(run_command({KEEL_BINARY, "token", "remove", "bea", "--file", tokens}).exit_code == 0);
+  REQUIRE_EVENTUALLY(3000, call("GET", base + "/api/v1/runs", "", {as_bea}).status == 401);
+  CHECK(call("GET", base + "/api/v1/runs").status == 200);  // tester still in
+  // A tokens file emptied (or removed) leaves no token known: every request is refused, none open.
+  REQUIRE(run_command({KEEL_BINARY, "token", "remove", "tester", "--file", tokens}).exit_code == 0);
+  REQUIRE_EVENTUALLY(3000, call("GET", base + "/api/v1/runs").status == 401);
+  auto none = call("GET", base + "/api/v1/runs", "", {"Authorization:"});
+  CHECK(none.status == 401);
+  CHECK(none.body.find("knows no token") != std::string::npos);
+  std::filesystem::remove(tokens);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  CHECK(call("GET", base + "/api/v1/runs", "", {"Authorization:"}).status == 401);
+  CHECK(call("POST", base + "/api/v1/runs", R"({"agent": "coder"})", {"Authorization:"}).status == 401);
 }
