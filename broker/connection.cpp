@@ -167,11 +167,19 @@ private:
 };
 thread_local spent_messages spent;
 
-// A copy of what a nats.c message carries; the caller still frees `raw`.
-message copy_of(natsMsg* raw) {
+constexpr std::string_view inbox_root = "_INBOX.";
+
+// A copy of what a nats.c message carries; the caller still frees `raw`. A message delivered to a
+// subscription names where its answer goes; only an inbox is taken (`_INBOX.`): whoever sent it
+// could otherwise have this process, with its rights, publish its answer on any subject (a task,
+// an event, a key of a bucket). A message naming another place is handled as needing no answer.
+message copy_of(natsMsg* raw, bool delivered = true) {
   message m;
   m.subject = natsMsg_GetSubject(raw);
-  if (const char* reply = natsMsg_GetReply(raw)) m.reply = reply;
+  if (const char* reply = natsMsg_GetReply(raw)) {
+    std::string_view r(reply);
+    if (!delivered || r.substr(0, inbox_root.size()) == inbox_root) m.reply = reply;
+  }
   m.data.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
   return m;
 }
@@ -308,7 +316,7 @@ result<message> connection::request(std::string_view subject, std::string_view d
     return make_error(errc::timeout, "no reply on " + subject_text + " within " +
                                        std::to_string(timeout_ms) + " ms");
   if (s != NATS_OK) return nats_error(s, "request on " + subject_text);
-  message m = copy_of(reply);
+  message m = copy_of(reply, false);
   natsMsg_Destroy(reply);
   return m;
 }

@@ -34,7 +34,9 @@ struct connection_options {
 
 struct message {
   std::string subject;
-  std::string reply;  // empty when no reply is expected
+  // Empty when no reply is expected, or when the sender named a subject that is not an inbox
+  // (`_INBOX.`) for it: nothing is ever answered anywhere else.
+  std::string reply;
   std::string data;
 };
 

@@ -35,7 +35,7 @@ function itemView(item, trace, runId) {
   const when = h('span', { class: 'when', text: time(item.time_ms) });
   switch (item.kind) {
     case 'start':
-      return details(h('span', {}, when, h('strong', { text: 'Run started' }), h('span', { class: 'muted', text: ` agent ${item.agent}` })),
+      return details(h('span', {}, when, h('strong', { text: 'Run started' }), h('span', { class: 'muted', text: `${item.by ? ` by ${item.by}` : ''} agent ${item.agent}` })),
         h('div', {}, field('Input', ''), pre(pretty(item.input)), item.session_id ? field('Session', item.session_id) : null, rawEvents(item)));
     case 'model': {
       const streamed = trace.deltaText.get(item.task_step);
@@ -105,9 +105,11 @@ function itemView(item, trace, runId) {
     }
     case 'retry':
     case 'run_retried':
-      return details(h('span', {}, when, h('strong', { text: item.kind === 'retry' ? 'Retry' : 'Run retried' }), h('span', { class: 'muted', text: ` ${item.reason || ''}` })), rawEvents(item));
+      return details(h('span', {}, when, h('strong', { text: item.kind === 'retry' ? 'Retry' : 'Run retried' }),
+        h('span', { class: 'muted', text: `${item.by ? ` by ${item.by}` : ''} ${item.reason || ''}` })), rawEvents(item));
     case 'end':
-      return details(h('span', {}, when, h('strong', { text: `Run ${item.status}` }), item.stop_reason ? h('span', { class: 'muted', text: ` (${item.stop_reason})` }) : null),
+      return details(h('span', {}, when, h('strong', { text: `Run ${item.status}` }), item.by ? h('span', { class: 'muted', text: ` by ${item.by}` }) : null,
+        item.stop_reason ? h('span', { class: 'muted', text: ` (${item.stop_reason})` }) : null),
         h('div', {}, item.output !== undefined ? h('div', {}, field('Output', ''), pre(item.output, 'answer')) : null,
           item.error ? h('div', {}, field('Error', ''), pre(item.error, 'err')) : null,
           item.reason ? field('Reason', item.reason) : null, item.usage ? field('Tokens', usageLine(item.usage)) : null, rawEvents(item)), true);

@@ -27,7 +27,7 @@ export class Trace {
       case 'run_started':
         this.run = { ...this.run, status: 'running', agent: d.agent, input: d.input, started_ms: t };
         this.unsent.push({ role: 'user', text: typeof d.input === 'string' ? d.input : JSON.stringify(d.input, null, 2) });
-        item({ kind: 'start', input: d.input, agent: d.agent, session_id: d.session_id });
+        item({ kind: 'start', input: d.input, agent: d.agent, session_id: d.session_id, by: d.by });
         break;
       case 'llm_step_started': {
         const it = item({ kind: 'model', step: d.step, task_step: d.task_step, attempts: 1, retries: [], state: 'running', added: this.unsent });
@@ -116,7 +116,7 @@ export class Trace {
         break;
       }
       case 'run_retried':
-        item({ kind: 'run_retried', task_step: d.task_step });
+        item({ kind: 'run_retried', task_step: d.task_step, by: d.by });
         this.run.status = 'running';
         break;
       case 'run_completed':
@@ -130,7 +130,7 @@ export class Trace {
         this.current = null;
         break;
       case 'run_cancelled':
-        item({ kind: 'end', status: 'cancelled', reason: d.reason });
+        item({ kind: 'end', status: 'cancelled', reason: d.reason, by: d.by });
         this.run.status = 'cancelled';
         this.current = null;
         break;

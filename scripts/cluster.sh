@@ -65,15 +65,24 @@ up() {
     (umask 077; "$root/build/apps/keel" token add "$person" --file "$tokens" 2>/dev/null >"$token_file")
   fi
   local auth=(-H "Authorization: Bearer $(cat "$token_file")")
+  # The password the servers' routes share, made once.
+  local route_password_file="$state/credentials/route-password" route_password
+  [ -s "$route_password_file" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$route_password_file")
+  route_password=$(cat "$route_password_file")
   echo "Starting nats-servers..."
   for i in 1 2 3; do
-    # configs/cluster/nats-N.conf, and the users (included relative to this file, in $state).
-    { cat "configs/cluster/nats-$i.conf"; echo 'include "credentials/nats-auth.conf"'; } >"$state/nats-$i.conf"
-    chmod 600 "$state/nats-$i.conf"
+    # configs/cluster/nats-N.conf with the routes' password (a server joins only with it; kept in
+    # this owner-only file, never on a command line), and the users (included relative to it).
     local routes=""
-    for j in 1 2 3; do [ "$j" = "$i" ] || routes+="${routes:+,}nats://127.0.0.1:$(route_of "$j")"; done
-    start_process "nats-$i" "$nats_bin" -c "$state/nats-$i.conf" -a 127.0.0.1 -p "$(port_of "$i")" \
-      --cluster "nats://127.0.0.1:$(route_of "$i")" --routes "$routes" -sd "$state/nats-$i"
+    for j in 1 2 3; do [ "$j" = "$i" ] || routes+="${routes:+, }\"nats-route://route:$route_password@127.0.0.1:$(route_of "$j")\""; done
+    (umask 077
+     awk -v pw="$route_password" -v routes="$routes" -v listen="127.0.0.1:$(route_of "$i")" '
+       /^cluster \{/ { in_cluster = 1; print; print "  authorization { user: route, password: \"" pw "\" }"; next }
+       /^  listen:/ && in_cluster { print "  listen: " listen; next }
+       /^  routes:/ { print "  routes: [" routes "]"; next }
+       { print }' "configs/cluster/nats-$i.conf"
+     echo 'include "credentials/nats-auth.conf"') >"$state/nats-$i.conf"
+    start_process "nats-$i" "$nats_bin" -c "$state/nats-$i.conf" -a 127.0.0.1 -p "$(port_of "$i")" -sd "$state/nats-$i"
   done
   for i in 1 2 3; do
     for _ in $(seq 1 300); do listening "$(port_of "$i")" && break; running "nats-$i" || break; sleep 0.1; done

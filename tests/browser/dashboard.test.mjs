@@ -173,6 +173,7 @@ test('the run page shows the timeline live, and a write is approved from the app
   assert.match(await page.locator('.run-header').textContent(), /suspended/);
   assert.match(await page.locator('.entry.kind-model').first().textContent(), /Model call #1/);
   assert.match(await page.locator('.entry.kind-tool').first().textContent(), /write/);
+  assert.match(await page.locator('.entry.kind-start').first().textContent(), /by operator/);  // who started it: the token's name
   await shot(page, 'run-waiting');
   const { waiting } = await api(`/runs/${run}`);
   // The approval page, opened on its own (a link a person is sent).

@@ -4,6 +4,7 @@
 // its own name, and that name is what the run records.
 #include "broker/authorization.hpp"
 #include "broker/connection.hpp"
+#include "runtime/wire.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -159,4 +160,27 @@ TEST_CASE("broker authorization: an orchestrator and a worker on their own users
   CHECK(read_file(b.dir.file("o.err")).find("the broker refused") == std::string::npos);
   CHECK(read_file(b.dir.file("w.err")).find("the broker refused") == std::string::npos);
   CHECK(read_file(b.dir.file("nats.err")).find("Violation") == std::string::npos);
+  // A person cannot have the orchestrator answer, with its rights, on a subject the person may
+  // not publish on: an event, a bucket's key, a task, a result. Its own inbox gets the answer.
+  auto orchestrator = b.as("orchestrator");
+  auto ana = b.as("ana");
+  REQUIRE(orchestrator.ok());
+  REQUIRE(ana.ok());
+  auto landed = std::make_shared<std::atomic<int>>(0);
+  std::vector<std::unique_ptr<broker::subscription>> watching;
+  const std::vector<std::string> targets = {"keel.default.runs.0000000000000000-n1.events", "$KV.KEEL_KEYS_keel_default.coder.k1",
+                                            "keel.default.tasks.coder.0000000000000000-n1.7", "keel.default.nodes.n1.results"};
+  for (const auto& t : targets) {
+    auto s = (*orchestrator)->subscribe(t, "", [landed](broker::message&&) { ++*landed; });
+    REQUIRE(s.ok());
+    watching.push_back(std::move(*s));
+  }
+  REQUIRE((*orchestrator)->flush(2000).ok());
+  auto list = wire::pack(wire::value{{"v", 1}, {"type", "list_runs"}, {"limit", 1}});
+  for (const auto& t : targets) REQUIRE((*ana)->publish("keel.default.runs.list", t, list).ok());
+  REQUIRE((*ana)->publish("keel.default.runs.list", "not-a-subject-of-anyone", "\x93junk").ok());
+  REQUIRE((*ana)->flush(2000).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  CHECK(landed->load() == 0);
+  CHECK((*ana)->request("keel.default.runs.list", list, 5000).ok());
 }

@@ -13,6 +13,8 @@
 #include "tests/support/fake_service.hpp"
 #include "tests/support/test_support.hpp"
 
+#include <sys/stat.h>
+
 #include <arpa/inet.h>
 #include <csignal>
 #include <netinet/in.h>
@@ -446,6 +448,33 @@ TEST_CASE("cluster: scripts/cluster.sh starts configs/cluster, keel reaches it w
   INFO(ran.out << ran.err);
   CHECK(ran.exit_code == 0);
   CHECK(ran.out.find("Dashboard: http://127.0.0.1:" + std::to_string(*gateway) + "/runs/") != std::string::npos);
+  // Nobody joins without a name: a client with no credentials, or a server whose route has no
+  // password, is refused; the gateway answers no request without the token.
+  broker::connection_options anonymous;
+  anonymous.servers = {"nats://127.0.0.1:" + std::to_string(base)};
+  anonymous.reconnect_attempts_max = 0;
+  auto refused = broker::connection::connect(anonymous);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == errc::denied);
+  auto route = run_command({"python3", "-c",
+                            "import socket,sys,time\n"
+                            "s=socket.create_connection(('127.0.0.1',int(sys.argv[1])));s.settimeout(3)\n"
+                            "s.recv(4096)\n"
+                            "s.sendall(b'CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"intruder\",\"cluster\":\"keel-local\"}\\r\\nPING\\r\\n')\n"
+                            "time.sleep(0.5)\n"
+                            "print(s.recv(4096).decode(errors='replace'))\n",
+                            std::to_string(base + 2000)});
+  INFO(route.out << route.err);
+  CHECK(route.out.find("Authorization Violation") != std::string::npos);
+  CHECK(call("GET", "http://127.0.0.1:" + std::to_string(*gateway) + "/api/v1/runs", "", {"Authorization:"}).status == 401);
+  // The files that hold secrets are their owner's only.
+  for (const char* secret : {"cluster/credentials/orchestrator.creds", "cluster/credentials/route-password",
+                             "cluster/credentials/gateway-token", "cluster/nats-1.conf", "cluster/gateway-1/gateway-tokens"}) {
+    INFO(secret);
+    struct stat st{};
+    REQUIRE(::stat(home.file(secret).c_str(), &st) == 0);
+    CHECK((st.st_mode & 077) == 0);
+  }
   auto down = run_command({script, "down"}, 60'000, env);
   CHECK(down.exit_code == 0);
   CHECK(down.out.find("9 processes stopped") != std::string::npos);
@@ -1116,16 +1145,16 @@ TEST_CASE("failover: invokes queued at an owner paused past its lease are not ac
   // after another orchestrator took its runs over.
   std::mutex answers_mutex;
   std::map<std::string, std::string> answers;  // key -> the run id o1 gave, or "error: ..."
-  auto inbox = c.clients.at(0)->subscribe("queued.answers.>", "", [&](broker::message&& m) {
+  auto inbox = c.clients.at(0)->subscribe("_INBOX.queued.answers.>", "", [&](broker::message&& m) {
     auto made = wire::decode<wire::invoke_reply>(m.data);
     std::lock_guard lock{answers_mutex};
-    answers[m.subject.substr(std::string("queued.answers.").size())] = made ? made->run_id : "error: " + made.error().message;
+    answers[m.subject.substr(std::string("_INBOX.queued.answers.").size())] = made ? made->run_id : "error: " + made.error().message;
   });
   REQUIRE(inbox.ok());
   constexpr int queued = 12;
   for (int i = 0; i < queued; ++i) {
     auto key = "queued-" + std::to_string(i);
-    REQUIRE(c.clients.at(0)->publish("keel.default.nodes.o1.invoke.tester", "queued.answers." + key,
+    REQUIRE(c.clients.at(0)->publish("keel.default.nodes.o1.invoke.tester", "_INBOX.queued.answers." + key,
                                      wire::encode(wire::invoke_request{"auto", "queued " + std::to_string(i), key, ""})).ok());
   }
   REQUIRE(c.clients.at(0)->flush(5000).ok());

@@ -109,6 +109,10 @@ TEST_CASE("http guard: tokens are named, added and revoked while the gateway run
   CHECK(bea.rfind("keel_", 0) == 0);
   std::string as_bea = "Authorization: Bearer " + bea;
   REQUIRE_EVENTUALLY(3000, call("GET", base + "/api/v1/runs", "", {as_bea}).status == 200);
+  // Only from the Authorization header: not from the query, not from a cookie.
+  CHECK(call("GET", base + "/api/v1/runs?token=" + bea, "", {"Authorization:"}).status == 401);
+  CHECK(call("GET", base + "/api/v1/runs?access_token=" + bea, "", {"Authorization:"}).status == 401);
+  CHECK(call("GET", base + "/api/v1/runs", "", {"Authorization:", "Cookie: token=" + bea + "; keel-token=" + bea}).status == 401);
   auto started = call("POST", base + "/api/v1/runs", R"({"agent": "coder", "input": "go"})", {as_bea});
   REQUIRE(started.status == 201);
   auto run = started.parsed()["run_id"].get<std::string>();

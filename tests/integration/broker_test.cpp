@@ -57,6 +57,30 @@ TEST_CASE("broker: a published message reaches every plain subscriber", "[broker
   CHECK(payload == std::string("he\0llo", 6));
 }
 
+TEST_CASE("broker: a message may ask for its answer only on an inbox, never on another subject",
+          "[broker][integration]") {
+  nats_server server;
+  auto responder = connect(server.url());
+  auto sender = connect(server.url());
+  std::mutex mutex;
+  std::vector<std::string> replies;  // the reply subject each delivered message carried
+  auto sub = responder->subscribe("ask", "", [&](broker::message&& m) {
+    std::lock_guard lock{mutex};
+    replies.push_back(m.reply);
+  });
+  REQUIRE(sub.ok());
+  REQUIRE(responder->flush(1000).ok());
+  // An inbox (its own, or another's under _INBOX.) is kept; anything else is dropped, whatever
+  // it looks like: a keel subject, a bucket's key, the JetStream API, a look-alike of an inbox.
+  for (const char* reply : {"_INBOX.x.1", "_INBOX.ana.abc", "keel.default.runs.r.events", "$KV.KEEL_KEYS_keel_default.k",
+                            "$JS.API.STREAM.DELETE.S", "_INBOXX.1", "_inbox.1", "INBOX.1", "x._INBOX.1"})
+    REQUIRE(sender->publish("ask", reply, "x").ok());
+  REQUIRE(sender->flush(1000).ok());
+  REQUIRE_EVENTUALLY(3000, [&] { std::lock_guard lock{mutex}; return replies.size() == 9; }());
+  std::lock_guard lock{mutex};
+  CHECK(replies == std::vector<std::string>{"_INBOX.x.1", "_INBOX.ana.abc", "", "", "", "", "", "", ""});
+}
+
 TEST_CASE("broker: a queue group delivers each message to exactly one member",
           "[broker][integration]") {
   nats_server server;
