@@ -1411,7 +1411,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   auto shared = std::make_shared<shared_state>(config, node_id, lanes, store);
   std::weak_ptr<shared_state> weak = shared;
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
-                                    config.task_replicas, config.request_timeout_ms,
+                                    config.task_replicas, config.request_timeout_ms, true,
                                     [weak](broker::publish_failure&& f) {
                                       if (auto s = weak.lock(); s && s->publisher) s->offer_again(std::move(f));
                                     });

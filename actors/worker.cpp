@@ -609,7 +609,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   if (auto killed = sandbox::sweep_orphaned_calls(); killed > 0)
     logger()->warn("killed {} processes that calls of a worker that died had left running", killed);
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
-                                    config.task_replicas, config.request_timeout_ms);
+                                    config.task_replicas, config.request_timeout_ms, false);
   if (!js) return js.error();
   shared->js = std::move(*js);
 

@@ -113,8 +113,7 @@ std::string permissions_of(const credentials& c, const subjects& s) {
       break;
     case broker_role::worker:
       pub = {b + ".nodes.heartbeat", b + ".nodes.*.results", b + ".runs.*.task_wanted", b + ".runs.*.messages",
-             b + ".runs.*.deltas", "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks, "$JS.API.STREAM.CREATE." + tasks,
-             "$JS.API.STREAM.UPDATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
+             b + ".runs.*.deltas", "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks, "$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
              "$JS.API.CONSUMER.DURABLE.CREATE." + tasks + ".*", "$JS.API.CONSUMER.INFO." + tasks + ".*",
              "$JS.API.CONSUMER.MSG.NEXT." + tasks + ".*", "$JS.ACK." + tasks + ".>"};
       sub = {b + ".nodes.ping"};

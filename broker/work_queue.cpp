@@ -342,7 +342,7 @@ result<jetstream::backlog> jetstream::consumer_backlog(std::string_view stream, 
 
 result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
                                                    std::size_t message_bytes_max, std::int64_t replicas,
-                                                   std::int64_t request_timeout_ms, publish_failed on_failed) {
+                                                   std::int64_t request_timeout_ms, bool make, publish_failed on_failed) {
   auto js = jetstream::open(std::move(nats), request_timeout_ms, std::move(on_failed));
   if (!js) return js.error();
   work_queue_options options;
@@ -352,9 +352,16 @@ result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> n
   options.replicas = replicas;
   // A JetStream cluster that has just started elects its leader first (a few seconds): until then
   // creating a stream fails. Ask again for a while; a refusal that lasts is the answer.
-  auto deadline = steady_ms() + std::max<std::int64_t>(30'000, request_timeout_ms);
+  // A worker started before any orchestrator waits for one to make it (two minutes).
+  auto deadline = steady_ms() + std::max<std::int64_t>(make ? 30'000 : 120'000, request_timeout_ms);
   while (true) {
-    auto made = (*js)->ensure_work_queue(options);
+    result<void> made = success();
+    if (make) {
+      made = (*js)->ensure_work_queue(options);
+    } else if (auto there = (*js)->stored_messages(options.stream); !there) {
+      made = make_error(there.error().code == errc::config ? errc::config : errc::unavailable,
+                        there.error().message + " (an orchestrator makes it)");
+    }
     if (made) return js;
     if (made.error().code == errc::config) return made.error();
     if (steady_ms() >= deadline)

@@ -142,11 +142,11 @@ private:
 };
 
 // JetStream on this connection, with the stream of queued tasks (subjects.tasks_stream(), holding
-// <prefix>.<ns>.tasks.>) created or brought to these options: what orchestrators and workers
-// both open at start.
+// <prefix>.<ns>.tasks.>) created or brought to these options by an orchestrator (`make`); a
+// worker (which may not change streams) waits until it is there.
 result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> nats, const subjects& names,
                                                    std::size_t message_bytes_max, std::int64_t replicas,
-                                                   std::int64_t request_timeout_ms, publish_failed on_failed = {});
+                                                   std::int64_t request_timeout_ms, bool make, publish_failed on_failed = {});
 
 // A stream or consumer name from parts of subjects: what is not [A-Za-z0-9_-] becomes '_'.
 std::string stream_name(std::string_view text);

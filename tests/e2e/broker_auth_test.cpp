@@ -110,6 +110,18 @@ TEST_CASE("broker authorization: a worker, a person and a gateway each publish o
   CHECK(delivered(o, **worker, "keel.default.runs." + run + ".resume.worker") == 0);
   CHECK(delivered(o, **worker, "keel.default.runs." + run + ".cancel.worker") == 0);
   CHECK(delivered(o, **worker, "keel.default.invoke.worker") == 0);
+  // It reads the task stream and takes from it; it changes no stream: the broker refuses, and
+  // the request says so (denied) instead of a plain timeout.
+  const std::string tasks = "KEEL_TASKS_keel_default";
+  CHECK((*worker)->request("$JS.API.STREAM.INFO." + tasks, "", 3000).ok());  // answered (the stream is not made yet)
+  for (const std::string& change : std::vector<std::string>{"$JS.API.STREAM.UPDATE." + tasks, "$JS.API.STREAM.CREATE." + tasks,
+                                    "$JS.API.STREAM.DELETE." + tasks, "$JS.API.STREAM.PURGE." + tasks,
+                                    "$JS.API.CONSUMER.DELETE." + tasks + ".workers_coder", "$JS.API.STREAM.DELETE.KEEL_RUNS_keel_default"}) {
+    INFO(change);
+    auto refused = (*worker)->request(change, "{}", 1000);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == errc::denied);
+  }
   // A person acts under its own name only, and cannot hand in a task result, an event or a task.
   CHECK(delivered(o, **ana, "keel.default.runs." + run + ".resume.ana") == 1);
   CHECK(delivered(o, **ana, "keel.default.runs." + run + ".resume.bob") == 0);
