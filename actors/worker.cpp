@@ -609,7 +609,8 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   if (auto killed = sandbox::sweep_orphaned_calls(); killed > 0)
     logger()->warn("killed {} processes that calls of a worker that died had left running", killed);
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
-                                    config.task_replicas, config.request_timeout_ms, false);
+                                    config.task_replicas, config.request_timeout_ms,
+                                    config.has_role(config::role::orchestrator));  // else an orchestrator makes it
   if (!js) return js.error();
   shared->js = std::move(*js);
 

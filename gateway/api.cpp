@@ -205,6 +205,15 @@ result<std::vector<value>> api::collect(const std::string& subject, const value&
   return answers;
 }
 
+// The JSON body of a request that acts (start, answer, cancel, retry): who acts is the token's
+// name, so a body that names someone (`by`) is refused rather than silently overruled.
+result<value> acting_body(const http_request& request) {
+  auto body = json_body(request);
+  if (body && body->is_object() && body->contains("by"))
+    return make_error(errc::invalid_argument, "by is not taken: what a request does is recorded under the name of its token");
+  return body;
+}
+
 void api::handle(http_request request, const responder& respond) {
   auto t = parse_target(request.target);
   auto parts = parts_of(t.path);
@@ -245,7 +254,7 @@ void api::handle(http_request request, const responder& respond) {
   parts.erase(parts.begin(), parts.begin() + 2);
   // /runs
   if (parts.size() == 1 && parts[0] == "runs" && m == "POST") {
-    auto body = json_body(request);
+    auto body = acting_body(request);
     if (!body) return respond(failure(body.error()));
     if (!body->contains("agent") || !(*body)["agent"].is_string())
       return respond(failure(make_error(errc::invalid_argument, "agent (a string) is required")));
@@ -316,7 +325,7 @@ void api::handle(http_request request, const responder& respond) {
                                      {"more", (*reply)["more"]}}));
     }
     if (parts.size() == 3 && parts[2] == "cancel" && m == "POST") {
-      auto body = json_body(request);
+      auto body = acting_body(request);
       if (!body) return respond(failure(body.error()));
       value cancel{{"v", 1}, {"type", "cancel"}};
       if (body->contains("reason")) cancel["reason"] = (*body)["reason"];
@@ -325,14 +334,14 @@ void api::handle(http_request request, const responder& respond) {
       return respond(json(200, (*reply)["run"]));
     }
     if (parts.size() == 3 && parts[2] == "retry" && m == "POST") {
-      auto body = json_body(request);
+      auto body = acting_body(request);
       if (!body) return respond(failure(body.error()));
       auto reply = ask(acting(run, "retry"), value{{"v", 1}, {"type", "retry"}});
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, (*reply)["run"]));
     }
     if (parts.size() == 5 && parts[2] == "steps" && (parts[4] == "approve" || parts[4] == "reject") && m == "POST") {
-      auto body = json_body(request);
+      auto body = acting_body(request);
       if (!body) return respond(failure(body.error()));
       bool approved = parts[4] == "approve";
       value data{{"approved", approved}};
@@ -340,8 +349,6 @@ void api::handle(http_request request, const responder& respond) {
       if (approved && body->contains("always")) data["always"] = (*body)["always"];
       if (approved && body->contains("always_scope")) data["always_scope"] = (*body)["always_scope"];
       // Who answered is the token's name (the orchestrator records it from the subject).
-      if (body->contains("by"))
-        return respond(failure(make_error(errc::invalid_argument, "by is not taken: an answer is recorded under the name of the token that gave it")));
       auto reply = ask(acting(run, "resume"), value{{"v", 1}, {"type", "resume"}, {"step_key", parts[3]}, {"data", data}});
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, value{{"run_id", run}, {"step_key", parts[3]}, {"approved", approved},

@@ -1,5 +1,7 @@
 #include "gateway/http_server.hpp"
 
+#include "gateway/client_limiter.hpp"
+
 #include "runtime/log.hpp"
 #include "runtime/thread_pool.hpp"
 
@@ -42,6 +44,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   std::vector<std::thread> io_threads;
   std::unique_ptr<thread_pool> handlers;  // a handler waiting on NATS never holds an I/O thread
   std::unique_ptr<thread_pool> quick;     // health and pages: never behind a waiting request
+  std::unique_ptr<client_limiter> fair;   // each client's share of the handler threads
   std::mutex waiting_mutex;
   std::map<std::string, std::size_t> waiting;  // requests that may wait, in flight, per client
   std::uint16_t port = 0;
@@ -152,9 +155,8 @@ private:
     if (bounded && may_wait && !server_->take_waiting_place(client))
       return reply_now(429, "this client has " + std::to_string(options.waiting_per_client_max) +
                          " requests waiting already; send more once they are answered", "busy", true);
-    auto& pool = may_wait ? *server_->handlers : *server_->quick;
     bool holds_place = bounded && may_wait;
-    pool.submit([self, request = std::move(request), client, holds_place]() mutable {
+    auto job = [self, request = std::move(request), client, holds_place]() mutable {
       auto answered = std::make_shared<std::atomic<bool>>(false);
       self->server_->on_request(std::move(request), [self, answered, client, holds_place](http_response response) {
         if (answered->exchange(true)) return;  // once
@@ -163,7 +165,10 @@ private:
           self->write(std::move(response));
         });
       });
-    });
+    };
+    if (!may_wait) server_->quick->submit(std::move(job));
+    else if (bounded) server_->fair->submit(client, std::move(job));
+    else server_->handlers->submit(std::move(job));
   }
 
   // An answer of the server's own. The connection closes after it, unless `keep` (a 429: the
@@ -424,6 +429,9 @@ result<std::unique_ptr<http_server>> http_server::start(const server_options& op
   state->quick = std::make_unique<thread_pool>(std::max<std::size_t>(1, options.quick_threads),
                                               [](const char* what) { logger()->error("an HTTP handler threw: {}", what); },
                                               "keel http quick");
+  state->fair = std::make_unique<client_limiter>(
+    *state->handlers, options.running_per_client_max ? options.running_per_client_max
+                                                     : std::max<std::size_t>(1, options.handler_threads / 4));
   state->accept();
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options.io_threads); ++i)
     state->io_threads.emplace_back([s = state.get()] { s->io.run(); });
@@ -437,6 +445,7 @@ void http_server::stop() {
     beast::error_code ec;
     s->acceptor.close(ec);
   });
+  impl_->fair->stop();
   impl_->handlers->stop(1000);  // a handler still waiting on NATS is left to end on its own
   impl_->quick->stop(1000);
   impl_->io.stop();

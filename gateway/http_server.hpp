@@ -68,6 +68,9 @@ struct server_options {
   // requests delays them. Unset: every request may wait.
   std::function<bool(const http_request&)> may_wait;
   std::size_t waiting_per_client_max = 8;  // 0: no bound
+  // Of those, how many one client has on the handler threads at once (the rest wait in its own
+  // line): 0 is a quarter of handler_threads. No client can hold every thread.
+  std::size_t running_per_client_max = 0;
   // Who a request counts against for that bound; empty: its address.
   std::function<std::string(const http_request&)> client_of;
   std::size_t quick_threads = 4;

@@ -23,14 +23,31 @@ const std::string* header(const http_request& r, const char* name) {
   return it == r.headers.end() ? nullptr : &it->second;
 }
 
-// The host part of a Host header (no port), lower-cased; IPv6 literals keep their brackets off.
+// The host part of a Host header (no port), lower-cased; IPv6 literals lose their brackets.
+// Empty when the value is not `host[:port]` (RFC 9110): a name of letters, digits, '.', '-' (or
+// a bracketed IPv6 literal), then at most a port of 1 to 5 digits up to 65535.
 std::string host_name(const std::string& value) {
   std::string v = lower(trimmed(value));
+  std::string host;
+  std::string::size_type rest = 0;  // where ":port" may start
   if (!v.empty() && v.front() == '[') {
     auto close = v.find(']');
-    return close == std::string::npos ? v : v.substr(1, close - 1);
+    if (close == std::string::npos) return {};
+    host = v.substr(1, close - 1);
+    rest = close + 1;
+    if (host.find_first_not_of("0123456789abcdef:.") != std::string::npos) return {};
+  } else {
+    rest = std::min(v.find(':'), v.size());
+    host = v.substr(0, rest);
+    if (host.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string::npos) return {};
   }
-  return v.substr(0, v.find(':'));
+  if (rest < v.size()) {
+    auto port = v.substr(rest);  // ":digits"
+    if (port.size() < 2 || port.size() > 6 || port[0] != ':' || port.find_first_not_of("0123456789", 1) != std::string::npos ||
+        std::stol(port.substr(1)) > 65535)
+      return {};
+  }
+  return host;
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -52,11 +69,15 @@ bool changes_state(const std::string& method) { return method != "GET" && method
 std::optional<refusal> check_request(const http_request& r, const std::vector<std::string>& hosts, bool api) {
   const std::string* host = header(r, "host");
   std::string name = host ? host_name(*host) : std::string{};
+  if (host && name.empty())
+    return refusal{400, "malformed", "the Host header is not host[:port]"};
   if (host && !served(name, hosts))
     return refusal{403, "denied", "the Host '" + name + "' is not a name this gateway serves (add it to gateway.hosts if it is)"};
   const std::string* site = header(r, "sec-fetch-site");
   std::string where = site ? lower(trimmed(*site)) : std::string{};
-  bool from_elsewhere = where == "cross-site" || where == "same-site";
+  // Only what a browser sends for its own pages' requests, or for a typed address, counts as
+  // from here; anything else (another site, a list of values, an unknown one) does not.
+  bool from_elsewhere = site && where != "same-origin" && where != "none";
   if (from_elsewhere) {
     const std::string* mode = header(r, "sec-fetch-mode");
     bool navigation = mode && lower(trimmed(*mode)) == "navigate" && !changes_state(r.method);

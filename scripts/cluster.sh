@@ -64,7 +64,9 @@ up() {
   if [ ! -s "$token_file" ] || ! grep -q "^$person " "$tokens" 2>/dev/null; then
     (umask 077; "$root/build/apps/keel" token add "$person" --file "$tokens" 2>/dev/null >"$token_file")
   fi
-  local auth=(-H "Authorization: Bearer $(cat "$token_file")")
+  # curl reads the header from an owner-only file: a token on its command line would be in ps.
+  (umask 077; echo "Authorization: Bearer $(cat "$token_file")" >"$state/credentials/gateway-header")
+  local auth=(-H "@$state/credentials/gateway-header")
   # The password the servers' routes share, made once.
   local route_password_file="$state/credentials/route-password" route_password
   [ -s "$route_password_file" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$route_password_file")
@@ -75,13 +77,14 @@ up() {
     # this owner-only file, never on a command line), and the users (included relative to it).
     local routes=""
     for j in 1 2 3; do [ "$j" = "$i" ] || routes+="${routes:+, }\"nats-route://route:$route_password@127.0.0.1:$(route_of "$j")\""; done
+    # The password goes to awk in its environment (owner-only), not on its command line.
     (umask 077
-     awk -v pw="$route_password" -v routes="$routes" -v listen="127.0.0.1:$(route_of "$i")" '
-       /^cluster \{/ { in_cluster = 1; print; print "  authorization { user: route, password: \"" pw "\" }"; next }
-       /^  listen:/ && in_cluster { print "  listen: " listen; next }
-       /^  routes:/ { print "  routes: [" routes "]"; next }
-       { print }' "configs/cluster/nats-$i.conf"
-     echo 'include "credentials/nats-auth.conf"') >"$state/nats-$i.conf"
+     { ROUTE_PASSWORD="$route_password" ROUTES="$routes" LISTEN="127.0.0.1:$(route_of "$i")" awk '
+         /^cluster \{/ { in_cluster = 1; print; print "  authorization { user: route, password: \"" ENVIRON["ROUTE_PASSWORD"] "\" }"; next }
+         /^  listen:/ && in_cluster { print "  listen: " ENVIRON["LISTEN"]; next }
+         /^  routes:/ { print "  routes: [" ENVIRON["ROUTES"] "]"; next }
+         { print }' "configs/cluster/nats-$i.conf"
+       echo 'include "credentials/nats-auth.conf"'; } >"$state/nats-$i.conf")
     start_process "nats-$i" "$nats_bin" -c "$state/nats-$i.conf" -a 127.0.0.1 -p "$(port_of "$i")" -sd "$state/nats-$i"
   done
   for i in 1 2 3; do

@@ -54,7 +54,8 @@ TEST_CASE("http guard: a page of another origin cannot start, approve or cancel,
   // JSON, but from another page: its Origin or Sec-Fetch-Site says so.
   for (const std::vector<std::string>& from :
        {std::vector<std::string>{"Origin: http://evil.example"}, {"Origin: null"}, {"Origin: http://127.0.0.1:1"},
-        {"Sec-Fetch-Site: cross-site"}, {"Sec-Fetch-Site: same-site"}}) {
+        {"Sec-Fetch-Site: cross-site"}, {"Sec-Fetch-Site: same-site"}, {"Sec-Fetch-Site: CROSS-SITE"},
+        {"Sec-Fetch-Site: cross-site, same-origin"}, {"Sec-Fetch-Site: sideways"}}) {
     INFO(from[0]);
     CHECK(call("POST", base + "/api/v1/runs", start, from).status == 403);
     CHECK(call("POST", approve, "{}", from).status == 403);
@@ -89,6 +90,15 @@ TEST_CASE("http guard: a request naming a host the gateway does not serve is ref
     INFO(name);
     CHECK(call("GET", base + "/api/v1/runs", "", {"Host: " + name}).status == 200);
   }
+  // A Host that is not host[:port]: 400, whatever it names.
+  for (const std::string& bad : std::vector<std::string>{"127.0.0.1:abc", "localhost:evil", "127.0.0.1:" + port + ":1",
+                                                        "127.0.0.1:99999", "127.0.0.1:", "[::1", "[::1]x", "user@127.0.0.1",
+                                                        "local host", "localhost/x"}) {
+    INFO(bad);
+    auto answer = call("GET", base + "/api/v1/runs", "", {"Host: " + bad});
+    CHECK(answer.status == 400);
+    CHECK(answer.parsed()["error"]["code"] == "malformed");
+  }
   // A link from another site to a page still opens it (a navigation); nothing else from there does.
   CHECK(call("GET", base + "/", "", {"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: navigate"}).status == 200);
   CHECK(call("GET", base + "/app.js", "", {"Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: no-cors"}).status == 403);
@@ -120,6 +130,10 @@ TEST_CASE("http guard: tokens are named, added and revoked while the gateway run
   auto step = call("GET", base + "/api/v1/runs/" + run).parsed()["waiting"]["step_key"].get<std::string>();
   // Who answers is the token's name, whatever the body says (a body naming someone is refused).
   CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/" + step + "/approve", R"({"by": "ceo"})", {as_bea}).status == 400);
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/steps/" + step + "/reject", R"({"by": "ceo"})", {as_bea}).status == 400);
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/cancel", R"({"by": "ceo"})", {as_bea}).status == 400);
+  CHECK(call("POST", base + "/api/v1/runs/" + run + "/retry", R"({"by": "ceo"})", {as_bea}).status == 400);
+  CHECK(call("POST", base + "/api/v1/runs", R"({"agent": "coder", "by": "ceo"})", {as_bea}).status == 400);
   REQUIRE(call("POST", base + "/api/v1/runs/" + run + "/steps/" + step + "/approve", "{}").status == 200);  // as tester
   c.await_status(run, "completed");
   auto events = call("GET", base + "/api/v1/runs/" + run + "/events").parsed()["events"];

@@ -443,3 +443,48 @@ TEST_CASE("gateway tokens: named, hashed, owner-only, read again when changed, a
   CHECK_FALSE(*again);
   CHECK(read_file(dir.file("url")) == url);
 }
+
+TEST_CASE("http server: one client's waiting requests hold a share of the threads, never all: another client's still start",
+          "[gateway][integration]") {
+  server_options o;
+  o.handler_threads = 8;  // a quarter each: 2
+  o.waiting_per_client_max = 100;
+  o.may_wait = [](const http_request& r) { return r.target.rfind("/api/", 0) == 0; };
+  o.client_of = [](const http_request& r) {
+    auto it = r.headers.find("x-client");
+    return it == r.headers.end() ? r.peer : it->second;
+  };
+  std::atomic<bool> release{false};
+  std::atomic<int> running_a{0}, most_a{0};
+  server_fixture f([&](http_request r, responder respond) {
+    if (r.headers["x-client"] == "a") {
+      int now = ++running_a;
+      for (int seen = most_a; now > seen && !most_a.compare_exchange_weak(seen, now);) {}
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      --running_a;
+    }
+    respond(http_response{});
+  }, o);
+  // Client a: 60 requests that each wait (an owner that is gone), all taken.
+  std::vector<int> held;
+  for (int i = 0; i < 60; ++i) {
+    int fd = connect_to(f.server->port());
+    send_all(fd, "GET /api/slow HTTP/1.1\r\nHost: x\r\nX-Client: a\r\n\r\n");
+    held.push_back(fd);
+  }
+  REQUIRE_EVENTUALLY(5000, running_a == 2);
+  // Clients b to k, each one request: every one answered while all of a's still wait.
+  for (char c = 'b'; c <= 'k'; ++c) {
+    int fd = connect_to(f.server->port());
+    send_all(fd, std::string("GET /api/quick HTTP/1.1\r\nHost: x\r\nX-Client: ") + c + "\r\n\r\n");
+    CHECK(read_all(fd, "\r\n\r\n", 10'000).rfind("HTTP/1.1 200", 0) == 0);
+    ::close(fd);
+  }
+  CHECK(running_a == 2);
+  release = true;
+  for (int fd : held) {
+    CHECK(read_all(fd, "\r\n\r\n", 10'000).rfind("HTTP/1.1 200", 0) == 0);
+    ::close(fd);
+  }
+  CHECK(most_a == 2);  // never more than its share at once
+}
