@@ -359,8 +359,11 @@ result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> n
     if (make) {
       made = (*js)->ensure_work_queue(options);
     } else if (auto there = (*js)->stored_messages(options.stream); !there) {
-      made = make_error(there.error().code == errc::config ? errc::config : errc::unavailable,
-                        there.error().message + " (an orchestrator makes it)");
+      // Nobody answers the JetStream API: JetStream is off, which waiting will not change.
+      bool no_jetstream = there.error().message.find(natsStatus_GetText(NATS_NO_RESPONDERS)) != std::string::npos;
+      made = no_jetstream ? make_error(errc::config, "the task stream " + options.stream +
+                                                       " cannot be read: is JetStream enabled on nats-server? start it with -js")
+                          : make_error(errc::unavailable, there.error().message + " (an orchestrator makes it)");
     }
     if (made) return js;
     if (made.error().code == errc::config) return made.error();
