@@ -75,7 +75,7 @@ else
   fi
   echo "sanitize: $count end-to-end tests against $dir/apps/keel-node"
   (cd build && KEEL_TEST_NODE_BINARY="$root/$dir/apps/keel-node" TSAN_OPTIONS="${TSAN_OPTIONS/halt_on_error=1/halt_on_error=0}" \
-    ctest --output-on-failure -j"$jobs" --no-tests=error -R "$regex") || status=$?
+    ctest --output-on-failure -j"$jobs" --timeout 600 --no-tests=error -R "$regex") || status=$?
 fi
 # (A file with no report in it, such as a list of the suppressions used, does not count.)
 found=$(grep -lE "ERROR: |WARNING: |runtime error|SUMMARY: " "$reports"/* 2>/dev/null || true)
