@@ -865,7 +865,7 @@ TEST_CASE("failover: an orchestrator killed for good while 50 runs are in flight
       (void)(*log)->read("keel.default.log." + owner + "." + run, [&](const std::string&, std::uint64_t, std::string) { ++n; });
       return n;
     };
-    REQUIRE_EVENTUALLY(10'000, entries() == 1);
+    REQUIRE_EVENTUALLY(60'000, entries() == 1);  // cut once the run is settled everywhere (slow under a sanitizer)
   }
 }
 

@@ -305,7 +305,7 @@ TEST_CASE("runs: a worker runs tasks that arrive together at the same time", "[e
 TEST_CASE("runs: a result on disk whose consequences were not written is replayed, not asked again",
           "[e2e][integration]") {
   cluster c(unattended_agent("auto"), {{"auto.json", R"({"turns": [
-    {"delay_ms": 3000, "text": "from the model", "tool_calls": [{"name": "exec", "arguments": {"command": "echo model >> marks.txt"}}]},
+    {"delay_ms": 20000, "text": "from the model", "tool_calls": [{"name": "exec", "arguments": {"command": "echo model >> marks.txt"}}]},
     {"text": "finished"}
   ]})"}});
   bool as_received = GENERATE(true, false);
