@@ -165,7 +165,8 @@ std::size_t api::live_count(bool orchestrators_only) const {
 }
 
 // A request every orchestrator (or every node) answers: the answers that come until each live one
-// has answered, or list_wait_ms passed. An error answer from any of them is the result.
+// has answered, or list_wait_ms passed (then at least the first, up to the request timeout). An
+// error answer from any of them is the result.
 result<std::vector<value>> api::collect(const std::string& subject, const value& body, bool orchestrators_only) {
   struct gathering {
     std::mutex mutex;
@@ -194,6 +195,11 @@ result<std::vector<value>> api::collect(const std::string& subject, const value&
   std::unique_lock lock{g->mutex};
   g->arrived.wait_for(lock, std::chrono::milliseconds(options_.list_wait_ms),
                       [&] { return g->refused || (expected > 0 && g->answers.size() >= expected); });
+  // None yet (every orchestrator slow, a machine under load): the first answer is waited for, up
+  // to the request timeout, rather than answering "unavailable" while they are there.
+  if (expected > 0 && !g->refused && g->answers.empty() && options_.request_timeout_ms > options_.list_wait_ms)
+    g->arrived.wait_for(lock, std::chrono::milliseconds(options_.request_timeout_ms - options_.list_wait_ms),
+                        [&] { return g->refused || !g->answers.empty(); });
   auto answers = std::move(g->answers);
   auto refused = g->refused;
   lock.unlock();
