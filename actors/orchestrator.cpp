@@ -6,11 +6,11 @@
 #include "actors/store_writer.hpp"
 #include "actors/task_gate.hpp"
 #include "actors/task_publisher.hpp"
-#include "actors/lease_keeper.hpp"
 #include "broker/run_log.hpp"
 #include "broker/key_value.hpp"
 #include "broker/work_queue.hpp"
 #include "broker/connection.hpp"
+#include "replication/lease_keeper.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
@@ -91,7 +91,8 @@ struct shared_state {
 
   // ---- The replicated run log and the leases (durability.log_replicas > 0)
   std::unique_ptr<broker::key_value> lease_bucket;
-  std::unique_ptr<lease_keeper> leases;
+  std::unique_ptr<replication::lease_bucket> lease_view;  // the same, as the leases see it
+  std::unique_ptr<replication::lease_keeper> leases;
   // Whether this node serves the runs of `domain` (the node id in a run id): its own, and those
   // of the nodes it took over. Without the log, only its own.
   bool serves(std::string_view domain) const {
@@ -107,7 +108,7 @@ struct shared_state {
   // task the new owner awaits).
   bool answers_for(const std::string& domain) const {
     if (!serves(domain)) return false;
-    return !leases || leases->valid(domain, steady_ms());
+    return !leases || leases->valid(domain);
   }
   // The other nodes whose runs are in this node's store and go on here: a domain is added once
   // its takeover has read and fenced every run (until then, nobody answers for them).
@@ -334,10 +335,9 @@ struct shared_state {
       // its runs over and read the log (a new run's first entry has nothing to be fenced by).
       // Not acknowledged, the write is asked again (an idempotency key finds its run).
       if (outcome && leases) {
-        auto now = steady_ms();
         for (const auto& w : *waiting) {
           std::string domain(run_id{w.run}.owner());
-          if (leases->valid(domain, now)) continue;
+          if (leases->valid(domain)) continue;
           outcome = make_error(errc::unavailable, "the lease on the runs of " + domain +
                                                     " was not renewed in time for this write to count");
           break;
@@ -421,6 +421,20 @@ struct shared_state {
     if (it == in_flight.end() || it->second.step != step || it->second.result_received) return false;
     it->second.result_received = true;
     return true;
+  }
+  // The step's result could not be written: a copy offered again is taken, not called late.
+  void receive_failed(const std::string& run_id, std::uint64_t step) {
+    std::lock_guard lock{registry_mutex};
+    if (auto it = in_flight.find(run_id); it != in_flight.end() && it->second.step == step) it->second.result_received = false;
+  }
+  // Whether the run in memory has certainly no use for a result of `step`: its result is written
+  // or another step is in flight. Not in memory, or still awaiting it (a write of it failed), the
+  // answer is no: the worker offers it again, and keeps the task.
+  bool result_not_needed(const std::string& run_id, std::uint64_t step) {
+    std::lock_guard lock{registry_mutex};
+    if (!registry.count(run_id) || starting.count(run_id)) return false;
+    auto it = in_flight.find(run_id);
+    return it == in_flight.end() || it->second.step != step || it->second.result_received;
   }
   // Runs whose actor is made but has not yet said what it has in flight (a run loaded from disk
   // asks the broker first): a result or question for one is asked again, not taken as late.
@@ -1108,7 +1122,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<shared
       if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
       // A node whose lease lapsed (paused, or the lease bucket out of reach) makes no run: its
       // first write could not count. (A key claimed for it is taken up by the next invoke.)
-      if (std::string domain(run_id{id}.owner()); shared->leases && !shared->leases->valid(domain, steady_ms()))
+      if (std::string domain(run_id{id}.owner()); shared->leases && !shared->leases->valid(domain))
         return shared->reply_error(reply, errc::unavailable,
                                    "node " + shared->node_id + " is renewing its lease on the runs of " + domain + ": ask again");
       if (!key.empty()) {
@@ -1303,7 +1317,7 @@ void take_over(const std::shared_ptr<shared_state>& shared, const caf::actor& or
   auto give_up_if_superseded = [&] {
     if (superseded.empty() && !tied.empty()) {
       auto current = shared->lease_bucket->get(domain);
-      auto lease = current && *current ? lease_keeper::decode(**current) : result<std::pair<std::string, std::uint64_t>>(
+      auto lease = current && *current ? replication::lease_keeper::decode(**current) : result<std::pair<std::string, std::uint64_t>>(
                                                                              make_error(errc::unavailable, "unread"));
       if (!lease || lease->first != shared->node_id || lease->second != epoch)
         superseded = tied + " (epoch " + std::to_string(epoch) + ", the lease names " +
@@ -1452,7 +1466,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                      "keel log");
     shared->ask_pool = std::make_unique<thread_pool>(2, [](const char* what) { logger()->error("a run's lookup: {}", what); },
                                                      "keel ask");
-    lease_keeper::hooks hooks;
+    replication::lease_keeper::hooks hooks;
     auto actor = state->actor;
     hooks.take_over = [weak, actor](const std::string& domain, std::uint64_t epoch) {
       if (auto s = weak.lock()) take_over(s, actor, domain, epoch);
@@ -1460,7 +1474,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     hooks.lost = [weak](const std::string& domain, const std::string& why) {
       if (auto s = weak.lock()) s->fenced(domain, why);
     };
-    auto leases = lease_keeper::start(*shared->lease_bucket, node_id, config.lease_ms, std::move(hooks));
+    shared->lease_view = replication::jetstream_lease_bucket(*shared->lease_bucket);
+    auto leases = replication::lease_keeper::start(replication::system_environment(), *shared->lease_view, node_id,
+                                                   config.lease_ms, std::move(hooks));
     if (!leases) {
       caf::anon_send_exit(state->actor, caf::exit_reason::user_shutdown);
       return leases.error();
@@ -1565,9 +1581,15 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       return shared->publish(m.reply, not_needed);
     }
     if (!shared->received(ref->run_id, ref->step)) {
-      // Late or repeated: answered after what is being written, which may be its first copy.
+      // Late or repeated: answered after what is being written, which may be its first copy. Only
+      // "not needed" once that copy is certainly written (else the worker would drop the task
+      // whose result is lost): if its write failed, the worker is told to offer it again.
       auto& lane = shared->lane_of(ref->run_id);
-      lane.writer->after_pending([shared, &lane, reply = m.reply](const result<void>&) { lane.publish(reply, not_needed); });
+      lane.writer->after_pending([shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>&) {
+        if (shared->result_not_needed(run_id, step)) return lane.publish(reply, not_needed);
+        shared->reply_error(reply, errc::unavailable, "the result of step " + std::to_string(step) + " of run " + run_id +
+                                                        " is not written yet; offer it again");
+      });
       return;
     }
     // Written before anything is acted on, here, as it came; the run's actor gets it at once and
@@ -1581,10 +1603,13 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     auto& lane = shared->lane_of(ref->run_id);
     lane.writer->submit(
       std::move(received),
-      [gate, run, shared, &lane, reply = m.reply, run_id = ref->run_id](const result<void>& written) {
+      [gate, run, shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>& written) {
         gate->on_written(written.ok());
         if (written) lane.publish(reply, kept);
-        else shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
+        else {
+          shared->receive_failed(run_id, step);
+          shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
+        }
         // The run's actor may be ahead of disk: drop it, so that the run reloads from disk (when
         // the worker offers the result again, or once the store writes again).
         if (!written) {

@@ -6,6 +6,7 @@
 
 #include <sys/statvfs.h>
 
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -89,7 +90,7 @@ const std::vector<std::pair<std::string, std::string>> scripts = {
     {"text": "Done."}
   ]})"},
   {"sleeper.json", R"({"turns": [
-    {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> side.txt; sleep 3; head -c 300000 /dev/zero | tr '\\0' x"}}]},
+    {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> side.txt; while [ ! -e release ]; do sleep 0.1; done; head -c 300000 /dev/zero | tr '\\0' x"}}]},
     {"text": "Slept."}
   ]})"}};
 
@@ -114,6 +115,8 @@ TEST_CASE("disk full: a node refuses new runs with 'disk full', answers reads, l
   small_disk disk(32);
   if (!usable(disk)) return;
   cluster c(agents, scripts, on(disk));
+  std::filesystem::create_directories(c.dir().file("ws"));
+  std::ofstream(c.dir().file("ws/release")) << "go\n";  // the sleeper's commands need not wait here
   // Inputs of 400 KB (random letters, which compress little) fill the disk down to the reserve
   // within a few dozen runs. They are sent as a client program would, over NATS: one process
   // for the lot, not one per run.
@@ -222,9 +225,13 @@ TEST_CASE("disk full: a step in flight when the disk fills is kept and goes on b
   cluster c(agents, scripts, on(disk));
   std::vector<std::string> runs;
   for (int i = 0; i < 5; ++i) runs.push_back(c.invoke("sleeper", "go " + std::to_string(i)));
-  // Every command has started (each sleeps 3 s, then prints 300 KB): the disk fills under them.
+  // Every command has started (each waits for the file `release`, then prints 300 KB): the disk
+  // fills under them, then they are let go.
   REQUIRE_EVENTUALLY(15'000, lines_of(read_file(c.dir().file("ws/side.txt"))).size() == runs.size());
   disk.fill_leaving(1 << 20);
+  {
+    std::ofstream(c.dir().file("ws/release")) << "go\n";
+  }
   // The results cannot be written: the runs wait, none fails.
   std::this_thread::sleep_for(std::chrono::seconds(5));
   for (const auto& id : runs) CHECK(c.status(id) == "running");

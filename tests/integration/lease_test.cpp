@@ -1,6 +1,6 @@
-// The leases that say which orchestrator serves which runs (actors/lease_keeper), against a real
+// The leases that say which orchestrator serves which runs (replication/lease_keeper), against a real
 // nats-server: a lease counts for its holder only while no other can have taken it.
-#include "actors/lease_keeper.hpp"
+#include "replication/lease_keeper.hpp"
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
 #include "broker/work_queue.hpp"
@@ -15,7 +15,12 @@
 #include <set>
 
 using namespace keel;
-using keel::actors::lease_keeper;
+using keel::replication::lease_keeper;
+
+namespace {
+keel::replication::environment& env() { return keel::replication::system_environment(); }
+std::int64_t clock_ms() { return env().now_ms(); }
+} // namespace
 using keel::testing::nats_server;
 
 namespace {
@@ -33,6 +38,7 @@ struct member {
   std::shared_ptr<broker::connection> nats;
   std::unique_ptr<broker::jetstream> js;
   std::unique_ptr<broker::key_value> bucket;
+  std::unique_ptr<keel::replication::lease_bucket> leases;
   explicit member(const std::string& url) : nats(connect(url)) {
     auto j = broker::jetstream::open(nats);
     REQUIRE(j.ok());
@@ -40,32 +46,33 @@ struct member {
     auto b = broker::key_value::open(*js, {"LEASES", 1, 0});
     REQUIRE(b.ok());
     bucket = std::move(*b);
+    leases = keel::replication::jetstream_lease_bucket(*bucket);
   }
 };
 } // namespace
 
 TEST_CASE("leases: a lease taken over had stopped counting for its old holder before the taker claimed it",
-          "[actors][integration]") {
+          "[replication][integration]") {
   nats_server server;
   member a_side(server.url()), b_side(server.url());
   constexpr std::int64_t lease_ms = 1000;
-  auto a = lease_keeper::start(*a_side.bucket, "a", lease_ms, {});
+  auto a = lease_keeper::start(env(), *a_side.leases, "a", lease_ms, {});
   REQUIRE(a.ok());
-  auto now = steady_ms();
-  CHECK((*a)->valid("a", now));
-  CHECK_FALSE((*a)->valid("a", now + lease_ms));  // never a whole lease ahead
-  CHECK_FALSE((*a)->valid("b", now));             // not held
+  auto now = clock_ms();
+  CHECK((*a)->valid_at("a", now));
+  CHECK_FALSE((*a)->valid_at("a", now + lease_ms));  // never a whole lease ahead
+  CHECK_FALSE((*a)->valid_at("b", now));             // not held
 
   std::mutex m;
   std::string taken;
   std::atomic<std::int64_t> claimed_at{0};
   lease_keeper::hooks on_b;
   on_b.take_over = [&](const std::string& domain, std::uint64_t) {
-    claimed_at = steady_ms();
+    claimed_at = clock_ms();
     std::lock_guard lock{m};
     taken = domain;
   };
-  auto b = lease_keeper::start(*b_side.bucket, "b", lease_ms, on_b);
+  auto b = lease_keeper::start(env(), *b_side.leases, "b", lease_ms, on_b);
   REQUIRE(b.ok());
   // While a renews, b takes nothing.
   std::this_thread::sleep_for(std::chrono::milliseconds(3 * lease_ms));
@@ -79,33 +86,33 @@ TEST_CASE("leases: a lease taken over had stopped counting for its old holder be
     std::lock_guard lock{m};
     CHECK(taken == "a");
   }
-  CHECK_FALSE((*a)->valid("a", claimed_at));
+  CHECK_FALSE((*a)->valid_at("a", claimed_at));
   CHECK((*b)->holds("a"));
-  CHECK((*b)->valid("a", steady_ms()));
+  CHECK((*b)->valid_at("a", clock_ms()));
   CHECK((*b)->epoch_of("a") == 2);
   // a, started again, finds its runs taken: it must rejoin as a new member.
-  auto again = lease_keeper::start(*a_side.bucket, "a", lease_ms, {});
+  auto again = lease_keeper::start(env(), *a_side.leases, "a", lease_ms, {});
   REQUIRE_FALSE(again.ok());
   CHECK(again.error().code == errc::conflict);
   CHECK(again.error().message.find("taken over by b") != std::string::npos);
 }
 
 TEST_CASE("leases: a holder that cannot reach the bucket stops counting its lease within a lease, and counts again once renewed",
-          "[actors][integration]") {
+          "[replication][integration]") {
   nats_server server;
   member a_side(server.url());
   constexpr std::int64_t lease_ms = 1000;
-  auto a = lease_keeper::start(*a_side.bucket, "a", lease_ms, {});
+  auto a = lease_keeper::start(env(), *a_side.leases, "a", lease_ms, {});
   REQUIRE(a.ok());
-  CHECK((*a)->valid("a", steady_ms()));
+  CHECK((*a)->valid_at("a", clock_ms()));
   server.kill();
-  auto killed = steady_ms();
+  auto killed = clock_ms();
   // Whatever renewal was under way was sent before the kill: none counts a lease past it.
-  CHECK_FALSE((*a)->valid("a", killed + lease_ms));
-  REQUIRE_EVENTUALLY(5'000, !(*a)->valid("a", steady_ms()));
+  CHECK_FALSE((*a)->valid_at("a", killed + lease_ms));
+  REQUIRE_EVENTUALLY(5'000, !(*a)->valid_at("a", clock_ms()));
   CHECK((*a)->holds("a"));  // not lost: nobody took it
   server.restart();
-  REQUIRE_EVENTUALLY(30'000, (*a)->valid("a", steady_ms()));
+  REQUIRE_EVENTUALLY(30'000, (*a)->valid_at("a", clock_ms()));
 }
 
 // A node that took over many others renews one key, not one per domain: the domains it holds for
@@ -114,7 +121,7 @@ TEST_CASE("leases: a holder that cannot reach the bucket stops counting its leas
 // ends with everything at the last node standing. Variants: 200 domains held; two watchers racing
 // for them; the holder's validity read for a domain while its own lease lapses.
 TEST_CASE("leases: 200 domains held for others cost one renewal, follow their holder's lease, and are each claimed once when it goes",
-          "[actors][integration]") {
+          "[replication][integration]") {
   nats_server server;
   member a_side(server.url()), b_side(server.url()), c_side(server.url());
   constexpr std::int64_t lease_ms = 1000;
@@ -122,7 +129,7 @@ TEST_CASE("leases: 200 domains held for others cost one renewal, follow their ho
   // Domains a held when it stopped (earlier nodes it had taken over): held again when it starts.
   for (int i = 0; i < domains; ++i)
     REQUIRE(a_side.bucket->create("d" + std::to_string(i), lease_keeper::encode("a", 3)).ok());
-  auto a = lease_keeper::start(*a_side.bucket, "a", lease_ms, {});
+  auto a = lease_keeper::start(env(), *a_side.leases, "a", lease_ms, {});
   REQUIRE(a.ok());
   CHECK((*a)->domains().size() == domains + 1);
   CHECK((*a)->epoch_of("d17") == 4);
@@ -141,23 +148,23 @@ TEST_CASE("leases: 200 domains held for others cost one renewal, follow their ho
     lease_keeper::hooks h;
     h.take_over = [&, who](const std::string& domain, std::uint64_t) {
       std::int64_t zero = 0;
-      first_claim.compare_exchange_strong(zero, steady_ms());
+      first_claim.compare_exchange_strong(zero, clock_ms());
       std::lock_guard lock{m};
       taken_by[domain].push_back(who);
     };
     return h;
   };
-  auto b = lease_keeper::start(*b_side.bucket, "b", lease_ms, hooks_for("b"));
+  auto b = lease_keeper::start(env(), *b_side.leases, "b", lease_ms, hooks_for("b"));
   REQUIRE(b.ok());
-  auto c = lease_keeper::start(*c_side.bucket, "c", lease_ms, hooks_for("c"));
+  auto c = lease_keeper::start(env(), *c_side.leases, "c", lease_ms, hooks_for("c"));
   REQUIRE(c.ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(3 * lease_ms));
   // a renewed its own lease (about 4 times a lease) and wrote none of the others'.
   CHECK(revision_of("a") > a_revision + 8);
   CHECK(revision_of("d17") == d_revision);
-  CHECK((*a)->valid("d17", steady_ms()));
-  CHECK((*a)->valid("d199", steady_ms()));
-  CHECK_FALSE((*a)->valid("b", steady_ms()));
+  CHECK((*a)->valid_at("d17", clock_ms()));
+  CHECK((*a)->valid_at("d199", clock_ms()));
+  CHECK_FALSE((*a)->valid_at("b", clock_ms()));
   {
     std::lock_guard lock{m};
     CHECK(taken_by.empty());
@@ -173,8 +180,8 @@ TEST_CASE("leases: 200 domains held for others cost one renewal, follow their ho
     return true;
   };
   REQUIRE_EVENTUALLY(20'000, all_taken(domains + 1));
-  CHECK_FALSE((*a)->valid("d17", first_claim));  // no longer counted for a when the first claim came
-  CHECK_FALSE((*a)->valid("a", first_claim));
+  CHECK_FALSE((*a)->valid_at("d17", first_claim));  // no longer counted for a when the first claim came
+  CHECK_FALSE((*a)->valid_at("a", first_claim));
   std::this_thread::sleep_for(std::chrono::milliseconds(2 * lease_ms));
   std::set<std::string> b_holds, c_holds;
   {
@@ -187,7 +194,7 @@ TEST_CASE("leases: 200 domains held for others cost one renewal, follow their ho
   }
   for (const auto& d : b_holds) CHECK((*b)->holds(d));
   for (const auto& d : c_holds) CHECK((*c)->holds(d));
-  CHECK((*b)->valid("a", steady_ms()) == (b_holds.count("a") > 0));
+  CHECK((*b)->valid_at("a", clock_ms()) == (b_holds.count("a") > 0));
 
   // b goes too: c ends with everything (b's own lease, what b took of a's, and a's).
   (*b)->stop();
@@ -199,5 +206,5 @@ TEST_CASE("leases: 200 domains held for others cost one renewal, follow their ho
     for (const auto& d : b_holds) CHECK(taken_by[d] == std::vector<std::string>{"b", "c"});
     for (const auto& d : c_holds) CHECK(taken_by[d] == std::vector<std::string>{"c"});
   }
-  CHECK((*c)->valid("d17", steady_ms()));
+  CHECK((*c)->valid_at("d17", clock_ms()));
 }

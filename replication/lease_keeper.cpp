@@ -1,18 +1,15 @@
-#include "actors/lease_keeper.hpp"
+#include "replication/lease_keeper.hpp"
 
-#include "runtime/clock.hpp"
 #include "runtime/log.hpp"
 #include "runtime/wire.hpp"
 
-#include <pthread.h>
-#include <thread>
 #include <spdlog/spdlog.h>
 
-namespace keel::actors {
+namespace keel::replication {
 
 namespace {
 std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
+  static auto l = log::get("replication");
   return l;
 }
 } // namespace
@@ -29,30 +26,31 @@ result<std::pair<std::string, std::uint64_t>> lease_keeper::decode(const std::st
   return std::pair<std::string, std::uint64_t>{(*v)["holder"].get<std::string>(), (*v)["epoch"].get<std::uint64_t>()};
 }
 
-lease_keeper::lease_keeper(broker::key_value& bucket, std::string me, std::int64_t lease_ms, hooks on)
-  : bucket_(bucket), me_(std::move(me)), lease_ms_(lease_ms), on_(std::move(on)) {}
+lease_keeper::lease_keeper(environment& env, lease_bucket& bucket, std::string me, std::int64_t lease_ms, hooks on)
+  : env_(env), bucket_(bucket), me_(std::move(me)), lease_ms_(lease_ms), on_(std::move(on)) {}
 
-result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& bucket, std::string me,
+result<std::unique_ptr<lease_keeper>> lease_keeper::start(environment& env, lease_bucket& bucket, std::string me,
                                                           std::int64_t lease_ms, hooks on) {
-  std::unique_ptr<lease_keeper> k(new lease_keeper(bucket, me, lease_ms, std::move(on)));
+  std::unique_ptr<lease_keeper> k(new lease_keeper(env, bucket, me, lease_ms, std::move(on)));
+  const std::atomic<bool> never{false};
   // Our own lease: new, or ours again in the next epoch; held by another, we were taken over.
   // A bucket just made on a new cluster answers once its leader is elected: asked again, 30 s.
-  auto deadline = steady_ms() + 30'000;
+  auto deadline = env.now_ms() + 30'000;
   for (int tries = 0;; ++tries) {
     auto current = bucket.get_entry(me);
-    if (!current && current.error().code != errc::conflict && steady_ms() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    if (!current && current.error().code != errc::conflict && env.now_ms() < deadline) {
+      env.sleep_ms(250, never);
       continue;
     }
     if (!current) return current.error();
     if (!*current) {
-      auto sent = steady_ms();
+      auto sent = env.now_ms();
       auto made = bucket.create(me, encode(me, 1));
       if (made) {
         k->held_[me] = {1, *made, k->valid_until(sent)};
         break;
       }
-      if (made.error().code != errc::conflict && steady_ms() < deadline) continue;
+      if (made.error().code != errc::conflict && env.now_ms() < deadline) continue;
       if (made.error().code != errc::conflict || tries > 3) return made.error();
       continue;  // another wrote it in between: read it again
     }
@@ -61,20 +59,20 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     if (lease->first != me)
       return make_error(errc::conflict, "the runs of node " + me + " were taken over by " + lease->first +
                                           " (epoch " + std::to_string(lease->second) + ")");
-    auto sent = steady_ms();
+    auto sent = env.now_ms();
     auto renewed = bucket.update(me, encode(me, lease->second + 1), (*current)->revision);
     if (renewed) {
       k->held_[me] = {lease->second + 1, *renewed, k->valid_until(sent)};
       break;
     }
-    if (renewed.error().code != errc::conflict && steady_ms() < deadline) continue;
+    if (renewed.error().code != errc::conflict && env.now_ms() < deadline) continue;
     if (renewed.error().code != errc::conflict || tries > 3) return renewed.error();
   }
   // Leases of other nodes this one held when it stopped: held again (in a new epoch), if still
   // ours. They count while this node's own lease does.
   auto keys = bucket.keys();
   if (!keys) return keys.error();
-  deadline = steady_ms() + 30'000;
+  deadline = env.now_ms() + 30'000;
   // Each such key is held again or found taken, never skipped on an error: a key naming this node
   // counts while this node's lease does, so one left out would be served by nobody, ever.
   for (const auto& key : *keys) {
@@ -82,8 +80,8 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
     while (true) {
       auto current = bucket.get_entry(key);
       if (!current) {
-        if (steady_ms() >= deadline) return current.error();
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        if (env.now_ms() >= deadline) return current.error();
+        env.sleep_ms(250, never);
         continue;
       }
       if (!*current) break;
@@ -95,41 +93,31 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(broker::key_value& buc
         break;
       }
       if (renewed.error().code != errc::conflict) {
-        if (steady_ms() >= deadline) return renewed.error();
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        if (env.now_ms() >= deadline) return renewed.error();
+        env.sleep_ms(250, never);
       }
     }
   }
-  k->thread_ = std::thread([raw = k.get()] {
-    pthread_setname_np(pthread_self(), "keel lease");
-    raw->loop(true);
-  });
-  k->watcher_ = std::thread([raw = k.get()] {
-    pthread_setname_np(pthread_self(), "keel leases");
-    raw->loop(false);
-  });
+  k->renewer_ = env.spawn("keel lease", [raw = k.get()] { raw->loop(true); });
+  k->watcher_ = env.spawn("keel leases", [raw = k.get()] { raw->loop(false); });
   return k;
 }
 
 lease_keeper::~lease_keeper() { stop(); }
 
 void lease_keeper::stop() {
+  if (stopping_.exchange(true)) return;
+  if (renewer_) renewer_->join();
+  if (watcher_) watcher_->join();
+  std::vector<takeover> left;
   {
     std::lock_guard lock{mutex_};
-    if (stopping_) return;
-    stopping_ = true;
+    left = std::move(takeovers_);
   }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
-  if (watcher_.joinable()) watcher_.join();
-  for (auto& t : takeovers_)
-    if (t.joinable()) t.join();
+  for (auto& t : left) t.thread->join();
 }
 
-bool lease_keeper::stopping() const {
-  std::lock_guard lock{mutex_};
-  return stopping_;
-}
+bool lease_keeper::stopping() const { return stopping_.load(); }
 
 bool lease_keeper::holds(const std::string& domain) const {
   std::lock_guard lock{mutex_};
@@ -150,7 +138,9 @@ void lease_keeper::take_over_again() {
     if (domain != me_) start_takeover(domain, lease.epoch);
 }
 
-bool lease_keeper::valid(const std::string& domain, std::int64_t now_ms) const {
+bool lease_keeper::valid(const std::string& domain) const { return valid_at(domain, env_.now_ms()); }
+
+bool lease_keeper::valid_at(const std::string& domain, std::int64_t now_ms) const {
   std::lock_guard lock{mutex_};
   auto own = held_.find(me_);
   return held_.count(domain) > 0 && own != held_.end() && now_ms < own->second.valid_until_ms;
@@ -165,17 +155,15 @@ std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
 void lease_keeper::loop(bool renewing) {
   // Renewing and watching on threads of their own: a watch slowed by the broker (a request
   // waiting out its timeout while a server is lost) never delays a renewal.
-  auto every = std::chrono::milliseconds(std::max<std::int64_t>(100, lease_ms_ / 4));
+  auto every = std::max<std::int64_t>(100, lease_ms_ / 4);
   while (true) {
-    {
-      std::unique_lock lock{mutex_};
-      if (wake_.wait_for(lock, every, [this] { return stopping_; })) return;
-    }
-    auto round = steady_ms();
+    env_.sleep_ms(every, stopping_);
+    if (stopping_) return;
+    auto round = env_.now_ms();
     if (renewing) renew();
     else watch();
     // A slow renewal leaves this node's leases close to lapsing (its writes stop counting).
-    if (auto took = steady_ms() - round; renewing && took > lease_ms_ / 2)
+    if (auto took = env_.now_ms() - round; renewing && took > lease_ms_ / 2)
       logger()->warn("renewing the lease took {} ms (a lease lasts {} ms)", took, lease_ms_);
   }
 }
@@ -189,7 +177,7 @@ void lease_keeper::renew() {
     if (it == held_.end()) return;  // lost already
     own = it->second;
   }
-  auto sent = steady_ms();
+  auto sent = env_.now_ms();
   auto renewed = bucket_.update(me_, encode(me_, own.epoch), own.revision);
   if (renewed) {
     std::lock_guard lock{mutex_};
@@ -247,12 +235,19 @@ bool lease_keeper::claim(const std::string& key, const known_lease& was, const s
 
 void lease_keeper::start_takeover(const std::string& domain, std::uint64_t epoch) {
   if (!on_.take_over) return;
-  takeovers_.emplace_back([this, domain, epoch] {
-    pthread_setname_np(pthread_self(), "keel takeover");
+  auto id = ++takeovers_started_;
+  takeovers_.push_back({id, env_.spawn("keel takeover", [this, domain, epoch, id] {
+    // Said done however the takeover ends (an error ends it as a return would).
+    struct done_guard {
+      lease_keeper* self;
+      std::uint64_t id;
+      ~done_guard() {
+        std::lock_guard lock{self->mutex_};
+        self->takeovers_done_.push_back(id);
+      }
+    } done{this, id};
     on_.take_over(domain, epoch);
-    std::lock_guard lock{mutex_};
-    takeovers_done_.push_back(std::this_thread::get_id());
-  });
+  })});
 }
 
 void lease_keeper::watch() {
@@ -264,7 +259,7 @@ void lease_keeper::watch() {
     blind_ = true;
     return;
   }
-  auto now = steady_ms();
+  auto now = env_.now_ms();
   if (blind_) {
     for (auto& [key, seen] : seen_) seen.since_ms = now;
     blind_ = false;
@@ -314,15 +309,19 @@ void lease_keeper::watch() {
     claim(key, was, "is held for " + was.holder + ", whose own lease was taken over");
   }
   // Takeovers that ended are joined (a node may take over many in its life).
-  std::lock_guard lock{mutex_};
-  for (auto& done : takeovers_done_)
-    for (auto t = takeovers_.begin(); t != takeovers_.end(); ++t)
-      if (t->get_id() == done) {
-        t->join();
-        takeovers_.erase(t);
-        break;
-      }
-  takeovers_done_.clear();
+  std::vector<takeover> ended;
+  {
+    std::lock_guard lock{mutex_};
+    for (auto done : takeovers_done_)
+      for (auto t = takeovers_.begin(); t != takeovers_.end(); ++t)
+        if (t->id == done) {
+          ended.push_back(std::move(*t));
+          takeovers_.erase(t);
+          break;
+        }
+    takeovers_done_.clear();
+  }
+  for (auto& t : ended) t.thread->join();
 }
 
-} // namespace keel::actors
+} // namespace keel::replication

@@ -9,19 +9,19 @@
 // are claimed in turn. A holder whose own rewrite is refused has lost everything it held.
 #pragma once
 
-#include "broker/key_value.hpp"
+#include "replication/environment.hpp"
+#include "replication/lease_bucket.hpp"
 #include "runtime/result.hpp"
 
-#include <condition_variable>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
-namespace keel::actors {
+namespace keel::replication {
 
 class lease_keeper {
 public:
@@ -33,8 +33,9 @@ public:
   };
   // Takes this node's own lease, and back every lease this node held before it stopped.
   // errc::conflict when its own runs were taken over meanwhile: it must rejoin as a new member.
-  static result<std::unique_ptr<lease_keeper>> start(broker::key_value& bucket, std::string me, std::int64_t lease_ms,
-                                                     hooks on);
+  // Its clock, sleeps and threads are `env`'s; `env` and `bucket` outlive it.
+  static result<std::unique_ptr<lease_keeper>> start(environment& env, lease_bucket& bucket, std::string me,
+                                                     std::int64_t lease_ms, hooks on);
   ~lease_keeper();
   lease_keeper(const lease_keeper&) = delete;
   lease_keeper& operator=(const lease_keeper&) = delete;
@@ -45,12 +46,13 @@ public:
 
   bool holds(const std::string& domain) const;
   bool stopping() const;  // stop() was called: a takeover under way gives up
-  // Whether the lease on `domain` is certainly still this node's at steady time `now_ms`: held,
+  // Whether the lease on `domain` is certainly still this node's now (the environment's clock): held,
   // and the last renewal of this node's own lease was sent less than a lease ago (less a margin). Another orchestrator
   // takes a lease over only after seeing it unchanged for a whole lease from the moment it saw
   // the renewal, so a write the broker confirmed while this holds landed before any takeover
   // read the log. A node acknowledges a write only if this held once it was confirmed.
-  bool valid(const std::string& domain, std::int64_t now_ms) const;
+  bool valid(const std::string& domain) const;
+  bool valid_at(const std::string& domain, std::int64_t now_ms) const;  // at a time of the environment's clock
   std::vector<std::string> domains() const;  // every domain held
   std::uint64_t epoch_of(const std::string& domain) const;  // 0 when not held
   void stop();
@@ -60,7 +62,7 @@ public:
   static result<std::pair<std::string, std::uint64_t>> decode(const std::string& bytes);
 
 private:
-  lease_keeper(broker::key_value& bucket, std::string me, std::int64_t lease_ms, hooks on);
+  lease_keeper(environment& env, lease_bucket& bucket, std::string me, std::int64_t lease_ms, hooks on);
   void loop(bool renewing);  // renewing, or watching the others
   void renew();
   void watch();
@@ -84,7 +86,8 @@ private:
     std::uint64_t revision = 0;
     std::int64_t since_ms = 0;  // steady time the revision was first seen
   };
-  broker::key_value& bucket_;
+  environment& env_;
+  lease_bucket& bucket_;
   std::string me_;
   std::int64_t lease_ms_;
   hooks on_;
@@ -95,12 +98,16 @@ private:
   std::map<std::string, seen_lease> seen_;    // the watching thread only
   std::map<std::string, known_lease> known_;  // the watching thread only
   bool blind_ = false;                      // the bucket was out of reach (the watching thread only)
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  std::vector<std::thread> takeovers_;
-  std::vector<std::thread::id> takeovers_done_;  // ended, to be joined by the watching thread
-  std::thread thread_;   // renews
-  std::thread watcher_;  // watches the others' leases
+  std::atomic<bool> stopping_{false};
+  struct takeover {
+    std::uint64_t id = 0;
+    std::unique_ptr<joinable> thread;
+  };
+  std::uint64_t takeovers_started_ = 0;
+  std::vector<takeover> takeovers_;
+  std::vector<std::uint64_t> takeovers_done_;  // ended, to be joined by the watching thread
+  std::unique_ptr<joinable> renewer_;  // renews
+  std::unique_ptr<joinable> watcher_;  // watches the others' leases
 };
 
-} // namespace keel::actors
+} // namespace keel::replication

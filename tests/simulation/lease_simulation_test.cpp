@@ -1,0 +1,218 @@
+// Simulation of the leases that say which orchestrator serves which runs
+// (replication/lease_keeper): three nodes on one simulated bucket, under seeded schedules of
+// slow and lost answers, broker outages, pauses, suspends and crashes. Invariants: no two nodes
+// hold a valid lease on the same runs at any instant (one owner acts at a time), and once the
+// faults stop, every node's runs are served by a live node.
+//   KEEL_SIM_SEEDS=N   how many seeds each test runs (default 1000)
+//   KEEL_SIM_SEED=S    one seed only (to reproduce a failure: its report names the seed)
+#include "replication/lease_keeper.hpp"
+#include "tests/simulation/simulated.hpp"
+#include "tests/simulation/seeds.hpp"
+#include "tests/simulation/trace_log.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <set>
+
+using namespace keel;
+using namespace keel::simulation;
+
+namespace {
+
+constexpr std::int64_t lease_ms = 1000;
+
+struct scenario_options {
+  bool clock_stops_while_suspended = false;  // CLOCK_MONOTONIC's behaviour; keel uses CLOCK_BOOTTIME
+  bool suspends = false;                     // machines sleep (a laptop lid, a VM migrated)
+};
+
+struct outcome {
+  std::string violation;  // empty when every invariant held
+  std::string trace;
+};
+
+struct node {
+  std::string id;
+  int index = 0;  // its processes' node in the world (a restart is a new one)
+  std::unique_ptr<simulated_environment> env;
+  std::unique_ptr<bucket_view> bucket;
+  std::unique_ptr<replication::lease_keeper> keeper;
+};
+
+class scenario {
+public:
+  scenario(std::uint64_t seed, const scenario_options& options) : w_(seed), bucket_(w_, bucket_faults{}), options_(options) {}
+
+  outcome run() {
+    traced_logs logs(w_, "replication");
+    for (int i = 0; i < 3; ++i) start("n" + std::to_string(i));
+    w_.spawn(-1, "faults", [this] { faults(); });
+    w_.run_until(faults_end_ms + 15 * lease_ms, [this] { check_one_owner(); });
+    if (violation_.empty()) check_served();
+    for (const auto& e : w_.errors()) violation_ += "\n" + e;
+    outcome out{violation_, w_.trace()};
+    w_.halt();
+    return out;
+  }
+
+private:
+  static constexpr std::int64_t faults_end_ms = 20'000;
+
+  bool live(const node& n) const { return n.keeper && !w_.crashed(n.index); }
+
+  // A node starts (again): under its id if its runs are still its own, else as a new member.
+  void start(const std::string& id) {
+    auto& n = *nodes_.emplace_back(std::make_unique<node>());
+    n.id = id;
+    n.index = next_index_++;
+    ids_.insert(id);
+    n.env = std::make_unique<simulated_environment>(w_, n.index, w_.uniform(0, 1'000'000'000), options_.clock_stops_while_suspended);
+    n.bucket = std::make_unique<bucket_view>(bucket_);
+    w_.spawn(n.index, "start " + id, [this, &n] {
+      replication::lease_keeper::hooks hooks;
+      hooks.take_over = [this, &n](const std::string& domain, std::uint64_t epoch) {
+        w_.note(n.id + " takes over " + domain + " (epoch " + std::to_string(epoch) + ")");
+      };
+      hooks.lost = [this, &n](const std::string& domain, const std::string& why) {
+        w_.note(n.id + " lost " + domain + ": " + why + "; it stops");
+        stop(n);
+      };
+      auto k = replication::lease_keeper::start(*n.env, *n.bucket, n.id, lease_ms, hooks);
+      if (!k) {
+        w_.note(n.id + " did not start: " + k.error().message);
+        if (k.error().code == errc::conflict) restart_later(n.id + "+");
+        return;
+      }
+      n.keeper = std::move(*k);
+    });
+  }
+  // The real node exits and is started again by its supervisor.
+  void stop(node& n) {
+    if (w_.crashed(n.index)) return;
+    w_.crash(n.index);
+    restart_later(n.id);
+  }
+  void restart_later(const std::string& id) {
+    if (nodes_.size() >= 60) return;  // a bound on the churn, far above what 20 s of faults make
+    w_.spawn(-1, "restart " + id, [this, id] {
+      w_.sleep(w_.uniform(200, 3000));
+      start(id);
+    });
+  }
+
+  // From a process of no node (never paused): until faults_end_ms, then quiet.
+  void faults() {
+    while (w_.now_ms() < faults_end_ms) {
+      w_.sleep(w_.uniform(100, 2500));
+      std::vector<node*> up;
+      for (auto& n : nodes_)
+        if (live(*n)) up.push_back(n.get());
+      if (up.empty()) continue;
+      auto& victim = *up[static_cast<std::size_t>(w_.uniform(0, static_cast<std::int64_t>(up.size()) - 1))];
+      auto kind = w_.uniform(0, 9);
+      if (kind <= 4) {
+        auto ms = w_.uniform(100, 3 * lease_ms);
+        w_.note(victim.id + " paused for " + std::to_string(ms) + " ms");
+        w_.pause(victim.index, ms);
+      } else if (kind <= 6 && options_.suspends) {
+        auto ms = w_.uniform(100, 3 * lease_ms);
+        w_.note(victim.id + " suspended for " + std::to_string(ms) + " ms");
+        w_.suspend(victim.index, ms);
+      } else if (kind == 7) {
+        auto ms = w_.uniform(200, 4000);
+        w_.note("the broker answers nothing for " + std::to_string(ms) + " ms");
+        bucket_.out_until(w_.now_ms() + ms);
+      } else if (kind == 8 && kills_++ < 3) {
+        w_.note(victim.id + " is killed");
+        stop(victim);
+      }
+    }
+  }
+
+  void check_one_owner() {
+    if (!violation_.empty()) return;
+    for (const auto& domain : ids_) {
+      std::vector<std::string> valid;
+      for (const auto& n : nodes_)
+        if (live(*n) && n->keeper->valid(domain)) valid.push_back(n->id);
+      if (valid.size() > 1) {
+        violation_ = "at " + std::to_string(w_.now_ms()) + " ms, " + valid[0] + " and " + valid[1] +
+                     " both hold a valid lease on the runs of " + domain;
+        w_.note(violation_);
+        return;
+      }
+    }
+  }
+  // Once quiet: every node's runs are served by a live node (its own or a taker).
+  void check_served() {
+    for (const auto& domain : ids_) {
+      bool served = false;
+      for (const auto& n : nodes_) served = served || (live(*n) && n->keeper->valid(domain));
+      if (!served) {
+        violation_ = "15 leases after the last fault, nobody serves the runs of " + domain;
+        break;
+      }
+    }
+    if (violation_.empty()) return;
+    for (const auto& n : nodes_) {
+      std::string held;
+      if (n->keeper)
+        for (const auto& d : n->keeper->domains()) held += " " + d + (n->keeper->valid(d) ? "" : " (not valid)");
+      w_.note("at the end, " + n->id + (live(*n) ? " (live)" : " (stopped)") + " holds:" + held);
+    }
+    for (const auto& d : ids_)
+      if (auto e = bucket_.peek(d)) {
+        auto lease = replication::lease_keeper::decode(e->value);
+        w_.note("the bucket: " + d + " held by " + (lease ? lease->first + " epoch " + std::to_string(lease->second) : "?") +
+                " at revision " + std::to_string(e->revision));
+      }
+  }
+
+  world w_;
+  simulated_bucket bucket_;
+  scenario_options options_;
+  std::vector<std::unique_ptr<node>> nodes_;
+  std::set<std::string> ids_;
+  int next_index_ = 0;
+  int kills_ = 0;
+  std::string violation_;
+};
+
+outcome run_scenario(std::uint64_t seed, const scenario_options& options) { return scenario(seed, options).run(); }
+
+} // namespace
+
+TEST_CASE("simulation: leases: no two nodes hold a valid lease on the same runs, and every node's runs end up served",
+          "[replication][simulation]") {
+  for_each_seed(1000, [](std::uint64_t seed) {
+    auto out = run_scenario(seed, {});
+    return out.violation.empty() ? std::string() : out.violation + "\n" + out.trace;
+  });
+}
+
+TEST_CASE("simulation: leases: a machine that sleeps does not keep its lease on a clock that ran on",
+          "[replication][simulation]") {
+  for_each_seed(1000, [](std::uint64_t seed) {
+    scenario_options o;
+    o.suspends = true;
+    auto out = run_scenario(seed, o);
+    return out.violation.empty() ? std::string() : out.violation + "\n" + out.trace;
+  });
+}
+
+TEST_CASE("simulation: leases: the harness finds two owners when leases are measured on a clock that stops while the machine sleeps",
+          "[replication][simulation]") {
+  // CLOCK_MONOTONIC (std::steady_clock) stops during a suspend: the holder wakes believing its
+  // lease valid while another has taken it. keel measures leases on CLOCK_BOOTTIME; this checks
+  // that the simulation would see the difference.
+  std::uint64_t found = 0;
+  for (std::uint64_t seed = 1; seed <= 200 && !found; ++seed) {
+    scenario_options o;
+    o.suspends = true;
+    o.clock_stops_while_suspended = true;
+    if (run_scenario(seed, o).violation.find("both hold a valid lease") != std::string::npos) found = seed;
+  }
+  INFO("no seed of 1..200 found two owners with a clock that stops");
+  CHECK(found != 0);
+}

@@ -1,0 +1,137 @@
+// The replication layer's interfaces in a simulated world (tests/simulation/world.hpp): a node's
+// environment (its clock, sleeps and threads) and a lease bucket whose calls take time, are
+// sometimes slow, sometimes lose their answer (done or not), and fail while the broker is out.
+#pragma once
+
+#include "replication/environment.hpp"
+#include "replication/lease_bucket.hpp"
+#include "tests/simulation/world.hpp"
+
+#include <map>
+
+namespace keel::simulation {
+
+class simulated_thread final : public replication::joinable {
+public:
+  simulated_thread(world& w, int id) : world_(w), id_(id) {}
+  void join() override { world_.join(id_); }
+
+private:
+  world& world_;
+  int id_;
+};
+
+// A node's environment. Its clock starts at an origin of its own (machines boot at different
+// times); `clock_stops_while_suspended` is CLOCK_MONOTONIC's behaviour (std::steady_clock), the
+// alternative is CLOCK_BOOTTIME's, which keel uses.
+class simulated_environment final : public replication::environment {
+public:
+  simulated_environment(world& w, int node, std::int64_t origin_ms, bool clock_stops_while_suspended)
+    : world_(w), node_(node), origin_ms_(origin_ms), stops_(clock_stops_while_suspended) {}
+  std::int64_t now_ms() override {
+    return origin_ms_ + world_.now_ms() - (stops_ ? world_.suspended_ms(node_) : 0);
+  }
+  void sleep_ms(std::int64_t ms, const std::atomic<bool>&) override { world_.sleep(ms); }
+  std::unique_ptr<replication::joinable> spawn(const std::string& name, std::function<void()> body) override {
+    return std::make_unique<simulated_thread>(world_, world_.spawn(node_, name, std::move(body)));
+  }
+
+private:
+  world& world_;
+  int node_;
+  std::int64_t origin_ms_;
+  bool stops_;
+};
+
+struct bucket_faults {
+  std::int64_t delay_ms_max = 5;        // each way, usually
+  double slow = 0.05;                   // an answer that takes long (a slow server)
+  std::int64_t slow_ms_max = 600;
+  double lost_answer = 0.02;            // the write is made or not; the caller hears a timeout
+  std::int64_t timeout_ms = 2000;       // how long a caller waits for an answer
+};
+
+// One bucket the whole world shares: a write checked against a revision is atomic at one
+// instant, between a delay to reach it and a delay for the answer.
+class simulated_bucket {
+public:
+  simulated_bucket(world& w, bucket_faults faults) : world_(w), faults_(faults) {}
+  // The broker answers nothing until then (a server lost, a leader being elected).
+  void out_until(std::int64_t ms) { out_until_ms_ = std::max(out_until_ms_, ms); }
+
+  result<std::optional<replication::lease_bucket::entry>> get_entry(const std::string& key) {
+    return call<std::optional<replication::lease_bucket::entry>>(false, [&]() -> result<std::optional<replication::lease_bucket::entry>> {
+      auto it = data_.find(key);
+      if (it == data_.end()) return std::optional<replication::lease_bucket::entry>{};
+      return std::optional<replication::lease_bucket::entry>(it->second);
+    });
+  }
+  result<std::uint64_t> create(const std::string& key, const std::string& value) {
+    return call<std::uint64_t>(true, [&]() -> result<std::uint64_t> {
+      if (data_.count(key)) return make_error(errc::conflict, "the key exists");
+      data_[key] = {value, ++revision_};
+      return revision_;
+    });
+  }
+  result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision) {
+    return call<std::uint64_t>(true, [&]() -> result<std::uint64_t> {
+      auto it = data_.find(key);
+      if (it == data_.end() || it->second.revision != revision) return make_error(errc::conflict, "wrong last sequence");
+      it->second = {value, ++revision_};
+      return revision_;
+    });
+  }
+  result<std::vector<std::string>> keys() {
+    return call<std::vector<std::string>>(false, [&]() -> result<std::vector<std::string>> {
+      std::vector<std::string> out;
+      for (const auto& [k, v] : data_) out.push_back(k);
+      return out;
+    });
+  }
+  std::optional<replication::lease_bucket::entry> peek(const std::string& key) const {
+    auto it = data_.find(key);
+    if (it == data_.end()) return std::nullopt;
+    return it->second;
+  }
+
+private:
+  template <typename T, typename F>
+  result<T> call(bool write, F apply) {
+    world_.sleep(world_.uniform(1, faults_.delay_ms_max));
+    if (world_.now_ms() < out_until_ms_) {
+      world_.sleep(faults_.timeout_ms);
+      return make_error(errc::unavailable, "no responders (simulated outage)");
+    }
+    if (world_.chance(faults_.lost_answer)) {
+      if (write && world_.chance(0.5)) (void)apply();
+      world_.sleep(faults_.timeout_ms);
+      return make_error(errc::timeout, "no answer (simulated)");
+    }
+    auto out = apply();
+    world_.sleep(world_.chance(faults_.slow) ? world_.uniform(faults_.delay_ms_max, faults_.slow_ms_max)
+                                             : world_.uniform(1, faults_.delay_ms_max));
+    return out;
+  }
+  world& world_;
+  bucket_faults faults_;
+  std::int64_t out_until_ms_ = 0;
+  std::map<std::string, replication::lease_bucket::entry> data_;
+  std::uint64_t revision_ = 0;
+};
+
+// A node's handle on the shared bucket.
+class bucket_view final : public replication::lease_bucket {
+public:
+  explicit bucket_view(simulated_bucket& b) : bucket_(b) {}
+  result<std::optional<entry>> get_entry(const std::string& key) override { return bucket_.get_entry(key); }
+  result<std::uint64_t> create(const std::string& key, const std::string& value) override { return bucket_.create(key, value); }
+  result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision) override {
+    return bucket_.update(key, value, revision);
+  }
+  result<std::vector<std::string>> keys() override { return bucket_.keys(); }
+
+private:
+  simulated_bucket& bucket_;
+};
+
+} // namespace keel::simulation
