@@ -217,15 +217,34 @@ void lease_keeper::renew() {
     for (const auto& domain : gone) on_.lost(domain, "its lease was taken by another orchestrator");
 }
 
+result<std::pair<std::string, std::uint64_t>> lease_keeper::learned(const std::string& key, const lease_bucket::entry& entry) {
+  auto lease = decode(entry.value);
+  if (!lease) return lease;
+  known_[key] = {lease->first, lease->second, entry.revision, env_.now_ms()};
+  // Held by this node, which did not know: a claim whose answer was lost was made all the same.
+  // Its runs are taken over now (left alone, nobody would ever serve them: the others see them
+  // held by a live node).
+  if (lease->first == me_ && key != me_) {
+    std::lock_guard lock{mutex_};
+    if (held_.count(me_) && !held_.count(key)) {
+      logger()->warn("node {}: a claim of its lease whose answer was lost was made; taking its runs over (epoch {})", key,
+                     lease->second);
+      held_[key] = {lease->second, entry.revision, 0};
+      start_takeover(key, lease->second);
+    }
+  }
+  return lease;
+}
+
 bool lease_keeper::claim(const std::string& key, const known_lease& was, const std::string& why) {
   auto epoch = was.epoch + 1;
   auto claimed = bucket_.update(key, encode(me_, epoch), was.revision);
   if (!claimed) {
-    known_.erase(key);  // read again: another claimed it, or it changed
+    known_[key].stale = true;  // read again: another claimed it, or it changed
     return false;
   }
   logger()->warn("node {} (lease held by {}) {}: taking its runs over (epoch {})", key, was.holder, why, epoch);
-  known_[key] = {me_, epoch, *claimed};
+  known_[key] = {me_, epoch, *claimed, env_.now_ms()};
   seen_.erase(key);
   std::lock_guard lock{mutex_};
   held_[key] = {epoch, *claimed, 0};
@@ -271,7 +290,7 @@ void lease_keeper::watch() {
   for (const auto& key : *keys) {
     if (holds(key)) continue;
     auto it = known_.find(key);
-    if (it != known_.end() && it->second.holder != key) continue;
+    if (it != known_.end() && it->second.holder != key && !it->second.stale) continue;
     auto current = bucket_.get_entry(key);
     if (!current) {
       blind_ = true;
@@ -281,31 +300,42 @@ void lease_keeper::watch() {
       known_.erase(key);
       continue;
     }
-    auto lease = decode((**current).value);
-    if (!lease) continue;
-    known_[key] = {lease->first, lease->second, (**current).revision};
+    learned(key, **current);
   }
   for (auto it = known_.begin(); it != known_.end();) {
     const auto key = it->first;
     const auto was = it->second;
     ++it;  // claim() may erase the entry
-    if (holds(key) || was.holder == me_) continue;
+    if (holds(key) || was.holder == me_ || was.stale) continue;
     if (was.holder == key) {
       // A node's own lease: gone once unchanged for a whole lease from when this node saw it.
       auto& seen = seen_[key];
       if (seen.revision != was.revision) {
-        seen = {was.revision, now};
+        seen = {was.revision, was.read_ms};
         continue;
       }
-      if (now - seen.since_ms < lease_ms_) continue;
-      claim(key, was, "has not renewed its lease for " + std::to_string(now - seen.since_ms) + " ms");
+      auto silent_ms = env_.now_ms() - seen.since_ms;
+      if (silent_ms < lease_ms_) continue;
+      claim(key, was, "has not renewed its lease for " + std::to_string(silent_ms) + " ms");
       continue;
     }
     // Held on behalf of another: it counts while its holder's own lease does. Once that lease
     // moved to someone else, its holder is gone (taken over only after a whole lease of silence).
-    // (Every key not held here was read above: a holder missing from known_ has no lease left.)
     auto holder = known_.find(was.holder);
     if (holder != known_.end() && holder->second.holder == was.holder) continue;
+    if (holder == known_.end() || holder->second.stale) {
+      // Not read this round (its key was made after the round listed the keys: a new member
+      // that claimed at once) or read before a refused claim: read now, not taken as gone.
+      auto current = bucket_.get_entry(was.holder);
+      if (!current) {
+        blind_ = true;
+        return;
+      }
+      if (*current) {
+        auto lease = learned(was.holder, **current);
+        if (!lease || lease->first == was.holder) continue;  // unreadable is not known to be gone
+      }
+    }
     claim(key, was, "is held for " + was.holder + ", whose own lease was taken over");
   }
   // Takeovers that ended are joined (a node may take over many in its life).

@@ -71,7 +71,16 @@ private:
     std::string holder;
     std::uint64_t epoch = 0;
     std::uint64_t revision = 0;
+    // When the read that found this revision returned: the revision was written before then. A
+    // time taken before the read (when the round began) could be before the write, and a lease
+    // would be claimed while its holder still counted it valid.
+    std::int64_t read_ms = 0;
+    // A claim of it was refused: read again next round. Until then its holder is taken as still
+    // holding it (not knowing who holds a lease is not knowing that nobody does).
+    bool stale = false;
   };
+  // Records what a read of `key` found (and takes over a lease found to be this node's).
+  result<std::pair<std::string, std::uint64_t>> learned(const std::string& key, const lease_bucket::entry& entry);
   // Claims `key` over what was read of it; false when another wrote it first.
   bool claim(const std::string& key, const known_lease& was, const std::string& why);
   void start_takeover(const std::string& domain, std::uint64_t epoch);  // mutex_ held
@@ -84,7 +93,7 @@ private:
   std::int64_t valid_until(std::int64_t sent_ms) const { return sent_ms + lease_ms_ - lease_ms_ / 10; }
   struct seen_lease {
     std::uint64_t revision = 0;
-    std::int64_t since_ms = 0;  // steady time the revision was first seen
+    std::int64_t since_ms = 0;  // when the read that first found the revision returned
   };
   environment& env_;
   lease_bucket& bucket_;

@@ -42,13 +42,17 @@ struct node {
 
 class scenario {
 public:
-  scenario(std::uint64_t seed, const scenario_options& options) : w_(seed), bucket_(w_, bucket_faults{}), options_(options) {}
+  scenario(std::uint64_t seed, const scenario_options& options) : w_(seed), bucket_(w_, faults()), options_(options) {}
 
   outcome run() {
     traced_logs logs(w_, "replication");
+    bucket_.describe = [](const std::string& v) {
+      auto lease = replication::lease_keeper::decode(v);
+      return lease ? lease->first + " epoch " + std::to_string(lease->second) : std::string("?");
+    };
     for (int i = 0; i < 3; ++i) start("n" + std::to_string(i));
-    w_.spawn(-1, "faults", [this] { faults(); });
-    w_.run_until(faults_end_ms + 15 * lease_ms, [this] { check_one_owner(); });
+    w_.spawn(-1, "faults", [this] { inject_faults(); });
+    w_.run_until(faults_end_ms + 20 * lease_ms, [this] { check_one_owner(); });
     if (violation_.empty()) check_served();
     for (const auto& e : w_.errors()) violation_ += "\n" + e;
     outcome out{violation_, w_.trace()};
@@ -58,6 +62,11 @@ public:
 
 private:
   static constexpr std::int64_t faults_end_ms = 20'000;
+  static bucket_faults faults() {
+    bucket_faults f;
+    f.until_ms = faults_end_ms;
+    return f;
+  }
 
   bool live(const node& n) const { return n.keeper && !w_.crashed(n.index); }
 
@@ -81,7 +90,8 @@ private:
       auto k = replication::lease_keeper::start(*n.env, *n.bucket, n.id, lease_ms, hooks);
       if (!k) {
         w_.note(n.id + " did not start: " + k.error().message);
-        if (k.error().code == errc::conflict) restart_later(n.id + "+");
+        // Its runs were taken over: it rejoins as a new member, under a name never used.
+        if (k.error().code == errc::conflict) restart_later("m" + std::to_string(next_member_++));
         return;
       }
       n.keeper = std::move(*k);
@@ -94,7 +104,9 @@ private:
     restart_later(n.id);
   }
   void restart_later(const std::string& id) {
-    if (nodes_.size() >= 60) return;  // a bound on the churn, far above what 20 s of faults make
+    // Bounds on the churn: far above what 20 s of faults make; none once the faults are long over
+    // (a node still starting at the end would serve nothing yet).
+    if (nodes_.size() >= 60 || w_.now_ms() > faults_end_ms + 8 * lease_ms) return;
     w_.spawn(-1, "restart " + id, [this, id] {
       w_.sleep(w_.uniform(200, 3000));
       start(id);
@@ -102,7 +114,7 @@ private:
   }
 
   // From a process of no node (never paused): until faults_end_ms, then quiet.
-  void faults() {
+  void inject_faults() {
     while (w_.now_ms() < faults_end_ms) {
       w_.sleep(w_.uniform(100, 2500));
       std::vector<node*> up;
@@ -150,7 +162,7 @@ private:
       bool served = false;
       for (const auto& n : nodes_) served = served || (live(*n) && n->keeper->valid(domain));
       if (!served) {
-        violation_ = "15 leases after the last fault, nobody serves the runs of " + domain;
+        violation_ = "20 leases after the last fault, nobody serves the runs of " + domain;
         break;
       }
     }
@@ -159,7 +171,7 @@ private:
       std::string held;
       if (n->keeper)
         for (const auto& d : n->keeper->domains()) held += " " + d + (n->keeper->valid(d) ? "" : " (not valid)");
-      w_.note("at the end, " + n->id + (live(*n) ? " (live)" : " (stopped)") + " holds:" + held);
+      w_.note("at the end, " + n->id + " (node " + std::to_string(n->index) + (live(*n) ? ", live)" : n->keeper ? ", stopped)" : ", not started)") + " holds:" + held);
     }
     for (const auto& d : ids_)
       if (auto e = bucket_.peek(d)) {
@@ -176,6 +188,7 @@ private:
   std::set<std::string> ids_;
   int next_index_ = 0;
   int kills_ = 0;
+  int next_member_ = 1;
   std::string violation_;
 };
 

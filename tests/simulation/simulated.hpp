@@ -7,6 +7,8 @@
 #include "replication/lease_bucket.hpp"
 #include "tests/simulation/world.hpp"
 
+#include <climits>
+#include <functional>
 #include <map>
 
 namespace keel::simulation {
@@ -49,6 +51,7 @@ struct bucket_faults {
   std::int64_t slow_ms_max = 600;
   double lost_answer = 0.02;            // the write is made or not; the caller hears a timeout
   std::int64_t timeout_ms = 2000;       // how long a caller waits for an answer
+  std::int64_t until_ms = INT64_MAX;    // slow and lost answers stop then (outages are asked for)
 };
 
 // One bucket the whole world shares: a write checked against a revision is atomic at one
@@ -56,6 +59,8 @@ struct bucket_faults {
 class simulated_bucket {
 public:
   simulated_bucket(world& w, bucket_faults faults) : world_(w), faults_(faults) {}
+  // Says what a value holds, for the trace of every write (empty: writes are not traced).
+  std::function<std::string(const std::string&)> describe;
   // The broker answers nothing until then (a server lost, a leader being elected).
   void out_until(std::int64_t ms) { out_until_ms_ = std::max(out_until_ms_, ms); }
 
@@ -70,6 +75,7 @@ public:
     return call<std::uint64_t>(true, [&]() -> result<std::uint64_t> {
       if (data_.count(key)) return make_error(errc::conflict, "the key exists");
       data_[key] = {value, ++revision_};
+      traced(key, value);
       return revision_;
     });
   }
@@ -78,6 +84,7 @@ public:
       auto it = data_.find(key);
       if (it == data_.end() || it->second.revision != revision) return make_error(errc::conflict, "wrong last sequence");
       it->second = {value, ++revision_};
+      traced(key, value);
       return revision_;
     });
   }
@@ -95,20 +102,25 @@ public:
   }
 
 private:
+  void traced(const std::string& key, const std::string& value) {
+    if (describe) world_.note("bucket: " + key + " := " + describe(value) + " (revision " + std::to_string(revision_) + ")");
+  }
   template <typename T, typename F>
   result<T> call(bool write, F apply) {
-    world_.sleep(world_.uniform(1, faults_.delay_ms_max));
+    // On its way to the server (half the time at once: nothing else happens in between).
+    if (world_.chance(0.5)) world_.sleep(world_.uniform(1, faults_.delay_ms_max));
     if (world_.now_ms() < out_until_ms_) {
       world_.sleep(faults_.timeout_ms);
       return make_error(errc::unavailable, "no responders (simulated outage)");
     }
-    if (world_.chance(faults_.lost_answer)) {
+    bool faulty = world_.now_ms() < faults_.until_ms;
+    if (faulty && world_.chance(faults_.lost_answer)) {
       if (write && world_.chance(0.5)) (void)apply();
       world_.sleep(faults_.timeout_ms);
       return make_error(errc::timeout, "no answer (simulated)");
     }
     auto out = apply();
-    world_.sleep(world_.chance(faults_.slow) ? world_.uniform(faults_.delay_ms_max, faults_.slow_ms_max)
+    world_.sleep(faulty && world_.chance(faults_.slow) ? world_.uniform(faults_.delay_ms_max, faults_.slow_ms_max)
                                              : world_.uniform(1, faults_.delay_ms_max));
     return out;
   }

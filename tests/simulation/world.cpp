@@ -31,12 +31,43 @@ void world::enqueue(int id, std::int64_t at_ms) {
   events_.emplace(at_ms, random_(), enqueued_++, id);
 }
 
+void world::give_turn(int id) {
+  running_ = id;
+  if (id == -1) scheduler_turn_.notify_one();
+  else if (id >= 0) processes_[static_cast<std::size_t>(id)]->turn.notify_one();
+}
+
 void world::wait_for_turn(std::unique_lock<std::mutex>& lock, int id) {
-  turn_.wait(lock, [&] { return running_ == id; });
+  auto& me = processes_[static_cast<std::size_t>(id)]->turn;
+  me.wait(lock, [&] { return running_ == id; });
   if (halting_) {
     // A process that waits while it unwinds (a destructor) goes on; any other stops here.
     if (std::uncaught_exceptions() > 0) return;
     throw halted{};
+  }
+}
+
+void world::next_turn(std::unique_lock<std::mutex>& lock, bool check) {
+  if (check && after_each_ && !halting_) {
+    running_ = -2;
+    lock.unlock();
+    after_each_();
+    lock.lock();
+  }
+  while (true) {
+    if (halting_ || events_.empty() || std::get<0>(*events_.begin()) > until_ms_) return give_turn(-1);
+    auto [at, tie, order, id] = *events_.begin();
+    (void)tie;
+    (void)order;
+    events_.erase(events_.begin());
+    int node = processes_[static_cast<std::size_t>(id)]->node;
+    if (crashed_.count(node)) continue;  // it never runs again (unwound at halt)
+    if (auto p = paused_until_.find(node); p != paused_until_.end() && p->second > at) {
+      enqueue(id, p->second);
+      continue;
+    }
+    now_ms_ = std::max(now_ms_, at);
+    return give_turn(id);
   }
 }
 
@@ -65,12 +96,10 @@ int world::spawn(int node, std::string name, std::function<void()> body) {
       std::lock_guard l{mutex_};
       errors_.push_back(raw->name + " threw something that is not an exception");
     }
-    {
-      std::lock_guard l{mutex_};
-      raw->finished = true;
-      running_ = -1;
-    }
-    turn_.notify_all();
+    std::unique_lock l{mutex_};
+    raw->finished = true;
+    if (halting_) return give_turn(-1);
+    next_turn(l, true);
   });
   return raw->id;
 }
@@ -84,16 +113,12 @@ void world::sleep(std::int64_t ms) {
     throw halted{};
   }
   enqueue(id, now_ms_ + std::max<std::int64_t>(ms, 0));
-  running_ = -1;
-  turn_.notify_all();
+  next_turn(lock, true);
   wait_for_turn(lock, id);
 }
 
 void world::join(int id) {
-  if (!in_process()) {
-    // The scheduler's side: only once the world is halted (every thread has ended).
-    return;
-  }
+  if (!in_process()) return;  // the scheduler's side: only once the world is halted
   while (true) {
     {
       std::lock_guard lock{mutex_};
@@ -104,29 +129,16 @@ void world::join(int id) {
 }
 
 void world::run_until(std::int64_t until_ms, const std::function<void()>& after_each) {
-  while (true) {
+  {
     std::unique_lock lock{mutex_};
-    if (events_.empty() || halting_) break;
-    auto [at, tie, order, id] = *events_.begin();
-    (void)tie;
-    (void)order;
-    if (at > until_ms) break;
-    events_.erase(events_.begin());
-    int node = processes_[static_cast<std::size_t>(id)]->node;
-    if (crashed_.count(node)) continue;  // it never runs again (unwound at halt)
-    if (auto p = paused_until_.find(node); p != paused_until_.end() && p->second > at) {
-      enqueue(id, p->second);
-      continue;
-    }
-    now_ms_ = std::max(now_ms_, at);
-    running_ = id;
-    turn_.notify_all();
-    turn_.wait(lock, [&] { return running_ == -1; });
-    lock.unlock();
-    if (after_each) after_each();
+    if (halting_) return;
+    until_ms_ = until_ms;
+    after_each_ = after_each;
+    next_turn(lock, false);
+    scheduler_turn_.wait(lock, [&] { return running_ == -1; });
+    after_each_ = nullptr;
+    now_ms_ = std::max(now_ms_, until_ms);
   }
-  std::lock_guard lock{mutex_};
-  now_ms_ = std::max(now_ms_, until_ms);
 }
 
 void world::halt() {
@@ -142,9 +154,8 @@ void world::halt() {
     {
       std::unique_lock lock{mutex_};
       if (!p->finished) {
-        running_ = p->id;
-        turn_.notify_all();
-        turn_.wait(lock, [&] { return p->finished; });
+        give_turn(p->id);
+        scheduler_turn_.wait(lock, [&] { return p->finished && running_ == -1; });
       }
     }
     if (p->thread.joinable()) p->thread.join();

@@ -71,17 +71,25 @@ private:
     int node = 0;
     std::string name;
     bool finished = false;
+    std::condition_variable turn;  // notified when it is this process's turn
     std::thread thread;
   };
   void enqueue(int id, std::int64_t at_ms);  // mutex_ held
   void wait_for_turn(std::unique_lock<std::mutex>& lock, int id);
+  // After a process's step (it waits now, or ended): the checks, then the turn to the next event's
+  // process (perhaps the same one, which then goes on without a switch), or to run_until's caller
+  // once no event is due. Called by the process whose step it was: one hand-over per event.
+  void next_turn(std::unique_lock<std::mutex>& lock, bool check);
 
   std::uint64_t seed_;
   std::mt19937_64 random_;
   std::int64_t now_ms_ = 0;
   mutable std::mutex mutex_;
-  std::condition_variable turn_;
-  int running_ = -1;  // the process whose turn it is; -1: the scheduler
+  std::condition_variable scheduler_turn_;  // notified when a process hands the turn back
+  void give_turn(int id);                   // mutex_ held
+  int running_ = -1;  // the process whose turn it is; -1: run_until's caller; -2: the checks
+  std::int64_t until_ms_ = 0;
+  std::function<void()> after_each_;
   bool halting_ = false;
   std::vector<std::unique_ptr<process>> processes_;
   // (time, tie-break from the seed, order of enqueueing, process)
