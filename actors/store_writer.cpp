@@ -81,24 +81,40 @@ void store_writer::stop() {
 
 void store_writer::write(std::vector<item>& batch) {
   std::vector<store::run_transition> transitions;
-  for (auto& i : batch)
+  std::vector<std::string> run_of_item;  // empty for a wait for what is pending
+  for (auto& i : batch) {
+    run_of_item.push_back(i.transition ? i.transition->record.run_id : std::string());
     if (i.transition) transitions.push_back(std::move(*i.transition));
+  }
   result<void> written = success();
-  replicated_fn replicated;
+  replication::log_writer::started replicated;
   if (!transitions.empty() && replicate_) {
-    auto started = replicate_(transitions);
-    if (started) replicated = std::move(*started);
-    else written = started.error();
+    // Room on this disk first: a batch the log has and the store refuses would leave the two apart.
+    std::vector<const store::run_transition*> all;
+    for (const auto& t : transitions) all.push_back(&t);
+    written = store_.room_for(store::encode_transitions(all).size());
+    if (written) replicated = replicate_(transitions);
   }
+  if (written && !replicated.refused.empty())
+    std::erase_if(transitions, [&](const store::run_transition& t) { return replicated.refused.count(t.record.run_id) > 0; });
   if (written && !transitions.empty()) written = store_.apply(transitions);
-  if (replicated) {
-    auto confirmed = replicated();
-    if (written && !confirmed) written = confirmed.error();
-  }
+  replication::log_writer::failures unconfirmed;
+  if (replicated.wait) unconfirmed = replicated.wait();
   if (!written)
-    log::get("actors")->error("run store write failed, {} transitions not written: {}",
-                              transitions.size(), written.error().message);
-  for (auto& i : batch) i.then(written);
+    log::get("actors")->error("run store write failed, {} transitions not written: {}", transitions.size(),
+                              written.error().message);
+  for (const auto& [run, why] : replicated.refused)
+    log::get("actors")->warn("run {}: not written: {}", run, why.message);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const auto& run = run_of_item[i];
+    if (run.empty() || !written) {
+      batch[i].then(written);
+      continue;
+    }
+    if (auto r = replicated.refused.find(run); r != replicated.refused.end()) batch[i].then(r->second);
+    else if (auto u = unconfirmed.find(run); u != unconfirmed.end()) batch[i].then(u->second);
+    else batch[i].then(written);
+  }
   batch.clear();
 }
 

@@ -5,6 +5,7 @@
 // costs no hand-off to another thread.
 #pragma once
 
+#include "replication/log_writer.hpp"
 #include "runtime/run_store.hpp"
 
 #include <condition_variable>
@@ -22,11 +23,11 @@ public:
   using continuation = std::function<void(const result<void>& written)>;
 
   // A batch is handed here (the replicated log) before it is written to the store: what comes
-  // back is called once the store has it, and says whether the batch is replicated too. The
-  // two go on at once; a batch is done (and acted on) only when both succeeded. A failure of
-  // either fails the batch.
-  using replicated_fn = std::function<result<void>()>;
-  using replicate_fn = std::function<result<replicated_fn>(const std::vector<store::run_transition>&)>;
+  // back names the runs refused before anything of theirs was sent (not written to the store
+  // either), and what waits for the others' confirmations once the store has them (per run, what
+  // failed). A run's transitions are done (and acted on) only when both succeeded; one run's
+  // failure fails that run only.
+  using replicate_fn = std::function<replication::log_writer::started(const std::vector<store::run_transition>&)>;
 
   store_writer(store::run_store& store, std::size_t batch_max, replicate_fn replicate = {});
   ~store_writer();  // writes what is queued, then stops

@@ -327,10 +327,13 @@ result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
 }
 
 // Hands a result to the run's owner, which answers once it is on disk; tried again (the owner is
-// restarting, the broker is down) until the deadline.
+// restarting, the broker is down) for as long as it takes, holding the task meanwhile (given up,
+// the task would go to another worker and the paid call be made again). Every
+// worker.result_delivery_ms without success is said in the log. Only a stop of the worker ends it.
 result<void> hand_over(worker_shared& shared, const std::string& reply_to, const std::string& bytes,
                        const wire::task& t) {
-  auto deadline = steady_ms() + shared.config().result_delivery_ms;
+  auto started = steady_ms();
+  auto next_warning = started + shared.config().result_delivery_ms;
   std::int64_t pause_ms = 100;
   while (true) {
     auto reply = shared.lane_of(t.run_id).request(reply_to, bytes, shared.config().request_timeout_ms);
@@ -347,10 +350,15 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
         return success();  // it will never take it: nothing to hand over
       }
     }
-    if (shared.stopping || steady_ms() + pause_ms > deadline)
+    std::string why = reply ? std::string("the owner is not ready") : reply.error().message;
+    if (shared.stopping)
       return make_error(errc::unavailable, "the result of task " + std::to_string(t.step) + " of run " + t.run_id +
-                                             " could not be handed over: " +
-                                             (reply ? std::string("the owner is not ready") : reply.error().message));
+                                             " could not be handed over before the worker stopped: " + why);
+    if (auto now = steady_ms(); now >= next_warning) {
+      logger()->error("run {}: the result of task {} has not been handed over for {} s ({}); still trying", t.run_id, t.step,
+                      (now - started) / 1000, why);
+      next_warning = now + shared.config().result_delivery_ms;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
     pause_ms = std::min<std::int64_t>(pause_ms * 2, 2000);
   }

@@ -27,6 +27,7 @@ int status_of(errc code) {
     case errc::denied: return 403;
     case errc::unavailable:
     case errc::timeout: return 503;
+    case errc::unknown: return 504;  // done or not: the body says how to find out
     default: return 500;
   }
 }

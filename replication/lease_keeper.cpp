@@ -50,7 +50,10 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(environment& env, leas
         k->held_[me] = {1, *made, k->valid_until(sent)};
         break;
       }
-      if (made.error().code != errc::conflict && env.now_ms() < deadline) continue;
+      if (made.error().code != errc::conflict && env.now_ms() < deadline) {
+        env.sleep_ms(250, never);
+        continue;
+      }
       if (made.error().code != errc::conflict || tries > 3) return made.error();
       continue;  // another wrote it in between: read it again
     }
@@ -59,13 +62,22 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(environment& env, leas
     if (lease->first != me)
       return make_error(errc::conflict, "the runs of node " + me + " were taken over by " + lease->first +
                                           " (epoch " + std::to_string(lease->second) + ")");
+    // Ours already: an earlier run of this node, dead, or only paused (a second copy started
+    // under the same name). A paused one still counts its lease valid until a lease after its
+    // last renewal, which was before this read returned: this node counts none of its leases
+    // valid until a whole lease after that. (Its write in the next epoch makes the other's next
+    // renewal fail: it stops.)
+    k->not_before_ms_ = env.now_ms() + lease_ms;
     auto sent = env.now_ms();
     auto renewed = bucket.update(me, encode(me, lease->second + 1), (*current)->revision);
     if (renewed) {
       k->held_[me] = {lease->second + 1, *renewed, k->valid_until(sent)};
       break;
     }
-    if (renewed.error().code != errc::conflict && env.now_ms() < deadline) continue;
+    if (renewed.error().code != errc::conflict && env.now_ms() < deadline) {
+      env.sleep_ms(250, never);
+      continue;
+    }
     if (renewed.error().code != errc::conflict || tries > 3) return renewed.error();
   }
   // Leases of other nodes this one held when it stopped: held again (in a new epoch), if still
@@ -143,7 +155,7 @@ bool lease_keeper::valid(const std::string& domain) const { return valid_at(doma
 bool lease_keeper::valid_at(const std::string& domain, std::int64_t now_ms) const {
   std::lock_guard lock{mutex_};
   auto own = held_.find(me_);
-  return held_.count(domain) > 0 && own != held_.end() && now_ms < own->second.valid_until_ms;
+  return held_.count(domain) > 0 && own != held_.end() && now_ms < own->second.valid_until_ms && now_ms >= not_before_ms_;
 }
 
 std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
@@ -247,6 +259,7 @@ bool lease_keeper::claim(const std::string& key, const known_lease& was, const s
   known_[key] = {me_, epoch, *claimed, env_.now_ms()};
   seen_.erase(key);
   std::lock_guard lock{mutex_};
+  if (!held_.count(me_)) return false;  // lost its own meanwhile: the claim goes with it
   held_[key] = {epoch, *claimed, 0};
   start_takeover(key, epoch);
   return true;
@@ -270,6 +283,9 @@ void lease_keeper::start_takeover(const std::string& domain, std::uint64_t epoch
 }
 
 void lease_keeper::watch() {
+  // A node whose own lease is gone claims nothing (it is stopping: a domain it took now would be
+  // one it never learns it lost).
+  if (!holds(me_)) return;
   // A lease's silence counts only while this node could see the bucket: when the bucket was out
   // of reach (a nats-server lost, its streams electing a leader), nobody could renew, and every
   // lease's clock starts again once it is back.
@@ -300,7 +316,7 @@ void lease_keeper::watch() {
       known_.erase(key);
       continue;
     }
-    learned(key, **current);
+    (void)learned(key, **current);
   }
   for (auto it = known_.begin(); it != known_.end();) {
     const auto key = it->first;

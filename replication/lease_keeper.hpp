@@ -25,6 +25,7 @@ namespace keel::replication {
 
 class lease_keeper {
 public:
+  // The hooks must not stop or destroy the keeper (they run on its threads, which stop() joins).
   struct hooks {
     // Runs on a thread of its own once the domain (a node id) is held: take its runs over.
     std::function<void(const std::string& domain, std::uint64_t epoch)> take_over;
@@ -108,6 +109,9 @@ private:
   std::map<std::string, known_lease> known_;  // the watching thread only
   bool blind_ = false;                      // the bucket was out of reach (the watching thread only)
   std::atomic<bool> stopping_{false};
+  // Started under a name whose lease was already this node's (a restart, or a second copy while
+  // the first is only paused): no lease counts before then (guarded by mutex_ once started).
+  std::int64_t not_before_ms_ = 0;
   struct takeover {
     std::uint64_t id = 0;
     std::unique_ptr<joinable> thread;

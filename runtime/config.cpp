@@ -306,8 +306,10 @@ const std::vector<entry>& entries() {
       [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_check_after_ms; }));
     e.push_back(integer_key(
       "worker.result_delivery_ms", 600'000, 1000, 7 * 24 * hour_ms,
-      "How long a worker keeps offering a result to its run's owner (while that owner is down, "
-      "or the broker restarts) before it gives the task back to the queue.",
+      "How often a worker says in its log that a result could not be handed to its run's owner "
+      "(that owner down, the broker restarting). It keeps the task and goes on offering the result "
+      "until it is taken: given back, the task would run again. Also how long it asks an owner that "
+      "cannot say whether a task handed out again is still wanted before giving that task back unrun.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.result_delivery_ms; }));
     e.push_back(integer_key(
       "worker.conversation_cache_bytes", 32 << 20, 0, std::int64_t{64} << 30,

@@ -5,10 +5,11 @@
 namespace keel {
 
 namespace {
-constexpr std::array<std::string_view, 14> errc_names = {
+constexpr std::array<std::string_view, 15> errc_names = {
   "malformed", "invalid_argument", "unsupported_version", "too_large", "not_found",
   "conflict",  "unavailable",      "timeout",             "io",        "config",
   "denied",    "cancelled",        "internal",            "exhausted",
+  "unknown",
 };
 } // namespace
 

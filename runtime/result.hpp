@@ -26,6 +26,7 @@ enum class errc {
   cancelled,            // stopped on request
   internal,             // our own mistake; should never reach a user
   exhausted,            // tried as often or as long as allowed (a task handed out too often)
+  unknown,              // it may or may not have happened (the message says how to find out)
 };
 
 std::string_view to_string(errc code);

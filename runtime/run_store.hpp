@@ -177,6 +177,8 @@ public:
   // condition passes once space is freed, and whoever was refused may try again.
   // Whether a new run may be taken: free space at or above the reserve.
   result<void> admits_new_run() const;
+  // Whether a write of about `bytes` would go (it leaves at least half the reserve free).
+  result<void> room_for(std::size_t bytes) const;
   // After a refused or failed write: checks that the free space is back above the reserve and
   // clears the database's error state (RocksDB's Resume), so that writes go again.
   result<void> recover();
@@ -193,7 +195,6 @@ public:
 
 private:
   run_store(std::unique_ptr<rocksdb::DB> db, const store_options& options);
-  result<void> room_for(std::size_t bytes) const;
   result<std::vector<std::string>> scan_ids(const std::string& prefix, std::size_t limit,
                                             bool reverse) const;
 

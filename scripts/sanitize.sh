@@ -27,7 +27,7 @@ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1
 thread_default=false
 if [ "$kind" = thread ] && [ $# -eq 0 ]; then
   thread_default=true
-  ninja -C "$dir" tests/actors_tests tests/broker_tests apps/keel-node
+  ninja -C "$dir" tests/actors_tests tests/broker_tests tests/replication_tests apps/keel-node
   [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   ninja -C build tests/e2e_tests
 else
@@ -46,6 +46,9 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stac
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp:log_path=$reports/tsan"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
+# The simulations' seeds: a sanitized build runs each several times slower; the plain build's run
+# (scripts/test.sh) covers 1,000 seeds of each.
+export KEEL_SIM_SEEDS=${KEEL_SIM_SEEDS:-200}
 # Three tests per two cores: sanitized, a test computes more of its time than the plain build's do.
 jobs=$(( $(nproc) * 3 / 2 ))
 [ "$jobs" -ge 1 ] || jobs=1
@@ -58,7 +61,7 @@ status=0
 if ! $thread_default; then
   (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 600 "$@") || status=$?
 else
-  (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 600 -L "actors_tests|broker_tests") || status=$?
+  (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 600 -L "actors_tests|broker_tests|replication_tests") || status=$?
   # The end-to-end tests tagged [threads]: the ones that drive a keel-node's threads hardest
   # (several nodes, failover, bursts of tasks, many streams at once) and short enough for CI, as
   # the plain build runs them but each keel-node they start is the sanitized one. Each node goes

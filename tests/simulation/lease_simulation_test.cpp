@@ -76,7 +76,8 @@ private:
     n.id = id;
     n.index = next_index_++;
     ids_.insert(id);
-    n.env = std::make_unique<simulated_environment>(w_, n.index, w_.uniform(0, 1'000'000'000), options_.clock_stops_while_suspended);
+    n.env = std::make_unique<simulated_environment>(w_, n.index, w_.uniform(0, 1'000'000'000), options_.clock_stops_while_suspended,
+                                                    1.0 + static_cast<double>(w_.uniform(-20, 20)) / 1000.0);
     n.bucket = std::make_unique<bucket_view>(bucket_);
     w_.spawn(n.index, "start " + id, [this, &n] {
       replication::lease_keeper::hooks hooks;
@@ -97,10 +98,13 @@ private:
       n.keeper = std::move(*k);
     });
   }
-  // The real node exits and is started again by its supervisor.
+  // The real node exits and is started again by its supervisor (unless another copy of it runs:
+  // two copies under one name would take the name from each other for ever).
   void stop(node& n) {
     if (w_.crashed(n.index)) return;
     w_.crash(n.index);
+    for (const auto& other : nodes_)
+      if (other.get() != &n && other->id == n.id && !w_.crashed(other->index)) return;
     restart_later(n.id);
   }
   void restart_later(const std::string& id) {
@@ -122,7 +126,7 @@ private:
         if (live(*n)) up.push_back(n.get());
       if (up.empty()) continue;
       auto& victim = *up[static_cast<std::size_t>(w_.uniform(0, static_cast<std::int64_t>(up.size()) - 1))];
-      auto kind = w_.uniform(0, 9);
+      auto kind = w_.uniform(0, 10);
       if (kind <= 4) {
         auto ms = w_.uniform(100, 3 * lease_ms);
         w_.note(victim.id + " paused for " + std::to_string(ms) + " ms");
@@ -135,6 +139,13 @@ private:
         auto ms = w_.uniform(200, 4000);
         w_.note("the broker answers nothing for " + std::to_string(ms) + " ms");
         bucket_.out_until(w_.now_ms() + ms);
+      } else if (kind == 9 && twins_++ < 2) {
+        // A second copy under the same name while the first is only paused (a supervisor that
+        // gave up on a hung process, an operator's mistake): both must never act at once.
+        auto ms = w_.uniform(100, 2 * lease_ms);
+        w_.note(victim.id + " paused for " + std::to_string(ms) + " ms; a second copy of it starts");
+        w_.pause(victim.index, ms);
+        start(victim.id);
       } else if (kind == 8 && kills_++ < 3) {
         w_.note(victim.id + " is killed");
         stop(victim);
@@ -188,6 +199,7 @@ private:
   std::set<std::string> ids_;
   int next_index_ = 0;
   int kills_ = 0;
+  int twins_ = 0;
   int next_member_ = 1;
   std::string violation_;
 };

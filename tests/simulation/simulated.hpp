@@ -28,12 +28,17 @@ private:
 // alternative is CLOCK_BOOTTIME's, which keel uses.
 class simulated_environment final : public replication::environment {
 public:
-  simulated_environment(world& w, int node, std::int64_t origin_ms, bool clock_stops_while_suspended)
-    : world_(w), node_(node), origin_ms_(origin_ms), stops_(clock_stops_while_suspended) {}
+  // `rate`: how fast this machine's clock runs against the world's (crystals differ by parts per
+  // million; a margin of a few percent covers far worse).
+  simulated_environment(world& w, int node, std::int64_t origin_ms, bool clock_stops_while_suspended, double rate = 1.0)
+    : world_(w), node_(node), origin_ms_(origin_ms), stops_(clock_stops_while_suspended), rate_(rate) {}
   std::int64_t now_ms() override {
-    return origin_ms_ + world_.now_ms() - (stops_ ? world_.suspended_ms(node_) : 0);
+    auto elapsed = world_.now_ms() - (stops_ ? world_.suspended_ms(node_) : 0);
+    return origin_ms_ + static_cast<std::int64_t>(static_cast<double>(elapsed) * rate_);
   }
-  void sleep_ms(std::int64_t ms, const std::atomic<bool>&) override { world_.sleep(ms); }
+  void sleep_ms(std::int64_t ms, const std::atomic<bool>&) override {
+    world_.sleep(static_cast<std::int64_t>(static_cast<double>(ms) / rate_ + 0.999));
+  }
   std::unique_ptr<replication::joinable> spawn(const std::string& name, std::function<void()> body) override {
     return std::make_unique<simulated_thread>(world_, world_.spawn(node_, name, std::move(body)));
   }
@@ -43,6 +48,7 @@ private:
   int node_;
   std::int64_t origin_ms_;
   bool stops_;
+  double rate_;
 };
 
 struct bucket_faults {

@@ -1,0 +1,265 @@
+#include "actors/run_actor.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/run_views.hpp"
+#include "actors/task_gate.hpp"
+#include "runtime/log.hpp"
+#include "runtime/step_trace.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace keel::actors {
+
+using wire::value;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("actors");
+  return l;
+}
+
+enum class reply_kind { none, invoke, resume, cancel };
+
+// Clients waiting for a run to stop running (a wait request) are answered once it is suspended or
+// has ended, after the write that says so. They are memory only: after a restart a client asks
+// again (its request times out first).
+constexpr std::size_t waiters_max = 256;
+
+
+
+// Writes the transition, then (on the writer's thread, in order) publishes events, replies,
+// stores tasks in the work queue; a run with nothing left to do asks to leave memory. With a
+// gate (the step's result already being written on its own), the task goes out as soon as that
+// write is done, without waiting for this one.
+// A tool task of a run in a session also carries the approvals remembered for the session.
+void add_session_rules(orchestrator_shared& shared, const store::run_record& r, std::vector<wire::task>& tasks) {
+  if (r.session_id.empty()) return;
+  for (auto& t : tasks) {
+    if (t.kind != wire::task_kind::tool) continue;
+    auto rules = shared.store.get_list(session_rules_key(r.agent, r.session_id));
+    if (!rules) {
+      logger()->warn("run {}: the session's remembered approvals could not be read: {}", r.run_id,
+                     rules.error().message);
+      continue;
+    }
+    for (auto& rule : *rules) t.payload["allow_rules"].push_back(std::move(rule));
+  }
+}
+
+void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& shared, effects e,
+             const std::string& reply_to, reply_kind kind, const std::shared_ptr<task_gate>& gate = nullptr) {
+  const run_machine& machine = *self->state.machine;
+  caf::actor me = caf::actor_cast<caf::actor>(self);
+  auto& lane = shared->lane_of(machine.run_id());
+  std::string reply_bytes;
+  if (kind == reply_kind::invoke) reply_bytes = wire::encode(wire::invoke_reply{machine.run_id(), true});
+  if (kind == reply_kind::resume && e.resume_reply) reply_bytes = wire::encode(*e.resume_reply);
+  if (kind == reply_kind::cancel) reply_bytes = run_reply(machine.record());
+  if (!e.changed) {
+    if (!e.transition.received_done.empty()) {  // results the run did not apply: only removed
+      e.transition.entries_only = true;
+      e.transition.sync = false;  // if it is lost, a replay drops them again
+      e.transition.record.run_id = machine.run_id();
+      lane.writer->submit_async(std::move(e.transition), [](const result<void>&) {});
+    }
+    if (reply_to.empty()) return;
+    lane.writer->after_pending([shared, &lane, reply_to, reply_bytes](const result<void>&) {
+      lane.publish(reply_to, reply_bytes);
+    });
+    return;
+  }
+  // The run stops running with this transition: whoever waits for that hears it once it is written.
+  std::vector<std::string> waiters;
+  std::string waiters_bytes;
+  if (e.leave_memory && !self->state.waiters.empty()) {
+    waiters = std::move(self->state.waiters);
+    self->state.waiters.clear();
+    waiters_bytes = run_reply(machine.record());
+  }
+  std::string events_subject = shared->subjects.run_events(machine.run_id());
+  std::vector<std::string> events;
+  for (const auto& ev : e.transition.events) events.push_back(wire::encode(ev));
+  std::vector<wire::task> tasks = std::move(e.tasks);
+  add_session_rules(*shared, machine.record(), tasks);
+  auto seq = e.transition.record.last_event_seq;
+  step_trace::mark(step_trace::transition_built);
+  if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
+    std::vector<std::string> encoded;
+    for (const auto& t : tasks) encoded.push_back(wire::encode(t));
+    gate->on_ready([shared, tasks = std::move(tasks), queue = self->state.queue] {
+      step_trace::mark(step_trace::publishing);
+      for (const auto& t : tasks) shared->send_task(t, queue);
+      step_trace::mark(step_trace::task_published);
+    });
+    tasks.clear();
+  }
+  lane.writer->submit(
+    std::move(e.transition),
+    [shared, &lane, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
+     delay = e.task_delay_ms, leave = e.leave_memory, seq, reply_to,
+     reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
+     waiters_bytes = std::move(waiters_bytes)](const result<void>& written) {
+      if (!written) {
+        // The answer says what happened. Unknown: written here, not confirmed by the run log
+        // (it takes effect if the log has it: the client reads the run to find out). Refused
+        // because another node has the run now, or the lease is not certain: not done, ask
+        // again (the owner answers). A full disk (unavailable) or any other failure (io): not
+        // done.
+        auto code = written.error().code;
+        std::string message;
+        if (code == errc::unknown) {
+          message = written.error().message + "; read the run (keel show " + run_id + ") to see whether it did";
+        } else if (code == errc::conflict) {
+          code = errc::unavailable;
+          message = "not done: " + written.error().message + "; ask again";
+        } else {
+          if (code != errc::unavailable) code = errc::io;
+          message = "the run store could not write: " + written.error().message;
+        }
+        shared->reply_error(reply_to, code, message);
+        shared->not_counted(run_id, written.error().message);
+        for (const auto& w : waiters) shared->reply_error(w, code, message);
+        // Memory is now ahead of disk: drop the actor so the run reloads from what is written,
+        // by itself once the store writes again.
+        shared->runs.stalled(run_id, me.address());
+        caf::anon_send_exit(me, caf::exit_reason::user_shutdown);
+        return;
+      }
+      shared->counted(run_id);
+      // Events before the task they announce: a watcher sees "step started" before the text
+      // the step streams (on one server, the order of publishing is the order of delivery).
+      step_trace::mark(step_trace::publishing);
+      for (const auto& bytes : events) lane.publish(events_subject, bytes);
+      for (const auto& t : tasks) {
+        if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
+        else shared->send_task(t, queue);
+      }
+      step_trace::mark(step_trace::task_published);
+      lane.publish(reply_to, reply_bytes);
+      for (const auto& w : waiters) lane.publish(w, waiters_bytes);
+      if (leave) caf::anon_send(me, idle_atom::value, seq);
+    });
+}
+
+} // namespace
+
+caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_shared> shared,
+                        store::run_record record, const config::agent_config* agent, bool start_now,
+                        bool from_disk, std::string invoke_reply) {
+  self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
+  self->state.queue = agent->queue;
+  shared->in_memory += 1;
+  self->attach_functor([shared] { shared->in_memory -= 1; });
+  // Results recorded whose consequences were not written (a crash between the two writes of a
+  // step) are applied now, and what was due then goes out.
+  bool recovered = false;
+  if (from_disk) {
+    auto& machine = *self->state.machine;
+    auto tail = shared->store.journal(machine.run_id(), machine.record().last_journal_seq + 1);
+    auto received = shared->store.received(machine.run_id());
+    if (!tail || !received) {
+      logger()->error("run {}: cannot read its journal: {}", machine.run_id(),
+                      (!tail ? tail.error() : received.error()).message);
+    } else if (!tail->empty() || !received->empty()) {
+      for (const auto& r : *received) self->state.received_through = std::max(self->state.received_through, r.order);
+      auto e = machine.recover(*tail, *received);
+      recovered = e.changed;
+      perform(self, shared, std::move(e), {}, reply_kind::none);
+    }
+  }
+  if (start_now && !recovered) {
+    // A step in flight when this node stopped: its task may still be in the work queue (queued,
+    // or running on a worker that will hand the result over): then it is not sent again.
+    bool queued = false;
+    const auto& pending = self->state.machine->state().pending;
+    if (from_disk && pending && store::is_active(self->state.machine->record().status)) {
+      auto subject = shared->subjects.task(agent->queue, self->state.machine->run_id(), pending->step);
+      auto held = shared->js->last_message(shared->subjects.tasks_stream(), subject);
+      if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
+                                self->state.machine->run_id(), pending->step, held.error().message);
+      // Held, and the attempt due: an older attempt still there (a copy being handed out again)
+      // is refused by the run when a worker asks, so the attempt due is sent.
+      std::uint64_t held_attempt = 0;
+      if (held && *held) {
+        auto task = wire::unpack(**held, shared->limits);
+        if (task && task->is_object()) held_attempt = task->value("attempt", std::uint64_t{0});
+        queued = held_attempt == pending->attempt;
+      }
+      logger()->info("run {}: step {} attempt {} was in flight; the queue holds {}: {}", self->state.machine->run_id(),
+                     pending->step, pending->attempt,
+                     held_attempt ? "attempt " + std::to_string(held_attempt) : std::string("none of it"),
+                     queued ? "its result is awaited" : "sent again");
+      if (queued) shared->runs.sent(self->state.machine->run_id(), pending->step, pending->attempt);
+    }
+    perform(self, shared, self->state.machine->start(queued), invoke_reply,
+            invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
+  }
+  shared->runs.started(self->state.machine->run_id());
+  return {
+    [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
+      auto e = self->state.machine->on_resume(request);
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      else perform(self, shared, std::move(*e), reply, reply_kind::resume);
+      return true;
+    },
+    [=](result_atom, std::uint64_t order, const std::string& message, const std::shared_ptr<task_gate>& gate) {
+      step_trace::mark(step_trace::result_in_actor);
+      // The result is being written as it came (see the results subscription); what follows
+      // from it is worked out meanwhile, and the next task goes as soon as it is on disk.
+      if (order <= self->state.received_through) return true;  // applied from disk already
+      auto& machine = *self->state.machine;
+      auto applied = machine.apply_received({order, message});
+      if (!applied) {
+        // Unreadable: dropped, as a replay would. The step stays in flight and its lease sends
+        // it again.
+        logger()->warn("run {}: a task result was dropped: {}", machine.run_id(), applied.error().message);
+        applied = effects{};
+      }
+      if (!applied->changed) applied->transition.received_done = {order};  // late or repeated
+      perform(self, shared, std::move(*applied), {}, reply_kind::none, gate);
+      return true;
+    },
+    [=](cancel_atom, const std::string& reason, const std::string& by, const std::string& reply) {
+      auto e = self->state.machine->cancel(reason, by);
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
+      return true;
+    },
+    [=](wait_atom, const std::string& reply) {
+      const auto& r = self->state.machine->record();
+      if (store::is_active(r.status)) {
+        if (self->state.waiters.size() >= waiters_max)
+          shared->reply_error(reply, errc::unavailable, "run " + r.run_id + " has " + std::to_string(waiters_max) +
+                                                          " waiting already; ask again later");
+        else
+          self->state.waiters.push_back(reply);
+        return true;
+      }
+      // Stopped already; answered after what is being written, which may be what stopped it.
+      auto& lane = shared->lane_of(r.run_id);
+      lane.writer->after_pending([shared, &lane, reply, bytes = run_reply(r)](const result<void>&) {
+        lane.publish(reply, bytes);
+      });
+      return true;
+    },
+    [=](retry_atom, const std::string& by, const std::string& reply) {
+      auto e = self->state.machine->retry(by);
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      else perform(self, shared, std::move(*e), reply, reply_kind::cancel);
+      return true;
+    },
+    [=](send_atom, const wire::task& t) {
+      // A retry whose wait is over: sent unless the step moved on meanwhile.
+      if (self->state.machine->wants(t.step, t.attempt)) shared->send_task(t, self->state.queue);
+    },
+    [=](idle_atom, std::uint64_t seq) {
+      // Leave memory only if nothing happened since the write that made the run idle.
+      const auto& r = self->state.machine->record();
+      bool idle = !store::is_active(r.status);
+      if (idle && r.last_event_seq == seq) self->quit();
+    },
+  };
+}
+
+} // namespace keel::actors

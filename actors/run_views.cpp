@@ -1,0 +1,62 @@
+#include "actors/run_views.hpp"
+
+#include "runtime/run_state.hpp"
+
+namespace keel::actors {
+
+using wire::value;
+
+// The run as clients see it (keel show, keel runs).
+value summary(const store::run_record& r) {
+  value out{{"run_id", r.run_id},         {"agent", r.agent},
+            {"status", store::to_string(r.status)}, {"session_id", r.session_id},
+            {"created_ms", r.created_ms}, {"updated_ms", r.updated_ms},
+            {"last_event_seq", r.last_event_seq}};
+  auto state = store::run_state_from_value(r.state);
+  if (!state) {
+    // Damaged on disk: the header is shown, with what is wrong (or what a failed load recorded).
+    out["error"] = r.state.is_object() && r.state.contains("error") && r.state["error"].is_string()
+                     ? r.state["error"].get<std::string>()
+                     : state.error().message;
+    return out;
+  }
+  const auto& s = *state;
+  out["steps"] = s.steps;
+  out["usage"] = value{{"input_tokens", s.usage.input_tokens}, {"output_tokens", s.usage.output_tokens},
+                       {"cache_read_tokens", s.usage.cache_read_tokens}, {"cache_write_tokens", s.usage.cache_write_tokens}};
+  out["input"] = s.input;
+  if (!s.provider.empty()) out["provider"] = s.provider;  // this run's own, when it overrides the agent's
+  if (!s.model.empty()) out["model"] = s.model;
+  if (s.output) out["output"] = *s.output;
+  if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
+  if (s.error) out["error"] = *s.error;
+  if (s.suspended) out["waiting"] = value{{"step_key", s.suspended->step_key}, {"form", s.suspended->form}};
+  // A step failing for a passing reason: what it waits on, and when it is tried next.
+  if (s.pending && s.pending->retry)
+    out["retrying"] = value{{"reason", s.pending->retry->reason}, {"next_try_ms", s.pending->retry->next_try_ms},
+                            {"waiting", s.pending->retry->waiting}};
+  return out;
+}
+
+// An agent as clients see it (keel agents, the dashboard): what it runs on and what it may do.
+// No secret: the key file's path is not shown, nor the system prompt past its start.
+value describe_agent(const config::agent_config& a) {
+  auto prompt = a.system_prompt.size() > 2000 ? a.system_prompt.substr(0, 2000) + "…" : a.system_prompt;
+  value out{{"id", a.id}, {"queue", a.queue}, {"provider", a.provider}, {"model", a.model},
+            {"tools", a.tools}, {"max_steps", a.max_steps}, {"max_tokens", a.max_tokens},
+            {"stream", a.stream}, {"system_prompt", prompt}};
+  if (!a.base_url.empty()) out["base_url"] = a.base_url;
+  out["sandbox"] = value{{"env", a.sandbox_env}, {"network", a.network}, {"workspace", a.workspace},
+                         {"workspace_scope", a.workspace_scope}, {"exec_security", a.exec_security},
+                         {"allowlist", a.allowlist}, {"file_approval", a.file_approval},
+                         {"path_restriction", a.path_restriction}, {"exec_timeout_ms", a.exec_timeout_ms},
+                         {"cpu_seconds_max", a.cpu_seconds_max}, {"memory_bytes_max", a.memory_bytes_max},
+                         {"processes_max", a.processes_max}};
+  return out;
+}
+
+std::string run_reply(const store::run_record& r) {
+  return wire::pack(value{{"v", wire::protocol_version}, {"type", "run"}, {"run", summary(r)}});
+}
+
+} // namespace keel::actors

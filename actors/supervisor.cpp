@@ -1,0 +1,329 @@
+#include "actors/supervisor.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/run_actor.hpp"
+#include "actors/run_views.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/log.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <functional>
+#include <thread>
+
+namespace keel::actors {
+
+using wire::value;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("actors");
+  return l;
+}
+
+constexpr std::size_t idempotency_key_bytes_max = 256;
+// How often runs stopped by a failed write (a full disk) look whether the store writes again.
+constexpr std::int64_t stalled_check_ms = 500;
+
+} // namespace
+
+
+caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orchestrator_shared> shared) {
+  // When the orchestrator stops, so do its run actors (it tells each). A run actor's exit
+  // (leaving memory, or a failure) comes as a down message; a stop request (anon_send_exit)
+  // names the orchestrator itself as its source.
+  self->set_exit_handler([=](caf::exit_msg& exit) {
+    if (exit.source != self->address()) return;
+    // Run actors are not linked (a link costs a scan of every link when one exits): stopped here.
+    for (const auto& actor : shared->runs.all_actors()) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    self->quit(exit.reason);
+  });
+  self->set_down_handler([=](caf::down_msg& down) {
+    auto run_id = shared->unregistered(down.source);
+    if (run_id.empty()) return;  // replaced already by an actor loaded again
+    if (auto k = self->state.key_of_run.find(run_id); k != self->state.key_of_run.end()) {
+      self->state.idempotency.erase(k->second);
+      self->state.key_of_run.erase(k);
+    }
+  });
+  auto spawn_run = [=](store::run_record record, const config::agent_config* agent, bool start_now,
+                       bool from_disk, const std::string& invoke_reply) {
+    std::string id = record.run_id;
+    if (from_disk) shared->runs.starting_now(id);
+    auto actor = self->spawn(run_actor, shared, std::move(record), agent, start_now, from_disk, invoke_reply);
+    self->monitor(actor);
+    shared->runs.registered(id, actor);
+    return actor;
+  };
+  // The run's actor, from memory or from disk; none (after replying an error) if there is no run.
+  auto find_run = [=](const std::string& run_id, const std::string& reply) -> std::optional<caf::actor> {
+    if (auto actor = shared->runs.find(run_id)) return actor;
+    auto loaded = shared->store.get(run_id, false);
+    if (!loaded) {
+      shared->reply_error(reply, loaded.error().code, loaded.error().message);
+      return std::nullopt;
+    }
+    if (!*loaded) {
+      shared->reply_error(reply, errc::not_found, "no run " + run_id + " on node " + shared->node_id);
+      return std::nullopt;
+    }
+    const auto* agent = shared->config.find_agent((*loaded)->agent);
+    if (!agent) {
+      shared->reply_error(reply, errc::not_found, "run " + run_id + " belongs to agent '" +
+                                                    (*loaded)->agent + "', which this node no longer has");
+      return std::nullopt;
+    }
+    return spawn_run(std::move(**loaded), agent, false, true, {});
+  };
+  self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
+  // Forwards as a request: if the actor left memory before it read the message, the request
+  // fails and the run is loaded from disk and asked again (once).
+  auto forward_resume = std::make_shared<std::function<void(wire::resume_request, std::string, int)>>();
+  // It calls itself again through a weak handle: a strong one would be a cycle that keeps the
+  // shared state alive forever.
+  *forward_resume = [=, again = std::weak_ptr(forward_resume)](wire::resume_request request, std::string reply, int tries) {
+    auto actor = find_run(request.run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, resume_atom::value, request, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(request.run_id);
+        if (auto f = again.lock(); f && tries < 2) (*f)(request, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + request.run_id + " could not be loaded");
+      });
+  };
+  auto forward_cancel = std::make_shared<std::function<void(std::string, std::string, std::string, std::string, int)>>();
+  *forward_cancel = [=, again = std::weak_ptr(forward_cancel)](std::string run_id, std::string reason, std::string by,
+                                                               std::string reply, int tries) {
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, cancel_atom::value, reason, by, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(run_id);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reason, by, reply, tries + 1);
+      });
+  };
+  auto forward_retry = std::make_shared<std::function<void(std::string, std::string, std::string, int)>>();
+  *forward_retry = [=, again = std::weak_ptr(forward_retry)](std::string run_id, std::string by, std::string reply, int tries) {
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, retry_atom::value, by, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(run_id);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, by, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
+      });
+  };
+  // A wait: a run in memory is asked; one on disk that is not running is answered from disk; one on
+  // disk that should be running is loaded (as a resume would) and asked.
+  auto forward_wait = std::make_shared<std::function<void(std::string, std::string, int)>>();
+  *forward_wait = [=, again = std::weak_ptr(forward_wait)](std::string run_id, std::string reply, int tries) {
+    if (!shared->runs.find(run_id)) {
+      auto stored = shared->store.get(run_id, false);
+      if (!stored) return shared->reply_error(reply, stored.error().code, stored.error().message);
+      if (!*stored) return shared->reply_error(reply, errc::not_found, "no run " + run_id + " on node " + shared->node_id);
+      if (!store::is_active((*stored)->status)) return shared->publish(reply, run_reply(**stored));
+    }
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, wait_atom::value, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(run_id);
+        if (auto f = again.lock(); f && tries < 2) (*f)(run_id, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
+      });
+  };
+  return {
+    [=](wait_atom, const std::string& run_id, const std::string& reply) { (*forward_wait)(run_id, reply, 0); },
+    [=](invoke_atom, const wire::invoke_request& invoke, const std::string& reply) {
+      const auto* agent = shared->config.find_agent(invoke.agent);
+      if (!agent) {
+        std::string known;
+        for (const auto& a : shared->config.agents) known += (known.empty() ? "" : ", ") + a.id;
+        shared->reply_error(reply, errc::not_found, "unknown agent '" + invoke.agent +
+                                                      "'; this node has: " + (known.empty() ? "none" : known));
+        return;
+      }
+      std::string key;
+      std::string id;
+      bool claimed_fresh = false;  // the id was claimed by this invoke, just now
+      if (!invoke.idempotency_key.empty()) {
+        if (invoke.idempotency_key.size() > idempotency_key_bytes_max)
+          return shared->reply_error(reply, errc::invalid_argument,
+                                     "idempotency_key is " + std::to_string(invoke.idempotency_key.size()) +
+                                       " bytes; at most " + std::to_string(idempotency_key_bytes_max));
+        key = invoke.agent + "/" + invoke.idempotency_key;
+        // A key whose run was never stored (its creation's write failed, or its orchestrator
+        // stopped or lost its runs between the claim and the write) is taken up again, with the
+        // same id, by whoever serves that orchestrator's runs now: else the key would name a run
+        // nobody will ever make.
+        auto never_stored = [&](const std::string& run) {
+          if (!shared->owner.serves(run_id{run}.owner()) || shared->runs.find(run)) return false;
+          auto stored_run = shared->store.get(run, false);
+          return stored_run && !*stored_run;
+        };
+        // (A key found in this node's store was written with its run: that run is there.)
+        std::optional<std::string> existing;
+        bool from_memory = false;
+        if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
+          existing = it->second, from_memory = true;
+        else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
+                 stored && *stored)
+          existing = **stored;
+        if (existing && from_memory && never_stored(*existing)) {
+          id = *existing;
+          existing.reset();
+        } else if (!existing) {
+          // The cluster's word: the first orchestrator to write the key owns the run; the others
+          // answer with its id.
+          auto mine = make_run_id(node_id{shared->node_id}).value;
+          auto claimed = shared->keys->create_if_absent(broker::key_of(invoke.agent, invoke.idempotency_key), mine);
+          if (!claimed)
+            return shared->reply_error(reply, errc::unavailable,
+                                       "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
+          claimed_fresh = claimed->written;
+          if (claimed->written || never_stored(claimed->value)) id = claimed->value;
+          else existing = claimed->value;
+        }
+        if (existing && shared->replicated() && !shared->owner.serves(run_id{*existing}.owner())) {
+          // Another orchestrator's run: named by the key, but made only if that orchestrator
+          // wrote it before it stopped or was paused. Its id is given once whoever serves its runs
+          // says it has it; otherwise the invoke is asked again (and whoever serves them makes it).
+          std::weak_ptr<orchestrator_shared> weak = shared;
+          shared->ask_pool->submit([weak, reply, run = *existing] {
+            auto s = weak.lock();
+            if (!s) return;
+            // A run being created (its first write not counted yet) is asked about again, for up
+            // to a few seconds: a copy of an invoke sent at once to two orchestrators gets the id.
+            for (auto deadline = steady_ms() + 3000;;) {
+              auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
+                                             wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
+              auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
+              if (v && v->is_object() && v->value("type", std::string{}) == "run")
+                return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
+              bool being_created = v && v->is_object() && v->contains("error") && (*v)["error"].is_object() &&
+                                   (*v)["error"].value("message", std::string{}).find("being created") != std::string::npos;
+              if (!being_created || steady_ms() >= deadline) break;
+              std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+            s->reply_error(reply, errc::unavailable,
+                           "the idempotency key names run " + run + ", which its orchestrator has not confirmed yet: ask again");
+          });
+          return;
+        }
+        if (existing) {
+          auto bytes = wire::encode(wire::invoke_reply{*existing, false});
+          auto& lane = shared->lane_of(*existing);
+          lane.writer->after_pending([shared, reply, run = *existing](const result<void>&) {
+            shared->answer_when_counted(run, reply);
+          });
+          return;
+        }
+      }
+      // A full disk takes no new run (the runs there go on, within the reserve); an invoke whose
+      // key names a run already made is answered above all the same.
+      if (auto admitted = shared->store.admits_new_run(); !admitted)
+        return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
+      // A run made under an id claimed earlier (by this node or one whose runs it serves now) may
+      // have a first entry in the log already, written late by a node that then lost the run:
+      // its position is looked up. A fresh id has none.
+      bool fresh = id.empty() || claimed_fresh;
+      if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
+      // A node whose lease lapsed (paused, or the lease bucket out of reach) makes no run: its
+      // first write could not count. (A key claimed for it is taken up by the next invoke.)
+      if (std::string domain(run_id{id}.owner()); shared->replicated() && !shared->owner.leases()->valid(domain))
+        return shared->reply_error(reply, errc::unavailable,
+                                   "node " + shared->node_id + " is renewing its lease on the runs of " + domain + ": ask again");
+      if (!key.empty()) {
+        self->state.idempotency[key] = id;
+        self->state.key_of_run[id] = key;
+      }
+      logger()->info("run {} created for agent {}", id, invoke.agent);
+      shared->runs.creating(id);
+      if (shared->replicated() && fresh) shared->log_writer.known(id, 0);  // a new run: nothing in the log yet
+      spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, false, reply);
+    },
+    [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
+      (*forward_resume)(request, reply, 0);
+    },
+    [=](cancel_atom, const std::string& run_id, const std::string& reason, const std::string& by, const std::string& reply) {
+      (*forward_cancel)(run_id, reason, by, reply, 0);
+    },
+    [=](retry_atom, const std::string& run_id, const std::string& by, const std::string& reply) {
+      (*forward_retry)(run_id, by, reply, 0);
+    },
+    [=](stalled_atom) {
+      // Runs dropped after a failed write go on once the store writes again (space freed).
+      self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
+      if (!shared->runs.any_stalled()) return;
+      auto recovered = shared->store.recover();
+      if (!recovered) {
+        auto now = steady_ms();
+        if (now - self->state.stalled_warned_ms >= 30'000) {
+          self->state.stalled_warned_ms = now;
+          logger()->warn("runs wait for the run store to write again: {}", recovered.error().message);
+        }
+        return;
+      }
+      auto ids = shared->runs.take_stalled();
+      if (ids.empty()) return;
+      logger()->info("the run store writes again: {} runs stopped by a failed write go on", ids.size());
+      self->send(self, adopt_atom::value, ids);
+    },
+    [=](adopt_atom, const std::vector<std::string>& ids) {
+      // Runs taken over from another node, now in this node's store: those with work in flight
+      // go on (a step whose task the broker still holds is not sent again).
+      for (const auto& id : ids) {
+        if (shared->runs.find(id)) continue;
+        // Not a run this node no longer serves (dropped after the log refused its write because
+        // another took it over): what this store has of it is behind the new owner's.
+        if (shared->replicated() && !shared->owner.serves(run_id{id}.owner())) continue;
+        auto record = shared->store.get(id, false);
+        if (!record || !*record) continue;
+        const auto* agent = shared->config.find_agent((*record)->agent);
+        if (!agent) {
+          logger()->error("run {} (taken over): agent {} is not configured here; the run waits on disk", id, (*record)->agent);
+          continue;
+        }
+        spawn_run(std::move(**record), agent, true, true, {});
+      }
+    },
+    [=](recover_atom) {
+      std::size_t recovered = 0;
+      for (auto status : {store::run_status::pending, store::run_status::running}) {
+        auto ids = shared->store.list_by_status(status);
+        if (!ids) {
+          logger()->error("recovery: cannot list {} runs: {}", store::to_string(status), ids.error().message);
+          continue;
+        }
+        for (const auto& id : *ids) {
+          // With the run log: only the runs of the nodes this one serves (one that took these
+          // over while this node was down has them now).
+          if (shared->replicated() && !shared->owner.serves(run_id{id}.owner())) continue;
+          if (shared->runs.find(id)) continue;  // loaded already (a result for it came first)
+          auto record = shared->store.get(id, false);
+          if (!record) {
+            // Damaged on disk: the run fails with the reason, and the node goes on with the others.
+            auto reason = "the run's stored record cannot be read: " + record.error().message;
+            logger()->error("run {}: {}", id, reason);
+            if (auto failed = shared->store.fail_unreadable(id, reason); !failed)
+              logger()->error("run {}: cannot mark it failed: {}", id, failed.error().message);
+            continue;
+          }
+          if (!*record) continue;
+          const auto* agent = shared->config.find_agent((*record)->agent);
+          if (!agent) {
+            logger()->error("run {}: agent {} is not configured; the run waits on disk", id, (*record)->agent);
+            continue;
+          }
+          spawn_run(std::move(**record), agent, true, true, {});
+          ++recovered;
+        }
+      }
+      if (recovered) logger()->info("recovered {} unfinished runs", recovered);
+    },
+  };
+}
+
+} // namespace keel::actors

@@ -1,0 +1,209 @@
+#include "replication/log_writer.hpp"
+
+#include "runtime/ids.hpp"
+#include "runtime/log.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace keel::replication {
+
+namespace {
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("replication");
+  return l;
+}
+} // namespace
+
+std::optional<std::uint64_t> log_writer::position(const std::string& run) {
+  std::lock_guard lock{mutex_};
+  if (auto it = positions_.find(run); it != positions_.end()) return it->second;
+  return std::nullopt;
+}
+
+void log_writer::known(const std::string& run, std::uint64_t seq) {
+  std::lock_guard lock{mutex_};
+  positions_[run] = seq;
+  lost_.erase(run);
+}
+
+void log_writer::lost(const std::string& run) {
+  forget(run);
+  std::lock_guard lock{mutex_};
+  lost_.insert(run);
+}
+
+void log_writer::forget(const std::string& run) {
+  std::lock_guard lock{mutex_};
+  positions_.erase(run);
+  if (auto it = unconfirmed_.find(run); it != unconfirmed_.end()) {
+    if (it->second.ticket) it->second.log->forget(it->second.ticket);
+    unconfirmed_.erase(it);
+  }
+}
+
+void log_writer::forget_if_settled(const std::string& run) {
+  std::lock_guard lock{mutex_};
+  if (!unconfirmed_.count(run) && !settling_.count(run)) positions_.erase(run);
+}
+
+result<void> log_writer::settle(const std::string& run) {
+  std::optional<unconfirmed> u;
+  {
+    std::unique_lock lock{mutex_};
+    settled_.wait(lock, [&] { return !settling_.count(run); });
+    auto it = unconfirmed_.find(run);
+    if (it == unconfirmed_.end()) return success();
+    u = std::move(it->second);
+    unconfirmed_.erase(it);
+    settling_.insert(run);
+  }
+  struct done_settling {
+    log_writer* self;
+    const std::string& run;
+    ~done_settling() {
+      {
+        std::lock_guard lock{self->mutex_};
+        self->settling_.erase(run);
+      }
+      self->settled_.notify_all();
+    }
+  } done{this, run};
+  auto seq = u->ticket ? u->log->wait(u->ticket) : result<std::uint64_t>(make_error(errc::timeout, "not confirmed"));
+  if (!seq && seq.error().code != errc::conflict) {
+    // Not confirmed: sent again (a copy the broker stored already is recognised and confirmed).
+    auto again = u->log->append({u->entry});
+    seq = std::move(again.front());
+  }
+  if (!seq) {
+    if (seq.error().code == errc::conflict) {
+      lost(run);
+      return make_error(errc::conflict, "the run log refused a write of run " + run + ": another node has it now");
+    }
+    // Still not confirmed: kept, to be sent again before the run's next write.
+    std::lock_guard lock{mutex_};
+    unconfirmed_[run] = unconfirmed{u->log, 0, std::move(u->entry)};
+    return make_error(seq.error().code, "the run log: " + seq.error().message);
+  }
+  known(run, *seq);
+  return success();
+}
+
+log_writer::started log_writer::replicate(run_log& log, const std::vector<store::run_transition>& batch) {
+  started out;
+  std::vector<std::string> runs;
+  std::unordered_map<std::string, std::vector<const store::run_transition*>> by_run;
+  for (const auto& t : batch) {
+    auto& of_run = by_run[t.record.run_id];
+    if (of_run.empty()) runs.push_back(t.record.run_id);
+    of_run.push_back(&t);
+  }
+  struct sent {
+    std::string run;
+    std::uint64_t ticket;
+    log_entry entry;
+  };
+  std::vector<sent> waiting;
+  for (const auto& run : runs) {
+    std::string domain(run_id{run}.owner());
+    bool refused_before = false;
+    {
+      std::lock_guard lock{mutex_};
+      refused_before = lost_.count(run) > 0;
+    }
+    if (refused_before || !owner_.serves(domain)) {
+      out.refused[run] = make_error(errc::conflict, "run " + run + " is no longer this node's (taken over)");
+      continue;
+    }
+    // Nor while the lease is not certain: a node paused past its lease, whose write was refused
+    // because another took the run over, would otherwise ask the log where the run now ends and
+    // append after the new owner's fence before learning its lease is gone.
+    if (!owner_.answers_for(domain)) {
+      out.refused[run] = make_error(errc::unavailable, "run " + run + ": this node's lease on the runs of " + domain +
+                                                         " is not certain now");
+      continue;
+    }
+    if (auto settled = settle(run); !settled) {
+      out.refused[run] = settled.error();
+      continue;
+    }
+    auto known_at = position(run);
+    if (!known_at) {
+      auto last = log.last_sequence(subject_of_(run));
+      if (!last) {
+        out.refused[run] = last.error();
+        continue;
+      }
+      known_at = *last;
+    }
+    log_entry e{subject_of_(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known_at),
+                owner_.node_id()};
+    auto ticket = log.send(e);
+    if (!ticket) {
+      out.refused[run] = make_error(ticket.error().code, "the run log: " + ticket.error().message);
+      continue;
+    }
+    bool unsynced = std::none_of(by_run[run].begin(), by_run[run].end(), [](const store::run_transition* t) { return t->sync; });
+    if (unsynced) {
+      // Needs no confirmation of its own (what follows from a result the log holds already):
+      // confirmed before the run's next write.
+      std::lock_guard lock{mutex_};
+      unconfirmed_[run] = unconfirmed{&log, *ticket, std::move(e)};
+      continue;
+    }
+    waiting.push_back({run, *ticket, std::move(e)});
+  }
+  if (waiting.empty()) return out;
+  out.wait = [this, &log, waiting = std::move(waiting)]() mutable {
+    failures failed;
+    for (auto& w : waiting) {
+      auto seq = log.wait(w.ticket);
+      if (seq) {
+        known(w.run, *seq);
+        continue;
+      }
+      if (seq.error().code == errc::conflict) {
+        lost(w.run);
+        logger()->warn("run {}: the run log refused a write after sequence {}", w.run, w.entry.expected_last);
+        failed[w.run] = make_error(errc::conflict, "the run log refused the write: another node has run " + w.run + " now");
+      } else {
+        {
+          std::lock_guard lock{mutex_};
+          unconfirmed_[w.run] = unconfirmed{&log, 0, std::move(w.entry)};
+        }
+        failed[w.run] = make_error(errc::unknown, "written on this node, but the run log did not confirm it (" +
+                                                    seq.error().message + "): it counts if the log has it");
+      }
+    }
+    // Confirmed, but it counts only if the lease on the run's domain certainly held when the
+    // confirmation came: a node paused past its lease may have written after another took its
+    // runs over and read the log (a new run's first entry has nothing to be fenced by).
+    if (owner_.replicated())
+      for (const auto& w : waiting) {
+        if (failed.count(w.run)) continue;
+        std::string domain(run_id{w.run}.owner());
+        if (owner_.leases()->valid(domain)) continue;
+        failed[w.run] = make_error(errc::unknown, "the lease on the runs of " + domain +
+                                                    " was not renewed in time for this write to count: it counts if the "
+                                                    "node that takes them over read it");
+      }
+    return failed;
+  };
+  return out;
+}
+
+result<std::uint64_t> log_writer::append_after_last(run_log& log, const std::string& run, const store::run_transition& whole) {
+  std::string domain(run_id{run}.owner());
+  if (!owner_.answers_for(domain)) return make_error(errc::conflict, "this node does not hold the lease on the runs of " + domain);
+  auto at = position(run);
+  if (!at || *at == 0) return make_error(errc::not_found, "where its last entry is, is not known here");
+  auto appended = log.append({log_entry{subject_of_(run), store::encode_transitions({&whole}), static_cast<std::int64_t>(*at),
+                                        owner_.node_id()}});
+  if (!appended.at(0)) return appended[0].error();
+  std::lock_guard lock{mutex_};
+  if (positions_.count(run)) positions_[run] = *appended[0];
+  return *appended[0];
+}
+
+} // namespace keel::replication

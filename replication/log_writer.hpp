@@ -1,0 +1,79 @@
+// Writes runs to the replicated log, each entry where the run's last entry is (so that a write of
+// a node that lost the run is refused), and keeps where each run's log ends. A batch of several
+// runs is sent per run: a run refused or failing alone fails alone, the others go on, and no
+// entry is left sent but unaccounted for (its ticket waited for, or kept to confirm before the
+// run's next write).
+#pragma once
+
+#include "replication/ownership.hpp"
+#include "replication/run_log.hpp"
+#include "runtime/run_store.hpp"
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace keel::replication {
+
+class log_writer {
+public:
+  // `subject_of(run)`: the run's subject in the log.
+  log_writer(ownership& owner, std::function<std::string(const std::string&)> subject_of)
+    : owner_(owner), subject_of_(std::move(subject_of)) {}
+
+  // What replicate() started: runs refused before anything of theirs was sent (not to be
+  // written anywhere), and what waits for the others' confirmations (per run: what failed).
+  using failures = std::map<std::string, error>;
+  struct started {
+    failures refused;
+    std::function<failures()> wait;
+  };
+  // Sends the batch, one entry per run. A confirmation that does not come (a timeout) leaves the
+  // write unknown: errc::unknown (the entry is sent again before the run's next write). A refused
+  // one (errc::conflict) means another node has the run now. A write confirmed while the lease
+  // was not certain does not count (errc::unknown too: the taker may or may not have read it).
+  started replicate(run_log& log, const std::vector<store::run_transition>& batch);
+
+  // Appends `whole` (a run's final record with its whole history) after the run's last entry as
+  // this node wrote it: its sequence (errc::conflict when another wrote since).
+  result<std::uint64_t> append_after_last(run_log& log, const std::string& run, const store::run_transition& whole);
+  // Confirms the run's entry sent without waiting (sent again if need be).
+  result<void> settle(const std::string& run);
+  // The run's log ends at `seq` (a new run: 0; or a run this node fenced, taking it over).
+  void known(const std::string& run, std::uint64_t seq);
+  // Where the run's log ends is no longer known here (refused, or the run left).
+  void forget(const std::string& run);
+  // Forgets the run's position unless an entry of it is being confirmed.
+  void forget_if_settled(const std::string& run);
+
+private:
+  struct unconfirmed {
+    run_log* log = nullptr;
+    std::uint64_t ticket = 0;  // 0: send again
+    log_entry entry;
+  };
+  std::optional<std::uint64_t> position(const std::string& run);
+
+  ownership& owner_;
+  std::function<std::string(const std::string&)> subject_of_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::uint64_t> positions_;      // run -> sequence of its last entry
+  std::unordered_map<std::string, unconfirmed> unconfirmed_;      // entries sent without waiting
+  // A run being settled by one thread: another that needs its position waits for it (else it
+  // could ask the log before the unconfirmed entry is stored, and write from a stale position).
+  std::set<std::string> settling_;
+  std::condition_variable settled_;
+  // Runs whose write the log refused: another node wrote after this one (a takeover's fence).
+  // Never written again from here (asking the log where such a run ends now would write after
+  // the fence), whatever the clock says; until this node fences it itself (known()).
+  std::set<std::string> lost_;
+  void lost(const std::string& run);
+};
+
+} // namespace keel::replication

@@ -1,0 +1,162 @@
+#include "replication/takeover.hpp"
+
+#include "runtime/log.hpp"
+#include "runtime/wire.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace keel::replication {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("replication");
+  return l;
+}
+
+} // namespace
+
+std::string encode_fence(const std::string& node, std::uint64_t epoch) {
+  return wire::pack(wire::value{{"transitions", wire::value::array()}, {"takeover", wire::value{{"by", node}, {"epoch", epoch}}}});
+}
+
+std::optional<fence> decode_fence(const std::string& data) {
+  auto v = wire::unpack(data);
+  if (!v || !v->is_object() || !v->contains("takeover")) return std::nullopt;
+  const auto& by = (*v)["takeover"];
+  if (!by.is_object() || !by.contains("by") || !by["by"].is_string() || !by.contains("epoch") ||
+      !by["epoch"].is_number_unsigned())
+    return std::nullopt;
+  return fence{by["by"].get<std::string>(), by["epoch"].get<std::uint64_t>()};
+}
+
+takeover_outcome take_over(takeover_context& c, const std::string& domain, std::uint64_t epoch) {
+  takeover_outcome out;
+  auto& leases = *c.owner.leases();
+  const auto& me = c.owner.node_id();
+  auto prefix = c.log_prefix + "." + domain;
+  std::map<std::string, std::uint64_t> last;  // run -> sequence of its last entry applied
+  std::string superseded;  // a later takeover's fence was found: by whom
+  // A fence of the same epoch by another node: two claims of one revision both taken (nats-server
+  // 2.9 can confirm two concurrent writes expecting the same revision of a replicated key). The
+  // bucket's value decides: the node it names goes on, the other gives up.
+  std::string tied;
+  auto apply = [&](const std::string& subject, std::uint64_t seq, std::string data) {
+    auto run = subject.substr(subject.rfind('.') + 1);
+    if (auto it = last.find(run); it != last.end() && it->second >= seq) return;
+    last[run] = seq;
+    ++out.entries;
+    auto transitions = store::decode_transitions(data);
+    if (!transitions) {
+      ++out.unreadable;
+      logger()->error("run {}: a logged write could not be read ({}); skipped", run, transitions.error().message);
+      return;
+    }
+    for (const auto& t : *transitions)
+      for (const auto& r : t.received) out.max_received_order = std::max(out.max_received_order, r.order);
+    if (transitions->empty()) {
+      // A takeover's fence. One of a later claim than this one means the runs are another's now:
+      // fencing after it would refuse the new owner's writes. One that cannot be read is skipped
+      // (as an unreadable write is).
+      auto f = decode_fence(data);
+      if (!f) {
+        ++out.unreadable;
+        logger()->error("run {}: a takeover's fence in the log could not be read; skipped", run);
+        return;
+      }
+      if (f->epoch > epoch) superseded = f->by + " (epoch " + std::to_string(f->epoch) + ")";
+      else if (f->epoch == epoch && f->by != me) tied = f->by;
+      return;
+    }
+    if (auto w = c.store.apply(*transitions); !w)
+      logger()->error("run {}: a logged write could not be stored: {}", run, w.error().message);
+  };
+  auto still_ours = [&] { return superseded.empty() && leases.holds(domain) && !leases.stopping(); };
+  auto give_up_if_superseded = [&] {
+    if (superseded.empty() && !tied.empty()) {
+      auto current = c.bucket.get_entry(domain);
+      auto lease = current && *current ? lease_keeper::decode((*current)->value)
+                                       : result<std::pair<std::string, std::uint64_t>>(make_error(errc::unavailable, "unread"));
+      if (!lease || lease->first != me || lease->second != epoch)
+        superseded = tied + " (epoch " + std::to_string(epoch) + ", the lease names " +
+                     (lease ? lease->first : std::string("no one readable")) + ")";
+      tied.clear();
+    }
+    if (superseded.empty()) return false;
+    logger()->warn("taking over {}: a later takeover by {} fenced its runs: they are not this node's", domain, superseded);
+    out.why_not = "a later takeover by " + superseded;
+    return true;
+  };
+  std::int64_t backoff_ms = 250;
+  const std::atomic<bool> never{false};
+  auto wait_a_little = [&] {
+    for (auto until = c.env.now_ms() + backoff_ms; c.env.now_ms() < until && still_ours();) c.env.sleep_ms(50, never);
+    backoff_ms = std::min<std::int64_t>(backoff_ms * 2, 5000);
+  };
+  for (int tries = 0;; ++tries) {
+    auto r = c.log.read(prefix + ".>", apply);
+    if (give_up_if_superseded()) return out;
+    if (r) break;
+    if (tries < 5 || tries % 20 == 0) logger()->warn("taking over {}: reading its runs: {}", domain, r.error().message);
+    if (!still_ours()) {
+      out.why_not = "the lease went, or the node stops";
+      return out;
+    }
+    wait_a_little();
+  }
+  auto marker = encode_fence(me, epoch);
+  // Runs that ended (completed or cancelled) never change again: taken as they are, unfenced.
+  std::set<std::string> fenced;
+  for (const auto& [run, seq] : last) {
+    auto record = c.store.get(run, false);
+    if (record && *record && ((*record)->status == store::run_status::completed ||
+                              (*record)->status == store::run_status::cancelled))
+      fenced.insert(run);
+  }
+  backoff_ms = 250;
+  for (int round = 0; fenced.size() < last.size(); ++round) {
+    if (round > 0) {
+      if (!still_ours()) break;
+      wait_a_little();
+    }
+    std::vector<log_entry> fences;
+    std::vector<std::string> runs;
+    for (const auto& [run, seq] : last)
+      if (!fenced.count(run)) {
+        fences.push_back({prefix + "." + run, marker, static_cast<std::int64_t>(seq), me});
+        runs.push_back(run);
+      }
+    auto appended = c.log.append(fences);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      if (appended[i]) {
+        fenced.insert(runs[i]);
+        last[runs[i]] = *appended[i];
+        c.writer.known(runs[i], *appended[i]);
+      } else if (appended[i].error().code == errc::conflict) {
+        (void)c.log.read(prefix + "." + runs[i], apply);  // it wrote meanwhile: read that too
+      }
+    }
+    if (give_up_if_superseded()) return out;
+  }
+  if (fenced.size() < last.size()) {
+    logger()->warn("taking over {}: stopped before {} runs were fenced (the lease went, or the node stops)", domain,
+                   last.size() - fenced.size());
+    out.why_not = "the lease went, or the node stops";
+    return out;
+  }
+  for (const auto& run : fenced) {
+    out.runs.push_back(run);
+    auto record = c.store.get(run, false);
+    if (!record || !*record) continue;
+    if (store::is_active((*record)->status)) out.active.push_back(run);
+    if ((*record)->status == store::run_status::suspended) ++out.suspended;
+  }
+  out.done = true;
+  return out;
+}
+
+} // namespace keel::replication

@@ -1,0 +1,104 @@
+// A replicated run log in a simulated world: one sequence for all subjects, each append checked
+// against the sequence its subject must be at (the fence), an entry sent again with the same
+// content confirmed at its first position (the broker's duplicate window), answers that take
+// time, are sometimes lost (stored or not) and fail while the broker is out. It counts the
+// tickets given and not yet waited for or forgotten.
+#pragma once
+
+#include "replication/run_log.hpp"
+#include "tests/simulation/world.hpp"
+
+#include <climits>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace keel::simulation {
+
+struct log_faults {
+  std::int64_t delay_ms_max = 5;
+  double lost_answer = 0.03;
+  std::int64_t timeout_ms = 2000;
+  std::int64_t until_ms = INT64_MAX;  // lost answers stop then
+};
+
+class simulated_log final : public replication::run_log {
+public:
+  simulated_log(world& w, log_faults faults) : world_(w), faults_(faults) {}
+
+  struct stored {
+    std::uint64_t seq;
+    std::string data;
+    std::string writer;
+  };
+  const std::map<std::string, std::vector<stored>>& subjects() const { return subjects_; }
+  std::size_t tickets_open() const { return tickets_.size(); }
+
+  std::vector<result<std::uint64_t>> append(const std::vector<replication::log_entry>& entries) override {
+    std::vector<result<std::uint64_t>> out;
+    for (const auto& e : entries) {
+      auto ticket = send(e);
+      out.push_back(ticket ? wait(*ticket) : result<std::uint64_t>(ticket.error()));
+    }
+    return out;
+  }
+  result<std::uint64_t> send(const replication::log_entry& e) override {
+    bool lost = world_.now_ms() < faults_.until_ms && world_.chance(faults_.lost_answer);
+    outcome o;
+    if (!lost || world_.chance(0.5)) o.answer = store(e);
+    if (lost) o.answer = make_error(errc::timeout, "no answer (simulated)");
+    o.ready_ms = world_.now_ms() + (lost ? faults_.timeout_ms : world_.uniform(1, faults_.delay_ms_max));
+    tickets_[++next_ticket_] = std::move(o);
+    return next_ticket_;
+  }
+  result<std::uint64_t> wait(std::uint64_t ticket) override {
+    auto it = tickets_.find(ticket);
+    if (it == tickets_.end()) return make_error(errc::internal, "no such ticket");
+    auto o = std::move(it->second);
+    tickets_.erase(it);
+    if (o.ready_ms > world_.now_ms()) world_.sleep(o.ready_ms - world_.now_ms());
+    return o.answer;
+  }
+  void forget(std::uint64_t ticket) override { tickets_.erase(ticket); }
+  result<void> read(const std::string& filter, const reader& on_entry) override {
+    world_.sleep(world_.uniform(1, faults_.delay_ms_max));
+    auto prefix = filter.substr(0, filter.size() - (filter.ends_with(".>") ? 1 : 0));
+    std::vector<std::pair<std::uint64_t, std::pair<std::string, std::string>>> all;
+    for (const auto& [subject, list] : subjects_)
+      if (subject == filter || (filter.ends_with(".>") && subject.starts_with(prefix)))
+        for (const auto& s : list) all.push_back({s.seq, {subject, s.data}});
+    std::sort(all.begin(), all.end());
+    for (auto& [seq, e] : all) on_entry(e.first, seq, e.second);
+    return success();
+  }
+  result<std::uint64_t> last_sequence(const std::string& subject) override {
+    world_.sleep(world_.uniform(1, faults_.delay_ms_max));
+    auto it = subjects_.find(subject);
+    return it == subjects_.end() || it->second.empty() ? 0 : it->second.back().seq;
+  }
+  result<void> purge_before(const std::string&, std::uint64_t) override { return success(); }
+
+private:
+  struct outcome {
+    result<std::uint64_t> answer = make_error(errc::internal, "unset");
+    std::int64_t ready_ms = 0;
+  };
+  result<std::uint64_t> store(const replication::log_entry& e) {
+    auto& list = subjects_[e.subject];
+    for (const auto& s : list)
+      if (s.data == e.data && s.writer == e.writer) return s.seq;  // a copy sent again
+    std::uint64_t last = list.empty() ? 0 : list.back().seq;
+    if (e.expected_last >= 0 && static_cast<std::uint64_t>(e.expected_last) != last)
+      return make_error(errc::conflict, "wrong last sequence");
+    list.push_back({++seq_, e.data, e.writer});
+    return seq_;
+  }
+  world& world_;
+  log_faults faults_;
+  std::map<std::string, std::vector<stored>> subjects_;
+  std::map<std::uint64_t, outcome> tickets_;
+  std::uint64_t next_ticket_ = 0;
+  std::uint64_t seq_ = 0;
+};
+
+} // namespace keel::simulation
