@@ -138,8 +138,14 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       lane.log = std::move(*log);
       lane.log_view = replication::jetstream_run_log(*lane.log);
     }
-    auto bucket = broker::key_value::open(*shared->js, {broker::stream_name("KEEL_LEASES_" + config.prefix + "_" + config.ns),
-                                                        config.log_replicas, 0});
+    // Lease requests wait a quarter of a lease at most: a renewal stuck behind a paused stream
+    // leader for longer would cost the node its lease though it is alive (the next renewal, a
+    // quarter of a lease later, tries again).
+    auto lease_js = broker::jetstream::open(shared->nats, std::max<std::int64_t>(100, config.lease_ms / 4), {});
+    if (!lease_js) return lease_js.error();
+    shared->lease_js = std::move(*lease_js);
+    auto bucket = broker::key_value::open(*shared->lease_js, {broker::stream_name("KEEL_LEASES_" + config.prefix + "_" + config.ns),
+                                                              config.log_replicas, 0});
     if (!bucket) return bucket.error();
     shared->lease_bucket = std::move(*bucket);
     shared->log_pool = std::make_unique<thread_pool>(1, [](const char* what) { logger()->error("the run log's thread: {}", what); },

@@ -57,6 +57,7 @@ struct orchestrator_shared {
   wire::limits limits;
 
   // ---- The replicated run log and the leases (durability.log_replicas > 0)
+  std::unique_ptr<broker::jetstream> lease_js;  // requests about leases wait a quarter of a lease at most
   std::unique_ptr<broker::key_value> lease_bucket;
   std::unique_ptr<replication::lease_bucket> lease_view;  // the same, as the leases see it
   replication::ownership owner;

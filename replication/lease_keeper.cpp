@@ -1,5 +1,7 @@
 #include "replication/lease_keeper.hpp"
 
+#include <climits>
+
 #include "runtime/log.hpp"
 #include "runtime/wire.hpp"
 
@@ -150,6 +152,13 @@ void lease_keeper::take_over_again() {
     if (domain != me_) start_takeover(domain, lease.epoch);
 }
 
+std::int64_t lease_keeper::own_renewal_sent_ms() const {
+  std::lock_guard lock{mutex_};
+  auto own = held_.find(me_);
+  if (own == held_.end() || own->second.valid_until_ms == 0) return INT64_MIN / 2;
+  return own->second.valid_until_ms - (lease_ms_ - lease_ms_ / 10);  // see valid_until()
+}
+
 bool lease_keeper::valid(const std::string& domain) const { return valid_at(domain, env_.now_ms()); }
 
 bool lease_keeper::valid_at(const std::string& domain, std::int64_t now_ms) const {
@@ -167,26 +176,34 @@ std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
 void lease_keeper::loop(bool renewing) {
   // Renewing and watching on threads of their own: a watch slowed by the broker (a request
   // waiting out its timeout while a server is lost) never delays a renewal.
+  // A renewal that did not go through is tried again soon, not a quarter of a lease later: a
+  // broker back from a short outage must find every live holder renewing.
   auto every = std::max<std::int64_t>(100, lease_ms_ / 4);
+  auto soon = std::max<std::int64_t>(10, lease_ms_ / 50);
+  auto wait = every;
   while (true) {
-    env_.sleep_ms(every, stopping_);
+    env_.sleep_ms(wait, stopping_);
     if (stopping_) return;
     auto round = env_.now_ms();
-    if (renewing) renew();
-    else watch();
+    wait = every;
+    if (renewing) {
+      if (!renew()) wait = soon;
+    } else {
+      watch();
+    }
     // A slow renewal leaves this node's leases close to lapsing (its writes stop counting).
     if (auto took = env_.now_ms() - round; renewing && took > lease_ms_ / 2)
       logger()->warn("renewing the lease took {} ms (a lease lasts {} ms)", took, lease_ms_);
   }
 }
 
-void lease_keeper::renew() {
+bool lease_keeper::renew() {
   // One write, however many domains this node holds: the others follow its own lease.
   held_lease own;
   {
     std::lock_guard lock{mutex_};
     auto it = held_.find(me_);
-    if (it == held_.end()) return;  // lost already
+    if (it == held_.end()) return true;  // lost already
     own = it->second;
   }
   auto sent = env_.now_ms();
@@ -197,11 +214,11 @@ void lease_keeper::renew() {
       it->second.revision = *renewed;
       it->second.valid_until_ms = valid_until(sent);
     }
-    return;
+    return true;
   }
   if (renewed.error().code != errc::conflict) {
     logger()->warn("the lease of {} was not renewed: {}", me_, renewed.error().message);
-    return;
+    return false;
   }
   // Refused: the key moved on. A renewal that timed out may have been written all the same
   // (then the key holds this lease as it was, at a newer revision): still ours, though it counts
@@ -209,13 +226,13 @@ void lease_keeper::renew() {
   auto current = bucket_.get_entry(me_);
   if (!current) {
     logger()->warn("the lease of {} was refused and cannot be read: {}", me_, current.error().message);
-    return;  // asked again at the next renewal
+    return false;  // asked again at the next renewal
   }
   if (*current) {
     if (auto value = decode((**current).value); value && value->first == me_ && value->second == own.epoch) {
       std::lock_guard lock{mutex_};
       if (auto it = held_.find(me_); it != held_.end()) it->second.revision = (**current).revision;
-      return;
+      return false;  // renewed again at once: this write's time is not known
     }
   }
   // Taken: every domain this node held goes with its own lease.
@@ -227,6 +244,7 @@ void lease_keeper::renew() {
   }
   if (on_.lost)
     for (const auto& domain : gone) on_.lost(domain, "its lease was taken by another orchestrator");
+  return true;
 }
 
 result<std::pair<std::string, std::uint64_t>> lease_keeper::learned(const std::string& key, const lease_bucket::entry& entry) {
@@ -286,9 +304,16 @@ void lease_keeper::watch() {
   // A node whose own lease is gone claims nothing (it is stopping: a domain it took now would be
   // one it never learns it lost).
   if (!holds(me_)) return;
-  // A lease's silence counts only while this node could see the bucket: when the bucket was out
-  // of reach (a nats-server lost, its streams electing a leader), nobody could renew, and every
-  // lease's clock starts again once it is back.
+  // A lease's silence counts only while this node could see the bucket and write to it: when the
+  // bucket was out of reach, or took no writes (a nats-server lost, its streams electing a leader,
+  // the meta leader paused), nobody could renew, and every lease's clock starts again once it is
+  // back. A node whose own renewals do not go through (its own lease not valid) takes the others'
+  // silence for the broker's: a broker that cannot answer for a while never makes the nodes take
+  // each other's runs (and stop, each finding its own taken).
+  if (!valid(me_)) {
+    blind_ = true;
+    return;
+  }
   auto keys = bucket_.keys();
   if (!keys) {
     blind_ = true;
@@ -332,6 +357,11 @@ void lease_keeper::watch() {
       }
       auto silent_ms = env_.now_ms() - seen.since_ms;
       if (silent_ms < lease_ms_) continue;
+      // Its silence is its own only if the broker took this node's writes meanwhile: a renewal of
+      // this node's own lease sent well inside that silence went through. Otherwise the broker
+      // may have taken nobody's writes (a paused leader that applies them all once it wakes,
+      // this claim among them): the other would lose its runs for the broker's fault.
+      if (own_renewal_sent_ms() < seen.since_ms + lease_ms_ / 2) continue;
       claim(key, was, "has not renewed its lease for " + std::to_string(silent_ms) + " ms");
       continue;
     }

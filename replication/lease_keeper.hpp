@@ -65,7 +65,7 @@ public:
 private:
   lease_keeper(environment& env, lease_bucket& bucket, std::string me, std::int64_t lease_ms, hooks on);
   void loop(bool renewing);  // renewing, or watching the others
-  void renew();
+  bool renew();  // false: not renewed (tried again soon)
   void watch();
   // What this node last read of another's lease (the watching thread only).
   struct known_lease {
@@ -92,6 +92,7 @@ private:
     std::int64_t valid_until_ms = 0;  // steady time; see valid()
   };
   std::int64_t valid_until(std::int64_t sent_ms) const { return sent_ms + lease_ms_ - lease_ms_ / 10; }
+  std::int64_t own_renewal_sent_ms() const;  // when this node's last renewal that went through was sent
   struct seen_lease {
     std::uint64_t revision = 0;
     std::int64_t since_ms = 0;  // when the read that first found the revision returned

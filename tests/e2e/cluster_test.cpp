@@ -542,7 +542,9 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
       for (std::size_t i = t; i < runs; i += 4) {
         auto input = "job " + std::to_string(i);
         if (i % 2 == 0) {
-          auto made = keel({"invoke", "coder", input}, static_cast<int>(i / 2 % 3));
+          // A client's patience, not a bound under test: the first writes to streams just
+          // made on three servers of a loaded 2-core machine can take a few seconds.
+          auto made = keel({"invoke", "coder", input, "--timeout-ms", "30000"}, static_cast<int>(i / 2 % 3));
           auto id = made.out.substr(0, made.out.find('\n'));
           if (made.exit_code != 0 || !run_id{id}.valid()) failed("keel invoke: " + made.out + made.err);
           ids[i] = id;

@@ -69,6 +69,9 @@ public:
   std::function<std::string(const std::string&)> describe;
   // The broker answers nothing until then (a server lost, a leader being elected).
   void out_until(std::int64_t ms) { out_until_ms_ = std::max(out_until_ms_, ms); }
+  // The broker answers reads but takes no write until then (the stream's leader paused): a
+  // write times out, and some are made once it is back, after their caller was told "timeout".
+  void writes_out_until(std::int64_t ms) { writes_out_until_ms_ = std::max(writes_out_until_ms_, ms); }
 
   result<std::optional<replication::lease_bucket::entry>> get_entry(const std::string& key) {
     return call<std::optional<replication::lease_bucket::entry>>(false, [&]() -> result<std::optional<replication::lease_bucket::entry>> {
@@ -78,7 +81,7 @@ public:
     });
   }
   result<std::uint64_t> create(const std::string& key, const std::string& value) {
-    return call<std::uint64_t>(true, [&]() -> result<std::uint64_t> {
+    return call<std::uint64_t>(true, [this, key, value]() -> result<std::uint64_t> {
       if (data_.count(key)) return make_error(errc::conflict, "the key exists");
       data_[key] = {value, ++revision_};
       traced(key, value);
@@ -86,7 +89,7 @@ public:
     });
   }
   result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision) {
-    return call<std::uint64_t>(true, [&]() -> result<std::uint64_t> {
+    return call<std::uint64_t>(true, [this, key, value, revision]() -> result<std::uint64_t> {
       auto it = data_.find(key);
       if (it == data_.end() || it->second.revision != revision) return make_error(errc::conflict, "wrong last sequence");
       it->second = {value, ++revision_};
@@ -119,9 +122,18 @@ private:
       world_.sleep(faults_.timeout_ms);
       return make_error(errc::unavailable, "no responders (simulated outage)");
     }
+    if (write && world_.now_ms() < writes_out_until_ms_) {
+      if (world_.chance(0.3)) apply_later(apply, writes_out_until_ms_ - world_.now_ms() + world_.uniform(0, 500));
+      world_.sleep(faults_.timeout_ms);
+      return make_error(errc::timeout, "no answer (simulated: writes are not taken)");
+    }
     bool faulty = world_.now_ms() < faults_.until_ms;
     if (faulty && world_.chance(faults_.lost_answer)) {
-      if (write && world_.chance(0.5)) (void)apply();
+      // Made at once, made after the caller gave up, or not made at all.
+      if (write) {
+        if (world_.chance(0.4)) (void)apply();
+        else if (world_.chance(0.3)) apply_later(apply, world_.uniform(faults_.timeout_ms / 2, 2 * faults_.timeout_ms));
+      }
       world_.sleep(faults_.timeout_ms);
       return make_error(errc::timeout, "no answer (simulated)");
     }
@@ -130,9 +142,17 @@ private:
                                              : world_.uniform(1, faults_.delay_ms_max));
     return out;
   }
+  template <typename F>
+  void apply_later(F apply, std::int64_t after_ms) {
+    world_.spawn(-1, "a late write", [this, apply, after_ms] {
+      world_.sleep(after_ms);
+      (void)apply();
+    });
+  }
   world& world_;
   bucket_faults faults_;
   std::int64_t out_until_ms_ = 0;
+  std::int64_t writes_out_until_ms_ = 0;
   std::map<std::string, replication::lease_bucket::entry> data_;
   std::uint64_t revision_ = 0;
 };
