@@ -247,6 +247,31 @@ bool lease_keeper::renew() {
   return true;
 }
 
+bool lease_keeper::check_held() {
+  for (const auto& domain : domains()) {
+    if (domain == me_) continue;
+    auto current = bucket_.get_entry(domain);
+    if (!current) {
+      blind_ = true;
+      return false;
+    }
+    auto epoch = epoch_of(domain);
+    auto lease = *current ? decode((**current).value) : result<std::pair<std::string, std::uint64_t>>(
+                                                           make_error(errc::not_found, "no lease"));
+    if (lease && lease->first == me_ && lease->second >= epoch) continue;
+    if (!lease && *current) continue;  // unreadable: not known to be another's
+    auto who = lease ? lease->first + " (epoch " + std::to_string(lease->second) + ")" : std::string("nobody");
+    {
+      std::lock_guard lock{mutex_};
+      if (!held_.erase(domain)) continue;
+    }
+    logger()->warn("node {}: its lease names {} now, not this node (epoch {}): its runs are no longer this node's", domain,
+                   who, epoch);
+    if (on_.lost) on_.lost(domain, "its lease names " + who + " now");
+  }
+  return true;
+}
+
 result<std::pair<std::string, std::uint64_t>> lease_keeper::learned(const std::string& key, const lease_bucket::entry& entry) {
   auto lease = decode(entry.value);
   if (!lease) return lease;
@@ -324,6 +349,9 @@ void lease_keeper::watch() {
     for (auto& [key, seen] : seen_) seen.since_ms = now;
     blind_ = false;
   }
+  // Every fourth round, the keys held for others are read back: one that names another holder
+  // (or an older epoch of this one: the bucket lost a write) is no longer this node's.
+  if (++rounds_ % 4 == 0 && !check_held()) return;
   // Read: keys not seen before, and every node's own lease (it changes at each renewal). A key
   // held on another's behalf is written once, when claimed: read again only when a claim of it
   // is refused. So a round costs one read per node that holds its own lease, however many

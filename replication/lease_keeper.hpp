@@ -109,6 +109,9 @@ private:
   std::map<std::string, seen_lease> seen_;    // the watching thread only
   std::map<std::string, known_lease> known_;  // the watching thread only
   bool blind_ = false;                      // the bucket was out of reach (the watching thread only)
+  std::uint64_t rounds_ = 0;                // watching rounds (the watching thread only)
+  // Reads back the keys held for others; false when the bucket could not be read.
+  bool check_held();
   std::atomic<bool> stopping_{false};
   // Started under a name whose lease was already this node's (a restart, or a second copy while
   // the first is only paused): no lease counts before then (guarded by mutex_ once started).
