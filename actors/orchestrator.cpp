@@ -138,10 +138,10 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       lane.log = std::move(*log);
       lane.log_view = replication::jetstream_run_log(*lane.log);
     }
-    // Lease requests wait a quarter of a lease at most: a renewal stuck behind a paused stream
-    // leader for longer would cost the node its lease though it is alive (the next renewal, a
-    // quarter of a lease later, tries again).
-    auto lease_js = broker::jetstream::open(shared->nats, std::max<std::int64_t>(100, config.lease_ms / 4), {});
+    // Lease requests wait half a lease at most: a renewal stuck behind a paused stream leader for
+    // longer would cost the node its lease though it is alive (a renewal that fails is tried
+    // again at once); a shorter bound would fail renewals of a node that is merely slow.
+    auto lease_js = broker::jetstream::open(shared->nats, std::max<std::int64_t>(100, config.lease_ms / 2), {});
     if (!lease_js) return lease_js.error();
     shared->lease_js = std::move(*lease_js);
     auto bucket = broker::key_value::open(*shared->lease_js, {broker::stream_name("KEEL_LEASES_" + config.prefix + "_" + config.ns),

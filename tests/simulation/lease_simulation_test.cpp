@@ -66,7 +66,7 @@ private:
   static bucket_faults faults(const scenario_options& options) {
     bucket_faults f;
     f.until_ms = faults_end_ms;
-    f.timeout_ms = lease_ms / 4;  // as keel's lease requests (actors/orchestrator.cpp)
+    f.timeout_ms = lease_ms / 2;  // as keel's lease requests (actors/orchestrator.cpp)
     // Broker faults alone: no answer lost to a single request (a lost renewal that outlasts a
     // lease is a node that cannot renew, which the others rightly take over).
     if (options.broker_only) f.lost_answer = 0;
@@ -151,7 +151,8 @@ private:
         // one node's renewals can fall in the outages while another's go through: that node did
         // fail to renew, and is rightly taken over).
         if (w_.now_ms() < broker_back_ms_ + lease_ms) w_.sleep(broker_back_ms_ + lease_ms - w_.now_ms());
-        auto ms = w_.uniform(200, 10'000);
+        if (w_.now_ms() + 200 >= faults_end_ms) break;  // every outage is over when the faults end
+        auto ms = std::min<std::int64_t>(w_.uniform(200, 10'000), faults_end_ms - w_.now_ms());
         broker_back_ms_ = w_.now_ms() + ms;
         if (kind <= 5) {
           w_.note("the broker takes no write for " + std::to_string(ms) + " ms");
