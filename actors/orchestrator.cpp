@@ -76,6 +76,11 @@ void take_over(const std::shared_ptr<orchestrator_shared>& shared, const caf::ac
     logger()->error("taking over {}: its results cannot be received: {}", domain, r.error().message);
   shared->owner.serve(domain);
   caf::anon_send(orchestrator_actor, adopt_atom::value, out.active);
+  // Runs that had ended: their log cut to their final entry here (as their old owner would have).
+  for (const auto& [run, seq] : out.ended) {
+    shared->log_writer.known(run, seq);
+    shared->left_memory(run);
+  }
   logger()->warn("took over the runs of {} in {} ms: {} runs ({} with work in flight, {} waiting for a person), {} log entries{}",
                  domain, steady_ms() - started, out.runs.size(), out.active.size(), out.suspended, out.entries,
                  out.unreadable ? ", " + std::to_string(out.unreadable) + " unreadable" : std::string());
@@ -138,10 +143,11 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       lane.log = std::move(*log);
       lane.log_view = replication::jetstream_run_log(*lane.log);
     }
-    // Lease requests wait half a lease at most: a renewal stuck behind a paused stream leader for
-    // longer would cost the node its lease though it is alive (a renewal that fails is tried
-    // again at once); a shorter bound would fail renewals of a node that is merely slow.
-    auto lease_js = broker::jetstream::open(shared->nats, std::max<std::int64_t>(100, config.lease_ms / 2), {});
+    // Lease requests wait a lease at most (nats.request_timeout_ms, if shorter): a renewal stuck
+    // behind a paused stream leader for longer has cost the node its lease anyway (a renewal that
+    // fails is tried again at once); a much shorter bound fails the renewals of a node that is
+    // merely slow (a loaded machine, a sanitizer).
+    auto lease_js = broker::jetstream::open(shared->nats, std::min(config.request_timeout_ms, config.lease_ms), {});
     if (!lease_js) return lease_js.error();
     shared->lease_js = std::move(*lease_js);
     auto bucket = broker::key_value::open(*shared->lease_js, {broker::stream_name("KEEL_LEASES_" + config.prefix + "_" + config.ns),

@@ -114,8 +114,10 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
   for (const auto& [run, seq] : last) {
     auto record = c.store.get(run, false);
     if (record && *record && ((*record)->status == store::run_status::completed ||
-                              (*record)->status == store::run_status::cancelled))
+                              (*record)->status == store::run_status::cancelled)) {
       fenced.insert(run);
+      out.ended.emplace_back(run, seq);
+    }
   }
   backoff_ms = 250;
   for (int round = 0; fenced.size() < last.size(); ++round) {

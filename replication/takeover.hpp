@@ -33,6 +33,9 @@ struct takeover_outcome {
   std::string why_not;          // when not done
   std::vector<std::string> runs;    // every run fenced (or ended)
   std::vector<std::string> active;  // those with work in flight
+  // Runs that had ended, taken as they are (unfenced), with the sequence of their last entry:
+  // their log is cut by this node now (their old owner may have stopped before it cut it).
+  std::vector<std::pair<std::string, std::uint64_t>> ended;
   std::size_t suspended = 0;        // waiting for a person
   std::size_t entries = 0, unreadable = 0;
   std::uint64_t max_received_order = 0;  // results applied later keep their order after this

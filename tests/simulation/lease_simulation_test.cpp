@@ -66,7 +66,7 @@ private:
   static bucket_faults faults(const scenario_options& options) {
     bucket_faults f;
     f.until_ms = faults_end_ms;
-    f.timeout_ms = lease_ms / 2;  // as keel's lease requests (actors/orchestrator.cpp)
+    f.timeout_ms = lease_ms;  // as keel's lease requests (actors/orchestrator.cpp)
     // Broker faults alone: no answer lost to a single request (a lost renewal that outlasts a
     // lease is a node that cannot renew, which the others rightly take over).
     if (options.broker_only) f.lost_answer = 0;
