@@ -1,4 +1,5 @@
 #include "actors/orchestrator.hpp"
+#include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
 #include "actors/orchestrator_shared.hpp"
@@ -19,11 +20,6 @@ namespace keel::actors {
 using wire::value;
 
 namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
-  return l;
-}
 
 // Before anything runs: the first order of arrival for this start, and the results received for
 // runs that no longer wait for one (a crash came before their run dropped them) removed. The

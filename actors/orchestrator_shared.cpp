@@ -1,4 +1,5 @@
 #include "actors/orchestrator_shared.hpp"
+#include "actors/actors_log.hpp"
 
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
@@ -9,13 +10,6 @@
 #include <unistd.h>
 
 namespace keel::actors {
-
-namespace {
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
-  return l;
-}
-} // namespace
 
 orchestrator_shared::orchestrator_shared(const config::node_config& c, std::string id,
                                          const std::vector<std::shared_ptr<broker::connection>>& connections,

@@ -1,4 +1,5 @@
 #include "actors/request_handlers.hpp"
+#include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
 #include "actors/run_listing.hpp"
@@ -16,11 +17,6 @@ namespace keel::actors {
 using wire::value;
 
 namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
-  return l;
-}
 
 // Defaults and bounds of the request fields (docs/PROTOCOL.md lists them).
 constexpr std::size_t history_limit_default = 500;

@@ -1,4 +1,5 @@
 #include "actors/run_actor.hpp"
+#include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
 #include "actors/run_views.hpp"
@@ -13,11 +14,6 @@ namespace keel::actors {
 using wire::value;
 
 namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
-  return l;
-}
 
 enum class reply_kind { none, invoke, resume, cancel };
 

@@ -1,4 +1,5 @@
 #include "actors/supervisor.hpp"
+#include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
 #include "actors/run_actor.hpp"
@@ -17,11 +18,6 @@ namespace keel::actors {
 using wire::value;
 
 namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
-  return l;
-}
 
 constexpr std::size_t idempotency_key_bytes_max = 256;
 // How often runs stopped by a failed write (a full disk) look whether the store writes again.

@@ -1,4 +1,5 @@
 #include "replication/lease_keeper.hpp"
+#include "replication/replication_log.hpp"
 
 #include <climits>
 
@@ -8,13 +9,6 @@
 #include <spdlog/spdlog.h>
 
 namespace keel::replication {
-
-namespace {
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("replication");
-  return l;
-}
-} // namespace
 
 std::string lease_keeper::encode(const std::string& holder, std::uint64_t epoch) {
   return wire::pack(wire::value{{"holder", holder}, {"epoch", epoch}});

@@ -1,4 +1,5 @@
 #include "replication/log_writer.hpp"
+#include "replication/replication_log.hpp"
 
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
@@ -8,13 +9,6 @@
 #include <algorithm>
 
 namespace keel::replication {
-
-namespace {
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("replication");
-  return l;
-}
-} // namespace
 
 std::optional<std::uint64_t> log_writer::position(const std::string& run) {
   std::lock_guard lock{mutex_};

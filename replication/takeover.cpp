@@ -1,4 +1,5 @@
 #include "replication/takeover.hpp"
+#include "replication/replication_log.hpp"
 
 #include "runtime/log.hpp"
 #include "runtime/wire.hpp"
@@ -10,15 +11,6 @@
 #include <set>
 
 namespace keel::replication {
-
-namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("replication");
-  return l;
-}
-
-} // namespace
 
 std::string encode_fence(const std::string& node, std::uint64_t epoch) {
   return wire::pack(wire::value{{"transitions", wire::value::array()}, {"takeover", wire::value{{"by", node}, {"epoch", epoch}}}});

@@ -1,0 +1,15 @@
+// The actors folder's logger (one logger per folder: runtime/log.hpp).
+#pragma once
+
+#include "runtime/log.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace keel::actors {
+
+inline const std::shared_ptr<spdlog::logger>& logger() {
+  static const auto l = log::get("actors");
+  return l;
+}
+
+} // namespace keel::actors
