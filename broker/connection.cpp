@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include "broker/native.hpp"
+#include "broker/subscription_reaper.hpp"
 
 #include "runtime/log.hpp"
 
@@ -50,6 +51,8 @@ struct connection::impl {
   // instead of timing out in silence.
   std::mutex refusal_mutex;
   std::string last_refusal;
+  // Subscriptions unsubscribed and not yet destroyed (subscription_reaper.hpp says why).
+  std::shared_ptr<retired_subscriptions> retired = make_retired_subscriptions();
 
   // Bounds what may wait in memory for a slow reader; past it the server drops and we log.
   void bound_pending(natsSubscription* sub) const {
@@ -89,9 +92,8 @@ struct subscription::impl {
   natsSubscription* sub = nullptr;
   delivery* on_message = nullptr;
   std::string subject;
-  ~impl() {
-    if (sub) natsSubscription_Destroy(sub);
-  }
+  std::shared_ptr<retired_subscriptions> retired;
+  ~impl() { retire(retired, sub); }
 };
 
 namespace {
@@ -109,6 +111,8 @@ void on_reconnected(natsConnection* nc, void*) {
 
 void on_closed(natsConnection*, void* closure) {
   auto* state = static_cast<connection::impl*>(closure);
+  // Called once nats.c has joined the connection's threads: nothing can reach a subscription now.
+  connection_closed(state->retired);
   std::lock_guard lock{state->closed_mutex};
   state->closed = true;
   state->closed_signal.notify_all();
@@ -229,8 +233,10 @@ connection::connection(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 
 struct native_access {
   static natsConnection* of(connection& c) { return c.impl_->nc; }
+  static std::shared_ptr<retired_subscriptions> retired(connection& c) { return c.impl_->retired; }
 };
 natsConnection* native_connection(connection& c) { return native_access::of(c); }
+std::shared_ptr<retired_subscriptions> retired_subscriptions_of(connection& c) { return native_access::retired(c); }
 connection::~connection() = default;
 
 result<std::shared_ptr<connection>> connection::connect(const connection_options& options) {
@@ -280,6 +286,7 @@ result<std::shared_ptr<connection>> connection::connect(const connection_options
                                            ": " + natsStatus_GetText(s) +
                                            " (is nats-server running?)");
   }
+  connection_made(state->retired, state->nc);
   return std::shared_ptr<connection>(new connection(std::move(state)));
 }
 
@@ -326,6 +333,7 @@ result<std::unique_ptr<subscription>> connection::subscribe(std::string_view sub
                                                             handler on_message) {
   auto state = std::make_unique<subscription::impl>();
   state->subject = subject;
+  state->retired = impl_->retired;
   state->on_message = new delivery(std::move(on_message));
   std::string queue_text(queue);
   natsStatus s =
@@ -336,9 +344,9 @@ result<std::unique_ptr<subscription>> connection::subscribe(std::string_view sub
                                       queue_text.c_str(), deliver, state->on_message);
   if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(state->sub, on_complete, state->on_message);
   if (s != NATS_OK) {
-    if (state->sub) natsSubscription_Destroy(state->sub);
-    delete state->on_message;
+    retire(state->retired, state->sub);
     state->sub = nullptr;
+    delete state->on_message;
     return nats_error(s, "subscribing to " + state->subject);
   }
   impl_->bound_pending(state->sub);
@@ -348,9 +356,8 @@ result<std::unique_ptr<subscription>> connection::subscribe(std::string_view sub
 struct pull_subscription::impl {
   natsSubscription* sub = nullptr;
   std::string subject;
-  ~impl() {
-    if (sub) natsSubscription_Destroy(sub);
-  }
+  std::shared_ptr<retired_subscriptions> retired;
+  ~impl() { retire(retired, sub); }
 };
 
 
@@ -359,6 +366,7 @@ result<std::shared_ptr<pull_subscription>> connection::subscribe_pull(std::strin
                                                                       std::string_view queue) {
   auto state = std::make_unique<pull_subscription::impl>();
   state->subject = subject;
+  state->retired = impl_->retired;
   std::string queue_text(queue);
   natsStatus s = queue.empty()
                    ? natsConnection_SubscribeSync(&state->sub, impl_->nc, state->subject.c_str())

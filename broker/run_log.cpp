@@ -1,6 +1,7 @@
 #include "broker/run_log.hpp"
 
 #include "broker/native.hpp"
+#include "broker/subscription_reaper.hpp"
 #include "runtime/clock.hpp"
 
 #include <nlohmann/json.hpp>
@@ -388,8 +389,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     natsMsg_Destroy(msg);
     if (whole) on_entry(subject, seq, std::move(data));
   }
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
+  retire(retired_subscriptions_of(*impl_->nats), sub);
   return outcome;
 }
 

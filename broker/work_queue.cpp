@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "broker/native.hpp"
+#include "broker/subscription_reaper.hpp"
 #include "runtime/clock.hpp"
 
 #include <thread>
@@ -42,8 +43,9 @@ std::string stream_name(std::string_view text) {
 // consumer was destroyed, as a worker that stops does, would read freed memory).
 struct subscription_handle {
   natsSubscription* sub = nullptr;
+  std::shared_ptr<retired_subscriptions> retired;
   ~subscription_handle() {
-    if (sub) natsSubscription_Destroy(sub);
+    if (sub) retire(retired, sub);
   }
 };
 
@@ -253,6 +255,7 @@ result<std::unique_ptr<pull_consumer>> jetstream::subscribe(const consumer_optio
   if (auto made = ensure_consumer(o); !made) return made.error();
   auto state = std::make_unique<pull_consumer::impl>();
   state->durable = o.durable;
+  state->handle->retired = retired_subscriptions_of(*impl_->nats);
   jsSubOptions options;
   jsSubOptions_Init(&options);
   options.Stream = o.stream.c_str();

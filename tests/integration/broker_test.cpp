@@ -284,6 +284,44 @@ TEST_CASE("broker: a destroyed subscription runs no callback after its destructo
     pour.join();
     CHECK(with_calls > 0);
   }
+
+  // nats.c 3.4's reading thread looks a subscription up, lets go of the connection's lock, then
+  // locks the subscription: one destroyed in that gap is freed memory it locks. Subscriptions on a
+  // subject that never stops, each destroyed as soon as it has a message (so that the reading
+  // thread is as likely as can be between the two), on a plain, a pull and a queue subscription;
+  // then the connection closed while one is being destroyed. ThreadSanitizer and AddressSanitizer
+  // report any lock of freed memory.
+  SECTION("subscriptions destroyed while their messages arrive are not used after they are freed") {
+    std::atomic<bool> pouring{true};
+    std::thread pour([&] {
+      while (pouring) {
+        for (int i = 0; i < 20; ++i) (void)publisher->publish("hot", "x");
+        std::this_thread::yield();
+      }
+    });
+    for (int round = 0; round < 300; ++round) {
+      std::atomic<int> calls{0};
+      auto sub = c->subscribe("hot", round % 3 == 2 ? "q" : "", [&](broker::message&&) { ++calls; });
+      REQUIRE(sub.ok());
+      if (round % 3 == 1) {
+        auto pull = c->subscribe_pull("hot", "");
+        REQUIRE(pull.ok());
+        (void)(*pull)->next(50);
+      }
+      for (int wait = 0; wait < 100 && calls == 0; ++wait) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      sub->reset();
+    }
+    auto last = connect(server.url());
+    auto sub = last->subscribe("hot", "", [](broker::message&&) {});
+    REQUIRE(sub.ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::thread closer([&] { last.reset(); });
+    sub->reset();
+    closer.join();
+    pouring = false;
+    pour.join();
+    CHECK(c->connected());
+  }
 }
 
 // Several threads may wait on one pull subscription; each message reaches exactly one of them.
