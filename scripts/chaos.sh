@@ -5,25 +5,56 @@
 # or hangs; then the invariants are checked (every run ended as it would have, nothing repeated
 # that was recorded, every run's events gapless and the same from every server). It prints its
 # seed; the same seed gives the same runs and faults in the same order.
-#   scripts/chaos.sh [--minutes M] [--seed S] [--faults K]
+#   scripts/chaos.sh [--minutes M] [--seed S] [--faults K] [--build DIR]
 #     (default: 2 minutes, a random seed; K: which processes are killed and paused, a list of
-#     orchestrator, worker, nats; all by default)
+#     orchestrator, worker, nats; all by default; DIR: the build whose keel-node, keel and
+#     harness run, build/ by default, e.g. build-asan/ once scripts/sanitize.sh address made it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=2
 seed=""
 faults=""
+dir=build
 while [ $# -gt 0 ]; do
   case $1 in
     --minutes) minutes=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --faults) faults=$2; shift 2 ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
-    *) echo "chaos: unknown argument $1 (--minutes M, --seed S, --faults K)" >&2; exit 2 ;;
+    --build) dir=$2; shift 2 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    *) echo "chaos: unknown argument $1 (--minutes M, --seed S, --faults K, --build DIR)" >&2; exit 2 ;;
   esac
 done
 seconds=$(awk -v m="$minutes" 'BEGIN { s = int(m * 60); if (s < 10) s = 10; print s }')
-[ -d build ] || scripts/setup.sh --no-build
-[ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C build chaos_tests >/dev/null
-KEEL_CHAOS_SECONDS=$seconds KEEL_CHAOS_SEED=$seed KEEL_CHAOS_FAULTS=$faults exec build/tests/chaos_tests --use-colour no "chaos: *"
+[ -d "$dir" ] || scripts/setup.sh --no-build
+if [ "$dir" = build ]; then
+  [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+elif [ ! -f "$dir/build.ninja" ]; then
+  echo "chaos: $dir is not a build of keel (scripts/sanitize.sh address makes build-asan/)" >&2
+  exit 2
+fi
+ninja -C "$dir" chaos_tests keel-node keel >/dev/null
+# On a sanitized build every process writes its reports to a file, and any report fails the run
+# (a keel-node that AddressSanitizer stops would otherwise just look like one more fault).
+reports=""
+if grep -q '^KEEL_SANITIZE:STRING=address' "$dir/CMakeCache.txt" 2>/dev/null; then
+  reports=$PWD/$dir/reports/chaos
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:detect_stack_use_after_return=0:max_free_fill_size=4096:free_fill_byte=190:log_path=$reports/asan"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
+fi
+status=0
+KEEL_CHAOS_SECONDS=$seconds KEEL_CHAOS_SEED=$seed KEEL_CHAOS_FAULTS=$faults "$dir/tests/chaos_tests" --use-colour no "chaos: *" || status=$?
+if [ -n "$reports" ]; then
+  found=$(grep -lE "ERROR: |runtime error|SUMMARY: " "$reports"/* 2>/dev/null || true)
+  if [ -n "$found" ]; then
+    echo "chaos: sanitizer reports from $(printf '%s\n' "$found" | wc -l) processes (in $reports):" >&2
+    for f in $found; do
+      echo "--- $f" >&2
+      head -60 "$f" >&2
+    done
+    exit 1
+  fi
+fi
+exit $status

@@ -7,7 +7,9 @@
 #                                                   tests, then the end-to-end tests tagged
 #                                                   [threads] against a keel-node built with it
 #                                                   (-L e2e_tests: every end-to-end test, all of
-#                                                   it built with it): build-tsan/
+#                                                   it built with it): build-tsan/. The tests that
+#                                                   drive that keel-node are those of build/, or of
+#                                                   the build KEEL_E2E_BUILD names (CI: build-asan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-}
@@ -28,8 +30,14 @@ thread_default=false
 if [ "$kind" = thread ] && [ $# -eq 0 ]; then
   thread_default=true
   ninja -C "$dir" tests/actors_tests tests/broker_tests tests/replication_tests apps/keel-node
-  [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  ninja -C build tests/e2e_tests
+  driver=${KEEL_E2E_BUILD:-build}
+  if [ "$driver" = build ]; then
+    [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  elif [ ! -f "$driver/build.ninja" ]; then
+    echo "sanitize: KEEL_E2E_BUILD=$driver is not a build of keel" >&2
+    exit 2
+  fi
+  ninja -C "$driver" tests/e2e_tests
 else
   ninja -C "$dir"
 fi
@@ -67,17 +75,17 @@ else
   # the plain build runs them but each keel-node they start is the sanitized one. Each node goes
   # on after a report, so that one run finds every report.
   # (Catch exits with the number of tests it lists.)
-  names=$({ build/tests/e2e_tests --list-test-names-only "[threads]" || true; } | grep -v '^$')
+  names=$({ "$driver/tests/e2e_tests" --list-test-names-only "[threads]" || true; } | grep -v '^$')
   count=$(printf '%s\n' "$names" | wc -l)
   # A ctest name is a regular expression there: each name whole, its special characters escaped.
   regex=$(printf '%s\n' "$names" | sed -e 's/[][\\.*+?()^$|]/\\&/g' -e 's/^/^/' -e 's/$/$/' | paste -sd'|')
-  matched=$(cd build && ctest -N -R "$regex" | sed -n 's/^Total Tests: //p')
+  matched=$(cd "$driver" && ctest -N -R "$regex" | sed -n 's/^Total Tests: //p')
   if [ "$matched" != "$count" ]; then
     echo "sanitize: $count tests are tagged [threads] but ctest found $matched of them" >&2
     exit 1
   fi
   echo "sanitize: $count end-to-end tests against $dir/apps/keel-node"
-  (cd build && KEEL_TEST_NODE_BINARY="$root/$dir/apps/keel-node" TSAN_OPTIONS="${TSAN_OPTIONS/halt_on_error=1/halt_on_error=0}" \
+  (cd "$driver" && KEEL_TEST_NODE_BINARY="$root/$dir/apps/keel-node" TSAN_OPTIONS="${TSAN_OPTIONS/halt_on_error=1/halt_on_error=0}" \
     ctest --output-on-failure -j"$jobs" --timeout 600 --no-tests=error -R "$regex") || status=$?
 fi
 # (A file with no report in it, such as a list of the suppressions used, does not count.)
