@@ -1,7 +1,7 @@
 // keel-node: loads and validates its config, starts a node, and stops it cleanly on SIGTERM or
 // SIGINT within limits.shutdown_timeout_ms. Exit codes: 0 stopped cleanly, 1 failed to start or
 // stop, 2 bad command line or config.
-#include "actors/node.hpp"
+#include "apps/node.hpp"
 #include "runtime/thread_pool.hpp"
 #include "runtime/config.hpp"
 #include "runtime/spawner.hpp"

@@ -1,4 +1,4 @@
-#include "actors/node.hpp"
+#include "apps/node.hpp"
 #include "runtime/thread_pool.hpp"
 
 #include "actors/orchestrator.hpp"
