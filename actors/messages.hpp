@@ -21,6 +21,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using wait_atom = caf::atom_constant<caf::atom("wait")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 using stalled_atom = caf::atom_constant<caf::atom("stalled")>;
+using audit_atom = caf::atom_constant<caf::atom("audit")>;
 
 } // namespace keel::actors
 

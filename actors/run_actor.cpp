@@ -22,6 +22,30 @@ enum class reply_kind { none, invoke, resume, cancel };
 // again (its request times out first).
 constexpr std::size_t waiters_max = 256;
 
+// How long a task may be in flight before its run checks that the broker still holds it (in the
+// work queue, or on a worker, which keeps it there until its result is handed over): three worker
+// liveness periods, 10 s at least (a task whose worker went silent is handed to another within
+// one). A broker that confirmed a task and then lost it (a replica that becomes leader without
+// it) would otherwise leave its run waiting for good.
+std::chrono::milliseconds audit_after(const orchestrator_shared& shared) {
+  return std::chrono::milliseconds(std::max<std::int64_t>(10'000, 3 * shared.config.worker_liveness_ms));
+}
+
+void audit_later(const caf::actor& me, const orchestrator_shared& shared, const wire::task& t) {
+  caf::delayed_anon_send(me, audit_after(shared), audit_atom::value, t.step, t.attempt);
+}
+
+// The attempt of `step` that the work queue holds for the run: 0 when it holds none.
+result<std::uint32_t> held_attempt(orchestrator_shared& shared, const std::string& queue, const std::string& run,
+                                   std::uint64_t step) {
+  auto held = shared.js->last_message(shared.subjects.tasks_stream(), shared.subjects.task(queue, run, step));
+  if (!held) return held.error();
+  if (!*held) return std::uint32_t{0};
+  auto task = wire::unpack(**held, shared.limits);
+  if (!task || !task->is_object()) return std::uint32_t{0};
+  return static_cast<std::uint32_t>(task->value("attempt", std::uint64_t{0}));
+}
+
 
 
 // Writes the transition, then (on the writer's thread, in order) publishes events, replies,
@@ -83,9 +107,12 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
     std::vector<std::string> encoded;
     for (const auto& t : tasks) encoded.push_back(wire::encode(t));
-    gate->on_ready([shared, tasks = std::move(tasks), queue = self->state.queue] {
+    gate->on_ready([shared, me, tasks = std::move(tasks), queue = self->state.queue] {
       step_trace::mark(step_trace::publishing);
-      for (const auto& t : tasks) shared->send_task(t, queue);
+      for (const auto& t : tasks) {
+        shared->send_task(t, queue);
+        audit_later(me, *shared, t);
+      }
       step_trace::mark(step_trace::task_published);
     });
     tasks.clear();
@@ -128,8 +155,12 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
       step_trace::mark(step_trace::publishing);
       for (const auto& bytes : events) lane.publish(events_subject, bytes);
       for (const auto& t : tasks) {
-        if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
-        else shared->send_task(t, queue);
+        if (delay > 0) {
+          caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
+        } else {
+          shared->send_task(t, queue);
+          audit_later(me, *shared, t);
+        }
       }
       step_trace::mark(step_trace::task_published);
       lane.publish(reply_to, reply_bytes);
@@ -170,23 +201,24 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
     bool queued = false;
     const auto& pending = self->state.machine->state().pending;
     if (from_disk && pending && store::is_active(self->state.machine->record().status)) {
-      auto subject = shared->subjects.task(agent->queue, self->state.machine->run_id(), pending->step);
-      auto held = shared->js->last_message(shared->subjects.tasks_stream(), subject);
+      auto held = held_attempt(*shared, agent->queue, self->state.machine->run_id(), pending->step);
       if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
                                 self->state.machine->run_id(), pending->step, held.error().message);
       // Held, and the attempt due: an older attempt still there (a copy being handed out again)
       // is refused by the run when a worker asks, so the attempt due is sent.
-      std::uint64_t held_attempt = 0;
-      if (held && *held) {
-        auto task = wire::unpack(**held, shared->limits);
-        if (task && task->is_object()) held_attempt = task->value("attempt", std::uint64_t{0});
-        queued = held_attempt == pending->attempt;
-      }
+      std::uint32_t there = held ? *held : 0;
+      queued = there != 0 && there == pending->attempt;
       logger()->info("run {}: step {} attempt {} was in flight; the queue holds {}: {}", self->state.machine->run_id(),
                      pending->step, pending->attempt,
-                     held_attempt ? "attempt " + std::to_string(held_attempt) : std::string("none of it"),
+                     there ? "attempt " + std::to_string(there) : std::string("none of it"),
                      queued ? "its result is awaited" : "sent again");
-      if (queued) shared->runs.sent(self->state.machine->run_id(), pending->step, pending->attempt);
+      if (queued) {
+        shared->runs.sent(self->state.machine->run_id(), pending->step, pending->attempt);
+        wire::task awaited;
+        awaited.step = pending->step;
+        awaited.attempt = pending->attempt;
+        audit_later(caf::actor_cast<caf::actor>(self), *shared, awaited);
+      }
     }
     perform(self, shared, self->state.machine->start(queued), invoke_reply,
             invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
@@ -247,7 +279,35 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
     },
     [=](send_atom, const wire::task& t) {
       // A retry whose wait is over: sent unless the step moved on meanwhile.
-      if (self->state.machine->wants(t.step, t.attempt)) shared->send_task(t, self->state.queue);
+      if (!self->state.machine->wants(t.step, t.attempt)) return;
+      shared->send_task(t, self->state.queue);
+      audit_later(caf::actor_cast<caf::actor>(self), *shared, t);
+    },
+    [=](audit_atom, std::uint64_t step, std::uint32_t attempt) {
+      // A task in flight for a while: still in the work queue (queued, or on a worker), or its
+      // result here, else the broker lost it and the next attempt goes (an older attempt that
+      // turns up after all is refused when its worker asks).
+      auto& machine = *self->state.machine;
+      const auto& run = machine.run_id();
+      auto me = caf::actor_cast<caf::actor>(self);
+      wire::task t;
+      t.step = step;
+      t.attempt = attempt;
+      if (!machine.wants(step, attempt) || !shared->runs.still_in_flight(run, step, attempt)) return;
+      auto held = held_attempt(*shared, self->state.queue, run, step);
+      if (!held) {
+        logger()->warn("run {}: cannot tell whether step {} attempt {} is still queued ({}); asked again later", run,
+                       step, attempt, held.error().message);
+        return audit_later(me, *shared, t);
+      }
+      if (*held == attempt) return audit_later(me, *shared, t);
+      // Asked after the queue: a worker hands a result over (marking it received) before its
+      // task leaves the queue.
+      if (!shared->runs.still_in_flight(run, step, attempt)) return;
+      logger()->warn("run {}: step {} attempt {} is not in the work queue ({}) and its result never came: the broker "
+                     "lost its task; sent again", run, step, attempt,
+                     *held ? "it holds attempt " + std::to_string(*held) : std::string("it holds none"));
+      perform(self, shared, machine.on_task_lost(step, attempt, "the broker lost its task"), {}, reply_kind::none);
     },
     [=](idle_atom, std::uint64_t seq) {
       // Leave memory only if nothing happened since the write that made the run idle.

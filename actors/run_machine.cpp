@@ -306,6 +306,17 @@ void run_machine::resend(effects& e, const std::string& reason) {
   e.tasks.push_back(pending_task());
 }
 
+effects run_machine::on_task_lost(std::uint64_t step, std::uint32_t attempt, const std::string& reason) {
+  effects e = begin();
+  if (record_.status != run_status::running || !wants(step, attempt)) {
+    e.changed = false;
+    return e;
+  }
+  resend(e, reason);
+  finish(e);
+  return e;
+}
+
 // The pending step again after a failure that may pass: with a growing wait, for as long as
 // limits.step_retry_ms allows since its first failure; then the run fails (and can be retried).
 void run_machine::redispatch(effects& e, const std::string& reason) {

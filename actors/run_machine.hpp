@@ -76,6 +76,10 @@ public:
   result<effects> retry(const std::string& by);
   // The step and attempt in flight, if any: a worker asks before it spends money on a task.
   bool wants(std::uint64_t step, std::uint32_t attempt) const;
+  // The attempt in flight is neither in the work queue nor on a worker, and its result never came
+  // (the broker lost a task it had confirmed, or never stored it): the next attempt goes at once.
+  // Unchanged when that attempt is no longer the one in flight.
+  effects on_task_lost(std::uint64_t step, std::uint32_t attempt, const std::string& reason);
 
   // The record as last written (its state is the stored value of state()).
   const store::run_record& record() const { return record_; }

@@ -334,3 +334,46 @@ TEST_CASE("lanes: 150 runs at once over 6 lanes per role keep each run's events 
     }
   }
 }
+
+// A task the broker confirmed and then lost (a stream replica that becomes leader without it, as
+// nats-server does after kills): nothing would ever bring its result, and its run would wait for
+// good. The run checks a task in flight for a while is still in the work queue (or on a worker),
+// and sends the next attempt when it is not. Here the task is purged from the stream before any
+// worker could take it; the worker started afterwards gets the next attempt, and every step runs
+// once.
+TEST_CASE("tasks: a task the broker confirmed and then lost is sent again, and its run completes",
+          "[e2e][integration]") {
+  cluster c(agent("lost"), {{"lost.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> ran.txt"}}]},
+      {"text": "done"}
+    ]})"}},
+            cluster_options{true});
+  c.kill_worker();
+  REQUIRE(c.wait_worker(10'000).ok());
+  auto run = c.invoke("lost", "go");
+  auto client = c.connect_client();
+  auto js = broker::jetstream::open(client);
+  REQUIRE(js.ok());
+  broker::subjects names;
+  auto subject = names.task("lost", run, 1);
+  REQUIRE_EVENTUALLY(20'000, [&] {
+    auto held = (*js)->last_message(names.tasks_stream(), subject);
+    return held && *held;
+  }());
+  auto purged = client->request("$JS.API.STREAM.PURGE." + names.tasks_stream(), json{{"filter", subject}}.dump(), 5000);
+  REQUIRE(purged.ok());
+  INFO(std::string(purged->data));
+  REQUIRE(json::parse(purged->data).value("purged", 0) == 1);
+  c.start_worker();
+  // Within three worker liveness periods (10 s at least) of its sending, the run sees its task
+  // gone and no result, and sends attempt 2.
+  c.await_status(run, "completed", 60'000);
+  CHECK(c.node_log().find("the broker lost its task; sent again") != std::string::npos);
+  CHECK(count_events(c, run, "task_retried") == 1);
+  CHECK(lines_of(read_file(c.dir().file("ws/ran.txt"))).size() == 1);
+  for (const auto& [step, n] : model_calls(read_file(c.dir().file("lost-calls.log")))) {
+    INFO(step);
+    CHECK(n == 1);
+  }
+  CHECK(c.show(run)["output"] == "done");
+}
