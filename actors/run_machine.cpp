@@ -1,4 +1,5 @@
 #include "actors/run_machine.hpp"
+#include "runtime/backoff.hpp"
 
 #include "sandbox/command_policy.hpp"
 
@@ -30,9 +31,7 @@ std::string preview(const std::string& text, std::size_t max_chars) {
 }
 
 // 1 s, 2 s, 4 s... up to the bound: a service that is down is not asked 100 times a minute.
-std::int64_t backoff_ms(std::uint32_t failures, std::int64_t max_ms) {
-  return std::min<std::int64_t>(1000LL << std::min<std::uint32_t>(failures > 0 ? failures - 1 : 0, 20), max_ms);
-}
+std::int64_t backoff_ms(std::uint32_t failures, std::int64_t max_ms) { return backoff_wait_ms(failures, 1000, max_ms); }
 
 } // namespace
 

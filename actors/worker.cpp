@@ -1,4 +1,5 @@
 #include "actors/worker.hpp"
+#include "runtime/backoff.hpp"
 
 #include "actors/conversation_cache.hpp"
 #include "actors/task_dedupe.hpp"
@@ -334,7 +335,7 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
                        const wire::task& t) {
   auto started = steady_ms();
   auto next_warning = started + shared.config().result_delivery_ms;
-  std::int64_t pause_ms = 100;
+  backoff pause{100, 2000};
   while (true) {
     auto reply = shared.lane_of(t.run_id).request(reply_to, bytes, shared.config().request_timeout_ms);
     if (reply) {
@@ -359,8 +360,7 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
                       (now - started) / 1000, why);
       next_warning = now + shared.config().result_delivery_ms;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
-    pause_ms = std::min<std::int64_t>(pause_ms * 2, 2000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
   }
 }
 
@@ -529,8 +529,9 @@ void worker_core::run_task(std::shared_ptr<broker::delivery> d, wire::task t, st
       // handed back would count as one more delivery.
       auto wanted = still_wanted(s, t);
       auto deadline = steady_ms() + s.config().result_delivery_ms;
-      for (std::int64_t pause_ms = 100; !wanted && !s.stopping && steady_ms() + pause_ms < deadline;
-           pause_ms = std::min<std::int64_t>(pause_ms * 2, 2000)) {
+      backoff pause{100, 2000};
+      for (auto pause_ms = pause.next_ms(); !wanted && !s.stopping && steady_ms() + pause_ms < deadline;
+           pause_ms = pause.next_ms()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
         wanted = still_wanted(s, t);
       }

@@ -1,6 +1,7 @@
 #include "broker/key_value.hpp"
 
 #include "broker/native.hpp"
+#include "runtime/backoff.hpp"
 #include "runtime/clock.hpp"
 
 #include <thread>
@@ -30,6 +31,7 @@ error kv_error(natsStatus s, const std::string& what) {
 result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_value_options& options) {
   auto state = std::make_unique<impl>();
   auto deadline = steady_ms() + 30'000;
+  backoff pause{100, 1000};  // the broker may be starting, or electing a leader
   while (true) {
     natsStatus s = js_KeyValue(&state->kv, native_jetstream(js), options.bucket.c_str());
     if (s != NATS_OK) {
@@ -48,7 +50,7 @@ result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_valu
       return std::unique_ptr<key_value>(new key_value(std::move(state)));
     }
     if (steady_ms() >= deadline) return kv_error(s, "opening the key-value bucket " + options.bucket);
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
   }
 }
 

@@ -1,12 +1,15 @@
 #include "broker/run_log.hpp"
 
 #include "broker/native.hpp"
+#include "runtime/backoff.hpp"
 #include "broker/subscription_reaper.hpp"
 #include "runtime/clock.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -102,6 +105,7 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
   config.Replicas = options.replicas;
   config.AllowDirect = true;
   auto deadline = steady_ms() + 30'000;
+  backoff pause{100, 1000};  // the broker may be starting, or electing a leader
   while (true) {
     jsStreamInfo* info = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
@@ -118,7 +122,7 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
       return e;
     }
     if (steady_ms() >= deadline) return js_error(s, code, "creating the run log " + options.stream);
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
   }
   // A stream just made on a cluster takes writes once its replicas have elected a leader: the
   // node is not ready before (its first runs' writes would wait, then fail). A read that only
@@ -267,11 +271,45 @@ void run_log::forget(std::uint64_t ticket) {
 
 namespace {
 
+std::string from_base64(std::string_view text) {
+  static const auto table = [] {
+    std::array<int, 256> t{};
+    t.fill(-1);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = i;
+    return t;
+  }();
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  std::uint32_t bits = 0;
+  int count = 0;
+  for (char c : text) {
+    int v = table[static_cast<unsigned char>(c)];
+    if (v < 0) continue;  // padding, line breaks
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out.push_back(static_cast<char>((bits >> count) & 0xff));
+    }
+  }
+  return out;
+}
+
+// An entry as the stream's leader has it.
+struct leader_entry {
+  std::uint64_t seq = 0;
+  std::string subject;
+  std::string data;
+  std::string part;  // the Keel-Part header, if any
+};
+
 // The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
-// answers a stream's message requests from its leader only, and not while it has none): its
-// sequence, 0 when there is none.
-result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
-                                    std::uint64_t from, std::int64_t timeout_ms) {
+// answers a stream's message requests from its leader only, and not while it has none); none when
+// there is none.
+result<std::optional<leader_entry>> entry_from_leader(natsConnection* nc, const std::string& stream,
+                                                      const std::string& filter, std::uint64_t from,
+                                                      std::int64_t timeout_ms) {
   auto request = nlohmann::json{{"seq", from}, {"next_by_subj", filter}}.dump();
   natsMsg* reply = nullptr;
   natsStatus s = natsConnection_Request(&reply, nc, ("$JS.API.STREAM.MSG.GET." + stream).c_str(), request.data(),
@@ -282,13 +320,32 @@ result<std::uint64_t> next_matching(natsConnection* nc, const std::string& strea
   natsMsg_Destroy(reply);
   if (!answer.is_object()) return make_error(errc::unavailable, "the run log's leader answered what cannot be read");
   if (auto e = answer.find("error"); e != answer.end() && e->is_object()) {
-    if (e->value("err_code", 0) == JSNoMessageFoundErr) return std::uint64_t{0};
+    if (e->value("err_code", 0) == JSNoMessageFoundErr) return std::optional<leader_entry>();
     return make_error(errc::unavailable, "the run log's leader: " + e->value("description", std::string("an error")));
   }
   auto m = answer.find("message");
   if (m == answer.end() || !m->is_object() || !(*m)["seq"].is_number_unsigned())
     return make_error(errc::unavailable, "the run log's leader answered without a message or an error");
-  return (*m)["seq"].get<std::uint64_t>();
+  leader_entry e;
+  e.seq = (*m)["seq"].get<std::uint64_t>();
+  e.subject = m->value("subject", std::string());
+  e.data = from_base64(m->value("data", std::string()));
+  std::string headers = from_base64(m->value("hdrs", std::string()));
+  std::string name = std::string(part_header) + ":";
+  if (auto at = headers.find(name); at != std::string::npos) {
+    auto start = headers.find_first_not_of(' ', at + name.size());
+    auto end = headers.find("\r\n", start);
+    if (start != std::string::npos) e.part = headers.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  }
+  return std::optional<leader_entry>(std::move(e));
+}
+
+// The sequence of that entry: 0 when there is none.
+result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
+                                    std::uint64_t from, std::int64_t timeout_ms) {
+  auto e = entry_from_leader(nc, stream, filter, from, timeout_ms);
+  if (!e) return e.error();
+  return *e ? (*e)->seq : std::uint64_t{0};
 }
 
 } // namespace
@@ -326,7 +383,51 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   // 100 ms (its count can be wrong either way): never while the entry it named is still due.
   bool ask = true;
   auto deadline = steady_ms() + std::max<std::int64_t>(30'000, impl_->options.ack_wait_ms * 6);
+  // Only an entry whose parts all came, in order, is handed on (never one cut inside).
+  auto take = [&](const std::string& subject, std::uint64_t seq, std::string data, const std::string& part) {
+    bool whole = true;
+    if (!part.empty()) {
+      auto slash = part.find('/');
+      auto index = std::strtoull(part.c_str(), nullptr, 10);
+      auto count = slash == std::string::npos ? 0 : std::strtoull(part.c_str() + slash + 1, nullptr, 10);
+      auto& so_far = partial[subject];
+      if (index == 1) so_far = {1, {}};
+      if (index >= 1 && index == so_far.first) {
+        so_far.second += data;
+        so_far.first = index + 1;
+        whole = index == count;
+      } else {
+        so_far = {0, {}};
+        whole = false;
+      }
+      if (whole) {
+        data = std::move(so_far.second);
+        partial.erase(subject);
+      }
+    }
+    if (whole) on_entry(subject, seq, std::move(data));
+  };
+  // The consumer did not hand what the leader named within options.stall_ms: the rest is read
+  // from the leader, entry by entry.
+  std::int64_t awaited_since = 0;
+  bool from_leader = impl_->options.stall_ms <= 0;
   while (true) {
+    if (from_leader) {
+      auto e = entry_from_leader(nc, impl_->options.stream, filter, last_seq + 1, ask_timeout);
+      if (!e) {
+        outcome = make_error(e.error().code, "reading " + filter + " from the stream's leader: " + e.error().message);
+        break;
+      }
+      if (!*e) break;  // nothing after the last read: whole
+      ++received;
+      last_seq = (*e)->seq;
+      take((*e)->subject, (*e)->seq, std::move((*e)->data), (*e)->part);
+      continue;
+    }
+    if (awaited > last_seq && steady_ms() - awaited_since >= impl_->options.stall_ms) {
+      from_leader = true;
+      continue;
+    }
     if (ask && awaited <= last_seq) {
       ask = false;
       auto next = next_matching(nc, impl_->options.stream, filter, last_seq + 1, ask_timeout);
@@ -336,6 +437,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       }
       if (*next == 0) break;  // nothing after the last read: whole
       awaited = *next;
+      awaited_since = steady_ms();
     }
     natsMsg* msg = nullptr;
     s = natsSubscription_NextMsg(&msg, sub, awaited > last_seq ? 1000 : 100);
@@ -352,7 +454,6 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       outcome = js_error(s, 0, "reading " + filter + " (" + std::to_string(received) + " entries read)");
       break;
     }
-    ++received;
     jsMsgMetaData* meta = nullptr;
     std::uint64_t seq = 0;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
@@ -360,34 +461,18 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       if (meta->NumPending == 0) ask = true;
       jsMsgMetaData_Destroy(meta);
     }
+    if (seq != 0 && seq <= last_seq) {  // read already
+      natsMsg_Destroy(msg);
+      continue;
+    }
+    ++received;
     last_seq = std::max(last_seq, seq);
     std::string subject = natsMsg_GetSubject(msg);
     std::string data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
     const char* part = nullptr;
-    bool whole = true;
-    if (natsMsgHeader_Get(msg, part_header, &part) == NATS_OK && part) {
-      std::string text = part;
-      auto slash = text.find('/');
-      auto index = std::strtoull(text.c_str(), nullptr, 10);
-      auto count = slash == std::string::npos ? 0 : std::strtoull(text.c_str() + slash + 1, nullptr, 10);
-      // Only an entry whose parts all came, in order, is handed on (never one cut inside).
-      auto& so_far = partial[subject];
-      if (index == 1) so_far = {1, {}};
-      if (index >= 1 && index == so_far.first) {
-        so_far.second += data;
-        so_far.first = index + 1;
-        whole = index == count;
-      } else {
-        so_far = {0, {}};
-        whole = false;
-      }
-      if (whole) {
-        data = std::move(so_far.second);
-        partial.erase(subject);
-      }
-    }
+    std::string part_text = natsMsgHeader_Get(msg, part_header, &part) == NATS_OK && part ? part : "";
     natsMsg_Destroy(msg);
-    if (whole) on_entry(subject, seq, std::move(data));
+    take(subject, seq, std::move(data), part_text);
   }
   retire(retired_subscriptions_of(*impl_->nats), sub);
   return outcome;

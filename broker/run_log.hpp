@@ -23,6 +23,11 @@ struct run_log_options {
   std::int64_t replicas = 1;
   std::size_t message_bytes_max = 1 << 20;  // an entry larger than this goes in parts
   std::int64_t ack_wait_ms = 5000;
+  // A read whose consumer has not handed the entry the stream's leader names as next within this
+  // reads the rest entry by entry from the leader (a replica that lost what the leader has, as
+  // nats-server 2.9 can after a paused leader, would otherwise never hand it). 0: from the leader
+  // from the start.
+  std::int64_t stall_ms = 3000;
 };
 
 class run_log {

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "broker/native.hpp"
+#include "runtime/backoff.hpp"
 #include "broker/subscription_reaper.hpp"
 #include "runtime/clock.hpp"
 
@@ -357,6 +358,7 @@ result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> n
   // creating a stream fails. Ask again for a while; a refusal that lasts is the answer.
   // A worker started before any orchestrator waits for one to make it (two minutes).
   auto deadline = steady_ms() + std::max<std::int64_t>(make ? 30'000 : 120'000, request_timeout_ms);
+  backoff pause{100, 1000};  // the broker may be starting, or electing a leader
   while (true) {
     result<void> made = success();
     if (make) {
@@ -372,7 +374,7 @@ result<std::unique_ptr<jetstream>> open_task_queue(std::shared_ptr<connection> n
     if (made.error().code == errc::config) return made.error();
     if (steady_ms() >= deadline)
       return make_error(made.error().code, "the task stream " + options.stream + " cannot be made: " + made.error().message);
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
   }
 }
 

@@ -1,5 +1,6 @@
 #include "llm/network_provider.hpp"
 
+#include "runtime/backoff.hpp"
 #include "runtime/log.hpp"
 
 #include <spdlog/spdlog.h>
@@ -27,9 +28,7 @@ std::string trim_slash(std::string url) {
 }
 
 std::int64_t backoff_ms(const network_settings& s, std::int64_t attempt) {
-  static thread_local std::mt19937_64 random{std::random_device{}()};
-  auto ceiling = std::min<std::int64_t>(s.retry_base_ms << std::min<std::int64_t>(attempt, 16), 30'000);
-  return std::uniform_int_distribution<std::int64_t>(ceiling / 2, ceiling)(random);  // jitter
+  return backoff_wait_spread_ms(static_cast<std::uint32_t>(std::clamp<std::int64_t>(attempt, 0, 30)) + 1, s.retry_base_ms, 30'000);
 }
 
 bool retryable(long status) { return status == 408 || status == 409 || status == 429 || status >= 500; }

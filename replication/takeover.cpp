@@ -1,4 +1,5 @@
 #include "replication/takeover.hpp"
+#include "runtime/backoff.hpp"
 #include "replication/replication_log.hpp"
 
 #include "runtime/log.hpp"
@@ -83,11 +84,10 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
     out.why_not = "a later takeover by " + superseded;
     return true;
   };
-  std::int64_t backoff_ms = 250;
+  backoff pause{250, 5000};
   const std::atomic<bool> never{false};
   auto wait_a_little = [&] {
-    for (auto until = c.env.now_ms() + backoff_ms; c.env.now_ms() < until && still_ours();) c.env.sleep_ms(50, never);
-    backoff_ms = std::min<std::int64_t>(backoff_ms * 2, 5000);
+    for (auto until = c.env.now_ms() + pause.next_ms(); c.env.now_ms() < until && still_ours();) c.env.sleep_ms(50, never);
   };
   for (int tries = 0;; ++tries) {
     auto r = c.log.read(prefix + ".>", apply);
@@ -111,7 +111,7 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
       out.ended.emplace_back(run, seq);
     }
   }
-  backoff_ms = 250;
+  pause.reset();
   for (int round = 0; fenced.size() < last.size(); ++round) {
     if (round > 0) {
       if (!still_ours()) break;

@@ -60,6 +60,26 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
   std::size_t nothing = 0;
   REQUIRE(l.read("t.log.c.>", [&](const std::string&, std::uint64_t, std::string) { ++nothing; }).ok());
   CHECK(nothing == 0);
+  // Read from the stream's leader alone, as a read does once its consumer stalls (a replica that
+  // lacks what the leader has): the same entries, whole, in the same order, with their positions.
+  {
+    auto leader_only_options = o;
+    leader_only_options.stall_ms = 0;
+    auto leader_only = broker::run_log::open(nats, leader_only_options);
+    REQUIRE(leader_only.ok());
+    std::vector<std::pair<std::string, std::string>> from_leader;
+    std::vector<std::uint64_t> positions, consumer_positions;
+    REQUIRE((*leader_only)->read("t.log.a.>", [&](const std::string& subject, std::uint64_t seq, std::string data) {
+      from_leader.push_back({subject, std::move(data)});
+      positions.push_back(seq);
+    }).ok());
+    REQUIRE(l.read("t.log.a.>", [&](const std::string&, std::uint64_t seq, std::string) { consumer_positions.push_back(seq); }).ok());
+    CHECK(from_leader == read);
+    CHECK(positions == consumer_positions);
+    std::size_t none = 0;
+    REQUIRE((*leader_only)->read("t.log.c.>", [&](const std::string&, std::uint64_t, std::string) { ++none; }).ok());
+    CHECK(none == 0);
+  }
 
   SECTION("a first entry (expected at 0) on a subject that has one already is refused, whole or in parts, sent or appended") {
     for (const auto& data : {std::string("first again"), big}) {
