@@ -1,5 +1,6 @@
 #include "replication/log_writer.hpp"
 #include "replication/replication_log.hpp"
+#include "replication/takeover.hpp"
 
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
@@ -70,6 +71,7 @@ result<void> log_writer::settle(const std::string& run) {
     auto again = u->log->append({u->entry});
     seq = std::move(again.front());
   }
+  if (!seq && seq.error().code == errc::conflict) seq = write_again_after_refusal(*u->log, run, u->entry);
   if (!seq) {
     if (seq.error().code == errc::conflict) {
       lost(run);
@@ -153,6 +155,7 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
     failures failed;
     for (auto& w : waiting) {
       auto seq = log.wait(w.ticket);
+      if (!seq && seq.error().code == errc::conflict) seq = write_again_after_refusal(log, w.run, w.entry);
       if (seq) {
         known(w.run, *seq);
         continue;
@@ -185,6 +188,33 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
     return failed;
   };
   return out;
+}
+
+result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const std::string& run, log_entry e) {
+  std::string domain(run_id{run}.owner());
+  if (!owner_.answers_for(domain))
+    return make_error(errc::conflict, "refused, and this node does not certainly hold the lease on the runs of " + domain);
+  std::uint64_t last_seq = 0;
+  std::string last_data;
+  auto read = log.read(e.subject, [&](const std::string&, std::uint64_t seq, std::string data) {
+    if (seq >= last_seq) {
+      last_seq = seq;
+      last_data = std::move(data);
+    }
+  });
+  if (!read) return make_error(read.error().code == errc::conflict ? errc::unavailable : read.error().code,
+                               "refused, and the run's entries cannot be read: " + read.error().message);
+  if (auto f = decode_fence(last_data); f && f->by != owner_.node_id())
+    return make_error(errc::conflict, "fenced by " + f->by + " (epoch " + std::to_string(f->epoch) + ")");
+  if (last_seq > 0 && last_data == e.data) return last_seq;  // stored after all (its confirmation lost)
+  if (last_seq == static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.expected_last)))
+    return make_error(errc::unavailable, "refused, though the log still ends where it was expected to");
+  logger()->warn("run {}: the run log refused a write after sequence {}, ends at {} without another node's fence: "
+                 "it lost or moved what this node wrote; written again after it",
+                 run, e.expected_last, last_seq);
+  e.expected_last = static_cast<std::int64_t>(last_seq);
+  auto again = log.append({e});
+  return std::move(again.front());
 }
 
 result<std::uint64_t> log_writer::append_after_last(run_log& log, const std::string& run, const store::run_transition& whole) {

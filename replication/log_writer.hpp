@@ -59,6 +59,12 @@ private:
     log_entry entry;
   };
   std::optional<std::uint64_t> position(const std::string& run);
+  // A write of `run` the log refused (its subject moved on). Another node's fence there means
+  // the run is lost to it (errc::conflict). Without one, while this node certainly holds the
+  // run's lease, nobody else wrote it: the log lost or moved what this node wrote (nats-server 2.9
+  // can lose a write it confirmed when a stream's leader is paused), and the entry goes again
+  // after whatever the log holds now. Any other error: the log could not be read or written.
+  result<std::uint64_t> write_again_after_refusal(run_log& log, const std::string& run, log_entry e);
 
   ownership& owner_;
   std::function<std::string(const std::string&)> subject_of_;

@@ -46,15 +46,5 @@ if grep -q '^KEEL_SANITIZE:STRING=address' "$dir/CMakeCache.txt" 2>/dev/null; th
 fi
 status=0
 KEEL_CHAOS_SECONDS=$seconds KEEL_CHAOS_SEED=$seed KEEL_CHAOS_FAULTS=$faults "$dir/tests/chaos_tests" --use-colour no "chaos: *" || status=$?
-if [ -n "$reports" ]; then
-  found=$(grep -lE "ERROR: |runtime error|SUMMARY: " "$reports"/* 2>/dev/null || true)
-  if [ -n "$found" ]; then
-    echo "chaos: sanitizer reports from $(printf '%s\n' "$found" | wc -l) processes (in $reports):" >&2
-    for f in $found; do
-      echo "--- $f" >&2
-      head -60 "$f" >&2
-    done
-    exit 1
-  fi
-fi
+[ -z "$reports" ] || scripts/sanitizer_reports.sh "$reports" chaos
 exit $status

@@ -88,14 +88,5 @@ else
   (cd "$driver" && KEEL_TEST_NODE_BINARY="$root/$dir/apps/keel-node" TSAN_OPTIONS="${TSAN_OPTIONS/halt_on_error=1/halt_on_error=0}" \
     ctest --output-on-failure -j"$jobs" --timeout 600 --no-tests=error -R "$regex") || status=$?
 fi
-# (A file with no report in it, such as a list of the suppressions used, does not count.)
-found=$(grep -lE "ERROR: |WARNING: |runtime error|SUMMARY: " "$reports"/* 2>/dev/null || true)
-if [ -n "$found" ]; then
-  echo "sanitize: reports from $(printf '%s\n' "$found" | wc -l) processes (in $reports):" >&2
-  for f in $found; do
-    echo "--- $f" >&2
-    head -80 "$f" >&2
-  done
-  exit 1
-fi
+scripts/sanitizer_reports.sh "$reports" sanitize
 exit $status

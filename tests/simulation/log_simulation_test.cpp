@@ -6,6 +6,7 @@
 // holds no write of the owner after a fence; no ticket is left open.
 //   KEEL_SIM_SEEDS=N, KEEL_SIM_SEED=S as in the lease simulation.
 #include "replication/log_writer.hpp"
+#include "replication/takeover.hpp"
 #include "runtime/ids.hpp"
 #include "tests/simulation/seeds.hpp"
 #include "tests/simulation/simulated_log.hpp"
@@ -14,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <optional>
 #include <set>
 
 using namespace keel;
@@ -91,7 +93,7 @@ std::string run_scenario(std::uint64_t seed) {
       for (int tries = 0; tries < 20; ++tries) {
         auto last = log.last_sequence("keel.log.n1." + run);
         if (!last) continue;
-        auto out = log.append({{"keel.log.n1." + run, "fence", static_cast<std::int64_t>(*last), "taker"}});
+        auto out = log.append({{"keel.log.n1." + run, replication::encode_fence("taker", 2), static_cast<std::int64_t>(*last), "taker"}});
         if (out[0]) {
           fenced_at[run] = *out[0];
           w.note("the taker fenced " + run + " at " + std::to_string(*out[0]));
@@ -151,4 +153,55 @@ std::string run_scenario(std::uint64_t seed) {
 TEST_CASE("simulation: run log writes: what is acknowledged is in the log, the store and the log never part, a fence stops the owner",
           "[replication][simulation]") {
   for_each_seed(1000, run_scenario);
+}
+
+// A log that lost the owner's last confirmed entry (nats-server 2.9 with a paused stream leader)
+// refuses the owner's next write, expected after it. No other node fenced the run and the owner
+// certainly holds it: the write goes again after what the log holds, and the run goes on (it
+// was left refused for good, its actor retrying every half second). A fence of another node found
+// there still makes the run lost to it, and nothing of the owner lands after the fence.
+TEST_CASE("simulation: run log writes: a log that lost the owner's last entry takes its next write after what it holds, and another's fence still stops it",
+          "[replication][simulation]") {
+  world w(1);
+  log_faults faults;
+  faults.lost_answer = 0;
+  simulated_log log(w, faults);
+  replication::ownership owner("n1");
+  replication::log_writer writer(owner, [](const std::string& run) { return "keel.log.n1." + run; });
+  auto run = run_name(0);
+  auto subject = "keel.log.n1." + run;
+  std::vector<std::string> failures;
+  auto write = [&](std::uint64_t id) -> std::optional<keel::error> {
+    store::run_transition t;
+    t.record.run_id = run;
+    t.entries_only = true;
+    t.sync = true;
+    t.received.push_back({id, "w" + std::to_string(id)});
+    auto started = writer.replicate(log, {t});
+    if (auto r = started.refused.find(run); r != started.refused.end()) return r->second;
+    auto failed = started.wait ? started.wait() : replication::log_writer::failures{};
+    if (auto f = failed.find(run); f != failed.end()) return f->second;
+    return std::nullopt;
+  };
+  w.spawn(0, "owner", [&] {
+    for (std::uint64_t id : {1, 2})
+      if (auto e = write(id)) failures.push_back("write " + std::to_string(id) + ": " + e->message);
+    log.drop_last(subject);  // write 2 is gone
+    if (auto e = write(3)) failures.push_back("write 3: " + e->message);
+    if (auto e = write(4)) failures.push_back("write 4: " + e->message);
+    // Another node's fence after that: the next write is refused, and the run is lost to it.
+    auto last = log.last_sequence(subject);
+    auto fenced = log.append({{subject, replication::encode_fence("n2", 2), static_cast<std::int64_t>(*last), "n2"}});
+    if (!fenced[0]) failures.push_back("the fence: " + fenced[0].error().message);
+    auto e = write(5);
+    if (!e || e->code != errc::conflict) failures.push_back("write 5 after another's fence: " + (e ? e->message : std::string("taken")));
+  });
+  w.run_until(60'000);
+  w.halt();
+  INFO(w.trace());
+  std::string all;
+  for (const auto& f : failures) all += f + "\n";
+  INFO(all);
+  CHECK(failures.empty());
+  CHECK(writes_in(log.subjects().at(subject), "n1") == std::vector<std::uint64_t>{1, 3, 4});
 }
