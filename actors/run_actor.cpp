@@ -4,6 +4,7 @@
 #include "actors/messages.hpp"
 #include "actors/run_views.hpp"
 #include "actors/task_gate.hpp"
+#include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "runtime/step_trace.hpp"
 
@@ -294,6 +295,10 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       t.step = step;
       t.attempt = attempt;
       if (!machine.wants(step, attempt) || !shared->runs.still_in_flight(run, step, attempt)) return;
+      // Not yet in the work queue, being offered (the broker did not confirm it, or this node's
+      // lease is not certain now): asked again later. Asked before the queue is read, so that a
+      // task that leaves the publisher for the queue meanwhile is found there.
+      if (shared->publisher->offering(keel::task_id{run, step, attempt}.to_string())) return audit_later(me, *shared, t);
       auto held = held_attempt(*shared, self->state.queue, run, step);
       if (!held) {
         logger()->warn("run {}: cannot tell whether step {} attempt {} is still queued ({}); asked again later", run,

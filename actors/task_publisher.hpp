@@ -8,12 +8,15 @@
 #pragma once
 
 #include "broker/work_queue.hpp"
+#include "runtime/backoff.hpp"
 #include "runtime/log.hpp"
 #include "runtime/thread_pool.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <functional>
+#include <mutex>
+#include <unordered_set>
 
 namespace keel::actors {
 
@@ -32,13 +35,28 @@ public:
   task_publisher(broker::jetstream& js, std::size_t threads) : js_(js), pool_(threads, {}, "keel publish") {}
 
   void submit(job j) {
-    pool_.submit([this, j = std::move(j)] { offer(j); });
+    {
+      std::lock_guard lock{mutex_};
+      offering_.insert(j.id);
+    }
+    pool_.submit([this, j = std::move(j)] {
+      offer(j);
+      std::lock_guard lock{mutex_};
+      offering_.erase(j.id);
+    });
   }
   void stop() { pool_.stop(5000); }
+  // Whether the task with this id (run/step/attempt) is being offered: not in the work queue
+  // yet, and not given up.
+  bool offering(const std::string& id) {
+    std::lock_guard lock{mutex_};
+    return offering_.count(id) > 0;
+  }
 
 private:
   void offer(const job& j) {
-    std::int64_t pause_ms = 100;
+    backoff pause{100, 5000};
+    std::int64_t pause_ms = pause.next_ms();
     for (int tries = 0;; ++tries) {
       static auto logger = log::get("actors");
       bool held = j.may_send && !j.may_send();
@@ -50,12 +68,14 @@ private:
       // Held for a lease, it is looked at often: a renewal ends the wait.
       if (pool_.wait_for_stop(held ? 50 : pause_ms)) return;
       if (j.still_wanted && !j.still_wanted()) return;
-      if (!held) pause_ms = std::min<std::int64_t>(pause_ms * 2, 5000);
+      if (!held) pause_ms = pause.next_ms();
     }
   }
 
   broker::jetstream& js_;
   thread_pool pool_;
+  std::mutex mutex_;
+  std::unordered_set<std::string> offering_;
 };
 
 } // namespace keel::actors

@@ -194,9 +194,16 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
   std::string domain(run_id{run}.owner());
   if (!owner_.answers_for(domain))
     return make_error(errc::conflict, "refused, and this node does not certainly hold the lease on the runs of " + domain);
+  // Another node's fence anywhere after this node's own last one (a taker may have written after
+  // its fence already) means the run is that node's.
   std::uint64_t last_seq = 0;
   std::string last_data;
+  std::optional<fence> foreign;
   auto read = log.read(e.subject, [&](const std::string&, std::uint64_t seq, std::string data) {
+    if (auto f = decode_fence(data)) {
+      if (f->by == owner_.node_id()) foreign.reset();
+      else foreign = f;
+    }
     if (seq >= last_seq) {
       last_seq = seq;
       last_data = std::move(data);
@@ -204,11 +211,14 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
   });
   if (!read) return make_error(read.error().code == errc::conflict ? errc::unavailable : read.error().code,
                                "refused, and the run's entries cannot be read: " + read.error().message);
-  if (auto f = decode_fence(last_data); f && f->by != owner_.node_id())
-    return make_error(errc::conflict, "fenced by " + f->by + " (epoch " + std::to_string(f->epoch) + ")");
+  if (foreign) return make_error(errc::conflict, "fenced by " + foreign->by + " (epoch " + std::to_string(foreign->epoch) + ")");
   if (last_seq > 0 && last_data == e.data) return last_seq;  // stored after all (its confirmation lost)
   if (last_seq == static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.expected_last)))
     return make_error(errc::unavailable, "refused, though the log still ends where it was expected to");
+  // The read may have taken a while: the lease is asked again (a pause meanwhile may have let
+  // another node take the runs over; its fence, written after the read, the log's check refuses).
+  if (!owner_.answers_for(domain))
+    return make_error(errc::conflict, "refused, and this node does not certainly hold the lease on the runs of " + domain);
   logger()->warn("run {}: the run log refused a write after sequence {}, ends at {} without another node's fence: "
                  "it lost or moved what this node wrote; written again after it",
                  run, e.expected_last, last_seq);

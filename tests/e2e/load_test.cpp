@@ -347,7 +347,11 @@ TEST_CASE("tasks: a task the broker confirmed and then lost is sent again, and i
       {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo $KEEL_TASK_ID >> ran.txt"}}]},
       {"text": "done"}
     ]})"}},
-            cluster_options{true});
+            [] {
+              cluster_options o;
+              o.separate_worker = true;
+              return o;
+            }());
   c.kill_worker();
   REQUIRE(c.wait_worker(10'000).ok());
   auto run = c.invoke("lost", "go");
