@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/table.h>
 #include <rocksdb/options.h>
+#include <rocksdb/sst_file_manager.h>
 #include <rocksdb/write_batch.h>
 
 #include <sys/statvfs.h>
@@ -286,6 +287,14 @@ result<std::unique_ptr<run_store>> run_store::open(const store_options& options)
   rocksdb::BlockBasedTableOptions table_options;
   table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+  // A compaction writes its output before it deletes its inputs: on a disk near full it could
+  // take the space keel keeps in reserve and fail mid-write. One that would leave less than half
+  // the reserve free is put off until there is room (RocksDB tries it again later).
+  if (options.reserve_bytes > 0) {
+    std::shared_ptr<rocksdb::SstFileManager> files(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
+    files->SetCompactionBufferSize(options.reserve_bytes / 2);
+    db_options.sst_file_manager = std::move(files);
+  }
   rocksdb::DB* raw = nullptr;
   auto status = rocksdb::DB::Open(db_options, options.path, &raw);
   if (!status.ok()) {
