@@ -1,3 +1,4 @@
+#include "tests/support/broker_connect.hpp"
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
 #include "broker/run_log.hpp"
@@ -12,17 +13,10 @@
 
 using namespace keel;
 using keel::testing::nats_server;
+using keel::testing::connect;
 
 namespace {
 
-std::shared_ptr<broker::connection> connect(const std::string& url) {
-  broker::connection_options o;
-  o.servers = {url};
-  o.reconnect_wait_ms = 50;
-  auto c = broker::connection::connect(o);
-  REQUIRE(c.ok());
-  return *c;
-}
 
 // Publishes `n` messages on `subject` once `subscriber` has sent its subscriptions, and waits until
 // the server has them all.

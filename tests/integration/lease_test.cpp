@@ -1,5 +1,6 @@
 // The leases that say which orchestrator serves which runs (replication/lease_keeper), against a real
 // nats-server: a lease counts for its holder only while no other can have taken it.
+#include "tests/support/broker_connect.hpp"
 #include "replication/lease_keeper.hpp"
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
@@ -22,16 +23,9 @@ keel::replication::environment& env() { return keel::replication::system_environ
 std::int64_t clock_ms() { return env().now_ms(); }
 } // namespace
 using keel::testing::nats_server;
+using keel::testing::connect;
 
 namespace {
-std::shared_ptr<broker::connection> connect(const std::string& url) {
-  broker::connection_options o;
-  o.servers = {url};
-  o.reconnect_wait_ms = 50;
-  auto c = broker::connection::connect(o);
-  REQUIRE(c.ok());
-  return *c;
-}
 
 // One orchestrator's view of the lease bucket: its own connection and bucket.
 struct member {

@@ -1,5 +1,6 @@
 // The replicated run log (broker/run_log) against real nats-servers: entries whole and in order,
 // a write from a stale position refused, reads whole or failed while servers are lost.
+#include "tests/support/broker_connect.hpp"
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
 #include "broker/run_log.hpp"
@@ -14,17 +15,10 @@
 
 using namespace keel;
 using keel::testing::nats_server;
+using keel::testing::connect;
 
 namespace {
 
-std::shared_ptr<broker::connection> connect(const std::string& url) {
-  broker::connection_options o;
-  o.servers = {url};
-  o.reconnect_wait_ms = 50;
-  auto c = broker::connection::connect(o);
-  REQUIRE(c.ok());
-  return *c;
-}
 
 
 } // namespace
