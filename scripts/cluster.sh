@@ -12,6 +12,8 @@
 # clients on KEEL_CLUSTER_PORT..+2 (default 4301), routes on that + 2000, the gateway on
 # KEEL_CLUSTER_GATEWAY (default 127.0.0.1:8090). KEEL_CLUSTER_SET: more `keel-node --set` lines
 # (TOML, one per line) for every orchestrator and worker, e.g. another script for the agent.
+# KEEL_BUILD: the build whose apps/keel and apps/keel-node run the cluster (default build/, made by
+# scripts/setup.sh when missing; the tests name the sanitized build they run on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,6 +21,8 @@ home="${KEEL_HOME:-$HOME/.keel}"
 state="$home/cluster"
 base="${KEEL_CLUSTER_PORT:-4301}"
 gateway="${KEEL_CLUSTER_GATEWAY:-127.0.0.1:8090}"
+build="${KEEL_BUILD:-build}"
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
 nats_bin=/usr/sbin/nats-server
 [ -x "$nats_bin" ] || nats_bin=nats-server
 nodes=(orchestrator-1 orchestrator-2 worker-1 worker-2 worker-3 gateway-1)
@@ -46,7 +50,13 @@ start_process() {  # name, then the command
 }
 
 up() {
-  [ -x build/apps/keel-node ] || scripts/setup.sh
+  if [ ! -x "$build/apps/keel-node" ]; then
+    if [ -n "${KEEL_BUILD:-}" ]; then
+      echo "cluster: KEEL_BUILD=$KEEL_BUILD has no apps/keel-node" >&2
+      exit 1
+    fi
+    scripts/setup.sh
+  fi
   mkdir -p "$state"
   for i in 1 2 3; do
     if ! running "nats-$i" && listening "$(port_of "$i")"; then
@@ -57,12 +67,12 @@ up() {
   # The broker's users (one per role, and you): nats-server refuses anyone else, and each role
   # may publish only what it is for (docs/OPERATIONS.md). Made once, kept in $state/credentials.
   person=$(id -un | tr -c 'A-Za-z0-9_\n-' '_' | cut -c1-64)
-  "$root/build/apps/keel" credentials init "$state/credentials" --person "$person" >/dev/null
+  "$build/apps/keel" credentials init "$state/credentials" --person "$person" >/dev/null
   # The gateway's token for you: made once (keel token), kept where only you can read it.
   local tokens="$state/gateway-1/gateway-tokens" token_file="$state/credentials/gateway-token"
   mkdir -p "$state/gateway-1"
   if [ ! -s "$token_file" ] || ! grep -q "^$person " "$tokens" 2>/dev/null; then
-    (umask 077; "$root/build/apps/keel" token add "$person" --file "$tokens" 2>/dev/null >"$token_file")
+    (umask 077; "$build/apps/keel" token add "$person" --file "$tokens" 2>/dev/null >"$token_file")
   fi
   # curl reads the header from an owner-only file: a token on its command line would be in ps.
   (umask 077; echo "Authorization: Bearer $(cat "$token_file")" >"$state/credentials/gateway-header")
@@ -107,7 +117,7 @@ up() {
     if [ -n "${KEEL_CLUSTER_SET:-}" ] && [[ $n != gateway-* ]]; then
       while IFS= read -r line; do [ -z "$line" ] || sets+=(--set "$line"); done <<<"$KEEL_CLUSTER_SET"
     fi
-    start_process "$n" "$root/build/apps/keel-node" --config "configs/cluster/$n.toml" "${sets[@]}"
+    start_process "$n" "$build/apps/keel-node" --config "configs/cluster/$n.toml" "${sets[@]}"
   done
   # Ready when the gateway answers for an orchestrator (a new JetStream cluster elects first).
   for _ in $(seq 1 600); do
@@ -144,7 +154,7 @@ EOF
   echo "  NATS:       $(urls)"
   echo "  Dashboard:  http://$gateway/#token=$(cat "$token_file")"
   echo "  State:      $state"
-  echo "  Try:        build/apps/keel nodes; build/apps/keel run coder \"Create hello.js and run it.\""
+  echo "  Try:        ${build#"$root"/}/apps/keel nodes; ${build#"$root"/}/apps/keel run coder \"Create hello.js and run it.\""
   echo "  Stop:       scripts/cluster.sh down"
 }
 

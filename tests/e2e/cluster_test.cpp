@@ -35,6 +35,10 @@ using namespace keel::testing::e2e;
 
 namespace {
 
+// For scripts/cluster.sh: the build whose keel-node the tests run (plain or sanitized).
+std::string cluster_build() {
+  return "KEEL_BUILD=" + std::filesystem::path(KEEL_NODE_BINARY).parent_path().parent_path().string();
+}
 
 // For scripts/cluster.sh: three client ports in a row and their routes 2000 above, below the
 // range the system hands out to outgoing connections (32768 and up), each one that binds now.
@@ -356,7 +360,7 @@ TEST_CASE("cluster: scripts/cluster.sh starts configs/cluster, keel reaches it w
   int base = cluster_ports();
   auto gateway = free_loopback_port();
   REQUIRE(gateway.ok());
-  std::vector<std::string> env = {"KEEL_HOME=" + home.path(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
+  std::vector<std::string> env = {"KEEL_HOME=" + home.path(), cluster_build(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
                                   "KEEL_CLUSTER_GATEWAY=127.0.0.1:" + std::to_string(*gateway)};
   std::string script = std::string(KEEL_SOURCE_DIR) + "/scripts/cluster.sh";
   auto up = run_command({script, "up"}, 120'000, env);
@@ -440,7 +444,7 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
     ]})");
   std::string gateway = "http://127.0.0.1:" + std::to_string(*gateway_port);
   cluster_script cluster;
-  cluster.env = {"KEEL_HOME=" + home.path(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
+  cluster.env = {"KEEL_HOME=" + home.path(), cluster_build(), "KEEL_CLUSTER_PORT=" + std::to_string(base),
                  "KEEL_CLUSTER_GATEWAY=127.0.0.1:" + std::to_string(*gateway_port),
                  "KEEL_CLUSTER_SET=agents.coder.script = \"" + home.file("ops.json") + "\"\n" +
                    "agents.coder.script_log = \"" + home.file("model-calls.log") + "\"\n" +
