@@ -22,6 +22,7 @@ using wait_atom = caf::atom_constant<caf::atom("wait")>;
 using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 using stalled_atom = caf::atom_constant<caf::atom("stalled")>;
 using audit_atom = caf::atom_constant<caf::atom("audit")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 
 } // namespace keel::actors
 

@@ -124,6 +124,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   if (!keys) return keys.error();
   shared->keys = std::move(*keys);
   shared->publisher = std::make_unique<task_publisher>(*shared->js, 2);
+  auto tools = tool_registry::start(shared->nats, *shared->js, config);
+  if (!tools) return tools.error();
+  shared->tools = std::move(*tools);
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;
@@ -187,6 +190,7 @@ void orchestrator::stop() {
   impl_->stopped = true;
   if (auto* leases = impl_->shared->owner.leases()) leases->stop();
   impl_->subscriptions.clear();
+  impl_->shared->tools->stop();
   {
     std::lock_guard lock{impl_->shared->subscriptions_mutex};
     impl_->shared->domain_subscriptions.clear();

@@ -126,10 +126,10 @@ void orchestrator_shared::answer_when_counted(const std::string& run_id, const s
 // write was confirmed just before the pause) for runs another node took over and sent again;
 // sent, they would run twice. Held meanwhile, such a task goes once the lease is renewed, or
 // never (taken over).
-void orchestrator_shared::send_task(const wire::task& t, const std::string& queue) {
+void orchestrator_shared::send_task(const wire::task& t, const std::string& agent_queue) {
   runs.sent(t.run_id, t.step, t.attempt);
   auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
-  auto subject = subjects.task(queue, t.run_id, t.step);
+  auto subject = subjects.task(t.queue.empty() ? agent_queue : t.queue, t.run_id, t.step);
   auto bytes = wire::encode(t);
   if (std::string domain = run_id{t.run_id}.owner(); replicated() && !owner.answers_for(domain)) {
     logger()->info("task {} waits: this node's lease on the runs of {} is not certain now", id, domain);
@@ -161,6 +161,7 @@ run_context orchestrator_shared::context_for(const config::agent_config&) const 
   c.step_retry_ms = config.step_retry_ms;
   c.retry_backoff_max_ms = config.retry_backoff_max_ms;
   c.inline_bytes_max = static_cast<std::size_t>(config.task_inline_bytes_max);
+  if (tools) c.declared_tools = [registry = tools.get()] { return registry->snapshot(); };
   return c;
 }
 

@@ -7,6 +7,7 @@
 #include "actors/run_registry.hpp"
 #include "actors/store_writer.hpp"
 #include "actors/task_publisher.hpp"
+#include "actors/tool_registry.hpp"
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
 #include "broker/run_log.hpp"
@@ -54,6 +55,7 @@ struct orchestrator_shared {
   std::unique_ptr<broker::jetstream> js;  // lane 0's
   std::unique_ptr<broker::key_value> keys;  // idempotency keys the whole cluster agrees on
   std::unique_ptr<task_publisher> publisher;
+  std::unique_ptr<tool_registry> tools;  // what tool workers declared
   wire::limits limits;
 
   // ---- The replicated run log and the leases (durability.log_replicas > 0)

@@ -4,6 +4,7 @@
 #include "actors/messages.hpp"
 #include "actors/run_views.hpp"
 #include "actors/task_gate.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "runtime/step_trace.hpp"
@@ -34,6 +35,18 @@ std::chrono::milliseconds audit_after(const orchestrator_shared& shared) {
 
 void audit_later(const caf::actor& me, const orchestrator_shared& shared, const wire::task& t) {
   caf::delayed_anon_send(me, audit_after(shared), audit_atom::value, t.step, t.attempt);
+}
+
+// A declared tool's call is given up at its deadline (wall clock): the run looks then.
+void deadline_later(const caf::actor& me, std::uint64_t step, std::uint32_t attempt, std::int64_t deadline_ms) {
+  auto wait = std::max<std::int64_t>(0, deadline_ms - wall_ms());
+  caf::delayed_anon_send(me, std::chrono::milliseconds(wait), deadline_atom::value, step, attempt);
+}
+
+// The queue a run's step in flight went to: a tool worker's, or the agent's.
+const std::string& queue_of(const run_machine& machine, const std::string& agent_queue) {
+  const auto& pending = machine.state().pending;
+  return pending && !pending->queue.empty() ? pending->queue : agent_queue;
 }
 
 // The attempt of `step` that the work queue holds for the run: 0 when it holds none.
@@ -103,6 +116,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   for (const auto& ev : e.transition.events) events.push_back(wire::encode(ev));
   std::vector<wire::task> tasks = std::move(e.tasks);
   add_session_rules(*shared, machine.record(), tasks);
+  if (e.deadline_ms > 0)
+    for (const auto& t : tasks) deadline_later(me, t.step, t.attempt, e.deadline_ms);
   auto seq = e.transition.record.last_event_seq;
   step_trace::mark(step_trace::transition_built);
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
@@ -202,7 +217,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
     bool queued = false;
     const auto& pending = self->state.machine->state().pending;
     if (from_disk && pending && store::is_active(self->state.machine->record().status)) {
-      auto held = held_attempt(*shared, agent->queue, self->state.machine->run_id(), pending->step);
+      auto held = held_attempt(*shared, queue_of(*self->state.machine, agent->queue), self->state.machine->run_id(),
+                               pending->step);
       if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
                                 self->state.machine->run_id(), pending->step, held.error().message);
       // Held, and the attempt due: an older attempt still there (a copy being handed out again)
@@ -219,6 +235,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
         awaited.step = pending->step;
         awaited.attempt = pending->attempt;
         audit_later(caf::actor_cast<caf::actor>(self), *shared, awaited);
+        if (pending->deadline_ms > 0)
+          deadline_later(caf::actor_cast<caf::actor>(self), pending->step, pending->attempt, pending->deadline_ms);
       }
     }
     perform(self, shared, self->state.machine->start(queued), invoke_reply,
@@ -299,7 +317,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       // lease is not certain now): asked again later. Asked before the queue is read, so that a
       // task that leaves the publisher for the queue meanwhile is found there.
       if (shared->publisher->offering(keel::task_id{run, step, attempt}.to_string())) return audit_later(me, *shared, t);
-      auto held = held_attempt(*shared, self->state.queue, run, step);
+      auto held = held_attempt(*shared, queue_of(machine, self->state.queue), run, step);
       if (!held) {
         logger()->warn("run {}: cannot tell whether step {} attempt {} is still queued ({}); asked again later", run,
                        step, attempt, held.error().message);
@@ -313,6 +331,19 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
                      "lost its task; sent again", run, step, attempt,
                      *held ? "it holds attempt " + std::to_string(*held) : std::string("it holds none"));
       perform(self, shared, machine.on_task_lost(step, attempt, "the broker lost its task"), {}, reply_kind::none);
+    },
+    [=](deadline_atom, std::uint64_t step, std::uint32_t attempt) {
+      auto& machine = *self->state.machine;
+      auto e = machine.on_deadline(step, attempt);
+      if (e.changed) {
+        logger()->warn("run {}: step {} attempt {}: its tool worker gave no result in time; the model is told",
+                       machine.run_id(), step, attempt);
+        return perform(self, shared, std::move(e), {}, reply_kind::none);
+      }
+      // Woken early (the wall clock was set back): wait again until the deadline.
+      const auto& pending = machine.state().pending;
+      if (machine.wants(step, attempt) && pending->deadline_ms > 0)
+        deadline_later(caf::actor_cast<caf::actor>(self), step, attempt, pending->deadline_ms);
     },
     [=](idle_atom, std::uint64_t seq) {
       // Leave memory only if nothing happened since the write that made the run idle.

@@ -1,4 +1,5 @@
 #include "actors/run_machine.hpp"
+#include "actors/tool_calls.hpp"
 #include "runtime/backoff.hpp"
 
 #include "sandbox/command_policy.hpp"
@@ -157,6 +158,7 @@ void run_machine::finish(effects& e) {
   header.last_event_seq = record_.last_event_seq;
   header.last_journal_seq = record_.last_journal_seq;
   e.leave_memory = !store::is_active(record_.status);
+  e.deadline_ms = !e.tasks.empty() && state_.pending ? state_.pending->deadline_ms : 0;
 }
 
 // The task for the step in flight, from what `pending` records: a step sent again is built
@@ -171,8 +173,8 @@ wire::task run_machine::pending_task() {
   t.agent = record_.agent;
   t.reply_to = context_.results_subject;
   if (pending.model) {
-    value tools = value::array();
-    for (const auto& name : agent_.tools) tools.push_back(name);
+    auto known = declared();
+    value tools = model_tool_list(agent_, known.get());
     // The conversation by reference: its length, and the messages new since the last model task
     // as far as they fit; a worker keeps what it saw and fetches what it lacks from this node.
     auto count = state_.messages_count;
@@ -202,6 +204,11 @@ wire::task run_machine::pending_task() {
     t.payload = value{{"tool", call.name}, {"arguments", call.arguments}, {"call_id", call.id},
                       {"approved", pending.approved}, {"allow_rules", rules},
                       {"session_id", record_.session_id}};
+    if (!pending.queue.empty()) {  // a tool worker's: it needs no sandbox rules, and has a deadline
+      t.queue = pending.queue;
+      t.payload.erase("allow_rules");
+      t.payload["deadline_ms"] = pending.deadline_ms;
+    }
     // The form came from a worker: only a map with a map for its context is passed on.
     if (pending.form.is_object()) {
       auto context = pending.form.find("context");
@@ -250,10 +257,16 @@ effects run_machine::start(bool task_queued) {
 void run_machine::advance(effects& e) {
   if (state_.call_index < state_.calls.size()) {
     const auto& call = state_.calls[state_.call_index];
-    if (std::find(agent_.tools.begin(), agent_.tools.end(), call.name) == agent_.tools.end()) {
-      add_tool_message(e, call, value{{"error", "tool '" + call.name + "' is not available to this agent"}}, true);
+    auto known = declared();
+    auto resolved = resolve_call(agent_, known.get(), call.name, call.arguments);
+    if (resolved.what == resolved_call::kind::refused) {
+      add_tool_message(e, call, value{{"error", resolved.problem}}, true);
       state_.call_index += 1;
       advance(e);
+      return;
+    }
+    if (resolved.what == resolved_call::kind::declared && resolved.tool->approval) {
+      ask_first(e, *resolved.tool);
       return;
     }
     dispatch_tool(e, false);
@@ -288,21 +301,78 @@ void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
   p.model = false;
   p.approved = approved;
   if (form.is_object()) p.form = form;
-  state_.pending = p;
   const auto& call = state_.calls.at(state_.call_index);
+  auto listed = std::find_if(agent_.tools.begin(), agent_.tools.end(),
+                             [&](const std::string& t) { return tools::model_name(t) == call.name; });
+  if (listed != agent_.tools.end() && tools::is_declared(*listed)) p.queue = listed->substr(0, listed->find('.'));
+  state_.pending = p;
+  arm_deadline(0);
   emit(e, "tool_call_started", value{{"call_id", call.id}, {"tool", call.name},
                                      {"arguments", call.arguments}, {"approved", approved},
                                      {"task_step", step}});
+  if (!p.queue.empty()) e.transition.events.back().data["queue"] = p.queue;
   e.tasks.push_back(pending_task());
+}
+
+// A declared tool whose calls a person approves: the run waits with the tool's form before any
+// task goes (the number of the step key is one no task uses).
+void run_machine::ask_first(effects& e, const tools::declared_tool& tool) {
+  const auto& call = state_.calls.at(state_.call_index);
+  std::string step_key = "approve-" + std::to_string(++state_.task_seq);
+  value form = tool.form(call.arguments);
+  record_.status = run_status::suspended;
+  state_.suspended = store::suspension{step_key, state_.call_index, form};
+  emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call.id}, {"tool", call.name}, {"form", form}});
+}
+
+std::shared_ptr<const tools::declared_tools> run_machine::declared() const {
+  return context_.declared_tools ? context_.declared_tools() : nullptr;
+}
+
+// A tool worker's call is given up after its tool's timeout_ms (from when its task may go): the
+// worker may be hung, or no worker of its queue may be running.
+void run_machine::arm_deadline(std::int64_t delay_ms) {
+  auto& pending = *state_.pending;
+  if (pending.queue.empty()) return;
+  const auto& call = state_.calls.at(state_.call_index);
+  auto known = declared();
+  auto tool = declared_tool_of(known.get(), pending.queue, call.name);
+  pending.deadline_ms = wall_ms() + delay_ms + (tool ? tool->timeout_ms : tools::timeout_ms_default);
 }
 
 // The pending step again, same step number, next attempt, at once.
 void run_machine::resend(effects& e, const std::string& reason) {
   auto& pending = *state_.pending;
   pending.attempt += 1;
+  arm_deadline(0);
   emit(e, "task_retried", value{{"task_step", pending.step}, {"attempt", pending.attempt}, {"reason", reason},
                                 {"next_try_in_ms", 0}});
   e.tasks.push_back(pending_task());
+}
+
+effects run_machine::on_deadline(std::uint64_t step, std::uint32_t attempt) {
+  effects e = begin();
+  if (record_.status != run_status::running || !wants(step, attempt) || state_.pending->deadline_ms == 0 ||
+      wall_ms() < state_.pending->deadline_ms) {
+    e.changed = false;
+    return e;
+  }
+  auto queue = state_.pending->queue;
+  state_.pending.reset();
+  const store::tool_call call = state_.calls.at(state_.call_index);
+  auto known = declared();
+  auto tool = declared_tool_of(known.get(), queue, call.name);
+  auto seconds = (tool ? tool->timeout_ms : tools::timeout_ms_default) / 1000;
+  emit(e, "task_timed_out", value{{"task_step", step}, {"attempt", attempt}, {"queue", queue}, {"tool", call.name},
+                                  {"timeout_ms", tool ? tool->timeout_ms : tools::timeout_ms_default}});
+  add_tool_message(e, call,
+                   value{{"error", "tool '" + call.name + "' gave no result within " + std::to_string(seconds) +
+                                     " s (no worker of queue '" + queue + "' answered); it may still run"}},
+                   true);
+  state_.call_index += 1;
+  advance(e);
+  finish(e);
+  return e;
 }
 
 effects run_machine::on_task_lost(std::uint64_t step, std::uint32_t attempt, const std::string& reason) {
@@ -333,6 +403,7 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
   }
   pending.waited_ms += delay;
   pending.attempt += 1;
+  arm_deadline(delay);
   std::string waiting = std::string(pending.model ? "waiting on the model" : "waiting to run the tool again") +
                         ", next try in " + std::to_string((delay + 999) / 1000) + " s";
   pending.retry = store::step_retry{reason, now + delay, waiting};
@@ -451,6 +522,7 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   bool llm_step = state_.pending->model;
   bool approved = state_.pending->approved;
   auto step = state_.pending->step;
+  auto queue = state_.pending->queue;
   state_.pending.reset();
   if (llm_step) {
     auto completion = llm::completion_from_value(result.payload);
@@ -493,6 +565,16 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   if (result.payload.is_object() && result.payload.contains("status") && result.payload["status"].is_string())
     status = result.payload["status"].get<std::string>();
   value form = result.payload.is_object() && result.payload.contains("form") ? result.payload["form"] : value();
+  std::optional<tool_answer> answer;
+  if (!queue.empty()) {  // a tool worker's answer, checked against what its tool declared
+    auto known = declared();
+    auto tool = declared_tool_of(known.get(), queue, call.name);
+    answer = check_answer(tool.get(), result.payload);
+    status = answer->status;
+    form = tool ? tool->form(call.arguments) : value{{"kind", "tool"}, {"tool", call.name}, {"queue", queue},
+                                                      {"arguments", call.arguments}};
+    if (answer->form.is_object()) form["details"] = answer->form;
+  }
   if (status == "needs_approval" && !approved) {
     std::string step_key = "approve-" + std::to_string(step);
     record_.status = run_status::suspended;
@@ -502,7 +584,15 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     return e;
   }
   value tool_result = result.payload.is_object() && result.payload.contains("result") ? result.payload["result"] : value::object();
-  bool is_error = (result.payload.is_object() && result.payload.value("is_error", false)) || status != "done";
+  // A worker's answer is checked as any outside input: a field of the wrong type is not an error
+  // flag (nor an exception).
+  bool is_error = (result.payload.is_object() && result.payload.contains("is_error") &&
+                   result.payload["is_error"].is_boolean() && result.payload["is_error"].get<bool>()) ||
+                  status != "done";
+  if (answer) {
+    tool_result = answer->result.is_null() ? value::object() : answer->result;
+    is_error = answer->is_error || status != "done";
+  }
   if (status == "needs_approval") {  // approved, yet the tool asked again: never loop
     tool_result = value{{"error", "the tool asked for approval again after it was approved"}};
     is_error = true;

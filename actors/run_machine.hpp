@@ -5,11 +5,14 @@
 #pragma once
 
 #include "runtime/config.hpp"
+#include "runtime/tool_declaration.hpp"
 #include "runtime/run_state.hpp"
 #include "runtime/run_store.hpp"
 #include "runtime/wire.hpp"
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,6 +24,8 @@ struct run_context {
   std::int64_t step_retry_ms = 3'600'000;   // a step failing for a passing reason is tried this long
   std::int64_t retry_backoff_max_ms = 60'000;
   std::size_t inline_bytes_max = 256 << 10;  // new messages carried in a model task, up to this
+  // The tools that tool workers declared, as the orchestrator holds them now (empty: none).
+  std::function<std::shared_ptr<const tools::declared_tools>()> declared_tools;
 };
 
 struct effects {
@@ -30,6 +35,8 @@ struct effects {
   std::int64_t task_delay_ms = 0;       // wait this long before sending (retry backoff)
   std::optional<wire::resume_reply> resume_reply;
   bool leave_memory = false;            // suspended or finished: the actor may go
+  // A declared tool's task: when its call is given up if no result came (wall clock, ms; 0: none).
+  std::int64_t deadline_ms = 0;
 };
 
 class run_machine {
@@ -80,6 +87,10 @@ public:
   // (the broker lost a task it had confirmed, or never stored it): the next attempt goes at once.
   // Unchanged when that attempt is no longer the one in flight.
   effects on_task_lost(std::uint64_t step, std::uint32_t attempt, const std::string& reason);
+  // A declared tool's call whose deadline passed with no result: the model is told it gave no
+  // result in time, and the run goes on. Unchanged when that attempt is no longer in flight, or
+  // its deadline is still ahead (the caller waits again until then).
+  effects on_deadline(std::uint64_t step, std::uint32_t attempt);
 
   // The record as last written (its state is the stored value of state()).
   const store::run_record& record() const { return record_; }
@@ -97,6 +108,9 @@ private:
   void advance(effects& e);        // the next call, the next model step, or the end
   void dispatch_llm(effects& e);
   void dispatch_tool(effects& e, bool approved, const wire::value& form = wire::value());
+  void ask_first(effects& e, const tools::declared_tool& tool);   // a declared tool's call waits for a person
+  void arm_deadline(std::int64_t delay_ms);                        // a declared tool's step: when it is given up
+  std::shared_ptr<const tools::declared_tools> declared() const;
   void redispatch(effects& e, const std::string& reason);  // after a failure: backoff, time-bounded
   void resend(effects& e, const std::string& reason);      // after a restart: at once
   void complete(effects& e, const std::string& output, const std::string& stop_reason);

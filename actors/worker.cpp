@@ -3,6 +3,7 @@
 
 #include "actors/conversation_cache.hpp"
 #include "actors/task_dedupe.hpp"
+#include "runtime/tool_declaration.hpp"
 #include "broker/connection.hpp"
 #include "broker/work_queue.hpp"
 #include "llm/provider.hpp"
@@ -189,6 +190,34 @@ result<std::vector<llm::message>> conversation_of(worker_shared& shared, wire::t
   return all;
 }
 
+// The tools the model is told of: the task names built-in ones and carries declared ones whole
+// (what tool workers declared, as its run's owner holds them); a task without a list, the
+// agent's built-in tools.
+std::shared_ptr<const std::vector<value>> tools_of(worker_shared& shared, const config::agent_config& agent,
+                                                   const value& payload) {
+  const auto& built_in = shared.tool_lists.at(agent.id);
+  if (!payload.contains("tools") || !payload["tools"].is_array()) return built_in;
+  bool only_names = true;
+  for (const auto& t : payload["tools"]) only_names = only_names && t.is_string();
+  if (only_names) return built_in;
+  auto out = std::make_shared<std::vector<value>>();
+  for (const auto& t : payload["tools"]) {
+    if (t.is_string()) {
+      auto name = t.get<std::string>();
+      if (std::find(sandbox::tool_names().begin(), sandbox::tool_names().end(), name) == sandbox::tool_names().end())
+        return nullptr;
+      out->push_back(sandbox::tool_definition(name));
+    } else if (t.is_object() && t.contains("name") && t["name"].is_string() && t.contains("input_schema") &&
+               t["input_schema"].is_object()) {
+      out->push_back(value{{"name", t["name"]}, {"description", t.value("description", std::string())},
+                           {"input_schema", t["input_schema"]}});
+    } else {
+      return nullptr;
+    }
+  }
+  return out;
+}
+
 result<value> run_llm(worker_shared& shared, const config::agent_config& agent, wire::task& t) {
   value& p = t.payload;
   if (!p.is_object()) return make_error(errc::malformed, "an llm task's payload must be a map");
@@ -198,7 +227,8 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   auto messages = conversation_of(shared, t);
   if (!messages) return messages.error();
   request.messages = std::move(*messages);
-  request.tools = shared.tool_lists.at(agent.id);
+  request.tools = tools_of(shared, agent, p);
+  if (!request.tools) return make_error(errc::malformed, "an llm task's tools must be names and {name, description, input_schema} maps");
   request.task_id = call_id_of(t);
   // Text as it streams in, for whoever watches the run (not stored: the answer is).
   std::string deltas = shared.subjects.base() + ".runs." + t.run_id + ".deltas";
@@ -597,7 +627,8 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
     if (!provider) return provider.error();
     shared->providers[agent.id] = std::move(*provider);
     std::vector<value> definitions;
-    for (const auto& name : agent.tools) definitions.push_back(sandbox::tool_definition(name));
+    for (const auto& name : agent.tools)  // declared tools come with each model task
+      if (!tools::is_declared(name)) definitions.push_back(sandbox::tool_definition(name));
     shared->tool_lists[agent.id] = std::make_shared<const std::vector<value>>(std::move(definitions));
     auto run_as = sandbox::command_identity(agent.run_as.empty() ? sandbox::sandbox_account : agent.run_as);
     if (!run_as) return make_error(errc::config, "agents." + agent.id + ".sandbox.run_as: " + run_as.error().message);

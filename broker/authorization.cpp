@@ -94,7 +94,7 @@ void person_rights(const subjects& s, const std::string& who, std::vector<std::s
   auto b = s.base();
   pub.insert(pub.end(), {b + ".invoke." + who, b + ".runs.*.resume." + who, b + ".runs.*.cancel." + who,
                          b + ".runs.*.retry." + who, b + ".runs.*.get", b + ".runs.*.wait", b + ".runs.*.history",
-                         b + ".runs.list", b + ".agents.list", b + ".nodes.ping",
+                         b + ".runs.list", b + ".agents.list", b + ".tools.list", b + ".nodes.ping",
                          "$JS.API.CONSUMER.INFO." + s.tasks_stream() + ".*"});
   sub.insert(sub.end(), {b + ".runs.*.events", b + ".runs.*.deltas", b + ".nodes.heartbeat"});
 }
@@ -113,7 +113,7 @@ std::string permissions_of(const credentials& c, const subjects& s) {
       break;
     case broker_role::worker:
       pub = {b + ".nodes.heartbeat", b + ".nodes.*.results", b + ".runs.*.task_wanted", b + ".runs.*.messages",
-             b + ".runs.*.deltas", "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks, "$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
+             b + ".runs.*.deltas", b + ".tools.declare." + c.user, "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks, "$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
              "$JS.API.CONSUMER.DURABLE.CREATE." + tasks + ".*", "$JS.API.CONSUMER.INFO." + tasks + ".*",
              "$JS.API.CONSUMER.MSG.NEXT." + tasks + ".*", "$JS.ACK." + tasks + ".>"};
       sub = {b + ".nodes.ping"};

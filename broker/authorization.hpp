@@ -2,7 +2,8 @@
 // role; the role's subject permissions are what nats-server enforces:
 //   orchestrator  owns its namespace (every keel subject, the JetStream API, the key-value buckets)
 //   worker        takes tasks from the task queue, hands back results, asks for a run's messages,
-//                 streams deltas, beats; it cannot publish events, resumes, cancels or invokes
+//                 streams deltas, beats, declares tools (as itself); it cannot publish events,
+//                 resumes, cancels or invokes
 //   gateway       what a person may do, on behalf of any named person (it checked their token)
 //   person        invokes, answers, cancels and retries as itself only, reads runs, events and
 //                 nodes; it cannot publish a task, a result or an event

@@ -155,6 +155,12 @@ struct subjects {
   std::string tasks_stream() const { return "KEEL_TASKS_" + prefix + "_" + ns; }
   std::string node_results(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".results"; }
   std::string node_control(std::string_view node) const { return base() + ".nodes." + std::string(node) + ".control"; }
+  // Tool workers declare the tools of a queue to the orchestrators (docs/PROTOCOL.md, tools).
+  std::string tools_declare(std::string_view who) const { return base() + ".tools.declare." + std::string(who); }
+  std::string tools_changed() const { return base() + ".tools.changed"; }
+  std::string tools_list() const { return base() + ".tools.list"; }
+  // The key-value bucket of declared tools: one key per queue.
+  std::string tools_bucket() const { return "KEEL_TOOLS_" + prefix + "_" + ns; }
   std::string heartbeat() const { return base() + ".nodes.heartbeat"; }
   std::string nodes_ping() const { return base() + ".nodes.ping"; }
 };

@@ -115,6 +115,13 @@ result<std::uint64_t> key_value::update(const std::string& key, const std::strin
   return now;
 }
 
+result<std::uint64_t> key_value::put(const std::string& key, const std::string& value) {
+  std::uint64_t revision = 0;
+  natsStatus s = kvStore_Put(&revision, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()));
+  if (s != NATS_OK) return write_error(s, "writing the key " + key);
+  return revision;
+}
+
 result<std::vector<std::string>> key_value::keys() {
   // The subjects the bucket's stream holds, from its leader: one request, where listing the keys
   // as nats.c does makes a consumer each time (a change of the cluster's meta state in a

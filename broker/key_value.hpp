@@ -46,6 +46,8 @@ public:
   result<std::uint64_t> create(const std::string& key, const std::string& value);
   // Writes only if the key is still at `revision`: the new revision, or errc::conflict.
   result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision);
+  // Writes whatever the key held: the new revision.
+  result<std::uint64_t> put(const std::string& key, const std::string& value);
   // Every key written (one deleted since included: get_entry says it has none).
   result<std::vector<std::string>> keys();
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <thread>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sys/stat.h>
 #include <functional>
@@ -379,9 +380,15 @@ const std::vector<entry>& entries() {
       [](node_config&, agent_config* a) -> std::string& { return a->script; }));
     e.push_back(string_array_key(
       "agents.*.tools", {"exec", "read", "write", "edit", "glob", "grep"},
-      "The tools the agent may call.",
+      "The tools the agent may call: built-in ones, and <queue>.<tool> for a tool that the tool workers of "
+      "<queue> declare (docs/PROTOCOL.md, tool workers).",
       [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->tools; },
       [](const std::string& v) {
+        if (auto dot = v.find('.'); dot != std::string::npos) {
+          if (!is_valid_name(v.substr(0, dot)) || !is_valid_name(v.substr(dot + 1)))
+            return "<queue>.<tool>, each a name of 1 to 64 characters from [A-Za-z0-9_-], got \"" + v + "\"";
+          return std::string{};
+        }
         return one_of(v, {"exec", "read", "write", "edit", "glob", "grep"});
       }));
     e.push_back(integer_key(
@@ -618,6 +625,14 @@ struct loader {
       return whole_file_error("nats.servers", "expected at least one server URL");
     for (auto& agent : config.agents) {
       if (agent.queue.empty()) agent.queue = agent.id;
+      // The model knows a declared tool by its name alone: two listed tools may not share one.
+      std::set<std::string> model_names;
+      for (const auto& tool : agent.tools) {
+        auto name = tool.substr(tool.find('.') == std::string::npos ? 0 : tool.find('.') + 1);
+        if (!model_names.insert(name).second)
+          return whole_file_error("agents." + agent.id + ".tools",
+                                  "two tools would both be called \"" + name + "\" by the model");
+      }
       agent.api_key_file = relative_to_source(agent.api_key_file);
       agent.workspace = relative_to_source(agent.workspace);
       agent.script = relative_to_source(agent.script);

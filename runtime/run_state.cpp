@@ -96,6 +96,8 @@ value to_value(const pending_step& p) {
     out["waited_ms"] = p.waited_ms;
   }
   if (p.retry) out["retry"] = value{{"reason", p.retry->reason}, {"next_try_ms", p.retry->next_try_ms}, {"waiting", p.retry->waiting}};
+  if (!p.queue.empty()) out["queue"] = p.queue;
+  if (p.deadline_ms > 0) out["deadline_ms"] = p.deadline_ms;
   return out;
 }
 
@@ -119,6 +121,8 @@ result<pending_step> pending_step_from_value(const value& v, const std::string& 
   KEEL_READ(failures, f.count("failures"));
   p.failures = static_cast<std::uint32_t>(std::min<std::uint64_t>(failures, UINT32_MAX));
   KEEL_READ(p.waited_ms, f.integer("waited_ms"));
+  KEEL_READ(p.queue, f.text("queue"));
+  KEEL_READ(p.deadline_ms, f.integer("deadline_ms"));
   if (f.has("retry")) {
     fields r(f.raw("retry"), f.path("retry"));
     if (!r.is_map()) return not_a(f.path("retry"), "a map");

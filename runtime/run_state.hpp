@@ -44,6 +44,10 @@ struct pending_step {
   std::uint32_t failures = 0;
   std::int64_t waited_ms = 0;         // the waits asked for between tries so far
   std::optional<step_retry> retry;
+  // A declared tool's call (a tool worker's, docs/PROTOCOL.md): the queue its task goes to, and
+  // when the call is given up if no result came (wall clock, ms; 0: no deadline).
+  std::string queue;
+  std::int64_t deadline_ms = 0;
 };
 
 struct suspension {

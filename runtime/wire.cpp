@@ -242,6 +242,8 @@ std::string encode(const task& m) {
     {"v", &fields[0]},     {"type", &fields[1]},  {"run_id", &fields[2]},   {"step", &fields[3]},
     {"attempt", &fields[4]}, {"kind", &fields[5]}, {"agent", &fields[6]}, {"reply_to", &fields[7]},
     {"lease_ms", &fields[8]}};
+  value queue = m.queue;
+  if (!m.queue.empty()) top.emplace_back("queue", &queue);
   if (m.payload_messages.empty()) {
     top.emplace_back("payload", &m.payload);
     return pack_fields(std::move(top));
@@ -358,11 +360,12 @@ result<invoke_request> decode<invoke_request>(std::string_view bytes, const limi
   KEEL_TRY(m.idempotency_key, r.str("idempotency_key", false));
   KEEL_TRY(m.session_id, r.str("session_id", false));
   if (!m.session_id.empty() && !is_valid_session_id(m.session_id))
-    return r.wrong("session_id", "1 to 128 letters, digits, '_', '-' or '.', not starting with '.'");
+    return make_error(errc::invalid_argument,
+                      "field 'session_id' must be 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'");
   KEEL_TRY(m.provider, r.str("provider", false));
   KEEL_TRY(m.model, r.str("model", false));
   if (!m.provider.empty() && m.provider != "scripted" && m.provider != "anthropic" && m.provider != "openai")
-    return r.wrong("provider", "one of scripted, anthropic, openai");
+    return make_error(errc::invalid_argument, "field 'provider' must be one of scripted, anthropic, openai");
   return m;
 }
 
@@ -447,6 +450,7 @@ result<task> task_from(result<value> map) {
   KEEL_TRY(m.agent, r.nonempty("agent"));
   KEEL_TRY(m.reply_to, r.nonempty("reply_to"));
   KEEL_TRY(m.lease_ms, r.integer("lease_ms", false));
+  KEEL_TRY(m.queue, r.str("queue", false));
   m.payload = take(*map, "payload");
   return m;
 }

@@ -112,6 +112,7 @@ struct task {
   // "messages", so the orchestrator need not copy and pack the whole conversation each step.
   // Decoding puts it in the payload like any field.
   std::string payload_messages;
+  std::string queue;  // a declared tool's task: the tool worker's queue (empty: the agent's)
 };
 
 struct task_result {

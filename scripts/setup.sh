@@ -57,6 +57,17 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The TypeScript SDK (sdk/typescript): its packages (pinned in its package-lock.json) and its
+# build (dist/), made again when a source is newer. The examples and the SDK's tests use it.
+if [ ! -d sdk/typescript/node_modules/@nats-io/jetstream ]; then
+  echo "setup: installing the TypeScript SDK's packages"
+  (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f sdk/typescript/dist/index.js ] || [ -n "$(find sdk/typescript/src -newer sdk/typescript/dist/index.js)" ]; then
+  echo "setup: building the TypeScript SDK"
+  (cd sdk/typescript && npm run --silent build)
+fi
+
 if [ "${1:-}" != "--no-build" ]; then
   # CI builds with warnings as errors; elsewhere the build keeps what it was configured with
   # (OFF at first), so that running this again never rebuilds everything.

@@ -28,6 +28,7 @@ result<std::shared_ptr<broker::connection>> connect_command(const context& c, co
 void add_client_flags(CLI::App& command, client_flags& flags);
 
 void add_agents_command(CLI::App& app, int& exit_code);
+void add_tools_command(CLI::App& app, int& exit_code);
 void add_dev_command(CLI::App& app, int& exit_code);
 void add_credentials_command(CLI::App& app, int& exit_code);
 

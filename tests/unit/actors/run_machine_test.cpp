@@ -22,7 +22,7 @@ config::agent_config agent_with(std::int64_t max_steps = 30) {
 // What every machine of these tests runs with.
 // Steps failing for a passing reason are retried for 10 s of waits (1 s, 2 s, 4 s), new messages
 // up to 1 KiB go inside a model task.
-run_context test_context() { return run_context{"results", 10'000, 4000, 1024}; }
+run_context test_context() { return run_context{"results", 10'000, 4000, 1024, {}}; }
 
 struct harness {
   config::agent_config agent;

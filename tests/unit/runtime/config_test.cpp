@@ -228,3 +228,21 @@ TEST_CASE("config: a secret is refused on the command line and in a file others 
   REQUIRE_FALSE(on_line.ok());
   CHECK(on_line.error().message.find("--set gateway.token: a secret is not given on the command line") == 0);
 }
+
+TEST_CASE("config: an agent lists declared tools as <queue>.<tool>; two tools the model would call alike are refused", "[runtime]") {
+  auto base = std::string("[node]\nroles = [\"worker\"]\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n[agents.desk]\n");
+  auto ok = config::load_string(base + "tools = [\"read\", \"tickets.lookup_ticket\", \"crm.find-customer\"]\n", "node.toml");
+  REQUIRE(ok.ok());
+  CHECK(ok->agents[0].tools == std::vector<std::string>{"read", "tickets.lookup_ticket", "crm.find-customer"});
+  auto refused = [&](const std::string& tools) {
+    auto c = config::load_string(base + "tools = " + tools + "\n", "node.toml");
+    REQUIRE_FALSE(c.ok());
+    return c.error().message;
+  };
+  CHECK(refused("[\"tickets.read\", \"read\"]").find("two tools would both be called \"read\" by the model") != std::string::npos);
+  CHECK(refused("[\"a.x\", \"b.x\"]").find("two tools would both be called \"x\"") != std::string::npos);
+  CHECK(refused("[\"tickets.\"]").find("<queue>.<tool>") != std::string::npos);
+  CHECK(refused("[\"a b.x\"]").find("<queue>.<tool>") != std::string::npos);
+  CHECK(refused("[\"a.b.c\"]").find("<queue>.<tool>") != std::string::npos);
+  CHECK(refused("[\"shell\"]").find("one of \"exec\"") != std::string::npos);
+}

@@ -114,7 +114,7 @@ TEST_CASE("wire: every message survives a round trip", "[runtime][wire]") {
   }
   SECTION("task") {
     wire::task m{"r1", 7, 2, wire::task_kind::tool, "coder", "keel.default.nodes.n.results",
-                 30000, value{{"tool", "exec"}, {"arguments", {{"command", "ls"}}}}, {}};
+                 30000, value{{"tool", "exec"}, {"arguments", {{"command", "ls"}}}}, {}, {}};
     auto back = wire::decode<wire::task>(wire::encode(m));
     REQUIRE(back.ok());
     CHECK(back->step == 7);
@@ -301,7 +301,7 @@ TEST_CASE("wire: malformed messages are rejected with an error that says why", "
 TEST_CASE("wire: random bytes never crash the decoder", "[runtime][wire]") {
   std::mt19937_64 random(20261126);
   auto good = wire::encode(wire::task{"r1", 7, 2, wire::task_kind::tool, "coder", "x", 1,
-                                      value{{"a", {1, 2, 3}}}, {}});
+                                      value{{"a", {1, 2, 3}}}, {}, {}});
   int accepted = 0;
   for (int i = 0; i < 20000; ++i) {
     std::string bytes;
@@ -349,9 +349,9 @@ TEST_CASE("wire: a task whose conversation comes packed is the same message as o
   value small{{"model", "m"}, {"system_prompt", "be brief"}, {"tools", value::array({"read"})}};
   value whole = small;
   whole["messages"] = messages;
-  wire::task plain{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, whole, {}};
+  wire::task plain{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, whole, {}, {}};
   wire::task packed{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, small,
-                    wire::pack_list({wire::pack(messages[0]), wire::pack(messages[1])})};
+                    wire::pack_list({wire::pack(messages[0]), wire::pack(messages[1])}), {}};
   CHECK(wire::encode(packed) == wire::encode(plain));
   auto back = wire::decode<wire::task>(wire::encode(packed));
   REQUIRE(back.ok());
@@ -364,7 +364,7 @@ TEST_CASE("wire: a task decoded keeping its conversation packed is otherwise the
   value messages = value::array({{{"role", "user"}, {"text", "make it"}},
                                  {{"role", "assistant"}, {"text", "ok"}, {"tool_calls", value::array()}}});
   value whole{{"model", "m"}, {"messages", messages}, {"tools", value::array({"read"})}};
-  wire::task sent{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, whole, {}};
+  wire::task sent{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, whole, {}, {}};
   auto bytes = wire::encode(sent);
   auto plain = wire::decode<wire::task>(bytes);
   auto kept = wire::decode_task_keeping_conversation(bytes);
@@ -377,7 +377,7 @@ TEST_CASE("wire: a task decoded keeping its conversation packed is otherwise the
   CHECK(kept->payload_messages == wire::pack(messages));
   CHECK(plain->payload == whole);
   // A tool task has no conversation: both decodes agree.
-  wire::task tool{"r1", 4, 1, wire::task_kind::tool, "coder", "results", 1000, value{{"tool", "read"}}, {}};
+  wire::task tool{"r1", 4, 1, wire::task_kind::tool, "coder", "results", 1000, value{{"tool", "read"}}, {}, {}};
   auto kept_tool = wire::decode_task_keeping_conversation(wire::encode(tool));
   REQUIRE(kept_tool.ok());
   CHECK(kept_tool->payload == tool.payload);
@@ -409,7 +409,7 @@ TEST_CASE("wire: the conversation is found past values of every MessagePack kind
                 {"z_after", {{"nested", {{"deeper", value::array({1, "two", 3.0})}}}}}};
   wire::limits roomy;
   roomy.message_bytes_max = 1 << 22;
-  wire::task sent{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, payload, {}};
+  wire::task sent{"r1", 3, 1, wire::task_kind::llm, "coder", "results", 120000, payload, {}, {}};
   auto bytes = wire::encode(sent);
   auto kept = wire::decode_task_keeping_conversation(bytes, roomy);
   REQUIRE(kept.ok());

@@ -1,0 +1,105 @@
+#include "actors/tool_calls.hpp"
+
+
+#include <algorithm>
+
+namespace keel::actors {
+
+using wire::value;
+
+wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared) {
+  value list = value::array();
+  for (const auto& listed : agent.tools) {
+    if (!tools::is_declared(listed)) {
+      list.push_back(listed);
+      continue;
+    }
+    if (!declared) continue;
+    if (auto it = declared->find(listed); it != declared->end()) list.push_back(it->second->definition());
+  }
+  return list;
+}
+
+std::shared_ptr<const tools::declared_tool> declared_tool_of(const tools::declared_tools* declared,
+                                                             const std::string& queue, const std::string& name) {
+  if (!declared) return nullptr;
+  auto it = declared->find(queue + "." + name);
+  return it == declared->end() ? nullptr : it->second;
+}
+
+resolved_call resolve_call(const config::agent_config& agent, const tools::declared_tools* declared,
+                           const std::string& name, const wire::value& arguments) {
+  resolved_call out;
+  auto listed = std::find_if(agent.tools.begin(), agent.tools.end(),
+                             [&](const std::string& t) { return tools::model_name(t) == name; });
+  if (listed == agent.tools.end()) {
+    out.problem = "tool '" + name + "' is not available to this agent";
+    return out;
+  }
+  if (!tools::is_declared(*listed)) {
+    out.what = resolved_call::kind::built_in;
+    return out;
+  }
+  auto queue = listed->substr(0, listed->find('.'));
+  out.tool = declared_tool_of(declared, queue, name);
+  if (!out.tool) {
+    out.problem = "tool '" + name + "' is not declared: no tool worker of queue '" + queue + "' has declared it";
+    return out;
+  }
+  if (auto problem = out.tool->input.problem(arguments, "arguments"); !problem.empty()) {
+    out.problem = "the arguments do not match what tool '" + name + "' declared: " + problem;
+    out.tool = nullptr;
+    return out;
+  }
+  out.what = resolved_call::kind::declared;
+  return out;
+}
+
+tool_answer check_answer(const tools::declared_tool* tool, const wire::value& payload) {
+  tool_answer a;
+  auto garbage = [&](const std::string& why) {
+    a = tool_answer{};
+    a.is_error = true;
+    a.result = value{{"error", "the tool worker's answer is not a tool result: " + why}};
+    return a;
+  };
+  if (!payload.is_object()) return garbage("it is not a map");
+  if (payload.contains("status")) {
+    if (!payload["status"].is_string()) return garbage("status is not a string");
+    a.status = payload["status"].get<std::string>();
+  }
+  if (a.status != "done" && a.status != "needs_approval" && a.status != "refused")
+    return garbage("status \"" + a.status + "\" is none of done, needs_approval, refused");
+  if (payload.contains("is_error") && !payload["is_error"].is_null()) {
+    if (!payload["is_error"].is_boolean()) return garbage("is_error is not a boolean");
+    a.is_error = payload["is_error"].get<bool>();
+  }
+  if (a.status == "needs_approval") {
+    a.form = payload.contains("form") ? payload["form"] : value();
+    if (!a.form.is_null() && !a.form.is_object()) return garbage("form is not a map");
+    return a;
+  }
+  a.result = payload.contains("result") ? payload["result"] : value();
+  if (a.status == "refused") {
+    a.is_error = true;
+    if (a.result.is_null()) a.result = value{{"error", payload.value("message", std::string("refused by the tool worker"))}};
+    return a;
+  }
+  if (!tool) return a;
+  auto size = wire::pack(a.result).size();
+  if (static_cast<std::int64_t>(size) > tool->result_bytes_max) {
+    a.is_error = true;
+    a.result = value{{"error", "the result of tool '" + tool->name + "' is " + std::to_string(size) +
+                                 " bytes, more than its result_bytes_max (" + std::to_string(tool->result_bytes_max) + ")"}};
+    return a;
+  }
+  if (tool->output && !a.is_error) {
+    if (auto problem = tool->output->problem(a.result, "result"); !problem.empty()) {
+      a.is_error = true;
+      a.result = value{{"error", "the result of tool '" + tool->name + "' does not match its output_schema: " + problem}};
+    }
+  }
+  return a;
+}
+
+} // namespace keel::actors
