@@ -329,11 +329,12 @@ std::shared_ptr<const tools::declared_tools> run_machine::declared() const {
   return context_.declared_tools ? context_.declared_tools() : nullptr;
 }
 
-// A tool worker's call is given up after its tool's timeout_ms (from when its task may go): the
-// worker may be hung, or no worker of its queue may be running.
+// A tool worker's call is given up after its tool's timeout_ms from when it was first sent: the
+// worker may be hung, or no worker of its queue may be running. Set once per call: an attempt
+// sent again (a failure, a lost task, a restart) keeps it, so nothing extends a call for good.
 void run_machine::arm_deadline(std::int64_t delay_ms) {
   auto& pending = *state_.pending;
-  if (pending.queue.empty()) return;
+  if (pending.queue.empty() || pending.deadline_ms != 0) return;
   const auto& call = state_.calls.at(state_.call_index);
   auto known = declared();
   auto tool = declared_tool_of(known.get(), pending.queue, call.name);
@@ -597,7 +598,7 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     tool_result = value{{"error", "the tool asked for approval again after it was approved"}};
     is_error = true;
   }
-  add_tool_message(e, call, tool_result, is_error);
+  add_tool_message(e, call, tool_result, is_error, answer.has_value());
   state_.call_index = index + 1;
   advance(e);
   finish(e);
@@ -605,8 +606,8 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
 }
 
 void run_machine::add_tool_message(effects& e, const store::tool_call& call, const wire::value& result,
-                                   bool is_error) {
-  llm::message m{"tool", llm::tool_result_text(call.name, result, is_error), {}, call.id, call.name, is_error};
+                                   bool is_error, bool declared) {
+  llm::message m{"tool", llm::tool_result_text(call.name, result, is_error, declared), {}, call.id, call.name, is_error};
   add_message(llm::to_value(m));
   // The event carries the result when it is small; a large one (a file read whole, a long log)
   // is in the conversation already, and the event says how large it was and shows its start.
@@ -639,8 +640,10 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
   // What to remember: the exact command, or (for a simple command) its words as a prefix.
   std::optional<store::remembered_rule> rule;
   const std::string always = request.always.empty() && request.always_allow ? "exact" : request.always;
+  bool built_in_exec = std::find(agent_.tools.begin(), agent_.tools.end(), std::string("exec")) != agent_.tools.end() &&
+                       call.name == "exec";
   if (request.approved && !always.empty()) {
-    if (call.name != "exec" || !call.arguments.is_object() || !call.arguments.contains("command") ||
+    if (!built_in_exec || !call.arguments.is_object() || !call.arguments.contains("command") ||
         !call.arguments["command"].is_string())
       return make_error(errc::invalid_argument, "only an exec call can be remembered with 'always'");
     auto command = call.arguments["command"].get<std::string>();

@@ -115,7 +115,8 @@ private:
   void resend(effects& e, const std::string& reason);      // after a restart: at once
   void complete(effects& e, const std::string& output, const std::string& stop_reason);
   void fail(effects& e, const std::string& message);
-  void add_tool_message(effects& e, const store::tool_call& call, const wire::value& result, bool is_error);
+  void add_tool_message(effects& e, const store::tool_call& call, const wire::value& result, bool is_error,
+                        bool declared = false);
   void add_message(const wire::value& message);
   wire::task pending_task();
   effects fail_damaged();

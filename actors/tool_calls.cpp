@@ -7,6 +7,10 @@ namespace keel::actors {
 
 using wire::value;
 
+namespace {
+constexpr std::size_t form_bytes_max = 16 << 10;  // what a tool worker adds to an approval form
+}
+
 wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared) {
   value list = value::array();
   for (const auto& listed : agent.tools) {
@@ -77,23 +81,30 @@ tool_answer check_answer(const tools::declared_tool* tool, const wire::value& pa
   if (a.status == "needs_approval") {
     a.form = payload.contains("form") ? payload["form"] : value();
     if (!a.form.is_null() && !a.form.is_object()) return garbage("form is not a map");
+    if (wire::pack(a.form).size() > form_bytes_max)
+      return garbage("its form is larger than " + std::to_string(form_bytes_max >> 10) + " KiB");
     return a;
   }
   a.result = payload.contains("result") ? payload["result"] : value();
   if (a.status == "refused") {
     a.is_error = true;
-    if (a.result.is_null()) a.result = value{{"error", payload.value("message", std::string("refused by the tool worker"))}};
+    if (a.result.is_null()) {
+      auto message = payload.find("message");
+      a.result = value{{"error", message != payload.end() && message->is_string() ? message->get<std::string>()
+                                                                                   : std::string("refused by the tool worker")}};
+    }
+  }
+  // Every answer is bounded, that of a tool no longer declared too.
+  auto size_max = tool ? tool->result_bytes_max : tools::result_bytes_default;
+  auto size = wire::pack(a.result).size();
+  if (static_cast<std::int64_t>(size) > size_max) {
+    a.is_error = true;
+    a.result = value{{"error", "the result of tool '" + (tool ? tool->name : std::string("?")) + "' is " + std::to_string(size) +
+                                 " bytes, more than its result_bytes_max (" + std::to_string(size_max) + ")"}};
     return a;
   }
   if (!tool) return a;
-  auto size = wire::pack(a.result).size();
-  if (static_cast<std::int64_t>(size) > tool->result_bytes_max) {
-    a.is_error = true;
-    a.result = value{{"error", "the result of tool '" + tool->name + "' is " + std::to_string(size) +
-                                 " bytes, more than its result_bytes_max (" + std::to_string(tool->result_bytes_max) + ")"}};
-    return a;
-  }
-  if (tool->output && !a.is_error) {
+  if (tool->output && !a.is_error && a.status == "done") {
     if (auto problem = tool->output->problem(a.result, "result"); !problem.empty()) {
       a.is_error = true;
       a.result = value{{"error", "the result of tool '" + tool->name + "' does not match its output_schema: " + problem}};

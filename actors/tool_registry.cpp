@@ -12,7 +12,8 @@ using wire::value;
 
 namespace {
 constexpr std::int64_t read_again_ms = 30'000;
-constexpr std::size_t jobs_max = 10'000;  // requests waiting for the registry's thread
+constexpr std::size_t jobs_max = 256;  // requests waiting for the registry's thread (up to 1 MiB each)
+constexpr std::size_t queues_per_declarer_max = 64;
 }
 
 result<std::unique_ptr<tool_registry>> tool_registry::start(std::shared_ptr<broker::connection> nats,
@@ -53,6 +54,7 @@ tool_registry::tool_registry(std::shared_ptr<broker::connection> nats, std::uniq
   : nats_(std::move(nats)), bucket_(std::move(bucket)), subjects_{config.prefix, config.ns},
     result_bytes_cap_(config.message_bytes_max / 2), snapshot_(std::make_shared<const tools::declared_tools>()) {
   limits_.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
+  for (const auto& agent : config.agents) agent_queues_.insert(agent.queue);
 }
 
 tool_registry::~tool_registry() { stop(); }
@@ -120,6 +122,22 @@ void tool_registry::declare(const broker::message& m) {
   (*request)["time_ms"] = wall_ms();
   auto declared = tools::queue_tools_from_value(*request, result_bytes_cap_);
   if (!declared) return reply_error(declared.error().code, declared.error().message);
+  // An agent's queue carries its model and built-in tool tasks to keel's workers: a tool worker
+  // there would take tasks it cannot run, and keel's workers its calls.
+  if (agent_queues_.count(declared->queue))
+    return reply_error(errc::invalid_argument, "queue " + declared->queue + " is an agent's queue; declare tools on a queue of their own");
+  // A queue is its first declarer's: another user may not replace (or empty) its tools. Read
+  // fresh, as another orchestrator may have stored it.
+  read_queue(declared->queue);
+  if (auto held = queues_.find(declared->queue); held != queues_.end() && !held->second.by.empty() && held->second.by != who)
+    return reply_error(errc::denied, "queue " + declared->queue + " is declared by " + held->second.by +
+                                       "; only that user may declare its tools again");
+  if (queues_.count(declared->queue) == 0) {
+    std::size_t mine = 0;
+    for (const auto& [name, q] : queues_) mine += q.by == who;
+    if (mine >= queues_per_declarer_max)
+      return reply_error(errc::too_large, who + " declares tools for " + std::to_string(mine) + " queues already, the most one user may");
+  }
   auto stored = bucket_->put(declared->queue, wire::pack(declared->to_value()));
   if (!stored) {
     logger()->warn("tools of queue {} declared by {} not stored: {}", declared->queue, who, stored.error().message);

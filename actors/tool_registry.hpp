@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace keel::actors {
@@ -51,6 +52,7 @@ private:
   wire::limits limits_;
   // Owned by the registry's thread: every queue's tools as read last.
   std::map<std::string, tools::queue_tools> queues_;
+  std::set<std::string> agent_queues_;  // this node's agents' queues: no tool worker may declare there
 
   mutable std::mutex snapshot_mutex_;
   std::shared_ptr<const tools::declared_tools> snapshot_;

@@ -250,6 +250,11 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
 
 result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
   const value& p = t.payload;
+  // A declared tool's call is a tool worker's; on an agent's queue it is a misconfiguration, never
+  // a built-in call (it was approved as the tool worker's form showed it).
+  if (!t.queue.empty())
+    return make_error(errc::invalid_argument, "a call of a tool declared on queue " + t.queue +
+                                                " reached keel's worker of agent " + agent.id + "; tool workers need a queue of their own");
   if (!p.is_object() || !p.contains("tool") || !p["tool"].is_string())
     return make_error(errc::malformed, "a tool task needs a tool name");
   auto root = workspace_of(agent, t, p.value("session_id", std::string{}));

@@ -29,6 +29,15 @@ export function formView(form) {
   const f = form || {};
   const c = f.context || {};
   const tool = f.tool || '?';
+  if (f.kind === 'tool') {  // a tool worker's tool (docs/PROTOCOL.md, tool workers)
+    return h('div', { class: 'form' },
+      h('h3', { class: 'form-title', text: f.title || `Run ${tool}?` }),
+      h('p', { text: `The agent wants to use "${tool}", a tool of queue ${shown(f.queue || '?')}.` }),
+      f.description ? row('Tool', f.description) : null,
+      h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Arguments' }), pre(shown(JSON.stringify(f.arguments ?? {}, null, 2), 20000, true))),
+      f.details !== undefined ? h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'The tool asks because' }),
+                                  pre(shown(JSON.stringify(f.details, null, 2), 20000, true))) : null);
+  }
   if (f.reason === 'outside the workspace') {
     return h('div', { class: 'form' },
       h('h3', { class: 'form-title', text: 'Path access approval required' }),

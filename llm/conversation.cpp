@@ -206,35 +206,57 @@ result<completion> completion_from_value(const wire::value& v) {
   return c;
 }
 
-std::string tool_result_text(const std::string& tool, const wire::value& result, bool is_error) {
-  if (result.is_object() && result.contains("rejected"))
-    return result.value("message", std::string("The person rejected this call."));
-  if (result.is_object() && result.contains("error") && result["error"].is_string())
-    return "Error: " + result["error"].get<std::string>();
-  if (tool == "exec" && result.is_object()) {
-    std::string out = "exit code " + std::to_string(result.value("exit_code", 0));
-    if (result.value("timed_out", false)) out += " (timed out; the command was killed)";
-    out += "\nstdout:\n" + result.value("stdout", std::string{});
-    out += "\nstderr:\n" + result.value("stderr", std::string{});
+namespace {
+// Fields of a tool's result, read as the types they should be: a result is outside input (a
+// worker's answer), and a field of another type reads as absent, never as an exception.
+std::string text_field(const wire::value& v, const char* key) {
+  auto it = v.find(key);
+  return it != v.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+std::int64_t integer_field(const wire::value& v, const char* key) {
+  auto it = v.find(key);
+  return it != v.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+bool flag_field(const wire::value& v, const char* key) {
+  auto it = v.find(key);
+  return it != v.end() && it->is_boolean() && it->get<bool>();
+}
+std::string dumped(const wire::value& v) { return v.dump(-1, ' ', false, wire::value::error_handler_t::replace); }
+} // namespace
+
+std::string tool_result_text(const std::string& tool, const wire::value& result, bool is_error, bool declared) {
+  (void)is_error;
+  if (!result.is_object()) return dumped(result);
+  if (result.contains("error") && result["error"].is_string()) return "Error: " + result["error"].get<std::string>();
+  // A declared tool's result is its worker's, shown as it came: only keel's own tools have shapes
+  // of their own (and only keel writes a person's rejection).
+  if (declared) return dumped(result);
+  if (result.contains("rejected")) {
+    auto message = text_field(result, "message");
+    return message.empty() ? std::string("The person rejected this call.") : message;
+  }
+  if (tool == "exec") {
+    std::string out = "exit code " + std::to_string(integer_field(result, "exit_code"));
+    if (flag_field(result, "timed_out")) out += " (timed out; the command was killed)";
+    out += "\nstdout:\n" + text_field(result, "stdout");
+    out += "\nstderr:\n" + text_field(result, "stderr");
     return out;
   }
-  if (tool == "read" && result.is_object()) return result.value("content", std::string{});
-  if (tool == "grep" && result.is_object()) {
-    auto matches = result.value("matches", std::string{});
+  if (tool == "read") return text_field(result, "content");
+  if (tool == "grep") {
+    auto matches = text_field(result, "matches");
     return matches.empty() ? std::string("No matches.") : matches;
   }
-  if (tool == "glob" && result.is_object()) {
+  if (tool == "glob") {
     std::string out;
-    for (const auto& f : result.value("files", value::array())) out += f.get<std::string>() + "\n";
+    if (auto files = result.find("files"); files != result.end() && files->is_array())
+      for (const auto& f : *files)
+        if (f.is_string()) out += f.get<std::string>() + "\n";
     return out.empty() ? std::string("No files matched.") : out;
   }
-  if (tool == "write" && result.is_object())
-    return "Wrote " + std::to_string(result.value("bytes", 0)) + " bytes to " +
-           result.value("path", std::string{});
-  if (tool == "edit" && result.is_object())
-    return "Edited " + result.value("path", std::string{}) + ":\n" + result.value("diff", std::string{});
-  (void)is_error;
-  return result.dump();
+  if (tool == "write") return "Wrote " + std::to_string(integer_field(result, "bytes")) + " bytes to " + text_field(result, "path");
+  if (tool == "edit") return "Edited " + text_field(result, "path") + ":\n" + text_field(result, "diff");
+  return dumped(result);
 }
 
 } // namespace keel::llm

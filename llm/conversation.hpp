@@ -73,6 +73,8 @@ wire::value to_value(const usage& u);
 usage usage_from_value(const wire::value& v);
 
 // The text a model reads as a tool's result.
-std::string tool_result_text(const std::string& tool, const wire::value& result, bool is_error);
+// `declared`: a tool worker's result (docs/PROTOCOL.md, tool workers), shown as it came; keel's
+// own tools' results have shapes of their own. Fields of the wrong type read as absent.
+std::string tool_result_text(const std::string& tool, const wire::value& result, bool is_error, bool declared = false);
 
 } // namespace keel::llm

@@ -22,6 +22,7 @@ constexpr std::size_t schema_bytes_max = 64 << 10;
 constexpr int schema_depth_max = 32;
 constexpr int check_depth_max = 256;        // a $ref that leads back to itself ends here
 constexpr std::size_t check_visits_max = 1'000'000;  // what one check may cost
+constexpr std::size_t patterns_max = 64;
 
 enum type_bit : unsigned {
   t_null = 1, t_boolean = 2, t_object = 4, t_array = 8, t_number = 16, t_string = 32, t_integer = 64,
@@ -30,9 +31,9 @@ enum type_bit : unsigned {
 struct node {
   std::optional<bool> boolean;  // the schema `true` or `false`
   unsigned types = 0;           // 0: any
-  std::optional<std::vector<json>> enumeration;
+  std::optional<std::set<json>> enumeration;  // equal numbers compare equal (1 and 1.0)
   std::optional<json> constant;
-  std::vector<std::pair<std::string, int>> properties;
+  std::map<std::string, int> properties;
   std::vector<std::string> required;
   int additional = -1;
   std::vector<std::pair<std::shared_ptr<const RE2>, int>> pattern_properties;
@@ -186,20 +187,22 @@ private:
   }
 
   static result<std::uint64_t> count(const json& v, const std::string& where, const std::string& key) {
-    if (!is_integral(v) || v.get<double>() < 0) return bad(where, "'" + key + "' must be a non-negative integer");
+    if (!is_integral(v) || v.get<double>() < 0 || v.get<double>() > 9007199254740992.0)
+      return bad(where, "'" + key + "' must be a non-negative integer up to 2^53");
     return static_cast<std::uint64_t>(v.get<double>());
   }
 
   static result<double> number(const json& v, const std::string& where, const std::string& key) {
-    if (!v.is_number()) return bad(where, "'" + key + "' must be a number");
+    if (!v.is_number() || !std::isfinite(v.get<double>())) return bad(where, "'" + key + "' must be a finite number");
     return v.get<double>();
   }
 
-  static result<std::shared_ptr<const RE2>> regex(const json& v, const std::string& where) {
+  result<std::shared_ptr<const RE2>> regex(const json& v, const std::string& where) {
     if (!v.is_string()) return bad(where, "a pattern must be a string");
+    if (++patterns_ > patterns_max) return bad(where, "more than " + std::to_string(patterns_max) + " patterns");
     RE2::Options options;
     options.set_log_errors(false);
-    options.set_max_mem(1 << 20);
+    options.set_max_mem(256 << 10);  // a pattern that needs more is refused (a schema holds at most 64 of them)
     auto re = std::make_shared<const RE2>(v.get<std::string>(), options);
     if (!re->ok()) return bad(where, "pattern " + v.get<std::string>() + " does not compile: " + re->error());
     return std::shared_ptr<const RE2>(re);
@@ -232,7 +235,7 @@ private:
     }
     if (key == "enum") {
       if (!v.is_array()) return bad(where, "'enum' must be an array");
-      n.enumeration = std::vector<json>(v.begin(), v.end());
+      n.enumeration = std::set<json>(v.begin(), v.end());
       return success();
     }
     if (key == "const") {
@@ -252,7 +255,7 @@ private:
         }
         auto c = sub(s, at, depth);
         if (!c) return c.error();
-        if (key == "properties") n.properties.emplace_back(name, *c);
+        if (key == "properties") n.properties[name] = *c;
         if (key == "patternProperties") {
           auto re = regex(json(name), at);
           if (!re) return re.error();
@@ -346,6 +349,7 @@ private:
   }
 
   const json& root_;
+  std::size_t patterns_ = 0;
   std::vector<node> nodes_;
   std::map<std::string, int> by_pointer_;
 };
@@ -376,8 +380,10 @@ public:
       if (auto p = check(n.ref, v, where, depth + 1); !p.empty()) return p;
     if (n.types != 0 && !type_matches(n.types, v)) return where + ": expected " + expected(n.types) + ", got " + type_name(v);
     if (n.constant && !(*n.constant == v)) return where + ": must be " + shown(*n.constant);
-    if (n.enumeration && std::find(n.enumeration->begin(), n.enumeration->end(), v) == n.enumeration->end())
-      return where + ": must be one of " + shown(json(*n.enumeration));
+    if (n.enumeration && n.enumeration->count(v) == 0) {
+      if (n.enumeration->size() > 20) return where + ": is none of the " + std::to_string(n.enumeration->size()) + " values allowed";
+      return where + ": must be one of " + shown(json(std::vector<json>(n.enumeration->begin(), n.enumeration->end())));
+    }
     if (v.is_object())
       if (auto p = object(n, v, where, depth); !p.empty()) return p;
     if (v.is_array())
@@ -433,11 +439,11 @@ private:
     for (const auto& [key, field] : v.items()) {
       std::string at = where + "." + key;
       bool matched = false;
-      for (const auto& [name, index] : n.properties)
-        if (name == key) {
-          matched = true;
-          if (auto p = check(index, field, at, depth + 1); !p.empty()) return p;
-        }
+      if (auto named = n.properties.find(key); named != n.properties.end()) {
+        matched = true;
+        if (auto p = check(named->second, field, at, depth + 1); !p.empty()) return p;
+      }
+      visits_ += n.pattern_properties.size();  // each pattern tried on each key is work too
       for (const auto& [re, index] : n.pattern_properties)
         if (RE2::PartialMatch(key, *re)) {
           matched = true;
@@ -483,7 +489,7 @@ private:
 
   static std::string string(const node& n, const json& v, const std::string& where) {
     const auto& s = v.get_ref<const std::string&>();
-    auto length = code_points(s);
+    auto length = n.min_length || n.max_length ? code_points(s) : 0;
     if (n.min_length && length < *n.min_length)
       return where + ": is " + std::to_string(length) + " characters long, at least " + std::to_string(*n.min_length) + " needed";
     if (n.max_length && length > *n.max_length)
@@ -496,6 +502,7 @@ private:
     long double x = v.is_number_unsigned() ? static_cast<long double>(v.get<std::uint64_t>())
                     : v.is_number_integer() ? static_cast<long double>(v.get<std::int64_t>())
                                             : static_cast<long double>(v.get<double>());
+    if (!std::isfinite(static_cast<double>(x))) return where + ": is not a finite number";
     auto text = [](double d) {
       if (std::floor(d) == d && std::fabs(d) < 1e15) return std::to_string(static_cast<long long>(d));
       return json(d).dump();
@@ -506,6 +513,8 @@ private:
     if (n.exclusive_maximum && x >= *n.exclusive_maximum) return where + ": must be less than " + text(*n.exclusive_maximum);
     if (n.multiple_of) {
       long double q = x / *n.multiple_of;
+      if (!std::isfinite(static_cast<double>(q)) || std::fabs(q) > 9007199254740992.0L)
+        return where + ": cannot be checked as a multiple of " + text(*n.multiple_of);
       if (std::fabs(q - std::nearbyint(q)) > 1e-9L * std::max<long double>(1, std::fabs(q)))
         return where + ": must be a multiple of " + text(*n.multiple_of);
     }

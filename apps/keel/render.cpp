@@ -65,7 +65,16 @@ std::string render_approval(const value& data) {
   std::string rule(60, '=');
   std::ostringstream out;
   out << "\n" << rule << "\n";
-  if (reason == "outside the workspace") {
+  if (str(form, "kind") == "tool") {  // a tool worker's tool (docs/PROTOCOL.md, tool workers)
+    out << "  TOOL APPROVAL REQUIRED: " << str(form, "title") << "\n" << rule << "\n\n"
+        << "  The agent wants to use \"" << tool << "\" (a tool of queue " << str(form, "queue") << "):\n";
+    if (!str(form, "description").empty()) out << "    " << str(form, "description") << "\n";
+    out << "\n    Arguments:\n"
+        << indent(form.contains("arguments") ? form["arguments"].dump(2, ' ', false, value::error_handler_t::replace) : "{}", "      ");
+    if (form.contains("details"))
+      out << "    The tool asks because:\n" << indent(form["details"].dump(2, ' ', false, value::error_handler_t::replace), "      ");
+    out << "\n  Approve this call? (y/n): ";
+  } else if (reason == "outside the workspace") {
     out << "  PATH ACCESS APPROVAL REQUIRED\n" << rule << "\n\n"
         << "  The agent wants to use \"" << tool << "\" outside its workspace:\n\n"
         << "    Path:      " << str(context, "path") << "\n"

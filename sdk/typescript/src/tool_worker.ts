@@ -69,6 +69,8 @@ interface Held {
 }
 
 const recentMax = 1000;
+const handlerGraceMs = 30_000;
+const recentBytesMax = 64 << 10;  // a result kept for a repeat (larger ones: the call runs again)
 
 export class ToolWorker {
   private readonly tools = new Map<string, ToolSpec>();
@@ -182,7 +184,12 @@ export class ToolWorker {
     const durable = `workers_${this.o.queue}`;
     const jsm = await jetstreamManager(this.keel.nats);
     try {
-      await jsm.consumers.info(stream, durable);
+      const info = await jsm.consumers.info(stream, durable);
+      const ackWaitMs = Math.floor(Number(info.config.ack_wait ?? 0) / 1_000_000);
+      if (ackWaitMs > 0 && ackWaitMs !== this.o.livenessMs) {
+        this.log("warn", `the consumer ${durable} hands a silent task on after ${ackWaitMs} ms (livenessMs is ${this.o.livenessMs}): using its`);
+        this.o.livenessMs = ackWaitMs;
+      }
     } catch {
       await jsm.consumers.add(stream, {
         durable_name: durable, filter_subject: `${this.keel.base}.tasks.${this.o.queue}.>`, ack_policy: AckPolicy.Explicit,
@@ -216,13 +223,7 @@ export class ToolWorker {
       }
       try {
         const batch = await this.consumer!.fetch({ max_messages: free, expires: 2000 });
-        for await (const m of batch) {
-          if (this.stopping) {
-            m.nak(0);  // fetched as the worker stops: given back at once
-            continue;
-          }
-          this.take(m);
-        }
+        for await (const m of batch) this.take(m);  // fetched as it stops too: held, so finished
         pause = 100;
       } catch (e) {
         if (this.stopping) break;
@@ -273,23 +274,22 @@ export class ToolWorker {
     const deliveries = m.info.deliveryCount;
     if (deliveries > this.o.deliveriesMax)
       return answer({ ok: false, error: { code: "exhausted", message: `handed out ${deliveries} times: its workers died during it` } });
+    // Past its deadline by this machine's clock, delivered again, or after a wait: the run says
+    // whether it still wants the call (its clock decides, not this one). While it cannot say, the
+    // task is kept (handing it back would count as a delivery) and the run asked again.
     const deadlineMs = Number(payload.deadline_ms ?? 0);
-    if (deadlineMs > 0 && Date.now() > deadlineMs) {
-      this.log("info", `task ${taskId}: its run stopped waiting for it; dropped unrun`);
-      m.ack();
-      return;
-    }
     const waitedMs = Date.now() - Math.floor(Number(m.info.timestampNanos) / 1_000_000);
-    if (deliveries > 1 || waitedMs > this.o.checkAfterMs) {
-      const wanted = await this.wanted(runId, step, attempt);
-      if (wanted === false) {
-        this.log("info", `task ${taskId}: no longer wanted by its run; dropped unrun`);
-        m.ack();
-        return;
-      }
-      if (wanted === undefined) {
-        m.nak(1000);  // its run cannot say now: handed back for a second
-        return;
+    if (deliveries > 1 || waitedMs > this.o.checkAfterMs || (deadlineMs > 0 && Date.now() > deadlineMs)) {
+      for (let pause = 250; ; pause = Math.min(pause * 2, 2000)) {
+        const wanted = await this.wanted(runId, step, attempt);
+        if (wanted === false) {
+          this.log("info", `task ${taskId}: no longer wanted by its run; dropped unrun`);
+          m.ack();
+          return;
+        }
+        if (wanted === true) break;
+        if (h.abort.signal.aborted) return;  // the worker stopped: left to another after liveness
+        await sleep(pause);
       }
     }
     const earlier = this.recent.get(taskId);
@@ -299,14 +299,25 @@ export class ToolWorker {
     const spec = this.tools.get(String(payload.tool ?? ""));
     if (!spec)
       return answer({ ok: false, error: { code: "unavailable", message: `this worker of queue ${this.o.queue} has no tool '${String(payload.tool)}'` } });
-    if (deadlineMs > 0) h.timers.push(setTimeout(() => h.abort.abort(new Error("the run stopped waiting for this call")), Math.max(0, deadlineMs - Date.now())));
+    let gaveUp!: () => void;
+    const givenUp = new Promise<"given up">((resolve) => (gaveUp = () => resolve("given up")));
+    if (deadlineMs > 0) {
+      h.timers.push(setTimeout(() => h.abort.abort(new Error("the run stopped waiting for this call")), Math.max(0, deadlineMs - Date.now())));
+      // A handler that ignores the abort holds its slot no longer than a grace after the deadline.
+      h.timers.push(setTimeout(gaveUp, Math.max(0, deadlineMs - Date.now()) + handlerGraceMs));
+    }
     const call: ToolCall = {
       runId, step, attempt, callId: String(payload.call_id ?? ""), taskId: `${runId}/${step}`, agent: String(task.agent ?? ""),
       sessionId: String(payload.session_id ?? ""), approved: payload.approved === true, deliveries, deadlineMs, signal: h.abort.signal,
     };
     let result: Message;
     try {
-      const out = await spec.handler(payload.arguments ?? {}, call);
+      const out = await Promise.race([Promise.resolve().then(() => spec.handler(payload.arguments ?? {}, call)), givenUp]);
+      if (out === "given up") {
+        this.log("warn", `task ${taskId}: the handler ran ${handlerGraceMs / 1000} s past the run's deadline; its slot is freed`);
+        m.ack();  // the run gave the call up already
+        return;
+      }
       result = out instanceof NeedsApproval ? { status: "needs_approval", form: out.form }
                                              : { status: "done", result: out === undefined ? null : out, is_error: false };
     } catch (e) {
@@ -314,8 +325,14 @@ export class ToolWorker {
       if (!(e instanceof ToolError)) this.log("warn", `task ${taskId}: ${(e as Error).stack ?? e}`);
       result = { status: "done", result: { error: message, details: e instanceof ToolError ? e.details : undefined }, is_error: true };
     }
-    this.recent.set(taskId, result);
-    if (this.recent.size > recentMax) this.recent.delete(this.recent.keys().next().value as string);
+    try {
+      if (pack(result).length <= recentBytesMax) {
+        this.recent.set(taskId, result);
+        if (this.recent.size > recentMax) this.recent.delete(this.recent.keys().next().value as string);
+      }
+    } catch {
+      // not encodable: answer() says so; nothing is kept
+    }
     return answer({ ok: true, payload: result });
   }
 
@@ -333,11 +350,16 @@ export class ToolWorker {
   // Offers the result until the owner has it on disk (a repeat is harmless: the first is kept),
   // then acknowledges the task. Never gives it back: another worker would make the call again.
   private async answer(m: JsMsg, h: Held, replyTo: string, result: Message): Promise<void> {
-    let bytes = pack(result);
+    // A result that cannot be encoded, or is larger than the broker carries, is an error result
+    // that says so: the model sees it; the call is not run again.
     const maxPayload = this.keel.nats.info?.max_payload ?? 1 << 20;
-    if (bytes.length > maxPayload) {
-      bytes = pack({ ...result, ok: false, payload: undefined,
-                     error: { code: "too_large", message: `the result is ${bytes.length} bytes, more than the broker carries (${maxPayload})` } });
+    let bytes: Uint8Array;
+    try {
+      bytes = pack(result);
+      if (bytes.length > maxPayload - 4096) throw new Error(`the result is ${bytes.length} bytes, more than the broker carries (${maxPayload})`);
+    } catch (e) {
+      bytes = pack({ ...result, ok: true,
+                     payload: { status: "done", is_error: true, result: { error: `the tool's result could not be sent: ${(e as Error).message}` } } });
     }
     const started = Date.now();
     let said = started;

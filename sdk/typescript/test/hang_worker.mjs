@@ -4,7 +4,7 @@ import { appendFileSync } from "node:fs";
 import { Keel, ToolWorker } from "../dist/index.js";
 
 const keel = await Keel.connect({ home: process.env.KEEL_HOME, credentialsFile: process.env.KEEL_WORKER_CREDENTIALS });
-const worker = new ToolWorker(keel, { queue: "slow", slots: 2, nodeId: process.env.WORKER_ID })
+const worker = new ToolWorker(keel, { queue: "lookups", slots: 2, nodeId: process.env.WORKER_ID })
   .tool({
     name: "lookup",
     description: "Looks something up, slowly.",

@@ -33,7 +33,7 @@ before(async () => {
     ]),
   };
   const config = agentConfig("desk", ["tickets.lookup_ticket", "tickets.close_ticket", "tickets.refund"]) +
-                 agentConfig("bad", ["tickets.lookup_ticket", "tickets.misshaped"]) + agentConfig("slow", ["slow.lookup"]);
+                 agentConfig("bad", ["tickets.lookup_ticket", "tickets.misshaped"]) + agentConfig("slow", ["lookups.lookup"]);
   keel = await startKeel(config, files);
   k = await Keel.connect({ home: keel.home });
 });
@@ -147,6 +147,11 @@ test("tool worker: a declaration keel cannot check is refused whole, naming the 
     const raw = await wk.request(`${wk.base}.tools.declare.${wk.who}`, { type: "declare_tools", queue: "q q", tools: [] }, "tools_declared")
       .catch((e) => e);
     assert.equal(raw.code, "invalid_argument");
+    // An agent's queue is keel's: no tool worker may declare there.
+    const onAgentQueue = await wk.request(`${wk.base}.tools.declare.${wk.who}`,
+      { type: "declare_tools", queue: "desk", tools: [{ name: "x", input_schema: { type: "object" } }] }, "tools_declared").catch((e) => e);
+    assert.equal(onAgentQueue.code, "invalid_argument");
+    assert.match(onAgentQueue.message, /is an agent's queue/);
     // A person may not declare tools: the broker refuses it.
     await assert.rejects(k.request(`${k.base}.tools.declare.${k.who}`, { type: "declare_tools", queue: "q", tools: [] }, "tools_declared", 2000));
   } finally {
@@ -169,12 +174,13 @@ test("tool worker: one killed during a call is replaced: another runs the call a
   const calls = join(keel.home, "calls-kill.txt");
   writeFileSync(calls, "");
   const first = startWorker("first", { LOOKUP_DELAY_MS: "hang", CALLS_FILE: calls });
-  await first.ready;
-  const { runId } = await k.invoke("slow", "Look it up.");
-  await eventually("the first worker has the call", () => readFileSync(calls, "utf8").includes("first"));
-  first.child.kill("SIGKILL");
-  const second = startWorker("second", { LOOKUP_DELAY_MS: "0", CALLS_FILE: calls });
+  let second;
   try {
+    await first.ready;
+    const { runId } = await k.invoke("slow", "Look it up.");
+    await eventually("the first worker has the call", () => readFileSync(calls, "utf8").includes("first"));
+    first.child.kill("SIGKILL");
+    second = startWorker("second", { LOOKUP_DELAY_MS: "0", CALLS_FILE: calls });
     await second.ready;
     const done = await k.wait(runId, 60_000);
     assert.equal(done.status, "completed");
@@ -183,8 +189,11 @@ test("tool worker: one killed during a call is replaced: another runs the call a
     assert.equal(lines.length, 2);  // once on each: the first died during it
     assert.equal(new Set(lines.map((l) => l.split(" ")[1])).size, 1);  // the same call id both times
   } finally {
-    second.child.kill("SIGTERM");
-    await new Promise((r) => second.child.once("exit", r));
+    first.child.kill("SIGKILL");
+    if (second) {
+      second.child.kill("SIGTERM");
+      if (second.child.exitCode === null) await new Promise((r) => second.child.once("exit", r));
+    }
   }
 });
 

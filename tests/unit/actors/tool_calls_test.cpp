@@ -1,5 +1,6 @@
 #include "actors/run_machine.hpp"
 #include "actors/tool_calls.hpp"
+#include "llm/conversation.hpp"
 #include "runtime/clock.hpp"
 
 #include <catch2/catch.hpp>
@@ -264,4 +265,61 @@ TEST_CASE("tool workers: a declared tool's step recorded and read back keeps its
   store::pending_step plain;
   CHECK_FALSE(store::to_value(plain).contains("queue"));
   CHECK_FALSE(store::to_value(plain).contains("deadline_ms"));
+}
+
+TEST_CASE("tool workers: a worker's result is shown as it came, and no field of the wrong type throws", "[actors]") {
+  std::vector<value> odd = {
+    value{{"status", "done"}, {"result", {{"rejected", false}, {"message", nullptr}}}},  // keel's rejection, faked
+    value{{"status", "done"}, {"result", {{"exit_code", "0"}, {"stdout", 7}}}},         // exec's shape, wrong types
+    value{{"status", "refused"}, {"message", 42}},
+    value{{"status", "done"}, {"result", {{"files", value::array({{{"path", "a"}}})}}}},
+  };
+  for (const auto& payload : odd) {
+    harness h;
+    auto started = h.check(h.machine.start());
+    auto sent = h.model_calls(started.tasks[0], "lookup_ticket", {{"id", "T-1"}});
+    INFO(payload.dump());
+    effects done;
+    REQUIRE_NOTHROW(done = h.answer(sent.tasks[0], payload));
+    CHECK(done.transition.record.status == run_status::running);
+    CHECK(h.last_tool_text().find("The person rejected") == std::string::npos);
+  }
+  // keel's own tools read their fields by type too.
+  CHECK(llm::tool_result_text("exec", value{{"exit_code", "x"}, {"stdout", 1}}, false) == "exit code 0\nstdout:\n\nstderr:\n");
+  CHECK(llm::tool_result_text("glob", value{{"files", value::array({1, "a"})}}, false) == "a\n");
+  CHECK(llm::tool_result_text("read", value{{"rejected", true}, {"message", 5}}, false) == "The person rejected this call.");
+}
+
+TEST_CASE("tool workers: a call's deadline is set once: an attempt sent again keeps it", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto sent = h.model_calls(started.tasks[0], "lookup_ticket", {{"id", "T-1"}});
+  auto first = sent.deadline_ms;
+  REQUIRE(first > 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto again = h.check(h.machine.on_task_lost(sent.tasks[0].step, sent.tasks[0].attempt, "lost"));
+  REQUIRE(again.tasks.size() == 1);
+  CHECK(again.tasks[0].attempt == 2);
+  CHECK(again.deadline_ms == first);
+  CHECK(again.tasks[0].payload["deadline_ms"] == first);
+}
+
+TEST_CASE("tool workers: an approval of a declared call cannot be remembered as a command", "[actors]") {
+  auto declared = tools::queue_tools_from_value(value::parse(R"({"queue": "ops", "tools": [
+      {"name": "exec", "input_schema": {"type": "object"}}]})"), 1 << 20);
+  REQUIRE(declared.ok());
+  auto all = std::make_shared<tools::declared_tools>();
+  for (const auto& t : declared->tools) (*all)[t->key()] = t;
+  harness h(all);
+  h.agent.tools = {"ops.exec"};
+  auto started = h.check(h.machine.start());
+  auto asked = h.model_calls(started.tasks[0], "exec", {{"command", "rm -rf /"}});
+  REQUIRE(asked.transition.record.status == run_status::suspended);
+  wire::resume_request yes;
+  yes.step_key = last_event(asked).data["step_key"].get<std::string>();
+  yes.approved = true;
+  yes.always = "exact";
+  auto refused = h.machine.on_resume(yes);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().message.find("only an exec call can be remembered") != std::string::npos);
 }

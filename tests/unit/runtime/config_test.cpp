@@ -229,7 +229,7 @@ TEST_CASE("config: a secret is refused on the command line and in a file others 
   CHECK(on_line.error().message.find("--set gateway.token: a secret is not given on the command line") == 0);
 }
 
-TEST_CASE("config: an agent lists declared tools as <queue>.<tool>; two tools the model would call alike are refused", "[runtime]") {
+TEST_CASE("config: an agent lists declared tools as <queue>.<tool>, and two tools the model would call alike are refused", "[runtime]") {
   auto base = std::string("[node]\nroles = [\"worker\"]\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n[agents.desk]\n");
   auto ok = config::load_string(base + "tools = [\"read\", \"tickets.lookup_ticket\", \"crm.find-customer\"]\n", "node.toml");
   REQUIRE(ok.ok());

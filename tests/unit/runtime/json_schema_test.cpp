@@ -2,6 +2,8 @@
 #include "runtime/tool_declaration.hpp"
 
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 using keel::schema::json_schema;
@@ -88,7 +90,15 @@ TEST_CASE("json schema: a schema keel cannot check whole is refused when declare
   CHECK(refused(R"({"type": "strng"})").find("'type' names no JSON type") != std::string::npos);
   CHECK(refused(R"({"required": "id"})").find("'required' must be an array of strings") != std::string::npos);
   CHECK(refused(R"({"pattern": "(unclosed"})").find("does not compile") != std::string::npos);
-  CHECK(refused(R"({"minimum": "1"})").find("'minimum' must be a number") != std::string::npos);
+  CHECK(refused(R"({"minimum": "1"})").find("'minimum' must be a finite number") != std::string::npos);
+  CHECK(refused(R"({"maxLength": 1e300})").find("up to 2^53") != std::string::npos);
+  json many_patterns{{"type", "object"}, {"patternProperties", json::object()}};
+  for (int i = 0; i < 65; ++i) many_patterns["patternProperties"]["^p" + std::to_string(i) + "$"] = true;
+  CHECK(json_schema::compile(many_patterns).error().message.find("more than 64 patterns") != std::string::npos);
+  // A short pattern that compiles to a large program is refused, not given the memory.
+  auto huge = json_schema::compile(json{{"pattern", "\\pL{1000}\\pL{1000}\\pL{1000}"}});
+  REQUIRE_FALSE(huge.ok());
+  CHECK(huge.error().message.find("does not compile") != std::string::npos);
   CHECK(refused(R"({"exclusiveMinimum": true})").find("draft 4") != std::string::npos);
   CHECK(refused(R"({"multipleOf": 0})").find("greater than 0") != std::string::npos);
   CHECK(refused(R"(42)").find("a schema is an object or a boolean") != std::string::npos);
@@ -99,6 +109,20 @@ TEST_CASE("json schema: a schema keel cannot check whole is refused when declare
   json wide{{"type", "object"}, {"properties", json::object()}};
   for (int i = 0; i < 3000; ++i) wide["properties"]["field_" + std::to_string(i)] = json{{"type", "string"}, {"description", "a field of some length"}};
   CHECK(json_schema::compile(wide).error().message.find("larger than 64 KiB") != std::string::npos);
+}
+
+TEST_CASE("json schema: numbers that are not finite, and bounds that cannot be checked, never pass", "[runtime]") {
+  auto bounded = compiled(R"({"type": "number", "minimum": 0, "maximum": 10})");
+  CHECK(bounded.problem(json(std::nan("")), "v") == "v: is not a finite number");
+  CHECK(bounded.problem(json(std::numeric_limits<double>::infinity()), "v") == "v: is not a finite number");
+  CHECK(compiled(R"({"multipleOf": 1e-300})").problem(json(1e10), "v").find("cannot be checked as a multiple") != std::string::npos);
+  // A large enum is named by its size, not listed.
+  json big = json::array();
+  for (int i = 0; i < 1000; ++i) big.push_back(i);
+  auto e = json_schema::compile(json{{"enum", big}});
+  REQUIRE(e.ok());
+  CHECK(e->problem(json(5000), "v") == "v: is none of the 1000 values allowed");
+  CHECK(e->problem(json(999.0), "v").empty());  // 999.0 is 999
 }
 
 TEST_CASE("json schema: hostile values and patterns cost bounded time", "[runtime]") {
@@ -119,7 +143,7 @@ TEST_CASE("json schema: hostile values and patterns cost bounded time", "[runtim
   CHECK((p.empty() || p.find("too costly to check") != std::string::npos));
 }
 
-TEST_CASE("tool declarations: a queue's tools are checked whole; one bad tool refuses them all, named", "[runtime]") {
+TEST_CASE("tool declarations: a queue's tools are checked whole, and one bad tool refuses them all, named", "[runtime]") {
   auto good = json::parse(R"({"queue": "tickets", "tools": [
       {"name": "lookup_ticket", "description": "Find a ticket.", "input_schema": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
        "output_schema": {"type": "object"}, "approval": "never", "form": {"title": "Look up", "show": ["id"]}, "timeout_ms": 5000}]})");
