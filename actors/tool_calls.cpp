@@ -9,17 +9,26 @@ using wire::value;
 
 namespace {
 constexpr std::size_t form_bytes_max = 16 << 10;  // what a tool worker adds to an approval form
+constexpr std::size_t definitions_bytes_max = 256 << 10;  // declared tools' definitions in one model task
 }
 
 wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared) {
   value list = value::array();
+  std::size_t bytes = 0;
   for (const auto& listed : agent.tools) {
     if (!tools::is_declared(listed)) {
       list.push_back(listed);
       continue;
     }
     if (!declared) continue;
-    if (auto it = declared->find(listed); it != declared->end()) list.push_back(it->second->definition());
+    auto it = declared->find(listed);
+    if (it == declared->end()) continue;
+    // Definitions travel in every model task: past the bound, the rest are not offered (the model
+    // cannot call them; a call by name is refused as for any tool it was not told of).
+    auto definition = it->second->definition();
+    bytes += wire::pack(definition).size();
+    if (bytes > definitions_bytes_max) break;
+    list.push_back(std::move(definition));
   }
   return list;
 }

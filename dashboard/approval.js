@@ -7,7 +7,7 @@ import { h, clear, time, duration, message, statusBadge, shown } from './dom.js'
 // Buttons that answer a waiting step; `onAnswered` hears the answer once it is recorded.
 export function answerControls(runId, stepKey, form, onAnswered) {
   const context = (form && form.context) || {};
-  const isExec = form && form.tool === 'exec';
+  const isExec = form && form.tool === 'exec' && form.kind !== 'tool';  // keel's exec, not a tool worker's
   const feedback = h('textarea', { class: 'feedback', rows: 2, placeholder: 'Feedback for the agent (sent with a rejection)', 'aria-label': 'feedback' });
   const status = h('p', { class: 'answer-status', role: 'status' });
   const buttons = [];

@@ -94,11 +94,26 @@ json declared_tool::definition() const {
   return json{{"name", name}, {"description", description}, {"input_schema", input.source()}};
 }
 
-json declared_tool::form(const json& arguments) const {
+namespace {
+// What a form shows of a value the model chose: whole up to a bound, else its start and its size
+// (the whole call is in the run's llm_step_completed event).
+constexpr std::size_t form_value_bytes_max = 4 << 10;
+constexpr std::size_t form_arguments_bytes_max = 16 << 10;
+json bounded_value(const json& v, std::size_t max) {
+  auto text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() <= max) return v;
+  auto cut = max / 4;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // never inside a character
+  return json{{"truncated", true}, {"bytes", text.size()}, {"start", text.substr(0, cut)}};
+}
+} // namespace
+
+json declared_tool::form(const json& whole) const {
   json shown = json::object();
-  if (arguments.is_object())
+  if (whole.is_object())
     for (const auto& field : form_fields)
-      if (arguments.contains(field)) shown[field] = arguments[field];
+      if (whole.contains(field)) shown[field] = bounded_value(whole[field], form_value_bytes_max);
+  json arguments = bounded_value(whole, form_arguments_bytes_max);
   return json{{"kind", "tool"},
               {"tool", name},
               {"queue", queue},

@@ -86,7 +86,7 @@ bool ask(const value& data, bool yes, wire::resume_request& answer) {
     }
     // Remembering is offered for commands: the exact command, or (for a simple one) its words.
     const value& context = data["form"].value("context", value::object());
-    bool is_exec = data["form"].value("tool", std::string{}) == "exec";
+    bool is_exec = data["form"].value("tool", std::string{}) == "exec" && data["form"].value("kind", std::string{}) != "tool";
     if (is_exec && (line == "a" || line == "always")) {
       answer.approved = true;
       answer.always = "exact";

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { Keel, KeelError, NeedsApproval, ToolError, ToolWorker } from "../dist/index.js";
 import { agentConfig, eventually, startKeel } from "./support.mjs";
@@ -160,7 +161,7 @@ test("tool worker: a declaration keel cannot check is refused whole, naming the 
 });
 
 function startWorker(id, env) {
-  const child = spawn(process.execPath, [join(import.meta.dirname, "hang_worker.mjs")], {
+  const child = spawn(process.execPath, [fileURLToPath(new URL("hang_worker.mjs", import.meta.url))], {
     env: { ...process.env, KEEL_HOME: keel.home, KEEL_WORKER_CREDENTIALS: keel.workerCredentials, WORKER_ID: id, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -323,3 +323,20 @@ TEST_CASE("tool workers: an approval of a declared call cannot be remembered as 
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.error().message.find("only an exec call can be remembered") != std::string::npos);
 }
+
+TEST_CASE("tool workers: the declared tools a model task carries are bounded in bytes", "[actors]") {
+  value list = value::array();
+  config::agent_config agent;
+  for (int i = 0; i < 128; ++i) {
+    list.push_back({{"name", "t" + std::to_string(i)}, {"description", std::string(8000, 'd')}, {"input_schema", {{"type", "object"}}}});
+    agent.tools.push_back("big.t" + std::to_string(i));
+  }
+  auto declared = tools::queue_tools_from_value(value{{"queue", "big"}, {"tools", list}}, 1 << 20);
+  REQUIRE(declared.ok());
+  tools::declared_tools all;
+  for (const auto& t : declared->tools) all[t->key()] = t;
+  auto told = model_tool_list(agent, &all);
+  CHECK(told.size() > 20);
+  CHECK(told.size() < 128);
+  CHECK(wire::pack(told).size() <= 256u << 10);
+}

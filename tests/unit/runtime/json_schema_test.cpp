@@ -183,3 +183,19 @@ TEST_CASE("tool declarations: a queue's tools are checked whole, and one bad too
   REQUIRE(plain.ok());
   CHECK(plain->tools[0]->approval);
 }
+
+TEST_CASE("tool declarations: a form shows large arguments cut, with their size, never inside a character", "[runtime]") {
+  auto q = keel::tools::queue_tools_from_value(json::parse(R"({"queue": "q", "tools": [
+      {"name": "put", "input_schema": {"type": "object"}, "form": {"show": ["body", "name"]}}]})"), 1 << 20);
+  REQUIRE(q.ok());
+  std::string body;
+  while (body.size() < 40'000) body += "é";  // two bytes each
+  auto form = q->tools[0]->form(json{{"body", body}, {"name", "n"}});
+  CHECK(form["shown"]["name"] == "n");
+  CHECK(form["shown"]["body"]["truncated"] == true);
+  CHECK(form["shown"]["body"]["bytes"].get<std::size_t>() > 40'000);
+  CHECK(form["arguments"]["truncated"] == true);
+  auto start = form["shown"]["body"]["start"].get<std::string>();
+  CHECK(start.size() % 2 == 1);  // the opening quote, then whole characters
+  CHECK(json(start).dump().size() > 0);  // valid UTF-8: dumps without throwing
+}
