@@ -215,3 +215,24 @@ test("tool worker: one that never answers: the run gives up at the tool's timeou
     hung.child.kill("SIGKILL");
   }
 });
+
+test("tool worker: SIGTERM during a call drains: the call finishes and is answered, then the worker exits", async () => {
+  const calls = join(keel.home, "calls-drain.txt");
+  writeFileSync(calls, "");
+  const w = startWorker("drainer", { LOOKUP_DELAY_MS: "1500", CALLS_FILE: calls, LOOKUP_TIMEOUT_MS: "60000" });
+  try {
+    await w.ready;
+    const { runId } = await k.invoke("slow", "Look it up.");
+    await eventually("the call started", () => readFileSync(calls, "utf8").includes("drainer"));
+    w.child.kill("SIGTERM");
+    const code = await new Promise((r) => (w.child.exitCode !== null ? r(w.child.exitCode) : w.child.once("exit", r)));
+    assert.equal(code, 0);
+    assert.match(w.output(), /stopped; every call it held was answered/);
+    const done = await k.wait(runId, 30_000);
+    assert.equal(done.status, "completed");
+    assert.match(done.output, /found by drainer/);
+    assert.equal(readFileSync(calls, "utf8").trim().split("\n").length, 1);  // once: nothing handed on
+  } finally {
+    w.child.kill("SIGKILL");
+  }
+});
