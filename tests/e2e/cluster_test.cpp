@@ -496,9 +496,6 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
       }
     });
   for (auto& t : invokers) t.join();
-  INFO(failures);
-  REQUIRE(failed_invokes == 0);
-
   auto cluster_logs = [&] {
     std::string out;
     for (const char* n : {"orchestrator-1", "orchestrator-2", "gateway-1", "worker-1", "worker-2", "worker-3"}) {
@@ -511,6 +508,10 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
     }
     return out;
   };
+  INFO(failures);
+  INFO((failed_invokes != 0 ? cluster_logs() : std::string()));  // what the nodes said meanwhile
+  REQUIRE(failed_invokes == 0);
+
   // A person answers what waits (half from the CLI, half from the gateway) while the faults come.
   auto pid_of = [&](const std::string& name) { return std::atoi(read_file(home.file("cluster/" + name + ".pid")).c_str()); };
   bool worker_killed = false, server_killed = false;
