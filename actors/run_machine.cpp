@@ -368,7 +368,7 @@ effects run_machine::on_deadline(std::uint64_t step, std::uint32_t attempt) {
                                   {"timeout_ms", tool ? tool->timeout_ms : tools::timeout_ms_default}});
   add_tool_message(e, call,
                    value{{"error", "tool '" + call.name + "' gave no result within " + std::to_string(seconds) +
-                                     " s (no worker of queue '" + queue + "' answered); it may still run"}},
+                                     " s (from queue '" + queue + "'); it was not run, or is still running"}},
                    true);
   state_.call_index += 1;
   advance(e);
