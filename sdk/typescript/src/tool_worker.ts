@@ -56,6 +56,7 @@ export interface ToolWorkerOptions {
   livenessMs?: number;         // the cluster's worker.liveness_ms (default 4000)
   checkAfterMs?: number;       // the cluster's worker.check_after_ms (default 1000)
   deliveriesMax?: number;      // the cluster's worker.task_deliveries_max (default 5)
+  resultDeliveryMs?: number;   // the cluster's worker.result_delivery_ms (default 600,000)
   heartbeatMs?: number;        // default 1000
   drainTimeoutMs?: number;     // SIGTERM: how long held calls may take to finish (default 30 s)
   nodeId?: string;             // shown by `keel nodes` (default tool-<queue>-<host>-<pid>)
@@ -95,6 +96,7 @@ export class ToolWorker {
       livenessMs: o.livenessMs ?? 4000,
       checkAfterMs: o.checkAfterMs ?? 1000,
       deliveriesMax: o.deliveriesMax ?? 5,
+      resultDeliveryMs: o.resultDeliveryMs ?? 600_000,
       heartbeatMs: o.heartbeatMs ?? 1000,
       drainTimeoutMs: o.drainTimeoutMs ?? 30_000,
       nodeId: o.nodeId ?? `tool-${o.queue}-${hostname().replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 20)}-${process.pid}`,
@@ -280,8 +282,14 @@ export class ToolWorker {
     const deadlineMs = Number(payload.deadline_ms ?? 0);
     const waitedMs = Date.now() - Math.floor(Number(m.info.timestampNanos) / 1_000_000);
     if (deliveries > 1 || waitedMs > this.o.checkAfterMs || (deadlineMs > 0 && Date.now() > deadlineMs)) {
+      const askUntil = Date.now() + this.o.resultDeliveryMs;
       for (let pause = 250; ; pause = Math.min(pause * 2, 2000)) {
         const wanted = await this.wanted(runId, step, attempt);
+        if (wanted === undefined && Date.now() + pause > askUntil) {
+          this.log("warn", `task ${taskId}: its run could not say for ${this.o.resultDeliveryMs / 1000} s whether it wants it; handed back`);
+          m.nak(1000);
+          return;
+        }
         if (wanted === false) {
           this.log("info", `task ${taskId}: no longer wanted by its run; dropped unrun`);
           m.ack();
@@ -371,7 +379,7 @@ export class ToolWorker {
         return;
       } catch (e) {
         const code = (e as KeelError).code;
-        if (code && code !== "unavailable" && code !== "timeout") {
+        if (code && code !== "unavailable" && code !== "timeout" && code !== "unknown") {
           this.log("error", `run ${String(result.run_id)}: its owner refused a result (${(e as Error).message}); the task is dropped`);
           m.ack();
           return;
