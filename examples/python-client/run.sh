@@ -20,7 +20,8 @@ trap stop EXIT
 # The coding agent of configs/coder.toml, its workspace in this example's home.
 sed "s|^workspace = .*|workspace = \"$KEEL_HOME/workspace\"|" "$root/configs/coder.toml" >"$KEEL_HOME/coder.toml"
 cp "$root/configs/coder.script.json" "$KEEL_HOME/"
-"$build/apps/keel" dev --config "$KEEL_HOME/coder.toml" --data-dir "$KEEL_HOME/dev" >"$KEEL_HOME/dev.log" 2>&1 &
+"$build/apps/keel" dev --config "$KEEL_HOME/coder.toml" --data-dir "$KEEL_HOME/dev" --gateway 127.0.0.1:0 \
+  >"$KEEL_HOME/dev.log" 2>&1 &
 dev=$!
 for _ in $(seq 1 300); do
   grep -q "Press Ctrl-C" "$KEEL_HOME/dev.log" 2>/dev/null && break

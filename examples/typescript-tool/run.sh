@@ -18,7 +18,7 @@ stop() {
 }
 trap stop EXIT
 
-"$build/apps/keel" dev --config "$here/keel.toml" --data-dir "$KEEL_HOME/dev" \
+"$build/apps/keel" dev --config "$here/keel.toml" --data-dir "$KEEL_HOME/dev" --gateway 127.0.0.1:0 \
   >"$KEEL_HOME/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do

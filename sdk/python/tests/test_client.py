@@ -33,7 +33,8 @@ class KeelDev:
             '[agents.writer.sandbox]\nworkspace = "%s/ws"\n' % self.home)
         self.env = dict(os.environ, KEEL_HOME=self.home)
         self.log = open(Path(self.home, "dev.log"), "w")
-        self.dev = subprocess.Popen([KEEL, "dev", "--config", f"{self.home}/keel.toml", "--data-dir", f"{self.home}/dev"],
+        self.dev = subprocess.Popen([KEEL, "dev", "--config", f"{self.home}/keel.toml", "--data-dir", f"{self.home}/dev",
+                                     "--gateway", "127.0.0.1:0"],
                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         until = time.monotonic() + 60
         while "Press Ctrl-C" not in Path(self.home, "dev.log").read_text():

@@ -35,7 +35,7 @@ export async function startKeel(config, files = {}) {
   const env = { ...process.env, KEEL_HOME: home };
   const { openSync } = await import("node:fs");
   const out = openSync(log, "a");
-  const dev = spawn(keelBinary, ["dev", "--config", join(home, "keel.toml"), "--data-dir", join(home, "dev")],
+  const dev = spawn(keelBinary, ["dev", "--config", join(home, "keel.toml"), "--data-dir", join(home, "dev"), "--gateway", "127.0.0.1:0"],
                     { env, stdio: ["ignore", out, out] });
   await eventually("keel dev ready (" + log + ")", () => {
     if (dev.exitCode !== null) throw new Error("keel dev exited: " + readFileSync(log, "utf8"));
