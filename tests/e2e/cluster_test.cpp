@@ -321,7 +321,7 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
   // (A snapshot of the consumer: one taken as tasks change hands may count none running; a
   // sanitized node is slow enough to show it.)
   json queued;
-  REQUIRE_EVENTUALLY(10'000, (queued = backlog()).is_object() && queued["running"].get<int>() >= 1);
+  REQUIRE_EVENTUALLY(30'000, (queued = backlog()).is_object() && queued["running"].get<int>() >= 1);
   // At most one task per run is due at a time; the broker takes acknowledgements on its own
   // time, so a finished task may still count as running while its successor waits.
   CHECK(queued["running"].get<int>() + queued["waiting"].get<int>() <= 2 * runs);
