@@ -45,6 +45,17 @@ resolved_call resolve_call(const config::agent_config& agent, const tools::decla
   resolved_call out;
   auto listed = std::find_if(agent.tools.begin(), agent.tools.end(),
                              [&](const std::string& t) { return tools::model_name(t) == name; });
+  // Command tools and MCP servers' tools (<server>__<tool>) run on the agent's own workers, which
+  // check their arguments and ask their questions as for the built-in tools.
+  bool command = std::any_of(agent.commands.begin(), agent.commands.end(),
+                             [&](const config::command_tool& c) { return c.name == name; });
+  bool mcp = std::any_of(agent.mcp.begin(), agent.mcp.end(), [&](const config::mcp_server& m) {
+    return name.size() > m.name.size() + 2 && name.compare(0, m.name.size() + 2, m.name + "__") == 0;
+  });
+  if (command || mcp) {
+    out.what = resolved_call::kind::built_in;
+    return out;
+  }
   if (listed == agent.tools.end()) {
     out.problem = "tool '" + name + "' is not available to this agent";
     return out;

@@ -190,25 +190,21 @@ result<std::vector<llm::message>> conversation_of(worker_shared& shared, wire::t
   return all;
 }
 
-// The tools the model is told of: the task names built-in ones and carries declared ones whole
-// (what tool workers declared, as its run's owner holds them); a task without a list, the
-// agent's built-in tools.
+// The tools the model is told of: this worker's own for the agent (built-in and command tools,
+// from its config), and what the task carries whole (tools declared by tool workers, as its
+// run's owner holds them). Names in the task are the owner's view of the built-in ones.
 std::shared_ptr<const std::vector<value>> tools_of(worker_shared& shared, const config::agent_config& agent,
                                                    const value& payload) {
-  const auto& built_in = shared.tool_lists.at(agent.id);
-  if (!payload.contains("tools") || !payload["tools"].is_array()) return built_in;
+  const auto& own = shared.tool_lists.at(agent.id);
+  if (!payload.contains("tools") || !payload["tools"].is_array()) return own;
   bool only_names = true;
   for (const auto& t : payload["tools"]) only_names = only_names && t.is_string();
-  if (only_names) return built_in;
-  auto out = std::make_shared<std::vector<value>>();
+  if (only_names) return own;
+  auto out = std::make_shared<std::vector<value>>(*own);
   for (const auto& t : payload["tools"]) {
-    if (t.is_string()) {
-      auto name = t.get<std::string>();
-      if (std::find(sandbox::tool_names().begin(), sandbox::tool_names().end(), name) == sandbox::tool_names().end())
-        return nullptr;
-      out->push_back(sandbox::tool_definition(name));
-    } else if (t.is_object() && t.contains("name") && t["name"].is_string() && t.contains("input_schema") &&
-               t["input_schema"].is_object()) {
+    if (t.is_string()) continue;
+    if (t.is_object() && t.contains("name") && t["name"].is_string() && t.contains("input_schema") &&
+        t["input_schema"].is_object()) {
       out->push_back(value{{"name", t["name"]}, {"description", t.value("description", std::string())},
                            {"input_schema", t["input_schema"]}});
     } else {
@@ -634,6 +630,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
     std::vector<value> definitions;
     for (const auto& name : agent.tools)  // declared tools come with each model task
       if (!tools::is_declared(name)) definitions.push_back(sandbox::tool_definition(name));
+    for (const auto& command : agent.commands) definitions.push_back(sandbox::tool_definition(command));
     shared->tool_lists[agent.id] = std::make_shared<const std::vector<value>>(std::move(definitions));
     auto run_as = sandbox::command_identity(agent.run_as.empty() ? sandbox::sandbox_account : agent.run_as);
     if (!run_as) return make_error(errc::config, "agents." + agent.id + ".sandbox.run_as: " + run_as.error().message);

@@ -1,5 +1,6 @@
 #include "runtime/config.hpp"
 
+#include "runtime/config_tools.hpp"
 #include "runtime/ids.hpp"
 
 #include <toml++/toml.h>
@@ -566,6 +567,13 @@ struct loader {
       if (key == "agents") {
         if (!value.is_table()) return fail(value, key, "expected a table of agents");
         if (auto r = walk_agents(*value.as_table()); !r) return r;
+      } else if (agent && (pattern == "agents.*.commands" || pattern == "agents.*.mcp")) {
+        if (!value.is_table()) return fail(value, key, "expected a table of named tools");
+        auto problem = pattern == "agents.*.commands"
+                         ? detail::read_commands(*value.as_table(), key, *agent)
+                         : detail::read_mcp_servers(*value.as_table(), key, *agent,
+                                                    [this](const std::string& p) { return relative_to_source(p); });
+        if (problem) return fail(*problem->node, problem->key, problem->text);
       } else if (value.is_table()) {
         if (auto r = walk(*value.as_table(), key + ".", pattern + ".", agent); !r) return r;
       } else if (auto r = apply(key, pattern, agent, value); !r) {
@@ -625,14 +633,9 @@ struct loader {
       return whole_file_error("nats.servers", "expected at least one server URL");
     for (auto& agent : config.agents) {
       if (agent.queue.empty()) agent.queue = agent.id;
-      // The model knows a declared tool by its name alone: two listed tools may not share one.
-      std::set<std::string> model_names;
-      for (const auto& tool : agent.tools) {
-        auto name = tool.substr(tool.find('.') == std::string::npos ? 0 : tool.find('.') + 1);
-        if (!model_names.insert(name).second)
-          return whole_file_error("agents." + agent.id + ".tools",
-                                  "two tools would both be called \"" + name + "\" by the model");
-      }
+      // The model knows every tool by its name alone: two may not share one.
+      if (auto clash = detail::check_tool_names(agent); !clash.empty())
+        return whole_file_error("agents." + agent.id + ".tools", clash);
       agent.api_key_file = relative_to_source(agent.api_key_file);
       agent.workspace = relative_to_source(agent.workspace);
       agent.script = relative_to_source(agent.script);

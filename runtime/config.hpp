@@ -6,6 +6,7 @@
 #include "runtime/result.hpp"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,36 @@ namespace keel::config {
 
 enum class role { orchestrator, worker, gateway };
 std::string_view to_string(role r);
+
+// [agents.<id>.commands.<name>]: a program of the config's choosing, run in the agent's sandbox
+// like exec but without a shell; the model fills the placeholders of its argv from arguments
+// checked against a JSON Schema (docs/TOOLS.md).
+struct command_tool {
+  std::string name;
+  std::string description;
+  std::vector<std::string> argv;   // "{name}" whole: the argument (an array: its items); inside: its text
+  std::string arguments_schema;    // JSON text, compiled and checked when loaded
+  std::string approval;            // "always" (ask a person first) or "never"
+  std::int64_t timeout_ms = 0;     // 0: the sandbox's exec_timeout_ms
+  std::string cwd;                 // relative to the workspace
+};
+
+// [agents.<id>.mcp.<name>]: a Model Context Protocol server whose tools the agent may call, as
+// <name>__<tool>. stdio: started in the agent's sandbox, one per workspace; or streamable HTTP.
+struct mcp_server {
+  std::string name;
+  std::vector<std::string> command;               // stdio: argv, run in the sandbox
+  std::map<std::string, std::string> env;         // stdio: variables the server is given
+  std::string url;                                // streamable HTTP endpoint
+  std::string token_file;                         // HTTP: a bearer token read from this file
+  std::string approval;                           // "always" (default) or "never"
+  std::map<std::string, std::string> tool_approval;  // per tool
+  std::vector<std::string> tools;                 // only these (empty: every tool it lists)
+  std::int64_t timeout_ms = 60'000;               // one call
+  std::int64_t startup_timeout_ms = 30'000;       // start and initialize
+  std::int64_t idle_ms = 600'000;                 // a stdio server unused this long is stopped
+  std::int64_t result_chars_max = 100'000;
+};
 
 struct agent_config {
   std::string id;
@@ -57,6 +88,9 @@ struct agent_config {
   std::int64_t walk_entries_max = 0;
   std::vector<std::string> env_pass;
   std::string run_as;                 // the account commands run as, or "worker"
+
+  std::vector<command_tool> commands;
+  std::vector<mcp_server> mcp;
 };
 
 struct node_config {

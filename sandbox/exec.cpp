@@ -97,7 +97,8 @@ result<exec_result> run_command(const exec_request& request) {
 
   spawn_options o;
   o.argv = request.wrapper;
-  o.argv.insert(o.argv.end(), {"/bin/sh", "-c", request.command});
+  if (request.argv.empty()) o.argv.insert(o.argv.end(), {"/bin/sh", "-c", request.command});
+  else o.argv.insert(o.argv.end(), request.argv.begin(), request.argv.end());
   o.env = request.env;  // only what the request gives: nothing of keel's own environment
   o.stdout_fd = out_pipe[1];
   o.stderr_fd = err_pipe[1];

@@ -15,7 +15,8 @@
 namespace keel::sandbox {
 
 struct exec_request {
-  std::string command;
+  std::string command;            // run by /bin/sh -c...
+  std::vector<std::string> argv;  // ...or, when given, this program and its arguments, no shell
   int cwd_fd = -1;  // the checked directory: the child changes into it by descriptor
   std::string cwd_path;  // its real path, entered by name in a mount namespace (and checked)
   // The whole environment of the program started (the shell, or bubblewrap).

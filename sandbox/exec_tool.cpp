@@ -2,9 +2,8 @@
 // the allowlist, the variables it sets), the environment it gets (nothing of the node's own
 // but what the agent's config passes), and where it runs (local, confined by Landlock and
 // seccomp, or under bubblewrap).
+#include "sandbox/confined_call.hpp"
 #include "sandbox/exec.hpp"
-#include "runtime/secrets.hpp"
-#include "sandbox/file_io.hpp"
 #include "sandbox/text.hpp"
 #include "sandbox/tool_support.hpp"
 
@@ -58,43 +57,6 @@ value approval_form_context(const std::string& command, const location& cwd, con
   return context;
 }
 
-// The environment a command sees: a fixed base, what the agent's config passes from the node,
-// the call's own variables, and keel's.
-std::vector<std::pair<std::string, std::string>> command_environment(
-  const policy& p, const workspace& ws, const std::string& tmp, const std::map<std::string, std::string>& call_env,
-  const std::string& task_id, const std::string& user) {
-  std::map<std::string, std::string> env = {
-    {"PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"},
-    {"HOME", ws.root()}, {"TMPDIR", tmp}, {"LANG", "C.UTF-8"}, {"TERM", "dumb"},
-    {"USER", user}, {"LOGNAME", user}, {"SHELL", "/bin/sh"}};
-  for (const auto& name : p.env.env_pass)
-    if (const char* v = std::getenv(name.c_str())) env[name] = v;
-  for (const auto& [k, v] : call_env) env[k] = v;
-  env["KEEL_TASK_ID"] = task_id;
-  env["KEEL_WORKSPACE"] = ws.root();
-  return {env.begin(), env.end()};
-}
-
-// A private temporary directory for one local call (its TMPDIR, writable under Landlock).
-struct call_temporary {
-  std::string path;
-  unique_fd fd;
-  ~call_temporary() {
-    if (!path.empty()) remove_tree(path);
-  }
-};
-
-result<void> make_call_temporary(call_temporary& t, const identity& run_as) {
-  // Named after this process: what a worker that died leaves is swept when the next one starts.
-  std::string dir = call_temporary_base() + "/keel-call-" + std::to_string(::getpid()) + "-" + random_hex(8);
-  if (::mkdir(dir.c_str(), 0700) != 0)
-    return make_error(errc::io, "cannot make the call's temporary directory: " + std::string(std::strerror(errno)));
-  t.path = dir;
-  t.fd = unique_fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!t.fd.valid()) return make_error(errc::io, "cannot open the call's temporary directory");
-  return hand_over(t.fd.get(), run_as);
-}
-
 } // namespace
 
 tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request& r) {
@@ -125,64 +87,12 @@ tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request&
   if (auto changed = check_approved(r, "cwd", cwd->real)) return *changed;
   if (auto changed = check_approved(r, "command", command)) return *changed;
 
-  auto cwd_fd = ws.open_directory(*cwd);
-  if (!cwd_fd) return failed("exec: " + cwd_fd.error().message);
-  exec_request request;
-  request.command = command;
-  request.cwd_fd = cwd_fd->get();
-  request.cwd_path = cwd->real;
-  request.limits = p.env.limits;
-  request.timeout_ms = timeout_ms;
-  request.output_chars_max = p.output_chars_max;
-  call_temporary temporary;
-  std::vector<unique_fd> seccomp_fds;
-  std::optional<local_confinement> confinement;
-  auto run_as = command_identity(p.env.run_as);
-  if (!run_as) return failed("exec: " + run_as.error().message);
-  if (auto reachable = check_reachable(ws.root(), *run_as); !reachable) return failed("exec: " + reachable.error().message);
-  request.run_as = *run_as;
-  if (p.env.kind == environment_kind::bwrap) {
-    if (auto available = bwrap_available(*run_as); !available) return failed("exec: " + available.error().message);
-    auto programs = seccomp_program_fds(p.env.network);
-    if (!programs) return failed("exec: " + programs.error().message);
-    seccomp_fds = std::move(*programs);
-    std::vector<int> numbers;
-    for (const auto& fd : seccomp_fds) numbers.push_back(fd.get());
-    auto command_env = command_environment(p, ws, "/tmp", env, r.task_id, run_as->distinct ? run_as->name : "keel");
-    // bubblewrap reads its arguments (the command's environment among them) from a memory file,
-    // so that its command line, which every user of the machine can read, holds none of them.
-    auto prefix = bwrap_prefix(p.env, ws.root(), cwd->real, command_env, numbers);
-    prefix.erase(prefix.begin());  // "bwrap" itself
-    prefix.pop_back();             // "--": the command follows on the real command line
-    std::string packed;
-    for (const auto& arg : prefix) packed.append(arg).push_back('\0');
-    auto args_fd = memory_file("keel-bwrap-args", packed);
-    if (!args_fd) return failed("exec: " + args_fd.error().message);
-    numbers.push_back(args_fd->get());
-    seccomp_fds.push_back(std::move(*args_fd));
-    request.wrapper = {"bwrap", "--args", std::to_string(numbers.back()), "--"};
-    request.inherited_fds = numbers;
-    request.env = {{"PATH", "/usr/bin:/bin"}};
-  } else {
-    if (auto made = make_call_temporary(temporary, *run_as); !made) return failed("exec: " + made.error().message);
-    // As root, the command gets namespaces of its own (below), and a tmpfs over its TMPDIR.
-    const bool privileged = ::geteuid() == 0;
-    auto made = local_confinement::make({ws.root_fd(), temporary.fd.get()}, p.env.network,
-                                        privileged ? temporary.path : std::string{});
-    if (!made) return failed("exec: " + made.error().message);
-    confinement = std::move(*made);
-    request.confinement = &*confinement;
-    request.env = command_environment(p, ws, temporary.path, env, r.task_id, run_as->distinct ? run_as->name : "keel");
-    // As root, the command is born in namespaces of its own: its processes (pid 1 is its shell,
-    // and all of them die with it), System V IPC, mounts (its own /proc, a tmpfs of bounded size
-    // as TMPDIR), host name, and without network a network of its own with nothing in it.
-    if (privileged) {
-      request.namespaces = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWUTS;
-      if (!p.env.network) request.namespaces |= CLONE_NEWNET;
-      request.private_tmp = temporary.path;
-    }
-  }
-  auto ran = run_command(request);
+  confined_call call;
+  if (auto prepared = prepare_confined(call, ws, p, *cwd, env, r.task_id); !prepared)
+    return failed("exec: " + prepared.error().message);
+  call.request.command = command;
+  call.request.timeout_ms = timeout_ms;
+  auto ran = run_command(call.request);
   if (!ran) return failed("exec: " + ran.error().message);
   value out{{"exit_code", ran->exit_code}, {"stdout", ran->stdout_text},
             {"stderr", ran->stderr_text}, {"timed_out", ran->timed_out},

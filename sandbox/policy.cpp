@@ -20,6 +20,7 @@ policy policy_from_config(const config::agent_config& agent) {
   p.outside = agent.path_restriction == "deny" ? outside_access::deny : outside_access::approve;
   p.exec_timeout_ms = agent.exec_timeout_ms;
   p.output_chars_max = static_cast<std::size_t>(agent.output_chars_max);
+  p.commands = agent.commands;
   return p;
 }
 

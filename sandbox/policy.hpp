@@ -31,6 +31,7 @@ struct policy {
   std::size_t glob_results_max = 1000;
   std::size_t grep_results_default = 100;
   std::size_t preview_chars_max = 4000;  // of content shown in an approval form
+  std::vector<config::command_tool> commands;  // [agents.<id>.commands.*]
 };
 
 // The policy an agent's [agents.<id>.sandbox] config describes; workers and `keel tool` use it.

@@ -47,5 +47,7 @@ tool_outcome write_tool(const workspace& ws, const policy& p, const tool_request
 tool_outcome edit_tool(const workspace& ws, const policy& p, const tool_request& r);
 tool_outcome glob_tool(const workspace& ws, const policy& p, const tool_request& r);
 tool_outcome grep_tool(const workspace& ws, const policy& p, const tool_request& r);
+const config::command_tool* find_command(const policy& p, const std::string& name);
+tool_outcome command_tool(const workspace& ws, const policy& p, const tool_request& r, const config::command_tool& c);
 
 } // namespace keel::sandbox::detail

@@ -158,6 +158,7 @@ tool_outcome run_tool(const workspace& ws, const policy& p, const tool_request& 
   if (!run_as) return failed(request.tool + ": " + run_as.error().message);
   if (auto given = hand_over(ws.root_fd(), *run_as); !given) return failed(request.tool + ": " + given.error().message);
   if (request.tool == "exec") return exec_tool(ws, p, request);  // its own time limit
+  if (const auto* command = find_command(p, request.tool)) return command_tool(ws, p, request, *command);
   // The file tools run under the tool time limit; their walks and reads check it. They act with
   // the command's filesystem identity: nothing they do could a command not do itself.
   acting_as as_command(*run_as);

@@ -39,6 +39,8 @@ tool_outcome run_tool(const workspace& ws, const policy& p, const tool_request& 
 const std::vector<std::string>& tool_names();
 // The JSON schema of a tool's arguments and a description, for model providers.
 wire::value tool_definition(const std::string& name);
+// A command tool's definition ({name, description, input_schema}).
+wire::value tool_definition(const config::command_tool& command);
 
 // Approvals remembered as a run's state keeps them ([{kind, command}], or plain strings, which
 // are exact commands).
