@@ -1,4 +1,5 @@
 #include "actors/worker.hpp"
+#include "mcp/session_pool.hpp"
 #include "runtime/backoff.hpp"
 
 #include "actors/conversation_cache.hpp"
@@ -20,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <csignal>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -56,6 +58,7 @@ struct worker_shared {
   std::map<std::string, std::shared_ptr<const std::vector<value>>> tool_lists;  // the agents' tool schemas
   wire::limits limits;
   std::unique_ptr<conversation_cache> conversations;
+  std::unique_ptr<mcp::session_pool> mcp_sessions;  // the agents' MCP servers, started on first use
   task_dedupe dedupe;
   // Providers a run asked for instead (keel run --provider), made on first use.
   std::mutex overrides_mutex;
@@ -191,22 +194,36 @@ result<std::vector<llm::message>> conversation_of(worker_shared& shared, wire::t
 }
 
 // The tools the model is told of: this worker's own for the agent (built-in and command tools,
-// from its config), and what the task carries whole (tools declared by tool workers, as its
-// run's owner holds them). Names in the task are the owner's view of the built-in ones.
+// from its config), its MCP servers' (listed by the servers, started for the run's workspace if
+// need be), and what the task carries whole (tools declared by tool workers, as its run's owner
+// holds them). Names in the task are the owner's view of the built-in ones.
 std::shared_ptr<const std::vector<value>> tools_of(worker_shared& shared, const config::agent_config& agent,
-                                                   const value& payload) {
+                                                   const wire::task& t) {
+  const value& payload = t.payload;
   const auto& own = shared.tool_lists.at(agent.id);
-  if (!payload.contains("tools") || !payload["tools"].is_array()) return own;
   bool only_names = true;
-  for (const auto& t : payload["tools"]) only_names = only_names && t.is_string();
-  if (only_names) return own;
+  if (payload.contains("tools") && payload["tools"].is_array())
+    for (const auto& tool : payload["tools"]) only_names = only_names && tool.is_string();
+  if (only_names && agent.mcp.empty()) return own;
   auto out = std::make_shared<std::vector<value>>(*own);
-  for (const auto& t : payload["tools"]) {
-    if (t.is_string()) continue;
-    if (t.is_object() && t.contains("name") && t["name"].is_string() && t.contains("input_schema") &&
-        t["input_schema"].is_object()) {
-      out->push_back(value{{"name", t["name"]}, {"description", t.value("description", std::string())},
-                           {"input_schema", t["input_schema"]}});
+  if (!agent.mcp.empty()) {
+    auto root = workspace_of(agent, t, payload.value("session_id", std::string{}));
+    std::vector<std::string> problems;
+    if (root) {
+      auto found = shared.mcp_sessions->model_tools(agent, *root, problems);
+      out->insert(out->end(), found.begin(), found.end());
+    } else {
+      problems.push_back(root.error().message);
+    }
+    for (const auto& problem : problems) logger()->warn("run {}: agent {}: {}", t.run_id, agent.id, problem);
+  }
+  if (only_names) return out;
+  for (const auto& tool : payload["tools"]) {
+    if (tool.is_string()) continue;
+    if (tool.is_object() && tool.contains("name") && tool["name"].is_string() && tool.contains("input_schema") &&
+        tool["input_schema"].is_object()) {
+      out->push_back(value{{"name", tool["name"]}, {"description", tool.value("description", std::string())},
+                           {"input_schema", tool["input_schema"]}});
     } else {
       return nullptr;
     }
@@ -223,7 +240,7 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   auto messages = conversation_of(shared, t);
   if (!messages) return messages.error();
   request.messages = std::move(*messages);
-  request.tools = tools_of(shared, agent, p);
+  request.tools = tools_of(shared, agent, t);
   if (!request.tools) return make_error(errc::malformed, "an llm task's tools must be names and {name, description, input_schema} maps");
   request.task_id = call_id_of(t);
   // Text as it streams in, for whoever watches the run (not stored: the answer is).
@@ -244,7 +261,7 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   return llm::to_value(*completion);
 }
 
-result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
+result<value> run_tool(worker_shared& shared, const config::agent_config& agent, const wire::task& t) {
   const value& p = t.payload;
   // A declared tool's call is a tool worker's; on an agent's queue it is a misconfiguration, never
   // a built-in call (it was approved as the tool worker's form showed it).
@@ -268,7 +285,10 @@ result<value> run_tool(const config::agent_config& agent, const wire::task& t) {
   }
   if (p.contains("approved_form") && p["approved_form"].is_object()) request.approved_form = p["approved_form"];
   request.task_id = call_id_of(t);
-  auto outcome = sandbox::run_tool(*ws, sandbox::policy_from_config(agent), request);
+  std::string mcp_tool;
+  const auto* server = mcp::session_pool::server_of(agent, request.tool, mcp_tool);
+  auto outcome = server ? shared.mcp_sessions->call(agent, *server, *root, request, mcp_tool)
+                        : sandbox::run_tool(*ws, sandbox::policy_from_config(agent), request);
   const char* status = outcome.kind == sandbox::outcome_kind::done ? "done"
                        : outcome.kind == sandbox::outcome_kind::needs_approval ? "needs_approval"
                                                                               : "refused";
@@ -303,7 +323,7 @@ std::string execute(worker_shared& shared, wire::task& t) {
                                                          " does not serve agent '" + t.agent + "'");
   if (agent) {
     try {
-      outcome = t.kind == wire::task_kind::llm ? run_llm(shared, *agent, t) : run_tool(*agent, t);
+      outcome = t.kind == wire::task_kind::llm ? run_llm(shared, *agent, t) : run_tool(shared, *agent, t);
     } catch (const nlohmann::json::type_error& e) {
       // What the task holds cannot be encoded (bytes that are not UTF-8, a value of the wrong
       // type): the same task fails the same way every time, so it is not tried again.
@@ -623,6 +643,10 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   shared->lanes = lanes;
   shared->limits.message_bytes_max = static_cast<std::size_t>(config.message_bytes_max);
   shared->conversations = std::make_unique<conversation_cache>(static_cast<std::size_t>(config.conversation_cache_bytes));
+  shared->mcp_sessions = std::make_unique<mcp::session_pool>();
+  // A write to an MCP server that has died must fail, not end the node (programs started get
+  // their signals back as they were: runtime/spawner.cpp).
+  ::signal(SIGPIPE, SIG_IGN);
   for (const auto& agent : config.agents) {
     auto provider = llm::make_provider(agent);
     if (!provider) return provider.error();

@@ -235,7 +235,8 @@ std::string tool_result_text(const std::string& tool, const wire::value& result,
     auto message = text_field(result, "message");
     return message.empty() ? std::string("The person rejected this call.") : message;
   }
-  if (tool == "exec") {
+  // exec, and command tools, whose results have its shape.
+  if (tool == "exec" || (result.contains("exit_code") && result.contains("stdout") && result.contains("stderr"))) {
     std::string out = "exit code " + std::to_string(integer_field(result, "exit_code"));
     if (flag_field(result, "timed_out")) out += " (timed out; the command was killed)";
     out += "\nstdout:\n" + text_field(result, "stdout");
@@ -243,6 +244,12 @@ std::string tool_result_text(const std::string& tool, const wire::value& result,
     return out;
   }
   if (tool == "read") return text_field(result, "content");
+  // An MCP server's tool (<server>__<tool>): its content as text, and its structured content.
+  if (tool.find("__") != std::string::npos && result.contains("content") && result["content"].is_string()) {
+    std::string out = text_field(result, "content");
+    if (result.contains("structured_content")) out += (out.empty() ? "" : "\n") + std::string("structured content: ") + dumped(result["structured_content"]);
+    return out.empty() ? std::string("(no content)") : out;
+  }
   if (tool == "grep") {
     auto matches = text_field(result, "matches");
     return matches.empty() ? std::string("No matches.") : matches;

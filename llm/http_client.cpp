@@ -27,7 +27,12 @@ std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user)
       return 0;
     }
   } else {
-    t->response->body.append(data, n);
+    // An error's body is kept for its message: the first 1 MiB of it.
+    if (t->response->body.size() >= (1u << 20)) {
+      t->stopped = true;
+      return 0;
+    }
+    t->response->body.append(data, std::min<std::size_t>(n, (1u << 20) - t->response->body.size()));
   }
   return n;
 }
@@ -74,6 +79,7 @@ result<http_response> http_post(const http_request& request) {
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout_ms));
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout_ms));
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");  // never file://, or another scheme by a redirect
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);

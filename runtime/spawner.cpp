@@ -27,9 +27,14 @@ struct child_failure {
   char step[96];
 };
 
-std::string find_on_path(const std::string& name) {
+// A program named without a '/' is looked up on the PATH the child will have (its own
+// environment's), else on this process's.
+std::string find_on_path(const std::string& name, const spawn_options& options) {
   if (name.find('/') != std::string::npos) return name;
   const char* path = std::getenv("PATH");
+  if (options.env)
+    for (const auto& [k, v] : *options.env)
+      if (k == "PATH") path = v.c_str();
   std::string dirs = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
   std::size_t start = 0;
   while (start <= dirs.size()) {
@@ -150,8 +155,24 @@ void be_init(const child_plan& plan) {
   __builtin_unreachable();
 }
 
+// What a program inherits of the caller's signals across exec: the mask, and every signal the
+// caller ignores (the node ignores SIGPIPE and blocks its stop signals). It starts with neither.
+void reset_signals() {
+  struct {
+    void* handler;
+    unsigned long flags;
+    void* restorer;
+    unsigned long mask;
+  } default_action{};  // SIG_DFL
+  for (int sig = 1; sig < 65; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, &default_action, nullptr, sizeof(unsigned long));
+  unsigned long none = 0;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none);
+}
+
 [[noreturn]] void run_child(const child_plan& plan) {
   const spawn_options& o = *plan.options;
+  reset_signals();
   if (o.namespaces & CLONE_NEWNS) {
     // Nothing this child mounts propagates back to the host.
     if (::syscall(SYS_mount, nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail(plan, "making its mounts private");
@@ -210,7 +231,7 @@ void be_init(const child_plan& plan) {
 
 result<pid_t> spawn(const spawn_options& options) {
   if (options.argv.empty()) return make_error(errc::invalid_argument, "no program to start");
-  child_plan plan{&options, find_on_path(options.argv[0]), {}, {}, {}, -1, -1, ::getpid(), own_shown_memory()};
+  child_plan plan{&options, find_on_path(options.argv[0], options), {}, {}, {}, -1, -1, ::getpid(), own_shown_memory()};
   if (plan.program.empty())
     return make_error(errc::not_found, options.argv[0] + " is not installed (not on PATH)");
   for (const auto& a : options.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));

@@ -82,26 +82,14 @@ int prepare_child(const void* context, const char** failed_step) noexcept {
   return become(*p.run_as, failed_step);
 }
 
-} // namespace
-
-result<exec_result> run_command(const exec_request& request) {
-  int out_pipe[2], err_pipe[2];
-  if (::pipe2(out_pipe, O_CLOEXEC) != 0) return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    ::close(out_pipe[0]);
-    ::close(out_pipe[1]);
-    return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
-  }
-  auto cgroup = call_cgroup::make(request.limits);
-  preparation prepared{request.limits, cgroup.active(), request.confinement, &request.run_as};
-
+// The spawn options for a request: its program (a shell, or its argv), environment, directory,
+// namespaces, private /tmp, cgroup and the child's preparation.
+spawn_options options_for(const exec_request& request, const call_cgroup& cgroup, const preparation& prepared) {
   spawn_options o;
   o.argv = request.wrapper;
   if (request.argv.empty()) o.argv.insert(o.argv.end(), {"/bin/sh", "-c", request.command});
   else o.argv.insert(o.argv.end(), request.argv.begin(), request.argv.end());
   o.env = request.env;  // only what the request gives: nothing of keel's own environment
-  o.stdout_fd = out_pipe[1];
-  o.stderr_fd = err_pipe[1];
   o.kept_fds = request.inherited_fds;
   o.cwd_fd = request.cwd_fd;
   o.cwd_path = request.cwd_path;
@@ -120,6 +108,25 @@ result<exec_result> run_command(const exec_request& request) {
   o.cgroup_procs_files = cgroup.procs_files();
   o.prepare = prepare_child;
   o.prepare_context = &prepared;
+  return o;
+}
+
+} // namespace
+
+result<exec_result> run_command(const exec_request& request) {
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
+  }
+  auto cgroup = call_cgroup::make(request.limits);
+  preparation prepared{request.limits, cgroup.active(), request.confinement, &request.run_as};
+
+  spawn_options o = options_for(request, cgroup, prepared);
+  o.stdout_fd = out_pipe[1];
+  o.stderr_fd = err_pipe[1];
   auto spawned = spawn(o);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
@@ -198,6 +205,63 @@ result<exec_result> run_command(const exec_request& request) {
   r.duration_ms = steady_ms() - started;
   r.processes_limited_by = cgroup.active() ? "cgroup" : "rlimit";
   return r;
+}
+
+result<std::unique_ptr<running_program>> running_program::start(const exec_request& request) {
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (::pipe2(in_pipe, O_CLOEXEC) != 0) return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
+    for (int fd : in_pipe) ::close(fd);
+    return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
+  }
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) ::close(fd);
+    return make_error(errc::io, std::string("pipe: ") + std::strerror(errno));
+  }
+  std::unique_ptr<running_program> program(new running_program(call_cgroup::make(request.limits)));
+  preparation prepared{request.limits, program->cgroup_.active(), request.confinement, &request.run_as};
+  spawn_options o = options_for(request, program->cgroup_, prepared);
+  o.stdin_fd = in_pipe[0];
+  o.stdout_fd = out_pipe[1];
+  o.stderr_fd = err_pipe[1];
+  auto spawned = spawn(o);
+  for (int fd : {in_pipe[0], out_pipe[1], err_pipe[1]}) ::close(fd);
+  program->in_ = in_pipe[1];
+  program->out_ = out_pipe[0];
+  program->err_ = err_pipe[0];
+  if (!spawned) return make_error(spawned.error().code, "keel sandbox: " + spawned.error().message);
+  program->pid_ = *spawned;
+  for (int fd : {program->in_, program->out_, program->err_}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return program;
+}
+
+bool running_program::ended(std::string* status) {
+  if (!reaped_ && pid_ > 0) {
+    pid_t got;
+    do got = ::waitpid(pid_, &status_, WNOHANG);
+    while (got < 0 && errno == EINTR);
+    reaped_ = got == pid_;
+  }
+  if (reaped_ && status) {
+    if (WIFEXITED(status_)) *status = "exited with status " + std::to_string(WEXITSTATUS(status_));
+    else if (WIFSIGNALED(status_)) *status = std::string("killed by signal ") + ::strsignal(WTERMSIG(status_));
+  }
+  return reaped_;
+}
+
+running_program::~running_program() {
+  for (int fd : {in_, out_, err_})
+    if (fd >= 0) ::close(fd);
+  if (pid_ > 0 && !reaped_) {
+    ::kill(-pid_, SIGKILL);
+    ::kill(pid_, SIGKILL);
+  }
+  cgroup_.kill_all();
+  if (pid_ > 0 && !reaped_) {
+    int status;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
 }
 
 } // namespace keel::sandbox

@@ -9,6 +9,7 @@
 #include "sandbox/identity.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,5 +48,31 @@ struct exec_result {
 };
 
 result<exec_result> run_command(const exec_request& request);
+
+// A program that keeps running and talks over pipes (an MCP server): confined, limited and
+// placed exactly as run_command places a command, with no timeout of its own. Destroying it
+// kills its process group and cgroup and reaps it.
+class running_program {
+public:
+  static result<std::unique_ptr<running_program>> start(const exec_request& request);
+  ~running_program();
+  running_program(const running_program&) = delete;
+  running_program& operator=(const running_program&) = delete;
+
+  int input() const { return in_; }    // its stdin (write end, non-blocking)
+  int output() const { return out_; }  // its stdout (read end, non-blocking)
+  int errors() const { return err_; }  // its stderr (read end, non-blocking)
+  pid_t pid() const { return pid_; }
+  // Whether it has ended (reaped here); `status` says how when it has.
+  bool ended(std::string* status = nullptr);
+
+private:
+  running_program(call_cgroup cgroup) : cgroup_(std::move(cgroup)) {}
+  call_cgroup cgroup_;
+  pid_t pid_ = -1;
+  int in_ = -1, out_ = -1, err_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+};
 
 } // namespace keel::sandbox

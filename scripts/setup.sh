@@ -57,6 +57,13 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The reference MCP servers (pinned in tests/mcp/package-lock.json): the MCP tests and the mcp
+# example run them.
+if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/server-filesystem ]; then
+  echo "setup: installing the reference MCP servers"
+  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # The TypeScript SDK (sdk/typescript): its packages (pinned in its package-lock.json) and its
 # build (dist/), made again when a source is newer. The examples and the SDK's tests use it.
 if [ ! -d sdk/typescript/node_modules/@nats-io/jetstream ]; then
