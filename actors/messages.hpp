@@ -23,6 +23,8 @@ using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 using stalled_atom = caf::atom_constant<caf::atom("stalled")>;
 using audit_atom = caf::atom_constant<caf::atom("audit")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+using child_atom = caf::atom_constant<caf::atom("child")>;
+using child_check_atom = caf::atom_constant<caf::atom("childcheck")>;
 
 } // namespace keel::actors
 

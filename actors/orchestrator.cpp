@@ -127,6 +127,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   auto tools = tool_registry::start(shared->nats, *shared->js, config);
   if (!tools) return tools.error();
   shared->tools = std::move(*tools);
+  shared->children_pool = std::make_unique<thread_pool>(
+    4, [](const char* what) { logger()->error("a sub-agent's child run: {}", what); }, "keel children");
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;
@@ -206,6 +208,7 @@ void orchestrator::flush() {
   for (auto& lane : impl_->shared->lanes) lane.writer->stop();
   if (impl_->shared->log_pool) impl_->shared->log_pool->stop(2000);
   if (impl_->shared->ask_pool) impl_->shared->ask_pool->stop(3000);
+  if (impl_->shared->children_pool) impl_->shared->children_pool->stop(3000);
   impl_->shared->publisher->stop();
 }
 

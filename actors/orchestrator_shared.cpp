@@ -162,6 +162,7 @@ run_context orchestrator_shared::context_for(const config::agent_config&) const 
   c.retry_backoff_max_ms = config.retry_backoff_max_ms;
   c.inline_bytes_max = static_cast<std::size_t>(config.task_inline_bytes_max);
   if (tools) c.declared_tools = [registry = tools.get()] { return registry->snapshot(); };
+  c.find_agent = [&cfg = config](const std::string& id) { return cfg.find_agent(id); };
   return c;
 }
 

@@ -70,6 +70,7 @@ struct orchestrator_shared {
   // orchestrators whether a run exists.
   std::unique_ptr<thread_pool> log_pool;
   std::unique_ptr<thread_pool> ask_pool;
+  std::unique_ptr<thread_pool> children_pool;  // sub-agents' child runs: starting, asking, handing over
   // A run out of memory: its last entry confirmed and, for a run that completed or was
   // cancelled, its log cut to one entry (its final state and whole history).
   void left_memory(const std::string& run);

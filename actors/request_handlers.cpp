@@ -74,10 +74,26 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     if (m.reply.empty()) return;  // nobody to tell the run id: do not create an orphan run
     auto invoke = wire::decode<wire::invoke_request>(m.data, shared->limits);
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
+    if (!invoke->parent.is_null())
+      return shared->reply_error(m.reply, errc::invalid_argument, "field 'parent' is set only by keel's orchestrators");
     invoke->by = sender_of(m.subject);
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };
+  // A sub-agent's child run, asked for by the orchestrator of its parent (only orchestrators may
+  // publish here): it names its parent, and the person who started the chain.
+  auto on_child_invoke = [shared, actor](broker::message&& m) {
+    if (m.reply.empty()) return;
+    auto invoke = wire::decode<wire::invoke_request>(m.data, shared->limits);
+    if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
+    const value& parent = invoke->parent;
+    auto text = [&](const char* key) { return parent.is_object() && parent.contains(key) && parent[key].is_string(); };
+    if (!text("run_id") || !text("results_subject") || !text("by") || !parent.contains("chain") || !parent["chain"].is_array())
+      return shared->reply_error(m.reply, errc::invalid_argument, "a child run's invoke names its parent: run_id, results_subject, by, chain");
+    invoke->by = parent["by"].get<std::string>();
+    caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
+  };
   auto r = subscribe(subjects.invoke("*"), "orchestrators", on_invoke);
+  if (r) r = subscribe(subjects.base() + ".children.invoke", "orchestrators", on_child_invoke);
   if (r) r = subscribe(subjects.node_invoke(node_id, "*"), "", on_invoke);
   if (r) r = subscribe(subjects.run_resume("*", "*"), "", [shared, actor, owned](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

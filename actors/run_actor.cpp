@@ -2,6 +2,7 @@
 #include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
+#include "actors/run_children.hpp"
 #include "actors/run_views.hpp"
 #include "actors/task_gate.hpp"
 #include "runtime/clock.hpp"
@@ -35,6 +36,26 @@ std::chrono::milliseconds audit_after(const orchestrator_shared& shared) {
 
 void audit_later(const caf::actor& me, const orchestrator_shared& shared, const wire::task& t) {
   caf::delayed_anon_send(me, audit_after(shared), audit_atom::value, t.step, t.attempt);
+}
+
+// A task goes to the work queue (and is audited later); a sub-agent's call starts its child run.
+void dispatch(const std::shared_ptr<orchestrator_shared>& shared, const caf::actor& me, const wire::task& t,
+              const std::string& queue, const std::optional<wire::invoke_request>& child) {
+  if (child) {
+    shared->runs.sent(t.run_id, t.step, t.attempt);  // its outcome is taken as a task's result
+    return start_child(shared, me, *child, t);
+  }
+  shared->send_task(t, queue);
+  audit_later(me, *shared, t);
+}
+
+// A child run not heard from is asked after a while, then less and less often (to 5 minutes): its
+// own hand-over is the way its outcome comes; this covers one lost to a crash.
+void check_child_later(const caf::actor& me, const orchestrator_shared& shared, std::uint64_t step,
+                       const std::string& child, const std::string& reply_to, std::int64_t after_ms) {
+  caf::delayed_anon_send(me, std::chrono::milliseconds(after_ms), child_check_atom::value, step, child, reply_to,
+                         std::min<std::int64_t>(after_ms * 2, 300'000));
+  (void)shared;
 }
 
 // A declared tool's call is given up at its deadline (wall clock): the run looks then.
@@ -116,6 +137,15 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   for (const auto& ev : e.transition.events) events.push_back(wire::encode(ev));
   std::vector<wire::task> tasks = std::move(e.tasks);
   add_session_rules(*shared, machine.record(), tasks);
+  // Sub-agents' calls: the invoke of each child, made now from the run's record.
+  std::vector<std::optional<wire::invoke_request>> children;
+  for (const auto& t : tasks)
+    children.push_back(is_sub_agent_task(t) ? std::optional(child_invoke(machine.record(), t)) : std::nullopt);
+  const bool ended = std::any_of(e.transition.events.begin(), e.transition.events.end(), [](const wire::event& ev) {
+    return ev.event_type == "run_completed" || ev.event_type == "run_failed" || ev.event_type == "run_cancelled";
+  });
+  std::optional<store::run_record> ended_child;
+  if (ended && machine.state().parent.is_object()) ended_child = machine.record();
   if (e.deadline_ms > 0)
     for (const auto& t : tasks) deadline_later(me, t.step, t.attempt, e.deadline_ms);
   auto seq = e.transition.record.last_event_seq;
@@ -123,12 +153,9 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
     std::vector<std::string> encoded;
     for (const auto& t : tasks) encoded.push_back(wire::encode(t));
-    gate->on_ready([shared, me, tasks = std::move(tasks), queue = self->state.queue] {
+    gate->on_ready([shared, me, tasks = std::move(tasks), children, queue = self->state.queue] {
       step_trace::mark(step_trace::publishing);
-      for (const auto& t : tasks) {
-        shared->send_task(t, queue);
-        audit_later(me, *shared, t);
-      }
+      for (std::size_t i = 0; i < tasks.size(); ++i) dispatch(shared, me, tasks[i], queue, children[i]);
       step_trace::mark(step_trace::task_published);
     });
     tasks.clear();
@@ -138,7 +165,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
     [shared, &lane, me, run_id = machine.run_id(), events_subject, events = std::move(events), tasks = std::move(tasks),
      delay = e.task_delay_ms, leave = e.leave_memory, seq, reply_to,
      reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
-     waiters_bytes = std::move(waiters_bytes)](const result<void>& written) {
+     waiters_bytes = std::move(waiters_bytes), children = std::move(children), ended_child = std::move(ended_child),
+     cancel = std::move(e.cancel_children)](const result<void>& written) {
       if (!written) {
         // The answer says what happened. Unknown: written here, not confirmed by the run log
         // (it takes effect if the log has it: the client reads the run to find out). Refused
@@ -170,14 +198,12 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
       // the step streams (on one server, the order of publishing is the order of delivery).
       step_trace::mark(step_trace::publishing);
       for (const auto& bytes : events) lane.publish(events_subject, bytes);
-      for (const auto& t : tasks) {
-        if (delay > 0) {
-          caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, t);
-        } else {
-          shared->send_task(t, queue);
-          audit_later(me, *shared, t);
-        }
+      for (std::size_t i = 0; i < tasks.size(); ++i) {
+        if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, tasks[i]);
+        else dispatch(shared, me, tasks[i], queue, i < children.size() ? children[i] : std::nullopt);
       }
+      if (!cancel.empty()) cancel_children(shared, cancel, run_id);
+      if (ended_child) notify_parent(shared, *ended_child);
       step_trace::mark(step_trace::task_published);
       lane.publish(reply_to, reply_bytes);
       for (const auto& w : waiters) lane.publish(w, waiters_bytes);
@@ -299,8 +325,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
     [=](send_atom, const wire::task& t) {
       // A retry whose wait is over: sent unless the step moved on meanwhile.
       if (!self->state.machine->wants(t.step, t.attempt)) return;
-      shared->send_task(t, self->state.queue);
-      audit_later(caf::actor_cast<caf::actor>(self), *shared, t);
+      auto child = is_sub_agent_task(t) ? std::optional(child_invoke(self->state.machine->record(), t)) : std::nullopt;
+      dispatch(shared, caf::actor_cast<caf::actor>(self), t, self->state.queue, child);
     },
     [=](audit_atom, std::uint64_t step, std::uint32_t attempt) {
       // A task in flight for a while: still in the work queue (queued, or on a worker), or its
@@ -344,6 +370,20 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       const auto& pending = machine.state().pending;
       if (machine.wants(step, attempt) && pending->deadline_ms > 0)
         deadline_later(caf::actor_cast<caf::actor>(self), step, attempt, pending->deadline_ms);
+    },
+    [=](child_atom, std::uint64_t step, const std::string& child, const std::string& reply_to) {
+      // A sub-agent's child run exists: recorded once, and asked after a while if it does not answer.
+      auto e = self->state.machine->on_child_started(step, child);
+      if (e.changed) perform(self, shared, std::move(e), {}, reply_kind::none);
+      if (self->state.machine->expects(step))
+        check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, audit_after(*shared).count());
+    },
+    [=](child_check_atom, std::uint64_t step, const std::string& child, const std::string& reply_to, std::int64_t next_ms) {
+      auto& machine = *self->state.machine;
+      const auto& pending = machine.state().pending;
+      if (!pending || pending->step != step || pending->sub_agent.empty()) return;
+      check_child(shared, child, machine.run_id(), step, pending->attempt, reply_to);
+      check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, next_ms);
     },
     [=](idle_atom, std::uint64_t seq) {
       // Leave memory only if nothing happened since the write that made the run idle.

@@ -93,6 +93,7 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
                   ? invoke.input
                   : value{{"preview", text.substr(0, state_input_bytes_max)}, {"bytes", input_bytes}};
   state.started_by = invoke.by;
+  state.parent = invoke.parent;
   state.provider = invoke.provider;
   state.model = invoke.model;
   r.state = store::to_value(state);
@@ -161,63 +162,6 @@ void run_machine::finish(effects& e) {
   e.deadline_ms = !e.tasks.empty() && state_.pending ? state_.pending->deadline_ms : 0;
 }
 
-// The task for the step in flight, from what `pending` records: a step sent again is built
-// exactly as it was the first time (same conversation, same call, same approval).
-wire::task run_machine::pending_task() {
-  const auto& pending = *state_.pending;
-  wire::task t;
-  t.run_id = record_.run_id;
-  t.step = pending.step;
-  t.attempt = pending.attempt;
-  t.kind = pending.model ? wire::task_kind::llm : wire::task_kind::tool;
-  t.agent = record_.agent;
-  t.reply_to = context_.results_subject;
-  if (pending.model) {
-    auto known = declared();
-    value tools = model_tool_list(agent_, known.get());
-    // The conversation by reference: its length, and the messages new since the last model task
-    // as far as they fit; a worker keeps what it saw and fetches what it lacks from this node.
-    auto count = state_.messages_count;
-    std::size_t from = count, bytes = 0;
-    while (from > messages_sent_ && from > 0) {
-      auto it = packed_.find(from - 1);
-      if (it == packed_.end() || bytes + it->second.size() > context_.inline_bytes_max) break;
-      bytes += it->second.size();
-      --from;
-    }
-    messages_sent_ = count;
-    t.payload = value{{"system_prompt", agent_.system_prompt},
-                      {"provider", state_.provider.empty() ? agent_.provider : state_.provider},
-                      {"model", state_.model.empty() ? agent_.model : state_.model},
-                      {"tools", tools},
-                      {"conversation", value{{"count", count}, {"from", from}}}};
-    std::vector<std::string> fresh;
-    for (std::size_t i = from; i < count; ++i) fresh.push_back(packed_.at(i));
-    t.payload_messages = wire::pack_list(fresh);
-    // What went out and is (or will be, before anything else of this run) on disk is not kept.
-    for (auto it = packed_.begin(); it != packed_.end() && it->first < record_.messages_on_disk;)
-      it = packed_.erase(it);
-  } else {
-    const auto& call = state_.calls.at(state_.call_index);
-    value rules = value::array();
-    for (const auto& r : state_.allow_rules) rules.push_back(value{{"kind", r.kind}, {"command", r.command}});
-    t.payload = value{{"tool", call.name}, {"arguments", call.arguments}, {"call_id", call.id},
-                      {"approved", pending.approved}, {"allow_rules", rules},
-                      {"session_id", record_.session_id}};
-    if (!pending.queue.empty()) {  // a tool worker's: it needs no sandbox rules, and has a deadline
-      t.queue = pending.queue;
-      t.payload.erase("allow_rules");
-      t.payload["deadline_ms"] = pending.deadline_ms;
-    }
-    // The form came from a worker: only a map with a map for its context is passed on.
-    if (pending.form.is_object()) {
-      auto context = pending.form.find("context");
-      if (context != pending.form.end() && context->is_object()) t.payload["approved_form"] = *context;
-    }
-  }
-  return t;
-}
-
 // A run whose stored state cannot be read fails with the reason; what was stored is kept beside it.
 effects run_machine::fail_damaged() {
   effects e = begin();
@@ -240,6 +184,7 @@ effects run_machine::start(bool task_queued) {
     record_.status = run_status::running;
     emit(e, "run_started", value{{"agent", record_.agent}, {"input", state_.input},
                                  {"session_id", record_.session_id}, {"by", state_.started_by}});
+    if (state_.parent.is_object()) e.transition.events.back().data["parent"] = state_.parent;
     advance(e);
   } else if (record_.status == run_status::running && state_.pending && task_queued) {
     e.changed = false;  // the broker holds the task: queued, or running on a worker
@@ -265,6 +210,15 @@ void run_machine::advance(effects& e) {
       advance(e);
       return;
     }
+    const auto chain = state_.parent.is_object() && state_.parent.contains("chain") && state_.parent["chain"].is_array()
+                         ? state_.parent["chain"].size() : 0;
+    if (resolved.what == resolved_call::kind::sub_agent && chain + 1 >= sub_agent_depth_max) {
+      add_tool_message(e, call, value{{"error", "sub-agents nest at most " + std::to_string(sub_agent_depth_max) +
+                                                  " runs deep; this run is " + std::to_string(chain + 1) + " deep"}}, true);
+      state_.call_index += 1;
+      advance(e);
+      return;
+    }
     if (resolved.what == resolved_call::kind::declared && resolved.tool->approval) {
       ask_first(e, *resolved.tool);
       return;
@@ -284,61 +238,8 @@ void run_machine::advance(effects& e) {
   dispatch_llm(e);
 }
 
-void run_machine::dispatch_llm(effects& e) {
-  auto step = ++state_.task_seq;
-  store::pending_step p;
-  p.step = step;
-  p.model = true;
-  state_.pending = p;
-  emit(e, "llm_step_started", value{{"step", state_.steps + 1}, {"task_step", step}});
-  e.tasks.push_back(pending_task());
-}
-
-void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
-  auto step = ++state_.task_seq;
-  store::pending_step p;
-  p.step = step;
-  p.model = false;
-  p.approved = approved;
-  if (form.is_object()) p.form = form;
-  const auto& call = state_.calls.at(state_.call_index);
-  auto listed = std::find_if(agent_.tools.begin(), agent_.tools.end(),
-                             [&](const std::string& t) { return tools::model_name(t) == call.name; });
-  if (listed != agent_.tools.end() && tools::is_declared(*listed)) p.queue = listed->substr(0, listed->find('.'));
-  state_.pending = p;
-  arm_deadline(0);
-  emit(e, "tool_call_started", value{{"call_id", call.id}, {"tool", call.name},
-                                     {"arguments", call.arguments}, {"approved", approved},
-                                     {"task_step", step}});
-  if (!p.queue.empty()) e.transition.events.back().data["queue"] = p.queue;
-  e.tasks.push_back(pending_task());
-}
-
-// A declared tool whose calls a person approves: the run waits with the tool's form before any
-// task goes (the number of the step key is one no task uses).
-void run_machine::ask_first(effects& e, const tools::declared_tool& tool) {
-  const auto& call = state_.calls.at(state_.call_index);
-  std::string step_key = "approve-" + std::to_string(++state_.task_seq);
-  value form = tool.form(call.arguments);
-  record_.status = run_status::suspended;
-  state_.suspended = store::suspension{step_key, state_.call_index, form};
-  emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call.id}, {"tool", call.name}, {"form", form}});
-}
-
 std::shared_ptr<const tools::declared_tools> run_machine::declared() const {
   return context_.declared_tools ? context_.declared_tools() : nullptr;
-}
-
-// A tool worker's call is given up after its tool's timeout_ms from when it was first sent: the
-// worker may be hung, or no worker of its queue may be running. Set once per call: an attempt
-// sent again (a failure, a lost task, a restart) keeps it, so nothing extends a call for good.
-void run_machine::arm_deadline(std::int64_t delay_ms) {
-  auto& pending = *state_.pending;
-  if (pending.queue.empty() || pending.deadline_ms != 0) return;
-  const auto& call = state_.calls.at(state_.call_index);
-  auto known = declared();
-  auto tool = declared_tool_of(known.get(), pending.queue, call.name);
-  pending.deadline_ms = wall_ms() + delay_ms + (tool ? tool->timeout_ms : tools::timeout_ms_default);
 }
 
 // The pending step again, same step number, next attempt, at once.
@@ -359,6 +260,7 @@ effects run_machine::on_deadline(std::uint64_t step, std::uint32_t attempt) {
     return e;
   }
   auto queue = state_.pending->queue;
+  const bool sub_agent = !state_.pending->sub_agent.empty();
   state_.pending.reset();
   const store::tool_call call = state_.calls.at(state_.call_index);
   auto known = declared();
@@ -524,6 +426,7 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   bool approved = state_.pending->approved;
   auto step = state_.pending->step;
   auto queue = state_.pending->queue;
+  const bool sub_agent = !state_.pending->sub_agent.empty();
   state_.pending.reset();
   if (llm_step) {
     auto completion = llm::completion_from_value(result.payload);
@@ -597,6 +500,17 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   if (status == "needs_approval") {  // approved, yet the tool asked again: never loop
     tool_result = value{{"error", "the tool asked for approval again after it was approved"}};
     is_error = true;
+  }
+  if (sub_agent && tool_result.is_object() && tool_result.contains("total_usage") && tool_result["total_usage"].is_object()) {
+    // A child run's tokens (with its own children's) count toward this run's.
+    const auto& used = tool_result["total_usage"];
+    auto add = [&](std::int64_t& to, const char* key) {
+      if (used.contains(key) && used[key].is_number_integer()) to += std::max<std::int64_t>(0, used[key].get<std::int64_t>());
+    };
+    add(state_.children_usage.input_tokens, "input_tokens");
+    add(state_.children_usage.output_tokens, "output_tokens");
+    add(state_.children_usage.cache_read_tokens, "cache_read_tokens");
+    add(state_.children_usage.cache_write_tokens, "cache_write_tokens");
   }
   add_tool_message(e, call, tool_result, is_error, answer.has_value());
   state_.call_index = index + 1;
@@ -743,6 +657,9 @@ result<effects> run_machine::cancel(const std::string& reason, const std::string
   if (damaged_) return fail_damaged();
   effects e = begin();
   record_.status = run_status::cancelled;
+  if (state_.pending && !state_.pending->sub_agent.empty() && state_.children.is_array())
+    for (const auto& child : state_.children)
+      if (child.value("task_step", std::uint64_t{0}) == state_.pending->step) e.cancel_children.push_back(child.value("run_id", std::string{}));
   state_.pending.reset();
   state_.suspended.reset();
   emit(e, "run_cancelled", value{{"reason", reason}, {"by", by}});

@@ -26,6 +26,8 @@ struct run_context {
   std::size_t inline_bytes_max = 256 << 10;  // new messages carried in a model task, up to this
   // The tools that tool workers declared, as the orchestrator holds them now (empty: none).
   std::function<std::shared_ptr<const tools::declared_tools>()> declared_tools;
+  // Other agents of the node's config, by id (sub-agents' descriptions); empty: none known.
+  std::function<const config::agent_config*(const std::string&)> find_agent;
 };
 
 struct effects {
@@ -37,6 +39,8 @@ struct effects {
   bool leave_memory = false;            // suspended or finished: the actor may go
   // A declared tool's task: when its call is given up if no result came (wall clock, ms; 0: none).
   std::int64_t deadline_ms = 0;
+  // Child runs to cancel once written (the run was cancelled while a sub-agent worked for it).
+  std::vector<std::string> cancel_children;
 };
 
 class run_machine {
@@ -91,6 +95,10 @@ public:
   // result in time, and the run goes on. Unchanged when that attempt is no longer in flight, or
   // its deadline is still ahead (the caller waits again until then).
   effects on_deadline(std::uint64_t step, std::uint32_t attempt);
+  // A sub-agent's call (a tool step whose pending.sub_agent is set): its child run exists, with
+  // this id. Recorded once (the run's children, an event); unchanged when known already, or when
+  // that step is no longer in flight.
+  effects on_child_started(std::uint64_t step, const std::string& child_run_id);
 
   // The record as last written (its state is the stored value of state()).
   const store::run_record& record() const { return record_; }

@@ -31,6 +31,18 @@ value summary(const store::run_record& r) {
   if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
   if (s.error) out["error"] = *s.error;
   if (s.suspended) out["waiting"] = value{{"step_key", s.suspended->step_key}, {"form", s.suspended->form}};
+  // Sub-agents: the run that started this one (and the chain above it), the runs it started, and
+  // its tokens with theirs.
+  if (s.parent.is_object()) {
+    out["parent"] = value{{"run_id", s.parent.value("run_id", std::string{})}, {"agent", s.parent.value("agent", std::string{})},
+                          {"call_id", s.parent.value("call_id", std::string{})}};
+    out["chain"] = s.parent.contains("chain") ? s.parent["chain"] : value::array();
+  }
+  if (s.children.is_array() && !s.children.empty()) out["children"] = s.children;
+  out["total_usage"] = value{{"input_tokens", s.usage.input_tokens + s.children_usage.input_tokens},
+                             {"output_tokens", s.usage.output_tokens + s.children_usage.output_tokens},
+                             {"cache_read_tokens", s.usage.cache_read_tokens + s.children_usage.cache_read_tokens},
+                             {"cache_write_tokens", s.usage.cache_write_tokens + s.children_usage.cache_write_tokens}};
   // A step failing for a passing reason: what it waits on, and when it is tried next.
   if (s.pending && s.pending->retry)
     out["retrying"] = value{{"reason", s.pending->retry->reason}, {"next_try_ms", s.pending->retry->next_try_ms},

@@ -12,9 +12,28 @@ constexpr std::size_t form_bytes_max = 16 << 10;  // what a tool worker adds to 
 constexpr std::size_t definitions_bytes_max = 256 << 10;  // declared tools' definitions in one model task
 }
 
-wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared) {
+wire::value sub_agent_definition(const std::string& id, const config::agent_config* child) {
+  std::string description = "Hand a task to agent " + id + " and get its final answer. It runs as a run of its own " +
+                            "(its steps, tools and approvals), then this call returns what it answered.";
+  if (child && !child->description.empty()) description += " What it does: " + child->description.substr(0, 2000);
+  return value{{"name", sub_agent_prefix + id}, {"description", description},
+               {"input_schema", {{"type", "object"},
+                                 {"properties", {{"task", {{"type", "string"}, {"description", "What the agent should do, with everything it needs to know"}}}}},
+                                 {"required", {"task"}}}}};
+}
+
+std::string sub_agent_of(const config::agent_config& agent, const std::string& name) {
+  const std::string prefix = sub_agent_prefix;
+  if (name.compare(0, prefix.size(), prefix) != 0) return {};
+  auto id = name.substr(prefix.size());
+  return std::find(agent.sub_agents.begin(), agent.sub_agents.end(), id) != agent.sub_agents.end() ? id : std::string();
+}
+
+wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared,
+                            const std::function<const config::agent_config*(const std::string&)>& find_agent) {
   value list = value::array();
   std::size_t bytes = 0;
+  for (const auto& id : agent.sub_agents) list.push_back(sub_agent_definition(id, find_agent ? find_agent(id) : nullptr));
   for (const auto& listed : agent.tools) {
     if (!tools::is_declared(listed)) {
       list.push_back(listed);
@@ -54,6 +73,13 @@ resolved_call resolve_call(const config::agent_config& agent, const tools::decla
   });
   if (command || mcp) {
     out.what = resolved_call::kind::built_in;
+    return out;
+  }
+  if (!sub_agent_of(agent, name).empty()) {
+    const bool has_task = arguments.is_object() && arguments.contains("task") && arguments["task"].is_string() &&
+                          !arguments["task"].get<std::string>().empty();
+    if (!has_task) out.problem = "tool '" + name + "' needs a task: {\"task\": \"what the agent should do\"}";
+    else out.what = resolved_call::kind::sub_agent;
     return out;
   }
   if (listed == agent.tools.end()) {

@@ -9,6 +9,7 @@
 #include "runtime/tool_declaration.hpp"
 #include "runtime/wire.hpp"
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,10 +18,19 @@ namespace keel::actors {
 // The tools a model task carries: a built-in tool by name, a declared one as its definition
 // ({name, description, input_schema}); a declared tool that no worker has declared yet is left
 // out (the model cannot call what it was not told of).
-wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared);
+wire::value model_tool_list(const config::agent_config& agent, const tools::declared_tools* declared,
+                            const std::function<const config::agent_config*(const std::string&)>& find_agent = {});
+
+// Sub-agents: the tool an agent calls another by (agent__<id>), its definition, and how deep a
+// chain of runs may go (a root run and at most this many below it).
+constexpr const char* sub_agent_prefix = "agent__";
+constexpr std::size_t sub_agent_depth_max = 4;
+wire::value sub_agent_definition(const std::string& id, const config::agent_config* child);
+// The agent a tool name calls, if it is one of `agent`'s sub-agents ("" otherwise).
+std::string sub_agent_of(const config::agent_config& agent, const std::string& name);
 
 struct resolved_call {
-  enum class kind { built_in, declared, refused };
+  enum class kind { built_in, declared, sub_agent, refused };
   kind what = kind::refused;
   std::shared_ptr<const tools::declared_tool> tool;  // declared
   std::string problem;                               // refused: what the model is told

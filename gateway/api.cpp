@@ -287,9 +287,13 @@ void api::handle(http_request request, const responder& respond) {
     for (auto& a : *answers) {
       more = more || a.contains("next") || a.value("cut", false);
       for (auto& r : a["runs"])
-        if (r.contains("waiting"))
+        if (r.contains("waiting")) {
           approvals.push_back(value{{"run_id", r["run_id"]}, {"agent", r["agent"]}, {"step_key", r["waiting"]["step_key"]},
                                     {"form", r["waiting"]["form"]}, {"waiting_since_ms", r["updated_ms"]}});
+          // A sub-agent's run: the runs above it, root first (the person answers for the chain).
+          if (r.contains("chain")) approvals.back()["chain"] = r["chain"];
+          if (r.contains("parent")) approvals.back()["parent"] = r["parent"];
+        }
     }
     std::sort(approvals.begin(), approvals.end(), [](const value& a, const value& b) {
       return a.value("waiting_since_ms", std::int64_t{0}) < b.value("waiting_since_ms", std::int64_t{0});

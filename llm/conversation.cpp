@@ -247,7 +247,8 @@ std::string tool_result_text(const std::string& tool, const wire::value& result,
   // An MCP server's tool (<server>__<tool>): its content as text, and its structured content.
   if (tool.find("__") != std::string::npos && result.contains("content") && result["content"].is_string()) {
     std::string out = text_field(result, "content");
-    if (result.contains("structured_content")) out += (out.empty() ? "" : "\n") + std::string("structured content: ") + dumped(result["structured_content"]);
+    // Structured content is told only when there is no text (servers also send it as text).
+    if (out.empty() && result.contains("structured_content")) out = "structured content: " + dumped(result["structured_content"]);
     return out.empty() ? std::string("(no content)") : out;
   }
   if (tool == "grep") {

@@ -392,6 +392,13 @@ const std::vector<entry>& entries() {
         }
         return one_of(v, {"exec", "read", "write", "edit", "glob", "grep"});
       }));
+    e.push_back(string_array_key(
+      "agents.*.sub_agents", {}, "Agents this one may hand a task to, as tool agent__<id> (a child run; docs/TOOLS.md).",
+      [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->sub_agents; },
+      [](const std::string& v) { return is_valid_name(v) ? std::string{} : "an agent id, got \"" + v + "\""; }));
+    e.push_back(string_key(
+      "agents.*.description", "", "What the agent does, told to agents that may call it.",
+      [](node_config&, agent_config* a) -> std::string& { return a->description; }));
     e.push_back(integer_key(
       "agents.*.max_steps", 30, 1, 10'000, "Stop after this many model steps.",
       [](node_config&, agent_config* a) -> std::int64_t& { return a->max_steps; }));
@@ -634,7 +641,7 @@ struct loader {
     for (auto& agent : config.agents) {
       if (agent.queue.empty()) agent.queue = agent.id;
       // The model knows every tool by its name alone: two may not share one.
-      if (auto clash = detail::check_tool_names(agent); !clash.empty())
+      if (auto clash = detail::check_tool_names(config, agent); !clash.empty())
         return whole_file_error("agents." + agent.id + ".tools", clash);
       agent.api_key_file = relative_to_source(agent.api_key_file);
       agent.workspace = relative_to_source(agent.workspace);

@@ -91,6 +91,8 @@ struct agent_config {
 
   std::vector<command_tool> commands;
   std::vector<mcp_server> mcp;
+  std::vector<std::string> sub_agents;  // agents it may call as tools (agent__<id>): child runs
+  std::string description;              // told to the agents that may call this one
 };
 
 struct node_config {

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <set>
 
 namespace keel::config::detail {
@@ -217,7 +218,7 @@ std::optional<table_problem> read_mcp_servers(const toml::table& servers, const 
   return std::nullopt;
 }
 
-std::string check_tool_names(const agent_config& agent) {
+std::string check_tool_names(const node_config& config, const agent_config& agent) {
   std::set<std::string> names;
   for (const auto& tool : agent.tools) {
     auto name = tool.substr(tool.find('.') == std::string::npos ? 0 : tool.find('.') + 1);
@@ -229,6 +230,13 @@ std::string check_tool_names(const agent_config& agent) {
   for (const auto& c : agent.commands)
     if (c.name.find("__") != std::string::npos)
       return "command tool \"" + c.name + "\": \"__\" is kept for MCP tools (<server>__<tool>)";
+  for (const auto& m : agent.mcp)
+    if (m.name == "agent") return "MCP server \"agent\": the name is kept for sub-agents (agent__<id>)";
+  for (const auto& id : agent.sub_agents) {
+    if (!config.find_agent(id)) return "sub-agent \"" + id + "\" is not an agent of this config";
+    if (id.size() > 57) return "sub-agent \"" + id + "\": the model calls it agent__" + id + ", over 64 characters";
+    if (std::count(agent.sub_agents.begin(), agent.sub_agents.end(), id) > 1) return "sub-agent \"" + id + "\" is listed twice";
+  }
   return {};
 }
 

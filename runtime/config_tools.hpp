@@ -25,6 +25,6 @@ std::optional<table_problem> read_mcp_servers(const toml::table& servers, const 
                                               const path_resolver& relative);
 
 // The model-facing names an agent's tools, commands and MCP servers take: "" or the clash found.
-std::string check_tool_names(const agent_config& agent);
+std::string check_tool_names(const node_config& config, const agent_config& agent);
 
 } // namespace keel::config::detail

@@ -98,6 +98,7 @@ value to_value(const pending_step& p) {
   if (p.retry) out["retry"] = value{{"reason", p.retry->reason}, {"next_try_ms", p.retry->next_try_ms}, {"waiting", p.retry->waiting}};
   if (!p.queue.empty()) out["queue"] = p.queue;
   if (p.deadline_ms > 0) out["deadline_ms"] = p.deadline_ms;
+  if (!p.sub_agent.empty()) out["sub_agent"] = p.sub_agent;
   return out;
 }
 
@@ -123,6 +124,7 @@ result<pending_step> pending_step_from_value(const value& v, const std::string& 
   KEEL_READ(p.waited_ms, f.integer("waited_ms"));
   KEEL_READ(p.queue, f.text("queue"));
   KEEL_READ(p.deadline_ms, f.integer("deadline_ms"));
+  KEEL_READ(p.sub_agent, f.text("sub_agent"));
   if (f.has("retry")) {
     fields r(f.raw("retry"), f.path("retry"));
     if (!r.is_map()) return not_a(f.path("retry"), "a map");
@@ -164,6 +166,9 @@ value to_value(const run_state& s) {
   if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
   if (s.error) out["error"] = *s.error;
   if (s.failed_pending) out["failed_pending"] = to_value(*s.failed_pending);
+  if (s.parent.is_object()) out["parent"] = s.parent;
+  if (s.children.is_array() && !s.children.empty()) out["children"] = s.children;
+  if (s.children_usage.input_tokens || s.children_usage.output_tokens) out["children_usage"] = to_value(s.children_usage);
   return out;
 }
 
@@ -245,6 +250,15 @@ result<run_state> run_state_from_value(const value& v) {
   KEEL_READ(s.output, f.optional_text("output"));
   KEEL_READ(s.stop_reason, f.optional_text("stop_reason"));
   KEEL_READ(s.error, f.optional_text("error"));
+  if (f.has("parent")) {
+    if (!f.raw("parent").is_object()) return f.bad("parent", "a map");
+    s.parent = f.raw("parent");
+  }
+  if (f.has("children")) {
+    if (!f.raw("children").is_array()) return f.bad("children", "a list");
+    s.children = f.raw("children");
+  }
+  if (f.has("children_usage")) KEEL_READ(s.children_usage, usage_from(f.raw("children_usage"), f.path("children_usage")));
   return s;
 }
 

@@ -48,6 +48,9 @@ struct pending_step {
   // when the call is given up if no result came (wall clock, ms; 0: no deadline).
   std::string queue;
   std::int64_t deadline_ms = 0;
+  // A call of another agent (agent__<id>): that agent; its child run is started and followed by
+  // the run's actor instead of a worker (docs/TOOLS.md, sub-agents).
+  std::string sub_agent;
 };
 
 struct suspension {
@@ -86,6 +89,12 @@ struct run_state {
   std::optional<std::string> stop_reason;
   std::optional<std::string> error;
   std::optional<pending_step> failed_pending;  // the step a failed run failed on, for a retry
+  // Sub-agents: the run that started this one ({run_id, agent, task_step, attempt, call_id,
+  // results_subject, chain: [root ... parent]}; null: none), the child runs this one started
+  // ([{run_id, agent, call_id, task_step}]), and the tokens those used, with their own children.
+  wire::value parent;
+  wire::value children;
+  token_usage children_usage;
 };
 
 // The stored value (without the conversation; "messages_count" says how long it is). A stored

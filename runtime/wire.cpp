@@ -185,6 +185,7 @@ std::string encode(const invoke_request& m) {
   if (!m.session_id.empty()) v["session_id"] = m.session_id;
   if (!m.provider.empty()) v["provider"] = m.provider;
   if (!m.model.empty()) v["model"] = m.model;
+  if (m.parent.is_object()) v["parent"] = m.parent;
   return pack(v);
 }
 
@@ -366,6 +367,10 @@ result<invoke_request> decode<invoke_request>(std::string_view bytes, const limi
   KEEL_TRY(m.model, r.str("model", false));
   if (!m.provider.empty() && m.provider != "scripted" && m.provider != "anthropic" && m.provider != "openai")
     return make_error(errc::invalid_argument, "field 'provider' must be one of scripted, anthropic, openai");
+  if (const value* parent = r.find("parent")) {
+    if (!parent->is_object()) return r.wrong("parent", "a map");
+    m.parent = *parent;
+  }
   return m;
 }
 

@@ -61,6 +61,9 @@ struct invoke_request {
   // Who invoked: the name that ends the invoke's subject, checked by the broker (never read from
   // the body).
   std::string by;
+  // A sub-agent's run: the run that started it (run_machine's state.parent). Read only from
+  // invokes on the orchestrators' own subject (P.children.invoke), which carry `by` in it.
+  value parent;
 };
 
 struct invoke_reply {
