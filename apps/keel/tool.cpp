@@ -5,10 +5,12 @@
 #include "apps/keel/commands.hpp"
 
 #include "runtime/config.hpp"
+#include "mcp/session_pool.hpp"
 #include "sandbox/tools.hpp"
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <iostream>
 
 namespace keel::cli {
@@ -33,8 +35,8 @@ struct tool_options {
 
 // key=value takes the type the tool's schema gives the key: text for strings, JSON otherwise.
 result<wire::value> parse_arguments(const std::string& tool, const std::vector<std::string>& items) {
-  const auto definition = sandbox::tool_definition(tool);
-  const auto& properties = definition["input_schema"]["properties"];
+  const bool built_in = std::find(sandbox::tool_names().begin(), sandbox::tool_names().end(), tool) != sandbox::tool_names().end();
+  const auto properties = built_in ? sandbox::tool_definition(tool)["input_schema"]["properties"] : wire::value::object();
   wire::value args = wire::value::object();
   for (const auto& item : items) {
     if (!item.empty() && item[0] == '{') {
@@ -48,15 +50,14 @@ result<wire::value> parse_arguments(const std::string& tool, const std::vector<s
     if (eq == std::string::npos || eq == 0)
       return make_error(errc::invalid_argument, "arguments are key=value or a JSON map, got '" + item + "'");
     std::string key = item.substr(0, eq), text = item.substr(eq + 1);
-    bool is_text = properties.contains(key) && properties[key].value("type", "") == "string";
+    bool is_text = properties.contains(key) && properties[key].value("type", "") == "string";  // else JSON, or text
     auto parsed = is_text ? wire::value() : wire::value::parse(text, nullptr, false);
     args[key] = (is_text || parsed.is_discarded()) ? wire::value(text) : parsed;
   }
   return args;
 }
 
-result<sandbox::policy> make_policy(const tool_options& o, std::string& workspace) {
-  config::agent_config agent;
+result<sandbox::policy> make_policy(const tool_options& o, std::string& workspace, config::agent_config& agent) {
   if (!o.agent.empty()) {
     if (o.config_path.empty()) return make_error(errc::invalid_argument, "--agent needs --config");
     auto c = config::load_file(o.config_path);
@@ -91,7 +92,8 @@ int run_tool_command(const tool_options& o) {
     return 2;
   }
   std::string workspace = o.workspace;
-  auto policy = make_policy(o, workspace);
+  config::agent_config agent;
+  auto policy = make_policy(o, workspace, agent);
   if (!policy) {
     std::cerr << "keel tool: " << policy.error().message << "\n";
     return 2;
@@ -106,12 +108,20 @@ int run_tool_command(const tool_options& o) {
   request.tool = o.name;
   request.arguments = *args;
   request.task_id = "keel-tool";
-  auto outcome = sandbox::run_tool(*ws, *policy, request);
+  // An MCP server's tool (<server>__<tool>) goes to that server, started as a worker starts it.
+  std::string mcp_tool;
+  const auto* server = mcp::session_pool::server_of(agent, o.name, mcp_tool);
+  std::optional<mcp::session_pool> servers;
+  if (server) servers.emplace(1);
+  auto call = [&] {
+    return server ? servers->call(agent, *server, ws->root(), request, mcp_tool) : sandbox::run_tool(*ws, *policy, request);
+  };
+  auto outcome = call();
   if (o.approve && outcome.kind == sandbox::outcome_kind::needs_approval) {
     // As a person's approval does: the call runs again, held to the form that was shown.
     request.approved = true;
     request.approved_form = outcome.form["context"];
-    outcome = sandbox::run_tool(*ws, *policy, request);
+    outcome = call();
   }
   wire::value out{{"tool", o.name}, {"workspace", ws->root()}};
   switch (outcome.kind) {
@@ -140,9 +150,9 @@ int run_tool_command(const tool_options& o) {
 void add_tool_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<tool_options>();
   auto* cmd = app.add_subcommand("tool", "Run one tool call through the sandbox, as a worker would");
-  cmd->add_option("name", o->name, "exec, read, write, edit, glob or grep")
-    ->required()
-    ->check(CLI::IsMember({"exec", "read", "write", "edit", "glob", "grep"}));
+  cmd->add_option("name", o->name,
+                  "exec, read, write, edit, glob, grep; with --agent, also its command tools and <server>__<tool> of its MCP servers")
+    ->required();
   cmd->add_option("arguments", o->arguments, "key=value ... or a JSON map");
   cmd->add_option("-w,--workspace", o->workspace, "The workspace (default: the agent's with --agent, else this directory)");
   cmd->add_option("-c,--config", o->config_path, "Node config with the agent (for --agent)");
