@@ -20,6 +20,18 @@ function rawEvents(item) {
     pre(item.events.map((e) => JSON.stringify(e, null, 2)).join('\n'), 'raw'));
 }
 
+// Sub-agents: the runs above this one (root first) and the child runs it started, as links.
+function runTree(s) {
+  const link = (id) => h('a', { class: 'mono', href: `/runs/${encodeURIComponent(id)}`, text: id });
+  const above = (s.chain || []).flatMap((id, i) => (i ? [' → ', link(id)] : [link(id)]));
+  const parent = s.parent ? h('p', { class: 'muted', 'data-tree': 'parent' }, 'Sub-agent run for ', ...above, ` (agent ${s.parent.agent})`) : null;
+  const children = s.children?.length
+    ? h('div', { class: 'children', 'data-tree': 'children' }, h('span', { class: 'label', text: 'Sub-agent runs' }),
+        h('ul', {}, s.children.map((c) => h('li', {}, link(c.run_id), ` agent ${c.agent}, call ${c.call_id}`))))
+    : null;
+  return parent || children ? h('div', { class: 'tree' }, parent, children) : null;
+}
+
 function field(label, value) {
   return h('div', { class: 'kv' }, h('span', { class: 'label', text: label }), h('span', { class: 'value', text: visible(value) }));
 }
@@ -66,7 +78,8 @@ function itemView(item, trace, runId) {
       const head = h('span', {}, when, h('strong', { text: `Tool ${item.tool}` }), ' ',
         h('span', { class: `pill state-${item.state}`, text: item.state === 'running' ? 'running' : item.state === 'waiting' ? 'waiting for approval' : `${item.state} · ${duration(item.duration_ms)}` }),
         output && output.exit_code !== undefined ? h('span', { class: `pill ${output.exit_code === 0 ? 'ok' : 'warn'}`, text: `exit ${output.exit_code}` }) : null,
-        h('span', { class: 'muted mono', text: ` ${toolCallLine({ name: '', arguments: item.arguments }).trim()}` }));
+        h('span', { class: 'muted mono', text: ` ${toolCallLine({ name: '', arguments: item.arguments }).trim()}` }),
+        item.child_run_id ? h('span', {}, ' → run ', h('a', { class: 'mono', href: `/runs/${encodeURIComponent(item.child_run_id)}`, text: item.child_run_id })) : null);
       const cut = [];
       if (r && r.truncated) cut.push(`the result (${r.bytes} bytes) is shown by its start only`);
       if (output?.stdout_cut) cut.push(`stdout: ${output.stdout_cut} characters cut`);
@@ -156,7 +169,9 @@ export async function render(main, { runId }) {
         field('Agent', s.agent), field('Model', `${s.provider || agent?.provider || ''} ${s.model || agent?.model || ''}`.trim() || '-'),
         field('Tokens', usageLine(s.usage)), field('Steps', String(s.steps ?? 0)), field('Started', time(s.created_ms)),
         field('Duration', duration(ended - s.created_ms)), s.session_id ? field('Session', s.session_id) : null,
-        s.retrying ? field('Retrying', `${s.retrying.reason} (next try ${time(s.retrying.next_try_ms)})`) : null),
+        s.retrying ? field('Retrying', `${s.retrying.reason} (next try ${time(s.retrying.next_try_ms)})`) : null,
+        s.children?.length ? field('Tokens with sub-agents', usageLine(s.total_usage)) : null),
+      runTree(s),
       waiting ? h('p', { class: 'waiting-banner' }, 'Waiting for a person: ', h('a', { href: `/runs/${s.run_id}/steps/${waiting.step_key}`, text: `answer ${waiting.step_key}` })) : null,
       !TERMINAL.has(status) ? h('button', { class: 'danger small', onclick: async () => {
         if (!confirm('Cancel this run?')) return;

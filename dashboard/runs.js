@@ -137,7 +137,9 @@ export async function renderApprovals(main) {
         return h('tr', { 'data-run': a.run_id },
           h('td', { text: `${time(a.waiting_since_ms)} (${duration(Date.now() - a.waiting_since_ms)})` }),
           h('td', {}, h('a', { class: 'mono', href: `/runs/${a.run_id}`, text: a.run_id })),
-          h('td', { text: a.agent }), h('td', { text: a.form?.tool || '' }),
+          // A sub-agent's run: the agent that asked for it, and how deep it is.
+          h('td', { text: a.parent ? `${a.agent} (for ${a.parent.agent}, depth ${(a.chain || []).length})` : a.agent }),
+          h('td', { text: a.form?.tool || '' }),
           h('td', { class: 'mono', text: excerpt(c.command ?? c.path ?? '', 80) }),
           h('td', {}, h('a', { class: 'button', href: `/runs/${a.run_id}/steps/${a.step_key}`, text: 'Answer' })));
       }));

@@ -68,6 +68,13 @@ export class Trace {
         this.run.status = 'running';
         break;
       }
+      case 'sub_agent_started': {
+        // A sub-agent's call: its child run, linked from the call's entry.
+        const it = [...this.byCall.values()].find((x) => x.call_id === d.call_id);
+        if (it) Object.assign(it, { child_run_id: d.run_id, child_agent: d.agent });
+        if (it && it.events[it.events.length - 1] !== e) it.events.push(e);
+        break;
+      }
       case 'task_retried': {
         const it = this.byTaskStep.get(d.task_step) || this.current;
         if (it) {

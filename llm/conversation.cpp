@@ -244,6 +244,12 @@ std::string tool_result_text(const std::string& tool, const wire::value& result,
     return out;
   }
   if (tool == "read") return text_field(result, "content");
+  // A sub-agent's call (agent__<id>): what its child run answered, or why it did not.
+  if (tool.rfind("agent__", 0) == 0 && result.contains("status") && result.contains("run_id")) {
+    auto status = text_field(result, "status");
+    if (status == "completed") return "Agent " + text_field(result, "agent") + " answered: " + text_field(result, "output");
+    return "Agent " + text_field(result, "agent") + " did not finish (run " + status + "): " + text_field(result, "error");
+  }
   // An MCP server's tool (<server>__<tool>): its content as text, and its structured content.
   if (tool.find("__") != std::string::npos && result.contains("content") && result["content"].is_string()) {
     std::string out = text_field(result, "content");
