@@ -1,4 +1,5 @@
 #include "actors/request_handlers.hpp"
+#include "actors/run_children.hpp"
 #include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
@@ -76,6 +77,9 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
     if (!invoke->parent.is_null())
       return shared->reply_error(m.reply, errc::invalid_argument, "field 'parent' is set only by keel's orchestrators");
+    if (invoke->idempotency_key.rfind(child_key_prefix, 0) == 0)
+      return shared->reply_error(m.reply, errc::invalid_argument,
+                                 std::string("idempotency keys starting with ") + child_key_prefix + " are keel's own (sub-agents' child runs)");
     invoke->by = sender_of(m.subject);
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };
@@ -89,6 +93,8 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     auto text = [&](const char* key) { return parent.is_object() && parent.contains(key) && parent[key].is_string(); };
     if (!text("run_id") || !text("results_subject") || !text("by") || !parent.contains("chain") || !parent["chain"].is_array())
       return shared->reply_error(m.reply, errc::invalid_argument, "a child run's invoke names its parent: run_id, results_subject, by, chain");
+    if (invoke->idempotency_key.rfind(child_key_prefix, 0) != 0)
+      return shared->reply_error(m.reply, errc::invalid_argument, "a child run's idempotency key is keel's own");
     invoke->by = parent["by"].get<std::string>();
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };

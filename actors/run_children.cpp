@@ -72,7 +72,7 @@ wire::invoke_request child_invoke(const store::run_record& parent_record, const 
                   ? state->parent["chain"] : value::array();
   chain.push_back(parent_record.run_id);
   wire::invoke_request invoke(t.payload.value("sub_agent", std::string{}), t.payload.value("task", std::string{}),
-                              "sub-" + parent_record.run_id + "-" + std::to_string(t.step), parent_record.session_id);
+                              std::string(child_key_prefix) + parent_record.run_id + "/" + std::to_string(t.step), parent_record.session_id);
   invoke.parent = value{{"run_id", parent_record.run_id}, {"agent", parent_record.agent}, {"task_step", t.step},
                         {"attempt", t.attempt}, {"call_id", t.payload.value("call_id", std::string{})},
                         {"results_subject", t.reply_to}, {"chain", chain},

@@ -22,6 +22,11 @@ namespace keel::actors {
 // duration_ms}, is_error}; nullopt while the child has not ended.
 std::optional<wire::value> child_outcome(const wire::value& summary);
 
+// A child run's idempotency key: this prefix, the parent's run and step. Only children's invokes
+// may use it (an invoke from a client with such a key is refused), so nobody can claim a key
+// before the parent does and have their run taken as its child.
+constexpr const char* child_key_prefix = "keel-child/";
+
 // Whether a task is a sub-agent's call (carried out by the run's actor, never sent to a worker).
 inline bool is_sub_agent_task(const wire::task& t) { return t.payload.is_object() && t.payload.contains("sub_agent"); }
 

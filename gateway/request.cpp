@@ -1,4 +1,5 @@
 #include "gateway/request.hpp"
+#include "runtime/json_bounded.hpp"
 
 #include <cctype>
 
@@ -60,8 +61,9 @@ std::vector<std::string> parts_of(const std::string& path) {
 
 result<value> json_body(const http_request& r) {
   if (r.body.empty()) return value::object();
-  auto v = value::parse(r.body, nullptr, false);
-  if (v.is_discarded() || !v.is_object()) return make_error(errc::malformed, "the body must be a JSON object");
+  auto v = keel::parse_bounded(r.body);
+  if (v.is_discarded() || !v.is_object())
+    return make_error(errc::malformed, "the body must be a JSON object, nested at most " + std::to_string(keel::json_depth_max) + " deep");
   return v;
 }
 

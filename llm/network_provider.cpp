@@ -1,4 +1,5 @@
 #include "llm/network_provider.hpp"
+#include "runtime/json_bounded.hpp"
 
 #include "runtime/backoff.hpp"
 #include "runtime/log.hpp"
@@ -190,7 +191,7 @@ std::string anthropic_provider::request_body(const completion_request& r) const 
 
 namespace {
 std::string anthropic_error_text(const http_response& r) {
-  auto v = value::parse(r.body, nullptr, false);
+  auto v = keel::parse_bounded(r.body);
   if (!v.is_discarded() && v.contains("error") && v["error"].is_object())
     return v["error"].value("type", std::string{}) + ": " + v["error"].value("message", std::string{});
   return r.body.substr(0, 300);
@@ -247,7 +248,7 @@ usage anthropic_usage(const value& u, usage base = {}) {
 
 result<completion> anthropic_provider::parse_response(const std::string& body) {
   try {
-    auto v = value::parse(body, nullptr, false);
+    auto v = keel::parse_bounded(body);
     if (v.is_discarded() || !v.is_object() || !v.contains("content") || !v["content"].is_array())
       return make_error(errc::malformed, "the Anthropic response is not a message: " + body.substr(0, 200));
     completion c;
@@ -302,7 +303,7 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
     // An event of another shape stops the stream with an error (tried again), never a crash.
     try {
       return parser.feed(bytes, [&](const std::string&, const std::string& data) {
-        auto e = value::parse(data, nullptr, false);
+        auto e = keel::parse_bounded(data);
         if (e.is_discarded() || !e.is_object()) {
           stream_error = make_error(errc::malformed, "an event of the Anthropic stream is not JSON");
           return false;
@@ -354,7 +355,7 @@ result<completion> anthropic_provider::complete(const completion_request& r) {
   if (!response) return response.error();
   std::size_t k = 0;
   for (auto& [index, json] : partial_json) {
-    auto input = value::parse(json.empty() ? "{}" : json, nullptr, false);
+    auto input = keel::parse_bounded(json.empty() ? "{}" : json);
     if (input.is_discarded()) return make_error(errc::malformed, "a tool call's input in the stream is not JSON");
     if (k < c.tool_calls.size()) c.tool_calls[k++].arguments = input;
   }
@@ -403,7 +404,7 @@ std::string openai_provider::request_body(const completion_request& r) const {
 
 namespace {
 std::string openai_error_text(const http_response& r) {
-  auto v = value::parse(r.body, nullptr, false);
+  auto v = keel::parse_bounded(r.body);
   if (!v.is_discarded() && v.contains("error") && v["error"].is_object())
     return v["error"].value("message", std::string{});
   return r.body.substr(0, 300);
@@ -428,7 +429,7 @@ std::string openai_stop(const std::string& finish) {
 
 result<completion> openai_provider::parse_response(const std::string& body) {
   try {
-    auto v = value::parse(body, nullptr, false);
+    auto v = keel::parse_bounded(body);
     if (v.is_discarded() || !v.is_object() || !v.contains("choices") || !v["choices"].is_array() ||
         v["choices"].empty())
       return make_error(errc::malformed, "the OpenAI response has no choices: " + body.substr(0, 200));
@@ -437,7 +438,7 @@ result<completion> openai_provider::parse_response(const std::string& body) {
     completion c;
     if (m.contains("content") && m["content"].is_string()) c.text = m["content"].get<std::string>();
     for (const auto& call : m.value("tool_calls", value::array())) {
-      auto arguments = value::parse(member(call, "function").value("arguments", std::string("{}")), nullptr, false);
+      auto arguments = keel::parse_bounded(member(call, "function").value("arguments", std::string("{}")));
       if (arguments.is_discarded()) return make_error(errc::malformed, "a tool call's arguments are not JSON");
       c.tool_calls.push_back({call.value("id", std::string{}), member(call, "function").value("name", std::string{}), arguments});
     }
@@ -488,7 +489,7 @@ result<completion> openai_provider::complete(const completion_request& r) {
           finished = true;
           return true;
         }
-        auto e = value::parse(data, nullptr, false);
+        auto e = keel::parse_bounded(data);
         if (e.is_discarded() || !e.is_object()) {
           stream_error = make_error(errc::malformed, "a chunk of the OpenAI stream is not JSON");
           return false;
@@ -535,7 +536,7 @@ result<completion> openai_provider::complete(const completion_request& r) {
   auto response = post_with_retries(settings_, h, openai_error_text, fresh, outcome);
   if (!response) return response.error();
   for (auto& [index, entry] : call_arguments) {
-    auto arguments = value::parse(entry.second.empty() ? "{}" : entry.second, nullptr, false);
+    auto arguments = keel::parse_bounded(entry.second.empty() ? "{}" : entry.second);
     if (arguments.is_discarded()) return make_error(errc::malformed, "a tool call's arguments in the stream are not JSON");
     c.tool_calls[entry.first].arguments = arguments;
   }

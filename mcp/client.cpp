@@ -1,4 +1,5 @@
 #include "mcp/client.hpp"
+#include "runtime/json_bounded.hpp"
 
 namespace keel::mcp {
 
@@ -9,8 +10,15 @@ constexpr std::size_t tools_max = 1000;
 constexpr int pages_max = 100;
 }
 
+bool is_response_to(const json& message, const json& request) {
+  if (!message.contains("id")) return false;
+  const json& id = message["id"];
+  return (id.is_number_integer() || id.is_number_unsigned()) && !id.is_number_float() &&
+         id.get<std::int64_t>() == request["id"].get<std::int64_t>();
+}
+
 result<json> parse_message(std::string_view line) {
-  auto message = json::parse(line, nullptr, false);
+  auto message = keel::parse_bounded(line);
   if (message.is_discarded()) return make_error(errc::malformed, "the server wrote a line that is not JSON");
   if (!message.is_object() || message.value("jsonrpc", json()) != "2.0")
     return make_error(errc::malformed, "the server wrote JSON that is not a JSON-RPC 2.0 message");
@@ -122,7 +130,8 @@ result<call_result> session::call(const std::string& tool, const json& arguments
   call_result out;
   out.content = r["content"];
   if (r.contains("structuredContent")) out.structured = r["structuredContent"];
-  out.is_error = r.contains("isError") && r["isError"].is_boolean() && r["isError"].get<bool>();
+  // isError that is not a boolean is not taken as success.
+  out.is_error = r.contains("isError") && (!r["isError"].is_boolean() || r["isError"].get<bool>());
   return out;
 }
 

@@ -72,6 +72,9 @@ private:
   std::string server_name_;
 };
 
+// Whether a response's id is the one keel sent (an integer, compared as one: 3.0 and "3" are not 3).
+bool is_response_to(const nlohmann::json& message, const nlohmann::json& request);
+
 // What a stdio transport makes of a line, for its owner: the message, or why it is not one.
 result<nlohmann::json> parse_message(std::string_view line);
 

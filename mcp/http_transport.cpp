@@ -1,6 +1,8 @@
 #include "mcp/http_transport.hpp"
+#include "runtime/json_bounded.hpp"
 
 #include "llm/http_client.hpp"
+#include "sandbox/text.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -29,7 +31,7 @@ public:
   // At the end of the body: a JSON body's messages.
   void finish() {
     if (mode_ == mode::json) {
-      auto v = json::parse(buffer_, nullptr, false);
+      auto v = keel::parse_bounded(buffer_);
       if (v.is_array())
         for (auto& m : v) messages_.push_back(std::move(m));
       else
@@ -64,7 +66,7 @@ private:
         data += value;
       }
       if (data.empty()) continue;
-      messages_.push_back(json::parse(data, nullptr, false));
+      messages_.push_back(keel::parse_bounded(data));
     }
   }
   mode mode_ = mode::unknown;
@@ -99,7 +101,7 @@ public:
         if (m.contains("id")) (void)post(reply, 10'000, nullptr);
         return true;
       }
-      if (m.contains("id") && m["id"] == request["id"]) {
+      if (is_response_to(m, request)) {
         response = std::move(m);
         return false;  // the answer: the rest of the stream is not needed
       }
@@ -148,7 +150,8 @@ private:
     if (sent->status == 404 && !session_id_.empty())
       return make_error(errc::unavailable, describe() + ": the session ended on the server (HTTP 404)");
     if (sent->status >= 300)
-      return make_error(errc::unavailable, describe() + ": HTTP " + std::to_string(sent->status) + ": " + sent->body.substr(0, 500));
+      return make_error(errc::unavailable, describe() + ": HTTP " + std::to_string(sent->status) + ": " +
+                                             sandbox::sanitize_utf8(sandbox::escape_controls(sent->body.substr(0, 500))));
     if (auto id = sent->headers.find("mcp-session-id"); id != sent->headers.end() && session_id_.empty()) {
       // Visible ASCII only (it is sent back in a header).
       bool ok = !id->second.empty() && id->second.size() <= 256;

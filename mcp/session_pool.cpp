@@ -61,16 +61,18 @@ std::string content_text(const nlohmann::json& content) {
     auto text = [&](const nlohmann::json& o, const char* key) {
       return o.contains(key) && o[key].is_string() ? o[key].get<std::string>() : std::string();
     };
+    // What keel writes around the server's text (a type, a URI, a MIME type) shows no control character.
+    auto label = [&](const nlohmann::json& o, const char* key) { return sandbox::escape_controls(text(o, key).substr(0, 200)); };
     if (type == "text") add(text(block, "text"));
     else if (type == "image" || type == "audio")
-      add("[" + type + " " + text(block, "mimeType") + ", " + std::to_string(text(block, "data").size() * 3 / 4) + " bytes]");
-    else if (type == "resource_link") add("[resource " + text(block, "uri") + "]");
+      add("[" + type + " " + label(block, "mimeType") + ", " + std::to_string(text(block, "data").size() * 3 / 4) + " bytes]");
+    else if (type == "resource_link") add("[resource " + label(block, "uri") + "]");
     else if (type == "resource" && block.contains("resource") && block["resource"].is_object()) {
       const auto& r = block["resource"];
-      if (r.contains("text") && r["text"].is_string()) add("[resource " + text(r, "uri") + "]\n" + text(r, "text"));
-      else add("[resource " + text(r, "uri") + ", " + std::to_string(text(r, "blob").size() * 3 / 4) + " bytes]");
+      if (r.contains("text") && r["text"].is_string()) add("[resource " + label(r, "uri") + "]\n" + text(r, "text"));
+      else add("[resource " + label(r, "uri") + ", " + std::to_string(text(r, "blob").size() * 3 / 4) + " bytes]");
     } else {
-      add("[content of type " + type.substr(0, 40) + "]");
+      add("[content of type " + sandbox::escape_controls(type.substr(0, 40)) + "]");
     }
   }
   return out;
@@ -270,6 +272,7 @@ std::vector<value> session_pool::model_tools(const config::agent_config& agent, 
       value definition{{"name", name},
                        {"description", sandbox::escape_controls(t.description.substr(0, description_chars_max))},
                        {"input_schema", t.input_schema}};
+      wire::repair_utf8(definition);  // a server's bytes that are not UTF-8 cannot reach a model service as JSON
       bytes += definition.dump().size();
       if (bytes > definitions_bytes_max) {
         problems.push_back("MCP server " + server.name + ": its tools' definitions pass " +

@@ -34,7 +34,7 @@ public:
       auto line = next_line(deadline);
       if (!line) return line.error();
       auto message = parse_message(*line);
-      if (!message) return fail(message.error().message + ": " + sandbox::escape_controls(line->substr(0, 200)));
+      if (!message) return fail(message.error().message + ": " + sandbox::sanitize_utf8(sandbox::escape_controls(line->substr(0, 200))));
       const json& m = *message;
       if (m.contains("method")) {  // the server asks (or tells) something on the way
         json reply = answer(m);
@@ -42,7 +42,7 @@ public:
           if (auto sent = send(reply, deadline); !sent) return sent.error();
         continue;
       }
-      if (m.contains("id") && m["id"] == request["id"]) return m;
+      if (is_response_to(m, request)) return m;
       // A response to an earlier request that timed out cannot arrive: a timeout ends the session.
       return fail("the server answered a request keel did not make (id " + m.value("id", json()).dump().substr(0, 40) + ")");
     }
@@ -54,7 +54,8 @@ private:
     std::string text = describe() + ": " + why;
     if (program_->ended(&status)) text += " (it " + status + ")";
     drain_stderr();
-    if (!stderr_.empty()) text += "; it wrote to stderr: " + sandbox::escape_controls(stderr_.substr(stderr_.size() > 2000 ? stderr_.size() - 2000 : 0));
+    if (!stderr_.empty())
+      text += "; it wrote to stderr: " + sandbox::sanitize_utf8(sandbox::escape_controls(stderr_.substr(stderr_.size() > 2000 ? stderr_.size() - 2000 : 0)));
     return keel::error{errc::unavailable, text};
   }
 

@@ -39,6 +39,6 @@ if ! python3 "$here/main.py" | tee "$KEEL_HOME/main.out"; then
   exit 1
 fi
 grep -q "files__read_text_file: '# Notes" "$KEEL_HOME/main.out"
-grep -q "The note is written.*3 notes.md" "$KEEL_HOME/main.out"
+grep -q "^3 notes.md" "$KEEL_HOME/main.out"
 note="$(find "$KEEL_HOME/workspaces" -name notes.md | head -1)"
 test "$(head -1 "$note")" = "# Notes"

@@ -64,6 +64,12 @@ before(async () => {
   const natsPort = await freePort();
   const httpPort = await freePort();
   writeFileSync(join(dir, 'coder.json'), JSON.stringify(script));
+  writeFileSync(join(dir, 'lead.json'), JSON.stringify({ turns: [
+    { text: 'Asking the helper.', tool_calls: [{ name: 'agent__helper', arguments: { task: 'Write report.txt' } }] },
+    { text: 'Lead done: {{last_tool_result}}' }] }));
+  writeFileSync(join(dir, 'helper.json'), JSON.stringify({ turns: [
+    { text: 'Writing.', tool_calls: [{ name: 'write', arguments: { path: 'report.txt', content: 'fine\n' } }] },
+    { text: 'Report written' }] }));
   writeFileSync(join(dir, 'node.toml'), `
 [node]
 name = "n1"
@@ -79,6 +85,17 @@ model = "scripted-coder"
 script = "${dir}/coder.json"
 tools = ["exec", "read", "write", "edit", "glob", "grep"]
 [agents.coder.sandbox]
+workspace = "${dir}/ws"
+[agents.lead]
+script = "${dir}/lead.json"
+tools = []
+sub_agents = ["helper"]
+[agents.lead.sandbox]
+workspace = "${dir}/ws"
+[agents.helper]
+script = "${dir}/helper.json"
+tools = ["write"]
+[agents.helper.sandbox]
 workspace = "${dir}/ws"
 `, { mode: 0o600 });
   nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
@@ -256,6 +273,30 @@ test('a reload mid-run resumes the stream with no gap and no repeat, through to 
   await shot(page, 'run-graph');
   // The output, as the run ended: the file's content read back.
   assert.match(await page.locator('button[data-view=timeline]').textContent(), /Timeline/);
+  await page.close();
+});
+
+test('sub-agents: the inbox, the child run with the chain above it, and the parent with its child runs', async () => {
+  const lead = (await api('/runs', { agent: 'lead', input: 'Get the report written.' })).run_id;
+  let child;
+  await until('the child run', async () => { child = (await api(`/runs/${lead}`)).children?.[0]?.run_id; return !!child; });
+  const page = await newPage();
+  await page.goto(`${base}/approvals`);
+  await page.waitForSelector(`tr[data-run="${child}"]`);
+  assert.match(await page.locator(`tr[data-run="${child}"]`).textContent(), /helper \(for lead, depth 1\)/);
+  await page.goto(`${base}/runs/${child}`);
+  await page.waitForSelector('[data-tree=parent]');
+  assert.match(await page.locator('[data-tree=parent]').textContent(), new RegExp(`Sub-agent run for ${lead} \\(agent lead\\)`));
+  await shot(page, 'sub-agent-child');
+  const waiting = (await api(`/runs/${child}`)).waiting;
+  await api(`/runs/${child}/steps/${waiting.step_key}/approve`, {});
+  await until('the lead to finish', async () => (await api(`/runs/${lead}`)).status === 'completed');
+  await page.goto(`${base}/runs/${lead}`);
+  await page.waitForSelector('[data-tree=children]');
+  assert.match(await page.locator('[data-tree=children]').textContent(), new RegExp(`${child} agent helper`));
+  assert.match(await page.locator('.run-header').textContent(), /Tokens with sub-agents/);
+  await until('the call to link its child run', async () => (await page.locator(`.entry.kind-tool a[href="/runs/${child}"]`).count()) === 1);
+  await shot(page, 'sub-agent-parent');
   await page.close();
 });
 

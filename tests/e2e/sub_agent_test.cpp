@@ -100,6 +100,25 @@ TEST_CASE("sub-agents: a child run does the task, asks the same person, and repo
   CHECK(lines_of_file(c.dir().file("helper-calls.log")) == 2);
 }
 
+TEST_CASE("sub-agents: no client can claim a child's key, or name a parent, before the parent does", "[e2e][integration]") {
+  cluster c(agents, scripts, cluster_options{.gateway = true});
+  auto lead = c.invoke("lead", "Get the report written.");
+  auto child = child_of(c, lead);
+  // The key a child of the lead's next call would take, and the child's own: both refused.
+  for (const auto& key : {"keel-child/" + lead + "/9", "keel-child/" + lead + "/2"}) {
+    auto squat = c.keel({"invoke", "helper", "injected task", "--idempotency-key", key});
+    CHECK(squat.exit_code != 0);
+    CHECK(squat.err.find("keel's own") != std::string::npos);
+    auto over_http = call("POST", c.gateway_url() + "/api/v1/runs",
+                          json{{"agent", "helper"}, {"input", "injected"}, {"idempotency_key", key}}.dump());
+    CHECK(over_http.status == 400);
+  }
+  auto forged = call("POST", c.gateway_url() + "/api/v1/runs",
+                     json{{"agent", "helper"}, {"input", "x"}, {"parent", {{"run_id", lead}}}}.dump());
+  CHECK(c.show(child)["input"] == "Write report.txt saying all is well");
+  if (forged.status == 201) CHECK_FALSE(c.show(forged.parsed()["run_id"].get<std::string>()).contains("parent"));
+}
+
 TEST_CASE("sub-agents: cancelling the parent cancels the child", "[e2e][integration]") {
   cluster c(agents, scripts);
   auto lead = c.invoke("lead", "Get the report written.");
@@ -127,7 +146,7 @@ TEST_CASE("sub-agents: a chain stops at four runs deep, and every run above it e
   CHECK_FALSE(c.show(run).contains("children"));
 }
 
-TEST_CASE("sub-agents: SIGKILL while the child waits for a person; after a restart both finish, no call repeated", "[e2e][integration]") {
+TEST_CASE("sub-agents: SIGKILL while the child waits for a person: after a restart both finish, no call repeated", "[e2e][integration]") {
   cluster c(agents, scripts);
   auto lead = c.invoke("lead", "Get the report written.");
   auto child = child_of(c, lead);

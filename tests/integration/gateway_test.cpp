@@ -213,6 +213,19 @@ TEST_CASE("http api: request reading on hostile input: an empty token, bad perce
   CHECK(count_param(t, "after", 0).error().code == keel::errc::invalid_argument);
   CHECK(count_param(parse_target("/?limit=99999999999999999999"), "limit", 0).error().code == keel::errc::invalid_argument);
   CHECK(parts_of("/a//b/").size() == 3);
+  // A body nested deeper than any request needs is refused before it is parsed (parsing and
+  // copying it would recurse past the stack): 100,000 deep, in arrays, objects and inside strings.
+  http_request deep;
+  deep.body = "{\"input\": " + std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  CHECK(json_body(deep).error().message.find("nested at most") != std::string::npos);
+  std::string objects;
+  for (int i = 0; i < 100'000; ++i) objects += "{\"a\":";
+  deep.body = objects + "1" + std::string(100'000, '}');
+  CHECK(json_body(deep).error().code == keel::errc::malformed);
+  deep.body = "{\"input\": \"" + std::string(100'000, '[') + "\\\"[\"}";  // brackets in a string are text
+  CHECK(json_body(deep).ok());
+  deep.body = "{\"a\": " + std::string(47, '[') + std::string(47, ']') + "}";
+  CHECK(json_body(deep).ok());
 }
 
 TEST_CASE("http server: framing, Host and HEAD by RFC 9112, every answer with the security headers", "[gateway][integration]") {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An MCP server over stdio for keel's tests, which behaves as its first argument says:
 ok (a well-behaved server whose `probe` tool reports what its process holds), garbage, hang,
-die, huge, asks (requests of its own before answering), wrong_id, no_tools, old_version."""
+die, huge, asks (requests of its own before answering), wrong_id, float_id, deep (an answer
+nested 100,000 deep), error_text ("isError": "yes"), no_tools, old_version."""
 import json
 import os
 import socket
@@ -81,6 +82,16 @@ for line in sys.stdin:
         if mode == "huge":
             sys.stdout.write("{" + "x" * (20 << 20))
             sys.stdout.flush()
+            continue
+        if mode == "deep":
+            sys.stdout.write('{"jsonrpc": "2.0", "id": %d, "result": {"content": [], "x": %s%s}}\n' % (ident, "[" * 100000, "]" * 100000))
+            sys.stdout.flush()
+            continue
+        if mode == "float_id":
+            send({"jsonrpc": "2.0", "id": float(ident), "result": {"content": []}})
+            continue
+        if mode == "error_text":
+            send({"jsonrpc": "2.0", "id": ident, "result": {"content": [{"type": "text", "text": "odd"}], "isError": "yes"}})
             continue
         if mode == "wrong_id":
             send({"jsonrpc": "2.0", "id": 987654, "result": {"content": []}})

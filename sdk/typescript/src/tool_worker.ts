@@ -142,11 +142,12 @@ export class ToolWorker {
     this.slotFreed?.();
     this.keel.nats.publish(`${this.keel.base}.nodes.heartbeat`, pack(this.heartbeat("stopping")));
     const until = Date.now() + this.o.drainTimeoutMs;
+    // A fetch in flight ends within its expiry; what it brings is held and finished like the rest.
+    await this.loopDone;
     while (this.held.size > 0 && Date.now() < until) await sleep(50);
     for (const h of this.held.values()) h.abort.abort(new Error("the worker stopped"));
     clearInterval(this.heartbeatTimer);
     this.ping?.unsubscribe();
-    await this.loopDone;
     this.log("info", this.held.size ? `stopped with ${this.held.size} calls unfinished` : "stopped; every call it held was answered");
   }
 

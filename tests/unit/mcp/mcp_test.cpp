@@ -137,7 +137,7 @@ TEST_CASE("mcp: a stdio server holds what exec's commands hold, and no more", "[
   CHECK_FALSE(std::filesystem::exists("/var/tmp/keel-mcp-probe-" + std::to_string(::getpid())));
 }
 
-TEST_CASE("mcp: approval 'always' (the default) shows the call; an approval of other arguments runs nothing", "[mcp]") {
+TEST_CASE("mcp: approval 'always' (the default) shows the call: an approval of other arguments runs nothing", "[mcp]") {
   fixture f;
   f.agent.mcp.push_back(stdio("t", {"python3", test_server, "ok"}, "always"));
   f.agent.mcp.back().tool_approval["probe"] = "never";
@@ -156,8 +156,8 @@ TEST_CASE("mcp: approval 'always' (the default) shows the call; an approval of o
   CHECK(f.call(ws, "t__probe", value::object()).kind == sandbox::outcome_kind::done);
 }
 
-TEST_CASE("mcp: a server that writes garbage, hangs, dies, floods or answers another id fails the call, not the worker; the next call starts it again", "[mcp]") {
-  for (const char* mode : {"garbage", "hang", "die", "huge", "wrong_id"}) {
+TEST_CASE("mcp: a server that writes garbage, hangs, dies, floods or answers another id fails the call, not the worker: the next call starts it again", "[mcp]") {
+  for (const char* mode : {"garbage", "hang", "die", "huge", "wrong_id", "float_id", "deep"}) {
     INFO(mode);
     fixture f;
     f.agent.mcp.push_back(stdio("bad", {"python3", test_server, mode}));
@@ -173,13 +173,14 @@ TEST_CASE("mcp: a server that writes garbage, hangs, dies, floods or answers ano
     if (std::string(mode) == "garbage") CHECK(message.find("not JSON") != std::string::npos);
     if (std::string(mode) == "hang") CHECK(message.find("in time") != std::string::npos);
     if (std::string(mode) == "huge") CHECK(message.find("bytes") != std::string::npos);
+    if (std::string(mode) == "deep") CHECK(message.find("not JSON") != std::string::npos);  // nested past 48: never parsed
     // The session is gone; a new server answers tools/list.
     auto tools = f.names(ws);
     CHECK(has(tools, "bad__echo"));
   }
 }
 
-TEST_CASE("mcp: requests the server makes on the way get answers; bad names, old versions and no tools are told", "[mcp]") {
+TEST_CASE("mcp: requests the server makes on the way get answers: bad names, old versions and no tools are told", "[mcp]") {
   fixture f;
   f.agent.mcp.push_back(stdio("asks", {"python3", test_server, "asks"}));
   auto ws = f.workspace();
@@ -208,7 +209,16 @@ TEST_CASE("mcp: requests the server makes on the way get answers; bad names, old
   CHECK(problems[3].find("in time") != std::string::npos);
 }
 
-TEST_CASE("mcp: arguments the tool's schema refuses go back to the model; a tool not offered is refused", "[mcp]") {
+TEST_CASE("mcp: an isError that is not a boolean is an error, and labels of content show no control character", "[mcp]") {
+  fixture f;
+  f.agent.mcp.push_back(stdio("odd", {"python3", test_server, "error_text"}));
+  auto ws = f.workspace();
+  auto o = f.call(ws, "odd__echo", {{"text", "x"}});
+  CHECK(o.is_error);
+  CHECK(text_of(o) == "odd");
+}
+
+TEST_CASE("mcp: arguments the tool's schema refuses go back to the model: a tool not offered is refused", "[mcp]") {
   fixture f;
   f.agent.mcp.push_back(stdio("t", {"python3", test_server, "ok"}));
   f.agent.mcp.back().tools = {"echo"};

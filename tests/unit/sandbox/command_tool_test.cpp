@@ -67,7 +67,7 @@ std::string error_of(const tool_outcome& o) {
 
 } // namespace
 
-TEST_CASE("command tools: the model's text is one argument; no shell ever reads it", "[sandbox][commands]") {
+TEST_CASE("command tools: the model's text is one argument: no shell ever reads it", "[sandbox][commands]") {
   for (auto kind : {environment_kind::local, environment_kind::bwrap}) {
     INFO((kind == environment_kind::local ? "local" : "bwrap"));
     fixture f(kind);
@@ -115,7 +115,7 @@ TEST_CASE("command tools: the program is confined as exec is (no file outside th
   }
 }
 
-TEST_CASE("command tools: approval 'always' shows the exact argv; an approval of another argv runs nothing", "[sandbox][commands]") {
+TEST_CASE("command tools: approval 'always' shows the exact argv: an approval of another argv runs nothing", "[sandbox][commands]") {
   fixture f;
   write_file(f.ws.root() + "/a b.txt", "x");
   auto asked = f.call("remove", {{"path", "a b.txt"}});
