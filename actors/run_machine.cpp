@@ -260,7 +260,6 @@ effects run_machine::on_deadline(std::uint64_t step, std::uint32_t attempt) {
     return e;
   }
   auto queue = state_.pending->queue;
-  const bool sub_agent = !state_.pending->sub_agent.empty();
   state_.pending.reset();
   const store::tool_call call = state_.calls.at(state_.call_index);
   auto known = declared();
