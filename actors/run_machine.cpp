@@ -640,6 +640,9 @@ result<effects> run_machine::retry(const std::string& by) {
     failed->failures = 0;
     failed->waited_ms = 0;
     failed->retry.reset();
+    // A person's retry gives a tool worker's call a new deadline: the old one may have passed
+    // already, and the call would be given up as it is sent again.
+    failed->deadline_ms = 0;
     state_.pending = *failed;
     resend(e, "retried on request");
   } else {

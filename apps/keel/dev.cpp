@@ -8,6 +8,7 @@
 #include "broker/connection.hpp"
 #include "runtime/child_process.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/secrets.hpp"
 #include "runtime/wire.hpp"
 
 #include <CLI/CLI.hpp>
@@ -79,10 +80,18 @@ result<std::pair<child_process, int>> start_nats(const dev_options& o) {
       if (!free) return free.error();
       port = *free;
     }
+    // Everything in one file, so that a reload (kill -HUP, after `keel credentials add`) keeps
+    // it: options given as flags are lost on a reload (JetStream would stop). Only the users of
+    // o.credentials may connect, each with its role's subjects.
+    std::string conf = o.data_dir + "/nats-server.conf";
+    std::error_code ec;
+    auto auth = fs::relative(o.credentials.authorization, o.data_dir, ec);
+    if (ec || auth.empty()) return make_error(errc::io, "cannot name " + o.credentials.authorization + " from " + o.data_dir);
+    std::string text = "# keel dev's nats-server (written at each start)\nlisten: \"127.0.0.1:" + std::to_string(port) +
+                       "\"\njetstream {\n  store_dir: \"" + store_dir + "\"\n}\ninclude \"" + auth.string() + "\"\n";
+    if (auto written = write_private_file(conf, text); !written) return written.error();
     child_options c;
-    // Only the users of o.credentials may connect, each with its role's subjects.
-    c.argv = {nats_server_binary(), "-c", o.credentials.authorization, "-a", "127.0.0.1", "-p", std::to_string(port),
-              "-js", "-sd", store_dir, "-n", "keel-dev"};
+    c.argv = {nats_server_binary(), "-c", conf};
     c.stdout_path = o.data_dir + "/nats-server.log";
     c.stderr_path = o.data_dir + "/nats-server.log";
     auto child = child_process::start(c);

@@ -65,7 +65,7 @@ int lines_of_file(const std::string& path) { return static_cast<int>(lines_of(re
 
 } // namespace
 
-TEST_CASE("sub-agents: a child run does the task, asks the same person, and reports to its parent", "[e2e][integration]") {
+TEST_CASE("sub-agents: a child run does the task, asks the same person, and reports to its parent", "[e2e][integration][threads]") {
   cluster c(agents, scripts, cluster_options{.gateway = true});
   auto lead = c.invoke("lead", "Get the report written.");
   auto child = child_of(c, lead);
