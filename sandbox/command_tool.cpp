@@ -73,14 +73,7 @@ tool_outcome command_tool(const workspace& ws, const policy& p, const tool_reque
   call.request.timeout_ms = c.timeout_ms > 0 ? c.timeout_ms : p.exec_timeout_ms;
   auto ran = run_command(call.request);
   if (!ran) return failed(c.name + ": " + ran.error().message);
-  value out{{"exit_code", ran->exit_code}, {"stdout", ran->stdout_text}, {"stderr", ran->stderr_text},
-            {"timed_out", ran->timed_out}, {"duration_ms", ran->duration_ms}};
-  if (ran->stdout_cut) out["stdout_cut"] = ran->stdout_cut;
-  if (ran->stderr_cut) out["stderr_cut"] = ran->stderr_cut;
-  if (!ran->killed_by.empty()) out["killed_by"] = ran->killed_by;
-  tool_outcome o = done(std::move(out));
-  o.is_error = ran->exit_code != 0;
-  return o;
+  return program_outcome(*ran);
 }
 
 } // namespace keel::sandbox::detail

@@ -94,14 +94,17 @@ tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request&
   call.request.timeout_ms = timeout_ms;
   auto ran = run_command(call.request);
   if (!ran) return failed("exec: " + ran.error().message);
-  value out{{"exit_code", ran->exit_code}, {"stdout", ran->stdout_text},
-            {"stderr", ran->stderr_text}, {"timed_out", ran->timed_out},
-            {"duration_ms", ran->duration_ms}, {"written_bytes", ran->written_bytes}};
-  if (ran->stdout_cut) out["stdout_cut"] = ran->stdout_cut;
-  if (ran->stderr_cut) out["stderr_cut"] = ran->stderr_cut;
-  if (!ran->killed_by.empty()) out["killed_by"] = ran->killed_by;
+  return program_outcome(*ran);
+}
+
+tool_outcome program_outcome(const exec_result& ran) {
+  value out{{"exit_code", ran.exit_code}, {"stdout", ran.stdout_text}, {"stderr", ran.stderr_text},
+            {"timed_out", ran.timed_out}, {"duration_ms", ran.duration_ms}, {"written_bytes", ran.written_bytes}};
+  if (ran.stdout_cut) out["stdout_cut"] = ran.stdout_cut;
+  if (ran.stderr_cut) out["stderr_cut"] = ran.stderr_cut;
+  if (!ran.killed_by.empty()) out["killed_by"] = ran.killed_by;
   tool_outcome o = done(std::move(out));
-  o.is_error = ran->exit_code != 0;
+  o.is_error = ran.exit_code != 0;
   return o;
 }
 

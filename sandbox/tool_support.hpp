@@ -3,6 +3,7 @@
 // a person approved.
 #pragma once
 
+#include "sandbox/exec.hpp"
 #include "sandbox/tools.hpp"
 
 #include <map>
@@ -40,6 +41,10 @@ std::optional<tool_outcome> check_outside(const workspace& ws, const policy& p, 
 std::optional<tool_outcome> check_approved(const tool_request& r, const char* key, const std::string& now);
 
 std::string preview(const std::string& content, std::size_t chars_max);
+
+// What a program that ran gives the model (exec and command tools alike): exit code, streams,
+// whether time or a limit ended it, what was cut; a non-zero exit is an error result.
+tool_outcome program_outcome(const exec_result& ran);
 
 tool_outcome exec_tool(const workspace& ws, const policy& p, const tool_request& r);
 tool_outcome read_tool(const workspace& ws, const policy& p, const tool_request& r);

@@ -9,30 +9,16 @@ build="${KEEL_BUILD:-$root/build}"
 [ -x "$build/apps/keel" ] || "$root/scripts/setup.sh"
 [ -f "$root/sdk/typescript/dist/index.js" ] || "$root/scripts/setup.sh" --no-build
 
-export KEEL_HOME="$(mktemp -d /tmp/keel-example-XXXXXX)"
-pids=()
-stop() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$KEEL_HOME"
-}
-trap stop EXIT
+. "$here/../keel-dev.sh"
 
-"$build/apps/keel" dev --config "$here/keel.toml" --data-dir "$KEEL_HOME/dev" --gateway 127.0.0.1:0 \
-  >"$KEEL_HOME/dev.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 300); do
-  grep -q "Press Ctrl-C" "$KEEL_HOME/dev.log" 2>/dev/null && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$KEEL_HOME/dev.log" >&2; exit 1; }
-  sleep 0.1
-done
+start_dev "$here/keel.toml"
 
 cd "$here"
 KEEL_WORKER_CREDENTIALS="$KEEL_HOME/dev/credentials/worker.creds" node worker.mjs >"$KEEL_HOME/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   grep -q "tool worker ready" "$KEEL_HOME/worker.log" 2>/dev/null && break
-  kill -0 "${pids[1]}" 2>/dev/null || { cat "$KEEL_HOME/worker.log" >&2; exit 1; }
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$KEEL_HOME/worker.log" >&2; exit 1; }
   sleep 0.1
 done
 # What the worker declared, as keel holds it.
