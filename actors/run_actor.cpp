@@ -375,6 +375,9 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       // A sub-agent's child run exists: recorded once, and asked after a while if it does not answer.
       auto e = self->state.machine->on_child_started(step, child);
       if (e.changed) perform(self, shared, std::move(e), {}, reply_kind::none);
+      // Cancelled while its child was being started: the child goes too.
+      const auto& r = self->state.machine->record();
+      if (r.status == store::run_status::cancelled) return cancel_children(shared, {child}, r.run_id);
       if (self->state.machine->expects(step))
         check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, audit_after(*shared).count());
     },
