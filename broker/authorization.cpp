@@ -51,6 +51,16 @@ result<credentials> read_credentials(const std::string& path) {
     auto role = table["role"].value_or(std::string{"person"});
     if (!role_from_string(role, c.role))
       return make_error(errc::config, path + ": role must be orchestrator, worker, gateway or person, not '" + role + "'");
+    // A string of names with commas (flat TOML: every client's reader takes it).
+    std::string queues = table["queues"].value_or(std::string{});
+    for (std::size_t start = 0; !queues.empty() && start <= queues.size();) {
+      auto comma = queues.find(',', start);
+      auto name = queues.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!valid_identity(name)) return make_error(errc::config, path + ": queues: '" + name + "' is not a queue name");
+      c.queues.push_back(name);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
   } catch (const toml::parse_error& e) {
     return make_error(errc::config, path + ": " + std::string(e.description()));
   }
@@ -62,6 +72,11 @@ result<credentials> read_credentials(const std::string& path) {
 
 result<void> write_credentials(const std::string& path, const credentials& c) {
   toml::table table{{"user", c.user}, {"password", c.password}, {"role", to_string(c.role)}};
+  if (!c.queues.empty()) {
+    std::string queues;
+    for (const auto& q : c.queues) queues += (queues.empty() ? "" : ",") + q;
+    table.insert("queues", queues);
+  }
   std::ostringstream text;
   text << "# keel broker credentials of " << to_string(c.role) << " '" << c.user
        << "' (keel credentials). Keep this file to its owner.\n"
@@ -113,9 +128,21 @@ std::string permissions_of(const credentials& c, const subjects& s) {
       break;
     case broker_role::worker:
       pub = {b + ".nodes.heartbeat", b + ".nodes.*.results", b + ".runs.*.task_wanted", b + ".runs.*.messages",
-             b + ".runs.*.deltas", b + ".tools.declare." + c.user, "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks, "$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
-             "$JS.API.CONSUMER.DURABLE.CREATE." + tasks + ".*", "$JS.API.CONSUMER.INFO." + tasks + ".*",
-             "$JS.API.CONSUMER.MSG.NEXT." + tasks + ".*", "$JS.ACK." + tasks + ".>"};
+             b + ".runs.*.deltas", b + ".tools.declare." + c.user, "$JS.API.INFO", "$JS.API.STREAM.INFO." + tasks};
+      if (c.queues.empty()) {
+        pub.insert(pub.end(), {"$JS.API.CONSUMER.CREATE." + tasks, "$JS.API.CONSUMER.CREATE." + tasks + ".>",
+                               "$JS.API.CONSUMER.DURABLE.CREATE." + tasks + ".*", "$JS.API.CONSUMER.INFO." + tasks + ".*",
+                               "$JS.API.CONSUMER.MSG.NEXT." + tasks + ".*", "$JS.ACK." + tasks + ".>"});
+      } else {
+        // Only its queues' consumers, each created by the request that names its filter in the
+        // subject (the broker checks the body against it): never one whose filter is in the body.
+        for (const auto& q : c.queues) {
+          auto consumer = tasks + ".workers_" + q;
+          pub.insert(pub.end(), {"$JS.API.CONSUMER.CREATE." + consumer + "." + b + ".tasks." + q + ".>",
+                                 "$JS.API.CONSUMER.INFO." + consumer, "$JS.API.CONSUMER.MSG.NEXT." + consumer,
+                                 "$JS.ACK." + consumer + ".>"});
+        }
+      }
       sub = {b + ".nodes.ping"};
       responds = true;
       break;

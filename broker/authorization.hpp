@@ -34,6 +34,10 @@ struct credentials {
   std::string user;
   std::string password;
   broker_role role = broker_role::person;
+  // A worker limited to these queues (empty: any): it may create, read and acknowledge only their
+  // consumers (workers_<queue>, filtered to P.tasks.<queue>.>), so it never sees another queue's
+  // tasks (an agent's model steps among them).
+  std::vector<std::string> queues;
 };
 
 // A credentials file (TOML: user, password, role), refused when others than its owner may read it.

@@ -1,5 +1,7 @@
 #include "broker/work_queue.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <mutex>
 
 #include "broker/native.hpp"
@@ -244,7 +246,24 @@ void fill(jsConsumerConfig& config, const consumer_options& o) {
 }
 } // namespace
 
+// Made by the request that names its filter in the subject ($JS.API.CONSUMER.CREATE.<stream>.
+// <consumer>.<filter>), which a worker limited to some queues may send for theirs (the broker
+// checks the body against the subject); false when that did not make it (the consumer exists
+// with another configuration, an older server): the caller goes the usual way.
+bool create_with_filter_in_subject(connection& nats, const consumer_options& o) {
+  nlohmann::json body = {{"stream_name", o.stream},
+                         {"config", {{"durable_name", o.durable}, {"filter_subject", o.filter_subject},
+                                     {"ack_policy", "explicit"}, {"ack_wait", o.ack_wait_ms * ns_per_ms},
+                                     {"max_deliver", -1}, {"max_ack_pending", o.ack_pending_max},
+                                     {"deliver_policy", "all"}}}};
+  auto reply = nats.request("$JS.API.CONSUMER.CREATE." + o.stream + "." + o.durable + "." + o.filter_subject, body.dump(), 5'000);
+  if (!reply) return false;
+  auto answer = nlohmann::json::parse(reply->data, nullptr, false);
+  return answer.is_object() && !answer.contains("error") && answer.contains("config");
+}
+
 result<void> jetstream::ensure_consumer(const consumer_options& o) {
+  if (create_with_filter_in_subject(*impl_->nats, o)) return success();
   jsConsumerConfig config;
   fill(config, o);
   jsConsumerInfo* info = nullptr;

@@ -10,6 +10,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <iostream>
 
@@ -39,11 +41,12 @@ result<void> write_authorization(const std::string& dir, const broker::subjects&
                             "# The broker's users and what each may publish and read (keel credentials). Hashes only.\n" + *block);
 }
 
-result<void> add_user(const std::string& dir, const std::string& name, broker::broker_role role, bool replace) {
+result<void> add_user(const std::string& dir, const std::string& name, broker::broker_role role, bool replace,
+                      const std::vector<std::string>& queues = {}) {
   if (auto problem = broker::identity_problem(name); !problem.empty()) return make_error(errc::invalid_argument, "'" + name + "': " + problem);
   auto path = dir + "/" + name + ".creds";
   if (!replace && fs::exists(path)) return success();
-  return broker::write_credentials(path, broker::credentials{name, broker::random_secret(), role});
+  return broker::write_credentials(path, broker::credentials{name, broker::random_secret(), role, queues});
 }
 
 result<credentials_layout> ensure_credentials(const std::string& dir, const broker::subjects& subjects,
@@ -83,6 +86,7 @@ void add_credentials_command(CLI::App& app, int& exit_code) {
   struct options {
     std::string dir, prefix = "keel", ns = "default", name, role = "person";
     std::vector<std::string> people;
+    std::vector<std::string> queues;
   };
   auto o = std::make_shared<options>();
   auto* creds = app.add_subcommand("credentials", "The broker's users: credentials files and nats-server's authorization");
@@ -106,7 +110,11 @@ void add_credentials_command(CLI::App& app, int& exit_code) {
     sub->add_option("--dir", o->dir, "The credentials directory")->required();
     sub->add_option("--prefix", o->prefix, "Subject prefix");
     sub->add_option("--namespace", o->ns, "Namespace");
-    if (std::string(verb) == "add") sub->add_option("--role", o->role, "orchestrator, worker, gateway or person");
+    if (std::string(verb) == "add") {
+      sub->add_option("--role", o->role, "orchestrator, worker, gateway or person");
+      sub->add_option("--queues", o->queues, "A worker: only these queues' tasks (comma-separated or repeated; default: every queue)")
+        ->delimiter(',');
+    }
     sub->callback([o, subjects, verb = std::string(verb), &exit_code] {
       result<void> r = success();
       auto path = o->dir + "/" + o->name + ".creds";
@@ -115,12 +123,15 @@ void add_credentials_command(CLI::App& app, int& exit_code) {
       } else if (verb == "rotate") {
         auto old = broker::read_credentials(path);
         if (!old) r = old.error();
-        else r = add_user(o->dir, o->name, old->role, true);
+        else r = add_user(o->dir, o->name, old->role, true, old->queues);
       } else {
         broker::broker_role role;
         if (!broker::role_from_string(o->role, role)) r = make_error(errc::invalid_argument, "--role: orchestrator, worker, gateway or person");
         else if (fs::exists(path)) r = make_error(errc::conflict, "user '" + o->name + "' exists; rotate or remove it");
-        else r = add_user(o->dir, o->name, role, false);
+        else if (!o->queues.empty() && role != broker::broker_role::worker) r = make_error(errc::invalid_argument, "--queues is for a worker");
+        else if (auto bad = std::find_if(o->queues.begin(), o->queues.end(), [](const std::string& q) { return !broker::valid_identity(q); });
+                 bad != o->queues.end()) r = make_error(errc::invalid_argument, "--queues: '" + *bad + "' is not a queue name");
+        else r = add_user(o->dir, o->name, role, false, o->queues);
       }
       if (r) r = write_authorization(o->dir, subjects());
       if (!r) {

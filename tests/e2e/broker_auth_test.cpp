@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <csignal>
 #include <thread>
 
 using namespace keel;
@@ -35,10 +36,19 @@ struct authorized_broker {
     REQUIRE(free.ok());
     port = *free;
     url = "nats://127.0.0.1:" + std::to_string(port);
+    start();
+  }
+  void start() {
     server = start_command({"/usr/sbin/nats-server", "-c", dir.file("creds/nats-auth.conf"), "-a", "127.0.0.1", "-p",
                             std::to_string(port), "-js", "-sd", dir.file("js")},
                            dir, "nats");
     REQUIRE_EVENTUALLY(10'000, port_accepts(port));
+  }
+  // With its users read again (a reload would lose the JetStream flags of this command line).
+  void restart() {
+    server.signal(SIGTERM);
+    REQUIRE(server.wait(10'000).ok());
+    start();
   }
   std::string creds(const std::string& user) const { return dir.file("creds/" + user + ".creds"); }
   result<std::shared_ptr<broker::connection>> as(const std::string& user, const std::string& password = {}) {
@@ -144,6 +154,49 @@ TEST_CASE("broker authorization: a worker, a person and a gateway each publish o
   REQUIRE(gateway.ok());
   CHECK(delivered(o, **gateway, "keel.default.runs." + run + ".resume.bob") == 1);
   CHECK(delivered(o, **gateway, "keel.default.nodes.n1.results") == 0);
+}
+
+TEST_CASE("broker authorization: a worker given queues takes only their tasks, by consumers whose filter the broker checks",
+          "[e2e][integration]") {
+  authorized_broker b;
+  auto added = run_command({KEEL_BINARY, "credentials", "add", "tickets-worker", "--role", "worker", "--queues", "tickets",
+                            "--dir", b.dir.file("creds")});
+  INFO(added.out << added.err);
+  REQUIRE(added.exit_code == 0);
+  CHECK(run_command({KEEL_BINARY, "credentials", "add", "p2", "--queues", "x", "--dir", b.dir.file("creds")}).exit_code != 0);
+  CHECK(run_command({KEEL_BINARY, "credentials", "add", "w9", "--role", "worker", "--queues", "a b", "--dir", b.dir.file("creds")}).exit_code != 0);
+  b.restart();
+  auto orchestrator = b.as("orchestrator");
+  auto scoped = b.as("tickets-worker");
+  REQUIRE(orchestrator.ok());
+  REQUIRE(scoped.ok());
+  const std::string tasks = "KEEL_TASKS_keel_default";
+  auto stream = nlohmann::json{{"name", tasks}, {"subjects", {"keel.default.tasks.>"}}, {"retention", "workqueue"}, {"storage", "file"}};
+  REQUIRE((*orchestrator)->request("$JS.API.STREAM.CREATE." + tasks, stream.dump(), 5000).ok());
+  auto consumer = [&](const std::string& queue) {
+    return nlohmann::json{{"stream_name", tasks}, {"config", {{"durable_name", "workers_" + queue}, {"ack_policy", "explicit"},
+                                                                {"filter_subject", "keel.default.tasks." + queue + ".>"}}}}.dump();
+  };
+  // Its own queue: created (filter named in the subject), read, asked about.
+  auto own = (*scoped)->request("$JS.API.CONSUMER.CREATE." + tasks + ".workers_tickets.keel.default.tasks.tickets.>", consumer("tickets"), 5000);
+  REQUIRE(own.ok());
+  CHECK(own->data.find("\"error\"") == std::string::npos);
+  CHECK((*scoped)->request("$JS.API.CONSUMER.INFO." + tasks + ".workers_tickets", "", 5000).ok());
+  // Another queue (an agent's: its model steps and conversations), by every way a consumer is
+  // made or read: refused by the broker.
+  REQUIRE((*orchestrator)->request("$JS.API.CONSUMER.CREATE." + tasks + ".workers_coder.keel.default.tasks.coder.>", consumer("coder"), 5000).ok());
+  for (const auto& [subject, body] : std::vector<std::pair<std::string, std::string>>{
+         {"$JS.API.CONSUMER.CREATE." + tasks + ".workers_coder.keel.default.tasks.coder.>", consumer("coder")},
+         {"$JS.API.CONSUMER.CREATE." + tasks + ".workers_tickets.keel.default.tasks.>", consumer("tickets")},
+         {"$JS.API.CONSUMER.DURABLE.CREATE." + tasks + ".workers_tickets", consumer("coder")},
+         {"$JS.API.CONSUMER.CREATE." + tasks, consumer("coder")},
+         {"$JS.API.CONSUMER.MSG.NEXT." + tasks + ".workers_coder", "{\"batch\": 1}"},
+         {"$JS.API.CONSUMER.INFO." + tasks + ".workers_coder", ""}}) {
+    INFO(subject);
+    auto refused = (*scoped)->request(subject, body, 1000);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == errc::denied);
+  }
 }
 
 TEST_CASE("broker authorization: an orchestrator and a worker on their own users run a run, and who started and approved it is the person",
