@@ -38,6 +38,19 @@ export function formView(form) {
       f.details !== undefined ? h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'The tool asks because' }),
                                   pre(shown(JSON.stringify(f.details, null, 2), 20000, true))) : null);
   }
+  if (c.server !== undefined && c.mcp_tool !== undefined) {  // an MCP server's tool (docs/TOOLS.md)
+    return h('div', { class: 'form' },
+      h('h3', { class: 'form-title', text: 'MCP tool approval required' }),
+      h('p', { text: `The agent wants to call "${shown(c.mcp_tool)}" of MCP server ${shown(c.server)}.` }),
+      h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Arguments' }), pre(shown(JSON.stringify(c.arguments ?? {}, null, 2), 20000, true))));
+  }
+  if (c.argv !== undefined && c.command !== undefined) {  // a command tool (docs/TOOLS.md)
+    return h('div', { class: 'form' },
+      h('h3', { class: 'form-title', text: 'Command tool approval required' }),
+      h('p', { text: `The agent wants to run the command tool "${shown(tool)}".` }),
+      h('div', { class: 'form-row' }, h('span', { class: 'label', text: 'Command' }), pre(shown(c.command), 'command')),
+      row('Directory', c.cwd_display || c.cwd, 'mono'));
+  }
   if (f.reason === 'outside the workspace') {
     return h('div', { class: 'form' },
       h('h3', { class: 'form-title', text: 'Path access approval required' }),

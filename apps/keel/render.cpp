@@ -92,6 +92,18 @@ std::string render_approval(const value& data) {
     if (context.contains("prefix"))
       out << "  p: always run simple commands that start with \"" << str(context, "prefix") << "\" in this run\n";
     out << "\n  Approve this command? (y/n/a" << (context.contains("prefix") ? "/p" : "") << "): ";
+  } else if (context.contains("server") && context.contains("mcp_tool")) {  // an MCP server's tool (docs/TOOLS.md)
+    out << "  MCP TOOL APPROVAL REQUIRED\n" << rule << "\n\n"
+        << "  The agent wants to call \"" << str(context, "mcp_tool") << "\" of MCP server " << str(context, "server") << ":\n\n"
+        << "    Arguments:\n"
+        << indent(context.contains("arguments") ? context["arguments"].dump(2, ' ', false, value::error_handler_t::replace) : "{}", "      ")
+        << "\n  Approve this call? (y/n): ";
+  } else if (context.contains("argv") && context.contains("command")) {  // a command tool (docs/TOOLS.md)
+    out << "  COMMAND TOOL APPROVAL REQUIRED\n" << rule << "\n\n"
+        << "  The agent wants to run the command tool \"" << tool << "\":\n\n"
+        << "    Command:   " << str(context, "command") << "\n"
+        << "    Directory: " << str(context, "cwd") << "\n\n"
+        << "  Approve this command? (y/n): ";
   } else if (tool == "edit") {
     out << "  EDIT APPROVAL REQUIRED\n" << rule << "\n\n"
         << "  The agent wants to use the \"edit\" tool:\n\n"
