@@ -58,6 +58,20 @@ value describe_agent(const config::agent_config& a) {
             {"tools", a.tools}, {"max_steps", a.max_steps}, {"max_tokens", a.max_tokens},
             {"stream", a.stream}, {"system_prompt", prompt}};
   if (!a.base_url.empty()) out["base_url"] = a.base_url;
+  // Tools of its own (docs/TOOLS.md): command tools (the argv shown), MCP servers (the program or
+  // the URL, no token), sub-agents.
+  value commands = value::array();
+  for (const auto& c : a.commands)
+    commands.push_back(value{{"name", c.name}, {"argv", c.argv}, {"approval", c.approval}, {"description", c.description}});
+  value mcp = value::array();
+  for (const auto& s : a.mcp)
+    mcp.push_back(value{{"name", s.name}, {"transport", s.url.empty() ? "stdio" : "http"},
+                        {"command", s.command}, {"url", s.url.substr(0, s.url.find_first_of("?#"))}, {"approval", s.approval},
+                        {"tools", s.tools}});
+  if (!a.commands.empty()) out["commands"] = commands;
+  if (!a.mcp.empty()) out["mcp"] = mcp;
+  if (!a.sub_agents.empty()) out["sub_agents"] = a.sub_agents;
+  if (!a.description.empty()) out["description"] = a.description;
   out["sandbox"] = value{{"env", a.sandbox_env}, {"network", a.network}, {"workspace", a.workspace},
                          {"workspace_scope", a.workspace_scope}, {"exec_security", a.exec_security},
                          {"allowlist", a.allowlist}, {"file_approval", a.file_approval},

@@ -20,17 +20,29 @@ function poll(main, title, draw) {
 
 export function renderAgents(main) {
   return poll(main, 'Agents', async (body) => {
-    const { agents } = await api('/agents');
+    const [{ agents }, declared] = await Promise.all([api('/agents'), api('/tools').catch(() => ({ queues: [] }))]);
+    // Every tool an agent may call: built-in and tool workers' (as listed), command tools, MCP
+    // servers (their tools are known once a worker lists them) and sub-agents.
+    const toolsOf = (a) => [...(a.tools || []), ...(a.commands || []).map((c) => `${c.name} (command)`),
+      ...(a.mcp || []).map((m) => `${m.name}__* (MCP ${m.transport})`), ...(a.sub_agents || []).map((id) => `agent__${id}`)].join(', ');
     const rows = agents.map((a) => h('tr', { 'data-agent': a.id },
       h('td', { class: 'mono', text: a.id }), h('td', { text: a.provider }), h('td', { text: a.model || '-' }),
-      h('td', { text: (a.tools || []).join(', ') }),
+      h('td', { text: toolsOf(a) }),
       h('td', { text: `${a.sandbox?.env || '-'} · ${a.sandbox?.exec_security || '-'}${a.sandbox?.network ? ' · network' : ''}` }),
       h('td', { class: 'mono', text: a.sandbox?.workspace || '-' }),
       h('td', { text: a.workers?.length ? `${a.workers.length} (${a.workers.join(', ')})` : 'none' }),
       h('td', { class: 'num', text: `${a.slots_busy ?? 0}/${a.slots ?? 0}` })));
+    const queues = declared.queues || [];
+    const toolRows = queues.flatMap((q) => (q.tools || []).map((t) => h('tr', { 'data-tool': `${q.queue}.${t.name}` },
+      h('td', { class: 'mono', text: `${q.queue}.${t.name}` }), h('td', { text: t.description || '' }),
+      h('td', { text: t.approval || '' }), h('td', { text: q.by || '' }))));
     clear(body).append(agents.length
       ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Agent', 'Provider', 'Model', 'Tools', 'Sandbox', 'Workspace', 'Workers', 'Slots busy'].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
-      : message('No orchestrator knows any agent.'));
+      : message('No orchestrator knows any agent.'),
+      h('h2', { text: 'Tools declared by tool workers' }),
+      toolRows.length
+        ? h('table', { class: 'runs tools' }, h('thead', {}, h('tr', {}, ['Tool', 'Description', 'Approval', 'Declared by'].map((c) => h('th', { text: c })))), h('tbody', {}, toolRows))
+        : message('No tool worker has declared tools.'));
   });
 }
 

@@ -278,6 +278,14 @@ void api::handle(http_request request, const responder& respond) {
   }
   if (parts.size() == 1 && parts[0] == "runs" && m == "GET") return list(request, t.query, respond);
   if (parts.size() == 1 && parts[0] == "agents" && m == "GET") return agents(respond);
+  if (parts.size() == 1 && parts[0] == "tools" && m == "GET") {
+    // What tool workers declared, queue by queue, as the orchestrators hold it.
+    auto answer = ask(options_.subjects.tools_list(), value{{"v", 1}, {"type", "list_tools"}});
+    if (!answer) return respond(failure(answer.error()));
+    value out{{"queues", answer->contains("queues") ? (*answer)["queues"] : value::array()}};
+    if (answer->contains("schemas_left_out")) out["schemas_left_out"] = (*answer)["schemas_left_out"];
+    return respond(json(200, out));
+  }
   if (parts.size() == 1 && parts[0] == "approvals" && m == "GET") {
     // Every step waiting for a person, across the orchestrators, oldest first.
     auto answers = collect(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"status", "suspended"}, {"limit", 1000}});
