@@ -243,6 +243,7 @@ scope = "agent"
   CHECK(c.show(asker)["output"] == "answered");
 
   // Turns 1 and 2 of `auto` were in flight when the node died, so each ran twice; turn 3 once.
+  INFO("calls of auto:\n" << read_file(c.dir().file("auto-calls.log")));
   CHECK(count_calls(read_file(c.dir().file("auto-calls.log"))) ==
         std::map<std::string, int>{{"turn 1", 2}, {"turn 2", 2}, {"turn 3", 1}});
   // `asker` was killed only while suspended: nothing ran twice.
