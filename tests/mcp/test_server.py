@@ -33,6 +33,19 @@ def probe(arguments):
     attempt("write_outside", lambda: open(arguments.get("outside", "/var/tmp/keel-mcp-probe"), "w").write("x"))
     attempt("write_workspace", lambda: open("probe.txt", "w").write("from the server"))
     attempt("read_shadow", lambda: open("/etc/shadow").read())
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    for key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"):
+        report[key] = status.get(key, "").strip()
+    for name, family, kind in (("unix", socket.AF_UNIX, socket.SOCK_STREAM), ("inet", socket.AF_INET, socket.SOCK_STREAM),
+                               ("inet6", socket.AF_INET6, socket.SOCK_DGRAM), ("netlink", socket.AF_NETLINK, socket.SOCK_RAW),
+                               ("packet", 17, socket.SOCK_RAW)):
+        def make(family=family, kind=kind):
+            socket.socket(family, kind).close()
+        attempt("socket_" + name, make)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    report["unshare_user"] = "allowed" if libc.unshare(0x10000000) == 0 else "refused: " + os.strerror(ctypes.get_errno())
+    report["other_pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     port = arguments.get("port")
     if port:
         def connect():

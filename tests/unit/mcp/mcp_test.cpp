@@ -134,6 +134,19 @@ TEST_CASE("mcp: a stdio server holds what exec's commands hold, and no more", "[
   // Its environment is built, not the node's.
   for (const auto& name : r["env"]) CHECK(name.get<std::string>().find("NATS") == std::string::npos);
   CHECK(r["pid"].get<int>() < 10);  // its own pid namespace (as root)
+  // No capability in any set, no new privileges, a seccomp filter.
+  CHECK(r["CapEff"] == "0000000000000000");
+  CHECK(r["CapPrm"] == "0000000000000000");
+  CHECK(r["CapBnd"] == "0000000000000000");
+  CHECK(r["NoNewPrivs"] == "1");
+  CHECK(r["Seccomp"] == "2");
+  // Sockets by family: Unix only (the control), no network, netlink or packet socket.
+  CHECK(r["socket_unix"] == "allowed");
+  for (const char* family : {"socket_inet", "socket_inet6", "socket_netlink", "socket_packet"})
+    CHECK(r[family].get<std::string>().rfind("refused", 0) == 0);
+  CHECK(r["unshare_user"].get<std::string>().rfind("refused", 0) == 0);
+  // The processes it sees: its own namespace's only (the node and the worker are not there).
+  for (const auto& pid : r["other_pids"]) CHECK(pid.get<int>() < 10);
   CHECK_FALSE(std::filesystem::exists("/var/tmp/keel-mcp-probe-" + std::to_string(::getpid())));
 }
 
