@@ -64,6 +64,8 @@ struct worker_shared {
   std::mutex overrides_mutex;
   std::map<std::string, std::unique_ptr<llm::provider>> overrides;
   std::atomic<bool> stopping{false};
+  // While stopping: until when the tasks held may still hand their results over (steady ms).
+  std::atomic<std::int64_t> drain_deadline_ms{0};
 
   result<llm::provider*> provider_for(const config::agent_config& agent, const std::string& kind,
                                       const std::string& model) {
@@ -381,7 +383,8 @@ result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
 // Hands a result to the run's owner, which answers once it is on disk; tried again (the owner is
 // restarting, the broker is down) for as long as it takes, holding the task meanwhile (given up,
 // the task would go to another worker and the paid call be made again). Every
-// worker.result_delivery_ms without success is said in the log. Only a stop of the worker ends it.
+// worker.result_delivery_ms without success is said in the log. Only a stop of the worker ends it,
+// once its drain (half of limits.shutdown_timeout_ms) is over.
 result<void> hand_over(worker_shared& shared, const std::string& reply_to, const std::string& bytes,
                        const wire::task& t) {
   auto started = steady_ms();
@@ -403,7 +406,8 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
       }
     }
     std::string why = reply ? std::string("the owner is not ready") : reply.error().message;
-    if (shared.stopping)
+    // A stopping worker tries until its drain ends; the task then goes to another worker.
+    if (shared.stopping && steady_ms() >= shared.drain_deadline_ms)
       return make_error(errc::unavailable, "the result of task " + std::to_string(t.step) + " of run " + t.run_id +
                                              " could not be handed over before the worker stopped: " + why);
     if (auto now = steady_ms(); now >= next_warning) {
@@ -411,7 +415,9 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
                       (now - started) / 1000, why);
       next_warning = now + shared.config().result_delivery_ms;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
+    auto pause_ms = pause.next_ms();
+    if (shared.stopping) pause_ms = std::max<std::int64_t>(0, std::min(pause_ms, shared.drain_deadline_ms - steady_ms()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
   }
 }
 
@@ -489,7 +495,8 @@ struct worker::impl {
   std::vector<std::shared_ptr<broker::pull_consumer>> consumers;  // one per queue
   std::mutex stop_mutex;
   std::condition_variable stop_signal;
-  bool stopped = false;
+  bool stopped = false;        // stop() was called
+  bool liveness_ended = false;  // the tasks held are done or given up: no more "in progress"
 };
 
 void worker_core::finish(const std::shared_ptr<broker::delivery>& d, const std::string& id) {
@@ -718,7 +725,7 @@ result<std::unique_ptr<worker>> worker::start(caf::actor_system&, const config::
   state->threads.emplace_back([self, core] {
     auto every = std::chrono::milliseconds(std::max<std::int64_t>(50, core->shared->config().worker_liveness_ms / 4));
     std::unique_lock lock{self->stop_mutex};
-    while (!self->stop_signal.wait_for(lock, every, [self] { return self->stopped; })) {
+    while (!self->stop_signal.wait_for(lock, every, [self] { return self->liveness_ended; })) {
       std::vector<std::shared_ptr<broker::delivery>> now;
       {
         std::lock_guard held_lock{core->held->mutex};
@@ -738,17 +745,24 @@ void worker::stop() {
     if (impl_->stopped) return;
     impl_->stopped = true;
   }
+  impl_->core->shared->drain_deadline_ms = steady_ms() + impl_->core->shared->config().shutdown_timeout_ms / 2;
   impl_->core->shared->stopping = true;
-  impl_->stop_signal.notify_all();
   impl_->core->slot_count->stop();
-  // No more tasks; those held are still acknowledged when they end (or handed to another worker
-  // once this one is silent). Unsubscribed, the consumers do not hold up the connection's drain.
+  // No more tasks; those held are still acknowledged when they end. Unsubscribed, the consumers
+  // do not hold up the connection's drain.
   for (auto& consumer : impl_->consumers) consumer->unsubscribe();
+  // The tasks still running finish, still said to be in progress (a task whose worker stopped
+  // saying so would be handed to another worker while this one runs it: done twice). Those not
+  // done in time go unacknowledged, and the broker hands them to another worker once this one
+  // is silent.
+  impl_->pool->stop(impl_->core->shared->config().shutdown_timeout_ms / 2);
+  {
+    std::lock_guard lock{impl_->stop_mutex};
+    impl_->liveness_ended = true;
+  }
+  impl_->stop_signal.notify_all();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
-  // Tasks still running are left to finish on their own; their deliveries go unacknowledged,
-  // so the broker hands them to another worker once this one is silent.
-  impl_->pool->stop(impl_->core->shared->config().shutdown_timeout_ms / 2);
 }
 
 } // namespace keel::actors

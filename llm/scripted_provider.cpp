@@ -2,6 +2,7 @@
 
 #include "llm/network_provider.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -89,6 +90,13 @@ result<std::unique_ptr<scripted_provider>> scripted_provider::load(const std::st
         return make_error(errc::config, where + ": delay_ms must be a non-negative integer");
       turn.delay_ms = t["delay_ms"].get<std::int64_t>();
     }
+    if (t.contains("wait_for_file")) {
+      if (!t["wait_for_file"].is_string() || t["wait_for_file"].get<std::string>().empty())
+        return make_error(errc::config, where + ": wait_for_file must be a file name");
+      std::filesystem::path file = t["wait_for_file"].get<std::string>();
+      if (file.is_relative()) file = std::filesystem::absolute(script_path).parent_path() / file;
+      turn.wait_for_file = file.string();
+    }
     if (t.contains("tool_calls")) {
       if (!t["tool_calls"].is_array())
         return make_error(errc::config, where + ": tool_calls must be an array");
@@ -132,6 +140,9 @@ result<completion> scripted_provider::complete(const completion_request& request
   }
   const scripted_turn& turn = turns_[turn_index];
   if (turn.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(turn.delay_ms));
+  // A test holds a step in flight for as long as it needs, however slow the build it runs.
+  for (std::error_code ec; !turn.wait_for_file.empty() && !std::filesystem::exists(turn.wait_for_file, ec);)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   auto values = values_of(request.messages);
   c.text = fill(turn.text, values);
   std::size_t out_chars = c.text.size();

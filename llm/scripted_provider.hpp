@@ -14,6 +14,7 @@ struct scripted_turn {
   std::string text;
   std::vector<tool_call> tool_calls;
   std::int64_t delay_ms = 0;  // time the "model" takes, to let tests catch a step in flight
+  std::string wait_for_file;  // the "model" answers once this file exists (absolute path)
 };
 
 class scripted_provider final : public provider {
