@@ -19,10 +19,13 @@ orchestrator_shared::orchestrator_shared(const config::node_config& c, std::stri
   limits.message_bytes_max = static_cast<std::size_t>(c.message_bytes_max);
   for (const auto& connection : connections) lanes.emplace_back().nats = connection;
   // Writers once the lanes stand (a writer refers to its lane): the lanes are not moved again.
-  for (auto& l : lanes) {
+  for (std::size_t i = 0; i < lanes.size(); ++i) {
+    auto& l = lanes[i];
     store_writer::replicate_fn replicate;
     if (c.log_replicas > 0)
-      replicate = [this, &l](const std::vector<store::run_transition>& batch) { return log_writer.replicate(*l.log_view, batch); };
+      replicate = [this, &l, gate = static_cast<int>(i)](const std::vector<store::run_transition>& batch) {
+        return log_writer.replicate(*l.log_view, batch, gate);
+      };
     l.writer = std::make_unique<store_writer>(s, static_cast<std::size_t>(c.store_batch_max), std::move(replicate));
   }
 }

@@ -1,4 +1,5 @@
 #include "replication/log_writer.hpp"
+#include "replication/admission.hpp"
 #include "replication/replication_log.hpp"
 #include "replication/takeover.hpp"
 
@@ -21,6 +22,12 @@ void log_writer::known(const std::string& run, std::uint64_t seq) {
   std::lock_guard lock{mutex_};
   positions_[run] = seq;
   lost_.erase(run);
+  if (seq == 0) {
+    unadmitted_.insert(run);
+  } else {
+    unadmitted_.erase(run);
+    awaiting_first_.erase(run);
+  }
 }
 
 void log_writer::lost(const std::string& run) {
@@ -32,6 +39,8 @@ void log_writer::lost(const std::string& run) {
 void log_writer::forget(const std::string& run) {
   std::lock_guard lock{mutex_};
   positions_.erase(run);
+  unadmitted_.erase(run);
+  awaiting_first_.erase(run);
   if (auto it = unconfirmed_.find(run); it != unconfirmed_.end()) {
     if (it->second.ticket) it->second.log->forget(it->second.ticket);
     unconfirmed_.erase(it);
@@ -86,7 +95,7 @@ result<void> log_writer::settle(const std::string& run) {
   return success();
 }
 
-log_writer::started log_writer::replicate(run_log& log, const std::vector<store::run_transition>& batch) {
+log_writer::started log_writer::replicate(run_log& log, const std::vector<store::run_transition>& batch, int gate) {
   started out;
   std::vector<std::string> runs;
   std::unordered_map<std::string, std::vector<const store::run_transition*>> by_run;
@@ -101,6 +110,8 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
     log_entry entry;
   };
   std::vector<sent> waiting;
+  std::vector<std::string> ready;  // runs that may be written
+  std::map<std::string, std::vector<std::string>> to_admit;  // gate subject -> new runs
   for (const auto& run : runs) {
     std::string domain(run_id{run}.owner());
     bool refused_before = false;
@@ -124,6 +135,19 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
       out.refused[run] = settled.error();
       continue;
     }
+    ready.push_back(run);
+    std::lock_guard lock{mutex_};
+    if (unadmitted_.count(run)) to_admit[gate_subject(subject_of_(run), gate % admission_gates)].push_back(run);
+  }
+  // New runs are admitted before anything of theirs is written: one entry per gate and batch.
+  for (const auto& [subject, admitted] : to_admit)
+    if (auto a = admit(log, subject, admitted); !a)
+      for (const auto& run : admitted) {
+        if (a.error().code == errc::conflict) lost(run);
+        out.refused[run] = a.error();
+      }
+  for (const auto& run : ready) {
+    if (out.refused.count(run)) continue;
     auto known_at = position(run);
     if (!known_at) {
       auto last = log.last_sequence(subject_of_(run));
@@ -173,18 +197,9 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
                                                     seq.error().message + "): it counts if the log has it");
       }
     }
-    // Confirmed, but it counts only if the lease on the run's domain certainly held when the
-    // confirmation came: a node paused past its lease may have written after another took its
-    // runs over and read the log (a new run's first entry has nothing to be fenced by).
-    if (owner_.replicated())
-      for (const auto& w : waiting) {
-        if (failed.count(w.run)) continue;
-        std::string domain(run_id{w.run}.owner());
-        if (owner_.leases()->valid(domain)) continue;
-        failed[w.run] = make_error(errc::unknown, "the lease on the runs of " + domain +
-                                                    " was not renewed in time for this write to count: it counts if the "
-                                                    "node that takes them over read it");
-      }
+    // A write the log confirmed counts, whatever the clock said meanwhile: a node that took the
+    // runs over either fenced the run before it (and the log refused it) or read it (its fence,
+    // expecting an earlier end, was refused until it did), new runs included (admission.hpp).
     return failed;
   };
   return out;
@@ -225,6 +240,80 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
   e.expected_last = static_cast<std::int64_t>(last_seq);
   auto again = log.append({e});
   return std::move(again.front());
+}
+
+log_writer::gate& log_writer::gate_of(const std::string& subject) {
+  std::lock_guard lock{mutex_};
+  auto& g = gates_[subject];
+  if (!g) g = std::make_unique<gate>();
+  return *g;
+}
+
+// Where a gate ends, read whole (it is short: admitted runs' entries are purged once written):
+// errc::conflict when its last fence is another node's (the domain is that node's now). Asking the
+// log only where it ends would write after such a fence.
+static result<std::uint64_t> gate_end(run_log& log, const std::string& subject, const std::string& me) {
+  std::optional<fence> foreign;
+  std::uint64_t last_seq = 0;
+  auto read = log.read(subject, [&](const std::string&, std::uint64_t seq, std::string data) {
+    if (auto f = decode_fence(data)) {
+      if (f->by == me) foreign.reset();
+      else foreign = f;
+    }
+    last_seq = std::max(last_seq, seq);
+  });
+  if (!read) return make_error(errc::unavailable, "the admissions of new runs cannot be read: " + read.error().message);
+  if (foreign)
+    return make_error(errc::conflict, "new runs are refused behind the fence of " + foreign->by + " (epoch " +
+                                        std::to_string(foreign->epoch) + "): the runs are that node's now");
+  return last_seq;
+}
+
+result<void> log_writer::admit(run_log& log, const std::string& subject, const std::vector<std::string>& runs) {
+  auto& g = gate_of(subject);
+  std::lock_guard admitting{g.admitting};
+  std::string domain(run_id{runs.front()}.owner());
+  for (int tries = 0; tries < 3; ++tries) {
+    if (!g.last) {
+      auto end = gate_end(log, subject, owner_.node_id());
+      if (!end) return make_error(end.error().code, "run " + runs.front() + ": " + end.error().message);
+      g.last = *end;
+    }
+    auto appended = log.append({log_entry{subject, encode_admission(owner_.node_id(), runs), static_cast<std::int64_t>(*g.last),
+                                          owner_.node_id()}});
+    auto& at = appended.front();
+    if (at) {
+      g.last = *at;
+      std::optional<std::uint64_t> oldest;  // the oldest admission whose run is not written yet
+      {
+        std::lock_guard lock{mutex_};
+        for (const auto& run : runs) {
+          unadmitted_.erase(run);
+          awaiting_first_[run] = {subject, *at};
+        }
+        for (const auto& [run, where] : awaiting_first_)
+          if (where.first == subject && (!oldest || where.second < *oldest)) oldest = where.second;
+      }
+      // What a taker needs of a gate: its last entry (to fence after it) and the admissions of
+      // runs not written yet (to fence those). The rest goes now and then.
+      if (++g.since_purge >= 64 && oldest) {
+        g.since_purge = 0;
+        if (auto p = log.purge_before(subject, *oldest); !p)
+          logger()->debug("the admissions on {} were not purged: {}", subject, p.error().message);
+      }
+      return success();
+    }
+    // Refused (read again: behind another node's fence, the domain is that node's; without one,
+    // the log lost or moved what this node wrote, or an admission of this node's whose answer was
+    // lost is there: it goes after what the log holds), or not confirmed (read again next time).
+    g.last.reset();
+    if (at.error().code != errc::conflict)
+      return make_error(at.error().code == errc::timeout ? errc::unavailable : at.error().code,
+                        "the run log did not confirm the admission of new runs: " + at.error().message);
+    if (!owner_.answers_for(domain))
+      return make_error(errc::unavailable, "this node's lease on the runs of " + domain + " is not certain now");
+  }
+  return make_error(errc::unavailable, "the admission of new runs was refused three times in a row");
 }
 
 result<std::uint64_t> log_writer::append_after_last(run_log& log, const std::string& run, const store::run_transition& whole) {

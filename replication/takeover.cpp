@@ -1,4 +1,5 @@
 #include "replication/takeover.hpp"
+#include "replication/admission.hpp"
 #include "runtime/backoff.hpp"
 #include "replication/replication_log.hpp"
 
@@ -33,13 +34,35 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
   const auto& me = c.owner.node_id();
   auto prefix = c.log_prefix + "." + domain;
   std::map<std::string, std::uint64_t> last;  // run -> sequence of its last entry applied
+  std::map<std::string, std::uint64_t> gates;  // admission gate -> sequence of its last entry read
+  std::set<std::string> admitted;              // runs a gate admitted (written or not)
   std::string superseded;  // a later takeover's fence was found: by whom
   // A fence of the same epoch by another node: two claims of one revision both taken (nats-server
   // 2.9 can confirm two concurrent writes expecting the same revision of a replicated key). The
   // bucket's value decides: the node it names goes on, the other gives up.
   std::string tied;
+  // A fence, read in a run or a gate. One of a later claim than this one means the runs are
+  // another's now: fencing after it would refuse the new owner's writes. One that cannot be read
+  // is skipped (as an unreadable write is).
+  auto note_fence = [&](const std::string& where, const std::string& data) {
+    auto f = decode_fence(data);
+    if (!f) {
+      ++out.unreadable;
+      logger()->error("{}: a takeover's fence in the log could not be read; skipped", where);
+      return;
+    }
+    if (f->epoch > epoch) superseded = f->by + " (epoch " + std::to_string(f->epoch) + ")";
+    else if (f->epoch == epoch && f->by != me) tied = f->by;
+  };
   auto apply = [&](const std::string& subject, std::uint64_t seq, std::string data) {
     auto run = subject.substr(subject.rfind('.') + 1);
+    if (is_gate_token(run)) {
+      if (auto it = gates.find(subject); it != gates.end() && it->second >= seq) return;
+      gates[subject] = seq;
+      if (auto runs = decode_admission(data)) admitted.insert(runs->begin(), runs->end());
+      else note_fence(subject, data);
+      return;
+    }
     if (auto it = last.find(run); it != last.end() && it->second >= seq) return;
     last[run] = seq;
     ++out.entries;
@@ -52,17 +75,7 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
     for (const auto& t : *transitions)
       for (const auto& r : t.received) out.max_received_order = std::max(out.max_received_order, r.order);
     if (transitions->empty()) {
-      // A takeover's fence. One of a later claim than this one means the runs are another's now:
-      // fencing after it would refuse the new owner's writes. One that cannot be read is skipped
-      // (as an unreadable write is).
-      auto f = decode_fence(data);
-      if (!f) {
-        ++out.unreadable;
-        logger()->error("run {}: a takeover's fence in the log could not be read; skipped", run);
-        return;
-      }
-      if (f->epoch > epoch) superseded = f->by + " (epoch " + std::to_string(f->epoch) + ")";
-      else if (f->epoch == epoch && f->by != me) tied = f->by;
+      note_fence("run " + run, data);
       return;
     }
     if (auto w = c.store.apply(*transitions); !w)
@@ -101,6 +114,40 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
     wait_a_little();
   }
   auto marker = encode_fence(me, epoch);
+  // The gates first: once each is fenced, no new run of the domain can be admitted by anyone
+  // else, and every run admitted before is known (a gate's fence lands only after the last entry
+  // read there). Then each admitted run is fenced too, written or not.
+  pause.reset();
+  std::set<std::string> gates_fenced;
+  auto every_gate = gate_subjects(prefix);
+  for (int round = 0; gates_fenced.size() < every_gate.size(); ++round) {
+    if (round > 0) {
+      if (!still_ours()) {
+        out.why_not = "the lease went, or the node stops";
+        return out;
+      }
+      wait_a_little();
+    }
+    std::vector<log_entry> fences;
+    std::vector<std::string> subjects;
+    for (const auto& g : every_gate)
+      if (!gates_fenced.count(g)) {
+        fences.push_back({g, marker, static_cast<std::int64_t>(gates.count(g) ? gates[g] : 0), me});
+        subjects.push_back(g);
+      }
+    auto appended = c.log.append(fences);
+    for (std::size_t i = 0; i < subjects.size(); ++i) {
+      if (appended[i]) {
+        gates_fenced.insert(subjects[i]);
+        gates[subjects[i]] = *appended[i];
+      } else if (appended[i].error().code == errc::conflict) {
+        (void)c.log.read(subjects[i], apply);  // admitted meanwhile: read that too
+      }
+    }
+    if (give_up_if_superseded()) return out;
+  }
+  for (const auto& run : admitted)
+    if (!last.count(run)) last[run] = 0;  // admitted, not written (yet): fenced at its start
   // Runs that ended (completed or cancelled) never change again: taken as they are, unfenced.
   std::set<std::string> fenced;
   for (const auto& [run, seq] : last) {
@@ -143,9 +190,12 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
     return out;
   }
   for (const auto& run : fenced) {
-    out.runs.push_back(run);
     auto record = c.store.get(run, false);
-    if (!record || !*record) continue;
+    if (!record || !*record) {
+      c.writer.forget(run);  // admitted, never written: nothing to serve
+      continue;
+    }
+    out.runs.push_back(run);
     if (store::is_active((*record)->status)) out.active.push_back(run);
     if ((*record)->status == store::run_status::suspended) ++out.suspended;
   }

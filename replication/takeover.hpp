@@ -1,6 +1,8 @@
 // Takes over the runs of a domain (a node that is gone) once its lease is held: reads them from
-// the run log into this node's store, fences each (an entry of this node's where the run's last
-// entry was, naming the epoch of the claim: whatever the old owner still writes is refused), and
+// the run log into this node's store, fences the domain's admission gates (no new run can be
+// admitted by the old owner after that) and then each run read or admitted (an entry of this
+// node's where the run's last entry was, or at its start for a run admitted and not written,
+// naming the epoch of the claim: whatever the old owner still writes is refused), and
 // says which runs have work in flight. A later claim's fence found in the log means another node
 // took the domain from this one meanwhile: it gives up, fencing nothing more.
 #pragma once
