@@ -23,15 +23,18 @@ std::string encode_admission(const std::string& by, const std::vector<std::strin
   return wire::pack(wire::value{{"admit", std::move(list)}, {"by", by}});
 }
 
-std::optional<std::vector<std::string>> decode_admission(const std::string& data) {
+std::optional<admission> decode_admission(const std::string& data) {
   auto v = wire::unpack(data);
-  if (!v || !v->is_object() || !v->contains("admit") || !(*v)["admit"].is_array()) return std::nullopt;
-  std::vector<std::string> runs;
+  if (!v || !v->is_object() || !v->contains("admit") || !(*v)["admit"].is_array() || !v->contains("by") ||
+      !(*v)["by"].is_string())
+    return std::nullopt;
+  admission a;
+  a.by = (*v)["by"].get<std::string>();
   for (const auto& r : (*v)["admit"]) {
     if (!r.is_string()) return std::nullopt;
-    runs.push_back(r.get<std::string>());
+    a.runs.push_back(r.get<std::string>());
   }
-  return runs;
+  return a;
 }
 
 } // namespace keel::replication

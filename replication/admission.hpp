@@ -26,8 +26,12 @@ std::vector<std::string> gate_subjects(const std::string& domain_prefix);
 bool is_gate_token(std::string_view token);
 
 std::string encode_admission(const std::string& by, const std::vector<std::string>& runs);
-// The runs an admission names; nullopt for anything else (a fence, a malformed entry): never an
+struct admission {
+  std::string by;
+  std::vector<std::string> runs;
+};
+// An admission read back; nullopt for anything else (a fence, a malformed entry): never an
 // exception.
-std::optional<std::vector<std::string>> decode_admission(const std::string& data);
+std::optional<admission> decode_admission(const std::string& data);
 
 } // namespace keel::replication

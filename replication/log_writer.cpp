@@ -111,6 +111,7 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
   };
   std::vector<sent> waiting;
   std::vector<std::string> ready;  // runs that may be written
+  std::map<std::string, std::uint64_t> looked_up;  // runs whose end was asked of the log: that end
   std::map<std::string, std::vector<std::string>> to_admit;  // gate subject -> new runs
   for (const auto& run : runs) {
     std::string domain(run_id{run}.owner());
@@ -135,6 +136,23 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
       out.refused[run] = settled.error();
       continue;
     }
+    // Where the run's log ends, when not known here (it left memory, the node started again, or
+    // it was made under an id claimed before): asked of the log, then the run is admitted again,
+    // in that order. An admission that lands means no node had fenced the domain's gates when
+    // that end was read, so none had fenced the run: a taker will learn of the run from the gate
+    // and fence it, and the write refused if it comes after. (Asked alone, the log could name
+    // the taker's fence as the end, and the write would land after it.)
+    auto known_at = position(run);
+    if (!known_at) {
+      auto last = log.last_sequence(subject_of_(run));
+      if (!last) {
+        out.refused[run] = make_error(last.error().code, "run " + run + ": " + last.error().message);
+        continue;
+      }
+      std::lock_guard lock{mutex_};
+      looked_up[run] = *last;
+      unadmitted_.insert(run);
+    }
     ready.push_back(run);
     std::lock_guard lock{mutex_};
     if (unadmitted_.count(run)) to_admit[gate_subject(subject_of_(run), gate % admission_gates)].push_back(run);
@@ -149,14 +167,7 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
   for (const auto& run : ready) {
     if (out.refused.count(run)) continue;
     auto known_at = position(run);
-    if (!known_at) {
-      auto last = log.last_sequence(subject_of_(run));
-      if (!last) {
-        out.refused[run] = last.error();
-        continue;
-      }
-      known_at = *last;
-    }
+    if (!known_at) known_at = looked_up.at(run);
     log_entry e{subject_of_(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known_at),
                 owner_.node_id()};
     auto ticket = log.send(e);
@@ -230,6 +241,11 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
   if (last_seq > 0 && last_data == e.data) return last_seq;  // stored after all (its confirmation lost)
   if (last_seq == static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.expected_last)))
     return make_error(errc::unavailable, "refused, though the log still ends where it was expected to");
+  // A fence in the run's own entries can be gone (the new owner finished the run and cut its log
+  // to its last entry); the domain's gates keep the new owner's mark: read after the run's
+  // entries, a gate whose last entry is this node's says that no node had fenced the domain then.
+  if (auto g = gate_end(log, gate_subject(e.subject, 0), owner_.node_id()); !g)
+    return make_error(g.error().code, "refused: " + g.error().message);
   // The read may have taken a while: the lease is asked again (a pause meanwhile may have let
   // another node take the runs over; its fence, written after the read, the log's check refuses).
   if (!owner_.answers_for(domain))
@@ -249,23 +265,30 @@ log_writer::gate& log_writer::gate_of(const std::string& subject) {
   return *g;
 }
 
-// Where a gate ends, read whole (it is short: admitted runs' entries are purged once written):
-// errc::conflict when its last fence is another node's (the domain is that node's now). Asking the
-// log only where it ends would write after such a fence.
-static result<std::uint64_t> gate_end(run_log& log, const std::string& subject, const std::string& me) {
-  std::optional<fence> foreign;
+// Where a gate ends, read whole (it is short: admissions are purged once their runs are written):
+// errc::conflict when its last entry is another node's (a fence, or an admission of the node that
+// took the runs over and admits new ones: the runs are that node's now). Asking the log only where
+// it ends would write after such an entry.
+result<std::uint64_t> gate_end(run_log& log, const std::string& subject, const std::string& me) {
+  std::string last_by, what;
   std::uint64_t last_seq = 0;
   auto read = log.read(subject, [&](const std::string&, std::uint64_t seq, std::string data) {
+    if (seq < last_seq) return;
+    last_seq = seq;
     if (auto f = decode_fence(data)) {
-      if (f->by == me) foreign.reset();
-      else foreign = f;
+      last_by = f->by;
+      what = "a takeover's fence by " + f->by + " (epoch " + std::to_string(f->epoch) + ")";
+    } else if (auto a = decode_admission(data)) {
+      last_by = a->by;
+      what = "an admission by " + a->by;
+    } else {
+      last_by.clear();
+      what = "an entry that cannot be read";
     }
-    last_seq = std::max(last_seq, seq);
   });
-  if (!read) return make_error(errc::unavailable, "the admissions of new runs cannot be read: " + read.error().message);
-  if (foreign)
-    return make_error(errc::conflict, "new runs are refused behind the fence of " + foreign->by + " (epoch " +
-                                        std::to_string(foreign->epoch) + "): the runs are that node's now");
+  if (!read) return make_error(errc::unavailable, "the run log cannot be read: " + read.error().message);
+  if (last_seq > 0 && last_by != me)
+    return make_error(errc::conflict, "the last entry of " + subject + " is " + what + ": the runs are that node's now");
   return last_seq;
 }
 
@@ -276,7 +299,7 @@ result<void> log_writer::admit(run_log& log, const std::string& subject, const s
   for (int tries = 0; tries < 3; ++tries) {
     if (!g.last) {
       auto end = gate_end(log, subject, owner_.node_id());
-      if (!end) return make_error(end.error().code, "run " + runs.front() + ": " + end.error().message);
+      if (!end) return make_error(end.error().code, "the admission of new runs: " + end.error().message);
       g.last = *end;
     }
     auto appended = log.append({log_entry{subject, encode_admission(owner_.node_id(), runs), static_cast<std::int64_t>(*g.last),
@@ -296,7 +319,7 @@ result<void> log_writer::admit(run_log& log, const std::string& subject, const s
       }
       // What a taker needs of a gate: its last entry (to fence after it) and the admissions of
       // runs not written yet (to fence those). The rest goes now and then.
-      if (++g.since_purge >= 64 && oldest) {
+      if (++g.since_purge >= purge_every_ && oldest) {
         g.since_purge = 0;
         if (auto p = log.purge_before(subject, *oldest); !p)
           logger()->debug("the admissions on {} were not purged: {}", subject, p.error().message);

@@ -23,11 +23,16 @@
 
 namespace keel::replication {
 
+// Where an admission gate ends (admission.hpp), read whole: errc::conflict when its last entry is
+// another node's than `me` (then the runs are that node's).
+result<std::uint64_t> gate_end(run_log& log, const std::string& subject, const std::string& me);
+
 class log_writer {
 public:
   // `subject_of(run)`: the run's subject in the log.
-  log_writer(ownership& owner, std::function<std::string(const std::string&)> subject_of)
-    : owner_(owner), subject_of_(std::move(subject_of)) {}
+  // `purge_every`: a gate's older admissions are purged once per so many admissions on it.
+  log_writer(ownership& owner, std::function<std::string(const std::string&)> subject_of, int purge_every = 64)
+    : owner_(owner), subject_of_(std::move(subject_of)), purge_every_(purge_every) {}
 
   // What replicate() started: runs refused before anything of theirs was sent (not to be
   // written anywhere), and what waits for the others' confirmations (per run: what failed).
@@ -82,6 +87,7 @@ private:
 
   ownership& owner_;
   std::function<std::string(const std::string&)> subject_of_;
+  int purge_every_;
   std::mutex mutex_;
   std::unordered_map<std::string, std::unique_ptr<gate>> gates_;  // gate subject -> its state
   std::set<std::string> unadmitted_;  // new runs whose admission is not in the log yet

@@ -59,7 +59,7 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
     if (is_gate_token(run)) {
       if (auto it = gates.find(subject); it != gates.end() && it->second >= seq) return;
       gates[subject] = seq;
-      if (auto runs = decode_admission(data)) admitted.insert(runs->begin(), runs->end());
+      if (auto a = decode_admission(data)) admitted.insert(a->runs.begin(), a->runs.end());
       else note_fence(subject, data);
       return;
     }
@@ -119,7 +119,10 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
   // read there). Then each admitted run is fenced too, written or not.
   pause.reset();
   std::set<std::string> gates_fenced;
+  // Every gate, and any other the log holds (of a build with more gates).
   auto every_gate = gate_subjects(prefix);
+  for (const auto& [g, seq] : gates)
+    if (std::find(every_gate.begin(), every_gate.end(), g) == every_gate.end()) every_gate.push_back(g);
   for (int round = 0; gates_fenced.size() < every_gate.size(); ++round) {
     if (round > 0) {
       if (!still_ours()) {
@@ -141,7 +144,9 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
         gates_fenced.insert(subjects[i]);
         gates[subjects[i]] = *appended[i];
       } else if (appended[i].error().code == errc::conflict) {
-        (void)c.log.read(subjects[i], apply);  // admitted meanwhile: read that too
+        // Admitted meanwhile: read the domain again, not only the gate (the admission of a run
+        // written since may be purged from the gate already; the run's entries are not).
+        (void)c.log.read(prefix + ".>", apply);
       }
     }
     if (give_up_if_superseded()) return out;

@@ -1,6 +1,7 @@
 // A replicated run log in a simulated world: one sequence for all subjects, each append checked
-// against the sequence its subject must be at (the fence), an entry sent again with the same
-// content confirmed at its first position (the broker's duplicate window), answers that take
+// against the sequence its subject must be at (the fence), an entry sent again (the same subject,
+// expected sequence, writer and content) confirmed at its first position (the broker's duplicate
+// window, here without end), purges of a subject's older entries, answers that take
 // time, are sometimes lost (stored or not) and fail while the broker is out. It counts the
 // tickets given and not yet waited for or forgotten.
 #pragma once
@@ -81,7 +82,13 @@ public:
     auto it = subjects_.find(subject);
     return it == subjects_.end() || it->second.empty() ? 0 : it->second.back().seq;
   }
-  result<void> purge_before(const std::string&, std::uint64_t) override { return success(); }
+  // Entries of the subject before `seq` go (those from `seq` on stay).
+  result<void> purge_before(const std::string& subject, std::uint64_t seq) override {
+    world_.sleep(world_.uniform(1, faults_.delay_ms_max));
+    if (auto it = subjects_.find(subject); it != subjects_.end())
+      std::erase_if(it->second, [seq](const stored& s) { return s.seq < seq; });
+    return success();
+  }
 
 private:
   struct outcome {
@@ -90,18 +97,22 @@ private:
   };
   result<std::uint64_t> store(const replication::log_entry& e) {
     auto& list = subjects_[e.subject];
-    for (const auto& s : list)
-      if (s.data == e.data && s.writer == e.writer) return s.seq;  // a copy sent again
+    // A copy sent again: the broker knows it by its id (made of where it was to go, its writer
+    // and its bytes), purged or not.
+    auto id = e.subject + '\n' + std::to_string(e.expected_last) + '\n' + e.writer + '\n' + e.data;
+    if (auto it = ids_.find(id); it != ids_.end()) return it->second;
     std::uint64_t last = list.empty() ? 0 : list.back().seq;
     if (e.expected_last >= 0 && static_cast<std::uint64_t>(e.expected_last) != last)
       return make_error(errc::conflict, "wrong last sequence");
     list.push_back({++seq_, e.data, e.writer});
+    ids_[id] = seq_;
     return seq_;
   }
   world& world_;
   log_faults faults_;
   std::map<std::string, std::vector<stored>> subjects_;
   std::map<std::uint64_t, outcome> tickets_;
+  std::map<std::string, std::uint64_t> ids_;  // id of each entry stored -> its sequence
   std::uint64_t next_ticket_ = 0;
   std::uint64_t seq_ = 0;
 };

@@ -1,7 +1,9 @@
 // Simulation of a takeover against an owner that goes on writing: n1 writes batches of new and
 // existing runs (replication/log_writer) to a simulated log while its machine is paused and
 // suspended past its lease; n2 watches the leases, claims n1's and takes its runs over
-// (replication/takeover, into a real RocksDB store). Half the seeds give n1 a clock that stops
+// (replication/takeover, into a real RocksDB store), then writes them and cuts some (a final
+// entry, then a purge of what came before, its fence included). Gates are purged often. n1's runs leave its memory now and then (where
+// each ends is then looked up when it is written again). Half the seeds give n1 a clock that stops
 // while its machine sleeps, so that n1 wakes sure its lease still holds: time cannot fence it,
 // only the log can. Invariants, once n2 took the runs over: every entry n1 has in the log is
 // before n2's fence on its run (n2 read it), new runs included; every write n1 acknowledged is in
@@ -89,7 +91,7 @@ private:
     n.env = std::make_unique<simulated_environment>(w_, index, w_.uniform(0, 1'000'000'000), clock_stops);
     n.bucket = std::make_unique<bucket_view>(bucket_);
     n.owner = std::make_unique<replication::ownership>(id);
-    n.writer = std::make_unique<replication::log_writer>(*n.owner, subject_of);
+    n.writer = std::make_unique<replication::log_writer>(*n.owner, subject_of, 4);  // gates purged often
     replication::lease_keeper::hooks hooks;
     hooks.lost = [this, &n](const std::string& domain, const std::string& why) {
       w_.note(n.id + " lost " + domain + ": " + why + "; it stops");
@@ -108,6 +110,7 @@ private:
       n.owner->serve(domain);
       taken_.insert(domain);
       w_.note("n2 took over " + domain + ": " + std::to_string(out.entries) + " entries read");
+      if (domain == "n1") w_.spawn(1, "n2 serves n1's runs", [this, &n] { serve_taken(n); });
     };
     // Started from a process of the node (its threads are the node's processes).
     w_.spawn(index, "start " + id, [this, &n, hooks] {
@@ -167,6 +170,64 @@ private:
       auto failed = started.wait ? started.wait() : replication::log_writer::failures{};
       for (const auto& [run, id] : id_of)
         if (!started.refused.count(run) && !failed.count(run) && id.second) acknowledged_[run].push_back(id.first);
+      // A run leaves memory now and then (it waits for a person): where its log ends is no longer
+      // known here, and is looked up when it is written again.
+      if (w_.chance(0.2)) n1_.writer->forget_if_settled(runs_[static_cast<std::size_t>(w_.uniform(0, static_cast<std::int64_t>(runs_.size()) - 1))]);
+    }
+  }
+
+  // n2, once it took n1's runs over, writes them and cuts some (its final entry, then a purge of
+  // what came before it, the fence included), while n1 may still have writes of its own to make.
+  void serve_taken(node& n) {
+    std::vector<std::string> taken;
+    for (const auto& [subject, list] : log_.subjects()) {
+      auto token = subject.substr(subject.rfind('.') + 1);
+      if (!subject.starts_with("keel.log.n1.") || replication::is_gate_token(token)) continue;
+      for (const auto& e : list)
+        if (e.writer == "n2") {
+          taken.push_back(token);
+          break;
+        }
+    }
+    std::uint64_t next = 1'000'000;
+    // Half of them are cut at once (they had ended), the rest written and cut now and then.
+    std::size_t at_once = taken.size() / 2;
+    while (!taken.empty() && w_.now_ms() < writes_end_ms + 2 * lease_ms) {
+      if (at_once > 0) --at_once;
+      else w_.sleep(w_.uniform(20, 300));
+      const auto& run = taken[static_cast<std::size_t>(w_.uniform(0, static_cast<std::int64_t>(taken.size()) - 1))];
+      store::run_transition t;
+      t.record.run_id = run;
+      t.entries_only = true;
+      t.sync = true;
+      t.received.push_back({next, "w" + std::to_string(next)});
+      ++next;
+      if (at_once == 0 && w_.chance(0.1)) {
+        // A run made under an id of n1's (an idempotency key n1 claimed, answered by n2): n2
+        // admits it on n1's gates, after its own fence there.
+        t.record.run_id = new_run_name();
+        n.writer->known(t.record.run_id, 0);
+        auto started = n.writer->replicate(log_, {t}, static_cast<int>(w_.uniform(0, replication::admission_gates - 1)));
+        auto failed = started.wait ? started.wait() : replication::log_writer::failures{};
+        for (const auto& f : {started.refused, failed})
+          if (auto it = f.find(t.record.run_id); it != f.end() && it->second.code == errc::conflict && wrong_.empty())
+            wrong_ = "n2 could not write run " + t.record.run_id + " of n1's, whose runs it took over: " + it->second.message;
+        continue;
+      }
+      if (at_once == 0 && w_.chance(0.6)) {
+        auto started = n.writer->replicate(log_, {t}, 0);
+        if (started.wait) (void)started.wait();
+        continue;
+      }
+      auto at = n.writer->append_after_last(log_, run, t);
+      if (!at) continue;
+      auto subject = subject_of(run);
+      for (const auto& e : log_.subjects().at(subject))
+        if (e.writer == "n1" && e.seq < *at)
+          if (auto transitions = store::decode_transitions(e.data))
+            for (const auto& tr : *transitions)
+              for (const auto& r : tr.received) cut_.insert(r.order);
+      (void)log_.purge_before(subject, *at);
     }
   }
 
@@ -216,7 +277,7 @@ private:
     }
     for (const auto& [run, ids] : acknowledged_)
       for (auto id : ids)
-        if (!in_log.count(id)) {
+        if (!in_log.count(id) && !cut_.count(id)) {
           wrong_ = "run " + run + ": write " + std::to_string(id) + " was acknowledged but is not in the log";
           return;
         }
@@ -232,9 +293,9 @@ private:
       out += "\n" + subject + ":";
       for (const auto& s : list) {
         out += " " + std::to_string(s.seq) + " " + s.writer;
-        if (auto runs = replication::decode_admission(s.data)) {
+        if (auto a = replication::decode_admission(s.data)) {
           out += " admits";
-          for (const auto& r : *runs) out += " " + r.substr(0, 16);
+          for (const auto& r : a->runs) out += " " + r.substr(0, 16);
         } else {
           out += " fence";
         }
@@ -254,6 +315,7 @@ private:
   int next_run_ = 0;
   std::map<std::string, std::vector<std::uint64_t>> acknowledged_;
   std::set<std::string> taken_;
+  std::set<std::uint64_t> cut_;  // n1's writes purged by n2's cuts (its final entry holds them)
   std::string wrong_;
 };
 
