@@ -49,7 +49,11 @@ void log_writer::forget(const std::string& run) {
 
 void log_writer::forget_if_settled(const std::string& run) {
   std::lock_guard lock{mutex_};
-  if (!unconfirmed_.count(run) && !settling_.count(run)) positions_.erase(run);
+  if (unconfirmed_.count(run) || settling_.count(run)) return;
+  // A later write looks its end up and admits it again.
+  positions_.erase(run);
+  unadmitted_.erase(run);
+  awaiting_first_.erase(run);
 }
 
 result<void> log_writer::settle(const std::string& run) {
@@ -111,7 +115,7 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
   };
   std::vector<sent> waiting;
   std::vector<std::string> ready;  // runs that may be written
-  std::map<std::string, std::uint64_t> looked_up;  // runs whose end was asked of the log: that end
+  std::map<std::string, std::uint64_t> ends;  // where each run's log ends, as the write expects
   std::map<std::string, std::vector<std::string>> to_admit;  // gate subject -> new runs
   for (const auto& run : runs) {
     std::string domain(run_id{run}.owner());
@@ -149,10 +153,12 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
         out.refused[run] = make_error(last.error().code, "run " + run + ": " + last.error().message);
         continue;
       }
+      known_at = *last;
       std::lock_guard lock{mutex_};
-      looked_up[run] = *last;
       unadmitted_.insert(run);
     }
+    // Kept for the write (the run may leave memory meanwhile: its position forgotten here).
+    ends[run] = *known_at;
     ready.push_back(run);
     std::lock_guard lock{mutex_};
     if (unadmitted_.count(run)) to_admit[gate_subject(subject_of_(run), gate % admission_gates)].push_back(run);
@@ -166,9 +172,8 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
       }
   for (const auto& run : ready) {
     if (out.refused.count(run)) continue;
-    auto known_at = position(run);
-    if (!known_at) known_at = looked_up.at(run);
-    log_entry e{subject_of_(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(*known_at),
+    auto known_at = ends.at(run);
+    log_entry e{subject_of_(run), store::encode_transitions(by_run[run]), static_cast<std::int64_t>(known_at),
                 owner_.node_id()};
     auto ticket = log.send(e);
     if (!ticket) {
@@ -219,7 +224,8 @@ log_writer::started log_writer::replicate(run_log& log, const std::vector<store:
 result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const std::string& run, log_entry e) {
   std::string domain(run_id{run}.owner());
   if (!owner_.answers_for(domain))
-    return make_error(errc::conflict, "refused, and this node does not certainly hold the lease on the runs of " + domain);
+    return make_error(errc::unavailable, "refused, and this node does not certainly hold the lease on the runs of " + domain +
+                                            " now: tried again later");
   // Another node's fence anywhere after this node's own last one (a taker may have written after
   // its fence already) means the run is that node's.
   std::uint64_t last_seq = 0;
@@ -249,7 +255,8 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
   // The read may have taken a while: the lease is asked again (a pause meanwhile may have let
   // another node take the runs over; its fence, written after the read, the log's check refuses).
   if (!owner_.answers_for(domain))
-    return make_error(errc::conflict, "refused, and this node does not certainly hold the lease on the runs of " + domain);
+    return make_error(errc::unavailable, "refused, and this node does not certainly hold the lease on the runs of " + domain +
+                                            " now: tried again later");
   logger()->warn("run {}: the run log refused a write after sequence {}, ends at {} without another node's fence: "
                  "it lost or moved what this node wrote; written again after it",
                  run, e.expected_last, last_seq);

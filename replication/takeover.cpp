@@ -84,13 +84,17 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
   auto still_ours = [&] { return superseded.empty() && leases.holds(domain) && !leases.stopping(); };
   auto give_up_if_superseded = [&] {
     if (superseded.empty() && !tied.empty()) {
+      // Decided only by a value read: a read that fails leaves the tie for the next look (given
+      // up on both sides, the domain would be nobody's).
       auto current = c.bucket.get_entry(domain);
-      auto lease = current && *current ? lease_keeper::decode((*current)->value)
-                                       : result<std::pair<std::string, std::uint64_t>>(make_error(errc::unavailable, "unread"));
-      if (!lease || lease->first != me || lease->second != epoch)
-        superseded = tied + " (epoch " + std::to_string(epoch) + ", the lease names " +
-                     (lease ? lease->first : std::string("no one readable")) + ")";
-      tied.clear();
+      if (current) {
+        auto lease = *current ? lease_keeper::decode((*current)->value)
+                              : result<std::pair<std::string, std::uint64_t>>(make_error(errc::not_found, "no value"));
+        if (!lease || lease->first != me || lease->second != epoch)
+          superseded = tied + " (epoch " + std::to_string(epoch) + ", the lease names " +
+                       (lease ? lease->first : std::string("no one readable")) + ")";
+        tied.clear();
+      }
     }
     if (superseded.empty()) return false;
     logger()->warn("taking over {}: a later takeover by {} fenced its runs: they are not this node's", domain, superseded);
@@ -193,6 +197,17 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
                    last.size() - fenced.size());
     out.why_not = "the lease went, or the node stops";
     return out;
+  }
+  // A tie not decided yet (the bucket could not be read): not served before it is.
+  pause.reset();
+  while (!tied.empty()) {
+    if (give_up_if_superseded()) return out;
+    if (tied.empty()) break;
+    if (!still_ours()) {
+      out.why_not = "the lease went, or the node stops";
+      return out;
+    }
+    wait_a_little();
   }
   for (const auto& run : fenced) {
     auto record = c.store.get(run, false);
