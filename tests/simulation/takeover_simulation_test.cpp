@@ -34,11 +34,29 @@ namespace {
 constexpr std::int64_t lease_ms = 1000;
 constexpr std::int64_t writes_end_ms = 12'000;
 
+// n1's handle on the bucket, whose writes (its renewals) are sometimes slow on their way: after a
+// pause, n1 then goes on writing for a while before it learns its lease was taken.
+class slow_bucket_view final : public replication::lease_bucket {
+public:
+  slow_bucket_view(world& w, simulated_bucket& b) : world_(w), bucket_(b) {}
+  result<std::optional<entry>> get_entry(const std::string& key) override { return bucket_.get_entry(key); }
+  result<std::uint64_t> create(const std::string& key, const std::string& value) override { return bucket_.create(key, value); }
+  result<std::uint64_t> update(const std::string& key, const std::string& value, std::uint64_t revision) override {
+    if (world_.chance(0.3)) world_.sleep(world_.uniform(50, 400));
+    return bucket_.update(key, value, revision);
+  }
+  result<std::vector<std::string>> keys() override { return bucket_.keys(); }
+
+private:
+  world& world_;
+  simulated_bucket& bucket_;
+};
+
 struct node {
   std::string id;
   int index = 0;
   std::unique_ptr<simulated_environment> env;
-  std::unique_ptr<bucket_view> bucket;
+  std::unique_ptr<replication::lease_bucket> bucket;
   std::unique_ptr<replication::ownership> owner;
   std::unique_ptr<replication::log_writer> writer;
   bool stopped = false;
@@ -89,7 +107,8 @@ private:
     n.id = id;
     n.index = index;
     n.env = std::make_unique<simulated_environment>(w_, index, w_.uniform(0, 1'000'000'000), clock_stops);
-    n.bucket = std::make_unique<bucket_view>(bucket_);
+    if (id == "n1") n.bucket = std::make_unique<slow_bucket_view>(w_, bucket_);
+    else n.bucket = std::make_unique<bucket_view>(bucket_);
     n.owner = std::make_unique<replication::ownership>(id);
     n.writer = std::make_unique<replication::log_writer>(*n.owner, subject_of, 4);  // gates purged often
     replication::lease_keeper::hooks hooks;
