@@ -143,16 +143,18 @@ takeover_outcome take_over(takeover_context& c, const std::string& domain, std::
         subjects.push_back(g);
       }
     auto appended = c.log.append(fences);
+    bool admitted_meanwhile = false;
     for (std::size_t i = 0; i < subjects.size(); ++i) {
       if (appended[i]) {
         gates_fenced.insert(subjects[i]);
         gates[subjects[i]] = *appended[i];
       } else if (appended[i].error().code == errc::conflict) {
-        // Admitted meanwhile: read the domain again, not only the gate (the admission of a run
-        // written since may be purged from the gate already; the run's entries are not).
-        (void)c.log.read(prefix + ".>", apply);
+        admitted_meanwhile = true;
       }
     }
+    // Admitted meanwhile: the domain is read again, once, not only the gates (the admission of a
+    // run written since may be purged from its gate already; the run's entries are not).
+    if (admitted_meanwhile) (void)c.log.read(prefix + ".>", apply);
     if (give_up_if_superseded()) return out;
   }
   for (const auto& run : admitted)

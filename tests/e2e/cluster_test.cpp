@@ -284,7 +284,7 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
           "[e2e][integration][cluster][threads]") {
   multi_node c;
   write_file(c.dir.file("ops.json"), R"({"turns": [
-      {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 1.5; echo $KEEL_TASK_ID >> calls.txt"}}]},
+      {"text": "working", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 2; echo $KEEL_TASK_ID >> calls.txt"}}]},
       {"text": "done"}
     ]})");
   auto port = free_loopback_port();
@@ -292,8 +292,10 @@ TEST_CASE("cluster: SIGTERM drains a worker: it takes nothing new, finishes what
   c.gateway_port = *port;
   c.sandbox_extra = "exec_security = \"allow-always\"\n";  // commands run without asking
   c.start("o1", "\"orchestrator\", \"gateway\"", {0, 1, 2}, gateway_section(c.dir, *port));
-  c.start("w1", "\"worker\"", {1, 2, 0}, "[worker]\nslots = 4\n");
-  c.start("w2", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 4\n");
+  // A command (2 s) outlasts the workers' liveness (1 s): the draining worker must go on saying
+  // its commands run until they end, or the broker hands them to the other worker meanwhile.
+  c.start("w1", "\"worker\"", {1, 2, 0}, "[worker]\nslots = 4\nliveness_ms = 1000\n");
+  c.start("w2", "\"worker\"", {2, 0, 1}, "[worker]\nslots = 4\nliveness_ms = 1000\n");
   on_failure report{[&] { return c.logs(); }};
   REQUIRE_EVENTUALLY(60'000, status_of_get(c.base() + "/readyz") == 200);
   REQUIRE_EVENTUALLY(30'000, c.keel({"nodes", "--wait-ms", "300"}).out.find("w2") != std::string::npos);

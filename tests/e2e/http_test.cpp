@@ -147,6 +147,9 @@ TEST_CASE("http api: a token guards every route but the health check, no token, 
   CHECK(call("GET", base + "/api/v1/runs").status == 401);
   CHECK(call("GET", base + "/api/v1/runs", "", {"Authorization: Bearer wrong"}).status == 401);
   CHECK(call("GET", base + "/api/v1/runs", "", {"Authorization: Bearer s3cret"}).status == 200);
+  CHECK(call("GET", base + "/api/v1/tools").status == 401);
+  CHECK(call("GET", base + "/api/v1/tools", "", {"Authorization: Bearer wrong"}).status == 401);
+  CHECK(call("GET", base + "/api/v1/tools", "", {"Authorization: Bearer s3cret"}).status == 200);
   // A gateway on every address without a token does not start, and says why.
   temp_dir dir;
   write_file(dir.file("open.toml"), "[node]\nroles = [\"gateway\"]\n[gateway]\nlisten = \"0.0.0.0:8080\"\n");
@@ -588,11 +591,11 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
   for (const char* route : {"GET /healthz", "GET /readyz", "POST /api/v1/runs", "GET /api/v1/runs", "GET /api/v1/runs/{id}",
                             "GET /api/v1/runs/{id}/events", "GET /api/v1/runs/{id}/stream", "POST /api/v1/runs/{id}/cancel",
                             "POST /api/v1/runs/{id}/retry", "POST /api/v1/runs/{id}/steps/{step}/approve", "POST /api/v1/runs/{id}/steps/{step}/reject",
-                            "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/nodes"}) {
+                            "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/tools", "GET /api/v1/nodes"}) {
     INFO(route);
     CHECK(named.count(route) == 1);
   }
-  CHECK(named.size() == 14);
+  CHECK(named.size() == 15);
 }
 
 TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",

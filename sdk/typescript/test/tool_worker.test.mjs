@@ -91,6 +91,14 @@ test("tool worker: declared tools serve a run, with the tool's approvals and one
     const tickets = declared.find((q) => q.queue === "tickets");
     assert.deepEqual(tickets.tools.map((t) => t.name).sort(), ["close_ticket", "lookup_ticket", "misshaped", "refund"]);
     assert.equal(tickets.by, "worker");
+    // The same over HTTP (GET /api/v1/tools), with the dashboard's token, and refused without it.
+    const dashboard = readFileSync(keel.log, "utf8").match(/Dashboard:\s+(http:\/\/[^/\s]+)\/#token=(\S+)/);
+    assert.ok(dashboard, "keel dev names its dashboard");
+    const overHttp = await fetch(`${dashboard[1]}/api/v1/tools`, { headers: { Authorization: `Bearer ${dashboard[2]}` } });
+    assert.equal(overHttp.status, 200);
+    const listed = (await overHttp.json()).queues.find((q) => q.queue === "tickets");
+    assert.deepEqual(listed.tools.map((t) => t.name).sort(), ["close_ticket", "lookup_ticket", "misshaped", "refund"]);
+    assert.equal((await fetch(`${dashboard[1]}/api/v1/tools`)).status, 401);
     const { runId } = await k.invoke("desk", "Close T-7 and refund.");
     const forms = [];
     for await (const e of k.events(runId)) {
