@@ -59,8 +59,9 @@ workspace = "${dir}/ws"
   await until('the dashboard address', () => existsSync(urlFile) && readFileSync(urlFile, 'utf8').includes('#token='));
   dashboardUrl = readFileSync(urlFile, 'utf8').trim();
   token = dashboardUrl.split('#token=')[1];
-  assert.equal((await fetch(`${base}/api/v1/runs`)).status, 401);  // no token, nothing
+  // The address is written when the token is made, before the gateway listens: wait for it.
   await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`, { headers: { Authorization: `Bearer ${token}` } })).ok);
+  assert.equal((await fetch(`${base}/api/v1/runs`)).status, 401);  // no token, nothing
   // A run waiting for its command's approval: what a hostile page would like to approve.
   const started = await api('/runs', { agent: 'coder', input: 'go' });
   assert.equal(started.status, 201, JSON.stringify(started.data));
