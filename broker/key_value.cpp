@@ -4,6 +4,7 @@
 #include "runtime/backoff.hpp"
 #include "runtime/clock.hpp"
 
+#include <string_view>
 #include <thread>
 
 namespace keel::broker {
@@ -12,6 +13,7 @@ struct key_value::impl {
   kvStore* kv = nullptr;
   jsCtx* js = nullptr;  // the bucket's own (it lives as long as the bucket is used)
   std::string bucket;
+  std::int64_t replicas = 1;
   ~impl() {
     if (kv) kvStore_Destroy(kv);
   }
@@ -47,6 +49,7 @@ result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_valu
     if (s == NATS_OK) {
       state->js = native_jetstream(js);
       state->bucket = options.bucket;
+      state->replicas = options.replicas;
       return std::unique_ptr<key_value>(new key_value(std::move(state)));
     }
     if (steady_ms() >= deadline) return kv_error(s, "opening the key-value bucket " + options.bucket);
@@ -55,13 +58,14 @@ result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_valu
 }
 
 result<key_value::created> key_value::create_if_absent(const std::string& key, const std::string& value) {
-  natsStatus s = kvStore_Create(nullptr, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()));
-  if (s == NATS_OK) return created{true, value};
-  // Refused: most likely the key has a value already. Read it; if there is none, the refusal
-  // was something else.
+  auto made = create(key, value);
+  if (made) return created{true, value};
+  if (made.error().code != errc::conflict) return made.error();
+  // Refused: the key has a value already (or had one a moment ago). Read it; if there is none,
+  // the refusal was something else.
   auto existing = get(key);
   if (!existing) return existing.error();
-  if (!*existing) return kv_error(s, "writing the key " + key);
+  if (!*existing) return make_error(errc::unavailable, "writing the key " + key + ": " + made.error().message);
   return created{false, **existing};
 }
 
@@ -102,6 +106,7 @@ error write_error(natsStatus s, const std::string& what) {
 } // namespace
 
 result<std::uint64_t> key_value::create(const std::string& key, const std::string& value) {
+  if (impl_->replicas > 1) return write_at(key, value, 0);
   std::uint64_t revision = 0;
   natsStatus s = kvStore_Create(&revision, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()));
   if (s != NATS_OK) return write_error(s, "creating the key " + key);
@@ -109,10 +114,75 @@ result<std::uint64_t> key_value::create(const std::string& key, const std::strin
 }
 
 result<std::uint64_t> key_value::update(const std::string& key, const std::string& value, std::uint64_t revision) {
+  if (impl_->replicas > 1) return write_at(key, value, revision);
   std::uint64_t now = 0;
   natsStatus s = kvStore_Update(&now, impl_->kv, key.c_str(), value.data(), static_cast<int>(value.size()), revision);
   if (s != NATS_OK) return write_error(s, "updating the key " + key);
   return now;
+}
+
+// nats-server 2.9 checks a write's expected last sequence *of its subject* before the replicas
+// agree on the write, so two writes sent at once at the same revision of a replicated bucket may
+// both be confirmed (tests/nats_server/concurrent_cas.mjs: 260 of 300 pairs on 3 replicas, none on
+// 1; nats-server issue 4320, fixed in 2.9.21). Its check of the *stream's* last sequence is made in
+// the order the writes are agreed (0 of 300 pairs). So on a replicated bucket a write that must not
+// cross another's reads the stream's last sequence L from its leader, then the key's last message
+// from the leader and checks it, then is sent expecting L: anything written to the bucket since
+// refuses it, and it is tried again while the key is as expected.
+result<std::uint64_t> key_value::write_at(const std::string& key, const std::string& value, std::uint64_t revision) {
+  auto stream = "KV_" + impl_->bucket;
+  auto subject = "$KV." + impl_->bucket + "." + key;
+  auto what = (revision == 0 ? "creating the key " : "updating the key ") + key;
+  auto deadline = steady_ms() + 5'000;
+  backoff pause{1, 50};  // another key's write came between: most often a renewal of another lease
+  while (true) {
+    jsErrCode code = static_cast<jsErrCode>(0);
+    jsStreamInfo* info = nullptr;
+    natsStatus s = js_GetStreamInfo(&info, impl_->js, stream.c_str(), nullptr, &code);
+    if (s != NATS_OK) return js_error(s, static_cast<int>(code), what);
+    std::uint64_t stream_last = info->State.LastSeq;
+    jsStreamInfo_Destroy(info);
+    natsMsg* last = nullptr;
+    code = static_cast<jsErrCode>(0);
+    s = js_GetLastMsg(&last, impl_->js, stream.c_str(), subject.c_str(), nullptr, &code);
+    std::uint64_t current = 0;
+    bool has_value = false;
+    if (s == NATS_OK) {
+      current = natsMsg_GetSequence(last);
+      const char* operation = nullptr;
+      has_value = natsMsgHeader_Get(last, "KV-Operation", &operation) != NATS_OK || operation == nullptr ||
+                  (std::string_view(operation) != "DEL" && std::string_view(operation) != "PURGE");
+      natsMsg_Destroy(last);
+    } else if (s != NATS_NOT_FOUND && code != JSNoMessageFoundErr) {
+      return js_error(s, static_cast<int>(code), what);
+    }
+    if (revision == 0 ? has_value : current != revision)
+      return make_error(errc::conflict, what + ": it is at revision " + std::to_string(current) +
+                                          (revision == 0 ? " already" : ", not " + std::to_string(revision)));
+    if (current <= stream_last) {
+      natsMsg* msg = nullptr;
+      s = natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size()));
+      jsPubOptions options;
+      jsPubOptions_Init(&options);
+      options.ExpectLastSeq = stream_last;
+      // nats.c sends no expectation for 0: an empty bucket is expected empty by the header itself.
+      if (s == NATS_OK && stream_last == 0) s = natsMsgHeader_Set(msg, "Nats-Expected-Last-Sequence", "0");
+      jsPubAck* ack = nullptr;
+      code = static_cast<jsErrCode>(0);
+      if (s == NATS_OK) s = js_PublishMsg(&ack, impl_->js, msg, &options, &code);
+      natsMsg_Destroy(msg);
+      if (s == NATS_OK) {
+        auto written = ack->Sequence;
+        jsPubAck_Destroy(ack);
+        return written;
+      }
+      if (code != JSStreamWrongLastSequenceErr) return js_error(s, static_cast<int>(code), what);
+    }
+    // Something was written to the bucket between the reads and the write: read again.
+    if (steady_ms() >= deadline)
+      return make_error(errc::unavailable, what + ": the bucket was written to without pause for 5 s; not written");
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
+  }
 }
 
 result<std::uint64_t> key_value::put(const std::string& key, const std::string& value) {

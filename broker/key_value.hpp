@@ -54,6 +54,9 @@ public:
   struct impl;
 
 private:
+  // create (revision 0) or update as a compare-and-set on a replicated bucket (key_value.cpp).
+  result<std::uint64_t> write_at(const std::string& key, const std::string& value, std::uint64_t revision);
+
   explicit key_value(std::unique_ptr<impl> state);
   std::unique_ptr<impl> impl_;
 };
