@@ -23,16 +23,169 @@ namespace {
 constexpr const char* token_header = "Keel-Append";
 constexpr const char* part_header = "Keel-Part";  // "<index>/<count>", from 1; absent: whole
 constexpr const char* expected_header = "Nats-Expected-Last-Subject-Sequence";  // JetStream's own
+// The sequence of the message this one follows on its subject: what its writer expected there.
+// nats-server 2.9 may confirm two writes sent at once at the same position of a replicated
+// stream (its check of the expected last sequence is made before the replicas agree: see
+// tests/nats_server/concurrent_cas.mjs); both are stored, one after the other. A message counts
+// only if it follows the last one that counts: the second of such a pair does not, nor anything
+// written after it by a writer that took it for its own (docs/ARCHITECTURE.md, "Failover").
+constexpr const char* prev_header = "Keel-Prev";
 
 // What makes a repeat of an entry recognisable: its subject, the position it goes to, who wrote
 // it and what it holds (another writer's entry, or other bytes, for the same position is not a
-// repeat: it is refused there).
+// repeat: it is refused there). `after`: the subject's last message it is sent expecting, when
+// that is not `expected` (messages that do not count came after it).
 std::string message_id(const std::string& subject, std::int64_t expected, const std::string& writer,
-                       std::string_view data) {
+                       std::string_view data, std::int64_t after = -1) {
   if (writer.empty() || expected < 0) return {};
   std::uint64_t h = 1469598103934665603ull;
   for (unsigned char c : data) h = (h ^ c) * 1099511628211ull;
-  return subject + "@" + std::to_string(expected) + "@" + writer + "@" + std::to_string(h) + "." + std::to_string(data.size());
+  auto id = subject + "@" + std::to_string(expected) + "@" + writer + "@" + std::to_string(h) + "." + std::to_string(data.size());
+  if (after >= 0 && after != expected) id += "@" + std::to_string(after);
+  return id;
+}
+
+// The messages of each subject that count, in the order read: a message counts when it follows
+// the last one that did (its Keel-Prev), when it is the first read of its subject (what a cut
+// left, or the first ever), or when it names none (written without a check).
+class chain_filter {
+public:
+  bool counts(const std::string& subject, std::uint64_t seq, std::optional<std::uint64_t> prev) {
+    auto [it, first] = last_.try_emplace(subject, seq);
+    if (first || !prev || *prev == it->second) {
+      it->second = seq;
+      return true;
+    }
+    return false;
+  }
+
+private:
+  std::map<std::string, std::uint64_t> last_;
+};
+
+std::optional<std::uint64_t> prev_of(natsMsg* msg) {
+  const char* text = nullptr;
+  if (natsMsgHeader_Get(msg, prev_header, &text) != NATS_OK || !text || !*text) return std::nullopt;
+  return std::strtoull(text, nullptr, 10);
+}
+
+std::string from_base64(std::string_view text) {
+  static const auto table = [] {
+    std::array<int, 256> t{};
+    t.fill(-1);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = i;
+    return t;
+  }();
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  std::uint32_t bits = 0;
+  int count = 0;
+  for (char c : text) {
+    int v = table[static_cast<unsigned char>(c)];
+    if (v < 0) continue;  // padding, line breaks
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out.push_back(static_cast<char>((bits >> count) & 0xff));
+    }
+  }
+  return out;
+}
+
+// An entry as the stream's leader has it.
+struct leader_entry {
+  std::uint64_t seq = 0;
+  std::string subject;
+  std::string data;
+  std::string part;  // the Keel-Part header, if any
+  std::optional<std::uint64_t> prev;  // the Keel-Prev header, if any
+};
+
+// A header's value in a message's raw header block ("NATS/1.0\r\nName: value\r\n...").
+std::string header_in(const std::string& headers, const char* header) {
+  std::string name = std::string("\r\n") + header + ":";
+  auto at = headers.find(name);
+  if (at == std::string::npos) return {};
+  auto start = headers.find_first_not_of(' ', at + name.size());
+  if (start == std::string::npos) return {};
+  auto end = headers.find("\r\n", start);
+  return headers.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
+// answers a stream's message requests from its leader only, and not while it has none); none when
+// there is none.
+result<std::optional<leader_entry>> entry_from_leader(natsConnection* nc, const std::string& stream,
+                                                      const std::string& filter, std::uint64_t from,
+                                                      std::int64_t timeout_ms) {
+  auto request = nlohmann::json{{"seq", from}, {"next_by_subj", filter}}.dump();
+  natsMsg* reply = nullptr;
+  natsStatus s = natsConnection_Request(&reply, nc, ("$JS.API.STREAM.MSG.GET." + stream).c_str(), request.data(),
+                                        static_cast<int>(request.size()), timeout_ms);
+  if (s != NATS_OK) return js_error(s, 0, "asking the run log's leader what follows sequence " + std::to_string(from));
+  auto answer = nlohmann::json::parse(natsMsg_GetData(reply), natsMsg_GetData(reply) + natsMsg_GetDataLength(reply),
+                                      nullptr, false);
+  natsMsg_Destroy(reply);
+  if (!answer.is_object()) return make_error(errc::unavailable, "the run log's leader answered what cannot be read");
+  if (auto e = answer.find("error"); e != answer.end() && e->is_object()) {
+    if (e->value("err_code", 0) == JSNoMessageFoundErr) return std::optional<leader_entry>();
+    return make_error(errc::unavailable, "the run log's leader: " + e->value("description", std::string("an error")));
+  }
+  auto m = answer.find("message");
+  if (m == answer.end() || !m->is_object() || !(*m)["seq"].is_number_unsigned())
+    return make_error(errc::unavailable, "the run log's leader answered without a message or an error");
+  leader_entry e;
+  e.seq = (*m)["seq"].get<std::uint64_t>();
+  e.subject = m->value("subject", std::string());
+  e.data = from_base64(m->value("data", std::string()));
+  std::string headers = from_base64(m->value("hdrs", std::string()));
+  e.part = header_in(headers, part_header);
+  if (auto prev = header_in(headers, prev_header); !prev.empty()) e.prev = std::strtoull(prev.c_str(), nullptr, 10);
+  return std::optional<leader_entry>(std::move(e));
+}
+
+// The sequence of that entry: 0 when there is none.
+result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
+                                    std::uint64_t from, std::int64_t timeout_ms) {
+  auto e = entry_from_leader(nc, stream, filter, from, timeout_ms);
+  if (!e) return e.error();
+  return *e ? (*e)->seq : std::uint64_t{0};
+}
+
+
+// Whether the message at `seq` of `subject`, sent to follow `prev`, counts: not when a message
+// between them follows `prev` already (another write sent at once to the same position and stored
+// first, or one written without a check), as the stream's leader has them.
+result<bool> follows(natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
+                     std::uint64_t seq, std::int64_t timeout_ms) {
+  for (std::uint64_t from = prev + 1;;) {
+    auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);
+    if (!e) return e.error();
+    if (!*e || (*e)->seq > seq)
+      return make_error(errc::unavailable, "sequence " + std::to_string(seq) + " of " + subject + " is not in the log's leader");
+    if ((*e)->seq == seq) return true;
+    if (!(*e)->prev || *(*e)->prev == prev) return false;
+    from = (*e)->seq + 1;
+  }
+}
+
+// For a write refused while expecting `prev` last: the subject's last message when nothing after
+// `prev` counts (what came after it are writes that do not: it may go after them); none when
+// something after it counts, or nothing is there (refused for another reason).
+result<std::optional<std::uint64_t>> after_uncounted(natsConnection* nc, const std::string& stream, const std::string& subject,
+                                                     std::uint64_t prev, std::int64_t timeout_ms) {
+  std::uint64_t last = prev;
+  for (std::uint64_t from = prev + 1;;) {
+    auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);
+    if (!e) return e.error();
+    if (!*e) break;
+    if (!(*e)->prev || *(*e)->prev == prev) return std::optional<std::uint64_t>();
+    last = (*e)->seq;
+    from = last + 1;
+  }
+  return last == prev ? std::optional<std::uint64_t>() : std::optional<std::uint64_t>(last);
 }
 
 } // namespace
@@ -50,6 +203,20 @@ struct run_log::impl {
   // the whole entry it is given, without asking the stream. The 4096 most recent ones.
   std::map<std::pair<std::string, std::uint64_t>, std::uint64_t> starts;  // guarded by mutex
   std::deque<std::pair<std::string, std::uint64_t>> starts_order;         // oldest first; guarded by mutex
+  // On a replicated stream, a confirmed write is checked to count (follows()): the subject and
+  // the position each ticket of send() went to. Guarded by mutex.
+  bool replicated = false;
+  std::map<std::uint64_t, std::pair<std::string, std::uint64_t>> checked;
+  std::int64_t ask_timeout_ms() const { return std::max<std::int64_t>(2'000, options.ack_wait_ms); }
+  // A write that counts, or errc::conflict when another at the same position was stored first.
+  result<std::uint64_t> counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed);
+  // One message written now, sent to follow `prev` with `after` as the subject's last.
+  result<std::uint64_t> publish_now(const std::string& subject, std::string_view data, const std::string& part,
+                                    std::uint64_t prev, std::uint64_t after, const std::string& writer);
+  // A write refused at `prev` because only writes that do not count came after it is sent after
+  // them; any other outcome is given back as it was.
+  result<std::uint64_t> past_uncounted(const std::string& subject, std::string_view data, const std::string& part,
+                                       std::uint64_t prev, const std::string& writer, result<std::uint64_t> outcome);
   ~impl() {
     if (js) jsCtx_Destroy(js);
   }
@@ -77,6 +244,50 @@ void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure)
 }
 } // namespace
 
+result<std::uint64_t> run_log::impl::counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed) {
+  if (!confirmed || !replicated) return confirmed;
+  auto f = follows(native_connection(*nats), options.stream, subject, prev, *confirmed, ask_timeout_ms());
+  if (!f)
+    return make_error(errc::unavailable, "appending to " + subject + ": confirmed at sequence " + std::to_string(*confirmed) +
+                                           ", but whether another write came first cannot be read: " + f.error().message);
+  if (!*f)
+    return make_error(errc::conflict, "appending to " + subject + ": another write after sequence " + std::to_string(prev) +
+                                        " was stored first (confirmed at " + std::to_string(*confirmed) + ", it does not count)");
+  return confirmed;
+}
+
+result<std::uint64_t> run_log::impl::publish_now(const std::string& subject, std::string_view data, const std::string& part,
+                                                 std::uint64_t prev, std::uint64_t after, const std::string& writer) {
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, prev_header, std::to_string(prev).c_str());
+  if (s == NATS_OK && !part.empty()) s = natsMsgHeader_Set(msg, part_header, part.c_str());
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  o.MaxWait = options.ack_wait_ms;
+  o.ExpectLastSubjectSeq = after;
+  std::string id = message_id(subject, static_cast<std::int64_t>(prev), writer, data, static_cast<std::int64_t>(after));
+  if (!id.empty()) o.MsgId = id.c_str();
+  jsPubAck* ack = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  if (s == NATS_OK) s = js_PublishMsg(&ack, js, msg, &o, &code);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) return js_error(s, static_cast<int>(code), "appending to " + subject);
+  auto seq = ack->Sequence;
+  jsPubAck_Destroy(ack);
+  return seq;
+}
+
+result<std::uint64_t> run_log::impl::past_uncounted(const std::string& subject, std::string_view data, const std::string& part,
+                                                    std::uint64_t prev, const std::string& writer, result<std::uint64_t> outcome) {
+  for (int tries = 0; replicated && !outcome && outcome.error().code == errc::conflict && tries < 8; ++tries) {
+    auto after = after_uncounted(native_connection(*nats), options.stream, subject, prev, ask_timeout_ms());
+    if (!after || !*after) return outcome;
+    outcome = counted(subject, prev, publish_now(subject, data, part, prev, **after, writer));
+  }
+  return outcome;
+}
+
 run_log::run_log(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
 run_log::~run_log() = default;
 
@@ -84,6 +295,7 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
   auto state = std::make_unique<impl>();
   state->nats = std::move(nats);
   state->options = options;
+  state->replicated = options.replicas > 1;
   jsOptions js_options;
   jsOptions_Init(&js_options);
   js_options.Wait = options.ack_wait_ms;
@@ -131,7 +343,7 @@ result<std::unique_ptr<run_log>> run_log::open(std::shared_ptr<connection> nats,
   auto probe = options.subjects;
   if (probe.size() >= 2 && probe.ends_with(".>")) probe = probe.substr(0, probe.size() - 1) + "_ready";
   while (true) {
-    auto answered = log->last_sequence(probe);
+    auto answered = log->last_message(probe);
     if (answered) break;
     if (steady_ms() >= deadline) return answered.error();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -154,7 +366,14 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
     waves = std::max(waves, parts[i]);
   }
   for (std::size_t wave = 0; wave < waves; ++wave) {
-    std::vector<std::pair<std::size_t, std::uint64_t>> sent;  // entry, token
+    struct sent_part {
+      std::size_t entry;
+      std::uint64_t token;
+      std::int64_t prev;  // where it was sent to go (-1: no check)
+      std::string part;
+      std::size_t offset, length;
+    };
+    std::vector<sent_part> sent;
     for (std::size_t i = 0; i < entries.size(); ++i) {
       if (wave >= parts[i] || !out[i]) continue;
       const auto& e = entries[i];
@@ -169,8 +388,9 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       natsMsg* msg = nullptr;
       natsStatus s = natsMsg_Create(&msg, e.subject.c_str(), nullptr, e.data.data() + offset, static_cast<int>(length));
       if (s == NATS_OK) s = natsMsgHeader_Set(msg, token_header, std::to_string(token).c_str());
-      if (s == NATS_OK && parts[i] > 1)
-        s = natsMsgHeader_Set(msg, part_header, (std::to_string(wave + 1) + "/" + std::to_string(parts[i])).c_str());
+      std::string part = parts[i] > 1 ? std::to_string(wave + 1) + "/" + std::to_string(parts[i]) : std::string();
+      if (s == NATS_OK && !part.empty()) s = natsMsgHeader_Set(msg, part_header, part.c_str());
+      if (s == NATS_OK && expected[i] >= 0) s = natsMsgHeader_Set(msg, prev_header, std::to_string(expected[i]).c_str());
       jsPubOptions options;
       jsPubOptions_Init(&options);
       options.MaxWait = impl_->options.ack_wait_ms;
@@ -189,16 +409,27 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
         impl_->waiting.erase(token);
         continue;
       }
-      sent.push_back({i, token});
+      sent.push_back({i, token, expected[i], std::move(part), offset, length});
     }
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(impl_->options.ack_wait_ms + 1000);
     std::unique_lock lock{impl_->mutex};
-    for (const auto& [i, token] : sent) {
+    for (const auto& p : sent) {
+      auto i = p.entry;
+      auto token = p.token;
       impl_->confirmed.wait_until(lock, deadline, [&] { return impl_->waiting[token].has_value(); });
       auto& got = impl_->waiting[token];
       if (got) out[i] = std::move(*got);
       else out[i] = make_error(errc::timeout, "appending to " + entries[i].subject + ": no confirmation");
       impl_->waiting.erase(token);
+      if (impl_->replicated && p.prev >= 0) {
+        // Checked that it counts, asking the stream's leader: not under the lock.
+        lock.unlock();
+        auto data = std::string_view(entries[i].data).substr(p.offset, p.length);
+        auto prev = static_cast<std::uint64_t>(p.prev);
+        out[i] = impl_->past_uncounted(entries[i].subject, data, p.part, prev, entries[i].writer,
+                                       impl_->counted(entries[i].subject, prev, std::move(out[i])));
+        lock.lock();
+      }
       if (out[i]) {
         expected[i] = static_cast<std::int64_t>(*out[i]);
         if (wave == 0) first[i] = *out[i];
@@ -240,13 +471,19 @@ result<std::uint64_t> run_log::send(const entry& e) {
   options.MaxWait = impl_->options.ack_wait_ms;
   if (e.expected_last > 0) options.ExpectLastSubjectSeq = static_cast<std::uint64_t>(e.expected_last);
   else if (s == NATS_OK && e.expected_last == 0) s = natsMsgHeader_Set(msg, expected_header, "0");
+  if (s == NATS_OK && e.expected_last >= 0) s = natsMsgHeader_Set(msg, prev_header, std::to_string(e.expected_last).c_str());
   std::string id = message_id(e.subject, e.expected_last, e.writer, e.data);
   if (!id.empty()) options.MsgId = id.c_str();
+  if (impl_->replicated && e.expected_last >= 0) {
+    std::lock_guard lock{impl_->mutex};
+    impl_->checked[ticket] = {e.subject, static_cast<std::uint64_t>(e.expected_last)};
+  }
   if (s == NATS_OK) s = js_PublishMsgAsync(impl_->js, &msg, &options);
   if (msg) natsMsg_Destroy(msg);
   if (s != NATS_OK) {
     std::lock_guard lock{impl_->mutex};
     impl_->waiting.erase(ticket);
+    impl_->checked.erase(ticket);
     return js_error(s, 0, "appending to " + e.subject);
   }
   return ticket;
@@ -260,95 +497,24 @@ result<std::uint64_t> run_log::wait(std::uint64_t ticket) {
   impl_->confirmed.wait_until(lock, deadline, [&] { return impl_->waiting[ticket].has_value(); });
   auto got = std::move(impl_->waiting[ticket]);
   impl_->waiting.erase(ticket);
+  std::optional<std::pair<std::string, std::uint64_t>> check;
+  if (auto c = impl_->checked.find(ticket); c != impl_->checked.end()) {
+    check = std::move(c->second);
+    impl_->checked.erase(c);
+  }
+  lock.unlock();
   if (!got) return make_error(errc::timeout, "an append to the run log: no confirmation");
+  // A write that does not count is refused as any other (the writer reads the log and writes
+  // again after what counts: append() does so past writes that do not count).
+  if (check) return impl_->counted(check->first, check->second, std::move(*got));
   return std::move(*got);
 }
 
 void run_log::forget(std::uint64_t ticket) {
   std::lock_guard lock{impl_->mutex};
   impl_->waiting.erase(ticket);
+  impl_->checked.erase(ticket);
 }
-
-namespace {
-
-std::string from_base64(std::string_view text) {
-  static const auto table = [] {
-    std::array<int, 256> t{};
-    t.fill(-1);
-    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = i;
-    return t;
-  }();
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  std::uint32_t bits = 0;
-  int count = 0;
-  for (char c : text) {
-    int v = table[static_cast<unsigned char>(c)];
-    if (v < 0) continue;  // padding, line breaks
-    bits = (bits << 6) | static_cast<std::uint32_t>(v);
-    count += 6;
-    if (count >= 8) {
-      count -= 8;
-      out.push_back(static_cast<char>((bits >> count) & 0xff));
-    }
-  }
-  return out;
-}
-
-// An entry as the stream's leader has it.
-struct leader_entry {
-  std::uint64_t seq = 0;
-  std::string subject;
-  std::string data;
-  std::string part;  // the Keel-Part header, if any
-};
-
-// The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
-// answers a stream's message requests from its leader only, and not while it has none); none when
-// there is none.
-result<std::optional<leader_entry>> entry_from_leader(natsConnection* nc, const std::string& stream,
-                                                      const std::string& filter, std::uint64_t from,
-                                                      std::int64_t timeout_ms) {
-  auto request = nlohmann::json{{"seq", from}, {"next_by_subj", filter}}.dump();
-  natsMsg* reply = nullptr;
-  natsStatus s = natsConnection_Request(&reply, nc, ("$JS.API.STREAM.MSG.GET." + stream).c_str(), request.data(),
-                                        static_cast<int>(request.size()), timeout_ms);
-  if (s != NATS_OK) return js_error(s, 0, "asking the run log's leader what follows sequence " + std::to_string(from));
-  auto answer = nlohmann::json::parse(natsMsg_GetData(reply), natsMsg_GetData(reply) + natsMsg_GetDataLength(reply),
-                                      nullptr, false);
-  natsMsg_Destroy(reply);
-  if (!answer.is_object()) return make_error(errc::unavailable, "the run log's leader answered what cannot be read");
-  if (auto e = answer.find("error"); e != answer.end() && e->is_object()) {
-    if (e->value("err_code", 0) == JSNoMessageFoundErr) return std::optional<leader_entry>();
-    return make_error(errc::unavailable, "the run log's leader: " + e->value("description", std::string("an error")));
-  }
-  auto m = answer.find("message");
-  if (m == answer.end() || !m->is_object() || !(*m)["seq"].is_number_unsigned())
-    return make_error(errc::unavailable, "the run log's leader answered without a message or an error");
-  leader_entry e;
-  e.seq = (*m)["seq"].get<std::uint64_t>();
-  e.subject = m->value("subject", std::string());
-  e.data = from_base64(m->value("data", std::string()));
-  std::string headers = from_base64(m->value("hdrs", std::string()));
-  std::string name = std::string(part_header) + ":";
-  if (auto at = headers.find(name); at != std::string::npos) {
-    auto start = headers.find_first_not_of(' ', at + name.size());
-    auto end = headers.find("\r\n", start);
-    if (start != std::string::npos) e.part = headers.substr(start, end == std::string::npos ? std::string::npos : end - start);
-  }
-  return std::optional<leader_entry>(std::move(e));
-}
-
-// The sequence of that entry: 0 when there is none.
-result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
-                                    std::uint64_t from, std::int64_t timeout_ms) {
-  auto e = entry_from_leader(nc, stream, filter, from, timeout_ms);
-  if (!e) return e.error();
-  return *e ? (*e)->seq : std::uint64_t{0};
-}
-
-} // namespace
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
   // Every entry the filter matches, up to the last the stream holds when the read is done. No
@@ -407,6 +573,8 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     }
     if (whole) on_entry(subject, seq, std::move(data));
   };
+  // Writes that do not count (sent at once to one position, stored second) are not handed on.
+  chain_filter chain;
   // The consumer did not hand what the leader named within options.stall_ms: the rest is read
   // from the leader, entry by entry.
   std::int64_t awaited_since = 0;
@@ -421,7 +589,7 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       if (!*e) break;  // nothing after the last read: whole
       ++received;
       last_seq = (*e)->seq;
-      take((*e)->subject, (*e)->seq, std::move((*e)->data), (*e)->part);
+      if (chain.counts((*e)->subject, (*e)->seq, (*e)->prev)) take((*e)->subject, (*e)->seq, std::move((*e)->data), (*e)->part);
       continue;
     }
     if (awaited > last_seq && steady_ms() - awaited_since >= impl_->options.stall_ms) {
@@ -471,14 +639,26 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     std::string data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
     const char* part = nullptr;
     std::string part_text = natsMsgHeader_Get(msg, part_header, &part) == NATS_OK && part ? part : "";
+    auto prev = prev_of(msg);
     natsMsg_Destroy(msg);
-    take(subject, seq, std::move(data), part_text);
+    if (chain.counts(subject, seq, prev)) take(subject, seq, std::move(data), part_text);
   }
   retire(retired_subscriptions_of(*impl_->nats), sub);
   return outcome;
 }
 
 result<std::uint64_t> run_log::last_sequence(const std::string& subject) {
+  // On a replicated stream the last message may be one that does not count: the subject is read.
+  if (impl_->replicated) {
+    std::uint64_t last = 0;
+    auto read_whole = read(subject, [&](const std::string&, std::uint64_t seq, std::string) { last = std::max(last, seq); });
+    if (!read_whole) return read_whole.error();
+    return last;
+  }
+  return last_message(subject);
+}
+
+result<std::uint64_t> run_log::last_message(const std::string& subject) {
   natsMsg* msg = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus s = js_GetLastMsg(&msg, impl_->js, impl_->options.stream.c_str(), subject.c_str(), nullptr, &code);

@@ -3,7 +3,10 @@
 // write of a run there before it acts on it; another orchestrator that takes the runs over reads
 // them back. Each append names the sequence its subject must be at (JetStream's expected last
 // subject sequence): an owner that lost its runs (a takeover wrote after it) is refused, which
-// is the fence. Plain C++; nats.c stays inside.
+// is the fence. On a replicated stream nats-server 2.9 may confirm two appends sent at once to
+// one position; each message names the one it follows, the second of such a pair does not count
+// (read() skips it, its writer is answered errc::conflict), and later appends go past it. Plain
+// C++; nats.c stays inside.
 #pragma once
 
 #include "broker/connection.hpp"
@@ -64,7 +67,7 @@ public:
   // sequence of its last part, data). Reads up to what the stream holds when it is called.
   using reader = std::function<void(const std::string& subject, std::uint64_t seq, std::string data)>;
   result<void> read(const std::string& filter, const reader& on_entry);
-  // The sequence of the subject's last message; 0 when it has none.
+  // The sequence of the subject's last entry that counts; 0 when it has none.
   result<std::uint64_t> last_sequence(const std::string& subject);
   // Drops the subject's entries before the one whose last part is at sequence `seq` (as append
   // answers); that entry, all its parts, and any after it stay (an entry another writer appended
@@ -75,6 +78,8 @@ public:
   struct impl;
 
 private:
+  // The sequence of the subject's last message, whether it counts or not; 0 when it has none.
+  result<std::uint64_t> last_message(const std::string& subject);
   explicit run_log(std::unique_ptr<impl> state);
   std::unique_ptr<impl> impl_;
 };

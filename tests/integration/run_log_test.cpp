@@ -355,3 +355,71 @@ TEST_CASE("run log: reads while a server is killed are whole or fail, never shor
     }());
   }
 }
+
+// nats-server 2.9 confirms two appends sent at once to one position of a replicated stream
+// (tests/nats_server/concurrent_cas.mjs: 260 of 300 pairs); an owner's write and a taker's fence
+// would both stand, the fence no longer last. Through the run log exactly one of each pair
+// counts: the other is refused (errc::conflict) whether the server refused it or confirmed it
+// second; a read hands only what counts, in order; the writer that won appends on after it (past
+// the write that does not count), and so does one sent the send()/wait() way. Also entries in
+// parts sent at once: one whole entry counts.
+TEST_CASE("run log: on three replicas, two appends at once to one position: exactly one counts, and the log goes on after it",
+          "[broker][integration][cluster]") {
+  testing::nats_cluster cluster;
+  broker::run_log_options o{"KEEL_RUNS_race", "race.log.>", 3, 64 * 1024, 5000};
+  auto logs = logs_through_each(cluster, o);
+  REQUIRE(logs.size() == 3);
+  int rounds = 40, doubled = 0, none = 0;
+  std::string big_a(150 * 1024, 'a'), big_b(150 * 1024, 'b');
+  for (int round = 0; round < rounds; ++round) {
+    auto subject = "race.log.o1.r" + std::to_string(round);
+    auto first = logs[0]->append({{subject, "first", 0, "o1"}});
+    REQUIRE(first.front().ok());
+    bool parts = round % 4 == 3;  // entries of three parts each
+    std::atomic<int> ready{0};
+    std::vector<result<std::uint64_t>> a, b;
+    auto write = [&](broker::run_log& l, std::vector<result<std::uint64_t>>& out, const std::string& data, const char* who) {
+      ++ready;
+      while (ready < 2) {}
+      out = l.append({{subject, data, static_cast<std::int64_t>(*first.front()), who}});
+    };
+    std::thread ta([&] { write(*logs[1], a, parts ? big_a : "from o1", "o1"); });
+    std::thread tb([&] { write(*logs[2], b, parts ? big_b : "fence by o2", "o2"); });
+    ta.join();
+    tb.join();
+    INFO(subject << ": " << (a.front() ? "counts" : a.front().error().message) << " / "
+                 << (b.front() ? "counts" : b.front().error().message));
+    int counted = static_cast<int>(a.front().ok()) + static_cast<int>(b.front().ok());
+    doubled += counted == 2;
+    none += counted == 0;
+    if (counted != 1) continue;
+    CHECK((a.front().ok() ? b : a).front().error().code == errc::conflict);
+    auto winner = a.front().ok() ? *a.front() : *b.front();
+    std::string won = a.front().ok() ? (parts ? big_a : "from o1") : (parts ? big_b : "fence by o2");
+    // The winner goes on after its own write; one more the send()/wait() way.
+    auto& winner_log = a.front().ok() ? *logs[1] : *logs[2];
+    auto next = winner_log.append({{subject, "next", static_cast<std::int64_t>(winner), "w"}});
+    REQUIRE(next.front().ok());
+    auto ticket = winner_log.send({subject, "last", static_cast<std::int64_t>(*next.front()), "w"});
+    REQUIRE(ticket.ok());
+    auto last = winner_log.wait(*ticket);
+    if (!last && last.error().code == errc::conflict)  // sent where a write that does not count is last
+      last = winner_log.append({{subject, "last", static_cast<std::int64_t>(*next.front()), "w"}}).front();
+    REQUIRE(last.ok());
+    // Read through every server: first, the winner, next, last; nothing else.
+    for (auto& l : logs) {
+      std::vector<std::pair<std::uint64_t, std::string>> read;
+      REQUIRE(l->read(subject, [&](const std::string&, std::uint64_t seq, std::string data) { read.emplace_back(seq, std::move(data)); }).ok());
+      REQUIRE(read.size() == 4);
+      CHECK(read[0].second == "first");
+      CHECK(read[1] == std::make_pair(winner, won));
+      CHECK(read[2] == std::make_pair(*next.front(), std::string("next")));
+      CHECK(read[3] == std::make_pair(*last, std::string("last")));
+      auto end = l->last_sequence(subject);
+      REQUIRE(end.ok());
+      CHECK(*end == *last);
+    }
+  }
+  CHECK(doubled == 0);
+  CHECK(none == 0);
+}
