@@ -155,12 +155,40 @@ result<std::uint64_t> next_matching(natsConnection* nc, const std::string& strea
 }
 
 
+// The first message of `subject` at or after `from` as the nearest replica has it (a direct get:
+// one round trip to the server this node is connected to, when it holds a replica): its sequence
+// and Keel-Prev; none when that replica has no such message or cannot say.
+std::optional<std::pair<std::uint64_t, std::optional<std::uint64_t>>> nearest(jsCtx* js, const std::string& stream,
+                                                                              const std::string& subject, std::uint64_t from) {
+  jsDirectGetMsgOptions get;
+  jsDirectGetMsgOptions_Init(&get);
+  get.Sequence = from;
+  get.NextBySubject = subject.c_str();
+  natsMsg* msg = nullptr;
+  if (js_DirectGetMsg(&msg, js, stream.c_str(), nullptr, &get) != NATS_OK || !msg) return std::nullopt;
+  const char* seq_text = nullptr;
+  std::uint64_t seq = natsMsgHeader_Get(msg, "Nats-Sequence", &seq_text) == NATS_OK && seq_text ? std::strtoull(seq_text, nullptr, 10) : 0;
+  auto prev = prev_of(msg);
+  natsMsg_Destroy(msg);
+  if (seq < from) return std::nullopt;
+  return std::make_pair(seq, prev);
+}
+
 // Whether the message at `seq` of `subject`, sent to follow `prev`, counts: not when a message
 // between them follows `prev` already (another write sent at once to the same position and stored
-// first, or one written without a check), as the stream's leader has them.
-result<bool> follows(natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
+// first, or one written without a check). Every replica holds a stream's messages in the one order
+// its replicas agreed, so the nearest replica answers when it holds `seq` already; else the
+// stream's leader does.
+result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
                      std::uint64_t seq, std::int64_t timeout_ms) {
-  for (std::uint64_t from = prev + 1;;) {
+  std::uint64_t from = prev + 1;
+  while (auto near = nearest(js, stream, subject, from)) {
+    if (near->first == seq) return true;
+    if (near->first > seq) break;  // that replica lacks it: the leader says
+    if (!near->second || *near->second == prev) return false;
+    from = near->first + 1;
+  }
+  for (;;) {
     auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);
     if (!e) return e.error();
     if (!*e || (*e)->seq > seq)
@@ -169,6 +197,72 @@ result<bool> follows(natsConnection* nc, const std::string& stream, const std::s
     if (!(*e)->prev || *(*e)->prev == prev) return false;
     from = (*e)->seq + 1;
   }
+}
+
+// follows() for many writes at once (a lane's batch): each question asked of the nearest replica
+// without waiting for the one before, the answers collected, a second round for those with
+// messages between to look past; what the nearest replica cannot settle is asked of the leader.
+struct follow_check {
+  std::string subject;
+  std::uint64_t prev = 0, seq = 0;
+};
+std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, const std::string& stream,
+                                     const std::vector<follow_check>& checks, std::int64_t timeout_ms) {
+  std::vector<result<bool>> out(checks.size(), make_error(errc::unavailable, "not asked"));
+  if (checks.empty()) return out;
+  std::vector<std::uint64_t> from(checks.size());
+  std::vector<bool> open(checks.size(), true), to_leader(checks.size(), false);
+  for (std::size_t i = 0; i < checks.size(); ++i) from[i] = checks[i].prev + 1;
+  natsInbox* inbox = nullptr;
+  natsSubscription* sub = nullptr;
+  bool asked = natsInbox_Create(&inbox) == NATS_OK &&
+               natsConnection_SubscribeSync(&sub, nc, (std::string(inbox) + ".*").c_str()) == NATS_OK;
+  auto api = "$JS.API.DIRECT.GET." + stream;
+  for (int round = 0; asked && round < 4; ++round) {
+    std::size_t waiting = 0;
+    for (std::size_t i = 0; i < checks.size(); ++i) {
+      if (!open[i] || to_leader[i]) continue;
+      auto body = nlohmann::json{{"seq", from[i]}, {"next_by_subj", checks[i].subject}}.dump();
+      auto reply = std::string(inbox) + "." + std::to_string(i);
+      if (natsConnection_PublishRequest(nc, api.c_str(), reply.c_str(), body.data(), static_cast<int>(body.size())) != NATS_OK)
+        to_leader[i] = true;
+      else
+        ++waiting;
+    }
+    auto deadline = steady_ms() + timeout_ms;
+    while (waiting > 0) {
+      natsMsg* msg = nullptr;
+      auto left = deadline - steady_ms();
+      if (left <= 0 || natsSubscription_NextMsg(&msg, sub, left) != NATS_OK) break;
+      std::string_view subject = natsMsg_GetSubject(msg);
+      auto i = static_cast<std::size_t>(std::strtoull(std::string(subject.substr(subject.rfind('.') + 1)).c_str(), nullptr, 10));
+      const char* seq_text = nullptr;
+      std::uint64_t seq = natsMsgHeader_Get(msg, "Nats-Sequence", &seq_text) == NATS_OK && seq_text
+                            ? std::strtoull(seq_text, nullptr, 10) : 0;
+      auto prev = prev_of(msg);
+      natsMsg_Destroy(msg);
+      if (i >= checks.size() || !open[i] || to_leader[i]) continue;
+      --waiting;
+      const auto& c = checks[i];
+      if (seq == c.seq) {
+        out[i] = true;
+        open[i] = false;
+      } else if (seq < from[i] || seq > c.seq) {
+        to_leader[i] = true;  // that replica has not got it yet, or cannot say
+      } else if (!prev || *prev == c.prev) {
+        out[i] = false;
+        open[i] = false;
+      } else {
+        from[i] = seq + 1;  // a message that does not count: look past it
+      }
+    }
+    if (waiting > 0) break;  // unanswered: the leader is asked
+  }
+  if (sub) natsSubscription_Destroy(sub);
+  if (inbox) natsInbox_Destroy(inbox);
+  for (std::size_t i = 0; i < checks.size(); ++i)
+    if (open[i]) out[i] = follows(js, nc, stream, checks[i].subject, checks[i].prev, checks[i].seq, timeout_ms);
+  return out;
 }
 
 // For a write refused while expecting `prev` last: the subject's last message when nothing after
@@ -246,7 +340,7 @@ void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure)
 
 result<std::uint64_t> run_log::impl::counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed) {
   if (!confirmed || !replicated) return confirmed;
-  auto f = follows(native_connection(*nats), options.stream, subject, prev, *confirmed, ask_timeout_ms());
+  auto f = follows(js, native_connection(*nats), options.stream, subject, prev, *confirmed, ask_timeout_ms());
   if (!f)
     return make_error(errc::unavailable, "appending to " + subject + ": confirmed at sequence " + std::to_string(*confirmed) +
                                            ", but whether another write came first cannot be read: " + f.error().message);
@@ -421,15 +515,40 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
       if (got) out[i] = std::move(*got);
       else out[i] = make_error(errc::timeout, "appending to " + entries[i].subject + ": no confirmation");
       impl_->waiting.erase(token);
-      if (impl_->replicated && p.prev >= 0) {
-        // Checked that it counts, asking the stream's leader: not under the lock.
-        lock.unlock();
-        auto data = std::string_view(entries[i].data).substr(p.offset, p.length);
-        auto prev = static_cast<std::uint64_t>(p.prev);
-        out[i] = impl_->past_uncounted(entries[i].subject, data, p.part, prev, entries[i].writer,
-                                       impl_->counted(entries[i].subject, prev, std::move(out[i])));
-        lock.lock();
+    }
+    lock.unlock();
+    if (impl_->replicated) {
+      // Each confirmed write checked to count, all at once; then those refused only by writes
+      // that do not count are sent after them (not under the lock: both ask the broker).
+      std::vector<follow_check> checks;
+      std::vector<std::size_t> checked;
+      for (std::size_t k = 0; k < sent.size(); ++k)
+        if (sent[k].prev >= 0 && out[sent[k].entry]) {
+          checks.push_back({entries[sent[k].entry].subject, static_cast<std::uint64_t>(sent[k].prev), *out[sent[k].entry]});
+          checked.push_back(k);
+        }
+      auto answers = follow_all(impl_->js, native_connection(*impl_->nats), impl_->options.stream, checks, impl_->ask_timeout_ms());
+      for (std::size_t c = 0; c < checked.size(); ++c) {
+        auto i = sent[checked[c]].entry;
+        if (!answers[c])
+          out[i] = make_error(errc::unavailable, "appending to " + entries[i].subject + ": confirmed at sequence " +
+                                                   std::to_string(checks[c].seq) + ", but whether another write came first cannot be read: " +
+                                                   answers[c].error().message);
+        else if (!*answers[c])
+          out[i] = make_error(errc::conflict, "appending to " + entries[i].subject + ": another write after sequence " +
+                                                std::to_string(checks[c].prev) + " was stored first (confirmed at " +
+                                                std::to_string(checks[c].seq) + ", it does not count)");
       }
+      for (const auto& p : sent)
+        if (p.prev >= 0 && !out[p.entry] && out[p.entry].error().code == errc::conflict) {
+          auto i = p.entry;
+          out[i] = impl_->past_uncounted(entries[i].subject, std::string_view(entries[i].data).substr(p.offset, p.length), p.part,
+                                         static_cast<std::uint64_t>(p.prev), entries[i].writer, std::move(out[i]));
+        }
+    }
+    lock.lock();
+    for (const auto& p : sent) {
+      auto i = p.entry;
       if (out[i]) {
         expected[i] = static_cast<std::int64_t>(*out[i]);
         if (wave == 0) first[i] = *out[i];
