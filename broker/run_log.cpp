@@ -1,6 +1,7 @@
 #include "broker/run_log.hpp"
 
 #include "broker/native.hpp"
+#include "broker/run_log_messages.hpp"
 #include "runtime/backoff.hpp"
 #include "broker/subscription_reaper.hpp"
 #include "runtime/clock.hpp"
@@ -18,18 +19,12 @@
 
 namespace keel::broker {
 
+using namespace run_log_messages;
+
 namespace {
 
 constexpr const char* token_header = "Keel-Append";
-constexpr const char* part_header = "Keel-Part";  // "<index>/<count>", from 1; absent: whole
 constexpr const char* expected_header = "Nats-Expected-Last-Subject-Sequence";  // JetStream's own
-// The sequence of the message this one follows on its subject: what its writer expected there.
-// nats-server 2.9 may confirm two writes sent at once at the same position of a replicated
-// stream (its check of the expected last sequence is made before the replicas agree: see
-// tests/nats_server/concurrent_cas.mjs); both are stored, one after the other. A message counts
-// only if it follows the last one that counts: the second of such a pair does not, nor anything
-// written after it by a writer that took it for its own (docs/ARCHITECTURE.md, "Failover").
-constexpr const char* prev_header = "Keel-Prev";
 
 // What makes a repeat of an entry recognisable: its subject, the position it goes to, who wrote
 // it and what it holds (another writer's entry, or other bytes, for the same position is not a
@@ -43,243 +38,6 @@ std::string message_id(const std::string& subject, std::int64_t expected, const 
   auto id = subject + "@" + std::to_string(expected) + "@" + writer + "@" + std::to_string(h) + "." + std::to_string(data.size());
   if (after >= 0 && after != expected) id += "@" + std::to_string(after);
   return id;
-}
-
-// The messages of each subject that count, in the order read: a message counts when it follows
-// the last one that did (its Keel-Prev), when it is the first read of its subject (what a cut
-// left, or the first ever), or when it names none (written without a check).
-class chain_filter {
-public:
-  bool counts(const std::string& subject, std::uint64_t seq, std::optional<std::uint64_t> prev) {
-    auto [it, first] = last_.try_emplace(subject, seq);
-    if (first || !prev || *prev == it->second) {
-      it->second = seq;
-      return true;
-    }
-    return false;
-  }
-
-private:
-  std::map<std::string, std::uint64_t> last_;
-};
-
-std::optional<std::uint64_t> prev_of(natsMsg* msg) {
-  const char* text = nullptr;
-  if (natsMsgHeader_Get(msg, prev_header, &text) != NATS_OK || !text || !*text) return std::nullopt;
-  return std::strtoull(text, nullptr, 10);
-}
-
-std::string from_base64(std::string_view text) {
-  static const auto table = [] {
-    std::array<int, 256> t{};
-    t.fill(-1);
-    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = i;
-    return t;
-  }();
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  std::uint32_t bits = 0;
-  int count = 0;
-  for (char c : text) {
-    int v = table[static_cast<unsigned char>(c)];
-    if (v < 0) continue;  // padding, line breaks
-    bits = (bits << 6) | static_cast<std::uint32_t>(v);
-    count += 6;
-    if (count >= 8) {
-      count -= 8;
-      out.push_back(static_cast<char>((bits >> count) & 0xff));
-    }
-  }
-  return out;
-}
-
-// An entry as the stream's leader has it.
-struct leader_entry {
-  std::uint64_t seq = 0;
-  std::string subject;
-  std::string data;
-  std::string part;  // the Keel-Part header, if any
-  std::optional<std::uint64_t> prev;  // the Keel-Prev header, if any
-};
-
-// A header's value in a message's raw header block ("NATS/1.0\r\nName: value\r\n...").
-std::string header_in(const std::string& headers, const char* header) {
-  std::string name = std::string("\r\n") + header + ":";
-  auto at = headers.find(name);
-  if (at == std::string::npos) return {};
-  auto start = headers.find_first_not_of(' ', at + name.size());
-  if (start == std::string::npos) return {};
-  auto end = headers.find("\r\n", start);
-  return headers.substr(start, end == std::string::npos ? std::string::npos : end - start);
-}
-
-// The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
-// answers a stream's message requests from its leader only, and not while it has none); none when
-// there is none.
-result<std::optional<leader_entry>> entry_from_leader(natsConnection* nc, const std::string& stream,
-                                                      const std::string& filter, std::uint64_t from,
-                                                      std::int64_t timeout_ms) {
-  auto request = nlohmann::json{{"seq", from}, {"next_by_subj", filter}}.dump();
-  natsMsg* reply = nullptr;
-  natsStatus s = natsConnection_Request(&reply, nc, ("$JS.API.STREAM.MSG.GET." + stream).c_str(), request.data(),
-                                        static_cast<int>(request.size()), timeout_ms);
-  if (s != NATS_OK) return js_error(s, 0, "asking the run log's leader what follows sequence " + std::to_string(from));
-  auto answer = nlohmann::json::parse(natsMsg_GetData(reply), natsMsg_GetData(reply) + natsMsg_GetDataLength(reply),
-                                      nullptr, false);
-  natsMsg_Destroy(reply);
-  if (!answer.is_object()) return make_error(errc::unavailable, "the run log's leader answered what cannot be read");
-  if (auto e = answer.find("error"); e != answer.end() && e->is_object()) {
-    if (e->value("err_code", 0) == JSNoMessageFoundErr) return std::optional<leader_entry>();
-    return make_error(errc::unavailable, "the run log's leader: " + e->value("description", std::string("an error")));
-  }
-  auto m = answer.find("message");
-  if (m == answer.end() || !m->is_object() || !(*m)["seq"].is_number_unsigned())
-    return make_error(errc::unavailable, "the run log's leader answered without a message or an error");
-  leader_entry e;
-  e.seq = (*m)["seq"].get<std::uint64_t>();
-  e.subject = m->value("subject", std::string());
-  e.data = from_base64(m->value("data", std::string()));
-  std::string headers = from_base64(m->value("hdrs", std::string()));
-  e.part = header_in(headers, part_header);
-  if (auto prev = header_in(headers, prev_header); !prev.empty()) e.prev = std::strtoull(prev.c_str(), nullptr, 10);
-  return std::optional<leader_entry>(std::move(e));
-}
-
-// The sequence of that entry: 0 when there is none.
-result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
-                                    std::uint64_t from, std::int64_t timeout_ms) {
-  auto e = entry_from_leader(nc, stream, filter, from, timeout_ms);
-  if (!e) return e.error();
-  return *e ? (*e)->seq : std::uint64_t{0};
-}
-
-
-// The first message of `subject` at or after `from` as the nearest replica has it (a direct get:
-// one round trip to the server this node is connected to, when it holds a replica): its sequence
-// and Keel-Prev; none when that replica has no such message or cannot say.
-std::optional<std::pair<std::uint64_t, std::optional<std::uint64_t>>> nearest(jsCtx* js, const std::string& stream,
-                                                                              const std::string& subject, std::uint64_t from) {
-  jsDirectGetMsgOptions get;
-  jsDirectGetMsgOptions_Init(&get);
-  get.Sequence = from;
-  get.NextBySubject = subject.c_str();
-  natsMsg* msg = nullptr;
-  if (js_DirectGetMsg(&msg, js, stream.c_str(), nullptr, &get) != NATS_OK || !msg) return std::nullopt;
-  const char* seq_text = nullptr;
-  std::uint64_t seq = natsMsgHeader_Get(msg, "Nats-Sequence", &seq_text) == NATS_OK && seq_text ? std::strtoull(seq_text, nullptr, 10) : 0;
-  auto prev = prev_of(msg);
-  natsMsg_Destroy(msg);
-  if (seq < from) return std::nullopt;
-  return std::make_pair(seq, prev);
-}
-
-// Whether the message at `seq` of `subject`, sent to follow `prev`, counts: not when a message
-// between them follows `prev` already (another write sent at once to the same position and stored
-// first, or one written without a check). Every replica holds a stream's messages in the one order
-// its replicas agreed, so the nearest replica answers when it holds `seq` already; else the
-// stream's leader does.
-result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
-                     std::uint64_t seq, std::int64_t timeout_ms) {
-  std::uint64_t from = prev + 1;
-  while (auto near = nearest(js, stream, subject, from)) {
-    if (near->first == seq) return true;
-    if (near->first > seq) break;  // that replica lacks it: the leader says
-    if (!near->second || *near->second == prev) return false;
-    from = near->first + 1;
-  }
-  for (;;) {
-    auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);
-    if (!e) return e.error();
-    if (!*e || (*e)->seq > seq)
-      return make_error(errc::unavailable, "sequence " + std::to_string(seq) + " of " + subject + " is not in the log's leader");
-    if ((*e)->seq == seq) return true;
-    if (!(*e)->prev || *(*e)->prev == prev) return false;
-    from = (*e)->seq + 1;
-  }
-}
-
-// follows() for many writes at once (a lane's batch): each question asked of the nearest replica
-// without waiting for the one before, the answers collected, a second round for those with
-// messages between to look past; what the nearest replica cannot settle is asked of the leader.
-struct follow_check {
-  std::string subject;
-  std::uint64_t prev = 0, seq = 0;
-};
-std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, const std::string& stream,
-                                     const std::vector<follow_check>& checks, std::int64_t timeout_ms) {
-  std::vector<result<bool>> out(checks.size(), make_error(errc::unavailable, "not asked"));
-  if (checks.empty()) return out;
-  std::vector<std::uint64_t> from(checks.size());
-  std::vector<bool> open(checks.size(), true), to_leader(checks.size(), false);
-  for (std::size_t i = 0; i < checks.size(); ++i) from[i] = checks[i].prev + 1;
-  natsInbox* inbox = nullptr;
-  natsSubscription* sub = nullptr;
-  bool asked = natsInbox_Create(&inbox) == NATS_OK &&
-               natsConnection_SubscribeSync(&sub, nc, (std::string(inbox) + ".*").c_str()) == NATS_OK;
-  auto api = "$JS.API.DIRECT.GET." + stream;
-  for (int round = 0; asked && round < 4; ++round) {
-    std::size_t waiting = 0;
-    for (std::size_t i = 0; i < checks.size(); ++i) {
-      if (!open[i] || to_leader[i]) continue;
-      auto body = nlohmann::json{{"seq", from[i]}, {"next_by_subj", checks[i].subject}}.dump();
-      auto reply = std::string(inbox) + "." + std::to_string(i);
-      if (natsConnection_PublishRequest(nc, api.c_str(), reply.c_str(), body.data(), static_cast<int>(body.size())) != NATS_OK)
-        to_leader[i] = true;
-      else
-        ++waiting;
-    }
-    auto deadline = steady_ms() + timeout_ms;
-    while (waiting > 0) {
-      natsMsg* msg = nullptr;
-      auto left = deadline - steady_ms();
-      if (left <= 0 || natsSubscription_NextMsg(&msg, sub, left) != NATS_OK) break;
-      std::string_view subject = natsMsg_GetSubject(msg);
-      auto i = static_cast<std::size_t>(std::strtoull(std::string(subject.substr(subject.rfind('.') + 1)).c_str(), nullptr, 10));
-      const char* seq_text = nullptr;
-      std::uint64_t seq = natsMsgHeader_Get(msg, "Nats-Sequence", &seq_text) == NATS_OK && seq_text
-                            ? std::strtoull(seq_text, nullptr, 10) : 0;
-      auto prev = prev_of(msg);
-      natsMsg_Destroy(msg);
-      if (i >= checks.size() || !open[i] || to_leader[i]) continue;
-      --waiting;
-      const auto& c = checks[i];
-      if (seq == c.seq) {
-        out[i] = true;
-        open[i] = false;
-      } else if (seq < from[i] || seq > c.seq) {
-        to_leader[i] = true;  // that replica has not got it yet, or cannot say
-      } else if (!prev || *prev == c.prev) {
-        out[i] = false;
-        open[i] = false;
-      } else {
-        from[i] = seq + 1;  // a message that does not count: look past it
-      }
-    }
-    if (waiting > 0) break;  // unanswered: the leader is asked
-  }
-  if (sub) natsSubscription_Destroy(sub);
-  if (inbox) natsInbox_Destroy(inbox);
-  for (std::size_t i = 0; i < checks.size(); ++i)
-    if (open[i]) out[i] = follows(js, nc, stream, checks[i].subject, checks[i].prev, checks[i].seq, timeout_ms);
-  return out;
-}
-
-// For a write refused while expecting `prev` last: the subject's last message when nothing after
-// `prev` counts (what came after it are writes that do not: it may go after them); none when
-// something after it counts, or nothing is there (refused for another reason).
-result<std::optional<std::uint64_t>> after_uncounted(natsConnection* nc, const std::string& stream, const std::string& subject,
-                                                     std::uint64_t prev, std::int64_t timeout_ms) {
-  std::uint64_t last = prev;
-  for (std::uint64_t from = prev + 1;;) {
-    auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);
-    if (!e) return e.error();
-    if (!*e) break;
-    if (!(*e)->prev || *(*e)->prev == prev) return std::optional<std::uint64_t>();
-    last = (*e)->seq;
-    from = last + 1;
-  }
-  return last == prev ? std::optional<std::uint64_t>() : std::optional<std::uint64_t>(last);
 }
 
 } // namespace

@@ -1,0 +1,83 @@
+// For broker/run_log.cpp only: the run log's messages one at a time, as the stream's leader (or
+// the nearest replica) has them, and which of them count.
+#pragma once
+
+#include "runtime/result.hpp"
+
+#include <nats/nats.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace keel::broker::run_log_messages {
+
+inline constexpr const char* part_header = "Keel-Part";  // "<index>/<count>", from 1; absent: whole
+// The sequence of the message this one follows on its subject: what its writer expected there.
+// nats-server 2.9 may confirm two writes sent at once at the same position of a replicated
+// stream (its check of the expected last sequence is made before the replicas agree: see
+// tests/nats_server/concurrent_cas.mjs); both are stored, one after the other. A message counts
+// only if it follows the last one that counts: the second of such a pair does not, nor anything
+// written after it by a writer that took it for its own (docs/ARCHITECTURE.md, "Failover").
+inline constexpr const char* prev_header = "Keel-Prev";
+
+// The messages of each subject that count, in the order read: a message counts when it follows
+// the last one that did (its Keel-Prev), when it is the first read of its subject (what a cut
+// left, or the first ever), or when it names none (written without a check).
+class chain_filter {
+public:
+  bool counts(const std::string& subject, std::uint64_t seq, std::optional<std::uint64_t> prev) {
+    auto [it, first] = last_.try_emplace(subject, seq);
+    if (first || !prev || *prev == it->second) {
+      it->second = seq;
+      return true;
+    }
+    return false;
+  }
+
+private:
+  std::map<std::string, std::uint64_t> last_;
+};
+
+// A message's Keel-Prev, if it has one.
+std::optional<std::uint64_t> prev_of(natsMsg* msg);
+
+// An entry as the stream's leader has it.
+struct leader_entry {
+  std::uint64_t seq = 0;
+  std::string subject;
+  std::string data;
+  std::string part;  // the Keel-Part header, if any
+  std::optional<std::uint64_t> prev;  // the Keel-Prev header, if any
+};
+
+// The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
+// answers a stream's message requests from its leader only, and not while it has none); none when
+// there is none.
+result<std::optional<leader_entry>> entry_from_leader(natsConnection* nc, const std::string& stream,
+                                                      const std::string& filter, std::uint64_t from,
+                                                      std::int64_t timeout_ms);
+// The sequence of that entry: 0 when there is none.
+result<std::uint64_t> next_matching(natsConnection* nc, const std::string& stream, const std::string& filter,
+                                    std::uint64_t from, std::int64_t timeout_ms);
+// Whether the message at `seq` of `subject`, sent to follow `prev`, counts: not when a message
+// between them follows `prev` already (another write sent at once to the same position and stored
+// first, or one written without a check).
+result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
+                     std::uint64_t seq, std::int64_t timeout_ms);
+struct follow_check {
+  std::string subject;
+  std::uint64_t prev = 0, seq = 0;
+};
+// follows() for many writes at once (a lane's batch).
+std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, const std::string& stream,
+                                     const std::vector<follow_check>& checks, std::int64_t timeout_ms);
+// For a write refused while expecting `prev` last: the subject's last message when nothing after
+// `prev` counts (it may go after what came); none when something after it counts, or nothing is
+// there (refused for another reason).
+result<std::optional<std::uint64_t>> after_uncounted(natsConnection* nc, const std::string& stream, const std::string& subject,
+                                                     std::uint64_t prev, std::int64_t timeout_ms);
+
+} // namespace keel::broker::run_log_messages
