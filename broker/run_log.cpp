@@ -285,7 +285,14 @@ std::vector<result<std::uint64_t>> run_log::append(const std::vector<entry>& ent
           checks.push_back({entries[sent[k].entry].subject, static_cast<std::uint64_t>(sent[k].prev), *out[sent[k].entry]});
           checked.push_back(k);
         }
-      auto answers = follow_all(impl_->js, native_connection(*impl_->nats), impl_->options.stream, checks, impl_->ask_timeout_ms());
+      // Answers come to an inbox of the connection's own (its broker user may subscribe to no
+      // other).
+      auto* nc = native_connection(*impl_->nats);
+      auto inbox = impl_->nats->new_inbox();
+      natsSubscription* sub = nullptr;
+      if (!checks.empty() && natsConnection_SubscribeSync(&sub, nc, (inbox + ".*").c_str()) != NATS_OK) sub = nullptr;
+      auto answers = follow_all(impl_->js, nc, sub, inbox, impl_->options.stream, checks, impl_->ask_timeout_ms());
+      if (sub) retire(retired_subscriptions_of(*impl_->nats), sub);
       for (std::size_t c = 0; c < checked.size(); ++c) {
         auto i = sent[checked[c]].entry;
         if (!answers[c])

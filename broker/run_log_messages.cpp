@@ -148,30 +148,29 @@ result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, c
 // follows() for many writes at once (a lane's batch): each question asked of the nearest replica
 // without waiting for the one before, the answers collected, a second round for those with
 // messages between to look past; what the nearest replica cannot settle is asked of the leader.
-std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, const std::string& stream,
-                                     const std::vector<follow_check>& checks, std::int64_t timeout_ms) {
+std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscription* sub, const std::string& inbox,
+                                     const std::string& stream, const std::vector<follow_check>& checks, std::int64_t timeout_ms) {
   std::vector<result<bool>> out(checks.size(), make_error(errc::unavailable, "not asked"));
   if (checks.empty()) return out;
   std::vector<std::uint64_t> from(checks.size());
   std::vector<bool> open(checks.size(), true), to_leader(checks.size(), false);
   for (std::size_t i = 0; i < checks.size(); ++i) from[i] = checks[i].prev + 1;
-  natsInbox* inbox = nullptr;
-  natsSubscription* sub = nullptr;
-  bool asked = natsInbox_Create(&inbox) == NATS_OK &&
-               natsConnection_SubscribeSync(&sub, nc, (std::string(inbox) + ".*").c_str()) == NATS_OK;
+  bool asked = sub != nullptr;
   auto api = "$JS.API.DIRECT.GET." + stream;
   for (int round = 0; asked && round < 4; ++round) {
     std::size_t waiting = 0;
     for (std::size_t i = 0; i < checks.size(); ++i) {
       if (!open[i] || to_leader[i]) continue;
       auto body = nlohmann::json{{"seq", from[i]}, {"next_by_subj", checks[i].subject}}.dump();
-      auto reply = std::string(inbox) + "." + std::to_string(i);
+      auto reply = inbox + "." + std::to_string(i);
       if (natsConnection_PublishRequest(nc, api.c_str(), reply.c_str(), body.data(), static_cast<int>(body.size())) != NATS_OK)
         to_leader[i] = true;
       else
         ++waiting;
     }
-    auto deadline = steady_ms() + timeout_ms;
+    // A replica answers within milliseconds; one that is paused or gone is not waited for long
+    // (the leader is asked instead).
+    auto deadline = steady_ms() + std::min<std::int64_t>(timeout_ms, 500);
     while (waiting > 0) {
       natsMsg* msg = nullptr;
       auto left = deadline - steady_ms();
@@ -200,8 +199,6 @@ std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, const std::s
     }
     if (waiting > 0) break;  // unanswered: the leader is asked
   }
-  if (sub) natsSubscription_Destroy(sub);
-  if (inbox) natsInbox_Destroy(inbox);
   for (std::size_t i = 0; i < checks.size(); ++i)
     if (open[i]) out[i] = follows(js, nc, stream, checks[i].subject, checks[i].prev, checks[i].seq, timeout_ms);
   return out;

@@ -71,9 +71,10 @@ struct follow_check {
   std::string subject;
   std::uint64_t prev = 0, seq = 0;
 };
-// follows() for many writes at once (a lane's batch).
-std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, const std::string& stream,
-                                     const std::vector<follow_check>& checks, std::int64_t timeout_ms);
+// follows() for many writes at once (a lane's batch): the nearest replica is asked, its answers
+// coming to `inbox`.* through `sub` (the caller's: none, the leader is asked one by one).
+std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscription* sub, const std::string& inbox,
+                                     const std::string& stream, const std::vector<follow_check>& checks, std::int64_t timeout_ms);
 // For a write refused while expecting `prev` last: the subject's last message when nothing after
 // `prev` counts (it may go after what came); none when something after it counts, or nothing is
 // there (refused for another reason).

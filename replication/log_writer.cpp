@@ -262,6 +262,13 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
                  run, e.expected_last, last_seq);
   e.expected_last = static_cast<std::int64_t>(last_seq);
   auto again = log.append({e});
+  // Refused again where no other node's fence is: something of this node's own came first (a
+  // write whose answer was lost, stored meanwhile), or the log lost or moved entries again. That
+  // is not a run taken over (a node that marks it so would never write it again, and nobody else
+  // would serve it while this node holds the lease): tried again later, from a fresh read.
+  if (!again.front() && again.front().error().code == errc::conflict)
+    return make_error(errc::unavailable, "refused again after sequence " + std::to_string(last_seq) +
+                                           ", where no other node's fence is (" + again.front().error().message + "): tried again later");
   return std::move(again.front());
 }
 
