@@ -39,6 +39,10 @@ public:
     if (auto it = subjects_.find(subject); it != subjects_.end() && !it->second.empty()) it->second.pop_back();
   }
   std::size_t tickets_open() const { return tickets_.size(); }
+  // The next `n` writes to `subject` are refused as if another write at their position had come
+  // first (nats-server 2.9 confirming two writes at once on a replicated stream: keel's run log
+  // answers the second so), nothing stored.
+  void refuse_next(const std::string& subject, int n) { refusals_[subject] += n; }
 
   std::vector<result<std::uint64_t>> append(const std::vector<replication::log_entry>& entries) override {
     std::vector<result<std::uint64_t>> out;
@@ -102,6 +106,10 @@ private:
     auto id = e.subject + '\n' + std::to_string(e.expected_last) + '\n' + e.writer + '\n' + e.data;
     if (auto it = ids_.find(id); it != ids_.end()) return it->second;
     std::uint64_t last = list.empty() ? 0 : list.back().seq;
+    if (auto r = refusals_.find(e.subject); r != refusals_.end() && r->second > 0) {
+      --r->second;
+      return make_error(errc::conflict, "another write at that position was stored first (simulated)");
+    }
     if (e.expected_last >= 0 && static_cast<std::uint64_t>(e.expected_last) != last)
       return make_error(errc::conflict, "wrong last sequence");
     list.push_back({++seq_, e.data, e.writer});
@@ -113,6 +121,7 @@ private:
   std::map<std::string, std::vector<stored>> subjects_;
   std::map<std::uint64_t, outcome> tickets_;
   std::map<std::string, std::uint64_t> ids_;  // id of each entry stored -> its sequence
+  std::map<std::string, int> refusals_;       // subject -> writes still to refuse
   std::uint64_t next_ticket_ = 0;
   std::uint64_t seq_ = 0;
 };
