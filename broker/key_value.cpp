@@ -136,12 +136,24 @@ result<std::uint64_t> key_value::write_at(const std::string& key, const std::str
   auto deadline = steady_ms() + 5'000;
   backoff pause{1, 50};  // another key's write came between: most often a renewal of another lease
   while (true) {
+    // The stream's last sequence and its leader, asked before and after the key is read: a key
+    // read from a leader just elected that has not applied all it agreed to could be older than
+    // the last sequence read before (the write would then be expected after a write it missed).
+    auto stream_state = [&]() -> result<std::pair<std::uint64_t, std::string>> {
+      jsErrCode code = static_cast<jsErrCode>(0);
+      jsStreamInfo* info = nullptr;
+      natsStatus s = js_GetStreamInfo(&info, impl_->js, stream.c_str(), nullptr, &code);
+      if (s != NATS_OK) return js_error(s, static_cast<int>(code), what);
+      std::pair<std::uint64_t, std::string> out{info->State.LastSeq,
+                                                info->Cluster && info->Cluster->Leader ? info->Cluster->Leader : ""};
+      jsStreamInfo_Destroy(info);
+      return out;
+    };
+    auto before = stream_state();
+    if (!before) return before.error();
+    std::uint64_t stream_last = before->first;
     jsErrCode code = static_cast<jsErrCode>(0);
-    jsStreamInfo* info = nullptr;
-    natsStatus s = js_GetStreamInfo(&info, impl_->js, stream.c_str(), nullptr, &code);
-    if (s != NATS_OK) return js_error(s, static_cast<int>(code), what);
-    std::uint64_t stream_last = info->State.LastSeq;
-    jsStreamInfo_Destroy(info);
+    natsStatus s = NATS_OK;
     natsMsg* last = nullptr;
     code = static_cast<jsErrCode>(0);
     s = js_GetLastMsg(&last, impl_->js, stream.c_str(), subject.c_str(), nullptr, &code);
@@ -156,10 +168,13 @@ result<std::uint64_t> key_value::write_at(const std::string& key, const std::str
     } else if (s != NATS_NOT_FOUND && code != JSNoMessageFoundErr) {
       return js_error(s, static_cast<int>(code), what);
     }
-    if (revision == 0 ? has_value : current != revision)
+    auto after = stream_state();
+    if (!after) return after.error();
+    bool steady = *after == *before;
+    if (steady && (revision == 0 ? has_value : current != revision))
       return make_error(errc::conflict, what + ": it is at revision " + std::to_string(current) +
                                           (revision == 0 ? " already" : ", not " + std::to_string(revision)));
-    if (current <= stream_last) {
+    if (steady && current <= stream_last) {
       natsMsg* msg = nullptr;
       s = natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size()));
       jsPubOptions options;

@@ -401,6 +401,11 @@ void run_log::forget(std::uint64_t ticket) {
 }
 
 result<void> run_log::read(const std::string& filter, const reader& on_entry) {
+  chain_filter chain;
+  return read_chain(filter, on_entry, chain);
+}
+
+result<void> run_log::read_chain(const std::string& filter, const reader& on_entry, chain_filter& chain) {
   // Every entry the filter matches, up to the last the stream holds when the read is done. No
   // count nats-server 2.9 gives can say when that is: a new consumer can report 0 pending while
   // it is about to deliver what the filter matches (seen with reads made at once on a cluster);
@@ -458,7 +463,11 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     if (whole) on_entry(subject, seq, std::move(data));
   };
   // Writes that do not count (sent at once to one position, stored second) are not handed on.
-  chain_filter chain;
+  auto gap = [](const std::string& filter, const std::string& subject, std::uint64_t seq) {
+    return make_error(errc::unavailable, "reading " + filter + ": sequence " + std::to_string(seq) + " of " + subject +
+                                           " follows a message this read did not see (cut meanwhile, or missing from the copy read): "
+                                           "read again");
+  };
   // The consumer did not hand what the leader named within options.stall_ms: the rest is read
   // from the leader, entry by entry.
   std::int64_t awaited_since = 0;
@@ -473,7 +482,12 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
       if (!*e) break;  // nothing after the last read: whole
       ++received;
       last_seq = (*e)->seq;
-      if (chain.counts((*e)->subject, (*e)->seq, (*e)->prev)) take((*e)->subject, (*e)->seq, std::move((*e)->data), (*e)->part);
+      auto verdict = chain.see((*e)->subject, (*e)->seq, (*e)->prev);
+      if (verdict == chain_filter::verdict::gap) {
+        outcome = gap(filter, (*e)->subject, (*e)->seq);
+        break;
+      }
+      if (verdict == chain_filter::verdict::counts) take((*e)->subject, (*e)->seq, std::move((*e)->data), (*e)->part);
       continue;
     }
     if (awaited > last_seq && steady_ms() - awaited_since >= impl_->options.stall_ms) {
@@ -525,7 +539,12 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
     std::string part_text = natsMsgHeader_Get(msg, part_header, &part) == NATS_OK && part ? part : "";
     auto prev = prev_of(msg);
     natsMsg_Destroy(msg);
-    if (chain.counts(subject, seq, prev)) take(subject, seq, std::move(data), part_text);
+    auto verdict = chain.see(subject, seq, prev);
+    if (verdict == chain_filter::verdict::gap) {
+      outcome = gap(filter, subject, seq);
+      break;
+    }
+    if (verdict == chain_filter::verdict::counts) take(subject, seq, std::move(data), part_text);
   }
   retire(retired_subscriptions_of(*impl_->nats), sub);
   return outcome;
@@ -534,10 +553,10 @@ result<void> run_log::read(const std::string& filter, const reader& on_entry) {
 result<std::uint64_t> run_log::last_sequence(const std::string& subject) {
   // On a replicated stream the last message may be one that does not count: the subject is read.
   if (impl_->replicated) {
-    std::uint64_t last = 0;
-    auto read_whole = read(subject, [&](const std::string&, std::uint64_t seq, std::string) { last = std::max(last, seq); });
+    chain_filter chain;
+    auto read_whole = read_chain(subject, [](const std::string&, std::uint64_t, std::string) {}, chain);
     if (!read_whole) return read_whole.error();
-    return last;
+    return chain.last(subject);
   }
   return last_message(subject);
 }

@@ -20,6 +20,10 @@
 
 namespace keel::broker {
 
+namespace run_log_messages {
+class chain_filter;
+}
+
 struct run_log_options {
   std::string stream;           // [A-Za-z0-9_-]
   std::string subjects;         // what it stores, e.g. "keel.default.log.>"
@@ -67,7 +71,8 @@ public:
   // sequence of its last part, data). Reads up to what the stream holds when it is called.
   using reader = std::function<void(const std::string& subject, std::uint64_t seq, std::string data)>;
   result<void> read(const std::string& filter, const reader& on_entry);
-  // The sequence of the subject's last entry that counts; 0 when it has none.
+  // The sequence of the subject's last message that counts (the last part of an entry whose
+  // other parts never came included: a write goes after it); 0 when it has none.
   result<std::uint64_t> last_sequence(const std::string& subject);
   // Drops the subject's entries before the one whose last part is at sequence `seq` (as append
   // answers); that entry, all its parts, and any after it stay (an entry another writer appended
@@ -80,6 +85,8 @@ public:
 private:
   // The sequence of the subject's last message, whether it counts or not; 0 when it has none.
   result<std::uint64_t> last_message(const std::string& subject);
+  // read(), telling `chain` what it read.
+  result<void> read_chain(const std::string& filter, const reader& on_entry, run_log_messages::chain_filter& chain);
   explicit run_log(std::unique_ptr<impl> state);
   std::unique_ptr<impl> impl_;
 };

@@ -120,48 +120,74 @@ result<std::uint64_t> next_matching(natsConnection* nc, const std::string& strea
 
 
 
-// Whether the message at `seq` of `subject`, sent to follow `prev`, counts: not when a message
-// between them follows `prev` already (another write sent at once to the same position and stored
-// first, or one written without a check). Every replica holds a stream's messages in the one order
-// its replicas agreed, so the nearest replica answers when it holds `seq` already; else the
-// stream's leader does.
+namespace {
+
+// Whether a write at `seq` sent to follow `prev` counts, by the readers' rule (chain_filter), told
+// the subject's messages from `from` on, one at a time: `prev` itself first (gone, cut away: then
+// only the subject's first message counts), then those after it. A subject's first message always
+// counts, so a write to follow 0 counts only as the first.
+struct walk {
+  enum class step { counts, not_counted, next, unknown };
+  std::uint64_t prev, seq, from;
+  bool prev_seen;
+  walk(std::uint64_t p, std::uint64_t s) : prev(p), seq(s), from(p == 0 ? 1 : p), prev_seen(p == 0) {}
+  step see(std::uint64_t m, std::optional<std::uint64_t> m_prev) {
+    if (m < from || m > seq) return step::unknown;  // that copy does not hold the write yet
+    if (!prev_seen) {
+      if (m == prev) {
+        prev_seen = true;
+        from = prev + 1;
+        return step::next;
+      }
+      return m == seq ? step::counts : step::not_counted;  // `prev` was cut away: `m` is the first
+    }
+    if (prev == 0) return m == seq ? step::counts : step::not_counted;
+    if (m == seq) return step::counts;
+    if (!m_prev || *m_prev == prev) return step::not_counted;
+    from = m + 1;  // a message that does not count: look past it
+    return step::next;
+  }
+};
+
+} // namespace
+
+// Whether the message at `seq` of `subject`, sent to follow `prev`, counts. Every replica holds a
+// stream's messages in the one order its replicas agreed, so the nearest replica answers when it
+// holds `seq` already; else the stream's leader does.
 result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
                      std::uint64_t seq, std::int64_t timeout_ms) {
-  std::uint64_t from = prev + 1;
-  while (auto near = nearest(js, stream, subject, from)) {
-    if (near->first == seq) return true;
-    if (near->first > seq) break;  // that replica lacks it: the leader says
-    if (!near->second || *near->second == prev) return false;
-    from = near->first + 1;
+  walk w(prev, seq);
+  while (auto near = nearest(js, stream, subject, w.from)) {
+    auto step = w.see(near->first, near->second);
+    if (step == walk::step::counts) return true;
+    if (step == walk::step::not_counted) return false;
+    if (step == walk::step::unknown) break;
   }
   for (;;) {
-    auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);
+    auto e = entry_from_leader(nc, stream, subject, w.from, timeout_ms);
     if (!e) return e.error();
-    if (!*e || (*e)->seq > seq)
+    auto step = *e ? w.see((*e)->seq, (*e)->prev) : walk::step::unknown;
+    if (step == walk::step::counts) return true;
+    if (step == walk::step::not_counted) return false;
+    if (step == walk::step::unknown)
       return make_error(errc::unavailable, "sequence " + std::to_string(seq) + " of " + subject + " is not in the log's leader");
-    if ((*e)->seq == seq) return true;
-    if (!(*e)->prev || *(*e)->prev == prev) return false;
-    from = (*e)->seq + 1;
   }
 }
 
-// follows() for many writes at once (a lane's batch): each question asked of the nearest replica
-// without waiting for the one before, the answers collected, a second round for those with
-// messages between to look past; what the nearest replica cannot settle is asked of the leader.
 std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscription* sub, const std::string& inbox,
                                      const std::string& stream, const std::vector<follow_check>& checks, std::int64_t timeout_ms) {
   std::vector<result<bool>> out(checks.size(), make_error(errc::unavailable, "not asked"));
   if (checks.empty()) return out;
-  std::vector<std::uint64_t> from(checks.size());
+  std::vector<walk> walks;
+  for (const auto& c : checks) walks.emplace_back(c.prev, c.seq);
   std::vector<bool> open(checks.size(), true), to_leader(checks.size(), false);
-  for (std::size_t i = 0; i < checks.size(); ++i) from[i] = checks[i].prev + 1;
   bool asked = sub != nullptr;
   auto api = "$JS.API.DIRECT.GET." + stream;
   for (int round = 0; asked && round < 4; ++round) {
     std::size_t waiting = 0;
     for (std::size_t i = 0; i < checks.size(); ++i) {
       if (!open[i] || to_leader[i]) continue;
-      auto body = nlohmann::json{{"seq", from[i]}, {"next_by_subj", checks[i].subject}}.dump();
+      auto body = nlohmann::json{{"seq", walks[i].from}, {"next_by_subj", checks[i].subject}}.dump();
       auto reply = inbox + "." + std::to_string(i);
       if (natsConnection_PublishRequest(nc, api.c_str(), reply.c_str(), body.data(), static_cast<int>(body.size())) != NATS_OK)
         to_leader[i] = true;
@@ -184,17 +210,11 @@ std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscrip
       natsMsg_Destroy(msg);
       if (i >= checks.size() || !open[i] || to_leader[i]) continue;
       --waiting;
-      const auto& c = checks[i];
-      if (seq == c.seq) {
-        out[i] = true;
-        open[i] = false;
-      } else if (seq < from[i] || seq > c.seq) {
-        to_leader[i] = true;  // that replica has not got it yet, or cannot say
-      } else if (!prev || *prev == c.prev) {
-        out[i] = false;
-        open[i] = false;
-      } else {
-        from[i] = seq + 1;  // a message that does not count: look past it
+      switch (walks[i].see(seq, prev)) {
+        case walk::step::counts: out[i] = true; open[i] = false; break;
+        case walk::step::not_counted: out[i] = false; open[i] = false; break;
+        case walk::step::unknown: to_leader[i] = true; break;  // that replica has not got it yet, or cannot say
+        case walk::step::next: break;
       }
     }
     if (waiting > 0) break;  // unanswered: the leader is asked
@@ -206,9 +226,13 @@ std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscrip
 
 // For a write refused while expecting `prev` last: the subject's last message when nothing after
 // `prev` counts (what came after it are writes that do not: it may go after them); none when
-// something after it counts, or nothing is there (refused for another reason).
+// something after it counts (`prev` cut away included: the first message left counts), or nothing
+// is there (refused for another reason).
 result<std::optional<std::uint64_t>> after_uncounted(natsConnection* nc, const std::string& stream, const std::string& subject,
                                                      std::uint64_t prev, std::int64_t timeout_ms) {
+  auto first = entry_from_leader(nc, stream, subject, prev == 0 ? 1 : prev, timeout_ms);
+  if (!first) return first.error();
+  if (!*first || prev == 0 || (*first)->seq != prev) return std::optional<std::uint64_t>();
   std::uint64_t last = prev;
   for (std::uint64_t from = prev + 1;;) {
     auto e = entry_from_leader(nc, stream, subject, from, timeout_ms);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,20 +26,39 @@ inline constexpr const char* prev_header = "Keel-Prev";
 
 // The messages of each subject that count, in the order read: a message counts when it follows
 // the last one that did (its Keel-Prev), when it is the first read of its subject (what a cut
-// left, or the first ever), or when it names none (written without a check).
+// left, or the first ever), or when it names none (written without a check). One that names a
+// message of its subject after the first read that this read never saw is a gap (a cut made
+// while reading, or a copy that lacks a message): the read is not whole.
 class chain_filter {
 public:
-  bool counts(const std::string& subject, std::uint64_t seq, std::optional<std::uint64_t> prev) {
-    auto [it, first] = last_.try_emplace(subject, seq);
-    if (first || !prev || *prev == it->second) {
-      it->second = seq;
-      return true;
+  enum class verdict { counts, skipped, gap };
+  verdict see(const std::string& subject, std::uint64_t seq, std::optional<std::uint64_t> prev) {
+    auto& s = subjects_[subject];
+    if (s.seen.empty()) {
+      s.seen.insert(seq);
+      s.first = s.last = seq;
+      return verdict::counts;
     }
-    return false;
+    s.seen.insert(seq);
+    if (!prev || *prev == s.last) {
+      s.last = seq;
+      return verdict::counts;
+    }
+    if (*prev >= s.first && !s.seen.count(*prev)) return verdict::gap;
+    return verdict::skipped;
+  }
+  // The subject's last message that counts (a part of an entry included); 0 when none was read.
+  std::uint64_t last(const std::string& subject) const {
+    auto it = subjects_.find(subject);
+    return it == subjects_.end() ? 0 : it->second.last;
   }
 
 private:
-  std::map<std::string, std::uint64_t> last_;
+  struct state {
+    std::uint64_t first = 0, last = 0;
+    std::set<std::uint64_t> seen;
+  };
+  std::map<std::string, state> subjects_;
 };
 
 // A message's Keel-Prev, if it has one.

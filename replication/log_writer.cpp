@@ -245,6 +245,12 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
                                "refused, and the run's entries cannot be read: " + read.error().message);
   if (foreign) return make_error(errc::conflict, "fenced by " + foreign->by + " (epoch " + std::to_string(foreign->epoch) + ")");
   if (last_seq > 0 && last_data == e.data) return last_seq;  // stored after all (its confirmation lost)
+  // Where the run's log ends: its last message, which may be a part of an entry whose other parts
+  // never came (the read hands whole entries only; a write goes after that part).
+  auto end = log.last_sequence(e.subject);
+  if (!end) return make_error(end.error().code == errc::conflict ? errc::unavailable : end.error().code,
+                              "refused, and where the run's log ends cannot be read: " + end.error().message);
+  last_seq = std::max(last_seq, *end);
   if (last_seq == static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.expected_last)))
     return make_error(errc::unavailable, "refused, though the log still ends where it was expected to");
   // A fence in the run's own entries can be gone (the new owner finished the run and cut its log

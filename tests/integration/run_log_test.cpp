@@ -423,3 +423,46 @@ TEST_CASE("run log: on three replicas, two appends at once to one position: exac
   CHECK(doubled == 0);
   CHECK(none == 0);
 }
+
+// A writer whose position was cut away meanwhile (a stale owner: the new owner wrote on, then cut
+// the subject to its own last entry) is refused, not sent after what is there: a write after a
+// cut that names a position before the cut would not count for any reader while its writer took
+// it as written. And a read during which a message it depends on goes missing fails (to be read
+// again), never hands on a history with a hole.
+TEST_CASE("run log: on three replicas, a write from a position cut away is refused, and every reader agrees with every writer",
+          "[broker][integration][cluster]") {
+  testing::nats_cluster cluster;
+  broker::run_log_options o{"KEEL_RUNS_cut", "cut.log.>", 3, 64 * 1024, 5000};
+  auto logs = logs_through_each(cluster, o);
+  auto subject = std::string("cut.log.o1.r1");
+  auto a = logs[0]->append({{subject, "a", 0, "o1"}}).front();
+  REQUIRE(a.ok());
+  auto b = logs[0]->append({{subject, "b", static_cast<std::int64_t>(*a), "o1"}}).front();
+  REQUIRE(b.ok());
+  // The new owner writes on and cuts the subject to its last entry.
+  auto c = logs[1]->append({{subject, "fence by o2", static_cast<std::int64_t>(*b), "o2"}}).front();
+  REQUIRE(c.ok());
+  auto d = logs[1]->append({{subject, "d by o2", static_cast<std::int64_t>(*c), "o2"}}).front();
+  REQUIRE(d.ok());
+  REQUIRE(logs[1]->purge_before(subject, *d).ok());
+  // The old owner, which knew the subject at b, writes: refused as a conflict, by every log.
+  for (auto& l : logs) {
+    auto stale = l->append({{subject, "late by o1", static_cast<std::int64_t>(*b), "o1"}}).front();
+    REQUIRE_FALSE(stale.ok());
+    CHECK(stale.error().code == errc::conflict);
+    auto stale_first = l->append({{subject, "first again by o1", 0, "o1"}}).front();
+    REQUIRE_FALSE(stale_first.ok());
+    CHECK(stale_first.error().code == errc::conflict);
+  }
+  // What every server hands: d alone; the subject ends at d; the new owner writes on.
+  for (auto& l : logs) {
+    std::vector<std::string> read;
+    REQUIRE(l->read(subject, [&](const std::string&, std::uint64_t, std::string data) { read.push_back(std::move(data)); }).ok());
+    CHECK(read == std::vector<std::string>{"d by o2"});
+    auto end = l->last_sequence(subject);
+    REQUIRE(end.ok());
+    CHECK(*end == *d);
+  }
+  auto e = logs[2]->append({{subject, "e by o2", static_cast<std::int64_t>(*d), "o2"}}).front();
+  REQUIRE(e.ok());
+}
