@@ -251,8 +251,9 @@ result<std::uint64_t> log_writer::write_again_after_refusal(run_log& log, const 
   if (!end) return make_error(end.error().code == errc::conflict ? errc::unavailable : end.error().code,
                               "refused, and where the run's log ends cannot be read: " + end.error().message);
   last_seq = std::max(last_seq, *end);
-  if (last_seq == static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.expected_last)))
-    return make_error(errc::unavailable, "refused, though the log still ends where it was expected to");
+  // Ending where it was expected to, the log refused the write for messages that do not count
+  // (two writes at once, nats-server 2.9): sent again there, it goes after them (run_log.hpp).
+  // Refused again, it is tried later (below).
   // A fence in the run's own entries can be gone (the new owner finished the run and cut its log
   // to its last entry); the domain's gates keep the new owner's mark: read after the run's
   // entries, a gate whose last entry is this node's says that no node had fenced the domain then.
