@@ -4,6 +4,7 @@
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
 #include "broker/run_log.hpp"
+#include "broker/run_log_messages.hpp"
 #include "broker/work_queue.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -465,4 +466,25 @@ TEST_CASE("run log: on three replicas, a write from a position cut away is refus
   }
   auto e = logs[2]->append({{subject, "e by o2", static_cast<std::int64_t>(*d), "o2"}}).front();
   REQUIRE(e.ok());
+}
+
+// The readers' rule on its own: which messages of a subject count, read in order.
+TEST_CASE("run log: a message counts when it follows the last one that counted; one following a message the read never saw is a gap",
+          "[broker]") {
+  using broker::run_log_messages::chain_filter;
+  using verdict = chain_filter::verdict;
+  chain_filter chain;
+  CHECK(chain.see("s", 10, 7) == verdict::counts);   // the first read (a cut left it): counts whatever it follows
+  CHECK(chain.see("s", 11, 10) == verdict::counts);
+  CHECK(chain.see("s", 12, 10) == verdict::skipped);  // stored second of two sent at once after 10
+  CHECK(chain.see("s", 13, 12) == verdict::skipped);  // written after that one by a writer that took it for its own
+  CHECK(chain.see("s", 14, 7) == verdict::skipped);   // follows a message cut away
+  CHECK(chain.see("s", 15, 11) == verdict::counts);   // the next that follows what counts
+  CHECK(chain.see("s", 17, 16) == verdict::gap);      // 16 was never read: the read is not whole
+  CHECK(chain.see("s", 18, std::nullopt) == verdict::counts);  // written without a check
+  CHECK(chain.last("s") == 18);
+  CHECK(chain.see("t", 20, 0) == verdict::counts);    // subjects apart
+  CHECK(chain.see("t", 21, 0) == verdict::skipped);
+  CHECK(chain.last("t") == 20);
+  CHECK(chain.last("u") == 0);
 }
