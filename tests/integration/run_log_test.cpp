@@ -469,7 +469,7 @@ TEST_CASE("run log: on three replicas, a write from a position cut away is refus
 }
 
 // The readers' rule on its own: which messages of a subject count, read in order.
-TEST_CASE("run log: a message counts when it follows the last one that counted; one following a message the read never saw is a gap",
+TEST_CASE("run log: a message counts when it follows the last one that counted, and one following a message the read never saw is a gap",
           "[broker]") {
   using broker::run_log_messages::chain_filter;
   using verdict = chain_filter::verdict;
