@@ -61,7 +61,8 @@ struct run_log::impl {
   std::map<std::uint64_t, std::pair<std::string, std::uint64_t>> checked;
   std::int64_t ask_timeout_ms() const { return std::max<std::int64_t>(2'000, options.ack_wait_ms); }
   // A write that counts, or errc::conflict when another at the same position was stored first.
-  result<std::uint64_t> counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed);
+  result<std::uint64_t> counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed,
+                                bool prev_was_last = true);
   // One message written now, sent to follow `prev` with `after` as the subject's last.
   result<std::uint64_t> publish_now(const std::string& subject, std::string_view data, const std::string& part,
                                     std::uint64_t prev, std::uint64_t after, const std::string& writer);
@@ -96,9 +97,10 @@ void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure)
 }
 } // namespace
 
-result<std::uint64_t> run_log::impl::counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed) {
+result<std::uint64_t> run_log::impl::counted(const std::string& subject, std::uint64_t prev, result<std::uint64_t> confirmed,
+                                             bool prev_was_last) {
   if (!confirmed || !replicated) return confirmed;
-  auto f = follows(js, native_connection(*nats), options.stream, subject, prev, *confirmed, ask_timeout_ms());
+  auto f = follows(js, native_connection(*nats), options.stream, subject, prev, *confirmed, prev_was_last, ask_timeout_ms());
   if (!f)
     return make_error(errc::unavailable, "appending to " + subject + ": confirmed at sequence " + std::to_string(*confirmed) +
                                            ", but whether another write came first cannot be read: " + f.error().message);
@@ -135,7 +137,7 @@ result<std::uint64_t> run_log::impl::past_uncounted(const std::string& subject, 
   for (int tries = 0; replicated && !outcome && outcome.error().code == errc::conflict && tries < 8; ++tries) {
     auto after = after_uncounted(native_connection(*nats), options.stream, subject, prev, ask_timeout_ms());
     if (!after || !*after) return outcome;
-    outcome = counted(subject, prev, publish_now(subject, data, part, prev, **after, writer));
+    outcome = counted(subject, prev, publish_now(subject, data, part, prev, **after, writer), false);
   }
   return outcome;
 }

@@ -130,7 +130,11 @@ struct walk {
   enum class step { counts, not_counted, next, unknown };
   std::uint64_t prev, seq, from;
   bool prev_seen;
-  walk(std::uint64_t p, std::uint64_t s) : prev(p), seq(s), from(p == 0 ? 1 : p), prev_seen(p == 0) {}
+  // `prev_was_last`: the server took the write only with `prev` its subject's last message (its
+  // check, made before the replicas agree, can let a second write through, never one whose
+  // `prev` was cut away): `prev` need not be looked for.
+  walk(std::uint64_t p, std::uint64_t s, bool prev_was_last)
+    : prev(p), seq(s), from(p == 0 ? 1 : (prev_was_last ? p + 1 : p)), prev_seen(p == 0 || prev_was_last) {}
   step see(std::uint64_t m, std::optional<std::uint64_t> m_prev) {
     if (m < from || m > seq) return step::unknown;  // that copy does not hold the write yet
     if (!prev_seen) {
@@ -155,8 +159,8 @@ struct walk {
 // stream's messages in the one order its replicas agreed, so the nearest replica answers when it
 // holds `seq` already; else the stream's leader does.
 result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
-                     std::uint64_t seq, std::int64_t timeout_ms) {
-  walk w(prev, seq);
+                     std::uint64_t seq, bool prev_was_last, std::int64_t timeout_ms) {
+  walk w(prev, seq, prev_was_last);
   while (auto near = nearest(js, stream, subject, w.from)) {
     auto step = w.see(near->first, near->second);
     if (step == walk::step::counts) return true;
@@ -179,7 +183,7 @@ std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscrip
   std::vector<result<bool>> out(checks.size(), make_error(errc::unavailable, "not asked"));
   if (checks.empty()) return out;
   std::vector<walk> walks;
-  for (const auto& c : checks) walks.emplace_back(c.prev, c.seq);
+  for (const auto& c : checks) walks.emplace_back(c.prev, c.seq, c.prev_was_last);
   std::vector<bool> open(checks.size(), true), to_leader(checks.size(), false);
   bool asked = sub != nullptr;
   auto api = "$JS.API.DIRECT.GET." + stream;
@@ -220,7 +224,7 @@ std::vector<result<bool>> follow_all(jsCtx* js, natsConnection* nc, natsSubscrip
     if (waiting > 0) break;  // unanswered: the leader is asked
   }
   for (std::size_t i = 0; i < checks.size(); ++i)
-    if (open[i]) out[i] = follows(js, nc, stream, checks[i].subject, checks[i].prev, checks[i].seq, timeout_ms);
+    if (open[i]) out[i] = follows(js, nc, stream, checks[i].subject, checks[i].prev, checks[i].seq, checks[i].prev_was_last, timeout_ms);
   return out;
 }
 

@@ -85,11 +85,14 @@ result<std::uint64_t> next_matching(natsConnection* nc, const std::string& strea
 // Whether the message at `seq` of `subject`, sent to follow `prev`, counts: not when a message
 // between them follows `prev` already (another write sent at once to the same position and stored
 // first, or one written without a check).
+// `prev_was_last`: the server's own check took `prev` for the subject's last message (else `prev`
+// is looked for first: cut away, only the subject's first message counts).
 result<bool> follows(jsCtx* js, natsConnection* nc, const std::string& stream, const std::string& subject, std::uint64_t prev,
-                     std::uint64_t seq, std::int64_t timeout_ms);
+                     std::uint64_t seq, bool prev_was_last, std::int64_t timeout_ms);
 struct follow_check {
   std::string subject;
   std::uint64_t prev = 0, seq = 0;
+  bool prev_was_last = true;
 };
 // follows() for many writes at once (a lane's batch): the nearest replica is asked, its answers
 // coming to `inbox`.* through `sub` (the caller's: none, the leader is asked one by one).
