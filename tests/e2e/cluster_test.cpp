@@ -577,7 +577,18 @@ TEST_CASE("cluster: configs/cluster runs many runs with approvals through the CL
   while (!person.empty() && person.back() == '\n') person.pop_back();
   for (const auto& id : ids) {
     owners[std::string(run_id{id}.owner())] += 1;
-    auto events = call("GET", gateway + "/api/v1/runs/" + id + "/events?limit=1000").parsed();
+    // Asked again while its owner's lease is not certain (a nats-server was killed: the owner
+    // answers nothing about its runs until it has renewed), as a client told "ask again" does.
+    json events;
+    std::string answered;
+    for (auto until = steady_ms() + 30'000;;) {
+      auto r = call("GET", gateway + "/api/v1/runs/" + id + "/events?limit=1000");
+      answered = std::to_string(r.status) + " " + r.body.substr(0, 300);
+      events = r.parsed();
+      if (events.contains("events") || steady_ms() >= until) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    INFO(id << ": " << answered);
     REQUIRE(events.contains("events"));
     for (const auto& e : events["events"]) {
       if (e["event_type"] == "llm_step_completed") workers.insert(e["data"].value("worker", std::string{}));
