@@ -126,8 +126,8 @@ result<std::uint64_t> key_value::update(const std::string& key, const std::strin
 // both be confirmed (tests/nats_server/concurrent_cas.mjs: 260 of 300 pairs on 3 replicas, none on
 // 1; nats-server issue 4320, fixed in 2.9.21). Its check of the *stream's* last sequence is made in
 // the order the writes are agreed (0 of 300 pairs). So on a replicated bucket a write that must not
-// cross another's reads the stream's last sequence L from its leader, then the key's last message
-// from the leader and checks it, then is sent expecting L: anything written to the bucket since
+// cross another's reads the stream's last sequence L, then the key's last message from the leader
+// and checks it, then L again, then is sent expecting L: anything written to the bucket since
 // refuses it, and it is tried again while the key is as expected.
 result<std::uint64_t> key_value::write_at(const std::string& key, const std::string& value, std::uint64_t revision) {
   auto stream = "KV_" + impl_->bucket;
@@ -153,10 +153,8 @@ result<std::uint64_t> key_value::write_at(const std::string& key, const std::str
     if (!before) return before.error();
     std::uint64_t stream_last = before->first;
     jsErrCode code = static_cast<jsErrCode>(0);
-    natsStatus s = NATS_OK;
     natsMsg* last = nullptr;
-    code = static_cast<jsErrCode>(0);
-    s = js_GetLastMsg(&last, impl_->js, stream.c_str(), subject.c_str(), nullptr, &code);
+    natsStatus s = js_GetLastMsg(&last, impl_->js, stream.c_str(), subject.c_str(), nullptr, &code);
     std::uint64_t current = 0;
     bool has_value = false;
     if (s == NATS_OK) {

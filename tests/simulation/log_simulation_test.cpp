@@ -148,6 +148,33 @@ std::string run_scenario(std::uint64_t seed) {
   return wrong.empty() ? std::string() : wrong + "\n" + trace;
 }
 
+// One owner writing one run, synced, to a log that loses no answer: each write's error, if any.
+struct one_run {
+  world w{1};
+  simulated_log log{w, [] {
+    log_faults f;
+    f.lost_answer = 0;
+    return f;
+  }()};
+  replication::ownership owner{"n1"};
+  replication::log_writer writer{owner, [](const std::string& run) { return "keel.log.n1." + run; }};
+  std::string run = run_name(0);
+  std::string subject = "keel.log.n1." + run;
+  std::vector<std::string> failures;
+  std::optional<keel::error> write(std::uint64_t id) {
+    store::run_transition t;
+    t.record.run_id = run;
+    t.entries_only = true;
+    t.sync = true;
+    t.received.push_back({id, "w" + std::to_string(id)});
+    auto started = writer.replicate(log, {t});
+    if (auto r = started.refused.find(run); r != started.refused.end()) return r->second;
+    auto failed = started.wait ? started.wait() : replication::log_writer::failures{};
+    if (auto f = failed.find(run); f != failed.end()) return f->second;
+    return std::nullopt;
+  }
+};
+
 } // namespace
 
 TEST_CASE("simulation: run log writes: what is acknowledged is in the log, the store and the log never part, a fence stops the owner",
@@ -162,27 +189,9 @@ TEST_CASE("simulation: run log writes: what is acknowledged is in the log, the s
 // there still makes the run lost to it, and nothing of the owner lands after the fence.
 TEST_CASE("simulation: run log writes: a log that lost the owner's last entry takes its next write after what it holds, and another's fence still stops it",
           "[replication][simulation]") {
-  world w(1);
-  log_faults faults;
-  faults.lost_answer = 0;
-  simulated_log log(w, faults);
-  replication::ownership owner("n1");
-  replication::log_writer writer(owner, [](const std::string& run) { return "keel.log.n1." + run; });
-  auto run = run_name(0);
-  auto subject = "keel.log.n1." + run;
-  std::vector<std::string> failures;
-  auto write = [&](std::uint64_t id) -> std::optional<keel::error> {
-    store::run_transition t;
-    t.record.run_id = run;
-    t.entries_only = true;
-    t.sync = true;
-    t.received.push_back({id, "w" + std::to_string(id)});
-    auto started = writer.replicate(log, {t});
-    if (auto r = started.refused.find(run); r != started.refused.end()) return r->second;
-    auto failed = started.wait ? started.wait() : replication::log_writer::failures{};
-    if (auto f = failed.find(run); f != failed.end()) return f->second;
-    return std::nullopt;
-  };
+  one_run t;
+  auto& [w, log, owner, writer, run, subject, failures] = t;
+  auto write = [&](std::uint64_t id) { return t.write(id); };
   w.spawn(0, "owner", [&] {
     for (std::uint64_t id : {1, 2})
       if (auto e = write(id)) failures.push_back("write " + std::to_string(id) + ": " + e->message);
@@ -214,27 +223,9 @@ TEST_CASE("simulation: run log writes: a log that lost the owner's last entry ta
 // with nats-server faults left runs so).
 TEST_CASE("simulation: run log writes: a write refused twice with no other node's fence leaves the run its owner's, and goes on later",
           "[replication][simulation]") {
-  world w(1);
-  log_faults faults;
-  faults.lost_answer = 0;
-  simulated_log log(w, faults);
-  replication::ownership owner("n1");
-  replication::log_writer writer(owner, [](const std::string& run) { return "keel.log.n1." + run; });
-  auto run = run_name(0);
-  auto subject = "keel.log.n1." + run;
-  std::vector<std::string> failures;
-  auto write = [&](std::uint64_t id) -> std::optional<keel::error> {
-    store::run_transition t;
-    t.record.run_id = run;
-    t.entries_only = true;
-    t.sync = true;
-    t.received.push_back({id, "w" + std::to_string(id)});
-    auto started = writer.replicate(log, {t});
-    if (auto r = started.refused.find(run); r != started.refused.end()) return r->second;
-    auto failed = started.wait ? started.wait() : replication::log_writer::failures{};
-    if (auto f = failed.find(run); f != failed.end()) return f->second;
-    return std::nullopt;
-  };
+  one_run t;
+  auto& [w, log, owner, writer, run, subject, failures] = t;
+  auto write = [&](std::uint64_t id) { return t.write(id); };
   w.spawn(0, "owner", [&] {
     for (std::uint64_t id : {1, 2})
       if (auto e = write(id)) failures.push_back("write " + std::to_string(id) + ": " + e->message);

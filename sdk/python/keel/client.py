@@ -156,8 +156,12 @@ class Client:
         person), then returns its summary."""
         deadline = time.monotonic() + timeout
         for event in self.stream(run_id, timeout=timeout):
+            # The stream replays the run's history: a suspension answered already is not one to
+            # stop at (the run says whether it waits now).
             if until_suspended and event.type == "suspend":
-                break
+                summary = self.get(run_id)
+                if summary.get("status") == "suspended":
+                    return summary
             if time.monotonic() > deadline:
                 break
         return self.get(run_id)
