@@ -191,9 +191,12 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       std::move(received),
       [gate, run, shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>& written) {
         gate->on_written(written.ok());
-        if (written) lane.publish(reply, kept);
-        else {
-          shared->runs.receive_failed(run_id, step);
+        if (written) {
+          shared->runs.result_written(run_id, step);
+          lane.publish(reply, kept);
+        } else {
+          // Its worker offers it again within a backoff's longest pause and a request's time.
+          shared->runs.receive_failed(run_id, step, 2 * (2000 + shared->config.request_timeout_ms));
           shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
         }
         // The run's actor may be ahead of disk: drop it, so that the run reloads from disk (when
@@ -224,6 +227,11 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     auto answer = [&](bool wanted) {
       shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"wanted", wanted}}));
     };
+    // A result of that step came and is not written yet: its worker still holds it and offers it
+    // again; this worker waits (running the task would pay for the same call twice).
+    if (shared->runs.result_unwritten(run, step))
+      return shared->reply_error(m.reply, errc::unavailable, "a result of step " + std::to_string(step) + " of run " +
+                                                               run + " came and is being written: ask again");
     if (auto in_memory = shared->runs.wanted(run, step, attempt)) return answer(*in_memory);
     auto stored = shared->store.get(run, false);
     if (!stored) return shared->reply_error(m.reply, errc::unavailable, stored.error().message);

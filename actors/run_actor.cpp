@@ -250,7 +250,9 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       // Held, and the attempt due: an older attempt still there (a copy being handed out again)
       // is refused by the run when a worker asks, so the attempt due is sent.
       std::uint32_t there = held ? *held : 0;
-      queued = there != 0 && there == pending->attempt;
+      // Or its result came here and is not written yet: the worker holding it offers it again.
+      queued = (there != 0 && there == pending->attempt) ||
+               shared->runs.result_unwritten(self->state.machine->run_id(), pending->step);
       logger()->info("run {}: step {} attempt {} was in flight; the queue holds {}: {}", self->state.machine->run_id(),
                      pending->step, pending->attempt,
                      there ? "attempt " + std::to_string(there) : std::string("none of it"),
@@ -349,7 +351,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
                        step, attempt, held.error().message);
         return audit_later(me, *shared, t);
       }
-      if (*held == attempt) return audit_later(me, *shared, t);
+      // Held, or its result here and not yet written (its worker offers it again).
+      if (*held == attempt || shared->runs.result_unwritten(run, step)) return audit_later(me, *shared, t);
       // Asked after the queue: a worker hands a result over (marking it received) before its
       // task leaves the queue.
       if (!shared->runs.still_in_flight(run, step, attempt)) return;

@@ -1,5 +1,10 @@
 #include "actors/run_registry.hpp"
 
+#include "runtime/clock.hpp"
+
+#include <algorithm>
+#include <iterator>
+
 namespace keel::actors {
 
 void run_registry::registered(const std::string& run_id, const caf::actor& a) {
@@ -58,9 +63,38 @@ bool run_registry::received(const std::string& run_id, std::uint64_t step) {
   return true;
 }
 
-void run_registry::receive_failed(const std::string& run_id, std::uint64_t step) {
-  std::lock_guard lock{mutex_};
-  if (auto it = in_flight_.find(run_id); it != in_flight_.end() && it->second.step == step) it->second.result_received = false;
+void run_registry::receive_failed(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
+  {
+    std::lock_guard lock{mutex_};
+    if (auto it = in_flight_.find(run_id); it != in_flight_.end() && it->second.step == step)
+      it->second.result_received = false;
+  }
+  auto now = steady_ms();
+  std::lock_guard lock{unwritten_mutex_};
+  unwritten_[run_id] = unwritten_result{step, now + hold_ms};
+  if (unwritten_.size() < unwritten_sweep_at_) return;
+  // Those whose worker stopped offering (it died, or the result was written by another path).
+  for (auto it = unwritten_.begin(); it != unwritten_.end();) it = it->second.until_ms <= now ? unwritten_.erase(it) : std::next(it);
+  unwritten_sweep_at_ = std::max<std::size_t>(1024, 2 * unwritten_.size());
+}
+
+void run_registry::result_written(const std::string& run_id, std::uint64_t step) {
+  std::lock_guard lock{unwritten_mutex_};
+  if (auto it = unwritten_.find(run_id); it != unwritten_.end() && it->second.step <= step) unwritten_.erase(it);
+}
+
+std::size_t run_registry::unwritten_count() {
+  std::lock_guard lock{unwritten_mutex_};
+  return unwritten_.size();
+}
+
+bool run_registry::result_unwritten(const std::string& run_id, std::uint64_t step) {
+  std::lock_guard lock{unwritten_mutex_};
+  auto it = unwritten_.find(run_id);
+  if (it == unwritten_.end() || it->second.step != step) return false;
+  if (it->second.until_ms > steady_ms()) return true;
+  unwritten_.erase(it);
+  return false;
 }
 
 bool run_registry::result_not_needed(const std::string& run_id, std::uint64_t step) {

@@ -34,8 +34,16 @@ public:
   void sent(const std::string& run_id, std::uint64_t step, std::uint32_t attempt);
   // Marks the step's result received; false when that step is not in flight (or its result came).
   bool received(const std::string& run_id, std::uint64_t step);
-  // The step's result could not be written: a copy offered again is taken, not called late.
-  void receive_failed(const std::string& run_id, std::uint64_t step);
+  // The step's result could not be written: a copy offered again is taken, not called late. Its
+  // worker holds it and offers it again, so for `hold_ms` (renewed by each failed offer) no worker
+  // is told that step is wanted: another worker handed the same task meanwhile (the broker did
+  // not hear the first one's "in progress") would make the paid call again.
+  void receive_failed(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
+  // The step's result is written: workers asking about it get the run's own answer again.
+  void result_written(const std::string& run_id, std::uint64_t step);
+  // Whether a result of the step came and is not written yet (its worker offers it again).
+  bool result_unwritten(const std::string& run_id, std::uint64_t step);
+  std::size_t unwritten_count();
   // Whether the run in memory has certainly no use for a result of `step`: its result is
   // written, or another step is in flight. Not in memory, or still awaiting it, the answer is no.
   bool result_not_needed(const std::string& run_id, std::uint64_t step);
@@ -79,6 +87,14 @@ private:
   std::unordered_map<caf::actor_id, std::string> run_of_actor_;  // the same, by actor: O(1) on its exit
   std::unordered_map<std::string, in_flight_task> in_flight_;
   std::unordered_set<std::string> starting_;
+
+  struct unwritten_result {
+    std::uint64_t step = 0;
+    std::int64_t until_ms = 0;  // steady
+  };
+  std::mutex unwritten_mutex_;
+  std::unordered_map<std::string, unwritten_result> unwritten_;  // run -> its result not written
+  std::size_t unwritten_sweep_at_ = 1024;
 
   std::mutex stalled_mutex_;
   std::unordered_map<std::string, caf::actor_addr> stalled_;

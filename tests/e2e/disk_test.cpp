@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 using namespace keel;
@@ -234,8 +235,33 @@ TEST_CASE("disk full: a step in flight when the disk fills is kept and goes on b
   {
     std::ofstream(c.dir().file("ws/release")) << "go\n";
   }
-  // The results cannot be written: the runs wait, none fails.
-  std::this_thread::sleep_for(std::chrono::seconds(5));
+  // The results cannot be written: the runs wait, none fails. Meanwhile a second worker handed one
+  // of these tasks (the broker did not hear the first one's "in progress") asks whether it is
+  // still wanted: it is told to ask again, never to run it (that would run the command twice),
+  // for as long as the first worker offers its result.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  auto raw = c.connect_client();
+  std::map<std::string, int> answers;
+  for (auto until = steady_ms() + 4000; steady_ms() < until;) {
+    for (const auto& line : lines_of(read_file(c.dir().file("ws/side.txt")))) {
+      // KEEL_TASK_ID: "<run>/<step>"; the first attempt (nothing failed).
+      auto slash = line.find('/');
+      REQUIRE(slash != std::string::npos);
+      auto run = line.substr(0, slash);
+      auto request = wire::pack(wire::value{{"v", 1}, {"type", "task_wanted"},
+                                            {"step", std::stoull(line.substr(slash + 1))}, {"attempt", 1}});
+      auto reply = raw->request("keel.default.runs." + run + ".task_wanted", request, 3000);
+      REQUIRE(reply.ok());
+      auto v = wire::unpack(reply->data);
+      REQUIRE(v.ok());
+      answers[v->value("type", std::string{}) == "error" ? (*v)["error"].value("code", std::string{})
+                                                          : "wanted " + v->value("wanted", json()).dump()] += 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO([&] { std::string s; for (const auto& [a, n] : answers) s += a + ": " + std::to_string(n) + "\n"; return s; }());
+  CHECK(answers.size() == 1);
+  CHECK(answers["unavailable"] > 0);
   for (const auto& id : runs) CHECK(c.status(id) == "running");
   disk.remove_filler();
   for (const auto& id : runs) c.await_status(id, "completed", 60'000);
