@@ -51,7 +51,11 @@ void orchestrator_shared::left_memory(const std::string& run) {
     auto record = store.get(run, false);
     bool finished = record && *record && ((*record)->status == store::run_status::completed ||
                                           (*record)->status == store::run_status::cancelled);
-    if (finished) {
+    // Checked here too, not only by the log's compare-and-set (which nats-server 2.9 does not
+    // make atomic on a replicated stream): a node stopping because its lease went cuts nothing.
+    if (finished && !owner.answers_for(run_id{run}.owner())) {
+      logger()->debug("run {}: its log is not cut: this node's lease on it is not certain now", run);
+    } else if (finished) {
       // Its last entry becomes its whole history (final record and every event), so that an
       // orchestrator that takes its runs over serves the same history; then what came before
       // goes. Only by a node that still holds the run's lease, appending where its own last

@@ -120,40 +120,6 @@ result<std::uint64_t> next_matching(natsConnection* nc, const std::string& strea
 
 
 
-namespace {
-
-// Whether a write at `seq` sent to follow `prev` counts, by the readers' rule (chain_filter), told
-// the subject's messages from `from` on, one at a time: `prev` itself first (gone, cut away: then
-// only the subject's first message counts), then those after it. A subject's first message always
-// counts, so a write to follow 0 counts only as the first.
-struct walk {
-  enum class step { counts, not_counted, next, unknown };
-  std::uint64_t prev, seq, from;
-  bool prev_seen;
-  // `prev_was_last`: the server took the write only with `prev` its subject's last message (its
-  // check, made before the replicas agree, can let a second write through, never one whose
-  // `prev` was cut away): `prev` need not be looked for.
-  walk(std::uint64_t p, std::uint64_t s, bool prev_was_last)
-    : prev(p), seq(s), from(p == 0 ? 1 : (prev_was_last ? p + 1 : p)), prev_seen(p == 0 || prev_was_last) {}
-  step see(std::uint64_t m, std::optional<std::uint64_t> m_prev) {
-    if (m < from || m > seq) return step::unknown;  // that copy does not hold the write yet
-    if (!prev_seen) {
-      if (m == prev) {
-        prev_seen = true;
-        from = prev + 1;
-        return step::next;
-      }
-      return m == seq ? step::counts : step::not_counted;  // `prev` was cut away: `m` is the first
-    }
-    if (prev == 0) return m == seq ? step::counts : step::not_counted;
-    if (m == seq) return step::counts;
-    if (!m_prev || *m_prev == prev) return step::not_counted;
-    from = m + 1;  // a message that does not count: look past it
-    return step::next;
-  }
-};
-
-} // namespace
 
 // Whether the message at `seq` of `subject`, sent to follow `prev`, counts. Every replica holds a
 // stream's messages in the one order its replicas agreed, so the nearest replica answers when it

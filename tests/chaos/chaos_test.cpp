@@ -489,6 +489,28 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   for (const auto& [input, run] : all) {
     auto shown = c.show(run, 0);
     INFO(input << " " << run << ": " << shown.dump().substr(0, 2000));
+    if (shown.empty()) {
+      // Nobody shows it: what the owner answers, and what each server's view of the run log holds.
+      auto reply = c.clients.at(0)->request("keel.default.runs." + run + ".get", wire::pack(wire::value{{"v", 1}, {"type", "get_run"}}), 5000);
+      std::string answer;
+      if (!reply) answer = reply.error().message;
+      else if (auto v = wire::unpack(reply->data)) answer = v->dump().substr(0, 500);
+      else answer = "unreadable";
+      std::printf("chaos: %s %s is shown by nobody: %s\n", input.c_str(), run.c_str(), answer.c_str());
+      for (std::size_t server = 0; server < c.nats.size(); ++server) {
+        auto log = broker::run_log::open(c.clients.at(server), {"KEEL_RUNS_keel_default", "keel.default.log.>", 3, 1 << 20, 5000});
+        if (!log) continue;
+        std::string seen;
+        auto read = (*log)->read("keel.default.log." + std::string(run_id{run}.owner()) + ".>",
+                                 [&](const std::string& subject, std::uint64_t seq, std::string data) {
+                                   seen += subject.substr(subject.rfind('.') + 1) + "@" + std::to_string(seq) + " (" +
+                                           std::to_string(data.size()) + " bytes), ";
+                                 });
+        std::printf("chaos: through server %zu the run log holds of its domain: %s%s\n", server, seen.c_str(),
+                    read ? "" : ("(read failed: " + read.error().message + ")").c_str());
+      }
+      std::fflush(stdout);
+    }
     CHAOS_CHECK(shown.value("status", "") == "completed");
     CHAOS_CHECK(shown.value("output", "") == "done " + input);
   }
