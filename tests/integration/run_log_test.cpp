@@ -3,6 +3,7 @@
 #include "tests/support/broker_connect.hpp"
 #include "broker/connection.hpp"
 #include "broker/key_value.hpp"
+#include "broker/native.hpp"
 #include "broker/run_log.hpp"
 #include "broker/run_log_messages.hpp"
 #include "broker/work_queue.hpp"
@@ -487,4 +488,50 @@ TEST_CASE("run log: a message counts when it follows the last one that counted, 
   CHECK(chain.see("t", 21, 0) == verdict::skipped);
   CHECK(chain.last("t") == 20);
   CHECK(chain.last("u") == 0);
+}
+
+TEST_CASE("run log: a message following one the log lost counts after it, and the read is whole", "[broker][integration]") {
+  // A copy that lost a message it confirmed (nats-server 2.9 can: docs/RELIABILITY.md) would make
+  // every read of the subject stop at the message after it, for good: no new run could be
+  // admitted on a gate that holds such a message. The leader is asked for the lost message; it
+  // lacks it inside what it holds of the subject, so what follows it counts.
+  nats_server server;
+  auto nats = connect(server.url());
+  auto log = broker::run_log::open(nats, {"KEEL_RUNS_test", "t.log.>", 1, 64 * 1024, 5000});
+  REQUIRE(log.ok());
+  auto& l = **log;
+  auto first = l.append({{"t.log.a.r1", "one", 0, "n1"}});
+  REQUIRE(first[0].ok());
+  // Written as the log's writers write (a raw message with its Keel-Prev), following a message
+  // the subject does not hold: sequence 2, on another subject, stands for the one lost.
+  auto* nc = broker::native_connection(*nats);
+  auto publish = [&](const std::string& subject, const std::string& data, std::optional<std::uint64_t> prev) {
+    natsMsg* msg = nullptr;
+    REQUIRE(natsMsg_Create(&msg, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size())) == NATS_OK);
+    if (prev) REQUIRE(natsMsgHeader_Set(msg, broker::run_log_messages::prev_header, std::to_string(*prev).c_str()) == NATS_OK);
+    natsMsg* ack = nullptr;
+    REQUIRE(natsConnection_RequestMsg(&ack, nc, msg, 5000) == NATS_OK);  // the stream's acknowledgement
+    natsMsg_Destroy(ack);
+    natsMsg_Destroy(msg);
+  };
+  publish("t.log.a.other", "stands for the lost one", std::nullopt);  // sequence 2
+  publish("t.log.a.r1", "two", 2);                                    // sequence 3
+  std::vector<std::pair<std::string, std::string>> read;
+  auto whole = l.read("t.log.a.r1", [&](const std::string& subject, std::uint64_t, std::string data) {
+    read.push_back({subject, std::move(data)});
+  });
+  INFO((whole ? std::string() : whole.error().message));
+  REQUIRE(whole.ok());
+  REQUIRE(read.size() == 2);
+  CHECK(read[1].second == "two");
+  // Writers agree: the subject ends at 3, and the log goes on after it.
+  CHECK(*l.last_sequence("t.log.a.r1") == 3);
+  auto next = l.append({{"t.log.a.r1", "three", 3, "n1"}});
+  REQUIRE(next[0].ok());
+  read.clear();
+  REQUIRE(l.read("t.log.a.>", [&](const std::string& subject, std::uint64_t, std::string data) {
+    read.push_back({subject, std::move(data)});
+  }).ok());
+  CHECK(read.size() == 4);
+  CHECK(read.back().second == "three");
 }
