@@ -5,10 +5,8 @@
 #include "runtime/backoff.hpp"
 #include "broker/subscription_reaper.hpp"
 #include "runtime/clock.hpp"
-#include "runtime/log.hpp"
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
@@ -24,11 +22,6 @@ namespace keel::broker {
 using namespace run_log_messages;
 
 namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("broker");
-  return l;
-}
 
 constexpr const char* token_header = "Keel-Append";
 constexpr const char* expected_header = "Nats-Expected-Last-Subject-Sequence";  // JetStream's own
@@ -477,31 +470,22 @@ result<void> run_log::read_chain(const std::string& filter, const reader& on_ent
                                            " follows a message this read did not see (cut meanwhile, or missing from the copy read): "
                                            "read again");
   };
-  // A message follows one this read did not see. Either the copy read lacks it (a replica that
-  // lost what it confirmed: it would lack it on every read, so "read again" would never end), or
-  // it was cut while this read went on. The stream's leader is asked for it: when it has it, it is
-  // taken from there, and the rest of the read too; when its subject on the leader starts after
-  // it, it was cut: the read is not whole (read again); when the leader lacks it inside what it
-  // holds, the log lost it, and the message that follows it counts (the leader's copy is the one
-  // every writer's check and every later read agree on). Answers the verdict for the message.
+  // A message follows one this read did not see. Either the copy read lacks it (a replica behind
+  // or without it: "read again" through the same copy would never end), or it was cut while this
+  // read went on, or the log does not hold it at all. The stream's leader is asked for it: when it
+  // has it, it is taken from there, and the rest of the read too; else the read is not whole
+  // (read again). Nothing the leader lacks is taken to count: a message that names one its subject
+  // never held is not a write anyone was told counts.
   auto resolve_gap = [&](const std::string& subject, std::uint64_t seq, std::uint64_t prev, bool& to_leader)
     -> result<chain_filter::verdict> {
     auto missing = entry_from_leader(nc, impl_->options.stream, subject, prev, ask_timeout);
     if (!missing) return missing.error();
-    if (*missing && (*missing)->seq == prev) {
-      auto verdict = chain.see(subject, prev, (*missing)->prev);
-      if (verdict == chain_filter::verdict::gap) return verdict;
-      if (verdict == chain_filter::verdict::counts) take(subject, prev, std::move((*missing)->data), (*missing)->part);
-      to_leader = true;
-      return chain.see(subject, seq, prev);
-    }
-    auto first = entry_from_leader(nc, impl_->options.stream, subject, 1, ask_timeout);
-    if (!first) return first.error();
-    if (!*first || (*first)->seq > prev) return chain_filter::verdict::gap;  // cut meanwhile
-    logger()->warn("reading {}: the run log lost sequence {} of {} (its leader holds that subject from {} on, not "
-                   "it); sequence {}, which follows it, counts", filter, prev, subject, (*first)->seq, seq);
-    chain.counts_after_loss(subject, seq);
-    return chain_filter::verdict::counts;
+    if (!*missing || (*missing)->seq != prev) return chain_filter::verdict::gap;
+    auto verdict = chain.see(subject, prev, (*missing)->prev);
+    if (verdict == chain_filter::verdict::gap) return verdict;
+    if (verdict == chain_filter::verdict::counts) take(subject, prev, std::move((*missing)->data), (*missing)->part);
+    to_leader = true;
+    return chain.see(subject, seq, prev);
   };
   // The consumer did not hand what the leader named within options.stall_ms: the rest is read
   // from the leader, entry by entry.

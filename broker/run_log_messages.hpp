@@ -47,13 +47,6 @@ public:
     if (*prev >= s.first && !s.seen.count(*prev)) return verdict::gap;
     return verdict::skipped;
   }
-  // The message at `seq` counts though the one it follows was never read: the log lost that one.
-  void counts_after_loss(const std::string& subject, std::uint64_t seq) {
-    auto& s = subjects_[subject];
-    s.seen.insert(seq);
-    if (s.first == 0) s.first = seq;
-    s.last = seq;
-  }
   // The subject's last message that counts (a part of an entry included); 0 when none was read.
   std::uint64_t last(const std::string& subject) const {
     auto it = subjects_.find(subject);

@@ -408,6 +408,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     auto kept = "/tmp/keel-chaos-" + std::to_string(seed);
     run_command({"rm", "-rf", kept});
     run_command({"cp", "-r", c.dir.path(), kept});
+    run_command({"cp", "-r", c.nats.dir(), kept + "/nats"});
     FAIL("seed " << seed << ": no orchestrator took an invoke for 120 s after every fault was healed; logs and data kept in "
                  << kept << "\n" << c.logs());
   }
@@ -446,6 +447,7 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   auto kept = "/tmp/keel-chaos-" + std::to_string(seed);
   run_command({"rm", "-rf", kept});
   run_command({"cp", "-r", c.dir.path(), kept});
+  run_command({"cp", "-r", c.nats.dir(), kept + "/nats"});  // each server's log and store
   std::size_t broken = 0;  // invariants that did not hold
 #define CHAOS_CHECK(...)               \
   do {                                 \

@@ -125,7 +125,8 @@ nats_cluster::nats_cluster(std::size_t size, const std::string& extra_config) {
     if (all) return;
     for (auto& p : processes_) p.stop(0);
   }
-  FAIL("the nats-servers did not start: " << read_file(dir_.file("s0.log")));
+  FAIL("the nats-servers did not start: " << read_file(dir_.file("s0-" + std::to_string(launches_ - size + 1) + ".log"))
+                                          << "\n(every server's log: " << dir_.path() << ")");
 }
 
 nats_cluster::~nats_cluster() {
@@ -142,8 +143,9 @@ bool nats_cluster::launch(std::size_t i, std::int64_t wait_ms) {
   child_options options;
   std::string server = std::filesystem::exists("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : "nats-server";
   options.argv = {server, "-c", dir_.file("s" + std::to_string(i) + ".conf")};
-  options.stdout_path = dir_.file("s" + std::to_string(i) + ".log");
-  options.stderr_path = dir_.file("s" + std::to_string(i) + ".log");
+  auto log = dir_.file("s" + std::to_string(i) + "-" + std::to_string(++launches_) + ".log");
+  options.stdout_path = log;
+  options.stderr_path = log;
   auto started = child_process::start(options);
   REQUIRE(started.ok());
   processes_[i] = std::move(*started);

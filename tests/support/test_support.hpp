@@ -72,10 +72,13 @@ public:
   void restart(std::size_t i);  // the same ports and store
   void signal(std::size_t i, int signal) { processes_[i].signal(signal); }  // SIGSTOP, SIGCONT...
   bool running(std::size_t i) { return processes_[i].running(); }
+  // Where each server's store and logs are (s<i>-<n>.log: its n-th start).
+  std::string dir() const { return dir_.path(); }
 
 private:
   bool launch(std::size_t i, std::int64_t wait_ms);
   temp_dir dir_;
+  std::size_t launches_ = 0;
   std::vector<int> ports_, cluster_ports_;
   std::vector<child_process> processes_;
 };
