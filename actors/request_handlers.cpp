@@ -24,6 +24,10 @@ constexpr std::size_t history_limit_default = 500;
 constexpr std::size_t history_limit_max = 1000;
 constexpr std::size_t reason_chars_max = 4096;
 
+// How long a result that could not be written holds its step: its worker offers it again within
+// a backoff's longest pause (2 s) and a request's time; twice that, so one lost offer does not end it.
+std::int64_t result_hold_ms(const orchestrator_shared& shared) { return 2 * (2000 + shared.config.request_timeout_ms); }
+
 // An optional unsigned field: its default when absent, clamped into [low, high]; any other type
 // is an error that names the field.
 result<std::uint64_t> count_field(const value& body, const char* key, std::uint64_t fallback, std::uint64_t low,
@@ -148,8 +152,10 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     static const std::string kept = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
     static const std::string not_needed = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", false}});
     auto run = shared->runs.find(ref->run_id);
-    if (run && shared->runs.is_starting(ref->run_id))
+    if (run && shared->runs.is_starting(ref->run_id)) {
+      shared->runs.renew_hold(ref->run_id, ref->step, result_hold_ms(*shared));
       return shared->reply_error(m.reply, errc::unavailable, "run " + ref->run_id + " is being loaded; offer it again");
+    }
     if (!run) {
       // Not in memory: a run being loaded (this node is starting) takes it shortly; any other has
       // no step in flight, so the result is late.
@@ -162,6 +168,7 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
         // in memory is left alone), and takes the result when offered again.
         if (shared->owner.serves(run_id{ref->run_id}.owner()))
           caf::anon_send(actor, adopt_atom::value, std::vector<std::string>{ref->run_id});
+        shared->runs.renew_hold(ref->run_id, ref->step, result_hold_ms(*shared));
         return shared->reply_error(m.reply, errc::unavailable, "run " + ref->run_id + " is being loaded; offer it again");
       }
       return shared->publish(m.reply, not_needed);
@@ -173,6 +180,7 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       auto& lane = shared->lane_of(ref->run_id);
       lane.writer->after_pending([shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>&) {
         if (shared->runs.result_not_needed(run_id, step)) return lane.publish(reply, not_needed);
+        shared->runs.renew_hold(run_id, step, result_hold_ms(*shared));
         shared->reply_error(reply, errc::unavailable, "the result of step " + std::to_string(step) + " of run " + run_id +
                                                         " is not written yet; offer it again");
       });
@@ -192,11 +200,10 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       [gate, run, shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>& written) {
         gate->on_written(written.ok());
         if (written) {
-          shared->runs.result_written(run_id, step);
+          shared->runs.result_written(run_id, step, result_hold_ms(*shared));
           lane.publish(reply, kept);
         } else {
-          // Its worker offers it again within a backoff's longest pause and a request's time.
-          shared->runs.receive_failed(run_id, step, 2 * (2000 + shared->config.request_timeout_ms));
+          shared->runs.receive_failed(run_id, step, result_hold_ms(*shared));
           shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
         }
         // The run's actor may be ahead of disk: drop it, so that the run reloads from disk (when
@@ -227,12 +234,16 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     auto answer = [&](bool wanted) {
       shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"wanted", wanted}}));
     };
-    // A result of that step came and is not written yet: its worker still holds it and offers it
-    // again; this worker waits (running the task would pay for the same call twice).
-    if (shared->runs.result_unwritten(run, step))
-      return shared->reply_error(m.reply, errc::unavailable, "a result of step " + std::to_string(step) + " of run " +
-                                                               run + " came and is being written: ask again");
-    if (auto in_memory = shared->runs.wanted(run, step, attempt)) return answer(*in_memory);
+    switch (shared->runs.answer_task(run, step, attempt)) {
+      case run_registry::task_answer::wanted: return answer(true);
+      case run_registry::task_answer::not_wanted: return answer(false);
+      case run_registry::task_answer::held:
+        // A result of that step came and is not written yet: its worker still holds it and offers
+        // it again; this worker waits (running the task would pay for the same call twice).
+        return shared->reply_error(m.reply, errc::unavailable, "a result of step " + std::to_string(step) + " of run " +
+                                                                 run + " came and is being written: ask again");
+      case run_registry::task_answer::unknown: break;
+    }
     auto stored = shared->store.get(run, false);
     if (!stored) return shared->reply_error(m.reply, errc::unavailable, stored.error().message);
     if (!*stored) return shared->reply_error(m.reply, errc::not_found, "no run " + run);

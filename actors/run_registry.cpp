@@ -64,37 +64,69 @@ bool run_registry::received(const std::string& run_id, std::uint64_t step) {
 }
 
 void run_registry::receive_failed(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
-  {
-    std::lock_guard lock{mutex_};
-    if (auto it = in_flight_.find(run_id); it != in_flight_.end() && it->second.step == step)
-      it->second.result_received = false;
-  }
   auto now = steady_ms();
-  std::lock_guard lock{unwritten_mutex_};
-  unwritten_[run_id] = unwritten_result{step, now + hold_ms};
-  if (unwritten_.size() < unwritten_sweep_at_) return;
-  // Those whose worker stopped offering (it died, or the result was written by another path).
-  for (auto it = unwritten_.begin(); it != unwritten_.end();) it = it->second.until_ms <= now ? unwritten_.erase(it) : std::next(it);
-  unwritten_sweep_at_ = std::max<std::size_t>(1024, 2 * unwritten_.size());
+  std::lock_guard lock{mutex_};
+  if (auto it = in_flight_.find(run_id); it != in_flight_.end() && it->second.step == step) it->second.result_received = false;
+  auto& h = holds_[run_id];
+  if (h.written && h.step >= step && h.until_ms > now) return;  // a later copy was written already
+  h = hold{step, now + hold_ms, false};
+  sweep_locked(now);
 }
 
-void run_registry::result_written(const std::string& run_id, std::uint64_t step) {
-  std::lock_guard lock{unwritten_mutex_};
-  if (auto it = unwritten_.find(run_id); it != unwritten_.end() && it->second.step <= step) unwritten_.erase(it);
+void run_registry::sweep_locked(std::int64_t now) {
+  if (holds_.size() < holds_sweep_at_) return;
+  // Those past their time: a worker that stopped offering (it died), a result written long ago.
+  for (auto it = holds_.begin(); it != holds_.end();) it = it->second.until_ms <= now ? holds_.erase(it) : std::next(it);
+  holds_sweep_at_ = std::max<std::size_t>(1024, 2 * holds_.size());
 }
 
-std::size_t run_registry::unwritten_count() {
-  std::lock_guard lock{unwritten_mutex_};
-  return unwritten_.size();
+void run_registry::renew_hold(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
+  auto now = steady_ms();
+  std::lock_guard lock{mutex_};
+  if (auto it = holds_.find(run_id); it != holds_.end() && !it->second.written && it->second.step == step && it->second.until_ms > now)
+    it->second.until_ms = now + hold_ms;
+}
+
+void run_registry::result_written(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
+  auto now = steady_ms();
+  std::lock_guard lock{mutex_};
+  auto& h = holds_[run_id];
+  if (h.step > step) return;  // a later step's hold or record
+  h = hold{step, now + hold_ms, true};
+  sweep_locked(now);
+}
+
+bool run_registry::held_locked(const std::string& run_id, std::uint64_t step, std::int64_t now) {
+  auto it = holds_.find(run_id);
+  if (it == holds_.end() || it->second.step != step || it->second.written) return false;
+  if (it->second.until_ms > now) return true;
+  holds_.erase(it);
+  return false;
 }
 
 bool run_registry::result_unwritten(const std::string& run_id, std::uint64_t step) {
-  std::lock_guard lock{unwritten_mutex_};
-  auto it = unwritten_.find(run_id);
-  if (it == unwritten_.end() || it->second.step != step) return false;
-  if (it->second.until_ms > steady_ms()) return true;
-  unwritten_.erase(it);
-  return false;
+  auto now = steady_ms();
+  std::lock_guard lock{mutex_};
+  return held_locked(run_id, step, now);
+}
+
+std::size_t run_registry::unwritten_count() {
+  std::lock_guard lock{mutex_};
+  std::size_t n = 0;
+  for (const auto& [run, h] : holds_) n += h.written ? 0 : 1;
+  return n;
+}
+
+run_registry::task_answer run_registry::answer_task(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
+  auto now = steady_ms();
+  std::lock_guard lock{mutex_};
+  bool held = held_locked(run_id, step, now);
+  if (!actors_.count(run_id) || starting_.count(run_id)) return held ? task_answer::held : task_answer::unknown;
+  auto it = in_flight_.find(run_id);
+  // Another step or attempt in flight: this one is not wanted, held or not.
+  if (it == in_flight_.end() || it->second.step != step || it->second.attempt != attempt) return task_answer::not_wanted;
+  if (held) return task_answer::held;
+  return it->second.result_received ? task_answer::not_wanted : task_answer::wanted;
 }
 
 bool run_registry::result_not_needed(const std::string& run_id, std::uint64_t step) {

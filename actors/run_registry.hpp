@@ -35,12 +35,16 @@ public:
   // Marks the step's result received; false when that step is not in flight (or its result came).
   bool received(const std::string& run_id, std::uint64_t step);
   // The step's result could not be written: a copy offered again is taken, not called late. Its
-  // worker holds it and offers it again, so for `hold_ms` (renewed by each failed offer) no worker
-  // is told that step is wanted: another worker handed the same task meanwhile (the broker did
-  // not hear the first one's "in progress") would make the paid call again.
+  // worker holds it and offers it again, so for `hold_ms` (renewed by each offer that is not
+  // written) no worker is told that step is wanted: another worker handed the same task meanwhile
+  // (the broker did not hear the first one's "in progress") would make the paid call again. A
+  // failure that comes after the same step's result was written makes no hold.
   void receive_failed(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
-  // The step's result is written: workers asking about it get the run's own answer again.
-  void result_written(const std::string& run_id, std::uint64_t step);
+  // A copy of the step's result offered and not written (the run is loading): the hold goes on.
+  void renew_hold(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
+  // The step's result is written: the hold ends (and a failure of an older copy reported later
+  // makes none, for `hold_ms`).
+  void result_written(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
   // Whether a result of the step came and is not written yet (its worker offers it again).
   bool result_unwritten(const std::string& run_id, std::uint64_t step);
   std::size_t unwritten_count();
@@ -49,6 +53,10 @@ public:
   bool result_not_needed(const std::string& run_id, std::uint64_t step);
   // True: wanted; false: not; empty: the run is not in memory, or still starting.
   std::optional<bool> wanted(const std::string& run_id, std::uint64_t step, std::uint32_t attempt);
+  // What a worker asking about an attempt is told, in one look: `held` while that step's result
+  // is being written (ask again), `unknown` when the run is not in memory or still starting.
+  enum class task_answer { wanted, not_wanted, held, unknown };
+  task_answer answer_task(const std::string& run_id, std::uint64_t step, std::uint32_t attempt);
   bool still_in_flight(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
     return wanted(run_id, step, attempt).value_or(false);
   }
@@ -82,19 +90,21 @@ private:
     std::uint32_t attempt = 0;
     bool result_received = false;
   };
-  std::mutex mutex_;  // actors, in flight, starting
+  struct hold {
+    std::uint64_t step = 0;
+    std::int64_t until_ms = 0;  // steady
+    bool written = false;       // the step's result was written: no hold, whatever fails later
+  };
+  bool held_locked(const std::string& run_id, std::uint64_t step, std::int64_t now);
+  void sweep_locked(std::int64_t now);
+  std::mutex mutex_;  // actors, in flight, starting, holds
   std::unordered_map<std::string, caf::actor> actors_;
   std::unordered_map<caf::actor_id, std::string> run_of_actor_;  // the same, by actor: O(1) on its exit
   std::unordered_map<std::string, in_flight_task> in_flight_;
   std::unordered_set<std::string> starting_;
+  std::unordered_map<std::string, hold> holds_;  // run -> its last result's hold
+  std::size_t holds_sweep_at_ = 1024;
 
-  struct unwritten_result {
-    std::uint64_t step = 0;
-    std::int64_t until_ms = 0;  // steady
-  };
-  std::mutex unwritten_mutex_;
-  std::unordered_map<std::string, unwritten_result> unwritten_;  // run -> its result not written
-  std::size_t unwritten_sweep_at_ = 1024;
 
   std::mutex stalled_mutex_;
   std::unordered_map<std::string, caf::actor_addr> stalled_;

@@ -577,6 +577,22 @@ void worker_core::run_task(std::shared_ptr<broker::delivery> d, wire::task t, st
   if (auto done = s.dedupe.find(id)) {
     bytes = *done;  // finished here before: the same result, not a second run
   } else if (d->times_delivered() > static_cast<std::uint64_t>(s.config().task_deliveries_max)) {
+    // Handed out too often: given up unrun, unless its owner says it has no use for it, or cannot
+    // say now (another worker's result for it may be being written): then handed back, as it is.
+    auto wanted = still_wanted(s, t);
+    if (!wanted || !*wanted) {
+      if (wanted) logger()->info("run {}: task {} attempt {} is no longer wanted; dropped unrun", t.run_id, t.step, t.attempt);
+      else logger()->warn("run {}: task {} handed back: its owner cannot say whether it is wanted: {}", t.run_id, t.step,
+                          wanted.error().message);
+      if (wanted) return finish(d, id);
+      {
+        std::lock_guard lock{held->mutex};
+        held->tasks.erase(id);
+      }
+      (void)d->nak(2000);
+      slot_count->give_back(1);
+      return;
+    }
     bytes = wire::encode(failed(t, s.node_id,
                                 make_error(errc::exhausted, "the task was handed out " +
                                                               std::to_string(d->times_delivered()) +

@@ -470,22 +470,18 @@ result<void> run_log::read_chain(const std::string& filter, const reader& on_ent
                                            " follows a message this read did not see (cut meanwhile, or missing from the copy read): "
                                            "read again");
   };
-  // A message follows one this read did not see. Either the copy read lacks it (a replica behind
-  // or without it: "read again" through the same copy would never end), or it was cut while this
-  // read went on, or the log does not hold it at all. The stream's leader is asked for it: when it
-  // has it, it is taken from there, and the rest of the read too; else the read is not whole
-  // (read again). Nothing the leader lacks is taken to count: a message that names one its subject
-  // never held is not a write anyone was told counts.
-  auto resolve_gap = [&](const std::string& subject, std::uint64_t seq, std::uint64_t prev, bool& to_leader)
-    -> result<chain_filter::verdict> {
-    auto missing = entry_from_leader(nc, impl_->options.stream, subject, prev, ask_timeout);
-    if (!missing) return missing.error();
-    if (!*missing || (*missing)->seq != prev) return chain_filter::verdict::gap;
-    auto verdict = chain.see(subject, prev, (*missing)->prev);
-    if (verdict == chain_filter::verdict::gap) return verdict;
-    if (verdict == chain_filter::verdict::counts) take(subject, prev, std::move((*missing)->data), (*missing)->part);
+  // A message follows one this read did not see: the copy read lacks it (a replica behind, or
+  // one that lost it: "read again" through the same copy would never end), or it was cut while
+  // this read went on, or the log does not hold it. The leader's copy decides (resolve_gap); once
+  // it was asked, the rest of the read is the leader's too. Nothing the leader does not hold is
+  // taken to count.
+  auto resolve = [&](const std::string& subject, std::uint64_t seq, std::uint64_t prev, std::optional<std::uint64_t> seq_prev,
+                     bool& to_leader) {
     to_leader = true;
-    return chain.see(subject, seq, prev);
+    return resolve_gap(
+      chain, subject, seq, prev, seq_prev,
+      [&](std::uint64_t from) { return entry_from_leader(nc, impl_->options.stream, subject, from, ask_timeout); },
+      [&](leader_entry&& e) { take(subject, e.seq, std::move(e.data), e.part); });
   };
   // The consumer did not hand what the leader named within options.stall_ms: the rest is read
   // from the leader, entry by entry.
@@ -504,7 +500,7 @@ result<void> run_log::read_chain(const std::string& filter, const reader& on_ent
       auto verdict = chain.see((*e)->subject, (*e)->seq, (*e)->prev);
       if (verdict == chain_filter::verdict::gap) {
         bool ignored = true;
-        auto resolved = resolve_gap((*e)->subject, (*e)->seq, *(*e)->prev, ignored);
+        auto resolved = resolve((*e)->subject, (*e)->seq, *(*e)->prev, (*e)->prev, ignored);
         if (!resolved) {
           outcome = make_error(resolved.error().code, "reading " + filter + ": " + resolved.error().message);
           break;
@@ -569,7 +565,7 @@ result<void> run_log::read_chain(const std::string& filter, const reader& on_ent
     natsMsg_Destroy(msg);
     auto verdict = chain.see(subject, seq, prev);
     if (verdict == chain_filter::verdict::gap) {
-      auto resolved = resolve_gap(subject, seq, *prev, from_leader);
+      auto resolved = resolve(subject, seq, *prev, prev, from_leader);
       if (!resolved) {
         outcome = make_error(resolved.error().code, "reading " + filter + ": " + resolved.error().message);
         break;

@@ -47,6 +47,13 @@ public:
     if (*prev >= s.first && !s.seen.count(*prev)) return verdict::gap;
     return verdict::skipped;
   }
+  // Whether a message of `subject` between `lo` and `hi` (both left out) was read.
+  bool seen_between(const std::string& subject, std::uint64_t lo, std::uint64_t hi) const {
+    auto it = subjects_.find(subject);
+    if (it == subjects_.end()) return false;
+    auto next = it->second.seen.upper_bound(lo);
+    return next != it->second.seen.end() && *next < hi;
+  }
   // The subject's last message that counts (a part of an entry included); 0 when none was read.
   std::uint64_t last(const std::string& subject) const {
     auto it = subjects_.find(subject);
@@ -103,6 +110,36 @@ struct leader_entry {
   std::string part;  // the Keel-Part header, if any
   std::optional<std::uint64_t> prev;  // the Keel-Prev header, if any
 };
+
+// The message at `seq` of `subject` follows `prev`, which the copy read did not hand (chain_filter
+// said gap). The leader's copy decides: `next(from)` is the subject's first message at or after
+// `from` as the leader holds it (a result<std::optional<leader_entry>>). When the leader holds
+// `prev` and the read handed none of the subject's messages between the two, `prev` and every
+// message of the subject up to `seq` are seen as the leader has them, those that count are given
+// to `hand`, and the verdict for `seq` follows. Otherwise gap: the leader lacks `prev` too (cut
+// meanwhile, or the log does not hold it), or the read already counted a message the leader holds
+// after it (the copy's order cannot be mended): the read is not whole.
+template <class Next, class Hand>
+result<chain_filter::verdict> resolve_gap(chain_filter& chain, const std::string& subject, std::uint64_t seq,
+                                          std::uint64_t prev, std::optional<std::uint64_t> seq_prev, Next&& next,
+                                          Hand&& hand) {
+  if (chain.seen_between(subject, prev, seq)) return chain_filter::verdict::gap;
+  auto first = next(prev);
+  if (!first) return first.error();
+  if (!*first || (*first)->seq != prev) return chain_filter::verdict::gap;
+  auto m = std::move(**first);
+  while (true) {
+    auto verdict = chain.see(subject, m.seq, m.prev);
+    if (verdict == chain_filter::verdict::gap) return verdict;
+    auto at = m.seq;
+    if (verdict == chain_filter::verdict::counts) hand(std::move(m));
+    auto after = next(at + 1);
+    if (!after) return after.error();
+    if (!*after || (*after)->seq >= seq) break;
+    m = std::move(**after);
+  }
+  return chain.see(subject, seq, seq_prev);
+}
 
 // The first entry matching `filter` at or after `from`, asked of the stream's leader (nats-server
 // answers a stream's message requests from its leader only, and not while it has none); none when

@@ -44,13 +44,16 @@ public:
   // The server's check: `prev` must be the subject's last message, or, with `double_confirm`, the
   // one before a message stored at this very step that also followed `prev` (two writes sent at
   // once, both checked before the replicas agreed).
+  // `expected`: the subject's last message the server is told to expect, when it is not `prev`
+  // (a write sent past messages that do not count: after_uncounted).
   std::optional<std::uint64_t> append(const std::string& subject, std::uint64_t prev, std::uint64_t step,
-                                      bool double_confirm) {
+                                      bool double_confirm, std::optional<std::uint64_t> expected = std::nullopt) {
+    auto check = expected.value_or(prev);
     std::uint64_t last = last_of(subject);
-    bool taken = prev == last;
+    bool taken = check == last;
     if (!taken && double_confirm && last != 0) {
       const auto& m = all_[last - 1];
-      taken = m.step == step && m.prev && *m.prev == prev && prev_stored_before(subject, last) == prev;
+      taken = m.step == step && prev_stored_before(subject, last) == check;
     }
     if (!taken) return std::nullopt;
     all_.push_back({all_.size() + 1, subject, prev, step});
@@ -73,6 +76,7 @@ public:
     return out;
   }
   std::uint64_t size() const { return all_.size(); }
+  std::uint64_t last_of_subject(const std::string& subject) const { return last_of(subject); }
   bool cut_away(std::uint64_t seq) const { return seq < cut_below(all_[seq - 1].subject); }
 
 private:
@@ -115,6 +119,44 @@ std::optional<std::map<std::uint64_t, bool>> read(const stream& s, std::uint64_t
   return out;
 }
 
+// A read of a copy that lacks message `lost` (a replica that lost it), as read_chain makes it: a
+// gap is resolved from the leader's copy (the whole stream) with the real resolve_gap, and the
+// rest is read from the leader. `resolved`: whether a gap was met and mended. None: not whole.
+std::optional<std::map<std::uint64_t, bool>> read_lossy(const stream& s, std::uint64_t lost, bool& resolved) {
+  chain_filter chain;
+  std::map<std::uint64_t, bool> out;
+  auto copy = s.all_held(s.size());
+  bool from_leader = false;
+  resolved = false;
+  std::uint64_t last = 0;
+  for (std::size_t i = 0; i < copy.size(); ++i) {
+    const auto& m = copy[i];
+    if (m.seq <= last || (!from_leader && m.seq == lost)) continue;
+    last = m.seq;
+    auto v = chain.see(m.subject, m.seq, m.prev);
+    if (v == chain_filter::verdict::gap) {
+      auto r = resolve_gap(
+        chain, m.subject, m.seq, *m.prev, m.prev,
+        [&](std::uint64_t from) -> result<std::optional<leader_entry>> {
+          auto of = s.of(m.subject, from, s.size());
+          if (of.empty()) return std::optional<leader_entry>();
+          leader_entry e;
+          e.seq = of.front().seq;
+          e.subject = m.subject;
+          e.prev = of.front().prev;
+          return std::optional<leader_entry>(std::move(e));
+        },
+        [&](leader_entry&& e) { out[e.seq] = true; });
+      from_leader = true;
+      if (!r || *r == chain_filter::verdict::gap) return std::nullopt;
+      resolved = true;
+      v = *r;
+    }
+    out[m.seq] = v == chain_filter::verdict::counts;
+  }
+  return out;
+}
+
 // The subject's last message that counts, read whole from the leader (last_sequence).
 std::uint64_t last_counted(const stream& s, const std::string& subject, bool old_rule) {
   chain_filter chain;
@@ -126,11 +168,24 @@ std::uint64_t last_counted(const stream& s, const std::string& subject, bool old
   return last;
 }
 
+// after_uncounted(): the subject's last message when nothing after `prev` counts (the write may
+// go after those), as the leader holds it; none otherwise.
+std::optional<std::uint64_t> after_uncounted(const stream& s, const std::string& subject, std::uint64_t prev) {
+  auto of = s.of(subject, prev == 0 ? 1 : prev, s.size());
+  if (of.empty() || prev == 0 || of.front().seq != prev) return std::nullopt;
+  std::uint64_t last = prev;
+  for (std::size_t i = 1; i < of.size(); ++i) {
+    if (!of[i].prev || *of[i].prev == prev) return std::nullopt;
+    last = of[i].seq;
+  }
+  return last == prev ? std::nullopt : std::optional<std::uint64_t>(last);
+}
+
 // follows(): the replica first (it may not hold the write yet: then the leader), by `walk`.
 // None when even the leader's copy does not decide (a defect of the walk).
 std::optional<bool> counts(const stream& s, const std::string& subject, std::uint64_t prev, std::uint64_t seq,
-                           std::uint64_t replica_held, std::uint64_t replica_lost) {
-  walk w(prev, seq, true);
+                           std::uint64_t replica_held, std::uint64_t replica_lost, bool prev_was_last = true) {
+  walk w(prev, seq, prev_was_last);
   for (auto held : {replica_held, s.size()}) {
     for (bool again = true; again;) {
       again = false;
@@ -148,7 +203,7 @@ std::optional<bool> counts(const stream& s, const std::string& subject, std::uin
 }
 
 struct tally {
-  std::uint64_t writes = 0, not_counted = 0, decided_by_replica_lagging = 0, cuts = 0, gaps = 0;
+  std::uint64_t writes = 0, not_counted = 0, decided_by_replica_lagging = 0, cuts = 0, gaps = 0, mended = 0, sent_past = 0;
 };
 
 struct rules {
@@ -178,6 +233,24 @@ std::string simulate(std::uint64_t seed, rules r, tally& t) {
         continue;
       }
       auto at = s.append(me.subject, me.belief, step, chance(50));
+      if (!at && !old_rule) {
+        // Refused only because writes that do not count came after its position: sent after them
+        // (past_uncounted), and checked without taking its position for the subject's last.
+        if (auto after = after_uncounted(s, me.subject, me.belief)) {
+          auto past = s.append(me.subject, me.belief, step, chance(50), *after);
+          if (past) {
+            auto decided = counts(s, me.subject, me.belief, *past, s.size(), 0, false);
+            if (!decided) return trace.str() + "the walk did not decide a write sent past writes that do not count";
+            told[*past] = *decided;
+            ++t.writes;
+            ++t.sent_past;
+            trace << "step " << step << ": writer " << w << " appends " << me.subject << " at " << *past << " after "
+                  << me.belief << " past " << *after << ": " << (*decided ? "counts" : "does not count") << "\n";
+            me.belief = *decided ? *past : last_counted(s, me.subject, old_rule);
+            continue;
+          }
+        }
+      }
       if (!at) {
         me.belief = last_counted(s, me.subject, old_rule);  // refused: where the subject ends, read again
         trace << "step " << step << ": writer " << w << " refused; reads " << me.subject << " to " << me.belief << "\n";
@@ -199,6 +272,20 @@ std::string simulate(std::uint64_t seed, rules r, tally& t) {
       me.belief = c ? *at : last_counted(s, me.subject, old_rule);
     }
     // A reader reads a replica's copy, lagging or not.
+    // A reader of a copy that lost one of the last messages: a read that met the gap and mended it
+    // from the leader says what a read of the leader says of every message it counts.
+    if (!old_rule && s.size() > 0) {
+      bool resolved = false;
+      auto lossy = read_lossy(s, 1 + random() % s.size(), resolved);
+      auto whole = read(s, s.size(), false);
+      if (lossy && resolved && whole) {
+        ++t.mended;
+        for (const auto& [seq, counted] : *lossy)
+          if (counted && !(*whole)[seq])
+            return trace.str() + "step " + std::to_string(step) + ": a read that mended a gap from the leader counts " +
+                   std::to_string(seq) + ", which a read of the leader skips";
+      }
+    }
     auto held = s.size() - std::min<std::uint64_t>(s.size(), random() % 4);
     auto seen = read(s, held, old_rule);
     if (!seen) {
@@ -237,10 +324,14 @@ TEST_CASE("simulation: run log counting: writes confirmed twice at one position,
   // The schedules reach what the rule is for: writes that do not count, replicas that do not hold
   // a write yet, cuts.
   INFO(t.writes << " writes, " << t.not_counted << " not counted, " << t.decided_by_replica_lagging
-                << " checked on a replica that lagged, " << t.cuts << " cuts, " << t.gaps << " reads with a gap");
+                << " checked on a replica that lagged, " << t.cuts << " cuts, " << t.gaps << " reads with a gap, "
+                << t.mended << " reads of a copy that lost a message mended from the leader, " << t.sent_past
+                << " writes sent past writes that do not count");
   CHECK(t.not_counted > 0);
   CHECK(t.decided_by_replica_lagging > 0);
   CHECK(t.cuts > 0);
+  CHECK(t.mended > 0);
+  CHECK(t.sent_past > 0);
 
 }
 

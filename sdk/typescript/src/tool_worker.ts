@@ -275,8 +275,22 @@ export class ToolWorker {
       this.answer(m, h, replyTo, { v: PROTOCOL_VERSION, type: "task_result", run_id: runId, step, attempt,
                                    worker: this.o.nodeId, ...p });
     const deliveries = m.info.deliveryCount;
-    if (deliveries > this.o.deliveriesMax)
+    if (deliveries > this.o.deliveriesMax) {
+      // Asked once first: no longer wanted, it is dropped; while the run cannot say (another
+      // worker's result for it may be being written), it is handed back rather than failed.
+      const wanted = await this.wanted(runId, step, attempt);
+      if (wanted === false) {
+        this.log("info", `task ${taskId}: no longer wanted by its run; dropped unrun`);
+        m.ack();
+        return;
+      }
+      if (wanted === undefined) {
+        this.log("warn", `task ${taskId}: handed out ${deliveries} times and its run cannot say whether it wants it; handed back`);
+        m.nak(2000);
+        return;
+      }
       return answer({ ok: false, error: { code: "exhausted", message: `handed out ${deliveries} times: its workers died during it` } });
+    }
     // Past its deadline by this machine's clock, delivered again, or after a wait: the run says
     // whether it still wants the call (its clock decides, not this one). While it cannot say, the
     // task is kept (handing it back would count as a delivery) and the run asked again.

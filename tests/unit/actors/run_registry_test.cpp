@@ -3,49 +3,77 @@
 // answer.
 #include "actors/run_registry.hpp"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
 #include <catch2/catch.hpp>
 
 #include <thread>
 
 using namespace keel::actors;
+using answer = run_registry::task_answer;
 
 TEST_CASE("run registry: a result not written holds its step until written, or until its worker stops offering it",
           "[actors]") {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  auto actor = system.spawn([](caf::event_based_actor* self) {
+    self->quit();
+    return caf::behavior{};
+  });
   run_registry runs;
+  runs.starting_now("r1");
+  runs.registered("r1", actor);
+  runs.started("r1");
   runs.sent("r1", 3, 1);
+  CHECK(runs.answer_task("r1", 3, 1) == answer::wanted);
   REQUIRE(runs.received("r1", 3));
-  CHECK_FALSE(runs.result_unwritten("r1", 3));
+  CHECK(runs.answer_task("r1", 3, 1) == answer::not_wanted);  // its result is being written
   runs.receive_failed("r1", 3, 60'000);
   CHECK(runs.result_unwritten("r1", 3));
-  CHECK_FALSE(runs.result_unwritten("r1", 2));  // another step: the run answers
-  CHECK_FALSE(runs.result_unwritten("r2", 3));  // another run
-  // Offered again and written: the hold ends.
-  REQUIRE(runs.received("r1", 3));
-  runs.result_written("r1", 3);
+  CHECK(runs.answer_task("r1", 3, 1) == answer::held);
+  CHECK(runs.answer_task("r1", 3, 0) == answer::not_wanted);  // an older attempt: no, held or not
+  CHECK_FALSE(runs.result_unwritten("r1", 2));                // another step: the run answers
+  CHECK_FALSE(runs.result_unwritten("r2", 3));                // another run
+  // The run's actor dropped (the write failed): still held, not "unknown".
+  runs.unregistered("r1");
+  CHECK(runs.answer_task("r1", 3, 1) == answer::held);
+  CHECK(runs.answer_task("r1", 4, 1) == answer::unknown);
+  // Offered again and written: the hold ends; a failure of an older copy reported after that
+  // makes none.
+  runs.result_written("r1", 3, 60'000);
+  CHECK_FALSE(runs.result_unwritten("r1", 3));
+  runs.receive_failed("r1", 3, 60'000);
   CHECK_FALSE(runs.result_unwritten("r1", 3));
 
   // A later step written ends an earlier step's hold; an earlier one does not end a later one's.
   runs.receive_failed("r1", 4, 60'000);
-  runs.result_written("r1", 3);
+  runs.result_written("r1", 3, 60'000);
   CHECK(runs.result_unwritten("r1", 4));
-  runs.result_written("r1", 5);
+  runs.result_written("r1", 5, 60'000);
   CHECK_FALSE(runs.result_unwritten("r1", 4));
+}
 
-  // Nobody offers it again (its worker died): the hold ends after its time, and each failed
-  // offer renews it.
-  runs.receive_failed("r1", 6, 150);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  runs.receive_failed("r1", 6, 150);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+TEST_CASE("run registry: a hold ends once its worker stops offering the result, and each offer not written renews it",
+          "[actors]") {
+  run_registry runs;
+  // Margins of 800 ms: a busy machine's late wake-ups do not decide the outcome.
+  runs.receive_failed("r1", 6, 2000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  runs.renew_hold("r1", 6, 2000);  // offered again while the run loads
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   CHECK(runs.result_unwritten("r1", 6));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  CHECK_FALSE(runs.result_unwritten("r1", 6));
+  runs.renew_hold("r1", 6, 2000);  // a hold that ended is not made again by a renewal
   CHECK_FALSE(runs.result_unwritten("r1", 6));
 }
 
 TEST_CASE("run registry: holds of 100,000 runs whose workers stopped offering are swept, not kept", "[actors]") {
   run_registry runs;
   for (int i = 0; i < 100'000; ++i) runs.receive_failed("run-" + std::to_string(i), 1, 0);
-  // Each expired at once: every one reads as not held, and the sweep kept the map small.
+  for (int i = 0; i < 100'000; ++i) runs.result_written("done-" + std::to_string(i), 1, 0);
+  // Each expired at once: every one reads as not held, and the sweeps kept the map small.
   CHECK_FALSE(runs.result_unwritten("run-99999", 1));
   CHECK(runs.unwritten_count() <= 1024);
 }
