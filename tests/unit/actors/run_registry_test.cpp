@@ -13,14 +13,20 @@
 using namespace keel::actors;
 using answer = run_registry::task_answer;
 
+namespace {
+// A run's actor stands in the registry; what it does is not asked.
+class idle_actor : public caf::event_based_actor {
+public:
+  using caf::event_based_actor::event_based_actor;
+  caf::behavior make_behavior() override { return {}; }
+};
+} // namespace
+
 TEST_CASE("run registry: a result not written holds its step until written, or until its worker stops offering it",
           "[actors]") {
   caf::actor_system_config config;
   caf::actor_system system{config};
-  auto actor = system.spawn([](caf::event_based_actor* self) {
-    self->quit();
-    return caf::behavior{};
-  });
+  auto actor = system.spawn<idle_actor>();
   run_registry runs;
   runs.starting_now("r1");
   runs.registered("r1", actor);
