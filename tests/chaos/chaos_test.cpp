@@ -476,7 +476,9 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   }
   {
     INFO("runs that did not end:\n" << [&] { std::string s; for (const auto& u : unfinished) s += u + "\n"; return s; }() << c.logs());
-    REQUIRE(unfinished.empty());
+    // Not the end of the checks: whether a paid call was made twice (2 and 3 below) is read from
+    // the model's and the commands' own logs, whatever became of the runs.
+    CHAOS_CHECK(unfinished.empty());
   }
   REQUIRE(all.size() >= 5);
 
