@@ -88,12 +88,11 @@ void run_registry::renew_hold(const std::string& run_id, std::uint64_t step, std
 }
 
 void run_registry::result_written(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
-  auto now = steady_ms();
+  // Every step's write comes here: a run that never had a hold costs one lookup, nothing kept.
   std::lock_guard lock{mutex_};
-  auto& h = holds_[run_id];
-  if (h.step > step) return;  // a later step's hold or record
-  h = hold{step, now + hold_ms, true};
-  sweep_locked(now);
+  auto it = holds_.find(run_id);
+  if (it == holds_.end() || it->second.step > step) return;  // none, or a later step's hold or record
+  it->second = hold{step, steady_ms() + hold_ms, true};
 }
 
 bool run_registry::held_locked(const std::string& run_id, std::uint64_t step, std::int64_t now) {

@@ -42,8 +42,8 @@ public:
   void receive_failed(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
   // A copy of the step's result offered and not written (the run is loading): the hold goes on.
   void renew_hold(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
-  // The step's result is written: the hold ends (and a failure of an older copy reported later
-  // makes none, for `hold_ms`).
+  // The step's result is written: the hold ends (and, where there was one, a failure of an older
+  // copy reported later makes none, for `hold_ms`).
   void result_written(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms);
   // Whether a result of the step came and is not written yet (its worker offers it again).
   bool result_unwritten(const std::string& run_id, std::uint64_t step);
