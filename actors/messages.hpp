@@ -2,6 +2,7 @@
 // (NATS carries what goes between nodes), so the wire types are allowed in messages unserialised.
 #pragma once
 
+#include "runtime/run_state.hpp"
 #include "runtime/wire.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -25,6 +26,13 @@ using audit_atom = caf::atom_constant<caf::atom("audit")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using child_atom = caf::atom_constant<caf::atom("child")>;
 using child_check_atom = caf::atom_constant<caf::atom("childcheck")>;
+// Workflows: a run's next wake (run actor -> supervisor), the supervisor's timer, a wake of a
+// run, the wakes of runs on disk to look up, an event sent to a run.
+using wake_at_atom = caf::atom_constant<caf::atom("wakeat")>;
+using wake_tick_atom = caf::atom_constant<caf::atom("waketick")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using wake_scan_atom = caf::atom_constant<caf::atom("wakescan")>;
+using signal_atom = caf::atom_constant<caf::atom("signal")>;
 
 } // namespace keel::actors
 
@@ -32,3 +40,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::invoke_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::resume_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::wire::task)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::store::signal_record)

@@ -72,6 +72,7 @@ void take_over(const std::shared_ptr<orchestrator_shared>& shared, const caf::ac
     logger()->error("taking over {}: its results cannot be received: {}", domain, r.error().message);
   shared->owner.serve(domain);
   caf::anon_send(orchestrator_actor, adopt_atom::value, out.active);
+  caf::anon_send(orchestrator_actor, wake_scan_atom::value, domain);
   // Runs that had ended: their log cut to their final entry here (as their old owner would have).
   for (const auto& [run, seq] : out.ended) {
     shared->log_writer.known(run, seq);

@@ -6,6 +6,7 @@
 #include "actors/run_listing.hpp"
 #include "actors/run_views.hpp"
 #include "actors/task_gate.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "runtime/step_trace.hpp"
@@ -131,6 +132,29 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       if (!given.get_ref<const std::string&>().empty()) reason = given.get<std::string>();
     }
     caf::anon_send(actor, cancel_atom::value, run, reason, sender_of(m.subject), m.reply);
+  });
+  // An outside event for a run (workflows): `{name, payload, id}`; without an id one is made (a
+  // client that may send it again gives its own: a repeat is then not taken twice).
+  if (r) r = subscribe(subjects.run_signal("*", "*"), "", [shared, actor, owned](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (!owned(run, m.reply)) return;
+    auto body = wire::open_request(m.data, "signal", shared->limits);
+    if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
+    store::signal_record signal;
+    if (!body->contains("name") || !(*body)["name"].is_string())
+      return shared->reply_error(m.reply, errc::invalid_argument, "a signal names its event: name, a string");
+    signal.name = (*body)["name"].get<std::string>();
+    if (body->contains("id") && !(*body)["id"].is_null()) {
+      if (!(*body)["id"].is_string())
+        return shared->reply_error(m.reply, errc::invalid_argument, "a signal's id is a string");
+      signal.id = (*body)["id"].get<std::string>();
+    } else {
+      signal.id = "auto-" + make_run_id(keel::node_id{shared->node_id}).value;
+    }
+    if (body->contains("payload")) signal.payload = (*body)["payload"];
+    signal.by = sender_of(m.subject);
+    signal.at_ms = wall_ms();
+    caf::anon_send(actor, signal_atom::value, std::move(signal), run, m.reply);
   });
   // Every lane is a member of the results queue group: the broker spreads results over the
   // lanes' connections and threads; each is written by its run's lane.

@@ -18,7 +18,7 @@ using wire::value;
 
 namespace {
 
-enum class reply_kind { none, invoke, resume, cancel };
+enum class reply_kind { none, invoke, resume, cancel, signal };
 
 // Clients waiting for a run to stop running (a wait request) are answered once it is suspended or
 // has ended, after the write that says so. They are memory only: after a restart a client asks
@@ -102,15 +102,36 @@ void add_session_rules(orchestrator_shared& shared, const store::run_record& r, 
   }
 }
 
+// A run that is not running and was loaded only to be asked something leaves memory once what is
+// being written for it is (the idle message checks that nothing happened since).
+void leave_if_idle(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& shared) {
+  const auto& r = self->state.machine->record();
+  if (store::is_active(r.status)) return;
+  auto& lane = shared->lane_of(r.run_id);
+  lane.writer->after_pending([me = caf::actor_cast<caf::actor>(self), seq = r.last_event_seq](const result<void>&) {
+    caf::anon_send(me, idle_atom::value, seq);
+  });
+}
+
+// The supervisor holds when each run next falls due by the clock; told whenever that changes.
+void report_wake(run_actor_type* self) {
+  auto wake = self->state.machine->next_wake_ms();
+  if (wake == self->state.wake_reported || !self->state.supervisor) return;
+  self->state.wake_reported = wake;
+  caf::anon_send(self->state.supervisor, wake_at_atom::value, self->state.machine->run_id(), wake);
+}
+
 void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& shared, effects e,
              const std::string& reply_to, reply_kind kind, const std::shared_ptr<task_gate>& gate = nullptr) {
   const run_machine& machine = *self->state.machine;
+  report_wake(self);
   caf::actor me = caf::actor_cast<caf::actor>(self);
   auto& lane = shared->lane_of(machine.run_id());
   std::string reply_bytes;
   if (kind == reply_kind::invoke) reply_bytes = wire::encode(wire::invoke_reply{machine.run_id(), true});
   if (kind == reply_kind::resume && e.resume_reply) reply_bytes = wire::encode(*e.resume_reply);
   if (kind == reply_kind::cancel) reply_bytes = run_reply(machine.record());
+  if (kind == reply_kind::signal && e.signal_reply) reply_bytes = wire::pack(*e.signal_reply);
   if (!e.changed) {
     if (!e.transition.received_done.empty()) {  // results the run did not apply: only removed
       e.transition.entries_only = true;
@@ -215,8 +236,9 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
 
 caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_shared> shared,
                         store::run_record record, const config::agent_config* agent, bool start_now,
-                        bool from_disk, std::string invoke_reply) {
+                        bool from_disk, std::string invoke_reply, caf::actor supervisor) {
   self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
+  self->state.supervisor = std::move(supervisor);
   self->state.queue = agent->queue;
   shared->in_memory += 1;
   self->attach_functor([shared] { shared->in_memory -= 1; });
@@ -390,6 +412,25 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       if (!pending || pending->step != step || pending->sub_agent.empty()) return;
       check_child(shared, child, machine.run_id(), step, pending->attempt, reply_to);
       check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, next_ms);
+    },
+    [=](wake_atom) {
+      // The supervisor's schedule says something is due; the machine checks its own state. The
+      // next wake is told again either way (the schedule holds this one a minute later until then).
+      self->state.wake_reported = -1;
+      auto e = self->state.machine->on_wake();
+      bool changed = e.changed;
+      perform(self, shared, std::move(e), {}, reply_kind::none);
+      // Loaded for nothing (woken early): back to disk, after what is being written.
+      if (!changed) leave_if_idle(self, shared);
+      return true;
+    },
+    [=](signal_atom, const store::signal_record& signal, const std::string& reply) {
+      auto e = self->state.machine->on_signal(signal);
+      if (!e) shared->reply_error(reply, e.error().code, e.error().message);
+      bool changed = e && e->changed;
+      if (e) perform(self, shared, std::move(*e), reply, reply_kind::signal);
+      if (!changed) leave_if_idle(self, shared);
+      return true;
     },
     [=](idle_atom, std::uint64_t seq) {
       // Leave memory only if nothing happened since the write that made the run idle.

@@ -20,6 +20,8 @@ struct run_actor_state {
   std::string queue;  // the agent's worker queue
   std::uint64_t received_through = 0;  // results received up to this order were read from disk
   std::vector<std::string> waiters;    // reply subjects of wait requests
+  caf::actor supervisor;               // told the run's next wake (workflows)
+  std::int64_t wake_reported = -1;     // the last told
   static inline const char* name = "keel.run";
 };
 
@@ -29,6 +31,7 @@ using run_actor_type = caf::stateful_actor<run_actor_state>;
 // `from_disk`: loaded from the store (its journal's tail is applied first); `invoke_reply`: where
 // the new run's id goes once its first write counted.
 caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_shared> shared, store::run_record record,
-                        const config::agent_config* agent, bool start_now, bool from_disk, std::string invoke_reply);
+                        const config::agent_config* agent, bool start_now, bool from_disk, std::string invoke_reply,
+                        caf::actor supervisor);
 
 } // namespace keel::actors

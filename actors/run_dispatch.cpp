@@ -113,10 +113,7 @@ void run_machine::dispatch_tool(effects& e, bool approved, const value& form) {
 void run_machine::ask_first(effects& e, const tools::declared_tool& tool) {
   const auto& call = state_.calls.at(state_.call_index);
   std::string step_key = "approve-" + std::to_string(++state_.task_seq);
-  value form = tool.form(call.arguments);
-  record_.status = run_status::suspended;
-  state_.suspended = store::suspension{step_key, state_.call_index, form};
-  emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call.id}, {"tool", call.name}, {"form", form}});
+  suspend(e, step_key, state_.call_index, tool.form(call.arguments));
 }
 
 // A tool worker's call is given up after its tool's timeout_ms from when it was first sent: the

@@ -49,7 +49,7 @@ result<list_query> parse_list_query(const value& body) {
     store::run_status s;
     if (!body["status"].is_string() || !store::from_string(body["status"].get<std::string>(), s))
       return make_error(errc::invalid_argument, "unknown status " + body["status"].dump() +
-                                                  "; one of pending, running, suspended, completed, failed, cancelled");
+                                                  "; one of pending, running, suspended, waiting, completed, failed, cancelled");
     q.status = s;
   }
   auto name_field = [&](const char* key, std::string& out, const char* what) -> result<void> {
@@ -127,7 +127,7 @@ value list_runs(const store::run_store& store, const list_query& q, std::size_t 
   };
   bool more = false;
   if (q.status && (*q.status == store::run_status::pending || *q.status == store::run_status::running ||
-                   *q.status == store::run_status::suspended)) {
+                   *q.status == store::run_status::suspended || *q.status == store::run_status::waiting)) {
     // Runs in flight are few next to finished ones: their status index is read whole.
     auto ids = store.list_by_status(*q.status, q.scan_max);
     std::vector<store::run_store::time_entry> entries;

@@ -1,5 +1,6 @@
 #include "actors/run_machine.hpp"
 #include "actors/tool_calls.hpp"
+#include "actors/workflow_tools.hpp"
 #include "runtime/backoff.hpp"
 
 #include "sandbox/command_policy.hpp"
@@ -182,6 +183,7 @@ effects run_machine::start(bool task_queued) {
   effects e = begin();
   if (record_.status == run_status::pending) {
     record_.status = run_status::running;
+    if (agent_.run_timeout_ms > 0) state_.deadline_ms = record_.created_ms + agent_.run_timeout_ms;
     emit(e, "run_started", value{{"agent", record_.agent}, {"input", state_.input},
                                  {"session_id", record_.session_id}, {"by", state_.started_by}});
     if (state_.parent.is_object()) e.transition.events.back().data["parent"] = state_.parent;
@@ -202,6 +204,7 @@ effects run_machine::start(bool task_queued) {
 void run_machine::advance(effects& e) {
   if (state_.call_index < state_.calls.size()) {
     const auto& call = state_.calls[state_.call_index];
+    if (is_workflow_tool(agent_, call.name)) return begin_wait(e);
     auto known = declared();
     auto resolved = resolve_call(agent_, known.get(), call.name, call.arguments);
     if (resolved.what == resolved_call::kind::refused) {
@@ -479,10 +482,7 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     if (answer->form.is_object()) form["details"] = answer->form;
   }
   if (status == "needs_approval" && !approved) {
-    std::string step_key = "approve-" + std::to_string(step);
-    record_.status = run_status::suspended;
-    state_.suspended = store::suspension{step_key, index, form};
-    emit(e, "suspend", value{{"step_key", step_key}, {"call_id", call.id}, {"tool", call.name}, {"form", form}});
+    suspend(e, "approve-" + std::to_string(step), index, form);
     finish(e);
     return e;
   }
@@ -574,6 +574,18 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
     rule = store::remembered_rule{always, command};
   }
   effects e = begin();
+  answer(e, request, rule);
+  e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, false};
+  finish(e);
+  return e;
+}
+
+// A person's answer (or the default answer of an approval nobody answered): recorded, then the
+// call runs as the form showed it, or the model is told it was rejected.
+void run_machine::answer(effects& e, const wire::resume_request& request, const std::optional<store::remembered_rule>& rule) {
+  const auto waiting = *state_.suspended;
+  const store::tool_call call = state_.calls.at(waiting.call_index);
+  const std::string always = rule ? rule->kind : std::string();
   state_.answers[request.step_key] = store::answer{request.approved, request.feedback};
   // The answers a repeat is checked against: the latest ones (an answer repeated after hundreds
   // more were given is refused as not waiting, and changes nothing either way).
@@ -607,9 +619,6 @@ result<effects> run_machine::on_resume(const wire::resume_request& request) {
     state_.call_index = waiting.call_index + 1;
     advance(e);
   }
-  e.resume_reply = wire::resume_reply{record_.run_id, request.step_key, false};
-  finish(e);
-  return e;
 }
 
 std::string session_rules_key(const std::string& agent, const std::string& session_id) {
@@ -635,6 +644,8 @@ result<effects> run_machine::retry(const std::string& by) {
   auto failed = std::move(state_.failed_pending);
   state_.failed_pending.reset();
   emit(e, "run_retried", value{{"task_step", failed ? value(failed->step) : value()}, {"by", by}});
+  // A run stopped by its time limit gets that long again.
+  if (agent_.run_timeout_ms > 0) state_.deadline_ms = now() + agent_.run_timeout_ms;
   if (failed) {
     failed->failing_since_ms = 0;
     failed->failures = 0;
@@ -664,6 +675,7 @@ result<effects> run_machine::cancel(const std::string& reason, const std::string
       if (child.value("task_step", std::uint64_t{0}) == state_.pending->step) e.cancel_children.push_back(child.value("run_id", std::string{}));
   state_.pending.reset();
   state_.suspended.reset();
+  state_.waiting.reset();
   emit(e, "run_cancelled", value{{"reason", reason}, {"by", by}});
   finish(e);
   return e;

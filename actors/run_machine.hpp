@@ -28,6 +28,8 @@ struct run_context {
   std::function<std::shared_ptr<const tools::declared_tools>()> declared_tools;
   // Other agents of the node's config, by id (sub-agents' descriptions); empty: none known.
   std::function<const config::agent_config*(const std::string&)> find_agent;
+  // The wall clock (ms) the workflow limits are measured on; empty: the system's (tests set it).
+  std::function<std::int64_t()> clock;
 };
 
 struct effects {
@@ -41,6 +43,8 @@ struct effects {
   std::int64_t deadline_ms = 0;
   // Child runs to cancel once written (the run was cancelled while a sub-agent worked for it).
   std::vector<std::string> cancel_children;
+  // The answer to an event sent to the run (signal_reply), written first when changed.
+  std::optional<wire::value> signal_reply;
 };
 
 class run_machine {
@@ -100,6 +104,16 @@ public:
   // that step is no longer in flight.
   effects on_child_started(std::uint64_t step, const std::string& child_run_id);
 
+  // Workflows (docs/WORKFLOWS.md; run_waits.cpp). Whatever has fallen due by the clock: a sleep
+  // that ended, a wait for an event that gave up, an approval's default answer or escalation, the
+  // run's time limit. Unchanged when nothing has (woken early: next_wake_ms() says when).
+  effects on_wake();
+  // An event sent to the run: handed to its wait for that name, or kept until it waits for it.
+  // A repeat of an event taken (same id) is answered as before and changes nothing; a run that
+  // has ended, a bad name or payload, or too many events kept are errors.
+  result<effects> on_signal(const store::signal_record& signal);
+  std::int64_t next_wake_ms() const;
+
   // The record as last written (its state is the stored value of state()).
   const store::run_record& record() const { return record_; }
   const store::run_state& state() const { return state_; }
@@ -117,8 +131,14 @@ private:
   void dispatch_llm(effects& e);
   void dispatch_tool(effects& e, bool approved, const wire::value& form = wire::value());
   void ask_first(effects& e, const tools::declared_tool& tool);   // a declared tool's call waits for a person
+  void suspend(effects& e, const std::string& step_key, std::uint64_t call_index, const wire::value& form);
+  void begin_wait(effects& e);                                     // a waiting tool's call (run_waits.cpp)
+  void end_wait(effects& e, const wire::value& result);            // its result; the run goes on
+  void take_event(effects& e, const store::signal_record& signal);
+  void answer(effects& e, const wire::resume_request& request, const std::optional<store::remembered_rule>& rule);
   void arm_deadline(std::int64_t delay_ms);                        // a declared tool's step: when it is given up
   std::shared_ptr<const tools::declared_tools> declared() const;
+  std::int64_t now() const;  // context_.clock, or the system's wall clock
   void redispatch(effects& e, const std::string& reason);  // after a failure: backoff, time-bounded
   void resend(effects& e, const std::string& reason);      // after a restart: at once
   void complete(effects& e, const std::string& output, const std::string& stop_reason);

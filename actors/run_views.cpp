@@ -30,7 +30,22 @@ value summary(const store::run_record& r) {
   if (s.output) out["output"] = *s.output;
   if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
   if (s.error) out["error"] = *s.error;
-  if (s.suspended) out["waiting"] = value{{"step_key", s.suspended->step_key}, {"form", s.suspended->form}};
+  if (s.suspended) {
+    out["waiting"] = value{{"step_key", s.suspended->step_key}, {"form", s.suspended->form}};
+    if (s.suspended->expires_ms > 0) out["waiting"]["expires_ms"] = s.suspended->expires_ms;
+    if (!s.suspended->escalated_to.empty()) out["waiting"]["escalated_to"] = s.suspended->escalated_to;
+  }
+  // Workflows: what a waiting run waits for, the events kept for it, its time limit.
+  if (s.waiting) {
+    out["waiting_for"] = value{{"kind", s.waiting->kind}, {"until_ms", s.waiting->until_ms}, {"since_ms", s.waiting->since_ms}};
+    if (s.waiting->kind == "event") out["waiting_for"]["event"] = s.waiting->event;
+  }
+  if (!s.signals.empty()) {
+    value kept = value::array();
+    for (const auto& g : s.signals) kept.push_back(value{{"name", g.name}, {"id", g.id}, {"by", g.by}, {"at_ms", g.at_ms}});
+    out["events_kept"] = kept;
+  }
+  if (s.deadline_ms > 0) out["deadline_ms"] = s.deadline_ms;
   // Sub-agents: the run that started this one (and the chain above it), the runs it started, and
   // its tokens with theirs.
   if (s.parent.is_object()) {
@@ -57,6 +72,12 @@ value describe_agent(const config::agent_config& a) {
   value out{{"id", a.id}, {"queue", a.queue}, {"provider", a.provider}, {"model", a.model},
             {"tools", a.tools}, {"max_steps", a.max_steps}, {"max_tokens", a.max_tokens},
             {"stream", a.stream}, {"system_prompt", prompt}};
+  if (!a.workflow_tools.empty()) out["workflow_tools"] = a.workflow_tools;
+  if (a.run_timeout_ms > 0) out["run_timeout_ms"] = a.run_timeout_ms;
+  if (a.approval_timeout_ms > 0)
+    out["approval_timeout"] = value{{"after_ms", a.approval_timeout_ms}, {"answer", a.approval_timeout_answer}};
+  if (a.approval_escalate_after_ms > 0)
+    out["approval_escalation"] = value{{"after_ms", a.approval_escalate_after_ms}, {"to", a.approval_escalate_to}};
   if (!a.base_url.empty()) out["base_url"] = a.base_url;
   // Tools of its own (docs/TOOLS.md): command tools (the argv shown), MCP servers (the program or
   // the URL, no token), sub-agents.

@@ -22,6 +22,10 @@ namespace {
 constexpr std::size_t idempotency_key_bytes_max = 256;
 // How often runs stopped by a failed write (a full disk) look whether the store writes again.
 constexpr std::int64_t stalled_check_ms = 500;
+// Wakes: at most this many runs are woken at once (the rest a moment later), and a wake not
+// acknowledged by its run's next report is tried again this much later.
+constexpr std::size_t wakes_at_once_max = 256;
+constexpr std::int64_t wake_retry_ms = 60'000;
 
 } // namespace
 
@@ -48,7 +52,8 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
                        bool from_disk, const std::string& invoke_reply) {
     std::string id = record.run_id;
     if (from_disk) shared->runs.starting_now(id);
-    auto actor = self->spawn(run_actor, shared, std::move(record), agent, start_now, from_disk, invoke_reply);
+    auto actor = self->spawn(run_actor, shared, std::move(record), agent, start_now, from_disk, invoke_reply,
+                             caf::actor_cast<caf::actor>(self));
     self->monitor(actor);
     shared->runs.registered(id, actor);
     return actor;
@@ -130,8 +135,82 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
         else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
       });
   };
+  auto forward_signal = std::make_shared<std::function<void(store::signal_record, std::string, std::string, int)>>();
+  *forward_signal = [=, again = std::weak_ptr(forward_signal)](store::signal_record signal, std::string run_id,
+                                                               std::string reply, int tries) {
+    auto actor = find_run(run_id, reply);
+    if (!actor) return;
+    self->request(*actor, caf::infinite, signal_atom::value, signal, reply)
+      .then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(run_id);
+        if (auto f = again.lock(); f && tries < 2) (*f)(signal, run_id, reply, tries + 1);
+        else shared->reply_error(reply, errc::unavailable, "run " + run_id + " could not be loaded");
+      });
+  };
+  // Wakes: the schedule is looked at when its earliest entry falls due (a tick asked for then).
+  auto tick_by = [=](std::int64_t at_ms) {
+    auto& state = self->state;
+    if (at_ms <= 0 || (state.tick_at_ms != 0 && state.tick_at_ms <= at_ms)) return;
+    state.tick_at_ms = at_ms;
+    self->delayed_send(self, std::chrono::milliseconds(std::max<std::int64_t>(0, at_ms - wall_ms())),
+                       wake_tick_atom::value);
+  };
+  auto wake = [=](const std::string& run) {
+    // Another node's now (taken over): not this node's to wake.
+    if (shared->replicated() && !shared->owner.serves(run_id{run}.owner())) return self->state.wakes.set(run, 0);
+    if (!shared->runs.find(run)) {
+      auto stored = shared->store.get(run, false);
+      if (stored && !*stored) return self->state.wakes.set(run, 0);
+    }
+    auto actor = find_run(run, {});
+    if (!actor) return;  // tried again later
+    self->request(*actor, caf::infinite, wake_atom::value).then([](bool) {}, [=](caf::error&) {
+      shared->unregistered(run);  // left memory before it read the wake: tried again later
+    });
+  };
+  // The wakes of runs on disk (waiting, or suspended with an approval's limits): at start, and
+  // after a takeover (`domain`: that node's runs only). Runs in memory tell their own.
+  auto scan_wakes = [=](const std::string& domain) {
+    std::size_t found = 0;
+    for (auto status : {store::run_status::waiting, store::run_status::suspended}) {
+      auto ids = shared->store.list_by_status(status);
+      if (!ids) {
+        logger()->error("wakes: cannot list {} runs: {}", store::to_string(status), ids.error().message);
+        continue;
+      }
+      for (const auto& id : *ids) {
+        std::string owner(run_id{id}.owner());
+        if (!domain.empty() && owner != domain) continue;
+        if (shared->replicated() && !shared->owner.serves(owner)) continue;
+        if (shared->runs.find(id)) continue;
+        auto record = shared->store.get(id, false);
+        if (!record || !*record) continue;
+        auto state = store::run_state_from_value((*record)->state);
+        if (!state) continue;  // damaged: failed with the reason when it is next loaded
+        auto at = store::next_wake_ms(*state, store::is_terminal((*record)->status));
+        if (at <= 0) continue;
+        self->state.wakes.set(id, at);
+        tick_by(at);
+        ++found;
+      }
+    }
+    if (found) logger()->info("{} runs on disk wait for a time{}", found, domain.empty() ? "" : " (taken over from " + domain + ")");
+  };
   return {
     [=](wait_atom, const std::string& run_id, const std::string& reply) { (*forward_wait)(run_id, reply, 0); },
+    [=](wake_at_atom, const std::string& run, std::int64_t at_ms) {
+      self->state.wakes.set(run, at_ms);
+      tick_by(at_ms);
+    },
+    [=](wake_tick_atom) {
+      self->state.tick_at_ms = 0;
+      for (const auto& run : self->state.wakes.take_due(wall_ms(), wakes_at_once_max, wake_retry_ms)) wake(run);
+      tick_by(self->state.wakes.next_ms());
+    },
+    [=](wake_scan_atom, const std::string& domain) { scan_wakes(domain); },
+    [=](signal_atom, const store::signal_record& signal, const std::string& run_id, const std::string& reply) {
+      (*forward_signal)(signal, run_id, reply, 0);
+    },
     [=](invoke_atom, const wire::invoke_request& invoke, const std::string& reply) {
       const auto* agent = shared->config.find_agent(invoke.agent);
       if (!agent) {
@@ -318,6 +397,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
         }
       }
       if (recovered) logger()->info("recovered {} unfinished runs", recovered);
+      scan_wakes({});
     },
   };
 }

@@ -1,11 +1,13 @@
 // The supervisor: the orchestrator's actor. It takes invokes (checking idempotency keys across
 // the cluster), makes and loads run actors, forwards resumes, cancels, retries and waits to them
 // (loading a run from disk when it is not in memory), recovers unfinished runs at start, takes
-// up runs taken over from another node, and reloads runs stopped by a failed write once the store
-// writes again.
+// up runs taken over from another node, reloads runs stopped by a failed write once the store
+// writes again, wakes runs whose time came (workflows: a sleep's end, an expiry, a time limit) and
+// hands them the events sent to them.
 #pragma once
 
 #include "actors/orchestrator_shared.hpp"
+#include "actors/wake_schedule.hpp"
 
 #include <caf/all.hpp>
 
@@ -19,6 +21,8 @@ struct orchestrator_state {
   std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
   std::unordered_map<std::string, std::string> key_of_run;
   std::int64_t stalled_warned_ms = 0;
+  wake_schedule wakes;           // workflows: when each run of this node next falls due
+  std::int64_t tick_at_ms = 0;   // when the schedule's next look is due (wall clock; 0: none asked)
   static inline const char* name = "keel.orchestrator";
 };
 

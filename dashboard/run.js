@@ -157,11 +157,25 @@ export async function render(main, { runId }) {
     drawHeader();
   }).catch(() => {});
 
+  // A run waiting for a time or an event (docs/WORKFLOWS.md); an event can be sent from here.
+  const waitBanner = (run, w) => {
+    if (w.kind !== 'event') return h('p', { class: 'waiting-banner', text: `Sleeping until ${time(w.until_ms)}` });
+    const payload = h('input', { class: 'mono', placeholder: 'payload (JSON)', 'aria-label': 'Event payload' });
+    return h('p', { class: 'waiting-banner' }, `Waiting for event `, h('code', { text: w.event }), ` until ${time(w.until_ms)} `,
+      payload, h('button', { class: 'small', text: 'Send event', onclick: async () => {
+        let body = payload.value.trim();
+        try { body = body ? JSON.parse(body) : null; } catch { /* not JSON: sent as text */ }
+        try { await api(`/runs/${encodeURIComponent(run)}/signals`, { method: 'POST', body: { name: w.event, payload: body } }); }
+        catch (e) { alert(e.message); }
+      } }));
+  };
+
   const drawHeader = () => {
     const s = summary;
     // The stream is newer than the summary: it says the status and what the run waits for.
     const status = trace.events.length ? trace.run.status : s.status;
     const waiting = trace.events.length ? trace.run.waiting : s.waiting;
+    const waitingFor = trace.events.length ? trace.run.waiting_for : s.waiting_for;
     const ended = TERMINAL.has(status) ? s.updated_ms : Date.now();
     append(clear(header), [
       h('div', { class: 'title-row' }, statusBadge(status), h('h1', { class: 'mono', text: s.run_id }), streamState),
@@ -172,7 +186,10 @@ export async function render(main, { runId }) {
         s.retrying ? field('Retrying', `${s.retrying.reason} (next try ${time(s.retrying.next_try_ms)})`) : null,
         s.children?.length ? field('Tokens with sub-agents', usageLine(s.total_usage)) : null),
       runTree(s),
-      waiting ? h('p', { class: 'waiting-banner' }, 'Waiting for a person: ', h('a', { href: `/runs/${s.run_id}/steps/${waiting.step_key}`, text: `answer ${waiting.step_key}` })) : null,
+      waiting ? h('p', { class: 'waiting-banner' }, 'Waiting for a person: ', h('a', { href: `/runs/${s.run_id}/steps/${waiting.step_key}`, text: `answer ${waiting.step_key}` }),
+        waiting.expires_ms ? ` (answered for them at ${time(waiting.expires_ms)})` : '', waiting.escalated_to ? ` · escalated to ${waiting.escalated_to}` : '') : null,
+      waitingFor ? waitBanner(s.run_id, waitingFor) : null,
+      s.deadline_ms && !TERMINAL.has(status) ? h('p', { class: 'muted', text: `Time limit: fails at ${time(s.deadline_ms)}` }) : null,
       !TERMINAL.has(status) ? h('button', { class: 'danger small', onclick: async () => {
         if (!confirm('Cancel this run?')) return;
         try { summary = await api(`/runs/${encodeURIComponent(runId)}/cancel`, { method: 'POST', body: { reason: 'cancelled from the dashboard' } }); drawHeader(); } catch (e) { alert(e.message); }

@@ -3,7 +3,7 @@
 import { api } from './api.js';
 import { h, clear, time, duration, count, excerpt, statusBadge, message } from './dom.js';
 
-const STATUSES = ['', 'pending', 'running', 'suspended', 'completed', 'failed', 'cancelled'];
+const STATUSES = ['', 'pending', 'running', 'suspended', 'waiting', 'completed', 'failed', 'cancelled'];
 const REFRESH_MS = 2000;
 
 function toMs(local) {

@@ -136,6 +136,17 @@ export class Trace {
         this.run.status = 'failed';
         this.current = null;
         break;
+      // Workflows (docs/WORKFLOWS.md): a wait for a time or an event, and the limits' expiries.
+      case 'wait_started':
+        item({ kind: 'other', event_type: e.event_type, data: d });
+        this.run.status = 'waiting';
+        this.run.waiting_for = { kind: d.kind, event: d.event, until_ms: d.until_ms };
+        break;
+      case 'wait_ended':
+        item({ kind: 'other', event_type: e.event_type, data: d });
+        this.run.status = 'running';
+        delete this.run.waiting_for;
+        break;
       case 'run_cancelled':
         item({ kind: 'end', status: 'cancelled', reason: d.reason, by: d.by });
         this.run.status = 'cancelled';

@@ -301,6 +301,9 @@ void api::handle(http_request request, const responder& respond) {
           // A sub-agent's run: the runs above it, root first (the person answers for the chain).
           if (r.contains("chain")) approvals.back()["chain"] = r["chain"];
           if (r.contains("parent")) approvals.back()["parent"] = r["parent"];
+          // Workflows: when it gets the agent's default answer, and whom it was escalated to.
+          for (const char* key : {"expires_ms", "escalated_to"})
+            if (r["waiting"].contains(key)) approvals.back()[key] = r["waiting"][key];
         }
     }
     std::sort(approvals.begin(), approvals.end(), [](const value& a, const value& b) {
@@ -358,6 +361,23 @@ void api::handle(http_request request, const responder& respond) {
       auto reply = ask(acting(run, "retry"), value{{"v", 1}, {"type", "retry"}});
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, (*reply)["run"]));
+    }
+    // An outside event for the run (docs/WORKFLOWS.md): {name, payload, id}; the id may come as the
+    // Idempotency-Key header instead (a repeat with it is not taken twice).
+    if (parts.size() == 3 && parts[2] == "signals" && m == "POST") {
+      auto body = acting_body(request);
+      if (!body) return respond(failure(body.error()));
+      if (!body->is_object() || !body->contains("name") || !(*body)["name"].is_string())
+        return respond(failure(make_error(errc::invalid_argument, "a signal names its event: {\"name\": \"...\", \"payload\": ...}")));
+      value signal{{"v", 1}, {"type", "signal"}, {"name", (*body)["name"]}};
+      if (body->contains("payload")) signal["payload"] = (*body)["payload"];
+      if (body->contains("id")) signal["id"] = (*body)["id"];
+      else if (auto key = request.headers.find("idempotency-key"); key != request.headers.end()) signal["id"] = key->second;
+      auto reply = ask(acting(run, "signal"), signal);
+      if (!reply) return respond(failure(reply.error()));
+      return respond(json(200, value{{"run_id", run}, {"name", (*body)["name"]}, {"id", (*reply)["id"]},
+                                     {"delivered", reply->value("delivered", false)},
+                                     {"duplicate", reply->value("duplicate", false)}}));
     }
     if (parts.size() == 5 && parts[2] == "steps" && (parts[4] == "approve" || parts[4] == "reject") && m == "POST") {
       auto body = acting_body(request);

@@ -93,6 +93,19 @@ struct agent_config {
   std::vector<mcp_server> mcp;
   std::vector<std::string> sub_agents;  // agents it may call as tools (agent__<id>): child runs
   std::string description;              // told to the agents that may call this one
+
+  // Workflows (docs/WORKFLOWS.md): the waiting tools the model may call (sleep, wait_until,
+  // wait_for_event), the longest wait one may ask for, the run's time limit, and what becomes of
+  // an approval nobody answers (its answer after approval_timeout_ms; escalated after
+  // approval_escalate_after_ms to approval_escalate_to). 0: no limit.
+  std::vector<std::string> workflow_tools;
+  std::int64_t wait_max_ms = 0;
+  std::int64_t run_timeout_ms = 0;
+  std::int64_t approval_timeout_ms = 0;
+  std::string approval_timeout_answer;  // "reject", "approve" or "fail"
+  std::string approval_timeout_feedback;
+  std::int64_t approval_escalate_after_ms = 0;
+  std::string approval_escalate_to;
 };
 
 struct node_config {

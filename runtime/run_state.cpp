@@ -48,8 +48,10 @@ public:
     return map_[key].get<bool>();
   }
   keel::error bad(const char* key, const char* expected) const {
+    // (Asked about a key that is not there too: a field that defaults, then fails a later check.)
+    std::string given = map_.is_object() && map_.contains(key) ? map_[key].dump().substr(0, 80) : std::string("absent");
     return make_error(errc::malformed, "the run's stored state is damaged: " + path(key) + " should be " + expected +
-                                         ", not " + map_[key].dump().substr(0, 80));
+                                         ", not " + given);
   }
 
 private:
@@ -137,6 +139,14 @@ result<pending_step> pending_step_from_value(const value& v, const std::string& 
   return p;
 }
 
+value to_value(const suspension& w) {
+  value out{{"step_key", w.step_key}, {"call_index", w.call_index}, {"form", w.form}};
+  if (w.expires_ms > 0) out["expires_ms"] = w.expires_ms;
+  if (w.escalate_ms > 0) out["escalate_ms"] = w.escalate_ms;
+  if (!w.escalated_to.empty()) out["escalated_to"] = w.escalated_to;
+  return out;
+}
+
 value to_value(const run_state& s) {
   value calls = value::array();
   for (const auto& c : s.calls) calls.push_back(value{{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
@@ -152,10 +162,7 @@ value to_value(const run_state& s) {
             {"pending", s.pending ? to_value(*s.pending) : value()},
             {"calls", calls},
             {"call_index", s.call_index},
-            {"suspended", s.suspended ? value{{"step_key", s.suspended->step_key},
-                                              {"call_index", s.suspended->call_index},
-                                              {"form", s.suspended->form}}
-                                      : value()},
+            {"suspended", s.suspended ? to_value(*s.suspended) : value()},
             {"answers", answers},
             {"allow_rules", rules},
             {"last_text", s.last_text}};
@@ -169,7 +176,33 @@ value to_value(const run_state& s) {
   if (s.parent.is_object()) out["parent"] = s.parent;
   if (s.children.is_array() && !s.children.empty()) out["children"] = s.children;
   if (s.children_usage.input_tokens || s.children_usage.output_tokens) out["children_usage"] = to_value(s.children_usage);
+  if (s.waiting)
+    out["waiting"] = value{{"kind", s.waiting->kind}, {"call_index", s.waiting->call_index}, {"event", s.waiting->event},
+                           {"until_ms", s.waiting->until_ms}, {"since_ms", s.waiting->since_ms}};
+  if (!s.signals.empty()) {
+    value list = value::array();
+    for (const auto& g : s.signals)
+      list.push_back(value{{"id", g.id}, {"name", g.name}, {"payload", g.payload}, {"by", g.by}, {"at_ms", g.at_ms}});
+    out["signals"] = list;
+  }
+  if (!s.signal_ids.empty()) out["signal_ids"] = s.signal_ids;
+  if (s.deadline_ms > 0) out["deadline_ms"] = s.deadline_ms;
   return out;
+}
+
+std::int64_t next_wake_ms(const run_state& s, bool ended) {
+  if (ended) return 0;
+  std::int64_t next = 0;
+  auto consider = [&](std::int64_t t) {
+    if (t > 0 && (next == 0 || t < next)) next = t;
+  };
+  if (s.waiting) consider(s.waiting->until_ms);
+  if (s.suspended) {
+    consider(s.suspended->expires_ms);
+    if (s.suspended->escalated_to.empty()) consider(s.suspended->escalate_ms);
+  }
+  consider(s.deadline_ms);
+  return next;
 }
 
 result<run_state> run_state_from_value(const value& v) {
@@ -212,6 +245,9 @@ result<run_state> run_state_from_value(const value& v) {
     KEEL_READ(susp.call_index, w.count("call_index"));
     if (susp.call_index >= s.calls.size()) return w.bad("call_index", "the index of one of the calls");
     susp.form = w.raw("form");
+    KEEL_READ(susp.expires_ms, w.integer("expires_ms"));
+    KEEL_READ(susp.escalate_ms, w.integer("escalate_ms"));
+    KEEL_READ(susp.escalated_to, w.text("escalated_to"));
     s.suspended = std::move(susp);
   }
   if (f.has("answers")) {
@@ -259,6 +295,41 @@ result<run_state> run_state_from_value(const value& v) {
     s.children = f.raw("children");
   }
   if (f.has("children_usage")) KEEL_READ(s.children_usage, usage_from(f.raw("children_usage"), f.path("children_usage")));
+  if (f.has("waiting")) {
+    fields w(f.raw("waiting"), f.path("waiting"));
+    if (!w.is_map()) return not_a(f.path("waiting"), "a map");
+    wait_state wait;
+    KEEL_READ(wait.kind, w.text("kind"));
+    if (wait.kind != "sleep" && wait.kind != "event") return w.bad("kind", "sleep or event");
+    KEEL_READ(wait.call_index, w.count("call_index"));
+    if (wait.call_index >= s.calls.size()) return w.bad("call_index", "the index of one of the calls");
+    KEEL_READ(wait.event, w.text("event"));
+    KEEL_READ(wait.until_ms, w.integer("until_ms"));
+    KEEL_READ(wait.since_ms, w.integer("since_ms"));
+    s.waiting = std::move(wait);
+  }
+  if (f.has("signals")) {
+    if (!f.raw("signals").is_array()) return f.bad("signals", "a list");
+    for (const auto& g : f.raw("signals")) {
+      fields one(g, f.path("signals"));
+      if (!one.is_map()) return not_a(f.path("signals"), "a list of maps");
+      signal_record kept;
+      KEEL_READ(kept.id, one.text("id"));
+      KEEL_READ(kept.name, one.text("name"));
+      kept.payload = one.raw("payload");
+      KEEL_READ(kept.by, one.text("by"));
+      KEEL_READ(kept.at_ms, one.integer("at_ms"));
+      s.signals.push_back(std::move(kept));
+    }
+  }
+  if (f.has("signal_ids")) {
+    if (!f.raw("signal_ids").is_array()) return f.bad("signal_ids", "a list");
+    for (const auto& id : f.raw("signal_ids")) {
+      if (!id.is_string()) return f.bad("signal_ids", "a list of strings");
+      s.signal_ids.push_back(id.get<std::string>());
+    }
+  }
+  KEEL_READ(s.deadline_ms, f.integer("deadline_ms"));
   return s;
 }
 

@@ -57,6 +57,29 @@ struct suspension {
   std::string step_key;
   std::uint64_t call_index = 0;
   wire::value form;  // what the person is shown (from the worker)
+  // Workflow limits (docs/WORKFLOWS.md), wall clock, ms; 0: none. When the approval is answered
+  // for the person with the agent's default answer, and when it is escalated (and to whom, once).
+  std::int64_t expires_ms = 0;
+  std::int64_t escalate_ms = 0;
+  std::string escalated_to;
+};
+
+// A run that waits for a time or for an outside event (docs/WORKFLOWS.md): the call it answers.
+struct wait_state {
+  std::string kind;             // "sleep" (until a time) or "event"
+  std::uint64_t call_index = 0;
+  std::string event;            // kind "event": the name waited for
+  std::int64_t until_ms = 0;    // sleep: when it ends; event: when the wait gives up (0: never)
+  std::int64_t since_ms = 0;
+};
+
+// An outside event sent to a run (`signal`), kept until the run waits for its name.
+struct signal_record {
+  std::string id;
+  std::string name;
+  wire::value payload;
+  std::string by;
+  std::int64_t at_ms = 0;
 };
 
 struct answer {
@@ -95,7 +118,18 @@ struct run_state {
   wire::value parent;
   wire::value children;
   token_usage children_usage;
+  // Workflows (docs/WORKFLOWS.md): what the run waits for, the events sent to it that it has not
+  // waited for yet (oldest first), the ids of the latest events taken (a repeat is not taken
+  // twice), and when the run is stopped for taking too long (wall clock, ms; 0: never).
+  std::optional<wait_state> waiting;
+  std::vector<signal_record> signals;
+  std::vector<std::string> signal_ids;
+  std::int64_t deadline_ms = 0;
 };
+
+// The earliest time at which something of the run falls due by the clock alone (a sleep's end, a
+// wait's or an approval's expiry, an escalation, the run's deadline); 0: nothing.
+std::int64_t next_wake_ms(const run_state& s, bool ended);
 
 // The stored value (without the conversation; "messages_count" says how long it is). A stored
 // state that holds its conversation whole (as older versions wrote it) reads too: its count is
@@ -103,6 +137,7 @@ struct run_state {
 wire::value to_value(const run_state& s);
 result<run_state> run_state_from_value(const wire::value& v);
 
+wire::value to_value(const suspension& w);
 wire::value to_value(const pending_step& p);
 result<pending_step> pending_step_from_value(const wire::value& v, const std::string& where);
 

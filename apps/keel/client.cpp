@@ -94,6 +94,14 @@ result<value> client::retry(const std::string& run) {
   return (*v)["run"];
 }
 
+result<value> client::signal(const std::string& run, const std::string& name, const value& payload, const std::string& id) {
+  value body{{"v", wire::protocol_version}, {"type", "signal"}, {"name", name}, {"payload", payload}};
+  if (!id.empty()) body["id"] = id;
+  auto reply = request(subjects_.run_signal(run, who_), wire::pack(body), run);
+  if (!reply) return reply.error();
+  return open_reply(reply->data, "signal_reply");
+}
+
 result<value> client::show(const std::string& run) {
   auto reply = request(subjects_.run_query(run),
                        wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), run);

@@ -21,6 +21,9 @@ public:
   result<wire::resume_reply> resume(const wire::resume_request& request);
   result<wire::value> cancel(const std::string& run_id, const std::string& reason);
   result<wire::value> retry(const std::string& run_id);
+  // An outside event for a run (workflows): the signal_reply ({delivered, duplicate, id}).
+  result<wire::value> signal(const std::string& run_id, const std::string& name, const wire::value& payload,
+                             const std::string& id);
   result<wire::value> show(const std::string& run_id);  // the run's summary
   // The run's summary once it is not running (suspended or ended), or a timeout error.
   result<wire::value> wait(const std::string& run_id);

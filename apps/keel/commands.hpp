@@ -35,5 +35,6 @@ void add_credentials_command(CLI::App& app, int& exit_code);
 void add_nodes_command(CLI::App& app, int& exit_code);
 void add_run_commands(CLI::App& app, int& exit_code);
 void add_tool_command(CLI::App& app, int& exit_code);
+void add_signal(CLI::App& app, int& exit_code);  // workflows.cpp
 
 } // namespace keel::cli

@@ -3,6 +3,7 @@
 #include "runtime/clock.hpp"
 #include "sandbox/text.hpp"
 
+#include <ctime>
 #include <sstream>
 
 namespace keel::cli {
@@ -22,6 +23,16 @@ std::string raw(const value& v, const char* key) {
 
 // Every field is escaped and bounded: its start and its end always show (sandbox/text.hpp).
 std::string str(const value& v, const char* key) { return sandbox::shown_field(raw(v, key)); }
+
+// A wall-clock time as RFC 3339, UTC, to the second.
+std::string rfc3339_text(std::int64_t ms) {
+  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm t{};
+  gmtime_r(&seconds, &t);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &t);
+  return out;
+}
 
 // A block of lines (content, a diff), each line escaped on its own.
 std::string indent(const std::string& text, const std::string& prefix) {
@@ -154,6 +165,18 @@ std::string render_event(const wire::event& e) {
            str(d, "reason") + ")\n";
   }
   if (t == "run_retried") return "  -> Retried" + by() + ", from step " + str(d, "task_step") + "\n";
+  // Workflows (docs/WORKFLOWS.md).
+  if (t == "wait_started")
+    return str(d, "kind") == "event" ? "  .. waiting for event " + str(d, "event") + " (until " + str(d, "until") + "; keel signal " +
+                                         e.run_id + " " + str(d, "event") + " sends it)\n"
+                                     : "  .. sleeping until " + str(d, "until") + "\n";
+  if (t == "wait_ended")
+    return str(d, "reason") == "event" ? "  -> Event " + str(d, "event") + " came" + by() + "\n"
+           : str(d, "reason") == "timeout" ? "  -> No event " + str(d, "event") + " came in time\n" : "  -> Woke\n";
+  if (t == "event_received") return d.value("delivered", false) ? "" : "  (event " + str(d, "event") + " kept" + by() + ")\n";
+  if (t == "approval_escalated") return "  .. approval " + str(d, "step_key") + " escalated to " + str(d, "to") + "\n";
+  if (t == "approval_expired") return "  -> Nobody answered " + str(d, "step_key") + " in time: " + str(d, "answer") + "\n";
+  if (t == "run_timed_out") return "  -> The run went on past its time limit\n";
   if (t == "run_completed") {
     const value& usage = d.contains("usage") ? d["usage"] : value::object();
     return "\nRun completed (" + str(d, "stop_reason") + ", " + str(d, "steps") + " model steps, " +
@@ -183,6 +206,13 @@ std::string render_summary(const value& r) {
   if (r.contains("waiting"))
     out << "Waiting: step " << str(r["waiting"], "step_key") << " ("
         << str(r["waiting"]["form"], "tool") << ")\n";
+  if (r.contains("waiting_for") && r["waiting_for"].is_object()) {
+    const value& w = r["waiting_for"];
+    out << "Waiting: " << (str(w, "kind") == "event" ? "for event " + str(w, "event") + ", at most" : std::string("sleeping"))
+        << " until " << rfc3339_text(w.value("until_ms", std::int64_t{0})) << "\n";
+  }
+  if (r.contains("events_kept") && r["events_kept"].is_array() && !r["events_kept"].empty())
+    out << "Events:  " << r["events_kept"].size() << " kept for a later wait\n";
   if (r.contains("retrying") && r["retrying"].is_object()) {
     // When the next try is due, from now (the summary gives a wall-clock time).
     auto next = r["retrying"].value("next_try_ms", std::int64_t{0});

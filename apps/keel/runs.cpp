@@ -355,7 +355,8 @@ void add_wait(CLI::App& app, int& exit_code) {
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("wait", "Wait until a run is suspended or has ended, then show it; the exit "
                                          "code says how it stands (0 completed, 1 failed or cancelled, "
-                                         "3 waiting for approval, 4 still running at the timeout)");
+                                         "3 waiting for approval, 4 still running at the timeout, 5 waiting for "
+                                         "a time or an event)");
   cmd->add_option("run", *run, "Run id")->required();
   cmd->add_flag("--json", *json, "Print JSON");
   add_client_flags(*cmd, *flags);
@@ -371,7 +372,7 @@ void add_wait(CLI::App& app, int& exit_code) {
     if (*json) std::cout << r->dump(2) << "\n";
     else std::cout << render_summary(*r);
     auto status = r->value("status", std::string{});
-    exit_code = status == "completed" ? 0 : status == "suspended" ? 3 : 1;
+    exit_code = status == "completed" ? 0 : status == "suspended" ? 3 : status == "waiting" ? 5 : 1;
   });
 }
 
@@ -414,7 +415,7 @@ void add_runs(CLI::App& app, int& exit_code) {
   auto limit = std::make_shared<std::int64_t>(20);
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("runs", "List runs, newest first");
-  cmd->add_option("--status", *status, "pending, running, suspended, completed, failed or cancelled");
+  cmd->add_option("--status", *status, "pending, running, suspended, waiting, completed, failed or cancelled");
   cmd->add_option("--agent", *agent, "Only this agent's runs");
   cmd->add_option("--session", *session, "Only this session's runs");
   cmd->add_option("--text", *text, "Only runs whose input, output or error holds this text (any case)");
@@ -482,6 +483,7 @@ void add_run_commands(CLI::App& app, int& exit_code) {
   add_resume(app, exit_code);
   add_cancel(app, exit_code);
   add_retry(app, exit_code);
+  add_signal(app, exit_code);
   add_wait(app, exit_code);
   add_events(app, exit_code);
   add_runs(app, exit_code);

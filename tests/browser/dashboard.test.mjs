@@ -70,6 +70,9 @@ before(async () => {
   writeFileSync(join(dir, 'helper.json'), JSON.stringify({ turns: [
     { text: 'Writing.', tool_calls: [{ name: 'write', arguments: { path: 'report.txt', content: 'fine\n' } }] },
     { text: 'Report written' }] }));
+  writeFileSync(join(dir, 'waiter.json'), JSON.stringify({ turns: [
+    { text: 'Waiting for the go.', tool_calls: [{ name: 'wait_for_event', arguments: { name: 'ready', timeout_seconds: 600 } }] },
+    { text: 'Got: {{last_tool_result}}' }] }));
   writeFileSync(join(dir, 'node.toml'), `
 [node]
 name = "n1"
@@ -96,6 +99,12 @@ workspace = "${dir}/ws"
 script = "${dir}/helper.json"
 tools = ["write"]
 [agents.helper.sandbox]
+workspace = "${dir}/ws"
+[agents.waiter]
+script = "${dir}/waiter.json"
+tools = []
+workflow_tools = ["wait_for_event"]
+[agents.waiter.sandbox]
 workspace = "${dir}/ws"
 `, { mode: 0o600 });
   nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
@@ -297,6 +306,25 @@ test('sub-agents: the inbox, the child run with the chain above it, and the pare
   assert.match(await page.locator('.run-header').textContent(), /Tokens with sub-agents/);
   await until('the call to link its child run', async () => (await page.locator(`.entry.kind-tool a[href="/runs/${child}"]`).count()) === 1);
   await shot(page, 'sub-agent-parent');
+  await page.close();
+});
+
+test('workflows: a run waiting for an event says so, and the event is sent from its page', async () => {
+  const waiter = (await api('/runs', { agent: 'waiter', input: 'Wait for the go.' })).run_id;
+  await until('the run to wait', async () => (await api(`/runs/${waiter}`)).status === 'waiting');
+  const page = await newPage();
+  await page.goto(`${base}/runs/${waiter}`);
+  await page.waitForSelector('.run-header .waiting-banner');
+  assert.match(await page.locator('.run-header .waiting-banner').textContent(), /Waiting for event ready until/);
+  assert.match(await page.locator('.run-header .status').textContent(), /waiting/);
+  await shot(page, 'workflow-waiting');
+  await page.locator('.run-header input[aria-label="Event payload"]').fill('{"go": "yes, ship it"}');
+  await page.locator('.run-header button', { hasText: 'Send event' }).click();
+  await until('the run to finish', async () => (await api(`/runs/${waiter}`)).status === 'completed');
+  assert.match((await api(`/runs/${waiter}`)).output, /ship it/);
+  await until('the header to say completed', async () => /completed/.test(await page.locator('.run-header .status').textContent()));
+  await page.goto(`${base}/runs?status=waiting`);
+  await page.waitForSelector('.list-info');
   await page.close();
 });
 

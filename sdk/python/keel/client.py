@@ -140,6 +140,14 @@ class Client:
     def cancel(self, run_id: str, reason: Optional[str] = None) -> Dict[str, Any]:
         return self._request("POST", f"/api/v1/runs/{_id(run_id)}/cancel", {"reason": reason} if reason else {})
 
+    def signal(self, run_id: str, name: str, payload: Any = None, id: Optional[str] = None) -> Dict[str, Any]:
+        """An outside event for a run (docs/WORKFLOWS.md): taken by its wait_for_event of that name, or
+        kept until it waits. Give `id` to make a retry safe (a repeat is answered with duplicate: true)."""
+        body: Dict[str, Any] = {"name": name, "payload": payload}
+        if id is not None:
+            body["id"] = id
+        return self._request("POST", f"/api/v1/runs/{_id(run_id)}/signals", body)
+
     def retry(self, run_id: str) -> Dict[str, Any]:
         return self._request("POST", f"/api/v1/runs/{_id(run_id)}/retry", {})
 

@@ -17,6 +17,11 @@ from keel import Client, KeelError  # noqa: E402
 
 KEEL = os.environ.get("KEEL_BINARY") or str(ROOT / "build" / "apps" / "keel")
 
+WAITER = {"turns": [
+    {"text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "go", "timeout_seconds": 300}}]},
+    {"text": "Got: {{last_tool_result}}"},
+]}
+
 TURNS = {"turns": [
     {"text": "Writing it.", "tool_calls": [{"name": "write", "arguments": {"path": "note.txt", "content": "hello\n"}}]},
     {"text": "Result: {{last_tool_result}}"},
@@ -28,9 +33,12 @@ class KeelDev:
         self.home = tempfile.mkdtemp(prefix="keel-py-")
         os.chmod(self.home, 0o711)
         Path(self.home, "writer.script.json").write_text(json.dumps(TURNS))
+        Path(self.home, "waiter.script.json").write_text(json.dumps(WAITER))
         Path(self.home, "keel.toml").write_text(
             '[agents.writer]\nprovider = "scripted"\nscript = "writer.script.json"\ntools = ["write"]\n'
-            '[agents.writer.sandbox]\nworkspace = "%s/ws"\n' % self.home)
+            '[agents.writer.sandbox]\nworkspace = "%s/ws"\n'
+            '[agents.waiter]\nprovider = "scripted"\nscript = "waiter.script.json"\ntools = []\n'
+            'workflow_tools = ["wait_for_event"]\n[agents.waiter.sandbox]\nworkspace = "%s/ws"\n' % (self.home, self.home))
         self.env = dict(os.environ, KEEL_HOME=self.home)
         self.log = open(Path(self.home, "dev.log"), "w")
         self.dev = subprocess.Popen([KEEL, "dev", "--config", f"{self.home}/keel.toml", "--data-dir", f"{self.home}/dev",
@@ -101,6 +109,24 @@ class ClientTest(unittest.TestCase):
         done = self.client.wait(run.id, timeout=60)
         self.assertEqual(done["status"], "completed")
         self.assertIn("not in this folder", done["output"])
+
+    def test_an_event_sent_to_a_waiting_run_is_taken_once(self):
+        run = self.client.invoke("waiter", "wait for the go").id
+        until = time.monotonic() + 30
+        while self.client.get(run)["status"] != "waiting":
+            self.assertLess(time.monotonic(), until, "the run never waited")
+            time.sleep(0.1)
+        sent = self.client.signal(run, "go", {"ship": True}, id="go-1")
+        self.assertTrue(sent["delivered"])
+        again = self.client.signal(run, "go", {"ship": True}, id="go-1")
+        self.assertTrue(again["duplicate"])
+        while self.client.get(run)["status"] != "completed":
+            self.assertLess(time.monotonic(), until, "the run never ended")
+            time.sleep(0.1)
+        self.assertIn("ship", self.client.get(run)["output"])
+        with self.assertRaises(KeelError) as e:
+            self.client.signal(run, "go", id="go-2")  # ended: nothing is kept
+        self.assertEqual(e.exception.status, 409)
 
     def test_refusals_say_what_was_wrong(self):
         with self.assertRaises(KeelError) as e:

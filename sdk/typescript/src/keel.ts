@@ -201,6 +201,14 @@ export class Keel {
     return (await this.request(`${this.base}.runs.${runId}.cancel.${this.who}`, { type: "cancel", reason }, "run")).run as RunSummary;
   }
 
+  // An outside event for a run (docs/WORKFLOWS.md): taken by its wait_for_event of that name, or
+  // kept until it waits. Give `id` to make a retry safe (a repeat is answered `duplicate`).
+  async signal(runId: string, name: string, payload?: unknown, id?: string):
+    Promise<{ run_id: string; id: string; delivered: boolean; duplicate: boolean }> {
+    const reply = await this.request(`${this.base}.runs.${runId}.signal.${this.who}`, { type: "signal", name, payload, id }, "signal_reply");
+    return reply as never;
+  }
+
   async retry(runId: string): Promise<RunSummary> {
     return (await this.request(`${this.base}.runs.${runId}.retry.${this.who}`, { type: "retry" }, "run")).run as RunSummary;
   }

@@ -163,6 +163,27 @@ TEST_CASE("config: a bad agent key or tool is an error naming the agent", "[runt
   CHECK(error_of("[agents.\"bad id\"]\nmodel = \"x\"\n").find("agent id") != std::string::npos);
 }
 
+TEST_CASE("config: workflow keys load, and each bad value names its key", "[runtime][config]") {
+  auto c = config::load_string("[agents.ops]\nworkflow_tools = [\"sleep\", \"wait_for_event\"]\nrun_timeout_ms = 60000\n"
+                               "approval_timeout_ms = 5000\napproval_timeout_answer = \"fail\"\n"
+                               "approval_escalate_after_ms = 1000\napproval_escalate_to = \"#ops\"\n", "node.toml");
+  REQUIRE(c.ok());
+  const auto& a = c->agents.at(0);
+  CHECK(a.workflow_tools == std::vector<std::string>{"sleep", "wait_for_event"});
+  CHECK(a.run_timeout_ms == 60000);
+  CHECK(a.approval_timeout_answer == "fail");
+  CHECK(a.approval_escalate_to == "#ops");
+  CHECK(a.wait_max_ms == 30LL * 86'400'000);
+  CHECK(error_of("[agents.ops]\nworkflow_tools = [\"nap\"]\n").find("agents.ops.workflow_tools") != std::string::npos);
+  CHECK(error_of("[agents.ops]\napproval_timeout_answer = \"maybe\"\n").find("agents.ops.approval_timeout_answer") != std::string::npos);
+  CHECK(error_of("[agents.ops]\nrun_timeout_ms = -1\n").find("agents.ops.run_timeout_ms") != std::string::npos);
+  CHECK(error_of("[agents.ops]\nwait_max_ms = 10\n").find("agents.ops.wait_max_ms") != std::string::npos);
+  // A waiting tool's name taken twice, or by a command tool: the model could not tell them apart.
+  CHECK(error_of("[agents.ops]\nworkflow_tools = [\"sleep\", \"sleep\"]\n").find("listed twice") != std::string::npos);
+  CHECK(error_of("[agents.ops]\nworkflow_tools = [\"sleep\"]\n[agents.ops.commands.sleep]\nargv = [\"sleep\", \"1\"]\n")
+          .find("command tool \"sleep\" has the name of a tool the agent lists") != std::string::npos);
+}
+
 TEST_CASE("config: worker slots and liveness are bounded, and the old lease keys are refused", "[runtime][config]") {
   auto c = config::load_string("[worker]\nslots = 3\nliveness_ms = 2000\n", "node.toml");
   REQUIRE(c.ok());

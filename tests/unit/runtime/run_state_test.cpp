@@ -32,7 +32,11 @@ run_state full_state() {
   s.pending = p;
   s.calls = {{"c1", "exec", value{{"command", "ls"}}}, {"c2", "read", value{{"path", "a"}}}};
   s.call_index = 1;
-  s.suspended = suspension{"approve-8", 1, value{{"tool", "read"}}};
+  s.suspended = suspension{"approve-8", 1, value{{"tool", "read"}}, 7000, 6000, "#ops"};
+  s.waiting = wait_state{"event", 1, "ci/done", 9000, 8000};
+  s.signals = {signal_record{"e1", "other", value{{"n", 1}}, "ana", 7500}};
+  s.signal_ids = {"e0"};
+  s.deadline_ms = 12000;
   s.answers["approve-4"] = answer{false, "not that"};
   s.allow_rules = {{"exact", "ls"}, {"prefix", "git status"}};
   s.provider = "anthropic";
@@ -54,6 +58,13 @@ TEST_CASE("run state: every field goes to the stored value and back", "[runtime]
   CHECK(to_value(*back) == to_value(s));
   CHECK(back->pending->retry->reason == "overloaded");
   CHECK(back->answers.at("approve-4").feedback == "not that");
+  CHECK(back->waiting->event == "ci/done");
+  CHECK(back->signals.at(0).payload == value{{"n", 1}});
+  CHECK(back->suspended->escalated_to == "#ops");
+  // The earliest of what falls due by the clock; nothing once the run ended.
+  // (The escalation at 6000 was made already: the approval's expiry at 7000 comes first.)
+  CHECK(next_wake_ms(*back, false) == 7000);
+  CHECK(next_wake_ms(*back, true) == 0);
   // Through the store's packing too: the count of messages survives without the messages.
   run_record r;
   r.run_id = "r1";

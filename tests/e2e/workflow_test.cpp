@@ -1,0 +1,246 @@
+// Workflows end to end (docs/WORKFLOWS.md): waiting tools, events sent to runs over NATS, HTTP and
+// `keel signal`, approvals and runs with time limits; through kill -9 of the node and the loss of
+// an orchestrator of a cluster. Built binaries, real nats-servers, the scripted model.
+#include "tests/e2e/cluster.hpp"
+#include "tests/e2e/failover_cluster.hpp"
+#include "tests/e2e/http_client.hpp"
+
+#include <map>
+#include <set>
+#include <sstream>
+
+using namespace keel;
+using namespace keel::testing;
+using nlohmann::json;
+
+namespace {
+
+// An agent of the scripted model (script {dir}/<name>.json, calls logged to {dir}/calls.log) with
+// the waiting tools and whatever `extra` adds to its table.
+std::string agent_toml(const std::string& name, const std::string& extra = "") {
+  return "\n[agents." + name + "]\nscript = \"{dir}/" + name + ".json\"\nscript_log = \"{dir}/calls.log\"\n" +
+         "workflow_tools = [\"sleep\", \"wait_until\", \"wait_for_event\"]\n" + extra + "[agents." + name +
+         ".sandbox]\nworkspace = \"{dir}/ws\"\n";
+}
+
+// Model calls by "<run> turn <n>" (the scripted model logs "<task id> <turn>" per call).
+std::map<std::string, int> calls_by_run(const std::string& log) {
+  std::map<std::string, int> out;
+  std::istringstream in(log);
+  for (std::string task, turn; in >> task >> turn;) out[task.substr(0, task.find('/')) + " turn " + turn] += 1;
+  return out;
+}
+
+std::size_t count_type(const std::vector<json>& events, const std::string& type) {
+  return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const json& e) { return e["event_type"] == type; }));
+}
+
+const json* first_of(const std::vector<json>& events, const std::string& type) {
+  for (const auto& e : events)
+    if (e["event_type"] == type) return &e;
+  return nullptr;
+}
+
+} // namespace
+
+TEST_CASE("workflows: a sleeping run is on disk only, survives kill -9 of its node, and wakes once when its time came",
+          "[e2e][integration][workflows]") {
+  cluster c(agent_toml("sleepy"), {{"sleepy.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "sleep", "arguments": {"seconds": 4}}]},
+      {"text": "Woke: {{last_tool_result}}"}
+    ]})"}});
+  auto run = c.invoke("sleepy", "sleep a little");
+  c.await_status(run, "waiting");
+  auto shown = c.show(run);
+  CHECK(shown["waiting_for"]["kind"] == "sleep");
+  auto until = shown["waiting_for"]["until_ms"].get<std::int64_t>();
+  // `keel wait` returns for a run that waits for a time, with its own exit code.
+  auto waited = c.keel({"wait", run});
+  CHECK(waited.exit_code == 5);
+  c.kill_node();
+  c.start_node();
+  c.await_status(run, "completed", 30'000);
+  auto events = c.events(run);
+  CHECK(count_type(events, "wait_started") == 1);
+  CHECK(count_type(events, "wait_ended") == 1);
+  const json* ended = first_of(events, "wait_ended");
+  REQUIRE(ended);
+  CHECK((*ended)["time_ms"].get<std::int64_t>() >= until);  // not before its time
+  CHECK(c.show(run)["output"].get<std::string>().find("slept_until") != std::string::npos);
+  auto calls = calls_by_run(read_file(c.dir().file("calls.log")));
+  CHECK(calls == std::map<std::string, int>{{run + " turn 1", 1}, {run + " turn 2", 1}});
+}
+
+TEST_CASE("workflows: events reach their runs over NATS, HTTP and keel signal, one sent early is kept, a repeat is taken once",
+          "[e2e][integration][workflows]") {
+  cluster_options options;
+  options.gateway = true;
+  cluster c(agent_toml("waiter"), {{"waiter.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "first"}}]},
+      {"delay_ms": 3000, "text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "second", "timeout_seconds": 120}}]},
+      {"text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "third", "timeout_seconds": 120}}]},
+      {"text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "fourth", "timeout_seconds": 1}}]},
+      {"text": "Done: {{last_tool_result}}"}
+    ]})"}}, options);
+  auto run = c.invoke("waiter", "wait for things");
+  // Sent at once: "first" is kept or taken (the run may wait for it already); "second" is kept,
+  // as the run waits for "first" before it and then asks the model (3 s) before it waits for it.
+  auto first = c.keel({"signal", run, "first", "--payload", R"({"n": 1})", "--id", "f1"});
+  INFO(first.out << first.err);
+  CHECK(first.exit_code == 0);
+  auto second = c.keel({"signal", run, "second", "--payload", "plain text", "--id", "s1"});
+  INFO(second.out << second.err);
+  CHECK(second.exit_code == 0);
+  REQUIRE_EVENTUALLY(20'000, c.show(run).value("waiting_for", json::object()).value("event", "") == "third");
+  auto events = c.events(run);
+  std::map<std::string, json> received;
+  for (const auto& e : events)
+    if (e["event_type"] == "event_received") received[e["data"]["id"].get<std::string>()] = e["data"];
+  REQUIRE(received.count("s1") == 1);
+  CHECK(received["s1"]["delivered"] == false);  // kept, then taken by the wait for it
+  CHECK(!received["f1"]["by"].get<std::string>().empty());
+  CHECK(count_type(events, "wait_ended") == 2);
+
+  auto url = c.gateway_url() + "/api/v1/runs/" + run + "/signals";
+  auto sent = call("POST", url, R"({"name": "third", "payload": {"n": 3}})", {"Idempotency-Key: t3", "Content-Type: application/json"});
+  INFO(sent.body);
+  REQUIRE(sent.status == 200);
+  CHECK(sent.parsed()["delivered"] == true);
+  CHECK(sent.parsed()["duplicate"] == false);
+  auto again = call("POST", url, R"({"name": "third", "payload": {"n": 3}})", {"Idempotency-Key: t3", "Content-Type: application/json"});
+  CHECK(again.status == 200);
+  CHECK(again.parsed()["duplicate"] == true);
+  // Bad requests: a name that is not one, a body that names someone, no name.
+  CHECK(call("POST", url, R"({"name": "a b"})", {"Content-Type: application/json"}).status == 400);
+  CHECK(call("POST", url, R"({"name": "x", "by": "boss"})", {"Content-Type: application/json"}).status == 400);
+  CHECK(call("POST", url, R"({"payload": 1})", {"Content-Type: application/json"}).status == 400);
+
+  // "fourth" gives up after 1 s: the model is told, and the run ends.
+  c.await_status(run, "completed", 20'000);
+  CHECK(c.show(run)["output"].get<std::string>().find("timed_out") != std::string::npos);
+  events = c.events(run);
+  CHECK(count_type(events, "wait_ended") == 4);
+  CHECK(count_type(events, "event_received") == 3);  // the repeat changed nothing
+  auto calls = calls_by_run(read_file(c.dir().file("calls.log")));
+  for (int turn = 1; turn <= 5; ++turn) CHECK(calls[run + " turn " + std::to_string(turn)] == 1);
+
+  auto late = c.keel({"signal", run, "first"});
+  CHECK(late.exit_code == 1);
+  CHECK(late.err.find("has completed") != std::string::npos);
+  auto bad = c.keel({"signal", run, "no good"});
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.err.find("name") != std::string::npos);
+  auto nobody = c.keel({"signal", "n1-00000000000000000000", "x"});
+  CHECK(nobody.exit_code == 1);
+}
+
+TEST_CASE("workflows: an approval nobody answers is escalated, then gets the agent's default answer, through a restart",
+          "[e2e][integration][workflows]") {
+  cluster c(R"(
+[agents.ops]
+script = "{dir}/ops.json"
+script_log = "{dir}/calls.log"
+approval_timeout_ms = 4000
+approval_timeout_answer = "reject"
+approval_timeout_feedback = "Nobody was around; try a read-only command."
+approval_escalate_after_ms = 1500
+approval_escalate_to = "#ops-oncall"
+[agents.ops.sandbox]
+workspace = "{dir}/ws"
+)", {{"ops.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "echo deploying > deployed.txt"}}]},
+      {"text": "Told: {{last_tool_result}}"}
+    ]})"}});
+  auto run = c.invoke("ops", "deploy");
+  c.await_suspend(run);
+  CHECK(c.show(run)["waiting"].contains("expires_ms"));
+  c.kill_node();
+  c.start_node();
+  c.await_status(run, "completed", 30'000);
+  auto events = c.events(run);
+  CHECK(count_type(events, "approval_escalated") == 1);
+  CHECK(count_type(events, "approval_expired") == 1);
+  const json* escalated = first_of(events, "approval_escalated");
+  REQUIRE(escalated);
+  CHECK((*escalated)["data"]["to"] == "#ops-oncall");
+  const json* resumed = first_of(events, "resumed");
+  REQUIRE(resumed);
+  CHECK((*resumed)["data"]["approved"] == false);
+  CHECK((*resumed)["data"]["by"] == "keel (approval_timeout_ms)");
+  CHECK(c.show(run)["output"].get<std::string>().find("Nobody was around") != std::string::npos);
+  CHECK(read_file(c.dir().file("ws/runs/" + run + "/deployed.txt")).empty());  // never ran
+}
+
+TEST_CASE("workflows: a run past its time limit fails with the reason, and a retry gives it the limit again",
+          "[e2e][integration][workflows]") {
+  cluster c(agent_toml("slow", "run_timeout_ms = 2500\n"), {{"slow.json", R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "sleep", "arguments": {"seconds": 600}}]},
+      {"text": "never"}
+    ]})"}});
+  auto run = c.invoke("slow", "take long");
+  c.await_status(run, "failed", 20'000);
+  auto shown = c.show(run);
+  CHECK(shown["error"].get<std::string>().find("run_timeout_ms") != std::string::npos);
+  CHECK(c.has_event(run, "run_timed_out"));
+  auto retried = c.keel({"retry", run});
+  INFO(retried.err);
+  CHECK(retried.exit_code == 0);
+  c.await_status(run, "waiting");
+  c.await_status(run, "failed", 20'000);
+  CHECK(count_type(c.events(run), "run_timed_out") == 2);
+}
+
+TEST_CASE("workflows: an orchestrator killed while its runs sleep and wait for events: another wakes each once and hands it its event",
+          "[e2e][integration][cluster][failover][workflows][threads]") {
+  using namespace keel::testing::e2e;
+  failover_cluster c;
+  std::string extra = "[agents.sleepy]\nscript = \"" + c.dir.file("sleepy.json") + "\"\nscript_log = \"" +
+                      c.dir.file("sleepy-calls.log") + "\"\nworkflow_tools = [\"sleep\", \"wait_for_event\"]\n" +
+                      "[agents.sleepy.sandbox]\nworkspace = \"" + c.dir.file("ws") + "\"\n" +
+                      "[agents.waiter]\nscript = \"" + c.dir.file("waiter.json") + "\"\nscript_log = \"" +
+                      c.dir.file("sleepy-calls.log") + "\"\nworkflow_tools = [\"wait_for_event\"]\n" +
+                      "[agents.waiter.sandbox]\nworkspace = \"" + c.dir.file("ws") + "\"\n";
+  write_file(c.dir.file("sleepy.json"), R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "sleep", "arguments": {"seconds": 8}}]},
+      {"text": "woke"}
+    ]})");
+  write_file(c.dir.file("waiter.json"), R"({"turns": [
+      {"text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "go"}}]},
+      {"text": "got {{last_tool_result}}"}
+    ]})");
+  c.start_all(extra);
+  std::vector<std::string> sleeping, waiting;
+  for (int i = 0; i < 10; ++i) sleeping.push_back(c.invoke_on("o1", "sleepy", "sleep " + std::to_string(i), static_cast<std::size_t>(i % 3)));
+  for (int i = 0; i < 5; ++i) waiting.push_back(c.invoke_on("o1", "waiter", "wait " + std::to_string(i), static_cast<std::size_t>(i % 3)));
+  for (const auto& run : sleeping) REQUIRE_EVENTUALLY(20'000, status_of(c.show(run, 1)) == "waiting");
+  for (const auto& run : waiting) REQUIRE_EVENTUALLY(20'000, status_of(c.show(run, 1)) == "waiting");
+  c.nodes["o1"].signal(SIGKILL);
+  REQUIRE(c.nodes["o1"].wait(5000).ok());
+  on_failure report{[&] { return c.logs(); }};
+  // Events sent to the waiting runs go to whoever serves them now (asked again while nobody does).
+  for (const auto& run : waiting) {
+    bool taken = false;
+    for (auto deadline = steady_ms() + 30'000; !taken && steady_ms() < deadline;) {
+      auto reply = c.clients.at(2)->request("keel.default.runs." + run + ".signal.tester",
+                                            wire::pack(wire::value{{"v", 1}, {"type", "signal"}, {"name", "go"}, {"id", "go-1"},
+                                                                   {"payload", {{"for", run}}}}), 3000);
+      auto v = reply ? wire::unpack(reply->data) : result<wire::value>(reply.error());
+      taken = v && v->value("type", std::string{}) == "signal_reply";
+      if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    CHECK(taken);
+  }
+  std::vector<std::string> all = sleeping;
+  all.insert(all.end(), waiting.begin(), waiting.end());
+  for (const auto& run : all) c.await_completed(run);
+  // Each woke once: one model call per turn, one wait ended, events gapless.
+  auto calls = calls_by_run(read_file(c.dir.file("sleepy-calls.log")));
+  for (const auto& run : all) {
+    INFO(run);
+    CHECK(calls[run + " turn 1"] == 1);
+    CHECK(calls[run + " turn 2"] == 1);
+    auto seqs = c.event_seqs(run, 0);
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  }
+  CHECK(calls.size() == 2 * all.size());
+}
