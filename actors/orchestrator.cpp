@@ -4,6 +4,7 @@
 #include "actors/messages.hpp"
 #include "actors/orchestrator_shared.hpp"
 #include "actors/request_handlers.hpp"
+#include "actors/schedule_keeper.hpp"
 #include "actors/supervisor.hpp"
 #include "replication/environment.hpp"
 #include "replication/lease_keeper.hpp"
@@ -88,6 +89,7 @@ void take_over(const std::shared_ptr<orchestrator_shared>& shared, const caf::ac
 struct orchestrator::impl {
   std::shared_ptr<orchestrator_shared> shared;
   caf::actor actor;
+  std::unique_ptr<schedule_keeper> schedules;
   std::vector<std::unique_ptr<broker::subscription>> subscriptions;
   bool stopped = false;
 };
@@ -185,12 +187,18 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
 
 
   if (auto r = serve_requests(shared, state->actor, state->subscriptions); !r) return r.error();
+  if (!config.schedules.empty()) {
+    auto keeper = schedule_keeper::start(config, shared->nats, *shared->js);
+    if (!keeper) return keeper.error();
+    state->schedules = std::move(*keeper);
+  }
   return std::unique_ptr<orchestrator>(new orchestrator(std::move(state)));
 }
 
 void orchestrator::stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  if (impl_->schedules) impl_->schedules->stop();
   if (auto* leases = impl_->shared->owner.leases()) leases->stop();
   impl_->subscriptions.clear();
   impl_->shared->tools->stop();

@@ -5,6 +5,7 @@
 #include "actors/messages.hpp"
 #include "actors/run_listing.hpp"
 #include "actors/run_views.hpp"
+#include "actors/schedule_driver.hpp"
 #include "actors/task_gate.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
@@ -82,9 +83,10 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
     if (!invoke->parent.is_null())
       return shared->reply_error(m.reply, errc::invalid_argument, "field 'parent' is set only by keel's orchestrators");
-    if (invoke->idempotency_key.rfind(child_key_prefix, 0) == 0)
+    if (invoke->idempotency_key.rfind(child_key_prefix, 0) == 0 || invoke->idempotency_key.rfind(schedule_key_prefix, 0) == 0)
       return shared->reply_error(m.reply, errc::invalid_argument,
-                                 std::string("idempotency keys starting with ") + child_key_prefix + " are keel's own (sub-agents' child runs)");
+                                 std::string("idempotency keys starting with ") + child_key_prefix + " or " + schedule_key_prefix +
+                                   " are keel's own (sub-agents' child runs, schedules' ticks)");
     invoke->by = sender_of(m.subject);
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };
@@ -103,7 +105,21 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     invoke->by = parent["by"].get<std::string>();
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };
+  // A schedule's tick (actors/schedule_keeper; only orchestrators may publish here): its key names
+  // the schedule and the tick, and the run is started in the schedule's name.
+  auto on_schedule_invoke = [shared, actor](broker::message&& m) {
+    if (m.reply.empty()) return;
+    auto invoke = wire::decode<wire::invoke_request>(m.data, shared->limits);
+    if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
+    const std::string prefix = schedule_key_prefix;
+    auto& key = invoke->idempotency_key;
+    if (key.rfind(prefix, 0) != 0 || key.find('/', prefix.size()) == std::string::npos || !invoke->parent.is_null())
+      return shared->reply_error(m.reply, errc::invalid_argument, "a schedule's tick names itself: keel-schedule/<name>/<tick ms>");
+    invoke->by = "schedule:" + key.substr(prefix.size(), key.find('/', prefix.size()) - prefix.size());
+    caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
+  };
   auto r = subscribe(subjects.invoke("*"), "orchestrators", on_invoke);
+  if (r) r = subscribe(subjects.base() + ".schedules.invoke", "orchestrators", on_schedule_invoke);
   if (r) r = subscribe(subjects.base() + ".children.invoke", "orchestrators", on_child_invoke);
   if (r) r = subscribe(subjects.node_invoke(node_id, "*"), "", on_invoke);
   if (r) r = subscribe(subjects.run_resume("*", "*"), "", [shared, actor, owned](broker::message&& m) {

@@ -463,6 +463,9 @@ struct loader {
       if (key == "agents") {
         if (!value.is_table()) return fail(value, key, "expected a table of agents");
         if (auto r = walk_agents(*value.as_table()); !r) return r;
+      } else if (key == "schedules" && !agent) {
+        if (!value.is_table()) return fail(value, key, "expected a table of schedules");
+        if (auto problem = detail::read_schedules(*value.as_table(), config)) return fail(*problem->node, problem->key, problem->text);
       } else if (agent && (pattern == "agents.*.commands" || pattern == "agents.*.mcp")) {
         if (!value.is_table()) return fail(value, key, "expected a table of named tools");
         auto problem = pattern == "agents.*.commands"
@@ -537,6 +540,8 @@ struct loader {
       agent.script = relative_to_source(agent.script);
       agent.script_log = relative_to_source(agent.script_log);
     }
+    if (auto problem = detail::check_schedules(config); !problem.empty())
+      return make_error(errc::config, source + ": " + problem);
     if (config.has_role(role::gateway) && config.gateway_token.empty()) {
       auto listen = split_listen(config.gateway_listen);
       bool loopback = listen && (listen->first == "127.0.0.1" || listen->first == "::1" || listen->first.rfind("127.", 0) == 0);

@@ -108,6 +108,18 @@ struct agent_config {
   std::string approval_escalate_to;
 };
 
+// [schedules.<name>]: runs started on a cron schedule in a time zone (docs/WORKFLOWS.md).
+struct schedule_config {
+  std::string name;
+  std::string agent;
+  std::string cron;                // checked when loaded
+  std::string timezone = "UTC";    // an IANA name, checked when loaded
+  std::string input;               // the run's input; {{tick}} becomes the tick's time (RFC 3339)
+  std::string missed = "skip";     // ticks no orchestrator saw in time: "skip" or "catch_up"
+  std::int64_t catch_up_max = 10;  // catch_up: at most this many missed ticks, the latest
+  std::int64_t late_ms_max = 60'000;  // a tick started later than this after its time was missed
+};
+
 struct node_config {
   std::string source;  // the file this was read from, for messages
 
@@ -160,6 +172,7 @@ struct node_config {
   std::int64_t gateway_streams_max = 10'000;
 
   std::vector<agent_config> agents;
+  std::vector<schedule_config> schedules;
 
   bool has_role(role r) const;
   const agent_config* find_agent(std::string_view id) const;
