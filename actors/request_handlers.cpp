@@ -88,6 +88,14 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
                                  std::string("idempotency keys starting with ") + child_key_prefix + " or " + schedule_key_prefix +
                                    " are keel's own (sub-agents' child runs, schedules' ticks)");
     invoke->by = sender_of(m.subject);
+    // A webhook's delivery (docs/WORKFLOWS.md): its key only from the sender the gateway names
+    // after the hook, so that no client can claim a delivery's run before the hook's request comes.
+    if (const std::string hook = "keel-webhook/"; invoke->idempotency_key.rfind(hook, 0) == 0) {
+      auto name = invoke->idempotency_key.substr(hook.size(), invoke->idempotency_key.find('/', hook.size()) - hook.size());
+      if (invoke->by != "webhook-" + name)
+        return shared->reply_error(m.reply, errc::invalid_argument, "idempotency keys starting with keel-webhook/" + name +
+                                                                       "/ are the webhook's own");
+    }
     caf::anon_send(actor, invoke_atom::value, std::move(*invoke), m.reply);
   };
   // A sub-agent's child run, asked for by the orchestrator of its parent (only orchestrators may

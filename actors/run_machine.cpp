@@ -645,7 +645,7 @@ result<effects> run_machine::retry(const std::string& by) {
   state_.failed_pending.reset();
   emit(e, "run_retried", value{{"task_step", failed ? value(failed->step) : value()}, {"by", by}});
   // A run stopped by its time limit gets that long again.
-  if (agent_.run_timeout_ms > 0) state_.deadline_ms = now() + agent_.run_timeout_ms;
+  state_.deadline_ms = agent_.run_timeout_ms > 0 ? now() + agent_.run_timeout_ms : 0;
   if (failed) {
     failed->failing_since_ms = 0;
     failed->failures = 0;

@@ -187,14 +187,22 @@ result<effects> run_machine::on_signal(const store::signal_record& signal) {
   if (store::is_terminal(record_.status))
     return make_error(errc::conflict, "run " + record_.run_id + " has " + std::string(store::to_string(record_.status)) +
                                         "; the event was not kept");
-  if (wire::pack(signal.payload).size() > event_payload_bytes_max)
+  const auto bytes = wire::pack(signal.payload).size();
+  if (bytes > event_payload_bytes_max)
     return make_error(errc::invalid_argument, "an event's payload is at most " +
                                                 std::to_string(event_payload_bytes_max >> 10) + " KiB packed");
+  // The payload is kept inside the run's stored state, a few levels down: bounded well within
+  // what the store reads back.
+  if (nesting(signal.payload) > event_payload_depth_max)
+    return make_error(errc::invalid_argument, "an event's payload nests at most " + std::to_string(event_payload_depth_max) + " levels");
   const bool waits_for_it = record_.status == run_status::waiting && state_.waiting && state_.waiting->kind == "event" &&
                             state_.waiting->event == signal.name;
-  if (!waits_for_it && state_.signals.size() >= events_kept_max)
-    return make_error(errc::unavailable, "run " + record_.run_id + " keeps " + std::to_string(events_kept_max) +
-                                           " events it has not waited for; it takes no more until it waits for them");
+  std::size_t kept_bytes = bytes;
+  for (const auto& s : state_.signals) kept_bytes += wire::pack(s.payload).size();
+  if (!waits_for_it && (state_.signals.size() >= events_kept_max || kept_bytes > events_kept_bytes_max))
+    return make_error(errc::unavailable, "run " + record_.run_id + " keeps " + std::to_string(events_kept_max) + " events (" +
+                                           std::to_string(events_kept_bytes_max >> 10) +
+                                           " KiB of payloads) it has not waited for at most; it takes no more until it waits for them");
   effects e = begin();
   emit(e, "event_received", value{{"event", signal.name}, {"id", signal.id}, {"by", signal.by},
                                   {"delivered", waits_for_it}});

@@ -13,7 +13,7 @@ constexpr int writes_tried_max = 8;  // a record written by others meanwhile is 
 }
 
 std::string encode(const schedule_record& r) {
-  return wire::pack(value{{"last_tick_ms", r.last_tick_ms}, {"paused", r.paused}, {"paused_by", r.paused_by},
+  return wire::pack(value{{"last_tick_ms", r.last_tick_ms}, {"last_started_ms", r.last_started_ms}, {"paused", r.paused}, {"paused_by", r.paused_by},
                           {"skipped", r.skipped}, {"paused_at_ms", r.paused_at_ms}, {"gaps", r.gaps}});
 }
 
@@ -26,6 +26,7 @@ result<schedule_record> decode_schedule_record(const std::string& bytes) {
   };
   integer("last_tick_ms", r.last_tick_ms);
   integer("skipped", r.skipped);
+  integer("last_started_ms", r.last_started_ms);
   integer("paused_at_ms", r.paused_at_ms);
   if (v->contains("gaps") && (*v)["gaps"].is_array())
     for (const auto& g : (*v)["gaps"])
@@ -44,18 +45,19 @@ tick_plan plan_ticks(const config::schedule_config& config, const cron_spec& spe
                      const schedule_record& record, std::int64_t now_ms) {
   tick_plan plan;
   std::vector<std::int64_t> due;
+  // Where to look from: ticks older than the window are given up without being walked one by one.
+  std::int64_t window = config.missed == "catch_up" ? catch_up_window_ms : config.late_ms_max + 60'000;
   std::int64_t t = record.last_tick_ms;
-  // Ticks up to now; at most a bounded number are looked at (a schedule every minute left for a
-  // year is not walked tick by tick: those past the bound are skipped as missed).
-  constexpr std::size_t walk_max = 100'000;
+  if (now_ms - t > window) {
+    t = now_ms - window;
+    plan.skipped += 1;
+  }
+  constexpr std::size_t walk_max = 50'000;  // 31 days of minutes is 44,640
   std::size_t walked = 0;
-  while ((t = next_tick(spec, zone, t)) != 0 && t <= now_ms) {
+  while ((t = next_tick(spec, zone, t)) != 0 && t <= now_ms && walked++ < walk_max) {
+    plan.last_due_ms = t;
     if (std::any_of(record.gaps.begin(), record.gaps.end(), [t](const auto& g) { return t > g.first && t <= g.second; }))
       continue;  // in a pause
-    if (++walked > walk_max) {
-      plan.skipped += 1;
-      continue;
-    }
     due.push_back(t);
   }
   plan.next_ms = t;
@@ -100,7 +102,7 @@ result<std::pair<schedule_record, std::uint64_t>> schedule_driver::current() {
 }
 
 // The shared record moves to `tick_ms` (never back), adding `skipped`.
-result<void> schedule_driver::advance_to(std::int64_t tick_ms, std::int64_t skipped) {
+result<void> schedule_driver::advance_to(std::int64_t tick_ms, std::int64_t skipped, bool started) {
   for (int i = 0; i < writes_tried_max; ++i) {
     auto got = current();
     if (!got) return got.error();
@@ -110,6 +112,7 @@ result<void> schedule_driver::advance_to(std::int64_t tick_ms, std::int64_t skip
       return success();
     }
     record.last_tick_ms = tick_ms;
+    if (started) record.last_started_ms = std::max(record.last_started_ms, tick_ms);
     record.skipped += skipped;
     std::erase_if(record.gaps, [&](const auto& g) { return g.second <= tick_ms; });
     auto written = io_.update(config_.name, record, revision);
@@ -140,11 +143,9 @@ std::int64_t schedule_driver::step() {
   next_ms_ = plan.next_ms;
   problem_.clear();
   std::int64_t skipped = plan.skipped;
-  if (plan.start.empty() && skipped > 0) {
+  if (plan.start.empty() && skipped > 0 && plan.last_due_ms > 0) {
     // All missed: the record moves past them, counting them.
-    std::int64_t last = last_read_.last_tick_ms, t = last;
-    while ((t = next_tick(spec_, zone_, t)) != 0 && t <= now) last = t;
-    if (auto r = advance_to(last, skipped); !r) problem_ = r.error().message;
+    if (auto r = advance_to(plan.last_due_ms, skipped, false); !r) problem_ = r.error().message;
   }
   for (auto tick : plan.start) {
     auto started = io_.start(config_, tick);
@@ -152,7 +153,7 @@ std::int64_t schedule_driver::step() {
       problem_ = "tick " + std::to_string(tick) + ": " + started.error().message;
       return now + 1000;  // tried again at the next look
     }
-    if (auto r = advance_to(tick, skipped); !r) {
+    if (auto r = advance_to(tick, skipped, true); !r) {
       problem_ = r.error().message;
       return now + 1000;
     }

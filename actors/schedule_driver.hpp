@@ -22,7 +22,8 @@
 namespace keel::actors {
 
 struct schedule_record {
-  std::int64_t last_tick_ms = 0;  // the latest tick started (its run made)
+  std::int64_t last_tick_ms = 0;  // ticks up to here are started or given up (when created: its time)
+  std::int64_t last_started_ms = 0;  // the latest tick whose run was made (0: none yet)
   bool paused = false;
   std::string paused_by;
   std::int64_t skipped = 0;       // ticks missed past late_ms_max and not started (missed = "skip")
@@ -42,7 +43,11 @@ struct tick_plan {
   std::vector<std::int64_t> start;
   std::int64_t skipped = 0;
   std::int64_t next_ms = 0;
+  std::int64_t last_due_ms = 0;  // the latest tick at or before now (0: none since last_tick_ms)
 };
+// How far back missed ticks are looked for: a skip schedule, its late_ms_max; a catch-up one, 31
+// days (older ones are given up, counted as one skipped).
+constexpr std::int64_t catch_up_window_ms = 31LL * 86'400'000;
 tick_plan plan_ticks(const config::schedule_config& config, const cron_spec& spec, const time_zone& zone,
                      const schedule_record& record, std::int64_t now_ms);
 
@@ -82,7 +87,7 @@ public:
 
 private:
   result<std::pair<schedule_record, std::uint64_t>> current();  // read, or create at now
-  result<void> advance_to(std::int64_t tick_ms, std::int64_t skipped);
+  result<void> advance_to(std::int64_t tick_ms, std::int64_t skipped, bool started);
 
   config::schedule_config config_;
   cron_spec spec_;

@@ -50,7 +50,7 @@ struct schedule_keeper::impl {
     auto shown = d.shown();
     const auto& c = d.config();
     value out{{"name", c.name}, {"agent", c.agent}, {"cron", c.cron}, {"timezone", c.timezone}, {"missed", c.missed},
-              {"paused", shown.record.paused}, {"last_tick_ms", shown.record.last_tick_ms}, {"next_ms", shown.next_ms},
+              {"paused", shown.record.paused}, {"last_tick_ms", shown.record.last_started_ms}, {"next_ms", shown.next_ms},
               {"skipped", shown.record.skipped}};
     if (!shown.record.paused_by.empty()) out["paused_by"] = shown.record.paused_by;
     if (!shown.problem.empty()) out["problem"] = shown.problem;

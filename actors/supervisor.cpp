@@ -163,9 +163,13 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       if (stored && !*stored) return self->state.wakes.set(run, 0);
     }
     auto actor = find_run(run, {});
-    if (!actor) return;  // tried again later
+    if (!actor) return;  // tried again later (the schedule keeps it a minute on)
+    auto address = actor->address();
     self->request(*actor, caf::infinite, wake_atom::value).then([](bool) {}, [=](caf::error&) {
-      shared->unregistered(run);  // left memory before it read the wake: tried again later
+      // It left memory before it read the wake: that actor (not one made since) is forgotten, and
+      // the wake goes again at once.
+      shared->unregistered(address);
+      self->send(self, wake_at_atom::value, run, wall_ms());
     });
   };
   // The wakes of runs on disk (waiting, or suspended with an approval's limits): at start, and

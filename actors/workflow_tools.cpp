@@ -39,6 +39,13 @@ wire::value workflow_tool_definition(const std::string& name) {
                                  {"required", {"name"}}}}};
 }
 
+std::size_t nesting(const wire::value& v) {
+  std::size_t deepest = 0;
+  if (v.is_object() || v.is_array())
+    for (const auto& item : v) deepest = std::max(deepest, nesting(item));
+  return 1 + deepest;
+}
+
 bool is_event_name(const std::string& name) {
   if (name.empty() || name.size() > 128) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {

@@ -33,6 +33,10 @@ bool is_event_name(const std::string& name);
 constexpr std::size_t event_payload_bytes_max = 64 << 10;  // packed
 constexpr std::size_t event_id_bytes_max = 128;
 constexpr std::size_t events_kept_max = 64;                 // sent and not yet waited for, per run
+constexpr std::size_t events_kept_bytes_max = 256 << 10;    // their payloads, packed, per run
+constexpr std::size_t event_payload_depth_max = 32;         // nesting (the run's stored state holds it deeper)
+// How deep a value nests (a scalar: 1).
+std::size_t nesting(const wire::value& v);
 constexpr std::size_t event_ids_kept_max = 256;              // taken, remembered against repeats
 
 // RFC 3339 times: wall-clock ms to "2026-12-07T10:00:00.000Z", and back (any offset, optional

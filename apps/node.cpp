@@ -310,6 +310,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
       if (*made) logger()->info("gateway: made a token for '{}'; the dashboard's address with it is in {}", account_name(), url_file);
     }
     options.hosts = config.gateway_hosts;
+    options.webhooks = config.webhooks;
     options.request_timeout_ms = config.request_timeout_ms;
     options.streams.ping_ms = config.gateway_stream_ping_ms;
     options.streams.clients_max = static_cast<std::size_t>(config.gateway_streams_max);

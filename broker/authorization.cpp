@@ -32,6 +32,9 @@ bool role_from_string(std::string_view text, broker_role& out) {
 }
 
 std::string identity_problem(std::string_view name) {
+  // webhook-<name> is the sender the gateway names after a webhook (docs/WORKFLOWS.md): no user
+  // may publish under it.
+  if (name.rfind("webhook-", 0) == 0) return "names starting with webhook- are the gateway's, for its webhooks";
   if (is_valid_name(name)) return {};
   return "a name is 1 to 64 of letters, digits, '_' and '-'";
 }
@@ -110,6 +113,7 @@ void person_rights(const subjects& s, const std::string& who, std::vector<std::s
   pub.insert(pub.end(), {b + ".invoke." + who, b + ".runs.*.resume." + who, b + ".runs.*.cancel." + who,
                          b + ".runs.*.retry." + who, b + ".runs.*.signal." + who, b + ".runs.*.get", b + ".runs.*.wait", b + ".runs.*.history",
                          b + ".runs.list", b + ".agents.list", b + ".tools.list", b + ".nodes.ping",
+                         b + ".schedules.list", b + ".schedules.*.pause." + who, b + ".schedules.*.resume." + who,
                          "$JS.API.CONSUMER.INFO." + s.tasks_stream() + ".*"});
   sub.insert(sub.end(), {b + ".runs.*.events", b + ".runs.*.deltas", b + ".nodes.heartbeat"});
 }

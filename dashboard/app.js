@@ -5,7 +5,7 @@ import { h, clear } from './dom.js';
 import { render as renderRuns, renderApprovals } from './runs.js';
 import { render as renderRun } from './run.js';
 import { render as renderApproval } from './approval.js';
-import { renderAgents, renderNodes } from './cluster.js';
+import { renderAgents, renderNodes, renderSchedules } from './cluster.js';
 
 const NAME = '[A-Za-z0-9_-]+';
 const routes = [
@@ -15,6 +15,7 @@ const routes = [
   [/^\/approvals$/, () => renderApprovals(main()), 'approvals'],
   [/^\/agents$/, () => renderAgents(main()), 'agents'],
   [/^\/nodes$/, () => renderNodes(main()), 'nodes'],
+  [/^\/schedules$/, () => renderSchedules(main()), 'schedules'],
 ];
 
 const main = () => document.getElementById('main');

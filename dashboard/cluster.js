@@ -1,6 +1,6 @@
 // The agents and nodes pages, from the orchestrators' answers and the nodes' heartbeats.
 import { api } from './api.js';
-import { h, clear, duration, message } from './dom.js';
+import { h, clear, duration, message, time } from './dom.js';
 
 function poll(main, title, draw) {
   const body = h('div');
@@ -60,5 +60,31 @@ export function renderNodes(main) {
     clear(body).append(nodes.length
       ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Node', 'Roles', 'Agents', 'Host', 'Up', 'Slots busy', 'Runs in memory', 'State'].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
       : message('No live node answered.'));
+  });
+}
+
+// Schedules (docs/WORKFLOWS.md): last and next tick, paused or not, with pause and resume.
+export function renderSchedules(main) {
+  return poll(main, 'Schedules', async (body) => {
+    let schedules;
+    try {
+      ({ schedules } = await api('/schedules'));
+    } catch (e) {
+      if (e.status !== 503) throw e;
+      clear(body).append(message('No orchestrator drives a schedule ([schedules.<name>] in its config).'));
+      return;
+    }
+    const act = (s, verb) => h('button', { class: 'small', text: verb === 'pause' ? 'Pause' : 'Resume', onclick: async () => {
+      try { await api(`/schedules/${encodeURIComponent(s.name)}/${verb}`, { method: 'POST', body: {} }); } catch (e) { alert(e.message); }
+    } });
+    const rows = schedules.map((s) => h('tr', { 'data-schedule': s.name },
+      h('td', { class: 'mono', text: s.name }), h('td', { text: s.agent }), h('td', { class: 'mono', text: s.cron }),
+      h('td', { text: s.timezone }), h('td', { text: s.last_tick_ms ? time(s.last_tick_ms) : '-' }),
+      h('td', { text: s.paused ? '(paused)' : s.next_ms ? time(s.next_ms) : '-' }), h('td', { text: s.missed }),
+      h('td', { text: s.paused ? `paused by ${s.paused_by || '?'}` : (s.problem ? `active (${s.problem})` : 'active') }),
+      h('td', {}, act(s, s.paused ? 'resume' : 'pause'))));
+    clear(body).append(schedules.length
+      ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Schedule', 'Agent', 'Cron', 'Zone', 'Last tick', 'Next tick', 'Missed ticks', 'State', ''].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
+      : message('No schedule.'));
   });
 }

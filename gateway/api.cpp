@@ -3,6 +3,7 @@
 #include "gateway/request.hpp"
 
 #include "gateway/static_files.hpp"
+#include "gateway/webhooks.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
@@ -229,6 +230,22 @@ void api::handle(http_request request, const responder& respond) {
   // Only what a browser meant to send here, from the gateway's own pages, for its own names.
   if (auto refused = check_request(request, options_.hosts, t.path.rfind("/api/", 0) == 0))
     return respond(json(refused->status, value{{"error", {{"code", refused->code}, {"message", refused->message}}}}));
+  // Webhook triggers (docs/WORKFLOWS.md): authenticated by the hook's own secret or token.
+  if (parts.size() == 2 && parts[0] == "hooks") {
+    if (m != "POST") return respond(failure(make_error(errc::not_found, "a webhook takes POST only")));
+    auto checked = check_webhook(options_.webhooks, parts[1], request);
+    if (!checked) {
+      auto r = failure(checked.error());
+      if (checked.error().code == errc::denied) r.status = 401;
+      return respond(r);
+    }
+    value invoke{{"v", 1}, {"type", "invoke"}, {"agent", checked->agent}, {"input", checked->input},
+                 {"idempotency_key", checked->idempotency_key}};
+    auto reply = this->invoke(invoke, checked->who);
+    if (!reply) return respond(failure(reply.error()));
+    bool created = reply->value("created", true);
+    return respond(json(created ? 202 : 200, value{{"run_id", reply->value("run_id", std::string{})}, {"created", created}}));
+  }
   // The dashboard's pages and files hold no data (the page asks the API for it, with the token).
   if (t.path.rfind("/api/", 0) != 0 && t.path != "/readyz") {
     if (m == "GET" || m == "HEAD")
@@ -311,6 +328,20 @@ void api::handle(http_request request, const responder& respond) {
     });
     return respond(json(200, value{{"approvals", approvals}, {"more", more}}));
   }
+  // Schedules (docs/WORKFLOWS.md): one orchestrator that drives them answers.
+  if (parts.size() == 1 && parts[0] == "schedules" && m == "GET") {
+    auto reply = ask(options_.subjects.base() + ".schedules.list", value{{"v", 1}, {"type", "list_schedules"}});
+    if (!reply) return respond(failure(reply.error()));
+    return respond(json(200, value{{"schedules", (*reply)["schedules"]}}));
+  }
+  if (parts.size() == 3 && parts[0] == "schedules" && (parts[2] == "pause" || parts[2] == "resume") && m == "POST") {
+    auto body = acting_body(request);
+    if (!body) return respond(failure(body.error()));
+    if (!is_valid_name(parts[1])) return respond(failure(make_error(errc::invalid_argument, "a schedule's name is [A-Za-z0-9_-]")));
+    auto reply = ask(options_.subjects.base() + ".schedules." + parts[1] + "." + parts[2] + "." + who, value{{"v", 1}, {"type", parts[2]}});
+    if (!reply) return respond(failure(reply.error()));
+    return respond(json(200, (*reply)["schedule"]));
+  }
   if (parts.size() == 1 && parts[0] == "nodes" && m == "GET") {
     auto answers = collect(options_.subjects.nodes_ping(), value{{"v", 1}, {"type", "ping"}}, false);
     if (!answers) return respond(failure(answers.error()));
@@ -372,7 +403,8 @@ void api::handle(http_request request, const responder& respond) {
       value signal{{"v", 1}, {"type", "signal"}, {"name", (*body)["name"]}};
       if (body->contains("payload")) signal["payload"] = (*body)["payload"];
       if (body->contains("id")) signal["id"] = (*body)["id"];
-      else if (auto key = request.headers.find("idempotency-key"); key != request.headers.end()) signal["id"] = key->second;
+      else if (auto key = request.headers.find("idempotency-key"); key != request.headers.end() && !key->second.empty())
+        signal["id"] = key->second;
       auto reply = ask(acting(run, "signal"), signal);
       if (!reply) return respond(failure(reply.error()));
       return respond(json(200, value{{"run_id", run}, {"name", (*body)["name"]}, {"id", (*reply)["id"]},

@@ -6,6 +6,7 @@
 #include "gateway/http_server.hpp"
 #include "gateway/run_stream.hpp"
 #include "gateway/tokens.hpp"
+#include "runtime/config.hpp"
 #include "runtime/wire.hpp"
 
 #include <map>
@@ -26,6 +27,7 @@ struct api_options {
   std::int64_t list_wait_ms = 300;     // how long a listing collects the orchestrators' answers
   stream_options streams;
   std::string dashboard_dir;           // the dashboard's files; empty: the API only
+  std::vector<config::webhook_config> webhooks;  // POST /hooks/<name> (docs/WORKFLOWS.md)
 };
 
 class api {

@@ -466,6 +466,11 @@ struct loader {
       } else if (key == "schedules" && !agent) {
         if (!value.is_table()) return fail(value, key, "expected a table of schedules");
         if (auto problem = detail::read_schedules(*value.as_table(), config)) return fail(*problem->node, problem->key, problem->text);
+      } else if (key == "webhooks" && !agent) {
+        if (!value.is_table()) return fail(value, key, "expected a table of webhooks");
+        if (auto problem = detail::read_webhooks(*value.as_table(), config,
+                                                 [this](const std::string& p) { return relative_to_source(p); }))
+          return fail(*problem->node, problem->key, problem->text);
       } else if (agent && (pattern == "agents.*.commands" || pattern == "agents.*.mcp")) {
         if (!value.is_table()) return fail(value, key, "expected a table of named tools");
         auto problem = pattern == "agents.*.commands"

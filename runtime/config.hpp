@@ -120,6 +120,19 @@ struct schedule_config {
   std::int64_t late_ms_max = 60'000;  // a tick started later than this after its time was missed
 };
 
+// [webhooks.<name>]: POST /hooks/<name> on the gateway starts a run of `agent` from the request's
+// body, authenticated by an HMAC-SHA256 signature of the body (secret_file) or a bearer token
+// (token_file), with an idempotency key from a header (docs/WORKFLOWS.md).
+struct webhook_config {
+  std::string name;
+  std::string agent;
+  std::string secret_file;                              // absolute once loaded; one of the two
+  std::string token_file;
+  std::string signature_header = "X-Keel-Signature-256";  // "sha256=<hex>" of the body
+  std::string idempotency_header = "Idempotency-Key";   // required on every request
+  std::string input = "{{body}}";                       // the run's input; {{body}}: the body as text
+};
+
 struct node_config {
   std::string source;  // the file this was read from, for messages
 
@@ -173,6 +186,7 @@ struct node_config {
 
   std::vector<agent_config> agents;
   std::vector<schedule_config> schedules;
+  std::vector<webhook_config> webhooks;
 
   bool has_role(role r) const;
   const agent_config* find_agent(std::string_view id) const;

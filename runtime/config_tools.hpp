@@ -108,8 +108,10 @@ std::optional<table_problem> read_commands(const toml::table& commands, const st
 std::optional<table_problem> read_mcp_servers(const toml::table& servers, const std::string& key, agent_config& agent,
                                               const path_resolver& relative);
 
-// [schedules.<name>] (config_schedules.cpp), and the agent each names, once all are read.
+// [schedules.<name>] and [webhooks.<name>] (config_triggers.cpp), and the agent each names, once
+// all are read.
 std::optional<table_problem> read_schedules(const toml::table& schedules, node_config& config);
+std::optional<table_problem> read_webhooks(const toml::table& hooks, node_config& config, const path_resolver& relative);
 std::string check_schedules(const node_config& config);
 
 // The model-facing names an agent's tools, commands and MCP servers take: "" or the clash found.

@@ -36,6 +36,7 @@ result<bool> parse_field(const std::string& text, int lo, int hi, const char* co
   int count = 0;
   while (std::getline(parts, part, ',')) {
     if (++count > 60) return make_error(errc::invalid_argument, field + ": too many parts");
+    const bool stepped = part.find('/') != std::string::npos;
     int step = 1;
     if (auto slash = part.find('/'); slash != std::string::npos) {
       auto s = value_of(part.substr(slash + 1), 1, hi - lo + 1, nullptr, 0, field + " step");
@@ -57,7 +58,7 @@ result<bool> parse_field(const std::string& text, int lo, int hi, const char* co
       auto a = value_of(part, lo, hi, names, name_base, field);
       if (!a) return a.error();
       from = *a;
-      to = text.find('/') == std::string::npos ? *a : hi;  // "5/15": from 5 on, every 15
+      to = stepped ? hi : *a;  // "5/15": from 5 on, every 15
     }
     for (int v = from; v <= to; v += step) out.set(static_cast<std::size_t>(v));
   }
@@ -112,8 +113,11 @@ std::int64_t next_tick(const cron_spec& s, const time_zone& zone, std::int64_t a
                   : s.any_day                ? s.weekdays[l.tm_wday]
                   : s.any_weekday            ? s.days[l.tm_mday]
                                              : (s.days[l.tm_mday] || s.weekdays[l.tm_wday]);
-    if (!s.months[l.tm_mon + 1] || !day_ok) {  // to the next local midnight
-      t += 86400 - l.tm_hour * 3600 - l.tm_min * 60;
+    if (!s.months[l.tm_mon + 1] || !day_ok) {
+      // To the next local midnight, as the zone has it (a day of a clock change is not 24 h long);
+      // always forward.
+      std::int64_t midnight = (floor_div(t + offset, 86400) + 1) * 86400;
+      t = std::max(t + 60, midnight - zone.offset_at(midnight - offset));
       continue;
     }
     if (!s.hours[l.tm_hour]) {

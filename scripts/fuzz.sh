@@ -28,7 +28,7 @@ sources_of() {
   case $1 in
     wire) echo "runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    config) echo "runtime/config.cpp runtime/config_tools.cpp runtime/config_workflows.cpp runtime/command_template.cpp runtime/json_schema.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    config) echo "runtime/config.cpp runtime/config_tools.cpp runtime/config_workflows.cpp runtime/config_triggers.cpp runtime/cron.cpp runtime/time_zone.cpp runtime/command_template.cpp runtime/json_schema.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     matching) echo "sandbox/matching.cpp runtime/result.cpp" ;;
     paths) echo "sandbox/workspace.cpp runtime/result.cpp" ;;
     gateway) echo "gateway/request.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;

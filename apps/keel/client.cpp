@@ -102,6 +102,23 @@ result<value> client::signal(const std::string& run, const std::string& name, co
   return open_reply(reply->data, "signal_reply");
 }
 
+result<value> client::schedules() {
+  auto reply = request(subjects_.base() + ".schedules.list", wire::pack(value{{"v", wire::protocol_version}, {"type", "list_schedules"}}), "");
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "schedule_list");
+  if (!v) return v.error();
+  return (*v)["schedules"];
+}
+
+result<value> client::pause_schedule(const std::string& name, bool pause) {
+  auto reply = request(subjects_.base() + ".schedules." + name + (pause ? ".pause." : ".resume.") + who_,
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", pause ? "pause" : "resume"}}), "");
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "schedule");
+  if (!v) return v.error();
+  return (*v)["schedule"];
+}
+
 result<value> client::show(const std::string& run) {
   auto reply = request(subjects_.run_query(run),
                        wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), run);

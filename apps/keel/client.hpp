@@ -21,6 +21,9 @@ public:
   result<wire::resume_reply> resume(const wire::resume_request& request);
   result<wire::value> cancel(const std::string& run_id, const std::string& reason);
   result<wire::value> retry(const std::string& run_id);
+  // Schedules (workflows): the list as one orchestrator holds it, and pause or resume one.
+  result<wire::value> schedules();
+  result<wire::value> pause_schedule(const std::string& name, bool pause);
   // An outside event for a run (workflows): the signal_reply ({delivered, duplicate, id}).
   result<wire::value> signal(const std::string& run_id, const std::string& name, const wire::value& payload,
                              const std::string& id);

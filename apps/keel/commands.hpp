@@ -35,6 +35,7 @@ void add_credentials_command(CLI::App& app, int& exit_code);
 void add_nodes_command(CLI::App& app, int& exit_code);
 void add_run_commands(CLI::App& app, int& exit_code);
 void add_tool_command(CLI::App& app, int& exit_code);
-void add_signal(CLI::App& app, int& exit_code);  // workflows.cpp
+void add_signal(CLI::App& app, int& exit_code);     // workflows.cpp
+void add_schedules(CLI::App& app, int& exit_code);  // workflows.cpp
 
 } // namespace keel::cli

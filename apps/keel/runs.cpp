@@ -484,6 +484,7 @@ void add_run_commands(CLI::App& app, int& exit_code) {
   add_cancel(app, exit_code);
   add_retry(app, exit_code);
   add_signal(app, exit_code);
+  add_schedules(app, exit_code);
   add_wait(app, exit_code);
   add_events(app, exit_code);
   add_runs(app, exit_code);

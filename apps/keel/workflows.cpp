@@ -1,12 +1,15 @@
-// `keel signal`: an outside event for a run (docs/WORKFLOWS.md). A run waiting for that name goes
-// on with the payload; one not waiting for it yet keeps it until it does.
+// Workflows on the command line (docs/WORKFLOWS.md). `keel signal`: an outside event for a run (a
+// run waiting for that name goes on with the payload; one not waiting for it yet keeps it).
+// `keel schedules`: the schedules, with their last and next ticks; pause and resume one.
 #include "apps/keel/client.hpp"
 #include "apps/keel/commands.hpp"
 #include "runtime/json_bounded.hpp"
 
 #include <CLI/CLI.hpp>
 
+#include <ctime>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <sstream>
 
@@ -64,6 +67,76 @@ void add_signal(CLI::App& app, int& exit_code) {
               << (duplicate ? "was sent before: " : "") << (delivered ? "taken by run " : "kept for run ") << *run
               << (delivered ? "" : " until it waits for it") << "\n";
   });
+}
+
+namespace {
+
+std::string utc_text(std::int64_t ms) {
+  if (ms <= 0) return "-";
+  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm t{};
+  gmtime_r(&seconds, &t);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &t);
+  return out;
+}
+
+} // namespace
+
+void add_schedules(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("schedules", "List the schedules: cron, zone, last and next tick, paused or not");
+  cmd->add_flag("--json", *json, "Print JSON");
+  add_client_flags(*cmd, *flags);
+  auto fail = [&exit_code](const std::string& message) {
+    std::cerr << "keel schedules: " << message << "\n";
+    exit_code = 1;
+  };
+  cmd->callback([=] {
+    if (!cmd->get_subcommands().empty()) return;
+    auto c = flags->resolve();
+    if (!c) return fail(c.error().message);
+    auto connected = client::connect(*c, "keel schedules", flags->timeout_ms);
+    if (!connected) return fail(connected.error().message);
+    auto list = connected->schedules();
+    if (!list) {
+      if (list.error().code == errc::unavailable || list.error().code == errc::timeout)
+        return fail("no orchestrator with schedules answered (none has [schedules.*] in its config, or none runs)");
+      return fail(list.error().message);
+    }
+    if (*json) {
+      std::cout << list->dump(2) << "\n";
+      return;
+    }
+    std::cout << std::left << std::setw(20) << "NAME" << std::setw(14) << "AGENT" << std::setw(18) << "CRON" << std::setw(18)
+              << "ZONE" << std::setw(22) << "LAST TICK" << std::setw(22) << "NEXT TICK" << "STATE\n";
+    for (const auto& s : *list) {
+      std::string state = s.value("paused", false) ? "paused by " + s.value("paused_by", std::string("?")) : "active";
+      if (s.contains("problem")) state += " (" + s.value("problem", std::string()) + ")";
+      std::cout << std::left << std::setw(20) << s.value("name", std::string()) << std::setw(14) << s.value("agent", std::string())
+                << std::setw(18) << s.value("cron", std::string()) << std::setw(18) << s.value("timezone", std::string())
+                << std::setw(22) << utc_text(s.value("last_tick_ms", std::int64_t{0})) << std::setw(22)
+                << utc_text(s.value("next_ms", std::int64_t{0})) << state << "\n";
+    }
+  });
+  for (bool pause : {true, false}) {
+    auto name = std::make_shared<std::string>();
+    auto* sub = cmd->add_subcommand(pause ? "pause" : "resume", pause ? "Pause a schedule: its ticks start nothing until it is resumed"
+                                                                     : "Resume a schedule: from its next tick (the pause's ticks never start)");
+    sub->add_option("name", *name, "The schedule")->required();
+    add_client_flags(*sub, *flags);
+    sub->callback([=] {
+      auto c = flags->resolve();
+      if (!c) return fail(c.error().message);
+      auto connected = client::connect(*c, "keel schedules", flags->timeout_ms);
+      if (!connected) return fail(connected.error().message);
+      auto done = connected->pause_schedule(*name, pause);
+      if (!done) return fail(done.error().message);
+      std::cout << "Schedule " << *name << " is " << (done->value("paused", false) ? "paused" : "active") << "; next tick "
+                << utc_text(done->value("next_ms", std::int64_t{0})) << "\n";
+    });
+  }
 }
 
 } // namespace keel::cli

@@ -106,6 +106,10 @@ tools = []
 workflow_tools = ["wait_for_event"]
 [agents.waiter.sandbox]
 workspace = "${dir}/ws"
+[schedules.new-year]
+agent = "waiter"
+cron = "0 0 1 1 *"
+timezone = "Europe/Berlin"
 `, { mode: 0o600 });
   nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
   await until('nats-server', () => new Promise((resolve) => {
@@ -325,6 +329,16 @@ test('workflows: a run waiting for an event says so, and the event is sent from 
   await until('the header to say completed', async () => /completed/.test(await page.locator('.run-header .status').textContent()));
   await page.goto(`${base}/runs?status=waiting`);
   await page.waitForSelector('.list-info');
+  // The schedules page: the schedule with its next tick, paused and resumed from there.
+  await page.goto(`${base}/schedules`);
+  await page.waitForSelector('tr[data-schedule="new-year"]');
+  assert.match(await page.locator('tr[data-schedule="new-year"]').textContent(), /0 0 1 1 \*.*Europe\/Berlin.*active/);
+  await page.locator('tr[data-schedule="new-year"] button', { hasText: 'Pause' }).click();
+  await until('the schedule to be paused', async () => (await api('/schedules')).schedules[0].paused === true);
+  await until('the page to show it', async () => /paused by/.test(await page.locator('tr[data-schedule="new-year"]').textContent()));
+  await shot(page, 'schedules');
+  await page.locator('tr[data-schedule="new-year"] button', { hasText: 'Resume' }).click();
+  await until('the schedule to be active', async () => (await api('/schedules')).schedules[0].paused === false);
   await page.close();
 });
 

@@ -591,11 +591,13 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
   for (const char* route : {"GET /healthz", "GET /readyz", "POST /api/v1/runs", "GET /api/v1/runs", "GET /api/v1/runs/{id}",
                             "GET /api/v1/runs/{id}/events", "GET /api/v1/runs/{id}/stream", "POST /api/v1/runs/{id}/cancel",
                             "POST /api/v1/runs/{id}/retry", "POST /api/v1/runs/{id}/steps/{step}/approve", "POST /api/v1/runs/{id}/steps/{step}/reject",
-                            "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/tools", "GET /api/v1/nodes"}) {
+                            "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/tools", "GET /api/v1/nodes",
+                            "POST /api/v1/runs/{id}/signals", "GET /api/v1/schedules", "POST /api/v1/schedules/{name}/pause",
+                            "POST /api/v1/schedules/{name}/resume", "POST /hooks/{name}"}) {
     INFO(route);
     CHECK(named.count(route) == 1);
   }
-  CHECK(named.size() == 15);
+  CHECK(named.size() == 20);
 }
 
 TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",

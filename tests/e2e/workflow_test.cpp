@@ -4,6 +4,7 @@
 #include "tests/e2e/cluster.hpp"
 #include "tests/e2e/failover_cluster.hpp"
 #include "tests/e2e/http_client.hpp"
+#include "gateway/webhooks.hpp"
 
 #include <map>
 #include <set>
@@ -243,4 +244,136 @@ TEST_CASE("workflows: an orchestrator killed while its runs sleep and wait for e
     for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
   }
   CHECK(calls.size() == 2 * all.size());
+}
+
+TEST_CASE("workflows: a schedule starts one run per tick in the schedule's name, is listed with its next tick, pauses and resumes",
+          "[e2e][integration][workflows]") {
+  cluster_options options;
+  options.gateway = true;
+  cluster c(R"(
+[agents.sched]
+script = "{dir}/sched.json"
+script_log = "{dir}/calls.log"
+tools = []
+[agents.sched.sandbox]
+workspace = "{dir}/ws"
+[schedules.minutely]
+agent = "sched"
+cron = "* * * * *"
+timezone = "Europe/Berlin"
+input = "tick {{tick}}"
+missed = "catch_up"
+)", {{"sched.json", R"({"turns": [{"text": "ran for {{input}}"}]})"}}, options);
+  auto listed = c.keel({"schedules", "--json"});
+  INFO(listed.out << listed.err);
+  REQUIRE(listed.exit_code == 0);
+  auto schedules = json::parse(listed.out);
+  REQUIRE(schedules.size() == 1);
+  CHECK(schedules[0]["name"] == "minutely");
+  CHECK(schedules[0]["paused"] == false);
+  auto next = schedules[0]["next_ms"].get<std::int64_t>();
+  CHECK(next > wall_ms());
+  CHECK(next <= wall_ms() + 61'000);
+  // The tick comes: one run, started in the schedule's name, with the tick's time in its input.
+  auto runs_of_sched = [&] {
+    auto out = c.keel({"runs", "--json", "--agent", "sched"});
+    return out.exit_code == 0 ? json::parse(out.out, nullptr, false) : json::array();
+  };
+  REQUIRE_EVENTUALLY(90'000, runs_of_sched().size() >= 1);
+  auto runs = runs_of_sched();
+  REQUIRE(runs.size() == 1);
+  std::string run = runs[0]["run_id"];
+  c.await_status(run, "completed");
+  auto run_events = c.events(run);
+  const json* started = first_of(run_events, "run_started");
+  REQUIRE(started);
+  CHECK((*started)["data"]["by"] == "schedule:minutely");
+  CHECK((*started)["data"]["input"].get<std::string>().rfind("tick 20", 0) == 0);
+  auto after = json::parse(c.keel({"schedules", "--json"}).out);
+  CHECK(after[0]["last_tick_ms"].get<std::int64_t>() == next);
+
+  // Paused over HTTP (by the token's name), shown so by the CLI, resumed by the CLI.
+  auto paused = call("POST", c.gateway_url() + "/api/v1/schedules/minutely/pause", "{}", {"Content-Type: application/json"});
+  INFO(paused.body);
+  REQUIRE(paused.status == 200);
+  CHECK(paused.parsed()["paused"] == true);
+  CHECK(!paused.parsed()["paused_by"].get<std::string>().empty());
+  auto shown = c.keel({"schedules"});
+  CHECK(shown.out.find("paused by") != std::string::npos);
+  CHECK(call("POST", c.gateway_url() + "/api/v1/schedules/nope/pause", "{}", {"Content-Type: application/json"}).status == 404);
+  auto resumed = c.keel({"schedules", "resume", "minutely"});
+  INFO(resumed.err);
+  CHECK(resumed.exit_code == 0);
+  CHECK(resumed.out.find("is active") != std::string::npos);
+  // What the schedule holds is the cluster's: a node killed and started again lists the same.
+  c.kill_node();
+  c.start_node();
+  auto again = json::parse(c.keel({"schedules", "--json"}).out);
+  CHECK(again[0]["last_tick_ms"].get<std::int64_t>() >= next);
+  CHECK(again[0]["paused"] == false);
+  // A client may not start a schedule's tick itself.
+  auto forged = c.keel({"invoke", "sched", "x", "--idempotency-key", "keel-schedule/minutely/1"});
+  CHECK(forged.exit_code != 0);
+}
+
+TEST_CASE("workflows: a webhook starts one run per delivery, only for a request that proves the hook's secret or token",
+          "[e2e][integration][workflows]") {
+  cluster_options options;
+  options.gateway = true;
+  cluster c(R"(
+[agents.hooked]
+script = "{dir}/hooked.json"
+script_log = "{dir}/calls.log"
+tools = []
+[agents.hooked.sandbox]
+workspace = "{dir}/ws"
+[webhooks.github]
+agent = "hooked"
+secret_file = "{dir}/github.secret"
+signature_header = "X-Hub-Signature-256"
+idempotency_header = "X-GitHub-Delivery"
+input = "A push came: {{body}}"
+[webhooks.ci]
+agent = "hooked"
+token_file = "{dir}/ci.token"
+)", {{"hooked.json", R"({"turns": [{"text": "seen: {{input}}"}]})"}, {"github.secret", "s3cret\n"}, {"ci.token", "ci-token-1\n"}},
+            options);
+  auto url = c.gateway_url() + "/hooks/github";
+  const std::string body = R"({"ref": "refs/heads/main", "commits": 3})";
+  auto signature = "X-Hub-Signature-256: " + gateway::webhook_signature("s3cret", body);
+  // No gateway token: the hook's own secret is what authenticates.
+  auto first = call("POST", url, body, {signature, "X-GitHub-Delivery: d-1", "Content-Type: application/json", "Authorization:"});
+  INFO(first.body);
+  REQUIRE(first.status == 202);
+  std::string run = first.parsed()["run_id"];
+  auto again = call("POST", url, body, {signature, "X-GitHub-Delivery: d-1", "Authorization:"});
+  CHECK(again.status == 200);  // the sender's retry: the same run
+  CHECK(again.parsed()["run_id"] == run);
+  CHECK(again.parsed()["created"] == false);
+  c.await_status(run, "completed");
+  auto shown = c.show(run);
+  CHECK(shown["output"].get<std::string>().find("A push came: {\"ref\"") != std::string::npos);
+  auto events = c.events(run);
+  CHECK(events.front()["data"]["by"] == "webhook-github");
+  // Refused: a wrong or missing signature, a body changed under a good one, no delivery id, an
+  // unknown hook, a GET; nothing is started by any.
+  CHECK(call("POST", url, body, {"X-Hub-Signature-256: sha256=00", "X-GitHub-Delivery: d-2", "Authorization:"}).status == 401);
+  CHECK(call("POST", url, body, {"X-GitHub-Delivery: d-2", "Authorization:"}).status == 401);
+  CHECK(call("POST", url, body + " ", {signature, "X-GitHub-Delivery: d-2", "Authorization:"}).status == 401);
+  CHECK(call("POST", url, body, {signature, "Authorization:"}).status == 400);
+  CHECK(call("POST", c.gateway_url() + "/hooks/nope", body, {signature, "X-GitHub-Delivery: d-3", "Authorization:"}).status == 404);
+  CHECK(call("GET", url, "", {"Authorization:"}).status == 404);
+  // A page of another site cannot post to it.
+  CHECK(call("POST", url, body, {signature, "X-GitHub-Delivery: d-4", "Sec-Fetch-Site: cross-site", "Authorization:"}).status == 403);
+  // The token hook: a bearer token of its own (not the gateway's).
+  auto ci = c.gateway_url() + "/hooks/ci";
+  CHECK(call("POST", ci, "build 7 failed", {"Authorization: Bearer ci-token-1", "Idempotency-Key: b7"}).status == 202);
+  CHECK(call("POST", ci, "build 7 failed", {"Idempotency-Key: b8"}).status == 401);  // the gateway's token is not the hook's
+  CHECK(call("POST", ci, "build 7 failed", {"Authorization: Bearer ci-token-2", "Idempotency-Key: b9"}).status == 401);
+  auto runs = json::parse(c.keel({"runs", "--json", "--agent", "hooked"}).out);
+  CHECK(runs.size() == 2);
+  // No client can claim a delivery's run before the hook does.
+  auto squat = c.keel({"invoke", "hooked", "x", "--idempotency-key", "keel-webhook/github/d-9"});
+  CHECK(squat.exit_code != 0);
+  CHECK(squat.err.find("webhook") != std::string::npos);
 }

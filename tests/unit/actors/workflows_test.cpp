@@ -152,7 +152,7 @@ TEST_CASE("workflows: what a waiting tool is asked that it cannot do is told to 
   CHECK(last_tool_message(refused)["text"].get<std::string>().find("not available") != std::string::npos);
 }
 
-TEST_CASE("workflows: an event sent before its wait is kept and taken at once; a repeat is not taken twice", "[actors][workflows]") {
+TEST_CASE("workflows: an event sent before its wait is kept and taken at once, and a repeat is not taken twice", "[actors][workflows]") {
   flow f(agent());
   auto started = f.machine->start();
   auto kept = f.machine->on_signal(signal("approved", "e1", {{"by", "lead"}}));
@@ -214,7 +214,7 @@ TEST_CASE("workflows: an event wait goes on with the event sent to it, or gives 
   CHECK((*after->signal_reply)["delivered"] == false);
 }
 
-TEST_CASE("workflows: events sent to a run are checked and bounded; an ended run keeps none", "[actors][workflows]") {
+TEST_CASE("workflows: events sent to a run are checked and bounded, and an ended run keeps none", "[actors][workflows]") {
   flow f(agent());
   f.machine->start();
   CHECK(f.machine->on_signal(signal("a b", "x")).error().code == errc::invalid_argument);
@@ -222,6 +222,17 @@ TEST_CASE("workflows: events sent to a run are checked and bounded; an ended run
   CHECK(f.machine->on_signal(signal("ok", "")).error().code == errc::invalid_argument);
   CHECK(f.machine->on_signal(signal("ok", std::string(129, 'i'))).error().code == errc::invalid_argument);
   CHECK(f.machine->on_signal(signal("ok", "big", value(std::string(65 << 10, 'p')))).error().code == errc::invalid_argument);
+  // Nesting past what the run's stored state can hold is refused (the store reads 64 levels back).
+  value deep = value::object();
+  for (int i = 0; i < 40; ++i) deep = value::array({deep});
+  CHECK(f.machine->on_signal(signal("ok", "deep", deep)).error().message.find("nests") != std::string::npos);
+  // Kept payloads are bounded in bytes too: 4 of 60 KiB are, the 5th is not.
+  {
+    flow g(agent());
+    g.machine->start();
+    for (int i = 0; i < 4; ++i) REQUIRE(g.machine->on_signal(signal("big", "b" + std::to_string(i), value(std::string(60 << 10, 'x')))).ok());
+    CHECK(g.machine->on_signal(signal("big", "b5", value(std::string(60 << 10, 'x')))).error().code == errc::unavailable);
+  }
   for (std::size_t i = 0; i < events_kept_max; ++i) REQUIRE(f.machine->on_signal(signal("ok", "k" + std::to_string(i))).ok());
   auto full = f.machine->on_signal(signal("ok", "one-more"));
   CHECK(full.error().code == errc::unavailable);
@@ -281,7 +292,7 @@ TEST_CASE("workflows: an approval nobody answers is escalated, then gets the age
   }
 }
 
-TEST_CASE("workflows: a run past its time limit fails, whatever it waits on; a retry gives it the limit again", "[actors][workflows]") {
+TEST_CASE("workflows: a run past its time limit fails, whatever it waits on, and a retry gives it the limit again", "[actors][workflows]") {
   auto a = agent();
   a.run_timeout_ms = 120'000;
   flow f(a);
@@ -300,6 +311,14 @@ TEST_CASE("workflows: a run past its time limit fails, whatever it waits on; a r
   REQUIRE(retried.ok());
   CHECK(retried->transition.record.status == run_status::waiting);  // the sleep it was in, again
   CHECK(f.machine->next_wake_ms() == t0 + 240'000);
+  // The limit taken out of the config: a retry sets no deadline (the past one would fail it again).
+  *f.clock = t0 + 240'000;
+  auto stopped_again = f.machine->on_wake();
+  REQUIRE(stopped_again.transition.record.status == run_status::failed);
+  f.agent.run_timeout_ms = 0;
+  f.reload();
+  REQUIRE(f.machine->retry("ana").ok());
+  CHECK(f.machine->next_wake_ms() == t0 + 240'000 + 3'600'000);  // the sleep's end only
   // A limit while a step is in flight: the step's late result changes nothing.
   flow g(a);
   auto s = g.machine->start();

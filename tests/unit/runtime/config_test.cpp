@@ -184,6 +184,38 @@ TEST_CASE("config: workflow keys load, and each bad value names its key", "[runt
           .find("command tool \"sleep\" has the name of a tool the agent lists") != std::string::npos);
 }
 
+TEST_CASE("config: schedules load with their cron and zone checked, and every mistake names its key", "[runtime][config]") {
+  const std::string agent = "[agents.a]\n";
+  auto c = config::load_string(agent + "[schedules.nightly]\nagent = \"a\"\ncron = \"0 2 * * MON-FRI\"\n"
+                               "timezone = \"America/New_York\"\ninput = \"Report for {{tick}}\"\nmissed = \"catch_up\"\n", "node.toml");
+  REQUIRE(c.ok());
+  REQUIRE(c->schedules.size() == 1);
+  CHECK(c->schedules[0].timezone == "America/New_York");
+  CHECK(c->schedules[0].missed == "catch_up");
+  CHECK(c->schedules[0].catch_up_max == 10);
+  CHECK(error_of(agent + "[schedules.x]\nagent = \"a\"\ncron = \"61 * * * *\"\n").find("schedules.x.cron") != std::string::npos);
+  CHECK(error_of(agent + "[schedules.x]\nagent = \"a\"\ncron = \"@daily\"\ntimezone = \"Mars/Base\"\n").find("schedules.x.timezone") != std::string::npos);
+  CHECK(error_of(agent + "[schedules.x]\nagent = \"b\"\ncron = \"@daily\"\n").find("schedules.x.agent") != std::string::npos);
+  CHECK(error_of(agent + "[schedules.x]\nagent = \"a\"\ncron = \"@daily\"\nmissed = \"run\"\n").find("schedules.x.missed") != std::string::npos);
+  CHECK(error_of(agent + "[schedules.x]\nagent = \"a\"\ncron = \"@daily\"\ncolor = 1\n").find("schedules.x.color") != std::string::npos);
+  CHECK(error_of(agent + "[schedules.\"a b\"]\nagent = \"a\"\n").find("schedules.a b") != std::string::npos);
+}
+
+TEST_CASE("config: webhooks name one way to authenticate, and every mistake names its key", "[runtime][config]") {
+  const std::string agent = "[agents.a]\n";
+  auto c = config::load_string(agent + "[webhooks.gh]\nagent = \"a\"\nsecret_file = \"/etc/keel/gh.secret\"\n"
+                               "signature_header = \"X-Hub-Signature-256\"\nidempotency_header = \"X-GitHub-Delivery\"\n", "node.toml");
+  REQUIRE(c.ok());
+  REQUIRE(c->webhooks.size() == 1);
+  CHECK(c->webhooks[0].input == "{{body}}");
+  CHECK(error_of(agent + "[webhooks.x]\nagent = \"a\"\n").find("webhooks.x: expected one of secret_file") != std::string::npos);
+  CHECK(error_of(agent + "[webhooks.x]\nagent = \"a\"\nsecret_file = \"s\"\ntoken_file = \"t\"\n").find("webhooks.x") != std::string::npos);
+  CHECK(error_of(agent + "[webhooks.x]\nagent = \"b\"\ntoken_file = \"t\"\n").find("webhooks.x.agent") != std::string::npos);
+  CHECK(error_of(agent + "[webhooks.x]\nagent = \"a\"\ntoken_file = \"t\"\nidempotency_header = \"X: y\"\n")
+          .find("webhooks.x.idempotency_header") != std::string::npos);
+  CHECK(error_of(agent + "[webhooks.x]\nagent = \"a\"\ntoken_file = \"t\"\nverify = false\n").find("webhooks.x.verify") != std::string::npos);
+}
+
 TEST_CASE("config: worker slots and liveness are bounded, and the old lease keys are refused", "[runtime][config]") {
   auto c = config::load_string("[worker]\nslots = 3\nliveness_ms = 2000\n", "node.toml");
   REQUIRE(c.ok());

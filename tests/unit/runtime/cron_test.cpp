@@ -44,6 +44,9 @@ TEST_CASE("cron: expressions parse, and every mistake is named", "[runtime][cron
   CHECK(next_tick(cron("* * * * *"), utc_zone, utc(2027, 1, 1, 0, 0)) == utc(2027, 1, 1, 0, 1));
   CHECK(next_tick(cron("*/15 * * * *"), utc_zone, utc(2027, 1, 1, 0, 1)) == utc(2027, 1, 1, 0, 15));
   CHECK(next_tick(cron("5/20 * * * *"), utc_zone, utc(2027, 1, 1, 0, 6)) == utc(2027, 1, 1, 0, 25));
+  // A single value beside a stepped part of the same field stays a single value.
+  CHECK(next_tick(cron("10,*/15 * * * *"), utc_zone, utc(2027, 1, 1, 0, 10)) == utc(2027, 1, 1, 0, 15));
+  CHECK(next_tick(cron("5,20-40/10 * * * *"), utc_zone, utc(2027, 1, 1, 0, 5)) == utc(2027, 1, 1, 0, 20));
   CHECK(next_tick(cron("0 9-17/4 * * *"), utc_zone, utc(2027, 1, 1, 9, 0)) == utc(2027, 1, 1, 13, 0));
   CHECK(next_tick(cron("30 8 * * MON-FRI"), utc_zone, utc(2027, 1, 1, 9, 0)) == utc(2027, 1, 4, 8, 30));  // Fri -> Mon
   CHECK(next_tick(cron("0 0 1 JAN *"), utc_zone, utc(2027, 1, 1, 0, 0)) == utc(2028, 1, 1, 0, 0));
@@ -78,6 +81,11 @@ TEST_CASE("cron: in a zone with daylight saving a skipped time has no tick and a
   while ((t = next_tick(half, berlin, t)) < utc(2027, 10, 31, 3, 0)) ++ticks;
   // 01:30, 02:00, 02:30 CEST; 02:00 and 02:30 CET come again and do not tick; 03:00, 03:30 CET.
   CHECK(ticks == 5);
+  // The day after a spring change: its midnight is a tick (a day of 23 hours is not skipped past).
+  CHECK(next_tick(cron("0 0 * * MON"), berlin, utc(2024, 3, 24, 12, 0)) == utc(2024, 3, 24, 23, 0));   // Mon 25 March, CET
+  CHECK(next_tick(cron("0 0 * * MON"), berlin, utc(2024, 3, 25, 12, 0)) == utc(2024, 3, 31, 22, 0));   // Mon 1 April, CEST
+  CHECK(next_tick(cron("0 0 1 * *"), berlin, utc(2024, 3, 1, 12, 0)) == utc(2024, 3, 31, 22, 0));      // 1 April
+  CHECK(next_tick(cron("0 0 * * *"), zone("America/New_York"), utc(2024, 3, 10, 12, 0)) == utc(2024, 3, 11, 4, 0));
   // Past the database's last transition (2037), its rule: CEST in July 2045, CET in January.
   CHECK(berlin.offset_at(utc(2045, 7, 1, 0, 0) / 1000) == 7200);
   CHECK(berlin.offset_at(utc(2045, 1, 1, 0, 0) / 1000) == 3600);

@@ -1,0 +1,90 @@
+// Reading what starts runs without a client (docs/WORKFLOWS.md): [schedules.<name>] (its cron
+// parsed, its time zone found in the tz database) and [webhooks.<name>] (one way to authenticate,
+// header names HTTP allows); each table checked whole when the config is loaded, its agent known.
+#include "runtime/config_tools.hpp"
+
+#include "runtime/cron.hpp"
+#include "runtime/ids.hpp"
+#include "runtime/time_zone.hpp"
+
+namespace keel::config::detail {
+
+std::optional<table_problem> read_schedules(const toml::table& schedules, node_config& config) {
+  for (const auto& [raw, node] : schedules) {
+    std::string name(raw.str());
+    std::string where = "schedules." + name;
+    if (!is_valid_name(name)) return table_problem{&node, where, "a schedule's name is 1 to 64 characters from [A-Za-z0-9_-]"};
+    const auto* table = node.as_table();
+    if (!table) return table_problem{&node, where, "expected a table (agent, cron, timezone, input, missed)"};
+    reader r{*table, where, {}};
+    r.only({"agent", "cron", "timezone", "input", "missed", "catch_up_max", "late_ms_max"}, "docs/WORKFLOWS.md");
+    schedule_config s;
+    s.name = name;
+    s.agent = r.str("agent", "", 64);
+    s.cron = r.str("cron", "", 256);
+    s.timezone = r.str("timezone", "UTC", 128);
+    s.input = r.str("input", "", 64 << 10);
+    s.missed = r.str("missed", "skip", 16);
+    s.catch_up_max = r.integer("catch_up_max", 10, 1, 1000);
+    s.late_ms_max = r.integer("late_ms_max", 60'000, 1000, 86'400'000);
+    if (r.problem) return r.problem;
+    if (!is_valid_name(s.agent)) return table_problem{r.get("agent") ? r.get("agent") : table, where + ".agent", "expected the id of an agent"};
+    if (auto parsed = parse_cron(s.cron); !parsed)
+      return table_problem{r.get("cron") ? r.get("cron") : table, where + ".cron", parsed.error().message};
+    if (auto zone = time_zone::load(s.timezone); !zone) return table_problem{r.get("timezone"), where + ".timezone", zone.error().message};
+    if (s.missed != "skip" && s.missed != "catch_up")
+      return table_problem{r.get("missed"), where + ".missed", "expected \"skip\" or \"catch_up\", got \"" + s.missed + "\""};
+    std::erase_if(config.schedules, [&](const schedule_config& c) { return c.name == name; });  // a later file wins
+    config.schedules.push_back(std::move(s));
+  }
+  return std::nullopt;
+}
+
+namespace {
+bool header_name(const std::string& h) {
+  return !h.empty() && h.size() <= 64 &&
+         h.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") == std::string::npos;
+}
+} // namespace
+
+std::optional<table_problem> read_webhooks(const toml::table& hooks, node_config& config, const path_resolver& relative) {
+  for (const auto& [raw, node] : hooks) {
+    std::string name(raw.str());
+    std::string where = "webhooks." + name;
+    if (!is_valid_name(name)) return table_problem{&node, where, "a webhook's name is 1 to 64 characters from [A-Za-z0-9_-]"};
+    const auto* table = node.as_table();
+    if (!table) return table_problem{&node, where, "expected a table (agent, secret_file or token_file, ...)"};
+    reader r{*table, where, {}};
+    r.only({"agent", "secret_file", "token_file", "signature_header", "idempotency_header", "input"}, "docs/WORKFLOWS.md");
+    webhook_config h;
+    h.name = name;
+    h.agent = r.str("agent", "", 64);
+    h.secret_file = r.str("secret_file", "", 4096);
+    h.token_file = r.str("token_file", "", 4096);
+    h.signature_header = r.str("signature_header", h.signature_header, 64);
+    h.idempotency_header = r.str("idempotency_header", h.idempotency_header, 64);
+    h.input = r.str("input", h.input, 64 << 10);
+    if (r.problem) return r.problem;
+    if (!is_valid_name(h.agent)) return table_problem{r.get("agent") ? r.get("agent") : table, where + ".agent", "expected the id of an agent"};
+    if (h.secret_file.empty() == h.token_file.empty())
+      return table_problem{table, where, "expected one of secret_file (HMAC-SHA256 signatures of the body) or token_file (a bearer token)"};
+    for (const char* key : {"signature_header", "idempotency_header"})
+      if (!header_name(key[0] == 's' ? h.signature_header : h.idempotency_header))
+        return table_problem{r.get(key), where + "." + key, "expected an HTTP header name ([A-Za-z0-9-], at most 64)"};
+    h.secret_file = relative(h.secret_file);
+    h.token_file = relative(h.token_file);
+    std::erase_if(config.webhooks, [&](const webhook_config& c) { return c.name == name; });
+    config.webhooks.push_back(std::move(h));
+  }
+  return std::nullopt;
+}
+
+std::string check_schedules(const node_config& config) {
+  for (const auto& s : config.schedules)
+    if (!config.find_agent(s.agent)) return "schedules." + s.name + ".agent: \"" + s.agent + "\" is not an agent of this config";
+  for (const auto& h : config.webhooks)
+    if (!config.find_agent(h.agent)) return "webhooks." + h.name + ".agent: \"" + h.agent + "\" is not an agent of this config";
+  return {};
+}
+
+} // namespace keel::config::detail
