@@ -413,12 +413,16 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
   if (!recorded) e.transition.journal.push_back(record_result(result));
   if (!result.ok) {
     std::string message = result.failure ? result.failure->message : "task failed";
-    // What another attempt cannot change (a bad request, a missing key, a refused call, a task
-    // handed out too often) ends the run now, with the reason; the rest (overload, network, a
-    // worker gone) is tried again.
+    // What another attempt cannot change (a bad request, a missing key, a refused call) ends the
+    // run now, with the reason; the rest (overload, network, a worker gone) is tried again. A task
+    // handed out too often (its workers died holding it, task_deliveries_max times) goes again as
+    // a new attempt after the growing wait: workers killed one after another by something else
+    // do not fail the run, and a task that kills every worker taking it costs at most that many
+    // workers per wait, until step_retry_ms fails the run.
     errc code = result.failure ? result.failure->code : errc::internal;
     bool transient = code == errc::unavailable || code == errc::timeout || code == errc::io ||
-                     code == errc::internal || code == errc::cancelled || code == errc::not_found;
+                     code == errc::internal || code == errc::cancelled || code == errc::not_found ||
+                     code == errc::exhausted;
     if (!transient) fail(e, message);
     else redispatch(e, message);
     finish(e);

@@ -158,9 +158,13 @@ export async function render(main, { runId }) {
   }).catch(() => {});
 
   // A run waiting for a time or an event (docs/WORKFLOWS.md); an event can be sent from here.
+  // The payload box outlives the header's redraws (it is redrawn every second): what a person
+  // types stays, and keeps the focus.
+  let payload = null;
   const waitBanner = (run, w) => {
     if (w.kind !== 'event') return h('p', { class: 'waiting-banner', text: `Sleeping until ${time(w.until_ms)}` });
-    const payload = h('input', { class: 'mono', placeholder: 'payload (JSON)', 'aria-label': 'Event payload' });
+    payload ||= h('input', { class: 'mono', placeholder: 'payload (JSON)', 'aria-label': 'Event payload' });
+    if (document.activeElement === payload) queueMicrotask(() => payload.focus());
     return h('p', { class: 'waiting-banner' }, `Waiting for event `, h('code', { text: w.event }), ` until ${time(w.until_ms)} `,
       payload, h('button', { class: 'small', text: 'Send event', onclick: async () => {
         let body = payload.value.trim();

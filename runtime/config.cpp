@@ -186,8 +186,8 @@ const std::vector<entry>& entries() {
       [](node_config& c, agent_config*) -> std::int64_t& { return c.worker_liveness_ms; }));
     e.push_back(integer_key(
       "worker.task_deliveries_max", 5, 1, 1000,
-      "A task handed out this many times (its workers died or vanished during it) fails its "
-      "step instead of running again.",
+      "A task handed out this many times (its workers died or vanished during it) is given up "
+      "unrun; its step goes again as a new attempt after a growing wait, until limits.step_retry_ms.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.task_deliveries_max; }));
     e.push_back(integer_key(
       "worker.check_after_ms", 1000, 0, hour_ms,

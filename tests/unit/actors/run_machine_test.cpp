@@ -201,6 +201,19 @@ TEST_CASE("run machine: failures that may pass are retried with growing waits fo
   CHECK_FALSE(h.machine.on_task_result(wire::task_result{"r1", task.step, 2, "w", true, harness::llm_answer("x"), {}}).changed);
 }
 
+TEST_CASE("run machine: a task handed out too often goes again as a new attempt after a wait, not ending the run", "[actors]") {
+  harness h;
+  auto started = h.check(h.machine.start());
+  auto task = started.tasks[0];
+  auto e = h.check(h.machine.on_task_result(wire::task_result{
+    "r1", task.step, 1, "w", false, nullptr, make_error(errc::exhausted, "the task was handed out 6 times and no worker finished it")}));
+  REQUIRE(e.tasks.size() == 1);
+  CHECK(e.tasks[0].attempt == 2);  // a new attempt: a new task, its deliveries counted afresh
+  CHECK(e.task_delay_ms == 1000);
+  CHECK(e.transition.record.status == run_status::running);
+  CHECK(e.transition.events[0].event_type == "task_retried");
+}
+
 TEST_CASE("run machine: a failed run is retried from the step that failed, and only a failed run", "[actors]") {
   harness h;
   auto started = h.check(h.machine.start());
