@@ -214,6 +214,9 @@ scope = "agent"
 
   auto run = c.invoke("auto", "count");
   auto asker = c.invoke("asker", "ask");
+  // `asker` is to be killed only while it waits for a person: its first model step is done first
+  // (on a loaded machine it could still be in flight at the first kill, and run twice).
+  c.await_suspend(asker);
 
   // 1. A model step in flight.
   called("turn 1");
