@@ -24,15 +24,6 @@ std::string raw(const value& v, const char* key) {
 // Every field is escaped and bounded: its start and its end always show (sandbox/text.hpp).
 std::string str(const value& v, const char* key) { return sandbox::shown_field(raw(v, key)); }
 
-// A wall-clock time as RFC 3339, UTC, to the second.
-std::string rfc3339_text(std::int64_t ms) {
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm t{};
-  gmtime_r(&seconds, &t);
-  char out[32];
-  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &t);
-  return out;
-}
 
 // A block of lines (content, a diff), each line escaped on its own.
 std::string indent(const std::string& text, const std::string& prefix) {
@@ -132,6 +123,16 @@ std::string render_approval(const value& data) {
     out << "\n  Approve this operation? (y/n): ";
   }
   return out.str();
+}
+
+std::string rfc3339_text(std::int64_t ms) {
+  if (ms <= 0) return "-";
+  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm t{};
+  gmtime_r(&seconds, &t);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &t);
+  return out;
 }
 
 std::string render_event(const wire::event& e) {

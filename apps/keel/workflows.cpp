@@ -3,6 +3,7 @@
 // `keel schedules`: the schedules, with their last and next ticks; pause and resume one.
 #include "apps/keel/client.hpp"
 #include "apps/keel/commands.hpp"
+#include "apps/keel/render.hpp"
 #include "runtime/json_bounded.hpp"
 
 #include <CLI/CLI.hpp>
@@ -69,20 +70,6 @@ void add_signal(CLI::App& app, int& exit_code) {
   });
 }
 
-namespace {
-
-std::string utc_text(std::int64_t ms) {
-  if (ms <= 0) return "-";
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm t{};
-  gmtime_r(&seconds, &t);
-  char out[32];
-  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &t);
-  return out;
-}
-
-} // namespace
-
 void add_schedules(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<client_flags>();
   auto json = std::make_shared<bool>(false);
@@ -116,8 +103,8 @@ void add_schedules(CLI::App& app, int& exit_code) {
       if (s.contains("problem")) state += " (" + s.value("problem", std::string()) + ")";
       std::cout << std::left << std::setw(20) << s.value("name", std::string()) << std::setw(14) << s.value("agent", std::string())
                 << std::setw(18) << s.value("cron", std::string()) << std::setw(18) << s.value("timezone", std::string())
-                << std::setw(22) << utc_text(s.value("last_tick_ms", std::int64_t{0})) << std::setw(22)
-                << utc_text(s.value("next_ms", std::int64_t{0})) << state << "\n";
+                << std::setw(22) << rfc3339_text(s.value("last_tick_ms", std::int64_t{0})) << std::setw(22)
+                << rfc3339_text(s.value("next_ms", std::int64_t{0})) << state << "\n";
     }
   });
   for (bool pause : {true, false}) {
@@ -134,7 +121,7 @@ void add_schedules(CLI::App& app, int& exit_code) {
       auto done = connected->pause_schedule(*name, pause);
       if (!done) return fail(done.error().message);
       std::cout << "Schedule " << *name << " is " << (done->value("paused", false) ? "paused" : "active") << "; next tick "
-                << utc_text(done->value("next_ms", std::int64_t{0})) << "\n";
+                << rfc3339_text(done->value("next_ms", std::int64_t{0})) << "\n";
     });
   }
 }
