@@ -12,6 +12,9 @@
 #include "tests/support/failure_report.hpp"
 #include "tests/support/fake_service.hpp"
 #include "tests/support/test_support.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
 #include "tests/e2e/multi_node.hpp"
 
 #include <sys/stat.h>
@@ -42,7 +45,16 @@ std::string cluster_build() {
 
 // For scripts/cluster.sh: three client ports in a row and their routes 2000 above, below the
 // range the system hands out to outgoing connections (32768 and up), each one that binds now.
+// The tests that start configs/cluster run one at a time (a lock held until the test's process
+// ends): two at once could each find the other's ports free before either bound them, and a node
+// would then reach the other cluster's route port ("Protocol Error").
 int cluster_ports() {
+  static const int held = [] {
+    int fd = ::open("/tmp/keel-test-cluster-ports.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+    if (fd >= 0) (void)::flock(fd, LOCK_EX);
+    return fd;
+  }();
+  (void)held;
   auto bindable = [](int port) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in at{};
