@@ -73,8 +73,10 @@ result<webhook_invoke> check_webhook(const std::vector<config::webhook_config>& 
   } else {
     auto token = read_secret(hook->token_file);
     if (!token) return token.error();
+    // The scheme in any case (RFC 9110), then the token itself, exactly.
     const std::string* given = header("authorization");
-    if (!given || !same(*given, "Bearer " + *token)) return make_error(errc::denied, "a bearer token is required");
+    if (!given || given->size() < 7 || lower(given->substr(0, 7)) != "bearer " || !same(given->substr(7), *token))
+      return make_error(errc::denied, "a bearer token is required");
   }
   const std::string* delivery = header(hook->idempotency_header);
   if (!delivery || delivery->empty() || delivery->size() > delivery_bytes_max)

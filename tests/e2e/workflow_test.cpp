@@ -370,8 +370,16 @@ token_file = "{dir}/ci.token"
   CHECK(call("POST", ci, "build 7 failed", {"Authorization: Bearer ci-token-1", "Idempotency-Key: b7"}).status == 202);
   CHECK(call("POST", ci, "build 7 failed", {"Idempotency-Key: b8"}).status == 401);  // the gateway's token is not the hook's
   CHECK(call("POST", ci, "build 7 failed", {"Authorization: Bearer ci-token-2", "Idempotency-Key: b9"}).status == 401);
+  CHECK(call("POST", ci, "build 7 failed", {"Authorization: bearer ci-token-1", "Idempotency-Key: b10"}).status == 202);  // scheme in any case
+  CHECK(call("POST", ci, "build 7 failed", {"Authorization: Bearer ci-token-1x", "Idempotency-Key: b11"}).status == 401);
+  // Other spellings of the signed request: header names in any case are one header; the same
+  // header twice is a list, which matches no signature; a body past the gateway's bound is 413.
+  CHECK(call("POST", url, body, {"x-hub-signature-256: " + gateway::webhook_signature("s3cret", body), "x-github-delivery: d-5", "Authorization:"}).status == 202);
+  CHECK(call("POST", url, body, {signature, signature, "X-GitHub-Delivery: d-6", "Authorization:"}).status == 401);
+  const std::string big(2 << 20, 'x');
+  CHECK(call("POST", url, big, {"X-Hub-Signature-256: " + gateway::webhook_signature("s3cret", big), "X-GitHub-Delivery: d-7", "Authorization:"}).status == 413);
   auto runs = json::parse(c.keel({"runs", "--json", "--agent", "hooked"}).out);
-  CHECK(runs.size() == 2);
+  CHECK(runs.size() == 4);  // d-1, b7, b10, d-5
   // No client can claim a delivery's run before the hook does.
   auto squat = c.keel({"invoke", "hooked", "x", "--idempotency-key", "keel-webhook/github/d-9"});
   CHECK(squat.exit_code != 0);
