@@ -33,6 +33,8 @@ using wake_tick_atom = caf::atom_constant<caf::atom("waketick")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using wake_scan_atom = caf::atom_constant<caf::atom("wakescan")>;
 using signal_atom = caf::atom_constant<caf::atom("signal")>;
+// Queues: a run in line may start (queue keeper -> supervisor -> run).
+using admit_atom = caf::atom_constant<caf::atom("admit")>;
 
 } // namespace keel::actors
 

@@ -10,6 +10,7 @@
 #include "replication/lease_keeper.hpp"
 #include "replication/takeover.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run_store.hpp"
 
@@ -183,6 +184,28 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     // in this store is brought to what the log has).
     shared->owner.leases()->take_over_again();
   }
+  if (!config.run_queues.empty()) {
+    queue_keeper::hooks hooks;
+    hooks.look_up = [weak](const std::string& run) -> std::optional<local_run> {
+      auto s = weak.lock();
+      if (!s || (s->replicated() && !s->owner.serves(keel::run_id{run}.owner()))) return std::nullopt;
+      auto record = s->store.get(run, false);
+      if (!record || !*record) return std::nullopt;
+      local_run l;
+      l.status = (*record)->status;
+      auto read = store::run_state_from_value((*record)->state);
+      if (read) l.place = read->queue;
+      else l.readable = false;
+      return l;
+    };
+    hooks.start = [actor = state->actor](const std::string& run) { caf::anon_send(actor, admit_atom::value, run, 0); };
+    auto keeper = queue_keeper::start(config, shared->nats, *shared->js, std::move(hooks));
+    if (!keeper) {
+      caf::anon_send_exit(state->actor, caf::exit_reason::user_shutdown);
+      return keeper.error();
+    }
+    shared->queues = std::move(*keeper);
+  }
   caf::anon_send(state->actor, recover_atom::value);
 
 
@@ -199,6 +222,7 @@ void orchestrator::stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
   if (impl_->schedules) impl_->schedules->stop();
+  if (impl_->shared->queues) impl_->shared->queues->stop();
   if (auto* leases = impl_->shared->owner.leases()) leases->stop();
   impl_->subscriptions.clear();
   impl_->shared->tools->stop();

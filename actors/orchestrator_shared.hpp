@@ -3,6 +3,7 @@
 // publishing and replies. The state of a run itself is its actor's alone (actors/run_actor).
 #pragma once
 
+#include "actors/queue_keeper.hpp"
 #include "actors/run_machine.hpp"
 #include "actors/run_registry.hpp"
 #include "actors/store_writer.hpp"
@@ -56,6 +57,7 @@ struct orchestrator_shared {
   std::unique_ptr<broker::key_value> keys;  // idempotency keys the whole cluster agrees on
   std::unique_ptr<task_publisher> publisher;
   std::unique_ptr<tool_registry> tools;  // what tool workers declared
+  std::shared_ptr<queue_keeper> queues;   // [queues.<name>] of the config; null: none
   wire::limits limits;
 
   // ---- The replicated run log and the leases (durability.log_replicas > 0)

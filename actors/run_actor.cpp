@@ -187,7 +187,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
      delay = e.task_delay_ms, leave = e.leave_memory, seq, reply_to,
      reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
      waiters_bytes = std::move(waiters_bytes), children = std::move(children), ended_child = std::move(ended_child),
-     cancel = std::move(e.cancel_children)](const result<void>& written) {
+     cancel = std::move(e.cancel_children), queue_enter = std::move(e.queue_enter),
+     queue_release = std::move(e.queue_release)](const result<void>& written) {
       if (!written) {
         // The answer says what happened. Unknown: written here, not confirmed by the run log
         // (it takes effect if the log has it: the client reads the run to find out). Refused
@@ -225,6 +226,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
       }
       if (!cancel.empty()) cancel_children(shared, cancel, run_id);
       if (ended_child) notify_parent(shared, *ended_child);
+      if (shared->queues && queue_enter) shared->queues->enter(queue_enter->name, run_id, queue_enter->key, queue_enter->since_ms);
+      if (shared->queues && queue_release) shared->queues->release(queue_release->name, run_id, queue_release->since_ms);
       step_trace::mark(step_trace::task_published);
       lane.publish(reply_to, reply_bytes);
       for (const auto& w : waiters) lane.publish(w, waiters_bytes);
@@ -412,6 +415,13 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       if (!pending || pending->step != step || pending->sub_agent.empty()) return;
       check_child(shared, child, machine.run_id(), step, pending->attempt, reply_to);
       check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, next_ms);
+    },
+    [=](admit_atom) {
+      auto e = self->state.machine->on_admitted();
+      bool changed = e.changed;
+      perform(self, shared, std::move(e), {}, reply_kind::none);
+      if (!changed) leave_if_idle(self, shared);
+      return true;
     },
     [=](wake_atom) {
       // The supervisor's schedule says something is due; the machine checks its own state. The

@@ -97,6 +97,9 @@ store::run_record run_machine::create(const std::string& run_id, const wire::inv
   state.parent = invoke.parent;
   state.provider = invoke.provider;
   state.model = invoke.model;
+  // Its concurrency key, until start() puts the run in its agent's queue (an agent without one
+  // is refused a key before the run is made).
+  if (!invoke.concurrency_key.empty()) state.queue = store::queue_place{"", invoke.concurrency_key, 0, 0};
   r.state = store::to_value(state);
   r.state.erase("messages_count");
   llm::message first{"user", text, {}, {}, {}, false};
@@ -109,6 +112,7 @@ effects run_machine::begin() {
   e.changed = true;
   e.transition.record.run_id = record_.run_id;
   e.transition.stored_status = stored_status_;
+  e.from = record_.status;
   return e;
 }
 
@@ -148,6 +152,10 @@ void run_machine::finish(effects& e) {
     if (!damaged_) record_.state = store::to_value(state_);
     e.transition.snapshot = store::pack_record(record_);
     stored_status_ = record_.status;
+    if (state_.queue && !state_.queue->name.empty()) {
+      if (record_.status == run_status::queued && e.from != run_status::queued) e.queue_enter = state_.queue;
+      if (store::is_terminal(record_.status) && !store::is_terminal(e.from)) e.queue_release = state_.queue;
+    }
   }
   auto& header = e.transition.record;
   header.run_id = record_.run_id;
@@ -187,7 +195,8 @@ effects run_machine::start(bool task_queued) {
     emit(e, "run_started", value{{"agent", record_.agent}, {"input", state_.input},
                                  {"session_id", record_.session_id}, {"by", state_.started_by}});
     if (state_.parent.is_object()) e.transition.events.back().data["parent"] = state_.parent;
-    advance(e);
+    if (!agent_.run_queue.empty()) enter_queue(e);
+    else advance(e);
   } else if (record_.status == run_status::running && state_.pending && task_queued) {
     e.changed = false;  // the broker holds the task: queued, or running on a worker
   } else if (record_.status == run_status::running && state_.pending) {
@@ -645,11 +654,22 @@ result<effects> run_machine::retry(const std::string& by) {
   effects e = begin();
   record_.status = run_status::running;
   state_.error.reset();
-  auto failed = std::move(state_.failed_pending);
-  state_.failed_pending.reset();
+  const auto& failed = state_.failed_pending;
   emit(e, "run_retried", value{{"task_step", failed ? value(failed->step) : value()}, {"by", by}});
   // A run stopped by its time limit gets that long again.
   state_.deadline_ms = agent_.run_timeout_ms > 0 ? now() + agent_.run_timeout_ms : 0;
+  // A run of a queue goes back in line (at its end), and on from where it failed once admitted.
+  if (!agent_.run_queue.empty()) enter_queue(e);
+  else go_on(e);
+  finish(e);
+  return e;
+}
+
+// What comes after a start, an admission or a retry: the step a failed run failed on (a new
+// attempt), or whatever is due.
+void run_machine::go_on(effects& e) {
+  auto failed = std::move(state_.failed_pending);
+  state_.failed_pending.reset();
   if (failed) {
     failed->failing_since_ms = 0;
     failed->failures = 0;
@@ -663,8 +683,6 @@ result<effects> run_machine::retry(const std::string& by) {
   } else {
     advance(e);
   }
-  finish(e);
-  return e;
 }
 
 result<effects> run_machine::cancel(const std::string& reason, const std::string& by) {

@@ -45,6 +45,10 @@ struct effects {
   std::vector<std::string> cancel_children;
   // The answer to an event sent to the run (signal_reply), written first when changed.
   std::optional<wire::value> signal_reply;
+  // Queues, once written: the run got in line (ask for its place), or it ended (free its slot).
+  std::optional<store::queue_place> queue_enter;
+  std::optional<store::queue_place> queue_release;
+  store::run_status from = store::run_status::pending;  // the status before this transition
 };
 
 class run_machine {
@@ -108,6 +112,9 @@ public:
   // that ended, a wait for an event that gave up, an approval's default answer or escalation, the
   // run's time limit. Unchanged when nothing has (woken early: next_wake_ms() says when).
   effects on_wake();
+  // Its queue's record says it runs: a run in line starts (event run_admitted); unchanged when it
+  // is not in line (admitted before, cancelled, ended).
+  effects on_admitted();
   // An event sent to the run: handed to its wait for that name, or kept until it waits for it.
   // A repeat of an event taken (same id) is answered as before and changes nothing; a run that
   // has ended, a bad name or payload, or too many events kept are errors.
@@ -132,6 +139,8 @@ private:
   void dispatch_tool(effects& e, bool approved, const wire::value& form = wire::value());
   void ask_first(effects& e, const tools::declared_tool& tool);   // a declared tool's call waits for a person
   void suspend(effects& e, const std::string& step_key, std::uint64_t call_index, const wire::value& form);
+  void enter_queue(effects& e);                                   // in line, not running (run_waits.cpp)
+  void go_on(effects& e);                                          // after a start, admission or retry
   void begin_wait(effects& e);                                     // a waiting tool's call (run_waits.cpp)
   void end_wait(effects& e, const wire::value& result);            // its result; the run goes on
   void take_event(effects& e, const store::signal_record& signal);

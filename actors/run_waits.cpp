@@ -214,3 +214,38 @@ result<effects> run_machine::on_signal(const store::signal_record& signal) {
 }
 
 } // namespace keel::actors
+
+namespace keel::actors {
+
+// A run of an agent with a queue: in line (on disk only) until its queue's record admits it.
+void run_machine::enter_queue(effects& e) {
+  store::queue_place place;
+  place.name = agent_.run_queue;
+  place.key = state_.queue ? state_.queue->key : std::string();
+  // Strictly later than any place it had: the queue tells an old place from a new one by it.
+  place.since_ms = std::max(now(), state_.queue ? state_.queue->since_ms + 1 : 0);
+  state_.queue = place;
+  record_.status = run_status::queued;
+  value data{{"queue", place.name}};
+  if (!place.key.empty()) data["key"] = place.key;
+  emit(e, "run_queued", std::move(data));
+}
+
+effects run_machine::on_admitted() {
+  effects e = begin();
+  if (damaged_ || record_.status != run_status::queued || !state_.queue) {
+    e.changed = false;
+    return e;
+  }
+  auto at = now();
+  state_.queue->admitted_ms = at;
+  record_.status = run_status::running;
+  value data{{"queue", state_.queue->name}, {"waited_ms", std::max<std::int64_t>(0, at - state_.queue->since_ms)}};
+  if (!state_.queue->key.empty()) data["key"] = state_.queue->key;
+  emit(e, "run_admitted", std::move(data));
+  go_on(e);
+  finish(e);
+  return e;
+}
+
+} // namespace keel::actors

@@ -176,7 +176,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
   // after a takeover (`domain`: that node's runs only). Runs in memory tell their own.
   auto scan_wakes = [=](const std::string& domain) {
     std::size_t found = 0;
-    for (auto status : {store::run_status::waiting, store::run_status::suspended}) {
+    for (auto status : {store::run_status::waiting, store::run_status::suspended, store::run_status::queued}) {
       auto ids = shared->store.list_by_status(status);
       if (!ids) {
         logger()->error("wakes: cannot list {} runs: {}", store::to_string(status), ids.error().message);
@@ -191,6 +191,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
         if (!record || !*record) continue;
         auto state = store::run_state_from_value((*record)->state);
         if (!state) continue;  // damaged: failed with the reason when it is next loaded
+        // A run in line: its place is asked for again (a repeat is harmless; it may have been
+        // admitted while this node was down).
+        if (status == store::run_status::queued && state->queue && shared->queues)
+          shared->queues->enter(state->queue->name, id, state->queue->key, state->queue->since_ms);
         auto at = store::next_wake_ms(*state, store::is_terminal((*record)->status));
         if (at <= 0) continue;
         self->state.wakes.set(id, at);
@@ -212,6 +216,18 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       tick_by(self->state.wakes.next_ms());
     },
     [=](wake_scan_atom, const std::string& domain) { scan_wakes(domain); },
+    [=](admit_atom, const std::string& run, int tries) {
+      // Its queue's record says it runs: the run checks that it is still in line, and starts.
+      if (shared->replicated() && !shared->owner.serves(run_id{run}.owner())) return;
+      auto actor = find_run(run, {});
+      if (!actor) return;
+      auto address = actor->address();
+      self->request(*actor, caf::infinite, admit_atom::value).then([](bool) {}, [=](caf::error&) {
+        shared->unregistered(address);
+        // It left memory before it read this: once more (else the keeper's next check tells it).
+        if (tries < 2) self->send(self, admit_atom::value, run, tries + 1);
+      });
+    },
     [=](signal_atom, const store::signal_record& signal, const std::string& run_id, const std::string& reply) {
       (*forward_signal)(signal, run_id, reply, 0);
     },
@@ -224,6 +240,9 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
                                                       "'; this node has: " + (known.empty() ? "none" : known));
         return;
       }
+      if (!invoke.concurrency_key.empty() && agent->run_queue.empty())
+        return shared->reply_error(reply, errc::invalid_argument,
+                                   "agent '" + invoke.agent + "' has no run_queue; a concurrency_key means nothing to it");
       std::string key;
       std::string id;
       bool claimed_fresh = false;  // the id was claimed by this invoke, just now

@@ -466,6 +466,9 @@ struct loader {
       } else if (key == "schedules" && !agent) {
         if (!value.is_table()) return fail(value, key, "expected a table of schedules");
         if (auto problem = detail::read_schedules(*value.as_table(), config)) return fail(*problem->node, problem->key, problem->text);
+      } else if (key == "run_queues" && !agent) {
+        if (!value.is_table()) return fail(value, key, "expected a table of run queues");
+        if (auto problem = detail::read_queues(*value.as_table(), config)) return fail(*problem->node, problem->key, problem->text);
       } else if (key == "webhooks" && !agent) {
         if (!value.is_table()) return fail(value, key, "expected a table of webhooks");
         if (auto problem = detail::read_webhooks(*value.as_table(), config,
@@ -601,6 +604,12 @@ std::size_t node_config::lanes_for() const {
 const agent_config* node_config::find_agent(std::string_view id) const {
   for (const auto& a : agents)
     if (a.id == id) return &a;
+  return nullptr;
+}
+
+const queue_config* node_config::find_run_queue(std::string_view name) const {
+  for (const auto& q : run_queues)
+    if (q.name == name) return &q;
   return nullptr;
 }
 

@@ -106,6 +106,21 @@ struct agent_config {
   std::string approval_timeout_feedback;
   std::int64_t approval_escalate_after_ms = 0;
   std::string approval_escalate_to;
+  // The run queue its runs wait in before they start ([run_queues.<name>]; empty: none), and how long one
+  // step (a model call, a tool call, a sub-agent's child run) may take before it is given up
+  // (0: no limit but a declared tool's own timeout_ms).
+  std::string run_queue;
+  std::int64_t step_timeout_ms = 0;
+};
+
+// [run_queues.<name>]: at most `concurrency` runs of the queue's agents at once across the cluster,
+// and at most `key_concurrency` of one concurrency key (0: no limit per key); the rest wait in
+// order (docs/WORKFLOWS.md).
+struct queue_config {
+  std::string name;
+  std::int64_t concurrency = 1;
+  std::int64_t key_concurrency = 0;
+  std::int64_t waiting_max = 1000;  // runs in line at once; more wait on their node to get in line
 };
 
 // [schedules.<name>]: runs started on a cron schedule in a time zone (docs/WORKFLOWS.md).
@@ -187,9 +202,11 @@ struct node_config {
   std::vector<agent_config> agents;
   std::vector<schedule_config> schedules;
   std::vector<webhook_config> webhooks;
+  std::vector<queue_config> run_queues;
 
   bool has_role(role r) const;
   const agent_config* find_agent(std::string_view id) const;
+  const queue_config* find_run_queue(std::string_view name) const;
   // node.lanes, with 0 made one per core (at most 16, at least 1).
   std::size_t lanes_for() const;
 };

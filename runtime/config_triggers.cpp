@@ -79,7 +79,31 @@ std::optional<table_problem> read_webhooks(const toml::table& hooks, node_config
   return std::nullopt;
 }
 
+std::optional<table_problem> read_queues(const toml::table& queues, node_config& config) {
+  for (const auto& [raw, node] : queues) {
+    std::string name(raw.str());
+    std::string where = "run_queues." + name;
+    if (!is_valid_name(name)) return table_problem{&node, where, "a run queue's name is 1 to 64 characters from [A-Za-z0-9_-]"};
+    const auto* table = node.as_table();
+    if (!table) return table_problem{&node, where, "expected a table (concurrency, key_concurrency, waiting_max)"};
+    reader r{*table, where, {}};
+    r.only({"concurrency", "key_concurrency", "waiting_max"}, "docs/WORKFLOWS.md");
+    queue_config q;
+    q.name = name;
+    q.concurrency = r.integer("concurrency", 1, 1, 10'000);
+    q.key_concurrency = r.integer("key_concurrency", 0, 0, 10'000);
+    q.waiting_max = r.integer("waiting_max", 1000, 1, 5000);
+    if (r.problem) return r.problem;
+    std::erase_if(config.run_queues, [&](const queue_config& c) { return c.name == name; });
+    config.run_queues.push_back(std::move(q));
+  }
+  return std::nullopt;
+}
+
 std::string check_schedules(const node_config& config) {
+  for (const auto& a : config.agents)
+    if (!a.run_queue.empty() && !config.find_run_queue(a.run_queue))
+      return "agents." + a.id + ".run_queue: \"" + a.run_queue + "\" is not a run queue of this config ([run_queues." + a.run_queue + "])";
   for (const auto& s : config.schedules)
     if (!config.find_agent(s.agent)) return "schedules." + s.name + ".agent: \"" + s.agent + "\" is not an agent of this config";
   for (const auto& h : config.webhooks)

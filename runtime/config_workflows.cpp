@@ -1,6 +1,7 @@
 // [agents.<id>] keys of workflows: the waiting tools, the run's time limit, and what becomes of an
 // approval nobody answers. docs/WORKFLOWS.md has them with what each does.
 #include "runtime/config_keys.hpp"
+#include "runtime/ids.hpp"
 
 namespace keel::config::detail {
 
@@ -50,6 +51,19 @@ void add_workflow_keys(std::vector<entry>& e) {
     "Who or where an escalated approval goes (a person, a team, a channel: shown and sent as given).",
     [](node_config&, agent_config* a) -> std::string& { return a->approval_escalate_to; },
     [](const std::string& v) { return v.size() <= 256 ? std::string() : std::string("at most 256 bytes"); }));
+  e.push_back(string_key(
+    "agents.*.run_queue", "",
+    "The run queue ([run_queues.<name>]) the agent's runs wait in before they start: at most its concurrency "
+    "run at once across the cluster (per concurrency key too), the rest in order; empty: none.",
+    [](node_config&, agent_config* a) -> std::string& { return a->run_queue; },
+    [](const std::string& v) { return v.empty() || is_valid_name(v) ? std::string() : std::string("a run queue's name"); }));
+  e.push_back(integer_key(
+    "agents.*.step_timeout_ms", 0, 0, 3660 * day_ms,
+    "A step (a model call, a tool call, a sub-agent's child run) with no result this long after it was sent is "
+    "given up (event step_timed_out): a model call is sent again (a new attempt, within node.step_retry_ms), a "
+    "tool's call gets an error result the model reads, a child run is cancelled. 0: no limit (a declared "
+    "tool keeps its own timeout_ms).",
+    [](node_config&, agent_config* a) -> std::int64_t& { return a->step_timeout_ms; }));
 }
 
 } // namespace keel::config::detail

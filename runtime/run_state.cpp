@@ -187,6 +187,9 @@ value to_value(const run_state& s) {
   }
   if (!s.signal_ids.empty()) out["signal_ids"] = s.signal_ids;
   if (s.deadline_ms > 0) out["deadline_ms"] = s.deadline_ms;
+  if (s.queue)
+    out["queue"] = value{{"name", s.queue->name}, {"key", s.queue->key}, {"since_ms", s.queue->since_ms},
+                         {"admitted_ms", s.queue->admitted_ms}};
   return out;
 }
 
@@ -330,6 +333,16 @@ result<run_state> run_state_from_value(const value& v) {
     }
   }
   KEEL_READ(s.deadline_ms, f.integer("deadline_ms"));
+  if (f.has("queue")) {
+    fields q(f.raw("queue"), f.path("queue"));
+    if (!q.is_map()) return not_a(f.path("queue"), "a map");
+    queue_place place;
+    KEEL_READ(place.name, q.text("name"));
+    KEEL_READ(place.key, q.text("key"));
+    KEEL_READ(place.since_ms, q.integer("since_ms"));
+    KEEL_READ(place.admitted_ms, q.integer("admitted_ms"));
+    s.queue = std::move(place);
+  }
   return s;
 }
 

@@ -82,6 +82,14 @@ struct signal_record {
   std::int64_t at_ms = 0;
 };
 
+// A run of an agent with a queue (docs/WORKFLOWS.md): its place in line and, once it may run, when.
+struct queue_place {
+  std::string name;
+  std::string key;               // its concurrency key (empty: none)
+  std::int64_t since_ms = 0;     // when it got in line (a retry gets in line again, later)
+  std::int64_t admitted_ms = 0;  // 0: still in line
+};
+
 struct answer {
   bool approved = false;
   std::string feedback;
@@ -125,6 +133,7 @@ struct run_state {
   std::vector<signal_record> signals;
   std::vector<std::string> signal_ids;
   std::int64_t deadline_ms = 0;
+  std::optional<queue_place> queue;
 };
 
 // The earliest time at which something of the run falls due by the clock alone (a sleep's end, a

@@ -30,8 +30,8 @@ namespace {
 //   t/<created:8 BE>/<run>  index by time
 //   k/<agent>/<key>         idempotency key -> run
 //   m/<key>                 node metadata
-constexpr std::array<std::string_view, 7> status_names = {
-  "pending", "running", "suspended", "completed", "failed", "cancelled", "waiting"};
+constexpr std::array<std::string_view, 8> status_names = {
+  "pending", "running", "suspended", "completed", "failed", "cancelled", "waiting", "queued"};
 
 std::string big_endian(std::uint64_t n) {
   std::string out(8, '\0');

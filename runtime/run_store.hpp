@@ -23,7 +23,7 @@ namespace rocksdb { class DB; }
 namespace keel::store {
 
 // waiting: for a time or an outside event (docs/WORKFLOWS.md), on disk only, as suspended is.
-enum class run_status { pending, running, suspended, completed, failed, cancelled, waiting };
+enum class run_status { pending, running, suspended, completed, failed, cancelled, waiting, queued };
 std::string_view to_string(run_status s);
 bool from_string(std::string_view name, run_status& s);
 bool is_terminal(run_status s);

@@ -186,6 +186,7 @@ std::string encode(const invoke_request& m) {
   if (!m.provider.empty()) v["provider"] = m.provider;
   if (!m.model.empty()) v["model"] = m.model;
   if (m.parent.is_object()) v["parent"] = m.parent;
+  if (!m.concurrency_key.empty()) v["concurrency_key"] = m.concurrency_key;
   return pack(v);
 }
 
@@ -371,6 +372,10 @@ result<invoke_request> decode<invoke_request>(std::string_view bytes, const limi
     if (!parent->is_object()) return r.wrong("parent", "a map");
     m.parent = *parent;
   }
+  KEEL_TRY(m.concurrency_key, r.str("concurrency_key", false));
+  if (m.concurrency_key.size() > 128)
+    return make_error(errc::invalid_argument, "field 'concurrency_key' is " + std::to_string(m.concurrency_key.size()) +
+                                                " bytes; at most 128");
   return m;
 }
 

@@ -64,6 +64,9 @@ struct invoke_request {
   // A sub-agent's run: the run that started it (run_machine's state.parent). Read only from
   // invokes on the orchestrators' own subject (P.children.invoke), which carry `by` in it.
   value parent;
+  // The run's key in its agent's queue ([queues.<name>] key_concurrency: at most that many runs
+  // of one key at once); empty: none. At most 128 bytes.
+  std::string concurrency_key;
 };
 
 struct invoke_reply {
