@@ -46,6 +46,11 @@ value summary(const store::run_record& r) {
     out["events_kept"] = kept;
   }
   if (s.deadline_ms > 0) out["deadline_ms"] = s.deadline_ms;
+  if (s.queue && !s.queue->name.empty()) {
+    out["queue"] = value{{"name", s.queue->name}, {"since_ms", s.queue->since_ms}};
+    if (!s.queue->key.empty()) out["queue"]["key"] = s.queue->key;
+    if (s.queue->admitted_ms) out["queue"]["admitted_ms"] = s.queue->admitted_ms;
+  }
   // Sub-agents: the run that started this one (and the chain above it), the runs it started, and
   // its tokens with theirs.
   if (s.parent.is_object()) {
@@ -69,7 +74,7 @@ value summary(const store::run_record& r) {
 // No secret: the key file's path is not shown, nor the system prompt past its start.
 value describe_agent(const config::agent_config& a) {
   auto prompt = a.system_prompt.size() > 2000 ? a.system_prompt.substr(0, 2000) + "…" : a.system_prompt;
-  value out{{"id", a.id}, {"queue", a.queue}, {"provider", a.provider}, {"model", a.model},
+  value out{{"id", a.id}, {"queue", a.queue}, {"run_queue", a.run_queue}, {"provider", a.provider}, {"model", a.model},
             {"tools", a.tools}, {"max_steps", a.max_steps}, {"max_tokens", a.max_tokens},
             {"stream", a.stream}, {"system_prompt", prompt}};
   if (!a.workflow_tools.empty()) out["workflow_tools"] = a.workflow_tools;

@@ -283,7 +283,7 @@ void api::handle(http_request request, const responder& respond) {
     if (!body->contains("agent") || !(*body)["agent"].is_string())
       return respond(failure(make_error(errc::invalid_argument, "agent (a string) is required")));
     value invoke{{"v", 1}, {"type", "invoke"}, {"agent", (*body)["agent"]}, {"input", body->value("input", value(""))}};
-    for (const char* key : {"session_id", "idempotency_key", "provider", "model"}) {
+    for (const char* key : {"session_id", "idempotency_key", "provider", "model", "concurrency_key"}) {
       if (!body->contains(key)) continue;
       if (!(*body)[key].is_string()) return respond(failure(make_error(errc::invalid_argument, std::string(key) + " must be a string")));
       invoke[key] = (*body)[key];
@@ -333,6 +333,11 @@ void api::handle(http_request request, const responder& respond) {
     auto reply = ask(options_.subjects.base() + ".schedules.list", value{{"v", 1}, {"type", "list_schedules"}});
     if (!reply) return respond(failure(reply.error()));
     return respond(json(200, value{{"schedules", (*reply)["schedules"]}}));
+  }
+  if (parts.size() == 1 && parts[0] == "queues" && m == "GET") {
+    auto reply = ask(options_.subjects.base() + ".queues.list", value{{"v", 1}, {"type", "list_queues"}});
+    if (!reply) return respond(failure(reply.error()));
+    return respond(json(200, value{{"queues", (*reply)["queues"]}}));
   }
   if (parts.size() == 3 && parts[0] == "schedules" && (parts[2] == "pause" || parts[2] == "resume") && m == "POST") {
     auto body = acting_body(request);

@@ -110,6 +110,14 @@ result<value> client::schedules() {
   return (*v)["schedules"];
 }
 
+result<value> client::run_queues() {
+  auto reply = request(subjects_.base() + ".queues.list", wire::pack(value{{"v", wire::protocol_version}, {"type", "list_queues"}}), "");
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "queue_list");
+  if (!v) return v.error();
+  return (*v)["queues"];
+}
+
 result<value> client::pause_schedule(const std::string& name, bool pause) {
   auto reply = request(subjects_.base() + ".schedules." + name + (pause ? ".pause." : ".resume.") + who_,
                        wire::pack(value{{"v", wire::protocol_version}, {"type", pause ? "pause" : "resume"}}), "");

@@ -23,6 +23,7 @@ public:
   result<wire::value> retry(const std::string& run_id);
   // Schedules (workflows): the list as one orchestrator holds it, and pause or resume one.
   result<wire::value> schedules();
+  result<wire::value> run_queues();
   result<wire::value> pause_schedule(const std::string& name, bool pause);
   // An outside event for a run (workflows): the signal_reply ({delivered, duplicate, id}).
   result<wire::value> signal(const std::string& run_id, const std::string& name, const wire::value& payload,

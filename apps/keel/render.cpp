@@ -177,6 +177,9 @@ std::string render_event(const wire::event& e) {
   if (t == "event_received") return d.value("delivered", false) ? "" : "  (event " + str(d, "event") + " kept" + by() + ")\n";
   if (t == "approval_escalated") return "  .. approval " + str(d, "step_key") + " escalated to " + str(d, "to") + "\n";
   if (t == "approval_expired") return "  -> Nobody answered " + str(d, "step_key") + " in time: " + str(d, "answer") + "\n";
+  if (t == "run_queued") return "  .. in line in run queue " + str(d, "queue") + (str(d, "key").empty() ? "" : " (key " + str(d, "key") + ")") + "\n";
+  if (t == "run_admitted") return "  -> Admitted by run queue " + str(d, "queue") + " after " + str(d, "waited_ms") + " ms\n";
+  if (t == "step_timed_out") return "  (step " + str(d, "task_step") + " gave no result within " + str(d, "timeout_ms") + " ms: " + str(d, "outcome") + ")\n";
   if (t == "run_timed_out") return "  -> The run went on past its time limit\n";
   if (t == "run_completed") {
     const value& usage = d.contains("usage") ? d["usage"] : value::object();
@@ -212,6 +215,10 @@ std::string render_summary(const value& r) {
     out << "Waiting: " << (str(w, "kind") == "event" ? "for event " + str(w, "event") + ", at most" : std::string("sleeping"))
         << " until " << rfc3339_text(w.value("until_ms", std::int64_t{0})) << "\n";
   }
+  if (str(r, "status") == "queued" && r.contains("queue") && r["queue"].is_object())
+    out << "Queued:  in run queue " << str(r["queue"], "name")
+        << (str(r["queue"], "key").empty() ? "" : " (key " + str(r["queue"], "key") + ")") << " since "
+        << rfc3339_text(r["queue"].value("since_ms", std::int64_t{0})) << " (keel queues shows the line)\n";
   if (r.contains("events_kept") && r["events_kept"].is_array() && !r["events_kept"].empty())
     out << "Events:  " << r["events_kept"].size() << " kept for a later wait\n";
   if (r.contains("retrying") && r["retrying"].is_object()) {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <map>
 #include <set>
+#include <thread>
 #include <iostream>
 #include <unistd.h>
 
@@ -49,6 +50,7 @@ struct invoke_options {
   std::string session_id;
   std::string provider;
   std::string model;
+  std::string concurrency_key;
 };
 
 void add_invoke_options(CLI::App& cmd, invoke_options& o) {
@@ -57,11 +59,14 @@ void add_invoke_options(CLI::App& cmd, invoke_options& o) {
   cmd.add_option("--provider", o.provider, "Run on another provider for this run")
     ->check(CLI::IsMember({"scripted", "anthropic", "openai"}));
   cmd.add_option("--model", o.model, "Run on another model for this run");
+  cmd.add_option("--concurrency-key", o.concurrency_key,
+                 "The run's key in its agent's run queue (at most key_concurrency runs of one key at once)");
 }
 
 result<wire::invoke_reply> do_invoke(client& c, const invoke_options& o) {
-  return c.invoke(wire::invoke_request{o.agent, parse_input(o.input), o.idempotency_key, o.session_id,
-                                       o.provider, o.model});
+  wire::invoke_request invoke{o.agent, parse_input(o.input), o.idempotency_key, o.session_id, o.provider, o.model};
+  invoke.concurrency_key = o.concurrency_key;
+  return c.invoke(invoke);
 }
 
 // Asks at a suspension; returns false when no answer can be had (no input left).
@@ -355,7 +360,7 @@ void add_wait(CLI::App& app, int& exit_code) {
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("wait", "Wait until a run is suspended or has ended, then show it; the exit "
                                          "code says how it stands (0 completed, 1 failed or cancelled, "
-                                         "3 waiting for approval, 4 still running at the timeout, 5 waiting for "
+                                         "3 waiting for approval, 4 still running or in line at the timeout, 5 waiting for "
                                          "a time or an event)");
   cmd->add_option("run", *run, "Run id")->required();
   cmd->add_flag("--json", *json, "Print JSON");
@@ -363,7 +368,17 @@ void add_wait(CLI::App& app, int& exit_code) {
   cmd->callback([=, &exit_code] {
     auto c = open_client(*flags, "wait");
     if (!c) return void(exit_code = fail("wait", c.error()));
+    // A run in line is not stopped: it starts when its run queue admits it, so the wait goes on.
+    auto until = steady_ms() + flags->timeout_ms;
     auto r = c->wait(*run);
+    while (r && r->value("status", std::string{}) == "queued" && steady_ms() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      r = c->wait(*run);
+    }
+    if (r && r->value("status", std::string{}) == "queued") {
+      std::cerr << "keel wait: run " << *run << " is still in line in its run queue\n";
+      return void(exit_code = 4);
+    }
     if (!r && r.error().code == errc::timeout) {
       fail("wait", r.error());
       return void(exit_code = 4);
@@ -415,7 +430,7 @@ void add_runs(CLI::App& app, int& exit_code) {
   auto limit = std::make_shared<std::int64_t>(20);
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("runs", "List runs, newest first");
-  cmd->add_option("--status", *status, "pending, running, suspended, waiting, completed, failed or cancelled");
+  cmd->add_option("--status", *status, "pending, queued, running, suspended, waiting, completed, failed or cancelled");
   cmd->add_option("--agent", *agent, "Only this agent's runs");
   cmd->add_option("--session", *session, "Only this session's runs");
   cmd->add_option("--text", *text, "Only runs whose input, output or error holds this text (any case)");
@@ -485,6 +500,7 @@ void add_run_commands(CLI::App& app, int& exit_code) {
   add_retry(app, exit_code);
   add_signal(app, exit_code);
   add_schedules(app, exit_code);
+  add_queues(app, exit_code);
   add_wait(app, exit_code);
   add_events(app, exit_code);
   add_runs(app, exit_code);

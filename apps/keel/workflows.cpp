@@ -1,6 +1,7 @@
 // Workflows on the command line (docs/WORKFLOWS.md). `keel signal`: an outside event for a run (a
 // run waiting for that name goes on with the payload; one not waiting for it yet keeps it).
 // `keel schedules`: the schedules, with their last and next ticks; pause and resume one.
+// `keel queues`: the run queues, with what runs and what waits in line.
 #include "apps/keel/client.hpp"
 #include "apps/keel/commands.hpp"
 #include "apps/keel/render.hpp"
@@ -124,6 +125,50 @@ void add_schedules(CLI::App& app, int& exit_code) {
                 << rfc3339_text(done->value("next_ms", std::int64_t{0})) << "\n";
     });
   }
+}
+
+void add_queues(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<client_flags>();
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("queues", "List the run queues: their limits, the runs going and the runs in line");
+  cmd->add_flag("--json", *json, "Print JSON");
+  add_client_flags(*cmd, *flags);
+  cmd->callback([=, &exit_code] {
+    auto fail = [&](const std::string& message) {
+      std::cerr << "keel queues: " << message << "\n";
+      exit_code = 1;
+    };
+    auto c = flags->resolve();
+    if (!c) return fail(c.error().message);
+    auto connected = client::connect(*c, "keel queues", flags->timeout_ms);
+    if (!connected) return fail(connected.error().message);
+    auto list = connected->run_queues();
+    if (!list) {
+      if (list.error().code == errc::unavailable || list.error().code == errc::timeout)
+        return fail("no orchestrator with run queues answered (none has [run_queues.*] in its config, or none runs)");
+      return fail(list.error().message);
+    }
+    if (*json) {
+      std::cout << list->dump(2) << "\n";
+      return;
+    }
+    std::cout << std::left << std::setw(20) << "QUEUE" << std::setw(8) << "LIMIT" << std::setw(10) << "PER KEY" << std::setw(9)
+              << "RUNNING" << std::setw(9) << "WAITING" << "OLDEST IN LINE\n";
+    for (const auto& q : *list) {
+      auto per_key = q.value("key_concurrency", std::int64_t{0});
+      auto oldest = q.value("oldest_waiting_ms", std::int64_t{0});
+      std::cout << std::left << std::setw(20) << q.value("name", std::string()) << std::setw(8) << q.value("concurrency", std::int64_t{0})
+                << std::setw(10) << (per_key ? std::to_string(per_key) : std::string("-")) << std::setw(9)
+                << q.value("running", std::int64_t{0}) << std::setw(9) << q.value("waiting", std::int64_t{0})
+                << (oldest ? rfc3339_text(oldest) : std::string("-"));
+      if (q.contains("problem")) std::cout << "  (" << q.value("problem", std::string()) << ")";
+      std::cout << "\n";
+      if (q.contains("keys") && q["keys"].is_array())
+        for (const auto& k : q["keys"])
+          std::cout << "  key " << std::left << std::setw(30) << k.value("key", std::string()) << k.value("running", std::int64_t{0})
+                    << " running, " << k.value("waiting", std::int64_t{0}) << " waiting\n";
+    }
+  });
 }
 
 } // namespace keel::cli

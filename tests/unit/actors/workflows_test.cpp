@@ -52,7 +52,7 @@ config::agent_config agent() {
   a.tools = {"exec"};
   a.workflow_tools = {"sleep", "wait_until", "wait_for_event"};
   a.max_steps = 30;
-  a.queue = "coder";
+  a.queue = "coder";  // its worker queue
   a.wait_max_ms = 7 * 86'400'000LL;
   a.approval_timeout_answer = "reject";
   a.approval_timeout_feedback = "Nobody answered in time.";
@@ -353,4 +353,74 @@ TEST_CASE("workflows: RFC 3339 times", "[actors][workflows]") {
     CHECK_FALSE(parse_rfc3339(bad).has_value());
   CHECK(rfc3339(0) == "1970-01-01T00:00:00.000Z");
   CHECK(parse_rfc3339(rfc3339(t0 + 123)) == t0 + 123);
+}
+
+TEST_CASE("workflows: a run of a run queue waits in line, starts when admitted, and frees its slot once it ends", "[actors][workflows]") {
+  auto a = agent();
+  a.run_queue = "deploys";
+  flow f(a);
+  wire::invoke_request invoke{"coder", "deploy", "", ""};
+  invoke.concurrency_key = "repo-1";
+  f.machine = std::make_unique<run_machine>(run_machine::create("r1", invoke, t0), f.agent, f.context());
+  auto started = f.machine->start();
+  CHECK(types(started) == std::vector<std::string>{"run_started", "run_queued"});
+  CHECK(started.transition.record.status == run_status::queued);
+  CHECK(started.tasks.empty());
+  CHECK(started.leave_memory);  // in line: on disk only
+  REQUIRE(started.queue_enter);
+  CHECK(started.queue_enter->name == "deploys");
+  CHECK(started.queue_enter->key == "repo-1");
+  CHECK(started.queue_enter->since_ms == t0);
+  CHECK_FALSE(started.queue_release);
+  CHECK(started.transition.events[1].data["key"] == "repo-1");
+  // Loaded from disk and admitted: the first model step goes, once.
+  *f.clock = t0 + 5000;
+  f.reload();
+  auto admitted = f.machine->on_admitted();
+  CHECK(types(admitted) == std::vector<std::string>{"run_admitted", "llm_step_started"});
+  CHECK(admitted.transition.events[0].data["waited_ms"] == 5000);
+  CHECK(admitted.transition.record.status == run_status::running);
+  REQUIRE(admitted.tasks.size() == 1);
+  CHECK_FALSE(admitted.queue_enter);
+  CHECK_FALSE(f.machine->on_admitted().changed);  // a repeat changes nothing
+  // It fails: the slot is freed; a retry puts it back in line, later, and goes on from the step.
+  auto failed = f.machine->on_task_result(wire::task_result{"r1", admitted.tasks[0].step, admitted.tasks[0].attempt, "w", false,
+                                                            value{}, make_error(errc::invalid_argument, "bad request")});
+  REQUIRE(failed.transition.record.status == run_status::failed);
+  REQUIRE(failed.queue_release);
+  CHECK(failed.queue_release->since_ms == t0);
+  *f.clock = t0 + 9000;
+  auto retried = f.machine->retry("ana");
+  REQUIRE(retried.ok());
+  CHECK(retried->transition.record.status == run_status::queued);
+  REQUIRE(retried->queue_enter);
+  CHECK(retried->queue_enter->since_ms == t0 + 9000);
+  CHECK(retried->tasks.empty());
+  auto again = f.machine->on_admitted();
+  CHECK(types(again) == std::vector<std::string>{"run_admitted", "task_retried"});
+  REQUIRE(again.tasks.size() == 1);
+  CHECK(again.tasks[0].step == admitted.tasks[0].step);
+}
+
+TEST_CASE("workflows: a run in line can be cancelled or time out, and frees its place", "[actors][workflows]") {
+  auto a = agent();
+  a.run_queue = "deploys";
+  a.run_timeout_ms = 60'000;
+  flow f(a);
+  auto started = f.machine->start();
+  REQUIRE(started.queue_enter);
+  CHECK(f.machine->next_wake_ms() == t0 + 60'000);
+  *f.clock = t0 + 60'000;
+  f.reload();
+  auto over = f.machine->on_wake();
+  CHECK(types(over) == std::vector<std::string>{"run_timed_out", "run_failed"});
+  REQUIRE(over.queue_release);
+  CHECK(over.queue_release->name == "deploys");
+  CHECK_FALSE(f.machine->on_admitted().changed);  // admitted after it ended: nothing
+  flow g(a);
+  REQUIRE(g.machine->start().queue_enter);
+  auto cancelled = g.machine->cancel("not needed", "ana");
+  REQUIRE(cancelled.ok());
+  CHECK(cancelled->queue_release);
+  CHECK_FALSE(g.machine->on_admitted().changed);
 }
