@@ -6,6 +6,7 @@ import { render as renderRuns, renderApprovals } from './runs.js';
 import { render as renderRun } from './run.js';
 import { render as renderApproval } from './approval.js';
 import { renderAgents, renderNodes, renderSchedules } from './cluster.js';
+import { renderQueues } from './queues.js';
 
 const NAME = '[A-Za-z0-9_-]+';
 const routes = [
@@ -16,6 +17,7 @@ const routes = [
   [/^\/agents$/, () => renderAgents(main()), 'agents'],
   [/^\/nodes$/, () => renderNodes(main()), 'nodes'],
   [/^\/schedules$/, () => renderSchedules(main()), 'schedules'],
+  [/^\/queues$/, () => renderQueues(main()), 'queues'],
 ];
 
 const main = () => document.getElementById('main');

@@ -193,6 +193,11 @@ export async function render(main, { runId }) {
       waiting ? h('p', { class: 'waiting-banner' }, 'Waiting for a person: ', h('a', { href: `/runs/${s.run_id}/steps/${waiting.step_key}`, text: `answer ${waiting.step_key}` }),
         waiting.expires_ms ? ` (answered for them at ${time(waiting.expires_ms)})` : '', waiting.escalated_to ? ` · escalated to ${waiting.escalated_to}` : '') : null,
       waitingFor ? waitBanner(s.run_id, waitingFor) : null,
+      status === 'queued' && (trace.run.queue || s.queue) ? (() => {
+        const q = trace.run.queue || s.queue;
+        return h('p', { class: 'waiting-banner' }, `In line in run queue `, h('a', { href: '/queues', text: q.name }),
+          q.key ? ` (key ${q.key})` : '', ` since ${time(q.since_ms)}: it starts when the queue has room`);
+      })() : null,
       s.deadline_ms && !TERMINAL.has(status) ? h('p', { class: 'muted', text: `Time limit: fails at ${time(s.deadline_ms)}` }) : null,
       !TERMINAL.has(status) ? h('button', { class: 'danger small', onclick: async () => {
         if (!confirm('Cancel this run?')) return;

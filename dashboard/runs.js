@@ -3,7 +3,7 @@
 import { api } from './api.js';
 import { h, clear, time, duration, count, excerpt, statusBadge, message } from './dom.js';
 
-const STATUSES = ['', 'pending', 'running', 'suspended', 'waiting', 'completed', 'failed', 'cancelled'];
+const STATUSES = ['', 'pending', 'queued', 'running', 'suspended', 'waiting', 'completed', 'failed', 'cancelled'];
 const REFRESH_MS = 2000;
 
 function toMs(local) {
@@ -26,6 +26,7 @@ function waitingFor(r) {
     return h('a', { class: 'waiting', href: `/runs/${r.run_id}/steps/${r.waiting.step_key}` }, `approve ${f.tool || ''} `, h('span', { class: 'mono', text: excerpt(c.command ?? c.path ?? '', 40) }));
   }
   if (r.retrying) return h('span', { class: 'warn', text: r.retrying.waiting || r.retrying.reason });
+  if (r.status === 'queued' && r.queue) return h('a', { class: 'muted', href: '/queues', text: `in line in ${r.queue.name}${r.queue.key ? ` (${r.queue.key})` : ''}` });
   if (r.status === 'running' || r.status === 'pending') return h('span', { class: 'muted', text: 'working' });
   return '';
 }

@@ -147,6 +147,17 @@ export class Trace {
         this.run.status = 'running';
         delete this.run.waiting_for;
         break;
+      // Run queues: in line, then admitted.
+      case 'run_queued':
+        item({ kind: 'other', event_type: e.event_type, data: d });
+        this.run.status = 'queued';
+        this.run.queue = { name: d.queue, key: d.key, since_ms: e.time_ms };
+        break;
+      case 'run_admitted':
+        item({ kind: 'other', event_type: e.event_type, data: d });
+        this.run.status = 'running';
+        delete this.run.queue;
+        break;
       case 'run_cancelled':
         item({ kind: 'end', status: 'cancelled', reason: d.reason, by: d.by });
         this.run.status = 'cancelled';

@@ -23,7 +23,7 @@ const embedded_file* find(std::string_view path) {
 
 // The addresses the page itself draws.
 bool is_page(const std::string& path) {
-  if (path == "/" || path == "/runs" || path == "/agents" || path == "/nodes" || path == "/approvals" || path == "/schedules") return true;
+  if (path == "/" || path == "/runs" || path == "/agents" || path == "/nodes" || path == "/approvals" || path == "/schedules" || path == "/queues") return true;
   if (path.rfind("/runs/", 0) != 0) return false;
   // /runs/<id> or /runs/<id>/steps/<step>: names only, nothing else.
   return path.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-/") == std::string::npos &&

@@ -106,6 +106,15 @@ tools = []
 workflow_tools = ["wait_for_event"]
 [agents.waiter.sandbox]
 workspace = "${dir}/ws"
+[run_queues.solo]
+concurrency = 1
+[agents.queued]
+script = "${dir}/waiter.json"
+tools = []
+workflow_tools = ["wait_for_event"]
+run_queue = "solo"
+[agents.queued.sandbox]
+workspace = "${dir}/ws"
 [schedules.new-year]
 agent = "waiter"
 cron = "0 0 1 1 *"
@@ -339,6 +348,34 @@ test('workflows: a run waiting for an event says so, and the event is sent from 
   await shot(page, 'schedules');
   await page.locator('tr[data-schedule="new-year"] button', { hasText: 'Resume' }).click();
   await until('the schedule to be active', async () => (await api('/schedules')).schedules[0].paused === false);
+  await page.close();
+});
+
+test('workflows: the queues page shows what goes and what waits in line, and a run in line says so', async () => {
+  const first = (await api('/runs', { agent: 'queued', input: 'First.', concurrency_key: 'k1' })).run_id;
+  await until('the first run to wait for its event', async () => (await api(`/runs/${first}`)).status === 'waiting');
+  const second = (await api('/runs', { agent: 'queued', input: 'Second.' })).run_id;
+  await until('the second run to be in line', async () => (await api(`/runs/${second}`)).status === 'queued');
+  const page = await newPage();
+  await page.goto(`${base}/queues`);
+  await page.waitForSelector('section[data-queue=solo]');
+  await until('the page to show the line', async () => /1 of 1 going.*1 in line/.test(await page.locator('section[data-queue=solo]').textContent()));
+  const card = await page.locator('section[data-queue=solo]').textContent();
+  assert.match(card, new RegExp(first));
+  assert.match(card, new RegExp(second));
+  assert.match(card, /k1/);
+  await shot(page, 'queues');
+  await page.locator(`section[data-queue=solo] a[href="/runs/${second}"]`).click();
+  await page.waitForSelector('.run-header .waiting-banner');
+  assert.match(await page.locator('.run-header .waiting-banner').textContent(), /In line in run queue solo/);
+  assert.match(await page.locator('.run-header .status').textContent(), /queued/);
+  // The first goes on and ends: the second is admitted, and its page says it waits for its event.
+  await api(`/runs/${first}/signals`, { name: 'ready', payload: 'go' });
+  await until('the second run to start', async () => (await api(`/runs/${second}`)).status === 'waiting');
+  await until('the header to say waiting', async () => /Waiting for event/.test(await page.locator('.run-header').textContent()));
+  await page.goto(`${base}/runs?status=queued`);
+  await page.waitForSelector('.list-info');
+  await api(`/runs/${second}/cancel`, { reason: 'done with it' });
   await page.close();
 });
 
