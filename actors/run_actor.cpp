@@ -58,7 +58,7 @@ void check_child_later(const caf::actor& me, const orchestrator_shared& shared, 
   (void)shared;
 }
 
-// A declared tool's call is given up at its deadline (wall clock): the run looks then.
+// A step is given up at its deadline (wall clock; a declared tool's timeout_ms, step_timeout_ms): the run looks then.
 void deadline_later(const caf::actor& me, std::uint64_t step, std::uint32_t attempt, std::int64_t deadline_ms) {
   auto wait = std::max<std::int64_t>(0, deadline_ms - wall_ms());
   caf::delayed_anon_send(me, std::chrono::milliseconds(wait), deadline_atom::value, step, attempt);
@@ -187,7 +187,7 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
      delay = e.task_delay_ms, leave = e.leave_memory, seq, reply_to,
      reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
      waiters_bytes = std::move(waiters_bytes), children = std::move(children), ended_child = std::move(ended_child),
-     cancel = std::move(e.cancel_children), queue_enter = std::move(e.queue_enter),
+     cancel = std::move(e.cancel_children), cancel_reason = std::move(e.cancel_reason), queue_enter = std::move(e.queue_enter),
      queue_release = std::move(e.queue_release)](const result<void>& written) {
       if (!written) {
         // The answer says what happened. Unknown: written here, not confirmed by the run log
@@ -224,7 +224,7 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
         if (delay > 0) caf::delayed_anon_send(me, std::chrono::milliseconds(delay), send_atom::value, tasks[i]);
         else dispatch(shared, me, tasks[i], queue, i < children.size() ? children[i] : std::nullopt);
       }
-      if (!cancel.empty()) cancel_children(shared, cancel, run_id);
+      if (!cancel.empty()) cancel_children(shared, cancel, run_id, cancel_reason);
       if (ended_child) notify_parent(shared, *ended_child);
       if (shared->queues && queue_enter) shared->queues->enter(queue_enter->name, run_id, queue_enter->key, queue_enter->since_ms);
       if (shared->queues && queue_release) shared->queues->release(queue_release->name, run_id, queue_release->since_ms);
@@ -390,8 +390,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       auto& machine = *self->state.machine;
       auto e = machine.on_deadline(step, attempt);
       if (e.changed) {
-        logger()->warn("run {}: step {} attempt {}: its tool worker gave no result in time; the model is told",
-                       machine.run_id(), step, attempt);
+        logger()->warn("run {}: step {} attempt {} gave no result in time ({})", machine.run_id(), step, attempt,
+                       e.transition.events.empty() ? std::string() : e.transition.events.front().event_type);
         return perform(self, shared, std::move(e), {}, reply_kind::none);
       }
       // Woken early (the wall clock was set back): wait again until the deadline.

@@ -134,12 +134,12 @@ void notify_parent(const std::shared_ptr<orchestrator_shared>& shared, const sto
 }
 
 void cancel_children(const std::shared_ptr<orchestrator_shared>& shared, const std::vector<std::string>& children,
-                     const std::string& parent_run_id) {
+                     const std::string& parent_run_id, const std::string& reason) {
   for (const auto& child : children) {
     if (child.empty()) continue;
-    shared->children_pool->submit([shared, child, parent_run_id] {
+    shared->children_pool->submit([shared, child, parent_run_id, reason] {
       auto body = wire::pack(value{{"v", wire::protocol_version}, {"type", "cancel"},
-                                   {"reason", "its parent run " + parent_run_id + " was cancelled"}});
+                                   {"reason", reason.empty() ? "its parent run " + parent_run_id + " was cancelled" : reason}});
       for (int attempt = 0; attempt < 5; ++attempt) {
         auto reply = shared->nats->request(shared->subjects.run_cancel(child, "keel"), body, request_timeout_ms);
         if (reply) return;

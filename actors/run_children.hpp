@@ -46,8 +46,9 @@ void check_child(const std::shared_ptr<orchestrator_shared>& shared, const std::
 // A run with a parent that has just ended: its outcome, handed to the parent's results subject.
 void notify_parent(const std::shared_ptr<orchestrator_shared>& shared, const store::run_record& child);
 
-// A parent cancelled while its children worked: each is cancelled, in the name of `by`.
+// A parent cancelled (or past a limit) while its children worked: each is cancelled, with the
+// reason given (empty: its parent run was cancelled).
 void cancel_children(const std::shared_ptr<orchestrator_shared>& shared, const std::vector<std::string>& children,
-                     const std::string& parent_run_id);
+                     const std::string& parent_run_id, const std::string& reason = {});
 
 } // namespace keel::actors

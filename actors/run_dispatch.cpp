@@ -82,6 +82,7 @@ void run_machine::dispatch_llm(effects& e) {
   p.step = step;
   p.model = true;
   state_.pending = p;
+  arm_deadline(0);
   emit(e, "llm_step_started", value{{"step", state_.steps + 1}, {"task_step", step}});
   e.tasks.push_back(pending_task());
 }
@@ -116,16 +117,23 @@ void run_machine::ask_first(effects& e, const tools::declared_tool& tool) {
   suspend(e, step_key, state_.call_index, tool.form(call.arguments));
 }
 
-// A tool worker's call is given up after its tool's timeout_ms from when it was first sent: the
-// worker may be hung, or no worker of its queue may be running. Set once per call: an attempt
-// sent again (a failure, a lost task, a restart) keeps it, so nothing extends a call for good.
+// When a step is given up if no result came. A tool worker's call: after its tool's timeout_ms
+// from when it was first sent (the worker may be hung, or no worker of its queue may be running).
+// Any other step, with agents.<id>.step_timeout_ms: a tool's call or a sub-agent's child run after
+// that long from when it was first sent; a model call after that long from each attempt's send
+// (redispatch() clears it). Set once: an attempt sent again (a failure, a lost task, a restart)
+// keeps it, so nothing extends a call for good.
 void run_machine::arm_deadline(std::int64_t delay_ms) {
   auto& pending = *state_.pending;
-  if (pending.queue.empty() || pending.deadline_ms != 0) return;
-  const auto& call = state_.calls.at(state_.call_index);
-  auto known = declared();
-  auto tool = declared_tool_of(known.get(), pending.queue, call.name);
-  pending.deadline_ms = wall_ms() + delay_ms + (tool ? tool->timeout_ms : tools::timeout_ms_default);
+  if (pending.deadline_ms != 0) return;
+  if (!pending.queue.empty()) {
+    const auto& call = state_.calls.at(state_.call_index);
+    auto known = declared();
+    auto tool = declared_tool_of(known.get(), pending.queue, call.name);
+    pending.deadline_ms = now() + delay_ms + (tool ? tool->timeout_ms : tools::timeout_ms_default);
+  } else if (agent_.step_timeout_ms > 0) {
+    pending.deadline_ms = now() + delay_ms + agent_.step_timeout_ms;
+  }
 }
 
 effects run_machine::on_child_started(std::uint64_t step, const std::string& child_run_id) {

@@ -258,6 +258,7 @@ std::shared_ptr<const tools::declared_tools> run_machine::declared() const {
 void run_machine::resend(effects& e, const std::string& reason) {
   auto& pending = *state_.pending;
   pending.attempt += 1;
+  if (pending.model) pending.deadline_ms = 0;
   arm_deadline(0);
   emit(e, "task_retried", value{{"task_step", pending.step}, {"attempt", pending.attempt}, {"reason", reason},
                                 {"next_try_in_ms", 0}});
@@ -267,22 +268,58 @@ void run_machine::resend(effects& e, const std::string& reason) {
 effects run_machine::on_deadline(std::uint64_t step, std::uint32_t attempt) {
   effects e = begin();
   if (record_.status != run_status::running || !wants(step, attempt) || state_.pending->deadline_ms == 0 ||
-      wall_ms() < state_.pending->deadline_ms) {
+      now() < state_.pending->deadline_ms) {
     e.changed = false;
     return e;
   }
-  auto queue = state_.pending->queue;
-  state_.pending.reset();
+  auto& pending = *state_.pending;
+  const auto limit_ms = agent_.step_timeout_ms;
+  const auto seconds = std::to_string(limit_ms / 1000);
+  if (pending.model) {
+    // A model call that gave no answer: given up and sent again, within node.step_retry_ms.
+    emit(e, "step_timed_out", value{{"task_step", step}, {"attempt", attempt}, {"kind", "model"}, {"timeout_ms", limit_ms},
+                                    {"outcome", "sent again"}});
+    pending.deadline_ms = 0;
+    redispatch(e, "the model gave no answer within " + seconds + " s (step_timeout_ms)");
+    finish(e);
+    return e;
+  }
   const store::tool_call call = state_.calls.at(state_.call_index);
-  auto known = declared();
-  auto tool = declared_tool_of(known.get(), queue, call.name);
-  auto seconds = (tool ? tool->timeout_ms : tools::timeout_ms_default) / 1000;
-  emit(e, "task_timed_out", value{{"task_step", step}, {"attempt", attempt}, {"queue", queue}, {"tool", call.name},
-                                  {"timeout_ms", tool ? tool->timeout_ms : tools::timeout_ms_default}});
-  add_tool_message(e, call,
-                   value{{"error", "tool '" + call.name + "' gave no result within " + std::to_string(seconds) +
-                                     " s (from queue '" + queue + "'); it was not run, or is still running"}},
-                   true);
+  auto queue = pending.queue;
+  auto sub_agent = pending.sub_agent;
+  if (!queue.empty()) {
+    auto known = declared();
+    auto tool = declared_tool_of(known.get(), queue, call.name);
+    auto timeout = tool ? tool->timeout_ms : tools::timeout_ms_default;
+    emit(e, "task_timed_out", value{{"task_step", step}, {"attempt", attempt}, {"queue", queue}, {"tool", call.name},
+                                    {"timeout_ms", timeout}});
+    state_.pending.reset();
+    add_tool_message(e, call,
+                     value{{"error", "tool '" + call.name + "' gave no result within " + std::to_string(timeout / 1000) +
+                                       " s (from queue '" + queue + "'); it was not run, or is still running"}},
+                     true);
+  } else if (!sub_agent.empty()) {
+    // A child run past the limit is cancelled; the model reads why.
+    if (state_.children.is_array())
+      for (const auto& child : state_.children)
+        if (child.value("task_step", std::uint64_t{0}) == step) e.cancel_children.push_back(child.value("run_id", std::string{}));
+    e.cancel_reason = "its parent run " + record_.run_id + " gave it no more time (step_timeout_ms, " + seconds + " s)";
+    emit(e, "step_timed_out", value{{"task_step", step}, {"attempt", attempt}, {"kind", "sub_agent"}, {"tool", call.name},
+                                    {"timeout_ms", limit_ms}, {"outcome", "child run cancelled"}});
+    state_.pending.reset();
+    add_tool_message(e, call,
+                     value{{"error", "agent " + sub_agent + " gave no result within " + seconds +
+                                       " s (step_timeout_ms); its run was cancelled"}},
+                     true);
+  } else {
+    emit(e, "step_timed_out", value{{"task_step", step}, {"attempt", attempt}, {"kind", "tool"}, {"tool", call.name},
+                                    {"timeout_ms", limit_ms}, {"outcome", "error result"}});
+    state_.pending.reset();
+    add_tool_message(e, call,
+                     value{{"error", "tool '" + call.name + "' gave no result within " + seconds +
+                                       " s (step_timeout_ms); it may not have run, or may still be running"}},
+                     true);
+  }
   state_.call_index += 1;
   advance(e);
   finish(e);
@@ -317,6 +354,7 @@ void run_machine::redispatch(effects& e, const std::string& reason) {
   }
   pending.waited_ms += delay;
   pending.attempt += 1;
+  if (pending.model) pending.deadline_ms = 0;  // each attempt of a model call has its own limit
   arm_deadline(delay);
   std::string waiting = std::string(pending.model ? "waiting on the model" : "waiting to run the tool again") +
                         ", next try in " + std::to_string((delay + 999) / 1000) + " s";

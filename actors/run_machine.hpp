@@ -43,6 +43,7 @@ struct effects {
   std::int64_t deadline_ms = 0;
   // Child runs to cancel once written (the run was cancelled while a sub-agent worked for it).
   std::vector<std::string> cancel_children;
+  std::string cancel_reason;  // empty: the run was cancelled
   // The answer to an event sent to the run (signal_reply), written first when changed.
   std::optional<wire::value> signal_reply;
   // Queues, once written: the run got in line (ask for its place), or it ended (free its slot).

@@ -115,6 +115,7 @@ effects run_machine::on_wake() {
       for (const auto& child : state_.children)
         if (child.value("task_step", std::uint64_t{0}) == state_.pending->step)
           e.cancel_children.push_back(child.value("run_id", std::string{}));
+    if (!e.cancel_children.empty()) e.cancel_reason = "its parent run " + record_.run_id + " went past its time limit (run_timeout_ms)";
     // What it waited on is dropped; a retry goes on from the call it waited in.
     if (state_.waiting) state_.call_index = state_.waiting->call_index;
     if (state_.suspended) state_.call_index = state_.suspended->call_index;

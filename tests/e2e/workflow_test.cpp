@@ -385,3 +385,36 @@ token_file = "{dir}/ci.token"
   CHECK(squat.exit_code != 0);
   CHECK(squat.err.find("webhook") != std::string::npos);
 }
+
+TEST_CASE("workflows: steps past step_timeout_ms are given up: a hung command gets an error result, a slow sub-agent is cancelled",
+          "[e2e][integration][workflows]") {
+  cluster c("\n[agents.hasty]\nscript = \"{dir}/hasty.json\"\nscript_log = \"{dir}/calls.log\"\nstep_timeout_ms = 2000\n"
+            "sub_agents = [\"slowpoke\"]\n[agents.hasty.sandbox]\nworkspace = \"{dir}/ws\"\nexec_security = \"allow-always\"\n"
+            "[agents.slowpoke]\nscript = \"{dir}/slowpoke.json\"\n[agents.slowpoke.sandbox]\nworkspace = \"{dir}/ws\"\n",
+            {{"hasty.json", R"({"turns": [
+                {"text": "", "tool_calls": [{"name": "exec", "arguments": {"command": "sleep 8; echo late"}}]},
+                {"text": "", "tool_calls": [{"name": "agent__slowpoke", "arguments": {"task": "take your time"}}]},
+                {"text": "after: {{last_tool_result}}"}
+              ]})"},
+             {"slowpoke.json", R"({"turns": [{"delay_ms": 15000, "text": "too late"}]})"}});
+  auto run = c.invoke("hasty", "be quick");
+  c.await_status(run, "completed", 30'000);
+  auto events = c.events(run);
+  std::vector<json> timed_out;
+  for (const auto& e : events)
+    if (e["event_type"] == "step_timed_out") timed_out.push_back(e);
+  REQUIRE(timed_out.size() == 2);
+  CHECK(timed_out[0]["data"]["kind"] == "tool");
+  CHECK(timed_out[0]["data"]["timeout_ms"] == 2000);
+  CHECK(timed_out[1]["data"]["kind"] == "sub_agent");
+  CHECK(timed_out[1]["data"]["outcome"] == "child run cancelled");
+  auto shown = c.show(run);
+  CHECK(shown["output"].get<std::string>().find("step_timeout_ms") != std::string::npos);
+  REQUIRE(shown["children"].size() == 1);
+  auto child = shown["children"][0]["run_id"].get<std::string>();
+  c.await_status(child, "cancelled", 20'000);
+  bool told = false;
+  for (const auto& e : c.events(child))
+    told = told || (e["event_type"] == "run_cancelled" && e["data"]["reason"].get<std::string>().find("step_timeout_ms") != std::string::npos);
+  CHECK(told);
+}

@@ -424,3 +424,42 @@ TEST_CASE("workflows: a run in line can be cancelled or time out, and frees its 
   CHECK(cancelled->queue_release);
   CHECK_FALSE(g.machine->on_admitted().changed);
 }
+
+TEST_CASE("workflows: a step past step_timeout_ms is given up: a model call is sent again, a tool's call gets an error result", "[actors][workflows]") {
+  auto a = agent();
+  a.step_timeout_ms = 30'000;
+  a.exec_security = "allow-always";
+  flow f(a);
+  auto started = f.machine->start();
+  REQUIRE(started.tasks.size() == 1);
+  CHECK(started.deadline_ms == t0 + 30'000);
+  auto step = started.tasks[0].step;
+  *f.clock = t0 + 29'999;
+  CHECK_FALSE(f.machine->on_deadline(step, 1).changed);  // early: nothing
+  *f.clock = t0 + 30'000;
+  f.reload();  // the limit is in the record
+  auto again = f.machine->on_deadline(step, 1);
+  CHECK(types(again) == std::vector<std::string>{"step_timed_out", "task_retried"});
+  CHECK(again.transition.events[0].data["kind"] == "model");
+  REQUIRE(again.tasks.size() == 1);
+  CHECK(again.tasks[0].attempt == 2);
+  CHECK(again.deadline_ms == t0 + 30'000 + again.task_delay_ms + 30'000);  // its own limit
+  CHECK_FALSE(f.machine->on_deadline(step, 1).changed);  // the old attempt's: nothing
+  // An answer of the attempt given up that comes late is still taken if it comes first (the step
+  // is the same, and it is paid for).
+  CHECK(f.machine->expects(wire::task_result{"r1", step, 1, "w", true, {}, {}}));
+  auto tool = f.model_says(again.tasks[0], flow::call("exec", {{"command", "sleep 100"}}));
+  REQUIRE(tool.tasks.size() == 1);
+  auto tool_step = tool.tasks[0].step;
+  CHECK(tool.deadline_ms == *f.clock + 30'000);
+  *f.clock += 30'000;
+  auto given_up = f.machine->on_deadline(tool_step, 1);
+  CHECK(types(given_up) == std::vector<std::string>{"step_timed_out", "tool_call_completed", "llm_step_started"});
+  CHECK(given_up.transition.events[0].data["outcome"] == "error result");
+  auto told = last_tool_message(given_up);
+  CHECK(told.dump().find("step_timeout_ms") != std::string::npos);
+  // Without the key, no limit (only a declared tool's own).
+  auto b = agent();
+  flow g(b);
+  CHECK(g.machine->start().deadline_ms == 0);
+}
