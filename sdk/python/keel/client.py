@@ -105,9 +105,10 @@ class Client:
 
     def invoke(self, agent: str, input: Any, session_id: Optional[str] = None,
                idempotency_key: Optional[str] = None, provider: Optional[str] = None,
-               model: Optional[str] = None) -> Run:
+               model: Optional[str] = None, concurrency_key: Optional[str] = None) -> Run:
+        """Starts a run. `concurrency_key`: its key in the agent's run queue (docs/WORKFLOWS.md)."""
         body = {"agent": agent, "input": input, "session_id": session_id, "idempotency_key": idempotency_key,
-                "provider": provider, "model": model}
+                "provider": provider, "model": model, "concurrency_key": concurrency_key}
         r = self._request("POST", "/api/v1/runs", {k: v for k, v in body.items() if v is not None})
         return Run(r["run_id"], r.get("created", True))
 
@@ -158,6 +159,10 @@ class Client:
 
     def approvals(self) -> List[Dict[str, Any]]:
         return self._request("GET", "/api/v1/approvals").get("approvals", [])
+
+    def queues(self) -> List[Dict[str, Any]]:
+        """The run queues: their limits, the runs going and the runs in line."""
+        return self._request("GET", "/api/v1/queues").get("queues", [])
 
     def wait(self, run_id: str, timeout: float = 600.0, until_suspended: bool = True) -> Dict[str, Any]:
         """Follows the run's stream until it ends (or, with `until_suspended`, waits for a

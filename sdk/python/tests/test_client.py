@@ -38,7 +38,10 @@ class KeelDev:
             '[agents.writer]\nprovider = "scripted"\nscript = "writer.script.json"\ntools = ["write"]\n'
             '[agents.writer.sandbox]\nworkspace = "%s/ws"\n'
             '[agents.waiter]\nprovider = "scripted"\nscript = "waiter.script.json"\ntools = []\n'
-            'workflow_tools = ["wait_for_event"]\n[agents.waiter.sandbox]\nworkspace = "%s/ws"\n' % (self.home, self.home))
+            'workflow_tools = ["wait_for_event"]\n[agents.waiter.sandbox]\nworkspace = "%s/ws"\n'
+            '[run_queues.solo]\nconcurrency = 1\nkey_concurrency = 1\n'
+            '[agents.lined]\nprovider = "scripted"\nscript = "waiter.script.json"\ntools = []\nrun_queue = "solo"\n'
+            'workflow_tools = ["wait_for_event"]\n[agents.lined.sandbox]\nworkspace = "%s/ws"\n' % (self.home, self.home, self.home))
         self.env = dict(os.environ, KEEL_HOME=self.home)
         self.log = open(Path(self.home, "dev.log"), "w")
         self.dev = subprocess.Popen([KEEL, "dev", "--config", f"{self.home}/keel.toml", "--data-dir", f"{self.home}/dev",
@@ -127,6 +130,27 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(KeelError) as e:
             self.client.signal(run, "go", id="go-2")  # ended: nothing is kept
         self.assertEqual(e.exception.status, 409)
+
+    def test_a_run_queue_lets_one_go_and_keeps_the_next_in_line(self):
+        first = self.client.invoke("lined", "first", concurrency_key="repo-1").id
+        second = self.client.invoke("lined", "second", concurrency_key="repo-1").id
+        until = time.monotonic() + 30
+        while self.client.get(first)["status"] != "waiting" or self.client.get(second)["status"] != "queued":
+            self.assertLess(time.monotonic(), until, "the line never formed")
+            time.sleep(0.1)
+        self.assertEqual(self.client.get(second)["queue"], {"name": "solo", "key": "repo-1",
+                                                             "since_ms": self.client.get(second)["queue"]["since_ms"]})
+        (solo,) = self.client.queues()
+        self.assertEqual((solo["name"], solo["running"], solo["waiting"]), ("solo", 1, 1))
+        self.assertEqual(solo["keys"], [{"key": "repo-1", "running": 1, "waiting": 1}])
+        self.client.signal(first, "go", "now")
+        while self.client.get(second)["status"] != "waiting":
+            self.assertLess(time.monotonic(), until, "the second never went")
+            time.sleep(0.1)
+        self.client.cancel(second, "done")
+        with self.assertRaises(KeelError) as e:
+            self.client.invoke("writer", "x", concurrency_key="k")  # no run queue
+        self.assertEqual((e.exception.status, e.exception.code), (400, "invalid_argument"))
 
     def test_refusals_say_what_was_wrong(self):
         with self.assertRaises(KeelError) as e:

@@ -26,6 +26,8 @@ export interface InvokeOptions {
   sessionId?: string;
   provider?: string;
   model?: string;
+  // The run's key in its agent's run queue (docs/WORKFLOWS.md).
+  concurrencyKey?: string;
 }
 
 export interface ResumeOptions {
@@ -119,6 +121,7 @@ export class Keel {
       session_id: o.sessionId,
       provider: o.provider,
       model: o.model,
+      concurrency_key: o.concurrencyKey,
     }, "invoke_reply");
     return { runId: String(reply.run_id), created: reply.created !== false };
   }
@@ -127,9 +130,21 @@ export class Keel {
     return (await this.request(`${this.base}.runs.${runId}.get`, { type: "get_run" }, "run")).run as RunSummary;
   }
 
-  // Once the run is not running (suspended, completed, failed or cancelled).
+  // Once the run is not running (suspended, waiting, completed, failed or cancelled). A run in line
+  // in its run queue is waited for until it has gone and stopped.
   async wait(runId: string, timeoutMs = 600_000): Promise<RunSummary> {
-    return (await this.request(`${this.base}.runs.${runId}.wait`, { type: "wait" }, "run", timeoutMs)).run as RunSummary;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const left = Math.max(1, deadline - Date.now());
+      const run = (await this.request(`${this.base}.runs.${runId}.wait`, { type: "wait" }, "run", left)).run as RunSummary;
+      if (run.status !== "queued" || Date.now() >= deadline) return run;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+
+  // The run queues: their limits, the runs going and the runs in line.
+  async queues(): Promise<Record<string, unknown>[]> {
+    return (await this.request(`${this.base}.queues.list`, { type: "list_queues" }, "queue_list")).queues as Record<string, unknown>[];
   }
 
   async history(runId: string, fromSeq = 1): Promise<RunEvent[]> {

@@ -14,7 +14,10 @@ before(async () => {
       { text: "Result: {{last_tool_result}}" },
     ],
   };
-  keel = await startKeel(agentConfig("writer", ["write"]), { "writer.script.json": JSON.stringify(turns) });
+  const slow = { turns: [{ delay_ms: 1500, text: "done" }] };
+  keel = await startKeel(agentConfig("writer", ["write"]) + "[run_queues.solo]\nconcurrency = 1\n" +
+                           agentConfig("lined", [], 'run_queue = "solo"'),
+                         { "writer.script.json": JSON.stringify(turns), "lined.script.json": JSON.stringify(slow) });
   k = await Keel.connect({ home: keel.home });
 });
 
@@ -74,4 +77,17 @@ test("client: an idempotency key makes one run; bad requests get clear errors", 
   const cancelled = await k.cancel(a.runId, "enough");
   assert.equal(cancelled.status, "cancelled");
   await assert.rejects(k.cancel(a.runId), (e) => e.code === "conflict");
+});
+
+test("client: a run in its run queue's line is waited for through the line; the queues are listed", async () => {
+  const first = await k.invoke("lined", "one", { concurrencyKey: "repo-1" });
+  const second = await k.invoke("lined", "two");
+  const [solo] = await k.queues();
+  assert.equal(solo.name, "solo");
+  assert.equal(solo.concurrency, 1);
+  assert.ok(solo.running + solo.waiting >= 1);
+  const done = await k.wait(second.runId, 60_000);  // in line first, then it goes and ends
+  assert.equal(done.status, "completed");
+  assert.equal((await k.get(first.runId)).status, "completed");
+  await assert.rejects(k.invoke("writer", "x", { concurrencyKey: "k" }), (e) => e.code === "invalid_argument");
 });

@@ -201,6 +201,26 @@ TEST_CASE("config: schedules load with their cron and zone checked, and every mi
   CHECK(error_of(agent + "[schedules.\"a b\"]\nagent = \"a\"\n").find("schedules.a b") != std::string::npos);
 }
 
+TEST_CASE("config: run queues load with their limits, an agent names one that exists, and every mistake names its key", "[runtime][config]") {
+  auto c = config::load_string("[run_queues.deploys]\nconcurrency = 2\nkey_concurrency = 1\n"
+                               "[agents.a]\nrun_queue = \"deploys\"\nstep_timeout_ms = 60000\n", "node.toml");
+  REQUIRE(c.ok());
+  REQUIRE(c->run_queues.size() == 1);
+  CHECK(c->run_queues[0].concurrency == 2);
+  CHECK(c->run_queues[0].key_concurrency == 1);
+  CHECK(c->run_queues[0].waiting_max == 1000);
+  CHECK(c->agents[0].run_queue == "deploys");
+  CHECK(c->agents[0].step_timeout_ms == 60000);
+  CHECK(c->agents[0].queue == "a");  // its worker queue is another thing
+  CHECK(error_of("[agents.a]\nrun_queue = \"nope\"\n").find("agents.a.run_queue") != std::string::npos);
+  CHECK(error_of("[run_queues.q]\nconcurrency = 0\n").find("run_queues.q.concurrency") != std::string::npos);
+  CHECK(error_of("[run_queues.q]\nkey_concurrency = -1\n").find("run_queues.q.key_concurrency") != std::string::npos);
+  CHECK(error_of("[run_queues.q]\nwaiting_max = 5001\n").find("run_queues.q.waiting_max") != std::string::npos);
+  CHECK(error_of("[run_queues.q]\nlimit = 3\n").find("run_queues.q.limit") != std::string::npos);
+  CHECK(error_of("[run_queues.\"a b\"]\n").find("run_queues.a b") != std::string::npos);
+  CHECK(error_of("[agents.a]\nstep_timeout_ms = -5\n").find("agents.a.step_timeout_ms") != std::string::npos);
+}
+
 TEST_CASE("config: webhooks name one way to authenticate, and every mistake names its key", "[runtime][config]") {
   const std::string agent = "[agents.a]\n";
   auto c = config::load_string(agent + "[webhooks.gh]\nagent = \"a\"\nsecret_file = \"/etc/keel/gh.secret\"\n"
