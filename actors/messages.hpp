@@ -35,6 +35,8 @@ using wake_scan_atom = caf::atom_constant<caf::atom("wakescan")>;
 using signal_atom = caf::atom_constant<caf::atom("signal")>;
 // Queues: a run in line may start (queue keeper -> supervisor -> run).
 using admit_atom = caf::atom_constant<caf::atom("admit")>;
+// Fan-outs: a child run of a run's join exists (children pool -> supervisor -> run).
+using join_child_atom = caf::atom_constant<caf::atom("joinchild")>;
 
 } // namespace keel::actors
 

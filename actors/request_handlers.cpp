@@ -106,8 +106,13 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
     const value& parent = invoke->parent;
     auto text = [&](const char* key) { return parent.is_object() && parent.contains(key) && parent[key].is_string(); };
-    if (!text("run_id") || !text("results_subject") || !text("by") || !parent.contains("chain") || !parent["chain"].is_array())
-      return shared->reply_error(m.reply, errc::invalid_argument, "a child run's invoke names its parent: run_id, results_subject, by, chain");
+    // A sub-agent's call names where its outcome goes; a fan-out's child, its join (step, index).
+    const bool joined = parent.is_object() && parent.contains("join_step") && parent["join_step"].is_number_unsigned() &&
+                        parent.contains("join_index") && parent["join_index"].is_number_unsigned();
+    if (!text("run_id") || (!text("results_subject") && !joined) || !text("by") || !parent.contains("chain") ||
+        !parent["chain"].is_array())
+      return shared->reply_error(m.reply, errc::invalid_argument,
+                                 "a child run's invoke names its parent: run_id, results_subject (or join_step and join_index), by, chain");
     if (invoke->idempotency_key.rfind(child_key_prefix, 0) != 0)
       return shared->reply_error(m.reply, errc::invalid_argument, "a child run's idempotency key is keel's own");
     invoke->by = parent["by"].get<std::string>();

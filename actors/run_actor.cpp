@@ -165,6 +165,15 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   const bool ended = std::any_of(e.transition.events.begin(), e.transition.events.end(), [](const wire::event& ev) {
     return ev.event_type == "run_completed" || ev.event_type == "run_failed" || ev.event_type == "run_cancelled";
   });
+  // A fan-out's children to start (their invokes made now from the run's record) or ask after.
+  std::vector<std::pair<std::size_t, wire::invoke_request>> join_starts;
+  std::vector<std::pair<std::size_t, std::string>> join_checks;
+  std::uint64_t join_step = 0;
+  if (e.join) {
+    join_step = e.join->step;
+    for (auto index : e.join->start) join_starts.emplace_back(index, join_child_invoke(machine.record(), join_step, index));
+    join_checks = std::move(e.join->check);
+  }
   std::optional<store::run_record> ended_child;
   if (ended && machine.state().parent.is_object()) ended_child = machine.record();
   if (e.deadline_ms > 0)
@@ -188,7 +197,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
      reply_bytes, queue = self->state.queue, waiters = std::move(waiters),
      waiters_bytes = std::move(waiters_bytes), children = std::move(children), ended_child = std::move(ended_child),
      cancel = std::move(e.cancel_children), cancel_reason = std::move(e.cancel_reason), queue_enter = std::move(e.queue_enter),
-     queue_release = std::move(e.queue_release)](const result<void>& written) {
+     queue_release = std::move(e.queue_release), join_starts = std::move(join_starts), join_checks = std::move(join_checks),
+     join_step, supervisor = self->state.supervisor](const result<void>& written) mutable {
       if (!written) {
         // The answer says what happened. Unknown: written here, not confirmed by the run log
         // (it takes effect if the log has it: the client reads the run to find out). Refused
@@ -226,6 +236,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
       }
       if (!cancel.empty()) cancel_children(shared, cancel, run_id, cancel_reason);
       if (ended_child) notify_parent(shared, *ended_child);
+      if (!join_starts.empty() && supervisor) start_join_children(shared, supervisor, run_id, join_step, std::move(join_starts));
+      if (!join_checks.empty()) check_join_children(shared, run_id, join_step, join_checks);
       if (shared->queues && queue_enter) shared->queues->enter(queue_enter->name, run_id, queue_enter->key, queue_enter->since_ms);
       if (shared->queues && queue_release) shared->queues->release(queue_release->name, run_id, queue_release->since_ms);
       step_trace::mark(step_trace::task_published);
@@ -415,6 +427,16 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       if (!pending || pending->step != step || pending->sub_agent.empty()) return;
       check_child(shared, child, machine.run_id(), step, pending->attempt, reply_to);
       check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, next_ms);
+    },
+    [=](join_child_atom, std::uint64_t step, std::size_t index, const std::string& child) {
+      auto e = self->state.machine->on_join_child(step, index, child);
+      bool changed = e.changed;
+      perform(self, shared, std::move(e), {}, reply_kind::none);
+      // Cancelled (or ended) while the child was being started: the child goes too.
+      const auto& r = self->state.machine->record();
+      if (store::is_terminal(r.status) && !changed) cancel_children(shared, {child}, r.run_id, "its parent run " + r.run_id + " has ended");
+      if (!changed) leave_if_idle(self, shared);
+      return true;
     },
     [=](admit_atom) {
       auto e = self->state.machine->on_admitted();

@@ -3,6 +3,8 @@
 #include "actors/actors_log.hpp"
 #include "actors/messages.hpp"
 #include "actors/run_views.hpp"
+#include "actors/workflow_tools.hpp"
+#include "runtime/ids.hpp"
 #include "runtime/run_state.hpp"
 
 #include <spdlog/spdlog.h>
@@ -120,10 +122,113 @@ void check_child(const std::shared_ptr<orchestrator_shared>& shared, const std::
   });
 }
 
+namespace {
+
+// A fan-out child's outcome, as the event keel.join/<step>/<index> sent to its parent by keel
+// (join_sender): offered until the parent took it, or said it has no use for it (ended).
+void send_join_outcome(const std::shared_ptr<orchestrator_shared>& shared, const std::string& parent, std::uint64_t step,
+                       std::size_t index, const std::string& child, value outcome) {
+  // Bounded: the parent keeps every child's outcome until the join ends.
+  if (outcome.contains("result") && outcome["result"].contains("output") && outcome["result"]["output"].is_string()) {
+    auto& text = outcome["result"]["output"];
+    auto whole = text.get<std::string>();
+    if (whole.size() > fan_out_output_bytes_max)
+      text = whole.substr(0, fan_out_output_bytes_max) + "\n[... " + std::to_string(whole.size() - fan_out_output_bytes_max) +
+             " more bytes: keel show " + child + "]";
+  }
+  auto body = wire::pack(value{{"v", wire::protocol_version}, {"type", "signal"},
+                               {"name", std::string(join_event_prefix) + std::to_string(step) + "/" + std::to_string(index)},
+                               {"id", "join-" + child}, {"payload", outcome}});
+  for (int attempt = 0; attempt < hand_over_tries; ++attempt) {
+    auto reply = shared->nats->request(shared->subjects.run_signal(parent, join_sender), body, request_timeout_ms);
+    if (reply) {
+      auto opened = wire::unpack(reply->data, shared->limits);
+      if (opened && opened->is_object() && opened->value("type", std::string{}) == "signal_reply") return;
+      // Ended (conflict), or refused for good: nothing more to do.
+      if (opened && opened->is_object() && opened->contains("error") && (*opened)["error"].is_object()) {
+        auto code = (*opened)["error"].value("code", std::string{});
+        if (code != "unavailable" && code != "timeout") return;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250 << std::min(attempt, 4)));
+  }
+  logger()->warn("run {}: the outcome of its fan-out child {} could not be handed over; the run asks for it later", parent, child);
+}
+
+value refused_outcome(const std::string& agent, const std::string& why) {
+  return value{{"status", "done"}, {"result", {{"agent", agent}, {"status", "failed"}, {"error", why}}}, {"is_error", true}};
+}
+
+} // namespace
+
+wire::invoke_request join_child_invoke(const store::run_record& parent_record, std::uint64_t step, std::size_t index) {
+  auto state = store::run_state_from_value(parent_record.state);
+  value chain = state && state->parent.is_object() && state->parent.contains("chain") && state->parent["chain"].is_array()
+                  ? state->parent["chain"] : value::array();
+  chain.push_back(parent_record.run_id);
+  const auto& child = state->join->children.at(index);
+  wire::invoke_request invoke(child.agent, child.task,
+                              std::string(child_key_prefix) + parent_record.run_id + "/j" + std::to_string(step) + "." +
+                                std::to_string(index),
+                              parent_record.session_id);
+  invoke.parent = value{{"run_id", parent_record.run_id}, {"agent", parent_record.agent}, {"join_step", step},
+                        {"join_index", index}, {"chain", chain}, {"by", state ? state->started_by : std::string{}}};
+  return invoke;
+}
+
+void start_join_children(const std::shared_ptr<orchestrator_shared>& shared, const caf::actor& supervisor,
+                         const std::string& parent_run_id, std::uint64_t step,
+                         std::vector<std::pair<std::size_t, wire::invoke_request>> invokes) {
+  for (auto& [index, invoke] : invokes) {
+    shared->children_pool->submit([shared, supervisor, parent_run_id, step, index = index, invoke = std::move(invoke)] {
+      for (int attempt = 0; attempt < 8; ++attempt) {
+        auto reply = shared->nats->request(children_invoke(*shared), wire::encode(invoke), request_timeout_ms);
+        if (reply) {
+          auto made = wire::decode<wire::invoke_reply>(reply->data, shared->limits);
+          if (made) {
+            caf::anon_send(supervisor, join_child_atom::value, parent_run_id, step, index, made->run_id, 0);
+            return;
+          }
+          if (made.error().code != errc::unavailable && made.error().code != errc::timeout)
+            return send_join_outcome(shared, parent_run_id, step, index, "(none)",
+                                     refused_outcome(invoke.agent, "agent " + invoke.agent + " could not start: " + made.error().message));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(500 << std::min(attempt, 4)));
+      }
+      logger()->warn("run {}: child {} of its fan-out could not be started yet; the run tries again later", parent_run_id, index);
+    });
+  }
+}
+
+void check_join_children(const std::shared_ptr<orchestrator_shared>& shared, const std::string& parent_run_id,
+                         std::uint64_t step, const std::vector<std::pair<std::size_t, std::string>>& children) {
+  for (const auto& [index, child] : children) {
+    shared->children_pool->submit([shared, parent_run_id, step, index = index, child = child] {
+      auto reply = shared->nats->request(shared->subjects.base() + ".runs." + child + ".get",
+                                         wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), request_timeout_ms);
+      if (!reply) return;
+      auto opened = wire::unpack(reply->data, shared->limits);
+      if (!opened || !opened->is_object() || !opened->contains("run")) return;
+      if (auto outcome = child_outcome((*opened)["run"])) send_join_outcome(shared, parent_run_id, step, index, child, std::move(*outcome));
+    });
+  }
+}
+
 void notify_parent(const std::shared_ptr<orchestrator_shared>& shared, const store::run_record& child) {
   auto state = store::run_state_from_value(child.state);
   if (!state || !state->parent.is_object()) return;
   const value& p = state->parent;
+  if (p.contains("join_step")) {
+    auto outcome = child_outcome(summary(child));
+    if (!outcome) return;
+    auto parent = p.value("run_id", std::string{});
+    auto step = p.value("join_step", std::uint64_t{0});
+    auto index = p.value("join_index", std::uint64_t{0});
+    shared->children_pool->submit([shared, parent, step, index, id = child.run_id, o = std::move(*outcome)]() mutable {
+      send_join_outcome(shared, parent, step, index, id, std::move(o));
+    });
+    return;
+  }
   auto outcome = child_outcome(summary(child));
   auto subject = p.value("results_subject", std::string{});
   auto parent_run = p.value("run_id", std::string{});

@@ -43,8 +43,21 @@ void check_child(const std::shared_ptr<orchestrator_shared>& shared, const std::
                  const std::string& parent_run_id, std::uint64_t step, std::uint32_t attempt,
                  const std::string& results_subject);
 
-// A run with a parent that has just ended: its outcome, handed to the parent's results subject.
+// A run with a parent that has just ended: its outcome, handed to the parent's results subject
+// (a sub-agent's call), or sent to the parent as a fan-out's outcome event.
 void notify_parent(const std::shared_ptr<orchestrator_shared>& shared, const store::run_record& child);
+
+// Fan-outs (run_agents, actors/run_joins.cpp). The invoke of child `index` of the parent's join
+// `step` (its key: keel-child/<run>/j<step>.<index>).
+wire::invoke_request join_child_invoke(const store::run_record& parent, std::uint64_t step, std::size_t index);
+// Starts (or finds) each child, and tells the parent through `supervisor` (join_child_atom: run,
+// step, index, child id); a refusal (no such agent) is handed to the parent as that child's outcome.
+void start_join_children(const std::shared_ptr<orchestrator_shared>& shared, const caf::actor& supervisor,
+                         const std::string& parent_run_id, std::uint64_t step,
+                         std::vector<std::pair<std::size_t, wire::invoke_request>> invokes);
+// Asks each child for its summary; one that ended has its outcome handed to the parent.
+void check_join_children(const std::shared_ptr<orchestrator_shared>& shared, const std::string& parent_run_id,
+                         std::uint64_t step, const std::vector<std::pair<std::size_t, std::string>>& children);
 
 // A parent cancelled (or past a limit) while its children worked: each is cancelled, with the
 // reason given (empty: its parent run was cancelled).

@@ -733,6 +733,7 @@ result<effects> run_machine::cancel(const std::string& reason, const std::string
   if (state_.pending && !state_.pending->sub_agent.empty() && state_.children.is_array())
     for (const auto& child : state_.children)
       if (child.value("task_step", std::uint64_t{0}) == state_.pending->step) e.cancel_children.push_back(child.value("run_id", std::string{}));
+  if (state_.waiting && state_.waiting->kind == "join") cancel_join(e, "its parent run " + record_.run_id + " was cancelled");
   state_.pending.reset();
   state_.suspended.reset();
   state_.waiting.reset();

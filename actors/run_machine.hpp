@@ -50,6 +50,14 @@ struct effects {
   std::optional<store::queue_place> queue_enter;
   std::optional<store::queue_place> queue_release;
   store::run_status from = store::run_status::pending;  // the status before this transition
+  // A fan-out (run_joins.cpp), once written: its children to start (by index; idempotent by their
+  // keys), and those started whose outcome has not come, to ask after.
+  struct join_work {
+    std::uint64_t step = 0;
+    std::vector<std::size_t> start;
+    std::vector<std::pair<std::size_t, std::string>> check;
+  };
+  std::optional<join_work> join;
 };
 
 class run_machine {
@@ -116,6 +124,8 @@ public:
   // Its queue's record says it runs: a run in line starts (event run_admitted); unchanged when it
   // is not in line (admitted before, cancelled, ended).
   effects on_admitted();
+  // A fan-out's child run exists (recorded once; unchanged when known, or not this run's join).
+  effects on_join_child(std::uint64_t step, std::size_t index, const std::string& child_run_id);
   // An event sent to the run: handed to its wait for that name, or kept until it waits for it.
   // A repeat of an event taken (same id) is answered as before and changes nothing; a run that
   // has ended, a bad name or payload, or too many events kept are errors.
@@ -143,7 +153,12 @@ private:
   void enter_queue(effects& e);                                   // in line, not running (run_waits.cpp)
   void go_on(effects& e);                                          // after a start, admission or retry
   void begin_wait(effects& e);                                     // a waiting tool's call (run_waits.cpp)
-  void end_wait(effects& e, const wire::value& result);            // its result; the run goes on
+  void end_wait(effects& e, const wire::value& result, bool is_error = false);  // its result; the run goes on
+  void begin_join(effects& e);                                     // run_agents (run_joins.cpp)
+  result<effects> join_outcome(const store::signal_record& signal);
+  void join_wake(effects& e, std::int64_t at);                     // its limit, or a look at its children
+  void end_join(effects& e, const std::string& why_cancel);        // the call's result; the rest cancelled
+  void cancel_join(effects& e, const std::string& reason);         // its children not ended, to cancel
   void take_event(effects& e, const store::signal_record& signal);
   void answer(effects& e, const wire::resume_request& request, const std::optional<store::remembered_rule>& rule);
   void arm_deadline(std::int64_t delay_ms);                        // a declared tool's step: when it is given up

@@ -6,6 +6,7 @@
 #include "actors/workflow_tools.hpp"
 
 #include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
 
 #include <algorithm>
 
@@ -45,6 +46,7 @@ void run_machine::suspend(effects& e, const std::string& step_key, std::uint64_t
 // is refused, is already past, or is an event already kept.
 void run_machine::begin_wait(effects& e) {
   const store::tool_call call = state_.calls.at(state_.call_index);
+  if (call.name == "run_agents") return begin_join(e);
   auto at = now();
   auto plan = plan_wait(agent_, call.name, call.arguments, at);
   if (!plan.problem.empty()) {
@@ -73,12 +75,12 @@ void run_machine::begin_wait(effects& e) {
 }
 
 // The waiting call's result: the model is told, and the run goes on.
-void run_machine::end_wait(effects& e, const value& result) {
+void run_machine::end_wait(effects& e, const value& result, bool is_error) {
   auto index = state_.waiting ? state_.waiting->call_index : state_.call_index;
   const store::tool_call call = state_.calls.at(index);
   record_.status = run_status::running;
   state_.waiting.reset();
-  add_tool_message(e, call, result, false);
+  add_tool_message(e, call, result, is_error);
   state_.call_index = index + 1;
   advance(e);
 }
@@ -102,7 +104,9 @@ effects run_machine::on_wake() {
   const bool wait_over = state_.waiting && due(state_.waiting->until_ms);
   const bool escalate = state_.suspended && state_.suspended->escalated_to.empty() && due(state_.suspended->escalate_ms);
   const bool expired = state_.suspended && due(state_.suspended->expires_ms);
-  if (damaged_ || store::is_terminal(record_.status) || (!limit && !wait_over && !escalate && !expired)) {
+  const bool join_due = state_.waiting && state_.waiting->kind == "join" && state_.join &&
+                        (due(state_.join->deadline_ms) || due(state_.join->check_ms));
+  if (damaged_ || store::is_terminal(record_.status) || (!limit && !wait_over && !escalate && !expired && !join_due)) {
     e.changed = false;
     return e;
   }
@@ -116,6 +120,8 @@ effects run_machine::on_wake() {
         if (child.value("task_step", std::uint64_t{0}) == state_.pending->step)
           e.cancel_children.push_back(child.value("run_id", std::string{}));
     if (!e.cancel_children.empty()) e.cancel_reason = "its parent run " + record_.run_id + " went past its time limit (run_timeout_ms)";
+    if (state_.waiting && state_.waiting->kind == "join")
+      cancel_join(e, "its parent run " + record_.run_id + " went past its time limit (run_timeout_ms)");
     // What it waited on is dropped; a retry goes on from the call it waited in.
     if (state_.waiting) state_.call_index = state_.waiting->call_index;
     if (state_.suspended) state_.call_index = state_.suspended->call_index;
@@ -126,7 +132,8 @@ effects run_machine::on_wake() {
     finish(e);
     return e;
   }
-  if (wait_over) {
+  if (join_due) join_wake(e, at);
+  if (wait_over && state_.waiting && state_.waiting->kind != "join") {
     const auto wait = *state_.waiting;
     if (wait.kind == "sleep") {
       emit(e, "wait_ended", value{{"reason", "time"}});
@@ -174,6 +181,12 @@ result<effects> run_machine::on_signal(const store::signal_record& signal) {
     return make_error(errc::invalid_argument, "an event's name is 1 to 128 characters of letters, digits and _ . : / -");
   if (signal.id.empty() || signal.id.size() > event_id_bytes_max)
     return make_error(errc::invalid_argument, "an event's id is 1 to " + std::to_string(event_id_bytes_max) + " bytes");
+  // A fan-out's child outcome: only keel sends these (actors/run_children).
+  if (signal.name.rfind(join_event_prefix, 0) == 0) {
+    if (signal.by != join_sender)
+      return make_error(errc::invalid_argument, std::string("events named ") + join_event_prefix + "... are keel's own");
+    return join_outcome(signal);
+  }
   auto reply = [&](bool delivered, bool duplicate) {
     return value{{"v", wire::protocol_version}, {"type", "signal_reply"}, {"run_id", record_.run_id},
                  {"id", signal.id}, {"delivered", delivered}, {"duplicate", duplicate}};

@@ -216,6 +216,18 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       tick_by(self->state.wakes.next_ms());
     },
     [=](wake_scan_atom, const std::string& domain) { scan_wakes(domain); },
+    [=](join_child_atom, const std::string& run, std::uint64_t step, std::size_t index, const std::string& child, int tries) {
+      // A fan-out's child run exists: its parent records it (loaded from disk if it waits there).
+      if (shared->replicated() && !shared->owner.serves(run_id{run}.owner())) return;
+      auto actor = find_run(run, {});
+      if (!actor) return;  // its next look at its children finds the child by its key
+      auto address = actor->address();
+      self->request(*actor, caf::infinite, join_child_atom::value, step, index, child).then([](bool) {}, [=](caf::error&) {
+        // It left memory before it read this: again, from disk (else its next look finds the child).
+        shared->unregistered(address);
+        if (tries < 3) self->send(self, join_child_atom::value, run, step, index, child, tries + 1);
+      });
+    },
     [=](admit_atom, const std::string& run, int tries) {
       // Its queue's record says it runs: the run checks that it is still in line, and starts.
       if (shared->replicated() && !shared->owner.serves(run_id{run}.owner())) return;

@@ -35,7 +35,7 @@ wire::value model_tool_list(const config::agent_config& agent, const tools::decl
   value list = value::array();
   std::size_t bytes = 0;
   for (const auto& id : agent.sub_agents) list.push_back(sub_agent_definition(id, find_agent ? find_agent(id) : nullptr));
-  for (const auto& name : agent.workflow_tools) list.push_back(workflow_tool_definition(name));
+  for (const auto& name : agent.workflow_tools) list.push_back(workflow_tool_definition(name, agent));
   for (const auto& listed : agent.tools) {
     if (!tools::is_declared(listed)) {
       list.push_back(listed);

@@ -12,7 +12,27 @@ bool is_workflow_tool(const config::agent_config& agent, const std::string& name
   return std::find(agent.workflow_tools.begin(), agent.workflow_tools.end(), name) != agent.workflow_tools.end();
 }
 
-wire::value workflow_tool_definition(const std::string& name) {
+wire::value workflow_tool_definition(const std::string& name, const config::agent_config& agent) {
+  if (name == "run_agents") {
+    std::string agents;
+    for (const auto& id : agent.sub_agents) agents += (agents.empty() ? "" : ", ") + id;
+    return value{{"name", "run_agents"},
+                 {"description", "Hand tasks to other agents at once, each as a run of its own, and wait for all of "
+                                 "them (wait: all) or for the first that succeeds (wait: first; the others are then "
+                                 "cancelled). With on_failure: cancel_rest, the first run that fails ends the wait and "
+                                 "cancels the others. Returns each run's status and output or error. Agents: " + agents + "."},
+                 {"input_schema",
+                  {{"type", "object"},
+                   {"properties",
+                    {{"runs", {{"type", "array"}, {"minItems", 1}, {"maxItems", fan_out_runs_max},
+                               {"items", {{"type", "object"},
+                                          {"properties", {{"agent", {{"type", "string"}, {"enum", agent.sub_agents}}},
+                                                          {"task", {{"type", "string"}}}}},
+                                          {"required", {"agent", "task"}}}}}},
+                     {"wait", {{"type", "string"}, {"enum", {"all", "first"}}}},
+                     {"on_failure", {{"type", "string"}, {"enum", {"continue", "cancel_rest"}}}}}},
+                   {"required", {"runs"}}}}};
+  }
   if (name == "sleep")
     return value{{"name", "sleep"},
                  {"description", "Wait for a number of seconds, then go on. Nothing runs meanwhile; the wait survives "
@@ -37,6 +57,45 @@ wire::value workflow_tool_definition(const std::string& name) {
                                                  {"timeout_seconds", {{"type", "number"}, {"minimum", 0},
                                                                       {"description", "Give up after this long (none: the agent's longest wait)"}}}}},
                                  {"required", {"name"}}}}};
+}
+
+fan_out_plan plan_fan_out(const config::agent_config& agent, const wire::value& arguments) {
+  fan_out_plan plan;
+  auto refuse = [&](std::string why) {
+    plan.problem = std::move(why);
+    plan.runs.clear();
+    return plan;
+  };
+  if (!arguments.is_object() || !arguments.contains("runs") || !arguments["runs"].is_array())
+    return refuse("run_agents takes runs: a list of {agent, task}");
+  const auto& runs = arguments["runs"];
+  if (runs.empty() || runs.size() > fan_out_runs_max)
+    return refuse("run_agents takes 1 to " + std::to_string(fan_out_runs_max) + " runs, not " + std::to_string(runs.size()));
+  for (const auto& r : runs) {
+    if (!r.is_object() || !r.contains("agent") || !r["agent"].is_string() || !r.contains("task") || !r["task"].is_string())
+      return refuse("each of runs is {agent, task}, both strings");
+    auto id = r["agent"].get<std::string>();
+    if (std::find(agent.sub_agents.begin(), agent.sub_agents.end(), id) == agent.sub_agents.end()) {
+      std::string known;
+      for (const auto& a : agent.sub_agents) known += (known.empty() ? "" : ", ") + a;
+      return refuse("agent '" + id + "' is not one this agent may hand tasks to (" + (known.empty() ? "none" : known) + ")");
+    }
+    auto task = r["task"].get<std::string>();
+    if (task.size() > fan_out_task_bytes_max)
+      return refuse("a task is at most " + std::to_string(fan_out_task_bytes_max >> 10) + " KiB");
+    plan.runs.emplace_back(id, task);
+  }
+  if (arguments.contains("wait")) {
+    if (!arguments["wait"].is_string() || (arguments["wait"] != "all" && arguments["wait"] != "first"))
+      return refuse("wait is \"all\" or \"first\"");
+    plan.wait = arguments["wait"].get<std::string>();
+  }
+  if (arguments.contains("on_failure")) {
+    if (!arguments["on_failure"].is_string() || (arguments["on_failure"] != "continue" && arguments["on_failure"] != "cancel_rest"))
+      return refuse("on_failure is \"continue\" or \"cancel_rest\"");
+    plan.cancel_rest = arguments["on_failure"] == "cancel_rest";
+  }
+  return plan;
 }
 
 std::size_t nesting(const wire::value& v) {
@@ -98,6 +157,8 @@ wait_plan plan_wait(const config::agent_config& agent, const std::string& tool, 
   if (!arguments.contains("name") || !arguments["name"].is_string() || !is_event_name(arguments["name"].get<std::string>()))
     return refuse("wait_for_event needs name: 1 to 128 characters of letters, digits and _ . : / -");
   plan.event = arguments["name"].get<std::string>();
+  if (plan.event.rfind(join_event_prefix, 0) == 0)
+    return refuse(std::string("wait_for_event: names starting with ") + join_event_prefix + " are keel's own");
   auto timeout = longest;
   if (arguments.contains("timeout_seconds") && !arguments["timeout_seconds"].is_null()) {
     auto ms = seconds_ms(arguments["timeout_seconds"]);

@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace keel::actors {
 
 // Whether `name` is a waiting tool this agent gives its model.
 bool is_workflow_tool(const config::agent_config& agent, const std::string& name);
-wire::value workflow_tool_definition(const std::string& name);
+wire::value workflow_tool_definition(const std::string& name, const config::agent_config& agent);
 
 // What a call asks for: a sleep until a time, or a wait for an event (with a time it gives up at,
 // or 0); `problem` set when the call is refused (the model is told it).
@@ -27,6 +29,21 @@ struct wait_plan {
 };
 wait_plan plan_wait(const config::agent_config& agent, const std::string& tool, const wire::value& arguments,
                     std::int64_t now_ms);
+
+// A fan-out (run_agents): the child runs asked for, checked against the agent's sub-agents and
+// bounds; `problem` set when the call is refused (the model is told it).
+struct fan_out_plan {
+  std::vector<std::pair<std::string, std::string>> runs;  // agent, task
+  std::string wait = "all";                               // "all" or "first"
+  bool cancel_rest = false;                               // on_failure = "cancel_rest"
+  std::string problem;
+};
+fan_out_plan plan_fan_out(const config::agent_config& agent, const wire::value& arguments);
+constexpr std::size_t fan_out_runs_max = 16;
+constexpr std::size_t fan_out_task_bytes_max = 16 << 10;
+constexpr std::size_t fan_out_output_bytes_max = 8 << 10;  // of each child's output, in the call's result
+// Events whose names start so are a fan-out's child outcomes, sent only by keel (join_sender).
+constexpr const char* join_event_prefix = "keel.join/";
 
 // Event names: 1 to 128 characters of [A-Za-z0-9_.:/-].
 bool is_event_name(const std::string& name);

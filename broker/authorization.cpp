@@ -32,9 +32,8 @@ bool role_from_string(std::string_view text, broker_role& out) {
 }
 
 std::string identity_problem(std::string_view name) {
-  // webhook-<name> is the sender the gateway names after a webhook (docs/WORKFLOWS.md): no user
-  // may publish under it.
-  if (name.rfind("webhook-", 0) == 0) return "names starting with webhook- are the gateway's, for its webhooks";
+  // Names keel's own parts send under (docs/WORKFLOWS.md): no user may publish under them.
+  if (auto reserved = reserved_sender_problem(name); !reserved.empty()) return reserved;
   if (is_valid_name(name)) return {};
   return "a name is 1 to 64 of letters, digits, '_' and '-'";
 }

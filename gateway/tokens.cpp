@@ -66,6 +66,9 @@ result<std::vector<named_hash>> read_tokens_file(const std::string& path) {
     if (!is_valid_name(t.name) || !valid_hash(t.sha256_hex) || !extra.empty())
       return make_error(errc::config, path + ":" + std::to_string(number) +
                                         ": expected \"<name> sha256:<64 hex digits>\" (names: letters, digits, '_', '-')");
+    // What the gateway does with a token is done in its name: never one of keel's own senders.
+    if (auto reserved = reserved_sender_problem(t.name); !reserved.empty())
+      return make_error(errc::config, path + ":" + std::to_string(number) + ": '" + t.name + "': " + reserved);
     for (const auto& known : out)
       if (known.name == t.name) return make_error(errc::config, path + ":" + std::to_string(number) + ": '" + t.name + "' twice");
     out.push_back(std::move(t));

@@ -26,6 +26,12 @@ std::string name_check(const std::string& value) {
   return "a name of 1 to 64 characters from [A-Za-z0-9_-], got \"" + value + "\"";
 }
 
+// A name something is done under: not one of keel's own senders.
+std::string sender_check(const std::string& value) {
+  if (auto problem = name_check(value); !problem.empty()) return problem;
+  return reserved_sender_problem(value);
+}
+
 std::string optional_name_check(const std::string& value) {
   return value.empty() ? std::string{} : name_check(value);
 }
@@ -233,7 +239,7 @@ const std::vector<entry>& entries() {
       [](node_config& c, agent_config*) -> std::string& { return c.gateway_token; }));
     e.push_back(string_key(
       "gateway.token_name", "operator", "The name answers, cancels and retries made with gateway.token are recorded under.",
-      [](node_config& c, agent_config*) -> std::string& { return c.gateway_token_name; }, name_check));
+      [](node_config& c, agent_config*) -> std::string& { return c.gateway_token_name; }, sender_check));
     e.push_back(string_key(
       "gateway.tokens_file", "",
       "Named tokens (\"<name> sha256:<hash>\" lines, made by `keel token`), read again when it changes; empty: "

@@ -146,8 +146,10 @@ std::string check_tool_names(const node_config& config, const agent_config& agen
     auto name = tool.substr(tool.find('.') == std::string::npos ? 0 : tool.find('.') + 1);
     if (!names.insert(name).second) return "two tools would both be called \"" + name + "\" by the model";
   }
-  for (const auto& w : agent.workflow_tools)
+  for (const auto& w : agent.workflow_tools) {
     if (!names.insert(w).second) return "workflow tool \"" + w + "\" is listed twice, or has the name of a tool the agent lists";
+    if (w == "run_agents" && agent.sub_agents.empty()) return "workflow tool \"run_agents\" hands tasks to sub_agents; this agent lists none";
+  }
   for (const auto& c : agent.commands)
     if (!names.insert(c.name).second)
       return "command tool \"" + c.name + "\" has the name of a tool the agent lists";

@@ -13,10 +13,11 @@ void add_workflow_keys(std::vector<entry>& e) {
   e.push_back(string_array_key(
     "agents.*.workflow_tools", {},
     "Waiting tools the model may call, run by the orchestrator (no worker, no sandbox): sleep "
-    "{seconds}, wait_until {time} (RFC 3339), wait_for_event {name, timeout_seconds}. A waiting run is "
-    "on disk only and goes on when its time or event comes, through restarts and failover.",
+    "{seconds}, wait_until {time} (RFC 3339), wait_for_event {name, timeout_seconds}, run_agents {runs, "
+    "wait, on_failure} (child runs of its sub_agents at once, waited for all or first). A waiting run is "
+    "on disk only and goes on when its time, event or children come, through restarts and failover.",
     [](node_config&, agent_config* a) -> std::vector<std::string>& { return a->workflow_tools; },
-    [](const std::string& v) { return one_of(v, {"sleep", "wait_until", "wait_for_event"}); }));
+    [](const std::string& v) { return one_of(v, {"sleep", "wait_until", "wait_for_event", "run_agents"}); }));
   e.push_back(integer_key(
     "agents.*.wait_max_ms", 30 * day_ms, 1000, 3660 * day_ms,
     "The longest a waiting tool may wait; a longer wait asked for is refused to the model with this bound.",

@@ -50,6 +50,12 @@ run_id make_run_id(const node_id& owner) {
   return run_id{out + "-" + owner.value};
 }
 
+std::string reserved_sender_problem(std::string_view name) {
+  if (name.rfind("webhook-", 0) == 0) return "names starting with webhook- are the gateway's, for its webhooks";
+  if (name == join_sender) return std::string(join_sender) + " is the name child runs of a fan-out send their outcome under";
+  return {};
+}
+
 bool is_valid_name(std::string_view token) {
   if (token.empty() || token.size() > 64) return false;
   for (char c : token) {

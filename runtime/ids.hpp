@@ -50,6 +50,12 @@ run_id make_run_id(const node_id& owner);
 // Whether `token` can stand as one NATS subject token and a file name: [A-Za-z0-9_-], 1..64.
 bool is_valid_name(std::string_view token);
 
+// Names keel's own parts send under (the last token of a request's subject), which no person, token
+// or broker user may have: webhook-<name> (the gateway, for a webhook) and keel-join (a child run of
+// a fan-out handing its outcome to its parent). Empty when `name` is not one; else why.
+inline constexpr const char* join_sender = "keel-join";
+std::string reserved_sender_problem(std::string_view name);
+
 // Whether `id` can name a session (and its workspace directory): [A-Za-z0-9_.-], 1..128, not
 // starting with '.' (so never "." or "..").
 bool is_valid_session_id(std::string_view id);

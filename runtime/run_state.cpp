@@ -187,6 +187,14 @@ value to_value(const run_state& s) {
   }
   if (!s.signal_ids.empty()) out["signal_ids"] = s.signal_ids;
   if (s.deadline_ms > 0) out["deadline_ms"] = s.deadline_ms;
+  if (s.join) {
+    value children = value::array();
+    for (const auto& c : s.join->children)
+      children.push_back(value{{"agent", c.agent}, {"task", c.task}, {"run_id", c.run_id}, {"outcome", c.outcome}});
+    out["join"] = value{{"step", s.join->step}, {"wait", s.join->wait}, {"cancel_rest", s.join->cancel_rest},
+                        {"deadline_ms", s.join->deadline_ms}, {"check_ms", s.join->check_ms}, {"checks", s.join->checks},
+                        {"children", children}};
+  }
   if (s.queue)
     out["queue"] = value{{"name", s.queue->name}, {"key", s.queue->key}, {"since_ms", s.queue->since_ms},
                          {"admitted_ms", s.queue->admitted_ms}};
@@ -200,6 +208,10 @@ std::int64_t next_wake_ms(const run_state& s, bool ended) {
     if (t > 0 && (next == 0 || t < next)) next = t;
   };
   if (s.waiting) consider(s.waiting->until_ms);
+  if (s.waiting && s.waiting->kind == "join" && s.join) {
+    consider(s.join->check_ms);
+    consider(s.join->deadline_ms);
+  }
   if (s.suspended) {
     consider(s.suspended->expires_ms);
     if (s.suspended->escalated_to.empty()) consider(s.suspended->escalate_ms);
@@ -303,7 +315,7 @@ result<run_state> run_state_from_value(const value& v) {
     if (!w.is_map()) return not_a(f.path("waiting"), "a map");
     wait_state wait;
     KEEL_READ(wait.kind, w.text("kind"));
-    if (wait.kind != "sleep" && wait.kind != "event") return w.bad("kind", "sleep or event");
+    if (wait.kind != "sleep" && wait.kind != "event" && wait.kind != "join") return w.bad("kind", "sleep, event or join");
     KEEL_READ(wait.call_index, w.count("call_index"));
     if (wait.call_index >= s.calls.size()) return w.bad("call_index", "the index of one of the calls");
     KEEL_READ(wait.event, w.text("event"));
@@ -333,6 +345,33 @@ result<run_state> run_state_from_value(const value& v) {
     }
   }
   KEEL_READ(s.deadline_ms, f.integer("deadline_ms"));
+  if (f.has("join")) {
+    fields j(f.raw("join"), f.path("join"));
+    if (!j.is_map()) return not_a(f.path("join"), "a map");
+    join_state join;
+    KEEL_READ(join.step, j.count("step"));
+    KEEL_READ(join.wait, j.text("wait", "all"));
+    if (join.wait != "all" && join.wait != "first") return j.bad("wait", "all or first");
+    if (j.has("cancel_rest")) {
+      if (!j.raw("cancel_rest").is_boolean()) return j.bad("cancel_rest", "a boolean");
+      join.cancel_rest = j.raw("cancel_rest").get<bool>();
+    }
+    KEEL_READ(join.deadline_ms, j.integer("deadline_ms"));
+    KEEL_READ(join.check_ms, j.integer("check_ms"));
+    KEEL_READ(join.checks, j.count("checks"));
+    if (!j.raw("children").is_array()) return j.bad("children", "a list");
+    for (const auto& c : j.raw("children")) {
+      fields one(c, j.path("children"));
+      if (!one.is_map()) return not_a(j.path("children"), "a list of maps");
+      join_child child;
+      KEEL_READ(child.agent, one.text("agent"));
+      KEEL_READ(child.task, one.text("task"));
+      KEEL_READ(child.run_id, one.text("run_id"));
+      child.outcome = one.has("outcome") ? one.raw("outcome") : value();
+      join.children.push_back(std::move(child));
+    }
+    s.join = std::move(join);
+  }
   if (f.has("queue")) {
     fields q(f.raw("queue"), f.path("queue"));
     if (!q.is_map()) return not_a(f.path("queue"), "a map");

@@ -90,6 +90,25 @@ struct queue_place {
   std::int64_t admitted_ms = 0;  // 0: still in line
 };
 
+// A fan-out (the run_agents tool, docs/WORKFLOWS.md): child runs the run waits for, all or the
+// first, by a stated rule on failure.
+struct join_child {
+  std::string agent;
+  std::string task;
+  std::string run_id;   // empty until it exists
+  wire::value outcome;  // null until it ended: {status, result, is_error} as a sub-agent's call gets
+};
+
+struct join_state {
+  std::uint64_t step = 0;        // its number, in its children's idempotency keys
+  std::string wait = "all";      // "all" or "first"
+  bool cancel_rest = false;      // on_failure = "cancel_rest": a failure ends the join
+  std::int64_t deadline_ms = 0;  // step_timeout_ms from its start (0: none)
+  std::int64_t check_ms = 0;     // when children not started or not heard from are looked at
+  std::uint64_t checks = 0;
+  std::vector<join_child> children;
+};
+
 struct answer {
   bool approved = false;
   std::string feedback;
@@ -134,6 +153,7 @@ struct run_state {
   std::vector<std::string> signal_ids;
   std::int64_t deadline_ms = 0;
   std::optional<queue_place> queue;
+  std::optional<join_state> join;
 };
 
 // The earliest time at which something of the run falls due by the clock alone (a sleep's end, a
