@@ -162,6 +162,9 @@ export async function render(main, { runId }) {
   // types stays, and keeps the focus.
   let payload = null;
   const waitBanner = (run, w) => {
+    if (w.kind === 'join') return h('p', { class: 'waiting-banner', text: w.runs
+      ? `Waiting for its fan-out (${w.wait === 'first' ? 'the first of' : 'all of'} ${w.runs} child runs; ${w.ended} ended)`
+      : 'Waiting for its fan-out of child runs' });
     if (w.kind !== 'event') return h('p', { class: 'waiting-banner', text: `Sleeping until ${time(w.until_ms)}` });
     payload ||= h('input', { class: 'mono', placeholder: 'payload (JSON)', 'aria-label': 'Event payload' });
     if (document.activeElement === payload) queueMicrotask(() => payload.focus());

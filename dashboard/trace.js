@@ -142,6 +142,15 @@ export class Trace {
         this.run.status = 'waiting';
         this.run.waiting_for = { kind: d.kind, event: d.event, until_ms: d.until_ms };
         break;
+      case 'fan_out_started':
+        item({ kind: 'other', event_type: e.event_type, data: d });
+        this.run.status = 'waiting';
+        this.run.waiting_for = { kind: 'join', wait: d.wait, runs: (d.runs || []).length, ended: 0 };
+        break;
+      case 'fan_out_child_ended':
+        item({ kind: 'other', event_type: e.event_type, data: d });
+        if (this.run.waiting_for?.kind === 'join') this.run.waiting_for = { ...this.run.waiting_for, ended: this.run.waiting_for.ended + 1 };
+        break;
       case 'wait_ended':
         item({ kind: 'other', event_type: e.event_type, data: d });
         this.run.status = 'running';

@@ -177,6 +177,8 @@ std::string render_event(const wire::event& e) {
   if (t == "event_received") return d.value("delivered", false) ? "" : "  (event " + str(d, "event") + " kept" + by() + ")\n";
   if (t == "approval_escalated") return "  .. approval " + str(d, "step_key") + " escalated to " + str(d, "to") + "\n";
   if (t == "approval_expired") return "  -> Nobody answered " + str(d, "step_key") + " in time: " + str(d, "answer") + "\n";
+  if (t == "fan_out_started") return "  .. fan-out: " + std::to_string(d.contains("runs") ? d["runs"].size() : 0) + " child runs, waiting for " + (str(d, "wait") == "first" ? "the first" : "all") + "\n";
+  if (t == "fan_out_child_ended") return "  .. child " + str(d, "index") + " (" + str(d, "run_id") + ") " + str(d, "status") + "\n";
   if (t == "run_queued") return "  .. in line in run queue " + str(d, "queue") + (str(d, "key").empty() ? "" : " (key " + str(d, "key") + ")") + "\n";
   if (t == "run_admitted") return "  -> Admitted by run queue " + str(d, "queue") + " after " + str(d, "waited_ms") + " ms\n";
   if (t == "step_timed_out") return "  (step " + str(d, "task_step") + " gave no result within " + str(d, "timeout_ms") + " ms: " + str(d, "outcome") + ")\n";
@@ -212,8 +214,15 @@ std::string render_summary(const value& r) {
         << str(r["waiting"]["form"], "tool") << ")\n";
   if (r.contains("waiting_for") && r["waiting_for"].is_object()) {
     const value& w = r["waiting_for"];
-    out << "Waiting: " << (str(w, "kind") == "event" ? "for event " + str(w, "event") + ", at most" : std::string("sleeping"))
-        << " until " << rfc3339_text(w.value("until_ms", std::int64_t{0})) << "\n";
+    if (str(w, "kind") == "join") {
+      out << "Waiting: for its fan-out of child runs:";
+      if (r.contains("children") && r["children"].is_array())
+        for (const auto& child : r["children"]) out << " " << str(child, "run_id") << " (" << str(child, "agent") << ")";
+      out << "\n";
+    }
+    else
+      out << "Waiting: " << (str(w, "kind") == "event" ? "for event " + str(w, "event") + ", at most" : std::string("sleeping"))
+          << " until " << rfc3339_text(w.value("until_ms", std::int64_t{0})) << "\n";
   }
   if (str(r, "status") == "queued" && r.contains("queue") && r["queue"].is_object())
     out << "Queued:  in run queue " << str(r["queue"], "name")

@@ -70,6 +70,9 @@ before(async () => {
   writeFileSync(join(dir, 'helper.json'), JSON.stringify({ turns: [
     { text: 'Writing.', tool_calls: [{ name: 'write', arguments: { path: 'report.txt', content: 'fine\n' } }] },
     { text: 'Report written' }] }));
+  writeFileSync(join(dir, 'fanner.json'), JSON.stringify({ turns: [
+    { text: 'Fanning out.', tool_calls: [{ name: 'run_agents', arguments: { runs: [{ agent: 'helper', task: 'one' }, { agent: 'helper', task: 'two' }] } }] },
+    { text: 'Joined: {{last_tool_result}}' }] }));
   writeFileSync(join(dir, 'waiter.json'), JSON.stringify({ turns: [
     { text: 'Waiting for the go.', tool_calls: [{ name: 'wait_for_event', arguments: { name: 'ready', timeout_seconds: 600 } }] },
     { text: 'Got: {{last_tool_result}}' }] }));
@@ -105,6 +108,13 @@ script = "${dir}/waiter.json"
 tools = []
 workflow_tools = ["wait_for_event"]
 [agents.waiter.sandbox]
+workspace = "${dir}/ws"
+[agents.fanner]
+script = "${dir}/fanner.json"
+tools = []
+sub_agents = ["helper"]
+workflow_tools = ["run_agents"]
+[agents.fanner.sandbox]
 workspace = "${dir}/ws"
 [run_queues.solo]
 concurrency = 1
@@ -376,6 +386,21 @@ test('workflows: the queues page shows what goes and what waits in line, and a r
   await page.goto(`${base}/runs?status=queued`);
   await page.waitForSelector('.list-info');
   await api(`/runs/${second}/cancel`, { reason: 'done with it' });
+  await page.close();
+});
+
+test('workflows: a run waiting for its fan-out says so and lists its child runs', async () => {
+  const fanner = (await api('/runs', { agent: 'fanner', input: 'Fan out.' })).run_id;
+  await until('the run to wait for its children', async () => (await api(`/runs/${fanner}`)).children?.length === 2);
+  const page = await newPage();
+  await page.goto(`${base}/runs/${fanner}`);
+  await page.waitForSelector('.run-header .waiting-banner');
+  assert.match(await page.locator('.run-header .waiting-banner').textContent(), /Waiting for its fan-out \(all of 2 child runs; 0 ended\)/);
+  await page.waitForSelector('[data-tree=children]');
+  await shot(page, 'fan-out');
+  await api(`/runs/${fanner}/cancel`, { reason: 'enough' });
+  for (const child of (await api(`/runs/${fanner}`)).children)
+    await until('each child to be cancelled', async () => (await api(`/runs/${child.run_id}`)).status === 'cancelled');
   await page.close();
 });
 
