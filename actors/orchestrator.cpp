@@ -210,7 +210,7 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
 
 
   if (auto r = serve_requests(shared, state->actor, state->subscriptions); !r) return r.error();
-  if (!config.schedules.empty()) {
+  {  // always: schedules may be made through the API
     auto keeper = schedule_keeper::start(config, shared->nats, *shared->js);
     if (!keeper) return keeper.error();
     state->schedules = std::move(*keeper);

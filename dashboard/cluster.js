@@ -77,14 +77,20 @@ export function renderSchedules(main) {
     const act = (s, verb) => h('button', { class: 'small', text: verb === 'pause' ? 'Pause' : 'Resume', onclick: async () => {
       try { await api(`/schedules/${encodeURIComponent(s.name)}/${verb}`, { method: 'POST', body: {} }); } catch (e) { alert(e.message); }
     } });
+    // A schedule made through the API can be removed from here (the config's are changed there).
+    const remove = (s) => h('button', { class: 'danger small', text: 'Remove', onclick: async () => {
+      if (!confirm(`Remove schedule ${s.name}? No tick starts after this.`)) return;
+      try { await api(`/schedules/${encodeURIComponent(s.name)}`, { method: 'DELETE', body: {} }); } catch (e) { alert(e.message); }
+    } });
     const rows = schedules.map((s) => h('tr', { 'data-schedule': s.name },
       h('td', { class: 'mono', text: s.name }), h('td', { text: s.agent }), h('td', { class: 'mono', text: s.cron }),
       h('td', { text: s.timezone }), h('td', { text: s.last_tick_ms ? time(s.last_tick_ms) : '-' }),
       h('td', { text: s.paused ? '(paused)' : s.next_ms ? time(s.next_ms) : '-' }), h('td', { text: s.missed }),
       h('td', { text: s.paused ? `paused by ${s.paused_by || '?'}` : (s.problem ? `active (${s.problem})` : 'active') }),
-      h('td', {}, act(s, s.paused ? 'resume' : 'pause'))));
+      h('td', { text: s.source || 'config' }),
+      h('td', {}, act(s, s.paused ? 'resume' : 'pause'), s.source === 'api' ? remove(s) : null)));
     clear(body).append(schedules.length
-      ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Schedule', 'Agent', 'Cron', 'Zone', 'Last tick', 'Next tick', 'Missed ticks', 'State', ''].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
+      ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Schedule', 'Agent', 'Cron', 'Zone', 'Last tick', 'Next tick', 'Missed ticks', 'State', 'From', ''].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
       : message('No schedule.'));
   });
 }

@@ -339,6 +339,22 @@ void api::handle(http_request request, const responder& respond) {
     if (!reply) return respond(failure(reply.error()));
     return respond(json(200, value{{"queues", (*reply)["queues"]}}));
   }
+  // Schedules made and removed through the API (docs/WORKFLOWS.md).
+  if (parts.size() == 1 && parts[0] == "schedules" && m == "POST") {
+    auto body = acting_body(request);
+    if (!body) return respond(failure(body.error()));
+    auto reply = ask(options_.subjects.base() + ".schedules.define." + who, value{{"v", 1}, {"type", "define_schedule"}, {"schedule", *body}});
+    if (!reply) return respond(failure(reply.error()));
+    return respond(json(reply->value("created", true) ? 201 : 200, (*reply)["schedule"]));
+  }
+  if (parts.size() == 2 && parts[0] == "schedules" && m == "DELETE") {
+    auto body = acting_body(request);
+    if (!body) return respond(failure(body.error()));
+    if (!is_valid_name(parts[1])) return respond(failure(make_error(errc::invalid_argument, "a schedule's name is [A-Za-z0-9_-]")));
+    auto reply = ask(options_.subjects.base() + ".schedules." + parts[1] + ".delete." + who, value{{"v", 1}, {"type", "delete_schedule"}});
+    if (!reply) return respond(failure(reply.error()));
+    return respond(json(200, value{{"name", parts[1]}, {"removed", true}, {"by", reply->value("by", std::string())}}));
+  }
   if (parts.size() == 3 && parts[0] == "schedules" && (parts[2] == "pause" || parts[2] == "resume") && m == "POST") {
     auto body = acting_body(request);
     if (!body) return respond(failure(body.error()));

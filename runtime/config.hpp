@@ -148,6 +148,11 @@ struct webhook_config {
   std::string input = "{{body}}";                       // the run's input; {{body}}: the body as text
 };
 
+struct node_config;
+// A schedule made through the API (docs/WORKFLOWS.md): the checks a [schedules.<name>] table gets,
+// its agent one of `config`'s. Empty when it is sound; else what is wrong, naming the field.
+std::string check_schedule(const schedule_config& s, const node_config& config);
+
 struct node_config {
   std::string source;  // the file this was read from, for messages
 

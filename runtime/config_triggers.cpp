@@ -112,3 +112,21 @@ std::string check_schedules(const node_config& config) {
 }
 
 } // namespace keel::config::detail
+
+namespace keel::config {
+
+std::string check_schedule(const schedule_config& s, const node_config& config) {
+  if (!is_valid_name(s.name)) return "name: 1 to 64 characters from [A-Za-z0-9_-]";
+  if (!config.find_agent(s.agent)) return "agent: \"" + s.agent + "\" is not an agent of the orchestrator's config";
+  if (s.cron.size() > 256) return "cron: at most 256 bytes";
+  if (auto parsed = parse_cron(s.cron); !parsed) return "cron: " + parsed.error().message;
+  if (s.timezone.size() > 128) return "timezone: at most 128 bytes";
+  if (auto zone = time_zone::load(s.timezone); !zone) return "timezone: " + zone.error().message;
+  if (s.input.size() > (64 << 10)) return "input: at most 64 KiB";
+  if (s.missed != "skip" && s.missed != "catch_up") return "missed: expected \"skip\" or \"catch_up\", got \"" + s.missed + "\"";
+  if (s.catch_up_max < 1 || s.catch_up_max > 1000) return "catch_up_max: 1 to 1000";
+  if (s.late_ms_max < 1000 || s.late_ms_max > 86'400'000) return "late_ms_max: 1000 to 86400000";
+  return {};
+}
+
+} // namespace keel::config

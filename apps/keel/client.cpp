@@ -118,6 +118,22 @@ result<value> client::run_queues() {
   return (*v)["queues"];
 }
 
+result<value> client::define_schedule(const value& schedule) {
+  auto reply = request(subjects_.base() + ".schedules.define." + who_,
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", "define_schedule"}, {"schedule", schedule}}), "");
+  if (!reply) return reply.error();
+  return open_reply(reply->data, "schedule");
+}
+
+result<void> client::remove_schedule(const std::string& name) {
+  auto reply = request(subjects_.base() + ".schedules." + name + ".delete." + who_,
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", "delete_schedule"}}), "");
+  if (!reply) return reply.error();
+  auto v = open_reply(reply->data, "schedule_removed");
+  if (!v) return v.error();
+  return success();
+}
+
 result<value> client::pause_schedule(const std::string& name, bool pause) {
   auto reply = request(subjects_.base() + ".schedules." + name + (pause ? ".pause." : ".resume.") + who_,
                        wire::pack(value{{"v", wire::protocol_version}, {"type", pause ? "pause" : "resume"}}), "");

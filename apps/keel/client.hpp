@@ -25,6 +25,8 @@ public:
   result<wire::value> schedules();
   result<wire::value> run_queues();
   result<wire::value> pause_schedule(const std::string& name, bool pause);
+  result<wire::value> define_schedule(const wire::value& schedule);  // {schedule, created}
+  result<void> remove_schedule(const std::string& name);
   // An outside event for a run (workflows): the signal_reply ({delivered, duplicate, id}).
   result<wire::value> signal(const std::string& run_id, const std::string& name, const wire::value& payload,
                              const std::string& id);

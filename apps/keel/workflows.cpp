@@ -125,6 +125,46 @@ void add_schedules(CLI::App& app, int& exit_code) {
                 << rfc3339_text(done->value("next_ms", std::int64_t{0})) << "\n";
     });
   }
+  // Made and removed through the API: every orchestrator drives it (the config's own are changed there).
+  struct definition {
+    std::string name, agent, cron, timezone = "UTC", input, missed = "skip";
+    std::int64_t catch_up_max = 10, late_ms_max = 60'000;
+  };
+  auto d = std::make_shared<definition>();
+  auto* add = cmd->add_subcommand("add", "Make a schedule through the API: every orchestrator drives it, one run per tick");
+  add->add_option("name", d->name, "The schedule's name ([A-Za-z0-9_-])")->required();
+  add->add_option("--agent", d->agent, "The agent its runs are of")->required();
+  add->add_option("--cron", d->cron, "When: minute hour day-of-month month day-of-week, or @daily...")->required();
+  add->add_option("--timezone", d->timezone, "An IANA time zone (default UTC)");
+  add->add_option("--input", d->input, "The runs' input; {{tick}} becomes the tick's time");
+  add->add_option("--missed", d->missed, "Ticks nobody started in time: skip or catch_up")->check(CLI::IsMember({"skip", "catch_up"}));
+  add->add_option("--catch-up-max", d->catch_up_max, "catch_up: at most this many missed ticks");
+  add->add_option("--late-ms-max", d->late_ms_max, "skip: a tick not started this long after its time is missed");
+  add_client_flags(*add, *flags);
+  add->callback([=] {
+    auto c = flags->resolve();
+    if (!c) return fail(c.error().message);
+    auto connected = client::connect(*c, "keel schedules", flags->timeout_ms);
+    if (!connected) return fail(connected.error().message);
+    auto made = connected->define_schedule(value{{"name", d->name}, {"agent", d->agent}, {"cron", d->cron}, {"timezone", d->timezone},
+                                                 {"input", d->input}, {"missed", d->missed}, {"catch_up_max", d->catch_up_max},
+                                                 {"late_ms_max", d->late_ms_max}});
+    if (!made) return fail(made.error().message);
+    std::cout << "Schedule " << d->name << (made->value("created", true) ? " made" : " exists already, the same") << "; next tick "
+              << rfc3339_text((*made)["schedule"].value("next_ms", std::int64_t{0})) << "\n";
+  });
+  auto removed_name = std::make_shared<std::string>();
+  auto* remove = cmd->add_subcommand("remove", "Remove a schedule made through the API: no tick starts after this");
+  remove->add_option("name", *removed_name, "The schedule")->required();
+  add_client_flags(*remove, *flags);
+  remove->callback([=] {
+    auto c = flags->resolve();
+    if (!c) return fail(c.error().message);
+    auto connected = client::connect(*c, "keel schedules", flags->timeout_ms);
+    if (!connected) return fail(connected.error().message);
+    if (auto done = connected->remove_schedule(*removed_name); !done) return fail(done.error().message);
+    std::cout << "Schedule " << *removed_name << " removed\n";
+  });
 }
 
 void add_queues(CLI::App& app, int& exit_code) {

@@ -358,6 +358,14 @@ test('workflows: a run waiting for an event says so, and the event is sent from 
   await shot(page, 'schedules');
   await page.locator('tr[data-schedule="new-year"] button', { hasText: 'Resume' }).click();
   await until('the schedule to be active', async () => (await api('/schedules')).schedules[0].paused === false);
+  // One made through the API is listed as such, and removed from here.
+  await api('/schedules', { name: 'from-api', agent: 'waiter', cron: '*/5 * * * *' });
+  await page.waitForSelector('tr[data-schedule="from-api"]');
+  assert.match(await page.locator('tr[data-schedule="from-api"]').textContent(), /api/);
+  assert.equal(await page.locator('tr[data-schedule="new-year"] button', { hasText: 'Remove' }).count(), 0);
+  page.once('dialog', (d) => d.accept());
+  await page.locator('tr[data-schedule="from-api"] button', { hasText: 'Remove' }).click();
+  await until('the schedule to be gone', async () => !(await api('/schedules')).schedules.some((x) => x.name === 'from-api'));
   await page.close();
 });
 

@@ -418,3 +418,79 @@ TEST_CASE("workflows: steps past step_timeout_ms are given up: a hung command ge
     told = told || (e["event_type"] == "run_cancelled" && e["data"]["reason"].get<std::string>().find("step_timeout_ms") != std::string::npos);
   CHECK(told);
 }
+
+TEST_CASE("workflows: a schedule made through the API is driven like the config's, survives a restart, and is removed",
+          "[e2e][integration][workflows]") {
+  cluster_options options;
+  options.gateway = true;
+  cluster c(R"(
+[agents.sched]
+script = "{dir}/sched.json"
+tools = []
+[agents.sched.sandbox]
+workspace = "{dir}/ws"
+[schedules.yearly]
+agent = "sched"
+cron = "@yearly"
+)", {{"sched.json", R"({"turns": [{"text": "ran for {{input}}"}]})"}}, options);
+  const auto url = c.gateway_url() + "/api/v1/schedules";
+  const std::string body = R"({"name": "api-minutely", "agent": "sched", "cron": "* * * * *", "input": "api {{tick}}", "missed": "catch_up"})";
+  auto made = call("POST", url, body);
+  INFO(made.body);
+  REQUIRE(made.status == 201);
+  CHECK(made.parsed()["source"] == "api");
+  auto next = made.parsed()["next_ms"].get<std::int64_t>();
+  CHECK(next > wall_ms());
+  // The same again is the same schedule; another definition under the name, or the config's name, is refused.
+  CHECK(call("POST", url, body).status == 200);
+  CHECK(call("POST", url, R"({"name": "api-minutely", "agent": "sched", "cron": "0 * * * *"})").status == 409);
+  CHECK(call("POST", url, R"({"name": "yearly", "agent": "sched", "cron": "0 * * * *"})").status == 409);
+  struct bad {
+    std::string body, says;
+  };
+  for (const auto& b : std::vector<bad>{{R"({"name": "x", "agent": "sched", "cron": "61 * * * *"})", "cron"},
+                                        {R"({"name": "x", "agent": "nobody", "cron": "@daily"})", "agent"},
+                                        {R"({"name": "x", "agent": "sched", "cron": "@daily", "timezone": "Mars/Base"})", "timezone"},
+                                        {R"({"name": "x", "agent": "sched", "cron": "@daily", "color": 1})", "color"},
+                                        {R"({"name": "a b", "agent": "sched", "cron": "@daily"})", "name"},
+                                        {R"({"agent": "sched", "cron": "@daily"})", "name"},
+                                        {R"({"name": "x", "agent": "sched", "cron": 5})", "cron"}}) {
+    auto refused = call("POST", url, b.body);
+    INFO(b.body << " -> " << refused.body);
+    CHECK(refused.status == 400);
+    CHECK(refused.body.find(b.says) != std::string::npos);
+  }
+  // The CLI makes one too; both are listed with their source.
+  auto added = c.keel({"schedules", "add", "cli-daily", "--agent", "sched", "--cron", "0 3 * * *", "--timezone", "Asia/Tokyo"});
+  INFO(added.err);
+  CHECK(added.exit_code == 0);
+  auto listed = json::parse(c.keel({"schedules", "--json"}).out);
+  std::map<std::string, std::string> sources;
+  for (const auto& s : listed) sources[s["name"]] = s["source"];
+  CHECK(sources == std::map<std::string, std::string>{{"api-minutely", "api"}, {"cli-daily", "api"}, {"yearly", "config"}});
+  // Kept by the cluster: a node killed and started again drives them.
+  c.kill_node();
+  c.start_node();
+  REQUIRE_EVENTUALLY(20'000, json::parse(c.keel({"schedules", "--json"}).out).size() == 3);
+  // Its tick comes: one run in its name.
+  auto runs_of_sched = [&] {
+    auto out = c.keel({"runs", "--json", "--agent", "sched"});
+    return out.exit_code == 0 ? json::parse(out.out, nullptr, false) : json::array();
+  };
+  REQUIRE_EVENTUALLY(90'000, runs_of_sched().size() >= 1);
+  auto run = runs_of_sched()[0]["run_id"].get<std::string>();
+  c.await_status(run, "completed");
+  auto run_events = c.events(run);
+  const json* started = first_of(run_events, "run_started");
+  REQUIRE(started);
+  CHECK((*started)["data"]["by"] == "schedule:api-minutely");
+  CHECK((*started)["data"]["input"].get<std::string>().rfind("api 20", 0) == 0);
+  // Removed: by the API and the CLI; the config's cannot be; a name never made is not found.
+  CHECK(call("DELETE", url + "/api-minutely", "{}").status == 200);
+  CHECK(c.keel({"schedules", "remove", "cli-daily"}).exit_code == 0);
+  CHECK(call("DELETE", url + "/yearly", "{}").status == 409);
+  CHECK(call("DELETE", url + "/never", "{}").status == 404);
+  auto after = json::parse(c.keel({"schedules", "--json"}).out);
+  REQUIRE(after.size() == 1);
+  CHECK(after[0]["name"] == "yearly");
+}
