@@ -198,7 +198,9 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
       else l.readable = false;
       return l;
     };
-    hooks.start = [actor = state->actor](const std::string& run) { caf::anon_send(actor, admit_atom::value, run, 0); };
+    hooks.start = [actor = state->actor](const std::string& run, std::int64_t since_ms) {
+      caf::anon_send(actor, admit_atom::value, run, since_ms, 0);
+    };
     auto keeper = queue_keeper::start(config, shared->nats, *shared->js, std::move(hooks));
     if (!keeper) {
       caf::anon_send_exit(state->actor, caf::exit_reason::user_shutdown);

@@ -14,6 +14,8 @@ namespace {
 constexpr std::int64_t look_soon_ms = 500;
 constexpr std::int64_t look_later_ms = 5000;
 constexpr int write_tries = 4;
+// A record stays well within a NATS message (1 MB by default): runs past this wait outside the line.
+constexpr std::size_t record_bytes_max = 512 << 10;
 
 value entry_value(const queue_entry& e) {
   value v{{"r", e.run}, {"t", e.since_ms}};
@@ -143,7 +145,7 @@ std::int64_t queue_driver::step(bool reconcile) {
     bool changed = false;
     auto entering = entering_;
     auto mine = mine_;
-    std::vector<std::string> start;
+    std::vector<std::pair<std::string, std::int64_t>> start;  // run, the place admitted
     std::set<std::string> released;
     for (const auto& [run, since] : releasing_) {
       changed = remove(record, run, since) || changed;
@@ -161,34 +163,39 @@ std::int64_t queue_driver::step(bool reconcile) {
           return;
         }
         if (l->status != store::run_status::queued || !same_place) return;
-        if (running) start.push_back(e.run);
+        if (running) start.emplace_back(e.run, e.since_ms);
         else mine[e.run] = e.since_ms;
       };
       for (const auto& e : record.running) look(e, true);
       for (const auto& e : record.waiting) look(e, false);
       for (const auto& [run, since] : stale) changed = remove(record, run, since) || changed;
     }
-    for (auto it = entering.begin(); it != entering.end();) {
-      const auto& want = it->second;
+    // Runs asking for a place, in the order they got in line (a run retried keeps its id, not its place).
+    std::vector<queue_entry> asking;
+    for (const auto& [run, want] : entering) asking.push_back(want);
+    std::sort(asking.begin(), asking.end(), [](const queue_entry& a, const queue_entry& b) { return a.since_ms < b.since_ms; });
+    std::size_t record_bytes = encode(record).size();
+    for (const auto& want : asking) {
       bool running = false;
       if (auto* e = find(record, want.run, &running); e && e->since_ms < want.since_ms) {
         remove(record, want.run, e->since_ms);  // an earlier place of the same run: over
         changed = true;
       }
       if (auto* e = find(record, want.run, &running)) {
-        if (running) start.push_back(want.run);
+        if (running) start.emplace_back(want.run, e->since_ms);
         else mine[want.run] = e->since_ms;
-        it = entering.erase(it);
+        entering.erase(want.run);
         continue;
       }
-      if (static_cast<std::int64_t>(record.waiting.size()) >= limits_.waiting_max) {
-        ++it;  // the line is full: it gets in when there is room
-        continue;
-      }
+      // The line is full (or its record as large as a message may safely be): it gets in when
+      // there is room, in its order.
+      const std::size_t bytes = 48 + want.run.size() + want.key.size();
+      if (static_cast<std::int64_t>(record.waiting.size()) >= limits_.waiting_max || record_bytes + bytes > record_bytes_max) break;
+      record_bytes += bytes;
       record.waiting.push_back(want);
       mine[want.run] = want.since_ms;
       changed = true;
-      it = entering.erase(it);
+      entering.erase(want.run);
     }
     if (!admit(record, limits_, now).empty()) changed = true;
     if (changed) {
@@ -210,13 +217,14 @@ std::int64_t queue_driver::step(bool reconcile) {
                                      std::to_string(limits_.waiting_max) + ")";
     for (const auto& e : record.running)
       if (auto it = mine_.find(e.run); it != mine_.end() && it->second == e.since_ms) {
-        start.push_back(e.run);
+        start.emplace_back(e.run, e.since_ms);
         mine_.erase(it);
       }
-    // Runs of this node told to start: each checks that it still waits (a repeat changes nothing).
+    // Runs of this node told to start: each checks that it still waits in that place (a repeat
+    // changes nothing).
     std::sort(start.begin(), start.end());
     start.erase(std::unique(start.begin(), start.end()), start.end());
-    for (const auto& run : start) io_.start(run);
+    for (const auto& [run, since] : start) io_.start(run, since);
     return now + (mine_.empty() && entering_.empty() && releasing_.empty() ? look_later_ms : look_soon_ms);
   }
   problem_ = "the queue's record kept changing under this node; it tries again";

@@ -65,8 +65,9 @@ struct queue_io {
   std::function<result<std::uint64_t>(const std::string& queue, const queue_record&, std::uint64_t revision)> update;
   // The run in this node's store, if this node serves it now (nullopt: not this node's).
   std::function<std::optional<local_run>(const std::string& run)> look_up;
-  // Tell this node's run that it may start (it checks that it still waits; a repeat is harmless).
-  std::function<void(const std::string& run)> start;
+  // Tell this node's run that it may start, in that place (it checks that it still waits there; a
+  // repeat is harmless).
+  std::function<void(const std::string& run, std::int64_t since_ms)> start;
 };
 
 class queue_driver {

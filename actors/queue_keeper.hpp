@@ -21,7 +21,7 @@ class queue_keeper {
 public:
   struct hooks {
     std::function<std::optional<local_run>(const std::string& run)> look_up;  // this node's, now
-    std::function<void(const std::string& run)> start;                         // admitted: may start
+    std::function<void(const std::string& run, std::int64_t since_ms)> start;  // admitted (that place): may start
   };
   static result<std::unique_ptr<queue_keeper>> start(const config::node_config& config,
                                                      std::shared_ptr<broker::connection> nats,

@@ -133,6 +133,8 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   if (kind == reply_kind::cancel) reply_bytes = run_reply(machine.record());
   if (kind == reply_kind::signal && e.signal_reply) reply_bytes = wire::pack(*e.signal_reply);
   if (!e.changed) {
+    if (e.queue_enter && shared->queues)
+      shared->queues->enter(e.queue_enter->name, machine.run_id(), e.queue_enter->key, e.queue_enter->since_ms);
     if (!e.transition.received_done.empty()) {  // results the run did not apply: only removed
       e.transition.entries_only = true;
       e.transition.sync = false;  // if it is lost, a replay drops them again
@@ -415,9 +417,15 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       // A sub-agent's child run exists: recorded once, and asked after a while if it does not answer.
       auto e = self->state.machine->on_child_started(step, child);
       if (e.changed) perform(self, shared, std::move(e), {}, reply_kind::none);
-      // Cancelled while its child was being started: the child goes too.
+      // Cancelled while its child was being started, or the call given up (step_timeout_ms): the child goes too.
       const auto& r = self->state.machine->record();
       if (r.status == store::run_status::cancelled) return cancel_children(shared, {child}, r.run_id);
+      if (!self->state.machine->expects(step) && !e.changed) {
+        bool known = false;
+        if (self->state.machine->state().children.is_array())
+          for (const auto& c : self->state.machine->state().children) known = known || c.value("run_id", std::string{}) == child;
+        if (!known) return cancel_children(shared, {child}, r.run_id, "the call of run " + r.run_id + " it was started for is over");
+      }
       if (self->state.machine->expects(step))
         check_child_later(caf::actor_cast<caf::actor>(self), *shared, step, child, reply_to, audit_after(*shared).count());
     },
@@ -432,14 +440,15 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       auto e = self->state.machine->on_join_child(step, index, child);
       bool changed = e.changed;
       perform(self, shared, std::move(e), {}, reply_kind::none);
-      // Cancelled (or ended) while the child was being started: the child goes too.
+      // Started after its fan-out was over (ended, cancelled, another child won): the child goes too.
       const auto& r = self->state.machine->record();
-      if (store::is_terminal(r.status) && !changed) cancel_children(shared, {child}, r.run_id, "its parent run " + r.run_id + " has ended");
+      if (!changed && !self->state.machine->awaits_join_child(step, index, child))
+        cancel_children(shared, {child}, r.run_id, "the fan-out of run " + r.run_id + " it was started for is over");
       if (!changed) leave_if_idle(self, shared);
       return true;
     },
-    [=](admit_atom) {
-      auto e = self->state.machine->on_admitted();
+    [=](admit_atom, std::int64_t since_ms) {
+      auto e = self->state.machine->on_admitted(since_ms);
       bool changed = e.changed;
       perform(self, shared, std::move(e), {}, reply_kind::none);
       if (!changed) leave_if_idle(self, shared);

@@ -5,6 +5,7 @@
 #include "actors/run_views.hpp"
 #include "actors/workflow_tools.hpp"
 #include "runtime/ids.hpp"
+#include "runtime/utf8.hpp"
 #include "runtime/run_state.hpp"
 
 #include <spdlog/spdlog.h>
@@ -132,9 +133,10 @@ void send_join_outcome(const std::shared_ptr<orchestrator_shared>& shared, const
   if (outcome.contains("result") && outcome["result"].contains("output") && outcome["result"]["output"].is_string()) {
     auto& text = outcome["result"]["output"];
     auto whole = text.get<std::string>();
+    // Cut as text: a cut inside a character would be refused as a message.
     if (whole.size() > fan_out_output_bytes_max)
-      text = whole.substr(0, fan_out_output_bytes_max) + "\n[... " + std::to_string(whole.size() - fan_out_output_bytes_max) +
-             " more bytes: keel show " + child + "]";
+      text = wire::repaired_utf8(std::string_view(whole).substr(0, fan_out_output_bytes_max)) + "\n[... " +
+             std::to_string(whole.size() - fan_out_output_bytes_max) + " more bytes: keel show " + child + "]";
   }
   auto body = wire::pack(value{{"v", wire::protocol_version}, {"type", "signal"},
                                {"name", std::string(join_event_prefix) + std::to_string(step) + "/" + std::to_string(index)},
@@ -147,7 +149,11 @@ void send_join_outcome(const std::shared_ptr<orchestrator_shared>& shared, const
       // Ended (conflict), or refused for good: nothing more to do.
       if (opened && opened->is_object() && opened->contains("error") && (*opened)["error"].is_object()) {
         auto code = (*opened)["error"].value("code", std::string{});
-        if (code != "unavailable" && code != "timeout") return;
+        if (code == "conflict") return;
+        if (code != "unavailable" && code != "timeout") {
+          logger()->error("run {}: the outcome of its fan-out child {} was refused: {}", parent, child, opened->dump());
+          return;
+        }
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250 << std::min(attempt, 4)));

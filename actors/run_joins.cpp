@@ -71,10 +71,17 @@ void run_machine::begin_join(effects& e) {
   e.join = std::move(work);
 }
 
+bool run_machine::awaits_join_child(std::uint64_t step, std::size_t index, const std::string& child_run_id) const {
+  if (damaged_ || record_.status != run_status::waiting || !state_.waiting || state_.waiting->kind != "join" || !state_.join ||
+      state_.join->step != step || index >= state_.join->children.size())
+    return false;
+  const auto& c = state_.join->children[index];
+  return c.outcome.is_null() && (c.run_id.empty() || c.run_id == child_run_id);
+}
+
 effects run_machine::on_join_child(std::uint64_t step, std::size_t index, const std::string& child_run_id) {
   effects e = begin();
-  if (damaged_ || !state_.join || state_.join->step != step || index >= state_.join->children.size() ||
-      !state_.join->children[index].run_id.empty() || store::is_terminal(record_.status)) {
+  if (!awaits_join_child(step, index, child_run_id) || !state_.join->children[index].run_id.empty()) {
     e.changed = false;
     return e;
   }
@@ -122,16 +129,7 @@ result<effects> run_machine::join_outcome(const store::signal_record& signal) {
   child.outcome = signal.payload;
   const auto& result = child.outcome.is_object() && child.outcome.contains("result") ? child.outcome["result"] : value();
   if (child.run_id.empty() && result.is_object()) child.run_id = result.value("run_id", std::string());
-  if (result.is_object() && result.contains("total_usage") && result["total_usage"].is_object()) {
-    const auto& used = result["total_usage"];
-    auto add = [&](std::int64_t& to, const char* key) {
-      if (used.contains(key) && used[key].is_number_integer()) to += std::max<std::int64_t>(0, used[key].get<std::int64_t>());
-    };
-    add(state_.children_usage.input_tokens, "input_tokens");
-    add(state_.children_usage.output_tokens, "output_tokens");
-    add(state_.children_usage.cache_read_tokens, "cache_read_tokens");
-    add(state_.children_usage.cache_write_tokens, "cache_write_tokens");
-  }
+  add_children_usage(result);
   const auto status = child_status(child);
   emit(e, "fan_out_child_ended", value{{"task_step", step}, {"index", index}, {"run_id", child.run_id}, {"status", status}});
   std::size_t ended = 0;

@@ -205,6 +205,8 @@ effects run_machine::start(bool task_queued) {
     advance(e);
   } else {
     e.changed = false;  // suspended or finished: nothing is due
+    // In line: its place is asked for again (its first ask may have been lost; a repeat is harmless).
+    if (record_.status == run_status::queued && state_.queue && !state_.queue->name.empty()) e.queue_enter = state_.queue;
   }
   finish(e);
   return e;
@@ -421,6 +423,12 @@ void merge(effects& all, effects&& e) {
   all.tasks = std::move(e.tasks);
   all.task_delay_ms = e.task_delay_ms;
   all.leave_memory = e.leave_memory;
+  all.deadline_ms = e.deadline_ms;
+  append(all.cancel_children, e.cancel_children);
+  if (!e.cancel_reason.empty()) all.cancel_reason = std::move(e.cancel_reason);
+  if (e.queue_enter) all.queue_enter = std::move(e.queue_enter);
+  if (e.queue_release) all.queue_release = std::move(e.queue_release);
+  if (e.join) all.join = std::move(e.join);
 }
 } // namespace
 
@@ -551,22 +559,25 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     tool_result = value{{"error", "the tool asked for approval again after it was approved"}};
     is_error = true;
   }
-  if (sub_agent && tool_result.is_object() && tool_result.contains("total_usage") && tool_result["total_usage"].is_object()) {
-    // A child run's tokens (with its own children's) count toward this run's.
-    const auto& used = tool_result["total_usage"];
-    auto add = [&](std::int64_t& to, const char* key) {
-      if (used.contains(key) && used[key].is_number_integer()) to += std::max<std::int64_t>(0, used[key].get<std::int64_t>());
-    };
-    add(state_.children_usage.input_tokens, "input_tokens");
-    add(state_.children_usage.output_tokens, "output_tokens");
-    add(state_.children_usage.cache_read_tokens, "cache_read_tokens");
-    add(state_.children_usage.cache_write_tokens, "cache_write_tokens");
-  }
+  if (sub_agent) add_children_usage(tool_result);
   add_tool_message(e, call, tool_result, is_error, answer.has_value());
   state_.call_index = index + 1;
   advance(e);
   finish(e);
   return e;
+}
+
+// A child run's tokens (with its own children's), from its outcome's total_usage, count toward this run's.
+void run_machine::add_children_usage(const value& outcome) {
+  if (!outcome.is_object() || !outcome.contains("total_usage") || !outcome["total_usage"].is_object()) return;
+  const auto& used = outcome["total_usage"];
+  auto add = [&](std::int64_t& to, const char* key) {
+    if (used.contains(key) && used[key].is_number_integer()) to += std::max<std::int64_t>(0, used[key].get<std::int64_t>());
+  };
+  add(state_.children_usage.input_tokens, "input_tokens");
+  add(state_.children_usage.output_tokens, "output_tokens");
+  add(state_.children_usage.cache_read_tokens, "cache_read_tokens");
+  add(state_.children_usage.cache_write_tokens, "cache_write_tokens");
 }
 
 void run_machine::add_tool_message(effects& e, const store::tool_call& call, const wire::value& result,

@@ -123,9 +123,11 @@ public:
   effects on_wake();
   // Its queue's record says it runs: a run in line starts (event run_admitted); unchanged when it
   // is not in line (admitted before, cancelled, ended).
-  effects on_admitted();
+  effects on_admitted(std::int64_t since_ms = 0);  // since_ms: the place admitted (0: any)
   // A fan-out's child run exists (recorded once; unchanged when known, or not this run's join).
   effects on_join_child(std::uint64_t step, std::size_t index, const std::string& child_run_id);
+  // Whether that child belongs to a fan-out the run still waits for (false: cancel it).
+  bool awaits_join_child(std::uint64_t step, std::size_t index, const std::string& child_run_id) const;
   // An event sent to the run: handed to its wait for that name, or kept until it waits for it.
   // A repeat of an event taken (same id) is answered as before and changes nothing; a run that
   // has ended, a bad name or payload, or too many events kept are errors.
@@ -171,6 +173,7 @@ private:
   void add_tool_message(effects& e, const store::tool_call& call, const wire::value& result, bool is_error,
                         bool declared = false);
   void add_message(const wire::value& message);
+  void add_children_usage(const wire::value& outcome);
   wire::task pending_task();
   effects fail_damaged();
 

@@ -245,9 +245,10 @@ void run_machine::enter_queue(effects& e) {
   emit(e, "run_queued", std::move(data));
 }
 
-effects run_machine::on_admitted() {
+effects run_machine::on_admitted(std::int64_t since_ms) {
   effects e = begin();
-  if (damaged_ || record_.status != run_status::queued || !state_.queue) {
+  // An admission of an earlier place (the run was retried and is in line again) is not this one's.
+  if (damaged_ || record_.status != run_status::queued || !state_.queue || (since_ms != 0 && since_ms != state_.queue->since_ms)) {
     e.changed = false;
     return e;
   }

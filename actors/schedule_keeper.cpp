@@ -14,6 +14,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace keel::actors {
@@ -35,6 +36,7 @@ struct schedule_keeper::impl {
   std::map<std::string, driven> drivers;
   std::map<std::string, std::int64_t> due;
   const config::node_config* config = nullptr;
+  std::set<std::pair<std::string, std::int64_t>> warned;  // definitions this node cannot drive, told once
   std::vector<std::unique_ptr<broker::subscription>> subscriptions;
   std::mutex mutex;
   std::condition_variable wake;
@@ -165,7 +167,8 @@ void schedule_keeper::impl::sync_definitions() {
   for (auto& [name, d] : live) {
     if (drivers.count(name)) continue;  // driven already (or the config's own, which wins)
     if (auto problem = config::check_schedule(d.schedule, *config); !problem.empty()) {
-      logger()->warn("schedule {} (made through the API) is not driven here: {}", name, problem);
+      if (warned.insert({name, d.generation}).second)  // once per definition, not every 2 s
+        logger()->warn("schedule {} (made through the API) is not driven here: {}", name, problem);
       continue;
     }
     drivers[name] = driven{std::make_unique<schedule_driver>(d.schedule, make_io(api_record_key(name, d.generation))), true,

@@ -228,16 +228,16 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
         if (tries < 3) self->send(self, join_child_atom::value, run, step, index, child, tries + 1);
       });
     },
-    [=](admit_atom, const std::string& run, int tries) {
+    [=](admit_atom, const std::string& run, std::int64_t since_ms, int tries) {
       // Its queue's record says it runs: the run checks that it is still in line, and starts.
       if (shared->replicated() && !shared->owner.serves(run_id{run}.owner())) return;
       auto actor = find_run(run, {});
       if (!actor) return;
       auto address = actor->address();
-      self->request(*actor, caf::infinite, admit_atom::value).then([](bool) {}, [=](caf::error&) {
+      self->request(*actor, caf::infinite, admit_atom::value, since_ms).then([](bool) {}, [=](caf::error&) {
         shared->unregistered(address);
         // It left memory before it read this: once more (else the keeper's next check tells it).
-        if (tries < 2) self->send(self, admit_atom::value, run, tries + 1);
+        if (tries < 2) self->send(self, admit_atom::value, run, since_ms, tries + 1);
       });
     },
     [=](signal_atom, const store::signal_record& signal, const std::string& run_id, const std::string& reply) {

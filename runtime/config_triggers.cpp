@@ -7,6 +7,8 @@
 #include "runtime/ids.hpp"
 #include "runtime/time_zone.hpp"
 
+#include <set>
+
 namespace keel::config::detail {
 
 std::optional<table_problem> read_schedules(const toml::table& schedules, node_config& config) {
@@ -100,7 +102,28 @@ std::optional<table_problem> read_queues(const toml::table& queues, node_config&
   return std::nullopt;
 }
 
+namespace {
+// Whether an agent that `from` may hand tasks to (directly or through others) has run queue `queue`.
+bool reaches_queue(const node_config& config, const agent_config& from, const std::string& queue, std::set<std::string>& seen) {
+  for (const auto& id : from.sub_agents) {
+    if (!seen.insert(id).second) continue;
+    const auto* sub = config.find_agent(id);
+    if (!sub) continue;
+    if (sub->run_queue == queue || reaches_queue(config, *sub, queue, seen)) return true;
+  }
+  return false;
+}
+} // namespace
+
 std::string check_schedules(const node_config& config) {
+  // A run holding a slot while it waits for a child in line behind it in the same queue would wait
+  // for good.
+  for (const auto& a : config.agents) {
+    std::set<std::string> seen{a.id};
+    if (!a.run_queue.empty() && reaches_queue(config, a, a.run_queue, seen))
+      return "agents." + a.id + ".run_queue: its sub-agents (or theirs) wait in the same run queue \"" + a.run_queue +
+             "\"; a run holding a slot while its child waits for one could wait for good";
+  }
   for (const auto& a : config.agents)
     if (!a.run_queue.empty() && !config.find_run_queue(a.run_queue))
       return "agents." + a.id + ".run_queue: \"" + a.run_queue + "\" is not a run queue of this config ([run_queues." + a.run_queue + "])";

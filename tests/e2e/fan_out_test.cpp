@@ -14,7 +14,7 @@ namespace {
 
 std::string lead(const std::string& name) {
   return "\n[agents." + name + "]\nscript = \"{dir}/" + name + ".json\"\nscript_log = \"{dir}/calls.log\"\n"
-         "workflow_tools = [\"run_agents\"]\nsub_agents = [\"fast\", \"slow\", \"failing\"]\n[agents." + name +
+         "workflow_tools = [\"run_agents\"]\nsub_agents = [\"fast\", \"slow\", \"failing\", \"wordy\"]\n[agents." + name +
          ".sandbox]\nworkspace = \"{dir}/ws\"\n";
 }
 
@@ -29,7 +29,8 @@ std::string lead_script(const std::string& runs, const std::string& wait, const 
 const std::string children =
   "\n[agents.fast]\nscript = \"{dir}/fast.json\"\nscript_log = \"{dir}/calls.log\"\n[agents.fast.sandbox]\nworkspace = \"{dir}/ws\"\n"
   "[agents.slow]\nscript = \"{dir}/slow.json\"\nscript_log = \"{dir}/calls.log\"\n[agents.slow.sandbox]\nworkspace = \"{dir}/ws\"\n"
-  "[agents.failing]\nscript = \"{dir}/slow.json\"\nrun_timeout_ms = 1500\n[agents.failing.sandbox]\nworkspace = \"{dir}/ws\"\n";
+  "[agents.failing]\nscript = \"{dir}/slow.json\"\nrun_timeout_ms = 1500\n[agents.failing.sandbox]\nworkspace = \"{dir}/ws\"\n"
+  "[agents.wordy]\nscript = \"{dir}/wordy.json\"\n[agents.wordy.sandbox]\nworkspace = \"{dir}/ws\"\n";
 
 std::size_t count_type(const std::vector<json>& events, const std::string& type) {
   return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const json& e) { return e["event_type"] == type; }));
@@ -52,8 +53,12 @@ TEST_CASE("workflows: a fan-out waits for all its child runs, or for the first, 
   const std::string three = R"([{"agent": "fast", "task": "one"}, {"agent": "fast", "task": "two"}, {"agent": "fast", "task": "three"}])";
   const std::string race = R"([{"agent": "slow", "task": "slow one"}, {"agent": "fast", "task": "quick"}, {"agent": "slow", "task": "slow two"}])";
   const std::string doomed = R"([{"agent": "failing", "task": "fail"}, {"agent": "slow", "task": "long"}])";
-  cluster c(lead("all") + lead("first") + lead("failfast") + children,
-            {{"all.json", lead_script(three, "all")}, {"first.json", lead_script(race, "first")},
+  const std::string wordy = R"([{"agent": "fast", "task": "short"}, {"agent": "wordy", "task": "long"}])";
+  std::string euros;
+  for (int i = 0; i < 3000; ++i) euros += "\u20ac";  // 9,000 bytes: 8 KiB falls inside a character
+  cluster c(lead("all") + lead("first") + lead("failfast") + lead("long") + children,
+            {{"all.json", lead_script(three, "all")}, {"first.json", lead_script(race, "first")}, {"long.json", lead_script(wordy, "all")},
+             {"wordy.json", R"({"turns": [{"text": ")" + euros + R"("}]})"},
              {"failfast.json", lead_script(doomed, "all", "cancel_rest")},
              {"fast.json", R"({"turns": [{"delay_ms": 300, "text": "done: {{input}}"}]})"},
              {"slow.json", R"({"turns": [{"delay_ms": 20000, "text": "too slow"}]})"}});
@@ -73,6 +78,13 @@ TEST_CASE("workflows: a fan-out waits for all its child runs, or for the first, 
     auto output = c.show(run)["output"].get<std::string>();
     for (const char* task : {"done: one", "done: two", "done: three"}) CHECK(output.find(task) != std::string::npos);
     CHECK(c.show(run)["total_usage"]["input_tokens"].get<int>() > c.show(run)["usage"]["input_tokens"].get<int>());
+  }
+  SECTION("a child's long output is cut as text, and the join ends") {
+    auto run = c.invoke("long", "long");
+    c.await_status(run, "completed", 30'000);
+    auto output = c.show(run)["output"].get<std::string>();
+    CHECK(output.find("more bytes: keel show") != std::string::npos);
+    CHECK(output.find("done: short") != std::string::npos);
   }
   SECTION("first: the quick child wins, the slow ones are cancelled with the reason") {
     auto run = c.invoke("first", "race");
@@ -142,6 +154,7 @@ TEST_CASE("workflows: a fan-out's bad arguments are told to the model, and nobod
               ]})"},
              {"fast.json", R"({"turns": [{"text": "done"}]})"},
              {"slow.json", R"({"turns": [{"text": "done"}]})"},
+             {"wordy.json", R"({"turns": [{"text": "done"}]})"},
              {"waiter.json", R"({"turns": [{"text": "", "tool_calls": [{"name": "wait_for_event", "arguments": {"name": "go"}}]}, {"text": "ok"}]})"}});
   auto run = c.invoke("bad", "try");
   c.await_status(run, "completed", 20'000);

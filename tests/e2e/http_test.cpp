@@ -569,7 +569,7 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
   std::set<std::string> named;
   for (auto& [path, methods] : doc["paths"].items()) {
     for (auto& [method, op] : methods.items()) {
-      std::string upper = method == "get" ? "GET" : "POST";
+      std::string upper = method == "get" ? "GET" : method == "delete" ? "DELETE" : "POST";
       named.insert(upper + " " + path);
       auto target = replace_all(replace_all(path, "{id}", run), "{step}", "approve-2");
       if (path.find("/stream") != std::string::npos) target += "?after=1000000";  // answered, not followed
@@ -578,7 +578,7 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
         auto s = read_stream(base + target, {}, [](const sse_answer&) { return true; }, 5000);
         a.status = s.status;
       } else {
-        a = call(upper, base + target, upper == "POST" ? R"({"agent": "coder"})" : "");
+        a = call(upper, base + target, upper == "POST" ? R"({"agent": "coder"})" : upper == "DELETE" ? "{}" : "");
       }
       INFO(upper << " " << target << " -> " << a.status << " " << a.body);
       CHECK(a.status != 0);
@@ -593,11 +593,12 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
                             "POST /api/v1/runs/{id}/retry", "POST /api/v1/runs/{id}/steps/{step}/approve", "POST /api/v1/runs/{id}/steps/{step}/reject",
                             "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/tools", "GET /api/v1/nodes",
                             "POST /api/v1/runs/{id}/signals", "GET /api/v1/schedules", "POST /api/v1/schedules/{name}/pause",
-                            "POST /api/v1/schedules/{name}/resume", "POST /hooks/{name}"}) {
+                            "POST /api/v1/schedules/{name}/resume", "POST /hooks/{name}", "GET /api/v1/queues",
+                            "POST /api/v1/schedules", "DELETE /api/v1/schedules/{name}"}) {
     INFO(route);
     CHECK(named.count(route) == 1);
   }
-  CHECK(named.size() == 20);
+  CHECK(named.size() == 23);
 }
 
 TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",

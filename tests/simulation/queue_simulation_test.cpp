@@ -44,8 +44,8 @@ struct world {
   std::unique_ptr<queue_driver> drivers[nodes][2];
   std::int64_t due[nodes][2] = {};
   std::int64_t reconcile_at[nodes] = {};
-  // Words to runs that they may start, in flight: (when, node, run).
-  std::vector<std::tuple<std::int64_t, int, std::string>> admissions;
+  // Words to runs that they may start, in flight: (when, node, run, the place admitted).
+  std::vector<std::tuple<std::int64_t, int, std::string, std::int64_t>> admissions;
   bool faults = true;
   std::size_t lost_replies = 0, failed_writes = 0, crashes = 0, takeovers = 0, admitted = 0, ended = 0, retried = 0,
               cancelled = 0, max_running = 0;
@@ -104,7 +104,9 @@ queue_io io_for(world& w, int node) {
     if (it == w.runs.end() || it->second.owner != node) return std::nullopt;
     return local_run{it->second.status, it->second.place, true};
   };
-  io.start = [&w, node](const std::string& run) { w.admissions.emplace_back(w.now + w.between(0, 300), node, run); };
+  io.start = [&w, node](const std::string& run, std::int64_t since) {
+    w.admissions.emplace_back(w.now + w.between(0, 300), node, run, since);
+  };
   return io;
 }
 
@@ -176,14 +178,15 @@ void written(world& w, sim_run& r, bool release) {
 void tick(world& w) {
   w.now += w.between(10, 400);
   // Words to runs that they may start.
-  std::vector<std::tuple<std::int64_t, int, std::string>> later;
+  std::vector<std::tuple<std::int64_t, int, std::string, std::int64_t>> later;
   for (auto& a : w.admissions) {
     if (std::get<0>(a) > w.now) {
       later.push_back(a);
       continue;
     }
     auto& r = w.runs.at(std::get<2>(a));
-    if (r.owner != std::get<1>(a) || !w.alive[r.owner] || r.status != run_status::queued) continue;
+    // The run checks that it still waits in the place admitted (a retried run is in line again).
+    if (r.owner != std::get<1>(a) || !w.alive[r.owner] || r.status != run_status::queued || r.place.since_ms != std::get<3>(a)) continue;
     r.status = run_status::running;
     r.place.admitted_ms = w.now;
     r.ends_at = w.now + w.between(100, 5000);

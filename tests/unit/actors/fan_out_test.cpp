@@ -143,6 +143,9 @@ TEST_CASE("fan-out: wait first takes the first that completes and cancels the re
   CHECK(failed->transition.record.status == run_status::waiting);  // a failure is not a winner
   auto won = f.outcome(step, 1, "completed");
   REQUIRE(won.ok());
+  // A child whose start comes back after the join is over is not taken: the run's actor cancels it.
+  CHECK_FALSE(f.machine->awaits_join_child(step, 2, "c2"));
+  CHECK_FALSE(f.machine->on_join_child(step, 2, "c2-late").changed);
   CHECK(won->transition.record.status == run_status::running);
   CHECK(won->cancel_children == std::vector<std::string>{"c2"});
   CHECK(won->cancel_reason.find("finished first") != std::string::npos);
@@ -159,7 +162,7 @@ TEST_CASE("fan-out: wait first takes the first that completes and cancels the re
   CHECK(last_tool_message(*none).dump().find("no run of the fan-out completed") != std::string::npos);
 }
 
-TEST_CASE("fan-out: cancel_rest ends at the first failure; a cancel, the run's limit and step_timeout_ms cancel the children", "[actors][workflows]") {
+TEST_CASE("fan-out: cancel_rest ends at the first failure, and a cancel, the run's limit or step_timeout_ms cancel the children", "[actors][workflows]") {
   fan f(lead());
   auto started = f.fan_out({{"runs", runs({"slow", "fast"})}, {"on_failure", "cancel_rest"}});
   const auto step = started.join->step;
@@ -210,7 +213,7 @@ TEST_CASE("fan-out: children not started or not heard from are looked at again, 
   CHECK_FALSE(f.machine->on_wake().changed);  // early: nothing
 }
 
-TEST_CASE("fan-out: bad arguments are told to the model; only keel sends a child's outcome", "[actors][workflows]") {
+TEST_CASE("fan-out: bad arguments are told to the model, and only keel sends a child's outcome", "[actors][workflows]") {
   struct bad_case {
     value arguments;
     std::string told;

@@ -373,10 +373,16 @@ TEST_CASE("workflows: a run of a run queue waits in line, starts when admitted, 
   CHECK(started.queue_enter->since_ms == t0);
   CHECK_FALSE(started.queue_release);
   CHECK(started.transition.events[1].data["key"] == "repo-1");
-  // Loaded from disk and admitted: the first model step goes, once.
+  // Loaded from disk: its place is asked for again (the first ask may have been lost).
   *f.clock = t0 + 5000;
   f.reload();
-  auto admitted = f.machine->on_admitted();
+  auto again_loaded = f.machine->start();
+  CHECK_FALSE(again_loaded.changed);
+  REQUIRE(again_loaded.queue_enter);
+  CHECK(again_loaded.queue_enter->since_ms == t0);
+  // An admission of another place is not this one's; this place's starts the first model step, once.
+  CHECK_FALSE(f.machine->on_admitted(t0 - 1).changed);
+  auto admitted = f.machine->on_admitted(t0);
   CHECK(types(admitted) == std::vector<std::string>{"run_admitted", "llm_step_started"});
   CHECK(admitted.transition.events[0].data["waited_ms"] == 5000);
   CHECK(admitted.transition.record.status == run_status::running);

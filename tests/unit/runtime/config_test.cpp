@@ -219,6 +219,14 @@ TEST_CASE("config: run queues load with their limits, an agent names one that ex
   CHECK(error_of("[run_queues.q]\nlimit = 3\n").find("run_queues.q.limit") != std::string::npos);
   CHECK(error_of("[run_queues.\"a b\"]\n").find("run_queues.a b") != std::string::npos);
   CHECK(error_of("[agents.a]\nstep_timeout_ms = -5\n").find("agents.a.step_timeout_ms") != std::string::npos);
+  // A run holding a slot while its child (or grandchild) waits in the same queue would wait for good.
+  const std::string q = "[run_queues.q]\n";
+  CHECK(error_of(q + "[agents.a]\nrun_queue = \"q\"\nsub_agents = [\"b\"]\n[agents.b]\nrun_queue = \"q\"\n")
+          .find("agents.a.run_queue: its sub-agents") != std::string::npos);
+  CHECK(error_of(q + "[agents.a]\nrun_queue = \"q\"\nsub_agents = [\"b\"]\n[agents.b]\nsub_agents = [\"c\"]\n[agents.c]\nrun_queue = \"q\"\n")
+          .find("agents.a.run_queue") != std::string::npos);
+  CHECK(config::load_string(q + "[run_queues.r]\n[agents.a]\nrun_queue = \"q\"\nsub_agents = [\"b\"]\n[agents.b]\nrun_queue = \"r\"\n",
+                            "node.toml").ok());
 }
 
 TEST_CASE("config: webhooks name one way to authenticate, and every mistake names its key", "[runtime][config]") {
