@@ -39,6 +39,13 @@ value summary(const store::run_record& r) {
   if (s.waiting) {
     out["waiting_for"] = value{{"kind", s.waiting->kind}, {"until_ms", s.waiting->until_ms}, {"since_ms", s.waiting->since_ms}};
     if (s.waiting->kind == "event") out["waiting_for"]["event"] = s.waiting->event;
+    if (s.waiting->kind == "join" && s.join) {
+      std::int64_t ended = 0;
+      for (const auto& c : s.join->children) ended += c.outcome.is_null() ? 0 : 1;
+      out["waiting_for"]["wait"] = s.join->wait;
+      out["waiting_for"]["runs"] = static_cast<std::int64_t>(s.join->children.size());
+      out["waiting_for"]["ended"] = ended;
+    }
   }
   if (!s.signals.empty()) {
     value kept = value::array();

@@ -120,6 +120,18 @@ int run_nodes(const client_flags& flags, std::int64_t wait_ms, bool json) {
     for (const auto& [q, b] : backlogs)
       std::cout << std::left << std::setw(24) << q << std::setw(10) << b.waiting << b.running << "\n";
   }
+  // The run queues (docs/WORKFLOWS.md), as an orchestrator reads them; keel queues has the detail.
+  if (auto reply = (*nats)->request(subjects.base() + ".queues.list",
+                                 wire::pack(wire::value{{"v", wire::protocol_version}, {"type", "list_queues"}}), 1000)) {
+    auto v = wire::unpack(reply->data);
+    if (v && v->is_object() && v->contains("queues") && (*v)["queues"].is_array() && !(*v)["queues"].empty()) {
+      std::cout << "\n" << std::left << std::setw(24) << "RUN QUEUE" << std::setw(10) << "GOING" << "IN LINE\n";
+      for (const auto& q : (*v)["queues"])
+        std::cout << std::left << std::setw(24) << q.value("name", std::string()) << std::setw(10)
+                  << (std::to_string(q.value("running", 0)) + "/" + std::to_string(q.value("concurrency", 0))) << q.value("waiting", 0)
+                  << "\n";
+    }
+  }
   return 0;
 }
 

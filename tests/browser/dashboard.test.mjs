@@ -403,7 +403,8 @@ test('workflows: a run waiting for its fan-out says so and lists its child runs'
   const page = await newPage();
   await page.goto(`${base}/runs/${fanner}`);
   await page.waitForSelector('.run-header .waiting-banner');
-  assert.match(await page.locator('.run-header .waiting-banner').textContent(), /Waiting for its fan-out \(all of 2 child runs; 0 ended\)/);
+  await until('the banner to say what it waits for', async () =>
+    /Waiting for its fan-out \(all of 2 child runs; 0 ended\)/.test(await page.locator('.run-header .waiting-banner').textContent()));
   await page.waitForSelector('[data-tree=children]');
   await shot(page, 'fan-out');
   await api(`/runs/${fanner}/cancel`, { reason: 'enough' });

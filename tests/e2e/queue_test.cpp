@@ -85,6 +85,9 @@ TEST_CASE("workflows: a run queue lets at most its concurrency go at once, per k
     CHECK(q["running"].get<int>() <= q["concurrency"].get<int>());
     if (q["name"] == "deploys") CHECK(q["running"].get<int>() + q["waiting"].get<int>() >= 3);
   }
+  auto nodes = c.keel({"nodes"}).out;
+  CHECK(nodes.find("RUN QUEUE") != std::string::npos);
+  CHECK(nodes.find("deploys") != std::string::npos);
   auto text = c.keel({"queues"}).out;
   CHECK(text.find("deploys") != std::string::npos);
   CHECK(text.find("key repo-a") != std::string::npos);
