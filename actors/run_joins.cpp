@@ -85,15 +85,20 @@ effects run_machine::on_join_child(std::uint64_t step, std::size_t index, const 
     e.changed = false;
     return e;
   }
+  record_join_child(e, index, child_run_id);
+  finish(e);
+  return e;
+}
+
+// The child at `index` exists: listed with the run's children (sub_agent_started), once.
+void run_machine::record_join_child(effects& e, std::size_t index, const std::string& child_run_id) {
   auto& child = state_.join->children[index];
   child.run_id = child_run_id;
   const auto& call = state_.calls.at(state_.waiting ? state_.waiting->call_index : state_.call_index);
-  value listed{{"run_id", child_run_id}, {"agent", child.agent}, {"call_id", call.id}, {"task_step", step}, {"index", index}};
+  value listed{{"run_id", child_run_id}, {"agent", child.agent}, {"call_id", call.id}, {"task_step", state_.join->step}, {"index", index}};
   if (!state_.children.is_array()) state_.children = value::array();
   state_.children.push_back(listed);
   emit(e, "sub_agent_started", listed);
-  finish(e);
-  return e;
 }
 
 result<effects> run_machine::join_outcome(const store::signal_record& signal) {
@@ -128,7 +133,9 @@ result<effects> run_machine::join_outcome(const store::signal_record& signal) {
   auto& child = join.children[index];
   child.outcome = signal.payload;
   const auto& result = child.outcome.is_object() && child.outcome.contains("result") ? child.outcome["result"] : value();
-  if (child.run_id.empty() && result.is_object()) child.run_id = result.value("run_id", std::string());
+  // Its outcome came before word that it exists (that word was lost to a crash): listed now.
+  if (child.run_id.empty() && result.is_object() && !result.value("run_id", std::string()).empty())
+    record_join_child(e, index, result.value("run_id", std::string()));
   add_children_usage(result);
   const auto status = child_status(child);
   emit(e, "fan_out_child_ended", value{{"task_step", step}, {"index", index}, {"run_id", child.run_id}, {"status", status}});

@@ -161,6 +161,7 @@ private:
   void join_wake(effects& e, std::int64_t at);                     // its limit, or a look at its children
   void end_join(effects& e, const std::string& why_cancel);        // the call's result; the rest cancelled
   void cancel_join(effects& e, const std::string& reason);         // its children not ended, to cancel
+  void record_join_child(effects& e, std::size_t index, const std::string& child_run_id);
   void take_event(effects& e, const store::signal_record& signal);
   void answer(effects& e, const wire::resume_request& request, const std::optional<store::remembered_rule>& rule);
   void arm_deadline(std::int64_t delay_ms);                        // a declared tool's step: when it is given up

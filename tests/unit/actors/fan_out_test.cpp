@@ -211,6 +211,12 @@ TEST_CASE("fan-out: children not started or not heard from are looked at again, 
   CHECK(f.machine->next_wake_ms() == t0 + 5000 + 10'000);
   CHECK(look.transition.record.status == run_status::waiting);
   CHECK_FALSE(f.machine->on_wake().changed);  // early: nothing
+  // Its outcome comes before word that it exists (lost to a crash): it is listed then, once.
+  auto came = f.outcome(step, 0, "completed");
+  REQUIRE(came.ok());
+  CHECK(types(*came) == std::vector<std::string>{"sub_agent_started", "fan_out_child_ended"});
+  CHECK(f.machine->state().children.size() == 2);
+  CHECK_FALSE(f.machine->on_join_child(step, 0, "c0").changed);
 }
 
 TEST_CASE("fan-out: bad arguments are told to the model, and only keel sends a child's outcome", "[actors][workflows]") {
