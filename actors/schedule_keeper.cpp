@@ -21,6 +21,10 @@ namespace keel::actors {
 
 using wire::value;
 
+namespace {
+constexpr std::size_t api_schedules_max = 1000;
+} // namespace
+
 struct schedule_keeper::impl {
   std::shared_ptr<broker::connection> nats;
   std::unique_ptr<broker::key_value> bucket;
@@ -188,6 +192,12 @@ void schedule_keeper::impl::define(const wire::value& body, const std::string& w
   const auto key = definition_key(made->name);
   auto got = bucket->get_entry(key);
   if (!got) return reply_error(reply, errc::unavailable, "the schedules' bucket cannot be read: " + got.error().message);
+  // Bounded: every orchestrator reads every definition every 2 s.
+  std::size_t from_api = 0;
+  for (const auto& [name, d] : drivers) from_api += d.from_api && name != made->name ? 1 : 0;
+  if (from_api >= api_schedules_max)
+    return reply_error(reply, errc::unavailable, "there are " + std::to_string(from_api) + " schedules made through the API, the most "
+                                                 "there may be; remove one first");
   if (*got) {
     auto existing = decode_schedule_definition((*got)->value);
     if (existing && existing->generation) {
