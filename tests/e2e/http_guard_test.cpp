@@ -61,6 +61,20 @@ TEST_CASE("http guard: a page of another origin cannot start, approve or cancel,
     CHECK(call("POST", approve, "{}", from).status == 403);
     CHECK(call("GET", base + "/api/v1/approvals", "", from).status == 403);
   }
+  // The same for the workflow routes that change something: a schedule made or removed, an event.
+  const std::string schedule = R"({"name": "evil", "agent": "coder", "cron": "* * * * *"})";
+  const std::vector<std::pair<std::string, std::string>> changes = {
+    {"POST", base + "/api/v1/schedules"}, {"DELETE", base + "/api/v1/schedules/evil"}, {"POST", base + "/api/v1/runs/" + run + "/signals"}};
+  for (const auto& [method, url] : changes) {
+    INFO(method << " " << url);
+    const std::string body = url.find("/signals") != std::string::npos ? R"({"name": "x"})" : method == "POST" ? schedule : "{}";
+    for (std::string type : {"Content-Type: text/plain", "Content-Type: application/x-www-form-urlencoded", "Content-Type:"})
+      CHECK(call(method, url, body, {type}).status == 415);
+    for (std::string from : {"Origin: http://evil.example", "Origin: null", "Sec-Fetch-Site: cross-site"})
+      CHECK(call(method, url, body, {from}).status == 403);
+  }
+  CHECK(call("GET", base + "/api/v1/queues", "", {"Origin: http://evil.example"}).status == 403);
+  CHECK(call("GET", base + "/api/v1/schedules", "").parsed()["schedules"].empty());  // none was made
   // Nothing happened: one run, still waiting on the same step.
   CHECK(runs_listed(base) == 1);
   CHECK(c.status(run) == "suspended");

@@ -426,7 +426,10 @@ TEST_CASE("gateway tokens: named, hashed, owner-only, read again when changed, a
   // A line that does not read, or a file others may read: refused, and the last good list kept.
   for (const std::string& bad : {std::string("ana sha256:zz\n"), std::string("a.b ") + token_hash(ana) + "\n",
                                  std::string("ana ") + token_hash(ana) + "\nana " + token_hash(bob) + "\n",
-                                 std::string("ana ") + token_hash(ana) + " extra\n"}) {
+                                 std::string("ana ") + token_hash(ana) + " extra\n",
+                                 // Names keel's own parts send under (a webhook's, a fan-out child's), in any line.
+                                 std::string("webhook-gh ") + token_hash(ana) + "\n", std::string("keel-join ") + token_hash(ana) + "\n",
+                                 std::string("ana ") + token_hash(ana) + "\nwebhook- " + token_hash(bob) + "\n"}) {
     INFO(bad);
     write_file(file, bad);
     ::chmod(file.c_str(), 0600);

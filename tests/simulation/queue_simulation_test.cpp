@@ -2,7 +2,8 @@
 // runs are made on every node and get in line, nodes crash (forgetting all they held in memory)
 // and come back or have their runs taken over by another node, the shared record's reads fail,
 // its writes fail or are made while their caller hears "timeout", a node's word to its run that it
-// may start is late or lost in a crash, runs end, fail and are retried, or are cancelled in line.
+// may start is late, told twice or lost in a crash, reads come from a replica behind, the wall clock
+// jumps back and forth, runs end, fail and are retried, or are cancelled in line.
 // Checked at every moment: no more runs of a queue are going than its concurrency, nor of one key
 // than its key_concurrency. Checked at the end (faults stopped, every node back): every run ended
 // and every queue's record is empty (no slot held by a run that is over).
@@ -38,6 +39,7 @@ struct world {
   std::int64_t now = 1'804'000'000'000;
   std::int64_t last_since = 0;
   std::map<std::string, std::pair<queue_record, std::uint64_t>> records;
+  std::map<std::string, std::vector<std::pair<queue_record, std::uint64_t>>> history;  // older versions
   std::uint64_t revisions = 0;
   std::map<std::string, sim_run> runs;
   bool alive[nodes] = {true, true, true};
@@ -47,6 +49,7 @@ struct world {
   // Words to runs that they may start, in flight: (when, node, run, the place admitted).
   std::vector<std::tuple<std::int64_t, int, std::string, std::int64_t>> admissions;
   bool faults = true;
+  std::size_t stale_reads = 0, duplicates = 0, clock_jumps = 0;
   std::size_t lost_replies = 0, failed_writes = 0, crashes = 0, takeovers = 0, admitted = 0, ended = 0, retried = 0,
               cancelled = 0, max_running = 0;
   std::string wrong;
@@ -73,6 +76,11 @@ queue_io io_for(world& w, int node) {
   io.now = [&w] { return w.now; };
   io.read = [&w](const std::string& name) -> result<std::optional<std::pair<queue_record, std::uint64_t>>> {
     if (w.faults && w.chance(0.03)) return make_error(errc::unavailable, "no answer");
+    // A replica behind the leader answers with an older version (a write at it is refused).
+    if (auto old = w.history.find(name); w.faults && old != w.history.end() && !old->second.empty() && w.chance(0.05)) {
+      ++w.stale_reads;
+      return std::optional(old->second[static_cast<std::size_t>(w.between(0, static_cast<std::int64_t>(old->second.size()) - 1))]);
+    }
     auto it = w.records.find(name);
     if (it == w.records.end()) return std::optional<std::pair<queue_record, std::uint64_t>>{};
     return std::optional(it->second);
@@ -90,6 +98,11 @@ queue_io io_for(world& w, int node) {
     auto it = w.records.find(name);
     if (!revision && it != w.records.end()) return make_error(errc::conflict, "exists");
     if (revision && (it == w.records.end() || it->second.second != *revision)) return make_error(errc::conflict, "wrong revision");
+    if (it != w.records.end()) {
+      auto& kept = w.history[name];
+      kept.push_back(it->second);
+      if (kept.size() > 8) kept.erase(kept.begin());
+    }
     w.records[name] = {r, ++w.revisions};
     if (lose_reply) {
       ++w.lost_replies;
@@ -106,6 +119,10 @@ queue_io io_for(world& w, int node) {
   };
   io.start = [&w, node](const std::string& run, std::int64_t since) {
     w.admissions.emplace_back(w.now + w.between(0, 300), node, run, since);
+    if (w.faults && w.chance(0.1)) {  // the word delivered twice, later
+      ++w.duplicates;
+      w.admissions.emplace_back(w.now + w.between(0, 3000), node, run, since);
+    }
   };
   return io;
 }
@@ -177,6 +194,11 @@ void written(world& w, sim_run& r, bool release) {
 
 void tick(world& w) {
   w.now += w.between(10, 400);
+  // The wall clock set back or forward (places in line stay ordered: each is later than the last).
+  if (w.faults && w.chance(0.002)) {
+    ++w.clock_jumps;
+    w.now += w.chance(0.5) ? -w.between(1000, 60'000) : w.between(1000, 600'000);
+  }
   // Words to runs that they may start.
   std::vector<std::tuple<std::int64_t, int, std::string, std::int64_t>> later;
   bool admitted_now = false;
@@ -279,13 +301,15 @@ std::string check(std::uint64_t seed, std::string* summary = nullptr) {
     *summary = std::to_string(w.runs.size()) + " runs, " + std::to_string(w.admitted) + " admitted, " + std::to_string(w.retried) +
                " retried, " + std::to_string(w.cancelled) + " cancelled in line, " + std::to_string(w.crashes) + " crashes, " +
                std::to_string(w.takeovers) + " takeovers, " + std::to_string(w.lost_replies) + " writes made unheard, " +
-               std::to_string(w.failed_writes) + " failed, most going at once " + std::to_string(w.max_running);
+               std::to_string(w.failed_writes) + " failed, " + std::to_string(w.stale_reads) + " stale reads, " +
+               std::to_string(w.duplicates) + " admissions told twice, " + std::to_string(w.clock_jumps) +
+               " clock jumps, most going at once " + std::to_string(w.max_running);
   return out.str();
 }
 
 } // namespace
 
-TEST_CASE("simulation: run queues hold their limits across three orchestrators through crashes, takeovers and lost writes") {
+TEST_CASE("simulation: run queues hold their limits across three orchestrators through crashes, takeovers, stale reads, clock jumps and lost writes") {
   simulation::for_each_seed(300, [](std::uint64_t seed) { return check(seed); });
   std::string summary;
   REQUIRE(check(1, &summary).empty());
