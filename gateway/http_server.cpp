@@ -13,6 +13,7 @@
 
 #include <condition_variable>
 #include <array>
+#include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -48,7 +49,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   std::mutex waiting_mutex;
   std::map<std::string, std::size_t> waiting;  // requests that may wait, in flight, per client
   std::uint16_t port = 0;
-  bool stopped = false;
+  std::atomic<bool> stopped{false};  // read by accept handlers on the I/O threads
 
   void accept();
   // Takes a place for a request of `client` that may wait; false when it has too many already.
@@ -439,8 +440,8 @@ result<std::unique_ptr<http_server>> http_server::start(const server_options& op
 }
 
 void http_server::stop() {
-  if (!impl_ || impl_->stopped) return;
-  impl_->stopped = true;
+  if (!impl_) return;
+  if (impl_->stopped.exchange(true)) return;
   asio::post(impl_->io, [s = impl_] {
     beast::error_code ec;
     s->acceptor.close(ec);
