@@ -170,6 +170,7 @@ run_context orchestrator_shared::context_for(const config::agent_config&) const 
   c.inline_bytes_max = static_cast<std::size_t>(config.task_inline_bytes_max);
   if (tools) c.declared_tools = [registry = tools.get()] { return registry->snapshot(); };
   c.find_agent = [&cfg = config](const std::string& id) { return cfg.find_agent(id); };
+  c.prices = &config.prices;
   return c;
 }
 

@@ -181,6 +181,7 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   if (e.deadline_ms > 0)
     for (const auto& t : tasks) deadline_later(me, t.step, t.attempt, e.deadline_ms);
   auto seq = e.transition.record.last_event_seq;
+  auto observed = self->state.observer->take(machine.record(), machine.state(), e.transition.events);
   step_trace::mark(step_trace::transition_built);
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
     std::vector<std::string> encoded;
@@ -200,7 +201,7 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
      waiters_bytes = std::move(waiters_bytes), children = std::move(children), ended_child = std::move(ended_child),
      cancel = std::move(e.cancel_children), cancel_reason = std::move(e.cancel_reason), queue_enter = std::move(e.queue_enter),
      queue_release = std::move(e.queue_release), join_starts = std::move(join_starts), join_checks = std::move(join_checks),
-     join_step, supervisor = self->state.supervisor](const result<void>& written) mutable {
+     join_step, supervisor = self->state.supervisor, observed = std::move(observed)](const result<void>& written) mutable {
       if (!written) {
         // The answer says what happened. Unknown: written here, not confirmed by the run log
         // (it takes effect if the log has it: the client reads the run to find out). Refused
@@ -228,6 +229,7 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
         return;
       }
       shared->counted(run_id);
+      if (observed) observed();
       // Events before the task they announce: a watcher sees "step started" before the text
       // the step streams (on one server, the order of publishing is the order of delivery).
       step_trace::mark(step_trace::publishing);
@@ -254,6 +256,7 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
 caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_shared> shared,
                         store::run_record record, const config::agent_config* agent, bool start_now,
                         bool from_disk, std::string invoke_reply, caf::actor supervisor) {
+  self->state.observer.emplace(record);
   self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
   self->state.supervisor = std::move(supervisor);
   self->state.queue = agent->queue;

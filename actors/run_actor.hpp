@@ -5,6 +5,7 @@
 
 #include "actors/orchestrator_shared.hpp"
 #include "actors/run_machine.hpp"
+#include "actors/run_observer.hpp"
 
 #include <caf/all.hpp>
 
@@ -17,6 +18,7 @@ namespace keel::actors {
 
 struct run_actor_state {
   std::optional<run_machine> machine;
+  std::optional<run_observer> observer;  // metrics and spans from its transitions
   std::string queue;  // the agent's worker queue
   std::uint64_t received_through = 0;  // results received up to this order were read from disk
   std::vector<std::string> waiters;    // reply subjects of wait requests

@@ -63,6 +63,7 @@ std::optional<value> child_outcome(const value& summary) {
                {"status", status}, {"steps", summary.value("steps", std::int64_t{0})},
                {"duration_ms", summary.value("updated_ms", std::int64_t{0}) - summary.value("created_ms", std::int64_t{0})}};
   if (summary.contains("total_usage")) result["total_usage"] = summary["total_usage"];
+  if (summary.contains("total_cost_usd")) result["total_cost_usd"] = summary["total_cost_usd"];
   if (status == "completed") result["output"] = summary.value("output", std::string{});
   else result["error"] = summary.contains("error") && summary["error"].is_string() ? summary["error"].get<std::string>()
                                                                                    : "the run was " + status;

@@ -2,6 +2,7 @@
 // call (built in, declared by a tool worker, or another agent's child run), the form a declared
 // tool waits on before anything is sent, and a declared tool's deadline. Part of run_machine.
 #include "actors/run_machine.hpp"
+#include "actors/run_observer.hpp"
 #include "actors/tool_calls.hpp"
 
 #include "llm/conversation.hpp"
@@ -73,6 +74,9 @@ wire::task run_machine::pending_task() {
       if (context != pending.form.end() && context->is_object()) t.payload["approved_form"] = *context;
     }
   }
+  // Whatever runs the task (a worker, a tool worker of the user's own) puts its spans in the
+  // run's trace (docs/OPERATIONS.md).
+  t.payload["traceparent"] = traceparent_of(record_, state_);
   return t;
 }
 

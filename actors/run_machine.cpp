@@ -249,6 +249,17 @@ void run_machine::advance(effects& e) {
     complete(e, state_.last_text, "max_tokens");
     return;
   }
+  if (agent_.budget_usd > 0 && state_.cost_usd + state_.children_cost_usd >= agent_.budget_usd) {
+    auto dollars = [](double v) {
+      char text[48];
+      std::snprintf(text, sizeof text, "$%.6f", v);
+      return std::string(text);
+    };
+    fail(e, "budget_exceeded: the run has cost " + dollars(state_.cost_usd + state_.children_cost_usd) + ", at or over agents." +
+              agent_.id + ".budget_usd (" + dollars(agent_.budget_usd) + ")");
+    e.transition.events.back().data["reason"] = "budget_exceeded";
+    return;
+  }
   dispatch_llm(e);
 }
 
@@ -505,6 +516,8 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
     used.cache_read_tokens += completion->used.cache_read_tokens;
     used.cache_write_tokens += completion->used.cache_write_tokens;
     state_.usage = to_stored(used);
+    auto cost = step_cost(completion->used);
+    if (cost) state_.cost_usd += *cost;
     state_.last_text = completion->text;
     state_.calls.clear();
     value calls = value::array();
@@ -518,6 +531,10 @@ effects run_machine::on_task_result(const wire::task_result& result, bool record
                {"usage", llm::to_value(completion->used)}, {"run_usage", usage_value(state_.usage)},
                {"stop_reason", completion->stop_reason}, {"attempt", result.attempt}, {"worker", result.worker},
                {"messages_sent", state_.messages_count - 1}});
+    if (cost) {
+      e.transition.events.back().data["cost_usd"] = *cost;
+      e.transition.events.back().data["run_cost_usd"] = state_.cost_usd;
+    }
     if (completion->tool_calls.empty()) complete(e, completion->text, "end_turn");
     else advance(e);
     finish(e);
@@ -578,6 +595,21 @@ void run_machine::add_children_usage(const value& outcome) {
   add(state_.children_usage.output_tokens, "output_tokens");
   add(state_.children_usage.cache_read_tokens, "cache_read_tokens");
   add(state_.children_usage.cache_write_tokens, "cache_write_tokens");
+  if (outcome.contains("total_cost_usd") && outcome["total_cost_usd"].is_number() && outcome["total_cost_usd"].get<double>() > 0)
+    state_.children_cost_usd += outcome["total_cost_usd"].get<double>();
+}
+
+// What a model step's tokens cost by the configured prices (per million tokens); none: no price.
+std::optional<double> run_machine::step_cost(const llm::usage& used) const {
+  if (!context_.prices) return std::nullopt;
+  auto provider = state_.provider.empty() ? agent_.provider : state_.provider;
+  auto model = state_.model.empty() ? agent_.model : state_.model;
+  auto it = context_.prices->find(provider + "/" + model);
+  if (it == context_.prices->end()) return std::nullopt;
+  const auto& p = it->second;
+  return (static_cast<double>(used.input_tokens) * p.input + static_cast<double>(used.output_tokens) * p.output +
+          static_cast<double>(used.cache_read_tokens) * p.cache_read + static_cast<double>(used.cache_write_tokens) * p.cache_write) /
+         1e6;
 }
 
 void run_machine::add_tool_message(effects& e, const store::tool_call& call, const wire::value& result,

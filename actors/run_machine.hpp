@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+namespace keel::llm { struct usage; }
+
 namespace keel::actors {
 
 struct run_context {
@@ -30,6 +32,8 @@ struct run_context {
   std::function<const config::agent_config*(const std::string&)> find_agent;
   // The wall clock (ms) the workflow limits are measured on; empty: the system's (tests set it).
   std::function<std::int64_t()> clock;
+  // Prices by "<provider>/<model>" (config [prices]); null: none.
+  const std::map<std::string, config::price>* prices = nullptr;
 };
 
 struct effects {
@@ -175,6 +179,7 @@ private:
                         bool declared = false);
   void add_message(const wire::value& message);
   void add_children_usage(const wire::value& outcome);
+  std::optional<double> step_cost(const llm::usage& used) const;
   wire::task pending_task();
   effects fail_damaged();
 

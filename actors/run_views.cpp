@@ -24,6 +24,9 @@ value summary(const store::run_record& r) {
   out["steps"] = s.steps;
   out["usage"] = value{{"input_tokens", s.usage.input_tokens}, {"output_tokens", s.usage.output_tokens},
                        {"cache_read_tokens", s.usage.cache_read_tokens}, {"cache_write_tokens", s.usage.cache_write_tokens}};
+  // Cost by the configured prices: the run's own steps, and with its child runs'.
+  out["cost_usd"] = s.cost_usd;
+  out["total_cost_usd"] = s.cost_usd + s.children_cost_usd;
   out["input"] = s.input;
   if (!s.provider.empty()) out["provider"] = s.provider;  // this run's own, when it overrides the agent's
   if (!s.model.empty()) out["model"] = s.model;

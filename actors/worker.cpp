@@ -8,6 +8,7 @@
 #include "broker/connection.hpp"
 #include "broker/work_queue.hpp"
 #include "llm/provider.hpp"
+#include "actors/task_telemetry.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
@@ -323,6 +324,7 @@ std::string execute(worker_shared& shared, wire::task& t) {
   const auto* agent = shared.config().find_agent(t.agent);
   result<value> outcome = make_error(errc::not_found, "worker " + shared.node_id +
                                                          " does not serve agent '" + t.agent + "'");
+  const auto started_ns = unix_ns();
   if (agent) {
     try {
       outcome = t.kind == wire::task_kind::llm ? run_llm(shared, *agent, t) : run_tool(shared, *agent, t);
@@ -334,6 +336,7 @@ std::string execute(worker_shared& shared, wire::task& t) {
       outcome = make_error(errc::internal, std::string("task failed: ") + e.what());
     }
   }
+  observe_task(agent, t, outcome, shared.node_id, started_ns, unix_ns());
   if (outcome) {
     r.payload = std::move(*outcome);
     wire::repair_utf8(r.payload);  // a file name or output that is not UTF-8 still decodes

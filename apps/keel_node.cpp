@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     std::cout << config_path << ": ok\n";
     return 0;
   }
-  keel::log::configure(config->log_level, config->log_file);
+  keel::log::configure(config->log_level, config->log_file, config->log_format);
   auto logger = keel::log::get("node");
   // Every stream a gateway serves, every connection and every store file is a descriptor: take
   // what the system allows (the soft limit is often 1,024, the hard one far more).

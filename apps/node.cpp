@@ -1,4 +1,6 @@
 #include "apps/node.hpp"
+#include "apps/node_telemetry.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/thread_pool.hpp"
 
 #include "actors/orchestrator.hpp"
@@ -21,6 +23,7 @@
 #include <malloc.h>
 #include <functional>
 #include <random>
+#include <set>
 #include <unistd.h>
 
 namespace keel::actors {
@@ -124,6 +127,7 @@ struct node::impl {
   std::shared_ptr<gateway::api> gateway_api;  // shared with handlers that may outlive a stop
   std::unique_ptr<gateway::http_server> gateway_role;
   std::shared_ptr<broker::connection> gateway_nats;
+  std::unique_ptr<node_telemetry> telemetry;  // metrics' collectors and listener, the span exporter
   bool stopped = false;
   bool left_in_place = false;  // stop() found task threads still running: never freed
 };
@@ -168,6 +172,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     if (*meta) stored_id = **meta;
   }
   state->id = derive_node_id(config, stored_id);
+  log::set_node(state->id);
   // A node that rejoined as a new member (its runs were taken over) keeps that identity.
   if (state->store && !config.node_name.empty() && stored_id.starts_with(config.node_name + "-")) {
     auto rejoined = state->store->get_meta("rejoined");
@@ -280,6 +285,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
       if (auto r = state->store->put_meta("node_id", state->id); !r) return r.error();
       if (auto r = state->store->put_meta("rejoined", state->id); !r) return r.error();
       a->beat.node_id = state->id;
+      log::set_node(state->id);
       logger()->warn("{}; node {} rejoins as a new member, {} (its old store is kept at {})", o.error().message, old_id,
                      state->id, aside);
       o = orchestrator::start(*state->system, state->config, state->id, *lanes, *state->store);
@@ -340,12 +346,34 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     server.waiting_per_client_max = 256;
     auto started = gateway::http_server::start(server, [api = state->gateway_api](gateway::http_request r,
                                                                                  gateway::responder respond) {
-      api->handle(std::move(r), respond);
+      static const std::set<std::string> methods{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+      std::string method = methods.count(r.method) ? r.method : "other";
+      api->handle(std::move(r), [respond, method](gateway::http_response out) {
+        metrics::count("keel_http_requests_total", {{"method", method}, {"code", std::to_string(out.status)}});
+        respond(std::move(out));
+      });
     });
     if (!started) return started.error();
     state->gateway_role = std::move(*started);
     logger()->info("gateway listening on http://{}:{}", listen->first, state->gateway_role->port());
   }
+  telemetry_sources sources;
+  if (state->orchestrator_role) {
+    sources.store = state->store.get();
+    auto* role = state->orchestrator_role.get();
+    sources.runs_in_memory = [role] { return static_cast<std::int64_t>(role->runs_in_memory()); };
+  }
+  if (state->worker_role) {
+    auto* role = state->worker_role.get();
+    sources.slots = [role] {
+      return std::pair<std::int64_t, std::int64_t>{static_cast<std::int64_t>(role->slots_count()),
+                                                   static_cast<std::int64_t>(role->slots_busy())};
+    };
+    sources.nats = state->worker_nats;
+  }
+  auto observed = node_telemetry::start(config, state->id, std::move(sources));
+  if (!observed) return observed.error();
+  state->telemetry = std::move(*observed);
   // Every node answers a ping with its heartbeat, so `keel nodes` need not wait for the next one.
   // Only once its roles are up: a node that answers is ready.
   auto pinged = state->nats->subscribe(
@@ -372,6 +400,7 @@ void node::stop() {
   if (s.heartbeat) caf::anon_send_exit(s.heartbeat, caf::exit_reason::user_shutdown);
   s.announce->publish("stopping");
   s.ping_subscription.reset();
+  if (s.telemetry) s.telemetry->stop();  // scrapes read the store and the roles: they go first
   // No new work: stop taking requests, invokes, answers and tasks; let the actors finish.
   if (s.gateway_api) s.gateway_api->stop();
   if (s.gateway_role) s.gateway_role->stop();

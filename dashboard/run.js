@@ -8,6 +8,10 @@ import { h, append, clear, time, duration, count, pre, details, statusBadge, mes
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
+function dollars(v) {
+  return `$${Number(v).toFixed(v < 0.01 ? 6 : 4)}`;
+}
+
 function usageLine(u) {
   if (!u) return '';
   const parts = [`${count(u.input_tokens)} in`, `${count(u.output_tokens)} out`];
@@ -65,6 +69,7 @@ function itemView(item, trace, runId) {
         item.tool_calls?.length ? h('div', {}, field('Tool calls', ''), pre(item.tool_calls.map(toolCallLine).join('\n'))) : null,
         item.tool_calls?.length ? details(h('span', { class: 'muted', text: 'arguments' }), pre(JSON.stringify(item.tool_calls, null, 2))) : null,
         item.usage ? field('Tokens', usageLine(item.usage)) : null,
+        item.cost_usd !== undefined ? field('Cost', dollars(item.cost_usd)) : null,
         item.stop_reason ? field('Stop reason', item.stop_reason) : null,
         item.latency_ms !== undefined ? field('Latency', duration(item.latency_ms)) : null,
         field('Attempts', String(item.attempts)),
@@ -188,7 +193,8 @@ export async function render(main, { runId }) {
       h('div', { class: 'title-row' }, statusBadge(status), h('h1', { class: 'mono', text: s.run_id }), streamState),
       h('div', { class: 'facts' },
         field('Agent', s.agent), field('Model', `${s.provider || agent?.provider || ''} ${s.model || agent?.model || ''}`.trim() || '-'),
-        field('Tokens', usageLine(s.usage)), field('Steps', String(s.steps ?? 0)), field('Started', time(s.created_ms)),
+        field('Tokens', usageLine(s.usage)), s.total_cost_usd ? field('Cost', dollars(s.total_cost_usd)) : null,
+        field('Steps', String(s.steps ?? 0)), field('Started', time(s.created_ms)),
         field('Duration', duration(ended - s.created_ms)), s.session_id ? field('Session', s.session_id) : null,
         s.retrying ? field('Retrying', `${s.retrying.reason} (next try ${time(s.retrying.next_try_ms)})`) : null,
         s.children?.length ? field('Tokens with sub-agents', usageLine(s.total_usage)) : null),

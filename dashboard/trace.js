@@ -41,7 +41,7 @@ export class Trace {
         const it = this.current && this.current.kind === 'model' ? this.current : item({ kind: 'model', step: d.step, attempts: 1, retries: [] });
         if (it.events[it.events.length - 1] !== e) it.events.push(e);
         Object.assign(it, {
-          state: 'done', text: d.text || '', tool_calls: d.tool_calls || [], usage: d.usage || {},
+          state: 'done', text: d.text || '', tool_calls: d.tool_calls || [], usage: d.usage || {}, cost_usd: d.cost_usd,
           run_usage: d.run_usage, latency_ms: t - it.time_ms, stop_reason: d.stop_reason,
           attempt: d.attempt, worker: d.worker, messages_sent: d.messages_sent, ended_ms: t,
         });

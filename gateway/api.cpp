@@ -1,4 +1,5 @@
 #include "gateway/api.hpp"
+#include "runtime/metrics.hpp"
 #include "gateway/request_guard.hpp"
 #include "gateway/request.hpp"
 
@@ -247,7 +248,7 @@ void api::handle(http_request request, const responder& respond) {
     return respond(json(created ? 202 : 200, value{{"run_id", reply->value("run_id", std::string{})}, {"created", created}}));
   }
   // The dashboard's pages and files hold no data (the page asks the API for it, with the token).
-  if (t.path.rfind("/api/", 0) != 0 && t.path != "/readyz") {
+  if (t.path.rfind("/api/", 0) != 0 && t.path != "/readyz" && t.path != "/metrics") {
     if (m == "GET" || m == "HEAD")
       if (auto page = dashboard_response(t.path)) return respond(std::move(*page));
     return respond(failure(make_error(errc::not_found, "no page " + m + " " + t.path)));
@@ -267,6 +268,12 @@ void api::handle(http_request request, const responder& respond) {
     return options_.subjects.base() + ".runs." + run + "." + verb;
   };
   auto acting = [&](const std::string& run, const char* verb) { return options_.subjects.run_verb(run, verb, who); };
+  if (t.path == "/metrics" && m == "GET") {  // this node's, for Prometheus (docs/OPERATIONS.md)
+    http_response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics::render();
+    return respond(std::move(r));
+  }
   if (t.path == "/readyz" && m == "GET") {
     if (!nats_->connected()) return respond(failure(make_error(errc::unavailable, "not connected to NATS")));
     auto answered = ask(options_.subjects.runs_list(), value{{"v", 1}, {"type", "list_runs"}, {"limit", 1}});

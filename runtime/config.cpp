@@ -225,6 +225,40 @@ const std::vector<entry>& entries() {
     e.push_back(string_key(
       "log.file", "", "Write the log to this file; empty: standard error.",
       [](node_config& c, agent_config*) -> std::string& { return c.log_file; }));
+    e.push_back(string_key(
+      "log.format", "text", "text (one line each, for people) or json (one JSON object per line, with run_id, step and node "
+      "on every line about a run; docs/OPERATIONS.md).",
+      [](node_config& c, agent_config*) -> std::string& { return c.log_format; },
+      [](const std::string& v) { return one_of(v, {"text", "json"}); }));
+    // [metrics]
+    e.push_back(string_key(
+      "metrics.listen", "", "Address (host:port) of this node's Prometheus /metrics when it has no gateway (a gateway serves "
+      "them at its own /metrics); empty: none.",
+      [](node_config& c, agent_config*) -> std::string& { return c.metrics_listen; },
+      [](const std::string& v) -> std::string {
+        if (v.empty()) return {};
+        if (auto parsed = split_listen(v); !parsed) return parsed.error().message;
+        return {};
+      }));
+    e.push_back(string_key(
+      "metrics.token_file", "", "A file holding the bearer token a scrape of metrics.listen must carry; required when "
+      "metrics.listen is not a loopback address.",
+      [](node_config& c, agent_config*) -> std::string& { return c.metrics_token_file; }));
+    // [telemetry]
+    e.push_back(string_key(
+      "telemetry.otlp_endpoint", "", "Where traces go (the full OTLP/HTTP traces URL, …/v1/traces); empty: "
+      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else no traces.",
+      [](node_config& c, agent_config*) -> std::string& { return c.otlp_endpoint; }));
+    e.push_back(string_key(
+      "telemetry.otlp_headers", "", "Headers of each export, \"name=value,name=value\"; empty: OTEL_EXPORTER_OTLP_HEADERS.",
+      [](node_config& c, agent_config*) -> std::string& { return c.otlp_headers; }));
+    e.push_back(string_key(
+      "telemetry.service_name", "", "service.name of the spans; empty: OTEL_SERVICE_NAME, else keel.",
+      [](node_config& c, agent_config*) -> std::string& { return c.otel_service_name; }));
+    e.push_back(integer_key(
+      "telemetry.spans_queued_max", 0, 0, 1'000'000, "Spans waiting to be sent, at most; more are dropped and counted. "
+      "0: OTEL_BSP_MAX_QUEUE_SIZE, else 2048.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.spans_queued_max; }));
     // [gateway]
     e.push_back(string_key(
       "gateway.listen", "127.0.0.1:8080", "Address of the HTTP API and dashboard (host:port).",
@@ -300,6 +334,11 @@ const std::vector<entry>& entries() {
       "agents.*.max_tokens", 0, 0, 1'000'000'000,
       "Stop when the run has used this many tokens; 0: no limit.",
       [](node_config&, agent_config* a) -> std::int64_t& { return a->max_tokens; }));
+    e.push_back(float_key(
+      "agents.*.budget_usd", 0, 0, 1e9,
+      "A run that has cost this much (its model steps and its child runs', by [prices]) fails with budget_exceeded "
+      "before its next model call; 0: no limit.",
+      [](node_config&, agent_config* a) -> double& { return a->budget_usd; }));
     e.push_back(string_key(
       "agents.*.queue", "", "Worker queue serving this agent; empty: the agent's id.",
       [](node_config&, agent_config* a) -> std::string& { return a->queue; },
@@ -475,6 +514,9 @@ struct loader {
       } else if (key == "run_queues" && !agent) {
         if (!value.is_table()) return fail(value, key, "expected a table of run queues");
         if (auto problem = detail::read_queues(*value.as_table(), config)) return fail(*problem->node, problem->key, problem->text);
+      } else if (key == "prices" && !agent) {
+        if (!value.is_table()) return fail(value, key, "expected a table of prices by \"<provider>/<model>\"");
+        if (auto problem = detail::read_prices(*value.as_table(), config)) return fail(*problem->node, problem->key, problem->text);
       } else if (key == "webhooks" && !agent) {
         if (!value.is_table()) return fail(value, key, "expected a table of webhooks");
         if (auto problem = detail::read_webhooks(*value.as_table(), config,
@@ -563,6 +605,14 @@ struct loader {
         return whole_file_error("gateway.token", "a gateway listening on " + config.gateway_listen +
                                                    " (not a loopback address) needs a token");
     }
+    if (!config.metrics_listen.empty() && config.metrics_token_file.empty()) {
+      auto listen = split_listen(config.metrics_listen);
+      bool loopback = listen && (listen->first == "127.0.0.1" || listen->first == "::1" || listen->first.rfind("127.", 0) == 0);
+      if (!loopback)
+        return whole_file_error("metrics.token_file", "metrics served on " + config.metrics_listen +
+                                                        " (not a loopback address) need a token file");
+    }
+    config.metrics_token_file = relative_to_source(config.metrics_token_file);
     if (config.disk_reserve_bytes != 0 && config.disk_reserve_bytes < 4 * config.memtable_bytes)
       return whole_file_error("durability.disk_reserve_bytes",
                               std::to_string(config.disk_reserve_bytes) + " is less than four memtables (4 x " +

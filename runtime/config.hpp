@@ -46,6 +46,12 @@ struct mcp_server {
   std::int64_t result_chars_max = 100'000;
 };
 
+// What a model's tokens cost (docs/OPERATIONS.md), US dollars per million tokens:
+// [prices."<provider>/<model>"].
+struct price {
+  double input = 0, output = 0, cache_read = 0, cache_write = 0;
+};
+
 struct agent_config {
   std::string id;
   std::string provider;       // "scripted" (built in), "anthropic", "openai"
@@ -55,6 +61,7 @@ struct agent_config {
   std::vector<std::string> tools;
   std::int64_t max_steps = 0;
   std::int64_t max_tokens = 0;  // 0: no limit
+  double budget_usd = 0;        // a run that has cost this much (by [prices]) fails; 0: no limit
   std::string queue;            // the worker queue that serves this agent; defaults to its id
   std::string script_log;       // scripted provider: append every call here (empty: none)
 
@@ -194,6 +201,14 @@ struct node_config {
 
   std::string log_level;
   std::string log_file;
+  std::string log_format = "text";
+
+  std::string metrics_listen;      // empty: no listener of its own
+  std::string metrics_token_file;
+  std::string otlp_endpoint;       // telemetry.*: over the OTEL_* variables
+  std::string otlp_headers;
+  std::string otel_service_name;
+  std::int64_t spans_queued_max = 0;
 
   std::string gateway_listen;
   std::string gateway_token;
@@ -208,6 +223,9 @@ struct node_config {
   std::vector<schedule_config> schedules;
   std::vector<webhook_config> webhooks;
   std::vector<queue_config> run_queues;
+  std::map<std::string, price> prices;  // by "<provider>/<model>"
+  // The price of a model's tokens; nullptr: none configured (its steps cost nothing here).
+  const price* find_price(const std::string& provider, const std::string& model) const;
 
   bool has_role(role r) const;
   const agent_config* find_agent(std::string_view id) const;

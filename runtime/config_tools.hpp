@@ -113,6 +113,8 @@ std::optional<table_problem> read_mcp_servers(const toml::table& servers, const 
 std::optional<table_problem> read_schedules(const toml::table& schedules, node_config& config);
 std::optional<table_problem> read_webhooks(const toml::table& hooks, node_config& config, const path_resolver& relative);
 std::optional<table_problem> read_queues(const toml::table& queues, node_config& config);
+// [prices."<provider>/<model>"] input, output, cache_read, cache_write (USD per million tokens).
+std::optional<table_problem> read_prices(const toml::table& prices, node_config& config);
 std::string check_schedules(const node_config& config);
 
 // The model-facing names an agent's tools, commands and MCP servers take: "" or the clash found.

@@ -176,6 +176,8 @@ value to_value(const run_state& s) {
   if (s.parent.is_object()) out["parent"] = s.parent;
   if (s.children.is_array() && !s.children.empty()) out["children"] = s.children;
   if (s.children_usage.input_tokens || s.children_usage.output_tokens) out["children_usage"] = to_value(s.children_usage);
+  if (s.cost_usd > 0) out["cost_usd"] = s.cost_usd;
+  if (s.children_cost_usd > 0) out["children_cost_usd"] = s.children_cost_usd;
   if (s.waiting)
     out["waiting"] = value{{"kind", s.waiting->kind}, {"call_index", s.waiting->call_index}, {"event", s.waiting->event},
                            {"until_ms", s.waiting->until_ms}, {"since_ms", s.waiting->since_ms}};
@@ -310,6 +312,11 @@ result<run_state> run_state_from_value(const value& v) {
     s.children = f.raw("children");
   }
   if (f.has("children_usage")) KEEL_READ(s.children_usage, usage_from(f.raw("children_usage"), f.path("children_usage")));
+  for (auto [key, field] : {std::pair{"cost_usd", &s.cost_usd}, std::pair{"children_cost_usd", &s.children_cost_usd}}) {
+    if (!f.has(key)) continue;
+    if (!f.raw(key).is_number() || !(f.raw(key).get<double>() >= 0)) return f.bad(key, "a number of at least 0");
+    *field = f.raw(key).get<double>();
+  }
   if (f.has("waiting")) {
     fields w(f.raw("waiting"), f.path("waiting"));
     if (!w.is_map()) return not_a(f.path("waiting"), "a map");

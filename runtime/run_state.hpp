@@ -145,6 +145,10 @@ struct run_state {
   wire::value parent;
   wire::value children;
   token_usage children_usage;
+  // Cost by the configured prices (docs/OPERATIONS.md), US dollars: the run's own model steps,
+  // and its child runs' (with theirs). Steps of a model with no price add nothing.
+  double cost_usd = 0;
+  double children_cost_usd = 0;
   // Workflows (docs/WORKFLOWS.md): what the run waits for, the events sent to it that it has not
   // waited for yet (oldest first), the ids of the latest events taken (a repeat is not taken
   // twice), and when the run is stopped for taking too long (wall clock, ms; 0: never).

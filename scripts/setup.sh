@@ -13,6 +13,8 @@ packages=(
   libre2-dev libseccomp-dev
   # the sandbox tests probe sockets and metadata with them
   python3 procps util-linux e2fsprogs
+  # the metrics tests: promtool checks /metrics, a real Prometheus scrapes a cluster
+  prometheus
   # scripts/fuzz.sh: clang with libFuzzer and its sanitizers
   clang libclang-rt-14-dev
 )

@@ -3,6 +3,7 @@
 #include "runtime/clock.hpp"
 #include "sandbox/text.hpp"
 
+#include <cstdio>
 #include <ctime>
 #include <sstream>
 
@@ -206,8 +207,18 @@ std::string render_summary(const value& r) {
   if (usage.value("cache_read_tokens", 0) > 0 || usage.value("cache_write_tokens", 0) > 0)
     out << " (cache: " << usage.value("cache_read_tokens", 0) << " read, "
         << usage.value("cache_write_tokens", 0) << " written)";
-  out << "\n"
-      << "Events:  " << str(r, "last_event_seq") << "\n";
+  out << "\n";
+  if (r.contains("total_cost_usd") && r["total_cost_usd"].is_number() && r["total_cost_usd"].get<double>() > 0) {
+    char cost[64];
+    std::snprintf(cost, sizeof cost, "$%.4f", r["total_cost_usd"].get<double>());
+    out << "Cost:    " << cost;
+    if (r["cost_usd"].is_number() && r["cost_usd"].get<double>() != r["total_cost_usd"].get<double>()) {
+      std::snprintf(cost, sizeof cost, "$%.4f", r["cost_usd"].get<double>());
+      out << " (its own steps " << cost << ", the rest its sub-agents')";
+    }
+    out << "\n";
+  }
+  out << "Events:  " << str(r, "last_event_seq") << "\n";
   if (!str(r, "session_id").empty()) out << "Session: " << str(r, "session_id") << "\n";
   if (r.contains("waiting"))
     out << "Waiting: step " << str(r["waiting"], "step_key") << " ("
