@@ -37,6 +37,7 @@ using signal_atom = caf::atom_constant<caf::atom("signal")>;
 using admit_atom = caf::atom_constant<caf::atom("admit")>;
 // Fan-outs: a child run of a run's join exists (children pool -> supervisor -> run).
 using join_child_atom = caf::atom_constant<caf::atom("joinchild")>;
+using retention_atom = caf::atom_constant<caf::atom("retention")>;
 
 } // namespace keel::actors
 

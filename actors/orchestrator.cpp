@@ -12,6 +12,7 @@
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/run_store.hpp"
 
 #include <caf/all.hpp>
@@ -80,6 +81,7 @@ void take_over(const std::shared_ptr<orchestrator_shared>& shared, const caf::ac
     shared->log_writer.known(run, seq);
     shared->left_memory(run);
   }
+  metrics::count("keel_takeovers_total");
   logger()->warn("took over the runs of {} in {} ms: {} runs ({} with work in flight, {} waiting for a person), {} log entries{}",
                  domain, steady_ms() - started, out.runs.size(), out.active.size(), out.suspended, out.entries,
                  out.unreadable ? ", " + std::to_string(out.unreadable) + " unreadable" : std::string());

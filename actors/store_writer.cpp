@@ -1,8 +1,11 @@
 #include "actors/store_writer.hpp"
 
 #include <pthread.h>
+#include <chrono>
 
+#include "runtime/clock.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -87,19 +90,31 @@ void store_writer::write(std::vector<item>& batch) {
     if (i.transition) transitions.push_back(std::move(*i.transition));
   }
   result<void> written = success();
+  std::int64_t replicate_started = 0;
   replication::log_writer::started replicated;
   if (!transitions.empty() && replicate_) {
     // Room on this disk first: a batch the log has and the store refuses would leave the two apart.
     std::vector<const store::run_transition*> all;
     for (const auto& t : transitions) all.push_back(&t);
     written = store_.room_for(store::encode_transitions(all).size());
-    if (written) replicated = replicate_(transitions);
+    if (written) {
+      replicate_started = steady_ms();
+      replicated = replicate_(transitions);
+    }
   }
   if (written && !replicated.refused.empty())
     std::erase_if(transitions, [&](const store::run_transition& t) { return replicated.refused.count(t.record.run_id) > 0; });
-  if (written && !transitions.empty()) written = store_.apply(transitions);
+  if (written && !transitions.empty()) {
+    auto started = std::chrono::steady_clock::now();
+    written = store_.apply(transitions);
+    metrics::observe("keel_store_write_duration_seconds", {},
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
   replication::log_writer::failures unconfirmed;
-  if (replicated.wait) unconfirmed = replicated.wait();
+  if (replicated.wait) {
+    unconfirmed = replicated.wait();
+    metrics::observe("keel_run_log_append_duration_seconds", {}, static_cast<double>(steady_ms() - replicate_started) / 1000.0);
+  }
   if (!written)
     log::get("actors")->error("run store write failed, {} transitions not written: {}", transitions.size(),
                               written.error().message);

@@ -1,4 +1,5 @@
 #include "actors/supervisor.hpp"
+#include "actors/retention.hpp"
 #include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
@@ -79,6 +80,9 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
     return spawn_run(std::move(**loaded), agent, false, true, {});
   };
   self->delayed_send(self, std::chrono::milliseconds(stalled_check_ms), stalled_atom::value);
+  auto retention = std::make_shared<retention_cursor>();  // the supervisor's alone
+  if (shared->config.retention_max_age_ms > 0 || shared->config.retention_max_runs > 0)
+    self->delayed_send(self, std::chrono::milliseconds(shared->config.retention_interval_ms), retention_atom::value);
   // Forwards as a request: if the actor left memory before it read the message, the request
   // fails and the run is loaded from disk and asked again (once).
   auto forward_resume = std::make_shared<std::function<void(wire::resume_request, std::string, int)>>();
@@ -362,6 +366,11 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
     },
     [=](retry_atom, const std::string& run_id, const std::string& by, const std::string& reply) {
       (*forward_retry)(run_id, by, reply, 0);
+    },
+    [=](retention_atom) {
+      // Here, between loads: a run is never loaded while it is being removed.
+      apply_retention(*shared, wall_ms(), *retention);
+      self->delayed_send(self, std::chrono::milliseconds(shared->config.retention_interval_ms), retention_atom::value);
     },
     [=](stalled_atom) {
       // Runs dropped after a failed write go on once the store writes again (space freed).

@@ -1,4 +1,5 @@
 #include "apps/node.hpp"
+#include "apps/node_admin.hpp"
 #include "apps/node_telemetry.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/thread_pool.hpp"
@@ -128,6 +129,7 @@ struct node::impl {
   std::unique_ptr<gateway::http_server> gateway_role;
   std::shared_ptr<broker::connection> gateway_nats;
   std::unique_ptr<node_telemetry> telemetry;  // metrics' collectors and listener, the span exporter
+  std::unique_ptr<broker::subscription> admin_subscription;  // backups (orchestrators)
   bool stopped = false;
   bool left_in_place = false;  // stop() found task threads still running: never freed
 };
@@ -371,6 +373,11 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     };
     sources.nats = state->worker_nats;
   }
+  if (state->orchestrator_role) {
+    auto admin = serve_admin(state->nats, broker::subjects{config.prefix, config.ns}, state->id, *state->store, config.data_dir);
+    if (!admin) return admin.error();
+    state->admin_subscription = std::move(*admin);
+  }
   auto observed = node_telemetry::start(config, state->id, std::move(sources));
   if (!observed) return observed.error();
   state->telemetry = std::move(*observed);
@@ -401,6 +408,7 @@ void node::stop() {
   s.announce->publish("stopping");
   s.ping_subscription.reset();
   if (s.telemetry) s.telemetry->stop();  // scrapes read the store and the roles: they go first
+  s.admin_subscription.reset();
   // No new work: stop taking requests, invokes, answers and tasks; let the actors finish.
   if (s.gateway_api) s.gateway_api->stop();
   if (s.gateway_role) s.gateway_role->stop();

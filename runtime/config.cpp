@@ -259,6 +259,20 @@ const std::vector<entry>& entries() {
       "telemetry.spans_queued_max", 0, 0, 1'000'000, "Spans waiting to be sent, at most; more are dropped and counted. "
       "0: OTEL_BSP_MAX_QUEUE_SIZE, else 2048.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.spans_queued_max; }));
+    // [retention]
+    e.push_back(integer_key(
+      "retention.max_age_ms", 0, 0, std::int64_t{100} * 365 * 24 * hour_ms,
+      "Ended runs (completed, failed, cancelled) are removed from the store and the run log this long after they "
+      "ended; 0: kept for good.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.retention_max_age_ms; }));
+    e.push_back(integer_key(
+      "retention.max_runs", 0, 0, std::int64_t{1} << 40,
+      "At most this many ended runs are kept by each orchestrator; the oldest beyond go. 0: no bound.",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.retention_max_runs; }));
+    e.push_back(integer_key(
+      "retention.interval_ms", 60'000, 100, 24 * hour_ms,
+      "How often an orchestrator removes what retention no longer keeps (at most 1,000 runs each time).",
+      [](node_config& c, agent_config*) -> std::int64_t& { return c.retention_interval_ms; }));
     // [gateway]
     e.push_back(string_key(
       "gateway.listen", "127.0.0.1:8080", "Address of the HTTP API and dashboard (host:port).",

@@ -210,6 +210,11 @@ struct node_config {
   std::string otel_service_name;
   std::int64_t spans_queued_max = 0;
 
+  // Retention of ended runs (docs/OPERATIONS.md); 0: no bound.
+  std::int64_t retention_max_age_ms = 0;
+  std::int64_t retention_max_runs = 0;
+  std::int64_t retention_interval_ms = 60'000;
+
   std::string gateway_listen;
   std::string gateway_token;
   std::string gateway_token_name;

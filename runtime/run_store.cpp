@@ -1,4 +1,5 @@
 #include "runtime/run_store.hpp"
+#include "runtime/run_store_keys.hpp"
 #include "runtime/step_trace.hpp"
 
 #include <rocksdb/cache.h>
@@ -14,57 +15,16 @@
 #include <array>
 #include <cstdio>
 #include <map>
+#include <set>
 
 namespace keel::store {
 
+using namespace keys;
+
 namespace {
 
-// Key layout (every id is [A-Za-z0-9_-], so '/' separates without ambiguity):
-//   h/<run>                 header: status, agent, created (small; read to update indexes)
-//   r/<run>                 snapshot: the whole run_record
-//   j/<run>/<seq:8 BE>      journal entry
-//   x/<run>/<order:8 BE>    task result received, not yet applied (the message as it came)
-//   e/<run>/<seq:8 BE>      event
-//   s/<status>/<run>        index by status
-//   a/<agent>/<created:8 BE>/<run>   index by agent, in creation order
-//   t/<created:8 BE>/<run>  index by time
-//   k/<agent>/<key>         idempotency key -> run
-//   m/<key>                 node metadata
 constexpr std::array<std::string_view, 8> status_names = {
   "pending", "running", "suspended", "completed", "failed", "cancelled", "waiting", "queued"};
-
-std::string big_endian(std::uint64_t n) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i, n >>= 8) out[i] = static_cast<char>(n & 0xff);
-  return out;
-}
-
-std::string header_key(const std::string& run) { return "h/" + run; }
-std::string snapshot_key(const std::string& run) { return "r/" + run; }
-std::string journal_key(const std::string& run, std::uint64_t seq) {
-  return "j/" + run + "/" + big_endian(seq);
-}
-std::string received_key(const std::string& run, std::uint64_t order) {
-  return "x/" + run + "/" + big_endian(order);
-}
-std::string message_key(const std::string& run, std::uint64_t index) {
-  return "c/" + run + "/" + big_endian(index);
-}
-std::string event_key(const std::string& run, std::uint64_t seq) {
-  return "e/" + run + "/" + big_endian(seq);
-}
-std::string status_key(run_status s, const std::string& run) {
-  return "s/" + std::string(to_string(s)) + "/" + run;
-}
-std::string agent_key(const std::string& agent, std::int64_t created, const std::string& run) {
-  return "a/" + agent + "/" + big_endian(static_cast<std::uint64_t>(created)) + "/" + run;
-}
-std::string time_key(std::int64_t created, const std::string& run) {
-  return "t/" + big_endian(static_cast<std::uint64_t>(created)) + "/" + run;
-}
-std::string idempotency_key(const std::string& agent, const std::string& key) {
-  return "k/" + agent + "/" + key;
-}
 
 error io_error(const rocksdb::Status& s, const char* what) {
   // A full disk passes once space is freed: whoever was refused may try again.
@@ -315,11 +275,30 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
   if (std::any_of(transitions.begin(), transitions.end(), [](const run_transition& t) { return !t.list_appends.empty(); }))
     lists_lock.lock();
   rocksdb::WriteBatch batch;
-  auto put_journal = [&batch](const run_transition& t) {
+  // Journal and conversation keys put by this batch: a deletion of a run's range deletes them
+  // too. Ranges are deleted key by key, never with DeleteRange: range deletions pile up in the
+  // memtable, and RocksDB 7.8 goes over all of them on every read until it is flushed.
+  std::set<std::string> put_here;
+  auto put = [&](std::string key, const rocksdb::Slice& value) {
+    batch.Put(key, value);
+    put_here.insert(std::move(key));
+  };
+  auto delete_range = [&](const std::string& from, const std::string& to) -> rocksdb::Status {
+    rocksdb::Slice upper(to);
+    rocksdb::ReadOptions options;
+    options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options));
+    for (it->Seek(from); it->Valid(); it->Next()) batch.Delete(it->key());
+    for (auto k = put_here.lower_bound(from); k != put_here.end() && *k < to;) {
+      batch.Delete(*k);
+      k = put_here.erase(k);
+    }
+    return it->status();
+  };
+  auto put_journal = [&put](const run_transition& t) {
     for (const auto& entry : t.journal)
-      batch.Put(journal_key(t.record.run_id, entry.seq),
-                wire::pack(wire::value{{"seq", entry.seq}, {"kind", entry.kind},
-                                       {"time_ms", entry.time_ms}, {"data", entry.data}}));
+      put(journal_key(t.record.run_id, entry.seq),
+          wire::pack(wire::value{{"seq", entry.seq}, {"kind", entry.kind}, {"time_ms", entry.time_ms}, {"data", entry.data}}));
   };
   // Within one batch, a later transition of the same run sees the header an earlier one wrote.
   std::map<std::string, header> pending_headers;
@@ -368,25 +347,27 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
     batch.Put(snapshot_key(r.run_id), t.snapshot.empty() ? pack_record(r) : t.snapshot);
     if (!t.messages.empty()) {
       for (std::size_t i = 0; i < t.messages.size(); ++i)
-        batch.Put(message_key(r.run_id, t.messages_from + i), t.messages[i]);
+        put(message_key(r.run_id, t.messages_from + i), t.messages[i]);
     } else if (t.snapshot.empty() && r.state.is_object() && r.state.contains("messages") &&
                r.state["messages"].is_array()) {
       const auto& messages = r.state["messages"];
       for (std::size_t i = t.messages_from; i < messages.size(); ++i)
-        batch.Put(message_key(r.run_id, i), wire::pack(messages[i]));
+        put(message_key(r.run_id, i), wire::pack(messages[i]));
     }
     // The snapshot written here holds what this transition's journal entries say: they are not
     // kept (the journal holds only what no snapshot reflects yet). Older entries go with it.
     if (t.journal_truncate_through > 0)
-      batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1));
+      if (auto s = delete_range(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1)); !s.ok())
+        return io_error(s, "reading a run's journal");
     // A run that completed or was cancelled keeps its header, snapshot and events (its history);
     // its conversation and journal, needed only to go on, are dropped. A failed run keeps them
     // for a retry.
     bool finished_now = (r.status == run_status::completed || r.status == run_status::cancelled) &&
                         (!previous || previous->status != r.status);
     if (finished_now) {
-      batch.DeleteRange(message_key(r.run_id, 0), message_key(r.run_id, UINT64_MAX));
-      batch.DeleteRange(journal_key(r.run_id, 0), journal_key(r.run_id, UINT64_MAX));
+      for (auto [from, to] : {std::pair{message_key(r.run_id, 0), message_key(r.run_id, UINT64_MAX)},
+                              std::pair{journal_key(r.run_id, 0), journal_key(r.run_id, UINT64_MAX)}})
+        if (auto s = delete_range(from, to); !s.ok()) return io_error(s, "reading a run's conversation");
     }
     for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));
   }

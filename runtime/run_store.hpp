@@ -166,6 +166,16 @@ public:
   result<std::optional<std::string>> find_by_idempotency_key(const std::string& agent,
                                                               const std::string& key) const;
 
+  // Retention (docs/OPERATIONS.md, run_store_retention.cpp). Runs created after the position
+  // (after_ms, after_run), oldest first; after_ms < 0 starts at the oldest.
+  result<std::vector<time_entry>> list_oldest(std::int64_t after_ms, const std::string& after_run,
+                                              std::size_t limit) const;
+  // Removes each of `runs` that has ended (completed, failed, cancelled) and was last written
+  // before `ended_before_ms`: its record, conversation, journal, events, results received,
+  // indexes and idempotency key, in one write. Runs not ended, newer, or gone are left. Returns
+  // those removed.
+  result<std::vector<std::string>> remove_ended(const std::vector<std::string>& runs, std::int64_t ended_before_ms);
+
   result<std::optional<std::string>> get_meta(const std::string& key) const;
   result<void> put_meta(const std::string& key, const std::string& value);
   // A list that transitions append to (see run_transition::list_appends); empty when none.
@@ -193,6 +203,10 @@ public:
   std::uint64_t bytes_written() const { return bytes_written_; }
   // Compacts the whole database (benchmarks, and a node asked to reclaim space).
   result<void> compact();
+  // A consistent copy of the store as it is now, taken while it serves (a RocksDB checkpoint:
+  // files hard-linked where `dir` is on the same file system, copied otherwise), into `dir`, which
+  // must not exist. Returns its size in bytes (run_store_backup.cpp).
+  result<std::uint64_t> checkpoint(const std::string& dir);
 
 private:
   run_store(std::unique_ptr<rocksdb::DB> db, const store_options& options);

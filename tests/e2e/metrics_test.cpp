@@ -162,3 +162,70 @@ TEST_CASE("observability: every metrics endpoint passes promtool, refuses a scra
   CHECK(parsed > 3);
   CHECK(log.find("\n20") == std::string::npos);  // no text lines ("2026-...") among them
 }
+
+TEST_CASE("observability: each model step's cost by the configured prices is in its event, the run, keel show and the "
+          "metrics, and a run past its budget fails before its next model call",
+          "[e2e][integration][observability]") {
+  cluster_options options;
+  options.gateway = true;
+  cluster c(R"(
+[agents.coder]
+model = "scripted-coder-1"
+script = "{dir}/coder.json"
+budget_usd = 0.05
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+exec_security = "allow-always"
+[prices."scripted/scripted-coder-1"]
+input = 10000
+output = 20000
+[agents.unpriced]
+model = "no-price"
+script = "{dir}/coder.json"
+[agents.unpriced.sandbox]
+workspace = "{dir}/ws"
+exec_security = "allow-always"
+)",
+            {script}, options);
+  auto run = c.invoke("coder", "echo");
+  c.await_status(run, "failed", 30'000);
+  auto shown = c.show(run);
+  INFO(shown.dump());
+  auto error = shown["error"].get<std::string>();
+  CHECK(error.rfind("budget_exceeded: the run has cost $", 0) == 0);
+  CHECK(error.find("agents.coder.budget_usd ($0.050000)") != std::string::npos);
+  double cost = shown["cost_usd"].get<double>();
+  CHECK(cost >= 0.05);
+  CHECK(shown["total_cost_usd"].get<double>() == cost);
+  // One model call, its tool call, then no second model call.
+  auto events = c.events(run);
+  int model_steps = 0;
+  bool tool_ran = false, failed_for_budget = false;
+  for (const auto& e : events) {
+    if (e["event_type"] == "llm_step_completed") {
+      ++model_steps;
+      auto u = e["data"]["usage"];
+      double expected = (u["input_tokens"].get<double>() * 10000 + u["output_tokens"].get<double>() * 20000) / 1e6;
+      CHECK(std::abs(e["data"]["cost_usd"].get<double>() - expected) < 1e-12);
+      CHECK(e["data"]["run_cost_usd"].get<double>() == e["data"]["cost_usd"].get<double>());
+    }
+    if (e["event_type"] == "tool_call_completed") tool_ran = true;
+    if (e["event_type"] == "run_failed") failed_for_budget = e["data"].value("reason", "") == "budget_exceeded";
+  }
+  CHECK(model_steps == 1);
+  CHECK(tool_ran);
+  CHECK(failed_for_budget);
+  auto text = c.keel({"show", run});
+  CHECK(text.out.find("Cost:    $") != std::string::npos);
+  auto api = call("GET", c.gateway_url() + "/api/v1/runs/" + run).parsed();
+  CHECK(api["cost_usd"].get<double>() == cost);
+  auto metrics = call("GET", c.gateway_url() + "/metrics").body;
+  CHECK(metrics.find("keel_cost_usd_total{agent=\"coder\"} ") != std::string::npos);
+  // A model with no price costs nothing here and has no budget to pass.
+  auto free = c.invoke("unpriced", "echo");
+  c.await_status(free, "completed", 30'000);
+  CHECK(c.show(free)["cost_usd"].get<double>() == 0);
+  CHECK(c.keel({"show", free}).out.find("Cost:") == std::string::npos);
+  for (const auto& e : c.events(free))
+    if (e["event_type"] == "llm_step_completed") CHECK(!e["data"].contains("cost_usd"));
+}
