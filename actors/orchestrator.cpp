@@ -62,6 +62,11 @@ result<std::uint64_t> first_received_order(store::run_store& store) {
 void take_over(const std::shared_ptr<orchestrator_shared>& shared, const caf::actor& orchestrator_actor,
                const std::string& domain, std::uint64_t epoch) {
   auto started = steady_ms();
+  shared->takeovers_running += 1;
+  struct done_guard {
+    std::atomic<int>& n;
+    ~done_guard() { n -= 1; }
+  } guard{shared->takeovers_running};
   replication::takeover_context context{replication::system_environment(), *shared->lanes[0].log_view,
                                         *shared->lease_view, shared->owner, shared->log_writer, shared->store,
                                         shared->subjects.base() + ".log"};

@@ -87,6 +87,9 @@ struct orchestrator_shared {
   // ---- Runs in memory
   run_registry runs;
   std::atomic<std::size_t> in_memory{0};
+  // Takeovers writing another node's runs into the store now: retention waits for them (a run
+  // the log holds as failed, then retried, must not be removed between the two).
+  std::atomic<int> takeovers_running{0};
   // The order of arrival of task results on this node (see store::received_result): the count
   // of node starts in the high bits, so that orders never repeat across restarts.
   std::atomic<std::uint64_t> next_received{1};

@@ -1,4 +1,5 @@
 #include "actors/request_handlers.hpp"
+#include "actors/cost_report.hpp"
 #include "actors/run_children.hpp"
 #include "actors/actors_log.hpp"
 
@@ -405,6 +406,19 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     for (const auto& a : shared->config.agents) agents.push_back(describe_agent(a));
     shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "agent_list"},
                                               {"node_id", shared->node_id}, {"agents", agents}}));
+  });
+  if (r) r = subscribe(subjects.base() + ".costs", "", [shared](broker::message&& m) {
+    if (m.reply.empty()) return;
+    auto body = wire::open_request(m.data, "costs", shared->limits);
+    if (!body) return shared->reply_error(m.reply, body.error().code, body.error().message);
+    auto window = cost_window(*body, wall_ms());
+    if (!window) return shared->reply_error(m.reply, window.error().code, window.error().message);
+    auto report = cost_report(shared->store, window->first, window->second);
+    if (!report) return shared->reply_error(m.reply, report.error().code, report.error().message);
+    (*report)["v"] = wire::protocol_version;
+    (*report)["type"] = "cost_list";
+    (*report)["node_id"] = shared->node_id;
+    shared->publish(m.reply, wire::pack(*report));
   });
   if (r) r = subscribe(subjects.runs_list(), "", [shared](broker::message&& m) {
     if (m.reply.empty()) return;

@@ -607,7 +607,9 @@ std::optional<double> run_machine::step_cost(const llm::usage& used) const {
   auto it = context_.prices->find(provider + "/" + model);
   if (it == context_.prices->end()) return std::nullopt;
   const auto& p = it->second;
-  return (static_cast<double>(used.input_tokens) * p.input + static_cast<double>(used.output_tokens) * p.output +
+  // OpenAI counts cached tokens within the prompt's; Anthropic apart from it. Each token is paid once.
+  auto input = provider == "openai" ? std::max<std::int64_t>(0, used.input_tokens - used.cache_read_tokens) : used.input_tokens;
+  return (static_cast<double>(input) * p.input + static_cast<double>(used.output_tokens) * p.output +
           static_cast<double>(used.cache_read_tokens) * p.cache_read + static_cast<double>(used.cache_write_tokens) * p.cache_write) /
          1e6;
 }

@@ -96,11 +96,14 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
           if (cost > 0) metrics::count("keel_cost_usd_total", {{"agent", agent}}, cost);
         });
       }
-    } else if (t == "task_retried" || t == "step_timed_out") {
+    } else if (t == "task_retried") {  // a step sent again (a timed-out model call is too)
       todo.push_back([agent] { metrics::count("keel_step_retries_total", {{"agent", agent}}); });
+    } else if (t == "suspend") {
+      asked_ms_ = ev.time_ms;
+    } else if (t == "wait_started") {
+      waited_ms_ = ev.time_ms;
     } else if (t == "resumed" || t == "wait_ended") {
-      // The run waited on disk since its last write before this transition.
-      auto since = last_written_ms_;
+      auto since = t == "resumed" ? asked_ms_ : waited_ms_;
       if (since > 0 && ev.time_ms >= since) {
         if (t == "resumed")
           todo.push_back([agent, seconds = static_cast<double>(ev.time_ms - since) / 1000.0] {
@@ -152,7 +155,6 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
       }
     }
   }
-  last_written_ms_ = record.updated_ms;
   if (todo.empty()) return {};
   return [todo = std::move(todo)] {
     for (const auto& f : todo) f();

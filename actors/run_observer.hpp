@@ -23,7 +23,8 @@ class run_observer {
 public:
   // `record`: the run as loaded (its updated_ms is when it was last written: when a run that
   // waited on disk began to wait).
-  explicit run_observer(const store::run_record& record) : last_written_ms_(record.updated_ms) {}
+  explicit run_observer(const store::run_record& record)
+    : asked_ms_(record.updated_ms), waited_ms_(record.updated_ms) {}
 
   // The record and state after the transition whose events these are; the returned function
   // records what they tell, and is called once the transition is written.
@@ -31,7 +32,10 @@ public:
                              const std::vector<wire::event>& events);
 
 private:
-  std::int64_t last_written_ms_ = 0;
+  // When the approval asked and the wait began, as seen here; a run loaded from disk for its answer
+  // has them as when it was last written (the ask, unless an event was kept for it since).
+  std::int64_t asked_ms_ = 0;
+  std::int64_t waited_ms_ = 0;
   std::string open_step_kind_;  // "model" or "tool": started here, not yet ended
   std::int64_t open_step_ms_ = 0;
 };

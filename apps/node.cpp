@@ -130,6 +130,7 @@ struct node::impl {
   std::shared_ptr<broker::connection> gateway_nats;
   std::unique_ptr<node_telemetry> telemetry;  // metrics' collectors and listener, the span exporter
   std::unique_ptr<broker::subscription> admin_subscription;  // backups (orchestrators)
+  std::shared_ptr<std::mutex> backing_up = std::make_shared<std::mutex>();  // held while a backup is made
   bool stopped = false;
   bool left_in_place = false;  // stop() found task threads still running: never freed
 };
@@ -374,7 +375,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     sources.nats = state->worker_nats;
   }
   if (state->orchestrator_role) {
-    auto admin = serve_admin(state->nats, broker::subjects{config.prefix, config.ns}, state->id, *state->store, config.data_dir);
+    auto admin = serve_admin(state->nats, broker::subjects{config.prefix, config.ns}, state->id, *state->store, config.data_dir,
+                             state->backing_up);
     if (!admin) return admin.error();
     state->admin_subscription = std::move(*admin);
   }
@@ -433,8 +435,11 @@ void node::stop() {
     logger()->info("node {} stopped in {} ms; {} threads still run a task, so what they use stays in place",
                    s.id, steady_ms() - started, left);
     s.left_in_place = true;
+    if (s.telemetry) s.telemetry->finish();
     return;
   }
+  if (s.telemetry) s.telemetry->finish();  // spans the roles made while stopping go out
+  std::lock_guard backup_done{*s.backing_up};  // a backup being made finishes before the store closes
   s.orchestrator_role.reset();
   s.worker_role.reset();
   s.system.reset();

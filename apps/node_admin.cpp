@@ -15,8 +15,8 @@ namespace keel::actors {
 
 result<std::unique_ptr<broker::subscription>> serve_admin(std::shared_ptr<broker::connection> nats,
                                                           const broker::subjects& subjects, const std::string& node_id,
-                                                          store::run_store& store, const std::string& data_dir) {
-  auto busy = std::make_shared<std::mutex>();  // one backup at a time
+                                                          store::run_store& store, const std::string& data_dir,
+                                                          std::shared_ptr<std::mutex> busy) {
   return nats->subscribe(
     subjects.base() + ".admin." + node_id + ".backup", "",
     [nats, node_id, &store, data_dir, busy](broker::message&& m) {

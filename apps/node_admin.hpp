@@ -7,6 +7,7 @@
 #include "runtime/result.hpp"
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace keel::broker { class connection; class subscription; struct subjects; }
@@ -16,8 +17,10 @@ namespace keel::actors {
 
 // Subject: <prefix>.<ns>.admin.<node>.backup; body {"name": "..."}; answer {path, bytes, node}
 // or an error.
+// `busy` is held while a backup is made: a stopping node takes it before it closes the store.
 result<std::unique_ptr<broker::subscription>> serve_admin(std::shared_ptr<broker::connection> nats,
                                                           const broker::subjects& subjects, const std::string& node_id,
-                                                          store::run_store& store, const std::string& data_dir);
+                                                          store::run_store& store, const std::string& data_dir,
+                                                          std::shared_ptr<std::mutex> busy);
 
 } // namespace keel::actors

@@ -34,10 +34,13 @@ constexpr std::size_t approvals_read_max = 10'000;
 void collect_store(const store::run_store& store, const metrics::gauge_setter& set) {
   using store::run_status;
   for (auto s : {run_status::pending, run_status::running, run_status::suspended, run_status::waiting, run_status::queued}) {
+    if (s != run_status::suspended) {
+      if (auto n = store.count_by_status(s)) set("keel_runs", {{"status", std::string(store::to_string(s))}}, static_cast<double>(*n));
+      continue;
+    }
     auto ids = store.list_by_status(s, status_count_max);
     if (!ids) continue;
     set("keel_runs", {{"status", std::string(store::to_string(s))}}, static_cast<double>(ids->size()));
-    if (s != run_status::suspended) continue;
     set("keel_approvals_waiting", {}, static_cast<double>(ids->size()));
     std::int64_t oldest = 0;
     std::size_t read = 0;
@@ -59,6 +62,19 @@ std::string read_token(const std::string& file) {
   return token;
 }
 
+// The Host a request names: localhost or an address, so that a web page cannot reach this
+// listener through a name of its own pointed here (DNS rebinding).
+bool host_ok(const std::string& host) {
+  std::string name = host;
+  if (!name.empty() && name.front() == '[') return name.find(']') != std::string::npos;  // [v6]:port
+  if (auto colon = name.rfind(':'); colon != std::string::npos) name = name.substr(0, colon);
+  if (name == "localhost") return true;
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!(std::isdigit(static_cast<unsigned char>(c)) || c == '.')) return false;
+  return true;
+}
+
 bool same(const std::string& a, const std::string& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
@@ -74,7 +90,10 @@ struct node_telemetry::impl {
 };
 
 node_telemetry::node_telemetry(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
-node_telemetry::~node_telemetry() { stop(); }
+node_telemetry::~node_telemetry() {
+  stop();
+  finish();
+}
 
 std::uint16_t node_telemetry::metrics_port() const { return impl_ && impl_->listener ? impl_->listener->port() : 0; }
 
@@ -140,6 +159,12 @@ result<std::unique_ptr<node_telemetry>> node_telemetry::start(const config::node
     auto started = gateway::http_server::start(server, [token_file](gateway::http_request r, gateway::responder respond) {
       gateway::http_response out;
       out.content_type = "text/plain; charset=utf-8";
+      auto host = r.headers.find("host");
+      if (host == r.headers.end() || !host_ok(host->second)) {
+        out.status = 403;
+        out.body = "the Host must be localhost or an address\n";
+        return respond(std::move(out));
+      }
       auto path = r.target.substr(0, r.target.find('?'));
       if (path != "/metrics") {
         out.status = 404;
@@ -178,7 +203,11 @@ void node_telemetry::stop() {
   if (!impl_) return;
   if (impl_->listener) impl_->listener->stop();
   impl_->collectors.clear();
-  if (impl_->exporting) telemetry::stop_exporter(1000);
+}
+
+void node_telemetry::finish() {
+  if (!impl_ || !impl_->exporting) return;
+  telemetry::stop_exporter(1000);
   impl_->exporting = false;
 }
 

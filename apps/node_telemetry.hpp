@@ -28,7 +28,8 @@ public:
   static result<std::unique_ptr<node_telemetry>> start(const config::node_config& config, const std::string& node_id,
                                                        telemetry_sources sources);
   ~node_telemetry();
-  void stop();  // the listener and collectors go; what spans wait are sent for up to a second
+  void stop();    // the listener and collectors go (they read the store and the roles)
+  void finish();  // then, once the roles are stopped: what spans wait are sent, for up to a second
   std::uint16_t metrics_port() const;  // 0: no listener
 
   struct impl;

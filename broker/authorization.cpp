@@ -113,7 +113,7 @@ void person_rights(const subjects& s, const std::string& who, std::vector<std::s
                          b + ".runs.*.retry." + who, b + ".runs.*.signal." + who, b + ".runs.*.get", b + ".runs.*.wait", b + ".runs.*.history",
                          b + ".runs.list", b + ".agents.list", b + ".tools.list", b + ".nodes.ping",
                          b + ".schedules.list", b + ".schedules.*.pause." + who, b + ".schedules.*.resume." + who,
-                         b + ".queues.list", b + ".schedules.define." + who, b + ".schedules.*.delete." + who, "$JS.API.CONSUMER.INFO." + s.tasks_stream() + ".*"});
+                         b + ".queues.list", b + ".costs", b + ".schedules.define." + who, b + ".schedules.*.delete." + who, "$JS.API.CONSUMER.INFO." + s.tasks_stream() + ".*"});
   sub.insert(sub.end(), {b + ".runs.*.events", b + ".runs.*.deltas", b + ".nodes.heartbeat"});
 }
 

@@ -20,7 +20,16 @@ function poll(main, title, draw) {
 
 export function renderAgents(main) {
   return poll(main, 'Agents', async (body) => {
-    const [{ agents }, declared] = await Promise.all([api('/agents'), api('/tools').catch(() => ({ queues: [] }))]);
+    const [{ agents }, declared, costs] = await Promise.all([api('/agents'), api('/tools').catch(() => ({ queues: [] })),
+      api('/costs').catch(() => ({ agents: [] }))]);
+    // The last 24 hours' runs, cost (by the configured prices) and tokens, per agent.
+    const costOf = new Map((costs.agents || []).map((c) => [c.agent, c]));
+    const spent = (id) => {
+      const c = costOf.get(id);
+      if (!c) return '-';
+      const dollars = c.cost_usd ? `$${Number(c.cost_usd).toFixed(c.cost_usd < 0.01 ? 6 : 2)}` : '$0';
+      return `${dollars} · ${c.runs} run${c.runs === 1 ? '' : 's'} · ${(c.input_tokens || 0) + (c.output_tokens || 0)} tokens`;
+    };
     // Every tool an agent may call: built-in and tool workers' (as listed), command tools, MCP
     // servers (their tools are known once a worker lists them) and sub-agents.
     const toolsOf = (a) => [...(a.tools || []), ...(a.commands || []).map((c) => `${c.name} (command)`),
@@ -31,13 +40,14 @@ export function renderAgents(main) {
       h('td', { text: `${a.sandbox?.env || '-'} · ${a.sandbox?.exec_security || '-'}${a.sandbox?.network ? ' · network' : ''}` }),
       h('td', { class: 'mono', text: a.sandbox?.workspace || '-' }),
       h('td', { text: a.workers?.length ? `${a.workers.length} (${a.workers.join(', ')})` : 'none' }),
-      h('td', { class: 'num', text: `${a.slots_busy ?? 0}/${a.slots ?? 0}` })));
+      h('td', { class: 'num', text: `${a.slots_busy ?? 0}/${a.slots ?? 0}` }),
+      h('td', { class: 'num cost', text: spent(a.id) })));
     const queues = declared.queues || [];
     const toolRows = queues.flatMap((q) => (q.tools || []).map((t) => h('tr', { 'data-tool': `${q.queue}.${t.name}` },
       h('td', { class: 'mono', text: `${q.queue}.${t.name}` }), h('td', { text: t.description || '' }),
       h('td', { text: t.approval || '' }), h('td', { text: q.by || '' }))));
     clear(body).append(agents.length
-      ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Agent', 'Provider', 'Model', 'Tools', 'Sandbox', 'Workspace', 'Workers', 'Slots busy'].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
+      ? h('table', { class: 'runs' }, h('thead', {}, h('tr', {}, ['Agent', 'Provider', 'Model', 'Tools', 'Sandbox', 'Workspace', 'Workers', 'Slots busy', 'Last 24 h'].map((c) => h('th', { text: c })))), h('tbody', {}, rows))
       : message('No orchestrator knows any agent.'),
       h('h2', { text: 'Tools declared by tool workers' }),
       toolRows.length

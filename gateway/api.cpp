@@ -9,7 +9,9 @@
 #include "runtime/ids.hpp"
 #include "runtime/wire.hpp"
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -340,6 +342,42 @@ void api::handle(http_request request, const responder& respond) {
     auto reply = ask(options_.subjects.base() + ".schedules.list", value{{"v", 1}, {"type", "list_schedules"}});
     if (!reply) return respond(failure(reply.error()));
     return respond(json(200, value{{"schedules", (*reply)["schedules"]}}));
+  }
+  if (parts.size() == 1 && parts[0] == "costs" && m == "GET") {
+    // Cost and tokens per agent over a window, across the orchestrators (docs/OPERATIONS.md).
+    value body{{"v", 1}, {"type", "costs"}};
+    for (const char* key : {"since_ms", "until_ms"}) {
+      auto it = t.query.find(key);
+      if (it == t.query.end()) continue;
+      char* end = nullptr;
+      errno = 0;
+      long long n = std::strtoll(it->second.c_str(), &end, 10);
+      if (it->second.empty() || *end != '\0' || errno == ERANGE || n < 0)
+        return respond(failure(make_error(errc::invalid_argument, std::string(key) + " must be a whole number of milliseconds since 1970")));
+      body[key] = static_cast<std::int64_t>(n);
+    }
+    auto answers = collect(options_.subjects.base() + ".costs", body);
+    if (!answers) return respond(failure(answers.error()));
+    std::map<std::string, value> by_agent;
+    bool cut = false;
+    std::int64_t read = 0;
+    for (auto& a : *answers) {
+      cut = cut || a.value("cut", false);
+      read += a.value("runs_read", std::int64_t{0});
+      for (auto& row : a["agents"]) {
+        auto& total = by_agent[row.value("agent", std::string())];
+        if (total.is_null()) {
+          total = row;
+          continue;
+        }
+        for (const char* k : {"runs", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
+          total[k] = total.value(k, std::int64_t{0}) + row.value(k, std::int64_t{0});
+        total["cost_usd"] = total.value("cost_usd", 0.0) + row.value("cost_usd", 0.0);
+      }
+    }
+    value agents = value::array();
+    for (auto& [name, row] : by_agent) agents.push_back(row);
+    return respond(json(200, value{{"agents", agents}, {"runs_read", read}, {"cut", cut}, {"orchestrators", answers->size()}}));
   }
   if (parts.size() == 1 && parts[0] == "queues" && m == "GET") {
     auto reply = ask(options_.subjects.base() + ".queues.list", value{{"v", 1}, {"type", "list_queues"}});

@@ -726,9 +726,10 @@ result<node_config> load_string(std::string_view text, const std::string& source
 result<node_config> load_file(const std::string& path, const std::vector<std::string>& overrides) {
   // A secret never goes on a command line, which every process of the machine can read.
   for (const auto& o : overrides)
-    if (o.rfind("gateway.token", 0) == 0 && o.find_first_not_of(" \t=", 13) != std::string::npos &&
-        (o.size() == 13 || o[13] == ' ' || o[13] == '=' || o[13] == '\t'))
-      return make_error(errc::config, "--set " + o.substr(0, o.find('=')) +
+    for (std::string key : {"gateway.token", "telemetry.otlp_headers"})
+      if (o.rfind(key, 0) == 0 && o.find_first_not_of(" \t=", key.size()) != std::string::npos &&
+          (o.size() == key.size() || o[key.size()] == ' ' || o[key.size()] == '=' || o[key.size()] == '\t'))
+        return make_error(errc::config, "--set " + o.substr(0, o.find('=')) +
                                         ": a secret is not given on the command line, where every process can read "
                                         "it; put it in the config file and make that file readable by its owner only "
                                         "(chmod 600)");
@@ -739,11 +740,12 @@ result<node_config> load_file(const std::string& path, const std::vector<std::st
   auto loaded = load_string(content.str(), path, overrides);
   if (!loaded) return loaded;
   struct stat st{};
-  if (!loaded->gateway_token.empty() && ::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+  if ((!loaded->gateway_token.empty() || !loaded->otlp_headers.empty()) && ::stat(path.c_str(), &st) == 0 &&
+      (st.st_mode & 077) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return make_error(errc::config, path + ": holds gateway.token but others may read it (mode " + mode +
-                                      "): chmod 600 " + path);
+    return make_error(errc::config, path + ": holds " + (loaded->gateway_token.empty() ? "telemetry.otlp_headers" : "gateway.token") +
+                                      " but others may read it (mode " + mode + "): chmod 600 " + path);
   }
   return loaded;
 }

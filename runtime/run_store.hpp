@@ -170,6 +170,8 @@ public:
   // (after_ms, after_run), oldest first; after_ms < 0 starts at the oldest.
   result<std::vector<time_entry>> list_oldest(std::int64_t after_ms, const std::string& after_run,
                                               std::size_t limit) const;
+  // How many runs have status `s` (the status index counted, no id kept).
+  result<std::size_t> count_by_status(run_status s) const;
   // Removes each of `runs` that has ended (completed, failed, cancelled) and was last written
   // before `ended_before_ms`: its record, conversation, journal, events, results received,
   // indexes and idempotency key, in one write. Runs not ended, newer, or gone are left. Returns

@@ -50,6 +50,19 @@ result<std::vector<run_store::time_entry>> run_store::list_oldest(std::int64_t a
   return out;
 }
 
+result<std::size_t> run_store::count_by_status(run_status s) const {
+  std::string prefix = status_key(s, "");
+  std::string end = prefix.substr(0, prefix.size() - 1) + "0";  // '0' follows '/'
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions options;
+  options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options));
+  std::size_t n = 0;
+  for (it->Seek(prefix); it->Valid(); it->Next()) ++n;
+  if (!it->status().ok()) return store_error(it->status(), "counting runs by status");
+  return n;
+}
+
 result<std::vector<std::string>> run_store::remove_ended(const std::vector<std::string>& runs, std::int64_t ended_before_ms) {
   rocksdb::WriteBatch batch;
   std::vector<std::string> removed;

@@ -51,12 +51,12 @@ result<std::vector<std::pair<std::string, std::string>>> pairs_of(const std::str
     auto item = trim(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
     if (!item.empty()) {
       auto eq = item.find('=');
-      if (eq == std::string::npos || eq == 0)
-        return make_error(errc::config, where + ": '" + item + "' is not name=value");
+      if (eq == std::string::npos || eq == 0)  // not echoed: it may hold a secret
+        return make_error(errc::config, where + ": item " + std::to_string(out.size() + 1) + " is not name=value");
       auto name = trim(item.substr(0, eq));
       auto value = percent_decode(trim(item.substr(eq + 1)));
       if (name.find_first_of("\r\n:") != std::string::npos || value.find_first_of("\r\n") != std::string::npos)
-        return make_error(errc::config, where + ": '" + name + "' holds a character a header cannot");
+        return make_error(errc::config, where + ": item " + std::to_string(out.size() + 1) + " holds a character a header cannot");
       out.emplace_back(name, value);
     }
     if (end == std::string::npos) break;
@@ -110,6 +110,14 @@ struct exporter {
       return size * n;
     });
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
+    // A stop waits for a send in flight only until its flush time: a hung collector holds nothing.
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, this);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, +[](void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> int {
+      auto* e = static_cast<exporter*>(self);
+      std::lock_guard lock{e->mutex};
+      return e->stopping && now_ms() > e->flush_until_ms ? 1 : 0;
+    });
     auto code = curl_easy_perform(curl);
     long status = -1;
     if (code == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -132,8 +140,9 @@ struct exporter {
     if (status == 429 || status == 502 || status == 503 || status == 504) {
       std::unique_lock lock{mutex};
       wake.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; });
+      bool again = !stopping;
       lock.unlock();
-      status = send(body);
+      if (again) status = send(body);
     }
     if (status == 0) metrics::count("keel_trace_spans_exported_total", {}, static_cast<double>(batch.size()));
     else metrics::count("keel_trace_spans_dropped_total", {{"reason", "export_failed"}}, static_cast<double>(batch.size()));
@@ -282,10 +291,12 @@ void record(span s) {
     e = current;
   }
   if (!e) return;
-  bool full = false, wake = false;
+  bool full = false, wake = false, stopped = false;
   {
     std::lock_guard lock{e->mutex};
-    if (e->stopping || e->queue.size() >= e->options.queue_max) {
+    if (e->stopping) {
+      stopped = true;
+    } else if (e->queue.size() >= e->options.queue_max) {
       full = true;
     } else {
       e->queue.push_back(std::move(s));
@@ -293,6 +304,7 @@ void record(span s) {
     }
   }
   if (full) metrics::count("keel_trace_spans_dropped_total", {{"reason", "queue_full"}});
+  if (stopped) metrics::count("keel_trace_spans_dropped_total", {{"reason", "stopped"}});
   if (wake) e->wake.notify_one();
 }
 

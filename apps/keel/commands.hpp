@@ -39,5 +39,6 @@ void add_signal(CLI::App& app, int& exit_code);     // workflows.cpp
 void add_schedules(CLI::App& app, int& exit_code);  // workflows.cpp
 void add_queues(CLI::App& app, int& exit_code);     // workflows.cpp
 void add_admin_command(CLI::App& app, int& exit_code);
+void add_costs_command(CLI::App& app, int& exit_code);
 
 } // namespace keel::cli

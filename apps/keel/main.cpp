@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   keel::cli::add_credentials_command(app, exit_code);
   keel::cli::add_nodes_command(app, exit_code);
   keel::cli::add_admin_command(app, exit_code);
+  keel::cli::add_costs_command(app, exit_code);
   keel::cli::add_agents_command(app, exit_code);
   keel::cli::add_tools_command(app, exit_code);
   keel::cli::add_run_commands(app, exit_code);

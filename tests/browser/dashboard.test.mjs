@@ -86,6 +86,9 @@ servers = ["nats://127.0.0.1:${natsPort}"]
 [gateway]
 listen = "127.0.0.1:${httpPort}"
 token = "${TOKEN}"
+[prices."scripted/scripted-coder"]
+input = 1000
+output = 1000
 [agents.coder]
 model = "scripted-coder"
 script = "${dir}/coder.json"
@@ -421,6 +424,8 @@ test('the agents and nodes pages show what the heartbeats and the orchestrators 
   assert.match(agent, /scripted/);
   assert.match(agent, /exec, read, write, edit, glob, grep/);
   assert.match(agent, /approval-always/);
+  // What its runs of the last day cost, by the price table (the runs of the tests before this one).
+  assert.match(agent, /\$\d+\.\d+ · \d+ runs? · \d+ tokens/);
   await shot(page, 'agents');
   await page.click('a[data-nav=nodes]');  // in-page navigation
   await page.waitForSelector('tr[data-node=n1]');

@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -124,6 +125,8 @@ TEST_CASE("observability: every metrics endpoint passes promtool, refuses a scra
   write_file(work.file("metrics-token"), "rotated\n");
   CHECK(call("GET", worker_url, "", {"Authorization: Bearer s3cret-scrape-token"}).status == 401);
   CHECK(call("GET", worker_url, "", {"Authorization: Bearer rotated"}).status == 200);
+  // A name of a web page's own, pointed at this address (DNS rebinding), is refused.
+  CHECK(call("GET", worker_url, "", {"Authorization: Bearer rotated", "Host: metrics.evil.example"}).status == 403);
 
   // A real Prometheus scrapes both, with their tokens.
   auto prometheus_port = free_loopback_port();
@@ -228,4 +231,31 @@ exec_security = "allow-always"
   CHECK(c.keel({"show", free}).out.find("Cost:") == std::string::npos);
   for (const auto& e : c.events(free))
     if (e["event_type"] == "llm_step_completed") CHECK(!e["data"].contains("cost_usd"));
+  // Per agent, over a window: the API, and `keel costs`.
+  auto costs = call("GET", c.gateway_url() + "/api/v1/costs").parsed();
+  INFO(costs.dump());
+  std::map<std::string, json> per_agent;
+  for (auto& row : costs["agents"]) per_agent[row["agent"]] = row;
+  REQUIRE(per_agent.count("coder") == 1);
+  CHECK(per_agent["coder"]["runs"] == 1);
+  CHECK(std::abs(per_agent["coder"]["cost_usd"].get<double>() - cost) < 1e-9);
+  CHECK(per_agent["coder"]["input_tokens"].get<std::int64_t>() > 0);
+  CHECK(per_agent["unpriced"]["cost_usd"].get<double>() == 0);
+  CHECK(per_agent["unpriced"]["runs"] == 1);
+  CHECK(costs["cut"] == false);
+  auto later = call("GET", c.gateway_url() + "/api/v1/costs?since_ms=" + std::to_string(wall_ms() + 60'000) + "&until_ms=" +
+                               std::to_string(wall_ms() + 120'000)).parsed();
+  CHECK(later["agents"].empty());
+  for (const char* bad : {"?since_ms=abc", "?since_ms=-1", "?until_ms=1&since_ms=5", "?since_ms=99999999999999999999"})
+    CHECK(call("GET", c.gateway_url() + "/api/v1/costs" + bad).status == 400);
+  auto cli = c.keel({"costs", "--json"});
+  INFO(cli.err);
+  REQUIRE(cli.exit_code == 0);
+  auto listed = json::parse(cli.out);
+  bool found = false;
+  for (auto& row : listed["agents"])
+    if (row["agent"] == "coder") found = std::abs(row["cost_usd"].get<double>() - cost) < 1e-9;
+  CHECK(found);
+  CHECK(c.keel({"costs"}).out.find("coder") != std::string::npos);
+  CHECK(c.keel({"costs", "--hours", "0"}).exit_code != 0);
 }

@@ -48,7 +48,7 @@ auto never_in_memory = [](const std::string&) { return false; };
 
 } // namespace
 
-TEST_CASE("retention: runs ended past max_age go whole; runs not ended, newer or in memory stay", "[retention]") {
+TEST_CASE("retention: runs ended past max_age go whole, and runs not ended, newer or in memory stay", "[retention]") {
   temp_dir dir;
   auto store = open_store(dir.path());
   make_run(*store, "old-done", 1000, run_status::completed, "key-1");
@@ -87,6 +87,44 @@ TEST_CASE("retention: runs ended past max_age go whole; runs not ended, newer or
   REQUIRE(none);
   CHECK(std::find(none->begin(), none->end(), "retried") == none->end());
   CHECK(store->get("retried")->has_value());
+}
+
+TEST_CASE("retention: a child run stays while its parent may need it, and old runs that have not ended do not stall it",
+          "[retention]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  make_run(*store, "parent-failed", 1000, run_status::failed);
+  make_run(*store, "parent-done", 1000, run_status::completed);
+  for (auto [child, parent] : {std::pair{"child-of-failed", "parent-failed"}, std::pair{"child-of-done", "parent-done"},
+                               std::pair{"child-of-gone", "parent-gone"}}) {
+    make_run(*store, child, 1100, run_status::completed);
+    auto r = store->get(child).value();
+    run_transition t;
+    t.record = *r;
+    t.record.state["parent"] = wire::value{{"run_id", parent}, {"agent", "coder"}};
+    REQUIRE(store->apply(t).ok());
+  }
+  actors::retention_policy policy{10, 0, 1000};
+  auto plans = actors::plan_retention(*store, policy, 10'000, never_in_memory);
+  REQUIRE(plans);
+  REQUIRE(plans->size() == 1);
+  // A failed parent may be retried and must find its child by its key: the child stays.
+  CHECK((*plans)[0].runs == std::vector<std::string>{"parent-done", "parent-failed", "child-of-done", "child-of-gone"});
+  // 9,000 old runs that wait for a person, then ended ones: passes go past the waiting ones.
+  temp_dir other;
+  auto many = open_store(other.path());
+  for (int i = 0; i < 9000; ++i) make_run(*many, "w" + std::to_string(100000 + i), 1000 + i, run_status::suspended);
+  for (int i = 0; i < 10; ++i) make_run(*many, "e" + std::to_string(i), 20'000 + i, run_status::completed);
+  actors::retention_cursor cursor;
+  std::size_t removed = 0;
+  for (int pass = 0; pass < 5 && removed < 10; ++pass) {
+    auto p = actors::plan_retention(*many, actors::retention_policy{0, 2, 1000}, 50'000, never_in_memory, &cursor);
+    REQUIRE(p);
+    for (const auto& plan : *p) removed += many->remove_ended(plan.runs, plan.ended_before_ms)->size();
+  }
+  CHECK(removed == 8);
+  CHECK(many->count_by_status(run_status::completed).value() == 2);
+  CHECK(many->count_by_status(run_status::suspended).value() == 9000);
 }
 
 TEST_CASE("retention: beyond max_runs the oldest ended runs go, never more than the excess", "[retention]") {

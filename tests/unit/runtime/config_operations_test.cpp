@@ -63,4 +63,8 @@ TEST_CASE("config: a bad price, budget, log format or metrics address is refused
   CHECK(error_of("[metrics]\nlisten = \"0.0.0.0:9464\"\n").find("metrics.token_file") != std::string::npos);
   CHECK(error_of("[metrics]\nlisten = \"0.0.0.0:9464\"\ntoken_file = \"/etc/keel/metrics-token\"\n") == "(loaded)");
   CHECK(error_of("[telemetry]\nspans_queued_max = -1\n").find("telemetry.spans_queued_max") != std::string::npos);
+  // Export headers carry credentials: never on a command line.
+  auto on_line = config::load_file("/dev/null", {"telemetry.otlp_headers = \"authorization=Bearer x\""});
+  REQUIRE(!on_line);
+  CHECK(on_line.error().message.find("a secret is not given on the command line") != std::string::npos);
 }

@@ -44,7 +44,7 @@ TEST_CASE("metrics: counters, gauges and histograms render in the text format wi
   CHECK(has_line(metrics::render(), "keel_step_duration_seconds_bucket{agent=\"b\",kind=\"tool\",le=\"0.5\"} 1"));
 }
 
-TEST_CASE("metrics: label values with quotes, backslashes and newlines are escaped; undeclared names and kinds are dropped",
+TEST_CASE("metrics: label values with quotes, backslashes and newlines are escaped, and undeclared names and kinds are dropped",
           "[metrics]") {
   metrics::reset_for_tests();
   metrics::count("keel_runs_started_total", {{"agent", "a\"b\\c\nd"}});

@@ -96,7 +96,7 @@ TEST_CASE("traces: the OTLP/JSON body has hex ids, 64-bit times as strings, type
   CHECK(attrs["gen_ai.response.finish_reasons"]["arrayValue"]["values"][0]["stringValue"] == "end_turn");
 }
 
-TEST_CASE("traces: the standard OTEL variables configure the exporter; the node's config wins; bad values are named",
+TEST_CASE("traces: the standard OTEL variables configure the exporter, the node's config wins, and bad values are named",
           "[telemetry]") {
   auto none = exporter_options_from(env_of({}), {});
   REQUIRE(none);
