@@ -22,6 +22,9 @@ rss = figures["memory.rss_added_mb"]
 replication = "(not measured yet: run bench/replication.sh)\n"
 if os.path.exists("bench/replication-results.md"):
     replication = "".join(l for l in open("bench/replication-results.md") if l.startswith("|"))
+telemetry = "(not measured yet: run bench/telemetry.sh)\n"
+if os.path.exists("bench/telemetry-results.md"):
+    telemetry = open("bench/telemetry-results.md").read()
 runs = figures["memory.suspended_runs"]
 step = figures["latency.step_over_floor"]
 md = f"""# keel benchmarks
@@ -182,6 +185,13 @@ Throughput kept (target: at least 70%): met with one replica; with three it move
 every write on the same two cores as the node they serve (on three machines that work is
 elsewhere; not measured).
 
+## Traces: what they cost a step, the collector up or down
+
+From `bench/telemetry.sh` (bench/telemetry-results.md): spans are recorded into a bounded queue
+and sent by a thread of their own, so a collector that refuses or hangs costs steps nothing; what
+does not fit is dropped and counted (docs/OPERATIONS.md, traces).
+
+{telemetry}
 Reproduce: `bench/run.sh` (options of keel_bench: `--turns`, `--concurrent-runs`,
 `--suspended-runs`, `--latency-runs`, `--rounds`); `build/bench/keel_load_bench --only
 approvals|in_flight|long|storage|finished|liveness` for one part; `build/bench/keel_sse_bench
