@@ -192,6 +192,9 @@ and sent by a thread of their own, so a collector that refuses or hangs costs st
 does not fit is dropped and counted (docs/OPERATIONS.md, traces).
 
 {telemetry}
+The differences are within this machine's noise (the four settings alternated in three rounds;
+the receiver that takes the spans is a Python process on the same two cores).
+
 Reproduce: `bench/run.sh` (options of keel_bench: `--turns`, `--concurrent-runs`,
 `--suspended-runs`, `--latency-runs`, `--rounds`); `build/bench/keel_load_bench --only
 approvals|in_flight|long|storage|finished|liveness` for one part; `build/bench/keel_sse_bench

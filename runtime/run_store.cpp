@@ -599,10 +599,7 @@ result<std::vector<run_store::time_entry>> run_store::list_by_time(std::int64_t 
   for (; it->Valid() && out.size() < limit; it->Prev()) {
     auto key = it->key().ToStringView();
     if (!key.starts_with("t/")) break;
-    if (key.size() < 2 + 8 + 2) continue;
-    std::uint64_t created = 0;
-    for (int i = 0; i < 8; ++i) created = (created << 8) | static_cast<unsigned char>(key[2 + i]);
-    out.push_back({static_cast<std::int64_t>(created), std::string(key.substr(11))});
+    if (auto entry = time_entry_of(key)) out.push_back(std::move(*entry));
   }
   if (!it->status().ok()) return io_error(it->status(), "scanning the time index");
   return out;

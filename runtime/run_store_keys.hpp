@@ -4,6 +4,8 @@
 #include "runtime/run_store.hpp"
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <string>
 
 namespace keel::store::keys {
@@ -50,6 +52,14 @@ inline std::string time_key(std::int64_t created, const std::string& run) {
 }
 inline std::string idempotency_key(const std::string& agent, const std::string& key) {
   return "k/" + agent + "/" + key;
+}
+
+// A key of the time index as (created, run); nullopt for any other key.
+inline std::optional<run_store::time_entry> time_entry_of(std::string_view key) {
+  if (!key.starts_with("t/") || key.size() < 2 + 8 + 2) return std::nullopt;
+  std::uint64_t created = 0;
+  for (int i = 0; i < 8; ++i) created = (created << 8) | static_cast<unsigned char>(key[2 + i]);
+  return run_store::time_entry{static_cast<std::int64_t>(created), std::string(key.substr(11))};
 }
 
 } // namespace keel::store::keys
