@@ -21,6 +21,9 @@ namespace keel::store {
 
 using namespace keys;
 
+// How far below a journal cut its deletion looks (see apply()).
+constexpr std::uint64_t journal_cut_window = 64;
+
 namespace {
 
 constexpr std::array<std::string_view, 8> status_names = {
@@ -356,8 +359,14 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
     }
     // The snapshot written here holds what this transition's journal entries say: they are not
     // kept (the journal holds only what no snapshot reflects yet). Older entries go with it.
-    if (t.journal_truncate_through > 0)
-      if (auto s = delete_range(journal_key(r.run_id, 0), journal_key(r.run_id, t.journal_truncate_through + 1)); !s.ok())
+    // From a little before the cut only: what earlier cuts deleted is not walked again (a long run
+    // would walk all of it at every step). Entries are read only past last_journal_seq, so one
+    // left below the window (more than 64 since the last cut) is never read; the run's end
+    // removes it with the rest.
+    if (auto through = t.journal_truncate_through; through > 0)
+      if (auto s = delete_range(journal_key(r.run_id, through > journal_cut_window ? through - journal_cut_window : 0),
+                                journal_key(r.run_id, through + 1));
+          !s.ok())
         return io_error(s, "reading a run's journal");
     // A run that completed or was cancelled keeps its header, snapshot and events (its history);
     // its conversation and journal, needed only to go on, are dropped. A failed run keeps them
