@@ -223,6 +223,31 @@ TEST_CASE("run store: the journal can be cut below a snapshot", "[runtime][store
   CHECK(store->events("r1")->size() == 6);  // events are history and stay
 }
 
+TEST_CASE("run store: a long run's cuts leave nothing readable behind, and its end leaves no journal or conversation",
+          "[runtime][store]") {
+  temp_dir dir;
+  auto store = open_store(dir.path());
+  auto t = created("long", "coder", 1000);
+  // 300 entries at once (more than a cut looks below itself), then a cut through them all.
+  for (std::uint64_t seq = 1; seq <= 300; ++seq) REQUIRE(store->apply(entry_only("long", seq, "e")).ok());
+  t.record.last_journal_seq = 300;
+  t.journal_truncate_through = 300;
+  REQUIRE(store->apply(t).ok());
+  CHECK(store->journal("long", 301)->empty());  // what recovery reads: nothing past the cut
+  // Then step after step, each cut right after its entries: nothing piles up within the window.
+  for (std::uint64_t seq = 301; seq <= 3300; ++seq) {
+    REQUIRE(store->apply(entry_only("long", seq, "e")).ok());
+    t.record.last_journal_seq = seq;
+    t.journal_truncate_through = seq;
+    REQUIRE(store->apply(t).ok());
+  }
+  CHECK(store->journal("long", 237)->empty());
+  t.record.status = run_status::completed;
+  t.journal_truncate_through = 0;
+  REQUIRE(store->apply(t).ok());
+  CHECK(store->journal("long")->empty());  // the end removes the rest, below any window too
+}
+
 TEST_CASE("run store: synced transitions survive a SIGKILL of the writer", "[runtime][store]") {
   temp_dir dir;
   constexpr int runs = 50;
