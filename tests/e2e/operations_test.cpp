@@ -62,9 +62,9 @@ TEST_CASE("operations: retention removes the oldest ended runs beyond max_runs f
   CHECK(metrics.find("keel_runs_removed_total 7\n") != std::string::npos);
   // The waiting run goes on; once it ends it is the oldest ended run (runs go by when they were
   // created), so it is the one removed, and the five newest stay.
+  // (It may be gone before a look finds it completed: retention looks every 200 ms.)
   CHECK(c.keel({"approve", waiting, c.await_suspend(waiting)}).exit_code == 0);
-  c.await_status(waiting, "completed", 30'000);
-  REQUIRE_EVENTUALLY(20'000, c.keel({"show", waiting}).exit_code != 0);
+  REQUIRE_EVENTUALLY(30'000, c.keel({"show", waiting}).exit_code != 0);
   for (int i = 7; i < 12; ++i) CHECK(c.status(runs[i]) == "completed");
 }
 
