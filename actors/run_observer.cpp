@@ -61,7 +61,7 @@ std::string traceparent_of(const store::run_record& record, const store::run_sta
 
 std::function<void()> run_observer::take(const store::run_record& record, const store::run_state& state,
                                          const std::vector<wire::event>& events) {
-  std::vector<std::function<void()>> todo;
+  std::vector<std::function<void()>> after_written;
   const bool traced = telemetry::tracing();
   const std::string agent = record.agent;
   lineage where;
@@ -70,7 +70,7 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
     const auto& t = ev.event_type;
     const auto& d = ev.data;
     if (t == "run_started") {
-      todo.push_back([agent] { metrics::count("keel_runs_started_total", {{"agent", agent}}); });
+      after_written.push_back([agent] { metrics::count("keel_runs_started_total", {{"agent", agent}}); });
     } else if (t == "llm_step_started" || t == "tool_call_started") {
       open_step_kind_ = t == "llm_step_started" ? "model" : "tool";
       open_step_ms_ = ev.time_ms;
@@ -78,7 +78,7 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
       std::string kind = t == "llm_step_completed" ? "model" : "tool";
       if (open_step_kind_ == kind && open_step_ms_ > 0) {
         double seconds = static_cast<double>(std::max<std::int64_t>(0, ev.time_ms - open_step_ms_)) / 1000.0;
-        todo.push_back([agent, kind, seconds] {
+        after_written.push_back([agent, kind, seconds] {
           metrics::observe("keel_step_duration_seconds", {{"agent", agent}, {"kind", kind}}, seconds);
         });
       }
@@ -90,14 +90,14 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
         for (const char* type : {"input", "output", "cache_read", "cache_write"})
           used.emplace_back(type, static_cast<double>(integer(u, (std::string(type) + "_tokens").c_str())));
         double cost = d.contains("cost_usd") && d["cost_usd"].is_number() ? d["cost_usd"].get<double>() : 0.0;
-        todo.push_back([agent, used, cost] {
+        after_written.push_back([agent, used, cost] {
           for (const auto& [type, n] : used)
             if (n > 0) metrics::count("keel_tokens_total", {{"agent", agent}, {"type", type}}, n);
           if (cost > 0) metrics::count("keel_cost_usd_total", {{"agent", agent}}, cost);
         });
       }
     } else if (t == "task_retried") {  // a step sent again (a timed-out model call is too)
-      todo.push_back([agent] { metrics::count("keel_step_retries_total", {{"agent", agent}}); });
+      after_written.push_back([agent] { metrics::count("keel_step_retries_total", {{"agent", agent}}); });
     } else if (t == "suspend") {
       asked_ms_ = ev.time_ms;
     } else if (t == "wait_started") {
@@ -106,7 +106,7 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
       auto since = t == "resumed" ? asked_ms_ : waited_ms_;
       if (since > 0 && ev.time_ms >= since) {
         if (t == "resumed")
-          todo.push_back([agent, seconds = static_cast<double>(ev.time_ms - since) / 1000.0] {
+          after_written.push_back([agent, seconds = static_cast<double>(ev.time_ms - since) / 1000.0] {
             metrics::observe("keel_approval_wait_seconds", {{"agent", agent}}, seconds);
           });
         if (traced) {
@@ -121,12 +121,12 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
             s.attributes["keel.wait.reason"] = text(d, "reason");
             if (!text(d, "event").empty()) s.attributes["keel.wait.event"] = text(d, "event");
           }
-          todo.push_back([s = std::move(s)]() mutable { telemetry::record(std::move(s)); });
+          after_written.push_back([s = std::move(s)]() mutable { telemetry::record(std::move(s)); });
         }
       }
     } else if (t == "run_completed" || t == "run_failed" || t == "run_cancelled") {
       std::string status = t.substr(4);
-      todo.push_back([agent, status] { metrics::count("keel_runs_ended_total", {{"agent", agent}, {"status", status}}); });
+      after_written.push_back([agent, status] { metrics::count("keel_runs_ended_total", {{"agent", agent}, {"status", status}}); });
       if (traced) {
         telemetry::span s;
         s.trace_id = where.trace_id;
@@ -151,13 +151,13 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
           s.status_message = text(d, "error");
           s.attributes["error.type"] = "run_failed";
         }
-        todo.push_back([s = std::move(s)]() mutable { telemetry::record(std::move(s)); });
+        after_written.push_back([s = std::move(s)]() mutable { telemetry::record(std::move(s)); });
       }
     }
   }
-  if (todo.empty()) return {};
-  return [todo = std::move(todo)] {
-    for (const auto& f : todo) f();
+  if (after_written.empty()) return {};
+  return [after_written = std::move(after_written)] {
+    for (const auto& f : after_written) f();
   };
 }
 
