@@ -38,6 +38,8 @@ using admit_atom = caf::atom_constant<caf::atom("admit")>;
 // Fan-outs: a child run of a run's join exists (children pool -> supervisor -> run).
 using join_child_atom = caf::atom_constant<caf::atom("joinchild")>;
 using retention_atom = caf::atom_constant<caf::atom("retention")>;
+// Forks (docs/FORKS.md): a new run made from a recorded one (request handler -> supervisor).
+using fork_atom = caf::atom_constant<caf::atom("fork")>;
 
 } // namespace keel::actors
 

@@ -1,6 +1,7 @@
 #include "actors/request_handlers.hpp"
 #include "actors/cost_report.hpp"
 #include "actors/run_children.hpp"
+#include "actors/run_fork.hpp"
 #include "actors/actors_log.hpp"
 
 #include "actors/messages.hpp"
@@ -342,6 +343,33 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     if (auto body = wire::open_request(m.data, "retry", shared->limits); !body)
       return shared->reply_error(m.reply, body.error().code, body.error().message);
     caf::anon_send(actor, retry_atom::value, run, sender_of(m.subject), m.reply);
+  });
+  // Forks (docs/FORKS.md): made by the supervisor, as invokes are; a replay reads the recorded
+  // run and drives a machine of its own.
+  if (r) r = subscribe(subjects.run_fork("*", "*"), "", [actor, owned, shared](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (m.reply.empty() || !owned(run, m.reply)) return;
+    if (auto body = wire::open_request(m.data, "fork", shared->limits); !body)
+      return shared->reply_error(m.reply, body.error().code, body.error().message);
+    caf::anon_send(actor, fork_atom::value, run, std::string(m.data), sender_of(m.subject), m.reply);
+  });
+  if (r) r = subscribe(subjects.base() + ".runs.*.replay", "", [owned, shared](broker::message&& m) {
+    auto run = run_of_subject(m.subject, shared->subjects);
+    if (m.reply.empty() || !owned(run, m.reply)) return;
+    if (auto body = wire::open_request(m.data, "replay", shared->limits); !body)
+      return shared->reply_error(m.reply, body.error().code, body.error().message);
+    // On this subscription's own thread: a replay waits only for the replays before it.
+    auto recorded = read_recorded_run(shared->store, run);
+    if (!recorded) return shared->reply_error(m.reply, recorded.error().code, recorded.error().message);
+    const auto* agent = shared->config.find_agent(recorded->record.agent);
+    if (!agent)
+      return shared->reply_error(m.reply, errc::not_found, "run " + run + " belongs to agent '" + recorded->record.agent +
+                                                             "', which this node no longer has");
+    auto report = to_value(replay_run(*recorded, *agent, shared->context_for(*agent)));
+    report["v"] = wire::protocol_version;
+    report["type"] = "replay";
+    report["run_id"] = run;
+    shared->publish(m.reply, wire::pack(report));
   });
   if (r) r = subscribe(subjects.base() + ".runs.*.wait", "", [actor, owned, shared](broker::message&& m) {
     auto run = run_of_subject(m.subject, shared->subjects);

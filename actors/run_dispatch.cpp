@@ -40,7 +40,7 @@ wire::task run_machine::pending_task() {
       --from;
     }
     messages_sent_ = count;
-    t.payload = value{{"system_prompt", agent_.system_prompt},
+    t.payload = value{{"system_prompt", state_.system_prompt ? *state_.system_prompt : agent_.system_prompt},
                       {"provider", state_.provider.empty() ? agent_.provider : state_.provider},
                       {"model", state_.model.empty() ? agent_.model : state_.model},
                       {"tools", tools},

@@ -195,6 +195,10 @@ effects run_machine::start(bool task_queued) {
     emit(e, "run_started", value{{"agent", record_.agent}, {"input", state_.input},
                                  {"session_id", record_.session_id}, {"by", state_.started_by}});
     if (state_.parent.is_object()) e.transition.events.back().data["parent"] = state_.parent;
+    if (state_.fork.is_object()) {  // a fork: its recorded steps, as they went in the run it came from
+      e.transition.events.back().data["fork"] = state_.fork;
+      emit_replayed(e);
+    }
     if (!agent_.run_queue.empty()) enter_queue(e);
     else advance(e);
   } else if (record_.status == run_status::running && state_.pending && task_queued) {

@@ -69,6 +69,8 @@ std::function<void()> run_observer::take(const store::run_record& record, const 
   for (const auto& ev : events) {
     const auto& t = ev.event_type;
     const auto& d = ev.data;
+    // A fork's recorded steps (docs/FORKS.md) were done and counted by the run they came from.
+    if (d.is_object() && d.contains("replayed") && d["replayed"].is_boolean() && d["replayed"].get<bool>()) continue;
     if (t == "run_started") {
       after_written.push_back([agent] { metrics::count("keel_runs_started_total", {{"agent", agent}}); });
     } else if (t == "llm_step_started" || t == "tool_call_started") {

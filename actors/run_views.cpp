@@ -30,6 +30,11 @@ value summary(const store::run_record& r) {
   out["input"] = s.input;
   if (!s.provider.empty()) out["provider"] = s.provider;  // this run's own, when it overrides the agent's
   if (!s.model.empty()) out["model"] = s.model;
+  if (s.fork.is_object()) {  // a fork (docs/FORKS.md): the run it came from, and how far it was replayed
+    out["fork"] = value{{"run_id", s.fork.value("run_id", std::string())}, {"at_step", s.fork.value("at_step", std::uint64_t{0})},
+                        {"replayed_calls", s.fork.value("replayed_calls", std::uint64_t{0})}};
+    if (s.system_prompt) out["fork"]["system_prompt_changed"] = true;
+  }
   if (s.output) out["output"] = *s.output;
   if (s.stop_reason) out["stop_reason"] = *s.stop_reason;
   if (s.error) out["error"] = *s.error;

@@ -40,6 +40,17 @@ void run_machine::suspend(effects& e, const std::string& step_key, std::uint64_t
     data["expiry_answer"] = agent_.approval_timeout_answer;
   }
   emit(e, "suspend", std::move(data));
+  // A fork's answer given in advance for this call (docs/FORKS.md): taken at once, and once.
+  if (auto preset = state_.preset_answers.find(call.id); preset != state_.preset_answers.end()) {
+    wire::resume_request request;
+    request.run_id = record_.run_id;
+    request.step_key = step_key;
+    request.approved = preset->second.approved;
+    request.feedback = preset->second.feedback;
+    request.by = state_.fork.is_object() ? state_.fork.value("by", std::string()) : std::string();
+    state_.preset_answers.erase(preset);
+    answer(e, request, std::nullopt);
+  }
 }
 
 // The call at call_index is a waiting tool: the run waits (on disk only), unless what it asks for

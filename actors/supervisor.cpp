@@ -4,6 +4,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/run_actor.hpp"
+#include "actors/run_fork.hpp"
 #include "actors/run_views.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
@@ -208,6 +209,123 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
     }
     if (found) logger()->info("{} runs on disk wait for a time{}", found, domain.empty() ? "" : " (taken over from " + domain + ")");
   };
+  // A new run (an invoke, a fork): its agent, idempotency key and id checked and claimed, its record
+  // made by `make_record` under the id, its actor started; the reply once its first write is on disk.
+  using record_maker = std::function<result<store::run_record>(const std::string&)>;
+  auto create_run = std::make_shared<std::function<void(const wire::invoke_request&, record_maker, const std::string&)>>();
+  *create_run = [=](const wire::invoke_request& invoke, record_maker make_record, const std::string& reply) {
+    const auto* agent = shared->config.find_agent(invoke.agent);
+    if (!agent) {
+      std::string known;
+      for (const auto& a : shared->config.agents) known += (known.empty() ? "" : ", ") + a.id;
+      shared->reply_error(reply, errc::not_found, "unknown agent '" + invoke.agent +
+                                                    "'; this node has: " + (known.empty() ? "none" : known));
+      return;
+    }
+    if (!invoke.concurrency_key.empty() && agent->run_queue.empty())
+      return shared->reply_error(reply, errc::invalid_argument,
+                                 "agent '" + invoke.agent + "' has no run_queue; a concurrency_key means nothing to it");
+    std::string key;
+    std::string id;
+    bool claimed_fresh = false;  // the id was claimed by this invoke, just now
+    if (!invoke.idempotency_key.empty()) {
+      if (invoke.idempotency_key.size() > idempotency_key_bytes_max)
+        return shared->reply_error(reply, errc::invalid_argument,
+                                   "idempotency_key is " + std::to_string(invoke.idempotency_key.size()) +
+                                     " bytes; at most " + std::to_string(idempotency_key_bytes_max));
+      key = invoke.agent + "/" + invoke.idempotency_key;
+      // A key whose run was never stored (its creation's write failed, or its orchestrator
+      // stopped or lost its runs between the claim and the write) is taken up again, with the
+      // same id, by whoever serves that orchestrator's runs now: else the key would name a run
+      // nobody will ever make.
+      auto never_stored = [&](const std::string& run) {
+        if (!shared->owner.serves(run_id{run}.owner()) || shared->runs.find(run)) return false;
+        auto stored_run = shared->store.get(run, false);
+        return stored_run && !*stored_run;
+      };
+      // (A key found in this node's store was written with its run: that run is there.)
+      std::optional<std::string> existing;
+      bool from_memory = false;
+      if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
+        existing = it->second, from_memory = true;
+      else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
+               stored && *stored)
+        existing = **stored;
+      if (existing && from_memory && never_stored(*existing)) {
+        id = *existing;
+        existing.reset();
+      } else if (!existing) {
+        // The cluster's word: the first orchestrator to write the key owns the run; the others
+        // answer with its id.
+        auto mine = make_run_id(node_id{shared->node_id}).value;
+        auto claimed = shared->keys->create_if_absent(broker::key_of(invoke.agent, invoke.idempotency_key), mine);
+        if (!claimed)
+          return shared->reply_error(reply, errc::unavailable,
+                                     "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
+        claimed_fresh = claimed->written;
+        if (claimed->written || never_stored(claimed->value)) id = claimed->value;
+        else existing = claimed->value;
+      }
+      if (existing && shared->replicated() && !shared->owner.serves(run_id{*existing}.owner())) {
+        // Another orchestrator's run: named by the key, but made only if that orchestrator
+        // wrote it before it stopped or was paused. Its id is given once whoever serves its runs
+        // says it has it; otherwise the invoke is asked again (and whoever serves them makes it).
+        std::weak_ptr<orchestrator_shared> weak = shared;
+        shared->ask_pool->submit([weak, reply, run = *existing] {
+          auto s = weak.lock();
+          if (!s) return;
+          // A run being created (its first write not counted yet) is asked about again, for up
+          // to a few seconds: a copy of an invoke sent at once to two orchestrators gets the id.
+          for (auto deadline = steady_ms() + 3000;;) {
+            auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
+                                           wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
+            auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
+            if (v && v->is_object() && v->value("type", std::string{}) == "run")
+              return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
+            bool being_created = v && v->is_object() && v->contains("error") && (*v)["error"].is_object() &&
+                                 (*v)["error"].value("message", std::string{}).find("being created") != std::string::npos;
+            if (!being_created || steady_ms() >= deadline) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+          s->reply_error(reply, errc::unavailable,
+                         "the idempotency key names run " + run + ", which its orchestrator has not confirmed yet: ask again");
+        });
+        return;
+      }
+      if (existing) {
+        auto bytes = wire::encode(wire::invoke_reply{*existing, false});
+        auto& lane = shared->lane_of(*existing);
+        lane.writer->after_pending([shared, reply, run = *existing](const result<void>&) {
+          shared->answer_when_counted(run, reply);
+        });
+        return;
+      }
+    }
+    // A full disk takes no new run (the runs there go on, within the reserve); an invoke whose
+    // key names a run already made is answered above all the same.
+    if (auto admitted = shared->store.admits_new_run(); !admitted)
+      return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
+    // A run made under an id claimed earlier (by this node or one whose runs it serves now) may
+    // have a first entry in the log already, written late by a node that then lost the run:
+    // its position is looked up. A fresh id has none.
+    bool fresh = id.empty() || claimed_fresh;
+    if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
+    // A node whose lease lapsed (paused, or the lease bucket out of reach) makes no run: its
+    // first write could not count. (A key claimed for it is taken up by the next invoke.)
+    if (std::string domain(run_id{id}.owner()); shared->replicated() && !shared->owner.leases()->valid(domain))
+      return shared->reply_error(reply, errc::unavailable,
+                                 "node " + shared->node_id + " is renewing its lease on the runs of " + domain + ": ask again");
+    if (!key.empty()) {
+      self->state.idempotency[key] = id;
+      self->state.key_of_run[id] = key;
+    }
+    logger()->info("run {} created for agent {}", id, invoke.agent);
+    shared->runs.creating(id);
+    if (shared->replicated() && fresh) shared->log_writer.known(id, 0);  // a new run: nothing in the log yet
+    auto record = make_record(id);
+    if (!record) return shared->reply_error(reply, record.error().code, record.error().message);
+    spawn_run(std::move(*record), agent, true, false, reply);
+  };
   return {
     [=](wait_atom, const std::string& run_id, const std::string& reply) { (*forward_wait)(run_id, reply, 0); },
     [=](wake_at_atom, const std::string& run, std::int64_t at_ms) {
@@ -248,115 +366,40 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       (*forward_signal)(signal, run_id, reply, 0);
     },
     [=](invoke_atom, const wire::invoke_request& invoke, const std::string& reply) {
-      const auto* agent = shared->config.find_agent(invoke.agent);
-      if (!agent) {
-        std::string known;
-        for (const auto& a : shared->config.agents) known += (known.empty() ? "" : ", ") + a.id;
-        shared->reply_error(reply, errc::not_found, "unknown agent '" + invoke.agent +
-                                                      "'; this node has: " + (known.empty() ? "none" : known));
-        return;
-      }
-      if (!invoke.concurrency_key.empty() && agent->run_queue.empty())
-        return shared->reply_error(reply, errc::invalid_argument,
-                                   "agent '" + invoke.agent + "' has no run_queue; a concurrency_key means nothing to it");
-      std::string key;
-      std::string id;
-      bool claimed_fresh = false;  // the id was claimed by this invoke, just now
-      if (!invoke.idempotency_key.empty()) {
-        if (invoke.idempotency_key.size() > idempotency_key_bytes_max)
-          return shared->reply_error(reply, errc::invalid_argument,
-                                     "idempotency_key is " + std::to_string(invoke.idempotency_key.size()) +
-                                       " bytes; at most " + std::to_string(idempotency_key_bytes_max));
-        key = invoke.agent + "/" + invoke.idempotency_key;
-        // A key whose run was never stored (its creation's write failed, or its orchestrator
-        // stopped or lost its runs between the claim and the write) is taken up again, with the
-        // same id, by whoever serves that orchestrator's runs now: else the key would name a run
-        // nobody will ever make.
-        auto never_stored = [&](const std::string& run) {
-          if (!shared->owner.serves(run_id{run}.owner()) || shared->runs.find(run)) return false;
-          auto stored_run = shared->store.get(run, false);
-          return stored_run && !*stored_run;
-        };
-        // (A key found in this node's store was written with its run: that run is there.)
-        std::optional<std::string> existing;
-        bool from_memory = false;
-        if (auto it = self->state.idempotency.find(key); it != self->state.idempotency.end())
-          existing = it->second, from_memory = true;
-        else if (auto stored = shared->store.find_by_idempotency_key(invoke.agent, invoke.idempotency_key);
-                 stored && *stored)
-          existing = **stored;
-        if (existing && from_memory && never_stored(*existing)) {
-          id = *existing;
-          existing.reset();
-        } else if (!existing) {
-          // The cluster's word: the first orchestrator to write the key owns the run; the others
-          // answer with its id.
-          auto mine = make_run_id(node_id{shared->node_id}).value;
-          auto claimed = shared->keys->create_if_absent(broker::key_of(invoke.agent, invoke.idempotency_key), mine);
-          if (!claimed)
-            return shared->reply_error(reply, errc::unavailable,
-                                       "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
-          claimed_fresh = claimed->written;
-          if (claimed->written || never_stored(claimed->value)) id = claimed->value;
-          else existing = claimed->value;
-        }
-        if (existing && shared->replicated() && !shared->owner.serves(run_id{*existing}.owner())) {
-          // Another orchestrator's run: named by the key, but made only if that orchestrator
-          // wrote it before it stopped or was paused. Its id is given once whoever serves its runs
-          // says it has it; otherwise the invoke is asked again (and whoever serves them makes it).
-          std::weak_ptr<orchestrator_shared> weak = shared;
-          shared->ask_pool->submit([weak, reply, run = *existing] {
-            auto s = weak.lock();
-            if (!s) return;
-            // A run being created (its first write not counted yet) is asked about again, for up
-            // to a few seconds: a copy of an invoke sent at once to two orchestrators gets the id.
-            for (auto deadline = steady_ms() + 3000;;) {
-              auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
-                                             wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
-              auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
-              if (v && v->is_object() && v->value("type", std::string{}) == "run")
-                return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
-              bool being_created = v && v->is_object() && v->contains("error") && (*v)["error"].is_object() &&
-                                   (*v)["error"].value("message", std::string{}).find("being created") != std::string::npos;
-              if (!being_created || steady_ms() >= deadline) break;
-              std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            }
-            s->reply_error(reply, errc::unavailable,
-                           "the idempotency key names run " + run + ", which its orchestrator has not confirmed yet: ask again");
-          });
-          return;
-        }
-        if (existing) {
-          auto bytes = wire::encode(wire::invoke_reply{*existing, false});
-          auto& lane = shared->lane_of(*existing);
-          lane.writer->after_pending([shared, reply, run = *existing](const result<void>&) {
-            shared->answer_when_counted(run, reply);
-          });
-          return;
-        }
-      }
-      // A full disk takes no new run (the runs there go on, within the reserve); an invoke whose
-      // key names a run already made is answered above all the same.
-      if (auto admitted = shared->store.admits_new_run(); !admitted)
-        return shared->reply_error(reply, admitted.error().code, "node " + shared->node_id + ": " + admitted.error().message);
-      // A run made under an id claimed earlier (by this node or one whose runs it serves now) may
-      // have a first entry in the log already, written late by a node that then lost the run:
-      // its position is looked up. A fresh id has none.
-      bool fresh = id.empty() || claimed_fresh;
-      if (id.empty()) id = make_run_id(node_id{shared->node_id}).value;
-      // A node whose lease lapsed (paused, or the lease bucket out of reach) makes no run: its
-      // first write could not count. (A key claimed for it is taken up by the next invoke.)
-      if (std::string domain(run_id{id}.owner()); shared->replicated() && !shared->owner.leases()->valid(domain))
-        return shared->reply_error(reply, errc::unavailable,
-                                   "node " + shared->node_id + " is renewing its lease on the runs of " + domain + ": ask again");
-      if (!key.empty()) {
-        self->state.idempotency[key] = id;
-        self->state.key_of_run[id] = key;
-      }
-      logger()->info("run {} created for agent {}", id, invoke.agent);
-      shared->runs.creating(id);
-      if (shared->replicated() && fresh) shared->log_writer.known(id, 0);  // a new run: nothing in the log yet
-      spawn_run(run_machine::create(id, invoke, wall_ms()), agent, true, false, reply);
+      (*create_run)(invoke, [now = wall_ms(), invoke](const std::string& id) -> result<store::run_record> {
+        return run_machine::create(id, invoke, now);
+      }, reply);
+    },
+    [=](fork_atom, const std::string& from, const std::string& body, const std::string& by, const std::string& reply) {
+      // A fork of a run of this node's (docs/FORKS.md): checked against the recorded run before any
+      // id or key is claimed, made under a new id by the same path as an invoke.
+      auto unpacked = wire::unpack(body, shared->limits);
+      if (!unpacked) return shared->reply_error(reply, unpacked.error().code, unpacked.error().message);
+      auto request = fork_request_from_value(*unpacked);
+      if (!request) return shared->reply_error(reply, request.error().code, request.error().message);
+      request->by = by;
+      auto recorded = read_recorded_run(shared->store, from);
+      if (!recorded) return shared->reply_error(reply, recorded.error().code, recorded.error().message);
+      if (!shared->config.find_agent(recorded->record.agent))
+        return shared->reply_error(reply, errc::not_found, "run " + from + " belongs to agent '" + recorded->record.agent +
+                                                             "', which this node no longer has");
+      auto checked = plan_fork(from, *recorded, *request, wall_ms());
+      if (!checked) return shared->reply_error(reply, checked.error().code, checked.error().message);
+      wire::invoke_request invoke;
+      invoke.agent = recorded->record.agent;
+      invoke.by = by;
+      // A repeat of a fork with the same key names the same fork (keys are the agent's: a fork's
+      // are kept apart by the run it forks).
+      if (!request->idempotency_key.empty()) invoke.idempotency_key = "fork:" + from + ":" + request->idempotency_key;
+      auto shared_recorded = std::make_shared<recorded_run>(std::move(*recorded));
+      auto asked = *request;
+      asked.idempotency_key = invoke.idempotency_key;
+      logger()->info("run {} forked at step {} by {}", from, checked->replayed_steps, by);
+      (*create_run)(invoke, [shared_recorded, asked](const std::string& id) -> result<store::run_record> {
+        auto plan = plan_fork(id, *shared_recorded, asked, wall_ms());
+        if (!plan) return plan.error();
+        return std::move(plan->record);
+      }, reply);
     },
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       (*forward_resume)(request, reply, 0);

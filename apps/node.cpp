@@ -41,6 +41,7 @@ result<std::unique_ptr<store::run_store>> open_store(const config::node_config& 
   options.memtable_bytes = static_cast<std::size_t>(config.memtable_bytes);
   options.block_cache_bytes = static_cast<std::size_t>(config.block_cache_bytes);
   options.reserve_bytes = static_cast<std::uint64_t>(config.disk_reserve_bytes);
+  options.keep_conversations = config.retention_keep_conversations;
   return store::run_store::open(options);
 }
 

@@ -110,7 +110,7 @@ std::string list(const std::vector<std::string>& subjects) {
 void person_rights(const subjects& s, const std::string& who, std::vector<std::string>& pub, std::vector<std::string>& sub) {
   auto b = s.base();
   pub.insert(pub.end(), {b + ".invoke." + who, b + ".runs.*.resume." + who, b + ".runs.*.cancel." + who,
-                         b + ".runs.*.retry." + who, b + ".runs.*.signal." + who, b + ".runs.*.get", b + ".runs.*.wait", b + ".runs.*.history",
+                         b + ".runs.*.retry." + who, b + ".runs.*.signal." + who, b + ".runs.*.fork." + who, b + ".runs.*.replay", b + ".runs.*.get", b + ".runs.*.wait", b + ".runs.*.history",
                          b + ".runs.list", b + ".agents.list", b + ".tools.list", b + ".nodes.ping",
                          b + ".schedules.list", b + ".schedules.*.pause." + who, b + ".schedules.*.resume." + who,
                          b + ".queues.list", b + ".costs", b + ".schedules.define." + who, b + ".schedules.*.delete." + who, "$JS.API.CONSUMER.INFO." + s.tasks_stream() + ".*"});

@@ -136,6 +136,7 @@ struct subjects {
   std::string run_cancel(std::string_view run, std::string_view who) const { return run_verb(run, "cancel", who); }
   std::string run_retry(std::string_view run, std::string_view who) const { return run_verb(run, "retry", who); }
   std::string run_signal(std::string_view run, std::string_view who) const { return run_verb(run, "signal", who); }
+  std::string run_fork(std::string_view run, std::string_view who) const { return run_verb(run, "fork", who); }
   std::string run_verb(std::string_view run, std::string_view verb, std::string_view who) const {
     return base() + ".runs." + std::string(run) + "." + std::string(verb) + "." + std::string(who);
   }

@@ -63,6 +63,20 @@ export async function api(path, { method = 'GET', body } = {}) {
   return data;
 }
 
+// Every stored event of a run, in order, a page at a time (`after` = the last seq while `more`).
+// At most `pagesMax` pages of 1000: a run longer than that is shown by its start, and `cut` says so.
+export async function allEvents(runId, pagesMax = 200) {
+  const events = [];
+  let after = 0;
+  for (let page = 0; page < pagesMax; page++) {
+    const got = await api(`/runs/${encodeURIComponent(runId)}/events?after=${after}&limit=1000`);
+    events.push(...got.events);
+    if (!got.more || !got.events.length) return { events, cut: false };
+    after = got.events[got.events.length - 1].seq;
+  }
+  return { events, cut: true };
+}
+
 // Follows a run over Server-Sent Events from after `after`: stored events (with their seq) go to
 // onEvent in order and once each, streamed model text to onDelta, the end to onEnd. A broken
 // connection is opened again from the last seq seen, so nothing is missed or shown twice.

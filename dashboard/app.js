@@ -5,12 +5,15 @@ import { h, clear } from './dom.js';
 import { render as renderRuns, renderApprovals } from './runs.js';
 import { render as renderRun } from './run.js';
 import { render as renderApproval } from './approval.js';
+import { render as renderCompare } from './compare.js';
 import { renderAgents, renderNodes, renderSchedules } from './cluster.js';
 import { renderQueues } from './queues.js';
 
 const NAME = '[A-Za-z0-9_-]+';
 const routes = [
   [new RegExp(`^/runs/(${NAME})/steps/(${NAME})$`), (m) => renderApproval(main(), { runId: m[1], step: m[2] }), 'runs'],
+  // Under /runs/: the gateway serves the page for any address there made of names.
+  [new RegExp(`^/runs/(${NAME})/compare(?:/(${NAME}))?$`), (m) => renderCompare(main(), { left: m[1], right: m[2] }), 'runs'],
   [new RegExp(`^/runs/(${NAME})$`), (m) => renderRun(main(), { runId: m[1] }), 'runs'],
   [/^\/(runs)?$/, () => renderRuns(main()), 'runs'],
   [/^\/approvals$/, () => renderApprovals(main()), 'approvals'],

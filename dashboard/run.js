@@ -1,6 +1,8 @@
-// The run page: header, timeline of every step (live while the run goes), graph, raw events.
+// The run page: header, actions (fork, rerun, replay check), timeline of every step (live while
+// the run goes), graph, raw events.
 import { api, followRun } from './api.js';
 import { answerControls } from './approval.js';
+import { forkLine, runActions } from './fork.js';
 import { formView, diffView } from './forms.js';
 import { graphView } from './graph.js';
 import { Trace } from './trace.js';
@@ -136,6 +138,10 @@ function itemView(item, trace, runId) {
   }
 }
 
+// A step a fork took from the recorded run (the model and the tools were not called for it).
+const isReplayed = (events) => events.some((e) => e.data?.replayed === true);
+const replayedPill = () => h('span', { class: 'pill replayed', text: 'replayed', title: 'taken from the recorded run: the model and the tools were not called' });
+
 function retriesView(retries) {
   return h('div', {}, field('Retries', ''), pre(retries.map((r) => `${time(r.time_ms)}  attempt ${r.attempt}: ${r.reason}${r.next_try_in_ms ? ` (next try in ${duration(r.next_try_in_ms)})` : ''}`).join('\n')));
 }
@@ -149,7 +155,8 @@ export async function render(main, { runId }) {
   const tabs = h('nav', { class: 'tabs' });
   const body = h('section', { class: 'run-body' });
   const streamState = h('span', { class: 'stream-state' });
-  clear(main).append(header, tabs, body);
+  const actions = h('div');
+  clear(main).append(header, actions, tabs, body);
 
   try {
     summary = await api(`/runs/${encodeURIComponent(runId)}`);
@@ -157,6 +164,7 @@ export async function render(main, { runId }) {
     main.append(message(`${e.message}`, 'error'));
     return () => {};
   }
+  actions.append(runActions(runId, trace));
   api('/agents').then((a) => {
     agent = (a.agents || []).find((x) => x.id === summary.agent) || null;
     drawHeader();
@@ -199,6 +207,7 @@ export async function render(main, { runId }) {
         s.retrying ? field('Retrying', `${s.retrying.reason} (next try ${time(s.retrying.next_try_ms)})`) : null,
         s.children?.length ? field('Tokens with sub-agents', usageLine(s.total_usage)) : null),
       runTree(s),
+      forkLine(s),
       waiting ? h('p', { class: 'waiting-banner' }, 'Waiting for a person: ', h('a', { href: `/runs/${s.run_id}/steps/${waiting.step_key}`, text: `answer ${waiting.step_key}` }),
         waiting.expires_ms ? ` (answered for them at ${time(waiting.expires_ms)})` : '', waiting.escalated_to ? ` · escalated to ${waiting.escalated_to}` : '') : null,
       waitingFor ? waitBanner(s.run_id, waitingFor) : null,
@@ -229,7 +238,9 @@ export async function render(main, { runId }) {
       const v = versionOf(it);
       const had = drawn.get(it);
       if (had && had.version === v) return;
-      const li = h('li', { class: `entry kind-${it.kind}`, 'data-seq': it.seq, 'data-kind': it.kind }, itemView(it, trace, runId));
+      const replayed = isReplayed(it.events);
+      const li = h('li', { class: `entry kind-${it.kind}${replayed ? ' replayed' : ''}`, 'data-seq': it.seq, 'data-kind': it.kind }, itemView(it, trace, runId));
+      if (replayed) li.querySelector('summary')?.append(' ', replayedPill());
       if (had) {
         const open = had.el.querySelector('details')?.open;
         if (open !== undefined) li.querySelector('details').open = open || li.querySelector('details').open;
@@ -252,7 +263,8 @@ export async function render(main, { runId }) {
       })));
     } else {
       clear(body).append(h('div', { class: 'events-raw' }, trace.events.map((e) =>
-        details(h('span', { class: 'mono' }, `#${e.seq} `, h('strong', { text: e.event_type }), ` ${time(e.time_ms)}`), pre(JSON.stringify(e, null, 2), 'raw')))));
+        details(h('span', { class: 'mono' }, `#${e.seq} `, h('strong', { text: e.event_type }), ` ${time(e.time_ms)}`, isReplayed([e]) ? replayedPill() : null),
+          pre(JSON.stringify(e, null, 2), 'raw')))));
     }
   };
 

@@ -1,6 +1,8 @@
 // The runs page: every run of every orchestrator, newest first, with filters that stay in the
-// address (a reload or a shared link keeps them), live while the page is open.
+// address (a reload or a shared link keeps them), live while the page is open; an action on many
+// runs at once (bulk.js).
 import { api } from './api.js';
+import { bulkPanel } from './bulk.js';
 import { h, clear, time, duration, count, excerpt, statusBadge, message } from './dom.js';
 
 const STATUSES = ['', 'pending', 'queued', 'running', 'suspended', 'waiting', 'completed', 'failed', 'cancelled'];
@@ -47,7 +49,7 @@ export async function render(main) {
   const tbody = h('tbody');
   table.append(tbody);
   const more = h('button', { class: 'more', text: 'Load more', hidden: true });
-  clear(main).append(h('h1', { text: 'Runs' }), form, info, table, more);
+  clear(main).append(h('h1', { text: 'Runs' }), form, bulkPanel(), info, table, more);
 
   const query = () => {
     const q = new URLSearchParams();

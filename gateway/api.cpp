@@ -36,8 +36,6 @@ int status_of(errc code) {
   }
 }
 
-namespace {
-
 // Headers every answer carries: nothing here may be framed, sniffed or loaded from elsewhere.
 void secure(http_response& r) {
   r.headers.emplace_back("X-Frame-Options", "DENY");
@@ -57,8 +55,6 @@ http_response json(int status, const value& body) {
 http_response failure(const keel::error& e) {
   return json(status_of(e.code), value{{"error", {{"code", std::string(to_string(e.code))}, {"message", e.message}}}});
 }
-
-} // namespace
 
 api::api(std::shared_ptr<broker::connection> nats, api_options options)
   : nats_(std::move(nats)), options_(std::move(options)),
@@ -423,6 +419,7 @@ void api::handle(http_request request, const responder& respond) {
     for (auto& [id, n] : nodes) list.push_back(std::move(n));
     return respond(json(200, value{{"nodes", list}}));
   }
+  if (actions(who, parts, request, respond)) return;
   if (parts.size() >= 2 && parts[0] == "runs") {
     const auto& run = parts[1];
     if (!run_id{run}.valid()) return respond(failure(make_error(errc::not_found, "'" + run + "' is not a keel run id")));

@@ -57,6 +57,10 @@ private:
   static result<wire::value> answer_of(result<broker::message> reply);
   void list(const http_request& request, const std::map<std::string, std::string>& query, const responder& respond);
   void agents(const responder& respond);
+  // Forks, reruns, replays and bulk actions (api_actions.cpp, docs/FORKS.md); false: not one of theirs.
+  bool actions(const std::string& who, const std::vector<std::string>& parts, const http_request& request,
+               const responder& respond);
+  result<wire::value> bulk(const std::string& who, const wire::value& body);
   void stream(const http_request& request, const std::string& run, const std::map<std::string, std::string>& query,
               const responder& respond);
   std::shared_ptr<broker::connection> nats_;
@@ -76,5 +80,11 @@ private:
 
 // The HTTP status for an error code of the protocol.
 int status_of(errc code);
+
+// Answers as every route gives them (api.cpp): JSON with the security headers, an error's JSON,
+// and the body of a request that acts (a body naming `by` is refused: the token's name acts).
+http_response json(int status, const wire::value& body);
+http_response failure(const keel::error& e);
+result<wire::value> acting_body(const http_request& request);
 
 } // namespace keel::gateway

@@ -128,7 +128,7 @@ result<completion> scripted_provider::complete(const completion_request& request
   }
   if (!calls_log_.empty()) {
     std::lock_guard lock{log_mutex_};
-    std::ofstream(calls_log_, std::ios::app) << request.task_id << " " << turn_index + 1 << "\n";
+    std::ofstream(calls_log_, std::ios::app) << request.task_id << " " << turn_index + 1 << " " << (request.model.empty() ? "-" : request.model) << "\n";
   }
   completion c;
   c.used.input_tokens = estimate_tokens(chars);

@@ -269,6 +269,11 @@ const std::vector<entry>& entries() {
       "retention.max_runs", 0, 0, std::int64_t{1} << 40,
       "At most this many ended runs are kept by each orchestrator; the oldest beyond go. 0: no bound.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.retention_max_runs; }));
+    e.push_back(boolean_key(
+      "retention.keep_conversations", true,
+      "A run that completes or is cancelled keeps its conversation (so that it can be forked, rerun and compared) "
+      "until retention removes it; false: only its header, snapshot and events are kept.",
+      [](node_config& c, agent_config*) -> bool& { return c.retention_keep_conversations; }));
     e.push_back(integer_key(
       "retention.interval_ms", 60'000, 100, 24 * hour_ms,
       "How often an orchestrator removes what retention no longer keeps (at most 1,000 runs each time).",

@@ -213,6 +213,7 @@ struct node_config {
   // Retention of ended runs (docs/OPERATIONS.md); 0: no bound.
   std::int64_t retention_max_age_ms = 0;
   std::int64_t retention_max_runs = 0;
+  bool retention_keep_conversations = true;
   std::int64_t retention_interval_ms = 60'000;
 
   std::string gateway_listen;

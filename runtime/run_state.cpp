@@ -197,6 +197,14 @@ value to_value(const run_state& s) {
                         {"deadline_ms", s.join->deadline_ms}, {"check_ms", s.join->check_ms}, {"checks", s.join->checks},
                         {"children", children}};
   }
+  if (s.fork.is_object()) out["fork"] = s.fork;
+  if (s.system_prompt) out["system_prompt"] = *s.system_prompt;
+  if (!s.preset_answers.empty()) {
+    value preset = value::object();
+    for (const auto& [id, a] : s.preset_answers) preset[id] = value{{"approved", a.approved}, {"feedback", a.feedback}};
+    out["preset_answers"] = preset;
+  }
+  if (s.replayed_events.is_array() && !s.replayed_events.empty()) out["replayed_events"] = s.replayed_events;
   if (s.queue)
     out["queue"] = value{{"name", s.queue->name}, {"key", s.queue->key}, {"since_ms", s.queue->since_ms},
                          {"admitted_ms", s.queue->admitted_ms}};
@@ -378,6 +386,26 @@ result<run_state> run_state_from_value(const value& v) {
       join.children.push_back(std::move(child));
     }
     s.join = std::move(join);
+  }
+  if (f.has("fork")) {
+    if (!f.raw("fork").is_object()) return f.bad("fork", "a map");
+    s.fork = f.raw("fork");
+  }
+  KEEL_READ(s.system_prompt, f.optional_text("system_prompt"));
+  if (f.has("preset_answers")) {
+    if (!f.raw("preset_answers").is_object()) return f.bad("preset_answers", "a map");
+    for (auto it = f.raw("preset_answers").begin(); it != f.raw("preset_answers").end(); ++it) {
+      fields a(it.value(), f.path("preset_answers") + "." + it.key());
+      if (!a.is_map()) return not_a(f.path("preset_answers") + "." + it.key(), "a map");
+      answer given;
+      KEEL_READ(given.approved, a.flag("approved"));
+      KEEL_READ(given.feedback, a.text("feedback"));
+      s.preset_answers[it.key()] = std::move(given);
+    }
+  }
+  if (f.has("replayed_events")) {
+    if (!f.raw("replayed_events").is_array()) return f.bad("replayed_events", "a list");
+    s.replayed_events = f.raw("replayed_events");
   }
   if (f.has("queue")) {
     fields q(f.raw("queue"), f.path("queue"));

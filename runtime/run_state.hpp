@@ -158,6 +158,15 @@ struct run_state {
   std::int64_t deadline_ms = 0;
   std::optional<queue_place> queue;
   std::optional<join_state> join;
+  // A fork (docs/FORKS.md): {run_id, at_step, by, replayed_steps, replayed_calls} of the run it
+  // was made from; null: not a fork. Its model steps use `system_prompt` instead of the agent's
+  // when set, and a call that asks for approval gets the answer given in advance for its id
+  // (`preset_answers`, taken once). `replayed_events`: the recorded steps' events, for the
+  // fork's first transition to publish (marked replayed); empty once written.
+  wire::value fork;
+  std::optional<std::string> system_prompt;
+  std::map<std::string, answer> preset_answers;  // by tool call id
+  wire::value replayed_events;
 };
 
 // The earliest time at which something of the run falls due by the clock alone (a sleep's end, a

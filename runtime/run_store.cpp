@@ -227,7 +227,8 @@ bool is_terminal(run_status s) {
 bool is_active(run_status s) { return s == run_status::pending || s == run_status::running; }
 
 run_store::run_store(std::unique_ptr<rocksdb::DB> db, const store_options& options)
-  : db_(std::move(db)), fsync_(options.fsync), path_(options.path), reserve_bytes_(options.reserve_bytes) {}
+  : db_(std::move(db)), fsync_(options.fsync), path_(options.path), reserve_bytes_(options.reserve_bytes),
+    keep_conversations_(options.keep_conversations) {}
 
 run_store::~run_store() {
   if (db_) {
@@ -368,15 +369,17 @@ result<void> run_store::apply(const std::vector<run_transition>& transitions) {
                                 journal_key(r.run_id, through + 1));
           !s.ok())
         return io_error(s, "reading a run's journal");
-    // A run that completed or was cancelled keeps its header, snapshot and events (its history);
-    // its conversation and journal, needed only to go on, are dropped. A failed run keeps them
-    // for a retry.
+    // A run that completed or was cancelled keeps its header, snapshot, events (its history) and,
+    // unless told otherwise, its conversation (forks and reruns read it); its journal, needed only
+    // to go on, is dropped. A failed run keeps both for a retry.
     bool finished_now = (r.status == run_status::completed || r.status == run_status::cancelled) &&
                         (!previous || previous->status != r.status);
     if (finished_now) {
-      for (auto [from, to] : {std::pair{message_key(r.run_id, 0), message_key(r.run_id, UINT64_MAX)},
-                              std::pair{journal_key(r.run_id, 0), journal_key(r.run_id, UINT64_MAX)}})
-        if (auto s = delete_range(from, to); !s.ok()) return io_error(s, "reading a run's conversation");
+      if (auto s = delete_range(journal_key(r.run_id, 0), journal_key(r.run_id, UINT64_MAX)); !s.ok())
+        return io_error(s, "reading a run's journal");
+      if (!keep_conversations_)
+        if (auto s = delete_range(message_key(r.run_id, 0), message_key(r.run_id, UINT64_MAX)); !s.ok())
+          return io_error(s, "reading a run's conversation");
     }
     for (const auto& e : t.events) batch.Put(event_key(r.run_id, e.seq), wire::encode(e));
   }

@@ -117,6 +117,9 @@ struct store_options {
   // (admits_new_run), and no write goes that would leave less than half of it, so that the
   // write-ahead log and the memtable flushes never meet a full disk. 0: no check.
   std::uint64_t reserve_bytes = 0;
+  // A run that completes or is cancelled keeps its conversation (a fork or a rerun reads it);
+  // false: it is dropped then, as its journal always is.
+  bool keep_conversations = true;
 };
 
 class run_store {
@@ -219,6 +222,7 @@ private:
   bool fsync_;
   std::string path_;
   std::uint64_t reserve_bytes_;
+  bool keep_conversations_;
   std::atomic<std::uint64_t> synced_writes_{0};
   std::atomic<std::uint64_t> bytes_written_{0};
   // apply() may run on several threads at once (one store writer per lane): a write that

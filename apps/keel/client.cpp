@@ -94,6 +94,22 @@ result<value> client::retry(const std::string& run) {
   return (*v)["run"];
 }
 
+result<wire::invoke_reply> client::fork(const std::string& run, const value& fields) {
+  value body = fields;
+  body["v"] = wire::protocol_version;
+  body["type"] = "fork";
+  auto reply = request(subjects_.run_fork(run, who_), wire::pack(body), run);
+  if (!reply) return reply.error();
+  return wire::decode<wire::invoke_reply>(reply->data);
+}
+
+result<value> client::replay(const std::string& run) {
+  auto reply = request(subjects_.base() + ".runs." + run + ".replay",
+                       wire::pack(value{{"v", wire::protocol_version}, {"type", "replay"}}), run);
+  if (!reply) return reply.error();
+  return open_reply(reply->data, "replay");
+}
+
 result<value> client::signal(const std::string& run, const std::string& name, const value& payload, const std::string& id) {
   value body{{"v", wire::protocol_version}, {"type", "signal"}, {"name", name}, {"payload", payload}};
   if (!id.empty()) body["id"] = id;

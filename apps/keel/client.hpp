@@ -21,6 +21,10 @@ public:
   result<wire::resume_reply> resume(const wire::resume_request& request);
   result<wire::value> cancel(const std::string& run_id, const std::string& reason);
   result<wire::value> retry(const std::string& run_id);
+  // Forks and replays (docs/FORKS.md): the fork request's fields as given ({run_id, created} back),
+  // and the replay's report.
+  result<wire::invoke_reply> fork(const std::string& run_id, const wire::value& fields);
+  result<wire::value> replay(const std::string& run_id);
   // Schedules (workflows): the list as one orchestrator holds it, and pause or resume one.
   result<wire::value> schedules();
   result<wire::value> run_queues();

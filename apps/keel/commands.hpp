@@ -40,5 +40,6 @@ void add_schedules(CLI::App& app, int& exit_code);  // workflows.cpp
 void add_queues(CLI::App& app, int& exit_code);     // workflows.cpp
 void add_admin_command(CLI::App& app, int& exit_code);
 void add_costs_command(CLI::App& app, int& exit_code);
+void add_fork_commands(CLI::App& app, int& exit_code);  // fork, rerun, replay, bulk (forks.cpp)
 
 } // namespace keel::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   keel::cli::add_agents_command(app, exit_code);
   keel::cli::add_tools_command(app, exit_code);
   keel::cli::add_run_commands(app, exit_code);
+  keel::cli::add_fork_commands(app, exit_code);
   keel::cli::add_tool_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -594,11 +594,13 @@ TEST_CASE("http api: docs/openapi.json and the gateway agree: every route named 
                             "GET /api/v1/approvals", "GET /api/v1/agents", "GET /api/v1/tools", "GET /api/v1/nodes",
                             "POST /api/v1/runs/{id}/signals", "GET /api/v1/schedules", "POST /api/v1/schedules/{name}/pause",
                             "POST /api/v1/schedules/{name}/resume", "POST /hooks/{name}", "GET /api/v1/queues",
-                            "POST /api/v1/schedules", "DELETE /api/v1/schedules/{name}", "GET /metrics", "GET /api/v1/costs"}) {
+                            "POST /api/v1/schedules", "DELETE /api/v1/schedules/{name}", "GET /metrics", "GET /api/v1/costs",
+                            "POST /api/v1/runs/{id}/fork", "POST /api/v1/runs/{id}/rerun", "POST /api/v1/runs/{id}/replay",
+                            "POST /api/v1/runs/bulk"}) {
     INFO(route);
     CHECK(named.count(route) == 1);
   }
-  CHECK(named.size() == 25);
+  CHECK(named.size() == 29);
 }
 
 TEST_CASE("http api: 50 runs followed by 4 clients each, answered while they follow, every stream whole to its end",

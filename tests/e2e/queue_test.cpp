@@ -56,9 +56,13 @@ TEST_CASE("workflows: a run queue lets at most its concurrency go at once, per k
   cluster c("[run_queues.deploys]\nconcurrency = 2\n[run_queues.repos]\nconcurrency = 3\nkey_concurrency = 1\n" +
               slow_agent("deployer", "deploys") + slow_agent("fixer", "repos") +
               "\n[agents.plain]\nscript = \"{dir}/slow.json\"\n[agents.plain.sandbox]\nworkspace = \"{dir}/ws\"\n",
-            {{"slow.json", R"({"turns": [{"delay_ms": 1200, "text": "done"}]})"}}, options);
+            {{"slow.json", R"({"turns": [{"delay_ms": 2500, "text": "done"}]})"}}, options);
   std::vector<std::string> deploys, fixes;
   for (int i = 0; i < 6; ++i) deploys.push_back(c.invoke("deployer", "deploy " + std::to_string(i)));
+  // In line now (two waves of 2.5 s ahead of it): shown as queued, with its place.
+  auto shown = c.show(deploys.back());
+  CHECK(shown["status"] == "queued");
+  CHECK(shown["queue"]["name"] == "deploys");
   std::map<std::string, std::string> key_of;
   for (const char* key : {"repo-a", "repo-a", "repo-b", "repo-a", "repo-c"}) {
     auto made = c.keel({"invoke", "fixer", "fix", "--concurrency-key", key});
@@ -73,10 +77,7 @@ TEST_CASE("workflows: a run queue lets at most its concurrency go at once, per k
   REQUIRE(posted.status == 201);
   fixes.push_back(posted.parsed()["run_id"]);
   key_of[fixes.back()] = "repo-b";
-  // In line now: shown as queued, with its place; listed by keel queues and the API.
-  auto shown = c.show(deploys.back());
-  CHECK(shown["status"] == "queued");
-  CHECK(shown["queue"]["name"] == "deploys");
+  // Listed by keel queues and the API.
   auto listed = json::parse(c.keel({"queues", "--json"}).out);
   REQUIRE(listed.is_array());
   REQUIRE(listed.size() == 2);

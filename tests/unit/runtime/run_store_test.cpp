@@ -471,10 +471,18 @@ TEST_CASE("run store: a batch waits for a sync unless none of its transitions ne
   CHECK(unsynced->synced_writes() == 0);
 }
 
-TEST_CASE("run store: a run that completes keeps its history and drops what only going on needs, a failed one keeps it",
+TEST_CASE("run store: a run that completes keeps its history and conversation (unless told not to) and drops its journal, "
+          "a failed one keeps both",
           "[runtime][store]") {
+  for (bool keep : {true, false}) {
   temp_dir dir;
-  auto store = open_store(dir.path());
+  store_options options;
+  options.path = dir.path() + "/runs";
+  options.fsync = false;
+  options.keep_conversations = keep;
+  auto opened = run_store::open(options);
+  REQUIRE(opened.ok());
+  auto store = std::move(*opened);
   for (auto [id, end] : {std::pair<std::string, run_status>{"done", run_status::completed}, {"broken", run_status::failed},
                          {"stopped", run_status::cancelled}}) {
     auto t = created(id, "coder", 1000);
@@ -491,10 +499,11 @@ TEST_CASE("run store: a run that completes keeps its history and drops what only
     CHECK((*kept)->status == end);
     CHECK(store->events(id)->size() == 1);
     bool goes_on = end == run_status::failed;
-    CHECK(store->messages(id, 0, 3, 1 << 20)->size() == (goes_on ? 3u : 0u));
+    CHECK(store->messages(id, 0, 3, 1 << 20)->size() == (goes_on || keep ? 3u : 0u));
     CHECK(store->journal(id)->size() == (goes_on ? 1u : 0u));
   }
   CHECK(store->compact().ok());
+  }
 }
 
 TEST_CASE("run store: a run read without its conversation says how long it is", "[runtime][store]") {
