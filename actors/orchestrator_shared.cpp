@@ -56,7 +56,7 @@ void orchestrator_shared::left_memory(const std::string& run) {
     if (finished && !owner.answers_for(run_id{run}.owner())) {
       logger()->debug("run {}: its log is not cut: this node's lease on it is not certain now", run);
     } else if (finished) {
-      // Its last entry becomes its whole history (final record and every event), so that an
+      // Its last entry becomes its whole history (final record, every event, its conversation), so that an
       // orchestrator that takes its runs over serves the same history; then what came before
       // goes. Only by a node that still holds the run's lease, appending where its own last
       // entry is: a node that lost the run must not cut the log of the run as its new owner has it.
@@ -77,6 +77,14 @@ result<std::uint64_t> orchestrator_shared::whole_history(const std::string& run,
   store::run_transition whole;
   whole.record = record;
   whole.events = std::move(*events);
+  // Its conversation too, while completed runs keep theirs (a fork reads it, whoever serves it).
+  if (config.retention_keep_conversations) {
+    auto count = record.state.is_object() ? record.state.value("messages_count", std::uint64_t{0}) : 0;
+    auto messages = store.messages(run, 0, count, SIZE_MAX);
+    if (!messages) return messages.error();
+    whole.messages = std::move(*messages);
+    whole.messages_from = 0;
+  }
   return log_writer.append_after_last(*lane_of(run).log_view, run, whole);
 }
 

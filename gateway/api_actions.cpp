@@ -6,6 +6,7 @@
 #include "gateway/request.hpp"
 
 #include "runtime/bulk_actions.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 
 #include <set>
@@ -15,6 +16,8 @@ namespace keel::gateway {
 using wire::value;
 
 namespace {
+
+constexpr std::int64_t bulk_time_max_ms = 60'000;
 
 std::string text_of(const value& v, const char* key) {
   auto it = v.find(key);
@@ -127,9 +130,19 @@ result<value> api::bulk(const std::string& who, const value& body) {
       return make_error(errc::invalid_argument, "run_ids holds something that is not a keel run id");
   value results = value::array();
   std::size_t done = 0, failed = 0;
+  // One request at a time, each bounded by the request timeout; the whole bounded too, so that a
+  // slow cluster never holds an HTTP thread for long: what was not tried is said, to send again.
+  const auto deadline = steady_ms() + bulk_time_max_ms;
   for (const auto& id_value : ids) {
     auto id = id_value.get<std::string>();
     if (!seen.insert(id).second) continue;  // once each
+    if (steady_ms() >= deadline) {
+      results.push_back(value{{"run_id", id}, {"ok", false},
+                              {"error", "not tried: the action ran for " + std::to_string(bulk_time_max_ms / 1000) +
+                                          " s; send the ids not done again"}});
+      ++failed;
+      continue;
+    }
     auto act = [&]() -> result<void> {
       // As it is now: a run that changed since the preview is left alone.
       auto now = ask(options_.subjects.base() + ".runs." + id + ".get", value{{"v", 1}, {"type", "get_run"}});

@@ -2,7 +2,9 @@
 // binaries, a real nats-server, the scripted model whose call log says which steps called it and
 // with which model.
 #include "tests/e2e/cluster.hpp"
+#include "tests/e2e/failover_cluster.hpp"
 #include "tests/e2e/http_client.hpp"
+#include "tests/support/fake_service.hpp"
 
 #include <filesystem>
 #include <map>
@@ -216,6 +218,46 @@ TEST_CASE("fork: another answer at an approval: the fork runs from that call wit
   CHECK(late.err.find("was asked at step 1, after step 0") != std::string::npos);
 }
 
+TEST_CASE("fork: another provider after step N gets the recorded conversation and is the only model called",
+          "[e2e][integration][fork]") {
+  fake_service openai([](const fake_request&) {  // on the server's thread: checked below
+    return fake_reply{200, json{{"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", "from the local server"}}},
+                                              {"finish_reason", "stop"}}}},
+                                {"usage", {{"prompt_tokens", 50}, {"completion_tokens", 3}}}}.dump()};
+  });
+  cluster c(R"(
+[agents.coder]
+script = "{dir}/s.json"
+script_log = "{dir}/calls.log"
+base_url = ")" + openai.url() + R"("
+stream = false
+[agents.coder.sandbox]
+workspace = "{dir}/ws"
+exec_security = "allow-always"
+)", {{"s.json", R"({"turns": [{"text": "Looking.", "tool_calls": [{"name": "exec", "arguments": {"command": "echo recorded-output"}}]},
+                                {"text": "done by the script"}]})"}});
+  auto original = c.invoke("coder", "look around");
+  c.await_status(original, "completed");
+  auto made = c.keel({"fork", original, "--at-step", "1", "--provider", "openai", "--model", "local-llama"});
+  INFO(made.err << c.node_log());
+  REQUIRE(made.exit_code == 0);
+  auto fork = trimmed(made.out);
+  c.await_status(fork, "completed");
+  CHECK(c.show(fork)["output"] == "from the local server");
+  CHECK(c.show(fork)["provider"] == "openai");
+  // One call, to the other provider, with the recorded step and its tool's result in it; the
+  // scripted model was not asked for the fork at all.
+  auto asked = openai.requests();
+  REQUIRE(asked.size() == 1);
+  CHECK(asked[0].body["model"] == "local-llama");
+  std::string roles;
+  for (const auto& m : asked[0].body["messages"]) roles += m.value("role", std::string()) + " ";
+  CHECK(roles.find("user assistant tool") != std::string::npos);
+  CHECK(asked[0].body.dump().find("recorded-output") != std::string::npos);
+  CHECK(calls_of(read_file(c.dir().file("calls.log")), fork).empty());
+  CHECK(calls_of(read_file(c.dir().file("calls.log")), original).size() == 2);
+}
+
 TEST_CASE("bulk actions: a preview touches nothing, the confirmed runs are acted on, a changed run is left alone",
           "[e2e][integration][fork]") {
   cluster_options options;
@@ -268,4 +310,59 @@ TEST_CASE("bulk actions: a preview touches nothing, the confirmed runs are acted
   CHECK(call("GET", base + "/api/v1/runs/bulk").status == 404);
   auto none = call("POST", base + "/api/v1/runs/bulk", R"({"action": "retry"})");
   CHECK(none.parsed()["count"] == 0);
+}
+
+TEST_CASE("fork: a run of another orchestrator, and a run that was taken over, are forked and replayed by whoever serves them",
+          "[e2e][integration][cluster][failover][fork]") {
+  using namespace keel::testing::e2e;
+  failover_cluster c;
+  c.start_all();
+  auto first = c.invoke_on("o1", "auto", "first", 0);
+  c.await_completed(first);
+  // Asked through another server than o1's: the request reaches o1, which owns the run; the fork
+  // is o1's.
+  auto fork_of = [&](const std::string& run, std::size_t server, const std::string& model) {
+    wire::value body{{"v", 1}, {"type", "fork"}, {"at_step", 1}, {"model", model}};
+    for (auto deadline = steady_ms() + 30'000;;) {
+      auto reply = c.clients.at(server)->request("keel.default.runs." + run + ".fork.tester", wire::pack(body), 10'000);
+      if (reply)
+        if (auto made = wire::decode<wire::invoke_reply>(reply->data)) return made->run_id;
+      auto answer = reply ? wire::unpack(reply->data) : result<wire::value>(reply.error());
+      INFO("the fork's answer: " << (answer ? answer->dump() : answer.error().message));
+      REQUIRE(steady_ms() < deadline);  // asked again while a takeover is under way
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  };
+  auto model_calls = [&](const std::string& run) {
+    std::vector<std::string> out;
+    for (const auto& line : lines_of(read_file(c.dir.file("model-calls.log"))))
+      if (line.rfind(run + "/", 0) == 0) out.push_back(line.substr(line.find(' ') + 1));
+    return out;
+  };
+  auto there = fork_of(first, 2, "m-o1");
+  CHECK(run_id{there}.owner() == "o1");
+  c.await_completed(there);
+  CHECK(model_calls(there) == std::vector<std::string>{"2 m-o1"});
+  // o1 killed for good: its runs are served by another, from the replicated log; a fork of the
+  // completed run is made by that one, from the conversation the log kept.
+  c.nodes["o1"].signal(SIGKILL);
+  REQUIRE(c.nodes["o1"].wait(5000).ok());
+  REQUIRE_EVENTUALLY(60'000, !c.show(first, 1).is_null());
+  auto taken = fork_of(first, 1, "m-taken");
+  CHECK(run_id{taken}.owner() != "o1");
+  c.await_completed(taken);
+  CHECK(model_calls(taken) == std::vector<std::string>{"2 m-taken"});
+  // The recorded run replays to the same decisions on its new owner.
+  auto replayed = c.clients.at(1)->request("keel.default.runs." + first + ".replay", wire::pack(wire::value{{"v", 1}, {"type", "replay"}}), 10'000);
+  REQUIRE(replayed.ok());
+  auto report = wire::unpack(replayed->data);
+  REQUIRE(report.ok());
+  INFO(report->dump());
+  CHECK(report->value("same", false));
+  CHECK(report->value("model_steps", 0) == 2);
+  // The fork that o1 made, taken over with the rest, is forked again.
+  REQUIRE_EVENTUALLY(30'000, !c.show(there, 2).is_null());
+  auto again = fork_of(there, 2, "m-again");
+  c.await_completed(again);
+  CHECK(model_calls(again) == std::vector<std::string>{"2 m-again"});
 }
