@@ -284,7 +284,8 @@ TEST_CASE("bulk actions: a preview touches nothing, the confirmed runs are acted
   auto listed = call("POST", base + "/api/v1/runs/bulk", R"({"action": "approve", "filter": {"agent": "asker"}})");
   REQUIRE(listed.status == 200);
   REQUIRE(listed.parsed()["count"] == 2);
-  for (const auto& r : listed.parsed()["runs"]) CHECK(r["step_key"].get<std::string>().rfind("approve-", 0) == 0);
+  const auto previewed = listed.parsed();
+  for (const auto& r : previewed["runs"]) CHECK(r["step_key"].get<std::string>().rfind("approve-", 0) == 0);
   REQUIRE(c.keel({"reject", asking[0], c.show(asking[0])["waiting"]["step_key"].get<std::string>()}).exit_code == 0);
   json confirm{{"action", "approve"}, {"filter", {{"agent", "asker"}}}, {"run_ids", json::array({asking[0], asking[1]})}};
   auto acted = call("POST", base + "/api/v1/runs/bulk", confirm.dump());
