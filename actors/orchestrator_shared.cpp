@@ -79,7 +79,8 @@ result<std::uint64_t> orchestrator_shared::whole_history(const std::string& run,
   whole.events = std::move(*events);
   // Its conversation too, while completed runs keep theirs (a fork reads it, whoever serves it).
   if (config.retention_keep_conversations) {
-    auto count = record.state.is_object() ? record.state.value("messages_count", std::uint64_t{0}) : 0;
+    auto counted = record.state.is_object() ? record.state.find("messages_count") : record.state.end();
+    std::uint64_t count = counted != record.state.end() && counted->is_number_unsigned() ? counted->get<std::uint64_t>() : 0;
     auto messages = store.messages(run, 0, count, SIZE_MAX);
     if (!messages) return messages.error();
     whole.messages = std::move(*messages);

@@ -85,10 +85,11 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     if (!invoke) return shared->reply_error(m.reply, invoke.error().code, invoke.error().message);
     if (!invoke->parent.is_null())
       return shared->reply_error(m.reply, errc::invalid_argument, "field 'parent' is set only by keel's orchestrators");
-    if (invoke->idempotency_key.rfind(child_key_prefix, 0) == 0 || invoke->idempotency_key.rfind(schedule_key_prefix, 0) == 0)
+    if (invoke->idempotency_key.rfind(child_key_prefix, 0) == 0 || invoke->idempotency_key.rfind(schedule_key_prefix, 0) == 0 ||
+        invoke->idempotency_key.rfind(fork_key_prefix, 0) == 0)
       return shared->reply_error(m.reply, errc::invalid_argument,
-                                 std::string("idempotency keys starting with ") + child_key_prefix + " or " + schedule_key_prefix +
-                                   " are keel's own (sub-agents' child runs, schedules' ticks)");
+                                 std::string("idempotency keys starting with ") + child_key_prefix + ", " + schedule_key_prefix +
+                                   " or " + fork_key_prefix + " are keel's own (sub-agents' child runs, schedules' ticks, forks)");
     invoke->by = sender_of(m.subject);
     // A webhook's delivery (docs/WORKFLOWS.md): its key only from the sender the gateway names
     // after the hook, so that no client can claim a delivery's run before the hook's request comes.

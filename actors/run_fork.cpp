@@ -72,6 +72,12 @@ result<fork_request> fork_request_from_value(const value& body) {
     } else if (key == "provider" || key == "model" || key == "idempotency_key") {
       auto t = text(fork_field_bytes_max);
       if (!t) return t.error();
+      if (std::any_of(t->begin(), t->end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+        return make_error(errc::invalid_argument, key + " holds a control character");
+      if (key == "provider" && !t->empty() && *t != "scripted" && *t != "anthropic" && *t != "openai")
+        return make_error(errc::invalid_argument, "provider must be one of scripted, anthropic, openai");
+      if (key == "idempotency_key" && t->rfind("keel-", 0) == 0)
+        return make_error(errc::invalid_argument, "idempotency keys starting with keel- are keel's own");
       (key == "provider" ? r.provider : key == "model" ? r.model : r.idempotency_key) = *t;
     } else if (key == "system_prompt") {
       auto t = text(system_prompt_bytes_max);
@@ -86,6 +92,9 @@ result<fork_request> fork_request_from_value(const value& body) {
         const auto& given = a.value();
         if (!given.is_object() || !given.contains("approved") || !given["approved"].is_boolean())
           return make_error(errc::invalid_argument, "answers." + a.key() + " must be {approved: true|false, feedback}");
+        for (auto f = given.begin(); f != given.end(); ++f)
+          if (f.key() != "approved" && f.key() != "feedback")
+            return make_error(errc::invalid_argument, "answers." + a.key() + " has no field '" + f.key() + "' (approved, feedback)");
         store::answer answer{given["approved"].get<bool>(), {}};
         if (given.contains("feedback")) {
           if (!given["feedback"].is_string() || given["feedback"].get<std::string>().size() > 16'384)
@@ -109,7 +118,7 @@ result<recorded_run> read_recorded_run(const store::run_store& store, const std:
   if (!*record) return make_error(errc::not_found, "no run " + run_id);
   recorded_run r;
   r.record = std::move(**record);
-  auto count = r.record.state.is_object() ? r.record.state.value("messages_count", std::uint64_t{0}) : 0;
+  auto count = number_in(r.record.state, "messages_count");
   auto packed = store.messages(run_id, 0, count, SIZE_MAX);
   if (!packed) return packed.error();
   for (const auto& bytes : *packed) {
@@ -261,15 +270,6 @@ result<fork_plan> plan_fork(const std::string& run_id, const recorded_run& from,
   for (std::size_t i = 0; i < kept; ++i) conversation.push_back(from.messages[i]);
   r.state["messages"] = std::move(conversation);
   return plan;
-}
-
-void run_machine::emit_replayed(effects& e) {
-  if (!state_.replayed_events.is_array()) return;
-  for (auto& item : state_.replayed_events) {
-    if (!item.is_object() || !item.contains("event_type") || !item["event_type"].is_string()) continue;
-    emit(e, item["event_type"].get<std::string>(), item.value("data", value::object()));
-  }
-  state_.replayed_events = value();
 }
 
 } // namespace keel::actors

@@ -21,6 +21,10 @@
 
 namespace keel::actors {
 
+// A fork's idempotency key as the store keeps it: "keel-fork/<run>/<key>" (an invoke may not use
+// the prefix, and a fork's own key may not start with "keel-": keel's keys are its own).
+constexpr const char* fork_key_prefix = "keel-fork/";
+
 // What a fork changes (the protocol's fork request, docs/PROTOCOL.md).
 struct fork_request {
   std::uint64_t at_step = 0;                 // model steps taken from the recorded run

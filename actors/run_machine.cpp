@@ -122,6 +122,16 @@ void run_machine::emit(effects& e, const std::string& type, wire::value data) {
     wire::event{record_.run_id, record_.last_event_seq, type, wall_ms(), std::move(data)});
 }
 
+// A fork's recorded steps (run_fork.cpp), as its first transition publishes them: once.
+void run_machine::emit_replayed(effects& e) {
+  if (!state_.replayed_events.is_array()) return;
+  for (auto& item : state_.replayed_events) {
+    if (!item.is_object() || !item.contains("event_type") || !item["event_type"].is_string()) continue;
+    emit(e, item["event_type"].get<std::string>(), item.value("data", value::object()));
+  }
+  state_.replayed_events = value();
+}
+
 store::journal_entry run_machine::next_entry(const std::string& kind, wire::value data) {
   record_.last_journal_seq += 1;
   return {record_.last_journal_seq, kind, wall_ms(), std::move(data)};

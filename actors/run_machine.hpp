@@ -148,7 +148,7 @@ public:
 private:
   effects begin();                 // a fresh effects with the current record
   void emit(effects& e, const std::string& type, wire::value data);
-  void emit_replayed(effects& e);  // a fork's recorded steps' events, once (run_fork.cpp)
+  void emit_replayed(effects& e);  // a fork's recorded steps' events, once
   store::journal_entry next_entry(const std::string& kind, wire::value data);  // the next seq
   void journal(effects& e, const std::string& kind, wire::value data);
   void finish(effects& e);         // copies the record into the transition

@@ -4,6 +4,7 @@
 #include "actors/run_fork.hpp"
 
 #include <deque>
+#include <optional>
 
 namespace keel::actors {
 
@@ -55,6 +56,8 @@ struct recorded_answers {
   std::map<std::string, value> results;        // by call id: the last result recorded for it
   std::map<std::string, value> forms;          // by step key: an approval a tool's worker asked for
   std::map<std::string, wire::resume_request> answers;  // by step key
+  std::map<std::string, std::string> children;  // by call id: the sub-agent's child run it started
+  std::optional<wire::event> ended;             // how the run ended, when it did (failed or cancelled)
 };
 
 recorded_answers answers_of(const recorded_run& from) {
@@ -71,6 +74,12 @@ recorded_answers answers_of(const recorded_run& from) {
                                                {"is_error", flag_in(d, "is_error")}};
     } else if (e.event_type == "suspend") {
       a.forms[text_in(d, "step_key")] = d.contains("form") ? d["form"] : value();
+    } else if (e.event_type == "sub_agent_started") {
+      a.children[text_in(d, "call_id")] = text_in(d, "run_id");
+    } else if (e.event_type == "run_failed" || e.event_type == "run_cancelled") {
+      a.ended = e;
+    } else if (e.event_type == "run_retried") {
+      a.ended.reset();
     } else if (e.event_type == "resumed") {
       wire::resume_request r;
       r.step_key = text_in(d, "step_key");
@@ -83,6 +92,30 @@ recorded_answers answers_of(const recorded_run& from) {
     }
   }
   return a;
+}
+
+// Where the record has no answer for what the machine asked, it ended there: failed (the step's
+// failure, as one no attempt changes) or cancelled. The machine is driven to that end; false when
+// the record did not end (it waits there).
+bool end_recorded(run_machine& machine, const recorded_answers& answers, effects& e) {
+  if (!answers.ended || store::is_terminal(machine.record().status)) return false;
+  if (answers.ended->event_type == "run_cancelled") {
+    auto cancelled = machine.cancel(text_in(answers.ended->data, "reason"), text_in(answers.ended->data, "by"));
+    if (!cancelled) return false;
+    e = std::move(*cancelled);
+    return true;
+  }
+  const auto& pending = machine.state().pending;
+  if (!pending) return false;
+  wire::task_result failure;
+  failure.run_id = machine.run_id();
+  failure.step = pending->step;
+  failure.attempt = pending->attempt;
+  failure.worker = "replay";
+  failure.ok = false;
+  failure.failure = keel::error{errc::invalid_argument, text_in(answers.ended->data, "error")};
+  e = machine.on_task_result(failure);
+  return e.changed;
 }
 
 } // namespace
@@ -153,7 +186,10 @@ replay_report replay_run(const recorded_run& from, const config::agent_config& a
     if (status == store::run_status::suspended && machine.state().suspended) {
       const auto& key = machine.state().suspended->step_key;
       auto it = answers.answers.find(key);
-      if (it == answers.answers.end()) break;  // the recorded run waits there too (or stops: compared below)
+      if (it == answers.answers.end()) {  // the recorded run waits there too, or was cancelled there
+        if (end_recorded(machine, answers, e)) take(e);
+        break;
+      }
       auto request = it->second;
       request.run_id = machine.run_id();
       auto answered = machine.on_resume(request);
@@ -166,7 +202,11 @@ replay_report replay_run(const recorded_run& from, const config::agent_config& a
       e = std::move(*answered);
       continue;
     }
-    if (e.tasks.empty()) break;
+    if (e.tasks.empty()) {
+      // Nothing asked of the outside: the end, or one the record has from outside (a cancel).
+      if (end_recorded(machine, answers, e)) take(e);
+      break;
+    }
     const auto task = e.tasks.front();
     wire::task_result result;
     result.run_id = machine.run_id();
@@ -175,12 +215,19 @@ replay_report replay_run(const recorded_run& from, const config::agent_config& a
     result.worker = "replay";
     if (task.kind == wire::task_kind::llm) {
       auto it = answers.completions.find(static_cast<std::uint64_t>(machine.state().steps) + 1);
-      if (it == answers.completions.end()) break;  // no recorded answer: the recorded run ended or waits here
+      if (it == answers.completions.end()) {  // no recorded answer: the recorded run ended or waits here
+        if (!end_recorded(machine, answers, e)) break;
+        take(e);
+        continue;
+      }
       result.payload = it->second;
       ++report.model_steps;
     } else {
       auto call_id = text_in(task.payload, "call_id");
       bool approved = flag_in(task.payload, "approved");
+      // A sub-agent's call: its child run, as the record has it, then its outcome (a result).
+      if (task.payload.contains("sub_agent"))
+        if (auto child = answers.children.find(call_id); child != answers.children.end()) take(machine.on_child_started(task.step, child->second));
       auto asked = answers.forms.find("approve-" + std::to_string(task.step));
       auto done = answers.results.find(call_id);
       if (!approved && asked != answers.forms.end()) {
@@ -188,8 +235,10 @@ replay_report replay_run(const recorded_run& from, const config::agent_config& a
       } else if (done != answers.results.end()) {
         result.payload = done->second;
         ++report.tool_calls;
-      } else {
-        break;  // no recorded result: the recorded run ended or waits here
+      } else {  // no recorded result: the recorded run ended or waits here
+        if (!end_recorded(machine, answers, e)) break;
+        take(e);
+        continue;
       }
     }
     e = machine.on_task_result(result);

@@ -31,8 +31,8 @@ value summary(const store::run_record& r) {
   if (!s.provider.empty()) out["provider"] = s.provider;  // this run's own, when it overrides the agent's
   if (!s.model.empty()) out["model"] = s.model;
   if (s.fork.is_object()) {  // a fork (docs/FORKS.md): the run it came from, and how far it was replayed
-    out["fork"] = value{{"run_id", s.fork.value("run_id", std::string())}, {"at_step", s.fork.value("at_step", std::uint64_t{0})},
-                        {"replayed_calls", s.fork.value("replayed_calls", std::uint64_t{0})}};
+    auto field = [&](const char* key) { return s.fork.contains(key) ? s.fork[key] : value(); };
+    out["fork"] = value{{"run_id", field("run_id")}, {"at_step", field("at_step")}, {"replayed_calls", field("replayed_calls")}};
     if (s.system_prompt) out["fork"]["system_prompt_changed"] = true;
   }
   if (s.output) out["output"] = *s.output;

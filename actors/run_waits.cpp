@@ -47,7 +47,8 @@ void run_machine::suspend(effects& e, const std::string& step_key, std::uint64_t
     request.step_key = step_key;
     request.approved = preset->second.approved;
     request.feedback = preset->second.feedback;
-    request.by = state_.fork.is_object() ? state_.fork.value("by", std::string()) : std::string();
+    request.by = state_.fork.is_object() && state_.fork.contains("by") && state_.fork["by"].is_string()
+                   ? state_.fork["by"].get<std::string>() : std::string();
     state_.preset_answers.erase(preset);
     answer(e, request, std::nullopt);
   }

@@ -390,7 +390,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       invoke.by = by;
       // A repeat of a fork with the same key names the same fork (keys are the agent's: a fork's
       // are kept apart by the run it forks).
-      if (!request->idempotency_key.empty()) invoke.idempotency_key = "fork:" + from + ":" + request->idempotency_key;
+      if (!request->idempotency_key.empty()) invoke.idempotency_key = fork_key_prefix + from + "/" + request->idempotency_key;
       auto shared_recorded = std::make_shared<recorded_run>(std::move(*recorded));
       auto asked = *request;
       asked.idempotency_key = invoke.idempotency_key;

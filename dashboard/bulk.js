@@ -86,7 +86,8 @@ export function bulkPanel() {
 
   const showPreview = (body, r) => {
     const list = r.runs || [];
-    const ids = list.map((x) => x.run_id);
+    // An answer names the step each run was previewed at: a run that moved on since is left alone.
+    const ids = list.map((x) => (x.step_key ? { run_id: x.run_id, step_key: x.step_key } : x.run_id));
     const n = r.count ?? list.length;
     const what = ACTIONS[body.action];
     if (!ids.length) {

@@ -72,8 +72,13 @@ bool api::actions(const std::string& who, const std::vector<std::string>& parts,
   auto reply = ask(options_.subjects.run_fork(run, who), fork);
   if (!reply) return answer(failure(reply.error()));
   bool created = reply->value("created", true);
-  return answer(json(created ? 201 : 200, value{{"run_id", text_of(*reply, "run_id")}, {"created", created},
-                                                  {"forked_from", run}, {"at_step", fork.value("at_step", value())}}));
+  auto made = text_of(*reply, "run_id");
+  // Where the fork went live, as the fork holds it (an answer given anew may cut it earlier; a
+  // repeat of the key names the fork made before, at its own step).
+  value at = fork.value("at_step", value());
+  if (auto shown = ask(options_.subjects.base() + ".runs." + made + ".get", value{{"v", 1}, {"type", "get_run"}}); shown)
+    if ((*shown)["run"].contains("fork")) at = (*shown)["run"]["fork"].value("at_step", at);
+  return answer(json(created ? 201 : 200, value{{"run_id", made}, {"created", created}, {"forked_from", run}, {"at_step", at}}));
 }
 
 result<value> api::bulk(const std::string& who, const value& body) {
@@ -121,20 +126,31 @@ result<value> api::bulk(const std::string& who, const value& body) {
     if (runs.size() > bulk_runs_max) runs.resize(bulk_runs_max);
     return value{{"action", action}, {"runs", runs}, {"count", runs.size()}};
   }
+  // The runs confirmed: ids, or {run_id, step_key} as the preview showed them. An answer
+  // (approve, reject) needs the step key: the run may have moved on to another step since, which
+  // nobody saw.
   const auto& ids = body["run_ids"];
   if (!ids.is_array() || ids.size() > bulk_runs_max)
     return make_error(errc::invalid_argument, "run_ids is a list of at most " + std::to_string(bulk_runs_max) + " run ids");
+  const bool answers = action == "approve" || action == "reject";
+  std::vector<std::pair<std::string, std::string>> confirmed;  // run, step key previewed
+  for (const auto& entry : ids) {
+    std::string id = entry.is_string() ? entry.get<std::string>() : entry.is_object() ? text_of(entry, "run_id") : std::string();
+    std::string key = entry.is_object() ? text_of(entry, "step_key") : std::string();
+    if (!run_id{id}.valid())
+      return make_error(errc::invalid_argument, "run_ids holds something that is not a keel run id (or {run_id, step_key})");
+    if (answers && key.empty())
+      return make_error(errc::invalid_argument, action + " takes each run with the step key its preview showed: "
+                                                         "run_ids: [{\"run_id\", \"step_key\"}]");
+    confirmed.emplace_back(std::move(id), std::move(key));
+  }
   std::set<std::string> seen;
-  for (const auto& id : ids)
-    if (!id.is_string() || !run_id{id.get<std::string>()}.valid())
-      return make_error(errc::invalid_argument, "run_ids holds something that is not a keel run id");
   value results = value::array();
   std::size_t done = 0, failed = 0;
   // One request at a time, each bounded by the request timeout; the whole bounded too, so that a
   // slow cluster never holds an HTTP thread for long: what was not tried is said, to send again.
   const auto deadline = steady_ms() + bulk_time_max_ms;
-  for (const auto& id_value : ids) {
-    auto id = id_value.get<std::string>();
+  for (const auto& [id, previewed_key] : confirmed) {
     if (!seen.insert(id).second) continue;  // once each
     if (steady_ms() >= deadline) {
       results.push_back(value{{"run_id", id}, {"ok", false},
@@ -159,6 +175,8 @@ result<value> api::bulk(const std::string& who, const value& body) {
       } else {
         auto key = run.contains("waiting") && run["waiting"].is_object() ? text_of(run["waiting"], "step_key") : std::string();
         if (key.empty()) return make_error(errc::conflict, "it waits for no answer now");
+        if (key != previewed_key)
+          return make_error(errc::conflict, "it waits on " + key + " now, not on " + previewed_key + " as previewed: left alone");
         reply = ask(options_.subjects.run_verb(id, "resume", who),
                     value{{"v", 1}, {"type", "resume"}, {"step_key", key},
                           {"data", value{{"approved", action == "approve"}, {"feedback", feedback}}}});

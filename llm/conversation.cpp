@@ -68,7 +68,8 @@ result<message> message_from(V&& v) {
   }
   m.tool_call_id = string_at(v, "tool_call_id");
   m.tool_name = string_at(v, "tool_name");
-  m.is_error = v.value("is_error", false);
+  // A field of the wrong type reads as absent (a damaged message is not an exception).
+  if (auto flag = v.find("is_error"); flag != v.end() && flag->is_boolean()) m.is_error = flag->template get<bool>();
   return m;
 }
 

@@ -3,7 +3,7 @@
 # the wire decoders and the MessagePack skipper, the replicated run log's entries, the config
 # loader, the sandbox's matching (globs, approval wildcards, grep's regular expressions) and its
 # path resolution (no escape from a workspace), the model services' streams (SSE) and bodies, the
-# gateway's reading of requests, and JSON Schema with tool declarations. Each target starts from its committed corpus (tests/fuzz/corpus/<target>) and adds
+# gateway's reading of requests, JSON Schema with tool declarations, and forks of recorded runs. Each target starts from its committed corpus (tests/fuzz/corpus/<target>) and adds
 # what it finds in build-fuzz/; a crash leaves its input in build-fuzz/artifacts/ and fails the script.
 #   scripts/fuzz.sh [--seconds N] [--jobs J] [target...]
 #     default: 30 s each, every target, as many targets at once as there are cores
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-all=(wire transitions config matching paths providers gateway schema)
+all=(wire transitions config matching paths providers gateway schema forks)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)" >&2; exit 1; }
 command -v ninja >/dev/null || { echo "fuzz: ninja is needed (apt-get install ninja-build)" >&2; exit 1; }
@@ -33,13 +33,14 @@ sources_of() {
     paths) echo "sandbox/workspace.cpp runtime/result.cpp" ;;
     gateway) echo "gateway/request.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     schema) echo "runtime/json_schema.cpp runtime/tool_declaration.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    forks) echo "actors/run_fork.cpp runtime/run_state.cpp runtime/run_store.cpp llm/conversation.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     providers) echo "llm/network_provider.cpp llm/conversation.cpp llm/http_client.cpp runtime/log.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
     *) echo "fuzz: no target $1 (${all[*]})" >&2; exit 2 ;;
   esac
 }
 libs_of() {
   case $1 in
-    transitions) echo "-lrocksdb" ;;
+    transitions | forks) echo "-lrocksdb" ;;
     config) echo "-ltomlplusplus -lre2" ;;
     matching | schema) echo "-lre2" ;;
     providers) echo "-lcurl -lspdlog -lfmt" ;;

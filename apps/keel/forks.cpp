@@ -5,6 +5,7 @@
 #include "apps/keel/commands.hpp"
 
 #include "runtime/bulk_actions.hpp"
+#include "runtime/ids.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -53,6 +54,7 @@ struct fork_options {
 };
 
 int fork_run(const client_flags& flags, const fork_options& o, const std::string& command) {
+  if (!run_id{o.run}.valid()) return fail(command, "'" + o.run + "' is not a keel run id");
   if (o.at_step < 0) return fail(command, "a step of at least 0 is required");
   value fields{{"at_step", o.at_step}};
   if (!o.provider.empty()) fields["provider"] = o.provider;
@@ -79,7 +81,10 @@ int fork_run(const client_flags& flags, const fork_options& o, const std::string
   auto made = c->fork(o.run, fields);
   if (!made) return fail(command, made.error().message);
   std::cout << made->run_id << "\n";
-  std::cerr << (made->created ? "Forked " : "Already forked (same idempotency key): ") << o.run << " at step " << o.at_step
+  // The step it went live after, as the fork holds it (an answer given anew may cut it earlier).
+  auto at = std::to_string(o.at_step);
+  if (auto shown = c->show(made->run_id); shown && shown->contains("fork")) at = std::to_string((*shown)["fork"].value("at_step", 0));
+  std::cerr << (made->created ? "Forked " : "Already forked (same idempotency key): ") << o.run << " at step " << at
             << " as " << made->run_id << " (keel show " << made->run_id << ")\n";
   return 0;
 }
@@ -120,6 +125,7 @@ void add_replay(CLI::App& app, int& exit_code) {
   cmd->add_flag("--json", *json, "Print JSON");
   add_client_flags(*cmd, *flags);
   cmd->callback([=, &exit_code] {
+    if (!run_id{*run}.valid()) return void(exit_code = fail("replay", "'" + *run + "' is not a keel run id"));
     auto c = open_client(*flags, "replay");
     if (!c) return void(exit_code = fail("replay", c.error().message));
     auto r = c->replay(*run);
@@ -206,8 +212,11 @@ int bulk(const client_flags& flags, const bulk_options& o) {
       auto now = c->show(id);
       std::string key = now && now->contains("waiting") && (*now)["waiting"].is_object()
                           ? (*now)["waiting"].value("step_key", std::string{}) : std::string{};
+      std::string shown = r.contains("waiting") && r["waiting"].is_object() ? r["waiting"].value("step_key", std::string{}) : "";
       if (!now) ok = false, problem = now.error();
       else if (key.empty()) ok = false, problem = keel::error{errc::conflict, "it no longer waits for an answer"};
+      else if (key != shown)
+        ok = false, problem = keel::error{errc::conflict, "it waits on " + key + " now, not on " + shown + " as shown: left alone"};
       else {
         wire::resume_request request;
         request.run_id = id;

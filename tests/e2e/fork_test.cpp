@@ -287,7 +287,15 @@ TEST_CASE("bulk actions: a preview touches nothing, the confirmed runs are acted
   const auto previewed = listed.parsed();
   for (const auto& r : previewed["runs"]) CHECK(r["step_key"].get<std::string>().rfind("approve-", 0) == 0);
   REQUIRE(c.keel({"reject", asking[0], c.show(asking[0])["waiting"]["step_key"].get<std::string>()}).exit_code == 0);
-  json confirm{{"action", "approve"}, {"filter", {{"agent", "asker"}}}, {"run_ids", json::array({asking[0], asking[1]})}};
+  // An answer takes each run with the step its preview showed (a run moved on since is left alone).
+  json plain{{"action", "approve"}, {"filter", {{"agent", "asker"}}}, {"run_ids", json::array({asking[0], asking[1]})}};
+  auto unkeyed = call("POST", base + "/api/v1/runs/bulk", plain.dump());
+  CHECK(unkeyed.status == 400);
+  CHECK(unkeyed.body.find("step key its preview showed") != std::string::npos);
+  json keyed = json::array();
+  for (const auto& r : previewed["runs"]) keyed.push_back({{"run_id", r["run_id"]}, {"step_key", r["step_key"]}});
+  std::sort(keyed.begin(), keyed.end(), [&](const json& a, const json& b) { return a["run_id"] == asking[0] && b["run_id"] != asking[0]; });
+  json confirm{{"action", "approve"}, {"filter", {{"agent", "asker"}}}, {"run_ids", keyed}};
   auto acted = call("POST", base + "/api/v1/runs/bulk", confirm.dump());
   INFO(acted.body);
   REQUIRE(acted.status == 200);

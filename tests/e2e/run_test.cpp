@@ -48,9 +48,13 @@ std::string unattended_agent(const std::string& name, const std::string& scope =
 }
 
 std::map<std::string, int> count_calls(const std::string& log) {
-  std::map<std::string, int> turns;  // "turn N" -> calls
-  std::istringstream in(log);
-  for (std::string task, turn; in >> task >> turn;) turns["turn " + turn] += 1;
+  std::map<std::string, int> turns;  // "turn N" -> calls (each line: "run/step turn model")
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream in(line);
+    std::string task, turn;
+    if (in >> task >> turn) turns["turn " + turn] += 1;
+  }
   return turns;
 }
 

@@ -24,11 +24,15 @@ std::string agent_toml(const std::string& name, const std::string& extra = "") {
          ".sandbox]\nworkspace = \"{dir}/ws\"\n";
 }
 
-// Model calls by "<run> turn <n>" (the scripted model logs "<task id> <turn>" per call).
+// Model calls by "<run> turn <n>" (the scripted model logs "<task id> <turn> <model>" per call).
 std::map<std::string, int> calls_by_run(const std::string& log) {
   std::map<std::string, int> out;
-  std::istringstream in(log);
-  for (std::string task, turn; in >> task >> turn;) out[task.substr(0, task.find('/')) + " turn " + turn] += 1;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream in(line);
+    std::string task, turn;
+    if (in >> task >> turn) out[task.substr(0, task.find('/')) + " turn " + turn] += 1;
+  }
   return out;
 }
 

@@ -152,7 +152,7 @@ TEST_CASE("fork: a fork at step 1 replays that step and its calls, then sends st
   CHECK(fork.state().usage.input_tokens == 100);
 }
 
-TEST_CASE("fork: at step 0 nothing is replayed; at the last step with calls the calls are replayed", "[actors][fork]") {
+TEST_CASE("fork: at step 0 nothing is replayed, at the last step with calls the calls are replayed", "[actors][fork]") {
   auto recorded = three_steps();
   auto agent = coder();
   auto none = plan_fork("f0", recorded, at(0), 5000);
@@ -275,7 +275,7 @@ TEST_CASE("fork: a fork of a fork replays the first's recorded and live steps al
   CHECK(replay_run(first, f.agent, context()).same);
 }
 
-TEST_CASE("replay: a recorded run gives the same decisions; a changed agent differs where it changes one", "[actors][fork]") {
+TEST_CASE("replay: a recorded run gives the same decisions, a changed agent differs where it changes one", "[actors][fork]") {
   auto recorded = three_steps();
   auto report = replay_run(recorded, coder(), context());
   INFO(to_value(report).dump());
@@ -305,4 +305,30 @@ TEST_CASE("replay: a recorded run gives the same decisions; a changed agent diff
   auto cut = recorded;
   cut.events.resize(cut.events.size() - 2);
   CHECK(replay_run(cut, coder(), context()).same);
+}
+
+TEST_CASE("replay: a run cancelled while it waited for a person, and one that failed at a step, replay to the same end",
+          "[actors][fork]") {
+  recorder cancelled("rc");
+  cancelled.take(cancelled.machine.start());
+  cancelled.model(answer_with("run it", call("c1", "exec", {{"command", "make"}})));
+  cancelled.tool(value{{"status", "needs_approval"}, {"form", value::object()}});
+  auto stop = cancelled.machine.cancel("not now", "ann");
+  REQUIRE(stop.ok());
+  cancelled.take(std::move(*stop));
+  auto report = replay_run(cancelled.done(), coder(), context());
+  INFO(to_value(report).dump());
+  CHECK(report.same);
+  CHECK(report.stopped.empty());
+  recorder failed("rf");
+  failed.take(failed.machine.start());
+  failed.model(answer_with("run it", call("c1", "exec", {{"command", "make"}})));
+  const auto t = failed.last.tasks.at(0);
+  failed.take(failed.machine.on_task_result(
+    wire::task_result{"rf", t.step, t.attempt, "w", false, value(), keel::error{errc::denied, "refused by policy"}}));
+  REQUIRE(failed.machine.record().status == run_status::failed);
+  auto failure = replay_run(failed.done(), coder(), context());
+  INFO(to_value(failure).dump());
+  CHECK(failure.same);
+  CHECK(failure.tool_calls == 0);
 }

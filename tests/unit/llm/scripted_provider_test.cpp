@@ -44,7 +44,8 @@ TEST_CASE("scripted model: turn n answers a conversation with n assistant messag
   CHECK(second->stop_reason == "end_turn");
   r.messages.push_back({"assistant", "done", {}, {}, {}, false});
   CHECK(p->complete(r)->text == "The script has no turn 3; stopping here.");
-  CHECK(read_file(dir.file("calls.log")) == "run/1/1 1\nrun/1/1 1\nrun/3/1 2\nrun/3/1 3\n");
+  // One line per call: the task, the turn, the model asked for ("-": none named).
+  CHECK(read_file(dir.file("calls.log")) == "run/1/1 1 -\nrun/1/1 1 -\nrun/3/1 2 -\nrun/3/1 3 -\n");
 }
 
 TEST_CASE("scripted model: a bad script is a config error naming the file and turn", "[llm]") {
