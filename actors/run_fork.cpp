@@ -2,6 +2,7 @@
 // whose approval is answered anew), its events up to there marked replayed, and a new run's state
 // that goes on from that point.
 #include "actors/run_fork.hpp"
+#include "actors/event_fields.hpp"
 
 #include "llm/conversation.hpp"
 
@@ -26,20 +27,6 @@ const std::set<std::string>& step_events() {
     "approval_escalated", "approval_expired", "wait_started", "wait_ended", "event_received", "sub_agent_started",
     "fan_out_started", "fan_out_child_ended"};
   return kinds;
-}
-
-// A count as events hold it (written signed or unsigned, as it was counted); anything else is 0.
-std::uint64_t number_in(const value& data, const char* key) {
-  auto it = data.find(key);
-  if (it == data.end() || !it->is_number_integer()) return 0;
-  if (it->is_number_unsigned()) return it->get<std::uint64_t>();
-  auto n = it->get<std::int64_t>();
-  return n > 0 ? static_cast<std::uint64_t>(n) : 0;
-}
-
-std::string text_in(const value& data, const char* key) {
-  auto it = data.find(key);
-  return it != data.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // The task number in a step key ("approve-7": 7).

@@ -2,6 +2,7 @@
 // of the model, the tools and the people standing in for them, its decisions compared with the
 // recorded ones. A determinism check of keel itself: an old run replayed by a new build.
 #include "actors/run_fork.hpp"
+#include "actors/event_fields.hpp"
 
 #include <deque>
 #include <optional>
@@ -11,25 +12,6 @@ namespace keel::actors {
 using wire::value;
 
 namespace {
-
-std::string text_in(const value& data, const char* key) {
-  auto it = data.find(key);
-  return it != data.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-// A count as events hold it (written signed or unsigned, as it was counted); anything else is 0.
-std::uint64_t number_in(const value& data, const char* key) {
-  auto it = data.find(key);
-  if (it == data.end() || !it->is_number_integer()) return 0;
-  if (it->is_number_unsigned()) return it->get<std::uint64_t>();
-  auto n = it->get<std::int64_t>();
-  return n > 0 ? static_cast<std::uint64_t>(n) : 0;
-}
-
-bool flag_in(const value& data, const char* key) {
-  auto it = data.find(key);
-  return it != data.end() && it->is_boolean() && it->get<bool>();
-}
 
 // A decision as both sides are compared on: what the machine chose to do next, never when or by
 // whom (times, sequence numbers, workers and costs differ between a run and its replay).

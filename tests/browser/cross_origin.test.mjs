@@ -7,17 +7,11 @@
 //   node --test tests/browser/cross_origin.test.mjs   (CTest runs it with the paths set)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { WAIT, freePort, until } from './support.mjs';
-
-const NODE_BINARY = process.env.KEEL_NODE_BINARY || 'build/apps/keel-node';
-const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+import { WAIT, freePort, until, startNats, startNode, gatewayReady, launchChromium, stopKeel } from './support.mjs';
 
 
 let dir, nats, node, base, gatewayPort, evil, evilBase, browser, run, step, dashboardUrl, token;
@@ -36,7 +30,7 @@ before(async () => {
   writeFileSync(join(dir, 'coder.json'), JSON.stringify({ turns: [
     { text: 'Running.', tool_calls: [{ name: 'exec', arguments: { command: 'echo ran > ran.txt' } }] },
     { text: 'Done.' }] }));
-  writeFileSync(join(dir, 'node.toml'), `
+  const config = `
 [node]
 name = "n1"
 roles = ["orchestrator", "worker", "gateway"]
@@ -49,10 +43,10 @@ listen = "127.0.0.1:${gatewayPort}"
 script = "${dir}/coder.json"
 [agents.coder.sandbox]
 workspace = "${dir}/ws"
-`);
-  nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
-  await until('nats-server', () => fetch(`http://127.0.0.1:${natsPort}`).then(() => true, (e) => e.cause?.code !== 'ECONNREFUSED'));
-  node = spawn(NODE_BINARY, ['--config', join(dir, 'node.toml')], { stdio: 'ignore' });
+`;
+  // Started in steps (not startKeel): the token is the node's own, known once it has written it.
+  nats = await startNats(dir, natsPort);
+  ({ node } = startNode(dir, config));
   base = `http://127.0.0.1:${gatewayPort}`;
   // The node made the installation's token and wrote the dashboard's address with it.
   const urlFile = join(dir, 'data', 'dashboard-url');
@@ -60,7 +54,7 @@ workspace = "${dir}/ws"
   dashboardUrl = readFileSync(urlFile, 'utf8').trim();
   token = dashboardUrl.split('#token=')[1];
   // The address is written when the token is made, before the gateway listens: wait for it.
-  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`, { headers: { Authorization: `Bearer ${token}` } })).ok);
+  await gatewayReady(base, token);
   assert.equal((await fetch(`${base}/api/v1/runs`)).status, 401);  // no token, nothing
   // A run waiting for its command's approval: what a hostile page would like to approve.
   const started = await api('/runs', { agent: 'coder', input: 'go' });
@@ -96,17 +90,12 @@ workspace = "${dir}/ws"
   await new Promise((r) => evil.listen(evilPort, '127.0.0.1', r));
   evilBase = `http://127.0.0.1:${evilPort}`;
   // evil.test resolves to this machine: the rebinding a hostile DNS server would do.
-  browser = await chromium.launch({ executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-dev-shm-usage', '--host-resolver-rules=MAP evil.test 127.0.0.1'] });
+  browser = await launchChromium(['--host-resolver-rules=MAP evil.test 127.0.0.1']);
 });
 
 after(async () => {
-  await browser?.close();
   evil?.close();
-  node?.kill('SIGTERM');
-  nats?.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 300));
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stopKeel({ browser, node, nats, dir });
 });
 
 test('a page of another origin starts, approves and cancels nothing, however it sends', async () => {

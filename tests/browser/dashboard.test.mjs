@@ -4,17 +4,11 @@
 //   node --test tests/browser/dashboard.test.mjs   (CTest runs it with the paths set)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { WAIT, freePort, until } from './support.mjs';
+import { WAIT, freePort, until, startKeel, openBrowser, stopKeel } from './support.mjs';
 
-const NODE_BINARY = process.env.KEEL_NODE_BINARY || 'build/apps/keel-node';
-const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.KEEL_SHOTS_DIR || join(tmpdir(), 'keel-shots');
 const TOKEN = 'browser-test-token';
 
@@ -76,7 +70,7 @@ before(async () => {
   writeFileSync(join(dir, 'waiter.json'), JSON.stringify({ turns: [
     { text: 'Waiting for the go.', tool_calls: [{ name: 'wait_for_event', arguments: { name: 'ready', timeout_seconds: 600 } }] },
     { text: 'Got: {{last_tool_result}}' }] }));
-  writeFileSync(join(dir, 'node.toml'), `
+  const config = `
 [node]
 name = "n1"
 roles = ["orchestrator", "worker", "gateway"]
@@ -132,31 +126,13 @@ workspace = "${dir}/ws"
 agent = "waiter"
 cron = "0 0 1 1 *"
 timezone = "Europe/Berlin"
-`, { mode: 0o600 });
-  nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
-  await until('nats-server', () => new Promise((resolve) => {
-    const s = createServer(); void s;
-    fetch(`http://127.0.0.1:${natsPort}`).then(() => resolve(true), (e) => resolve(e.cause?.code !== 'ECONNREFUSED'));
-  }));
-  node = spawn(NODE_BINARY, ['--config', join(dir, 'node.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  node.stderr.on('data', (d) => { log += d; });
-  node.on('exit', (code) => { if (code) errors.push(`keel-node exited ${code}: ${log.slice(-2000)}`); });
-  base = `http://127.0.0.1:${httpPort}`;
-  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`, { headers: { Authorization: `Bearer ${TOKEN}` } })).ok);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-  context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+`;
+  ({ nats, node, base } = await startKeel({ dir, config, natsPort, httpPort, token: TOKEN, errors }));
   // Pages of this context have the token already (one test below gives it through the prompt).
-  await context.addInitScript((token) => sessionStorage.setItem('keel-token', token), TOKEN);
+  ({ browser, context } = await openBrowser(TOKEN));
 });
 
-after(async () => {
-  await browser?.close();
-  node?.kill('SIGTERM');
-  nats?.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 300));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => stopKeel({ browser, node, nats, dir }));
 
 let run;  // the run the tests follow, one step after another
 

@@ -4,16 +4,11 @@
 //   node --test tests/browser/forks.test.mjs   (with KEEL_NODE_BINARY, NATS_SERVER, CHROMIUM set)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { WAIT, freePort, until } from './support.mjs';
+import { WAIT, freePort, until, startKeel, openBrowser, stopKeel } from './support.mjs';
 
-const NODE_BINARY = process.env.KEEL_NODE_BINARY || 'build/apps/keel-node';
-const NATS_BINARY = process.env.NATS_SERVER || '/usr/sbin/nats-server';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.KEEL_SHOTS_DIR || join(tmpdir(), 'keel-shots');
 const TOKEN = 'browser-test-token';
 
@@ -88,7 +83,7 @@ before(async () => {
   const httpPort = await freePort();
   writeFileSync(join(dir, 'forker.json'), JSON.stringify(forker));
   writeFileSync(join(dir, 'sleeper.json'), JSON.stringify(sleeper));
-  writeFileSync(join(dir, 'node.toml'), `
+  const config = `
 [node]
 name = "n1"
 roles = ["orchestrator", "worker", "gateway"]
@@ -110,27 +105,14 @@ script = "${dir}/sleeper.json"
 tools = []
 [agents.sleeper.sandbox]
 workspace = "${dir}/ws-sleeper"
-`, { mode: 0o600 });
-  nats = spawn(NATS_BINARY, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', join(dir, 'js')], { stdio: 'ignore' });
-  await until('nats-server', () => fetch(`http://127.0.0.1:${natsPort}`).then(() => true, (e) => e.cause?.code !== 'ECONNREFUSED'));
-  node = spawn(NODE_BINARY, ['--config', join(dir, 'node.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  node.stderr.on('data', (d) => { log += d; });
-  node.on('exit', (code) => { if (code) errors.push(`keel-node exited ${code}: ${log.slice(-2000)}`); });
-  base = `http://127.0.0.1:${httpPort}`;
-  await until('the gateway to be ready', async () => (await fetch(`${base}/readyz`, { headers: { Authorization: `Bearer ${TOKEN}` } })).ok);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-  context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  await context.addInitScript((token) => sessionStorage.setItem('keel-token', token), TOKEN);
+`;
+  ({ nats, node, base } = await startKeel({ dir, config, natsPort, httpPort, token: TOKEN, errors }));
+  ({ browser, context } = await openBrowser(TOKEN));
 });
 
 after(async () => {
   if (dir) writeFileSync(join(dir, 'release'), '');  // held model steps end (their runs are cancelled)
-  await browser?.close();
-  node?.kill('SIGTERM');
-  nats?.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 300));
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stopKeel({ browser, node, nats, dir });
 });
 
 let original, fork, page;  // the run, its fork, and the page the tests go on in
