@@ -8,6 +8,7 @@
 #include "broker/run_log_messages.hpp"
 #include "broker/work_queue.hpp"
 #include "tests/support/test_support.hpp"
+#include "runtime/clock.hpp"
 
 #include <atomic>
 #include <map>
@@ -144,11 +145,23 @@ TEST_CASE("run log: entries read back whole and in order, and a write from a sta
 }
 
 namespace {
+// The run log of three replicas, opened once the cluster can make it: a cluster just started
+// elects its JetStream leader first, which takes seconds on a loaded machine (a sanitized build
+// with other tests at once). Asked again for up to 60 s.
+result<std::unique_ptr<broker::run_log>> open_on_cluster(std::shared_ptr<broker::connection> nats, const broker::run_log_options& o) {
+  for (auto deadline = steady_ms() + 60'000;;) {
+    auto opened = broker::run_log::open(nats, o);
+    if (opened || steady_ms() >= deadline) return opened;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
 // The run log opened through each server of the cluster, on a connection of its own.
 std::vector<std::unique_ptr<broker::run_log>> logs_through_each(testing::nats_cluster& cluster, const broker::run_log_options& o) {
   std::vector<std::unique_ptr<broker::run_log>> logs;
   for (std::size_t i = 0; i < cluster.size(); ++i) {
-    auto opened = broker::run_log::open(connect(cluster.url(i)), o);
+    auto opened = open_on_cluster(connect(cluster.url(i)), o);
+    INFO((opened ? std::string() : opened.error().message));
     REQUIRE(opened.ok());
     logs.push_back(std::move(opened.value()));
   }
@@ -166,7 +179,8 @@ TEST_CASE("run log: 200 nodes' runs read at once through three servers: each rea
   testing::nats_cluster cluster;
   auto nats = connect(cluster.url(0));
   broker::run_log_options o{"KEEL_RUNS_reads", "t.log.>", 3, 64 * 1024, 5000};
-  auto log = broker::run_log::open(nats, o);
+  auto log = open_on_cluster(nats, o);
+  INFO((log ? std::string() : log.error().message));
   REQUIRE(log.ok());
   constexpr int domains = 200, runs = 5;
   std::string big(150 * 1024, 'b');  // three parts
