@@ -54,7 +54,8 @@ struct fork_plan {
   std::uint64_t replayed_calls = 0;
 };
 
-// The fork's record under `run_id`. An error (invalid_argument, failed_precondition) says what of
+// The fork's record under `run_id` (nothing else in it names the run: a record planned under
+// one id is the same under another). An error (invalid_argument, failed_precondition) says what of
 // the request does not fit the recorded run: a step past its last, an approval it never asked, a
 // conversation not kept.
 result<fork_plan> plan_fork(const std::string& run_id, const recorded_run& from, const fork_request& request,

@@ -383,22 +383,22 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       if (!shared->config.find_agent(recorded->record.agent))
         return shared->reply_error(reply, errc::not_found, "run " + from + " belongs to agent '" + recorded->record.agent +
                                                              "', which this node no longer has");
-      auto checked = plan_fork(from, *recorded, *request, wall_ms());
-      if (!checked) return shared->reply_error(reply, checked.error().code, checked.error().message);
+      // A repeat of a fork with the same key names the same fork (keys are the agent's: a fork's
+      // are kept apart by the run it forks).
+      if (!request->idempotency_key.empty()) request->idempotency_key = fork_key_prefix + from + "/" + request->idempotency_key;
+      // Planned once, before any id is claimed; the new run's id is all the record lacks.
+      auto planned = plan_fork("", *recorded, *request, wall_ms());
+      if (!planned) return shared->reply_error(reply, planned.error().code, planned.error().message);
       wire::invoke_request invoke;
       invoke.agent = recorded->record.agent;
       invoke.by = by;
-      // A repeat of a fork with the same key names the same fork (keys are the agent's: a fork's
-      // are kept apart by the run it forks).
-      if (!request->idempotency_key.empty()) invoke.idempotency_key = fork_key_prefix + from + "/" + request->idempotency_key;
-      auto shared_recorded = std::make_shared<recorded_run>(std::move(*recorded));
-      auto asked = *request;
-      asked.idempotency_key = invoke.idempotency_key;
-      logger()->info("run {} forked at step {} by {}", from, checked->replayed_steps, by);
-      (*create_run)(invoke, [shared_recorded, asked](const std::string& id) -> result<store::run_record> {
-        auto plan = plan_fork(id, *shared_recorded, asked, wall_ms());
-        if (!plan) return plan.error();
-        return std::move(plan->record);
+      invoke.idempotency_key = request->idempotency_key;
+      logger()->info("run {} forked at step {} by {}", from, planned->replayed_steps, by);
+      auto record = std::make_shared<store::run_record>(std::move(planned->record));
+      (*create_run)(invoke, [record](const std::string& id) -> result<store::run_record> {
+        auto made = *record;
+        made.run_id = id;
+        return made;
       }, reply);
     },
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {

@@ -4,6 +4,7 @@
 #include "tests/e2e/http_client.hpp"
 
 #include <filesystem>
+#include <tuple>
 #include <map>
 #include <thread>
 
@@ -64,16 +65,29 @@ TEST_CASE("http guard: a page of another origin cannot start, approve or cancel,
   // The same for the workflow routes that change something: a schedule made or removed, an event.
   const std::string schedule = R"({"name": "evil", "agent": "coder", "cron": "* * * * *"})";
   const std::vector<std::pair<std::string, std::string>> changes = {
-    {"POST", base + "/api/v1/schedules"}, {"DELETE", base + "/api/v1/schedules/evil"}, {"POST", base + "/api/v1/runs/" + run + "/signals"}};
+    {"POST", base + "/api/v1/schedules"}, {"DELETE", base + "/api/v1/schedules/evil"}, {"POST", base + "/api/v1/runs/" + run + "/signals"},
+    // Forks, reruns, replays and bulk actions (docs/FORKS.md): a bulk cancel of the waiting run
+    // would end it, a fork would make a run.
+    {"POST", base + "/api/v1/runs/" + run + "/fork"}, {"POST", base + "/api/v1/runs/" + run + "/rerun"},
+    {"POST", base + "/api/v1/runs/" + run + "/replay"}, {"POST", base + "/api/v1/runs/bulk"}};
+  auto body_for = [&](const std::string& method, const std::string& url) -> std::string {
+    if (url.find("/signals") != std::string::npos) return R"({"name": "x"})";
+    if (url.find("/fork") != std::string::npos) return R"({"at_step": 0})";
+    if (url.find("/rerun") != std::string::npos) return R"({"from_step": 0})";
+    if (url.find("/bulk") != std::string::npos) return R"({"action": "cancel", "run_ids": [")" + run + R"("]})";
+    if (url.find("/replay") != std::string::npos) return "{}";
+    return method == "POST" ? schedule : "{}";
+  };
   for (const auto& [method, url] : changes) {
     INFO(method << " " << url);
-    const std::string body = url.find("/signals") != std::string::npos ? R"({"name": "x"})" : method == "POST" ? schedule : "{}";
+    const std::string body = body_for(method, url);
     for (std::string type : {"Content-Type: text/plain", "Content-Type: application/x-www-form-urlencoded", "Content-Type:"})
       CHECK(call(method, url, body, {type}).status == 415);
     for (std::string from : {"Origin: http://evil.example", "Origin: null", "Sec-Fetch-Site: cross-site"})
       CHECK(call(method, url, body, {from}).status == 403);
   }
   CHECK(call("GET", base + "/api/v1/queues", "", {"Origin: http://evil.example"}).status == 403);
+  CHECK(call("GET", base + "/api/v1/costs", "", {"Origin: http://evil.example"}).status == 403);
   CHECK(call("GET", base + "/api/v1/schedules", "").parsed()["schedules"].empty());  // none was made
   // Nothing happened: one run, still waiting on the same step.
   CHECK(runs_listed(base) == 1);
@@ -84,6 +98,16 @@ TEST_CASE("http guard: a page of another origin cannot start, approve or cancel,
   INFO(approved.body);
   CHECK(approved.status == 200);
   c.await_status(run, "completed");
+  // The controls: the same fork, replay and bulk preview sent from the gateway's own page work.
+  for (const auto& [path, body, status] : std::vector<std::tuple<std::string, std::string, int>>{
+         {"/api/v1/runs/" + run + "/fork", R"({"at_step": 0})", 201},
+         {"/api/v1/runs/" + run + "/replay", "{}", 200},
+         {"/api/v1/runs/bulk", R"({"action": "retry"})", 200}}) {
+    auto own_answer = call("POST", base + path, body, own);
+    INFO(path << " -> " << own_answer.body);
+    CHECK(own_answer.status == status);
+  }
+  CHECK(call("GET", base + "/api/v1/costs", "", own).status == 200);
 }
 
 TEST_CASE("http guard: a request naming a host the gateway does not serve is refused, pages included", "[e2e][integration]") {

@@ -112,6 +112,11 @@ TEST_CASE("fork: a fork at step 1 replays that step and its calls, then sends st
   request.system_prompt = "be careful";
   auto plan = plan_fork("f1", recorded, request, 5000);
   REQUIRE(plan.ok());
+  // Planned under one id, the same record under another but for its id (the supervisor plans once).
+  auto elsewhere = plan_fork("other", recorded, request, 5000);
+  REQUIRE(elsewhere.ok());
+  elsewhere->record.run_id = "f1";
+  CHECK(store::pack_record(elsewhere->record) == store::pack_record(plan->record));
   CHECK(plan->replayed_steps == 1);
   CHECK(plan->replayed_calls == 1);
   CHECK(plan->record.state.contains("fork"));
