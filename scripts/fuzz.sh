@@ -24,29 +24,20 @@ all=(wire transitions config matching paths providers gateway schema forks)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)" >&2; exit 1; }
 command -v ninja >/dev/null || { echo "fuzz: ninja is needed (apt-get install ninja-build)" >&2; exit 1; }
+# Each target names only its own file and what lies outside runtime/ and llm/; everything else it
+# needs comes from one archive of runtime/ and llm/, from which the linker takes what is called, so
+# a function moved to a new file there needs no change here.
 sources_of() {
   case $1 in
-    wire) echo "runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    transitions) echo "runtime/run_store.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    config) echo "runtime/config.cpp runtime/config_tools.cpp runtime/config_workflows.cpp runtime/config_triggers.cpp runtime/cron.cpp runtime/time_zone.cpp runtime/command_template.cpp runtime/json_schema.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    matching) echo "sandbox/matching.cpp runtime/result.cpp" ;;
-    paths) echo "sandbox/workspace.cpp runtime/result.cpp" ;;
-    gateway) echo "gateway/request.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    schema) echo "runtime/json_schema.cpp runtime/tool_declaration.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    forks) echo "actors/run_fork.cpp runtime/run_state.cpp runtime/run_store.cpp llm/conversation.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
-    providers) echo "llm/network_provider.cpp llm/conversation.cpp llm/http_client.cpp runtime/log.cpp runtime/wire.cpp runtime/wire_codec.cpp runtime/utf8.cpp runtime/ids.cpp runtime/result.cpp" ;;
+    wire | transitions | config | providers | schema) echo "" ;;
+    matching) echo "sandbox/matching.cpp" ;;
+    paths) echo "sandbox/workspace.cpp" ;;
+    gateway) echo "gateway/request.cpp" ;;
+    forks) echo "actors/run_fork.cpp" ;;
     *) echo "fuzz: no target $1 (${all[*]})" >&2; exit 2 ;;
   esac
 }
-libs_of() {
-  case $1 in
-    transitions | forks) echo "-lrocksdb" ;;
-    config) echo "-ltomlplusplus -lre2" ;;
-    matching | schema) echo "-lre2" ;;
-    providers) echo "-lcurl -lspdlog -lfmt" ;;
-    *) echo "" ;;
-  esac
-}
+libs="-lrocksdb -ltomlplusplus -lre2 -lcurl -lspdlog -lfmt"
 for t in "${targets[@]}"; do sources_of "$t" >/dev/null; done
 
 # The build: a Ninja file, so that each source is compiled once for every target that uses it,
@@ -62,6 +53,19 @@ mkdir -p build-fuzz/obj build-fuzz/artifacts
   echo "rule link"
   echo "  command = clang++ \$cxxflags \$in -o \$out \$libs"
   echo "  description = fuzz: linking \$out"
+  echo "rule archive"
+  echo "  command = rm -f \$out && ar crs \$out \$in"
+  echo "  description = fuzz: archiving \$out"
+  # toml++ as keel-node links it (Debian's compiled library, not the header-only parser, whose
+  # assertions abort on some malformed headers such as "[$x]").
+  echo "extra = -DTOML_HEADER_ONLY=0"
+  archived=()
+  for s in runtime/*.cpp llm/*.cpp; do
+    o=obj/${s//\//_}.o
+    archived+=("$o")
+    echo "build $o: cxx $PWD/$s"
+  done
+  echo "build libkeel_fuzz.a: archive ${archived[*]}"
   declare -A compiled=()
   for t in "${all[@]}"; do
     objects=()
@@ -71,12 +75,9 @@ mkdir -p build-fuzz/obj build-fuzz/artifacts
       [ -n "${compiled[$o]:-}" ] && continue
       compiled[$o]=1
       echo "build $o: cxx $PWD/$s"
-      # toml++ as keel-node links it (Debian's compiled library, not the header-only parser,
-      # whose assertions abort on some malformed headers such as "[$x]").
-      case $s in *config*) echo "  extra = -DTOML_HEADER_ONLY=0" ;; esac
     done
-    echo "build ${t}_fuzz: link ${objects[*]}"
-    echo "  libs = $(libs_of "$t")"
+    echo "build ${t}_fuzz: link ${objects[*]} libkeel_fuzz.a"
+    echo "  libs = $libs"
   done
 } > build-fuzz/build.ninja
 wanted=()
