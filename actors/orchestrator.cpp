@@ -162,8 +162,10 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     auto lease_js = broker::jetstream::open(shared->nats, std::min(config.request_timeout_ms, config.lease_ms), {});
     if (!lease_js) return lease_js.error();
     shared->lease_js = std::move(*lease_js);
+    // A renewal that other writes keep coming between gives up within half a lease, and is tried
+    // again at once (renewing it after the lease lapsed would be no use).
     auto bucket = broker::key_value::open(*shared->lease_js, {broker::stream_name("KEEL_LEASES_" + config.prefix + "_" + config.ns),
-                                                              config.log_replicas, 0});
+                                                              config.log_replicas, 0, std::max<std::int64_t>(100, config.lease_ms / 2)});
     if (!bucket) return bucket.error();
     shared->lease_bucket = std::move(*bucket);
     shared->log_pool = std::make_unique<thread_pool>(1, [](const char* what) { logger()->error("the run log's thread: {}", what); },

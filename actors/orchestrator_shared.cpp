@@ -174,6 +174,8 @@ void orchestrator_shared::offer_again(broker::publish_failure&& f) {
 run_context orchestrator_shared::context_for(const config::agent_config&) const {
   run_context c;
   c.results_subject = subjects.node_results(node_id);
+  if (replicated())
+    c.epoch = [leases = owner.leases()](std::string_view domain) { return leases->epoch_of(std::string(domain)); };
   c.step_retry_ms = config.step_retry_ms;
   c.retry_backoff_max_ms = config.retry_backoff_max_ms;
   c.inline_bytes_max = static_cast<std::size_t>(config.task_inline_bytes_max);

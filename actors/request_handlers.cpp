@@ -202,7 +202,10 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       return shared->reply_error(m.reply, !ref ? ref.error().code : errc::malformed, why);
     }
     step_trace::mark(step_trace::result_decoded);
-    if (std::string domain(run_id{ref->run_id}.owner()); shared->replicated() && !shared->owner.answers_for(domain))
+    // A result naming a newer epoch of the run's domain than this node's: taken over, perhaps
+    // (confirmed on the lease), and then it says nothing: the worker offers it again, to the taker.
+    if (std::string domain(run_id{ref->run_id}.owner());
+        shared->replicated() && (!shared->owner.answers_for(domain) || !shared->owner.leases()->confirm(domain, ref->epoch)))
       return shared->reply_error(m.reply, errc::unavailable,
                                  "this node does not hold the lease on the runs of " + domain + " now; offer it again");
     static const std::string kept = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
@@ -287,8 +290,20 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       return shared->reply_error(m.reply, errc::malformed, "a task_wanted request needs step and attempt (unsigned integers)");
     auto step = (*body)["step"].get<std::uint64_t>();
     auto attempt = (*body)["attempt"].get<std::uint32_t>();
+    // The answer names this node's epoch of the run's domain: a worker that has seen a newer one
+    // does not act on it. A question naming a newer one than this node's is checked on the lease
+    // first, and left unanswered if this node was taken over.
+    std::uint64_t epoch = 0;
+    if (shared->replicated()) {
+      const std::string domain(run_id{run}.owner());
+      auto named = body->value("epoch", value());
+      if (!shared->owner.leases()->confirm(domain, named.is_number_unsigned() ? named.get<std::uint64_t>() : 0)) return;
+      epoch = shared->owner.leases()->epoch_of(domain);
+    }
     auto answer = [&](bool wanted) {
-      shared->publish(m.reply, wire::pack(value{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"wanted", wanted}}));
+      value a{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"wanted", wanted}};
+      if (epoch != 0) a["epoch"] = epoch;
+      shared->publish(m.reply, wire::pack(a));
     };
     switch (shared->runs.answer_task(run, step, attempt)) {
       case run_registry::task_answer::wanted: return answer(true);

@@ -7,6 +7,7 @@
 
 #include "llm/conversation.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/ids.hpp"
 
 #include <algorithm>
 
@@ -26,6 +27,7 @@ wire::task run_machine::pending_task() {
   t.kind = pending.model ? wire::task_kind::llm : wire::task_kind::tool;
   t.agent = record_.agent;
   t.reply_to = context_.results_subject;
+  if (context_.epoch) t.epoch = context_.epoch(keel::run_id{record_.run_id}.owner());
   if (pending.model) {
     auto known = declared();
     value tools = model_tool_list(agent_, known.get(), context_.find_agent);

@@ -34,6 +34,8 @@ struct run_context {
   std::function<std::int64_t()> clock;
   // Prices by "<provider>/<model>" (config [prices]); null: none.
   const std::map<std::string, config::price>* prices = nullptr;
+  // The epoch in which this node holds a domain (replication::lease_keeper); empty or 0: none.
+  std::function<std::uint64_t(std::string_view domain)> epoch;
 };
 
 struct effects {

@@ -9,6 +9,7 @@
 #include "broker/work_queue.hpp"
 #include "llm/provider.hpp"
 #include "actors/task_telemetry.hpp"
+#include "replication/epoch_book.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
 #include "runtime/log.hpp"
@@ -35,7 +36,6 @@
 namespace keel::actors {
 
 using wire::value;
-
 namespace {
 
 std::shared_ptr<spdlog::logger> logger() {
@@ -61,6 +61,7 @@ struct worker_shared {
   std::unique_ptr<conversation_cache> conversations;
   std::unique_ptr<mcp::session_pool> mcp_sessions;  // the agents' MCP servers, started on first use
   task_dedupe dedupe;
+  replication::epoch_book epochs;  // the owners' epochs seen, per domain
   // Providers a run asked for instead (keel run --provider), made on first use.
   std::mutex overrides_mutex;
   std::map<std::string, std::unique_ptr<llm::provider>> overrides;
@@ -308,6 +309,7 @@ wire::task_result failed(const wire::task& t, const std::string& worker, keel::e
   r.step = t.step;
   r.attempt = t.attempt;
   r.worker = worker;
+  r.epoch = t.epoch;
   r.ok = false;
   r.failure = std::move(e);
   return r;
@@ -321,6 +323,7 @@ std::string execute(worker_shared& shared, wire::task& t) {
   r.step = t.step;
   r.attempt = t.attempt;
   r.worker = shared.node_id;
+  r.epoch = t.epoch;
   const auto* agent = shared.config().find_agent(t.agent);
   result<value> outcome = make_error(errc::not_found, "worker " + shared.node_id +
                                                          " does not serve agent '" + t.agent + "'");
@@ -364,10 +367,12 @@ std::string execute(worker_shared& shared, wire::task& t) {
   return bytes;
 }
 
-// Asks the run's owner whether this attempt is still wanted: a step already answered, or sent
-// again as a newer attempt, is dropped unrun. Unknown (the owner cannot be reached): not now.
+// Asks the run's owner whether this attempt is still wanted: a step already answered, or sent again
+// as a newer attempt, is dropped unrun. Unknown (no owner reached, or one older than seen): not now.
 result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
+  const std::string domain(keel::run_id{t.run_id}.owner());
   value request{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"step", t.step}, {"attempt", t.attempt}};
+  if (auto known = shared.epochs.highest(domain)) request["epoch"] = known;
   auto reply = shared.lane_of(t.run_id).request(shared.subjects.run_task_wanted(t.run_id), wire::pack(request),
                                     shared.config().request_timeout_ms);
   if (!reply) return reply.error();
@@ -380,6 +385,10 @@ result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
       return false;
     return make_error(errc::unavailable, "the owner could not say");
   }
+  auto epoch = body->contains("epoch") && (*body)["epoch"].is_number_unsigned() ? (*body)["epoch"].get<std::uint64_t>() : 0;
+  if (auto known = shared.epochs.saw(domain, epoch); epoch != 0 && epoch < known)
+    return make_error(errc::unavailable, "an owner of " + domain + " in epoch " + std::to_string(epoch) + " answered; epoch " +
+                                           std::to_string(known) + " has been seen");
   return body->value("wanted", false);
 }
 
@@ -565,8 +574,12 @@ void worker_core::handle(std::shared_ptr<broker::delivery> d, bool here) {
     held->tasks[id] = d;
   }
   step_trace::mark(step_trace::task_decoded);
-  bool check = d->times_delivered() > 1 ||
+  // A task of an older owner than one seen runs only on the current owner's word; its result
+  // names the newest epoch known (an older owner handed it learns it was taken over).
+  auto newest = shared->epochs.saw(keel::run_id{t->run_id}.owner(), t->epoch);
+  bool check = d->times_delivered() > 1 || (t->epoch != 0 && t->epoch < newest) ||
                wall_ms() - d->stored_ms() > shared->config().worker_check_after_ms;
+  t->epoch = newest;
   if (here) return run_task(d, std::move(*t), id, check);
   pool->submit([core = shared_from_this(), d, t = std::move(*t), id, check]() mutable {
     core->run_task(d, std::move(t), id, check);

@@ -14,6 +14,7 @@ struct key_value::impl {
   jsCtx* js = nullptr;  // the bucket's own (it lives as long as the bucket is used)
   std::string bucket;
   std::int64_t replicas = 1;
+  std::int64_t write_within_ms = 5'000;
   ~impl() {
     if (kv) kvStore_Destroy(kv);
   }
@@ -50,6 +51,7 @@ result<std::unique_ptr<key_value>> key_value::open(jetstream& js, const key_valu
       state->js = native_jetstream(js);
       state->bucket = options.bucket;
       state->replicas = options.replicas;
+      state->write_within_ms = std::max<std::int64_t>(1, options.write_within_ms);
       return std::unique_ptr<key_value>(new key_value(std::move(state)));
     }
     if (steady_ms() >= deadline) return kv_error(s, "opening the key-value bucket " + options.bucket);
@@ -133,7 +135,7 @@ result<std::uint64_t> key_value::write_at(const std::string& key, const std::str
   auto stream = "KV_" + impl_->bucket;
   auto subject = "$KV." + impl_->bucket + "." + key;
   auto what = (revision == 0 ? "creating the key " : "updating the key ") + key;
-  auto deadline = steady_ms() + 5'000;
+  auto deadline = steady_ms() + impl_->write_within_ms;
   backoff pause{1, 50};  // another key's write came between: most often a renewal of another lease
   while (true) {
     // The stream's last sequence and its leader, asked before and after the key is read: a key
@@ -193,7 +195,8 @@ result<std::uint64_t> key_value::write_at(const std::string& key, const std::str
     }
     // Something was written to the bucket between the reads and the write: read again.
     if (steady_ms() >= deadline)
-      return make_error(errc::unavailable, what + ": the bucket was written to without pause for 5 s; not written");
+      return make_error(errc::unavailable, what + ": the bucket was written to without pause for " +
+                                             std::to_string(impl_->write_within_ms) + " ms; not written");
     std::this_thread::sleep_for(std::chrono::milliseconds(pause.next_ms()));
   }
 }

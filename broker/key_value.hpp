@@ -16,6 +16,9 @@ struct key_value_options {
   std::string bucket;          // [A-Za-z0-9_-]
   std::int64_t replicas = 1;   // copies on as many servers
   std::int64_t ttl_ms = 0;     // an entry is dropped this long after it was written; 0: never
+  // A compare-and-set on a replicated bucket that other writes keep coming between is tried again
+  // for this long, then answered unavailable (a lease's bucket: a fraction of the lease).
+  std::int64_t write_within_ms = 5'000;
 };
 
 class key_value {

@@ -78,9 +78,14 @@ result<std::unique_ptr<lease_keeper>> lease_keeper::start(environment& env, leas
   }
   // Leases of other nodes this one held when it stopped: held again (in a new epoch), if still
   // ours. They count while this node's own lease does.
-  auto keys = bucket.keys();
-  if (!keys) return keys.error();
+  // A broker that cannot answer for a moment does not stop the node's start: asked again, 30 s.
   deadline = env.now_ms() + 30'000;
+  auto keys = bucket.keys();
+  while (!keys && env.now_ms() < deadline) {
+    env.sleep_ms(250, never);
+    keys = bucket.keys();
+  }
+  if (!keys) return keys.error();
   // Each such key is held again or found taken, never skipped on an error: a key naming this node
   // counts while this node's lease does, so one left out would be served by nobody, ever.
   for (const auto& key : *keys) {
@@ -165,6 +170,36 @@ std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
   std::lock_guard lock{mutex_};
   auto it = held_.find(domain);
   return it == held_.end() ? 0 : it->second.epoch;
+}
+
+bool lease_keeper::confirm(const std::string& domain, std::uint64_t epoch) {
+  {
+    std::lock_guard lock{mutex_};
+    auto it = held_.find(domain);
+    if (it == held_.end()) return false;
+    if (epoch <= it->second.epoch) return true;
+    auto& last = confirmed_ms_[domain];
+    if (last != 0 && env_.now_ms() - last < lease_ms_ / 10) return true;
+    last = env_.now_ms();
+  }
+  auto current = bucket_.get_entry(domain);
+  if (!current || !*current) return holds(domain);
+  auto lease = decode((**current).value);
+  if (!lease) return holds(domain);
+  std::uint64_t mine = 0;
+  {
+    std::lock_guard lock{mutex_};
+    auto it = held_.find(domain);
+    if (it == held_.end()) return false;
+    mine = it->second.epoch;
+    if (lease->first == me_ && lease->second == mine) return true;
+    held_.erase(it);
+  }
+  auto who = lease->first + " (epoch " + std::to_string(lease->second) + ")";
+  logger()->warn("node {}: a message named epoch {} of it, above this node's {}; its lease names {}: its runs are no "
+                 "longer this node's", domain, epoch, mine, who);
+  if (on_.lost) on_.lost(domain, "a message named epoch " + std::to_string(epoch) + " and its lease names " + who + " now");
+  return false;
 }
 
 void lease_keeper::loop(bool renewing) {

@@ -29,7 +29,8 @@ public:
   struct hooks {
     // Runs on a thread of its own once the domain (a node id) is held: take its runs over.
     std::function<void(const std::string& domain, std::uint64_t epoch)> take_over;
-    // The domain was taken by another: stop acting for its runs.
+    // The domain was taken by another: stop acting for its runs. On the keeper's threads, or on
+    // the thread that called confirm().
     std::function<void(const std::string& domain, const std::string& why)> lost;
   };
   // Takes this node's own lease, and back every lease this node held before it stopped.
@@ -56,6 +57,14 @@ public:
   bool valid_at(const std::string& domain, std::int64_t now_ms) const;  // at a time of the environment's clock
   std::vector<std::string> domains() const;  // every domain held
   std::uint64_t epoch_of(const std::string& domain) const;  // 0 when not held
+  // A message (a worker's question or result) named epoch `epoch` of `domain`. Above the epoch
+  // this node holds it in, another node may have taken it over while this one's clock said its
+  // lease held (a pause, a clock that did not count a sleep): the lease is read (the message
+  // alone is not believed: any broker client can name an epoch), and when it names another holder
+  // or a newer epoch the domain is dropped as the watcher drops it (`lost`). Returns whether this
+  // node still holds the domain. One read per domain per tenth of a lease at most; a read that
+  // fails keeps the domain (its lease's time still fences it).
+  bool confirm(const std::string& domain, std::uint64_t epoch);
   void stop();
 
   // The value of a lease: who holds it, in which epoch.
@@ -106,6 +115,7 @@ private:
   // Every domain held; only this node's own entry has a meaningful valid_until_ms (the others
   // count while it does).
   std::map<std::string, held_lease> held_;
+  std::map<std::string, std::int64_t> confirmed_ms_;  // confirm()'s last read of each domain (mutex_)
   std::map<std::string, seen_lease> seen_;    // the watching thread only
   std::map<std::string, known_lease> known_;  // the watching thread only
   bool blind_ = false;                      // the bucket was out of reach (the watching thread only)

@@ -246,6 +246,8 @@ std::string encode(const task& m) {
     {"lease_ms", &fields[8]}};
   value queue = m.queue;
   if (!m.queue.empty()) top.emplace_back("queue", &queue);
+  value epoch = m.epoch;
+  if (m.epoch != 0) top.emplace_back("epoch", &epoch);
   if (m.payload_messages.empty()) {
     top.emplace_back("payload", &m.payload);
     return pack_fields(std::move(top));
@@ -266,6 +268,8 @@ std::string encode(const task_result& m) {
     fields[7] = value{{"code", to_string(m.failure->code)}, {"message", m.failure->message}};
     all.emplace_back("error", &fields[7]);
   }
+  value epoch = m.epoch;
+  if (m.epoch != 0) all.emplace_back("epoch", &epoch);
   return pack_fields(std::move(all));
 }
 
@@ -337,6 +341,11 @@ result<task_ref> peek_fields(std::string_view bytes, const limits& bounds, bool 
     return make_error(errc::malformed, "field 'step' must be a non-negative integer");
   ref.run_id.assign(run_id->via.str.ptr, run_id->via.str.size);
   ref.step = step->via.u64;
+  if (const msgpack::object* epoch = field(map, "epoch")) {
+    if (epoch->type != msgpack::type::POSITIVE_INTEGER)
+      return make_error(errc::malformed, "field 'epoch' must be a non-negative integer");
+    ref.epoch = epoch->via.u64;
+  }
   return ref;
 }
 } // namespace
@@ -461,6 +470,7 @@ result<task> task_from(result<value> map) {
   KEEL_TRY(m.reply_to, r.nonempty("reply_to"));
   KEEL_TRY(m.lease_ms, r.integer("lease_ms", false));
   KEEL_TRY(m.queue, r.str("queue", false));
+  KEEL_TRY(m.epoch, r.unsigned_integer("epoch", false));
   m.payload = take(*map, "payload");
   return m;
 }
@@ -645,6 +655,7 @@ result<task_result> decode<task_result>(std::string_view bytes, const limits& bo
   if (auto id = r.task_id(m.run_id, m.step, m.attempt); !id) return id.error();
   KEEL_TRY(m.worker, r.str("worker", false));
   KEEL_TRY(m.ok, r.boolean("ok", true));
+  KEEL_TRY(m.epoch, r.unsigned_integer("epoch", false));
   m.payload = take(*map, "payload");
   if (r.find("error")) {
     keel::error failure;

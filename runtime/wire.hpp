@@ -119,6 +119,10 @@ struct task {
   // Decoding puts it in the payload like any field.
   std::string payload_messages;
   std::string queue;  // a declared tool's task: the tool worker's queue (empty: the agent's)
+  // The epoch in which its owner holds the run's domain (with the replicated log; 0: none). A
+  // worker remembers the highest it saw per domain and trusts no owner of an older one
+  // (docs/PROTOCOL.md, "Epochs").
+  std::uint64_t epoch = 0;
 };
 
 struct task_result {
@@ -129,6 +133,9 @@ struct task_result {
   bool ok = true;
   value payload;
   std::optional<keel::error> failure;  // when !ok
+  // The highest epoch of the run's domain its worker knows (0: none): an owner that sees one above
+  // its own was taken over.
+  std::uint64_t epoch = 0;
 };
 
 struct heartbeat {
@@ -178,6 +185,7 @@ struct task_ref {
   std::string type;
   std::string run_id;
   std::uint64_t step = 0;
+  std::uint64_t epoch = 0;  // its "epoch", when it has one (else 0)
 };
 result<task_ref> peek_task_ref(std::string_view bytes, const limits& bounds = {});
 

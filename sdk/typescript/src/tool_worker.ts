@@ -79,6 +79,9 @@ export class ToolWorker {
   private readonly log: NonNullable<ToolWorkerOptions["log"]>;
   private readonly held = new Map<string, Held>();
   private readonly recent = new Map<string, Message>();  // task id → the payload answered
+  // The owners' epochs seen, per domain (the node id in a run id): an answer of an older owner
+  // than one seen is not acted on (docs/PROTOCOL.md, "Epochs").
+  private readonly epochs = new Map<string, number>();
   private readonly startedMs = Date.now();
   private consumer?: Consumer;
   private running = false;
@@ -271,9 +274,11 @@ export class ToolWorker {
       m.ack();
       return;
     }
+    const named = Number(task.epoch ?? 0);
+    const newest = this.sawEpoch(runId, named);
     const answer = (p: { ok: boolean; payload?: unknown; error?: { code: string; message: string } }) =>
       this.answer(m, h, replyTo, { v: PROTOCOL_VERSION, type: "task_result", run_id: runId, step, attempt,
-                                   worker: this.o.nodeId, ...p });
+                                   worker: this.o.nodeId, ...(newest > 0 ? { epoch: newest } : {}), ...p });
     const deliveries = m.info.deliveryCount;
     if (deliveries > this.o.deliveriesMax) {
       // Asked once first: no longer wanted, it is dropped; while the run cannot say (another
@@ -296,7 +301,8 @@ export class ToolWorker {
     // task is kept (handing it back would count as a delivery) and the run asked again.
     const deadlineMs = Number(payload.deadline_ms ?? 0);
     const waitedMs = Date.now() - Math.floor(Number(m.info.timestampNanos) / 1_000_000);
-    if (deliveries > 1 || waitedMs > this.o.checkAfterMs || (deadlineMs > 0 && Date.now() > deadlineMs)) {
+    const olderOwner = named > 0 && named < newest;
+    if (deliveries > 1 || olderOwner || waitedMs > this.o.checkAfterMs || (deadlineMs > 0 && Date.now() > deadlineMs)) {
       const askUntil = Date.now() + this.o.resultDeliveryMs;
       for (let pause = 250; ; pause = Math.min(pause * 2, 2000)) {
         const wanted = await this.wanted(runId, step, attempt);
@@ -362,12 +368,28 @@ export class ToolWorker {
   // Whether the run still wants this attempt: true, false, or undefined when it cannot say.
   private async wanted(runId: string, step: number, attempt: number): Promise<boolean | undefined> {
     try {
-      const r = await this.keel.request(`${this.keel.base}.runs.${runId}.task_wanted`, { type: "task_wanted", step, attempt },
+      const known = this.epochs.get(runId.slice(17)) ?? 0;
+      const r = await this.keel.request(`${this.keel.base}.runs.${runId}.task_wanted`,
+                                        { type: "task_wanted", step, attempt, ...(known > 0 ? { epoch: known } : {}) },
                                         "task_wanted", 5000);
+      const epoch = typeof r.epoch === "number" && r.epoch > 0 ? r.epoch : 0;
+      if (epoch > 0 && epoch < this.sawEpoch(runId, epoch)) return undefined;  // an owner older than one seen
       return r.wanted === true;
     } catch (e) {
       return (e as KeelError).code === "not_found" ? false : undefined;
     }
+  }
+
+  // Records an owner's epoch for the run's domain; returns the highest seen.
+  private sawEpoch(runId: string, epoch: number): number {
+    const domain = runId.slice(17);
+    const known = this.epochs.get(domain) ?? 0;
+    if (epoch > known) {
+      if (this.epochs.size >= 4096 && !this.epochs.has(domain)) this.epochs.delete(this.epochs.keys().next().value as string);
+      this.epochs.set(domain, epoch);
+      return epoch;
+    }
+    return known;
   }
 
   // Offers the result until the owner has it on disk (a repeat is harmless: the first is kept),

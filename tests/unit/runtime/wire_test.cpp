@@ -205,9 +205,32 @@ TEST_CASE("wire: peek_task_ref reads the run and step a result is about, and say
   CHECK(message_of(edited(good, [](value& v) { v["run_id"] = ""; })) == "field 'run_id' must be a non-empty string");
   CHECK(message_of(edited(good, [](value& v) { v["step"] = -1; })) == "field 'step' must be a non-negative integer");
   CHECK(message_of(edited(good, [](value& v) { v.erase("step"); })) == "missing field 'step'");
+  CHECK(ref->epoch == 0);  // none named
+  r.epoch = 9;
+  CHECK(wire::peek_task_ref(wire::encode(r))->epoch == 9);
+  CHECK(message_of(edited(good, [](value& v) { v["epoch"] = -1; })) == "field 'epoch' must be a non-negative integer");
+  CHECK(message_of(edited(good, [](value& v) { v["epoch"] = "9"; })) == "field 'epoch' must be a non-negative integer");
   // The same checks as a full decode: trailing bytes and truncation are refused too.
   CHECK(message_of(good + "\xc0") == "1 bytes after the end of the message");
   CHECK(message_of(good.substr(0, good.size() - 1)) == "truncated message");
+}
+
+TEST_CASE("wire: a task and its result carry the owner's epoch when there is one, and a wrong one is refused",
+          "[runtime][wire]") {
+  wire::task t{"r1", 7, 2, wire::task_kind::tool, "coder", "keel.default.nodes.n.results", 30000, value{{"tool", "exec"}}, {}, {}};
+  CHECK(wire::unpack(wire::encode(t))->contains("epoch") == false);  // none: not written
+  CHECK(wire::decode<wire::task>(wire::encode(t))->epoch == 0);
+  t.epoch = 12;
+  CHECK(wire::decode<wire::task>(wire::encode(t))->epoch == 12);
+  CHECK(wire::decode_task_keeping_conversation(wire::encode(t))->epoch == 12);
+  wire::task_result r{"r1", 7, 2, "w1", true, value{{"ok", 1}}, std::nullopt};
+  CHECK(wire::decode<wire::task_result>(wire::encode(r))->epoch == 0);
+  r.epoch = 13;
+  CHECK(wire::decode<wire::task_result>(wire::encode(r))->epoch == 13);
+  auto bad = edited(wire::encode(t), [](value& v) { v["epoch"] = "12"; });
+  CHECK(wire::decode<wire::task>(bad).error().code == errc::malformed);
+  CHECK(wire::decode<wire::task_result>(edited(wire::encode(r), [](value& v) { v["epoch"] = -2; })).error().code ==
+        errc::malformed);
 }
 
 TEST_CASE("wire: unknown fields are ignored", "[runtime][wire]") {

@@ -1,0 +1,75 @@
+// Epochs on a cluster with the replicated run log (docs/PROTOCOL.md, "Epochs"): an owner's answers
+// to workers name the epoch in which it holds the run's node, the taker's the next one; a message
+// naming an epoch the lease does not bear out (any broker client can send one) neither stops the
+// owner nor changes its answers.
+#include "tests/e2e/failover_cluster.hpp"
+
+using namespace keel;
+using namespace keel::testing;
+using namespace keel::testing::e2e;
+
+namespace {
+
+// The owner's answer to a worker's task_wanted (step 1, attempt 1), naming `epoch` when not 0;
+// an empty object when nobody answered.
+json ask_wanted(failover_cluster& c, const std::string& run, std::uint64_t epoch) {
+  wire::value q{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"step", 1}, {"attempt", 1}};
+  if (epoch != 0) q["epoch"] = epoch;
+  auto reply = c.clients.at(1)->request("keel.default.runs." + run + ".task_wanted", wire::pack(q), 3000);
+  if (!reply) return json::object();
+  auto v = wire::unpack(reply->data);
+  return v && v->is_object() ? *v : json::object();
+}
+
+} // namespace
+
+TEST_CASE("failover: epochs: answers name the owner's epoch and the taker's the next; an epoch the lease does not bear out "
+          "stops nobody",
+          "[e2e][integration][cluster][failover]") {
+  failover_cluster c;
+  c.start_all();
+  auto run = c.invoke_on("o1", "ops", "wait", 0);
+  REQUIRE_EVENTUALLY(20'000, status_of(c.show(run, 1)) == "suspended");
+  on_failure report{[&] { return c.logs(); }};
+
+  auto first = ask_wanted(c, run, 0);
+  INFO(first.dump());
+  CHECK(first.value("type", "") == "task_wanted");
+  CHECK(first.value("wanted", true) == false);  // waiting for a person: no task in flight
+  REQUIRE(first.contains("epoch"));
+  auto epoch = first["epoch"].get<std::uint64_t>();
+  CHECK(epoch >= 1);
+
+  // Named by a client that lies: the owner reads its lease, finds it its own, and answers as
+  // before; a result naming it is taken as any late result is ("not needed"), not refused.
+  for (int i = 0; i < 20; ++i) {
+    auto lied = ask_wanted(c, run, epoch + 1000 + static_cast<std::uint64_t>(i));
+    INFO(lied.dump());
+    CHECK(lied.value("type", "") == "task_wanted");
+    CHECK(lied.value("epoch", std::uint64_t{0}) == epoch);
+  }
+  wire::task_result late{run, 1, 1, "liar", true, wire::value{{"status", "done"}, {"result", "x"}}, std::nullopt};
+  late.epoch = epoch + 5000;
+  auto recorded = c.clients.at(0)->request("keel.default.nodes.o1.results", wire::encode(late), 5000);
+  REQUIRE(recorded.ok());
+  auto answer = wire::unpack(recorded->data);
+  REQUIRE(answer.ok());
+  INFO(answer->dump());
+  CHECK(answer->value("type", "") == "result_recorded");
+  CHECK(answer->value("kept", true) == false);
+  CHECK(read_file(c.dir.file("o1.err")).find("are no longer this node's") == std::string::npos);
+  CHECK(c.nodes["o1"].running());
+
+  // Taken over (o1 paused past its lease): the taker answers in a newer epoch.
+  c.nodes["o1"].signal(SIGSTOP);
+  json after;
+  REQUIRE_EVENTUALLY(30'000, (after = ask_wanted(c, run, 0)).value("epoch", std::uint64_t{0}) > epoch);
+  CHECK(after.value("wanted", true) == false);
+  CHECK(c.approve(run, c.show(run, 1)["waiting"]["step_key"].get<std::string>(), 1) == "");
+  c.await_completed(run);
+  // o1 wakes and finds its runs gone (its lease watcher, or a worker's newer epoch): it stops.
+  c.nodes["o1"].signal(SIGCONT);
+  REQUIRE(c.nodes["o1"].wait(20'000).ok());
+  CHECK(read_file(c.dir.file("o1.err")).find("are no longer this node's") != std::string::npos);
+  CHECK(lines_of(read_file(c.dir.file("ws/ops-calls.txt"))).size() == 1);
+}
