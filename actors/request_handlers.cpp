@@ -202,14 +202,24 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
       return shared->reply_error(m.reply, !ref ? ref.error().code : errc::malformed, why);
     }
     step_trace::mark(step_trace::result_decoded);
-    // A result naming a newer epoch of the run's domain than this node's: taken over, perhaps
-    // (confirmed on the lease), and then it says nothing: the worker offers it again, to the taker.
-    if (std::string domain(run_id{ref->run_id}.owner());
-        shared->replicated() && (!shared->owner.answers_for(domain) || !shared->owner.leases()->confirm(domain, ref->epoch)))
-      return shared->reply_error(m.reply, errc::unavailable,
-                                 "this node does not hold the lease on the runs of " + domain + " now; offer it again");
-    static const std::string kept = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
-    static const std::string not_needed = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", false}});
+    // A result naming a newer epoch of the run's domain than this node's is not taken until the
+    // lease says this node still holds it (replication::lease_keeper::named): the worker offers it
+    // again, and reaches the taker if there is one. The answer names this node's epoch.
+    std::uint64_t epoch = 0;
+    if (std::string domain(run_id{ref->run_id}.owner()); shared->replicated()) {
+      auto [verdict, mine] = shared->owner.leases()->named(domain, ref->epoch);
+      if (!shared->owner.answers_for(domain) || verdict != replication::lease_keeper::verdict::held)
+        return shared->reply_error(m.reply, errc::unavailable,
+                                   "this node does not hold the lease on the runs of " + domain + " now, or cannot say "
+                                   "yet in which epoch; offer it again");
+      epoch = mine;
+    }
+    auto recorded = [epoch](bool kept) {
+      static const std::string yes = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", true}});
+      static const std::string no = wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", false}});
+      if (epoch == 0) return kept ? yes : no;
+      return wire::pack(value{{"v", wire::protocol_version}, {"type", "result_recorded"}, {"kept", kept}, {"epoch", epoch}});
+    };
     auto run = shared->runs.find(ref->run_id);
     if (run && shared->runs.is_starting(ref->run_id)) {
       shared->runs.renew_hold(ref->run_id, ref->step, result_hold_ms(*shared));
@@ -230,15 +240,15 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
         shared->runs.renew_hold(ref->run_id, ref->step, result_hold_ms(*shared));
         return shared->reply_error(m.reply, errc::unavailable, "run " + ref->run_id + " is being loaded; offer it again");
       }
-      return shared->publish(m.reply, not_needed);
+      return shared->publish(m.reply, recorded(false));
     }
     if (!shared->runs.received(ref->run_id, ref->step)) {
       // Late or repeated: answered after what is being written, which may be its first copy. Only
       // "not needed" once that copy is certainly written (else the worker would drop the task
       // whose result is lost): if its write failed, the worker is told to offer it again.
       auto& lane = shared->lane_of(ref->run_id);
-      lane.writer->after_pending([shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>&) {
-        if (shared->runs.result_not_needed(run_id, step)) return lane.publish(reply, not_needed);
+      lane.writer->after_pending([shared, &lane, recorded, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>&) {
+        if (shared->runs.result_not_needed(run_id, step)) return lane.publish(reply, recorded(false));
         shared->runs.renew_hold(run_id, step, result_hold_ms(*shared));
         shared->reply_error(reply, errc::unavailable, "the result of step " + std::to_string(step) + " of run " + run_id +
                                                         " is not written yet; offer it again");
@@ -256,11 +266,11 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     auto& lane = shared->lane_of(ref->run_id);
     lane.writer->submit(
       std::move(received),
-      [gate, run, shared, &lane, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>& written) {
+      [gate, run, shared, &lane, recorded, reply = m.reply, run_id = ref->run_id, step = ref->step](const result<void>& written) {
         gate->on_written(written.ok());
         if (written) {
           shared->runs.result_written(run_id, step, result_hold_ms(*shared));
-          lane.publish(reply, kept);
+          lane.publish(reply, recorded(true));
         } else {
           shared->runs.receive_failed(run_id, step, result_hold_ms(*shared));
           shared->reply_error(reply, errc::unavailable, "the result could not be written: " + written.error().message);
@@ -295,10 +305,15 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     // first, and left unanswered if this node was taken over.
     std::uint64_t epoch = 0;
     if (shared->replicated()) {
-      const std::string domain(run_id{run}.owner());
       auto named = body->value("epoch", value());
-      if (!shared->owner.leases()->confirm(domain, named.is_number_unsigned() ? named.get<std::uint64_t>() : 0)) return;
-      epoch = shared->owner.leases()->epoch_of(domain);
+      auto [verdict, mine] = shared->owner.leases()->named(std::string(run_id{run}.owner()),
+                                                           named.is_number_unsigned() ? named.get<std::uint64_t>() : 0);
+      if (verdict == replication::lease_keeper::verdict::unsure)  // asked again shortly, once the lease is read
+        return shared->reply_error(m.reply, errc::unavailable, "epoch " + std::to_string(named.get<std::uint64_t>()) + " of " +
+                                                                 std::string(run_id{run}.owner()) +
+                                                                 " is being checked against its lease: ask again");
+      if (verdict != replication::lease_keeper::verdict::held || mine == 0) return;  // not this node's: the taker answers
+      epoch = mine;
     }
     auto answer = [&](bool wanted) {
       value a{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"wanted", wanted}};

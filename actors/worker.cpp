@@ -1,4 +1,5 @@
 #include "actors/worker.hpp"
+#include "actors/worker_shared.hpp"
 #include "mcp/session_pool.hpp"
 #include "runtime/backoff.hpp"
 
@@ -42,47 +43,6 @@ std::shared_ptr<spdlog::logger> logger() {
   static auto l = log::get("actors");
   return l;
 }
-
-struct worker_shared {
-  // A copy, not the node's: a task thread that overran the node's stop keeps it with this.
-  config::node_config config_copy;
-  const config::node_config& config() const { return config_copy; }
-  std::string node_id;
-  broker::subjects subjects;
-  std::shared_ptr<broker::connection> nats;  // the first lane's: the work queue
-  // A run's requests to its owner, its results and its streamed text go on its lane's connection
-  // (node.lanes), in order, and runs of other lanes do not queue behind them.
-  std::vector<std::shared_ptr<broker::connection>> lanes;
-  broker::connection& lane_of(std::string_view run) const { return *lanes[keel::lane_of(run, lanes.size())]; }
-  std::unique_ptr<broker::jetstream> js;
-  std::map<std::string, std::unique_ptr<llm::provider>> providers;  // the agents' own, made at start
-  std::map<std::string, std::shared_ptr<const std::vector<value>>> tool_lists;  // the agents' tool schemas
-  wire::limits limits;
-  std::unique_ptr<conversation_cache> conversations;
-  std::unique_ptr<mcp::session_pool> mcp_sessions;  // the agents' MCP servers, started on first use
-  task_dedupe dedupe;
-  replication::epoch_book epochs;  // the owners' epochs seen, per domain
-  // Providers a run asked for instead (keel run --provider), made on first use.
-  std::mutex overrides_mutex;
-  std::map<std::string, std::unique_ptr<llm::provider>> overrides;
-  std::atomic<bool> stopping{false};
-  // While stopping: until when the tasks held may still hand their results over (steady ms).
-  std::atomic<std::int64_t> drain_deadline_ms{0};
-
-  result<llm::provider*> provider_for(const config::agent_config& agent, const std::string& kind,
-                                      const std::string& model) {
-    if (kind.empty() || kind == agent.provider) return providers.at(agent.id).get();
-    std::lock_guard lock{overrides_mutex};
-    auto key = agent.id + "/" + kind;
-    if (auto it = overrides.find(key); it != overrides.end()) return it->second.get();
-    config::agent_config other = agent;
-    other.provider = kind;
-    if (!model.empty()) other.model = model;  // each request names its model anyway
-    auto made = llm::make_provider(other);
-    if (!made) return made.error();
-    return (overrides[key] = std::move(*made)).get();
-  }
-};
 
 // The directory that holds one workspace per run or per session: searchable by the command's
 // user, not listable (a command cannot find the workspaces of other runs by listing it).
@@ -365,72 +325,6 @@ std::string execute(worker_shared& shared, wire::task& t) {
                                                               std::to_string(shared.limits.message_bytes_max) + ")")));
   }
   return bytes;
-}
-
-// Asks the run's owner whether this attempt is still wanted: a step already answered, or sent again
-// as a newer attempt, is dropped unrun. Unknown (no owner reached, or one older than seen): not now.
-result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
-  const std::string domain(keel::run_id{t.run_id}.owner());
-  value request{{"v", wire::protocol_version}, {"type", "task_wanted"}, {"step", t.step}, {"attempt", t.attempt}};
-  if (auto known = shared.epochs.highest(domain)) request["epoch"] = known;
-  auto reply = shared.lane_of(t.run_id).request(shared.subjects.run_task_wanted(t.run_id), wire::pack(request),
-                                    shared.config().request_timeout_ms);
-  if (!reply) return reply.error();
-  auto body = wire::unpack(reply->data, shared.limits);
-  if (!body || !body->is_object()) return make_error(errc::malformed, "the owner's answer could not be read");
-  if (body->value("type", std::string{}) == "error") {
-    // The owner has no such run: nobody wants it.
-    if (body->contains("error") && (*body)["error"].is_object() &&
-        (*body)["error"].value("code", std::string{}) == "not_found")
-      return false;
-    return make_error(errc::unavailable, "the owner could not say");
-  }
-  auto epoch = body->contains("epoch") && (*body)["epoch"].is_number_unsigned() ? (*body)["epoch"].get<std::uint64_t>() : 0;
-  if (auto known = shared.epochs.saw(domain, epoch); epoch != 0 && epoch < known)
-    return make_error(errc::unavailable, "an owner of " + domain + " in epoch " + std::to_string(epoch) + " answered; epoch " +
-                                           std::to_string(known) + " has been seen");
-  return body->value("wanted", false);
-}
-
-// Hands a result to the run's owner, which answers once it is on disk; tried again (the owner is
-// restarting, the broker is down) for as long as it takes, holding the task meanwhile (given up,
-// the task would go to another worker and the paid call be made again). Every
-// worker.result_delivery_ms without success is said in the log. Only a stop of the worker ends it,
-// once its drain (half of limits.shutdown_timeout_ms) is over.
-result<void> hand_over(worker_shared& shared, const std::string& reply_to, const std::string& bytes,
-                       const wire::task& t) {
-  auto started = steady_ms();
-  auto next_warning = started + shared.config().result_delivery_ms;
-  backoff pause{100, 2000};
-  while (true) {
-    auto reply = shared.lane_of(t.run_id).request(reply_to, bytes, shared.config().request_timeout_ms);
-    if (reply) {
-      auto body = wire::unpack(reply->data, shared.limits);
-      if (body && body->is_object() && body->value("type", std::string{}) == "result_recorded") return success();
-      std::string why = "an unreadable answer";
-      if (body && body->is_object() && body->contains("error") && (*body)["error"].is_object())
-        why = (*body)["error"].value("message", why);
-      bool again = body && body->is_object() && body->contains("error") && (*body)["error"].is_object() &&
-                   (*body)["error"].value("code", std::string{}) == "unavailable";
-      if (!again) {
-        logger()->warn("run {}: the owner refused the result of task {}: {}", t.run_id, t.step, why);
-        return success();  // it will never take it: nothing to hand over
-      }
-    }
-    std::string why = reply ? std::string("the owner is not ready") : reply.error().message;
-    // A stopping worker tries until its drain ends; the task then goes to another worker.
-    if (shared.stopping && steady_ms() >= shared.drain_deadline_ms)
-      return make_error(errc::unavailable, "the result of task " + std::to_string(t.step) + " of run " + t.run_id +
-                                             " could not be handed over before the worker stopped: " + why);
-    if (auto now = steady_ms(); now >= next_warning) {
-      logger()->error("run {}: the result of task {} has not been handed over for {} s ({}); still trying", t.run_id, t.step,
-                      (now - started) / 1000, why);
-      next_warning = now + shared.config().result_delivery_ms;
-    }
-    auto pause_ms = pause.next_ms();
-    if (shared.stopping) pause_ms = std::max<std::int64_t>(0, std::min(pause_ms, shared.drain_deadline_ms - steady_ms()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
-  }
 }
 
 // The worker's slots: a fetch asks the broker for no more tasks than are free.

@@ -172,34 +172,70 @@ std::uint64_t lease_keeper::epoch_of(const std::string& domain) const {
   return it == held_.end() ? 0 : it->second.epoch;
 }
 
-bool lease_keeper::confirm(const std::string& domain, std::uint64_t epoch) {
+std::pair<lease_keeper::verdict, std::uint64_t> lease_keeper::named(const std::string& domain, std::uint64_t epoch) {
+  std::lock_guard lock{mutex_};
+  auto it = held_.find(domain);
+  if (it == held_.end() || stopping_) return {verdict::lost, 0};
+  auto mine = it->second.epoch;
+  if (epoch <= mine) return {verdict::held, mine};
+  if (auto c = cleared_.find(domain); c != cleared_.end() && epoch <= c->second.first && env_.now_ms() < c->second.second)
+    return {verdict::held, mine};
+  auto& suspect = suspects_[domain];
+  suspect = std::max(suspect, epoch);
+  return {verdict::unsure, mine};
+}
+
+void lease_keeper::check_suspects() {
+  std::map<std::string, std::uint64_t> suspects;
   {
     std::lock_guard lock{mutex_};
-    auto it = held_.find(domain);
-    if (it == held_.end()) return false;
-    if (epoch <= it->second.epoch) return true;
-    auto& last = confirmed_ms_[domain];
-    if (last != 0 && env_.now_ms() - last < lease_ms_ / 10) return true;
-    last = env_.now_ms();
+    suspects.swap(suspects_);
   }
-  auto current = bucket_.get_entry(domain);
-  if (!current || !*current) return holds(domain);
-  auto lease = decode((**current).value);
-  if (!lease) return holds(domain);
-  std::uint64_t mine = 0;
-  {
-    std::lock_guard lock{mutex_};
-    auto it = held_.find(domain);
-    if (it == held_.end()) return false;
-    mine = it->second.epoch;
-    if (lease->first == me_ && lease->second == mine) return true;
-    held_.erase(it);
+  for (const auto& [domain, named_epoch] : suspects) {
+    auto current = bucket_.get_entry(domain);
+    std::uint64_t mine = 0;
+    {
+      std::lock_guard lock{mutex_};
+      auto it = held_.find(domain);
+      if (it == held_.end()) continue;
+      mine = it->second.epoch;
+      if (!current) {  // not read: asked again next round
+        auto& again = suspects_[domain];
+        again = std::max(again, named_epoch);
+        continue;
+      }
+    }
+    auto lease = *current ? decode((**current).value) : result<std::pair<std::string, std::uint64_t>>(make_error(errc::not_found, "none"));
+    // Taken only when the lease says so for certain: a newer epoch, or this one held by another.
+    // An older epoch (a replica that has not caught up) or no readable lease takes nothing.
+    bool taken = lease && (lease->second > mine || (lease->second == mine && lease->first != me_));
+    if (!taken) {
+      if (lease && lease->first == me_ && lease->second == mine) {
+        std::lock_guard lock{mutex_};
+        auto& c = cleared_[domain];
+        c = {std::max(c.first, named_epoch), env_.now_ms() + lease_ms_};
+        logger()->warn("node {}: a message named epoch {} of it; its lease names this node in epoch {}: not believed",
+                       domain, named_epoch, mine);
+      }
+      continue;
+    }
+    std::vector<std::string> gone;
+    {
+      std::lock_guard lock{mutex_};
+      if (domain == me_) {  // its own lease taken: every domain goes with it, as in renew()
+        for (const auto& [d, l] : held_) gone.push_back(d);
+        held_.clear();
+      } else if (held_.erase(domain)) {
+        gone.push_back(domain);
+      }
+    }
+    auto who = lease->first + " (epoch " + std::to_string(lease->second) + ")";
+    logger()->warn("node {}: a message named epoch {} of it, above this node's {}; its lease names {}: its runs are no "
+                   "longer this node's", domain, named_epoch, mine, who);
+    if (on_.lost)
+      for (const auto& d : gone) on_.lost(d, "a message named epoch " + std::to_string(named_epoch) + " of " + domain +
+                                               " and its lease names " + who + " now");
   }
-  auto who = lease->first + " (epoch " + std::to_string(lease->second) + ")";
-  logger()->warn("node {}: a message named epoch {} of it, above this node's {}; its lease names {}: its runs are no "
-                 "longer this node's", domain, epoch, mine, who);
-  if (on_.lost) on_.lost(domain, "a message named epoch " + std::to_string(epoch) + " and its lease names " + who + " now");
-  return false;
 }
 
 void lease_keeper::loop(bool renewing) {
@@ -368,6 +404,7 @@ void lease_keeper::watch() {
     blind_ = true;
     return;
   }
+  check_suspects();
   auto keys = bucket_.keys();
   if (!keys) {
     blind_ = true;

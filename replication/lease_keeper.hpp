@@ -57,14 +57,17 @@ public:
   bool valid_at(const std::string& domain, std::int64_t now_ms) const;  // at a time of the environment's clock
   std::vector<std::string> domains() const;  // every domain held
   std::uint64_t epoch_of(const std::string& domain) const;  // 0 when not held
-  // A message (a worker's question or result) named epoch `epoch` of `domain`. Above the epoch
-  // this node holds it in, another node may have taken it over while this one's clock said its
-  // lease held (a pause, a clock that did not count a sleep): the lease is read (the message
-  // alone is not believed: any broker client can name an epoch), and when it names another holder
-  // or a newer epoch the domain is dropped as the watcher drops it (`lost`). Returns whether this
-  // node still holds the domain. One read per domain per tenth of a lease at most; a read that
-  // fails keeps the domain (its lease's time still fences it).
-  bool confirm(const std::string& domain, std::uint64_t epoch);
+  // A message (a worker's question or result) named epoch `epoch` of `domain`: whether this node
+  // may answer it, and in which epoch. Above the epoch this node holds the domain in, another node
+  // may have taken it over while this one's clock said its lease held (a pause, a clock that did
+  // not count a sleep); the message alone is not believed (any broker client can name an epoch):
+  // the answer is `unsure` (say nothing: the sender asks again) until the watcher has read the
+  // lease (within a quarter of a lease). A lease that names another holder in this node's epoch
+  // or any holder in a newer one drops the domain (`lost`, on the watcher's thread); one that
+  // names this node in its epoch clears that epoch for a lease (messages naming it are answered).
+  // Never blocks: no read is made on the caller's thread.
+  enum class verdict { held, lost, unsure };
+  std::pair<verdict, std::uint64_t> named(const std::string& domain, std::uint64_t epoch);
   void stop();
 
   // The value of a lease: who holds it, in which epoch.
@@ -115,7 +118,12 @@ private:
   // Every domain held; only this node's own entry has a meaningful valid_until_ms (the others
   // count while it does).
   std::map<std::string, held_lease> held_;
-  std::map<std::string, std::int64_t> confirmed_ms_;  // confirm()'s last read of each domain (mutex_)
+  // named()'s bookkeeping (mutex_): the newest epoch named per domain, not yet checked against
+  // its lease; and per domain the epoch up to which the lease was read as this node's, and until
+  // when that read holds.
+  std::map<std::string, std::uint64_t> suspects_;
+  std::map<std::string, std::pair<std::uint64_t, std::int64_t>> cleared_;
+  void check_suspects();  // the watcher's thread
   std::map<std::string, seen_lease> seen_;    // the watching thread only
   std::map<std::string, known_lease> known_;  // the watching thread only
   bool blind_ = false;                      // the bucket was out of reach (the watching thread only)

@@ -39,6 +39,7 @@ struct scenario_options {
 struct worker_counts {
   std::int64_t acted = 0;
   std::int64_t refused = 0;         // answers of an owner older than one seen, not acted on
+  std::int64_t unsure = 0;          // questions an owner left unanswered until its lease bore out the epoch named
   std::int64_t owners_stopped = 0;  // owners that learnt from a worker's epoch that they were taken over
 };
 
@@ -124,7 +125,20 @@ private:
             violation_ = "at " + std::to_string(w_.now_ms()) + " ms, " + n.id + " gave up the runs of " + domain +
                          " though only the broker failed, and no live node has them";
         }
-        if (why.find("a message named epoch") != std::string::npos) ++counts_.owners_stopped;
+        if (why.find("a message named epoch") != std::string::npos) {
+          ++counts_.owners_stopped;
+          // Only a lease that certainly names another (or a newer epoch) drops a domain: the one
+          // named, or the node's own (every domain goes with it).
+          auto named = why.find("of " + domain + " and") != std::string::npos ? domain : n.id;
+          auto entry = bucket_.peek(named);
+          auto lease = entry ? replication::lease_keeper::decode(entry->value)
+                             : result<std::pair<std::string, std::uint64_t>>(make_error(errc::not_found, "none"));
+          auto mine = asked_epoch_[&n][named];
+          if (violation_.empty() && (!lease || (lease->first == n.id && lease->second == mine)))
+            violation_ = "at " + std::to_string(w_.now_ms()) + " ms, " + n.id + " gave up the runs of " + domain +
+                         " on a worker's epoch though the lease of " + named + " names it: " +
+                         (lease ? lease->first + " epoch " + std::to_string(lease->second) : "none");
+        }
         stop(n);
       };
       auto k = replication::lease_keeper::start(*n.env, *n.bucket, n.id, lease_ms, hooks);
@@ -226,12 +240,14 @@ private:
       auto& owner = *holders[static_cast<std::size_t>(w_.uniform(0, static_cast<std::int64_t>(holders.size()) - 1))];
       w_.sleep(w_.uniform(1, 5));  // the question's way
       if (!live(owner) || !owner.keeper->valid(domain)) continue;  // says nothing
-      if (options_.epochs && !owner.keeper->confirm(domain, book.highest(domain))) continue;
-      if (!live(owner)) continue;
-      auto epoch = owner.keeper->epoch_of(domain);
-      if (epoch == 0) continue;  // dropped meanwhile
+      asked_epoch_[&owner][domain] = owner.keeper->epoch_of(domain);
+      auto [verdict, epoch] = owner.keeper->named(domain, options_.epochs ? book.highest(domain) : 0);
+      if (verdict == replication::lease_keeper::verdict::unsure) ++counts_.unsure;
+      if (verdict != replication::lease_keeper::verdict::held || epoch == 0) continue;  // says nothing (not now)
       w_.sleep(w_.uniform(1, 5));  // the answer's way
-      if (options_.epochs && epoch < book.saw(domain, epoch)) {
+      // (After five answers in a row of an older epoch, a worker takes the record for a lie, as
+      // keel's does: an owner named a newer epoch answers only once its lease bore it out.)
+      if (options_.epochs && epoch < book.saw(domain, epoch) && !book.refused(domain, epoch)) {
         ++counts_.refused;
         continue;
       }
@@ -298,6 +314,7 @@ private:
   int next_member_ = 1;
   std::string violation_;
   worker_counts counts_;
+  std::map<const node*, std::map<std::string, std::uint64_t>> asked_epoch_;  // the epoch a node held when last asked
 };
 
 outcome run_scenario(std::uint64_t seed, const scenario_options& options) { return scenario(seed, options).run(); }
@@ -370,15 +387,17 @@ TEST_CASE("simulation: epochs: a worker never acts on an owner older than one it
     auto out = run_scenario(seed, broken_clocks(true));
     total.acted += out.counts.acted;
     total.refused += out.counts.refused;
+    total.unsure += out.counts.unsure;
     total.owners_stopped += out.counts.owners_stopped;
     return out.violation.empty() ? std::string() : out.violation + "\n" + out.trace;
   });
   // Not vacuous: stale owners answered, were refused, and were stopped by what workers named
   // (over the seeds CI runs; one seed replayed alone need not show each).
   if (std::getenv("KEEL_SIM_SEED") || total.acted < 10'000) return;
-  INFO("answers acted on " << total.acted << ", refused " << total.refused << ", owners stopped " << total.owners_stopped);
+  INFO("answers acted on " << total.acted << ", refused " << total.refused << ", unanswered until checked "
+                            << total.unsure << ", owners stopped " << total.owners_stopped);
   CHECK(total.acted > 0);
-  CHECK(total.refused > 0);
+  CHECK(total.unsure > 0);
   CHECK(total.owners_stopped > 0);
 }
 

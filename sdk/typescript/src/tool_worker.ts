@@ -73,6 +73,12 @@ const recentMax = 1000;
 const handlerGraceMs = 30_000;
 const recentBytesMax = 64 << 10;  // a result kept for a repeat (larger ones: the call runs again)
 
+// An epoch from a message: a safe integer above 0, else 0 (none; one beyond 2^53 cannot be kept
+// exactly here, and is not believed).
+function epochOf(v: unknown): number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : 0;
+}
+
 export class ToolWorker {
   private readonly tools = new Map<string, ToolSpec>();
   private readonly o: Required<Omit<ToolWorkerOptions, "log" | "nodeId">> & { nodeId: string };
@@ -82,6 +88,7 @@ export class ToolWorker {
   // The owners' epochs seen, per domain (the node id in a run id): an answer of an older owner
   // than one seen is not acted on (docs/PROTOCOL.md, "Epochs").
   private readonly epochs = new Map<string, number>();
+  private readonly refusals = new Map<string, number>();  // answers of an older owner in a row, per domain
   private readonly startedMs = Date.now();
   private consumer?: Consumer;
   private running = false;
@@ -274,7 +281,7 @@ export class ToolWorker {
       m.ack();
       return;
     }
-    const named = Number(task.epoch ?? 0);
+    const named = epochOf(task.epoch);
     const newest = this.sawEpoch(runId, named);
     const answer = (p: { ok: boolean; payload?: unknown; error?: { code: string; message: string } }) =>
       this.answer(m, h, replyTo, { v: PROTOCOL_VERSION, type: "task_result", run_id: runId, step, attempt,
@@ -372,24 +379,37 @@ export class ToolWorker {
       const r = await this.keel.request(`${this.keel.base}.runs.${runId}.task_wanted`,
                                         { type: "task_wanted", step, attempt, ...(known > 0 ? { epoch: known } : {}) },
                                         "task_wanted", 5000);
-      const epoch = typeof r.epoch === "number" && r.epoch > 0 ? r.epoch : 0;
-      if (epoch > 0 && epoch < this.sawEpoch(runId, epoch)) return undefined;  // an owner older than one seen
+      const epoch = epochOf(r.epoch);
+      const domain = runId.slice(17);
+      if (epoch > 0 && epoch < this.sawEpoch(runId, epoch)) {
+        // An owner older than one seen: not acted on, unless it answers so five times in a row
+        // (the newer epoch was named by a message that lied; a taken-over owner named it would
+        // not answer).
+        const n = (this.refusals.get(domain) ?? 0) + 1;
+        if (n < 5) {
+          this.refusals.set(domain, n);
+          return undefined;
+        }
+        this.epochs.set(domain, epoch);
+      }
+      this.refusals.delete(domain);
       return r.wanted === true;
     } catch (e) {
       return (e as KeelError).code === "not_found" ? false : undefined;
     }
   }
 
-  // Records an owner's epoch for the run's domain; returns the highest seen.
+  // Records an owner's epoch for the run's domain; returns the highest seen. The map keeps the
+  // most recently used domains last (the first is forgotten past 4,096).
   private sawEpoch(runId: string, epoch: number): number {
     const domain = runId.slice(17);
     const known = this.epochs.get(domain) ?? 0;
-    if (epoch > known) {
-      if (this.epochs.size >= 4096 && !this.epochs.has(domain)) this.epochs.delete(this.epochs.keys().next().value as string);
-      this.epochs.set(domain, epoch);
-      return epoch;
-    }
-    return known;
+    if (known === 0 && epoch === 0) return 0;
+    this.epochs.delete(domain);
+    if (this.epochs.size >= 4096) this.epochs.delete(this.epochs.keys().next().value as string);
+    this.epochs.set(domain, Math.max(known, epoch));
+    if (epoch > known) this.refusals.delete(domain);
+    return Math.max(known, epoch);
   }
 
   // Offers the result until the owner has it on disk (a repeat is harmless: the first is kept),
