@@ -10,6 +10,11 @@ out=$(mktemp)
 build/bench/keel_bench --node build/apps/keel-node "$@" | grep '^{' | tee "$out"
 build/bench/keel_load_bench --node build/apps/keel-node | grep '^{' | tee -a "$out"
 build/bench/keel_sse_bench --node build/apps/keel-node | grep '^{' | tee -a "$out"
+# The peer, in the same sitting: Restate's single-node server from npm (bench/peer/restate).
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  (cd bench/peer/restate && { [ -x node_modules/.bin/restate-server ] || npm ci --no-audit --no-fund >/dev/null; })
+  node bench/peer/restate/bench.mjs | grep '^{' | tee -a "$out" || echo "bench: the Restate peer did not run" >&2
+fi
 python3 - "$out" <<'PY'
 import json, sys, datetime, platform, os
 figures = {}
@@ -25,6 +30,37 @@ if os.path.exists("bench/replication-results.md"):
 telemetry = "(not measured yet: run bench/telemetry.sh)\n"
 if os.path.exists("bench/telemetry-results.md"):
     telemetry = open("bench/telemetry-results.md").read()
+peer = "## Against a peer, in the same sitting\n\n(not measured: bench/peer/restate needs node and npm)\n"
+if "peer.restate.step_us" in figures:
+    keel_rate = figures["throughput.steps_per_second"]
+    peer_rate = figures["peer.restate.steps_per_second"]
+    rows = "".join(
+        f"| Restate, {c} invocations at once | {figures[f'peer.restate.throughput_{c}.steps_per_second']:,.0f} steps/s "
+        f"(server {figures[f'peer.restate.throughput_{c}.server_cores']:.2f} cores, service "
+        f"{figures[f'peer.restate.throughput_{c}.service_cores']:.2f}; failed {figures[f'peer.restate.throughput_{c}.failed']:.0f}) | |\n"
+        for c in sorted({int(k.split('_')[1].split('.')[0]) for k in figures if k.startswith('peer.restate.throughput_')}))
+    peer = f"""## Against a peer, in the same sitting
+
+`bench/peer/restate/bench.mjs`, run by this script right after keel's figures above: Restate's
+single-node server 1.7.12 from npm with its defaults (its log synced per batch), and a service
+(TypeScript SDK 1.17.2, its own process, as keel's worker is) whose handler makes
+{figures['peer.restate.steps_per_run']:.0f} durable steps one after another (`ctx.run`, each
+journaled before the handler goes on). A step's time at low load is a run's time over its steps
+(runs one at a time, the median); throughput is steps per second with many runs at once, for
+15 s at each concurrency, the best of them taken as the peer's.
+
+| figure | measured | target | |
+| --- | --- | --- | --- |
+| keel's durable step at low load | {fig('latency.step_us')} µs | | |
+| Restate's durable step at low load | {fig('peer.restate.step_us')} µs | | |
+| keel's steps per second ({figures.get('throughput.concurrent_runs', 400):.0f} runs at once) | {keel_rate:,.0f} | | |
+{rows}| keel over the peer's best | **{keel_rate / peer_rate:.2f}x** | at least 2x | {'met' if keel_rate >= 2 * peer_rate else 'not met'} |
+
+The two differ in what a step is: keel's goes through the broker's work queue to a worker
+process and back, its result synced on the orchestrator before the next is sent; Restate's
+`ctx.run` executes inside the service that runs the handler and sends its result to the server,
+which logs it and acknowledges. Both sync to disk before a step counts.
+"""
 runs = figures["memory.suspended_runs"]
 step = figures["latency.step_over_floor"]
 md = f"""# keel benchmarks
@@ -185,6 +221,7 @@ Throughput kept (target: at least 70%): met with one replica; with three it move
 every write on the same two cores as the node they serve (on three machines that work is
 elsewhere; not measured).
 
+{peer}
 ## Traces: what they cost a step, the collector up or down
 
 From `bench/telemetry.sh` (bench/telemetry-results.md): spans are recorded into a bounded queue

@@ -24,7 +24,7 @@ TEST_CASE("epochs: the newest epoch seen per node is kept, 0 names none, an olde
 }
 
 TEST_CASE("epochs: an owner answering in an older epoch five times in a row is taken as the current one (the newer was a "
-          "lie); a current answer between restarts the count",
+          "lie), and a current answer between restarts the count",
           "[actors][epochs]") {
   epoch_book book(16, 5);
   book.saw("o1", 1);
