@@ -54,7 +54,10 @@ process.on("SIGINT", () => process.exit(130));
 
 const [ingress, admin, nodePort, servicePort] = [await freePort(), await freePort(), await freePort(), await freePort()];
 const serverLog = [];
-const server = spawn(join(here, "node_modules/.bin/restate-server"), ["--no-logo", "--listen-mode", "tcp"], {
+// The server's own binary (the npm package's launcher would stand between, and its CPU is not the
+// server's).
+const serverBinary = join(here, `node_modules/@restatedev/restate-server-linux-${process.arch}/bin/restate-server`);
+const server = spawn(serverBinary, ["--no-logo", "--listen-mode", "tcp"], {
   env: {
     ...process.env,
     RESTATE_BASE_DIR: join(base, "data"),

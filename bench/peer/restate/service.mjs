@@ -2,7 +2,14 @@
 // (each `ctx.run` is journaled, and the handler goes on only once the server has it), as a keel
 // run of `steps` steps writes each step's result before acting on it.
 //   node service.mjs PORT
-import * as restate from "@restatedev/restate-sdk";
+// Debian 12's Node.js (18) lacks Promise.withResolvers, which the SDK uses: supplied here first.
+if (!Promise.withResolvers)
+  Promise.withResolvers = () => {
+    let resolve, reject;
+    const promise = new Promise((y, n) => ((resolve = y), (reject = n)));
+    return { promise, resolve, reject };
+  };
+const restate = await import("@restatedev/restate-sdk");
 
 const agent = restate.service({
   name: "agent",
