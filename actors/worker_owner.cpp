@@ -25,15 +25,10 @@ std::uint64_t epoch_in(const value& body) {
   return body.contains("epoch") && body["epoch"].is_number_unsigned() ? body["epoch"].get<std::uint64_t>() : 0;
 }
 
-// Whether an answer in `epoch` may be acted on: not one of an owner older than one seen (after
-// `heal_after` such answers in a row, the record was a lie: it is lowered, and this one is taken).
+// Whether an answer in `epoch` may be acted on: not one of an owner older than one seen.
 bool current(worker_shared& shared, const std::string& domain, std::uint64_t epoch) {
   auto known = shared.epochs.saw(domain, epoch);
-  if (epoch == 0 || epoch >= known) return true;
-  if (!shared.epochs.refused(domain, epoch)) return false;
-  logger()->warn("node {}: its owner answers in epoch {} while epoch {} was named to this worker; the newer one was "
-                 "never borne out: taken as the current owner", domain, epoch, known);
-  return true;
+  return epoch == 0 || epoch >= known;
 }
 
 } // namespace
@@ -71,11 +66,16 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
   std::uint64_t stamped = t.epoch;
   while (true) {
     if (auto known = shared.epochs.highest(domain); known > stamped) {
-      if (auto r = wire::decode<wire::task_result>(bytes, shared.limits)) {
-        r->epoch = known;
-        offered = wire::encode(*r);
-      }
       stamped = known;
+      auto r = wire::decode<wire::task_result>(bytes, shared.limits);
+      if (!r) {
+        logger()->warn("run {}: the result of task {} could not be read again to name epoch {}: {}", t.run_id, t.step, known,
+                       r.error().message);
+      } else {
+        r->epoch = known;
+        // A few bytes more: a result at the bound is offered as it was rather than refused as too large.
+        if (auto again = wire::encode(*r); again.size() <= shared.limits.message_bytes_max) offered = std::move(again);
+      }
     }
     auto reply = shared.lane_of(t.run_id).request(reply_to, offered, shared.config().request_timeout_ms);
     std::string why = reply ? std::string("the owner is not ready") : reply.error().message;

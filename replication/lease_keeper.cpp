@@ -178,10 +178,10 @@ std::pair<lease_keeper::verdict, std::uint64_t> lease_keeper::named(const std::s
   if (it == held_.end() || stopping_) return {verdict::lost, 0};
   auto mine = it->second.epoch;
   if (epoch <= mine) return {verdict::held, mine};
-  if (auto c = cleared_.find(domain); c != cleared_.end() && epoch <= c->second.first && env_.now_ms() < c->second.second)
-    return {verdict::held, mine};
-  auto& suspect = suspects_[domain];
-  suspect = std::max(suspect, epoch);
+  if (auto d = disproved_.find(domain); d == disproved_.end() || epoch > d->second) {
+    auto& suspect = suspects_[domain];
+    suspect = std::max(suspect, epoch);
+  }
   return {verdict::unsure, mine};
 }
 
@@ -211,11 +211,13 @@ void lease_keeper::check_suspects() {
     bool taken = lease && (lease->second > mine || (lease->second == mine && lease->first != me_));
     if (!taken) {
       if (lease && lease->first == me_ && lease->second == mine) {
-        std::lock_guard lock{mutex_};
-        auto& c = cleared_[domain];
-        c = {std::max(c.first, named_epoch), env_.now_ms() + lease_ms_};
-        logger()->warn("node {}: a message named epoch {} of it; its lease names this node in epoch {}: not believed",
-                       domain, named_epoch, mine);
+        {
+          std::lock_guard lock{mutex_};
+          auto& d = disproved_[domain];
+          d = std::max(d, named_epoch);
+        }
+        logger()->warn("node {}: a message named epoch {} of it; its lease names this node in epoch {}: not believed "
+                       "(such messages are told to ask again)", domain, named_epoch, mine);
       }
       continue;
     }
@@ -228,6 +230,7 @@ void lease_keeper::check_suspects() {
       } else if (held_.erase(domain)) {
         gone.push_back(domain);
       }
+      for (const auto& d : gone) disproved_.erase(d);
     }
     auto who = lease->first + " (epoch " + std::to_string(lease->second) + ")";
     logger()->warn("node {}: a message named epoch {} of it, above this node's {}; its lease names {}: its runs are no "
@@ -374,6 +377,7 @@ bool lease_keeper::claim(const std::string& key, const known_lease& was, const s
 }
 
 void lease_keeper::start_takeover(const std::string& domain, std::uint64_t epoch) {
+  disproved_.erase(domain);  // a new tenure: what was disproved in an older one says nothing now
   if (!on_.take_over) return;
   auto id = ++takeovers_started_;
   takeovers_.push_back({id, env_.spawn("keel takeover", [this, domain, epoch, id] {

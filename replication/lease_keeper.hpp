@@ -61,11 +61,13 @@ public:
   // may answer it, and in which epoch. Above the epoch this node holds the domain in, another node
   // may have taken it over while this one's clock said its lease held (a pause, a clock that did
   // not count a sleep); the message alone is not believed (any broker client can name an epoch):
-  // the answer is `unsure` (say nothing: the sender asks again) until the watcher has read the
-  // lease (within a quarter of a lease). A lease that names another holder in this node's epoch
-  // or any holder in a newer one drops the domain (`lost`, on the watcher's thread); one that
-  // names this node in its epoch clears that epoch for a lease (messages naming it are answered).
-  // Never blocks: no read is made on the caller's thread.
+  // the answer is `unsure` (the sender is told to ask again), and the watcher reads the lease on
+  // its next round. A lease that names another holder in this node's epoch or any holder in a
+  // newer one drops the domain (`lost`, on the watcher's thread). One that names this node in its
+  // epoch shows the epoch named to be false: it is logged, and messages naming it stay `unsure`
+  // (no answer of this node is worth acting on to a sender that believes a newer owner exists;
+  // only an orchestrator's credentials can send such an epoch). Never blocks: no read is made on
+  // the caller's thread, and at most one per held domain per watcher round.
   enum class verdict { held, lost, unsure };
   std::pair<verdict, std::uint64_t> named(const std::string& domain, std::uint64_t epoch);
   void stop();
@@ -119,10 +121,9 @@ private:
   // count while it does).
   std::map<std::string, held_lease> held_;
   // named()'s bookkeeping (mutex_): the newest epoch named per domain, not yet checked against
-  // its lease; and per domain the epoch up to which the lease was read as this node's, and until
-  // when that read holds.
+  // its lease; and per domain the newest its lease was read to disprove (not read again for it).
   std::map<std::string, std::uint64_t> suspects_;
-  std::map<std::string, std::pair<std::uint64_t, std::int64_t>> cleared_;
+  std::map<std::string, std::uint64_t> disproved_;
   void check_suspects();  // the watcher's thread
   std::map<std::string, seen_lease> seen_;    // the watching thread only
   std::map<std::string, known_lease> known_;  // the watching thread only

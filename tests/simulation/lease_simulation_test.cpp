@@ -245,9 +245,7 @@ private:
       if (verdict == replication::lease_keeper::verdict::unsure) ++counts_.unsure;
       if (verdict != replication::lease_keeper::verdict::held || epoch == 0) continue;  // says nothing (not now)
       w_.sleep(w_.uniform(1, 5));  // the answer's way
-      // (After five answers in a row of an older epoch, a worker takes the record for a lie, as
-      // keel's does: an owner named a newer epoch answers only once its lease bore it out.)
-      if (options_.epochs && epoch < book.saw(domain, epoch) && !book.refused(domain, epoch)) {
+      if (options_.epochs && epoch < book.saw(domain, epoch)) {
         ++counts_.refused;
         continue;
       }

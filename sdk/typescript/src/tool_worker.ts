@@ -88,7 +88,6 @@ export class ToolWorker {
   // The owners' epochs seen, per domain (the node id in a run id): an answer of an older owner
   // than one seen is not acted on (docs/PROTOCOL.md, "Epochs").
   private readonly epochs = new Map<string, number>();
-  private readonly refusals = new Map<string, number>();  // answers of an older owner in a row, per domain
   private readonly startedMs = Date.now();
   private consumer?: Consumer;
   private running = false;
@@ -380,19 +379,7 @@ export class ToolWorker {
                                         { type: "task_wanted", step, attempt, ...(known > 0 ? { epoch: known } : {}) },
                                         "task_wanted", 5000);
       const epoch = epochOf(r.epoch);
-      const domain = runId.slice(17);
-      if (epoch > 0 && epoch < this.sawEpoch(runId, epoch)) {
-        // An owner older than one seen: not acted on, unless it answers so five times in a row
-        // (the newer epoch was named by a message that lied; a taken-over owner named it would
-        // not answer).
-        const n = (this.refusals.get(domain) ?? 0) + 1;
-        if (n < 5) {
-          this.refusals.set(domain, n);
-          return undefined;
-        }
-        this.epochs.set(domain, epoch);
-      }
-      this.refusals.delete(domain);
+      if (epoch > 0 && epoch < this.sawEpoch(runId, epoch)) return undefined;  // an owner older than one seen
       return r.wanted === true;
     } catch (e) {
       return (e as KeelError).code === "not_found" ? false : undefined;
@@ -408,7 +395,6 @@ export class ToolWorker {
     this.epochs.delete(domain);
     if (this.epochs.size >= 4096) this.epochs.delete(this.epochs.keys().next().value as string);
     this.epochs.set(domain, Math.max(known, epoch));
-    if (epoch > known) this.refusals.delete(domain);
     return Math.max(known, epoch);
   }
 

@@ -1,6 +1,5 @@
 // A worker's record of the owners' epochs (replication/epoch_book.hpp): the newest seen per node,
-// an answer of an older owner not acted on until enough in a row say the record was a lie, and a
-// bound on how many nodes it remembers.
+// and a bound on how many nodes it remembers.
 #include "replication/epoch_book.hpp"
 
 #include <catch2/catch.hpp>
@@ -21,22 +20,6 @@ TEST_CASE("epochs: the newest epoch seen per node is kept, 0 names none, an olde
   CHECK_FALSE(book.stale("o1", 0));
   CHECK(book.saw("o2", 1) == 1);  // per node
   CHECK(book.highest("o1") == 3);
-}
-
-TEST_CASE("epochs: an owner answering in an older epoch five times in a row is taken as the current one (the newer was a "
-          "lie), and a current answer between restarts the count",
-          "[actors][epochs]") {
-  epoch_book book(16, 5);
-  book.saw("o1", 1);
-  book.saw("o1", 1'000'000);  // named by a message that lied
-  for (int i = 0; i < 4; ++i) CHECK_FALSE(book.refused("o1", 1));
-  book.saw("o1", 1'000'000);  // a task of that epoch again: the count starts over
-  for (int i = 0; i < 4; ++i) CHECK_FALSE(book.refused("o1", 1));
-  CHECK(book.refused("o1", 1));
-  CHECK(book.highest("o1") == 1);
-  CHECK_FALSE(book.refused("o1", 1));  // not older now
-  CHECK_FALSE(book.refused("o1", 0));
-  CHECK_FALSE(book.refused("unknown", 1));
 }
 
 TEST_CASE("epochs: past its capacity the record forgets the node least recently used, not the oldest", "[actors][epochs]") {
