@@ -5,6 +5,7 @@
 // The clients are plain sockets on one Asio thread of this process; the node runs every role.
 // Prints a JSON line per figure (bench/run.sh puts them in docs/BENCHMARKS.md).
 #include "bench/bench_support.hpp"
+#include "gateway/tokens.hpp"
 #include "runtime/child_process.hpp"
 #include "runtime/clock.hpp"
 
@@ -128,9 +129,13 @@ int main(int argc, char** argv) {
     turns.push_back(value{{"text", "step " + std::to_string(i)}, {"tool_calls", value::array({value{{"name", "exec"}, {"arguments", {{"command", "true"}}}}})}});
   turns.push_back(value{{"text", "done"}});
   std::ofstream(dir / "agent.json") << value{{"turns", turns}}.dump();
+  // The gateway takes only requests with a token of its tokens file (docs/HTTP.md).
+  auto token = gateway::random_token();
+  if (!gateway::write_tokens_file((dir / "tokens").string(), {{"bench", gateway::token_hash(token)}})) die("tokens file");
   std::ofstream(dir / "node.toml") << "[node]\nname = \"n1\"\nroles = [\"orchestrator\", \"worker\", \"gateway\"]\ndata_dir = \""
                                    << (dir / "data").string() << "\"\n[nats]\nservers = [\"" << url
-                                   << "\"]\n[gateway]\nlisten = \"127.0.0.1:" << http_port << "\"\n[log]\nlevel = \"warn\"\n"
+                                   << "\"]\n[gateway]\nlisten = \"127.0.0.1:" << http_port << "\"\ntokens_file = \"" << (dir / "tokens").string()
+                                   << "\"\n[log]\nlevel = \"warn\"\n"
                                    << "[agents.a]\nscript = \"" << (dir / "agent.json").string() << "\"\nmax_steps = 1000\n"
                                    << "[agents.a.sandbox]\nworkspace = \"" << (dir / "ws").string() << "\"\n";
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -199,7 +204,7 @@ int main(int argc, char** argv) {
   std::vector<std::map<std::uint64_t, double>> arrivals(clients_count);
   std::vector<std::shared_ptr<client>> clients;
   tcp::endpoint at(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(http_port));
-  std::string request = "GET /api/v1/runs/" + run + "/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+  std::string request = "GET /api/v1/runs/" + run + "/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + token + "\r\n\r\n";
   double connect_start = now_us();
   asio::post(io, [&] {
     for (std::size_t i = 0; i < clients_count; ++i) {
