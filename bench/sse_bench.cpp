@@ -129,9 +129,15 @@ int main(int argc, char** argv) {
     turns.push_back(value{{"text", "step " + std::to_string(i)}, {"tool_calls", value::array({value{{"name", "exec"}, {"arguments", {{"command", "true"}}}}})}});
   turns.push_back(value{{"text", "done"}});
   std::ofstream(dir / "agent.json") << value{{"turns", turns}}.dump();
-  // The gateway takes only requests with a token of its tokens file (docs/HTTP.md).
-  auto token = gateway::random_token();
-  if (!gateway::write_tokens_file((dir / "tokens").string(), {{"bench", gateway::token_hash(token)}})) die("tokens file");
+  // The gateway takes only requests with a token of its tokens file (docs/HTTP.md), and bounds the
+  // requests of one token at once: each client is a person of its own, with its own token.
+  std::vector<std::string> tokens;
+  std::vector<gateway::named_hash> hashes;
+  for (std::size_t i = 0; i < clients_count; ++i) {
+    tokens.push_back(gateway::random_token());
+    hashes.push_back({"client-" + std::to_string(i), gateway::token_hash(tokens.back())});
+  }
+  if (!gateway::write_tokens_file((dir / "tokens").string(), hashes)) die("tokens file");
   std::ofstream(dir / "node.toml") << "[node]\nname = \"n1\"\nroles = [\"orchestrator\", \"worker\", \"gateway\"]\ndata_dir = \""
                                    << (dir / "data").string() << "\"\n[nats]\nservers = [\"" << url
                                    << "\"]\n[gateway]\nlisten = \"127.0.0.1:" << http_port << "\"\ntokens_file = \"" << (dir / "tokens").string()
@@ -204,11 +210,14 @@ int main(int argc, char** argv) {
   std::vector<std::map<std::uint64_t, double>> arrivals(clients_count);
   std::vector<std::shared_ptr<client>> clients;
   tcp::endpoint at(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(http_port));
-  std::string request = "GET /api/v1/runs/" + run + "/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + token + "\r\n\r\n";
+  auto request = [&](std::size_t i) {
+    return "GET /api/v1/runs/" + run + "/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer " +
+           tokens[i] + "\r\n\r\n";
+  };
   double connect_start = now_us();
   asio::post(io, [&] {
     for (std::size_t i = 0; i < clients_count; ++i) {
-      clients.push_back(std::make_shared<client>(io, request, &mutex, &arrivals[i]));
+      clients.push_back(std::make_shared<client>(io, request(i), &mutex, &arrivals[i]));
       clients.back()->start(at);
     }
   });
