@@ -46,9 +46,6 @@ public:
     order_.splice(order_.begin(), order_, it->second.place);
     return it->second.epoch;
   }
-  // Whether a message of `epoch` comes from an owner older than one seen (0: it names none, and
-  // is judged as before epochs: not stale).
-  bool stale(std::string_view domain, std::uint64_t epoch) const { return epoch != 0 && epoch < highest(domain); }
   std::size_t size() const {
     std::lock_guard lock{mutex_};
     return known_.size();

@@ -21,6 +21,15 @@ json ask_wanted(failover_cluster& c, const std::string& run, std::uint64_t epoch
   return v && v->is_object() ? *v : json::object();
 }
 
+// The answer to a task_result offered to o1's results subject.
+json offer(failover_cluster& c, const wire::task_result& r) {
+  auto reply = c.clients.at(0)->request("keel.default.nodes.o1.results", wire::encode(r), 5000);
+  REQUIRE(reply.ok());
+  auto v = wire::unpack(reply->data);
+  REQUIRE(v.ok());
+  return *v;
+}
+
 } // namespace
 
 TEST_CASE("failover: epochs: answers name the owner's epoch and the taker's the next, and an epoch the lease does not bear out "
@@ -59,22 +68,16 @@ TEST_CASE("failover: epochs: answers name the owner's epoch and the taker's the 
   CHECK(honest.value("epoch", std::uint64_t{0}) == epoch);
   wire::task_result late{run, 1, 1, "liar", true, wire::value{{"status", "done"}, {"result", "x"}}, std::nullopt};
   late.epoch = epoch + 5000;
-  auto offered = c.clients.at(0)->request("keel.default.nodes.o1.results", wire::encode(late), 5000);
-  REQUIRE(offered.ok());
-  auto refused = wire::unpack(offered->data);
-  REQUIRE(refused.ok());
-  INFO(refused->dump());
-  CHECK(refused->value("type", "") == "error");
-  CHECK(refused->dump().find("offer it again") != std::string::npos);
+  auto refused = offer(c, late);
+  INFO(refused.dump());
+  CHECK(refused.value("type", "") == "error");
+  CHECK(refused.dump().find("offer it again") != std::string::npos);
   late.epoch = epoch;  // the same result naming the owner's epoch: a late result ("not needed")
-  auto taken = c.clients.at(0)->request("keel.default.nodes.o1.results", wire::encode(late), 5000);
-  REQUIRE(taken.ok());
-  auto answer = wire::unpack(taken->data);
-  REQUIRE(answer.ok());
-  INFO(answer->dump());
-  CHECK(answer->value("type", "") == "result_recorded");
-  CHECK(answer->value("kept", true) == false);
-  CHECK(answer->value("epoch", std::uint64_t{0}) == epoch);
+  auto answer = offer(c, late);
+  INFO(answer.dump());
+  CHECK(answer.value("type", "") == "result_recorded");
+  CHECK(answer.value("kept", true) == false);
+  CHECK(answer.value("epoch", std::uint64_t{0}) == epoch);
   CHECK(read_file(c.dir.file("o1.err")).find("are no longer this node's") == std::string::npos);
   CHECK(c.nodes["o1"].running());
 
