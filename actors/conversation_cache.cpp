@@ -10,42 +10,39 @@ std::size_t conversation_cache::size_of(const llm::message& m) {
   return n;
 }
 
-shared_messages conversation_cache::get(const std::string& run_id) {
-  std::lock_guard lock{mutex_};
-  auto it = entries_.find(run_id);
-  if (it == entries_.end()) return nullptr;
-  ages_.splice(ages_.begin(), ages_, it->second.age);
-  return it->second.messages;
+void conversation_cache::drop(std::unordered_map<std::string, entry>::iterator it) {
+  bytes_ -= it->second.bytes;
+  ages_.erase(it->second.age);
+  entries_.erase(it);
 }
 
-void conversation_cache::put(const std::string& run_id, shared_messages messages) {
-  std::size_t bytes = 512 + 2 * run_id.size();  // the entry itself
-  for (const auto& m : *messages) bytes += size_of(m);
+std::optional<conversation_cache::held> conversation_cache::take(const std::string& run_id) {
   std::lock_guard lock{mutex_};
-  if (auto it = entries_.find(run_id); it != entries_.end()) {
-    bytes_ -= it->second.bytes;
-    ages_.erase(it->second.age);
-    entries_.erase(it);
-  }
+  auto it = entries_.find(run_id);
+  if (it == entries_.end()) return std::nullopt;
+  held out{std::move(it->second.messages), it->second.message_bytes};
+  drop(it);
+  return out;
+}
+
+void conversation_cache::put(const std::string& run_id, std::vector<llm::message> messages, std::size_t counted,
+                             std::size_t counted_bytes) {
+  if (counted > messages.size()) counted = 0, counted_bytes = 0;
+  std::size_t message_bytes = counted_bytes;
+  for (std::size_t i = counted; i < messages.size(); ++i) message_bytes += size_of(messages[i]);
+  std::size_t bytes = 512 + 2 * run_id.size() + message_bytes;  // the entry itself, and its messages
+  std::lock_guard lock{mutex_};
+  if (auto it = entries_.find(run_id); it != entries_.end()) drop(it);
   if (bytes > bytes_max_) return;  // larger than the whole cache: fetched again next time
-  while (bytes_ + bytes > bytes_max_ && !ages_.empty()) {
-    auto oldest = entries_.find(ages_.back());
-    bytes_ -= oldest->second.bytes;
-    entries_.erase(oldest);
-    ages_.pop_back();
-  }
+  while (bytes_ + bytes > bytes_max_ && !ages_.empty()) drop(entries_.find(ages_.back()));
   ages_.push_front(run_id);
-  entries_[run_id] = entry{std::move(messages), bytes, ages_.begin()};
+  entries_[run_id] = entry{std::move(messages), message_bytes, bytes, ages_.begin()};
   bytes_ += bytes;
 }
 
 void conversation_cache::erase(const std::string& run_id) {
   std::lock_guard lock{mutex_};
-  auto it = entries_.find(run_id);
-  if (it == entries_.end()) return;
-  bytes_ -= it->second.bytes;
-  ages_.erase(it->second.age);
-  entries_.erase(it);
+  if (auto it = entries_.find(run_id); it != entries_.end()) drop(it);
 }
 
 std::size_t conversation_cache::bytes() const {

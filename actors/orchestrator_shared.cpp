@@ -143,10 +143,13 @@ void orchestrator_shared::answer_when_counted(const std::string& run_id, const s
 // sent, they would run twice. Held meanwhile, such a task goes once the lease is renewed, or
 // never (taken over).
 void orchestrator_shared::send_task(const wire::task& t, const std::string& agent_queue) {
+  send_task(t, agent_queue, wire::encode(t));
+}
+
+void orchestrator_shared::send_task(const wire::task& t, const std::string& agent_queue, std::string bytes) {
   runs.sent(t.run_id, t.step, t.attempt);
   auto id = keel::task_id{t.run_id, t.step, t.attempt}.to_string();
   auto subject = subjects.task(t.queue.empty() ? agent_queue : t.queue, t.run_id, t.step);
-  auto bytes = wire::encode(t);
   if (std::string domain = run_id{t.run_id}.owner(); replicated() && !owner.answers_for(domain)) {
     logger()->info("task {} waits: this node's lease on the runs of {} is not certain now", id, domain);
     offer_again({std::move(subject), std::move(bytes), std::move(id), {}});

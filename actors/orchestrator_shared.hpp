@@ -104,6 +104,10 @@ struct orchestrator_shared {
   // ---- Tasks: stored in the work queue only while the lease on the run's domain certainly
   // holds; one not confirmed is offered again by the publisher while the run still wants it.
   void send_task(const wire::task& t, const std::string& queue);
+  // The same with the task already encoded (`bytes` = wire::encode(t)): a run's actor encodes the
+  // next task while the result it follows from is being synced, so that only the publish is left
+  // once it is on disk.
+  void send_task(const wire::task& t, const std::string& queue, std::string bytes);
   void offer_again(broker::publish_failure&& f);
   run_context context_for(const config::agent_config& agent) const;
 

@@ -129,12 +129,21 @@ result<std::vector<llm::message>> fetch_messages(worker_shared& shared, const wi
 
 // The whole conversation of a model task: what the worker kept of the run, what it lacks from the
 // run's owner, and the new messages the task brought.
-result<std::vector<llm::message>> conversation_of(worker_shared& shared, wire::task& t) {
+// A model task's conversation: what the worker kept of the run's (taken out of its cache), what it
+// lacks asked of the owner, and the task's new messages. `counted`/`counted_bytes` say how much of
+// it the cache had measured, for putting it back (conversation_cache::put).
+struct conversation {
+  std::vector<llm::message> messages;
+  std::size_t counted = 0, counted_bytes = 0;
+  bool kept = false;  // the owner sends this run's tasks only what is new: worth keeping
+};
+
+result<conversation> conversation_of(worker_shared& shared, wire::task& t) {
   value& p = t.payload;
   auto inline_messages = !t.payload_messages.empty() ? llm::messages_from_packed(t.payload_messages, shared.limits)
                                                      : llm::messages_from_value(p.contains("messages") ? std::move(p["messages"]) : value());
   if (!inline_messages) return inline_messages.error();
-  if (!p.contains("conversation")) return inline_messages;  // the whole conversation came in the task
+  if (!p.contains("conversation")) return conversation{std::move(*inline_messages)};  // the whole conversation came in the task
   const value& c = p["conversation"];
   if (!c.is_object() || !c.value("count", value()).is_number_unsigned() || !c.value("from", value()).is_number_unsigned())
     return make_error(errc::malformed, "a model task's conversation needs count and from");
@@ -142,19 +151,30 @@ result<std::vector<llm::message>> conversation_of(worker_shared& shared, wire::t
   if (from > count || count - from != inline_messages->size())
     return make_error(errc::malformed, "a model task's conversation does not add up: " + std::to_string(count - from) +
                                          " new messages said, " + std::to_string(inline_messages->size()) + " sent");
-  std::vector<llm::message> all;
-  all.reserve(count);
-  auto held = shared.conversations->get(t.run_id);
-  std::uint64_t have = held ? std::min<std::uint64_t>(held->size(), from) : 0;
-  if (held) all.assign(held->begin(), held->begin() + static_cast<std::ptrdiff_t>(have));
-  if (have < from) {
-    auto fetched = fetch_messages(shared, t, have, from);
-    if (!fetched) return fetched.error();
-    for (auto& m : *fetched) all.push_back(std::move(m));
+  conversation out;
+  out.kept = true;
+  if (auto held = shared.conversations->take(t.run_id)) {
+    out.messages = std::move(held->messages);
+    if (out.messages.size() <= from) {
+      out.counted = out.messages.size();
+      out.counted_bytes = held->bytes;
+    } else {
+      out.messages.resize(from);  // more than this task builds on: measured again when put back
+    }
   }
-  for (auto& m : *inline_messages) all.push_back(std::move(m));
-  shared.conversations->put(t.run_id, std::make_shared<const std::vector<llm::message>>(all));
-  return all;
+  if (out.messages.size() < from) {
+    auto fetched = fetch_messages(shared, t, out.messages.size(), from);
+    if (!fetched) {
+      // Kept for the run's next step, as it was.
+      if (!out.messages.empty()) shared.conversations->put(t.run_id, std::move(out.messages), out.counted, out.counted_bytes);
+      return fetched.error();
+    }
+    out.messages.reserve(count);
+    for (auto& m : *fetched) out.messages.push_back(std::move(m));
+  }
+  out.messages.reserve(count);
+  for (auto& m : *inline_messages) out.messages.push_back(std::move(m));
+  return out;
 }
 
 // The tools the model is told of: this worker's own for the agent (built-in and command tools,
@@ -203,7 +223,18 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
   request.system_prompt = p.value("system_prompt", agent.system_prompt);
   auto messages = conversation_of(shared, t);
   if (!messages) return messages.error();
-  request.messages = std::move(*messages);
+  request.messages = std::move(messages->messages);
+  // Lent to the call and kept for the run's next step afterwards, whatever the call's outcome.
+  struct keep_after {
+    worker_shared& shared;
+    const std::string& run_id;
+    llm::completion_request& request;
+    std::size_t counted, counted_bytes;
+    bool kept;
+    ~keep_after() {
+      if (kept) shared.conversations->put(run_id, std::move(request.messages), counted, counted_bytes);
+    }
+  } keep{shared, t.run_id, request, messages->counted, messages->counted_bytes, messages->kept};
   request.tools = tools_of(shared, agent, t);
   if (!request.tools) return make_error(errc::malformed, "an llm task's tools must be names and {name, description, input_schema} maps");
   request.task_id = call_id_of(t);

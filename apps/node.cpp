@@ -12,6 +12,7 @@
 #include "broker/authorization.hpp"
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/cpus.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run_store.hpp"
 #include "runtime/secrets.hpp"
@@ -208,7 +209,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
 
   state->actor_config = std::make_unique<caf::actor_system_config>();
   state->actor_config->set("scheduler.max-threads",
-                           std::max<std::size_t>(2, std::thread::hardware_concurrency()));
+                           std::max<std::size_t>(2, usable_cpus()));
   // Sharing: idle workers wait on a condition variable. The default (stealing) polls and then
   // sleeps up to 10 ms, so a message arriving on a quiet node from a NATS thread waited for it.
   state->actor_config->set("scheduler.policy", caf::atom("sharing"));

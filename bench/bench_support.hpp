@@ -9,12 +9,16 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 namespace keel::bench {
 
@@ -117,5 +121,36 @@ inline std::int64_t rss_kb(pid_t pid) {
   return -1;
 }
 
+// Each thread of a process: its name and CPU ticks (user + system) so far.
+inline std::map<std::string, std::pair<std::string, long long>> thread_ticks(pid_t pid) {
+  std::map<std::string, std::pair<std::string, long long>> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    auto open = text.find('('), close = text.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream fields(text.substr(close + 2));
+    std::string skip;
+    for (int f = 0; f < 11; ++f) fields >> skip;
+    long long utime = 0, stime = 0;
+    fields >> utime >> stime;
+    out[entry.path().filename().string()] = {text.substr(open + 1, close - open - 1), utime + stime};
+  }
+  return out;
+}
+
+inline long long process_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string skip;
+  for (int f = 0; f < 11; ++f) fields >> skip;
+  long long utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return utime + stime;
+}
 
 } // namespace keel::bench

@@ -31,8 +31,12 @@ ninja -C build keel_bench keel_load_bench keel_sse_bench keel_cluster_bench >/de
   echo "runs at once outnumber the slots: throughput follows the workers' slots. With the model that"
   echo "answers at once the machine's cores are the limit; on this machine every process shares them."
   echo
-  echo "| orchestrators | workers | model call | runs at once | steps/s | overhead p50 | overhead p99 |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "CPU: each kind of process's CPU over the run, in cores (orchestrators / workers / nats-server);"
+  echo "the busiest thread's share of keel's CPU says whether one thread would stop the growth with"
+  echo "more cores (keel_cluster_bench prints its name on stderr)."
+  echo
+  echo "| orchestrators | workers | model call | runs at once | steps/s | overhead p50 | overhead p99 | CPU, cores (o / w / nats) | busiest thread |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 } >"$out"
 for model_ms in 0 1000; do
   n=$runs
@@ -47,8 +51,9 @@ for line in sys.stdin:
     if line.startswith("{"):
         d = json.loads(line); f[d["name"]] = d["value"]
 g = lambda k: f["cluster." + k]
-print("| %.0f | %.0f | %.0f ms | %.0f | %s | %.1f ms | %.1f ms |" % (g("orchestrators"), g("workers"), g("model_ms"), g("runs"),
-      format(round(g("steps_per_second")), ","), g("overhead_p50_ms"), g("overhead_p99_ms")))')
+print("| %.0f | %.0f | %.0f ms | %.0f | %s | %.1f ms | %.1f ms | %.2f / %.2f / %.2f | %.0f%% |" % (g("orchestrators"), g("workers"),
+      g("model_ms"), g("runs"), format(round(g("steps_per_second")), ","), g("overhead_p50_ms"), g("overhead_p99_ms"),
+      g("orchestrators_cpu_cores"), g("workers_cpu_cores"), g("nats_cpu_cores"), 100 * g("busiest_thread_share")))')
       echo "$line" | tee -a "$out"
     done
   done

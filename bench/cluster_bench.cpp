@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <thread>
+#include <unistd.h>
 
 using namespace keel;
 using namespace keel::bench;
@@ -72,11 +73,42 @@ int main(int argc, char** argv) {
     std::lock_guard lock{events.mutex};
     done_before = events.completed_at.size();
   }
+  // CPU over the run, per process and thread: what each kind of process costs, and whether one
+  // thread carries so much of it that more cores would not help.
+  // A process's own count includes its threads that ended during the run; the threads' counts
+  // only name the busiest.
+  auto cpu_of = [&] {
+    std::vector<std::map<std::string, std::pair<std::string, long long>>> threads;
+    for (auto& n : nodes) threads.push_back(thread_ticks(n.pid()));
+    return threads;
+  };
+  auto process_cpu = [&] {
+    std::vector<long long> ticks;
+    for (auto& n : nodes) ticks.push_back(process_ticks(n.pid()));
+    return ticks;
+  };
+  auto processes_before = process_cpu();
   auto t0 = now_us();
+  auto threads_before = cpu_of();
+  auto nats_before = process_ticks(nats_server.pid());
   auto started = invoke_many(*nats, "steps", runs, 1000);
   if (!events.wait([&](watcher& w) { return w.completed_at.size() >= done_before + started.size(); }, 900'000))
     die("runs did not finish");
   double seconds = (now_us() - t0) / 1e6;
+  auto threads_after = cpu_of();
+  auto processes_after = process_cpu();
+  auto nats_after = process_ticks(nats_server.pid());
+  double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  double orchestrator_ticks = 0, worker_ticks = 0, busiest = 0;
+  std::string busiest_name;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    (i < orchestrators ? orchestrator_ticks : worker_ticks) += static_cast<double>(processes_after[i] - processes_before[i]);
+    for (const auto& [tid, after] : threads_after[i]) {
+      auto it = threads_before[i].find(tid);
+      double used = static_cast<double>(after.second - (it == threads_before[i].end() ? 0 : it->second.second));
+      if (used > busiest) busiest = used, busiest_name = (i < orchestrators ? "o" : "w") + std::string(": ") + after.first;
+    }
+  }
   std::size_t steps_per_run = 2 * turns + 1;
   std::vector<double> overhead;  // ms per step beyond the model's own time
   {
@@ -95,6 +127,12 @@ int main(int argc, char** argv) {
   report("cluster.steps_per_second", static_cast<double>(started.size() * steps_per_run) / seconds, "steps/s");
   report("cluster.overhead_p50_ms", at(0.5), "ms per step");
   report("cluster.overhead_p99_ms", at(0.99), "ms per step");
+  report("cluster.orchestrators_cpu_cores", orchestrator_ticks / tick / seconds, "cores");
+  report("cluster.workers_cpu_cores", worker_ticks / tick / seconds, "cores");
+  report("cluster.nats_cpu_cores", static_cast<double>(nats_after - nats_before) / tick / seconds, "cores");
+  report("cluster.busiest_thread_share", orchestrator_ticks + worker_ticks > 0 ? busiest / (orchestrator_ticks + worker_ticks) : 0,
+         "of keel's CPU");
+  std::cerr << "busiest thread: " << busiest_name << "\n";
   for (auto& n : nodes) n.stop(5000);
   nats_server.stop(2000);
   fs::remove_all(dir);

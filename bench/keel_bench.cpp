@@ -99,51 +99,21 @@ private:
 
 } // namespace
 
-// Each thread of a process: its name and CPU ticks (user + system) so far.
-std::map<std::string, std::pair<std::string, long long>> thread_ticks(pid_t pid) {
-  std::map<std::string, std::pair<std::string, long long>> out;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream in(entry.path() / "stat");
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    auto open = text.find('('), close = text.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    std::istringstream fields(text.substr(close + 2));
-    std::string skip;
-    for (int f = 0; f < 11; ++f) fields >> skip;
-    long long utime = 0, stime = 0;
-    fields >> utime >> stime;
-    out[entry.path().filename().string()] = {text.substr(open + 1, close - open - 1), utime + stime};
-  }
-  return out;
-}
-
-long long process_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  auto close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::string skip;
-  for (int f = 0; f < 11; ++f) fields >> skip;
-  long long utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return utime + stime;
-}
-
 int main(int argc, char** argv) {
   CLI::App app{"keel benchmark"};
   std::string node_binary = "build/apps/keel-node";
   std::size_t turns = 10, concurrent_runs = 400, suspended_runs = 100'000, latency_runs = 320, rounds = 8;
-  std::size_t lanes = 0, log_replicas = 0, task_replicas = 1;
+  std::size_t lanes = 0, log_replicas = 0, task_replicas = 1, cores = 0;
   std::string external_nats;
   app.add_option("--node", node_binary, "keel-node binary");
   app.add_option("--turns", turns, "Model turns per run (each calls one trivial tool)");
   app.add_option("--concurrent-runs", concurrent_runs, "Runs at once for throughput");
-  app.add_option("--suspended-runs", suspended_runs, "Runs left suspended for the memory figure");
-  app.add_option("--latency-runs", latency_runs, "Runs, one at a time, for per-step latency");
+  app.add_option("--suspended-runs", suspended_runs, "Runs left suspended for the memory figure (0: none)");
+  app.add_option("--latency-runs", latency_runs, "Runs, one at a time, for per-step latency (0: none)");
   app.add_option("--rounds", rounds, "Rounds of the latency runs, each with the floor measured again");
-  app.add_option("--lanes", lanes, "node.lanes of the node (0: its default, one per core)");
+  app.add_option("--lanes", lanes, "node.lanes of the node (0: its default, one per CPU it may use)");
+  app.add_option("--cores", cores, "Run the node on the first N cores only (taskset; 0: on all). nats-server and this "
+                                   "program run on every core");
   app.add_option("--log-replicas", log_replicas, "durability.log_replicas of the node (0: no replicated run log)");
   app.add_option("--task-replicas", task_replicas, "limits.task_replicas of the node");
   app.add_option("--nats", external_nats, "Use this nats-server (e.g. one of a cluster) instead of starting one");
@@ -185,8 +155,12 @@ int main(int argc, char** argv) {
     << "[agents.steps.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n"
     << "[agents.suspend]\nscript = \"" << dir << "/suspend.json\"\n"
     << "[agents.suspend.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n";
-  auto node = must(child_process::start({{node_binary, "--config", dir + "/node.toml"}, dir + "/node.log", dir + "/node.log"}),
-                   "keel-node");
+  std::vector<std::string> node_command{node_binary, "--config", dir + "/node.toml"};
+  if (cores > 0) {
+    if (cores > std::thread::hardware_concurrency()) die("--cores: this machine has " + std::to_string(std::thread::hardware_concurrency()));
+    node_command.insert(node_command.begin(), {"/usr/bin/taskset", "-c", "0-" + std::to_string(cores - 1)});
+  }
+  auto node = must(child_process::start({node_command, dir + "/node.log", dir + "/node.log"}), "keel-node");
   auto nats = connect(url);
   // Ready when it takes an invoke (a node started under a name whose lease is in the bucket from
   // an earlier run answers "ask again" for a lease first).
@@ -213,7 +187,7 @@ int main(int argc, char** argv) {
   std::vector<double> per_step, per_run_step, over_floor, over_loop, over_floor_whole, rtts, writes, floors, loops;
   std::vector<double> live_per_step, live_over_floor, live_whole_over_floor;
   rounds = std::max<std::size_t>(1, std::min(rounds, latency_runs));
-  for (std::size_t round = 0; round < rounds; ++round) {
+  for (std::size_t round = 0; latency_runs > 0 && round < rounds; ++round) {
     auto floor = meter.measure(round == 0 ? 2000 : 600, round == 0 ? 600 : 200);
     rtts.push_back(floor.round_trip_us);
     writes.push_back(floor.write_us);
@@ -255,22 +229,24 @@ int main(int argc, char** argv) {
     live_over_floor.push_back(median(live_steps) / floors.back());
     live_whole_over_floor.push_back(median(live_whole) / floors.back());
   }
-  report("floor.nats_round_trip_us", median(rtts), "us");
-  report("floor.synced_write_us", median(writes), "us");
-  report("floor.step_us", median(floors), "us");
-  report("floor.loop_step_us", median(loops), "us");
-  report("latency.step_us", median(per_step), "us");
-  report("latency.rounds", static_cast<double>(rounds), "rounds");
-  report("latency.step_over_floor", median(over_floor), "x");
-  report("latency.step_over_loop_floor", median(over_loop), "x");
-  report("latency.step_over_floor_min", *std::min_element(over_floor.begin(), over_floor.end()), "x");
-  report("latency.step_over_floor_max", *std::max_element(over_floor.begin(), over_floor.end()), "x");
-  report("latency.with_invoke.step_us", median(per_run_step), "us");
-  report("latency.with_invoke.step_over_floor", median(over_floor_whole), "x");
-  report("latency.live_view.step_us", median(live_per_step), "us");
-  report("latency.live_view.step_over_floor", median(live_over_floor), "x");
-  // As sessions 1 to 3 measured: a watcher on every event, the run counted from the invoke sent.
-  report("latency.live_view_with_invoke.step_over_floor", median(live_whole_over_floor), "x");
+  if (latency_runs > 0) {
+    report("floor.nats_round_trip_us", median(rtts), "us");
+    report("floor.synced_write_us", median(writes), "us");
+    report("floor.step_us", median(floors), "us");
+    report("floor.loop_step_us", median(loops), "us");
+    report("latency.step_us", median(per_step), "us");
+    report("latency.rounds", static_cast<double>(rounds), "rounds");
+    report("latency.step_over_floor", median(over_floor), "x");
+    report("latency.step_over_loop_floor", median(over_loop), "x");
+    report("latency.step_over_floor_min", *std::min_element(over_floor.begin(), over_floor.end()), "x");
+    report("latency.step_over_floor_max", *std::max_element(over_floor.begin(), over_floor.end()), "x");
+    report("latency.with_invoke.step_us", median(per_run_step), "us");
+    report("latency.with_invoke.step_over_floor", median(over_floor_whole), "x");
+    report("latency.live_view.step_us", median(live_per_step), "us");
+    report("latency.live_view.step_over_floor", median(live_over_floor), "x");
+    // As sessions 1 to 3 measured: a watcher on every event, the run counted from the invoke sent.
+    report("latency.live_view_with_invoke.step_over_floor", median(live_whole_over_floor), "x");
+  }
 
   watcher events(*nats);
   // Throughput: many runs at once.
@@ -281,22 +257,26 @@ int main(int argc, char** argv) {
   }
   auto t0 = now_us();
   auto threads_before = thread_ticks(node.pid());
+  auto node_before = process_ticks(node.pid());
   auto nats_before = process_ticks(nats_server.pid());
   auto runs = invoke_many(*nats, "steps", concurrent_runs, 1000);
   if (!events.wait([&](watcher& w) { return w.completed_at.size() >= done_before + runs.size(); }, 600'000))
     die("runs did not finish");
   double seconds = (now_us() - t0) / 1e6;
   auto threads_after = thread_ticks(node.pid());
+  auto node_after = process_ticks(node.pid());
   auto nats_after = process_ticks(nats_server.pid());
   report("throughput.steps_per_second", static_cast<double>(runs.size() * tasks_per_run) / seconds, "steps/s");
   report("throughput.runs_per_second", static_cast<double>(runs.size()) / seconds, "runs/s");
+  report("throughput.concurrent_runs", static_cast<double>(concurrent_runs), "runs");
+  report("scale.cores", static_cast<double>(cores > 0 ? cores : std::thread::hardware_concurrency()), "cores");
   // Where the node's CPU went at saturation, thread by thread: the hot path must not sit on one.
+  // The total is the process's own count (it includes threads that ended during the run).
   std::vector<std::pair<double, std::string>> used;  // ticks, thread name
-  double total = 0;
+  double total = static_cast<double>(node_after - node_before);
   for (const auto& [tid, after] : threads_after) {
     auto before = threads_before.count(tid) ? threads_before[tid].second : 0;
     double d = static_cast<double>(after.second - before);
-    total += d;
     used.emplace_back(d, after.first);
   }
   std::sort(used.rbegin(), used.rend());
@@ -309,11 +289,25 @@ int main(int argc, char** argv) {
     std::cerr << "thread " << i + 1 << ": " << used[i].second << " " << (total > 0 ? 100 * used[i].first / total : 0) << "%\n";
   }
 
-  // Memory: runs that wait for a person cost only disk.
+  if (suspended_runs == 0) {
+    node.stop(5000);
+    nats_server.stop(2000);
+    fs::remove_all(dir);
+    return 0;
+  }
+  // Memory: runs that wait for a person cost only disk. Invoked in two halves: the first also
+  // fills the store's buffers (two memtables and the block cache, bounded whatever the number of
+  // runs), so the second half's growth is what a run itself keeps in memory.
   std::this_thread::sleep_for(std::chrono::seconds(2));
   auto rss_before = rss_kb(node.pid());
   auto s0 = now_us();
-  auto waiting = invoke_many(*nats, "suspend", suspended_runs, 2000);
+  auto first_half = suspended_runs / 2;
+  auto waiting = invoke_many(*nats, "suspend", first_half, 2000);
+  if (!events.wait([&](watcher& w) { return w.suspended >= waiting.size(); }, 1'800'000)) die("runs did not suspend");
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  auto rss_middle = rss_kb(node.pid());
+  auto second = invoke_many(*nats, "suspend", suspended_runs - first_half, 2000);
+  waiting.insert(waiting.end(), second.begin(), second.end());
   if (!events.wait([&](watcher& w) { return w.suspended >= waiting.size(); }, 1'800'000)) die("runs did not suspend");
   std::this_thread::sleep_for(std::chrono::seconds(3));
   auto rss_after = rss_kb(node.pid());
@@ -325,6 +319,10 @@ int main(int argc, char** argv) {
   report("memory.rss_before_mb", static_cast<double>(rss_before) / 1024.0, "MB");
   report("memory.rss_after_mb", static_cast<double>(rss_after) / 1024.0, "MB");
   report("memory.rss_added_mb", static_cast<double>(rss_after - rss_before) / 1024.0, "MB");
+  report("memory.rss_middle_mb", static_cast<double>(rss_middle) / 1024.0, "MB");
+  if (second.size() > 0)
+    report("memory.second_half_bytes_per_run",
+           static_cast<double>(rss_after - rss_middle) * 1024.0 / static_cast<double>(second.size()), "bytes");
 
   node.stop(5000);
   nats_server.stop(2000);

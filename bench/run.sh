@@ -8,6 +8,17 @@ scripts/setup.sh >/dev/null
 ninja -C build keel_bench keel_load_bench keel_sse_bench keel_cluster_bench >/dev/null
 out=$(mktemp)
 build/bench/keel_bench --node build/apps/keel-node "$@" | grep '^{' | tee "$out"
+# Scaling: the throughput run again with the node allowed 1, 2, 4, ... cores and all of them
+# (taskset; nats-server and the benchmark on every core), twice each, interleaved.
+counts=$(python3 -c "import os; n = os.cpu_count(); c = [1]
+while c[-1] * 2 < n: c.append(c[-1] * 2)
+print(' '.join(map(str, sorted(set(c + [n])))))")
+for pass in 1 2; do
+  for cores in $counts; do
+    build/bench/keel_bench --node build/apps/keel-node --cores "$cores" --latency-runs 0 --suspended-runs 0 2>/dev/null |
+      grep '^{' | sed "s/\"name\":\"/\"name\":\"cores.$cores.$pass./" | tee -a "$out"
+  done
+done
 build/bench/keel_load_bench --node build/apps/keel-node | grep '^{' | tee -a "$out"
 build/bench/keel_sse_bench --node build/apps/keel-node | grep '^{' | tee -a "$out"
 # The peer, in the same sitting: Restate's single-node server from npm (bench/peer/restate).
@@ -24,6 +35,19 @@ for line in open(sys.argv[1]):
 def fig(name, digits=0):
     return f'{figures[name]:,.{digits}f}'
 rss = figures["memory.rss_added_mb"]
+core_counts = sorted({int(k.split(".")[1]) for k in figures if k.startswith("cores.")})
+rows = ["| cores | steps/s (two runs) | node CPU, cores | steps per node CPU-second | busiest thread's share | nats-server CPU, cores |",
+        "| --- | --- | --- | --- | --- | --- |"]
+for n in core_counts:
+    runs = [p for p in (1, 2) if f"cores.{n}.{p}.throughput.steps_per_second" in figures]
+    g = lambda p, k: figures[f"cores.{n}.{p}.{k}"]
+    rates = " / ".join(f"{g(p, 'throughput.steps_per_second'):,.0f}" for p in runs)
+    cpu = " / ".join(f"{g(p, 'scale.node_cpu_cores'):.2f}" for p in runs)
+    per_cpu = " / ".join(f"{g(p, 'throughput.steps_per_second') / g(p, 'scale.node_cpu_cores'):,.0f}" for p in runs)
+    share = " / ".join(f"{g(p, 'scale.thread_1_share') * 100:.0f}%" for p in runs)
+    nats_cpu = " / ".join(f"{g(p, 'scale.nats_cpu_cores'):.2f}" for p in runs)
+    rows.append(f"| {n} | **{rates}** | {cpu} | {per_cpu} | {share} | {nats_cpu} |")
+cores_table = "\n".join(rows) if core_counts else "(not measured in this sitting)"
 replication = "(not measured yet: run bench/replication.sh)\n"
 if os.path.exists("bench/replication-results.md"):
     replication = "".join(l for l in open("bench/replication-results.md") if l.startswith("|"))
@@ -108,6 +132,7 @@ creation (the invoke answered) to its end, over its 21 steps.
 | steps per second, one node, many runs at once, fsync on | **{fig('throughput.steps_per_second')}** | at least 4,000 | {'met' if figures['throughput.steps_per_second'] >= 4000 else 'not met'} |
 | agent runs per second (21 steps each) | {fig('throughput.runs_per_second', 1)} | | |
 | resident memory added by {runs:,.0f} suspended runs | **{rss:.1f} MB** ({rss * 1024 * 1024 / runs:,.0f} bytes a run) | under 100 MB for 100,000 | {'met' if rss < 100 and runs >= 100000 else 'see note'} |
+| the same, per run of the second half (the store's memtables and block cache, bounded, filled by the first) | **{fig('memory.second_half_bytes_per_run')} bytes a run** ({figures['memory.rss_middle_mb'] - figures['memory.rss_before_mb']:.1f} MB for the first half) | | |
 | run actors in memory while they wait | {fig('memory.runs_in_memory')} | 0 | |
 
 What the work queue costs. Tasks go through a JetStream stream (file storage) and a durable pull
@@ -135,15 +160,22 @@ named (`keel store` the writer, `keel task` a worker slot, `keel publish`, `keel
 | threads with more than 2% of it | {fig('scale.threads_busy')} |
 | the busiest thread's share (1st / 2nd / 3rd) | **{figures['scale.thread_1_share'] * 100:.0f}%** / {figures['scale.thread_2_share'] * 100:.0f}% / {figures['scale.thread_3_share'] * 100:.0f}% | 
 
-On this 2-core machine the busiest thread carries well under half of the node's CPU (target:
-under half); `keel_bench` prints the busiest threads' names on stderr. A node spreads its steps
-over `node.lanes` lanes (one per core by default: here 2), each a NATS connection with its own
+On this machine the busiest thread carries well under half of the node's CPU (target: under
+half); `keel_bench` prints the busiest threads' names on stderr. A node spreads its steps over
+`node.lanes` lanes (by default one per CPU it may use), each a NATS connection with its own
 reader thread, results subscription and store writer (docs/ARCHITECTURE.md), so that no single
-thread or connection carries every step. Interleaved runs of `keel_bench --lanes 1` and
-`--lanes 2` (three each, one sitting): 3,897 / 3,965 / 4,121 steps/s with one lane, the busiest
-thread (the store writer) at 23% of the node's CPU; 4,387 / 4,458 / 4,470 steps/s with two, the
-busiest at 16% to 17%; per-step latency at low load the same within the noise (2.15x / 2.31x
-the floor with one lane, 2.23x / 2.04x with two).
+thread or connection carries every step.
+
+### By the cores the node may use
+
+The same throughput run ({figures.get('throughput.concurrent_runs', 400):.0f} runs at once) with the
+node allowed the first N cores (`keel_bench --cores N`, taskset: the node sizes its lanes and
+actor threads by the CPUs it may use; nats-server and the benchmark itself run on every core),
+two runs of each, interleaved. On a machine with more cores, `bench/run.sh` measures 1, 2, 4, ...
+and all of them; steps per node CPU-second shows what a core buys, the busiest thread's share
+whether one thread would stop the growth.
+
+{cores_table}
 
 ## Under load and at length
 

@@ -1,4 +1,5 @@
 #include "runtime/config.hpp"
+#include "runtime/cpus.hpp"
 
 #include "runtime/config_keys.hpp"
 #include "runtime/config_tools.hpp"
@@ -87,7 +88,7 @@ const std::vector<entry>& entries() {
       "node.lanes", 0, 0, 64,
       "Independent paths a step takes through this node, each with its own NATS connection and "
       "store writer (a run always takes the same one), so that a node's throughput grows with its "
-      "cores. 0: one per core, up to 16.",
+      "cores. 0: one per CPU the node may use (its affinity mask and cgroup CPU quota), up to 16.",
       [](node_config& c, agent_config*) -> std::int64_t& { return c.lanes; }));
     // [nats]
     e.push_back(string_array_key(
@@ -673,7 +674,7 @@ bool node_config::has_role(role r) const {
 
 std::size_t node_config::lanes_for() const {
   if (lanes > 0) return static_cast<std::size_t>(lanes);
-  return std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 16);
+  return std::clamp<std::size_t>(usable_cpus(), 1, 16);
 }
 
 const agent_config* node_config::find_agent(std::string_view id) const {
