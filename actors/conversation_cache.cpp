@@ -32,11 +32,23 @@ void conversation_cache::put(const std::string& run_id, std::vector<llm::message
   for (std::size_t i = counted; i < messages.size(); ++i) message_bytes += size_of(messages[i]);
   std::size_t bytes = 512 + 2 * run_id.size() + message_bytes;  // the entry itself, and its messages
   std::lock_guard lock{mutex_};
-  if (auto it = entries_.find(run_id); it != entries_.end()) drop(it);
+  if (auto it = entries_.find(run_id); it != entries_.end()) {
+    // A later step of the run put back more while this one was at its model (a slow attempt):
+    // the longer prefix stays.
+    if (it->second.messages.size() > messages.size()) return;
+    drop(it);
+  }
   if (bytes > bytes_max_) return;  // larger than the whole cache: fetched again next time
   while (bytes_ + bytes > bytes_max_ && !ages_.empty()) drop(entries_.find(ages_.back()));
-  ages_.push_front(run_id);
-  entries_[run_id] = entry{std::move(messages), message_bytes, bytes, ages_.begin()};
+  // The entry first, then its age: if either cannot be made, nothing half made is left.
+  auto [it, made] = entries_.try_emplace(run_id, entry{std::move(messages), message_bytes, bytes, {}});
+  try {
+    ages_.push_front(run_id);
+  } catch (...) {
+    entries_.erase(it);
+    throw;
+  }
+  it->second.age = ages_.begin();
   bytes_ += bytes;
 }
 

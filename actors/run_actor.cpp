@@ -184,18 +184,19 @@ void perform(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& s
   auto observed = self->state.observer->take(machine.record(), machine.state(), e.transition.events);
   step_trace::mark(step_trace::transition_built);
   if (gate && e.task_delay_ms == 0 && !tasks.empty()) {
-    // Encoded and audited here, while the result's write is in flight: once it is on disk, only
-    // the publish is left (an audit armed a moment early finds the step in flight all the same).
+    // Encoded here, while the result's write is in flight: once it is on disk, only the publish
+    // is left. (Its audit is armed once it is sent: the step must be in flight by then.)
     std::vector<std::string> encoded;
-    for (std::size_t i = 0; i < tasks.size(); ++i) {
-      encoded.push_back(children[i] ? std::string() : wire::encode(tasks[i]));
-      if (!children[i]) audit_later(me, *shared, tasks[i]);
-    }
+    for (std::size_t i = 0; i < tasks.size(); ++i) encoded.push_back(children[i] ? std::string() : wire::encode(tasks[i]));
     gate->on_ready([shared, me, tasks = std::move(tasks), encoded = std::move(encoded), children, queue = self->state.queue]() mutable {
       step_trace::mark(step_trace::publishing);
       for (std::size_t i = 0; i < tasks.size(); ++i) {
-        if (children[i]) dispatch(shared, me, tasks[i], queue, children[i]);
-        else shared->send_task(tasks[i], queue, std::move(encoded[i]));
+        if (children[i]) {
+          dispatch(shared, me, tasks[i], queue, children[i]);
+        } else {
+          shared->send_task(tasks[i], queue, std::move(encoded[i]));
+          audit_later(me, *shared, tasks[i]);
+        }
       }
       step_trace::mark(step_trace::task_published);
     });

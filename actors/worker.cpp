@@ -88,9 +88,13 @@ result<std::vector<llm::message>> fetch_messages(worker_shared& shared, const wi
     result<value> body = reply ? wire::unpack(reply->data, shared.limits) : result<value>(reply.error());
     if (body && body->is_object() && body->value("type", std::string{}) == "error") {
       auto code = errc::internal;
-      if (body->contains("error") && (*body)["error"].is_object())
-        (void)from_string((*body)["error"].value("code", std::string{}), code);
-      body = make_error(code, (*body)["error"].value("message", std::string{"error"}));
+      std::string message = "error";
+      if (body->contains("error") && (*body)["error"].is_object()) {
+        const value& e = (*body)["error"];
+        if (e.contains("code") && e["code"].is_string()) (void)from_string(e["code"].get<std::string>(), code);
+        if (e.contains("message") && e["message"].is_string()) message = e["message"].get<std::string>();
+      }
+      body = make_error(code, message);
     }
     if (!body) {
       // Not written yet (the task can go out before its step's messages reach disk), or the owner is
@@ -127,8 +131,6 @@ result<std::vector<llm::message>> fetch_messages(worker_shared& shared, const wi
   return out;
 }
 
-// The whole conversation of a model task: what the worker kept of the run, what it lacks from the
-// run's owner, and the new messages the task brought.
 // A model task's conversation: what the worker kept of the run's (taken out of its cache), what it
 // lacks asked of the owner, and the task's new messages. `counted`/`counted_bytes` say how much of
 // it the cache had measured, for putting it back (conversation_cache::put).
@@ -162,18 +164,26 @@ result<conversation> conversation_of(worker_shared& shared, wire::task& t) {
       out.messages.resize(from);  // more than this task builds on: measured again when put back
     }
   }
-  if (out.messages.size() < from) {
-    auto fetched = fetch_messages(shared, t, out.messages.size(), from);
-    if (!fetched) {
-      // Kept for the run's next step, as it was.
-      if (!out.messages.empty()) shared.conversations->put(t.run_id, std::move(out.messages), out.counted, out.counted_bytes);
-      return fetched.error();
+  // Room for the whole conversation, growing as a vector grows (a step then moves the messages
+  // only now and then, not each time).
+  if (out.messages.capacity() < count) out.messages.reserve(std::max<std::size_t>(count, 2 * out.messages.capacity()));
+  try {
+    if (out.messages.size() < from) {
+      auto fetched = fetch_messages(shared, t, out.messages.size(), from);
+      if (!fetched) {
+        // Kept for the run's next step, as it was.
+        if (!out.messages.empty()) shared.conversations->put(t.run_id, std::move(out.messages), out.counted, out.counted_bytes);
+        return fetched.error();
+      }
+      for (auto& m : *fetched) out.messages.push_back(std::move(m));
     }
-    out.messages.reserve(count);
-    for (auto& m : *fetched) out.messages.push_back(std::move(m));
+    for (auto& m : *inline_messages) out.messages.push_back(std::move(m));
+  } catch (...) {
+    // What was taken out goes back, as it was, before the failure goes on to fail the task.
+    out.messages.resize(std::min<std::size_t>(out.messages.size(), out.counted));
+    if (!out.messages.empty()) shared.conversations->put(t.run_id, std::move(out.messages), out.counted, out.counted_bytes);
+    throw;
   }
-  out.messages.reserve(count);
-  for (auto& m : *inline_messages) out.messages.push_back(std::move(m));
   return out;
 }
 
@@ -232,7 +242,11 @@ result<value> run_llm(worker_shared& shared, const config::agent_config& agent, 
     std::size_t counted, counted_bytes;
     bool kept;
     ~keep_after() {
-      if (kept) shared.conversations->put(run_id, std::move(request.messages), counted, counted_bytes);
+      if (!kept) return;
+      try {
+        shared.conversations->put(run_id, std::move(request.messages), counted, counted_bytes);
+      } catch (...) {  // not kept: the owner sends it again (a destructor must not throw)
+      }
     }
   } keep{shared, t.run_id, request, messages->counted, messages->counted_bytes, messages->kept};
   request.tools = tools_of(shared, agent, t);

@@ -238,7 +238,8 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   auto lanes_of = [&](std::shared_ptr<broker::connection> first,
                       const std::string& name) -> result<std::vector<std::shared_ptr<broker::connection>>> {
     std::vector<std::shared_ptr<broker::connection>> lanes{std::move(first)};
-    for (std::size_t i = 1; i < config.lanes_for(); ++i) {
+    const auto count = config.lanes_for();
+    for (std::size_t i = 1; i < count; ++i) {
       auto options = nats_options;
       options.name = name + " lane " + std::to_string(i);
       auto more = broker::connection::connect(options);

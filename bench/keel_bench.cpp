@@ -6,6 +6,7 @@
 #include "broker/connection.hpp"
 #include "runtime/child_process.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/cpus.hpp"
 #include "runtime/run_store.hpp"
 #include "runtime/wire.hpp"
 
@@ -22,6 +23,7 @@
 #include <numeric>
 #include <sstream>
 #include <thread>
+#include <sched.h>
 #include <unistd.h>
 
 using namespace keel;
@@ -157,8 +159,16 @@ int main(int argc, char** argv) {
     << "[agents.suspend.sandbox]\nworkspace = \"" << dir << "/ws\"\nscope = \"agent\"\n";
   std::vector<std::string> node_command{node_binary, "--config", dir + "/node.toml"};
   if (cores > 0) {
-    if (cores > std::thread::hardware_concurrency()) die("--cores: this machine has " + std::to_string(std::thread::hardware_concurrency()));
-    node_command.insert(node_command.begin(), {"/usr/bin/taskset", "-c", "0-" + std::to_string(cores - 1)});
+    // The first N of the CPUs this program may use (a cpuset need not start at 0).
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof(allowed), &allowed) != 0) die("--cores: cannot read this program's CPUs");
+    std::string list;
+    std::size_t taken = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && taken < cores; ++cpu)
+      if (CPU_ISSET(cpu, &allowed)) list += (taken++ ? "," : "") + std::to_string(cpu);
+    if (taken < cores) die("--cores: this program may use " + std::to_string(taken) + " CPUs");
+    node_command.insert(node_command.begin(), {"/usr/bin/taskset", "-c", list});
   }
   auto node = must(child_process::start({node_command, dir + "/node.log", dir + "/node.log"}), "keel-node");
   auto nats = connect(url);
@@ -269,7 +279,7 @@ int main(int argc, char** argv) {
   report("throughput.steps_per_second", static_cast<double>(runs.size() * tasks_per_run) / seconds, "steps/s");
   report("throughput.runs_per_second", static_cast<double>(runs.size()) / seconds, "runs/s");
   report("throughput.concurrent_runs", static_cast<double>(concurrent_runs), "runs");
-  report("scale.cores", static_cast<double>(cores > 0 ? cores : std::thread::hardware_concurrency()), "cores");
+  report("scale.cores", static_cast<double>(cores > 0 ? cores : usable_cpus()), "cores");
   // Where the node's CPU went at saturation, thread by thread: the hot path must not sit on one.
   // The total is the process's own count (it includes threads that ended during the run).
   std::vector<std::pair<double, std::string>> used;  // ticks, thread name
@@ -298,19 +308,25 @@ int main(int argc, char** argv) {
   // Memory: runs that wait for a person cost only disk. Invoked in two halves: the first also
   // fills the store's buffers (two memtables and the block cache, bounded whatever the number of
   // runs), so the second half's growth is what a run itself keeps in memory.
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  auto rss_before = rss_kb(node.pid());
+  // Each figure the median of several samples (the allocator and the store move it a little).
+  auto settled_rss = [&] {
+    std::vector<double> samples;
+    for (int i = 0; i < 7; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      samples.push_back(static_cast<double>(rss_kb(node.pid())));
+    }
+    return static_cast<long long>(median(samples));
+  };
+  auto rss_before = settled_rss();
   auto s0 = now_us();
   auto first_half = suspended_runs / 2;
   auto waiting = invoke_many(*nats, "suspend", first_half, 2000);
   if (!events.wait([&](watcher& w) { return w.suspended >= waiting.size(); }, 1'800'000)) die("runs did not suspend");
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  auto rss_middle = rss_kb(node.pid());
+  auto rss_middle = settled_rss();
   auto second = invoke_many(*nats, "suspend", suspended_runs - first_half, 2000);
   waiting.insert(waiting.end(), second.begin(), second.end());
   if (!events.wait([&](watcher& w) { return w.suspended >= waiting.size(); }, 1'800'000)) die("runs did not suspend");
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  auto rss_after = rss_kb(node.pid());
+  auto rss_after = settled_rss();
   auto ping = must(nats->request("keel.default.nodes.ping", wire::pack(value{{"v", 1}, {"type", "ping"}}), 2000), "ping");
   auto beat = must(wire::decode<wire::heartbeat>(ping.data), "heartbeat");
   report("memory.runs_in_memory", static_cast<double>(beat.runs_in_memory), "runs");

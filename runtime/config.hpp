@@ -196,7 +196,7 @@ struct node_config {
   std::int64_t result_delivery_ms = 0;
   std::int64_t conversation_cache_bytes = 0;
   std::int64_t store_batch_max = 0;
-  // Independent paths of a step through this node; 0: one per core, up to 16 (lanes_for()).
+  // Independent paths of a step through this node; 0: one per CPU the node may use, up to 16 (lanes_for()).
   std::int64_t lanes = 0;
 
   std::string log_level;
@@ -236,7 +236,7 @@ struct node_config {
   bool has_role(role r) const;
   const agent_config* find_agent(std::string_view id) const;
   const queue_config* find_run_queue(std::string_view name) const;
-  // node.lanes, with 0 made one per core (at most 16, at least 1).
+  // node.lanes, with 0 made one per CPU the node may use (runtime/cpus.hpp; at most 16, at least 1).
   std::size_t lanes_for() const;
 };
 

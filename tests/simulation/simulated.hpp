@@ -10,6 +10,7 @@
 #include <climits>
 #include <functional>
 #include <map>
+#include <vector>
 
 namespace keel::simulation {
 
@@ -58,6 +59,10 @@ struct bucket_faults {
   double lost_answer = 0.02;            // the write is made or not; the caller hears a timeout
   std::int64_t timeout_ms = 2000;       // how long a caller waits for an answer
   std::int64_t until_ms = INT64_MAX;    // slow and lost answers stop then (outages are asked for)
+  // A read answered by a replica behind the stream's leader (a direct get may be served by any
+  // replica): what the bucket held up to `stale_ms_max` earlier. Writes are the leader's.
+  double stale_read = 0;
+  std::int64_t stale_ms_max = 0;
 };
 
 // One bucket the whole world shares: a write checked against a revision is atomic at one
@@ -75,15 +80,22 @@ public:
 
   result<std::optional<replication::lease_bucket::entry>> get_entry(const std::string& key) {
     return call<std::optional<replication::lease_bucket::entry>>(false, [&]() -> result<std::optional<replication::lease_bucket::entry>> {
+      if (auto behind = lag_ms()) {
+        stale_reads_ += 1;
+        return as_of(key, world_.now_ms() - behind);
+      }
       auto it = data_.find(key);
       if (it == data_.end()) return std::optional<replication::lease_bucket::entry>{};
       return std::optional<replication::lease_bucket::entry>(it->second);
     });
   }
+  // Reads answered by a replica behind, so far.
+  std::int64_t stale_reads() const { return stale_reads_; }
   result<std::uint64_t> create(const std::string& key, const std::string& value) {
     return call<std::uint64_t>(true, [this, key, value]() -> result<std::uint64_t> {
       if (data_.count(key)) return make_error(errc::conflict, "the key exists");
       data_[key] = {value, ++revision_};
+      remember(key);
       traced(key, value);
       return revision_;
     });
@@ -93,14 +105,17 @@ public:
       auto it = data_.find(key);
       if (it == data_.end() || it->second.revision != revision) return make_error(errc::conflict, "wrong last sequence");
       it->second = {value, ++revision_};
+      remember(key);
       traced(key, value);
       return revision_;
     });
   }
   result<std::vector<std::string>> keys() {
     return call<std::vector<std::string>>(false, [&]() -> result<std::vector<std::string>> {
+      auto behind = lag_ms();
       std::vector<std::string> out;
-      for (const auto& [k, v] : data_) out.push_back(k);
+      for (const auto& [k, v] : data_)
+        if (!behind || as_of(k, world_.now_ms() - behind)) out.push_back(k);
       return out;
     });
   }
@@ -111,6 +126,27 @@ public:
   }
 
 private:
+  // How far behind the replica answering a read is (0: the leader answers).
+  std::int64_t lag_ms() {
+    if (faults_.stale_read <= 0 || world_.now_ms() >= faults_.until_ms || !world_.chance(faults_.stale_read)) return 0;
+    return world_.uniform(1, faults_.stale_ms_max);
+  }
+  void remember(const std::string& key) {
+    auto& versions = history_[key];
+    versions.emplace_back(world_.now_ms(), data_[key]);
+    // Only what a replica could still be behind on is kept (and the version before it).
+    while (versions.size() > 1 && versions[1].first < world_.now_ms() - faults_.stale_ms_max)
+      versions.erase(versions.begin());
+  }
+  // The key as the leader held it at `at_ms`.
+  std::optional<replication::lease_bucket::entry> as_of(const std::string& key, std::int64_t at_ms) const {
+    auto it = history_.find(key);
+    if (it == history_.end()) return std::nullopt;
+    std::optional<replication::lease_bucket::entry> held;
+    for (const auto& [when, version] : it->second)
+      if (when <= at_ms) held = version;
+    return held;
+  }
   void traced(const std::string& key, const std::string& value) {
     if (describe) world_.note("bucket: " + key + " := " + describe(value) + " (revision " + std::to_string(revision_) + ")");
   }
@@ -154,7 +190,9 @@ private:
   std::int64_t out_until_ms_ = 0;
   std::int64_t writes_out_until_ms_ = 0;
   std::map<std::string, replication::lease_bucket::entry> data_;
+  std::map<std::string, std::vector<std::pair<std::int64_t, replication::lease_bucket::entry>>> history_;
   std::uint64_t revision_ = 0;
+  std::int64_t stale_reads_ = 0;
 };
 
 // A node's handle on the shared bucket.

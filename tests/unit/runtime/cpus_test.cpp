@@ -3,10 +3,13 @@
 
 #include <catch2/catch.hpp>
 #include <sched.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <string>
 #include <thread>
 
 using namespace keel;
@@ -43,4 +46,42 @@ TEST_CASE("cpus: a process allowed one CPU counts one, whatever the machine has"
   REQUIRE(::waitpid(child, &status, 0) == child);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("cpus: a CPU quota on the process's cgroup or on a parent of it counts, wherever the hierarchy is mounted",
+          "[cpus]") {
+  // Needs root and the cgroup v1 cpu controller mounted at /sys/fs/cgroup/cpu (as on the machines
+  // keel is tested on); elsewhere there is nothing to try it on.
+  const std::string top = "/sys/fs/cgroup/cpu";
+  if (::geteuid() != 0 || ::access((top + "/cgroup.procs").c_str(), W_OK) != 0) {
+    WARN("no writable cgroup v1 cpu hierarchy here: not tried");
+    return;
+  }
+  const std::string parent = top + "/keel-cpus-test-" + std::to_string(::getpid()), child = parent + "/inner";
+  REQUIRE(::mkdir(parent.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(child.c_str(), 0755) == 0);
+  auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+    out.flush();
+    return static_cast<bool>(out);
+  };
+  // 1.5 CPUs on the parent (rounded up: 2), 0.5 on the child (1) in the second round.
+  CHECK(write(parent + "/cpu.cfs_quota_us", "150000"));
+  auto in_child = [&] {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (!write(child + "/cgroup.procs", std::to_string(::getpid()))) ::_exit(100);
+      ::_exit(static_cast<int>(std::min<std::size_t>(usable_cpus(), 99)));
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  auto machine = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  CHECK(in_child() == std::min(machine, 2));   // the parent's quota binds its child
+  CHECK(write(child + "/cpu.cfs_quota_us", "50000"));
+  CHECK(in_child() == 1);                      // the smaller of the two
+  ::rmdir(child.c_str());
+  ::rmdir(parent.c_str());
 }
