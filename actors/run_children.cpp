@@ -1,4 +1,5 @@
 #include "actors/run_children.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "actors/actors_log.hpp"
 #include "actors/messages.hpp"
@@ -31,7 +32,7 @@ void hand_over(const std::shared_ptr<orchestrator_shared>& shared, const std::st
     auto reply = shared->nats->request(subject, bytes, request_timeout_ms);
     if (reply) {
       auto opened = wire::unpack(reply->data, shared->limits);
-      if (opened && opened->is_object() && opened->value("type", std::string{}) != "error") return;
+      if (opened && opened->is_object() && text_field(*opened, "type") != "error") return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250 << std::min(attempt, 4)));
   }
@@ -146,10 +147,10 @@ void send_join_outcome(const std::shared_ptr<orchestrator_shared>& shared, const
     auto reply = shared->nats->request(shared->subjects.run_signal(parent, join_sender), body, request_timeout_ms);
     if (reply) {
       auto opened = wire::unpack(reply->data, shared->limits);
-      if (opened && opened->is_object() && opened->value("type", std::string{}) == "signal_reply") return;
+      if (opened && opened->is_object() && text_field(*opened, "type") == "signal_reply") return;
       // Ended (conflict), or refused for good: nothing more to do.
       if (opened && opened->is_object() && opened->contains("error") && (*opened)["error"].is_object()) {
-        auto code = (*opened)["error"].value("code", std::string{});
+        auto code = error_code_of(*opened);
         if (code == "conflict") return;
         if (code != "unavailable" && code != "timeout") {
           logger()->error("run {}: the outcome of its fan-out child {} was refused: {}", parent, child, opened->dump());

@@ -7,6 +7,8 @@
 
 namespace keel::actors {
 
+run_registry::run_registry(std::function<std::int64_t()> now) : now_(now ? std::move(now) : std::function<std::int64_t()>(steady_ms)) {}
+
 void run_registry::registered(const std::string& run_id, const caf::actor& a) {
   std::lock_guard lock{mutex_};
   if (auto old = actors_.find(run_id); old != actors_.end()) run_of_actor_.erase(old->second.id());
@@ -64,7 +66,7 @@ bool run_registry::received(const std::string& run_id, std::uint64_t step) {
 }
 
 void run_registry::receive_failed(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
-  auto now = steady_ms();
+  auto now = now_();
   std::lock_guard lock{mutex_};
   if (auto it = in_flight_.find(run_id); it != in_flight_.end() && it->second.step == step) it->second.result_received = false;
   auto& h = holds_[run_id];
@@ -81,7 +83,7 @@ void run_registry::sweep_locked(std::int64_t now) {
 }
 
 void run_registry::renew_hold(const std::string& run_id, std::uint64_t step, std::int64_t hold_ms) {
-  auto now = steady_ms();
+  auto now = now_();
   std::lock_guard lock{mutex_};
   if (auto it = holds_.find(run_id); it != holds_.end() && !it->second.written && it->second.step == step && it->second.until_ms > now)
     it->second.until_ms = now + hold_ms;
@@ -92,7 +94,7 @@ void run_registry::result_written(const std::string& run_id, std::uint64_t step,
   std::lock_guard lock{mutex_};
   auto it = holds_.find(run_id);
   if (it == holds_.end() || it->second.step > step) return;  // none, or a later step's hold or record
-  it->second = hold{step, steady_ms() + hold_ms, true};
+  it->second = hold{step, now_() + hold_ms, true};
 }
 
 bool run_registry::held_locked(const std::string& run_id, std::uint64_t step, std::int64_t now) {
@@ -104,7 +106,7 @@ bool run_registry::held_locked(const std::string& run_id, std::uint64_t step, st
 }
 
 bool run_registry::result_unwritten(const std::string& run_id, std::uint64_t step) {
-  auto now = steady_ms();
+  auto now = now_();
   std::lock_guard lock{mutex_};
   return held_locked(run_id, step, now);
 }
@@ -117,7 +119,7 @@ std::size_t run_registry::unwritten_count() {
 }
 
 run_registry::task_answer run_registry::answer_task(const std::string& run_id, std::uint64_t step, std::uint32_t attempt) {
-  auto now = steady_ms();
+  auto now = now_();
   std::lock_guard lock{mutex_};
   bool held = held_locked(run_id, step, now);
   if (!actors_.count(run_id) || starting_.count(run_id)) return held ? task_answer::held : task_answer::unknown;

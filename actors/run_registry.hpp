@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -20,6 +21,9 @@ namespace keel::actors {
 
 class run_registry {
 public:
+  // `now`: the steady clock in ms that holds are measured on (a simulation gives its own).
+  explicit run_registry(std::function<std::int64_t()> now = {});
+
   // ---- Actors
   void registered(const std::string& run_id, const caf::actor& a);
   // Forgets the run's actor and what it had in flight.
@@ -96,6 +100,7 @@ private:
     bool written = false;       // the step's result was written: no hold, whatever fails later
   };
   bool held_locked(const std::string& run_id, std::uint64_t step, std::int64_t now);
+  std::function<std::int64_t()> now_;
   void sweep_locked(std::int64_t now);
   std::mutex mutex_;  // actors, in flight, starting, holds
   std::unordered_map<std::string, caf::actor> actors_;

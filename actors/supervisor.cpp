@@ -1,4 +1,5 @@
 #include "actors/supervisor.hpp"
+#include "runtime/error_reply.hpp"
 #include "actors/retention.hpp"
 #include "actors/actors_log.hpp"
 
@@ -280,10 +281,10 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
             auto answer = s->nats->request(s->subjects.base() + ".runs." + run + ".get",
                                            wire::pack(value{{"v", wire::protocol_version}, {"type", "get_run"}}), 2000);
             auto v = answer ? wire::unpack(answer->data) : result<value>(make_error(errc::unavailable, "no answer"));
-            if (v && v->is_object() && v->value("type", std::string{}) == "run")
+            if (v && v->is_object() && text_field(*v, "type") == "run")
               return s->publish(reply, wire::encode(wire::invoke_reply{run, false}));
             bool being_created = v && v->is_object() && v->contains("error") && (*v)["error"].is_object() &&
-                                 (*v)["error"].value("message", std::string{}).find("being created") != std::string::npos;
+                                 error_message_of(*v, std::string{}).find("being created") != std::string::npos;
             if (!being_created || steady_ms() >= deadline) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
           }

@@ -2,6 +2,7 @@
 // Both name the newest epoch of the run's node this worker has seen, and act on no answer of an
 // older owner (docs/PROTOCOL.md, "Epochs").
 #include "actors/worker_shared.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "runtime/backoff.hpp"
 #include "runtime/clock.hpp"
@@ -42,10 +43,10 @@ result<bool> still_wanted(worker_shared& shared, const wire::task& t) {
   if (!reply) return reply.error();
   auto body = wire::unpack(reply->data, shared.limits);
   if (!body || !body->is_object()) return make_error(errc::malformed, "the owner's answer could not be read");
-  if (body->value("type", std::string{}) == "error") {
+  if (text_field(*body, "type") == "error") {
     // The owner has no such run: nobody wants it.
     if (body->contains("error") && (*body)["error"].is_object() &&
-        (*body)["error"].value("code", std::string{}) == "not_found")
+        error_code_of(*body) == "not_found")
       return false;
     return make_error(errc::unavailable, "the owner could not say");
   }
@@ -81,16 +82,16 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
     std::string why = reply ? std::string("the owner is not ready") : reply.error().message;
     if (reply) {
       auto body = wire::unpack(reply->data, shared.limits);
-      if (body && body->is_object() && body->value("type", std::string{}) == "result_recorded") {
+      if (body && body->is_object() && text_field(*body, "type") == "result_recorded") {
         auto epoch = epoch_in(*body);
         if (current(shared, domain, epoch)) return success();
         why = "an owner in epoch " + std::to_string(epoch) + " took it, and a newer epoch has been seen";
       } else {
         why = "an unreadable answer";
         if (body && body->is_object() && body->contains("error") && (*body)["error"].is_object())
-          why = (*body)["error"].value("message", why);
+          why = error_message_of(*body, why);
         bool again = body && body->is_object() && body->contains("error") && (*body)["error"].is_object() &&
-                     (*body)["error"].value("code", std::string{}) == "unavailable";
+                     error_code_of(*body) == "unavailable";
         if (!again) {
           logger()->warn("run {}: the owner refused the result of task {}: {}", t.run_id, t.step, why);
           return success();  // it will never take it: nothing to hand over

@@ -70,6 +70,10 @@ if "peer.restate.step_us" in figures:
         f"(server {figures[f'peer.restate.throughput_{c}.server_cores']:.2f} cores, service "
         f"{figures[f'peer.restate.throughput_{c}.service_cores']:.2f}; failed {figures[f'peer.restate.throughput_{c}.failed']:.0f}) | |\n"
         for c in sorted({int(k.split('_')[1].split('.')[0]) for k in figures if k.startswith('peer.restate.throughput_')}))
+    top = max(core_counts) if core_counts else 0
+    spread = [keel_rate] + [figures[f"cores.{top}.{p}.throughput.steps_per_second"] for p in (1, 2)
+                            if f"cores.{top}.{p}.throughput.steps_per_second" in figures]
+    keel_spread = " / ".join(f"{r:,.0f}" for r in spread)
     peer = f"""## Against a peer, in the same sitting
 
 `bench/peer/restate/bench.mjs`, run by this script right after keel's figures above: Restate's
@@ -87,10 +91,10 @@ journaled before the handler goes on). A step's time at low load is a run's time
 | keel's steps per second ({figures.get('throughput.concurrent_runs', 400):.0f} runs at once) | {keel_rate:,.0f} | | |
 {rows}| keel over the peer's best | **{keel_rate / peer_rate:.2f}x** | at least 2x | {'met' if keel_rate >= 2 * peer_rate else 'not met'} |
 
-Both move with the machine's load, keel's more than the peer's: over this sitting's other runs
-(the same build, minutes apart) keel's throughput ranged from 1,781 to 4,109 steps/s and its step
-from 2.4x to 3.0x the floor; the peer's, run once on a quiet machine and once beside a stray
-process, from 2,130 to 3,920 steps/s. Compare within one sitting, as this table does.
+Both move with the machine's load: in this sitting keel's throughput with the node on every core
+was {keel_spread} steps/s over its three runs (above, and the two of "By the cores the node may
+use"), and its step {figures['latency.step_over_floor_min']:.2f}x to {figures['latency.step_over_floor_max']:.2f}x the floor over the rounds. Compare within one
+sitting, as this table does.
 
 The two differ in what a step is: keel's goes through the broker's work queue to a worker
 process and back, its result synced on the orchestrator before the next is sent; Restate's

@@ -1,4 +1,5 @@
 #include "gateway/api.hpp"
+#include "runtime/error_reply.hpp"
 #include "runtime/metrics.hpp"
 #include "gateway/request_guard.hpp"
 #include "gateway/request.hpp"
@@ -66,8 +67,8 @@ api::api(std::shared_ptr<broker::connection> nats, api_options options)
     if (!reply) return make_error(errc::unavailable, "the run's orchestrator did not answer: " + reply.error().message);
     auto v = wire::unpack(reply->data);
     if (!v || !v->is_object()) return make_error(errc::internal, "an orchestrator's answer could not be read");
-    if (v->value("type", std::string{}) == "error")
-      return make_error(errc::unavailable, (*v)["error"].value("message", std::string{}));
+    if (text_field(*v, "type") == "error")
+      return make_error(errc::unavailable, error_message_of(*v, std::string{}));
     return v;
   };
   streams_ = std::make_shared<run_streams>(nats_, options_.subjects, history, options_.streams);
@@ -94,10 +95,10 @@ result<value> api::answer_of(result<broker::message> reply) {
   }
   auto v = wire::unpack(reply->data);
   if (!v || !v->is_object()) return make_error(errc::internal, "an orchestrator's answer could not be read");
-  if (v->value("type", std::string{}) == "error") {
+  if (text_field(*v, "type") == "error") {
     errc code = errc::internal;
-    (void)from_string((*v)["error"].value("code", std::string{}), code);
-    return make_error(code, (*v)["error"].value("message", std::string{}));
+    (void)from_string(error_code_of(*v), code);
+    return make_error(code, error_message_of(*v, std::string{}));
   }
   return v;
 }
@@ -181,10 +182,10 @@ result<std::vector<value>> api::collect(const std::string& subject, const value&
     auto v = wire::unpack(reply.data);
     std::lock_guard lock{g->mutex};
     if (!v || !v->is_object()) return;
-    if (v->value("type", std::string{}) == "error") {
+    if (text_field(*v, "type") == "error") {
       errc code = errc::internal;
-      (void)from_string((*v)["error"].value("code", std::string{}), code);
-      g->refused = make_error(code, (*v)["error"].value("message", std::string{}));
+      (void)from_string(error_code_of(*v), code);
+      g->refused = make_error(code, error_message_of(*v, std::string{}));
     } else {
       g->answers.push_back(std::move(*v));
     }

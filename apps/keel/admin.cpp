@@ -1,6 +1,7 @@
 // `keel admin backup|restore`: a node's store copied while it serves, and put back into a fresh
 // data directory (docs/OPERATIONS.md, backup and restore).
 #include "apps/keel/commands.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "broker/authorization.hpp"
 #include "broker/connection.hpp"
@@ -38,8 +39,8 @@ int backup(const client_flags& flags, const std::string& node, const std::string
   }
   auto answer = wire::unpack(reply->data);
   if (!answer || !answer->is_object()) return fail("the node's answer cannot be read");
-  if (answer->value("type", std::string()) == "error")
-    return fail((*answer)["error"].value("message", std::string("the node refused")));
+  if (text_field(*answer, "type") == "error")
+    return fail(error_message_of(*answer, std::string("the node refused")));
   std::cout << "backup " << name << " of node " << answer->value("node", node) << ": " << answer->value("path", std::string())
             << " (" << answer->value("bytes", std::uint64_t{0}) << " bytes)\n";
   return 0;

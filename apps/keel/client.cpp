@@ -1,4 +1,5 @@
 #include "apps/keel/client.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
@@ -66,11 +67,11 @@ result<value> open_reply(const std::string& bytes, const char* type) {
   auto v = wire::unpack(bytes);
   if (!v) return v.error();
   if (!v->is_object()) return make_error(errc::malformed, "a reply must be a map");
-  auto actual = v->value("type", std::string{});
+  auto actual = text_field(*v, "type");
   if (actual == "error") {
     errc code = errc::internal;
-    from_string((*v)["error"].value("code", std::string{}), code);
-    return make_error(code, (*v)["error"].value("message", std::string{}));
+    from_string(error_code_of(*v), code);
+    return make_error(code, error_message_of(*v, std::string{}));
   }
   if (actual != type) return make_error(errc::malformed, "expected a '" + std::string(type) + "' reply, got '" + actual + "'");
   return v;

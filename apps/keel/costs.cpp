@@ -1,6 +1,7 @@
 // `keel costs`: what each agent's runs cost (by the configured prices) and the tokens they used,
 // over a window, from every orchestrator (docs/OPERATIONS.md, cost).
 #include "apps/keel/commands.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "broker/connection.hpp"
 #include "runtime/clock.hpp"
@@ -41,7 +42,7 @@ int run_costs(const client_flags& flags, double hours, bool json) {
     auto v = wire::unpack(m.data);
     std::lock_guard lock{state->mutex};
     if (!v || !v->is_object()) state->failure = "an answer cannot be read";
-    else if (v->value("type", std::string()) == "error") state->failure = (*v)["error"].value("message", std::string());
+    else if (text_field(*v, "type") == "error") state->failure = error_message_of(*v, std::string());
     else state->answers.push_back(std::move(*v));
   });
   if (!sub) return fail(sub.error().message);

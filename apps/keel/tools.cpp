@@ -1,6 +1,7 @@
 // `keel tools`: the tools that tool workers declared (docs/PROTOCOL.md, tool workers), by queue,
 // with who declared them, their approval and timeout; --json prints them whole, schemas included.
 #include "apps/keel/commands.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "broker/connection.hpp"
 #include "runtime/wire.hpp"
@@ -28,7 +29,7 @@ int run_tools(const client_flags& flags, bool json) {
   if (!reply) return fail(reply.error().message + " (is an orchestrator running?)");
   auto v = wire::unpack(reply->data);
   if (!v || !v->is_object()) return fail("the answer cannot be read");
-  if (v->value("type", std::string{}) == "error") return fail((*v)["error"].value("message", std::string{"refused"}));
+  if (text_field(*v, "type") == "error") return fail(error_message_of(*v, std::string{"refused"}));
   const auto& queues = (*v)["queues"];
   if (json) {
     std::cout << queues.dump(2) << "\n";
