@@ -5,6 +5,7 @@
 #include "broker/subscription_reaper.hpp"
 
 #include "runtime/log.hpp"
+#include "runtime/wire.hpp"
 
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
@@ -213,15 +214,27 @@ void name_delivery_thread(natsSubscription* sub) {
 // callback cannot wait for that callback to return).
 thread_local delivery* delivering = nullptr;
 
-void deliver(natsConnection*, natsSubscription* sub, natsMsg* raw, void* closure) {
+void deliver(natsConnection* nc, natsSubscription* sub, natsMsg* raw, void* closure) {
   name_delivery_thread(sub);
   auto* d = static_cast<delivery*>(closure);
   delivering = d;
+  const char* reply = natsMsg_GetReply(raw);
+  std::string reply_to = reply ? reply : "";
   try {
     d->on_message(copy_of(raw));
   } catch (const std::exception& e) {
-    // A handler must not take the delivery thread down with it.
+    // A handler must not take the delivery thread down with it, nor leave a requester waiting for
+    // its timeout: it is answered with what went wrong (a field of the wrong type in what it sent:
+    // malformed; anything else: internal). A handler that had answered already: the requester
+    // took that first answer.
     logger()->error("a message handler threw: {}", e.what());
+    if (!reply_to.empty()) {
+      bool malformed = dynamic_cast<const nlohmann::json::exception*>(&e) != nullptr;
+      auto bytes = wire::encode_error(make_error(malformed ? errc::malformed : errc::internal,
+                                                 std::string(malformed ? "the request could not be read: " : "the request failed: ") +
+                                                   e.what()));
+      (void)natsConnection_Publish(nc, reply_to.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+    }
   }
   delivering = nullptr;
   spent.add(raw);

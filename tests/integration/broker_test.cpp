@@ -3,12 +3,14 @@
 #include "broker/key_value.hpp"
 #include "broker/run_log.hpp"
 #include "broker/work_queue.hpp"
+#include "runtime/wire.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <atomic>
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 using namespace keel;
@@ -124,6 +126,46 @@ TEST_CASE("broker: a request gets its reply, or a timeout, or a no-responders er
   REQUIRE_FALSE(nobody.ok());
   CHECK(nobody.error().code == errc::unavailable);
   CHECK(nobody.error().message == "nobody serves nobody.here");
+}
+
+TEST_CASE("broker: a request whose handler throws is answered with what went wrong, not left to time out",
+          "[broker][integration]") {
+  nats_server server;
+  auto responder = connect(server.url());
+  auto client = connect(server.url());
+  // A field of the wrong type read as a string (nlohmann's value() throws), and any other failure.
+  auto reads = responder->subscribe("reads", "", [](broker::message&& m) {
+    auto body = wire::unpack(m.data);
+    (void)body->value("name", std::string{});
+  });
+  auto fails = responder->subscribe("fails", "", [](broker::message&&) { throw std::runtime_error("out of luck"); });
+  auto answers_then_fails = responder->subscribe("answers", "", [&](broker::message&& m) {
+    (void)responder->publish(m.reply, "first");
+    throw std::runtime_error("after answering");
+  });
+  REQUIRE(reads.ok());
+  REQUIRE(fails.ok());
+  REQUIRE(answers_then_fails.ok());
+  REQUIRE(responder->flush(1000).ok());
+  auto wrong_type = client->request("reads", wire::pack(wire::value{{"name", 5}}), 5000);
+  REQUIRE(wrong_type.ok());
+  auto e = wire::unpack(wrong_type->data);
+  REQUIRE(e.ok());
+  CHECK((*e)["type"] == "error");
+  CHECK((*e)["error"]["code"] == "malformed");
+  CHECK((*e)["error"]["message"].get<std::string>().rfind("the request could not be read: ", 0) == 0);
+  auto other = client->request("fails", "x", 5000);
+  REQUIRE(other.ok());
+  auto f = wire::unpack(other->data);
+  REQUIRE(f.ok());
+  CHECK((*f)["error"]["code"] == "internal");
+  CHECK((*f)["error"]["message"] == "the request failed: out of luck");
+  auto answered = client->request("answers", "x", 5000);  // the handler's own answer comes first
+  REQUIRE(answered.ok());
+  CHECK(answered->data == "first");
+  // A message with no reply subject that makes its handler throw: logged, nothing sent.
+  REQUIRE(client->publish("fails", "x").ok());
+  REQUIRE(client->flush(1000).ok());
 }
 
 TEST_CASE("broker: connecting to an absent server is a clear error", "[broker][integration]") {
