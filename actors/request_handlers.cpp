@@ -305,11 +305,11 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
     // first, and left unanswered if this node was taken over.
     std::uint64_t epoch = 0;
     if (shared->replicated()) {
-      auto named = body->value("epoch", value());
-      auto [verdict, mine] = shared->owner.leases()->named(std::string(run_id{run}.owner()),
-                                                           named.is_number_unsigned() ? named.get<std::uint64_t>() : 0);
+      auto named_value = body->value("epoch", value());
+      std::uint64_t named = named_value.is_number_unsigned() ? named_value.get<std::uint64_t>() : 0;
+      auto [verdict, mine] = shared->owner.leases()->named(std::string(run_id{run}.owner()), named);
       if (verdict == replication::lease_keeper::verdict::unsure)  // asked again shortly, once the lease is read
-        return shared->reply_error(m.reply, errc::unavailable, "epoch " + std::to_string(named.get<std::uint64_t>()) + " of " +
+        return shared->reply_error(m.reply, errc::unavailable, "epoch " + std::to_string(named) + " of " +
                                                                  std::string(run_id{run}.owner()) +
                                                                  " is being checked against its lease: ask again");
       if (verdict != replication::lease_keeper::verdict::held || mine == 0) return;  // not this node's: the taker answers
@@ -345,12 +345,15 @@ result<void> serve_requests(const std::shared_ptr<orchestrator_shared>& shared, 
         !body->value("to", value()).is_number_unsigned())
       return shared->reply_error(m.reply, errc::malformed, "a messages request needs from and to (unsigned integers)");
     auto from = (*body)["from"].get<std::uint64_t>(), to = (*body)["to"].get<std::uint64_t>();
-    auto offset = body->value("offset", std::uint64_t{0});
+    auto offset_value = body->value("offset", value());
+    if (!offset_value.is_null() && !offset_value.is_number_unsigned())
+      return shared->reply_error(m.reply, errc::invalid_argument, "a messages request's offset is an unsigned integer");
+    auto offset = offset_value.is_null() ? std::uint64_t{0} : offset_value.get<std::uint64_t>();
     if (from >= to) return shared->reply_error(m.reply, errc::invalid_argument, "from must be below to");
     // Pieces of messages up to three quarters of a NATS message: one message larger than that goes
     // in several replies, the worker asking from where the last one stopped.
     auto budget = static_cast<std::size_t>(shared->config.message_bytes_max) * 3 / 4;
-    auto packed = shared->store.messages(run, from, std::min<std::uint64_t>(to, from + 10'000), budget + offset);
+    auto packed = shared->store.messages(run, from, std::min<std::uint64_t>(to, from + 10'000), budget + static_cast<std::size_t>(std::min<std::uint64_t>(offset, SIZE_MAX - budget)));
     if (!packed) return shared->reply_error(m.reply, packed.error().code, packed.error().message);
     if (packed->empty())
       return shared->reply_error(m.reply, errc::unavailable, "message " + std::to_string(from) + " of run " + run +

@@ -91,7 +91,7 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
         if (body && body->is_object() && body->contains("error") && (*body)["error"].is_object())
           why = error_message_of(*body, why);
         bool again = body && body->is_object() && body->contains("error") && (*body)["error"].is_object() &&
-                     error_code_of(*body) == "unavailable";
+                     (error_code_of(*body) == "unavailable" || error_code_of(*body) == "internal");
         if (!again) {
           logger()->warn("run {}: the owner refused the result of task {}: {}", t.run_id, t.step, why);
           return success();  // it will never take it: nothing to hand over

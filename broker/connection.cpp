@@ -213,29 +213,45 @@ void name_delivery_thread(natsSubscription* sub) {
 // The delivery whose callback this thread runs now (a subscription destroyed from inside its own
 // callback cannot wait for that callback to return).
 thread_local delivery* delivering = nullptr;
+// The inbox the message being handled on this thread asks its answer on, and whether the handler
+// published there already (connection::publish marks it).
+thread_local const char* answering = nullptr;
+thread_local bool answered = false;
 
 void deliver(natsConnection* nc, natsSubscription* sub, natsMsg* raw, void* closure) {
   name_delivery_thread(sub);
   auto* d = static_cast<delivery*>(closure);
   delivering = d;
+  // Where the handler's answer goes (an inbox only: copy_of), for answering it if the handler
+  // fails before it answered. The handler's own publish there marks it answered.
   const char* reply = natsMsg_GetReply(raw);
-  std::string reply_to = reply ? reply : "";
+  const bool inbox = reply && std::string_view(reply).substr(0, inbox_root.size()) == inbox_root;
+  answering = inbox ? reply : nullptr;
+  answered = false;
+  bool failed = false;
   try {
     d->on_message(copy_of(raw));
   } catch (const std::exception& e) {
-    // A handler must not take the delivery thread down with it, nor leave a requester waiting for
-    // its timeout: it is answered with what went wrong (a field of the wrong type in what it sent:
-    // malformed; anything else: internal). A handler that had answered already: the requester
-    // took that first answer.
+    // A handler must not take the delivery thread down with it.
+    failed = true;
     logger()->error("a message handler threw: {}", e.what());
-    if (!reply_to.empty()) {
-      bool malformed = dynamic_cast<const nlohmann::json::exception*>(&e) != nullptr;
-      auto bytes = wire::encode_error(make_error(malformed ? errc::malformed : errc::internal,
-                                                 std::string(malformed ? "the request could not be read: " : "the request failed: ") +
-                                                   e.what()));
-      (void)natsConnection_Publish(nc, reply_to.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+  } catch (...) {
+    failed = true;
+    logger()->error("a message handler threw something that is not an exception");
+  }
+  // Nor leave its requester waiting for the timeout: answered `internal` (what went wrong stays in
+  // this node's log), which a requester may ask again. A handler that answered first keeps its
+  // answer; one that handed the answer to another thread and then failed is answered twice (the
+  // first answer is the one a requester takes).
+  if (failed && answering && !answered) {
+    try {
+      static const std::string bytes = wire::encode_error(
+        make_error(errc::internal, "the request failed on the node that took it (its log says why); ask again"));
+      (void)natsConnection_Publish(nc, answering, bytes.data(), static_cast<int>(bytes.size()));
+    } catch (...) {  // nothing may escape into nats.c's frames
     }
   }
+  answering = nullptr;
   delivering = nullptr;
   spent.add(raw);
 }
@@ -309,6 +325,7 @@ result<void> connection::publish(std::string_view subject, std::string_view data
 
 result<void> connection::publish(std::string_view subject, std::string_view reply,
                                  std::string_view data) {
+  if (answering && subject == answering) answered = true;
   std::string subject_text(subject), reply_text(reply);
   natsStatus s =
     reply.empty()
