@@ -233,7 +233,9 @@ private:
 struct actor_holder {
   caf::actor_system_config config;
   caf::actor_system system{config};
-  caf::actor actor = system.spawn([] { return caf::behavior{[](int) {}}; });
+  // (Spawned with an argument: CAF 0.17 binds an empty argument tuple through a null pointer,
+  // which UndefinedBehaviorSanitizer reports.)
+  caf::actor actor = system.spawn([](caf::event_based_actor*, int) -> caf::behavior { return {[](int) {}}; }, 0);
   ~actor_holder() { caf::anon_send_exit(actor, caf::exit_reason::user_shutdown); }
 };
 
