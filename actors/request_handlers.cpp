@@ -8,6 +8,7 @@
 #include "actors/run_listing.hpp"
 #include "actors/run_views.hpp"
 #include "actors/schedule_driver.hpp"
+#include "actors/result_offers.hpp"
 #include "actors/task_gate.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/ids.hpp"
@@ -30,7 +31,7 @@ constexpr std::size_t reason_chars_max = 4096;
 
 // How long a result that could not be written holds its step: its worker offers it again within
 // a backoff's longest pause (2 s) and a request's time; twice that, so one lost offer does not end it.
-std::int64_t result_hold_ms(const orchestrator_shared& shared) { return 2 * (2000 + shared.config.request_timeout_ms); }
+std::int64_t result_hold_ms(const orchestrator_shared&) { return result_offers::hold_ms; }
 
 // An optional unsigned field: its default when absent, clamped into [low, high]; any other type
 // is an error that names the field.

@@ -4,6 +4,7 @@
 #include "actors/worker_shared.hpp"
 #include "runtime/error_reply.hpp"
 
+#include "actors/result_offers.hpp"
 #include "runtime/backoff.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/log.hpp"
@@ -60,7 +61,7 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
   const std::string domain(keel::run_id{t.run_id}.owner());
   auto started = steady_ms();
   auto next_warning = started + shared.config().result_delivery_ms;
-  backoff pause{100, 2000};
+  backoff pause{result_offers::pause_first_ms, result_offers::pause_max_ms};
   // Each offer names the newest epoch known then: one learnt during a long call (or while the
   // result waited) tells an older owner that it was taken over.
   std::string offered = bytes;
@@ -78,7 +79,9 @@ result<void> hand_over(worker_shared& shared, const std::string& reply_to, const
         if (auto again = wire::encode(*r); again.size() <= shared.limits.message_bytes_max) offered = std::move(again);
       }
     }
-    auto reply = shared.lane_of(t.run_id).request(reply_to, offered, shared.config().request_timeout_ms);
+    // Answered within the owner's hold (actors/result_offers.hpp): waits no longer than that allows.
+    auto reply = shared.lane_of(t.run_id).request(reply_to, offered,
+                                                  result_offers::answer_wait_ms(shared.config().request_timeout_ms));
     std::string why = reply ? std::string("the owner is not ready") : reply.error().message;
     if (reply) {
       auto body = wire::unpack(reply->data, shared.limits);

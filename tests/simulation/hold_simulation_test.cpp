@@ -9,6 +9,7 @@
 // and answers are delayed or lost. The invariant: no step's paid call is made twice while the
 // worker that made it the first time is alive and offering its result, and every step's result
 // is written in the end.
+#include "actors/result_offers.hpp"
 #include "actors/run_registry.hpp"
 #include "tests/simulation/seeds.hpp"
 
@@ -31,9 +32,10 @@ using answer = run_registry::task_answer;
 
 namespace {
 
-constexpr std::int64_t request_timeout_ms = 5000;  // nats.request_timeout_ms's default
-// request_handlers.cpp's result_hold_ms, for that timeout (a shorter one is the control's).
-constexpr std::int64_t production_hold_ms = 2 * (2000 + request_timeout_ms);
+// The rule both sides keep (actors/result_offers.hpp): the longest a worker waits for an offer's
+// answer, its pauses between offers, and the owner's hold (a shorter one is the control's).
+constexpr std::int64_t request_timeout_ms = keel::actors::result_offers::answer_wait_max_ms;
+constexpr std::int64_t production_hold_ms = keel::actors::result_offers::hold_ms;
 constexpr std::uint64_t steps = 6;
 const std::string run = "r1";
 
@@ -111,7 +113,8 @@ private:
                    ") while worker " + std::to_string(paid.front()) + " offers its result";
     else if (paid.size() > 1)
       counts_.before_result += 1;
-    after(uniform(10, 3000), [this, step, worker] { offer(step, worker, std::make_shared<backoff>(100, 2000)); });
+    after(uniform(10, 3000), [this, step, worker] { offer(step, worker, std::make_shared<backoff>(actors::result_offers::pause_first_ms,
+                                                                          actors::result_offers::pause_max_ms)); });
   }
 
   // hand_over: offers until kept or refused; a lost answer costs the request's timeout.
