@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
     report("latency.with_invoke.step_over_floor", median(over_floor_whole), "x");
     report("latency.live_view.step_us", median(live_per_step), "us");
     report("latency.live_view.step_over_floor", median(live_over_floor), "x");
-    // As sessions 1 to 3 measured: a watcher on every event, the run counted from the invoke sent.
+    // A watcher on every event, and the run counted from the invoke sent.
     report("latency.live_view_with_invoke.step_over_floor", median(live_whole_over_floor), "x");
   }
 

@@ -247,7 +247,7 @@ the result once to the owner and once, inline, in the next model task: both flat
 conversation grows. The worker keeps the run's conversation between its steps and takes it out
 of its cache for a model call and puts it back after (moved, not copied; only the new messages
 measured), so that what a step costs the worker does not grow with the conversation either
-(copying it twice a step instead made this run 2.5 to 3 times slower on a 2-core machine). A
+(a copy of the conversation at each step would cost its whole length every step). A
 finished run keeps its header, snapshot and events; its conversation is dropped when it
 completes.
 

@@ -1,4 +1,5 @@
 #include "llm/conversation.hpp"
+#include "runtime/error_reply.hpp"
 
 #include "runtime/wire_msgpack.hpp"
 
@@ -210,10 +211,6 @@ result<completion> completion_from_value(const wire::value& v) {
 namespace {
 // Fields of a tool's result, read as the types they should be: a result is outside input (a
 // worker's answer), and a field of another type reads as absent, never as an exception.
-std::string text_field(const wire::value& v, const char* key) {
-  auto it = v.find(key);
-  return it != v.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
 std::int64_t integer_field(const wire::value& v, const char* key) {
   auto it = v.find(key);
   return it != v.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
