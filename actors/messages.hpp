@@ -40,6 +40,11 @@ using join_child_atom = caf::atom_constant<caf::atom("joinchild")>;
 using retention_atom = caf::atom_constant<caf::atom("retention")>;
 // Forks (docs/FORKS.md): a new run made from a recorded one (request handler -> supervisor).
 using fork_atom = caf::atom_constant<caf::atom("fork")>;
+// Answers from the broker, asked off the actors' threads (orchestrator_shared::broker_pool):
+// which attempt of a step the work queue holds (-> the run), an idempotency key claimed across
+// the cluster (-> supervisor).
+using held_atom = caf::atom_constant<caf::atom("held")>;
+using claimed_atom = caf::atom_constant<caf::atom("claimed")>;
 
 } // namespace keel::actors
 

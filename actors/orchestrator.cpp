@@ -140,6 +140,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
   shared->tools = std::move(*tools);
   shared->children_pool = std::make_unique<thread_pool>(
     4, [](const char* what) { logger()->error("a sub-agent's child run: {}", what); }, "keel children");
+  shared->broker_pool = std::make_unique<thread_pool>(
+    4, [](const char* what) { logger()->error("a question to the broker: {}", what); }, "keel ask broker");
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;
@@ -253,6 +255,7 @@ void orchestrator::flush() {
   if (impl_->shared->log_pool) impl_->shared->log_pool->stop(2000);
   if (impl_->shared->ask_pool) impl_->shared->ask_pool->stop(3000);
   if (impl_->shared->children_pool) impl_->shared->children_pool->stop(3000);
+  if (impl_->shared->broker_pool) impl_->shared->broker_pool->stop(3000);
   impl_->shared->publisher->stop();
 }
 

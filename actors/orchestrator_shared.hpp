@@ -73,6 +73,11 @@ struct orchestrator_shared {
   std::unique_ptr<thread_pool> log_pool;
   std::unique_ptr<thread_pool> ask_pool;
   std::unique_ptr<thread_pool> children_pool;  // sub-agents' child runs: starting, asking, handing over
+  // Questions to the broker that an actor needs answered: whether the work queue holds a step's
+  // task, claiming an idempotency key. An actor's thread never waits on the broker: one slow to
+  // answer (a stream leader paused, a bucket contended) would hold the thread, and every run
+  // scheduled on it; the answer comes back to the actor as a message.
+  std::unique_ptr<thread_pool> broker_pool;
   // A run out of memory: its last entry confirmed and, for a run that completed or was
   // cancelled, its log cut to one entry (its final state and whole history).
   void left_memory(const std::string& run);

@@ -78,7 +78,25 @@ result<std::uint32_t> held_attempt(orchestrator_shared& shared, const std::strin
   if (!*held) return std::uint32_t{0};
   auto task = wire::unpack(**held, shared.limits);
   if (!task || !task->is_object()) return std::uint32_t{0};
-  return static_cast<std::uint32_t>(task->value("attempt", std::uint64_t{0}));
+  const auto& attempt = (*task)["attempt"];
+  return attempt.is_number_unsigned() ? static_cast<std::uint32_t>(attempt.get<std::uint64_t>()) : std::uint32_t{0};
+}
+
+// Asks, on the broker pool, which attempt of `step` the work queue holds; the answer comes to the
+// run's actor as (held_atom, step, attempt, attempt held or 0, why the broker could not say or
+// empty). Not on the actor's thread: a broker slow to answer would hold it, and every run
+// scheduled there.
+void ask_held(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& shared, std::uint64_t step,
+              std::uint32_t attempt) {
+  std::weak_ptr<orchestrator_shared> weak = shared;
+  shared->broker_pool->submit([weak, me = caf::actor_cast<caf::actor>(self), queue = queue_of(*self->state.machine, self->state.queue),
+                               run = self->state.machine->run_id(), step, attempt] {
+    auto s = weak.lock();
+    if (!s) return;
+    auto held = held_attempt(*s, queue, run, step);
+    caf::anon_send(me, held_atom::value, step, attempt, held ? *held : std::uint32_t{0},
+                   held ? std::string{} : held.error().message);
+  });
 }
 
 
@@ -288,41 +306,22 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       perform(self, shared, std::move(e), {}, reply_kind::none);
     }
   }
-  if (start_now && !recovered) {
-    // A step in flight when this node stopped: its task may still be in the work queue (queued,
-    // or running on a worker that will hand the result over): then it is not sent again.
-    bool queued = false;
-    const auto& pending = self->state.machine->state().pending;
-    if (from_disk && pending && store::is_active(self->state.machine->record().status)) {
-      auto held = held_attempt(*shared, queue_of(*self->state.machine, agent->queue), self->state.machine->run_id(),
-                               pending->step);
-      if (!held) logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again",
-                                self->state.machine->run_id(), pending->step, held.error().message);
-      // Held, and the attempt due: an older attempt still there (a copy being handed out again)
-      // is refused by the run when a worker asks, so the attempt due is sent.
-      std::uint32_t there = held ? *held : 0;
-      // Or its result came here and is not written yet: the worker holding it offers it again.
-      queued = (there != 0 && there == pending->attempt) ||
-               shared->runs.result_unwritten(self->state.machine->run_id(), pending->step);
-      logger()->info("run {}: step {} attempt {} was in flight; the queue holds {}: {}", self->state.machine->run_id(),
-                     pending->step, pending->attempt,
-                     there ? "attempt " + std::to_string(there) : std::string("none of it"),
-                     queued ? "its result is awaited" : "sent again");
-      if (queued) {
-        shared->runs.sent(self->state.machine->run_id(), pending->step, pending->attempt);
-        wire::task awaited;
-        awaited.step = pending->step;
-        awaited.attempt = pending->attempt;
-        audit_later(caf::actor_cast<caf::actor>(self), *shared, awaited);
-        if (pending->deadline_ms > 0)
-          deadline_later(caf::actor_cast<caf::actor>(self), pending->step, pending->attempt, pending->deadline_ms);
-      }
-    }
+  // What is left of the start once it is known whether the work queue still holds the step in
+  // flight (queued: its result is awaited, not sent again).
+  auto finish_start = [=](bool queued) {
     perform(self, shared, self->state.machine->start(queued), invoke_reply,
             invoke_reply.empty() ? reply_kind::none : reply_kind::invoke);
-  }
-  shared->runs.started(self->state.machine->run_id());
-  return {
+    shared->runs.started(self->state.machine->run_id());
+  };
+  // A step in flight when this node stopped: its task may still be in the work queue (queued, or
+  // running on a worker that will hand the result over): then it is not sent again. The broker is
+  // asked off this thread; until it answers, the run takes no other message (they wait in its
+  // mailbox, and results offered meanwhile are told it is being loaded).
+  const auto& pending = self->state.machine->state().pending;
+  bool ask_queue = start_now && !recovered && from_disk && pending && store::is_active(self->state.machine->record().status);
+  if (start_now && !recovered && !ask_queue) finish_start(false);
+  if (!start_now || recovered) shared->runs.started(self->state.machine->run_id());
+  caf::behavior running{
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       auto e = self->state.machine->on_resume(request);
       if (!e) shared->reply_error(reply, e.error().code, e.error().message);
@@ -396,20 +395,30 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       // lease is not certain now): asked again later. Asked before the queue is read, so that a
       // task that leaves the publisher for the queue meanwhile is found there.
       if (shared->publisher->offering(keel::task_id{run, step, attempt}.to_string())) return audit_later(me, *shared, t);
-      auto held = held_attempt(*shared, queue_of(machine, self->state.queue), run, step);
-      if (!held) {
+      ask_held(self, shared, step, attempt);
+    },
+    [=](held_atom, std::uint64_t step, std::uint32_t attempt, std::uint32_t held, const std::string& why) {
+      // The broker's answer to an audit: read before anything below is looked at.
+      auto& machine = *self->state.machine;
+      const auto& run = machine.run_id();
+      auto me = caf::actor_cast<caf::actor>(self);
+      wire::task t;
+      t.step = step;
+      t.attempt = attempt;
+      if (!machine.wants(step, attempt)) return;
+      if (!why.empty()) {
         logger()->warn("run {}: cannot tell whether step {} attempt {} is still queued ({}); asked again later", run,
-                       step, attempt, held.error().message);
+                       step, attempt, why);
         return audit_later(me, *shared, t);
       }
       // Held, or its result here and not yet written (its worker offers it again).
-      if (*held == attempt || shared->runs.result_unwritten(run, step)) return audit_later(me, *shared, t);
+      if (held == attempt || shared->runs.result_unwritten(run, step)) return audit_later(me, *shared, t);
       // Asked after the queue: a worker hands a result over (marking it received) before its
       // task leaves the queue.
       if (!shared->runs.still_in_flight(run, step, attempt)) return;
       logger()->warn("run {}: step {} attempt {} is not in the work queue ({}) and its result never came: the broker "
                      "lost its task; sent again", run, step, attempt,
-                     *held ? "it holds attempt " + std::to_string(*held) : std::string("it holds none"));
+                     held ? "it holds attempt " + std::to_string(held) : std::string("it holds none"));
       perform(self, shared, machine.on_task_lost(step, attempt, "the broker lost its task"), {}, reply_kind::none);
     },
     [=](deadline_atom, std::uint64_t step, std::uint32_t attempt) {
@@ -490,6 +499,37 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       const auto& r = self->state.machine->record();
       bool idle = !store::is_active(r.status);
       if (idle && r.last_event_seq == seq) self->quit();
+    },
+  };
+  if (!ask_queue) return running;
+  // Loaded with a step in flight: the run takes only the broker's answer until it has started.
+  ask_held(self, shared, pending->step, pending->attempt);
+  self->set_default_handler(caf::skip);
+  return {
+    [=](held_atom, std::uint64_t step, std::uint32_t attempt, std::uint32_t held, const std::string& why) {
+      const auto& run = self->state.machine->run_id();
+      if (!why.empty())
+        logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again", run, step, why);
+      // Held, and the attempt due: an older attempt still there (a copy being handed out again)
+      // is refused by the run when a worker asks, so the attempt due is sent. Or its result came
+      // here and is not written yet: the worker holding it offers it again.
+      bool queued = (held != 0 && held == attempt) || shared->runs.result_unwritten(run, step);
+      logger()->info("run {}: step {} attempt {} was in flight; the queue holds {}: {}", run, step, attempt,
+                     held ? "attempt " + std::to_string(held) : std::string("none of it"),
+                     queued ? "its result is awaited" : "sent again");
+      if (queued) {
+        shared->runs.sent(run, step, attempt);
+        wire::task awaited;
+        awaited.step = step;
+        awaited.attempt = attempt;
+        audit_later(caf::actor_cast<caf::actor>(self), *shared, awaited);
+        const auto& in_flight = self->state.machine->state().pending;
+        if (in_flight && in_flight->deadline_ms > 0)
+          deadline_later(caf::actor_cast<caf::actor>(self), step, attempt, in_flight->deadline_ms);
+      }
+      finish_start(queued);
+      self->set_default_handler(caf::print_and_drop);
+      self->become(running);
     },
   };
 }

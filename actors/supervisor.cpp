@@ -23,6 +23,19 @@ using wire::value;
 namespace {
 
 constexpr std::size_t idempotency_key_bytes_max = 256;
+// Idempotency keys claimed across the cluster at once, and invokes of one key waiting for its
+// claim: beyond these an invoke is answered "ask again" (a bucket slow to answer must not let
+// waiting invokes grow without bound).
+constexpr std::size_t claims_at_once_max = 1024;
+constexpr std::size_t waiting_per_claim_max = 64;
+
+// The cluster's answer to a claim of an idempotency key.
+struct key_claim {
+  bool ok = false;       // the bucket answered
+  bool written = false;  // this claim wrote the key
+  std::string value;     // the run the key names
+  std::string why;       // why the bucket did not answer
+};
 // How often runs stopped by a failed write (a full disk) look whether the store writes again.
 constexpr std::int64_t stalled_check_ms = 500;
 // Wakes: at most this many runs are woken at once (the rest a moment later), and a wake not
@@ -212,9 +225,12 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
   };
   // A new run (an invoke, a fork): its agent, idempotency key and id checked and claimed, its record
   // made by `make_record` under the id, its actor started; the reply once its first write is on disk.
+  // `claim`: the cluster's answer for its key, once it came (see claimed_atom).
   using record_maker = std::function<result<store::run_record>(const std::string&)>;
-  auto create_run = std::make_shared<std::function<void(const wire::invoke_request&, record_maker, const std::string&)>>();
-  *create_run = [=](const wire::invoke_request& invoke, record_maker make_record, const std::string& reply) {
+  auto create_run = std::make_shared<
+    std::function<void(const wire::invoke_request&, record_maker, const std::string&, const key_claim*)>>();
+  *create_run = [=](const wire::invoke_request& invoke, record_maker make_record, const std::string& reply,
+                    const key_claim* claim) {
     const auto* agent = shared->config.find_agent(invoke.agent);
     if (!agent) {
       std::string known;
@@ -255,17 +271,38 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
       if (existing && from_memory && never_stored(*existing)) {
         id = *existing;
         existing.reset();
-      } else if (!existing) {
+      } else if (!existing && !claim) {
         // The cluster's word: the first orchestrator to write the key owns the run; the others
-        // answer with its id.
-        auto mine = make_run_id(node_id{shared->node_id}).value;
-        auto claimed = shared->keys->create_if_absent(broker::key_of(invoke.agent, invoke.idempotency_key), mine);
-        if (!claimed)
+        // answer with its id. Asked off this thread (the bucket may be slow to answer: a stream
+        // leader paused, writes contending), and the invoke goes on with the answer; invokes of
+        // the same key meanwhile wait for that same answer.
+        auto found = self->state.claiming.find(key);
+        if (found == self->state.claiming.end() ? self->state.claiming.size() >= claims_at_once_max
+                                                : found->second.size() >= waiting_per_claim_max)
           return shared->reply_error(reply, errc::unavailable,
-                                     "the idempotency key cannot be checked across the cluster: " + claimed.error().message);
-        claimed_fresh = claimed->written;
-        if (claimed->written || never_stored(claimed->value)) id = claimed->value;
-        else existing = claimed->value;
+                                     "node " + shared->node_id + " is checking too many idempotency keys across the "
+                                                                 "cluster now: ask again");
+        auto& waiting = self->state.claiming[key];
+        waiting.push_back({invoke, std::move(make_record), reply});
+        if (waiting.size() > 1) return;
+        std::weak_ptr<orchestrator_shared> weak = shared;
+        shared->broker_pool->submit([weak, me = caf::actor_cast<caf::actor>(self), key,
+                                     bucket_key = broker::key_of(invoke.agent, invoke.idempotency_key),
+                                     mine = make_run_id(node_id{shared->node_id}).value] {
+          auto s = weak.lock();
+          if (!s) return;
+          auto claimed = s->keys->create_if_absent(bucket_key, mine);
+          if (!claimed) caf::anon_send(me, claimed_atom::value, key, false, false, std::string{}, claimed.error().message);
+          else caf::anon_send(me, claimed_atom::value, key, true, claimed->written, claimed->value, std::string{});
+        });
+        return;
+      } else if (!existing) {
+        if (!claim->ok)
+          return shared->reply_error(reply, errc::unavailable,
+                                     "the idempotency key cannot be checked across the cluster: " + claim->why);
+        claimed_fresh = claim->written;
+        if (claim->written || never_stored(claim->value)) id = claim->value;
+        else existing = claim->value;
       }
       if (existing && shared->replicated() && !shared->owner.serves(run_id{*existing}.owner())) {
         // Another orchestrator's run: named by the key, but made only if that orchestrator
@@ -369,7 +406,7 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
     [=](invoke_atom, const wire::invoke_request& invoke, const std::string& reply) {
       (*create_run)(invoke, [now = wall_ms(), invoke](const std::string& id) -> result<store::run_record> {
         return run_machine::create(id, invoke, now);
-      }, reply);
+      }, reply, nullptr);
     },
     [=](fork_atom, const std::string& from, const std::string& body, const std::string& by, const std::string& reply) {
       // A fork of a run of this node's (docs/FORKS.md): checked against the recorded run before any
@@ -400,7 +437,19 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
         auto made = *record;
         made.run_id = id;
         return made;
-      }, reply);
+      }, reply, nullptr);
+    },
+    [=](claimed_atom, const std::string& key, bool ok, bool written, const std::string& run, const std::string& why) {
+      // An idempotency key's claim answered: the invoke that asked goes on with it; those of the
+      // same key that waited meanwhile go on with what it named (the run it made, or another's).
+      auto found = self->state.claiming.find(key);
+      if (found == self->state.claiming.end()) return;
+      auto waiting = std::move(found->second);
+      self->state.claiming.erase(found);
+      key_claim answer{ok, written, run, why};
+      key_claim named{ok, false, run, why};
+      for (std::size_t i = 0; i < waiting.size(); ++i)
+        (*create_run)(waiting[i].invoke, std::move(waiting[i].make_record), waiting[i].reply, i == 0 ? &answer : &named);
     },
     [=](resume_atom, const wire::resume_request& request, const std::string& reply) {
       (*forward_resume)(request, reply, 0);

@@ -11,15 +11,27 @@
 
 #include <caf/all.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace keel::actors {
+
+// An invoke (or a fork) waiting for its idempotency key's claim across the cluster.
+struct waiting_invoke {
+  wire::invoke_request invoke;
+  std::function<result<store::run_record>(const std::string&)> make_record;
+  std::string reply;
+};
 
 struct orchestrator_state {
   std::unordered_map<std::string, std::string> idempotency;  // agent/key -> run, while in memory
   std::unordered_map<std::string, std::string> key_of_run;
+  // Keys being claimed in the cluster's bucket now (agent/key -> the invokes waiting for that
+  // claim's answer, the one that asked first at the front).
+  std::unordered_map<std::string, std::vector<waiting_invoke>> claiming;
   std::int64_t stalled_warned_ms = 0;
   wake_schedule wakes;           // workflows: when each run of this node next falls due
   std::int64_t tick_at_ms = 0;   // when the schedule's next look is due (wall clock; 0: none asked)
