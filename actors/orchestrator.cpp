@@ -18,6 +18,9 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <thread>
+
 namespace keel::actors {
 
 using wire::value;
@@ -111,9 +114,11 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
                                                           const config::node_config& config,
                                                           const std::string& node_id,
                                                           const std::vector<std::shared_ptr<broker::connection>>& lanes,
-                                                          store::run_store& store) {
+                                                          store::run_store& store,
+                                                          std::function<void(const std::string&)> on_fenced) {
   if (lanes.empty()) return make_error(errc::invalid_argument, "an orchestrator needs a NATS connection");
   auto shared = std::make_shared<orchestrator_shared>(config, node_id, lanes, store);
+  shared->on_fenced = std::move(on_fenced);
   std::weak_ptr<orchestrator_shared> weak = shared;
   auto js = broker::open_task_queue(shared->nats, shared->subjects, static_cast<std::size_t>(config.message_bytes_max),
                                     config.task_replicas, config.request_timeout_ms, true,
@@ -248,6 +253,14 @@ void orchestrator::stop() {
     impl_->shared->on_result = nullptr;
   }
   caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
+}
+
+bool orchestrator::await_stopped(std::int64_t timeout_ms) const {
+  for (auto deadline = steady_ms() + timeout_ms; !(impl_->shared->supervisor_gone && impl_->shared->in_memory == 0);) {
+    if (steady_ms() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
 }
 
 void orchestrator::flush() {

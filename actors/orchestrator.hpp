@@ -6,7 +6,10 @@
 #include "runtime/config.hpp"
 #include "runtime/result.hpp"
 
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace caf { class actor_system; }
@@ -23,10 +26,16 @@ public:
                                                      // The node's lanes (config lanes_for()); the
                                                      // first also serves requests about runs.
                                                      const std::vector<std::shared_ptr<broker::connection>>& lanes,
-                                                     store::run_store& store);
+                                                     store::run_store& store,
+                                                     // Called (once, on a thread of the role) when
+                                                     // another orchestrator took this one's runs;
+                                                     // none: the process stops.
+                                                     std::function<void(const std::string& why)> on_fenced = {});
   ~orchestrator();
   // Stops taking requests, lets the actors finish, and writes what is queued.
   void stop();
+  // After stop(): whether its actors (the supervisor, every run's) ended within the time.
+  bool await_stopped(std::int64_t timeout_ms) const;
   // After the actors are gone: writes what is queued and runs its continuations.
   void flush();
   std::size_t runs_in_memory() const;

@@ -22,6 +22,7 @@
 #include "runtime/wire.hpp"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,8 +82,10 @@ struct orchestrator_shared {
   // A run out of memory: its last entry confirmed and, for a run that completed or was
   // cancelled, its log cut to one entry (its final state and whole history).
   void left_memory(const std::string& run);
-  // Another orchestrator took this node's runs: it stops (and rejoins as a new member).
+  // Another orchestrator took this node's runs: the role stops and rejoins as a new member
+  // (`on_fenced`, the node's: in place, its other roles going on; without one, the process stops).
   void fenced(const std::string& domain, const std::string& why);
+  std::function<void(const std::string& why)> on_fenced;
   // The results of another node's runs, once this node serves them.
   broker::handler on_result;
   std::mutex subscriptions_mutex;
@@ -92,6 +95,7 @@ struct orchestrator_shared {
   // ---- Runs in memory
   run_registry runs;
   std::atomic<std::size_t> in_memory{0};
+  std::atomic<bool> supervisor_gone{false};  // the orchestrator's actor has ended
   // Takeovers writing another node's runs into the store now: retention waits for them (a run
   // the log holds as failed, then retried, must not be removed between the two).
   std::atomic<int> takeovers_running{0};

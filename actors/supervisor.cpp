@@ -47,6 +47,7 @@ constexpr std::int64_t wake_retry_ms = 60'000;
 
 
 caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orchestrator_shared> shared) {
+  self->attach_functor([shared] { shared->supervisor_gone = true; });
   // When the orchestrator stops, so do its run actors (it tells each). A run actor's exit
   // (leaving memory, or a failure) comes as a down message; a stop request (anon_send_exit)
   // names the orchestrator itself as its source.

@@ -1,6 +1,5 @@
 #include "apps/node.hpp"
-#include "apps/node_admin.hpp"
-#include "apps/node_telemetry.hpp"
+#include "apps/node_state.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/thread_pool.hpp"
 
@@ -32,8 +31,14 @@ namespace keel::actors {
 
 namespace {
 
-
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("actors");
+  return l;
+}
+
+} // namespace
 
 result<std::unique_ptr<store::run_store>> open_store(const config::node_config& config) {
   store::store_options options;
@@ -44,11 +49,6 @@ result<std::unique_ptr<store::run_store>> open_store(const config::node_config& 
   options.reserve_bytes = static_cast<std::uint64_t>(config.disk_reserve_bytes);
   options.keep_conversations = config.retention_keep_conversations;
   return store::run_store::open(options);
-}
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("actors");
-  return l;
 }
 
 std::string host_name() {
@@ -71,28 +71,37 @@ std::string random_suffix() {
   return out;
 }
 
-// What the node says of itself; shared by the heartbeat actor and the ping responder.
-struct announcer {
-  std::shared_ptr<broker::connection> nats;
-  broker::subjects subjects;
-  wire::heartbeat beat;
+std::string announcer::encode(const char* state) const {
+  std::lock_guard lock{mutex_};
+  wire::heartbeat now = beat_;
+  now.state = state;
+  now.time_ms = wall_ms();
+  now.runs_in_memory = runs_in_memory_();
+  std::tie(now.slots, now.slots_busy) = slots_();
+  return wire::encode(now);
+}
 
-  std::function<std::int64_t()> runs_in_memory = [] { return 0; };
-  std::function<std::pair<std::int64_t, std::int64_t>()> slots = [] { return std::pair<std::int64_t, std::int64_t>{0, 0}; };
+void announcer::publish(const char* state) const {
+  if (auto r = nats_->publish(subjects_.heartbeat(), encode(state)); !r)
+    logger()->warn("heartbeat not sent: {}", r.error().message);
+}
 
-  std::string encode(const char* state) const {
-    wire::heartbeat now = beat;
-    now.state = state;
-    now.time_ms = wall_ms();
-    now.runs_in_memory = runs_in_memory();
-    std::tie(now.slots, now.slots_busy) = slots();
-    return wire::encode(now);
-  }
-  void publish(const char* state) const {
-    if (auto r = nats->publish(subjects.heartbeat(), encode(state)); !r)
-      logger()->warn("heartbeat not sent: {}", r.error().message);
-  }
-};
+void announcer::set_node_id(const std::string& id) {
+  std::lock_guard lock{mutex_};
+  beat_.node_id = id;
+}
+
+void announcer::set_runs_in_memory(std::function<std::int64_t()> count) {
+  std::lock_guard lock{mutex_};
+  runs_in_memory_ = count ? std::move(count) : [] { return std::int64_t{0}; };
+}
+
+void announcer::set_slots(std::function<std::pair<std::int64_t, std::int64_t>()> slots) {
+  std::lock_guard lock{mutex_};
+  slots_ = std::move(slots);
+}
+
+namespace {
 
 caf::behavior heartbeat_actor(caf::event_based_actor* self, std::shared_ptr<const announcer> a) {
   self->send(self, tick_atom::value);
@@ -102,40 +111,13 @@ caf::behavior heartbeat_actor(caf::event_based_actor* self, std::shared_ptr<cons
       // what it uses (a burst of runs that then suspend should cost disk, not memory).
       ::malloc_trim(0);
       a->publish("up");
-      self->delayed_send(self, std::chrono::milliseconds(a->beat.interval_ms), tick_atom::value);
+      self->delayed_send(self, std::chrono::milliseconds(a->interval_ms()), tick_atom::value);
     },
   };
 }
 
 } // namespace
 
-struct node::impl {
-  config::node_config config;
-  std::string id;
-  std::unique_ptr<store::run_store> store;
-  std::unique_ptr<caf::actor_system_config> actor_config;
-  std::unique_ptr<caf::actor_system> system;
-  std::shared_ptr<broker::connection> nats;
-  // The worker's own connection when the node is an orchestrator too: tasks and results then
-  // do not share a socket, a reader thread and its locks with the orchestrator's traffic.
-  std::shared_ptr<broker::connection> worker_nats;
-  // Connections of the lanes beyond the first (config node.lanes), the orchestrator's and the
-  // worker's: a node's steps do not all pass one socket and one reader thread.
-  std::vector<std::shared_ptr<broker::connection>> lane_connections;
-  std::shared_ptr<announcer> announce;
-  caf::actor heartbeat;
-  std::unique_ptr<broker::subscription> ping_subscription;
-  std::unique_ptr<orchestrator> orchestrator_role;
-  std::unique_ptr<worker> worker_role;
-  std::shared_ptr<gateway::api> gateway_api;  // shared with handlers that may outlive a stop
-  std::unique_ptr<gateway::http_server> gateway_role;
-  std::shared_ptr<broker::connection> gateway_nats;
-  std::unique_ptr<node_telemetry> telemetry;  // metrics' collectors and listener, the span exporter
-  std::unique_ptr<broker::subscription> admin_subscription;  // backups (orchestrators)
-  std::shared_ptr<std::mutex> backing_up = std::make_shared<std::mutex>();  // held while a backup is made
-  bool stopped = false;
-  bool left_in_place = false;  // stop() found task threads still running: never freed
-};
 
 std::string derive_node_id(const config::node_config& config, const std::string& stored) {
   if (!config.node_name.empty()) return config.node_name;
@@ -215,24 +197,23 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
   state->actor_config->set("scheduler.policy", caf::atom("sharing"));
   state->system = std::make_unique<caf::actor_system>(*state->actor_config);
 
-  auto a = std::make_shared<announcer>();
-  a->nats = state->nats;
-  a->subjects = broker::subjects{config.prefix, config.ns};
-  a->beat.node_id = state->id;
-  for (auto r : config.roles) a->beat.roles.emplace_back(config::to_string(r));
+  wire::heartbeat beat;
+  beat.node_id = state->id;
+  for (auto r : config.roles) beat.roles.emplace_back(config::to_string(r));
   if (config.has_role(config::role::worker)) {
     for (const auto& agent : config.agents) {
-      a->beat.agents.push_back(agent.id);
-      if (std::find(a->beat.queues.begin(), a->beat.queues.end(), agent.queue) == a->beat.queues.end())
-        a->beat.queues.push_back(agent.queue);
+      beat.agents.push_back(agent.id);
+      if (std::find(beat.queues.begin(), beat.queues.end(), agent.queue) == beat.queues.end()) beat.queues.push_back(agent.queue);
     }
   }
-  a->beat.started_ms = wall_ms();
-  a->beat.pid = ::getpid();
-  a->beat.host = host_name();
-  a->beat.version = "0.1.0";
-  a->beat.interval_ms = config.heartbeat_interval_ms;
+  beat.started_ms = wall_ms();
+  beat.pid = ::getpid();
+  beat.host = host_name();
+  beat.version = "0.1.0";
+  beat.interval_ms = config.heartbeat_interval_ms;
+  auto a = std::make_shared<announcer>(state->nats, broker::subjects{config.prefix, config.ns}, std::move(beat));
   state->announce = a;
+  state->view = std::make_shared<node_view>(state->id);
 
   // The lanes of a role: `first`, then connections of their own.
   auto lanes_of = [&](std::shared_ptr<broker::connection> first,
@@ -265,41 +246,16 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     if (!w) return w.error();
     state->worker_role = std::move(*w);
     auto* role = state->worker_role.get();
-    a->slots = [role] {
+    a->set_slots([role] {
       return std::pair<std::int64_t, std::int64_t>{static_cast<std::int64_t>(role->slots_count()),
                                                    static_cast<std::int64_t>(role->slots_busy())};
-    };
+    });
   }
   if (config.has_role(config::role::orchestrator)) {
     auto lanes = lanes_of(state->nats, "keel-node " + state->id);
     if (!lanes) return lanes.error();
-    auto o = orchestrator::start(*state->system, state->config, state->id, *lanes, *state->store);
-    if (!o && o.error().code == errc::conflict && config.log_replicas > 0) {
-      // Another orchestrator took this node's runs over while it was gone (or paused): they are
-      // its now. This node rejoins as a new member: a new id, an empty store; the old store is
-      // kept aside, untouched.
-      auto old_id = state->id;
-      state->store.reset();
-      auto aside = config.data_dir + "/runs.taken-over-" + std::to_string(wall_ms());
-      std::error_code ec;
-      std::filesystem::rename(config.data_dir + "/runs", aside, ec);
-      if (ec) return make_error(errc::io, "cannot move the store of a taken-over node aside: " + ec.message());
-      auto reopened = open_store(config);
-      if (!reopened) return reopened.error();
-      state->store = std::move(*reopened);
-      state->id = (config.node_name.empty() ? host_name() : config.node_name) + "-" + random_suffix();
-      if (auto r = state->store->put_meta("node_id", state->id); !r) return r.error();
-      if (auto r = state->store->put_meta("rejoined", state->id); !r) return r.error();
-      a->beat.node_id = state->id;
-      log::set_node(state->id);
-      logger()->warn("{}; node {} rejoins as a new member, {} (its old store is kept at {})", o.error().message, old_id,
-                     state->id, aside);
-      o = orchestrator::start(*state->system, state->config, state->id, *lanes, *state->store);
-    }
-    if (!o) return o.error();
-    state->orchestrator_role = std::move(*o);
-    auto* role = state->orchestrator_role.get();
-    a->runs_in_memory = [role] { return static_cast<std::int64_t>(role->runs_in_memory()); };
+    state->orchestrator_lanes = std::move(*lanes);
+    if (auto started = start_orchestrator_role(*state); !started) return started.error();
   }
   if (config.has_role(config::role::gateway)) {
     auto listen = config::split_listen(config.gateway_listen);
@@ -364,11 +320,7 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     logger()->info("gateway listening on http://{}:{}", listen->first, state->gateway_role->port());
   }
   telemetry_sources sources;
-  if (state->orchestrator_role) {
-    sources.store = state->store.get();
-    auto* role = state->orchestrator_role.get();
-    sources.runs_in_memory = [role] { return static_cast<std::int64_t>(role->runs_in_memory()); };
-  }
+  sources.view = state->view;
   if (state->worker_role) {
     auto* role = state->worker_role.get();
     sources.slots = [role] {
@@ -377,28 +329,24 @@ result<std::unique_ptr<node>> node::start(const config::node_config& config) {
     };
     sources.nats = state->worker_nats;
   }
-  if (state->orchestrator_role) {
-    auto admin = serve_admin(state->nats, broker::subjects{config.prefix, config.ns}, state->id, *state->store, config.data_dir,
-                             state->backing_up);
-    if (!admin) return admin.error();
-    state->admin_subscription = std::move(*admin);
-  }
   auto observed = node_telemetry::start(config, state->id, std::move(sources));
   if (!observed) return observed.error();
   state->telemetry = std::move(*observed);
   // Every node answers a ping with its heartbeat, so `keel nodes` need not wait for the next one.
   // Only once its roles are up: a node that answers is ready.
   auto pinged = state->nats->subscribe(
-    a->subjects.nodes_ping(), "", [a](broker::message&& m) {
+    a->subjects().nodes_ping(), "", [a](broker::message&& m) {
       if (m.reply.empty()) return;
-      if (auto r = a->nats->publish(m.reply, a->encode("up")); !r)
+      if (auto r = a->nats()->publish(m.reply, a->encode("up")); !r)
         logger()->warn("ping not answered: {}", r.error().message);
     });
   if (!pinged) return pinged.error();
   state->ping_subscription = std::move(*pinged);
   state->heartbeat = state->system->spawn(heartbeat_actor, std::shared_ptr<const announcer>(a));
-  logger()->info("node {} started: roles [{}], NATS {}", state->id,
-                 fmt::join(a->beat.roles, ", "), state->nats->connected_url());
+  std::vector<std::string> roles;
+  for (auto r : config.roles) roles.emplace_back(config::to_string(r));
+  logger()->info("node {} started: roles [{}], NATS {}", state->id, fmt::join(roles, ", "), state->nats->connected_url());
+  if (state->orchestrator_role) run_rejoiner(*state);
   return std::unique_ptr<node>(new node(std::move(state)));
 }
 
@@ -406,6 +354,7 @@ void node::stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
   auto& s = *impl_;
+  end_rejoiner(s);  // a restart of the orchestrator role under way ends first
   auto budget_ms = s.config.shutdown_timeout_ms;
   auto started = steady_ms();
   logger()->info("node {} stopping", s.id);

@@ -97,22 +97,34 @@ node_telemetry::~node_telemetry() {
 
 std::uint16_t node_telemetry::metrics_port() const { return impl_ && impl_->listener ? impl_->listener->port() : 0; }
 
+void node_view::set_id(std::string id) {
+  std::unique_lock lock{mutex_};
+  id_ = std::move(id);
+}
+
+void node_view::set_orchestrator(const store::run_store* store, std::function<std::int64_t()> runs_in_memory) {
+  std::unique_lock lock{mutex_};
+  store_ = store;
+  runs_in_memory_ = std::move(runs_in_memory);
+}
+
+void node_view::collect(const metrics::gauge_setter& set, const std::string& roles) const {
+  std::shared_lock lock{mutex_};
+  set("keel_build_info", {{"version", "0.1.0"}, {"node", id_}, {"roles", roles}}, 1);
+  if (store_) collect_store(*store_, set);
+  if (runs_in_memory_) set("keel_runs_in_memory", {}, static_cast<double>(runs_in_memory_()));
+}
+
 result<std::unique_ptr<node_telemetry>> node_telemetry::start(const config::node_config& config, const std::string& node_id,
                                                               telemetry_sources sources) {
   auto state = std::make_unique<impl>();
   auto* raw = state.get();
   std::string roles;
   for (auto r : config.roles) roles += (roles.empty() ? "" : ",") + std::string(config::to_string(r));
-  state->collectors.push_back(metrics::add_collector([node_id, roles](const metrics::gauge_setter& set) {
-    set("keel_build_info", {{"version", "0.1.0"}, {"node", node_id}, {"roles", roles}}, 1);
-  }));
-  if (sources.store) {
-    state->collectors.push_back(metrics::add_collector(
-      [store = sources.store, in_memory = sources.runs_in_memory](const metrics::gauge_setter& set) {
-        collect_store(*store, set);
-        if (in_memory) set("keel_runs_in_memory", {}, static_cast<double>(in_memory()));
-      }));
-  }
+  if (sources.view)
+    state->collectors.push_back(metrics::add_collector([view = sources.view, roles](const metrics::gauge_setter& set) {
+      view->collect(set, roles);
+    }));
   if (sources.slots) {
     std::set<std::string> queues;
     for (const auto& agent : config.agents) queues.insert(agent.queue);

@@ -328,8 +328,9 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
     impairment.erase(p);
     impaired_until.erase(p);
   };
-  // As a supervisor (systemd) would: a node that stopped by itself (an orchestrator that found
-  // its runs taken over while it was paused stops) is started again.
+  // As a supervisor (systemd) would: a node that stopped by itself is started again (an
+  // orchestrator that finds its runs taken over restarts its role in place; one whose actors do
+  // not end within its stop bound stops).
   std::size_t supervised = 0;
   auto supervise = [&] {
     for (const auto& [name, _] : c.servers_of)

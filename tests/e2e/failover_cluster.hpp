@@ -56,6 +56,15 @@ struct failover_cluster : multi_node {
     if (!all_up()) FAIL("the nodes did not all come up:\n" << logs());
     connect_clients();
   }
+  // An orchestrator that found its runs taken over restarts its role in place as a new member, the
+  // process going on (its other roles with it): its log says so, it still runs, and it is listed
+  // under its new id (<name>-<4 characters>).
+  void await_rejoined(const std::string& name) {
+    REQUIRE_EVENTUALLY(30'000, read_file(dir.file(name + ".err")).find("rejoins as a new member") != std::string::npos);
+    CHECK(read_file(dir.file(name + ".err")).find("are no longer this node's") != std::string::npos);
+    CHECK(nodes[name].running());
+    REQUIRE_EVENTUALLY(30'000, keel({"nodes", "--wait-ms", "300"}, 1).out.find(name + "-") != std::string::npos);
+  }
   // An invoke for one orchestrator, by its own subject.
   // Told "ask again" (the node's lease not certain for a moment, on a loaded machine), it asks
   // again for up to 30 s, as a client does.
