@@ -147,6 +147,8 @@ result<std::unique_ptr<orchestrator>> orchestrator::start(caf::actor_system& sys
     4, [](const char* what) { logger()->error("a sub-agent's child run: {}", what); }, "keel children");
   shared->broker_pool = std::make_unique<thread_pool>(
     4, [](const char* what) { logger()->error("a question to the broker: {}", what); }, "keel ask broker");
+  shared->keys_pool = std::make_unique<thread_pool>(
+    4, [](const char* what) { logger()->error("an idempotency key's claim: {}", what); }, "keel claim key");
   auto first = first_received_order(store);
   if (!first) return first.error();
   shared->next_received = *first;
@@ -263,13 +265,15 @@ bool orchestrator::await_stopped(std::int64_t timeout_ms) const {
   return true;
 }
 
-void orchestrator::flush() {
+bool orchestrator::flush() {
   for (auto& lane : impl_->shared->lanes) lane.writer->stop();
-  if (impl_->shared->log_pool) impl_->shared->log_pool->stop(2000);
+  bool ended = !impl_->shared->log_pool || impl_->shared->log_pool->stop(impl_->shared->config.request_timeout_ms + 2000);
   if (impl_->shared->ask_pool) impl_->shared->ask_pool->stop(3000);
   if (impl_->shared->children_pool) impl_->shared->children_pool->stop(3000);
   if (impl_->shared->broker_pool) impl_->shared->broker_pool->stop(3000);
+  if (impl_->shared->keys_pool) impl_->shared->keys_pool->stop(3000);
   impl_->shared->publisher->stop();
+  return ended;
 }
 
 } // namespace keel::actors

@@ -36,8 +36,10 @@ public:
   void stop();
   // After stop(): whether its actors (the supervisor, every run's) ended within the time.
   bool await_stopped(std::int64_t timeout_ms) const;
-  // After the actors are gone: writes what is queued and runs its continuations.
-  void flush();
+  // After the actors are gone: writes what is queued and runs its continuations. False when work
+  // that uses the store (the run log's thread) was still running at its bound and was left to end
+  // on its own.
+  bool flush();
   std::size_t runs_in_memory() const;
 
   struct impl;

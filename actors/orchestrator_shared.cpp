@@ -92,7 +92,7 @@ result<std::uint64_t> orchestrator_shared::whole_history(const std::string& run,
 void orchestrator_shared::fenced(const std::string& domain, const std::string& why) {
   std::call_once(fenced_once_, [&] {
     if (on_fenced) {
-      logger()->critical("the runs of {} are no longer this node's ({}): its orchestrator rejoins as a new member", domain, why);
+      logger()->critical("the runs of {} are no longer this node's ({}): its orchestrator role restarts", domain, why);
       on_fenced("the runs of " + domain + " are no longer this node's (" + why + ")");
       return;
     }

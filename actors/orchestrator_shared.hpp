@@ -79,6 +79,7 @@ struct orchestrator_shared {
   // answer (a stream leader paused, a bucket contended) would hold the thread, and every run
   // scheduled on it; the answer comes back to the actor as a message.
   std::unique_ptr<thread_pool> broker_pool;
+  std::unique_ptr<thread_pool> keys_pool;  // the same for idempotency keys' claims, apart: neither waits behind the other
   // A run out of memory: its last entry confirmed and, for a run that completed or was
   // cancelled, its log cut to one entry (its final state and whole history).
   void left_memory(const std::string& run);

@@ -89,14 +89,22 @@ result<std::uint32_t> held_attempt(orchestrator_shared& shared, const std::strin
 void ask_held(run_actor_type* self, const std::shared_ptr<orchestrator_shared>& shared, std::uint64_t step,
               std::uint32_t attempt) {
   std::weak_ptr<orchestrator_shared> weak = shared;
-  shared->broker_pool->submit([weak, me = caf::actor_cast<caf::actor>(self), queue = queue_of(*self->state.machine, self->state.queue),
-                               run = self->state.machine->run_id(), step, attempt] {
+  auto me = caf::actor_cast<caf::actor>(self);
+  bool asked = shared->broker_pool->submit([weak, me, queue = queue_of(*self->state.machine, self->state.queue),
+                                            run = self->state.machine->run_id(), step, attempt] {
     auto s = weak.lock();
     if (!s) return;
-    auto held = held_attempt(*s, queue, run, step);
+    result<std::uint32_t> held = make_error(errc::internal, "the question failed");
+    try {
+      held = held_attempt(*s, queue, run, step);
+    } catch (const std::exception& e) {
+      held = make_error(errc::internal, e.what());
+    }
     caf::anon_send(me, held_atom::value, step, attempt, held ? *held : std::uint32_t{0},
                    held ? std::string{} : held.error().message);
   });
+  // The orchestrator stops: answered at once, as a broker that could not say.
+  if (!asked) caf::anon_send(me, held_atom::value, step, attempt, std::uint32_t{0}, std::string("the orchestrator stops"));
 }
 
 
@@ -287,8 +295,6 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
   self->state.machine.emplace(std::move(record), *agent, shared->context_for(*agent));
   self->state.supervisor = std::move(supervisor);
   self->state.queue = agent->queue;
-  shared->in_memory += 1;
-  self->attach_functor([shared] { shared->in_memory -= 1; });
   // Results recorded whose consequences were not written (a crash between the two writes of a
   // step) are applied now, and what was due then goes out.
   bool recovered = false;
@@ -509,7 +515,8 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
     [=](held_atom, std::uint64_t step, std::uint32_t attempt, std::uint32_t held, const std::string& why) {
       const auto& run = self->state.machine->run_id();
       if (!why.empty())
-        logger()->warn("run {}: cannot tell whether step {} is still queued ({}); it is sent again", run, step, why);
+        logger()->warn("run {}: cannot tell whether step {} is still queued ({}); unless its result is here, it is sent again",
+                       run, step, why);
       // Held, and the attempt due: an older attempt still there (a copy being handed out again)
       // is refused by the run when a worker asks, so the attempt due is sent. Or its result came
       // here and is not written yet: the worker holding it offers it again.

@@ -69,8 +69,12 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
                        bool from_disk, const std::string& invoke_reply) {
     std::string id = record.run_id;
     if (from_disk) shared->runs.starting_now(id);
+    // Counted from its spawn, not its first activation (which may come after the supervisor
+    // quit): a stopping orchestrator waits for every run actor it made to end.
+    shared->in_memory += 1;
     auto actor = self->spawn(run_actor, shared, std::move(record), agent, start_now, from_disk, invoke_reply,
                              caf::actor_cast<caf::actor>(self));
+    actor->attach_functor([shared] { shared->in_memory -= 1; });
     self->monitor(actor);
     shared->runs.registered(id, actor);
     return actor;
@@ -278,24 +282,33 @@ caf::behavior orchestrator_actor(orchestrator_type* self, std::shared_ptr<orches
         // leader paused, writes contending), and the invoke goes on with the answer; invokes of
         // the same key meanwhile wait for that same answer.
         auto found = self->state.claiming.find(key);
-        if (found == self->state.claiming.end() ? self->state.claiming.size() >= claims_at_once_max
-                                                : found->second.size() >= waiting_per_claim_max)
+        if (found == self->state.claiming.end() && self->state.claiming.size() >= claims_at_once_max)
           return shared->reply_error(reply, errc::unavailable,
                                      "node " + shared->node_id + " is checking too many idempotency keys across the "
                                                                  "cluster now: ask again");
+        if (found != self->state.claiming.end() && found->second.size() >= waiting_per_claim_max)
+          return shared->reply_error(reply, errc::unavailable,
+                                     "too many invokes of this idempotency key wait for its check across the cluster: ask again");
         auto& waiting = self->state.claiming[key];
         waiting.push_back({invoke, std::move(make_record), reply});
         if (waiting.size() > 1) return;
         std::weak_ptr<orchestrator_shared> weak = shared;
-        shared->broker_pool->submit([weak, me = caf::actor_cast<caf::actor>(self), key,
-                                     bucket_key = broker::key_of(invoke.agent, invoke.idempotency_key),
-                                     mine = make_run_id(node_id{shared->node_id}).value] {
+        auto me = caf::actor_cast<caf::actor>(self);
+        bool asked = shared->keys_pool->submit([weak, me, key, bucket_key = broker::key_of(invoke.agent, invoke.idempotency_key),
+                                                mine = make_run_id(node_id{shared->node_id}).value] {
           auto s = weak.lock();
           if (!s) return;
-          auto claimed = s->keys->create_if_absent(bucket_key, mine);
+          result<broker::key_value::created> claimed = make_error(errc::internal, "the claim failed");
+          try {
+            claimed = s->keys->create_if_absent(bucket_key, mine);
+          } catch (const std::exception& e) {
+            claimed = make_error(errc::internal, e.what());
+          }
           if (!claimed) caf::anon_send(me, claimed_atom::value, key, false, false, std::string{}, claimed.error().message);
           else caf::anon_send(me, claimed_atom::value, key, true, claimed->written, claimed->value, std::string{});
         });
+        if (!asked)
+          caf::anon_send(me, claimed_atom::value, key, false, false, std::string{}, std::string("the orchestrator stops"));
         return;
       } else if (!existing) {
         if (!claim->ok)

@@ -30,25 +30,35 @@ void stop_process(const std::string& why) {
   ::kill(::getpid(), SIGTERM);
 }
 
+bool ending(node::impl& s) {
+  std::lock_guard lock{s.rejoin_mutex};
+  return s.rejoin_ending;
+}
+
 void restart(node::impl& s, const std::string& why) {
-  if (!s.orchestrator_role) return;
-  logger()->warn("{}; node {}'s orchestrator role restarts as a new member, its other roles go on", why, s.id);
+  if (!s.orchestrator_role || ending(s)) return;
+  auto was = s.id;
+  logger()->warn("{}; node {}'s orchestrator role restarts, its other roles go on", why, s.id);
   // Nothing reads the role or its store from here on: the heartbeat, scrapes, backups.
   s.announce->set_runs_in_memory({});
   s.view->set_orchestrator(nullptr, {});
   s.admin_subscription.reset();
-  auto left_before = thread_pool::threads_left_running();
   s.orchestrator_role->stop();
-  bool ended = s.orchestrator_role->await_stopped(s.config.shutdown_timeout_ms);
-  s.orchestrator_role->flush();
-  // Work of the old role still running would use the store under the new one.
-  if (!ended || thread_pool::threads_left_running() > left_before)
-    return stop_process("node " + s.id + ": its orchestrator role's work did not end within " +
-                        std::to_string(s.config.shutdown_timeout_ms) + " ms");
+  // Its actors (the supervisor, every run's) end within the node's stop bound; then what they
+  // queued is written. Work of the old role still running after that would use the store under
+  // the new one: the process stops instead (without writing under running actors).
+  if (!s.orchestrator_role->await_stopped(s.config.shutdown_timeout_ms))
+    return stop_process("node " + s.id + ": its orchestrator role's actors did not end within node.shutdown_timeout_ms (" +
+                        std::to_string(s.config.shutdown_timeout_ms) + " ms)");
+  if (!s.orchestrator_role->flush())
+    return stop_process("node " + s.id + ": its orchestrator role's run log thread did not end in time");
   std::lock_guard backup_done{*s.backing_up};
   s.orchestrator_role.reset();
+  // A stop asked meanwhile: no new role (node::stop closes the store).
+  if (ending(s)) return;
   if (auto started = start_orchestrator_role(s); !started)
     return stop_process("node " + s.id + ": its orchestrator role cannot start again (" + started.error().message + ")");
+  logger()->warn("node {}: orchestrator role restarted as {}", was, s.id);
 }
 
 } // namespace
@@ -67,6 +77,7 @@ result<void> start_orchestrator_role(node::impl& s) {
     // its now. This node rejoins as a new member: a new id, an empty store; the old store is
     // kept aside, untouched.
     auto old_id = s.id;
+    s.announce->publish("stopping");  // the old id leaves `keel nodes` and the gateways' lists now
     s.store.reset();
     auto aside = s.config.data_dir + "/runs.taken-over-" + std::to_string(wall_ms());
     std::error_code ec;

@@ -64,6 +64,13 @@ struct node::impl {
   // worker's: a node's steps do not all pass one socket and one reader thread.
   std::vector<std::shared_ptr<broker::connection>> lane_connections;
   std::vector<std::shared_ptr<broker::connection>> orchestrator_lanes;  // its first is `nats`
+  // An orchestrator whose runs another took over restarts in place, on `rejoiner`: the node's
+  // other roles (its worker, its gateway) go on meanwhile. stop() ends it before anything else.
+  // (Declared before the roles: a role destroyed without stop() may still call the hook.)
+  std::mutex rejoin_mutex;
+  std::condition_variable rejoin_wake;
+  std::string rejoin_why;  // not empty: a restart is due
+  bool rejoin_ending = false;
   std::shared_ptr<announcer> announce;
   std::shared_ptr<node_view> view;  // what a scrape reads of the node's id and store
   caf::actor heartbeat;
@@ -76,13 +83,7 @@ struct node::impl {
   std::unique_ptr<node_telemetry> telemetry;  // metrics' collectors and listener, the span exporter
   std::unique_ptr<broker::subscription> admin_subscription;  // backups (orchestrators)
   std::shared_ptr<std::mutex> backing_up = std::make_shared<std::mutex>();  // held while a backup is made
-  // An orchestrator whose runs another took over restarts in place, on this thread: the node's
-  // other roles (its worker, its gateway) go on meanwhile. stop() ends it before anything else.
   std::thread rejoiner;
-  std::mutex rejoin_mutex;
-  std::condition_variable rejoin_wake;
-  std::string rejoin_why;  // not empty: a restart is due
-  bool rejoin_ending = false;
   bool stopped = false;
   bool left_in_place = false;  // stop() found task threads still running: never freed
 };

@@ -42,17 +42,19 @@ public:
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;
 
-  void submit(std::function<void()> job) {
+  // False when the pool is stopping (the job is dropped).
+  bool submit(std::function<void()> job) {
     {
       std::lock_guard lock{state_->mutex};
-      if (state_->stopping) return;
+      if (state_->stopping) return false;
       state_->jobs.push_back(std::move(job));
     }
     state_->wake.notify_one();
+    return true;
   }
   // Takes no more jobs and drops those not started; joins the threads if every running job ends
-  // within the time, else leaves them to end on their own.
-  void stop(std::int64_t timeout_ms) {
+  // within the time (true), else leaves them to end on their own (false).
+  bool stop(std::int64_t timeout_ms) {
     {
       std::lock_guard lock{state_->mutex};
       state_->stopping = true;
@@ -73,6 +75,7 @@ public:
       else t.detach();
     }
     threads_.clear();
+    return all_idle;
   }
   // Threads of stopped pools still running a job that overran its stop (across all pools): a
   // process must not run its static destructors under them (see keel-node's exit).

@@ -442,10 +442,11 @@ TEST_CASE("chaos: runs with approvals under random kills, pauses, broker and mod
   std::size_t rejoined = 0;
   for (const auto& [name, _] : c.servers_of) {
     auto text = read_file(c.dir.file(name + ".err"));
-    for (auto at = text.find("restarts as a new member"); at != std::string::npos; at = text.find("restarts as a new member", at + 1))
+    for (auto at = text.find("orchestrator role restarted as"); at != std::string::npos;
+         at = text.find("orchestrator role restarted as", at + 1))
       ++rejoined;
   }
-  std::printf("chaos: seed %llu: %zu runs, %zu faults (%s), %zu orchestrator roles restarted in place as new members, "
+  std::printf("chaos: seed %llu: %zu runs, %zu faults (%s), %zu orchestrator roles restarted in place, "
               "%zu nodes that stopped by themselves started again; all ended %lld ms after the last fault was healed\n",
               static_cast<unsigned long long>(seed), all.size(), faults.size(), fault_summary.c_str(), rejoined, supervised,
               static_cast<long long>(steady_ms() - heal_ms));

@@ -60,8 +60,10 @@ struct failover_cluster : multi_node {
   // process going on (its other roles with it): its log says so, it still runs, and it is listed
   // under its new id (<name>-<4 characters>).
   void await_rejoined(const std::string& name) {
-    REQUIRE_EVENTUALLY(30'000, read_file(dir.file(name + ".err")).find("rejoins as a new member") != std::string::npos);
+    REQUIRE_EVENTUALLY(30'000, read_file(dir.file(name + ".err")).find("orchestrator role restarted as " + name + "-") !=
+                                 std::string::npos);
     CHECK(read_file(dir.file(name + ".err")).find("are no longer this node's") != std::string::npos);
+    CHECK(read_file(dir.file(name + ".err")).find("rejoins as a new member") != std::string::npos);
     CHECK(nodes[name].running());
     REQUIRE_EVENTUALLY(30'000, keel({"nodes", "--wait-ms", "300"}, 1).out.find(name + "-") != std::string::npos);
   }
