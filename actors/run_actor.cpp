@@ -34,8 +34,11 @@ std::chrono::milliseconds audit_after(const orchestrator_shared& shared) {
   return std::chrono::milliseconds(std::max<std::int64_t>(10'000, 3 * shared.config.worker_liveness_ms));
 }
 
+void audit_later(const caf::actor& me, const orchestrator_shared& shared, std::uint64_t step, std::uint32_t attempt) {
+  caf::delayed_anon_send(me, audit_after(shared), audit_atom::value, step, attempt);
+}
 void audit_later(const caf::actor& me, const orchestrator_shared& shared, const wire::task& t) {
-  caf::delayed_anon_send(me, audit_after(shared), audit_atom::value, t.step, t.attempt);
+  audit_later(me, shared, t.step, t.attempt);
 }
 
 // A task goes to the work queue (and is audited later); a sub-agent's call starts its child run.
@@ -393,14 +396,11 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       auto& machine = *self->state.machine;
       const auto& run = machine.run_id();
       auto me = caf::actor_cast<caf::actor>(self);
-      wire::task t;
-      t.step = step;
-      t.attempt = attempt;
       if (!machine.wants(step, attempt) || !shared->runs.still_in_flight(run, step, attempt)) return;
       // Not yet in the work queue, being offered (the broker did not confirm it, or this node's
       // lease is not certain now): asked again later. Asked before the queue is read, so that a
       // task that leaves the publisher for the queue meanwhile is found there.
-      if (shared->publisher->offering(keel::task_id{run, step, attempt}.to_string())) return audit_later(me, *shared, t);
+      if (shared->publisher->offering(keel::task_id{run, step, attempt}.to_string())) return audit_later(me, *shared, step, attempt);
       ask_held(self, shared, step, attempt);
     },
     [=](held_atom, std::uint64_t step, std::uint32_t attempt, std::uint32_t held, const std::string& why) {
@@ -408,17 +408,14 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
       auto& machine = *self->state.machine;
       const auto& run = machine.run_id();
       auto me = caf::actor_cast<caf::actor>(self);
-      wire::task t;
-      t.step = step;
-      t.attempt = attempt;
       if (!machine.wants(step, attempt)) return;
       if (!why.empty()) {
         logger()->warn("run {}: cannot tell whether step {} attempt {} is still queued ({}); asked again later", run,
                        step, attempt, why);
-        return audit_later(me, *shared, t);
+        return audit_later(me, *shared, step, attempt);
       }
       // Held, or its result here and not yet written (its worker offers it again).
-      if (held == attempt || shared->runs.result_unwritten(run, step)) return audit_later(me, *shared, t);
+      if (held == attempt || shared->runs.result_unwritten(run, step)) return audit_later(me, *shared, step, attempt);
       // Asked after the queue: a worker hands a result over (marking it received) before its
       // task leaves the queue.
       if (!shared->runs.still_in_flight(run, step, attempt)) return;
@@ -526,10 +523,7 @@ caf::behavior run_actor(run_actor_type* self, std::shared_ptr<orchestrator_share
                      queued ? "its result is awaited" : "sent again");
       if (queued) {
         shared->runs.sent(run, step, attempt);
-        wire::task awaited;
-        awaited.step = step;
-        awaited.attempt = attempt;
-        audit_later(caf::actor_cast<caf::actor>(self), *shared, awaited);
+        audit_later(caf::actor_cast<caf::actor>(self), *shared, step, attempt);
         const auto& in_flight = self->state.machine->state().pending;
         if (in_flight && in_flight->deadline_ms > 0)
           deadline_later(caf::actor_cast<caf::actor>(self), step, attempt, in_flight->deadline_ms);

@@ -55,6 +55,10 @@ child_process start_node(authorized_broker& b, std::int64_t request_timeout_ms) 
   return start_command({KEEL_NODE_BINARY, "--config", b.dir.file("node.toml")}, b.dir, "node");
 }
 
+std::string run_of(const wire::value& answer) {
+  return answer.is_object() && answer.contains("run_id") && answer["run_id"].is_string() ? answer["run_id"].get<std::string>() : "";
+}
+
 // Invokes sent as ana, their answers collected in the order they come.
 struct invoker {
   std::shared_ptr<broker::connection> ana;
@@ -88,11 +92,25 @@ struct invoker {
     std::lock_guard lock{mutex};
     return got;
   }
+  // The run the first answer naming one named; empty: none yet.
+  std::string first_run() {
+    for (const auto& [name, answer] : all())
+      if (auto run = run_of(answer); !run.empty()) return run;
+    return "";
+  }
+  // Invokes again, as a client told "ask again" does, until an answer names a run: that run.
+  std::string invoke_until_made(const std::string& name, const std::string& agent, const std::string& key,
+                                std::int64_t pause_ms) {
+    std::string made;
+    REQUIRE_EVENTUALLY(30'000, [&] {
+      invoke(name + "-" + std::to_string(count()), agent, key);
+      REQUIRE(ana->flush(2000).ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+      return !(made = first_run()).empty();
+    }());
+    return made;
+  }
 };
-
-std::string run_of(const wire::value& answer) {
-  return answer.is_object() && answer.contains("run_id") && answer["run_id"].is_string() ? answer["run_id"].get<std::string>() : "";
-}
 
 std::string status_of(authorized_broker& b, const std::string& run) {
   auto ana = b.as("ana");
@@ -148,17 +166,7 @@ TEST_CASE("stalls: invokes whose idempotency keys the cluster's bucket does not 
   write_file(b.dir.file("creds/nats-auth.conf"), conf);
   b.restart();
   invoker again(b);
-  REQUIRE_EVENTUALLY(30'000, [&] {
-    again.invoke("k1-" + std::to_string(again.count()), "quick", "order-k1");
-    REQUIRE(again.ana->flush(2000).ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    for (const auto& [name, answer] : again.all())
-      if (!run_of(answer).empty()) return true;
-    return false;
-  }());
-  std::string made;
-  for (const auto& [name, answer] : again.all())
-    if (made.empty()) made = run_of(answer);
+  auto made = again.invoke_until_made("k1", "quick", "order-k1", 500);
   again.invoke("k1-last", "quick", "order-k1");
   REQUIRE(again.ana->flush(2000).ok());
   REQUIRE_EVENTUALLY(10'000, run_of(again.all().back().second) == made);
@@ -198,17 +206,7 @@ TEST_CASE("stalls: runs loaded with a step in flight while the work queue does n
   // Loaded again, each asks the work queue whether it holds its step's task, and
   // waits for the answer (here: the request's timeout). Meanwhile a new run is made and answered.
   invoker client(b);
-  REQUIRE_EVENTUALLY(20'000, [&] {
-    client.invoke("plain-" + std::to_string(client.count()), "quick");
-    REQUIRE(client.ana->flush(2000).ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    for (const auto& [name, answer] : client.all())
-      if (!run_of(answer).empty()) return true;
-    return false;
-  }());
-  std::string plain;
-  for (const auto& [name, answer] : client.all())
-    if (plain.empty()) plain = run_of(answer);
+  auto plain = client.invoke_until_made("plain", "quick", "", 200);
   auto log = since_start();
   INFO(log);
   // None of the loaded runs had its answer yet when the new run was answered.
